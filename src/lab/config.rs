@@ -1,0 +1,136 @@
+//! The optional `kind: Lab` document: the topology around the Kubernetes
+//! objects. Everything has a default that mirrors the tutorial (DESIGN.md).
+//!
+//! ```yaml
+//! apiVersion: netlab.dev/v1alpha1
+//! kind: Lab
+//! metadata:
+//!   name: nginx
+//! spec:
+//!   nodes: 2                 # a count, or a list of names: [node-a, node-b]
+//!   podCIDR: 10.244.0.0/16   # a /24 per node
+//!   serviceCIDR: 10.0.0.0/16
+//!   nodeCIDR: 172.18.0.0/24  # the lab-internal LAN joining the nodes
+//! ```
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+pub const API_VERSION: &str = "netlab.dev/v1alpha1";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabDocument {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: LabMetadata,
+    #[serde(default)]
+    pub spec: LabDocSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabMetadata {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabDocSpec {
+    pub nodes: Option<NodesSpec>,
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Option<String>,
+    #[serde(rename = "serviceCIDR")]
+    pub service_cidr: Option<String>,
+    #[serde(rename = "nodeCIDR")]
+    pub node_cidr: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum NodesSpec {
+    Count(i64),
+    Names(Vec<String>),
+}
+
+/// The validated topology of a lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabConfig {
+    pub name: String,
+    pub nodes: Vec<String>,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    pub node_cidr: Ipv4Net,
+}
+
+pub const DEFAULT_NODES: usize = 2;
+pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+pub const DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/16";
+pub const DEFAULT_NODE_CIDR: &str = "172.18.0.0/24";
+
+/// Lab names become part of namespace names (`netlab-<lab>.node.node-1`) and
+/// cgroup paths, so they are DNS labels without dots, kept short.
+pub fn validate_lab_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid lab name {name:?}: use 1-40 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// `run-my-nginx.yaml` → `run-my-nginx`; anything else folded into a valid name.
+pub fn name_from_file(path: &std::path::Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name.truncate(40);
+    let name = name.trim_matches('-').to_string();
+    if name.is_empty() {
+        "lab".to_string()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_names() {
+        assert!(validate_lab_name("nginx").is_ok());
+        assert!(validate_lab_name("a-1").is_ok());
+        assert!(validate_lab_name("A").is_err());
+        assert!(validate_lab_name("a.b").is_err());
+        assert!(validate_lab_name("-a").is_err());
+        assert!(validate_lab_name(&"a".repeat(41)).is_err());
+        assert_eq!(
+            name_from_file(std::path::Path::new("/x/run-my-nginx.yaml")),
+            "run-my-nginx"
+        );
+        assert_eq!(name_from_file(std::path::Path::new("My_Lab.yml")), "my-lab");
+    }
+}

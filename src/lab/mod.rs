@@ -1,0 +1,393 @@
+//! The `lab` layer: lab files (multi-document Kubernetes YAML plus an optional
+//! `kind: Lab` document) parsed into the real Kubernetes types and validated.
+//! Pure: it reads files and nothing else, so a bad lab file changes nothing on
+//! the host.
+
+pub mod config;
+pub mod documents;
+pub mod error;
+pub mod validate;
+
+pub use config::LabConfig;
+pub use error::{LabError, Source};
+
+use config::{LabDocument, NodesSpec};
+use documents::Document;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use std::path::{Path, PathBuf};
+
+/// A Kubernetes object with the place it came from.
+#[derive(Debug, Clone)]
+pub struct Sourced<T> {
+    pub at: Source,
+    pub object: T,
+}
+
+/// Everything a lab file set asks for, validated.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    pub config: LabConfig,
+    pub deployments: Vec<Sourced<Deployment>>,
+    pub pods: Vec<Sourced<Pod>>,
+}
+
+/// Options from the command line that override the Lab document.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub name: Option<String>,
+}
+
+/// Reads, parses and validates lab files. All problems are reported together.
+pub fn load(paths: &[PathBuf], overrides: &Overrides) -> Result<LabSpec, LabError> {
+    let mut documents = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| LabError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        documents.extend(documents::split(path, &text)?);
+    }
+    let default_name = paths
+        .first()
+        .map(|p| config::name_from_file(p))
+        .unwrap_or_else(|| "lab".into());
+    from_documents(documents, &default_name, overrides)
+}
+
+/// Parses one YAML text (for tests and `apply` from stdin later).
+pub fn load_str(file: &Path, text: &str, overrides: &Overrides) -> Result<LabSpec, LabError> {
+    let documents = documents::split(file, text)?;
+    from_documents(documents, &config::name_from_file(file), overrides)
+}
+
+fn from_documents(
+    documents: Vec<Document>,
+    default_name: &str,
+    overrides: &Overrides,
+) -> Result<LabSpec, LabError> {
+    let mut errors = Vec::new();
+    let mut lab_doc: Option<(LabDocument, Source)> = None;
+    let mut deployments = Vec::new();
+    let mut pods = Vec::new();
+
+    for doc in documents {
+        let expected = match doc.kind.as_str() {
+            "Lab" => config::API_VERSION,
+            "Deployment" => "apps/v1",
+            "Pod" => "v1",
+            "Service" | "Secret" | "ConfigMap" | "Endpoints" => {
+                errors.push(LabError::invalid(
+                    &doc.at,
+                    doc.object_name(),
+                    format!(
+                        "kind {} is not supported by this version of netlab yet (supported: Deployment, Pod, Lab)",
+                        doc.kind
+                    ),
+                ));
+                continue;
+            }
+            other => {
+                errors.push(LabError::invalid(
+                    &doc.at,
+                    doc.object_name(),
+                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod (v1) and Lab ({})", config::API_VERSION),
+                ));
+                continue;
+            }
+        };
+        if doc.api_version != expected {
+            errors.push(LabError::invalid(
+                &doc.at,
+                doc.object_name(),
+                format!(
+                    "apiVersion {:?} is not served for kind {}: use apiVersion: {expected}",
+                    doc.api_version, doc.kind
+                ),
+            ));
+            continue;
+        }
+        match doc.kind.as_str() {
+            "Lab" => match doc.parse::<LabDocument>() {
+                Ok(lab) => {
+                    if let Some((_, first)) = &lab_doc {
+                        errors.push(LabError::invalid(
+                            &doc.at,
+                            "Lab",
+                            format!("a second Lab document (the first is at {first}): keep one"),
+                        ));
+                    } else {
+                        lab_doc = Some((lab, doc.at.clone()));
+                    }
+                }
+                Err(e) => errors.push(e),
+            },
+            "Deployment" => match doc.parse::<Deployment>() {
+                Ok(object) => deployments.push(Sourced {
+                    at: doc.at.clone(),
+                    object,
+                }),
+                Err(e) => errors.push(e),
+            },
+            "Pod" => match doc.parse::<Pod>() {
+                Ok(object) => pods.push(Sourced {
+                    at: doc.at.clone(),
+                    object,
+                }),
+                Err(e) => errors.push(e),
+            },
+            _ => unreachable!(),
+        }
+    }
+
+    let config = match lab_config(lab_doc, default_name, overrides) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    if let Some(config) = &config {
+        validate::objects(config, &mut deployments, &mut pods, &mut errors);
+    }
+    LabError::collect(errors)?;
+    Ok(LabSpec {
+        config: config.expect("no errors means a config"),
+        deployments,
+        pods,
+    })
+}
+
+fn lab_config(
+    doc: Option<(LabDocument, Source)>,
+    default_name: &str,
+    overrides: &Overrides,
+) -> Result<LabConfig, LabError> {
+    let (lab, at) = match doc {
+        Some((lab, at)) => (Some(lab), at),
+        None => (
+            None,
+            Source {
+                file: PathBuf::from("<defaults>"),
+                line: 0,
+            },
+        ),
+    };
+    let spec = lab.as_ref().map(|l| l.spec.clone()).unwrap_or_default();
+    let bad = |msg: String| LabError::invalid(&at, "Lab", msg);
+
+    let name = overrides
+        .name
+        .clone()
+        .or_else(|| lab.as_ref().and_then(|l| l.metadata.name.clone()))
+        .unwrap_or_else(|| default_name.to_string());
+    config::validate_lab_name(&name).map_err(bad)?;
+
+    let nodes: Vec<String> = match spec.nodes {
+        None => (1..=config::DEFAULT_NODES)
+            .map(|i| format!("node-{i}"))
+            .collect(),
+        Some(NodesSpec::Count(n)) if (1..=250).contains(&n) => {
+            (1..=n).map(|i| format!("node-{i}")).collect()
+        }
+        Some(NodesSpec::Count(n)) => {
+            return Err(bad(format!(
+                "spec.nodes: {n} is out of range: a lab has 1 to 250 nodes"
+            )))
+        }
+        Some(NodesSpec::Names(names)) => {
+            if names.is_empty() || names.len() > 250 {
+                return Err(bad("spec.nodes: list 1 to 250 node names".into()));
+            }
+            for (i, n) in names.iter().enumerate() {
+                validate::dns_label(n)
+                    .map_err(|m| bad(format!("spec.nodes[{i}]: node name {n:?} {m}")))?;
+                if names[..i].contains(n) {
+                    return Err(bad(format!("spec.nodes: node {n:?} is listed twice")));
+                }
+            }
+            names
+        }
+    };
+
+    let cidr = |field: &str, value: Option<String>, default: &str| -> Result<Ipv4Net, LabError> {
+        let text = value.unwrap_or_else(|| default.to_string());
+        let net: Ipv4Net = text.parse().map_err(|_| {
+            bad(format!(
+                "spec.{field}: {text:?} is not an IPv4 CIDR (write it like {default})"
+            ))
+        })?;
+        if net.network() != net.addr() {
+            return Err(bad(format!(
+                "spec.{field}: {text} has host bits set: did you mean {}?",
+                net.trunc()
+            )));
+        }
+        Ok(net)
+    };
+    let pod_cidr = cidr("podCIDR", spec.pod_cidr, config::DEFAULT_POD_CIDR)?;
+    let service_cidr = cidr("serviceCIDR", spec.service_cidr, config::DEFAULT_SERVICE_CIDR)?;
+    let node_cidr = cidr("nodeCIDR", spec.node_cidr, config::DEFAULT_NODE_CIDR)?;
+
+    // A /24 per node, numbered from 1 (node-1 → 10.244.1.0/24), as the tutorial shows.
+    let needed = nodes.len() + 1;
+    let available = if pod_cidr.prefix_len() > 24 {
+        0
+    } else {
+        1usize << (24 - pod_cidr.prefix_len())
+    };
+    if available < needed {
+        return Err(bad(format!(
+            "spec.podCIDR: {pod_cidr} has room for {} node /24s, the lab needs {needed}: use a larger range such as 10.244.0.0/16",
+            available.saturating_sub(1)
+        )));
+    }
+    let lan_hosts = (1u64 << (32 - node_cidr.prefix_len())).saturating_sub(3);
+    if (nodes.len() as u64) > lan_hosts {
+        return Err(bad(format!(
+            "spec.nodeCIDR: {node_cidr} is too small for {} nodes",
+            nodes.len()
+        )));
+    }
+    for (a, an, b, bn) in [
+        (pod_cidr, "podCIDR", service_cidr, "serviceCIDR"),
+        (pod_cidr, "podCIDR", node_cidr, "nodeCIDR"),
+        (service_cidr, "serviceCIDR", node_cidr, "nodeCIDR"),
+    ] {
+        if a.contains(&b) || b.contains(&a) {
+            return Err(bad(format!(
+                "spec.{an} {a} overlaps spec.{bn} {b}: pick ranges that do not overlap"
+            )));
+        }
+    }
+    Ok(LabConfig {
+        name,
+        nodes,
+        pod_cidr,
+        service_cidr,
+        node_cidr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TUTORIAL: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: my-nginx
+spec:
+  selector:
+    matchLabels:
+      run: my-nginx
+  replicas: 2
+  template:
+    metadata:
+      labels:
+        run: my-nginx
+    spec:
+      containers:
+      - name: my-nginx
+        image: nginx
+        ports:
+        - containerPort: 80
+"#;
+
+    fn load(text: &str) -> Result<LabSpec, LabError> {
+        load_str(Path::new("labs/test.yaml"), text, &Overrides::default())
+    }
+
+    #[test]
+    fn tutorial_file_with_defaults() {
+        let spec = load_str(
+            Path::new("run-my-nginx.yaml"),
+            TUTORIAL,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(spec.config.name, "run-my-nginx");
+        assert_eq!(spec.config.nodes, vec!["node-1", "node-2"]);
+        assert_eq!(spec.config.pod_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(spec.deployments.len(), 1);
+        assert_eq!(
+            spec.deployments[0].object.spec.as_ref().unwrap().replicas,
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn lab_document_sets_topology() {
+        let text = format!(
+            "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: demo\nspec:\n  nodes: [a, b, c]\n  podCIDR: 10.88.0.0/16\n---\n{TUTORIAL}"
+        );
+        let spec = load(&text).unwrap();
+        assert_eq!(spec.config.name, "demo");
+        assert_eq!(spec.config.nodes, vec!["a", "b", "c"]);
+        assert_eq!(spec.config.pod_cidr.to_string(), "10.88.0.0/16");
+    }
+
+    #[test]
+    fn unknown_kind_names_file_line_and_kind() {
+        let err = load("apiVersion: v1\nkind: Frobnicator\nmetadata:\n  name: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("labs/test.yaml:1"), "{err}");
+        assert!(err.contains("Frobnicator/x"), "{err}");
+        assert!(err.contains("unknown kind"), "{err}");
+    }
+
+    #[test]
+    fn invalid_cidr() {
+        let err = load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/33\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("podCIDR"), "{err}");
+        assert!(err.contains("not an IPv4 CIDR"), "{err}");
+        let err = load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/25\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("room for"), "{err}");
+        let err = load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  serviceCIDR: 10.244.0.0/16\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("overlaps"), "{err}");
+    }
+
+    #[test]
+    fn negative_replicas() {
+        let err = load(&TUTORIAL.replace("replicas: 2", "replicas: -1"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Deployment/my-nginx"), "{err}");
+        assert!(err.contains("replicas"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_names() {
+        let err = load(&format!("{TUTORIAL}---\n{TUTORIAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("defined twice"), "{err}");
+        assert!(err.contains("labs/test.yaml:1"), "{err}");
+    }
+
+    #[test]
+    fn wrong_field_type_points_at_line() {
+        let err = load(&TUTORIAL.replace("containerPort: 80", "containerPort: eighty"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("labs/test.yaml:19"), "{err}");
+    }
+
+    #[test]
+    fn all_errors_are_reported() {
+        let text = format!(
+            "{}---\napiVersion: v1\nkind: Nope\n",
+            TUTORIAL.replace("replicas: 2", "replicas: -3")
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("2 problems"), "{err}");
+    }
+}

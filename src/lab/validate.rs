@@ -1,0 +1,212 @@
+//! Validation of the Kubernetes objects of a lab, after the API server's rules
+//! where netlab depends on them (names, selectors, ports, replicas).
+
+use super::{LabConfig, LabError, Sourced};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use std::collections::{BTreeMap, HashMap};
+
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// RFC 1123 label: what Kubernetes requires of namespaces, container and node names.
+pub fn dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit".into())
+    }
+}
+
+/// RFC 1123 subdomain: what Kubernetes requires of most object names.
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|part| dns_label(part).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err("must be a lowercase RFC 1123 subdomain (letters, digits, '-' and '.', at most 253 characters)".into())
+    }
+}
+
+pub fn objects(
+    config: &LabConfig,
+    deployments: &mut [Sourced<Deployment>],
+    pods: &mut [Sourced<Pod>],
+    errors: &mut Vec<LabError>,
+) {
+    let mut seen: HashMap<(String, String, String), super::Source> = HashMap::new();
+    let mut check_name = |kind: &str,
+                          at: &super::Source,
+                          meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                          errors: &mut Vec<LabError>|
+     -> Option<String> {
+        let Some(name) = meta.name.clone() else {
+            errors.push(LabError::invalid(
+                at,
+                format!("{kind}/<unnamed>"),
+                "metadata.name is required",
+            ));
+            return None;
+        };
+        let object = format!("{kind}/{name}");
+        if let Err(m) = dns_subdomain(&name) {
+            errors.push(LabError::invalid(at, &object, format!("metadata.name {m}")));
+            return None;
+        }
+        let ns = meta
+            .namespace
+            .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string())
+            .clone();
+        if let Err(m) = dns_label(&ns) {
+            errors.push(LabError::invalid(at, &object, format!("metadata.namespace {m}")));
+        }
+        let key = (kind.to_string(), ns.clone(), name.clone());
+        if let Some(first) = seen.get(&key) {
+            errors.push(LabError::invalid(
+                at,
+                &object,
+                format!("defined twice in namespace {ns} (first at {first}): names must be unique per kind and namespace"),
+            ));
+        } else {
+            seen.insert(key, at.clone());
+        }
+        Some(object)
+    };
+
+    for d in deployments.iter_mut() {
+        let Some(object) = check_name("Deployment", &d.at, &mut d.object.metadata, errors) else {
+            continue;
+        };
+        let at = &d.at;
+        let Some(spec) = d.object.spec.as_mut() else {
+            errors.push(LabError::invalid(at, &object, "spec is required"));
+            continue;
+        };
+        let replicas = *spec.replicas.get_or_insert(1);
+        if replicas < 0 {
+            errors.push(LabError::invalid(
+                at,
+                &object,
+                format!("spec.replicas: {replicas} is negative: use 0 or more"),
+            ));
+        }
+        let labels: BTreeMap<String, String> = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default();
+        let selector = spec.selector.match_labels.clone().unwrap_or_default();
+        if selector.is_empty() && spec.selector.match_expressions.is_none() {
+            errors.push(LabError::invalid(
+                at,
+                &object,
+                "spec.selector.matchLabels is required (apps/v1): copy the template's labels there",
+            ));
+        } else if let Some((k, v)) = selector.iter().find(|(k, v)| labels.get(*k) != Some(v)) {
+            errors.push(LabError::invalid(
+                at,
+                &object,
+                format!("spec.selector {k}={v} does not match spec.template.metadata.labels: the Deployment would never own its pods"),
+            ));
+        }
+        match spec.template.spec.as_ref() {
+            Some(pod_spec) => pod_spec_errors(config, pod_spec, "spec.template.spec", at, &object, errors),
+            None => errors.push(LabError::invalid(at, &object, "spec.template.spec is required")),
+        }
+    }
+
+    for p in pods.iter_mut() {
+        let Some(object) = check_name("Pod", &p.at, &mut p.object.metadata, errors) else {
+            continue;
+        };
+        match p.object.spec.as_ref() {
+            Some(spec) => pod_spec_errors(config, spec, "spec", &p.at, &object, errors),
+            None => errors.push(LabError::invalid(&p.at, &object, "spec is required")),
+        }
+    }
+}
+
+fn pod_spec_errors(
+    config: &LabConfig,
+    spec: &PodSpec,
+    path: &str,
+    at: &super::Source,
+    object: &str,
+    errors: &mut Vec<LabError>,
+) {
+    let mut bad = |m: String| errors.push(LabError::invalid(at, object, m));
+    if spec.containers.is_empty() {
+        bad(format!("{path}.containers: a pod needs at least one container"));
+    }
+    if let Some(node) = &spec.node_name {
+        if !config.nodes.contains(node) {
+            bad(format!(
+                "{path}.nodeName: no node {node:?} in this lab (nodes: {})",
+                config.nodes.join(", ")
+            ));
+        }
+    }
+    let mut names = Vec::new();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let cpath = format!("{path}.containers[{i}]");
+        if let Err(m) = dns_label(&c.name) {
+            bad(format!("{cpath}.name {:?} {m}", c.name));
+        }
+        if names.contains(&c.name) {
+            bad(format!("{cpath}.name {:?} is used twice", c.name));
+        }
+        names.push(c.name.clone());
+        container_errors(c, &cpath, &mut bad);
+    }
+}
+
+fn container_errors(c: &Container, cpath: &str, bad: &mut impl FnMut(String)) {
+    if c.image.as_deref().unwrap_or("").trim().is_empty() {
+        bad(format!("{cpath}.image is required"));
+    }
+    for (j, p) in c.ports.iter().flatten().enumerate() {
+        if !(1..=65535).contains(&p.container_port) {
+            bad(format!(
+                "{cpath}.ports[{j}].containerPort {} is not a port (1-65535)",
+                p.container_port
+            ));
+        }
+        if let Some(proto) = &p.protocol {
+            if !["TCP", "UDP", "SCTP"].contains(&proto.as_str()) {
+                bad(format!(
+                    "{cpath}.ports[{j}].protocol {proto:?}: use TCP, UDP or SCTP"
+                ));
+            }
+        }
+    }
+    if let Some(policy) = &c.image_pull_policy {
+        if !["Always", "IfNotPresent", "Never"].contains(&policy.as_str()) {
+            bad(format!(
+                "{cpath}.imagePullPolicy {policy:?}: use Always, IfNotPresent or Never"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_subdomains() {
+        assert!(dns_label("my-nginx").is_ok());
+        assert!(dns_label("My").is_err());
+        assert!(dns_label("a.b").is_err());
+        assert!(dns_subdomain("a.b-c").is_ok());
+        assert!(dns_subdomain("a..b").is_err());
+        assert!(dns_subdomain("").is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! netlab: Kubernetes service networking, for real, on one Linux host.
+//!
+//! The layers, top to bottom (see DESIGN.md): `cli` → `controller` →
+//! `cluster` (pure state and allocators), `lab` (pure parsing), `net`
+//! (netlink and namespaces), `runtime` (images and runc).
+
+pub mod lab;
