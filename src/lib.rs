@@ -4,4 +4,5 @@
 //! `cluster` (pure state and allocators), `lab` (pure parsing), `net`
 //! (netlink and namespaces), `runtime` (images and runc).
 
+pub mod cluster;
 pub mod lab;

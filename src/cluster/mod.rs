@@ -1,0 +1,11 @@
+//! The `cluster` layer: the lab's object store and its allocators (pod IPs,
+//! names, node addresses), persisted atomically. Pure: no kernel, no runtime.
+
+pub mod ipam;
+pub mod names;
+pub mod selector;
+pub mod state;
+pub mod topology;
+
+pub use selector::Selector;
+pub use state::{ClusterState, HostInfo};

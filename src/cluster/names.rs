@@ -1,0 +1,59 @@
+//! Object names the way Kubernetes makes them: `my-nginx-<pod-template-hash>-<5 chars>`.
+
+use rand::Rng;
+use serde::Serialize;
+
+/// Kubernetes' alphabet for generated names: no vowels (no words), no
+/// look-alike characters (0/o, 1/l, 3/e).
+const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `rand.SafeEncodeString`: every byte mapped into the safe alphabet.
+pub fn safe_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| ALPHANUMS[b as usize % ALPHANUMS.len()] as char)
+        .collect()
+}
+
+/// The `pod-template-hash` label: FNV-32a over the template, safe-encoded,
+/// as the Deployment controller computes it (over its JSON form here).
+pub fn pod_template_hash<T: Serialize>(template: &T) -> String {
+    let json = serde_json::to_vec(template).expect("templates serialize");
+    safe_encode(&fnv1a32(&json).to_string())
+}
+
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c9dc5;
+    for b in bytes {
+        hash ^= *b as u32;
+        hash = hash.wrapping_mul(0x01000193);
+    }
+    hash
+}
+
+/// The random 5-character suffix of generated names (`generateName`).
+pub fn random_suffix(rng: &mut impl Rng) -> String {
+    (0..5)
+        .map(|_| ALPHANUMS[rng.random_range(0..ALPHANUMS.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_reference_values() {
+        assert_eq!(fnv1a32(b""), 0x811c9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
+    }
+
+    #[test]
+    fn hash_is_stable_and_safe() {
+        let a = pod_template_hash(&serde_json::json!({"x": 1}));
+        assert_eq!(a, pod_template_hash(&serde_json::json!({"x": 1})));
+        assert_ne!(a, pod_template_hash(&serde_json::json!({"x": 2})));
+        assert!(a.bytes().all(|b| ALPHANUMS.contains(&b)));
+        let s = random_suffix(&mut rand::rng());
+        assert_eq!(s.len(), 5);
+    }
+}

@@ -1,0 +1,398 @@
+//! The lab's object store: Kubernetes objects (Nodes, Deployments, Pods) plus
+//! what netlab needs to find its kernel objects again. Pure data; `persist`
+//! and `load` write and read it atomically.
+
+use super::{ipam, names, topology};
+use crate::lab::{LabConfig, LabSpec};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+pub const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    pub config: LabConfig,
+    pub created: DateTime<Utc>,
+    pub nodes: Vec<Node>,
+    pub deployments: Vec<Deployment>,
+    pub pods: Vec<Pod>,
+}
+
+/// Facts about the host that go into Node objects (`get nodes -o wide`).
+#[derive(Debug, Clone, Default)]
+pub struct HostInfo {
+    pub os_image: String,
+    pub kernel_version: String,
+    pub container_runtime: String,
+    pub architecture: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Ipam(#[from] ipam::Exhausted),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt state file: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub fn time(t: DateTime<Utc>) -> Time {
+    Time(t)
+}
+
+impl ClusterState {
+    /// The initial state of a lab: nodes, the lab's Deployments and Pods, and
+    /// the pods the Deployments ask for, scheduled and given addresses.
+    pub fn plan(
+        spec: &LabSpec,
+        host: &HostInfo,
+        now: DateTime<Utc>,
+        rng: &mut impl rand::Rng,
+    ) -> Result<ClusterState, StateError> {
+        let config = spec.config.clone();
+        let nodes = topology::nodes(&config)
+            .into_iter()
+            .map(|n| node_object(&config, &n, host, now))
+            .collect();
+        let mut state = ClusterState {
+            config,
+            created: now,
+            nodes,
+            deployments: Vec::new(),
+            pods: Vec::new(),
+        };
+        for p in &spec.pods {
+            let mut pod = p.object.clone();
+            pod.metadata.creation_timestamp = Some(time(now));
+            pod.metadata.uid = Some(uid(rng));
+            state.place(pod)?;
+        }
+        for d in &spec.deployments {
+            let mut dep = d.object.clone();
+            dep.metadata.creation_timestamp = Some(time(now));
+            dep.metadata.uid = Some(uid(rng));
+            dep.metadata.generation = Some(1);
+            let replicas = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            for _ in 0..replicas {
+                let pod = pod_for(&dep, now, rng);
+                state.place(pod)?;
+            }
+            state.deployments.push(dep);
+        }
+        state.refresh_deployment_status();
+        Ok(state)
+    }
+
+    /// Schedules a pod on the node with the fewest pods (its own
+    /// `spec.nodeName` wins) and gives it the lowest free address there.
+    pub fn place(&mut self, mut pod: Pod) -> Result<(), StateError> {
+        let spec = pod.spec.get_or_insert_with(Default::default);
+        let node_name = match &spec.node_name {
+            Some(n) => n.clone(),
+            None => {
+                let count = |n: &str| {
+                    self.pods
+                        .iter()
+                        .filter(|p| pod_node(p) == Some(n))
+                        .count()
+                };
+                self.config
+                    .nodes
+                    .iter()
+                    .min_by_key(|n| count(n))
+                    .expect("a lab has nodes")
+                    .clone()
+            }
+        };
+        spec.node_name = Some(node_name.clone());
+        let node = topology::nodes(&self.config)
+            .into_iter()
+            .find(|n| n.name == node_name)
+            .expect("validated node name");
+        let used: HashSet<Ipv4Addr> = self
+            .pods
+            .iter()
+            .filter(|p| pod_node(p) == Some(node_name.as_str()))
+            .filter_map(|p| pod_ip(p))
+            .collect();
+        let ip = ipam::allocate(&node_name, node.pod_subnet, &used)?;
+        let status = pod.status.get_or_insert_with(PodStatus::default);
+        status.phase = Some("Pending".into());
+        status.host_ip = Some(node.lan.addr().to_string());
+        status.pod_ip = Some(ip.to_string());
+        status.pod_ips = Some(vec![PodIP { ip: ip.to_string() }]);
+        self.pods.push(pod);
+        Ok(())
+    }
+
+    pub fn refresh_deployment_status(&mut self) {
+        for dep in &mut self.deployments {
+            let name = dep.metadata.name.clone().unwrap_or_default();
+            let owned: Vec<&Pod> = self
+                .pods
+                .iter()
+                .filter(|p| deployment_of(p) == Some(name.as_str()))
+                .collect();
+            let ready = owned.iter().filter(|p| pod_ready(p)).count() as i32;
+            let total = owned.len() as i32;
+            dep.status = Some(DeploymentStatus {
+                replicas: Some(total),
+                updated_replicas: Some(total),
+                ready_replicas: Some(ready),
+                available_replicas: Some(ready),
+                observed_generation: dep.metadata.generation,
+                ..Default::default()
+            });
+        }
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.pods.iter().find(|p| {
+            p.metadata.name.as_deref() == Some(name)
+                && p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+        })
+    }
+
+    pub fn load(dir: &Path) -> Result<ClusterState, StateError> {
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read(&path).map_err(|source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Writes to a temporary file and renames it over the old one, so that a
+    /// reader (or a `down` after a crash) never sees half a state.
+    pub fn persist(&self, dir: &Path) -> Result<(), StateError> {
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
+        let io = |source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(self).expect("state serializes");
+        std::fs::write(&tmp, json).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+}
+
+pub fn pod_node(p: &Pod) -> Option<&str> {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+}
+
+pub fn pod_ip(p: &Pod) -> Option<Ipv4Addr> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+}
+
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn namespace(meta: &ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// The Deployment that owns a pod (through its ReplicaSet `<deploy>-<hash>`).
+pub fn deployment_of(p: &Pod) -> Option<&str> {
+    let labels = p.metadata.labels.as_ref()?;
+    let hash = labels.get("pod-template-hash")?;
+    let rs = p
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.kind == "ReplicaSet")?;
+    rs.name.strip_suffix(&format!("-{hash}"))
+}
+
+/// A new pod for a Deployment, named as the ReplicaSet controller names them.
+pub fn pod_for(dep: &Deployment, now: DateTime<Utc>, rng: &mut impl rand::Rng) -> Pod {
+    let spec = dep.spec.clone().unwrap_or_default();
+    let template = spec.template;
+    let hash = names::pod_template_hash(&template);
+    let dep_name = dep.metadata.name.clone().unwrap_or_default();
+    let rs_name = format!("{dep_name}-{hash}");
+    let mut meta = template.metadata.unwrap_or_default();
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert("pod-template-hash".into(), hash);
+    meta.name = Some(format!("{rs_name}-{}", names::random_suffix(rng)));
+    meta.generate_name = Some(format!("{rs_name}-"));
+    meta.namespace = dep.metadata.namespace.clone();
+    meta.creation_timestamp = Some(time(now));
+    meta.uid = Some(uid(rng));
+    meta.owner_references = Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "ReplicaSet".into(),
+        name: rs_name,
+        uid: uid(rng),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    Pod {
+        metadata: meta,
+        spec: template.spec,
+        status: None,
+    }
+}
+
+pub fn uid(rng: &mut impl rand::Rng) -> String {
+    let b: [u8; 16] = rng.random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+fn node_object(
+    config: &LabConfig,
+    n: &topology::NodeAddresses,
+    host: &HostInfo,
+    now: DateTime<Utc>,
+) -> Node {
+    let labels: BTreeMap<String, String> = [
+        ("kubernetes.io/hostname", n.name.as_str()),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", host.architecture.as_str()),
+        ("netlab.dev/lab", config.name.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Node {
+        metadata: ObjectMeta {
+            name: Some(n.name.clone()),
+            labels: Some(labels),
+            creation_timestamp: Some(time(now)),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(n.pod_subnet.to_string()),
+            pod_cidrs: Some(vec![n.pod_subnet.to_string()]),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: n.lan.addr().to_string(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: n.name.clone(),
+                },
+            ]),
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: Some("NetlabNodeReady".into()),
+                message: Some("node network namespace is up".into()),
+                last_transition_time: Some(time(now)),
+                last_heartbeat_time: Some(time(now)),
+            }]),
+            node_info: Some(NodeSystemInfo {
+                architecture: host.architecture.clone(),
+                container_runtime_version: host.container_runtime.clone(),
+                kernel_version: host.kernel_version.clone(),
+                kubelet_version: format!("v{}-netlab", env!("CARGO_PKG_VERSION")),
+                kube_proxy_version: format!("v{}-netlab", env!("CARGO_PKG_VERSION")),
+                operating_system: "linux".into(),
+                os_image: host.os_image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lab;
+    use rand::SeedableRng;
+
+    const LAB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: 3\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n        ports:\n        - containerPort: 80\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pinned\nspec:\n  nodeName: node-2\n  containers:\n  - name: c\n    image: nginx\n";
+
+    fn plan() -> ClusterState {
+        let spec = lab::load_str(Path::new("t.yaml"), LAB, &Default::default()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap()
+    }
+
+    #[test]
+    fn deployment_pods_are_named_spread_and_addressed() {
+        let s = plan();
+        assert_eq!(s.pods.len(), 4);
+        let deps: Vec<&Pod> = s
+            .pods
+            .iter()
+            .filter(|p| deployment_of(p) == Some("my-nginx"))
+            .collect();
+        assert_eq!(deps.len(), 3);
+        for p in &deps {
+            let name = p.metadata.name.as_deref().unwrap();
+            let parts: Vec<&str> = name.rsplitn(3, '-').collect();
+            assert_eq!(parts[2], "my-nginx", "{name}");
+            assert_eq!(parts[0].len(), 5, "{name}");
+            assert_eq!(
+                p.metadata.labels.as_ref().unwrap()["pod-template-hash"],
+                parts[1]
+            );
+        }
+        // pinned pod on node-2 first, then the deployment fills node-1 twice and node-2 once
+        let on = |n: &str| s.pods.iter().filter(|p| pod_node(p) == Some(n)).count();
+        assert_eq!(on("node-1"), 2);
+        assert_eq!(on("node-2"), 2);
+        let ips: HashSet<_> = s.pods.iter().map(|p| pod_ip(p).unwrap()).collect();
+        assert_eq!(ips.len(), 4);
+        let pinned = s.pod("default", "pinned").unwrap();
+        assert_eq!(pod_ip(pinned).unwrap().to_string(), "10.244.2.2");
+        assert_eq!(
+            pinned.status.as_ref().unwrap().host_ip.as_deref(),
+            Some("172.18.0.3")
+        );
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let s = plan();
+        let dir = tempfile::tempdir().unwrap();
+        s.persist(dir.path()).unwrap();
+        let back = ClusterState::load(dir.path()).unwrap();
+        assert_eq!(back.pods.len(), s.pods.len());
+        assert_eq!(back.config, s.config);
+    }
+}

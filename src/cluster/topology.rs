@@ -1,0 +1,83 @@
+//! Addresses of the lab's nodes, derived from the Lab config alone (pure), so
+//! that `up`, `down`, `get nodes` and the network plan always agree.
+//!
+//! - node LAN (`nodeCIDR`, default 172.18.0.0/24): .1 is the datacenter
+//!   bridge, node *i* (0-based) gets .(i+2);
+//! - pods (`podCIDR`, default 10.244.0.0/16): node *i* gets the /24 number
+//!   i+1 (node-1 → 10.244.1.0/24, as in the tutorial), its bridge is .1.
+
+use crate::lab::LabConfig;
+use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddresses {
+    pub name: String,
+    pub index: usize,
+    /// Address on the lab-internal LAN, with the LAN prefix.
+    pub lan: Ipv4Net,
+    /// The node's pod /24.
+    pub pod_subnet: Ipv4Net,
+    /// The node bridge's address in its pod subnet, with the /24 prefix.
+    pub gateway: Ipv4Net,
+}
+
+pub fn dc_address(config: &LabConfig) -> Ipv4Net {
+    host(config.node_cidr, 1)
+}
+
+pub fn nodes(config: &LabConfig) -> Vec<NodeAddresses> {
+    let mut subnets = config
+        .pod_cidr
+        .subnets(24)
+        .expect("validated: podCIDR is /24 or larger");
+    subnets.next(); // the first /24 is left unused, so node-1 owns x.y.1.0/24
+    config
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let pod_subnet = subnets.next().expect("validated: enough /24s");
+            NodeAddresses {
+                name: name.clone(),
+                index,
+                lan: host(config.node_cidr, index as u32 + 2),
+                pod_subnet,
+                gateway: host(pod_subnet, 1),
+            }
+        })
+        .collect()
+}
+
+/// The n-th address of a network, with the network's prefix.
+pub fn host(net: Ipv4Net, n: u32) -> Ipv4Net {
+    let addr = Ipv4Addr::from(u32::from(net.network()) + n);
+    Ipv4Net::new(addr, net.prefix_len()).expect("prefix from a valid net")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(nodes: usize) -> LabConfig {
+        LabConfig {
+            name: "t".into(),
+            nodes: (1..=nodes).map(|i| format!("node-{i}")).collect(),
+            pod_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.0.0.0/16".parse().unwrap(),
+            node_cidr: "172.18.0.0/24".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn default_addresses() {
+        let c = config(2);
+        assert_eq!(dc_address(&c).to_string(), "172.18.0.1/24");
+        let n = nodes(&c);
+        assert_eq!(n[0].lan.to_string(), "172.18.0.2/24");
+        assert_eq!(n[0].pod_subnet.to_string(), "10.244.1.0/24");
+        assert_eq!(n[0].gateway.to_string(), "10.244.1.1/24");
+        assert_eq!(n[1].lan.to_string(), "172.18.0.3/24");
+        assert_eq!(n[1].pod_subnet.to_string(), "10.244.2.0/24");
+    }
+}
