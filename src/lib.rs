@@ -6,3 +6,4 @@
 
 pub mod cluster;
 pub mod lab;
+pub mod runtime;

@@ -1,0 +1,320 @@
+//! The OCI runtime spec (`config.json`) of a container, as a kubelet + CRI
+//! runtime would make it from the pod spec and the image config. Pure except
+//! for reading the image's `/etc/passwd` for a named user.
+
+use k8s_openapi::api::core::v1::Container;
+use oci_spec::image::Config as ImageConfig;
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Everything the spec needs to know about one container of a pod.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec<'a> {
+    pub pod_name: &'a str,
+    pub container: &'a Container,
+    pub image: &'a ImageConfig,
+    /// The mounted rootfs (overlay) of this container.
+    pub rootfs: &'a Path,
+    /// The pod's network namespace (`/run/netns/netlab-…`), shared by all its containers.
+    pub netns: &'a Path,
+    /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` written for the pod.
+    pub etc_files: &'a [(PathBuf, &'static str)],
+    pub cgroups_path: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("container {container}: {message}")]
+    Invalid { container: String, message: String },
+}
+
+/// What the container runs: Kubernetes' rules over the image's Entrypoint/Cmd
+/// (`command` replaces Entrypoint and drops Cmd; `args` replaces Cmd).
+pub fn process_args(c: &Container, image: &ImageConfig, env: &[String]) -> Vec<String> {
+    let entrypoint = image.entrypoint().clone().unwrap_or_default();
+    let cmd = image.cmd().clone().unwrap_or_default();
+    let expand_all = |v: &Vec<String>| v.iter().map(|a| expand(a, env)).collect::<Vec<_>>();
+    match (&c.command, &c.args) {
+        (Some(command), Some(args)) => [expand_all(command), expand_all(args)].concat(),
+        (Some(command), None) => expand_all(command),
+        (None, Some(args)) => [entrypoint, expand_all(args)].concat(),
+        (None, None) => [entrypoint, cmd].concat(),
+    }
+}
+
+/// The environment: the image's, then `HOSTNAME` (as CRI runtimes set it),
+/// then the container's `env` in order, later names replacing earlier ones
+/// and `$(VAR)` expanded against what came before.
+pub fn process_env(c: &Container, image: &ImageConfig, hostname: &str) -> Vec<String> {
+    let mut env: Vec<String> = image.env().clone().unwrap_or_default();
+    set_var(&mut env, "HOSTNAME", hostname);
+    for e in c.env.iter().flatten() {
+        let value = expand(e.value.as_deref().unwrap_or(""), &env);
+        set_var(&mut env, &e.name, &value);
+    }
+    env
+}
+
+fn set_var(env: &mut Vec<String>, name: &str, value: &str) {
+    let entry = format!("{name}={value}");
+    match env
+        .iter_mut()
+        .find(|e| e.split_once('=').map(|(k, _)| k) == Some(name))
+    {
+        Some(slot) => *slot = entry,
+        None => env.push(entry),
+    }
+}
+
+/// Kubernetes' `$(VAR)` expansion: known names are replaced, `$$` escapes,
+/// unknown references stay as written.
+pub fn expand(input: &str, env: &[String]) -> String {
+    let lookup = |name: &str| {
+        env.iter().rev().find_map(|e| {
+            let (k, v) = e.split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
+    };
+    let mut out = String::new();
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('(') {
+            match body.find(')') {
+                Some(end) => {
+                    let name = &body[..end];
+                    match lookup(name) {
+                        Some(v) => out.push_str(&v),
+                        None => out.push_str(&format!("$({name})")),
+                    }
+                    rest = &body[end + 1..];
+                }
+                None => {
+                    out.push_str(&rest[i..]);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// containerd's default capability set, which is what pods get.
+fn default_capabilities() -> HashSet<Capability> {
+    use Capability::*;
+    [
+        Chown, DacOverride, Fsetid, Fowner, Mknod, NetRaw, Setgid, Setuid, Setfcap, Setpcap,
+        NetBindService, SysChroot, Kill, AuditWrite,
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// Resolves the image's `User` (`""`, `uid`, `uid:gid`, `name`) in the rootfs.
+fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), String> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let uid_gid = if let Ok(uid) = u.parse::<u32>() {
+        let gid = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[2] == u)
+            .and_then(|f| f[3].parse().ok())
+            .unwrap_or(0);
+        (uid, gid)
+    } else {
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && f[0] == u)
+            .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .ok_or_else(|| format!("image user {u:?} is not in the image's /etc/passwd"))?
+    };
+    let gid = if g.is_empty() {
+        uid_gid.1
+    } else {
+        g.parse()
+            .map_err(|_| format!("image group {g:?} must be numeric"))?
+    };
+    Ok((uid_gid.0, gid))
+}
+
+pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
+    let bad = |message: String| BundleError::Invalid {
+        container: c.container.name.clone(),
+        message,
+    };
+    let env = process_env(c.container, c.image, c.pod_name);
+    let args = process_args(c.container, c.image, &env);
+    if args.is_empty() {
+        return Err(bad(
+            "nothing to run: the image has no Entrypoint or Cmd and the container no command".into(),
+        ));
+    }
+    let cwd = c
+        .container
+        .working_dir
+        .clone()
+        .or_else(|| c.image.working_dir().clone())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let (uid, gid) = resolve_user(c.image.user().as_deref().unwrap_or(""), c.rootfs).map_err(bad)?;
+    let caps = default_capabilities();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(|e| bad(e.to_string()))?)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .build()
+                .map_err(|e| bad(e.to_string()))?,
+        )
+        .no_new_privileges(false)
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(c.pod_name.chars().take(63).collect()));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path(c.rootfs)
+            .readonly(false)
+            .build()
+            .map_err(|e| bad(e.to_string()))?,
+    ));
+    spec.set_process(Some(process));
+    let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    for (source, dest) in c.etc_files {
+        mounts.push(
+            MountBuilder::default()
+                .destination(*dest)
+                .typ("bind")
+                .source(source)
+                .options(vec!["rbind".to_string(), "rprivate".to_string()])
+                .build()
+                .map_err(|e| bad(e.to_string()))?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
+    let linux = spec.linux_mut().as_mut().expect("default spec has linux");
+    let namespaces: Vec<LinuxNamespace> = linux
+        .namespaces()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        // cgroup namespaces on a v1 hierarchy confuse more than they help here.
+        .filter(|ns| ns.typ() != LinuxNamespaceType::Cgroup)
+        .map(|mut ns| {
+            if ns.typ() == LinuxNamespaceType::Network {
+                ns.set_path(Some(c.netns.to_path_buf()));
+            }
+            ns
+        })
+        .collect();
+    linux.set_namespaces(Some(namespaces));
+    linux.set_cgroups_path(Some(PathBuf::from(&c.cgroups_path)));
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::EnvVar;
+
+    fn image() -> ImageConfig {
+        serde_json::from_str(
+            r#"{"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["nginx","-g","daemon off;"],"Env":["PATH=/usr/bin:/bin","NGINX=1"]}"#,
+        )
+        .unwrap()
+    }
+
+    fn container(command: Option<&[&str]>, args: Option<&[&str]>) -> Container {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect();
+        Container {
+            name: "c".into(),
+            command: command.map(v),
+            args: args.map(v),
+            env: Some(vec![
+                EnvVar {
+                    name: "GREETING".into(),
+                    value: Some("hello $(NGINX)".into()),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "NGINX".into(),
+                    value: Some("2".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kubernetes_command_rules() {
+        let img = image();
+        let env = vec!["X=1".to_string()];
+        let a = |c: Container| process_args(&c, &img, &env).join(" ");
+        assert_eq!(a(container(None, None)), "/docker-entrypoint.sh nginx -g daemon off;");
+        assert_eq!(a(container(Some(&["sleep"]), None)), "sleep");
+        assert_eq!(a(container(None, Some(&["x"]))), "/docker-entrypoint.sh x");
+        assert_eq!(a(container(Some(&["echo"]), Some(&["$(X)", "$$(X)", "$(Y)"]))), "echo 1 $(X) $(Y)");
+    }
+
+    #[test]
+    fn env_order_and_override() {
+        let env = process_env(&container(None, None), &image(), "pod-a");
+        assert_eq!(
+            env,
+            vec!["PATH=/usr/bin:/bin", "NGINX=2", "HOSTNAME=pod-a", "GREETING=hello 1"]
+        );
+    }
+
+    #[test]
+    fn spec_joins_pod_netns_and_sets_hostname() {
+        let c = container(None, None);
+        let img = image();
+        let spec = runtime_spec(&ContainerSpec {
+            pod_name: "my-nginx-abc-xyz12",
+            container: &c,
+            image: &img,
+            rootfs: Path::new("/nonexistent/rootfs"),
+            netns: Path::new("/run/netns/netlab-t.pod.default.p"),
+            etc_files: &[(PathBuf::from("/run/x/hosts"), "/etc/hosts")],
+            cgroups_path: "/netlab-t/c".into(),
+        })
+        .unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["hostname"], "my-nginx-abc-xyz12");
+        let ns = json["linux"]["namespaces"].as_array().unwrap();
+        assert!(ns.iter().any(|n| n["type"] == "network"
+            && n["path"] == "/run/netns/netlab-t.pod.default.p"));
+        assert!(!ns.iter().any(|n| n["type"] == "cgroup"));
+        assert!(json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["destination"] == "/etc/hosts"));
+        assert_eq!(json["linux"]["cgroupsPath"], "/netlab-t/c");
+    }
+}

@@ -1,0 +1,88 @@
+//! A container's root filesystem: the image's unpacked layers stacked
+//! read-only with overlayfs, plus a writable upper layer of its own, so that
+//! a hundred pods of one image cost one image on disk.
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Mounts `dir/rootfs` as overlay of `layers` (bottom first) with
+/// `dir/upper` and `dir/work`; returns the mount point.
+pub fn mount_overlay(layers: &[PathBuf], dir: &Path) -> io::Result<PathBuf> {
+    let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir_all(d)?;
+    }
+    // overlayfs lists lower layers top first.
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| p.display().to_string())
+        .collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| io::Error::other(format!("mounting overlay rootfs at {}: {e}", merged.display())))?;
+    Ok(merged)
+}
+
+/// Every mount point at or below `dir`, deepest first (from /proc/self/mountinfo).
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape)
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// Lazily unmounts; a mount that is already gone is not an error.
+pub fn unmount(path: &Path) -> io::Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io::Error::other(format!("unmounting {}: {e}", path.display()))),
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            if let Ok(v) = u8::from_str_radix(&code, 8) {
+                out.push(v as char);
+                continue;
+            }
+            out.push('\\');
+            out.push_str(&code);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescape_mountinfo() {
+        assert_eq!(super::unescape("/a\\040b"), "/a b");
+    }
+}

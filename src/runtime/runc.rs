@@ -1,0 +1,205 @@
+//! The OCI runtime (runc; crun where the host allows it), driven through its
+//! command line. Each lab has its own runtime state root under
+//! `/run/netlab/<lab>/runc`, so `down` finds every container of the lab
+//! even when netlab's own state file is lost.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    #[error("{runtime} not found: install it (apt-get install runc) or set NETLAB_RUNTIME")]
+    Missing { runtime: String },
+    #[error("{runtime} {action} {id}: {message}")]
+    Failed {
+        runtime: String,
+        action: &'static str,
+        id: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContainerState {
+    pub id: String,
+    pub pid: i32,
+    pub status: String,
+    #[serde(default)]
+    pub bundle: String,
+    #[serde(default)]
+    pub created: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub binary: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Runc {
+    pub fn new(root: &Path) -> Runc {
+        let binary = std::env::var_os("NETLAB_RUNTIME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("runc"));
+        Runc {
+            binary,
+            root: root.to_path_buf(),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.binary.display().to_string()
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root);
+        cmd.stdin(Stdio::null());
+        cmd.kill_on_drop(false);
+        cmd
+    }
+
+    fn failed(&self, action: &'static str, id: &str, message: String) -> RuncError {
+        RuncError::Failed {
+            runtime: self.name(),
+            action,
+            id: id.to_string(),
+            message,
+        }
+    }
+
+    fn spawn_error(&self, action: &'static str, id: &str, e: std::io::Error) -> RuncError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            RuncError::Missing {
+                runtime: self.name(),
+            }
+        } else {
+            self.failed(action, id, e.to_string())
+        }
+    }
+
+    /// Starts a container detached. Its stdout and stderr go straight into
+    /// `log` (runc passes our fds through), which is what `netlab logs` reads.
+    pub async fn run_detached(&self, id: &str, bundle: &Path, log: &Path) -> Result<(), RuncError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| self.failed("run", id, format!("opening log {}: {e}", log.display())))?;
+        let err_file = file
+            .try_clone()
+            .map_err(|e| self.failed("run", id, e.to_string()))?;
+        let status = self
+            .command()
+            .arg("run")
+            .arg("--detach")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .stdout(file)
+            .stderr(err_file)
+            .status()
+            .await
+            .map_err(|e| self.spawn_error("run", id, e))?;
+        if status.success() {
+            return Ok(());
+        }
+        // runc's own error went to the log too: quote its tail.
+        let tail = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = tail.lines().rev().take(3).collect();
+        Err(self.failed(
+            "run",
+            id,
+            format!(
+                "exited with {status}: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ),
+        ))
+    }
+
+    pub async fn state(&self, id: &str) -> Result<ContainerState, RuncError> {
+        let out = self
+            .command()
+            .arg("state")
+            .arg(id)
+            .output()
+            .await
+            .map_err(|e| self.spawn_error("state", id, e))?;
+        if !out.status.success() {
+            return Err(self.failed(
+                "state",
+                id,
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| self.failed("state", id, e.to_string()))
+    }
+
+    /// Every container under this root (empty when the root does not exist).
+    pub async fn list(&self) -> Result<Vec<ContainerState>, RuncError> {
+        if !self.root.exists() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .command()
+            .args(["list", "--format", "json"])
+            .output()
+            .await
+            .map_err(|e| self.spawn_error("list", "", e))?;
+        if !out.status.success() {
+            return Err(self.failed(
+                "list",
+                "",
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.trim() == "null" || text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&text).map_err(|e| self.failed("list", "", e.to_string()))
+    }
+
+    /// Kills and removes a container, whatever its state.
+    pub async fn delete_force(&self, id: &str) -> Result<(), RuncError> {
+        let out = self
+            .command()
+            .args(["delete", "--force", id])
+            .output()
+            .await
+            .map_err(|e| self.spawn_error("delete", id, e))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || stderr.contains("does not exist") {
+            Ok(())
+        } else {
+            Err(self.failed("delete", id, stderr.trim().to_string()))
+        }
+    }
+
+    /// `runc exec` with the caller's stdio, for `netlab exec POD -- CMD`.
+    pub fn exec_command(&self, id: &str, args: &[String], tty: bool) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root).arg("exec");
+        if tty {
+            cmd.arg("--tty");
+        }
+        cmd.arg(id).args(args);
+        cmd
+    }
+
+    pub async fn version(&self) -> Option<String> {
+        let out = Command::new(&self.binary).arg("--version").output().await.ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let first = text.lines().next()?;
+        // "runc version 1.1.5" → "runc://1.1.5", like containerd://1.7.x in kubectl.
+        let version = first.split_whitespace().last()?;
+        let name = self
+            .binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "runc".into());
+        Some(format!("{name}://{version}"))
+    }
+}

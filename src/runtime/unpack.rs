@@ -1,0 +1,178 @@
+//! Unpacking an image layer into a directory that overlayfs uses as a lower
+//! layer. Hostile archives must not escape the directory: absolute paths and
+//! `..` are refused, and `tar`'s `unpack_in` refuses to write through
+//! symlinks that point outside. OCI whiteouts become overlayfs whiteouts
+//! (a 0:0 character device) and opaque markers become the
+//! `trusted.overlay.opaque` xattr, so that stacked layers hide what they delete.
+
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+pub fn unpack_layer(reader: impl Read, dst: &Path) -> io::Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    archive.set_unpack_xattrs(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let raw = entry.path()?.into_owned();
+        let rel = safe_relative(&raw)?;
+        if rel.as_os_str().is_empty() {
+            continue; // the root directory itself
+        }
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = dst.join(rel.parent().unwrap_or(Path::new("")));
+        if name == OPAQUE {
+            std::fs::create_dir_all(&parent)?;
+            xattr_set(&parent, "trusted.overlay.opaque", b"y")?;
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+            std::fs::create_dir_all(&parent)?;
+            let target = parent.join(hidden);
+            let _ = std::fs::remove_file(&target);
+            nix::sys::stat::mknod(
+                &target,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                nix::sys::stat::makedev(0, 0),
+            )
+            .map_err(io::Error::from)?;
+            continue;
+        }
+        match entry.header().entry_type() {
+            // Containers get their /dev from the runtime; device nodes and
+            // FIFOs in images are skipped, as rootless runtimes do.
+            tar::EntryType::Block | tar::EntryType::Char | tar::EntryType::Fifo => continue,
+            _ => {}
+        }
+        if !entry.unpack_in(dst)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("layer entry {} escapes the root filesystem", raw.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `./a/b` → `a/b`; `/a` → `a`; anything with `..` is an attack.
+fn safe_relative(path: &Path) -> io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir | Component::RootDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("layer entry {} escapes the root filesystem", path.display()),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn xattr_set(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let p = CString::new(path.as_os_str().as_bytes())?;
+    let n = CString::new(name)?;
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            // set_path refuses `..`; write the raw name to build hostile archives.
+            let bytes = name.as_bytes();
+            h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unpacks_files() {
+        let dir = tempfile::tempdir().unwrap();
+        unpack_layer(&tar_of(&[("./etc/hostname", b"x")])[..], dir.path()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("etc/hostname")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn refuses_dotdot() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("root");
+        std::fs::create_dir(&inner).unwrap();
+        let err = unpack_layer(&tar_of(&[("../evil", b"x")])[..], &inner).unwrap_err();
+        assert!(err.to_string().contains("escapes"), "{err}");
+        assert!(!dir.path().join("evil").exists());
+    }
+
+    #[test]
+    fn refuses_writing_through_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_path("link").unwrap();
+        h.set_link_name(&outside).unwrap();
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_path("link/pwned").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let data = b.into_inner().unwrap();
+        assert!(unpack_layer(&data[..], &inner).is_err());
+        assert!(!outside.join("pwned").exists());
+    }
+}
