@@ -4,6 +4,10 @@
 //! `cluster` (pure state and allocators), `lab` (pure parsing), `net`
 //! (netlink and namespaces), `runtime` (images and runc).
 
+pub mod cli;
 pub mod cluster;
 pub mod lab;
 pub mod runtime;
+pub mod controller;
+pub mod net;
+pub mod paths;

@@ -1,0 +1,80 @@
+//! `netlab exec POD -- CMD` (in the container, through runc) and
+//! `netlab exec node/NAME -- CMD` ("ssh to a node": the host's program in the
+//! node's network namespace).
+
+use crate::cluster::state;
+use crate::controller;
+use crate::paths;
+use crate::runtime::Runc;
+use anyhow::{anyhow, bail, Result};
+use std::process::Stdio;
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the command.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Container name (default: the pod's first container).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// POD, pod/POD or node/NODE.
+    pub target: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let state = controller::observed_state(&lab).await?;
+    let mut cmd = match args.target.split_once('/') {
+        Some(("node" | "nodes" | "no", node)) => {
+            if !state.config.nodes.iter().any(|n| n == node) {
+                bail!(
+                    "nodes {node:?} not found in lab {lab} (nodes: {})",
+                    state.config.nodes.join(", ")
+                );
+            }
+            let ns = controller::up::node_netns(&lab, node)?;
+            let mut cmd = ns.command(&args.command[0]);
+            cmd.args(&args.command[1..]);
+            cmd
+        }
+        Some(("pod" | "pods" | "po", pod)) => pod_exec(&lab, &state, pod, &args)?,
+        Some((kind, _)) => bail!("netlab exec takes POD, pod/NAME or node/NAME, not {kind}"),
+        None => pod_exec(&lab, &state, &args.target, &args)?,
+    };
+    if !args.stdin {
+        cmd.stdin(Stdio::null());
+    }
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await?
+        .map_err(|e| anyhow!("running the command: {e}"))?;
+    Ok(status.code().unwrap_or(128 + 9))
+}
+
+fn pod_exec(
+    lab: &str,
+    state: &crate::cluster::ClusterState,
+    pod: &str,
+    args: &ExecArgs,
+) -> Result<std::process::Command> {
+    let p = state
+        .pod(&args.namespace, pod)
+        .ok_or_else(|| anyhow!("pods {pod:?} not found in namespace {}", args.namespace))?;
+    let containers = &p.spec.as_ref().expect("pods have specs").containers;
+    let container = match &args.container {
+        Some(c) => containers
+            .iter()
+            .find(|x| &x.name == c)
+            .ok_or_else(|| anyhow!("container {c} is not valid for pod {pod}"))?,
+        None => &containers[0],
+    };
+    let id = paths::container_id(state::namespace(&p.metadata), pod, &container.name);
+    Ok(Runc::new(&paths::runc_root(lab)).exec_command(&id, &args.command, args.tty))
+}

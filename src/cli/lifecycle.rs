@@ -1,0 +1,129 @@
+//! `netlab up`, `netlab down`, `netlab labs`.
+
+use super::get::{self, GetArgs, Kind};
+use super::printer::{Format, Printer};
+use crate::cluster::Selector;
+use crate::controller::{self, UpOptions};
+use crate::lab;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Lab files: Kubernetes manifests, optionally with a kind: Lab document.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Lab name (default: the Lab document's, else the first file's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds to wait for every pod to run and serve its ports.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    /// Remove every lab on this host.
+    #[arg(long)]
+    pub all: bool,
+}
+
+pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
+    super::existing_files(&args.files)?;
+    let spec = lab::load(
+        &args.files,
+        &lab::Overrides {
+            name: args.name.or(lab_flag),
+        },
+    )?;
+    let summary = controller::up(
+        spec,
+        &UpOptions {
+            timeout: Duration::from_secs(args.timeout),
+        },
+    )
+    .await?;
+    let state = &summary.state;
+    eprintln!(
+        "lab {} is up in {:.2}s (network {:.2}s, containers {:.2}s): {} nodes, {} pods",
+        state.config.name,
+        summary.total.as_secs_f64(),
+        summary.network.as_secs_f64(),
+        summary.containers.as_secs_f64(),
+        state.nodes.len(),
+        state.pods.len()
+    );
+    if !state.pods.is_empty() {
+        print!(
+            "{}",
+            get::render(
+                state,
+                &GetArgs {
+                    kinds: vec![Kind::Pod],
+                    names: vec![],
+                    selector: Selector::default(),
+                    format: Format::Wide,
+                    namespace: None,
+                },
+                chrono::Utc::now(),
+            )?
+        );
+    }
+    Ok(0)
+}
+
+pub async fn down(args: DownArgs, lab_flag: Option<String>) -> Result<i32> {
+    let labs = if args.all {
+        controller::labs()
+    } else {
+        vec![super::select_lab(lab_flag)?]
+    };
+    let mut failed = Vec::new();
+    for lab in labs {
+        crate::lab::config::validate_lab_name(&lab).map_err(anyhow::Error::msg)?;
+        let report = controller::down(&lab).await;
+        if !report.found {
+            eprintln!("lab {lab}: nothing to remove");
+        } else if report.errors.is_empty() {
+            eprintln!(
+                "lab {lab} is down ({} containers, {} namespaces removed)",
+                report.containers, report.namespaces
+            );
+        } else {
+            failed.push(format!("lab {lab}:\n  {}", report.errors.join("\n  ")));
+        }
+    }
+    if !failed.is_empty() {
+        bail!("some objects could not be removed:\n{}", failed.join("\n"));
+    }
+    Ok(0)
+}
+
+pub fn labs() -> Result<i32> {
+    let mut t = Printer::new(["NAME", "NODES", "PODS", "DIRECTORY"]);
+    for lab in controller::labs() {
+        let dir = crate::paths::lab_dir(&lab);
+        let state = crate::cluster::ClusterState::load(&dir)
+            .with_context(|| format!("lab {lab}"))
+            .ok();
+        t.row([
+            lab.clone(),
+            state
+                .as_ref()
+                .map(|s| s.nodes.len().to_string())
+                .unwrap_or_else(|| "?".into()),
+            state
+                .as_ref()
+                .map(|s| s.pods.len().to_string())
+                .unwrap_or_else(|| "?".into()),
+            dir.display().to_string(),
+        ]);
+    }
+    if t.is_empty() {
+        eprintln!("No labs are up.");
+    } else {
+        print!("{}", t.render());
+    }
+    Ok(0)
+}

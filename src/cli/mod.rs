@@ -1,0 +1,174 @@
+//! The `cli` layer: kubectl-shaped verbs over a lab. Argument parsing here,
+//! output through `printer`, work through `controller`.
+
+pub mod exec;
+pub mod get;
+pub mod images;
+pub mod lifecycle;
+pub mod logs;
+pub mod printer;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "netlab",
+    version,
+    about = "Kubernetes service networking, for real, on one Linux host",
+    long_about = "netlab builds a real pod network (network namespaces, bridges, veths), runs real containers (runc) and answers kubectl-style verbs, from plain Kubernetes manifests."
+)]
+pub struct Cli {
+    /// The lab to act on (optional when exactly one lab is up).
+    #[arg(long, global = true, env = "NETLAB_LAB")]
+    pub lab: Option<String>,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring a lab up from Kubernetes manifests (and an optional kind: Lab document).
+    Up(lifecycle::UpArgs),
+    /// Remove a lab and everything it created.
+    Down(lifecycle::DownArgs),
+    /// List the labs that are up.
+    Labs,
+    /// Display one or many resources (pods, nodes, deployments).
+    Get(GetCmd),
+    /// Execute a command in a container, or in a node's network namespace (node/NAME).
+    Exec(exec::ExecArgs),
+    /// Print the logs of a container in a pod.
+    Logs(logs::LogsArgs),
+    /// The local image store.
+    Images(images::ImagesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetCmd {
+    /// TYPE[,TYPE…] [NAME…] or TYPE/NAME…
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Selector (label query) to filter on, e.g. -l run=my-nginx.
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Output format: wide, yaml, json, name.
+    #[arg(short = 'o', long, default_value = "")]
+    pub output: String,
+    /// The namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETLAB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let lab = cli.lab.clone();
+    match cli.command {
+        Command::Images(args) => images::run(args).await,
+        command => {
+            require_root()?;
+            match command {
+                Command::Up(args) => lifecycle::up(args, lab).await,
+                Command::Down(args) => lifecycle::down(args, lab).await,
+                Command::Labs => lifecycle::labs(),
+                Command::Get(args) => get(args, lab).await,
+                Command::Exec(args) => exec::run(args, lab).await,
+                Command::Logs(args) => logs::run(args, lab).await,
+                Command::Images(_) => unreachable!(),
+            }
+        }
+    }
+}
+
+fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("netlab needs root: it creates network namespaces and runs containers. Run it with sudo.");
+    }
+    Ok(())
+}
+
+/// `--lab`, or the only lab that is up.
+pub fn select_lab(lab: Option<String>) -> Result<String> {
+    if let Some(lab) = lab {
+        return Ok(lab);
+    }
+    let labs = crate::controller::labs();
+    match labs.len() {
+        0 => bail!("no lab is up: start one with `netlab up FILE`"),
+        1 => Ok(labs[0].clone()),
+        _ => bail!(
+            "{} labs are up ({}): choose one with --lab NAME or NETLAB_LAB",
+            labs.len(),
+            labs.join(", ")
+        ),
+    }
+}
+
+async fn get(args: GetCmd, lab: Option<String>) -> Result<i32> {
+    let lab = select_lab(lab)?;
+    let format: printer::Format = args.output.parse().map_err(anyhow::Error::msg)?;
+    let (kinds, names) = get::parse_targets(&args.targets)?;
+    let selector = cluster_selector(args.selector.as_deref())?;
+    let state = crate::controller::observed_state(&lab).await?;
+    let out = get::render(
+        &state,
+        &get::GetArgs {
+            kinds,
+            names,
+            selector,
+            format,
+            namespace: (!args.all_namespaces).then_some(args.namespace.as_str()),
+        },
+        chrono::Utc::now(),
+    )?;
+    print!("{out}");
+    Ok(0)
+}
+
+fn cluster_selector(text: Option<&str>) -> Result<crate::cluster::Selector> {
+    crate::cluster::Selector::parse(text.unwrap_or("")).map_err(anyhow::Error::msg)
+}
+
+/// Paths given on the command line, checked to exist before anything runs.
+pub fn existing_files(files: &[PathBuf]) -> Result<()> {
+    for f in files {
+        if !f.exists() {
+            bail!("the path {:?} does not exist", f.display().to_string());
+        }
+    }
+    Ok(())
+}

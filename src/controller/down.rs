@@ -1,0 +1,180 @@
+//! `netlab down`: remove everything of a lab, found by its name rather than
+//! by its state file (which a crash may have lost or never written):
+//! containers in the lab's runc root, processes left in its cgroups, mounts
+//! under its run directory, namespaces with its prefix, its cgroups, its
+//! files. Idempotent; keeps going past failures and reports them all.
+
+use crate::net;
+use crate::paths;
+use crate::runtime::{rootfs, Runc};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub containers: usize,
+    pub namespaces: usize,
+    pub errors: Vec<String>,
+    /// Whether anything of the lab was found at all.
+    pub found: bool,
+}
+
+pub async fn down(lab: &str) -> DownReport {
+    let mut report = DownReport::default();
+    let dir = paths::lab_dir(lab);
+    let prefix = paths::netns_prefix(lab);
+    let namespaces = net::NetNs::list(&prefix);
+    let cgroups = cgroup_dirs(lab);
+    report.found = dir.exists() || !namespaces.is_empty() || !cgroups.is_empty();
+    report.namespaces = namespaces.len();
+
+    // 1. Containers, through the runtime (it also removes their cgroups).
+    let runc = Runc::new(&paths::runc_root(lab));
+    let mut pids = Vec::new();
+    match runc.list().await {
+        Ok(list) => {
+            report.containers = list.len();
+            pids.extend(list.iter().map(|c| c.pid).filter(|p| *p > 0));
+            let deletions = list.iter().map(|c| runc.delete_force(&c.id));
+            for r in futures::future::join_all(deletions).await {
+                if let Err(e) = r {
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        Err(e) => report.errors.push(e.to_string()),
+    }
+
+    // 2. Anything still in the lab's cgroups (a `runc init` orphaned by a
+    //    killed `up`): these processes are the lab's own, by construction.
+    if let Err(e) = kill_cgroup_processes(lab).await {
+        report.errors.push(e);
+    }
+    // A killed container's process lingers until its parent (whoever
+    // adopted it after `runc run -d` returned) reaps it: wait for that, so
+    // that `down` returning means the processes are gone.
+    if let Err(e) = wait_gone(&pids).await {
+        report.errors.push(e);
+    }
+
+    // 3. Mounts (container rootfs overlays), deepest first.
+    for m in rootfs::mounts_under(&dir) {
+        if let Err(e) = rootfs::unmount(&m) {
+            report.errors.push(e.to_string());
+        }
+    }
+
+    // 4. Namespaces, which takes their links, addresses and routes with them.
+    for e in net::teardown(&prefix).await {
+        report.errors.push(e.to_string());
+    }
+
+    // 5. Empty cgroup directories, children first.
+    for d in cgroup_dirs(lab) {
+        if let Err(e) = remove_cgroup_tree(&d) {
+            report.errors.push(format!("removing cgroup {}: {e}", d.display()));
+        }
+    }
+
+    // 6. Files.
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            report
+                .errors
+                .push(format!("removing {}: {e}", dir.display()));
+        }
+    }
+    report
+}
+
+/// `/sys/fs/cgroup/<controller>/netlab-<lab>` in every hierarchy (v1 and v2).
+fn cgroup_dirs(lab: &str) -> Vec<PathBuf> {
+    let parent = paths::cgroup_parent(lab);
+    let base = Path::new("/sys/fs/cgroup");
+    let mut dirs = Vec::new();
+    if base.join(&parent).is_dir() {
+        dirs.push(base.join(&parent));
+    }
+    if let Ok(entries) = std::fs::read_dir(base) {
+        for e in entries.flatten() {
+            let d = e.path().join(&parent);
+            if d.is_dir() {
+                dirs.push(d);
+            }
+        }
+    }
+    dirs
+}
+
+async fn kill_cgroup_processes(lab: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut pids = Vec::new();
+        for d in cgroup_dirs(lab) {
+            collect_procs(&d, &mut pids);
+        }
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "processes {pids:?} of lab {lab} survived SIGKILL for 5s"
+            ));
+        }
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_gone(pids: &[i32]) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "container processes {left:?} are still there 5s after being killed (zombies whose parent does not reap them?)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn collect_procs(dir: &Path, pids: &mut Vec<i32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_procs(&e.path(), pids);
+            }
+        }
+    }
+}
+
+/// cgroup directories are removed with rmdir (their files are not real files).
+fn remove_cgroup_tree(dir: &Path) -> std::io::Result<()> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path())?;
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

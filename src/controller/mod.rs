@@ -1,0 +1,100 @@
+//! The `controller` layer: turns the cluster state into kernel objects and
+//! containers (`up`), removes them (`down`), and observes what runs.
+//!
+//! For now it runs inside the `netlab` command itself; the per-lab controller
+//! process that keeps converging after `up` returns (restarts, endpoint
+//! changes) builds on these same functions.
+
+pub mod down;
+pub mod pods;
+pub mod up;
+
+pub use down::{down, DownReport};
+pub use up::{up, UpOptions, UpSummary};
+
+use crate::cluster::state::StateError;
+use crate::cluster::ClusterState;
+use crate::net::{NetError, NetNs};
+use crate::paths;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("lab {lab} is already up (or was left behind by a crash): use it, or remove it with `netlab down --lab {lab}`")]
+    AlreadyUp { lab: String },
+    #[error("no lab named {lab} is up (labs up: {up})")]
+    NoSuchLab { lab: String, up: String },
+    #[error("images missing from the store:\n  {}", .0.join("\n  "))]
+    Images(Vec<String>),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Store(#[from] crate::runtime::StoreError),
+    #[error("{message}")]
+    Runtime { message: String },
+    #[error("{pod}: {message}")]
+    Pod { pod: String, message: String },
+    #[error("pods did not become ready:\n  {}", .0.join("\n  "))]
+    NotReady(Vec<String>),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cause}\nand the lab could not be removed completely:\n  {}", .problems.join("\n  "))]
+    Cleanup {
+        cause: Box<ControllerError>,
+        problems: Vec<String>,
+    },
+}
+
+impl ControllerError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        ControllerError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Whether anything of a lab exists on the host (its directory or namespaces).
+pub fn lab_exists(lab: &str) -> bool {
+    paths::lab_dir(lab).exists() || !NetNs::list(&paths::netns_prefix(lab)).is_empty()
+}
+
+/// Every lab with anything on this host, sorted.
+pub fn labs() -> Vec<String> {
+    let mut labs: Vec<String> = std::fs::read_dir(paths::run_dir())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    for ns in NetNs::list("netlab-") {
+        if let Some(lab) = paths::lab_of_netns(&ns) {
+            labs.push(lab.to_string());
+        }
+    }
+    labs.sort();
+    labs.dedup();
+    labs
+}
+
+/// The lab's state as the API shows it, with pod statuses observed now.
+pub async fn observed_state(lab: &str) -> Result<ClusterState, ControllerError> {
+    let dir = paths::lab_dir(lab);
+    if !dir.join(crate::cluster::state::STATE_FILE).exists() {
+        return Err(ControllerError::NoSuchLab {
+            lab: lab.into(),
+            up: labs().join(", "),
+        });
+    }
+    let mut state = ClusterState::load(&dir)?;
+    pods::observe(lab, &mut state).await;
+    Ok(state)
+}

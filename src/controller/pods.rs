@@ -1,0 +1,318 @@
+//! Pods as a kubelet runs them: per-pod files (`/etc/hosts`, hostname,
+//! resolv.conf), an overlay rootfs and an OCI bundle per container, runc to
+//! start them, and the status the API shows (`Running`, `1/1`, restarts).
+
+use super::ControllerError;
+use crate::cluster::{state, ClusterState};
+use crate::net::NetNs;
+use crate::paths;
+use crate::runtime::bundle::{self, ContainerSpec};
+use crate::runtime::{rootfs, Image, Runc, Store};
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
+    PodCondition,
+};
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Containers started at once: runc start is mostly waiting on the kernel.
+const START_CONCURRENCY: usize = 8;
+
+/// Starts every container of every pod in `state` (the pod network exists).
+pub async fn start_all(
+    lab: &str,
+    state: &mut ClusterState,
+    store: &Store,
+    images: &HashMap<String, Image>,
+    runc: &Runc,
+) -> Result<(), ControllerError> {
+    // Unpack each image once, before any pod needs it.
+    let mut layers: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    for (reference, image) in images {
+        let (store, image) = (store.clone(), image.clone());
+        let dirs = tokio::task::spawn_blocking(move || store.unpacked_layers(&image))
+            .await
+            .expect("unpack task")?;
+        layers.insert(reference.clone(), dirs);
+    }
+    let pods: Vec<Pod> = std::mem::take(&mut state.pods);
+    let started: Vec<Pod> = futures::stream::iter(pods.into_iter().map(|pod| {
+        let layers = &layers;
+        async move { start_pod(lab, pod, images, layers, runc).await }
+    }))
+    .buffered(START_CONCURRENCY)
+    .try_collect()
+    .await?;
+    state.pods = started;
+    Ok(())
+}
+
+async fn start_pod(
+    lab: &str,
+    mut pod: Pod,
+    images: &HashMap<String, Image>,
+    layers: &HashMap<String, Vec<PathBuf>>,
+    runc: &Runc,
+) -> Result<Pod, ControllerError> {
+    let ns = state::namespace(&pod.metadata).to_string();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let object = format!("pod/{name}");
+    let dir = paths::pod_dir(lab, &ns, &name);
+    let io = |e: std::io::Error| ControllerError::Pod {
+        pod: object.clone(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let ip = state::pod_ip(&pod).map(|a| a.to_string()).unwrap_or_default();
+    let etc_files = write_etc_files(&dir, &name, &ip, &ns).map_err(io)?;
+    let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut statuses = Vec::new();
+    for c in &spec.containers {
+        let reference = c.image.clone().unwrap_or_default();
+        let image = &images[&reference];
+        let cdir = dir.join(&c.name);
+        let root = rootfs::mount_overlay(&layers[&reference], &cdir).map_err(io)?;
+        let id = paths::container_id(&ns, &name, &c.name);
+        let image_config = image.runtime_config();
+        let runtime_spec = bundle::runtime_spec(&ContainerSpec {
+            pod_name: &name,
+            container: c,
+            image: &image_config,
+            rootfs: &root,
+            netns: &netns,
+            etc_files: &etc_files,
+            cgroups_path: paths::cgroups_path(lab, &id),
+        })
+        .map_err(|e| ControllerError::Pod {
+            pod: object.clone(),
+            message: e.to_string(),
+        })?;
+        runtime_spec
+            .save(cdir.join("config.json"))
+            .map_err(|e| ControllerError::Pod {
+                pod: object.clone(),
+                message: format!("writing OCI bundle: {e}"),
+            })?;
+        let log = paths::container_log(lab, &ns, &name, &c.name);
+        runc.run_detached(&id, &cdir, &log)
+            .await
+            .map_err(|e| ControllerError::Pod {
+                pod: object.clone(),
+                message: e.to_string(),
+            })?;
+        statuses.push(ContainerStatus {
+            name: c.name.clone(),
+            image: reference.clone(),
+            image_id: format!("{}@{}", image.reference.name(), image.manifest_digest),
+            container_id: Some(format!("runc://{id}")),
+            ready: false,
+            started: Some(true),
+            restart_count: 0,
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(state::time(Utc::now())),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase = Some("Running".into());
+    status.start_time = Some(state::time(Utc::now()));
+    status.container_statuses = Some(statuses);
+    status.qos_class = Some("BestEffort".into());
+    set_conditions(&mut pod, false);
+    Ok(pod)
+}
+
+/// The files a kubelet manages for every pod, bind-mounted into each container.
+fn write_etc_files(
+    dir: &Path,
+    hostname: &str,
+    ip: &str,
+    namespace: &str,
+) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
+    let hosts = format!(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{hostname}\n"
+    );
+    // The kubelet's ClusterFirst file, without a nameserver line until the
+    // cluster DNS exists: with none, resolvers fail at once instead of
+    // waiting seconds for 10.0.0.10.
+    let resolv = format!(
+        "search {namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+    );
+    let files = [
+        ("hosts", hosts, "/etc/hosts"),
+        ("hostname", format!("{hostname}\n"), "/etc/hostname"),
+        ("resolv.conf", resolv, "/etc/resolv.conf"),
+    ];
+    let mut out = Vec::new();
+    for (file, content, dest) in files {
+        let path = dir.join(file);
+        std::fs::write(&path, content)?;
+        out.push((path, dest));
+    }
+    Ok(out)
+}
+
+fn set_conditions(pod: &mut Pod, ready: bool) {
+    let now = state::time(Utc::now());
+    let cond = |t: &str, ok: bool| PodCondition {
+        type_: t.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        last_transition_time: Some(now.clone()),
+        ..Default::default()
+    };
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.conditions = Some(vec![
+        cond("PodReadyToStartContainers", true),
+        cond("Initialized", true),
+        cond("Ready", ready),
+        cond("ContainersReady", ready),
+        cond("PodScheduled", true),
+    ]);
+    for cs in status.container_statuses.iter_mut().flatten() {
+        cs.ready = ready;
+    }
+}
+
+/// Waits until every container runs and every declared TCP `containerPort`
+/// accepts connections, probing from the pod's node (as a kubelet's
+/// tcpSocket probe would). Fails early, quoting the log, when a container exits.
+pub async fn wait_serving(
+    lab: &str,
+    state: &mut ClusterState,
+    timeout: Duration,
+) -> Result<(), ControllerError> {
+    let deadline = Instant::now() + timeout;
+    let runc = Runc::new(&paths::runc_root(lab));
+    let mut by_node: HashMap<String, Vec<(usize, SocketAddr)>> = HashMap::new();
+    for (i, pod) in state.pods.iter().enumerate() {
+        let ip = state::pod_ip(pod).expect("addressed");
+        for c in &pod.spec.as_ref().expect("spec").containers {
+            for p in c.ports.iter().flatten() {
+                if p.protocol.as_deref().unwrap_or("TCP") == "TCP" {
+                    by_node
+                        .entry(state::pod_node(pod).unwrap_or_default().to_string())
+                        .or_default()
+                        .push((i, SocketAddr::from((ip, p.container_port as u16))));
+                }
+            }
+        }
+    }
+    let mut probes = Vec::new();
+    for (node, targets) in by_node {
+        let ns = NetNs::open(&paths::node_netns(lab, &node))?;
+        probes.push(tokio::task::spawn_blocking(move || {
+            ns.run(move || probe_until(targets, deadline))
+        }));
+    }
+    let mut waiting = Vec::new();
+    for p in probes {
+        waiting.extend(p.await.expect("probe task")?);
+    }
+    // Whatever did not answer: is its container still alive?
+    let alive: HashMap<String, String> = runc
+        .list()
+        .await
+        .map_err(|e| ControllerError::Runtime {
+            message: e.to_string(),
+        })?
+        .into_iter()
+        .map(|s| (s.id, s.status))
+        .collect();
+    let mut problems = Vec::new();
+    for pod in &state.pods {
+        let ns = state::namespace(&pod.metadata).to_string();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        for c in &pod.spec.as_ref().expect("spec").containers {
+            let id = paths::container_id(&ns, &name, &c.name);
+            if alive.get(&id).map(String::as_str) != Some("running") {
+                let log = std::fs::read_to_string(paths::container_log(lab, &ns, &name, &c.name))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                problems.push(format!(
+                    "pod/{name}: container {} is not running; its last output: {}",
+                    c.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ));
+            }
+        }
+    }
+    for (i, addr) in &waiting {
+        let name = state.pods[*i].metadata.name.clone().unwrap_or_default();
+        problems.push(format!(
+            "pod/{name}: nothing accepts connections on its containerPort {addr} after {}s",
+            timeout.as_secs()
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ControllerError::NotReady(problems));
+    }
+    for pod in &mut state.pods {
+        set_conditions(pod, true);
+    }
+    Ok(())
+}
+
+/// Runs inside a node's namespace: connects to each target until it answers
+/// or the deadline passes; returns those that never answered.
+fn probe_until(
+    mut targets: Vec<(usize, SocketAddr)>,
+    deadline: Instant,
+) -> Vec<(usize, SocketAddr)> {
+    loop {
+        targets.retain(|(_, addr)| {
+            TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err()
+        });
+        if targets.is_empty() || Instant::now() >= deadline {
+            return targets;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Brings pod statuses up to date with what runc reports (for `get`).
+pub async fn observe(lab: &str, state: &mut ClusterState) {
+    let Ok(list) = Runc::new(&paths::runc_root(lab)).list().await else {
+        return;
+    };
+    let running: HashMap<String, String> = list.into_iter().map(|s| (s.id, s.status)).collect();
+    for pod in &mut state.pods {
+        let ns = state::namespace(&pod.metadata).to_string();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut any_dead = false;
+        let status = pod.status.get_or_insert_with(Default::default);
+        for cs in status.container_statuses.iter_mut().flatten() {
+            let id = paths::container_id(&ns, &name, &cs.name);
+            if running.get(&id).map(String::as_str) != Some("running") {
+                any_dead = true;
+                cs.ready = false;
+                let started_at = cs
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.running.as_ref())
+                    .and_then(|r| r.started_at.clone());
+                cs.state = Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        reason: Some("Error".into()),
+                        started_at,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        if any_dead {
+            status.phase = Some("Failed".into());
+            set_conditions(pod, false);
+        }
+    }
+    state.refresh_deployment_status();
+}

@@ -1,0 +1,223 @@
+//! `netlab up`: validate everything, then build the network, then start the
+//! containers, then wait until every pod serves. Any failure after the first
+//! kernel object removes the whole lab again (`down`) before returning.
+
+use super::{down, pods, ControllerError};
+use crate::cluster::{state, topology, ClusterState, HostInfo};
+use crate::lab::LabSpec;
+use crate::net::{self, DcPlan, NetNs, NetPlan, NodePlan, PodPlan};
+use crate::paths;
+use crate::runtime::{Image, Runc, Store};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// How long to wait for every pod to be Running and serving its ports.
+    pub timeout: Duration,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct UpSummary {
+    pub state: ClusterState,
+    pub network: Duration,
+    pub containers: Duration,
+    pub total: Duration,
+}
+
+pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, ControllerError> {
+    let start = Instant::now();
+    let lab = spec.config.name.clone();
+
+    // 1. Everything that can be checked without touching the host.
+    if super::lab_exists(&lab) {
+        return Err(ControllerError::AlreadyUp { lab });
+    }
+    let store = Store::new(&paths::data_dir());
+    let images = resolve_images(&spec, &store)?;
+    let runc = Runc::new(&paths::runc_root(&lab));
+    let runtime_version = runc.version().await.ok_or_else(|| ControllerError::Runtime {
+        message: format!(
+            "cannot run {} --version: install runc (apt-get install runc) or set NETLAB_RUNTIME",
+            runc.binary.display()
+        ),
+    })?;
+    let host = host_info(runtime_version);
+    let mut state = ClusterState::plan(&spec, &host, chrono::Utc::now(), &mut rand::rng())?;
+    let plan = net_plan(&state);
+    plan.validate()?;
+
+    // 2. From here on the host changes: any failure tears the lab down.
+    let dir = paths::lab_dir(&lab);
+    let result = async {
+        std::fs::create_dir_all(dir.join("pods")).map_err(|e| ControllerError::io(&dir, e))?;
+        state.persist(&dir)?;
+        let t = Instant::now();
+        net::apply(&plan).await?;
+        let network = t.elapsed();
+        let t = Instant::now();
+        pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
+        state.persist(&dir)?;
+        pods::wait_serving(&lab, &mut state, options.timeout).await?;
+        state.refresh_deployment_status();
+        state.persist(&dir)?;
+        Ok::<_, ControllerError>((network, t.elapsed()))
+    }
+    .await;
+    match result {
+        Ok((network, containers)) => Ok(UpSummary {
+            state,
+            network,
+            containers,
+            total: start.elapsed(),
+        }),
+        Err(e) => {
+            let leftovers = down::down(&lab).await;
+            if leftovers.errors.is_empty() {
+                Err(e)
+            } else {
+                Err(ControllerError::Cleanup {
+                    cause: Box::new(e),
+                    problems: leftovers.errors,
+                })
+            }
+        }
+    }
+}
+
+/// Every container's image must be in the store before anything starts.
+fn resolve_images(
+    spec: &LabSpec,
+    store: &Store,
+) -> Result<HashMap<String, Image>, ControllerError> {
+    let mut images = HashMap::new();
+    let templates = spec
+        .deployments
+        .iter()
+        .map(|d| {
+            (
+                format!("Deployment/{}", d.object.metadata.name.clone().unwrap_or_default()),
+                &d.at,
+                d.object.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+            )
+        })
+        .chain(spec.pods.iter().map(|p| {
+            (
+                format!("Pod/{}", p.object.metadata.name.clone().unwrap_or_default()),
+                &p.at,
+                p.object.spec.as_ref(),
+            )
+        }));
+    let mut problems = Vec::new();
+    for (object, at, pod_spec) in templates {
+        for c in pod_spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
+            let reference = c.image.clone().unwrap_or_default();
+            if images.contains_key(&reference) {
+                continue;
+            }
+            match store.resolve(&reference) {
+                Ok(image) => {
+                    images.insert(reference, image);
+                }
+                Err(e) => problems.push(format!("{at}: {object}: container {}: {e}", c.name)),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(images)
+    } else {
+        Err(ControllerError::Images(problems))
+    }
+}
+
+/// The network the cluster state asks for (pure).
+pub fn net_plan(state: &ClusterState) -> NetPlan {
+    let lab = &state.config.name;
+    let nodes = topology::nodes(&state.config);
+    let node_plans: Vec<NodePlan> = nodes
+        .iter()
+        .map(|n| NodePlan {
+            name: n.name.clone(),
+            netns: paths::node_netns(lab, &n.name),
+            dc_port: net::ifname("n-", &n.name),
+            lan_addr: n.lan,
+            bridge: "cni0".into(),
+            gateway: n.gateway,
+            routes: nodes
+                .iter()
+                .filter(|o| o.name != n.name)
+                .map(|o| (o.pod_subnet, o.lan.addr()))
+                .collect(),
+        })
+        .collect();
+    NetPlan {
+        dc: DcPlan {
+            netns: paths::dc_netns(lab),
+            bridge: "lan0".into(),
+            addr: topology::dc_address(&state.config),
+        },
+        nodes: node_plans,
+        pods: state
+            .pods
+            .iter()
+            .map(|p| pod_plan(state, p))
+            .collect(),
+    }
+}
+
+pub fn pod_plan(state: &ClusterState, p: &k8s_openapi::api::core::v1::Pod) -> PodPlan {
+    let lab = &state.config.name;
+    let ns = state::namespace(&p.metadata);
+    let name = p.metadata.name.as_deref().unwrap_or_default();
+    let node_name = state::pod_node(p).unwrap_or_default();
+    let node = topology::nodes(&state.config)
+        .into_iter()
+        .find(|n| n.name == node_name)
+        .expect("pods are placed on lab nodes");
+    let ip = state::pod_ip(p).expect("pods are addressed when placed");
+    PodPlan {
+        netns: paths::pod_netns(lab, ns, name),
+        node_netns: paths::node_netns(lab, node_name),
+        host_veth: net::ifname("veth", &format!("{ns}/{name}")),
+        bridge: "cni0".into(),
+        addr: ipnet::Ipv4Net::new(ip, node.pod_subnet.prefix_len()).expect("valid prefix"),
+        gateway: node.gateway.addr(),
+    }
+}
+
+fn host_info(container_runtime: String) -> HostInfo {
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    let os_image = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "Linux".into());
+    let kernel_version = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+    .to_string();
+    HostInfo {
+        os_image,
+        kernel_version,
+        container_runtime,
+        architecture,
+    }
+}
+
+/// Opens a node's namespace (for `exec node/<name>`).
+pub fn node_netns(lab: &str, node: &str) -> Result<NetNs, ControllerError> {
+    Ok(NetNs::open(&paths::node_netns(lab, node))?)
+}

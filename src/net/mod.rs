@@ -1,0 +1,324 @@
+//! The network layer: a Kubernetes-like flat pod network built from network
+//! namespaces, veth pairs and bridges on one host.
+//!
+//! This module is the only place in netlab that speaks netlink and the only
+//! place that enters namespaces. Topology:
+//!
+//! ```text
+//!  dc netns:    lan0 (172.18.0.1/24) ── n-xxxx ─┬─ ... one port per node
+//!                                               │ veth
+//!  node netns:  eth0 (172.18.0.2/24)  ──────────┘   ip_forward=1
+//!               cni0 (10.244.1.1/24) ── vethxxxx ─┐ routes: 10.244.2.0/24 via 172.18.0.3
+//!                                                 │ veth
+//!  pod netns:   eth0 (10.244.1.5/24)  ────────────┘ default via 10.244.1.1
+//! ```
+//!
+//! Plain routing, no NAT: every packet keeps its real source address.
+//!
+//! Everything that touches the kernel goes through one rtnetlink connection
+//! per namespace, opened on the caller's tokio runtime (see `conn.rs`), and
+//! pods are configured concurrently.
+
+mod addr;
+mod conn;
+pub mod error;
+pub mod link;
+pub mod netns;
+pub mod plan;
+mod route;
+pub mod sysctl;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures::{StreamExt, TryStreamExt};
+
+pub use error::NetError;
+pub use link::{ifname, IFNAME_MAX};
+pub use netns::{NetNs, NETNS_PREFIX, NETNS_RUN_DIR};
+pub use plan::{validate_pods, DcPlan, NetPlan, NodePlan, PodPlan};
+
+use conn::Conn;
+
+/// Pods configured at the same time. Enough to keep both the kernel and
+/// our side busy; more only adds open sockets.
+const POD_CONCURRENCY: usize = 8;
+
+/// Build the whole network of `plan`: dc, then nodes (concurrently), then
+/// pods (concurrently). All-or-nothing: on failure, the namespaces this call
+/// created are deleted again and the first error is returned. Namespaces
+/// that already existed are never touched (creating them fails with EEXIST).
+pub async fn apply(plan: &NetPlan) -> Result<(), NetError> {
+    plan.validate()?;
+    let start = Instant::now();
+    let created = std::sync::Arc::new(Created::default());
+    let res = build(plan, &created).await;
+    match &res {
+        Ok(()) => tracing::debug!(
+            nodes = plan.nodes.len(),
+            pods = plan.pods.len(),
+            elapsed_ms = start.elapsed().as_secs_f64() * 1e3,
+            "network applied"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "network apply failed, rolling back");
+            created.rollback();
+        }
+    }
+    res
+}
+
+/// Add pods to nodes that already exist (scale-up). All-or-nothing like
+/// [`apply`]: on failure the pods created by this call are removed again.
+pub async fn add_pods(pods: &[PodPlan]) -> Result<(), NetError> {
+    validate_pods(pods)?;
+    let mut nodes: HashMap<(&str, &str), std::sync::Arc<NodeCtx>> = HashMap::new();
+    for p in pods {
+        let key = (p.node_netns.as_str(), p.bridge.as_str());
+        if !nodes.contains_key(&key) {
+            nodes.insert(key, std::sync::Arc::new(NodeCtx::open(&p.node_netns, &p.bridge).await?));
+        }
+    }
+    let created = std::sync::Arc::new(Created::default());
+    let res = build_pods(pods, |p| nodes[&(p.node_netns.as_str(), p.bridge.as_str())].clone(), &created).await;
+    if let Err(e) = &res {
+        tracing::warn!(error = %e, "adding pods failed, rolling back");
+        // The nodes stay, so remove the node-side veths now rather than
+        // whenever the kernel gets round to destroying the pod namespaces.
+        for p in pods.iter().filter(|p| created.contains(&p.netns)) {
+            let node = &nodes[&(p.node_netns.as_str(), p.bridge.as_str())];
+            if let Err(e) = link::delete(&node.conn, &p.host_veth).await {
+                tracing::warn!(error = %e, "rollback");
+            }
+        }
+        created.rollback();
+    }
+    res
+}
+
+/// Remove one pod's network. Idempotent: Ok if it is already gone.
+pub async fn remove_pod(pod_netns: &str) -> Result<(), NetError> {
+    netns::check_ours("remove pod netns", pod_netns)?;
+    let mut first_err = None;
+    match NetNs::open(pod_netns) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
+        // Not a usable namespace (e.g. a half-created leftover): just delete it.
+        Err(e) => tracing::debug!(error = %e, "removing pod netns without opening it"),
+        Ok(ns) => {
+            // Delete eth0 explicitly: that removes both veth ends at once.
+            // Destroying a namespace is asynchronous in the kernel (and
+            // blocked entirely while a process still lives in it), so the
+            // node-side veth would otherwise linger, and re-adding the same
+            // pod right away would fail with "File exists".
+            let res = match Conn::open(&ns) {
+                Ok(conn) => link::delete(&conn, "eth0").await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                first_err = Some(e);
+            }
+        }
+    }
+    NetNs::delete(pod_netns)?;
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Delete every namespace `/run/netns/<prefix>*`: pods first, then nodes,
+/// then the rest (dc). Continues past failures and returns all of them;
+/// an empty vector means everything is gone. Idempotent.
+///
+/// `prefix` must start with `netlab-`; end it with a `.` (e.g.
+/// `netlab-mylab.`) or lab `my` would also match lab `mylab`.
+pub async fn teardown(prefix: &str) -> Vec<NetError> {
+    if let Err(e) = netns::check_ours("tear down", prefix) {
+        return vec![e];
+    }
+    let mut names = NetNs::list(prefix);
+    names.sort_by_key(|n| teardown_rank(n));
+    let start = Instant::now();
+    let errors: Vec<NetError> = names
+        .iter()
+        .filter_map(|n| NetNs::delete(n).err())
+        .collect();
+    tracing::debug!(
+        namespaces = names.len(),
+        failures = errors.len(),
+        elapsed_ms = start.elapsed().as_secs_f64() * 1e3,
+        "network torn down"
+    );
+    errors
+}
+
+fn teardown_rank(name: &str) -> u8 {
+    if name.contains(".pod.") {
+        0
+    } else if name.contains(".node.") {
+        1
+    } else {
+        2
+    }
+}
+
+/// Namespaces created by one apply/add_pods call, for rollback.
+#[derive(Default)]
+struct Created(Mutex<Vec<String>>);
+
+impl Created {
+    fn create(&self, name: &str) -> Result<NetNs, NetError> {
+        let ns = NetNs::create(name)?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(name.to_string());
+        Ok(ns)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|n| n == name)
+    }
+
+    fn rollback(&self) {
+        let mut names = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        names.sort_by_key(|n| teardown_rank(n));
+        for n in names {
+            if let Err(e) = NetNs::delete(&n) {
+                tracing::warn!(error = %e, "rollback");
+            }
+        }
+    }
+}
+
+/// A configured node: its connection and the bridge pods attach to.
+struct NodeCtx {
+    conn: Conn,
+    bridge_idx: u32,
+    // Keeps the namespace fd open as long as we configure it.
+    _ns: NetNs,
+}
+
+impl NodeCtx {
+    async fn open(netns: &str, bridge: &str) -> Result<NodeCtx, NetError> {
+        netns::check_ours("configure netns", netns)?;
+        let ns = NetNs::open(netns)?;
+        let conn = Conn::open(&ns)?;
+        let bridge_idx = link::index(&conn, bridge).await?;
+        Ok(NodeCtx {
+            conn,
+            bridge_idx,
+            _ns: ns,
+        })
+    }
+}
+
+async fn build(plan: &NetPlan, created: &std::sync::Arc<Created>) -> Result<(), NetError> {
+    let dc_ns = created.create(&plan.dc.netns)?;
+    let dc = Conn::open(&dc_ns)?;
+    link::set_up(&dc, "lo").await?;
+    let lan = link::add_bridge(&dc, &plan.dc.bridge).await?;
+    addr::add(&dc, lan, &plan.dc.bridge, plan.dc.addr).await?;
+
+    let nodes = futures::future::try_join_all(
+        plan.nodes.iter().map(|n| build_node(n, &dc, lan, created)),
+    )
+    .await?;
+    drop(dc);
+
+    let by_ns: HashMap<&str, std::sync::Arc<NodeCtx>> = plan
+        .nodes
+        .iter()
+        .zip(nodes)
+        .map(|(n, ctx)| (n.netns.as_str(), std::sync::Arc::new(ctx)))
+        .collect();
+    build_pods(&plan.pods, |p| by_ns[p.node_netns.as_str()].clone(), created).await
+}
+
+async fn build_node(n: &NodePlan, dc: &Conn, lan: u32, created: &Created) -> Result<NodeCtx, NetError> {
+    let ns = created.create(&n.netns)?;
+    link::add_veth(dc, &n.dc_port, lan, "eth0", &ns).await?;
+
+    let conn = Conn::open(&ns)?;
+    link::set_up(&conn, "lo").await?;
+    link::set_up(&conn, "eth0").await?;
+    let eth0 = link::index(&conn, "eth0").await?;
+    addr::add(&conn, eth0, "eth0", n.lan_addr).await?;
+    let bridge_idx = link::add_bridge(&conn, &n.bridge).await?;
+    addr::add(&conn, bridge_idx, &n.bridge, n.gateway).await?;
+    for (dst, via) in &n.routes {
+        route::add_via(&conn, *dst, *via).await?;
+    }
+    sysctl::set(&ns, "net.ipv4.ip_forward", "1")?;
+    Ok(NodeCtx {
+        conn,
+        bridge_idx,
+        _ns: ns,
+    })
+}
+
+async fn build_pods<'a, F>(pods: &'a [PodPlan], node_of: F, created: &std::sync::Arc<Created>) -> Result<(), NetError>
+where
+    F: Fn(&'a PodPlan) -> std::sync::Arc<NodeCtx>,
+{
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(POD_CONCURRENCY));
+    let mut set = tokio::task::JoinSet::new();
+    for p in pods {
+        let (p, node, created, sem) = (p.clone(), node_of(p), created.clone(), sem.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            build_pod(&p, &node, &created).await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("pod task panicked")?;
+    }
+    Ok(())
+}
+
+pub static PROF: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+fn prof(i: usize, t: &mut Instant) { let now = Instant::now(); PROF[i].fetch_add((now - *t).as_micros() as u64, std::sync::atomic::Ordering::Relaxed); *t = now; }
+async fn build_pod(p: &PodPlan, node: &NodeCtx, created: &Created) -> Result<(), NetError> {
+    let mut t = Instant::now();
+    let ns = created.create(&p.netns)?;
+    prof(0, &mut t);
+    link::add_veth(&node.conn, &p.host_veth, node.bridge_idx, "eth0", &ns).await?;
+    prof(1, &mut t);
+    let conn = Conn::open(&ns)?;
+    prof(2, &mut t);
+    link::set_up(&conn, "lo").await?;
+    prof(3, &mut t);
+    link::set_up(&conn, "eth0").await?;
+    prof(4, &mut t);
+    let eth0 = link::index(&conn, "eth0").await?;
+    prof(5, &mut t);
+    addr::add(&conn, eth0, "eth0", p.addr).await?;
+    prof(6, &mut t);
+    let r = route::add_default(&conn, p.gateway).await;
+    prof(7, &mut t);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teardown_order_is_pods_nodes_rest() {
+        let mut v = vec![
+            "netlab-a.dc".to_string(),
+            "netlab-a.node.node-1".into(),
+            "netlab-a.pod.default.x".into(),
+        ];
+        v.sort_by_key(|n| teardown_rank(n));
+        assert_eq!(v, ["netlab-a.pod.default.x", "netlab-a.node.node-1", "netlab-a.dc"]);
+    }
+
+    #[test]
+    fn teardown_refuses_foreign_prefix() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let errs = rt.block_on(teardown(""));
+        assert_eq!(errs.len(), 1);
+        assert!(matches!(errs[0], NetError::Refused { .. }), "{:?}", errs[0]);
+        let errs = rt.block_on(teardown("cni-"));
+        assert!(matches!(errs[0], NetError::Refused { .. }), "{:?}", errs[0]);
+    }
+}

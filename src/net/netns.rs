@@ -1,0 +1,408 @@
+//! Named network namespaces, compatible with `ip netns`.
+//!
+//! A named netns is an nsfs file bind-mounted at `/run/netns/<name>`; the
+//! mount is what keeps the namespace alive after the creating thread leaves
+//! it. This file is the only place in netlab that calls `unshare`/`setns`.
+//!
+//! Namespace membership is per *thread* in Linux. Two ways of using that:
+//! * [`NetNs::run`] starts a fresh OS thread, moves it into the namespace and
+//!   runs a closure there; the thread dies afterwards, so it never has to
+//!   come back.
+//! * `hop` (crate-private) moves the *current* thread in, runs a short
+//!   synchronous closure (create a socket, open a sysctl file) and moves it
+//!   back before returning. Sockets remember the namespace they were created
+//!   in, so the returned fd keeps working from anywhere. This is what lets
+//!   one tokio worker open a netlink socket per pod without a thread per pod.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+
+use super::error::{nix_to_io, NetError};
+
+/// Where named network namespaces live (same place as iproute2).
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+/// Every namespace netlab creates, configures or deletes starts with this.
+/// Destructive operations refuse anything else, so a bad prefix can never
+/// reach a namespace that belongs to somebody else.
+pub const NETNS_PREFIX: &str = "netlab-";
+
+/// `ioctl(NS_GET_NSTYPE)` from <linux/nsfs.h>: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
+/// A named network namespace we hold open.
+///
+/// Holding the fd keeps the namespace usable even if somebody unmounts it
+/// meanwhile; dropping it only closes the fd (use [`NetNs::delete`] to
+/// remove the namespace).
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+    path: PathBuf,
+    file: File,
+}
+
+impl NetNs {
+    /// Create a new network namespace bind-mounted at `/run/netns/<name>`
+    /// (visible to `ip netns`). Fails with `EEXIST` if the name is taken.
+    pub fn create(name: &str) -> Result<NetNs, NetError> {
+        check_ours("create netns", name)?;
+        ensure_run_dir()?;
+        let path = ns_path(name);
+        let what = || format!("netns {name}");
+
+        // O_EXCL makes "does it exist?" and "make the mount point" one atomic
+        // step, so two concurrent creators cannot both win.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&path)
+            .map_err(|e| NetError::os("creating", what(), e))?;
+
+        let made = in_new_netns(|| {
+            // /proc/self is the thread-group leader, which is NOT in the new
+            // namespace; only thread-self points at this thread's netns.
+            mount(
+                Some("/proc/thread-self/ns/net"),
+                &path,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(nix_to_io)
+        });
+        if let Err(e) = made {
+            let _ = umount2(&path, MntFlags::MNT_DETACH);
+            let _ = fs::remove_file(&path);
+            return Err(NetError::os("creating", what(), e));
+        }
+        match File::open(&path) {
+            Ok(file) => Ok(NetNs {
+                name: name.to_string(),
+                path,
+                file,
+            }),
+            Err(e) => {
+                let _ = umount2(&path, MntFlags::MNT_DETACH);
+                let _ = fs::remove_file(&path);
+                Err(NetError::os("opening", what(), e))
+            }
+        }
+    }
+
+    /// Open an existing named network namespace.
+    pub fn open(name: &str) -> Result<NetNs, NetError> {
+        check_name("open netns", name)?;
+        let path = ns_path(name);
+        let what = || format!("netns {name}");
+        let file = File::open(&path).map_err(|e| NetError::os("opening", what(), e))?;
+        // A leftover plain file (e.g. after a crash between create and mount)
+        // must not be mistaken for a namespace.
+        let nstype = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if nstype != libc::CLONE_NEWNET {
+            return Err(NetError::os(
+                "opening",
+                what(),
+                io::Error::other(format!("{} is not a network namespace mount", path.display())),
+            ));
+        }
+        Ok(NetNs {
+            name: name.to_string(),
+            path,
+            file,
+        })
+    }
+
+    /// Remove a named namespace: lazy unmount, then unlink. Ok if absent.
+    ///
+    /// The kernel frees the namespace (and every interface in it, which
+    /// takes the peer end of each veth with it) once the last reference is
+    /// gone, asynchronously. Processes or sockets still inside keep it alive.
+    pub fn delete(name: &str) -> Result<(), NetError> {
+        check_ours("delete netns", name)?;
+        let path = ns_path(name);
+        let what = || format!("netns {name}");
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            // EINVAL: not a mount point (half-created); ENOENT: already gone.
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(NetError::os("unmounting", what(), nix_to_io(e))),
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(NetError::os("removing", what(), e)),
+        }
+    }
+
+    /// Names in `/run/netns` starting with `prefix`, sorted.
+    pub fn list(prefix: &str) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        names
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` on a fresh OS thread that has joined this namespace. Sockets
+    /// created by `f` (netlink, UDP, TCP) belong to this namespace for their
+    /// whole life, whichever thread uses them later. A panic in `f` is
+    /// propagated to the caller.
+    pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T, NetError> {
+        std::thread::scope(|s| {
+            let worker = std::thread::Builder::new()
+                .name("netns-run".into())
+                .spawn_scoped(s, || {
+                    setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| NetError::os("entering", self.what(), nix_to_io(e)))?;
+                    Ok(f())
+                })
+                .map_err(|e| NetError::os("starting a thread for", self.what(), e))?;
+            match worker.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+
+    /// A `Command` whose child joins this namespace right before `exec`.
+    ///
+    /// The command owns its own duplicate of the namespace fd, so it stays
+    /// valid even if this `NetNs` is dropped before the command is spawned.
+    /// Only the network namespace changes (unlike `ip netns exec`, /sys and
+    /// /etc/netns are not remounted).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let fd: io::Result<OwnedFd> = self.file.as_fd().try_clone_to_owned();
+        let fd = fd.map_err(|e| e.raw_os_error().unwrap_or(libc::EMFILE));
+        // SAFETY: the closure runs between fork and exec; it only issues the
+        // setns syscall and builds an io::Error from an errno (no allocation).
+        unsafe {
+            cmd.pre_exec(move || match &fd {
+                Ok(fd) => {
+                    if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(io::Error::last_os_error())
+                    }
+                }
+                Err(errno) => Err(io::Error::from_raw_os_error(*errno)),
+            });
+        }
+        cmd
+    }
+
+    /// Tokio flavour of [`NetNs::command`].
+    pub fn tokio_command(&self, program: impl AsRef<OsStr>) -> tokio::process::Command {
+        tokio::process::Command::from(self.command(program))
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    pub(crate) fn what(&self) -> String {
+        format!("netns {}", self.name)
+    }
+
+    /// Run a short, synchronous `f` with the *current* thread inside this
+    /// namespace, then move the thread back before returning.
+    ///
+    /// `f` must not block or yield: while it runs, this thread (possibly a
+    /// tokio worker) is in the wrong namespace.
+    pub(crate) fn hop<T>(&self, f: impl FnOnce() -> io::Result<T>) -> Result<T, NetError> {
+        self.check_not_host()?;
+        let home = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| NetError::os("opening own netns before entering", self.what(), e))?;
+        setns(self.fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetError::os("entering", self.what(), nix_to_io(e)))?;
+        let _back = GoHome(home);
+        f().map_err(|e| NetError::os("working inside", self.what(), e))
+    }
+
+    /// Refuse to configure the namespace this process (or init) lives in.
+    /// Configuration only ever goes through `hop`, so this one check keeps
+    /// the host's own network untouched even if a plan names the wrong file.
+    pub(crate) fn check_not_host(&self) -> Result<(), NetError> {
+        let meta = self
+            .file
+            .metadata()
+            .map_err(|e| NetError::os("inspecting", self.what(), e))?;
+        let me = (meta.dev(), meta.ino());
+        if host_netns_ids().contains(&me) {
+            return Err(NetError::refused(
+                "configure",
+                self.what(),
+                "it is the host's own network namespace",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Puts the thread back into its original namespace, also when unwinding.
+struct GoHome(File);
+
+impl Drop for GoHome {
+    fn drop(&mut self) {
+        if let Err(e) = setns(self.0.as_fd(), CloneFlags::CLONE_NEWNET) {
+            // A thread stuck in a foreign namespace would silently create the
+            // next sockets (other pods', maybe the host's) in the wrong place.
+            // That is worse than dying.
+            eprintln!("netlab: cannot return thread to its network namespace: {e}; aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// Run `f` in a brand-new network namespace on the current thread, then
+/// return the thread to where it was. The new namespace dies unless `f`
+/// pins it (by bind-mounting it).
+fn in_new_netns<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let home = File::open("/proc/thread-self/ns/net")?;
+    unshare(CloneFlags::CLONE_NEWNET).map_err(nix_to_io)?;
+    let _back = GoHome(home);
+    f()
+}
+
+/// (dev, inode) of the network namespaces we must never configure: the one
+/// this process started in and init's.
+fn host_netns_ids() -> &'static Vec<(u64, u64)> {
+    static IDS: OnceLock<Vec<(u64, u64)>> = OnceLock::new();
+    IDS.get_or_init(|| {
+        ["/proc/self/ns/net", "/proc/1/ns/net"]
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect()
+    })
+}
+
+/// Make `/run/netns` exist and be a shared mount, exactly like iproute2
+/// does, so namespace mounts propagate to (and from) other mount namespaces
+/// and `ip netns` interoperates with us.
+fn ensure_run_dir() -> Result<(), NetError> {
+    static READY: Mutex<bool> = Mutex::new(false);
+    let mut ready = READY.lock().unwrap_or_else(|p| p.into_inner());
+    if *ready {
+        return Ok(());
+    }
+    let what = || NETNS_RUN_DIR.to_string();
+    fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| NetError::os("creating directory", what(), e))?;
+    let make_shared = || {
+        mount(
+            Some("none"),
+            NETNS_RUN_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match make_shared() {
+        Ok(()) => {}
+        // EINVAL: not a mount point yet. Bind it onto itself, then retry.
+        Err(Errno::EINVAL) => {
+            mount(
+                Some(NETNS_RUN_DIR),
+                NETNS_RUN_DIR,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| NetError::os("bind-mounting", what(), nix_to_io(e)))?;
+            make_shared().map_err(|e| NetError::os("making shared mount", what(), nix_to_io(e)))?;
+        }
+        Err(e) => return Err(NetError::os("making shared mount", what(), nix_to_io(e))),
+    }
+    *ready = true;
+    Ok(())
+}
+
+fn ns_path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// A usable file name inside /run/netns.
+pub(crate) fn check_name(op: &'static str, name: &str) -> Result<(), NetError> {
+    if let Some(reason) = invalid_netns_name(name) {
+        return Err(NetError::refused(op, format!("{name:?}"), reason));
+    }
+    Ok(())
+}
+
+/// A usable name that also belongs to netlab.
+pub(crate) fn check_ours(op: &'static str, name: &str) -> Result<(), NetError> {
+    check_name(op, name)?;
+    if !name.starts_with(NETNS_PREFIX) {
+        return Err(NetError::refused(
+            op,
+            format!("netns {name}"),
+            format!("netlab only manages namespaces named {NETNS_PREFIX}*"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn invalid_netns_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty name")
+    } else if name == "." || name == ".." {
+        Some("not a file name")
+    } else if name.contains('/') || name.contains('\0') {
+        Some("name contains '/' or NUL")
+    } else if name.len() > 255 {
+        Some("name longer than 255 bytes")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(invalid_netns_name("netlab-a.pod.default.x").is_none());
+        assert!(invalid_netns_name("").is_some());
+        assert!(invalid_netns_name("..").is_some());
+        assert!(invalid_netns_name("a/b").is_some());
+        assert!(invalid_netns_name(&"x".repeat(256)).is_some());
+        assert!(check_ours("delete netns", "netlab-x.dc").is_ok());
+        assert!(matches!(
+            check_ours("delete netns", "docker-x"),
+            Err(NetError::Refused { .. })
+        ));
+        assert!(check_ours("delete netns", "netlab-../x").is_err());
+    }
+
+    #[test]
+    fn delete_refuses_foreign_names_without_touching_anything() {
+        let e = NetNs::delete("cni-1234").unwrap_err();
+        assert!(e.to_string().contains("refusing to delete netns"), "{e}");
+    }
+}

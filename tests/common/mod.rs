@@ -1,0 +1,280 @@
+//! Shared helpers of the end-to-end tests: they run the real `netlab` binary
+//! as root and look at the real kernel objects. Every lab gets a unique name,
+//! so tests run in parallel, and every lab is checked for leaks after `down`.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
+
+/// These tests create namespaces and containers: without root they cannot
+/// run, and they say so loudly instead of passing.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!(
+            "end-to-end tests need root (network namespaces, runc): run them with `sudo scripts/test.sh`"
+        );
+    }
+}
+
+/// A unique lab name: the test's name plus the process id and a counter.
+pub fn unique(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id() % 100000;
+    format!("t{pid}-{n}-{name}")
+        .chars()
+        .take(40)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+pub fn netlab(args: &[&str]) -> Output {
+    Command::new(NETLAB)
+        .args(args)
+        .env_remove("NETLAB_LAB")
+        .output()
+        .expect("running netlab")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Everything of a lab that could leak, as seen from the host.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Traces {
+    pub namespaces: BTreeSet<String>,
+    pub mounts: BTreeSet<String>,
+    pub cgroups: BTreeSet<String>,
+    pub run_dir: bool,
+    pub processes: BTreeSet<i32>,
+    pub nft_tables: BTreeSet<String>,
+}
+
+impl Traces {
+    pub fn of(lab: &str, pids: &[i32]) -> Traces {
+        let prefix = format!("netlab-{lab}.");
+        let namespaces = std::fs::read_dir("/run/netns")
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let run_dir = format!("/run/netlab/{lab}");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&run_dir) || l.contains(&prefix))
+            .map(String::from)
+            .collect();
+        let cgroups = std::fs::read_dir("/sys/fs/cgroup")
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path().join(format!("netlab-{lab}")))
+                    .filter(|p| p.exists())
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let processes = pids
+            .iter()
+            .copied()
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        let nft_tables = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.contains(lab))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Traces {
+            namespaces,
+            mounts,
+            cgroups,
+            run_dir: Path::new(&run_dir).exists(),
+            processes,
+            nft_tables,
+        }
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.namespaces.is_empty()
+            && self.mounts.is_empty()
+            && self.cgroups.is_empty()
+            && !self.run_dir
+            && self.processes.is_empty()
+            && self.nft_tables.is_empty()
+    }
+}
+
+/// Host network links (root namespace): a lab must never add any.
+pub fn host_links() -> BTreeSet<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A lab brought up for one test. Dropping it takes it down (best effort);
+/// `down_clean` takes it down and asserts nothing is left.
+pub struct Lab {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    up: bool,
+}
+
+impl Lab {
+    /// Writes `yaml` to a file and runs `netlab up` on it.
+    pub fn up(name: &str, yaml: &str) -> Lab {
+        let mut lab = Lab::prepare(name, yaml);
+        lab.up = true;
+        let out = netlab(&["up", "--name", &lab.name, lab.file().to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "netlab up failed:\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        lab
+    }
+
+    /// A lab whose file is written but not brought up.
+    pub fn prepare(name: &str, yaml: &str) -> Lab {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("lab.yaml"), yaml).expect("writing lab file");
+        Lab {
+            name: unique(name),
+            dir,
+            up: false,
+        }
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("lab.yaml")
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut full = vec!["--lab", self.name.as_str()];
+        full.extend_from_slice(args);
+        netlab(&full)
+    }
+
+    /// Runs a netlab verb and returns its stdout, failing the test on error.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "netlab {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    pub fn pods_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["get", "pods", "-o", "json"])).expect("pods as json")
+    }
+
+    /// (name, ip, node) of every pod.
+    pub fn pods(&self) -> Vec<(String, String, String)> {
+        self.pods_json()["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_string(),
+                    p["status"]["podIP"].as_str().unwrap().to_string(),
+                    p["spec"]["nodeName"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Container pids from the runtime, for the leak check.
+    pub fn container_pids(&self) -> Vec<i32> {
+        let out = Command::new("runc")
+            .args(["--root", &format!("/run/netlab/{}/runc", self.name), "list", "--format", "json"])
+            .output()
+            .expect("runc list");
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        v.as_array()
+            .map(|a| a.iter().filter_map(|c| c["pid"].as_i64()).map(|p| p as i32).collect())
+            .unwrap_or_default()
+    }
+
+    /// `netlab down`, then every trace of the lab must be gone.
+    pub fn down_clean(mut self) {
+        let pids = self.container_pids();
+        let links_before = host_links();
+        let out = self.run(&["down"]);
+        self.up = false;
+        assert!(
+            out.status.success(),
+            "netlab down failed: {}",
+            stderr(&out)
+        );
+        let traces = Traces::of(&self.name, &pids);
+        assert!(traces.is_clean(), "lab {} leaked: {traces:#?}", self.name);
+        assert_eq!(links_before, host_links(), "host links changed");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.up || std::thread::panicking() {
+            let _ = netlab(&["down", "--lab", &self.name]);
+        }
+    }
+}
+
+/// The tutorial's Deployment, with a replica count and optional extra pod spec lines.
+pub fn nginx_deployment(name: &str, replicas: i32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  selector:
+    matchLabels:
+      run: {name}
+  replicas: {replicas}
+  template:
+    metadata:
+      labels:
+        run: {name}
+    spec:
+      containers:
+      - name: {name}
+        image: nginx
+        ports:
+        - containerPort: 80
+"#
+    )
+}
+
+pub fn lab_doc(nodes: usize) -> String {
+    format!("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: {nodes}\n---\n")
+}
