@@ -222,3 +222,73 @@ fn without_root_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("needs root"), "{}", stderr(&out));
 }
+
+/// `command`, `args`, `env`, `workingDir` of a bare Pod, as the kubelet runs them.
+#[test]
+fn pod_spec_is_honoured() {
+    let yaml = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+  labels:
+    app: shell
+spec:
+  containers:
+  - name: sh
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c"]
+    args: ["echo hello-from-$GREETING in $(pwd); exec sleep 3600"]
+    workingDir: /tmp
+    env:
+    - name: GREETING
+      value: netlab
+    - name: COMBINED
+      value: "$(GREETING)-rocks"
+"#;
+    let lab = Lab::up("podspec", yaml);
+    assert_eq!(lab.ok(&["exec", "shell", "--", "printenv", "GREETING"]).trim(), "netlab");
+    assert_eq!(lab.ok(&["exec", "shell", "--", "printenv", "COMBINED"]).trim(), "netlab-rocks");
+    assert_eq!(lab.ok(&["exec", "shell", "--", "pwd"]).trim(), "/tmp");
+    // Its own PID namespace: the command is PID 1.
+    assert_eq!(lab.ok(&["exec", "shell", "--", "cat", "/proc/1/cmdline"]).replace('\0', " ").trim(), "sleep 3600");
+    let logs = lab.ok(&["logs", "pod/shell"]);
+    assert!(logs.contains("hello-from-netlab in /tmp"), "{logs}");
+    let pods = lab.ok(&["get", "pods", "-l", "app=shell"]);
+    assert!(pods.contains("1/1") && pods.contains("Running"), "{pods}");
+    // A selector that matches nothing prints no table.
+    assert_eq!(lab.ok(&["get", "pods", "-l", "app=none"]), "");
+    lab.down_clean();
+}
+
+/// A pod that never serves: `up` fails naming the pod and its output, and
+/// removes everything it had made.
+#[test]
+fn failing_container_fails_up_and_cleans_up() {
+    let yaml = nginx_deployment("broken", 1).replace(
+        "        ports:",
+        "        command: [\"sh\", \"-c\", \"echo config is broken >&2; exit 3\"]\n        ports:",
+    );
+    let lab = Lab::prepare("broken", &yaml);
+    let out = netlab(&["up", "--timeout", "10", "--name", &lab.name, lab.file().to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("pod/broken-"), "{err}");
+    assert!(err.contains("config is broken"), "{err}");
+    let traces = Traces::of(&lab.name, &[]);
+    assert!(traces.is_clean(), "{traces:#?}");
+}
+
+/// A lab from several files: the topology in one, the workload in another.
+#[test]
+fn several_lab_files() {
+    let lab = Lab::prepare("files", &nginx_deployment("web", 3));
+    let topo = lab.dir.path().join("topology.yaml");
+    std::fs::write(&topo, "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: [alpha, beta, gamma]\n").unwrap();
+    let out = netlab(&["up", "--name", &lab.name, topo.to_str().unwrap(), lab.file().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let nodes: Vec<String> = lab.pods().into_iter().map(|p| p.2).collect();
+    for n in ["alpha", "beta", "gamma"] {
+        assert!(nodes.iter().any(|x| x == n), "one pod per node: {nodes:?}");
+    }
+    lab.down_clean();
+}

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// Containers started at once: runc start is mostly waiting on the kernel.
 const START_CONCURRENCY: usize = 8;
 
+/// Container pids by pod name, as started.
+pub type Pids = HashMap<String, Vec<i32>>;
+
 /// Starts every container of every pod in `state` (the pod network exists).
 pub async fn start_all(
     lab: &str,
@@ -29,7 +32,7 @@ pub async fn start_all(
     store: &Store,
     images: &HashMap<String, Image>,
     runc: &Runc,
-) -> Result<(), ControllerError> {
+) -> Result<Pids, ControllerError> {
     // Unpack each image once, before any pod needs it.
     let mut layers: HashMap<String, Vec<PathBuf>> = HashMap::new();
     for (reference, image) in images {
@@ -40,15 +43,19 @@ pub async fn start_all(
         layers.insert(reference.clone(), dirs);
     }
     let pods: Vec<Pod> = std::mem::take(&mut state.pods);
-    let started: Vec<Pod> = futures::stream::iter(pods.into_iter().map(|pod| {
+    let started: Vec<(Pod, Vec<i32>)> = futures::stream::iter(pods.into_iter().map(|pod| {
         let layers = &layers;
         async move { start_pod(lab, pod, images, layers, runc).await }
     }))
     .buffered(START_CONCURRENCY)
     .try_collect()
     .await?;
-    state.pods = started;
-    Ok(())
+    let mut pids = Pids::new();
+    for (pod, p) in started {
+        pids.insert(pod.metadata.name.clone().unwrap_or_default(), p);
+        state.pods.push(pod);
+    }
+    Ok(pids)
 }
 
 async fn start_pod(
@@ -57,7 +64,7 @@ async fn start_pod(
     images: &HashMap<String, Image>,
     layers: &HashMap<String, Vec<PathBuf>>,
     runc: &Runc,
-) -> Result<Pod, ControllerError> {
+) -> Result<(Pod, Vec<i32>), ControllerError> {
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let object = format!("pod/{name}");
@@ -72,6 +79,7 @@ async fn start_pod(
     let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
     let spec = pod.spec.clone().unwrap_or_default();
     let mut statuses = Vec::new();
+    let mut pids = Vec::new();
     for c in &spec.containers {
         let reference = c.image.clone().unwrap_or_default();
         let image = &images[&reference];
@@ -99,12 +107,14 @@ async fn start_pod(
                 message: format!("writing OCI bundle: {e}"),
             })?;
         let log = paths::container_log(lab, &ns, &name, &c.name);
-        runc.run_detached(&id, &cdir, &log)
+        let pid = runc
+            .run_detached(&id, &cdir, &log)
             .await
             .map_err(|e| ControllerError::Pod {
                 pod: object.clone(),
                 message: e.to_string(),
             })?;
+        pids.push(pid);
         statuses.push(ContainerStatus {
             name: c.name.clone(),
             image: reference.clone(),
@@ -128,7 +138,7 @@ async fn start_pod(
     status.container_statuses = Some(statuses);
     status.qos_class = Some("BestEffort".into());
     set_conditions(&mut pod, false);
-    Ok(pod)
+    Ok((pod, pids))
 }
 
 /// The files a kubelet manages for every pod, bind-mounted into each container.
@@ -188,20 +198,29 @@ fn set_conditions(pod: &mut Pod, ready: bool) {
 pub async fn wait_serving(
     lab: &str,
     state: &mut ClusterState,
+    pids: &Pids,
     timeout: Duration,
 ) -> Result<(), ControllerError> {
     let deadline = Instant::now() + timeout;
     let runc = Runc::new(&paths::runc_root(lab));
-    let mut by_node: HashMap<String, Vec<(usize, SocketAddr)>> = HashMap::new();
+    let mut by_node: HashMap<String, Vec<Target>> = HashMap::new();
     for (i, pod) in state.pods.iter().enumerate() {
         let ip = state::pod_ip(pod).expect("addressed");
+        let pod_pids = pids
+            .get(pod.metadata.name.as_deref().unwrap_or_default())
+            .cloned()
+            .unwrap_or_default();
         for c in &pod.spec.as_ref().expect("spec").containers {
             for p in c.ports.iter().flatten() {
                 if p.protocol.as_deref().unwrap_or("TCP") == "TCP" {
                     by_node
                         .entry(state::pod_node(pod).unwrap_or_default().to_string())
                         .or_default()
-                        .push((i, SocketAddr::from((ip, p.container_port as u16))));
+                        .push(Target {
+                            pod: i,
+                            addr: SocketAddr::from((ip, p.container_port as u16)),
+                            pids: pod_pids.clone(),
+                        });
                 }
             }
         }
@@ -245,10 +264,11 @@ pub async fn wait_serving(
             }
         }
     }
-    for (i, addr) in &waiting {
-        let name = state.pods[*i].metadata.name.clone().unwrap_or_default();
+    for t in waiting.iter().filter(|t| t.alive()) {
+        let name = state.pods[t.pod].metadata.name.clone().unwrap_or_default();
         problems.push(format!(
-            "pod/{name}: nothing accepts connections on its containerPort {addr} after {}s",
+            "pod/{name}: nothing accepts connections on its containerPort {} after {}s",
+            t.addr,
             timeout.as_secs()
         ));
     }
@@ -261,18 +281,45 @@ pub async fn wait_serving(
     Ok(())
 }
 
-/// Runs inside a node's namespace: connects to each target until it answers
-/// or the deadline passes; returns those that never answered.
-fn probe_until(
-    mut targets: Vec<(usize, SocketAddr)>,
-    deadline: Instant,
-) -> Vec<(usize, SocketAddr)> {
+/// A port a pod declares, and the processes that should serve it.
+struct Target {
+    pod: usize,
+    addr: SocketAddr,
+    pids: Vec<i32>,
+}
+
+impl Target {
+    /// All of the pod's container processes exist and are not zombies.
+    fn alive(&self) -> bool {
+        self.pids.iter().all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next() != Some('Z')))
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Runs inside a node's namespace: connects to each target until it answers,
+/// its container dies or the deadline passes; returns those that never answered.
+fn probe_until(mut targets: Vec<Target>, deadline: Instant) -> Vec<Target> {
+    let mut failed = Vec::new();
     loop {
-        targets.retain(|(_, addr)| {
-            TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err()
-        });
+        let mut still = Vec::new();
+        for t in targets {
+            if TcpStream::connect_timeout(&t.addr, Duration::from_millis(200)).is_ok() {
+                continue;
+            }
+            if t.alive() {
+                still.push(t);
+            } else {
+                failed.push(t);
+            }
+        }
+        targets = still;
         if targets.is_empty() || Instant::now() >= deadline {
-            return targets;
+            failed.extend(targets);
+            return failed;
         }
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -64,9 +64,9 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
         net::apply(&plan).await?;
         let network = t.elapsed();
         let t = Instant::now();
-        pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
+        let pids = pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
         state.persist(&dir)?;
-        pods::wait_serving(&lab, &mut state, options.timeout).await?;
+        pods::wait_serving(&lab, &mut state, &pids, options.timeout).await?;
         state.refresh_deployment_status();
         state.persist(&dir)?;
         Ok::<_, ControllerError>((network, t.elapsed()))

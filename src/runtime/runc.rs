@@ -80,9 +80,11 @@ impl Runc {
         }
     }
 
-    /// Starts a container detached. Its stdout and stderr go straight into
-    /// `log` (runc passes our fds through), which is what `netlab logs` reads.
-    pub async fn run_detached(&self, id: &str, bundle: &Path, log: &Path) -> Result<(), RuncError> {
+    /// Starts a container detached and returns its pid. Its stdout and
+    /// stderr go straight into `log` (runc passes our fds through), which is
+    /// what `netlab logs` reads.
+    pub async fn run_detached(&self, id: &str, bundle: &Path, log: &Path) -> Result<i32, RuncError> {
+        let pid_file = bundle.join("pid");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -97,6 +99,8 @@ impl Runc {
             .arg("--detach")
             .arg("--bundle")
             .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
             .arg(id)
             .stdout(file)
             .stderr(err_file)
@@ -104,7 +108,10 @@ impl Runc {
             .await
             .map_err(|e| self.spawn_error("run", id, e))?;
         if status.success() {
-            return Ok(());
+            return std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .ok_or_else(|| self.failed("run", id, "no pid file written".into()));
         }
         // runc's own error went to the log too: quote its tail.
         let tail = std::fs::read_to_string(log).unwrap_or_default();
