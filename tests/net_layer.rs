@@ -13,9 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use netlab::net::{
-    self, ifname, sysctl, DcPlan, NetError, NetNs, NetPlan, NodePlan, PodPlan,
-};
+use netlab::net::{self, ifname, sysctl, DcPlan, NetError, NetNs, NetPlan, NodePlan, PodPlan};
 
 fn require_root() {
     if !nix::unistd::geteuid().is_root() {
@@ -155,7 +153,12 @@ fn tcp_check(listener: &TcpListener, client: &NetNs, server_addr: SocketAddr, ex
         .unwrap()
         .unwrap_or_else(|e| panic!("connect from {} to {server_addr}: {e}", client.name()));
     let mut stream = stream;
-    assert_eq!(stream.local_addr().unwrap().ip(), IpAddr::V4(expect), "client source in {}", client.name());
+    assert_eq!(
+        stream.local_addr().unwrap().ip(),
+        IpAddr::V4(expect),
+        "client source in {}",
+        client.name()
+    );
     stream.write_all(b"ping").unwrap();
     let (mut conn, peer) = listener.accept().unwrap();
     assert_eq!(
@@ -180,7 +183,10 @@ fn listen_in(ns: &NetNs) -> (TcpListener, u16) {
 }
 
 fn host_links() -> String {
-    let out = Command::new("ip").args(["-o", "link", "show"]).output().unwrap();
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -202,42 +208,93 @@ fn two_nodes_two_pods_each_route_without_nat() {
 
     // --- what each namespace looks like
     for ns in [&dc, &node1, &node2].into_iter().chain(&pods) {
-        assert_has(&sh(ns, "ip", &["-o", "link", "show", "lo"]), ",UP,", &format!("lo in {}", ns.name()));
+        assert_has(
+            &sh(ns, "ip", &["-o", "link", "show", "lo"]),
+            ",UP,",
+            &format!("lo in {}", ns.name()),
+        );
     }
     let dc_ports = sh(&dc, "ip", &["-o", "link", "show", "master", "lan0"]);
     for node in &plan.nodes {
         assert_has(&dc_ports, &format!("{}@", node.dc_port), "dc port on lan0");
     }
-    assert_eq!(dc_ports.matches("LOWER_UP").count(), 2, "dc ports up:\n{dc_ports}");
-    assert_has(&sh(&dc, "ip", &["-o", "-4", "addr", "show", "lan0"]), "172.18.0.1/24", "dc addr");
+    assert_eq!(
+        dc_ports.matches("LOWER_UP").count(),
+        2,
+        "dc ports up:\n{dc_ports}"
+    );
+    assert_has(
+        &sh(&dc, "ip", &["-o", "-4", "addr", "show", "lan0"]),
+        "172.18.0.1/24",
+        "dc addr",
+    );
 
     for (ns, node) in [(&node1, &plan.nodes[0]), (&node2, &plan.nodes[1])] {
         let w = &node.name;
-        assert_has(&sh(ns, "ip", &["-o", "-4", "addr", "show", "eth0"]), &node.lan_addr.to_string(), w);
-        assert_has(&sh(ns, "ip", &["-o", "-4", "addr", "show", "cni0"]), &node.gateway.to_string(), w);
+        assert_has(
+            &sh(ns, "ip", &["-o", "-4", "addr", "show", "eth0"]),
+            &node.lan_addr.to_string(),
+            w,
+        );
+        assert_has(
+            &sh(ns, "ip", &["-o", "-4", "addr", "show", "cni0"]),
+            &node.gateway.to_string(),
+            w,
+        );
         let routes = sh(ns, "ip", &["route"]);
         let (dst, via) = node.routes[0];
         assert_has(&routes, &format!("{dst} via {via} dev eth0"), w);
-        assert!(!routes.contains("default"), "{w} must not get a default route:\n{routes}");
+        assert!(
+            !routes.contains("default"),
+            "{w} must not get a default route:\n{routes}"
+        );
         let ports = sh(ns, "ip", &["-o", "link", "show", "master", "cni0"]);
         for p in plan.pods.iter().filter(|p| p.node_netns == node.netns) {
             assert_has(&ports, &format!("{}@", p.host_veth), w);
         }
-        assert_eq!(ports.matches("LOWER_UP").count(), 2, "{w} pod ports up:\n{ports}");
+        assert_eq!(
+            ports.matches("LOWER_UP").count(),
+            2,
+            "{w} pod ports up:\n{ports}"
+        );
         assert_eq!(sysctl::get(ns, "net.ipv4.ip_forward").unwrap(), "1", "{w}");
-        assert_eq!(sh(ns, "cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1", "{w}");
+        assert_eq!(
+            sh(ns, "cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(),
+            "1",
+            "{w}"
+        );
     }
     for (ns, p) in pods.iter().zip(&plan.pods) {
         let w = ns.name();
-        assert_has(&sh(ns, "ip", &["-o", "-4", "addr", "show", "eth0"]), &p.addr.to_string(), w);
-        assert_has(&sh(ns, "ip", &["route"]), &format!("default via {} dev eth0", p.gateway), w);
-        assert_has(&sh(ns, "ip", &["-o", "link", "show", "eth0"]), "LOWER_UP", w);
+        assert_has(
+            &sh(ns, "ip", &["-o", "-4", "addr", "show", "eth0"]),
+            &p.addr.to_string(),
+            w,
+        );
+        assert_has(
+            &sh(ns, "ip", &["route"]),
+            &format!("default via {} dev eth0", p.gateway),
+            w,
+        );
+        assert_has(
+            &sh(ns, "ip", &["-o", "link", "show", "eth0"]),
+            "LOWER_UP",
+            w,
+        );
     }
 
     // --- the host was not touched
     let host = host_links();
-    for name in plan.nodes.iter().map(|n| &n.dc_port).chain(plan.pods.iter().map(|p| &p.host_veth)) {
-        assert!(!host.contains(&format!(": {name}")), "{name} leaked into the host netns");
+    for name in plan
+        .nodes
+        .iter()
+        .map(|n| &n.dc_port)
+        .chain(plan.pods.iter().map(|p| &p.host_veth))
+    {
+        assert!(
+            !host.contains(&format!(": {name}")),
+            "{name} leaked into the host netns"
+        );
     }
 
     // --- real TCP, real source addresses
@@ -256,7 +313,11 @@ fn two_nodes_two_pods_each_route_without_nat() {
     drop((dc, node1, node2, pods, listener));
     let errs = rt().block_on(net::teardown(&lab.prefix));
     assert!(errs.is_empty(), "teardown errors: {errs:?}");
-    assert_eq!(lab.leftovers(), Vec::<String>::new(), "namespaces left after teardown");
+    assert_eq!(
+        lab.leftovers(),
+        Vec::<String>::new(),
+        "namespaces left after teardown"
+    );
     assert!(rt().block_on(net::teardown(&lab.prefix)).is_empty());
 }
 
@@ -267,25 +328,42 @@ fn add_pods_then_remove_pod_frees_the_veth_at_once() {
     let late = full.pods.pop().unwrap(); // pod-2 → node-1, 10.244.1.3
     let rt = rt();
     rt.block_on(net::apply(&full)).expect("apply");
-    rt.block_on(net::add_pods(std::slice::from_ref(&late))).expect("add_pods");
+    rt.block_on(net::add_pods(std::slice::from_ref(&late)))
+        .expect("add_pods");
 
     let node1 = NetNs::open(&late.node_netns).unwrap();
     let pod1 = NetNs::open(&full.pods[1].netns).unwrap(); // on node-2
     let late_ns = NetNs::open(&late.netns).unwrap();
     let (listener, port) = listen_in(&late_ns);
-    tcp_check(&listener, &pod1, (late.addr.addr(), port).into(), full.pods[1].addr.addr());
+    tcp_check(
+        &listener,
+        &pod1,
+        (late.addr.addr(), port).into(),
+        full.pods[1].addr.addr(),
+    );
     drop((listener, late_ns));
 
-    rt.block_on(net::remove_pod(&late.netns)).expect("remove_pod");
+    rt.block_on(net::remove_pod(&late.netns))
+        .expect("remove_pod");
     assert!(NetNs::open(&late.netns).is_err());
     // Gone right away, not whenever the kernel destroys the namespace.
     let ports = sh(&node1, "ip", &["-o", "link", "show"]);
-    assert!(!ports.contains(&late.host_veth), "{} still in node:\n{ports}", late.host_veth);
-    rt.block_on(net::remove_pod(&late.netns)).expect("remove_pod is idempotent");
+    assert!(
+        !ports.contains(&late.host_veth),
+        "{} still in node:\n{ports}",
+        late.host_veth
+    );
+    rt.block_on(net::remove_pod(&late.netns))
+        .expect("remove_pod is idempotent");
 
     // Same pod again, immediately: no EEXIST on the node side.
-    rt.block_on(net::add_pods(std::slice::from_ref(&late))).expect("re-add");
-    assert_has(&sh(&NetNs::open(&late.netns).unwrap(), "ip", &["route"]), "default via 10.244.1.1", "re-added pod");
+    rt.block_on(net::add_pods(std::slice::from_ref(&late)))
+        .expect("re-add");
+    assert_has(
+        &sh(&NetNs::open(&late.netns).unwrap(), "ip", &["route"]),
+        "default via 10.244.1.1",
+        "re-added pod",
+    );
 
     // A failing add_pods rolls back the pods it created and leaves the rest.
     let mut bad = late.clone();
@@ -296,12 +374,23 @@ fn add_pods_then_remove_pod_frees_the_veth_at_once() {
     clash.netns = late.netns.clone(); // exists already
     clash.host_veth = ifname("veth", "clash");
     clash.addr = n("10.244.1.98/24");
-    let err = rt.block_on(net::add_pods(&[bad.clone(), clash])).unwrap_err();
+    let err = rt
+        .block_on(net::add_pods(&[bad.clone(), clash]))
+        .unwrap_err();
     assert!(err.is_already_exists(), "{err}");
-    assert!(NetNs::open(&bad.netns).is_err(), "rolled back pod still there");
-    assert!(NetNs::open(&late.netns).is_ok(), "rollback removed a pod it did not create");
+    assert!(
+        NetNs::open(&bad.netns).is_err(),
+        "rolled back pod still there"
+    );
+    assert!(
+        NetNs::open(&late.netns).is_ok(),
+        "rollback removed a pod it did not create"
+    );
     let ports = sh(&node1, "ip", &["-o", "link", "show"]);
-    assert!(!ports.contains(&bad.host_veth), "rolled back veth still in node:\n{ports}");
+    assert!(
+        !ports.contains(&bad.host_veth),
+        "rolled back veth still in node:\n{ports}"
+    );
     drop(node1);
     drop(pod1);
     assert!(rt.block_on(net::teardown(&lab.prefix)).is_empty());
@@ -311,16 +400,23 @@ fn add_pods_then_remove_pod_frees_the_veth_at_once() {
 #[test]
 fn failed_apply_rolls_back_only_its_own_namespaces() {
     let lab = Lab::new();
-    let plan = plan(&lab.prefix, 2, 4);
-    // Somebody already holds pod-3's name.
-    let squatter = NetNs::create(&plan.pods[3].netns).unwrap();
+    // Enough pods that some are still in flight when one fails.
+    let plan = plan(&lab.prefix, 2, 60);
+    // Somebody already holds pod-5's name.
+    let taken = plan.pods[5].netns.clone();
+    let squatter = NetNs::create(&taken).unwrap();
     let err = rt().block_on(net::apply(&plan)).unwrap_err();
     let msg = err.to_string();
     assert!(err.is_already_exists(), "{msg}");
-    assert!(msg.contains(&plan.pods[3].netns) && msg.contains("File exists"), "{msg}");
-    assert_eq!(lab.leftovers(), vec![plan.pods[3].netns.clone()]);
+    assert_eq!(
+        msg,
+        format!("creating netns {taken}: File exists (os error 17)")
+    );
+    // Right after apply returns: only the squatter is left, untouched.
+    assert_eq!(lab.leftovers(), vec![taken.clone()]);
+    assert_eq!(sh(&squatter, "ip", &["-o", "link"]).lines().count(), 1);
     drop(squatter);
-    NetNs::delete(&plan.pods[3].netns).unwrap();
+    NetNs::delete(&taken).unwrap();
     assert!(lab.leftovers().is_empty());
 }
 
@@ -333,8 +429,14 @@ fn invalid_plans_touch_nothing() {
     assert!(matches!(err, NetError::InvalidPlan(_)), "{err}");
     assert!(lab.leftovers().is_empty());
     // Never delete what is not ours.
-    assert!(matches!(NetNs::delete("default"), Err(NetError::Refused { .. })));
-    assert!(matches!(rt().block_on(net::remove_pod("cni-1")), Err(NetError::Refused { .. })));
+    assert!(matches!(
+        NetNs::delete("default"),
+        Err(NetError::Refused { .. })
+    ));
+    assert!(matches!(
+        rt().block_on(net::remove_pod("cni-1")),
+        Err(NetError::Refused { .. })
+    ));
 }
 
 #[test]
@@ -346,15 +448,29 @@ fn netns_create_open_run_command_delete() {
     assert!(NetNs::create(&name).unwrap_err().is_already_exists());
     // `ip netns` sees it.
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert_has(&String::from_utf8_lossy(&out.stdout), &name, "ip netns list");
+    assert_has(
+        &String::from_utf8_lossy(&out.stdout),
+        &name,
+        "ip netns list",
+    );
     // A fresh namespace has only lo, and run/command really are inside it.
-    let links = ns.run(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap()).unwrap();
+    let links = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/dev").unwrap())
+        .unwrap();
     assert_eq!(links.lines().count(), 3, "{links}");
     assert_eq!(sh(&ns, "ip", &["-o", "link"]).lines().count(), 1);
-    let ino = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let ino = |p: &str| {
+        std::fs::metadata(p)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap()
+    };
     let inside = ns.run(|| ino("/proc/thread-self/ns/net")).unwrap();
     assert_eq!(inside, ino(ns.path().to_str().unwrap()));
-    assert_ne!(inside, ino("/proc/thread-self/ns/net"), "caller thread moved");
+    assert_ne!(
+        inside,
+        ino("/proc/thread-self/ns/net"),
+        "caller thread moved"
+    );
     // The command keeps its own fd: still valid after the NetNs is dropped.
     let mut cmd = ns.command("true");
     drop(ns);
@@ -370,7 +486,10 @@ fn ifname_is_short_and_stable() {
     // No root needed.
     let a = ifname("veth", "netlab-lab.pod.default.my-nginx-7c5ddbdf54-x2x5q");
     assert!(a.len() <= 15);
-    assert_eq!(a, ifname("veth", "netlab-lab.pod.default.my-nginx-7c5ddbdf54-x2x5q"));
+    assert_eq!(
+        a,
+        ifname("veth", "netlab-lab.pod.default.my-nginx-7c5ddbdf54-x2x5q")
+    );
     assert_eq!(ifname("n-", "abc"), "n-ba7816bf"); // sha256("abc") = ba7816bf...
     assert!(ifname("1234567", "k").len() == 15);
 }
@@ -379,7 +498,10 @@ fn ifname_is_short_and_stable() {
 #[test]
 #[ignore]
 fn bench_apply_100_pods() {
-    let pods: usize = std::env::var("NETLAB_BENCH_PODS").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let pods: usize = std::env::var("NETLAB_BENCH_PODS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
     let lab = Lab::new();
     let plan = plan(&lab.prefix, 2, pods);
     let rt = rt();
@@ -390,7 +512,12 @@ fn bench_apply_100_pods() {
     let a = NetNs::open(&plan.pods[0].netns).unwrap();
     let b = NetNs::open(&plan.pods[pods - 1].netns).unwrap();
     let (l, port) = listen_in(&a);
-    tcp_check(&l, &b, (plan.pods[0].addr.addr(), port).into(), plan.pods[pods - 1].addr.addr());
+    tcp_check(
+        &l,
+        &b,
+        (plan.pods[0].addr.addr(), port).into(),
+        plan.pods[pods - 1].addr.addr(),
+    );
     drop((a, b, l));
     let t = Instant::now();
     let errs = rt.block_on(net::teardown(&lab.prefix));

@@ -12,7 +12,12 @@ use super::error::NetError;
 /// Only the address with its prefix length is given; the kernel adds the
 /// connected route for the prefix itself — but only if the link is already
 /// up, so callers bring links up first.
-pub(crate) async fn add(conn: &Conn, index: u32, ifname: &str, net: Ipv4Net) -> Result<(), NetError> {
+pub(crate) async fn add(
+    conn: &Conn,
+    index: u32,
+    ifname: &str,
+    net: Ipv4Net,
+) -> Result<(), NetError> {
     conn.handle
         .address()
         .add(index, IpAddr::V4(net.addr()), net.prefix_len())

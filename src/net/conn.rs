@@ -1,11 +1,14 @@
 //! One rtnetlink connection per namespace we configure.
 //!
 //! A netlink socket talks to the namespace it was *created* in, not to the
-//! namespace of whichever thread later uses it. So we create the socket with
-//! the current thread briefly hopped into the target namespace
-//! ([`NetNs::hop`]), hop back, and only then register it with the tokio
-//! reactor and spawn its connection task on the current runtime. No extra
-//! thread is involved.
+//! namespace of whichever thread later uses it. So the socket is created by
+//! a thread that is inside the target namespace for a moment, and only then
+//! registered with the tokio reactor, its connection task spawned on the
+//! current runtime:
+//! * existing namespaces (dc, nodes, `remove_pod`): the current thread hops
+//!   in and back ([`NetNs::hop`]), no extra thread;
+//! * new pod namespaces: the netns factory thread opens the socket while it
+//!   is still inside the namespace it just created (`NetNsFactory`).
 
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{Socket, TokioSocket};
@@ -23,6 +26,12 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn open(ns: &NetNs) -> Result<Conn, NetError> {
+        let sock = ns.hop(new_socket)?;
+        Conn::with_socket(ns, sock)
+    }
+
+    /// Wrap a socket already created inside `ns` (see [`new_socket`]).
+    pub(crate) fn with_socket(ns: &NetNs, sock: Socket) -> Result<Conn, NetError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(NetError::os(
                 "opening netlink socket in",
@@ -30,7 +39,6 @@ impl Conn {
                 std::io::Error::other("not called from within a tokio runtime"),
             ));
         }
-        let sock = ns.hop(|| Socket::new(NETLINK_ROUTE))?;
         // SAFETY: the fd comes straight from a freshly created netlink socket
         // whose ownership we hand over.
         let sock = unsafe { TokioSocket::from_raw_fd(sock.into_raw_fd()) };
@@ -52,6 +60,11 @@ impl Conn {
     pub(crate) fn obj(&self, kind: &str, name: impl std::fmt::Display) -> String {
         format!("{kind} {name} in netns {}", self.netns)
     }
+}
+
+/// A NETLINK_ROUTE socket in the calling thread's current namespace.
+pub(crate) fn new_socket() -> std::io::Result<Socket> {
+    Socket::new(NETLINK_ROUTE)
 }
 
 impl Drop for Conn {

@@ -42,7 +42,11 @@ impl NetError {
         }
     }
 
-    pub(crate) fn nl(op: &'static str, object: impl Into<String>, source: rtnetlink::Error) -> Self {
+    pub(crate) fn nl(
+        op: &'static str,
+        object: impl Into<String>,
+        source: rtnetlink::Error,
+    ) -> Self {
         NetError::os(op, object, nl_to_io(source))
     }
 

@@ -45,7 +45,10 @@ pub fn invalid_ifname(name: &str) -> Option<&'static str> {
         Some("longer than 15 bytes")
     } else if name == "." || name == ".." {
         Some("not allowed")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0') {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+    {
         Some("contains '/', ':', NUL or whitespace")
     } else {
         None
@@ -135,22 +138,17 @@ pub(crate) async fn add_veth(
         .up()
         .controller(controller)
         .build();
-    conn.handle
-        .link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(|e| {
-            NetError::os(
-                "creating",
-                format!(
-                    "veth {name} in netns {} (peer {peer_name} in netns {})",
-                    conn.netns(),
-                    peer_ns.name()
-                ),
-                nl_to_io(e),
-            )
-        })
+    conn.handle.link().add(msg).execute().await.map_err(|e| {
+        NetError::os(
+            "creating",
+            format!(
+                "veth {name} in netns {} (peer {peer_name} in netns {})",
+                conn.netns(),
+                peer_ns.name()
+            ),
+            nl_to_io(e),
+        )
+    })
 }
 
 /// Delete link `name`. Returns false if it did not exist.
@@ -180,10 +178,19 @@ mod tests {
 
     #[test]
     fn ifname_is_short_stable_and_prefixed() {
-        let a = ifname("veth", "netlab-lab.pod.default.a-very-long-pod-name-that-would-never-fit");
+        let a = ifname(
+            "veth",
+            "netlab-lab.pod.default.a-very-long-pod-name-that-would-never-fit",
+        );
         assert_eq!(a.len(), 12);
         assert!(a.starts_with("veth"));
-        assert_eq!(a, ifname("veth", "netlab-lab.pod.default.a-very-long-pod-name-that-would-never-fit"));
+        assert_eq!(
+            a,
+            ifname(
+                "veth",
+                "netlab-lab.pod.default.a-very-long-pod-name-that-would-never-fit"
+            )
+        );
         assert_ne!(a, ifname("veth", "netlab-lab.pod.default.b"));
         // sha256("") = e3b0c442...
         assert_eq!(ifname("n-", ""), "n-e3b0c442");

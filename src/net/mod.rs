@@ -40,19 +40,24 @@ pub use netns::{NetNs, NETNS_PREFIX, NETNS_RUN_DIR};
 pub use plan::{validate_pods, DcPlan, NetPlan, NodePlan, PodPlan};
 
 use conn::Conn;
+use netns::NetNsFactory;
 
 /// Pods configured at the same time. Enough to keep both the kernel and
 /// our side busy; more only adds open sockets.
-const POD_CONCURRENCY: usize = 8;
+const POD_CONCURRENCY: usize = 32;
 
 /// Build the whole network of `plan`: dc, then nodes (concurrently), then
 /// pods (concurrently). All-or-nothing: on failure, the namespaces this call
 /// created are deleted again and the first error is returned. Namespaces
 /// that already existed are never touched (creating them fails with EEXIST).
+///
+/// Must run inside a tokio runtime (connections are spawned on it). If the
+/// future is dropped before it finishes, nothing is rolled back: call
+/// [`teardown`] for the lab's prefix.
 pub async fn apply(plan: &NetPlan) -> Result<(), NetError> {
     plan.validate()?;
     let start = Instant::now();
-    let created = std::sync::Arc::new(Created::default());
+    let created = Created::default();
     let res = build(plan, &created).await;
     match &res {
         Ok(()) => tracing::debug!(
@@ -73,15 +78,20 @@ pub async fn apply(plan: &NetPlan) -> Result<(), NetError> {
 /// [`apply`]: on failure the pods created by this call are removed again.
 pub async fn add_pods(pods: &[PodPlan]) -> Result<(), NetError> {
     validate_pods(pods)?;
-    let mut nodes: HashMap<(&str, &str), std::sync::Arc<NodeCtx>> = HashMap::new();
+    let mut nodes: HashMap<(&str, &str), NodeCtx> = HashMap::new();
     for p in pods {
         let key = (p.node_netns.as_str(), p.bridge.as_str());
-        if !nodes.contains_key(&key) {
-            nodes.insert(key, std::sync::Arc::new(NodeCtx::open(&p.node_netns, &p.bridge).await?));
+        if let std::collections::hash_map::Entry::Vacant(slot) = nodes.entry(key) {
+            slot.insert(NodeCtx::open(&p.node_netns, &p.bridge).await?);
         }
     }
-    let created = std::sync::Arc::new(Created::default());
-    let res = build_pods(pods, |p| nodes[&(p.node_netns.as_str(), p.bridge.as_str())].clone(), &created).await;
+    let created = Created::default();
+    let res = build_pods(
+        pods,
+        |p| &nodes[&(p.node_netns.as_str(), p.bridge.as_str())],
+        &created,
+    )
+    .await;
     if let Err(e) = &res {
         tracing::warn!(error = %e, "adding pods failed, rolling back");
         // The nodes stay, so remove the node-side veths now rather than
@@ -170,12 +180,23 @@ struct Created(Mutex<Vec<String>>);
 impl Created {
     fn create(&self, name: &str) -> Result<NetNs, NetError> {
         let ns = NetNs::create(name)?;
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(name.to_string());
+        self.record(name);
         Ok(ns)
     }
 
+    fn record(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.to_string());
+    }
+
     fn contains(&self, name: &str) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|n| n == name)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|n| n == name)
     }
 
     fn rollback(&self) {
@@ -211,29 +232,33 @@ impl NodeCtx {
     }
 }
 
-async fn build(plan: &NetPlan, created: &std::sync::Arc<Created>) -> Result<(), NetError> {
+async fn build(plan: &NetPlan, created: &Created) -> Result<(), NetError> {
     let dc_ns = created.create(&plan.dc.netns)?;
     let dc = Conn::open(&dc_ns)?;
     link::set_up(&dc, "lo").await?;
     let lan = link::add_bridge(&dc, &plan.dc.bridge).await?;
     addr::add(&dc, lan, &plan.dc.bridge, plan.dc.addr).await?;
 
-    let nodes = futures::future::try_join_all(
-        plan.nodes.iter().map(|n| build_node(n, &dc, lan, created)),
-    )
-    .await?;
+    let nodes =
+        futures::future::try_join_all(plan.nodes.iter().map(|n| build_node(n, &dc, lan, created)))
+            .await?;
     drop(dc);
 
-    let by_ns: HashMap<&str, std::sync::Arc<NodeCtx>> = plan
+    let by_ns: HashMap<&str, &NodeCtx> = plan
         .nodes
         .iter()
-        .zip(nodes)
-        .map(|(n, ctx)| (n.netns.as_str(), std::sync::Arc::new(ctx)))
+        .zip(&nodes)
+        .map(|(n, ctx)| (n.netns.as_str(), ctx))
         .collect();
-    build_pods(&plan.pods, |p| by_ns[p.node_netns.as_str()].clone(), created).await
+    build_pods(&plan.pods, |p| by_ns[p.node_netns.as_str()], created).await
 }
 
-async fn build_node(n: &NodePlan, dc: &Conn, lan: u32, created: &Created) -> Result<NodeCtx, NetError> {
+async fn build_node(
+    n: &NodePlan,
+    dc: &Conn,
+    lan: u32,
+    created: &Created,
+) -> Result<NodeCtx, NetError> {
     let ns = created.create(&n.netns)?;
     link::add_veth(dc, &n.dc_port, lan, "eth0", &ns).await?;
 
@@ -255,46 +280,52 @@ async fn build_node(n: &NodePlan, dc: &Conn, lan: u32, created: &Created) -> Res
     })
 }
 
-async fn build_pods<'a, F>(pods: &'a [PodPlan], node_of: F, created: &std::sync::Arc<Created>) -> Result<(), NetError>
+async fn build_pods<'a, F>(
+    pods: &'a [PodPlan],
+    node_of: F,
+    created: &Created,
+) -> Result<(), NetError>
 where
-    F: Fn(&'a PodPlan) -> std::sync::Arc<NodeCtx>,
+    F: Fn(&'a PodPlan) -> &'a NodeCtx,
 {
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(POD_CONCURRENCY));
-    let mut set = tokio::task::JoinSet::new();
-    for p in pods {
-        let (p, node, created, sem) = (p.clone(), node_of(p), created.clone(), sem.clone());
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            build_pod(&p, &node, &created).await
-        });
+    if pods.is_empty() {
+        return Ok(());
     }
-    while let Some(r) = set.join_next().await {
-        r.expect("pod task panicked")?;
+    let factory = NetNsFactory::start(conn::new_socket)?;
+    let res = futures::stream::iter(pods)
+        .map(|p| build_pod(p, node_of(p), &factory))
+        .buffer_unordered(POD_CONCURRENCY)
+        .try_for_each(|()| futures::future::ready(Ok(())))
+        .await;
+    // Record after the stream is gone: a namespace created for a pod whose
+    // future was dropped (because another failed) is on this list too.
+    for name in factory.finish() {
+        created.record(&name);
     }
-    Ok(())
+    res
 }
 
-pub static PROF: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
-fn prof(i: usize, t: &mut Instant) { let now = Instant::now(); PROF[i].fetch_add((now - *t).as_micros() as u64, std::sync::atomic::Ordering::Relaxed); *t = now; }
-async fn build_pod(p: &PodPlan, node: &NodeCtx, created: &Created) -> Result<(), NetError> {
-    let mut t = Instant::now();
-    let ns = created.create(&p.netns)?;
-    prof(0, &mut t);
+async fn build_pod(
+    p: &PodPlan,
+    node: &NodeCtx,
+    factory: &NetNsFactory<rtnetlink::sys::Socket>,
+) -> Result<(), NetError> {
+    // The pod's netlink socket is opened by the factory thread while it is
+    // inside the new namespace anyway.
+    let (ns, sock) = factory.create(&p.netns).await?;
     link::add_veth(&node.conn, &p.host_veth, node.bridge_idx, "eth0", &ns).await?;
-    prof(1, &mut t);
-    let conn = Conn::open(&ns)?;
-    prof(2, &mut t);
+
+    let conn = Conn::with_socket(&ns, sock)?;
     link::set_up(&conn, "lo").await?;
-    prof(3, &mut t);
+    // Up before the address: the kernel only adds the connected route
+    // (needed by the default route below) for addresses on up links.
     link::set_up(&conn, "eth0").await?;
-    prof(4, &mut t);
+    // Look eth0's index up instead of guessing: a new namespace may already
+    // contain fallback tunnel devices (sit0, tunl0, ...) depending on the
+    // modules loaded on the host, so it is not reliably 2.
     let eth0 = link::index(&conn, "eth0").await?;
-    prof(5, &mut t);
     addr::add(&conn, eth0, "eth0", p.addr).await?;
-    prof(6, &mut t);
-    let r = route::add_default(&conn, p.gateway).await;
-    prof(7, &mut t);
-    r
+    route::add_default(&conn, p.gateway).await
 }
 
 #[cfg(test)]
@@ -309,12 +340,21 @@ mod tests {
             "netlab-a.pod.default.x".into(),
         ];
         v.sort_by_key(|n| teardown_rank(n));
-        assert_eq!(v, ["netlab-a.pod.default.x", "netlab-a.node.node-1", "netlab-a.dc"]);
+        assert_eq!(
+            v,
+            [
+                "netlab-a.pod.default.x",
+                "netlab-a.node.node-1",
+                "netlab-a.dc"
+            ]
+        );
     }
 
     #[test]
     fn teardown_refuses_foreign_prefix() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let errs = rt.block_on(teardown(""));
         assert_eq!(errs.len(), 1);
         assert!(matches!(errs[0], NetError::Refused { .. }), "{:?}", errs[0]);

@@ -4,7 +4,7 @@
 //! mount is what keeps the namespace alive after the creating thread leaves
 //! it. This file is the only place in netlab that calls `unshare`/`setns`.
 //!
-//! Namespace membership is per *thread* in Linux. Two ways of using that:
+//! Namespace membership is per *thread* in Linux. Three ways of using that:
 //! * [`NetNs::run`] starts a fresh OS thread, moves it into the namespace and
 //!   runs a closure there; the thread dies afterwards, so it never has to
 //!   come back.
@@ -12,7 +12,10 @@
 //!   synchronous closure (create a socket, open a sysctl file) and moves it
 //!   back before returning. Sockets remember the namespace they were created
 //!   in, so the returned fd keeps working from anywhere. This is what lets
-//!   one tokio worker open a netlink socket per pod without a thread per pod.
+//!   one tokio worker open a netlink socket per namespace without a thread
+//!   per namespace.
+//! * `NetNsFactory` (crate-private) is one OS thread that creates a batch of
+//!   namespaces back to back (`unshare` + bind mount, then back home).
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -57,6 +60,16 @@ impl NetNs {
     /// Create a new network namespace bind-mounted at `/run/netns/<name>`
     /// (visible to `ip netns`). Fails with `EEXIST` if the name is taken.
     pub fn create(name: &str) -> Result<NetNs, NetError> {
+        NetNs::create_with(name, || Ok(())).map(|(ns, ())| ns)
+    }
+
+    /// [`NetNs::create`], also running `inside` on this thread while it is
+    /// still in the new namespace (e.g. to open the namespace's netlink
+    /// socket without hopping in a second time).
+    pub(crate) fn create_with<T>(
+        name: &str,
+        inside: impl FnOnce() -> io::Result<T>,
+    ) -> Result<(NetNs, T), NetError> {
         check_ours("create netns", name)?;
         ensure_run_dir()?;
         let path = ns_path(name);
@@ -81,23 +94,23 @@ impl NetNs {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(nix_to_io)
+            .map_err(nix_to_io)?;
+            let file = File::open(&path)?;
+            Ok((file, inside()?))
         });
-        if let Err(e) = made {
-            let _ = umount2(&path, MntFlags::MNT_DETACH);
-            let _ = fs::remove_file(&path);
-            return Err(NetError::os("creating", what(), e));
-        }
-        match File::open(&path) {
-            Ok(file) => Ok(NetNs {
-                name: name.to_string(),
-                path,
-                file,
-            }),
+        match made {
+            Ok((file, t)) => Ok((
+                NetNs {
+                    name: name.to_string(),
+                    path,
+                    file,
+                },
+                t,
+            )),
             Err(e) => {
                 let _ = umount2(&path, MntFlags::MNT_DETACH);
                 let _ = fs::remove_file(&path);
-                Err(NetError::os("opening", what(), e))
+                Err(NetError::os("creating", what(), e))
             }
         }
     }
@@ -115,7 +128,10 @@ impl NetNs {
             return Err(NetError::os(
                 "opening",
                 what(),
-                io::Error::other(format!("{} is not a network namespace mount", path.display())),
+                io::Error::other(format!(
+                    "{} is not a network namespace mount",
+                    path.display()
+                )),
             ));
         }
         Ok(NetNs {
@@ -261,6 +277,96 @@ impl NetNs {
             ));
         }
         Ok(())
+    }
+}
+
+type Job<T> = (
+    String,
+    tokio::sync::oneshot::Sender<Result<(NetNs, T), NetError>>,
+);
+
+/// One dedicated OS thread creating namespaces one after another.
+///
+/// Creating a namespace costs the kernel about half a millisecond
+/// (unshare + mount). Doing that here keeps it off the tokio workers, needs
+/// no thread per namespace, and overlaps with the netlink work of the pods
+/// created before. `inside` runs in each new namespace before the thread
+/// leaves it (used to open the namespace's netlink socket for free).
+///
+/// The thread keeps its own list of what it created: a namespace can be
+/// made and handed over just as the requester is cancelled (another pod
+/// failed), and must still be rolled back. [`NetNsFactory::finish`] returns
+/// that list once the thread is done.
+pub(crate) struct NetNsFactory<T: Send + 'static> {
+    tx: Option<std::sync::mpsc::Sender<Job<T>>>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl<T: Send + 'static> NetNsFactory<T> {
+    pub(crate) fn start(inside: fn() -> io::Result<T>) -> Result<Self, NetError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job<T>>();
+        let thread = std::thread::Builder::new()
+            .name("netlab-netns".into())
+            .spawn(move || {
+                let mut made = Vec::new();
+                // Ends when the factory (the only sender) is dropped.
+                for (name, reply) in rx {
+                    if reply.is_closed() {
+                        continue; // the requester gave up (e.g. another pod failed)
+                    }
+                    let res = NetNs::create_with(&name, inside);
+                    if res.is_ok() {
+                        made.push(name);
+                    }
+                    let _ = reply.send(res);
+                }
+                made
+            })
+            .map_err(|e| NetError::os("starting", "netns creation thread", e))?;
+        Ok(NetNsFactory {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) async fn create(&self, name: &str) -> Result<(NetNs, T), NetError> {
+        let gone = || {
+            NetError::os(
+                "creating",
+                format!("netns {name}"),
+                io::Error::other("netns creation thread is gone"),
+            )
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(gone)?;
+        tx.send((name.to_string(), reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Stop the thread and return the names of every namespace it created.
+    /// Call it after all requesters are done or dropped: queued requests
+    /// nobody waits for are skipped, so this waits for one creation at most.
+    pub(crate) fn finish(mut self) -> Vec<String> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Vec<String> {
+        drop(self.tx.take());
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(made)) => made,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for NetNsFactory<T> {
+    fn drop(&mut self) {
+        // Only reached without finish() if the caller's future was dropped;
+        // still wait, so no namespace appears after we are gone.
+        if !std::thread::panicking() {
+            self.stop();
+        }
     }
 }
 

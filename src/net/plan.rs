@@ -76,7 +76,9 @@ impl Problems {
         if let Some(why) = invalid_netns_name(name) {
             self.push(format!("{what} netns {name:?}: {why}"));
         } else if !name.starts_with(NETNS_PREFIX) {
-            self.push(format!("{what} netns {name:?} does not start with {NETNS_PREFIX:?}"));
+            self.push(format!(
+                "{what} netns {name:?} does not start with {NETNS_PREFIX:?}"
+            ));
         }
     }
 
@@ -88,7 +90,7 @@ impl Problems {
         }
     }
 
-    fn unique<'a>(&mut self, seen: &mut HashSet<String>, kind: &str, value: impl Into<String>) {
+    fn unique(&mut self, seen: &mut HashSet<String>, kind: &str, value: impl Into<String>) {
         let v = value.into();
         if !seen.insert(v.clone()) {
             self.push(format!("duplicate {kind} {v}"));
@@ -136,15 +138,24 @@ impl NetPlan {
             p.unique(&mut netns_seen, "netns", &n.netns);
             p.ifname(&format!("{w} dc port"), &n.dc_port);
             if n.dc_port == dc.bridge {
-                p.push(format!("{w} dc port {} has the dc bridge's name", n.dc_port));
+                p.push(format!(
+                    "{w} dc port {} has the dc bridge's name",
+                    n.dc_port
+                ));
             }
             p.unique(&mut ports, "dc port", &n.dc_port);
             p.ifname(&format!("{w} bridge"), &n.bridge);
             if n.lan_addr.trunc() != lan {
-                p.push(format!("{w} lan address {} is not in the dc subnet {lan}", n.lan_addr));
+                p.push(format!(
+                    "{w} lan address {} is not in the dc subnet {lan}",
+                    n.lan_addr
+                ));
             }
             if !host_addr_ok(&n.lan_addr) {
-                p.push(format!("{w} lan address {} is not a host address", n.lan_addr));
+                p.push(format!(
+                    "{w} lan address {} is not a host address",
+                    n.lan_addr
+                ));
             }
             p.unique(&mut lan_addrs, "lan address", n.lan_addr.addr().to_string());
             if !host_addr_ok(&n.gateway) {
@@ -152,11 +163,15 @@ impl NetPlan {
             }
             let pods_net = n.gateway.trunc();
             if pods_net.contains(&lan) || lan.contains(&pods_net) {
-                p.push(format!("{w} pod subnet {pods_net} overlaps the dc subnet {lan}"));
+                p.push(format!(
+                    "{w} pod subnet {pods_net} overlaps the dc subnet {lan}"
+                ));
             }
             for (other, net) in &pod_nets {
                 if net.contains(&pods_net) || pods_net.contains(net) {
-                    p.push(format!("{w} pod subnet {pods_net} overlaps node {other}'s {net}"));
+                    p.push(format!(
+                        "{w} pod subnet {pods_net} overlaps node {other}'s {net}"
+                    ));
                 }
             }
             pod_nets.push((&n.name, pods_net));
@@ -168,7 +183,9 @@ impl NetPlan {
                     ));
                 }
                 if dst.trunc().contains(&pods_net) || pods_net.contains(&dst.trunc()) {
-                    p.push(format!("{w} route {dst} overlaps its own pod subnet {pods_net}"));
+                    p.push(format!(
+                        "{w} route {dst} overlaps its own pod subnet {pods_net}"
+                    ));
                 }
             }
         }
@@ -179,16 +196,32 @@ impl NetPlan {
         for pod in &self.pods {
             let w = format!("pod {}", pod.netns);
             match nodes.get(pod.node_netns.as_str()) {
-                None => p.push(format!("{w}: node netns {} is not in the plan", pod.node_netns)),
+                None => p.push(format!(
+                    "{w}: node netns {} is not in the plan",
+                    pod.node_netns
+                )),
                 Some(n) => {
                     if pod.bridge != n.bridge {
-                        p.push(format!("{w}: bridge {} is not node {}'s bridge {}", pod.bridge, n.name, n.bridge));
+                        p.push(format!(
+                            "{w}: bridge {} is not node {}'s bridge {}",
+                            pod.bridge, n.name, n.bridge
+                        ));
                     }
                     if pod.addr.trunc() != n.gateway.trunc() {
-                        p.push(format!("{w}: address {} is not in node {}'s pod subnet {}", pod.addr, n.name, n.gateway.trunc()));
+                        p.push(format!(
+                            "{w}: address {} is not in node {}'s pod subnet {}",
+                            pod.addr,
+                            n.name,
+                            n.gateway.trunc()
+                        ));
                     }
                     if pod.gateway != n.gateway.addr() {
-                        p.push(format!("{w}: gateway {} is not node {}'s bridge address {}", pod.gateway, n.name, n.gateway.addr()));
+                        p.push(format!(
+                            "{w}: gateway {} is not node {}'s bridge address {}",
+                            pod.gateway,
+                            n.name,
+                            n.gateway.addr()
+                        ));
                     }
                 }
             }
@@ -215,7 +248,10 @@ fn check_pods(p: &mut Problems, netns_seen: &mut HashSet<String>, pods: &[PodPla
         p.ifname(&format!("{w} host veth"), &pod.host_veth);
         p.ifname(&format!("{w} bridge"), &pod.bridge);
         if pod.host_veth == pod.bridge {
-            p.push(format!("{w}: host veth and bridge are both named {}", pod.bridge));
+            p.push(format!(
+                "{w}: host veth and bridge are both named {}",
+                pod.bridge
+            ));
         }
         p.unique(
             &mut veths,
@@ -227,7 +263,11 @@ fn check_pods(p: &mut Problems, netns_seen: &mut HashSet<String>, pods: &[PodPla
             p.push(format!("{w}: address {} is not a host address", pod.addr));
         }
         if !pod.addr.contains(&pod.gateway) {
-            p.push(format!("{w}: gateway {} is not in its subnet {}", pod.gateway, pod.addr.trunc()));
+            p.push(format!(
+                "{w}: gateway {} is not in its subnet {}",
+                pod.gateway,
+                pod.addr.trunc()
+            ));
         }
         if pod.gateway == pod.addr.addr() {
             p.push(format!("{w}: gateway is its own address {}", pod.gateway));
@@ -304,7 +344,10 @@ mod tests {
         p.pods[1].netns = p.pods[0].netns.clone();
         p.nodes[0].netns = "cni-1234".into();
         let s = problems(&p);
-        assert!(s.contains("duplicate netns netlab-t.pod.default.p10"), "{s}");
+        assert!(
+            s.contains("duplicate netns netlab-t.pod.default.p10"),
+            "{s}"
+        );
         assert!(s.contains("does not start with \"netlab-\""), "{s}");
     }
 

@@ -29,5 +29,10 @@ pub(crate) async fn add_via(conn: &Conn, dst: Ipv4Net, via: Ipv4Addr) -> Result<
 
 /// `ip route add default via <via>`.
 pub(crate) async fn add_default(conn: &Conn, via: Ipv4Addr) -> Result<(), NetError> {
-    add_via(conn, Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid"), via).await
+    add_via(
+        conn,
+        Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0 is valid"),
+        via,
+    )
+    .await
 }
