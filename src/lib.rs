@@ -11,3 +11,4 @@ pub mod runtime;
 pub mod controller;
 pub mod net;
 pub mod paths;
+pub mod proxy;

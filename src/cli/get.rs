@@ -5,7 +5,8 @@ use crate::cluster::{state, ClusterState, Selector};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use crate::cluster::services::{endpoints_summary, service_type};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,8 @@ pub enum Kind {
     Pod,
     Node,
     Deployment,
+    Service,
+    Endpoints,
 }
 
 impl Kind {
@@ -23,8 +26,10 @@ impl Kind {
             "deploy" | "deployment" | "deployments" | "deployment.apps" | "deployments.apps" => {
                 Kind::Deployment
             }
+            "svc" | "service" | "services" => Kind::Service,
+            "ep" | "endpoints" => Kind::Endpoints,
             other => bail!(
-                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments)"
+                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints)"
             ),
         })
     }
@@ -33,6 +38,18 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::Node => "node",
             Kind::Deployment => "deployment.apps",
+            Kind::Service => "service",
+            Kind::Endpoints => "endpoints",
+        }
+    }
+    /// The plural kubectl uses in "not found" messages.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Pod => "pods",
+            Kind::Node => "nodes",
+            Kind::Deployment => "deployments.apps",
+            Kind::Service => "services",
+            Kind::Endpoints => "endpoints",
         }
     }
 }
@@ -116,6 +133,22 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
                     .collect();
                 (deployments_table(&deps, args, now, multi), to_values(&deps))
             }
+            Kind::Service => {
+                let svcs: Vec<&Service> = state
+                    .services
+                    .iter()
+                    .filter(|s| keep(&s.metadata, true))
+                    .collect();
+                (services_table(&svcs, args, now, multi), to_values(&svcs))
+            }
+            Kind::Endpoints => {
+                let eps: Vec<&Endpoints> = state
+                    .endpoints
+                    .iter()
+                    .filter(|e| keep(&e.metadata, true))
+                    .collect();
+                (endpoints_table(&eps, args, now, multi), to_values(&eps))
+            }
         };
         // Named objects that do not exist are errors, as in kubectl.
         for n in &args.names {
@@ -123,14 +156,7 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
                 .iter()
                 .any(|v| v["metadata"]["name"].as_str() == Some(n.as_str()))
             {
-                bail!(
-                    "{} {n:?} not found",
-                    match kind {
-                        Kind::Pod => "pods",
-                        Kind::Node => "nodes",
-                        Kind::Deployment => "deployments.apps",
-                    }
-                );
+                bail!("{} {n:?} not found", kind.plural());
             }
         }
         found_any |= !items.is_empty();
@@ -367,6 +393,106 @@ fn deployments_table(
                     .join(","),
             ]);
         }
+        t.row(row);
+    }
+    t
+}
+
+/// PORT(S): `80/TCP`, `80:31234/TCP`, comma-separated.
+pub fn service_ports(s: &Service) -> String {
+    let ports: Vec<String> = s
+        .spec
+        .iter()
+        .flat_map(|sp| sp.ports.iter().flatten())
+        .map(|p| {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            match p.node_port {
+                Some(n) => format!("{}:{n}/{proto}", p.port),
+                None => format!("{}/{proto}", p.port),
+            }
+        })
+        .collect();
+    if ports.is_empty() {
+        "<none>".into()
+    } else {
+        ports.join(",")
+    }
+}
+
+/// EXTERNAL-IP: `<none>`, `<pending>` for a LoadBalancer without ingress, or the addresses.
+pub fn external_ip(s: &Service) -> String {
+    let mut ips: Vec<String> = s
+        .spec
+        .iter()
+        .flat_map(|sp| sp.external_ips.iter().flatten().cloned())
+        .collect();
+    let ingress: Vec<String> = s
+        .status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect();
+    if service_type(s) == "LoadBalancer" {
+        if ingress.is_empty() && ips.is_empty() {
+            return "<pending>".into();
+        }
+        ips.extend(ingress);
+    }
+    if ips.is_empty() {
+        "<none>".into()
+    } else {
+        ips.join(",")
+    }
+}
+
+fn services_table(svcs: &[&Service], args: &GetArgs<'_>, now: DateTime<Utc>, multi: bool) -> Printer {
+    let mut headers = vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"];
+    if args.format == Format::Wide {
+        headers.push("SELECTOR");
+    }
+    let mut t = Printer::new(with_namespace(args, headers));
+    for s in svcs {
+        let mut row = Vec::new();
+        if args.namespace.is_none() {
+            row.push(state::namespace(&s.metadata).to_string());
+        }
+        row.extend([
+            name_cell(Kind::Service, s.metadata.name.as_deref().unwrap_or_default(), multi),
+            service_type(s).to_string(),
+            s.spec
+                .as_ref()
+                .and_then(|sp| sp.cluster_ip.clone())
+                .unwrap_or_else(|| "<none>".into()),
+            external_ip(s),
+            service_ports(s),
+            age(s.metadata.creation_timestamp.as_ref(), now),
+        ]);
+        if args.format == Format::Wide {
+            row.push(super::printer::map_lines(
+                s.spec.as_ref().and_then(|sp| sp.selector.as_ref()),
+                ",",
+            ));
+        }
+        t.row(row);
+    }
+    t
+}
+
+fn endpoints_table(eps: &[&Endpoints], args: &GetArgs<'_>, now: DateTime<Utc>, multi: bool) -> Printer {
+    let mut t = Printer::new(with_namespace(args, vec!["NAME", "ENDPOINTS", "AGE"]));
+    for e in eps {
+        let mut row = Vec::new();
+        if args.namespace.is_none() {
+            row.push(state::namespace(&e.metadata).to_string());
+        }
+        row.extend([
+            name_cell(Kind::Endpoints, e.metadata.name.as_deref().unwrap_or_default(), multi),
+            endpoints_summary(Some(e), 3),
+            age(e.metadata.creation_timestamp.as_ref(), now),
+        ]);
         t.row(row);
     }
     t

@@ -1,6 +1,8 @@
 //! The `cli` layer: kubectl-shaped verbs over a lab. Argument parsing here,
 //! output through `printer`, work through `controller`.
 
+pub mod describe;
+pub mod edit;
 pub mod exec;
 pub mod get;
 pub mod images;
@@ -38,8 +40,20 @@ pub enum Command {
     Down(lifecycle::DownArgs),
     /// List the labs that are up.
     Labs,
-    /// Display one or many resources (pods, nodes, deployments).
+    /// Display one or many resources (pods, nodes, deployments, services, endpoints).
     Get(GetCmd),
+    /// Show details of a resource (svc, pod).
+    Describe(DescribeCmd),
+    /// Apply a configuration to a running lab by file name.
+    Apply(edit::ApplyArgs),
+    /// Create objects from a file (refuses existing ones).
+    Create(edit::ApplyArgs),
+    /// Delete resources by type and name, or by file name.
+    Delete(edit::DeleteArgs),
+    /// Set a new size for a deployment.
+    Scale(edit::ScaleArgs),
+    /// Expose a deployment, pod or service as a new Service.
+    Expose(edit::ExposeArgs),
     /// Execute a command in a container, or in a node's network namespace (node/NAME).
     Exec(exec::ExecArgs),
     /// Print the logs of a container in a pod.
@@ -65,6 +79,15 @@ pub struct GetCmd {
     /// List across all namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DescribeCmd {
+    /// TYPE NAME or TYPE/NAME.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
 }
 
 pub fn main() -> i32 {
@@ -106,6 +129,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Down(args) => lifecycle::down(args, lab).await,
                 Command::Labs => lifecycle::labs(),
                 Command::Get(args) => get(args, lab).await,
+                Command::Describe(args) => describe(args, lab).await,
+                Command::Apply(args) => edit::apply(args, lab, crate::cluster::objects::Mode::Apply).await,
+                Command::Create(args) => edit::apply(args, lab, crate::cluster::objects::Mode::Create).await,
+                Command::Delete(args) => edit::delete(args, lab).await,
+                Command::Scale(args) => edit::scale(args, lab).await,
+                Command::Expose(args) => edit::expose(args, lab).await,
                 Command::Exec(args) => exec::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
                 Command::Images(_) => unreachable!(),
@@ -156,6 +185,20 @@ async fn get(args: GetCmd, lab: Option<String>) -> Result<i32> {
         chrono::Utc::now(),
     )?;
     print!("{out}");
+    Ok(0)
+}
+
+async fn describe(args: DescribeCmd, lab: Option<String>) -> Result<i32> {
+    let lab = select_lab(lab)?;
+    let (kinds, names) = get::parse_targets(&args.targets)?;
+    let state = crate::controller::observed_state(&lab).await?;
+    let mut out = Vec::new();
+    for kind in kinds {
+        for name in &names {
+            out.push(describe::render(&state, kind, name, &args.namespace)?);
+        }
+    }
+    print!("{}", out.join("\n\n"));
     Ok(0)
 }
 

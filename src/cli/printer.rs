@@ -52,6 +52,36 @@ impl Printer {
     }
 }
 
+/// `kubectl describe`'s layout: `Key:` then the value, values aligned two
+/// spaces after the longest key; a value of several lines continues in the
+/// value column.
+pub fn fields(rows: &[(String, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0) + 2;
+    let mut out = String::new();
+    for (k, v) in rows {
+        let mut lines = v.lines();
+        let first = lines.next().unwrap_or("");
+        out.push_str(&format!("{:<width$}{first}", format!("{k}:")).trim_end().to_string());
+        out.push('\n');
+        for l in lines {
+            out.push_str(&format!("{:width$}{l}\n", ""));
+        }
+    }
+    out
+}
+
+/// `k=v` lines for Labels/Selector/Annotations, or `<none>`.
+pub fn map_lines(map: Option<&std::collections::BTreeMap<String, String>>, sep: &str) -> String {
+    match map {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(sep),
+        _ => "<none>".into(),
+    }
+}
+
 /// kubectl's `duration.HumanDuration`.
 pub fn human_duration(seconds: i64) -> String {
     if seconds < -1 {
@@ -174,6 +204,19 @@ mod tests {
         assert_eq!(human_duration(30 * 3600), "30h");
         assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
         assert_eq!(human_duration(100 * 86400), "100d");
+    }
+
+    #[test]
+    fn describe_fields_align() {
+        let out = fields(&[
+            ("Name".into(), "my-nginx".into()),
+            ("Session Affinity".into(), "None".into()),
+            ("Labels".into(), "a=b\nc=d".into()),
+        ]);
+        assert_eq!(
+            out,
+            "Name:              my-nginx\nSession Affinity:  None\nLabels:            a=b\n                   c=d\n"
+        );
     }
 
     #[test]

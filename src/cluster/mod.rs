@@ -3,7 +3,9 @@
 
 pub mod ipam;
 pub mod names;
+pub mod objects;
 pub mod selector;
+pub mod services;
 pub mod state;
 pub mod topology;
 

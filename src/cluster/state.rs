@@ -7,7 +7,8 @@ use crate::lab::{LabConfig, LabSpec};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodIP, PodStatus,
+    Endpoints, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodIP,
+    PodStatus, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,10 @@ pub struct ClusterState {
     pub nodes: Vec<Node>,
     pub deployments: Vec<Deployment>,
     pub pods: Vec<Pod>,
+    #[serde(default)]
+    pub services: Vec<Service>,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoints>,
 }
 
 /// Facts about the host that go into Node objects (`get nodes -o wide`).
@@ -40,6 +45,12 @@ pub struct HostInfo {
 pub enum StateError {
     #[error(transparent)]
     Ipam(#[from] ipam::Exhausted),
+    #[error("{at}: {source}")]
+    Service {
+        at: String,
+        #[source]
+        source: super::services::ServiceError,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -78,6 +89,8 @@ impl ClusterState {
             nodes,
             deployments: Vec::new(),
             pods: Vec::new(),
+            services: Vec::new(),
+            endpoints: Vec::new(),
         };
         for p in &spec.pods {
             let mut pod = p.object.clone();
@@ -97,7 +110,23 @@ impl ClusterState {
             }
             state.deployments.push(dep);
         }
+        state
+            .upsert_service(
+                super::services::kubernetes_service(state.config.service_cidr),
+                now,
+                rng,
+            )
+            .expect("the kubernetes service is valid");
+        for s in &spec.services {
+            state
+                .upsert_service(s.object.clone(), now, rng)
+                .map_err(|source| StateError::Service {
+                    at: s.at.to_string(),
+                    source,
+                })?;
+        }
         state.refresh_deployment_status();
+        state.refresh_endpoints();
         Ok(state)
     }
 
@@ -111,6 +140,7 @@ impl ClusterState {
                 let count = |n: &str| {
                     self.pods
                         .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
                         .filter(|p| pod_node(p) == Some(n))
                         .count()
                 };
@@ -143,6 +173,68 @@ impl ClusterState {
         Ok(())
     }
 
+    /// The Deployment controller's step: each Deployment owns `replicas`
+    /// pods of its current template. Pods of an older template and pods
+    /// beyond the count are marked for deletion (newest first); missing pods
+    /// are created and placed. Returns whether anything changed.
+    pub fn reconcile_deployments(
+        &mut self,
+        now: DateTime<Utc>,
+        rng: &mut impl rand::Rng,
+    ) -> Result<bool, StateError> {
+        let mut changed = false;
+        for dep in self.deployments.clone() {
+            let name = dep.metadata.name.clone().unwrap_or_default();
+            let ns = namespace(&dep.metadata).to_string();
+            let spec = dep.spec.clone().unwrap_or_default();
+            let hash = names::pod_template_hash(&spec.template);
+            let want = spec.replicas.unwrap_or(1).max(0) as usize;
+            let mut current = Vec::new();
+            for p in self.pods.iter_mut() {
+                if namespace(&p.metadata) != ns
+                    || deployment_of(p) != Some(name.as_str())
+                    || p.metadata.deletion_timestamp.is_some()
+                {
+                    continue;
+                }
+                let same = p
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("pod-template-hash"))
+                    == Some(&hash);
+                if same {
+                    current.push(p.metadata.name.clone().unwrap_or_default());
+                } else {
+                    p.metadata.deletion_timestamp = Some(time(now));
+                    changed = true;
+                }
+            }
+            // Too many: the newest go first (pods are kept in creation order).
+            while current.len() > want {
+                let victim = current.pop().expect("non-empty");
+                if let Some(p) = self
+                    .pods
+                    .iter_mut()
+                    .find(|p| p.metadata.name.as_deref() == Some(victim.as_str()) && namespace(&p.metadata) == ns)
+                {
+                    p.metadata.deletion_timestamp = Some(time(now));
+                    changed = true;
+                }
+            }
+            for _ in current.len()..want {
+                let mut pod = pod_for(&dep, now, rng);
+                // Never reuse the name of a pod that still exists.
+                while self.pods.iter().any(|p| p.metadata.name == pod.metadata.name) {
+                    pod = pod_for(&dep, now, rng);
+                }
+                self.place(pod)?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
     pub fn refresh_deployment_status(&mut self) {
         for dep in &mut self.deployments {
             let name = dep.metadata.name.clone().unwrap_or_default();
@@ -150,6 +242,7 @@ impl ClusterState {
                 .pods
                 .iter()
                 .filter(|p| deployment_of(p) == Some(name.as_str()))
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .collect();
             let ready = owned.iter().filter(|p| pod_ready(p)).count() as i32;
             let total = owned.len() as i32;

@@ -131,7 +131,7 @@ async fn kill_cgroup_processes(lab: &str) -> Result<(), String> {
     }
 }
 
-async fn wait_gone(pids: &[i32]) -> Result<(), String> {
+pub(crate) async fn wait_gone(pids: &[i32]) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let left: Vec<i32> = pids

@@ -5,8 +5,10 @@
 //! process that keeps converging after `up` returns (restarts, endpoint
 //! changes) builds on these same functions.
 
+pub mod converge;
 pub mod down;
 pub mod pods;
+pub mod proxier;
 pub mod up;
 
 pub use down::{down, DownReport};
@@ -34,6 +36,8 @@ pub enum ControllerError {
     Store(#[from] crate::runtime::StoreError),
     #[error("{message}")]
     Runtime { message: String },
+    #[error("{0}")]
+    Object(String),
     #[error("{pod}: {message}")]
     Pod { pod: String, message: String },
     #[error("pods did not become ready:\n  {}", .0.join("\n  "))]

@@ -25,7 +25,16 @@ const START_CONCURRENCY: usize = 8;
 /// Container pids by pod name, as started.
 pub type Pids = HashMap<String, Vec<i32>>;
 
-/// Starts every container of every pod in `state` (the pod network exists).
+/// Whether a pod was placed but not started yet.
+pub fn is_pending(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+        && p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_none()
+}
+
+/// Starts the containers of every pending pod in `state` (their network exists).
 pub async fn start_all(
     lab: &str,
     state: &mut ClusterState,
@@ -42,7 +51,9 @@ pub async fn start_all(
             .expect("unpack task")?;
         layers.insert(reference.clone(), dirs);
     }
-    let pods: Vec<Pod> = std::mem::take(&mut state.pods);
+    let (pods, rest): (Vec<Pod>, Vec<Pod>) =
+        std::mem::take(&mut state.pods).into_iter().partition(is_pending);
+    state.pods = rest;
     let started: Vec<(Pod, Vec<i32>)> = futures::stream::iter(pods.into_iter().map(|pod| {
         let layers = &layers;
         async move { start_pod(lab, pod, images, layers, runc).await }
@@ -205,11 +216,11 @@ pub async fn wait_serving(
     let runc = Runc::new(&paths::runc_root(lab));
     let mut by_node: HashMap<String, Vec<Target>> = HashMap::new();
     for (i, pod) in state.pods.iter().enumerate() {
+        let Some(pod_pids) = pids.get(pod.metadata.name.as_deref().unwrap_or_default()).cloned()
+        else {
+            continue; // not started by this call
+        };
         let ip = state::pod_ip(pod).expect("addressed");
-        let pod_pids = pids
-            .get(pod.metadata.name.as_deref().unwrap_or_default())
-            .cloned()
-            .unwrap_or_default();
         for c in &pod.spec.as_ref().expect("spec").containers {
             for p in c.ports.iter().flatten() {
                 if p.protocol.as_deref().unwrap_or("TCP") == "TCP" {
@@ -250,6 +261,9 @@ pub async fn wait_serving(
     for pod in &state.pods {
         let ns = state::namespace(&pod.metadata).to_string();
         let name = pod.metadata.name.clone().unwrap_or_default();
+        if !pids.contains_key(&name) {
+            continue;
+        }
         for c in &pod.spec.as_ref().expect("spec").containers {
             let id = paths::container_id(&ns, &name, &c.name);
             if alive.get(&id).map(String::as_str) != Some("running") {
@@ -276,9 +290,46 @@ pub async fn wait_serving(
         return Err(ControllerError::NotReady(problems));
     }
     for pod in &mut state.pods {
-        set_conditions(pod, true);
+        if pids.contains_key(pod.metadata.name.as_deref().unwrap_or_default()) {
+            set_conditions(pod, true);
+        }
     }
     Ok(())
+}
+
+/// Stops a pod's containers and removes its rootfs mounts, files and
+/// network namespace. Idempotent.
+pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
+    let mut errors = Vec::new();
+    let ns = state::namespace(&pod.metadata).to_string();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let runc = Runc::new(&paths::runc_root(lab));
+    let mut pids = Vec::new();
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        let id = paths::container_id(&ns, &name, &c.name);
+        if let Ok(st) = runc.state(&id).await {
+            pids.push(st.pid);
+        }
+        if let Err(e) = runc.delete_force(&id).await {
+            errors.push(e.to_string());
+        }
+    }
+    super::down::wait_gone(&pids).await.err().into_iter().for_each(|e| errors.push(e));
+    let dir = paths::pod_dir(lab, &ns, &name);
+    for m in rootfs::mounts_under(&dir) {
+        if let Err(e) = rootfs::unmount(&m) {
+            errors.push(e.to_string());
+        }
+    }
+    if let Err(e) = crate::net::remove_pod(&paths::pod_netns(lab, &ns, &name)).await {
+        errors.push(e.to_string());
+    }
+    if dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            errors.push(format!("removing {}: {e}", dir.display()));
+        }
+    }
+    errors
 }
 
 /// A port a pod declares, and the processes that should serve it.

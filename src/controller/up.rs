@@ -59,6 +59,7 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
     let dir = paths::lab_dir(&lab);
     let result = async {
         std::fs::create_dir_all(dir.join("pods")).map_err(|e| ControllerError::io(&dir, e))?;
+        let _lock = super::converge::LabLock::acquire(&lab)?;
         state.persist(&dir)?;
         let t = Instant::now();
         net::apply(&plan).await?;
@@ -68,6 +69,8 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
         state.persist(&dir)?;
         pods::wait_serving(&lab, &mut state, &pids, options.timeout).await?;
         state.refresh_deployment_status();
+        state.refresh_endpoints();
+        super::proxier::sync_all(&lab, &state).await?;
         state.persist(&dir)?;
         Ok::<_, ControllerError>((network, t.elapsed()))
     }

@@ -15,7 +15,7 @@ use config::{LabDocument, NodesSpec};
 use documents::Document;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use std::path::{Path, PathBuf};
 
 /// A Kubernetes object with the place it came from.
@@ -31,6 +31,9 @@ pub struct LabSpec {
     pub config: LabConfig,
     pub deployments: Vec<Sourced<Deployment>>,
     pub pods: Vec<Sourced<Pod>>,
+    pub services: Vec<Sourced<Service>>,
+    /// Whether the files had a `kind: Lab` document (only `up` takes one).
+    pub has_lab_document: bool,
 }
 
 /// Options from the command line that override the Lab document.
@@ -71,18 +74,19 @@ fn from_documents(
     let mut lab_doc: Option<(LabDocument, Source)> = None;
     let mut deployments = Vec::new();
     let mut pods = Vec::new();
+    let mut services = Vec::new();
 
     for doc in documents {
         let expected = match doc.kind.as_str() {
             "Lab" => config::API_VERSION,
             "Deployment" => "apps/v1",
-            "Pod" => "v1",
-            "Service" | "Secret" | "ConfigMap" | "Endpoints" => {
+            "Pod" | "Service" => "v1",
+            "Secret" | "ConfigMap" | "Endpoints" => {
                 errors.push(LabError::invalid(
                     &doc.at,
                     doc.object_name(),
                     format!(
-                        "kind {} is not supported by this version of netlab yet (supported: Deployment, Pod, Lab)",
+                        "kind {} is not supported by this version of netlab yet (supported: Deployment, Pod, Service, Lab)",
                         doc.kind
                     ),
                 ));
@@ -92,7 +96,7 @@ fn from_documents(
                 errors.push(LabError::invalid(
                     &doc.at,
                     doc.object_name(),
-                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod (v1) and Lab ({})", config::API_VERSION),
+                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod and Service (v1), and Lab ({})", config::API_VERSION),
                 ));
                 continue;
             }
@@ -137,10 +141,18 @@ fn from_documents(
                 }),
                 Err(e) => errors.push(e),
             },
+            "Service" => match doc.parse::<Service>() {
+                Ok(object) => services.push(Sourced {
+                    at: doc.at.clone(),
+                    object,
+                }),
+                Err(e) => errors.push(e),
+            },
             _ => unreachable!(),
         }
     }
 
+    let has_lab_document = lab_doc.is_some();
     let config = match lab_config(lab_doc, default_name, overrides) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -149,13 +161,15 @@ fn from_documents(
         }
     };
     if let Some(config) = &config {
-        validate::objects(config, &mut deployments, &mut pods, &mut errors);
+        validate::objects(config, &mut deployments, &mut pods, &mut services, &mut errors);
     }
     LabError::collect(errors)?;
     Ok(LabSpec {
+        has_lab_document,
         config: config.expect("no errors means a config"),
         deployments,
         pods,
+        services,
     })
 }
 

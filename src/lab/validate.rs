@@ -3,7 +3,7 @@
 
 use super::{LabConfig, LabError, Sourced};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Service};
 use std::collections::{BTreeMap, HashMap};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -39,6 +39,7 @@ pub fn objects(
     config: &LabConfig,
     deployments: &mut [Sourced<Deployment>],
     pods: &mut [Sourced<Pod>],
+    services: &mut [Sourced<Service>],
     errors: &mut Vec<LabError>,
 ) {
     let mut seen: HashMap<(String, String, String), super::Source> = HashMap::new();
@@ -120,6 +121,14 @@ pub fn objects(
         match spec.template.spec.as_ref() {
             Some(pod_spec) => pod_spec_errors(config, pod_spec, "spec.template.spec", at, &object, errors),
             None => errors.push(LabError::invalid(at, &object, "spec.template.spec is required")),
+        }
+    }
+
+    for s in services.iter_mut() {
+        if let Some(object) = check_name("Service", &s.at, &mut s.object.metadata, errors) {
+            if let Err(m) = dns_label(s.object.metadata.name.as_deref().unwrap_or_default()) {
+                errors.push(LabError::invalid(&s.at, &object, format!("metadata.name {m} (service names are DNS labels)")));
+            }
         }
     }
 

@@ -4,7 +4,7 @@ use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth};
-use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth};
 use sha2::{Digest, Sha256};
 
 use super::conn::Conn;
@@ -149,6 +149,21 @@ pub(crate) async fn add_veth(
             nl_to_io(e),
         )
     })
+}
+
+/// Turn on hairpin mode on a bridge port: the bridge may then send a frame
+/// back out of the port it came in on. Kubernetes needs this for a pod that
+/// reaches a Service whose chosen endpoint is the pod itself: br_netfilter
+/// DNATs the frame on the bridge and it must go back to the same veth.
+/// (Port options travel in RTM_NEWLINK: RTM_SETLINK ignores them silently.)
+pub(crate) async fn set_hairpin(conn: &Conn, name: &str) -> Result<(), NetError> {
+    let idx = index(conn, name).await?;
+    conn.handle
+        .link()
+        .set_port(LinkBridgePort::new(idx).hairpin(true).build())
+        .execute()
+        .await
+        .map_err(|e| NetError::nl("setting hairpin mode on", conn.obj("bridge port", name), e))
 }
 
 /// Delete link `name`. Returns false if it did not exist.

@@ -314,6 +314,7 @@ async fn build_pod(
     // inside the new namespace anyway.
     let (ns, sock) = factory.create(&p.netns).await?;
     link::add_veth(&node.conn, &p.host_veth, node.bridge_idx, "eth0", &ns).await?;
+    link::set_hairpin(&node.conn, &p.host_veth).await?;
 
     let conn = Conn::with_socket(&ns, sock)?;
     link::set_up(&conn, "lo").await?;

@@ -1,0 +1,167 @@
+//! `netlab describe svc|pod NAME`: kubectl's field layout.
+
+use super::get::{external_ip, Kind};
+use super::printer::{fields, map_lines};
+use crate::cluster::services::{endpoints_summary, service_type};
+use crate::cluster::{state, ClusterState};
+use anyhow::{anyhow, bail, Result};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+pub fn render(st: &ClusterState, kind: Kind, name: &str, namespace: &str) -> Result<String> {
+    match kind {
+        Kind::Service => {
+            let s = st
+                .service(namespace, name)
+                .ok_or_else(|| anyhow!("services {name:?} not found"))?;
+            Ok(service(st, s))
+        }
+        Kind::Pod => {
+            let p = st
+                .pod(namespace, name)
+                .ok_or_else(|| anyhow!("pods {name:?} not found"))?;
+            Ok(pod(p))
+        }
+        other => bail!("netlab describe does not know {} yet", other.plural()),
+    }
+}
+
+fn s(v: impl Into<String>) -> String {
+    v.into()
+}
+
+pub fn service(st: &ClusterState, svc: &Service) -> String {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let ns = state::namespace(&svc.metadata);
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let ip = spec.cluster_ip.clone().unwrap_or_else(|| "None".into());
+    let mut rows = vec![
+        (s("Name"), name.clone()),
+        (s("Namespace"), ns.to_string()),
+        (s("Labels"), map_lines(svc.metadata.labels.as_ref(), "\n")),
+        (s("Annotations"), map_lines(svc.metadata.annotations.as_ref(), "\n")),
+        (s("Selector"), map_lines(spec.selector.as_ref(), ",")),
+        (s("Type"), service_type(svc).to_string()),
+        (s("IP Family Policy"), spec.ip_family_policy.clone().unwrap_or_else(|| "SingleStack".into())),
+        (s("IP Families"), spec.ip_families.clone().unwrap_or_default().join(",")),
+        (s("IP"), ip.clone()),
+        (s("IPs"), spec.cluster_ips.clone().unwrap_or_else(|| vec![ip]).join(",")),
+    ];
+    if service_type(svc) == "LoadBalancer" {
+        let ingress = external_ip(svc);
+        if ingress != "<pending>" {
+            rows.push((s("LoadBalancer Ingress"), ingress));
+        }
+    }
+    let endpoints = st.endpoints_of(ns, &name);
+    for p in spec.ports.iter().flatten() {
+        let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let pname = p.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "<unset>".into());
+        rows.push((s("Port"), format!("{pname}  {}/{proto}", p.port)));
+        let target = match &p.target_port {
+            Some(IntOrString::Int(n)) => n.to_string(),
+            Some(IntOrString::String(n)) => n.clone(),
+            None => p.port.to_string(),
+        };
+        rows.push((s("TargetPort"), format!("{target}/{proto}")));
+        if let Some(np) = p.node_port {
+            rows.push((s("NodePort"), format!("{pname}  {np}/{proto}")));
+        }
+        // Endpoints of this port only (by name), as kubectl prints them.
+        let per_port = endpoints.map(|e| {
+            let mut e = e.clone();
+            for subset in e.subsets.iter_mut().flatten() {
+                subset.ports = subset.ports.take().map(|ports| {
+                    ports
+                        .into_iter()
+                        .filter(|ep| ep.name.clone().unwrap_or_default() == p.name.clone().unwrap_or_default())
+                        .collect()
+                });
+            }
+            e
+        });
+        rows.push((s("Endpoints"), endpoints_summary(per_port.as_ref(), 3).replace("<none>", "")));
+    }
+    let affinity = spec.session_affinity.clone().unwrap_or_else(|| "None".into());
+    rows.push((s("Session Affinity"), affinity.clone()));
+    if affinity == "ClientIP" {
+        let t = spec
+            .session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(10800);
+        rows.push((s("Session Affinity Timeout"), t.to_string()));
+    }
+    if let Some(p) = &spec.external_traffic_policy {
+        rows.push((s("External Traffic Policy"), p.clone()));
+    }
+    rows.push((s("Internal Traffic Policy"), spec.internal_traffic_policy.clone().unwrap_or_else(|| "Cluster".into())));
+    rows.push((s("Events"), s("<none>")));
+    fields(&rows)
+}
+
+pub fn pod(p: &Pod) -> String {
+    let spec = p.spec.clone().unwrap_or_default();
+    let status = p.status.clone().unwrap_or_default();
+    let (_, phase, _) = super::get::pod_summary(p);
+    let mut rows = vec![
+        (s("Name"), p.metadata.name.clone().unwrap_or_default()),
+        (s("Namespace"), state::namespace(&p.metadata).to_string()),
+        (s("Node"), format!("{}/{}", spec.node_name.clone().unwrap_or_default(), status.host_ip.clone().unwrap_or_default())),
+        (s("Start Time"), status.start_time.as_ref().map(|t| t.0.to_rfc2822()).unwrap_or_else(|| "<unset>".into())),
+        (s("Labels"), map_lines(p.metadata.labels.as_ref(), "\n")),
+        (s("Annotations"), map_lines(p.metadata.annotations.as_ref(), "\n")),
+        (s("Status"), phase),
+        (s("IP"), status.pod_ip.clone().unwrap_or_default()),
+    ];
+    if let Some(owner) = p.metadata.owner_references.iter().flatten().next() {
+        rows.push((s("Controlled By"), format!("{}/{}", owner.kind, owner.name)));
+    }
+    let mut containers = String::new();
+    for c in &spec.containers {
+        let cs = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|x| x.name == c.name);
+        containers.push_str(&format!("{}:\n", c.name));
+        containers.push_str(&format!("  Image:          {}\n", c.image.clone().unwrap_or_default()));
+        let ports: Vec<String> = c
+            .ports
+            .iter()
+            .flatten()
+            .map(|cp| format!("{}/{}", cp.container_port, cp.protocol.clone().unwrap_or_else(|| "TCP".into())))
+            .collect();
+        containers.push_str(&format!("  Port:           {}\n", if ports.is_empty() { "<none>".into() } else { ports.join(", ") }));
+        let st = cs.and_then(|c| c.state.clone()).unwrap_or_default();
+        let state_text = if st.running.is_some() {
+            "Running"
+        } else if st.terminated.is_some() {
+            "Terminated"
+        } else {
+            "Waiting"
+        };
+        containers.push_str(&format!("  State:          {state_text}\n"));
+        containers.push_str(&format!("  Ready:          {}\n", if cs.is_some_and(|c| c.ready) { "True" } else { "False" }));
+        containers.push_str(&format!("  Restart Count:  {}\n", cs.map(|c| c.restart_count).unwrap_or(0)));
+    }
+    rows.push((s("Containers"), String::new()));
+    let mut out = fields(&rows);
+    for l in containers.lines() {
+        out.push_str(&format!("  {l}\n"));
+    }
+    let conds: Vec<String> = status
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| format!("  {:<26}{}", c.type_, c.status))
+        .collect();
+    out.push_str("Conditions:\n  Type                      Status\n");
+    for c in conds {
+        out.push_str(&c);
+        out.push('\n');
+    }
+    out.push_str("Events:                     <none>\n");
+    out
+}

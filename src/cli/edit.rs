@@ -1,0 +1,252 @@
+//! Verbs that change a running lab: `apply -f`, `create -f`, `delete`,
+//! `scale`, `expose`. Each is a pure edit of the object store (`cluster::objects`)
+//! followed by one convergence step of the controller.
+
+use crate::cluster::objects::{self, ExposeRequest, Mode};
+use crate::controller::{converge, ControllerError};
+use crate::lab;
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// Files with the objects (Deployment, Pod, Service).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// TYPE[,TYPE…] NAME… or TYPE/NAME…
+    pub targets: Vec<String>,
+    /// Delete the objects named in these files.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScaleArgs {
+    /// deployment NAME, or deployment/NAME.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    #[arg(long, allow_negative_numbers = true)]
+    pub replicas: i32,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExposeArgs {
+    /// deployment NAME, deployment/NAME, pod/NAME or service/NAME.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// The port the service serves on (default: the object's container ports).
+    #[arg(long)]
+    pub port: Option<i32>,
+    /// Name or number of the port on the pods (default: the same as --port).
+    #[arg(long)]
+    pub target_port: Option<String>,
+    /// Name of the new service (default: the object's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// ClusterIP, NodePort or LoadBalancer.
+    #[arg(long = "type")]
+    pub type_: Option<String>,
+    /// TCP, UDP or SCTP.
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// A label selector for the service (default: the object's).
+    #[arg(long)]
+    pub selector: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+/// `deployment NAME…`, `deployments,svc NAME…` or `deployment/NAME…` → (kind, name) pairs.
+fn kinds_and_names(targets: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if targets.first().is_some_and(|t| t.contains('/')) {
+        for t in targets {
+            let (k, n) = t
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("{t:?}: use TYPE/NAME for every argument"))?;
+            out.push((canonical_kind(k)?, n.to_string()));
+        }
+        return Ok(out);
+    }
+    let Some((kinds, names)) = targets.split_first() else {
+        bail!("you must specify the type of resource, e.g. deployment my-nginx");
+    };
+    if names.is_empty() {
+        bail!("resource(s) were provided, but no name was specified");
+    }
+    for k in kinds.split(',') {
+        for n in names {
+            out.push((canonical_kind(k)?, n.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn canonical_kind(k: &str) -> Result<String> {
+    Ok(match k.to_lowercase().as_str() {
+        "po" | "pod" | "pods" => "pod",
+        "deploy" | "deployment" | "deployments" | "deployment.apps" | "deployments.apps" => "deployment",
+        "svc" | "service" | "services" => "service",
+        other => bail!("the server doesn't have a resource type {other:?}"),
+    }
+    .to_string())
+}
+
+fn load_objects(files: &[PathBuf]) -> Result<lab::LabSpec> {
+    super::existing_files(files)?;
+    let spec = lab::load(files, &lab::Overrides::default())?;
+    if spec.has_lab_document {
+        bail!("a kind: Lab document only configures `netlab up`; it cannot change a running lab");
+    }
+    Ok(spec)
+}
+
+fn print_lines(lines: Vec<String>) -> Result<i32> {
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(0)
+}
+
+/// Images must be in the store before anything is changed.
+fn check_images(spec: &lab::LabSpec) -> Result<()> {
+    let store = crate::runtime::Store::new(&crate::paths::data_dir());
+    let pods: Vec<k8s_openapi::api::core::v1::Pod> = spec
+        .pods
+        .iter()
+        .map(|p| p.object.clone())
+        .chain(spec.deployments.iter().map(|d| k8s_openapi::api::core::v1::Pod {
+            metadata: d.object.metadata.clone(),
+            spec: d.object.spec.as_ref().and_then(|s| s.template.spec.clone()),
+            status: None,
+        }))
+        .collect();
+    let refs: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().collect();
+    converge::images_for(&refs, &store)?;
+    Ok(())
+}
+
+pub async fn apply(args: ApplyArgs, lab: Option<String>, mode: Mode) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let spec = load_objects(&args.files)?;
+    check_images(&spec)?;
+    let lines = converge::change(&lab, |st| {
+        objects::apply(st, &spec, mode, chrono::Utc::now(), &mut rand::rng()).map_err(object_error)
+    })
+    .await?;
+    print_lines(lines)
+}
+
+pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let mut targets: Vec<(String, String, String)> = Vec::new();
+    if !args.files.is_empty() {
+        let spec = load_objects(&args.files)?;
+        for d in &spec.deployments {
+            targets.push(("deployment".into(), ns_of(&d.object.metadata), d.object.metadata.name.clone().unwrap_or_default()));
+        }
+        for p in &spec.pods {
+            targets.push(("pod".into(), ns_of(&p.object.metadata), p.object.metadata.name.clone().unwrap_or_default()));
+        }
+        for s in &spec.services {
+            targets.push(("service".into(), ns_of(&s.object.metadata), s.object.metadata.name.clone().unwrap_or_default()));
+        }
+    } else {
+        for (k, n) in kinds_and_names(&args.targets)? {
+            targets.push((k, args.namespace.clone(), n));
+        }
+    }
+    let lines = converge::change(&lab, |st| {
+        let now = chrono::Utc::now();
+        let mut out = Vec::new();
+        for (kind, ns, name) in &targets {
+            out.push(objects::delete(st, kind, ns, name, now).map_err(object_error)?);
+        }
+        Ok(out)
+    })
+    .await?;
+    print_lines(lines)
+}
+
+fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| "default".into())
+}
+
+pub async fn scale(args: ScaleArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let targets = kinds_and_names(&args.targets)?;
+    let lines = converge::change(&lab, |st| {
+        let mut out = Vec::new();
+        for (kind, name) in &targets {
+            if kind != "deployment" {
+                return Err(ControllerError::Runtime {
+                    message: format!("cannot scale a {kind}: netlab scales deployments"),
+                });
+            }
+            out.push(
+                objects::scale(st, &args.namespace, name, args.replicas, chrono::Utc::now(), &mut rand::rng())
+                    .map_err(object_error)?,
+            );
+        }
+        Ok(out)
+    })
+    .await?;
+    print_lines(lines)
+}
+
+pub async fn expose(args: ExposeArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let targets = kinds_and_names(&args.targets)?;
+    let [(kind, name)] = targets.as_slice() else {
+        bail!("expose takes exactly one object, e.g. deployment/my-nginx");
+    };
+    let selector = match &args.selector {
+        Some(s) => Some(parse_selector_map(s)?),
+        None => None,
+    };
+    let line = converge::change(&lab, |st| {
+        objects::expose(
+            st,
+            &ExposeRequest {
+                kind,
+                name,
+                namespace: &args.namespace,
+                service_name: args.name.as_deref(),
+                port: args.port,
+                target_port: args.target_port.as_deref(),
+                protocol: args.protocol.as_deref(),
+                type_: args.type_.as_deref(),
+                selector,
+            },
+            chrono::Utc::now(),
+            &mut rand::rng(),
+        )
+        .map_err(object_error)
+    })
+    .await?;
+    println!("{line}");
+    Ok(0)
+}
+
+/// `--selector a=b,c=d` (equality only, as kubectl expose takes it).
+fn parse_selector_map(s: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    s.split(',')
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--selector {s:?}: use key=value[,key=value]"))
+        })
+        .collect()
+}
+
+fn object_error(e: objects::ObjectError) -> ControllerError {
+    ControllerError::Object(e.to_string())
+}

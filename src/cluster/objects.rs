@@ -1,0 +1,441 @@
+//! The API server's side of apply, create, delete, scale and expose: pure
+//! edits of the object store, each returning kubectl's one-line answer
+//! (`service/my-nginx created`). The controller then converges the host.
+
+use super::services::ServiceError;
+use super::state::{self, namespace, time, ClusterState, StateError};
+use crate::lab::LabSpec;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How `apply` treats objects that exist: `create` refuses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    Create,
+}
+
+fn same_key(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    a.name == b.name && namespace(a) == namespace(b)
+}
+
+/// `kubectl apply -f` / `create -f` of the objects of lab files.
+pub fn apply(
+    st: &mut ClusterState,
+    spec: &LabSpec,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<Vec<String>, ObjectError> {
+    let mut out = Vec::new();
+    for d in &spec.deployments {
+        out.push(apply_deployment(st, d.object.clone(), mode, now, rng)?);
+    }
+    for p in &spec.pods {
+        out.push(apply_pod(st, p.object.clone(), mode, now, rng)?);
+    }
+    for s in &spec.services {
+        out.push(apply_service(st, s.object.clone(), mode, now, rng)?);
+    }
+    st.reconcile_deployments(now, rng)?;
+    Ok(out)
+}
+
+fn verb(existed: bool, changed: bool) -> &'static str {
+    match (existed, changed) {
+        (false, _) => "created",
+        (true, true) => "configured",
+        (true, false) => "unchanged",
+    }
+}
+
+pub fn apply_service(
+    st: &mut ClusterState,
+    svc: Service,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let ns = namespace(&svc.metadata).to_string();
+    let before = st.service(&ns, &name).cloned();
+    if before.is_some() && mode == Mode::Create {
+        return Err(ObjectError::AlreadyExists { kind: "services", name });
+    }
+    st.upsert_service(svc, now, rng)?;
+    let after = st.service(&ns, &name).cloned();
+    Ok(format!(
+        "service/{name} {}",
+        verb(before.is_some(), before.map(|b| b.spec) != after.map(|a| a.spec))
+    ))
+}
+
+pub fn apply_pod(
+    st: &mut ClusterState,
+    mut pod: Pod,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    if let Some(existing) = st
+        .pods
+        .iter_mut()
+        .find(|p| same_key(&p.metadata, &pod.metadata) && p.metadata.deletion_timestamp.is_none())
+    {
+        if mode == Mode::Create {
+            return Err(ObjectError::AlreadyExists { kind: "pods", name });
+        }
+        // Labels and annotations can change on a live pod; its spec cannot.
+        let changed = existing.metadata.labels != pod.metadata.labels
+            || existing.metadata.annotations != pod.metadata.annotations;
+        existing.metadata.labels = pod.metadata.labels;
+        existing.metadata.annotations = pod.metadata.annotations;
+        return Ok(format!("pod/{name} {}", verb(true, changed)));
+    }
+    pod.metadata.creation_timestamp = Some(time(now));
+    pod.metadata.uid = Some(state::uid(rng));
+    pod.status = None;
+    st.place(pod)?;
+    Ok(format!("pod/{name} created"))
+}
+
+pub fn apply_deployment(
+    st: &mut ClusterState,
+    mut dep: Deployment,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let name = dep.metadata.name.clone().unwrap_or_default();
+    match st
+        .deployments
+        .iter_mut()
+        .find(|d| same_key(&d.metadata, &dep.metadata))
+    {
+        Some(existing) => {
+            if mode == Mode::Create {
+                return Err(ObjectError::AlreadyExists {
+                    kind: "deployments.apps",
+                    name,
+                });
+            }
+            let changed = existing.spec != dep.spec || existing.metadata.labels != dep.metadata.labels;
+            if changed {
+                existing.spec = dep.spec;
+                existing.metadata.labels = dep.metadata.labels;
+                existing.metadata.generation = Some(existing.metadata.generation.unwrap_or(1) + 1);
+            }
+            Ok(format!("deployment.apps/{name} {}", verb(true, changed)))
+        }
+        None => {
+            dep.metadata.creation_timestamp = Some(time(now));
+            dep.metadata.uid = Some(state::uid(rng));
+            dep.metadata.generation = Some(1);
+            dep.status = None;
+            st.deployments.push(dep);
+            Ok(format!("deployment.apps/{name} created"))
+        }
+    }
+}
+
+/// `kubectl scale deployment NAME --replicas=N`.
+pub fn scale(
+    st: &mut ClusterState,
+    namespace_: &str,
+    name: &str,
+    replicas: i32,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    if replicas < 0 {
+        return Err(ObjectError::Invalid(format!(
+            "--replicas={replicas}: the number of replicas must be 0 or more"
+        )));
+    }
+    let dep = st
+        .deployments
+        .iter_mut()
+        .find(|d| d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == namespace_)
+        .ok_or_else(|| ObjectError::NotFound {
+            kind: "deployments.apps",
+            name: name.into(),
+        })?;
+    dep.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
+    st.reconcile_deployments(now, rng)?;
+    Ok(format!("deployment.apps/{name} scaled"))
+}
+
+/// `kubectl delete KIND NAME`: pods are marked for deletion (the controller
+/// stops them), a Deployment takes its pods with it.
+pub fn delete(
+    st: &mut ClusterState,
+    kind: &str,
+    namespace_: &str,
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<String, ObjectError> {
+    match kind {
+        "service" => {
+            st.delete_service(namespace_, name)?;
+            Ok(format!("service \"{name}\" deleted"))
+        }
+        "pod" => {
+            let pod = st
+                .pods
+                .iter_mut()
+                .find(|p| p.metadata.name.as_deref() == Some(name) && namespace(&p.metadata) == namespace_)
+                .ok_or_else(|| ObjectError::NotFound { kind: "pods", name: name.into() })?;
+            pod.metadata.deletion_timestamp = Some(time(now));
+            Ok(format!("pod \"{name}\" deleted"))
+        }
+        "deployment" => {
+            let before = st.deployments.len();
+            st.deployments
+                .retain(|d| !(d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == namespace_));
+            if st.deployments.len() == before {
+                return Err(ObjectError::NotFound {
+                    kind: "deployments.apps",
+                    name: name.into(),
+                });
+            }
+            for p in st.pods.iter_mut() {
+                if namespace(&p.metadata) == namespace_ && state::deployment_of(p) == Some(name) {
+                    p.metadata.deletion_timestamp = Some(time(now));
+                }
+            }
+            Ok(format!("deployment.apps \"{name}\" deleted"))
+        }
+        other => Err(ObjectError::Invalid(format!("netlab cannot delete {other} objects"))),
+    }
+}
+
+/// What `kubectl expose` reads from the exposed object.
+pub struct ExposeRequest<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub service_name: Option<&'a str>,
+    pub port: Option<i32>,
+    pub target_port: Option<&'a str>,
+    pub protocol: Option<&'a str>,
+    pub type_: Option<&'a str>,
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+/// `kubectl expose`: a Service selecting the object's pods, with its ports.
+pub fn expose(
+    st: &mut ClusterState,
+    req: &ExposeRequest<'_>,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let not_found = |kind: &'static str| ObjectError::NotFound {
+        kind,
+        name: req.name.into(),
+    };
+    // (selector, labels, ports (port, protocol)) of the exposed object.
+    let (selector, labels, ports): (BTreeMap<String, String>, Option<BTreeMap<String, String>>, Vec<(i32, String)>) =
+        match req.kind {
+            "deployment" => {
+                let d = st
+                    .deployments
+                    .iter()
+                    .find(|d| d.metadata.name.as_deref() == Some(req.name) && namespace(&d.metadata) == req.namespace)
+                    .ok_or_else(|| not_found("deployments.apps"))?;
+                let spec = d.spec.clone().unwrap_or_default();
+                let ports = container_ports(spec.template.spec.iter().flat_map(|s| s.containers.iter()));
+                (spec.selector.match_labels.unwrap_or_default(), d.metadata.labels.clone(), ports)
+            }
+            "pod" => {
+                let p = st.pod(req.namespace, req.name).ok_or_else(|| not_found("pods"))?;
+                let ports = container_ports(p.spec.iter().flat_map(|s| s.containers.iter()));
+                let labels = p.metadata.labels.clone().unwrap_or_default();
+                if labels.is_empty() && req.selector.is_none() {
+                    return Err(ObjectError::Invalid(format!(
+                        "couldn't retrieve selectors via --selector flag or introspection: the pod {} has no labels",
+                        req.name
+                    )));
+                }
+                (labels.clone(), Some(labels), ports)
+            }
+            "service" => {
+                let s = st.service(req.namespace, req.name).ok_or_else(|| not_found("services"))?;
+                let spec = s.spec.clone().unwrap_or_default();
+                let ports = spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| (p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+                    .collect();
+                (spec.selector.unwrap_or_default(), s.metadata.labels.clone(), ports)
+            }
+            other => return Err(ObjectError::Invalid(format!("cannot expose a {other}: expose a deployment, pod or service"))),
+        };
+    let selector = req.selector.clone().unwrap_or(selector);
+    let mut service_ports: Vec<ServicePort> = match req.port {
+        Some(port) => vec![ServicePort {
+            port,
+            protocol: Some(
+                req.protocol
+                    .map(String::from)
+                    .or_else(|| ports.first().map(|p| p.1.clone()))
+                    .unwrap_or_else(|| "TCP".into()),
+            ),
+            ..Default::default()
+        }],
+        None => {
+            if ports.is_empty() {
+                return Err(ObjectError::Invalid(format!(
+                    "couldn't find port via --port flag or introspection: {} {} declares no containerPort",
+                    req.kind, req.name
+                )));
+            }
+            let multi = ports.len() > 1;
+            ports
+                .iter()
+                .enumerate()
+                .map(|(i, (port, proto))| ServicePort {
+                    name: multi.then(|| format!("port-{}", i + 1)),
+                    port: *port,
+                    protocol: Some(req.protocol.map(String::from).unwrap_or_else(|| proto.clone())),
+                    ..Default::default()
+                })
+                .collect()
+        }
+    };
+    for p in &mut service_ports {
+        p.target_port = Some(match req.target_port {
+            Some(t) => match t.parse::<i32>() {
+                Ok(n) => IntOrString::Int(n),
+                Err(_) => IntOrString::String(t.to_string()),
+            },
+            None => IntOrString::Int(p.port),
+        });
+    }
+    let service_name = req.service_name.unwrap_or(req.name).to_string();
+    let svc = Service {
+        metadata: ObjectMeta {
+            name: Some(service_name.clone()),
+            namespace: Some(req.namespace.to_string()),
+            labels: labels.filter(|l| !l.is_empty()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(service_ports),
+            type_: req.type_.map(String::from),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    if st.service(req.namespace, &service_name).is_some() {
+        return Err(ObjectError::AlreadyExists {
+            kind: "services",
+            name: service_name,
+        });
+    }
+    st.upsert_service(svc, now, rng)?;
+    Ok(format!("service/{service_name} exposed"))
+}
+
+fn container_ports<'a>(
+    containers: impl Iterator<Item = &'a k8s_openapi::api::core::v1::Container>,
+) -> Vec<(i32, String)> {
+    let mut out: Vec<(i32, String)> = Vec::new();
+    for c in containers {
+        for p in c.ports.iter().flatten() {
+            let entry = (p.container_port, p.protocol.clone().unwrap_or_else(|| "TCP".into()));
+            if !out.contains(&entry) {
+                out.push(entry);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::HostInfo;
+    use rand::SeedableRng;
+
+    fn lab(replicas: i32) -> ClusterState {
+        let spec = crate::lab::load_str(
+            std::path::Path::new("t.yaml"),
+            &format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: {replicas}\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n        ports:\n        - containerPort: 80\n"),
+            &Default::default(),
+        )
+        .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap()
+    }
+
+    fn live(st: &ClusterState) -> usize {
+        st.pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).count()
+    }
+
+    #[test]
+    fn expose_deployment_like_the_tutorial() {
+        let mut st = lab(2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let req = ExposeRequest {
+            kind: "deployment",
+            name: "my-nginx",
+            namespace: "default",
+            service_name: None,
+            port: None,
+            target_port: None,
+            protocol: None,
+            type_: None,
+            selector: None,
+        };
+        assert_eq!(expose(&mut st, &req, Utc::now(), &mut rng).unwrap(), "service/my-nginx exposed");
+        let s = st.service("default", "my-nginx").unwrap();
+        let sp = s.spec.as_ref().unwrap();
+        assert_eq!(sp.ports.as_ref().unwrap()[0].port, 80);
+        assert_eq!(sp.selector.as_ref().unwrap()["run"], "my-nginx");
+        assert!(expose(&mut st, &req, Utc::now(), &mut rng).unwrap_err().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn scale_down_to_zero_and_up_makes_new_pods() {
+        let mut st = lab(2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let old: Vec<String> = st.pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        scale(&mut st, "default", "my-nginx", 0, Utc::now(), &mut rng).unwrap();
+        assert_eq!(live(&st), 0);
+        st.pods.retain(|p| p.metadata.deletion_timestamp.is_none()); // the controller removed them
+        scale(&mut st, "default", "my-nginx", 5, Utc::now(), &mut rng).unwrap();
+        assert_eq!(live(&st), 5);
+        assert!(st.pods.iter().all(|p| !old.contains(p.metadata.name.as_ref().unwrap())));
+        assert!(scale(&mut st, "default", "nope", 1, Utc::now(), &mut rng).is_err());
+        assert!(scale(&mut st, "default", "my-nginx", -1, Utc::now(), &mut rng).is_err());
+    }
+
+    #[test]
+    fn delete_deployment_marks_its_pods() {
+        let mut st = lab(3);
+        delete(&mut st, "deployment", "default", "my-nginx", Utc::now()).unwrap();
+        assert_eq!(live(&st), 0);
+        assert!(delete(&mut st, "service", "default", "nope", Utc::now()).is_err());
+    }
+}

@@ -1,0 +1,607 @@
+//! Services in the object store: clusterIP and nodePort allocation as the API
+//! server does it, and Endpoints as the endpoints controller computes them
+//! from the pods a Service selects. Pure.
+
+use super::state::{self, ClusterState};
+use super::Selector;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+
+pub const NODE_PORT_MIN: u16 = 30000;
+pub const NODE_PORT_MAX: u16 = 32767;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ServiceError {
+    #[error("Service \"{service}\" is invalid: {message}")]
+    Invalid { service: String, message: String },
+    #[error("services \"{0}\" already exists")]
+    Exists(String),
+    #[error("services \"{0}\" not found")]
+    NotFound(String),
+}
+
+fn invalid(service: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        service: service.into(),
+        message: message.into(),
+    }
+}
+
+/// The clusterIP of the `kubernetes` service: the first address of the range.
+pub fn kubernetes_ip(service_cidr: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(service_cidr.network()) + 1)
+}
+
+/// The clusterIP kube-dns gets: the tenth address of the range.
+pub fn dns_ip(service_cidr: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(service_cidr.network()) + 10)
+}
+
+pub fn service_type(s: &Service) -> &str {
+    s.spec
+        .as_ref()
+        .and_then(|sp| sp.type_.as_deref())
+        .unwrap_or("ClusterIP")
+}
+
+pub fn cluster_ip(s: &Service) -> Option<Ipv4Addr> {
+    s.spec
+        .as_ref()?
+        .cluster_ip
+        .as_deref()?
+        .parse()
+        .ok()
+}
+
+fn key(meta: &ObjectMeta) -> (String, String) {
+    (
+        state::namespace(meta).to_string(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+impl ClusterState {
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| key(&s.metadata) == (namespace.to_string(), name.to_string()))
+    }
+
+    fn used_cluster_ips(&self, except: Option<&(String, String)>) -> HashSet<Ipv4Addr> {
+        self.services
+            .iter()
+            .filter(|s| Some(&key(&s.metadata)) != except)
+            .filter_map(cluster_ip)
+            .collect()
+    }
+
+    fn used_node_ports(&self, except: Option<&(String, String)>) -> HashSet<u16> {
+        self.services
+            .iter()
+            .filter(|s| Some(&key(&s.metadata)) != except)
+            .flat_map(|s| s.spec.iter().flat_map(|sp| sp.ports.iter().flatten()))
+            .filter_map(|p| p.node_port.map(|n| n as u16))
+            .collect()
+    }
+
+    /// Creates a Service, or updates one that exists (as `kubectl apply`):
+    /// defaults and validates it, keeps an existing clusterIP and nodePorts,
+    /// allocates what is missing, releases nodePorts a type change drops.
+    pub fn upsert_service(
+        &mut self,
+        mut svc: Service,
+        now: chrono::DateTime<chrono::Utc>,
+        rng: &mut impl rand::Rng,
+    ) -> Result<bool, ServiceError> {
+        let ns = svc
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "default".into())
+            .clone();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let k = (ns.clone(), name.clone());
+        let existing = self.service(&ns, &name).cloned();
+        let spec = svc.spec.get_or_insert_with(ServiceSpec::default);
+        let type_ = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
+        if !["ClusterIP", "NodePort", "LoadBalancer"].contains(&type_.as_str()) {
+            return Err(invalid(
+                &name,
+                format!("spec.type: Unsupported value: {type_:?}: supported values: \"ClusterIP\", \"NodePort\", \"LoadBalancer\""),
+            ));
+        }
+        let ports = spec.ports.get_or_insert_with(Vec::new);
+        if ports.is_empty() {
+            return Err(invalid(&name, "spec.ports: Required value"));
+        }
+        let multi = ports.len() > 1;
+        let mut seen = HashSet::new();
+        for (i, p) in ports.iter_mut().enumerate() {
+            let protocol = p.protocol.get_or_insert_with(|| "TCP".into()).clone();
+            if !["TCP", "UDP", "SCTP"].contains(&protocol.as_str()) {
+                return Err(invalid(&name, format!("spec.ports[{i}].protocol: Unsupported value: {protocol:?}")));
+            }
+            if !(1..=65535).contains(&p.port) {
+                return Err(invalid(&name, format!("spec.ports[{i}].port: Invalid value: {}: must be between 1 and 65535, inclusive", p.port)));
+            }
+            if multi && p.name.as_deref().unwrap_or("").is_empty() {
+                return Err(invalid(&name, format!("spec.ports[{i}].name: Required value: ports of a multi-port service must be named")));
+            }
+            if !seen.insert((p.port, protocol.clone())) {
+                return Err(invalid(&name, format!("spec.ports[{i}]: Duplicate value: {}/{protocol}", p.port)));
+            }
+            if p.target_port.is_none() {
+                p.target_port = Some(IntOrString::Int(p.port));
+            }
+            if let Some(IntOrString::Int(t)) = &p.target_port {
+                if !(1..=65535).contains(t) {
+                    return Err(invalid(&name, format!("spec.ports[{i}].targetPort: Invalid value: {t}: must be between 1 and 65535, inclusive")));
+                }
+            }
+        }
+        let affinity = spec
+            .session_affinity
+            .get_or_insert_with(|| "None".into())
+            .clone();
+        match affinity.as_str() {
+            "None" => spec.session_affinity_config = None,
+            "ClientIP" => {
+                let cfg = spec.session_affinity_config.get_or_insert_with(Default::default);
+                let client = cfg.client_ip.get_or_insert_with(Default::default);
+                let t = *client.timeout_seconds.get_or_insert(10800);
+                if !(1..=86400).contains(&t) {
+                    return Err(invalid(&name, format!("spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: {t}: must be greater than 0 and less than 86400")));
+                }
+            }
+            other => {
+                return Err(invalid(&name, format!("spec.sessionAffinity: Unsupported value: {other:?}: supported values: \"ClientIP\", \"None\"")))
+            }
+        }
+        let policy = spec
+            .external_traffic_policy
+            .clone()
+            .unwrap_or_else(|| "Cluster".into());
+        if type_ == "ClusterIP" {
+            spec.external_traffic_policy = None;
+        } else {
+            if !["Cluster", "Local"].contains(&policy.as_str()) {
+                return Err(invalid(&name, format!("spec.externalTrafficPolicy: Unsupported value: {policy:?}")));
+            }
+            spec.external_traffic_policy = Some(policy);
+        }
+        spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".into());
+        spec.ip_families = Some(vec!["IPv4".into()]);
+        spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
+
+        // clusterIP: never changes during the service's life.
+        let old_ip = existing.as_ref().and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
+        let wanted = spec.cluster_ip.clone().filter(|s| !s.is_empty());
+        let ip = match (old_ip, wanted) {
+            (Some(old), Some(w)) if old != w => {
+                return Err(invalid(&name, format!("spec.clusterIPs[0]: Invalid value: {w:?}: field is immutable (it is {old})")))
+            }
+            (Some(old), _) => old,
+            (None, Some(w)) if w == "None" => w,
+            (None, Some(w)) => {
+                let addr: Ipv4Addr = w.parse().map_err(|_| {
+                    invalid(&name, format!("spec.clusterIPs[0]: Invalid value: {w:?}: must be a valid IP address"))
+                })?;
+                if !self.config.service_cidr.contains(&addr) {
+                    return Err(invalid(&name, format!("spec.clusterIPs[0]: Invalid value: {w:?}: provided IP is not in the valid range. The range of valid IPs is {}", self.config.service_cidr)));
+                }
+                if self.used_cluster_ips(Some(&k)).contains(&addr) {
+                    return Err(invalid(&name, format!("spec.clusterIPs[0]: Invalid value: {w:?}: provided IP is already allocated")));
+                }
+                w
+            }
+            (None, None) => self.allocate_cluster_ip(&k, rng)?.to_string(),
+        };
+        spec.cluster_ips = Some(vec![ip.clone()]);
+        spec.cluster_ip = Some(ip);
+
+        // nodePorts: kept across updates, allocated for NodePort/LoadBalancer,
+        // released (cleared) when the type no longer has them.
+        let wants_node_ports = type_ != "ClusterIP";
+        let old_ports: Vec<ServicePort> = existing
+            .as_ref()
+            .and_then(|e| e.spec.as_ref()?.ports.clone())
+            .unwrap_or_default();
+        let mut taken = self.used_node_ports(Some(&k));
+        for (i, p) in spec.ports.iter_mut().flatten().enumerate() {
+            if !wants_node_ports {
+                if p.node_port.is_some() && existing.is_none() {
+                    return Err(invalid(&name, format!("spec.ports[{i}].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'")));
+                }
+                p.node_port = None;
+                continue;
+            }
+            let keep = old_ports
+                .iter()
+                .find(|o| o.port == p.port && o.protocol == p.protocol)
+                .and_then(|o| o.node_port);
+            let port = match p.node_port.or(keep) {
+                Some(n) => {
+                    if !(NODE_PORT_MIN as i32..=NODE_PORT_MAX as i32).contains(&n) {
+                        return Err(invalid(&name, format!("spec.ports[{i}].nodePort: Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {NODE_PORT_MIN}-{NODE_PORT_MAX}")));
+                    }
+                    if taken.contains(&(n as u16)) {
+                        return Err(invalid(&name, format!("spec.ports[{i}].nodePort: Invalid value: {n}: provided port is already allocated")));
+                    }
+                    n as u16
+                }
+                None => allocate_node_port(&taken, rng)
+                    .ok_or_else(|| invalid(&name, "spec.ports: no free node port left in 30000-32767"))?,
+            };
+            taken.insert(port);
+            p.node_port = Some(port as i32);
+        }
+
+        let created = existing.is_none();
+        svc.metadata.creation_timestamp = existing
+            .as_ref()
+            .and_then(|e| e.metadata.creation_timestamp.clone())
+            .or_else(|| Some(state::time(now)));
+        svc.metadata.uid = existing
+            .as_ref()
+            .and_then(|e| e.metadata.uid.clone())
+            .or_else(|| Some(state::uid(rng)));
+        if type_ == "LoadBalancer" && svc.status.is_none() {
+            svc.status = Some(Default::default());
+        }
+        self.services.retain(|s| key(&s.metadata) != k);
+        self.services.push(svc);
+        self.services.sort_by_key(|s| key(&s.metadata));
+        Ok(created)
+    }
+
+    pub fn delete_service(&mut self, namespace: &str, name: &str) -> Result<(), ServiceError> {
+        let k = (namespace.to_string(), name.to_string());
+        let before = self.services.len();
+        self.services.retain(|s| key(&s.metadata) != k);
+        self.endpoints.retain(|e| key(&e.metadata) != k);
+        if self.services.len() == before {
+            return Err(ServiceError::NotFound(name.into()));
+        }
+        Ok(())
+    }
+
+    fn allocate_cluster_ip(
+        &self,
+        k: &(String, String),
+        rng: &mut impl rand::Rng,
+    ) -> Result<Ipv4Addr, ServiceError> {
+        let cidr = self.config.service_cidr;
+        let used = self.used_cluster_ips(Some(k));
+        let base = u32::from(cidr.network());
+        let size = 1u32 << (32 - cidr.prefix_len());
+        // Like the API server: dynamic allocation prefers the upper part of
+        // the range; the lower part (here the first 16) is for static IPs
+        // such as kubernetes (.1) and kube-dns (.10).
+        let low = 16.min(size / 2);
+        let reserved = [kubernetes_ip(cidr), dns_ip(cidr)];
+        let free = |a: Ipv4Addr| !used.contains(&a) && !reserved.contains(&a);
+        for _ in 0..64 {
+            let a = Ipv4Addr::from(base + rng.random_range(low..size - 1));
+            if free(a) {
+                return Ok(a);
+            }
+        }
+        (1..size - 1)
+            .map(|o| Ipv4Addr::from(base + o))
+            .find(|a| free(*a))
+            .ok_or_else(|| invalid(&k.1, format!("spec.clusterIPs: Internal error: no free IP in the service range {cidr}")))
+    }
+
+    /// Recomputes every selector Service's Endpoints from the pods (ready
+    /// pods as addresses, the others as notReadyAddresses). Returns whether
+    /// anything changed.
+    pub fn refresh_endpoints(&mut self) -> bool {
+        let mut new = Vec::new();
+        for svc in &self.services {
+            let spec = svc.spec.clone().unwrap_or_default();
+            let Some(selector) = spec.selector.clone() else {
+                // Selector-less services keep the Endpoints a user gave them.
+                if let Some(e) = self.endpoints.iter().find(|e| key(&e.metadata) == key(&svc.metadata)) {
+                    new.push(e.clone());
+                }
+                continue;
+            };
+            let sel = Selector::from_labels(&selector);
+            let ns = state::namespace(&svc.metadata);
+            let pods: Vec<&Pod> = self
+                .pods
+                .iter()
+                .filter(|p| state::namespace(&p.metadata) == ns)
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| sel.matches(p.metadata.labels.as_ref()))
+                .filter(|p| state::pod_ip(p).is_some())
+                .collect();
+            let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
+            // One subset per distinct resolved port set, as the controller groups them.
+            let mut subsets: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+                BTreeMap::new();
+            for p in pods {
+                let ports: Vec<(String, i32, String)> = spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .filter_map(|sp| {
+                        let target = resolve_target_port(sp, p)?;
+                        Some((
+                            sp.name.clone().unwrap_or_default(),
+                            target,
+                            sp.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                        ))
+                    })
+                    .collect();
+                if ports.is_empty() {
+                    continue;
+                }
+                let address = EndpointAddress {
+                    ip: state::pod_ip(p).expect("filtered").to_string(),
+                    node_name: state::pod_node(p).map(String::from),
+                    target_ref: Some(ObjectReference {
+                        kind: Some("Pod".into()),
+                        name: p.metadata.name.clone(),
+                        namespace: Some(ns.to_string()),
+                        uid: p.metadata.uid.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let entry = subsets.entry(ports).or_default();
+                if state::pod_ready(p) || publish_not_ready {
+                    entry.0.push(address);
+                } else {
+                    entry.1.push(address);
+                }
+            }
+            let subsets: Vec<EndpointSubset> = subsets
+                .into_iter()
+                .map(|(ports, (mut ready, mut not_ready))| {
+                    ready.sort_by(|a, b| ip_key(&a.ip).cmp(&ip_key(&b.ip)));
+                    not_ready.sort_by(|a, b| ip_key(&a.ip).cmp(&ip_key(&b.ip)));
+                    EndpointSubset {
+                        addresses: (!ready.is_empty()).then_some(ready),
+                        not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+                        ports: Some(
+                            ports
+                                .into_iter()
+                                .map(|(name, port, protocol)| EndpointPort {
+                                    name: (!name.is_empty()).then_some(name),
+                                    port,
+                                    protocol: Some(protocol),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                        ),
+                    }
+                })
+                .collect();
+            let old = self
+                .endpoints
+                .iter()
+                .find(|e| key(&e.metadata) == key(&svc.metadata));
+            let mut meta = ObjectMeta {
+                name: svc.metadata.name.clone(),
+                namespace: Some(ns.to_string()),
+                labels: svc.metadata.labels.clone(),
+                creation_timestamp: old
+                    .and_then(|o| o.metadata.creation_timestamp.clone())
+                    .or_else(|| svc.metadata.creation_timestamp.clone()),
+                ..Default::default()
+            };
+            if meta.labels.as_ref().is_some_and(|l| l.is_empty()) {
+                meta.labels = None;
+            }
+            new.push(Endpoints {
+                metadata: meta,
+                subsets: (!subsets.is_empty()).then_some(subsets),
+            });
+        }
+        let changed = new != self.endpoints;
+        self.endpoints = new;
+        changed
+    }
+
+    pub fn endpoints_of(&self, namespace: &str, name: &str) -> Option<&Endpoints> {
+        self.endpoints
+            .iter()
+            .find(|e| key(&e.metadata) == (namespace.to_string(), name.to_string()))
+    }
+}
+
+fn ip_key(ip: &str) -> u32 {
+    ip.parse::<Ipv4Addr>().map(u32::from).unwrap_or(0)
+}
+
+fn allocate_node_port(taken: &HashSet<u16>, rng: &mut impl rand::Rng) -> Option<u16> {
+    for _ in 0..64 {
+        let p = rng.random_range(NODE_PORT_MIN..=NODE_PORT_MAX);
+        if !taken.contains(&p) {
+            return Some(p);
+        }
+    }
+    (NODE_PORT_MIN..=NODE_PORT_MAX).find(|p| !taken.contains(p))
+}
+
+/// A service port's targetPort on one pod: a number as is, a name looked up
+/// in the pod's containerPorts (same protocol); None when the pod lacks it.
+pub fn resolve_target_port(sp: &ServicePort, pod: &Pod) -> Option<i32> {
+    match sp.target_port.as_ref() {
+        None => Some(sp.port),
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(name)) => {
+            if let Ok(n) = name.parse::<i32>() {
+                return Some(n);
+            }
+            let protocol = sp.protocol.as_deref().unwrap_or("TCP");
+            pod.spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find(|cp| {
+                    cp.name.as_deref() == Some(name.as_str())
+                        && cp.protocol.as_deref().unwrap_or("TCP") == protocol
+                })
+                .map(|cp| cp.container_port)
+        }
+    }
+}
+
+/// `kubectl describe`/`get ep` form: `10.244.1.2:80,10.244.2.2:80`.
+pub fn endpoints_summary(e: Option<&Endpoints>, limit: usize) -> String {
+    let mut list = Vec::new();
+    for s in e.and_then(|e| e.subsets.as_ref()).into_iter().flatten() {
+        for a in s.addresses.iter().flatten() {
+            for p in s.ports.iter().flatten() {
+                list.push(format!("{}:{}", a.ip, p.port));
+            }
+        }
+    }
+    if list.is_empty() {
+        return "<none>".into();
+    }
+    if list.len() > limit {
+        let more = list.len() - limit;
+        list.truncate(limit);
+        return format!("{} + {more} more...", list.join(","));
+    }
+    list.join(",")
+}
+
+/// The `kubernetes` Service every cluster has in `default`.
+pub fn kubernetes_service(service_cidr: Ipv4Net) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some("kubernetes".into()),
+            namespace: Some("default".into()),
+            labels: Some(
+                [
+                    ("component".to_string(), "apiserver".to_string()),
+                    ("provider".to_string(), "kubernetes".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(kubernetes_ip(service_cidr).to_string()),
+            ports: Some(vec![ServicePort {
+                name: Some("https".into()),
+                port: 443,
+                protocol: Some("TCP".into()),
+                target_port: Some(IntOrString::Int(6443)),
+                ..Default::default()
+            }]),
+            type_: Some("ClusterIP".into()),
+            session_affinity: Some("None".into()),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::HostInfo;
+    use rand::SeedableRng;
+
+    fn lab() -> ClusterState {
+        let spec = crate::lab::load_str(
+            std::path::Path::new("t.yaml"),
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: 2\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n        ports:\n        - containerPort: 80\n          name: http\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut s = ClusterState::plan(&spec, &HostInfo::default(), chrono::Utc::now(), &mut rng).unwrap();
+        for p in &mut s.pods {
+            p.status.as_mut().unwrap().conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]);
+        }
+        s
+    }
+
+    fn svc(yaml: &str) -> Service {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    const MY_NGINX: &str = "metadata:\n  name: my-nginx\nspec:\n  selector:\n    run: my-nginx\n  ports:\n  - port: 80\n";
+
+    #[test]
+    fn cluster_ip_is_allocated_in_range_and_kept() {
+        let mut s = lab();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        assert!(s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng).unwrap());
+        let ip = cluster_ip(s.service("default", "my-nginx").unwrap()).unwrap();
+        assert!(s.config.service_cidr.contains(&ip));
+        assert_ne!(ip, kubernetes_ip(s.config.service_cidr));
+        // An update keeps it, and a different one is refused.
+        assert!(!s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng).unwrap());
+        assert_eq!(cluster_ip(s.service("default", "my-nginx").unwrap()), Some(ip));
+        let other = if ip.to_string() == "10.0.0.99" { "10.0.0.98" } else { "10.0.0.99" };
+        let err = s
+            .upsert_service(svc(&format!("{MY_NGINX}  clusterIP: {other}\n")), chrono::Utc::now(), &mut rng)
+            .unwrap_err();
+        assert!(err.to_string().contains("immutable"), "{err}");
+    }
+
+    #[test]
+    fn node_ports_allocated_validated_and_released() {
+        let mut s = lab();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let np = format!("{MY_NGINX}  type: NodePort\n");
+        s.upsert_service(svc(&np), chrono::Utc::now(), &mut rng).unwrap();
+        let port = s.service("default", "my-nginx").unwrap().spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.unwrap();
+        assert!((30000..=32767).contains(&port));
+        // Collision with another service's explicit nodePort.
+        let clash = format!("metadata:\n  name: b\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: {port}\n");
+        assert!(s.upsert_service(svc(&clash), chrono::Utc::now(), &mut rng).unwrap_err().to_string().contains("already allocated"));
+        let out = "metadata:\n  name: c\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 80\n";
+        assert!(s.upsert_service(svc(out), chrono::Utc::now(), &mut rng).unwrap_err().to_string().contains("valid range"));
+        // Back to ClusterIP releases it; the port can then be taken explicitly.
+        s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng).unwrap();
+        assert!(s.service("default", "my-nginx").unwrap().spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.is_none());
+        s.upsert_service(svc(&clash), chrono::Utc::now(), &mut rng).unwrap();
+    }
+
+    #[test]
+    fn endpoints_follow_ready_pods_and_named_ports() {
+        let mut s = lab();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let named = "metadata:\n  name: web\nspec:\n  selector:\n    run: my-nginx\n  ports:\n  - name: web\n    port: 8080\n    targetPort: http\n";
+        s.upsert_service(svc(named), chrono::Utc::now(), &mut rng).unwrap();
+        assert!(s.refresh_endpoints());
+        let e = s.endpoints_of("default", "web").unwrap();
+        assert_eq!(endpoints_summary(Some(e), 3), "10.244.1.2:80,10.244.2.2:80");
+        assert!(!s.refresh_endpoints(), "no change the second time");
+        // A pod that is not ready leaves the addresses.
+        s.pods[0].status.as_mut().unwrap().conditions = None;
+        assert!(s.refresh_endpoints());
+        let e = s.endpoints_of("default", "web").unwrap();
+        assert_eq!(endpoints_summary(Some(e), 3).matches(':').count(), 1);
+        assert_eq!(e.subsets.as_ref().unwrap()[0].not_ready_addresses.as_ref().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn multi_port_needs_names() {
+        let mut s = lab();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let bad = "metadata:\n  name: m\nspec:\n  ports:\n  - port: 80\n  - port: 443\n";
+        assert!(s.upsert_service(svc(bad), chrono::Utc::now(), &mut rng).unwrap_err().to_string().contains("must be named"));
+        let ok = "metadata:\n  name: m\nspec:\n  ports:\n  - name: dns\n    port: 53\n    protocol: UDP\n  - name: dns-tcp\n    port: 53\n    protocol: TCP\n";
+        s.upsert_service(svc(ok), chrono::Utc::now(), &mut rng).unwrap();
+    }
+}

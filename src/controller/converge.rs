@@ -1,0 +1,126 @@
+//! Changes to a running lab: one level-based step that makes the host match
+//! the cluster state (start pending pods, remove deleted ones, recompute
+//! Endpoints, sync every node's service rules), under the lab's lock.
+
+use super::{pods, proxier, ControllerError};
+use crate::cluster::{state, ClusterState};
+use crate::paths;
+use crate::runtime::{Image, Runc, Store};
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::HashMap;
+use std::fs::File;
+use std::time::Duration;
+
+/// An exclusive lock on a lab: every command that changes it holds one, so
+/// two `netlab` commands never interleave their changes.
+pub struct LabLock {
+    _file: nix::fcntl::Flock<File>,
+}
+
+impl LabLock {
+    pub fn acquire(lab: &str) -> Result<LabLock, ControllerError> {
+        let dir = paths::lab_dir(lab);
+        std::fs::create_dir_all(&dir).map_err(|e| ControllerError::io(&dir, e))?;
+        let path = dir.join("lock");
+        let file = File::create(&path).map_err(|e| ControllerError::io(&path, e))?;
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| ControllerError::io(&path, e.into()))?;
+        Ok(LabLock { _file: file })
+    }
+}
+
+/// Loads a lab's state under its lock, lets `change` edit it, converges the
+/// host to it and persists it.
+pub async fn change<T>(
+    lab: &str,
+    change: impl FnOnce(&mut ClusterState) -> Result<T, ControllerError>,
+) -> Result<T, ControllerError> {
+    let dir = paths::lab_dir(lab);
+    if !dir.join(state::STATE_FILE).exists() {
+        return Err(ControllerError::NoSuchLab {
+            lab: lab.into(),
+            up: super::labs().join(", "),
+        });
+    }
+    let _lock = LabLock::acquire(lab)?;
+    let mut st = ClusterState::load(&dir)?;
+    let out = change(&mut st)?;
+    let result = converge(lab, &mut st).await;
+    st.persist(&dir)?;
+    result.map(|_| out)
+}
+
+/// One step towards the state: pods first (so Endpoints see them), then
+/// Endpoints, then the proxy rules on every node.
+pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), ControllerError> {
+    // Pods marked for deletion: their endpoints leave the rules first (as
+    // Kubernetes removes a terminating pod from Endpoints), then they stop.
+    let doomed: Vec<Pod> = st
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .cloned()
+        .collect();
+    if !doomed.is_empty() {
+        st.refresh_endpoints();
+        proxier::sync_all(lab, st).await?;
+        let mut errors = Vec::new();
+        for p in &doomed {
+            errors.extend(pods::remove_pod(lab, p).await);
+        }
+        st.pods.retain(|p| p.metadata.deletion_timestamp.is_none());
+        if !errors.is_empty() {
+            return Err(ControllerError::Runtime {
+                message: errors.join("\n"),
+            });
+        }
+    }
+
+    // Pods placed but not started: network, containers, readiness.
+    let pending: Vec<&Pod> = st.pods.iter().filter(|p| pods::is_pending(p)).collect();
+    if !pending.is_empty() {
+        let store = Store::new(&paths::data_dir());
+        let images = images_for(&pending, &store)?;
+        let plans: Vec<_> = pending
+            .iter()
+            .map(|p| super::up::pod_plan(st, p))
+            .collect();
+        crate::net::add_pods(&plans).await?;
+        let runc = Runc::new(&paths::runc_root(lab));
+        let pids = pods::start_all(lab, st, &store, &images, &runc).await?;
+        pods::wait_serving(lab, st, &pids, Duration::from_secs(60)).await?;
+    }
+
+    st.refresh_deployment_status();
+    st.refresh_endpoints();
+    proxier::sync_all(lab, st).await
+}
+
+/// The images of some pods, from the store; errors name the pod.
+pub fn images_for(pods: &[&Pod], store: &Store) -> Result<HashMap<String, Image>, ControllerError> {
+    let mut images = HashMap::new();
+    let mut problems = Vec::new();
+    for p in pods {
+        for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
+            let reference = c.image.clone().unwrap_or_default();
+            if images.contains_key(&reference) {
+                continue;
+            }
+            match store.resolve(&reference) {
+                Ok(i) => {
+                    images.insert(reference, i);
+                }
+                Err(e) => problems.push(format!(
+                    "pod/{}: container {}: {e}",
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    c.name
+                )),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(images)
+    } else {
+        Err(ControllerError::Images(problems))
+    }
+}

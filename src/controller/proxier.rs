@@ -1,0 +1,132 @@
+//! kube-proxy's job: turn the lab's Services and Endpoints into the `proxy`
+//! model of each node and sync every node's `ip netlab` table.
+
+use super::ControllerError;
+use crate::cluster::services::{cluster_ip, service_type};
+use crate::cluster::{state, topology, ClusterState};
+use crate::paths;
+use crate::proxy::{self, model};
+use k8s_openapi::api::core::v1::Service;
+use std::net::Ipv4Addr;
+
+/// The proxy model of one node (pure).
+pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Service>) {
+    let addrs = topology::nodes(&st.config);
+    let me = addrs.iter().find(|n| n.name == node).expect("a lab node");
+    let node_model = model::Node {
+        name: node.to_string(),
+        node_ips: vec![me.lan.addr()],
+        cluster_cidr: st.config.pod_cidr,
+        service_cidr: st.config.service_cidr,
+    };
+    let services = st.services.iter().filter_map(|s| service_model(st, s)).collect();
+    (node_model, services)
+}
+
+fn service_model(st: &ClusterState, svc: &Service) -> Option<model::Service> {
+    let spec = svc.spec.as_ref()?;
+    let ns = state::namespace(&svc.metadata);
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let endpoints = st.endpoints_of(ns, &name);
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|sp| {
+            let protocol = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let port_name = sp.name.clone().unwrap_or_default();
+            // Ready addresses of the subsets that carry this port (by name and protocol).
+            let mut eps = Vec::new();
+            for subset in endpoints.and_then(|e| e.subsets.as_ref()).into_iter().flatten() {
+                let Some(ep_port) = subset.ports.iter().flatten().find(|p| {
+                    p.name.clone().unwrap_or_default() == port_name
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                }) else {
+                    continue;
+                };
+                for a in subset.addresses.iter().flatten() {
+                    if let Ok(ip) = a.ip.parse::<Ipv4Addr>() {
+                        eps.push(model::Endpoint {
+                            ip,
+                            port: ep_port.port as u16,
+                            node: a.node_name.clone().unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+            eps.sort_by_key(|e| (u32::from(e.ip), e.port));
+            model::ServicePort {
+                name: port_name,
+                protocol: match protocol.as_str() {
+                    "UDP" => model::Protocol::Udp,
+                    "SCTP" => model::Protocol::Sctp,
+                    _ => model::Protocol::Tcp,
+                },
+                port: sp.port as u16,
+                node_port: sp.node_port.map(|n| n as u16),
+                endpoints: eps,
+            }
+        })
+        .collect();
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .unwrap_or(10800) as u32
+    });
+    let external_ips = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .chain(
+            spec.external_ips
+                .iter()
+                .flatten()
+                .filter_map(|ip| ip.parse().ok()),
+        )
+        .collect();
+    Some(model::Service {
+        namespace: ns.to_string(),
+        name,
+        cluster_ip: cluster_ip(svc),
+        external_ips,
+        ports,
+        affinity_timeout,
+        external_traffic_local: service_type(svc) != "ClusterIP"
+            && spec.external_traffic_policy.as_deref() == Some("Local"),
+    })
+}
+
+/// Syncs every node's rules (concurrently); only what changed is sent.
+pub async fn sync_all(lab: &str, st: &ClusterState) -> Result<(), ControllerError> {
+    let dir = paths::lab_dir(lab).join("proxy");
+    std::fs::create_dir_all(&dir).map_err(|e| ControllerError::io(&dir, e))?;
+    let jobs = st.config.nodes.iter().map(|node| {
+        let (n, services) = node_model(st, node);
+        let desired = proxy::rules::ruleset(&n, &services);
+        let netns = paths::node_netns(lab, node);
+        let file = dir.join(format!("{node}.json"));
+        async move {
+            proxy::sync(&netns, &file, &desired)
+                .await
+                .map_err(|e| format!("node {node}: {e}"))
+        }
+    });
+    let errors: Vec<String> = futures::future::join_all(jobs)
+        .await
+        .into_iter()
+        .filter_map(|r| r.err())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ControllerError::Runtime {
+            message: format!("syncing service rules: {}", errors.join("; ")),
+        })
+    }
+}

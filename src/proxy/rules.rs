@@ -1,0 +1,1021 @@
+//! Services and endpoints → the node's `ip netlab` table. Pure: no I/O.
+//!
+//! The layout follows kube-proxy's nftables mode, so that what a user sees
+//! with `nft list table ip netlab` is what they would see on a real node:
+//!
+//! ```text
+//! nat-prerouting / nat-output ─ jump services
+//!   services: ip daddr . l4proto . dport vmap @service-ips       (cluster and external IPs)
+//!             ip daddr @nodeport-ips l4proto . dport vmap @service-nodeports
+//!       └─ goto service-<hash>-<ns>/<name>/<proto>/<port>   (clusterIP: masquerade non-pod sources)
+//!       └─ goto external-<hash>-…                          (external IPs, NodePorts)
+//!            └─ service-… or local-… (externalTrafficPolicy: Local)
+//!                 numgen random mod N vmap { 0 : goto endpoint-…, … }
+//!                   endpoint-<hash>-…__<ip>/<port>: hairpin → mark, dnat to <ip>:<port>
+//! nat-postrouting ─ jump masquerading (only packets carrying the mark)
+//! filter-forward / filter-input / filter-output ─ ct state new:
+//!   @no-endpoint-services, @no-endpoint-nodeports → reject-chain or drop,
+//!   cluster-ips-check: wrong port of a cluster IP → reject, unallocated → drop
+//! ```
+//!
+//! The cost per packet does not grow with the number of services: every
+//! decision is one lookup in a verdict map. Names carry a hash of the full
+//! service port name, so they stay unique when the readable part is cut to
+//! fit nft's name limit.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use sha2::{Digest, Sha256};
+
+use super::model::{Endpoint, Node, Service, ServicePort};
+use super::ruleset::{Chain, Element, Ruleset, Set, SetKind};
+
+/// The packet mark meaning "masquerade me in postrouting" (kube-proxy's value).
+pub const MASQ_MARK: &str = "0x4000";
+
+/// Longest set or chain name the kernel accepts (NFT_NAME_MAXLEN - 1).
+const NAME_MAX: usize = 255;
+
+// The fixed objects.
+const CLUSTER_IPS: &str = "cluster-ips";
+const NODEPORT_IPS: &str = "nodeport-ips";
+const SERVICE_IPS: &str = "service-ips";
+const SERVICE_NODEPORTS: &str = "service-nodeports";
+const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+const MASQUERADING: &str = "masquerading";
+const REJECT_CHAIN: &str = "reject-chain";
+const SERVICES: &str = "services";
+const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
+const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
+const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
+
+/// The desired table of `node` for `services`. Deterministic: services are
+/// taken in (namespace, name) order whatever order they are given in.
+pub fn ruleset(node: &Node, services: &[Service]) -> Ruleset {
+    let mut b = Builder::default();
+    base(&mut b, node);
+    let mut sorted: Vec<&Service> = services.iter().collect();
+    sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for svc in sorted {
+        service(&mut b, node, svc);
+    }
+    b.r
+}
+
+/// Collects objects, refusing duplicates: the first claim of an address and
+/// port (or of a chain name) wins, later ones become warnings.
+#[derive(Default)]
+struct Builder {
+    r: Ruleset,
+    /// Service port names seen ("ns/name/proto/port").
+    ports: HashSet<String>,
+    keys: HashSet<(&'static str, String)>,
+}
+
+impl Builder {
+    fn set(&mut self, kind: SetKind, name: &str, spec: &str) {
+        self.r.sets.push(Set {
+            kind,
+            name: name.to_string(),
+            spec: spec.to_string(),
+        });
+    }
+
+    fn base_chain(&mut self, name: &str, hook: &str, rules: &[&str]) {
+        self.r.chains.push(Chain {
+            name: name.to_string(),
+            hook: Some(hook.to_string()),
+            rules: rules.iter().map(|r| r.to_string()).collect(),
+        });
+    }
+
+    fn chain(&mut self, name: String, rules: Vec<String>) {
+        self.r.chains.push(Chain {
+            name,
+            hook: None,
+            rules,
+        });
+    }
+
+    /// Add an element unless the key is taken. Returns false if it was.
+    fn element(&mut self, set: &'static str, key: String, value: Option<String>) -> bool {
+        if !self.keys.insert((set, key.clone())) {
+            return false;
+        }
+        self.r.elements.push(Element {
+            set: set.to_string(),
+            key,
+            value,
+        });
+        true
+    }
+
+    fn warn(&mut self, w: String) {
+        self.r.warnings.push(w);
+    }
+}
+
+/// The objects every node has, services or not.
+fn base(b: &mut Builder, node: &Node) {
+    use SetKind::{Map, Set};
+    b.set(Set, CLUSTER_IPS, "type ipv4_addr ; comment \"active cluster IPs\" ;");
+    b.set(Set, NODEPORT_IPS, "type ipv4_addr ; comment \"addresses NodePorts answer on\" ;");
+    b.set(
+        Map,
+        SERVICE_IPS,
+        "type ipv4_addr . inet_proto . inet_service : verdict ; comment \"cluster and external IPs\" ;",
+    );
+    b.set(
+        Map,
+        SERVICE_NODEPORTS,
+        "type inet_proto . inet_service : verdict ; comment \"NodePorts\" ;",
+    );
+    b.set(
+        Map,
+        NO_ENDPOINT_SERVICES,
+        "type ipv4_addr . inet_proto . inet_service : verdict ; comment \"reject or drop: no endpoints\" ;",
+    );
+    b.set(
+        Map,
+        NO_ENDPOINT_NODEPORTS,
+        "type inet_proto . inet_service : verdict ; comment \"reject or drop: no endpoints\" ;",
+    );
+
+    // Helper chains first: the base chains jump to them.
+    b.chain(
+        MARK_FOR_MASQUERADE.into(),
+        vec![format!("mark set mark or {MASQ_MARK}")],
+    );
+    b.chain(
+        MASQUERADING.into(),
+        vec![
+            format!("mark and {MASQ_MARK} == 0 return"),
+            // Clear the mark: it stays on the packet, and a packet passing
+            // postrouting once more (looped back) must not be masqueraded twice.
+            format!("mark set mark xor {MASQ_MARK}"),
+            "masquerade fully-random".into(),
+        ],
+    );
+    // A TCP reset makes connect() fail with "connection refused" at once;
+    // the ICMP port unreachable does the same for UDP (and SCTP).
+    b.chain(
+        REJECT_CHAIN.into(),
+        vec![
+            "meta l4proto tcp reject with tcp reset".into(),
+            "reject".into(),
+        ],
+    );
+    b.chain(
+        SERVICES.into(),
+        vec![
+            format!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
+            format!("ip daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
+        ],
+    );
+    b.chain(
+        SERVICE_ENDPOINTS_CHECK.into(),
+        vec![format!(
+            "ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"
+        )],
+    );
+    b.chain(
+        NODEPORT_ENDPOINTS_CHECK.into(),
+        vec![format!(
+            "ip daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"
+        )],
+    );
+    b.chain(
+        CLUSTER_IPS_CHECK.into(),
+        vec![
+            format!("ip daddr @{CLUSTER_IPS} goto {REJECT_CHAIN} comment \"no such port on this cluster IP\""),
+            format!(
+                "ip daddr {} drop comment \"unallocated cluster IP\"",
+                node.service_cidr.trunc()
+            ),
+        ],
+    );
+
+    // DNAT happens in the nat chains, before routing. The no-endpoint
+    // checks run in the filter chains, after DNAT: by then a service with
+    // endpoints has a pod address as destination and no longer matches.
+    b.base_chain(
+        "nat-prerouting",
+        "type nat hook prerouting priority -100 ;",
+        &["jump services"],
+    );
+    b.base_chain(
+        "nat-output",
+        "type nat hook output priority -100 ;",
+        &["jump services"],
+    );
+    b.base_chain(
+        "nat-postrouting",
+        "type nat hook postrouting priority 100 ;",
+        &["jump masquerading"],
+    );
+    b.base_chain(
+        "filter-forward",
+        "type filter hook forward priority 0 ;",
+        &[
+            "ct state new jump service-endpoints-check",
+            "ct state new jump cluster-ips-check",
+        ],
+    );
+    b.base_chain(
+        "filter-input",
+        "type filter hook input priority 0 ;",
+        &[
+            "ct state new jump nodeport-endpoints-check",
+            "ct state new jump service-endpoints-check",
+        ],
+    );
+    b.base_chain(
+        "filter-output",
+        "type filter hook output priority 0 ;",
+        &[
+            "ct state new jump service-endpoints-check",
+            "ct state new jump cluster-ips-check",
+        ],
+    );
+
+    for ip in &node.node_ips {
+        b.element(NODEPORT_IPS, ip.to_string(), None);
+    }
+}
+
+fn service(b: &mut Builder, node: &Node, svc: &Service) {
+    // Headless: DNS only, no virtual IP to catch.
+    let Some(cluster_ip) = svc.cluster_ip else {
+        return;
+    };
+    b.element(CLUSTER_IPS, cluster_ip.to_string(), None);
+    for sp in &svc.ports {
+        service_port(b, node, svc, cluster_ip, sp);
+    }
+}
+
+/// The names of one service port's objects.
+struct Names {
+    /// "default/web/tcp/http", for warnings and chain names.
+    port_name: String,
+    service: String,
+    external: String,
+    local: String,
+}
+
+impl Names {
+    fn new(svc: &Service, sp: &ServicePort) -> Names {
+        // An unnamed port is the service's only port; its number reads better
+        // than nothing (and a port name always contains a letter).
+        let port = if sp.name.is_empty() {
+            sp.port.to_string()
+        } else {
+            sp.name.clone()
+        };
+        let port_name = format!("{}/{}/{}/{}", svc.namespace, svc.name, sp.protocol, port);
+        Names {
+            service: object_name("service", &port_name),
+            external: object_name("external", &port_name),
+            local: object_name("local", &port_name),
+            port_name,
+        }
+    }
+
+    fn endpoint(&self, ep: &Endpoint) -> String {
+        object_name("endpoint", &self.endpoint_key(ep))
+    }
+
+    fn affinity(&self, ep: &Endpoint) -> String {
+        object_name("affinity", &self.endpoint_key(ep))
+    }
+
+    fn endpoint_key(&self, ep: &Endpoint) -> String {
+        format!("{}__{}/{}", self.port_name, ep.ip, ep.port)
+    }
+}
+
+/// `<kind>-<hash>-<readable>`: the hash of the readable part keeps names
+/// unique even when the readable part is cut short or sanitized. Characters
+/// nft does not allow in an unquoted name become `_`.
+fn object_name(kind: &str, readable: &str) -> String {
+    let digest = Sha256::digest(readable.as_bytes());
+    let hash = hex::encode(&digest[..4]);
+    let mut name = format!("{kind}-{hash}-");
+    for c in readable.chars() {
+        if name.len() >= NAME_MAX {
+            break;
+        }
+        let ok = c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.');
+        name.push(if ok { c } else { '_' });
+    }
+    name
+}
+
+fn service_port(b: &mut Builder, node: &Node, svc: &Service, cluster_ip: Ipv4Addr, sp: &ServicePort) {
+    let n = Names::new(svc, sp);
+    if !b.ports.insert(n.port_name.clone()) {
+        b.warn(format!(
+            "service port {}: declared twice, keeping the first",
+            n.port_name
+        ));
+        return;
+    }
+    let proto = sp.protocol.nft();
+
+    let mut endpoints: Vec<&Endpoint> = Vec::new();
+    for ep in &sp.endpoints {
+        if !endpoints.iter().any(|e| e.ip == ep.ip && e.port == ep.port) {
+            endpoints.push(ep);
+        }
+    }
+    let local: Vec<&Endpoint> = endpoints
+        .iter()
+        .copied()
+        .filter(|e| e.node == node.name)
+        .collect();
+    let has_endpoints = !endpoints.is_empty();
+    let is_external = !svc.external_ips.is_empty() || sp.node_port.is_some();
+    let local_policy = svc.external_traffic_local;
+    // Endpoints that traffic arriving from outside may use.
+    let has_external_endpoints = if local_policy {
+        !local.is_empty()
+    } else {
+        has_endpoints
+    };
+    // No endpoints at all: refuse at once. Endpoints, but none on this node
+    // for `Local` external traffic: drop, like kube-proxy (the client's
+    // load balancer is expected to use another node).
+    let no_external_verdict = if has_endpoints {
+        "drop".to_string()
+    } else {
+        format!("goto {REJECT_CHAIN}")
+    };
+    let affinity = svc.affinity_timeout.map(|t| t.max(1));
+
+    if has_endpoints {
+        if let Some(timeout) = affinity {
+            for ep in &endpoints {
+                b.set(
+                    SetKind::Set,
+                    &n.affinity(ep),
+                    &format!("type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ;"),
+                );
+            }
+        }
+        for ep in &endpoints {
+            let mut rules = vec![
+                // Hairpin: a pod reaching itself through the service. Without
+                // SNAT it would answer itself directly (its own address is
+                // local to it), and the client socket would see a reply from
+                // the wrong address.
+                format!("ip saddr {} jump {MARK_FOR_MASQUERADE}", ep.ip),
+            ];
+            if affinity.is_some() {
+                rules.push(format!("update @{} {{ ip saddr }}", n.affinity(ep)));
+            }
+            rules.push(format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port));
+            b.chain(n.endpoint(ep), rules);
+        }
+
+        // Traffic from outside the pod network (the node itself, the LAN) to
+        // the cluster IP is masqueraded, so that replies come back through
+        // this node to be un-DNATed. Pods keep their own source address.
+        let mut rules = vec![format!(
+            "ip daddr {cluster_ip} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
+            node.cluster_cidr.trunc()
+        )];
+        pick_endpoint(&mut rules, &n, &endpoints, affinity.is_some());
+        b.chain(n.service.clone(), rules);
+
+        if is_external && local_policy && !local.is_empty() {
+            let mut rules = Vec::new();
+            pick_endpoint(&mut rules, &n, &local, affinity.is_some());
+            b.chain(n.local.clone(), rules);
+        }
+
+        if is_external {
+            let rules = if !local_policy {
+                // Cluster policy: the endpoint may be on another node, whose
+                // reply must come back here; so masquerade.
+                vec![
+                    format!("jump {MARK_FOR_MASQUERADE}"),
+                    format!("goto {}", n.service),
+                ]
+            } else {
+                // Local policy: keep the client's address and only use this
+                // node's endpoints, except for traffic that starts inside
+                // the cluster, which is treated like cluster IP traffic.
+                let mut rules = vec![
+                    format!(
+                        "ip saddr {} goto {} comment \"short-circuit pod traffic\"",
+                        node.cluster_cidr.trunc(),
+                        n.service
+                    ),
+                    format!(
+                        "fib saddr type local jump {MARK_FOR_MASQUERADE} comment \"masquerade local traffic\""
+                    ),
+                    format!(
+                        "fib saddr type local goto {} comment \"short-circuit local traffic\"",
+                        n.service
+                    ),
+                ];
+                if !local.is_empty() {
+                    rules.push(format!("goto {}", n.local));
+                }
+                rules
+            };
+            b.chain(n.external.clone(), rules);
+        }
+    }
+
+    // The verdict map entries.
+    let key = |ip: Ipv4Addr| format!("{ip} . {proto} . {}", sp.port);
+    let claimed = if has_endpoints {
+        b.element(SERVICE_IPS, key(cluster_ip), Some(format!("goto {}", n.service)))
+    } else {
+        b.element(
+            NO_ENDPOINT_SERVICES,
+            key(cluster_ip),
+            Some(format!("goto {REJECT_CHAIN}")),
+        )
+    };
+    if !claimed {
+        b.warn(format!(
+            "service port {}: {cluster_ip}:{} is already used by another service",
+            n.port_name, sp.port
+        ));
+    }
+    for &ip in &svc.external_ips {
+        let mut ok = true;
+        if has_endpoints {
+            ok &= b.element(SERVICE_IPS, key(ip), Some(format!("goto {}", n.external)));
+        }
+        if !has_external_endpoints {
+            ok &= b.element(NO_ENDPOINT_SERVICES, key(ip), Some(no_external_verdict.clone()));
+        }
+        if !ok {
+            b.warn(format!(
+                "service port {}: external IP {ip}:{} is already used by another service",
+                n.port_name, sp.port
+            ));
+        }
+    }
+    if let Some(np) = sp.node_port {
+        let key = format!("{proto} . {np}");
+        let mut ok = true;
+        if has_endpoints {
+            ok &= b.element(
+                SERVICE_NODEPORTS,
+                key.clone(),
+                Some(format!("goto {}", n.external)),
+            );
+        }
+        if !has_external_endpoints {
+            ok &= b.element(NO_ENDPOINT_NODEPORTS, key, Some(no_external_verdict.clone()));
+        }
+        if !ok {
+            b.warn(format!(
+                "service port {}: node port {proto}/{np} is already used by another service",
+                n.port_name
+            ));
+        }
+    }
+}
+
+/// Session affinity first, then a random pick.
+///
+/// `numgen random mod N` draws one number per *new* connection (nat chains
+/// only see a connection's first packet; conntrack replays the decision
+/// for the rest), and the anonymous vmap turns it into a jump with a single
+/// lookup. The map must cover 0..N-1: a missing index would fall through
+/// without DNAT.
+fn pick_endpoint(rules: &mut Vec<String>, n: &Names, endpoints: &[&Endpoint], affinity: bool) {
+    if affinity {
+        // A client seen recently goes back to the same endpoint; the
+        // endpoint chain refreshes the entry (and its timeout).
+        for ep in endpoints {
+            rules.push(format!(
+                "ip saddr @{} goto {}",
+                n.affinity(ep),
+                n.endpoint(ep)
+            ));
+        }
+    }
+    let arms: Vec<String> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| format!("{i} : goto {}", n.endpoint(ep)))
+        .collect();
+    rules.push(format!(
+        "numgen random mod {} vmap {{ {} }}",
+        endpoints.len(),
+        arms.join(" , ")
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::model::Protocol;
+    use crate::proxy::ruleset::diff;
+
+    fn node() -> Node {
+        Node {
+            name: "node-1".into(),
+            node_ips: vec!["172.18.0.2".parse().unwrap()],
+            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.0.0.0/16".parse().unwrap(),
+        }
+    }
+
+    fn ep(ip: &str, node: &str) -> Endpoint {
+        Endpoint {
+            ip: ip.parse().unwrap(),
+            port: 8080,
+            node: node.into(),
+        }
+    }
+
+    fn svc(name: &str, ip: &str, endpoints: Vec<Endpoint>) -> Service {
+        Service {
+            namespace: "default".into(),
+            name: name.into(),
+            cluster_ip: Some(ip.parse().unwrap()),
+            external_ips: vec![],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: None,
+                endpoints,
+            }],
+            affinity_timeout: None,
+            external_traffic_local: false,
+        }
+    }
+
+    fn web() -> Service {
+        svc(
+            "web",
+            "10.0.0.10",
+            vec![ep("10.244.1.2", "node-1"), ep("10.244.2.2", "node-2")],
+        )
+    }
+
+    // The parts of every table: sets and maps, chains, elements.
+    const BASE_SETS: &str = r#"add table ip netlab
+add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; }
+add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
+add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
+add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
+add map ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
+add map ip netlab no-endpoint-nodeports { type inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
+"#;
+    const BASE_CHAINS: &str = r#"add chain ip netlab mark-for-masquerade
+add rule ip netlab mark-for-masquerade mark set mark or 0x4000
+add chain ip netlab masquerading
+add rule ip netlab masquerading mark and 0x4000 == 0 return
+add rule ip netlab masquerading mark set mark xor 0x4000
+add rule ip netlab masquerading masquerade fully-random
+add chain ip netlab reject-chain
+add rule ip netlab reject-chain meta l4proto tcp reject with tcp reset
+add rule ip netlab reject-chain reject
+add chain ip netlab services
+add rule ip netlab services ip daddr . meta l4proto . th dport vmap @service-ips
+add rule ip netlab services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
+add chain ip netlab service-endpoints-check
+add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+add chain ip netlab nodeport-endpoints-check
+add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports
+add chain ip netlab cluster-ips-check
+add rule ip netlab cluster-ips-check ip daddr @cluster-ips goto reject-chain comment "no such port on this cluster IP"
+add rule ip netlab cluster-ips-check ip daddr 10.0.0.0/16 drop comment "unallocated cluster IP"
+add chain ip netlab nat-prerouting { type nat hook prerouting priority -100 ; }
+add rule ip netlab nat-prerouting jump services
+add chain ip netlab nat-output { type nat hook output priority -100 ; }
+add rule ip netlab nat-output jump services
+add chain ip netlab nat-postrouting { type nat hook postrouting priority 100 ; }
+add rule ip netlab nat-postrouting jump masquerading
+add chain ip netlab filter-forward { type filter hook forward priority 0 ; }
+add rule ip netlab filter-forward ct state new jump service-endpoints-check
+add rule ip netlab filter-forward ct state new jump cluster-ips-check
+add chain ip netlab filter-input { type filter hook input priority 0 ; }
+add rule ip netlab filter-input ct state new jump nodeport-endpoints-check
+add rule ip netlab filter-input ct state new jump service-endpoints-check
+add chain ip netlab filter-output { type filter hook output priority 0 ; }
+add rule ip netlab filter-output ct state new jump service-endpoints-check
+add rule ip netlab filter-output ct state new jump cluster-ips-check
+"#;
+    const BASE_ELEMENTS: &str = "add element ip netlab nodeport-ips { 172.18.0.2 }\n";
+
+    /// The full table: the base objects plus these per-service lines.
+    fn table(sets: &str, chains: &str, elements: &str) -> String {
+        format!("{BASE_SETS}{sets}{BASE_CHAINS}{chains}{BASE_ELEMENTS}{elements}")
+    }
+
+    /// Compare line by line first: a failure then names the first line
+    /// that differs instead of dumping two walls of text.
+    fn assert_table(services: &[Service], expected: &str) {
+        let r = ruleset(&node(), services);
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let got = r.render();
+        for (i, (g, e)) in got.lines().zip(expected.lines()).enumerate() {
+            assert_eq!(g, e, "line {} differs; whole table:\n{got}", i + 1);
+        }
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn no_services_is_just_the_base() {
+        assert_table(&[], &table("", "", ""));
+    }
+
+    #[test]
+    fn one_service_two_endpoints() {
+        assert_table(
+            &[web()],
+            r#"add table ip netlab
+add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; }
+add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
+add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
+add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
+add map ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
+add map ip netlab no-endpoint-nodeports { type inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
+add chain ip netlab mark-for-masquerade
+add rule ip netlab mark-for-masquerade mark set mark or 0x4000
+add chain ip netlab masquerading
+add rule ip netlab masquerading mark and 0x4000 == 0 return
+add rule ip netlab masquerading mark set mark xor 0x4000
+add rule ip netlab masquerading masquerade fully-random
+add chain ip netlab reject-chain
+add rule ip netlab reject-chain meta l4proto tcp reject with tcp reset
+add rule ip netlab reject-chain reject
+add chain ip netlab services
+add rule ip netlab services ip daddr . meta l4proto . th dport vmap @service-ips
+add rule ip netlab services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
+add chain ip netlab service-endpoints-check
+add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+add chain ip netlab nodeport-endpoints-check
+add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports
+add chain ip netlab cluster-ips-check
+add rule ip netlab cluster-ips-check ip daddr @cluster-ips goto reject-chain comment "no such port on this cluster IP"
+add rule ip netlab cluster-ips-check ip daddr 10.0.0.0/16 drop comment "unallocated cluster IP"
+add chain ip netlab nat-prerouting { type nat hook prerouting priority -100 ; }
+add rule ip netlab nat-prerouting jump services
+add chain ip netlab nat-output { type nat hook output priority -100 ; }
+add rule ip netlab nat-output jump services
+add chain ip netlab nat-postrouting { type nat hook postrouting priority 100 ; }
+add rule ip netlab nat-postrouting jump masquerading
+add chain ip netlab filter-forward { type filter hook forward priority 0 ; }
+add rule ip netlab filter-forward ct state new jump service-endpoints-check
+add rule ip netlab filter-forward ct state new jump cluster-ips-check
+add chain ip netlab filter-input { type filter hook input priority 0 ; }
+add rule ip netlab filter-input ct state new jump nodeport-endpoints-check
+add rule ip netlab filter-input ct state new jump service-endpoints-check
+add chain ip netlab filter-output { type filter hook output priority 0 ; }
+add rule ip netlab filter-output ct state new jump service-endpoints-check
+add rule ip netlab filter-output ct state new jump cluster-ips-check
+add chain ip netlab endpoint-955667af-default/web/tcp/http__10.244.1.2/8080
+add rule ip netlab endpoint-955667af-default/web/tcp/http__10.244.1.2/8080 ip saddr 10.244.1.2 jump mark-for-masquerade
+add rule ip netlab endpoint-955667af-default/web/tcp/http__10.244.1.2/8080 meta l4proto tcp dnat to 10.244.1.2:8080
+add chain ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080
+add rule ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 ip saddr 10.244.2.2 jump mark-for-masquerade
+add rule ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 meta l4proto tcp dnat to 10.244.2.2:8080
+add chain ip netlab service-95253a1d-default/web/tcp/http
+add rule ip netlab service-95253a1d-default/web/tcp/http ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip netlab service-95253a1d-default/web/tcp/http numgen random mod 2 vmap { 0 : goto endpoint-955667af-default/web/tcp/http__10.244.1.2/8080 , 1 : goto endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 }
+add element ip netlab nodeport-ips { 172.18.0.2 }
+add element ip netlab cluster-ips { 10.0.0.10 }
+add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d-default/web/tcp/http }
+"#,
+        );
+    }
+
+    #[test]
+    fn service_without_endpoints_rejects() {
+        assert_table(
+            &[svc("empty", "10.0.0.11", vec![])],
+            &table(
+                "",
+                "",
+                "add element ip netlab cluster-ips { 10.0.0.11 }
+add element ip netlab no-endpoint-services { 10.0.0.11 . tcp . 80 : goto reject-chain }
+",
+            ),
+        );
+    }
+
+    #[test]
+    fn headless_service_has_no_rules() {
+        let mut s = web();
+        s.cluster_ip = None;
+        assert_table(&[s], &table("", "", ""));
+    }
+
+    #[test]
+    fn node_port_with_cluster_policy_masquerades() {
+        let mut s = svc("np", "10.0.0.12", vec![ep("10.244.2.2", "node-2")]);
+        s.ports[0].node_port = Some(30080);
+        assert_table(
+            &[s],
+            &table(
+                "",
+                "add chain ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080
+add rule ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 ip saddr 10.244.2.2 jump mark-for-masquerade
+add rule ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 meta l4proto tcp dnat to 10.244.2.2:8080
+add chain ip netlab service-049b5621-default/np/tcp/http
+add rule ip netlab service-049b5621-default/np/tcp/http ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip netlab service-049b5621-default/np/tcp/http numgen random mod 1 vmap { 0 : goto endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 }
+add chain ip netlab external-049b5621-default/np/tcp/http
+add rule ip netlab external-049b5621-default/np/tcp/http jump mark-for-masquerade
+add rule ip netlab external-049b5621-default/np/tcp/http goto service-049b5621-default/np/tcp/http
+",
+                "add element ip netlab cluster-ips { 10.0.0.12 }
+add element ip netlab service-ips { 10.0.0.12 . tcp . 80 : goto service-049b5621-default/np/tcp/http }
+add element ip netlab service-nodeports { tcp . 30080 : goto external-049b5621-default/np/tcp/http }
+",
+            ),
+        );
+    }
+
+    #[test]
+    fn node_port_without_endpoints_rejects() {
+        let mut s = svc("np", "10.0.0.12", vec![]);
+        s.ports[0].node_port = Some(30080);
+        s.external_ips = vec!["203.0.113.7".parse().unwrap()];
+        assert_table(
+            &[s],
+            &table(
+                "",
+                "",
+                "add element ip netlab cluster-ips { 10.0.0.12 }
+add element ip netlab no-endpoint-services { 10.0.0.12 . tcp . 80 : goto reject-chain }
+add element ip netlab no-endpoint-services { 203.0.113.7 . tcp . 80 : goto reject-chain }
+add element ip netlab no-endpoint-nodeports { tcp . 30080 : goto reject-chain }
+",
+            ),
+        );
+    }
+
+    #[test]
+    fn client_ip_affinity_uses_one_set_per_endpoint() {
+        let mut s = web();
+        s.affinity_timeout = Some(10800);
+        let e1 = "endpoint-955667af-default/web/tcp/http__10.244.1.2/8080";
+        let e2 = "endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080";
+        let a1 = "affinity-955667af-default/web/tcp/http__10.244.1.2/8080";
+        let a2 = "affinity-001d018c-default/web/tcp/http__10.244.2.2/8080";
+        let svc_chain = "service-95253a1d-default/web/tcp/http";
+        assert_table(
+            &[s],
+            &table(
+                &format!(
+                    "add set ip netlab {a1} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}
+add set ip netlab {a2} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}
+"
+                ),
+                &format!(
+                    "add chain ip netlab {e1}
+add rule ip netlab {e1} ip saddr 10.244.1.2 jump mark-for-masquerade
+add rule ip netlab {e1} update @{a1} {{ ip saddr }}
+add rule ip netlab {e1} meta l4proto tcp dnat to 10.244.1.2:8080
+add chain ip netlab {e2}
+add rule ip netlab {e2} ip saddr 10.244.2.2 jump mark-for-masquerade
+add rule ip netlab {e2} update @{a2} {{ ip saddr }}
+add rule ip netlab {e2} meta l4proto tcp dnat to 10.244.2.2:8080
+add chain ip netlab {svc_chain}
+add rule ip netlab {svc_chain} ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip netlab {svc_chain} ip saddr @{a1} goto {e1}
+add rule ip netlab {svc_chain} ip saddr @{a2} goto {e2}
+add rule ip netlab {svc_chain} numgen random mod 2 vmap {{ 0 : goto {e1} , 1 : goto {e2} }}
+"
+                ),
+                &format!(
+                    "add element ip netlab cluster-ips {{ 10.0.0.10 }}
+add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
+"
+                ),
+            ),
+        );
+    }
+
+    #[test]
+    fn local_policy_keeps_the_client_address_and_only_local_endpoints() {
+        let mut s = web();
+        s.ports[0].node_port = Some(30080);
+        s.external_ips = vec!["203.0.113.10".parse().unwrap()];
+        s.external_traffic_local = true;
+        let e1 = "endpoint-955667af-default/web/tcp/http__10.244.1.2/8080";
+        let e2 = "endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080";
+        let svc_chain = "service-95253a1d-default/web/tcp/http";
+        let local = "local-95253a1d-default/web/tcp/http";
+        let ext = "external-95253a1d-default/web/tcp/http";
+        assert_table(
+            &[s],
+            &table(
+                "",
+                &format!(
+                    "add chain ip netlab {e1}
+add rule ip netlab {e1} ip saddr 10.244.1.2 jump mark-for-masquerade
+add rule ip netlab {e1} meta l4proto tcp dnat to 10.244.1.2:8080
+add chain ip netlab {e2}
+add rule ip netlab {e2} ip saddr 10.244.2.2 jump mark-for-masquerade
+add rule ip netlab {e2} meta l4proto tcp dnat to 10.244.2.2:8080
+add chain ip netlab {svc_chain}
+add rule ip netlab {svc_chain} ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip netlab {svc_chain} numgen random mod 2 vmap {{ 0 : goto {e1} , 1 : goto {e2} }}
+add chain ip netlab {local}
+add rule ip netlab {local} numgen random mod 1 vmap {{ 0 : goto {e1} }}
+add chain ip netlab {ext}
+add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain} comment \"short-circuit pod traffic\"
+add rule ip netlab {ext} fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"
+add rule ip netlab {ext} fib saddr type local goto {svc_chain} comment \"short-circuit local traffic\"
+add rule ip netlab {ext} goto {local}
+"
+                ),
+                &format!(
+                    "add element ip netlab cluster-ips {{ 10.0.0.10 }}
+add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
+add element ip netlab service-ips {{ 203.0.113.10 . tcp . 80 : goto {ext} }}
+add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
+"
+                ),
+            ),
+        );
+    }
+
+    #[test]
+    fn local_policy_without_a_local_endpoint_drops_external_traffic() {
+        let mut s = svc("far", "10.0.0.13", vec![ep("10.244.2.2", "node-2")]);
+        s.ports[0].node_port = Some(30083);
+        s.external_traffic_local = true;
+        let e = "endpoint-d3063c8c-default/far/tcp/http__10.244.2.2/8080";
+        let svc_chain = "service-f5107cf6-default/far/tcp/http";
+        let ext = "external-f5107cf6-default/far/tcp/http";
+        let r = ruleset(&node(), &[s]);
+        let got = r.render();
+        // Pods and the node itself still reach the remote endpoint...
+        assert!(got.contains(&format!(
+            "add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain}"
+        )), "{got}");
+        assert!(got.contains(&format!("add chain ip netlab {e}\n")), "{got}");
+        // ...but there is no local chain to fall into, and the filter drops
+        // what falls through.
+        assert!(!got.contains("local-f5107cf6"), "{got}");
+        assert!(got.ends_with(&format!(
+            "add element ip netlab service-nodeports {{ tcp . 30083 : goto {ext} }}
+add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
+"
+        )), "{got}");
+    }
+
+    #[test]
+    fn udp_and_sctp_ports_get_their_protocol_everywhere() {
+        let mut s = svc("dns", "10.0.0.53", vec![ep("10.244.1.2", "node-1")]);
+        s.ports[0].protocol = Protocol::Udp;
+        s.ports[0].name = String::new();
+        s.ports[0].port = 53;
+        let mut sctp = s.ports[0].clone();
+        sctp.protocol = Protocol::Sctp;
+        s.ports.push(sctp);
+        let got = ruleset(&node(), &[s]).render();
+        assert!(got.contains("-default/dns/udp/53__10.244.1.2/8080 meta l4proto udp dnat to 10.244.1.2:8080\n"), "{got}");
+        assert!(got.contains("-default/dns/sctp/53__10.244.1.2/8080 meta l4proto sctp dnat to 10.244.1.2:8080\n"), "{got}");
+        assert!(got.contains("service-ips { 10.0.0.53 . udp . 53 : goto service-"), "{got}");
+        assert!(got.contains("service-ips { 10.0.0.53 . sctp . 53 : goto service-"), "{got}");
+    }
+
+    #[test]
+    fn input_order_does_not_matter() {
+        let a = web();
+        let b = svc("empty", "10.0.0.11", vec![]);
+        assert_eq!(
+            ruleset(&node(), &[a.clone(), b.clone()]),
+            ruleset(&node(), &[b, a])
+        );
+    }
+
+    #[test]
+    fn conflicting_claims_keep_the_first_and_warn() {
+        let a = web();
+        let mut b = svc("web2", "10.0.0.10", vec![ep("10.244.1.9", "node-1")]);
+        b.ports[0].node_port = Some(30080);
+        let mut c = svc("web3", "10.0.0.30", vec![ep("10.244.1.9", "node-1")]);
+        c.ports[0].node_port = Some(30080);
+        let r = ruleset(&node(), &[a, b, c]);
+        assert_eq!(
+            r.warnings,
+            [
+                "service port default/web2/tcp/http: 10.0.0.10:80 is already used by another service",
+                "service port default/web3/tcp/http: node port tcp/30080 is already used by another service",
+            ]
+        );
+        let claims = r
+            .elements
+            .iter()
+            .filter(|e| e.key == "10.0.0.10 . tcp . 80")
+            .count();
+        assert_eq!(claims, 1);
+    }
+
+    #[test]
+    fn odd_names_are_sanitized_and_long_ones_cut() {
+        assert_eq!(
+            object_name("service", "ns/a b:c/tcp/x"),
+            format!("service-{}-ns/a_b_c/tcp/x", &hex::encode(Sha256::digest(b"ns/a b:c/tcp/x"))[..8])
+        );
+        let long = object_name("endpoint", &"x".repeat(400));
+        assert_eq!(long.len(), NAME_MAX);
+    }
+
+    /// 1000 services of 2 endpoints (the third octet counts services).
+    fn many(n: u32) -> Vec<Service> {
+        (0..n)
+            .map(|i| {
+                let (hi, lo) = (i / 250, i % 250 + 1);
+                svc(
+                    &format!("svc-{i}"),
+                    &format!("10.0.{hi}.{lo}"),
+                    vec![
+                        ep(&format!("10.244.1.{}", i % 250 + 2), "node-1"),
+                        ep(&format!("10.244.2.{}", i % 250 + 2), "node-2"),
+                    ],
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adding_one_endpoint_to_one_of_1000_services_is_a_few_lines() {
+        let mut services = many(1000);
+        let old = ruleset(&node(), &services);
+        services[500].ports[0]
+            .endpoints
+            .push(ep("10.244.2.99", "node-2"));
+        let new = ruleset(&node(), &services);
+        let t = diff(&old, &new);
+        let name = |kind: &str, readable: &str| object_name(kind, readable);
+        let svc_chain = name("service", "default/svc-500/tcp/http");
+        let e = |ip: &str| name("endpoint", &format!("default/svc-500/tcp/http__{ip}/8080"));
+        let (e1, e2, e3) = (e("10.244.1.2"), e("10.244.2.2"), e("10.244.2.99"));
+        assert_eq!(
+            t.text,
+            format!(
+                "add chain ip netlab {e3}
+flush chain ip netlab {svc_chain}
+add rule ip netlab {e3} ip saddr 10.244.2.99 jump mark-for-masquerade
+add rule ip netlab {e3} meta l4proto tcp dnat to 10.244.2.99:8080
+add rule ip netlab {svc_chain} ip daddr 10.0.2.1 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip netlab {svc_chain} numgen random mod 3 vmap {{ 0 : goto {e1} , 1 : goto {e2} , 2 : goto {e3} }}
+"
+            )
+        );
+        assert_eq!(t.commands(), 6);
+        assert_eq!(t.changes.chains_added, 1);
+        assert_eq!(t.changes.chains_rewritten, 1);
+    }
+
+    #[test]
+    fn removing_the_last_endpoint_moves_the_service_to_reject() {
+        let mut services = many(1000);
+        let old = ruleset(&node(), &services);
+        services[7].ports[0].endpoints.clear();
+        let t = diff(&old, &ruleset(&node(), &services));
+        let svc_chain = object_name("service", "default/svc-7/tcp/http");
+        let e = |ip: &str| object_name("endpoint", &format!("default/svc-7/tcp/http__{ip}/8080"));
+        let (e1, e2) = (e("10.244.1.9"), e("10.244.2.9"));
+        assert_eq!(
+            t.text,
+            format!(
+                "delete element ip netlab service-ips {{ 10.0.0.8 . tcp . 80 }}
+flush chain ip netlab {e1}
+flush chain ip netlab {e2}
+flush chain ip netlab {svc_chain}
+delete chain ip netlab {e1}
+delete chain ip netlab {e2}
+delete chain ip netlab {svc_chain}
+add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 : goto reject-chain }}
+"
+            )
+        );
+    }
+
+    #[test]
+    fn deleting_a_service_removes_exactly_its_objects() {
+        let mut services = many(1000);
+        let old = ruleset(&node(), &services);
+        services.remove(3);
+        let t = diff(&old, &ruleset(&node(), &services));
+        assert_eq!(t.commands(), 8, "{}", t.text);
+        assert!(t.text.starts_with(
+            "delete element ip netlab cluster-ips { 10.0.0.4 }
+delete element ip netlab service-ips { 10.0.0.4 . tcp . 80 }
+"
+        ));
+        assert!(t.text.lines().all(|l| l.contains("default/svc-3/")
+            || l.contains("10.0.0.4 ")), "{}", t.text);
+    }
+}
