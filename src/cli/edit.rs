@@ -164,16 +164,26 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
             targets.push((k, args.namespace.clone(), n));
         }
     }
-    let lines = converge::change(&lab, |st| {
+    // Like kubectl: delete what exists, report what does not, exit 1 if any failed.
+    let results = converge::change(&lab, |st| {
         let now = chrono::Utc::now();
-        let mut out = Vec::new();
-        for (kind, ns, name) in &targets {
-            out.push(objects::delete(st, kind, ns, name, now).map_err(object_error)?);
-        }
-        Ok(out)
+        Ok(targets
+            .iter()
+            .map(|(kind, ns, name)| objects::delete(st, kind, ns, name, now).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>())
     })
     .await?;
-    print_lines(lines)
+    let mut code = 0;
+    for r in results {
+        match r {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("Error from server (NotFound): {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
 fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {

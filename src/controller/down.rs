@@ -50,9 +50,8 @@ pub async fn down(lab: &str) -> DownReport {
     if let Err(e) = kill_cgroup_processes(lab).await {
         report.errors.push(e);
     }
-    // A killed container's process lingers until its parent (whoever
-    // adopted it after `runc run -d` returned) reaps it: wait for that, so
-    // that `down` returning means the processes are gone.
+    // SIGKILL is asynchronous: wait until the processes have died, so that
+    // `down` returning means nothing of the lab runs any more.
     if let Err(e) = wait_gone(&pids).await {
         report.errors.push(e);
     }
@@ -137,14 +136,14 @@ pub(crate) async fn wait_gone(pids: &[i32]) -> Result<(), String> {
         let left: Vec<i32> = pids
             .iter()
             .copied()
-            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .filter(|p| crate::runtime::runc::process_alive(*p))
             .collect();
         if left.is_empty() {
             return Ok(());
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "container processes {left:?} are still there 5s after being killed (zombies whose parent does not reap them?)"
+                "container processes {left:?} still run 5s after being killed"
             ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

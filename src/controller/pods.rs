@@ -342,12 +342,7 @@ struct Target {
 impl Target {
     /// All of the pod's container processes exist and are not zombies.
     fn alive(&self) -> bool {
-        self.pids.iter().all(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .ok()
-                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next() != Some('Z')))
-                .unwrap_or(false)
-        })
+        self.pids.iter().all(|p| crate::runtime::runc::process_alive(*p))
     }
 }
 

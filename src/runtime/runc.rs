@@ -210,3 +210,14 @@ impl Runc {
         Some(format!("{name}://{version}"))
     }
 }
+
+/// Whether a process still runs: it exists and is not a zombie. A killed
+/// container process stays a zombie until whoever adopted it after `runc
+/// run -d` returned (init, or a subreaper) reaps it; as a zombie it holds no
+/// memory, files or namespaces any more.
+pub fn process_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()))
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}

@@ -87,10 +87,17 @@ impl Traces {
                     .collect()
             })
             .unwrap_or_default();
+        // A zombie is dead (it holds no memory, files or namespaces); it only
+        // waits for its adoptive parent to reap it.
         let processes = pids
             .iter()
             .copied()
-            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()))
+                    .is_some_and(|st| st != 'Z' && st != 'X')
+            })
             .collect();
         let nft_tables = Command::new("nft")
             .args(["list", "tables"])
