@@ -158,6 +158,11 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
                 .iter()
                 .filter(|o| o.name != n.name)
                 .map(|o| (o.pod_subnet, o.lan.addr()))
+                // A process on a node connects to a clusterIP only if the
+                // node has a route towards it (real nodes use their default
+                // route); the nat output hook then DNATs it to an endpoint
+                // before it leaves, so the gateway never sees it.
+                .chain([(state.config.service_cidr, topology::dc_address(&state.config).addr())])
                 .collect(),
         })
         .collect();
