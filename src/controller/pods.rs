@@ -51,12 +51,16 @@ pub async fn start_all(
             .expect("unpack task")?;
         layers.insert(reference.clone(), dirs);
     }
+    // Service variables come from the services that exist now, when the
+    // pod starts (the tutorial's ordering lesson).
+    let services = state.services.clone();
     let (pods, rest): (Vec<Pod>, Vec<Pod>) =
         std::mem::take(&mut state.pods).into_iter().partition(is_pending);
     state.pods = rest;
     let started: Vec<(Pod, Vec<i32>)> = futures::stream::iter(pods.into_iter().map(|pod| {
         let layers = &layers;
-        async move { start_pod(lab, pod, images, layers, runc).await }
+        let services = &services;
+        async move { start_pod(lab, pod, images, layers, runc, services).await }
     }))
     .buffered(START_CONCURRENCY)
     .try_collect()
@@ -75,6 +79,7 @@ async fn start_pod(
     images: &HashMap<String, Image>,
     layers: &HashMap<String, Vec<PathBuf>>,
     runc: &Runc,
+    services: &[k8s_openapi::api::core::v1::Service],
 ) -> Result<(Pod, Vec<i32>), ControllerError> {
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -89,6 +94,11 @@ async fn start_pod(
     let etc_files = write_etc_files(&dir, &name, &ip, &ns).map_err(io)?;
     let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
     let spec = pod.spec.clone().unwrap_or_default();
+    let service_env = crate::cluster::envvars::for_pod(
+        services,
+        &ns,
+        spec.enable_service_links.unwrap_or(true),
+    );
     let mut statuses = Vec::new();
     let mut pids = Vec::new();
     for c in &spec.containers {
@@ -106,6 +116,7 @@ async fn start_pod(
             netns: &netns,
             etc_files: &etc_files,
             cgroups_path: paths::cgroups_path(lab, &id),
+            service_env: &service_env,
         })
         .map_err(|e| ControllerError::Pod {
             pod: object.clone(),

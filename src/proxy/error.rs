@@ -20,7 +20,9 @@ pub enum ProxyError {
     },
 
     /// `nft` could not be started or talked to.
-    #[error("{op} in node netns {netns}: running nft: {source} (is the nftables package installed?)")]
+    #[error(
+        "{op} in node netns {netns}: running nft: {source} (is the nftables package installed?)"
+    )]
     Spawn {
         op: &'static str,
         netns: String,

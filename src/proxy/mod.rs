@@ -10,11 +10,18 @@
 //!   memory and in a JSON state file, so that a later netlab process diffs
 //!   instead of rewriting) and applies the difference.
 //!
-//! Two things outside the table are needed for services to work:
-//! * `net.bridge.bridge-nf-call-iptables=1` in the node namespace, set here
-//!   on every full sync (see [`Proxier::sync`]);
+//! Outside the table, services need three things of the node namespace:
+//! * `net.bridge.bridge-nf-call-iptables=1`, set here on every full sync
+//!   (see [`Proxier::sync`]);
 //! * hairpin mode on each pod's bridge port, for a pod reaching itself
-//!   through a service: that is the network layer's job.
+//!   through a service (the network layer sets it);
+//! * a route covering the service CIDR (a real node has a default route).
+//!   Without one, the node's own connections to a cluster IP fail in
+//!   routing (ENETUNREACH) before nat-output can DNAT them, and a pod's
+//!   packet to a cluster IP without endpoints dies in routing (ICMP host
+//!   unreachable) instead of reaching filter-forward's reject. Where it
+//!   points does not matter much: every cluster IP is DNATed, rejected or
+//!   dropped before it would leave.
 //!
 //! Established connections keep the endpoint conntrack chose for them when
 //! rules change: removing an endpoint breaks no open TCP connection to the
@@ -131,6 +138,12 @@ impl Proxier {
     pub async fn sync(&mut self, desired: Ruleset) -> Result<SyncStats, ProxyError> {
         let ns = self.open("opening")?;
         let mut stats = SyncStats::default();
+        // Say it once, not on every sync.
+        if self.applied.as_ref().map(|a| &a.warnings) != Some(&desired.warnings) {
+            for w in &desired.warnings {
+                tracing::warn!(netns = %self.netns, "{w}");
+            }
+        }
 
         if let Some(old) = &self.applied {
             let start = Instant::now();
@@ -224,7 +237,11 @@ impl Proxier {
             ruleset,
         };
         let err = |op, source| self.state_err(op, source);
-        if let Some(dir) = self.state_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = self
+            .state_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|e| err("creating the directory of", e))?;
         }
         let mut name = self.state_file.as_os_str().to_owned();
@@ -279,5 +296,10 @@ pub async fn remove(node_netns: &str) -> Result<(), ProxyError> {
             })
         }
     };
-    nft::apply_as(&ns, "removing the table", &ruleset::delete_transaction().text).await
+    nft::apply_as(
+        &ns,
+        "removing the table",
+        &ruleset::delete_transaction().text,
+    )
+    .await
 }

@@ -141,7 +141,8 @@ mod tests {
     #[test]
     fn quotes_offending_lines_and_their_services() {
         let tx = "add table ip netlab\nadd rule ip netlab service-0123abcd-default/web/tcp/http goto nosuch\n";
-        let stderr = "/dev/stdin:2:60-65: Error: Could not process rule: No such file or directory\n\
+        let stderr =
+            "/dev/stdin:2:60-65: Error: Could not process rule: No such file or directory\n\
                       add rule ...\n          ^^^^^";
         let lines = offending_lines(stderr, tx);
         assert_eq!(
@@ -154,6 +155,8 @@ mod tests {
     #[test]
     fn ignores_lines_out_of_range_and_base_objects() {
         assert!(offending_lines("/dev/stdin:9:1: Error: x", "one line\n").is_empty());
-        assert!(services_in(&["line 1: add chain ip netlab service-endpoints-check".into()]).is_empty());
+        assert!(
+            services_in(&["line 1: add chain ip netlab service-endpoints-check".into()]).is_empty()
+        );
     }
 }

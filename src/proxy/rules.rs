@@ -10,7 +10,8 @@
 //!       └─ goto service-<hash>-<ns>/<name>/<proto>/<port>   (clusterIP: masquerade non-pod sources)
 //!       └─ goto external-<hash>-…                          (external IPs, NodePorts)
 //!            └─ service-… or local-… (externalTrafficPolicy: Local)
-//!                 numgen random mod N vmap { 0 : goto endpoint-…, … }
+//!                 [affinity: ip saddr @affinity-… goto endpoint-…]
+//!                 numgen random mod N == 0 goto endpoint-…, mod N-1, …, goto endpoint-…
 //!                   endpoint-<hash>-…__<ip>/<port>: hairpin → mark, dnat to <ip>:<port>
 //! nat-postrouting ─ jump masquerading (only packets carrying the mark)
 //! filter-forward / filter-input / filter-output ─ ct state new:
@@ -18,12 +19,14 @@
 //!   cluster-ips-check: wrong port of a cluster IP → reject, unallocated → drop
 //! ```
 //!
-//! The cost per packet does not grow with the number of services: every
-//! decision is one lookup in a verdict map. Names carry a hash of the full
-//! service port name, so they stay unique when the readable part is cut to
-//! fit nft's name limit.
+//! The cost per packet does not grow with the number of services: finding
+//! the service is one lookup in a verdict map, and only a connection's first
+//! packet goes further (picking the endpoint costs a comparison or two per
+//! endpoint). Names carry a hash of the full service port name, so they stay
+//! unique when the readable part is cut to fit nft's name limit.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use sha2::{Digest, Sha256};
@@ -65,14 +68,17 @@ pub fn ruleset(node: &Node, services: &[Service]) -> Ruleset {
     b.r
 }
 
-/// Collects objects, refusing duplicates: the first claim of an address and
-/// port (or of a chain name) wins, later ones become warnings.
+/// Collects objects. Two service ports cannot have the same address and
+/// port (or node port): the first claim wins, later ones become warnings.
 #[derive(Default)]
 struct Builder {
     r: Ruleset,
     /// Service port names seen ("ns/name/proto/port").
     ports: HashSet<String>,
-    keys: HashSet<(&'static str, String)>,
+    /// (set, key) of the elements, to add each only once.
+    elements: HashSet<(&'static str, String)>,
+    /// ("ip" or "nodeport", key) → the service port that has it.
+    claims: HashMap<(&'static str, String), String>,
 }
 
 impl Builder {
@@ -100,17 +106,29 @@ impl Builder {
         });
     }
 
-    /// Add an element unless the key is taken. Returns false if it was.
-    fn element(&mut self, set: &'static str, key: String, value: Option<String>) -> bool {
-        if !self.keys.insert((set, key.clone())) {
-            return false;
+    /// Add an element (once: a cluster IP with several ports is one element
+    /// of `cluster-ips`).
+    fn element(&mut self, set: &'static str, key: String, value: Option<String>) {
+        if self.elements.insert((set, key.clone())) {
+            self.r.elements.push(Element {
+                set: set.to_string(),
+                key,
+                value,
+            });
         }
-        self.r.elements.push(Element {
-            set: set.to_string(),
-            key,
-            value,
-        });
-        true
+    }
+
+    /// Reserve `key` (`<ip> . <proto> . <port>` in space "ip", `<proto> .
+    /// <port>` in space "nodeport") for service port `owner`. False if
+    /// another service port has it.
+    fn claim(&mut self, space: &'static str, key: &str, owner: &str) -> bool {
+        match self.claims.entry((space, key.to_string())) {
+            Entry::Vacant(v) => {
+                v.insert(owner.to_string());
+                true
+            }
+            Entry::Occupied(o) => o.get() == owner,
+        }
     }
 
     fn warn(&mut self, w: String) {
@@ -121,8 +139,16 @@ impl Builder {
 /// The objects every node has, services or not.
 fn base(b: &mut Builder, node: &Node) {
     use SetKind::{Map, Set};
-    b.set(Set, CLUSTER_IPS, "type ipv4_addr ; comment \"active cluster IPs\" ;");
-    b.set(Set, NODEPORT_IPS, "type ipv4_addr ; comment \"addresses NodePorts answer on\" ;");
+    b.set(
+        Set,
+        CLUSTER_IPS,
+        "type ipv4_addr ; comment \"active cluster IPs\" ;",
+    );
+    b.set(
+        Set,
+        NODEPORT_IPS,
+        "type ipv4_addr ; comment \"addresses NodePorts answer on\" ;",
+    );
     b.set(
         Map,
         SERVICE_IPS,
@@ -241,6 +267,9 @@ fn base(b: &mut Builder, node: &Node) {
         ],
     );
 
+    // NodePorts answer on the node's own addresses only. kube-proxy's
+    // default (`nodePortAddresses: primary`) lists them, as here; the older
+    // `fib daddr type local` would also catch the cni0 gateway and 127/8.
     for ip in &node.node_ips {
         b.element(NODEPORT_IPS, ip.to_string(), None);
     }
@@ -276,45 +305,78 @@ impl Names {
             sp.name.clone()
         };
         let port_name = format!("{}/{}/{}/{}", svc.namespace, svc.name, sp.protocol, port);
+        let base = NameBase::new(&port_name);
         Names {
-            service: object_name("service", &port_name),
-            external: object_name("external", &port_name),
-            local: object_name("local", &port_name),
+            service: base.name("service"),
+            external: base.name("external"),
+            local: base.name("local"),
             port_name,
         }
     }
 
-    fn endpoint(&self, ep: &Endpoint) -> String {
-        object_name("endpoint", &self.endpoint_key(ep))
+    fn endpoint<'a>(&self, ep: &'a Endpoint) -> EndpointNames<'a> {
+        let base = NameBase::new(&format!("{}__{}/{}", self.port_name, ep.ip, ep.port));
+        EndpointNames {
+            ep,
+            chain: base.name("endpoint"),
+            affinity: base.name("affinity"),
+        }
     }
+}
 
-    fn affinity(&self, ep: &Endpoint) -> String {
-        object_name("affinity", &self.endpoint_key(ep))
-    }
-
-    fn endpoint_key(&self, ep: &Endpoint) -> String {
-        format!("{}__{}/{}", self.port_name, ep.ip, ep.port)
-    }
+/// An endpoint with the names of its chain and affinity set.
+struct EndpointNames<'a> {
+    ep: &'a Endpoint,
+    chain: String,
+    affinity: String,
 }
 
 /// `<kind>-<hash>-<readable>`: the hash of the readable part keeps names
 /// unique even when the readable part is cut short or sanitized. Characters
 /// nft does not allow in an unquoted name become `_`.
-fn object_name(kind: &str, readable: &str) -> String {
-    let digest = Sha256::digest(readable.as_bytes());
-    let hash = hex::encode(&digest[..4]);
-    let mut name = format!("{kind}-{hash}-");
-    for c in readable.chars() {
-        if name.len() >= NAME_MAX {
-            break;
-        }
-        let ok = c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.');
-        name.push(if ok { c } else { '_' });
-    }
-    name
+struct NameBase {
+    hash: String,
+    readable: String,
 }
 
-fn service_port(b: &mut Builder, node: &Node, svc: &Service, cluster_ip: Ipv4Addr, sp: &ServicePort) {
+impl NameBase {
+    fn new(readable: &str) -> NameBase {
+        let digest = Sha256::digest(readable.as_bytes());
+        NameBase {
+            hash: hex::encode(&digest[..4]),
+            readable: readable
+                .chars()
+                .map(|c| {
+                    let ok = c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.');
+                    if ok {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn name(&self, kind: &str) -> String {
+        let mut name = format!("{kind}-{}-{}", self.hash, self.readable);
+        name.truncate(NAME_MAX); // ASCII only by now
+        name
+    }
+}
+
+#[cfg(test)]
+fn object_name(kind: &str, readable: &str) -> String {
+    NameBase::new(readable).name(kind)
+}
+
+fn service_port(
+    b: &mut Builder,
+    node: &Node,
+    svc: &Service,
+    cluster_ip: Ipv4Addr,
+    sp: &ServicePort,
+) {
     let n = Names::new(svc, sp);
     if !b.ports.insert(n.port_name.clone()) {
         b.warn(format!(
@@ -325,17 +387,18 @@ fn service_port(b: &mut Builder, node: &Node, svc: &Service, cluster_ip: Ipv4Add
     }
     let proto = sp.protocol.nft();
 
-    let mut endpoints: Vec<&Endpoint> = Vec::new();
-    for ep in &sp.endpoints {
-        if !endpoints.iter().any(|e| e.ip == ep.ip && e.port == ep.port) {
-            endpoints.push(ep);
-        }
-    }
-    let local: Vec<&Endpoint> = endpoints
+    let mut seen = HashSet::new();
+    let endpoints: Vec<EndpointNames> = sp
+        .endpoints
         .iter()
-        .copied()
-        .filter(|e| e.node == node.name)
+        .filter(|e| seen.insert((e.ip, e.port)))
+        .map(|e| n.endpoint(e))
         .collect();
+    let local: Vec<&EndpointNames> = endpoints
+        .iter()
+        .filter(|e| e.ep.node == node.name)
+        .collect();
+    let all: Vec<&EndpointNames> = endpoints.iter().collect();
     let has_endpoints = !endpoints.is_empty();
     let is_external = !svc.external_ips.is_empty() || sp.node_port.is_some();
     let local_policy = svc.external_traffic_local;
@@ -357,15 +420,16 @@ fn service_port(b: &mut Builder, node: &Node, svc: &Service, cluster_ip: Ipv4Add
 
     if has_endpoints {
         if let Some(timeout) = affinity {
-            for ep in &endpoints {
+            for e in &endpoints {
                 b.set(
                     SetKind::Set,
-                    &n.affinity(ep),
+                    &e.affinity,
                     &format!("type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ;"),
                 );
             }
         }
-        for ep in &endpoints {
+        for e in &endpoints {
+            let ep = e.ep;
             let mut rules = vec![
                 // Hairpin: a pod reaching itself through the service. Without
                 // SNAT it would answer itself directly (its own address is
@@ -374,10 +438,13 @@ fn service_port(b: &mut Builder, node: &Node, svc: &Service, cluster_ip: Ipv4Add
                 format!("ip saddr {} jump {MARK_FOR_MASQUERADE}", ep.ip),
             ];
             if affinity.is_some() {
-                rules.push(format!("update @{} {{ ip saddr }}", n.affinity(ep)));
+                rules.push(format!("update @{} {{ ip saddr }}", e.affinity));
             }
-            rules.push(format!("meta l4proto {proto} dnat to {}:{}", ep.ip, ep.port));
-            b.chain(n.endpoint(ep), rules);
+            rules.push(format!(
+                "meta l4proto {proto} dnat to {}:{}",
+                ep.ip, ep.port
+            ));
+            b.chain(e.chain.clone(), rules);
         }
 
         // Traffic from outside the pod network (the node itself, the LAN) to
@@ -387,12 +454,12 @@ fn service_port(b: &mut Builder, node: &Node, svc: &Service, cluster_ip: Ipv4Add
             "ip daddr {cluster_ip} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
             node.cluster_cidr.trunc()
         )];
-        pick_endpoint(&mut rules, &n, &endpoints, affinity.is_some());
+        pick_endpoint(&mut rules, &all, affinity.is_some());
         b.chain(n.service.clone(), rules);
 
         if is_external && local_policy && !local.is_empty() {
             let mut rules = Vec::new();
-            pick_endpoint(&mut rules, &n, &local, affinity.is_some());
+            pick_endpoint(&mut rules, &local, affinity.is_some());
             b.chain(n.local.clone(), rules);
         }
 
@@ -433,87 +500,107 @@ fn service_port(b: &mut Builder, node: &Node, svc: &Service, cluster_ip: Ipv4Add
 
     // The verdict map entries.
     let key = |ip: Ipv4Addr| format!("{ip} . {proto} . {}", sp.port);
-    let claimed = if has_endpoints {
-        b.element(SERVICE_IPS, key(cluster_ip), Some(format!("goto {}", n.service)))
+    if b.claim("ip", &key(cluster_ip), &n.port_name) {
+        if has_endpoints {
+            b.element(
+                SERVICE_IPS,
+                key(cluster_ip),
+                Some(format!("goto {}", n.service)),
+            );
+        } else {
+            b.element(
+                NO_ENDPOINT_SERVICES,
+                key(cluster_ip),
+                Some(format!("goto {REJECT_CHAIN}")),
+            );
+        }
     } else {
-        b.element(
-            NO_ENDPOINT_SERVICES,
-            key(cluster_ip),
-            Some(format!("goto {REJECT_CHAIN}")),
-        )
-    };
-    if !claimed {
         b.warn(format!(
             "service port {}: {cluster_ip}:{} is already used by another service",
             n.port_name, sp.port
         ));
     }
     for &ip in &svc.external_ips {
-        let mut ok = true;
-        if has_endpoints {
-            ok &= b.element(SERVICE_IPS, key(ip), Some(format!("goto {}", n.external)));
-        }
-        if !has_external_endpoints {
-            ok &= b.element(NO_ENDPOINT_SERVICES, key(ip), Some(no_external_verdict.clone()));
-        }
-        if !ok {
+        if !b.claim("ip", &key(ip), &n.port_name) {
             b.warn(format!(
                 "service port {}: external IP {ip}:{} is already used by another service",
                 n.port_name, sp.port
             ));
+            continue;
+        }
+        if has_endpoints {
+            b.element(SERVICE_IPS, key(ip), Some(format!("goto {}", n.external)));
+        }
+        if !has_external_endpoints {
+            b.element(
+                NO_ENDPOINT_SERVICES,
+                key(ip),
+                Some(no_external_verdict.clone()),
+            );
         }
     }
     if let Some(np) = sp.node_port {
         let key = format!("{proto} . {np}");
-        let mut ok = true;
-        if has_endpoints {
-            ok &= b.element(
-                SERVICE_NODEPORTS,
-                key.clone(),
-                Some(format!("goto {}", n.external)),
-            );
-        }
-        if !has_external_endpoints {
-            ok &= b.element(NO_ENDPOINT_NODEPORTS, key, Some(no_external_verdict.clone()));
-        }
-        if !ok {
+        if !b.claim("nodeport", &key, &n.port_name) {
             b.warn(format!(
                 "service port {}: node port {proto}/{np} is already used by another service",
                 n.port_name
             ));
+        } else {
+            if has_endpoints {
+                b.element(
+                    SERVICE_NODEPORTS,
+                    key.clone(),
+                    Some(format!("goto {}", n.external)),
+                );
+            }
+            if !has_external_endpoints {
+                b.element(
+                    NO_ENDPOINT_NODEPORTS,
+                    key,
+                    Some(no_external_verdict.clone()),
+                );
+            }
         }
     }
 }
 
 /// Session affinity first, then a random pick.
 ///
-/// `numgen random mod N` draws one number per *new* connection (nat chains
-/// only see a connection's first packet; conntrack replays the decision
-/// for the rest), and the anonymous vmap turns it into a jump with a single
-/// lookup. The map must cover 0..N-1: a missing index would fall through
-/// without DNAT.
-fn pick_endpoint(rules: &mut Vec<String>, n: &Names, endpoints: &[&Endpoint], affinity: bool) {
+/// Each rule `numgen random mod K == 0 goto endpoint-i` draws its own number,
+/// with K = N, N-1, ..., 2 and the last endpoint as the fallthrough: the
+/// i-th endpoint is taken with probability (1 - 1/N)···1/(N-i) = 1/N, so
+/// the pick is uniform (kube-proxy's iptables mode does the same with
+/// `statistic`). Only a connection's first packet gets here: nat chains
+/// see nothing else, conntrack replays the decision for the rest.
+///
+/// Why not kube-proxy nftables' single `numgen random mod N vmap { 0 : goto
+/// …, 1 : … }`: every inline vmap is an anonymous set, and the kernel names
+/// a new anonymous set by scanning every set of the table
+/// (nf_tables_set_alloc_name), so a first sync of 10 000 services took
+/// 56 s here; named per-service maps are no better (a set is found by name
+/// with a linear walk: 11 s). The cascade loads in about a second and costs
+/// a few more comparisons per new connection.
+fn pick_endpoint(rules: &mut Vec<String>, endpoints: &[&EndpointNames], affinity: bool) {
     if affinity {
         // A client seen recently goes back to the same endpoint; the
         // endpoint chain refreshes the entry (and its timeout).
-        for ep in endpoints {
-            rules.push(format!(
-                "ip saddr @{} goto {}",
-                n.affinity(ep),
-                n.endpoint(ep)
-            ));
+        for e in endpoints {
+            rules.push(format!("ip saddr @{} goto {}", e.affinity, e.chain));
         }
     }
-    let arms: Vec<String> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| format!("{i} : goto {}", n.endpoint(ep)))
-        .collect();
-    rules.push(format!(
-        "numgen random mod {} vmap {{ {} }}",
-        endpoints.len(),
-        arms.join(" , ")
-    ));
+    let count = endpoints.len();
+    for (i, e) in endpoints.iter().enumerate() {
+        if i + 1 < count {
+            rules.push(format!(
+                "numgen random mod {} == 0 goto {}",
+                count - i,
+                e.chain
+            ));
+        } else {
+            rules.push(format!("goto {}", e.chain));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -686,7 +773,8 @@ add rule ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 ip sa
 add rule ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 meta l4proto tcp dnat to 10.244.2.2:8080
 add chain ip netlab service-95253a1d-default/web/tcp/http
 add rule ip netlab service-95253a1d-default/web/tcp/http ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-95253a1d-default/web/tcp/http numgen random mod 2 vmap { 0 : goto endpoint-955667af-default/web/tcp/http__10.244.1.2/8080 , 1 : goto endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 }
+add rule ip netlab service-95253a1d-default/web/tcp/http numgen random mod 2 == 0 goto endpoint-955667af-default/web/tcp/http__10.244.1.2/8080
+add rule ip netlab service-95253a1d-default/web/tcp/http goto endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080
 add element ip netlab nodeport-ips { 172.18.0.2 }
 add element ip netlab cluster-ips { 10.0.0.10 }
 add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d-default/web/tcp/http }
@@ -728,7 +816,7 @@ add rule ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 ip sad
 add rule ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 meta l4proto tcp dnat to 10.244.2.2:8080
 add chain ip netlab service-049b5621-default/np/tcp/http
 add rule ip netlab service-049b5621-default/np/tcp/http ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-049b5621-default/np/tcp/http numgen random mod 1 vmap { 0 : goto endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 }
+add rule ip netlab service-049b5621-default/np/tcp/http goto endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080
 add chain ip netlab external-049b5621-default/np/tcp/http
 add rule ip netlab external-049b5621-default/np/tcp/http jump mark-for-masquerade
 add rule ip netlab external-049b5621-default/np/tcp/http goto service-049b5621-default/np/tcp/http
@@ -790,7 +878,8 @@ add chain ip netlab {svc_chain}
 add rule ip netlab {svc_chain} ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
 add rule ip netlab {svc_chain} ip saddr @{a1} goto {e1}
 add rule ip netlab {svc_chain} ip saddr @{a2} goto {e2}
-add rule ip netlab {svc_chain} numgen random mod 2 vmap {{ 0 : goto {e1} , 1 : goto {e2} }}
+add rule ip netlab {svc_chain} numgen random mod 2 == 0 goto {e1}
+add rule ip netlab {svc_chain} goto {e2}
 "
                 ),
                 &format!(
@@ -826,9 +915,10 @@ add rule ip netlab {e2} ip saddr 10.244.2.2 jump mark-for-masquerade
 add rule ip netlab {e2} meta l4proto tcp dnat to 10.244.2.2:8080
 add chain ip netlab {svc_chain}
 add rule ip netlab {svc_chain} ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {svc_chain} numgen random mod 2 vmap {{ 0 : goto {e1} , 1 : goto {e2} }}
+add rule ip netlab {svc_chain} numgen random mod 2 == 0 goto {e1}
+add rule ip netlab {svc_chain} goto {e2}
 add chain ip netlab {local}
-add rule ip netlab {local} numgen random mod 1 vmap {{ 0 : goto {e1} }}
+add rule ip netlab {local} goto {e1}
 add chain ip netlab {ext}
 add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain} comment \"short-circuit pod traffic\"
 add rule ip netlab {ext} fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"
@@ -858,18 +948,24 @@ add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
         let r = ruleset(&node(), &[s]);
         let got = r.render();
         // Pods and the node itself still reach the remote endpoint...
-        assert!(got.contains(&format!(
-            "add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain}"
-        )), "{got}");
+        assert!(
+            got.contains(&format!(
+                "add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain}"
+            )),
+            "{got}"
+        );
         assert!(got.contains(&format!("add chain ip netlab {e}\n")), "{got}");
         // ...but there is no local chain to fall into, and the filter drops
         // what falls through.
         assert!(!got.contains("local-f5107cf6"), "{got}");
-        assert!(got.ends_with(&format!(
-            "add element ip netlab service-nodeports {{ tcp . 30083 : goto {ext} }}
+        assert!(
+            got.ends_with(&format!(
+                "add element ip netlab service-nodeports {{ tcp . 30083 : goto {ext} }}
 add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
 "
-        )), "{got}");
+            )),
+            "{got}"
+        );
     }
 
     #[test]
@@ -882,10 +978,26 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
         sctp.protocol = Protocol::Sctp;
         s.ports.push(sctp);
         let got = ruleset(&node(), &[s]).render();
-        assert!(got.contains("-default/dns/udp/53__10.244.1.2/8080 meta l4proto udp dnat to 10.244.1.2:8080\n"), "{got}");
-        assert!(got.contains("-default/dns/sctp/53__10.244.1.2/8080 meta l4proto sctp dnat to 10.244.1.2:8080\n"), "{got}");
-        assert!(got.contains("service-ips { 10.0.0.53 . udp . 53 : goto service-"), "{got}");
-        assert!(got.contains("service-ips { 10.0.0.53 . sctp . 53 : goto service-"), "{got}");
+        assert!(
+            got.contains(
+                "-default/dns/udp/53__10.244.1.2/8080 meta l4proto udp dnat to 10.244.1.2:8080\n"
+            ),
+            "{got}"
+        );
+        assert!(
+            got.contains(
+                "-default/dns/sctp/53__10.244.1.2/8080 meta l4proto sctp dnat to 10.244.1.2:8080\n"
+            ),
+            "{got}"
+        );
+        assert!(
+            got.contains("service-ips { 10.0.0.53 . udp . 53 : goto service-"),
+            "{got}"
+        );
+        assert!(
+            got.contains("service-ips { 10.0.0.53 . sctp . 53 : goto service-"),
+            "{got}"
+        );
     }
 
     #[test]
@@ -905,12 +1017,17 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
         b.ports[0].node_port = Some(30080);
         let mut c = svc("web3", "10.0.0.30", vec![ep("10.244.1.9", "node-1")]);
         c.ports[0].node_port = Some(30080);
-        let r = ruleset(&node(), &[a, b, c]);
+        // Without endpoints, its claim would go to another map: still a conflict.
+        let mut d = svc("web4", "10.0.0.10", vec![]);
+        d.external_ips = vec!["10.0.0.30".parse().unwrap()];
+        let r = ruleset(&node(), &[a, b, c, d]);
         assert_eq!(
             r.warnings,
             [
                 "service port default/web2/tcp/http: 10.0.0.10:80 is already used by another service",
                 "service port default/web3/tcp/http: node port tcp/30080 is already used by another service",
+                "service port default/web4/tcp/http: 10.0.0.10:80 is already used by another service",
+                "service port default/web4/tcp/http: external IP 10.0.0.30:80 is already used by another service",
             ]
         );
         let claims = r
@@ -925,7 +1042,10 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
     fn odd_names_are_sanitized_and_long_ones_cut() {
         assert_eq!(
             object_name("service", "ns/a b:c/tcp/x"),
-            format!("service-{}-ns/a_b_c/tcp/x", &hex::encode(Sha256::digest(b"ns/a b:c/tcp/x"))[..8])
+            format!(
+                "service-{}-ns/a_b_c/tcp/x",
+                &hex::encode(Sha256::digest(b"ns/a b:c/tcp/x"))[..8]
+            )
         );
         let long = object_name("endpoint", &"x".repeat(400));
         assert_eq!(long.len(), NAME_MAX);
@@ -964,16 +1084,18 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
         assert_eq!(
             t.text,
             format!(
-                "add chain ip netlab {e3}
+                "create chain ip netlab {e3}
 flush chain ip netlab {svc_chain}
 add rule ip netlab {e3} ip saddr 10.244.2.99 jump mark-for-masquerade
 add rule ip netlab {e3} meta l4proto tcp dnat to 10.244.2.99:8080
 add rule ip netlab {svc_chain} ip daddr 10.0.2.1 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {svc_chain} numgen random mod 3 vmap {{ 0 : goto {e1} , 1 : goto {e2} , 2 : goto {e3} }}
+add rule ip netlab {svc_chain} numgen random mod 3 == 0 goto {e1}
+add rule ip netlab {svc_chain} numgen random mod 2 == 0 goto {e2}
+add rule ip netlab {svc_chain} goto {e3}
 "
             )
         );
-        assert_eq!(t.commands(), 6);
+        assert_eq!(t.commands(), 8);
         assert_eq!(t.changes.chains_added, 1);
         assert_eq!(t.changes.chains_rewritten, 1);
     }
@@ -1015,7 +1137,12 @@ add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 : goto reject-
 delete element ip netlab service-ips { 10.0.0.4 . tcp . 80 }
 "
         ));
-        assert!(t.text.lines().all(|l| l.contains("default/svc-3/")
-            || l.contains("10.0.0.4 ")), "{}", t.text);
+        assert!(
+            t.text
+                .lines()
+                .all(|l| l.contains("default/svc-3/") || l.contains("10.0.0.4 ")),
+            "{}",
+            t.text
+        );
     }
 }

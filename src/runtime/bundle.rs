@@ -24,6 +24,8 @@ pub struct ContainerSpec<'a> {
     /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` written for the pod.
     pub etc_files: &'a [(PathBuf, &'static str)],
     pub cgroups_path: String,
+    /// The kubelet's service variables (`MY_NGINX_SERVICE_HOST`, …).
+    pub service_env: &'a [(String, String)],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +48,20 @@ pub fn process_args(c: &Container, image: &ImageConfig, env: &[String]) -> Vec<S
     }
 }
 
-/// The environment: the image's, then `HOSTNAME` (as CRI runtimes set it),
-/// then the container's `env` in order, later names replacing earlier ones
-/// and `$(VAR)` expanded against what came before.
-pub fn process_env(c: &Container, image: &ImageConfig, hostname: &str) -> Vec<String> {
+/// The environment: the image's, the service variables, `HOSTNAME` (as CRI
+/// runtimes set it), then the container's `env` in order, later names
+/// replacing earlier ones (explicit `env` wins) and `$(VAR)` expanded
+/// against what came before.
+pub fn process_env(
+    c: &Container,
+    image: &ImageConfig,
+    hostname: &str,
+    service_env: &[(String, String)],
+) -> Vec<String> {
     let mut env: Vec<String> = image.env().clone().unwrap_or_default();
+    for (k, v) in service_env {
+        set_var(&mut env, k, v);
+    }
     set_var(&mut env, "HOSTNAME", hostname);
     for e in c.env.iter().flatten() {
         let value = expand(e.value.as_deref().unwrap_or(""), &env);
@@ -159,7 +170,7 @@ pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
         container: c.container.name.clone(),
         message,
     };
-    let env = process_env(c.container, c.image, c.pod_name);
+    let env = process_env(c.container, c.image, c.pod_name, c.service_env);
     let args = process_args(c.container, c.image, &env);
     if args.is_empty() {
         return Err(bad(
@@ -283,10 +294,11 @@ mod tests {
 
     #[test]
     fn env_order_and_override() {
-        let env = process_env(&container(None, None), &image(), "pod-a");
+        let svc = [("MY_SVC_SERVICE_HOST".to_string(), "10.0.0.7".to_string()), ("NGINX".to_string(), "svc".to_string())];
+        let env = process_env(&container(None, None), &image(), "pod-a", &svc);
         assert_eq!(
             env,
-            vec!["PATH=/usr/bin:/bin", "NGINX=2", "HOSTNAME=pod-a", "GREETING=hello 1"]
+            vec!["PATH=/usr/bin:/bin", "NGINX=2", "MY_SVC_SERVICE_HOST=10.0.0.7", "HOSTNAME=pod-a", "GREETING=hello svc"]
         );
     }
 
@@ -302,6 +314,7 @@ mod tests {
             netns: Path::new("/run/netns/netlab-t.pod.default.p"),
             etc_files: &[(PathBuf::from("/run/x/hosts"), "/etc/hosts")],
             cgroups_path: "/netlab-t/c".into(),
+            service_env: &[],
         })
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
