@@ -369,3 +369,38 @@ fn delete_kinds_and_scale() {
     assert!(lab.pods().is_empty());
     lab.down_clean();
 }
+
+/// The tutorial's "环境变量" lesson: pods created before the Service lack its
+/// variables; after scaling to 0 and back, the new pods have them.
+#[test]
+fn service_environment_variables_follow_creation_order() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap();
+    let lab = Lab::up("svc-env", &yaml);
+    let first = lab.pods()[0].0.clone();
+    let env = lab.ok(&["exec", &first, "--", "printenv"]);
+    for line in ["KUBERNETES_SERVICE_HOST=10.0.0.1", "KUBERNETES_SERVICE_PORT=443", "KUBERNETES_SERVICE_PORT_HTTPS=443", "KUBERNETES_PORT=tcp://10.0.0.1:443"] {
+        assert!(env.lines().any(|l| l == line), "{line} missing:\n{env}");
+    }
+    assert!(!env.contains("MY_NGINX_"), "service variables before the service exists:\n{env}");
+
+    lab.ok(&["expose", "deployment/my-nginx"]);
+    let ip = cluster_ip(&lab, "my-nginx");
+    lab.ok(&["scale", "deployment", "my-nginx", "--replicas=0"]);
+    lab.ok(&["scale", "deployment", "my-nginx", "--replicas=2"]);
+    let pods = lab.pods();
+    assert_eq!(pods.len(), 2);
+    assert!(!pods.iter().any(|p| p.0 == first), "new pods after scaling");
+    let env = lab.ok(&["exec", &pods[0].0, "--", "printenv"]);
+    for line in [format!("MY_NGINX_SERVICE_HOST={ip}"), "MY_NGINX_SERVICE_PORT=80".into(), format!("MY_NGINX_PORT_80_TCP_ADDR={ip}")] {
+        assert!(env.lines().any(|l| l == line), "{line} missing:\n{env}");
+    }
+    // A deleted pod of the Deployment is replaced, with a new name.
+    let victim = pods[0].0.clone();
+    lab.ok(&["delete", "pod", &victim]);
+    let after = lab.pods();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(!after.iter().any(|p| p.0 == victim));
+    must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+    lab.down_clean();
+}

@@ -53,6 +53,10 @@ pub async fn change<T>(
 /// One step towards the state: pods first (so Endpoints see them), then
 /// Endpoints, then the proxy rules on every node.
 pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), ControllerError> {
+    // Deployments first: a deleted pod of a Deployment is replaced (with a
+    // new name and address), a changed template rolls its pods.
+    st.reconcile_deployments(chrono::Utc::now(), &mut rand::rng())?;
+
     // Pods marked for deletion: their endpoints leave the rules first (as
     // Kubernetes removes a terminating pod from Endpoints), then they stop.
     let doomed: Vec<Pod> = st
