@@ -1,7 +1,9 @@
 //! `netlab describe svc|pod NAME`: kubectl's field layout.
 
 use super::get::{external_ip, Kind};
-use super::printer::{fields, map_lines};
+use super::printer::{age, fields, map_lines};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
 use crate::cluster::services::{endpoints_summary, service_type};
 use crate::cluster::{state, ClusterState};
 use anyhow::{anyhow, bail, Result};
@@ -9,21 +11,97 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 pub fn render(st: &ClusterState, kind: Kind, name: &str, namespace: &str) -> Result<String> {
-    match kind {
+    let now = chrono::Utc::now();
+    let (body, event_kind) = match kind {
         Kind::Service => {
             let s = st
                 .service(namespace, name)
                 .ok_or_else(|| anyhow!("services {name:?} not found"))?;
-            Ok(service(st, s))
+            (service(st, s), "Service")
         }
         Kind::Pod => {
             let p = st
                 .pod(namespace, name)
                 .ok_or_else(|| anyhow!("pods {name:?} not found"))?;
-            Ok(pod(p))
+            (pod(p), "Pod")
+        }
+        Kind::Deployment => {
+            let d = st
+                .deployments
+                .iter()
+                .find(|d| d.metadata.name.as_deref() == Some(name) && state::namespace(&d.metadata) == namespace)
+                .ok_or_else(|| anyhow!("deployments.apps {name:?} not found"))?;
+            (deployment(d), "Deployment")
         }
         other => bail!("netlab describe does not know {} yet", other.plural()),
+    };
+    Ok(format!("{body}{}", events_section(&st.events_for(event_kind, namespace, name), now)))
+}
+
+/// The `Events:` block of describe, kubectl's layout.
+pub fn events_section(events: &[&Event], now: chrono::DateTime<chrono::Utc>) -> String {
+    if events.is_empty() {
+        return "Events:  <none>\n".into();
     }
+    let mut t = super::printer::Printer::new(["Type", "Reason", "Age", "From", "Message"]);
+    t.row(["----", "------", "----", "----", "-------"]);
+    for e in events {
+        let last = age(e.last_timestamp.as_ref(), now);
+        let count = e.count.unwrap_or(1);
+        let when = if count > 1 {
+            format!("{last} (x{count} over {})", age(e.first_timestamp.as_ref(), now))
+        } else {
+            last
+        };
+        t.row([
+            e.type_.clone().unwrap_or_default(),
+            e.reason.clone().unwrap_or_default(),
+            when,
+            e.source.as_ref().and_then(|s| s.component.clone()).unwrap_or_default(),
+            e.message.clone().unwrap_or_default(),
+        ]);
+    }
+    let mut out = String::from("Events:\n");
+    for l in t.render().lines() {
+        out.push_str(&format!("  {l}\n"));
+    }
+    out
+}
+
+pub fn deployment(d: &Deployment) -> String {
+    let spec = d.spec.clone().unwrap_or_default();
+    let st = d.status.clone().unwrap_or_default();
+    let want = spec.replicas.unwrap_or(1);
+    let rows = vec![
+        (s("Name"), d.metadata.name.clone().unwrap_or_default()),
+        (s("Namespace"), state::namespace(&d.metadata).to_string()),
+        (s("CreationTimestamp"), d.metadata.creation_timestamp.as_ref().map(|t| t.0.to_rfc2822()).unwrap_or_default()),
+        (s("Labels"), map_lines(d.metadata.labels.as_ref(), "\n")),
+        (s("Annotations"), map_lines(d.metadata.annotations.as_ref(), "\n")),
+        (s("Selector"), map_lines(spec.selector.match_labels.as_ref(), ",")),
+        (
+            s("Replicas"),
+            format!(
+                "{want} desired | {} updated | {} total | {} available | {} unavailable",
+                st.updated_replicas.unwrap_or(0),
+                st.replicas.unwrap_or(0),
+                st.available_replicas.unwrap_or(0),
+                (st.replicas.unwrap_or(0) - st.available_replicas.unwrap_or(0)).max(0)
+            ),
+        ),
+        (s("StrategyType"), s("Recreate")),
+    ];
+    let mut out = fields(&rows);
+    out.push_str("Pod Template:\n");
+    out.push_str(&format!("  Labels:  {}\n", map_lines(spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()), ",")));
+    out.push_str("  Containers:\n");
+    for c in spec.template.spec.iter().flat_map(|p| p.containers.iter()) {
+        out.push_str(&format!("   {}:\n    Image:  {}\n", c.name, c.image.clone().unwrap_or_default()));
+        for p in c.ports.iter().flatten() {
+            out.push_str(&format!("    Port:   {}/{}\n", p.container_port, p.protocol.clone().unwrap_or_else(|| "TCP".into())));
+        }
+    }
+    out
 }
 
 fn s(v: impl Into<String>) -> String {
@@ -97,7 +175,6 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
         rows.push((s("External Traffic Policy"), p.clone()));
     }
     rows.push((s("Internal Traffic Policy"), spec.internal_traffic_policy.clone().unwrap_or_else(|| "Cluster".into())));
-    rows.push((s("Events"), s("<none>")));
     fields(&rows)
 }
 
@@ -162,6 +239,5 @@ pub fn pod(p: &Pod) -> String {
         out.push_str(&c);
         out.push('\n');
     }
-    out.push_str("Events:                     <none>\n");
     out
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use crate::cluster::services::{endpoints_summary, service_type};
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,7 @@ pub enum Kind {
     Deployment,
     Service,
     Endpoints,
+    Event,
 }
 
 impl Kind {
@@ -28,6 +29,7 @@ impl Kind {
             }
             "svc" | "service" | "services" => Kind::Service,
             "ep" | "endpoints" => Kind::Endpoints,
+            "ev" | "event" | "events" => Kind::Event,
             other => bail!(
                 "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints)"
             ),
@@ -40,6 +42,7 @@ impl Kind {
             Kind::Deployment => "deployment.apps",
             Kind::Service => "service",
             Kind::Endpoints => "endpoints",
+            Kind::Event => "event",
         }
     }
     /// The plural kubectl uses in "not found" messages.
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Deployment => "deployments.apps",
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
+            Kind::Event => "events",
         }
     }
 }
@@ -148,6 +152,15 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
                     .filter(|e| keep(&e.metadata, true))
                     .collect();
                 (endpoints_table(&eps, args, now, multi), to_values(&eps))
+            }
+            Kind::Event => {
+                let mut evs: Vec<&Event> = state
+                    .events
+                    .iter()
+                    .filter(|e| keep(&e.metadata, true))
+                    .collect();
+                evs.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
+                (events_table(&evs, args, now), to_values(&evs))
             }
         };
         // Named objects that do not exist are errors, as in kubectl.
@@ -492,6 +505,30 @@ fn endpoints_table(eps: &[&Endpoints], args: &GetArgs<'_>, now: DateTime<Utc>, m
             name_cell(Kind::Endpoints, e.metadata.name.as_deref().unwrap_or_default(), multi),
             endpoints_summary(Some(e), 3),
             age(e.metadata.creation_timestamp.as_ref(), now),
+        ]);
+        t.row(row);
+    }
+    t
+}
+
+fn events_table(evs: &[&Event], args: &GetArgs<'_>, now: DateTime<Utc>) -> Printer {
+    let mut t = Printer::new(with_namespace(args, vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]));
+    for e in evs {
+        let mut row = Vec::new();
+        if args.namespace.is_none() {
+            row.push(state::namespace(&e.metadata).to_string());
+        }
+        let o = &e.involved_object;
+        row.extend([
+            age(e.last_timestamp.as_ref(), now),
+            e.type_.clone().unwrap_or_default(),
+            e.reason.clone().unwrap_or_default(),
+            format!(
+                "{}/{}",
+                o.kind.clone().unwrap_or_default().to_lowercase(),
+                o.name.clone().unwrap_or_default()
+            ),
+            e.message.clone().unwrap_or_default(),
         ]);
         t.row(row);
     }

@@ -2,6 +2,7 @@
 //! names, node addresses), persisted atomically. Pure: no kernel, no runtime.
 
 pub mod envvars;
+pub mod events;
 pub mod ipam;
 pub mod names;
 pub mod objects;

@@ -7,7 +7,7 @@ use crate::lab::{LabConfig, LabSpec};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
-    Endpoints, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodIP,
+    Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodIP,
     PodStatus, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -30,6 +30,8 @@ pub struct ClusterState {
     pub services: Vec<Service>,
     #[serde(default)]
     pub endpoints: Vec<Endpoints>,
+    #[serde(default)]
+    pub events: Vec<Event>,
 }
 
 /// Facts about the host that go into Node objects (`get nodes -o wide`).
@@ -91,6 +93,7 @@ impl ClusterState {
             pods: Vec::new(),
             services: Vec::new(),
             endpoints: Vec::new(),
+            events: Vec::new(),
         };
         for p in &spec.pods {
             let mut pod = p.object.clone();
@@ -169,7 +172,19 @@ impl ClusterState {
         status.host_ip = Some(node.lan.addr().to_string());
         status.pod_ip = Some(ip.to_string());
         status.pod_ips = Some(vec![PodIP { ip: ip.to_string() }]);
+        let (ns, name) = (
+            namespace(&pod.metadata).to_string(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
         self.pods.push(pod);
+        self.record(
+            super::events::Involved { kind: "Pod", namespace: &ns, name: &name },
+            "Normal",
+            "Scheduled",
+            "default-scheduler",
+            format!("Successfully assigned {ns}/{name} to {node_name}"),
+            Utc::now(),
+        );
         Ok(())
     }
 
@@ -210,6 +225,7 @@ impl ClusterState {
                     changed = true;
                 }
             }
+            let before = current.len();
             // Too many: the newest go first (pods are kept in creation order).
             while current.len() > want {
                 let victim = current.pop().expect("non-empty");
@@ -221,6 +237,18 @@ impl ClusterState {
                     p.metadata.deletion_timestamp = Some(time(now));
                     changed = true;
                 }
+            }
+            if before != want {
+                let rs = format!("{name}-{hash}");
+                let verb = if before < want { "up" } else { "down" };
+                self.record(
+                    super::events::Involved { kind: "Deployment", namespace: &ns, name: &name },
+                    "Normal",
+                    "ScalingReplicaSet",
+                    "deployment-controller",
+                    format!("Scaled {verb} replica set {rs} to {want}"),
+                    now,
+                );
             }
             for _ in current.len()..want {
                 let mut pod = pod_for(&dep, now, rng);

@@ -70,6 +70,10 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
         proxier::sync_all(lab, st).await?;
         let mut errors = Vec::new();
         for p in &doomed {
+            let who = crate::cluster::events::involved("Pod", &p.metadata);
+            for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
+                st.record(who.clone(), "Normal", "Killing", "kubelet", format!("Stopping container {}", c.name), chrono::Utc::now());
+            }
             errors.extend(pods::remove_pod(lab, p).await);
         }
         st.pods.retain(|p| p.metadata.deletion_timestamp.is_none());

@@ -66,8 +66,18 @@ pub async fn start_all(
     .try_collect()
     .await?;
     let mut pids = Pids::new();
+    let now = Utc::now();
     for (pod, p) in started {
-        pids.insert(pod.metadata.name.clone().unwrap_or_default(), p);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ns = state::namespace(&pod.metadata).to_string();
+        let who = crate::cluster::events::Involved { kind: "Pod", namespace: &ns, name: &name };
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            let image = c.image.clone().unwrap_or_default();
+            state.record(who.clone(), "Normal", "Pulled", "kubelet", format!("Container image \"{image}\" already present on machine"), now);
+            state.record(who.clone(), "Normal", "Created", "kubelet", format!("Created container {}", c.name), now);
+            state.record(who.clone(), "Normal", "Started", "kubelet", format!("Started container {}", c.name), now);
+        }
+        pids.insert(name, p);
         state.pods.push(pod);
     }
     Ok(pids)

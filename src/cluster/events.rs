@@ -1,0 +1,112 @@
+//! Events, as the kubelet and controllers record them (`kubectl get events`,
+//! the Events section of `describe`). The store keeps the most recent ones;
+//! a repeat of the same reason on the same object bumps its count.
+
+use super::state::{namespace, time, ClusterState};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// How many events a lab keeps.
+pub const KEEP: usize = 500;
+
+/// The object an event is about: kind, namespace, name.
+#[derive(Debug, Clone)]
+pub struct Involved<'a> {
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+impl ClusterState {
+    pub fn record(
+        &mut self,
+        object: Involved<'_>,
+        type_: &str,
+        reason: &str,
+        component: &str,
+        message: impl Into<String>,
+        now: DateTime<Utc>,
+    ) {
+        let message = message.into();
+        if let Some(e) = self.events.iter_mut().rev().find(|e| {
+            e.involved_object.name.as_deref() == Some(object.name)
+                && e.involved_object.kind.as_deref() == Some(object.kind)
+                && e.reason.as_deref() == Some(reason)
+                && e.message.as_deref() == Some(message.as_str())
+        }) {
+            e.count = Some(e.count.unwrap_or(1) + 1);
+            e.last_timestamp = Some(time(now));
+            return;
+        }
+        let n = self.events.len();
+        self.events.push(Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}{n:x}", object.name, now.timestamp_micros())),
+                namespace: Some(object.namespace.to_string()),
+                creation_timestamp: Some(time(now)),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                kind: Some(object.kind.to_string()),
+                name: Some(object.name.to_string()),
+                namespace: Some(object.namespace.to_string()),
+                ..Default::default()
+            },
+            type_: Some(type_.to_string()),
+            reason: Some(reason.to_string()),
+            message: Some(message),
+            count: Some(1),
+            first_timestamp: Some(time(now)),
+            last_timestamp: Some(time(now)),
+            source: Some(EventSource {
+                component: Some(component.to_string()),
+                host: None,
+            }),
+            reporting_component: Some(component.to_string()),
+            ..Default::default()
+        });
+        if self.events.len() > KEEP {
+            let extra = self.events.len() - KEEP;
+            self.events.drain(..extra);
+        }
+    }
+
+    /// Events about one object, oldest first.
+    pub fn events_for(&self, kind: &str, ns: &str, name: &str) -> Vec<&Event> {
+        self.events
+            .iter()
+            .filter(|e| {
+                e.involved_object.kind.as_deref() == Some(kind)
+                    && e.involved_object.name.as_deref() == Some(name)
+                    && e.involved_object.namespace.as_deref() == Some(ns)
+            })
+            .collect()
+    }
+}
+
+pub fn involved<'a>(kind: &'a str, meta: &'a ObjectMeta) -> Involved<'a> {
+    Involved {
+        kind,
+        namespace: namespace(meta),
+        name: meta.name.as_deref().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::HostInfo;
+
+    #[test]
+    fn repeats_are_counted() {
+        let spec = crate::lab::load_str(std::path::Path::new("t.yaml"), "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: x\n", &Default::default()).unwrap();
+        let mut st = ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rand::rng()).unwrap();
+        let before = st.events.len();
+        let who = Involved { kind: "Pod", namespace: "default", name: "p" };
+        st.record(who.clone(), "Normal", "Started", "kubelet", "Started container c", Utc::now());
+        st.record(who.clone(), "Normal", "Started", "kubelet", "Started container c", Utc::now());
+        assert_eq!(st.events.len(), before + 1);
+        assert_eq!(st.events_for("Pod", "default", "p").last().unwrap().count, Some(2));
+    }
+}
