@@ -60,6 +60,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// The local image store.
     Images(images::ImagesArgs),
+    /// The lab's controller process (restarts containers, follows them in the Services).
+    Controller(ControllerCmd),
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +81,25 @@ pub struct GetCmd {
     /// List across all namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ControllerCmd {
+    #[command(subcommand)]
+    pub action: ControllerAction,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ControllerAction {
+    /// Start it in the background (adopting the running pods) unless it runs.
+    Start,
+    /// Stop it; the pods keep running.
+    Stop,
+    /// Print its pid, or exit 1 when it does not run.
+    Status,
+    /// Run it in the foreground (what `start` runs).
+    #[command(hide = true)]
+    Run,
 }
 
 #[derive(Debug, clap::Args)]
@@ -137,6 +158,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Expose(args) => edit::expose(args, lab).await,
                 Command::Exec(args) => exec::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
+                Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) => unreachable!(),
             }
         }
@@ -186,6 +208,38 @@ async fn get(args: GetCmd, lab: Option<String>) -> Result<i32> {
     )?;
     print!("{out}");
     Ok(0)
+}
+
+async fn controller(args: ControllerCmd, lab: Option<String>) -> Result<i32> {
+    use crate::controller::daemon;
+    let lab = select_lab(lab)?;
+    match args.action {
+        ControllerAction::Run => {
+            daemon::run(&lab).await?;
+            Ok(0)
+        }
+        ControllerAction::Start => {
+            crate::controller::observed_state(&lab).await?;
+            let pid = daemon::spawn(&lab)?;
+            println!("controller of lab {lab} runs (pid {pid})");
+            Ok(0)
+        }
+        ControllerAction::Stop => {
+            daemon::stop(&lab).await.map_err(anyhow::Error::msg)?;
+            println!("controller of lab {lab} stopped");
+            Ok(0)
+        }
+        ControllerAction::Status => match daemon::running(&lab) {
+            Some(pid) => {
+                println!("{pid}");
+                Ok(0)
+            }
+            None => {
+                eprintln!("the controller of lab {lab} does not run: start it with `netlab controller start`");
+                Ok(1)
+            }
+        },
+    }
 }
 
 async fn describe(args: DescribeCmd, lab: Option<String>) -> Result<i32> {

@@ -28,6 +28,11 @@ pub async fn down(lab: &str) -> DownReport {
     report.found = dir.exists() || !namespaces.is_empty() || !cgroups.is_empty();
     report.namespaces = namespaces.len();
 
+    // 0. The controller first, so that it does not restart what we stop.
+    if let Err(e) = super::daemon::stop(lab).await {
+        report.errors.push(e);
+    }
+
     // 1. Containers, through the runtime (it also removes their cgroups).
     let runc = Runc::new(&paths::runc_root(lab));
     let mut pids = Vec::new();

@@ -6,6 +6,7 @@
 //! changes) builds on these same functions.
 
 pub mod converge;
+pub mod daemon;
 pub mod down;
 pub mod pods;
 pub mod proxier;

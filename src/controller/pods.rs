@@ -203,6 +203,11 @@ fn write_etc_files(
     Ok(out)
 }
 
+/// Sets a pod's Ready/ContainersReady conditions and its containers' ready flags.
+pub fn set_ready(pod: &mut Pod, ready: bool) {
+    set_conditions(pod, ready)
+}
+
 fn set_conditions(pod: &mut Pod, ready: bool) {
     let now = state::time(Utc::now());
     let cond = |t: &str, ok: bool| PodCondition {
@@ -405,7 +410,10 @@ pub async fn observe(lab: &str, state: &mut ClusterState) {
         let status = pod.status.get_or_insert_with(Default::default);
         for cs in status.container_statuses.iter_mut().flatten() {
             let id = paths::container_id(&ns, &name, &cs.name);
-            if running.get(&id).map(String::as_str) != Some("running") {
+            // Only a container the store believes running can have died
+            // unnoticed; waiting and terminated ones are the controller's word.
+            let believed_running = cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some();
+            if believed_running && running.get(&id).map(String::as_str) != Some("running") {
                 any_dead = true;
                 cs.ready = false;
                 let started_at = cs

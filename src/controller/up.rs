@@ -72,6 +72,8 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
         state.refresh_endpoints();
         super::proxier::sync_all(&lab, &state).await?;
         state.persist(&dir)?;
+        drop(_lock);
+        super::daemon::spawn(&lab)?;
         Ok::<_, ControllerError>((network, t.elapsed()))
     }
     .await;

@@ -218,7 +218,16 @@ impl Lab {
             .collect()
     }
 
-    /// Container pids from the runtime, for the leak check.
+    /// The controller's pid, if one runs.
+    pub fn controller_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(format!("/run/netlab/{}/controller.pid", self.name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Container pids from the runtime (and the controller's), for the leak check.
     pub fn container_pids(&self) -> Vec<i32> {
         let out = Command::new("runc")
             .args(["--root", &format!("/run/netlab/{}/runc", self.name), "list", "--format", "json"])
@@ -226,9 +235,12 @@ impl Lab {
             .expect("runc list");
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
-        v.as_array()
+        let mut pids: Vec<i32> = v
+            .as_array()
             .map(|a| a.iter().filter_map(|c| c["pid"].as_i64()).map(|p| p as i32).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        pids.extend(self.controller_pid());
+        pids
     }
 
     /// `netlab down`, then every trace of the lab must be gone.

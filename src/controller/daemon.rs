@@ -1,0 +1,379 @@
+//! The per-lab controller process: what keeps a lab converging after `up`
+//! returns, as the kubelet does on a node. It watches every container
+//! process through a pidfd (a process that is not our child can be watched
+//! that way), restarts dead containers per `restartPolicy` with the kubelet's
+//! back-off, and takes a dead pod out of the Services' endpoints on every
+//! node until it runs again.
+//!
+//! It holds no state of its own: everything is in the lab's state file and
+//! runc's state, read under the lab's lock on every step. So `kill -9` of the
+//! controller disturbs no pod, and a new controller adopts the running
+//! containers without restarting them.
+
+use super::{pods, proxier, ControllerError};
+use crate::cluster::{events, state, ClusterState};
+use crate::paths;
+use crate::runtime::{rootfs, Runc, Store};
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// How often the controller looks even when no process died (for changes
+/// made by other commands and for back-off timers).
+const RESYNC: Duration = Duration::from_millis(500);
+
+pub fn pid_file(lab: &str) -> PathBuf {
+    paths::lab_dir(lab).join("controller.pid")
+}
+
+pub fn log_file(lab: &str) -> PathBuf {
+    paths::lab_dir(lab).join("controller.log")
+}
+
+/// The running controller's pid, if there is one.
+pub fn running(lab: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file(lab)).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    // Guard against a recycled pid: it must be our controller of this lab.
+    (crate::runtime::runc::process_alive(pid) && cmdline.contains("controller") && cmdline.contains(lab)).then_some(pid)
+}
+
+/// Starts the controller of a lab in the background (its own session, its
+/// output in `controller.log`). No-op when one runs.
+pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
+    if let Some(pid) = running(lab) {
+        return Ok(pid);
+    }
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| ControllerError::io(std::path::Path::new("/proc/self/exe"), e))?;
+    let log_path = log_file(lab);
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| ControllerError::io(&log_path, e))?;
+    let err = log.try_clone().map_err(|e| ControllerError::io(&log_path, e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["controller", "run", "--lab", lab])
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe; it detaches the controller from
+    // the terminal and the caller's process group.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| ControllerError::Runtime {
+        message: format!("starting the controller of lab {lab}: {e}"),
+    })?;
+    Ok(child.id() as i32)
+}
+
+/// Stops the controller (SIGTERM, then SIGKILL after 2 s). Ok when none runs.
+pub async fn stop(lab: &str) -> Result<(), String> {
+    let Some(pid) = running(lab) else { return Ok(()) };
+    let target = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+    for _ in 0..200 {
+        if !crate::runtime::runc::process_alive(pid) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+    super::down::wait_gone(&[pid]).await
+}
+
+/// The controller's main loop (`netlab controller run --lab LAB`).
+pub async fn run(lab: &str) -> Result<(), ControllerError> {
+    let dir = paths::lab_dir(lab);
+    // One controller per lab: a lock held for the process's life.
+    let lock_path = dir.join("controller.lock");
+    let lock = File::create(&lock_path).map_err(|e| ControllerError::io(&lock_path, e))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| ControllerError::Runtime {
+        message: format!("a controller of lab {lab} already runs"),
+    })?;
+    std::fs::write(pid_file(lab), std::process::id().to_string()).map_err(|e| ControllerError::io(&pid_file(lab), e))?;
+    tracing::info!(lab, pid = std::process::id(), "controller started");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| ControllerError::io(&lock_path, e))?;
+    loop {
+        if !dir.join(state::STATE_FILE).exists() {
+            tracing::info!(lab, "the lab is gone; controller exits");
+            return Ok(());
+        }
+        let pids = match step(lab).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(lab, error = %e, "controller step failed");
+                Vec::new()
+            }
+        };
+        tokio::select! {
+            _ = any_exits(pids) => {}
+            _ = tokio::time::sleep(RESYNC) => {}
+            _ = term.recv() => {
+                tracing::info!(lab, "controller stopping");
+                let _ = std::fs::remove_file(pid_file(lab));
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Resolves when any of the processes exits (a pidfd becomes readable).
+async fn any_exits(pids: Vec<i32>) {
+    let mut fds = Vec::new();
+    for pid in pids {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return; // already gone: look again at once
+        }
+        // SAFETY: the fd was just returned to us and is owned by nobody else.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the AsyncFd owns the pidfd and nothing else closes it
+        // while it is registered.
+        match unsafe { AsyncFd::register(owned) } {
+            Ok(a) => fds.push(a),
+            Err(_) => return,
+        }
+    }
+    if fds.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    let waits = fds.iter().map(|f| Box::pin(f.readable()));
+    let _ = futures::future::select_all(waits).await;
+}
+
+/// One look at the lab: restart what died, update statuses, endpoints and
+/// rules. Returns the pids of the containers that run now.
+pub async fn step(lab: &str) -> Result<Vec<i32>, ControllerError> {
+    let _lock = super::converge::LabLock::acquire(lab)?;
+    let dir = paths::lab_dir(lab);
+    let mut st = ClusterState::load(&dir)?;
+    let runc = Runc::new(&paths::runc_root(lab));
+    let list = runc.list().await.map_err(|e| ControllerError::Runtime { message: e.to_string() })?;
+    let live: HashMap<String, i32> = list
+        .iter()
+        .filter(|c| c.status == "running" && crate::runtime::runc::process_alive(c.pid))
+        .map(|c| (c.id.clone(), c.pid))
+        .collect();
+    let now = Utc::now();
+    let mut changed = false;
+    let store = Store::new(&paths::data_dir());
+    for i in 0..st.pods.len() {
+        let pod = &st.pods[i];
+        if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
+            continue;
+        }
+        let ns = state::namespace(&pod.metadata).to_string();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
+        let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+        for c in &containers {
+            let id = paths::container_id(&ns, &name, &c.name);
+            if live.contains_key(&id) {
+                continue;
+            }
+            let cs = status_of(&mut st.pods[i], &c.name);
+            let was_running = cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some();
+            if was_running {
+                // Just died: record it, the pod is no longer ready.
+                let started = cs.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.clone());
+                cs.last_state = Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        reason: Some("Error".into()),
+                        message: Some("the container's process exited".into()),
+                        exit_code: -1,
+                        started_at: started.clone(),
+                        finished_at: Some(state::time(now)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                cs.ready = false;
+                changed = true;
+                if policy == "Never" {
+                    cs.state = cs.last_state.clone();
+                    continue;
+                }
+                let ran = started.map(|t| (now - t.0).num_seconds()).unwrap_or(0);
+                let delay = backoff(cs.restart_count, ran);
+                cs.state = Some(ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(if delay.is_zero() { "ContainerCreating" } else { "CrashLoopBackOff" }.into()),
+                        message: (!delay.is_zero()).then(|| format!("back-off {}s restarting failed container={} pod={name}", delay.as_secs(), c.name)),
+                    }),
+                    ..Default::default()
+                });
+                cs.started = Some(false);
+                set_not_before(&mut st.pods[i], &c.name, now + chrono::Duration::from_std(delay).unwrap_or_default());
+                let who = events::Involved { kind: "Pod", namespace: &ns, name: &name };
+                if !delay.is_zero() {
+                    st.record(who, "Warning", "BackOff", "kubelet", format!("Back-off restarting failed container {} in pod {name}", c.name), now);
+                }
+            }
+            if policy == "Never" {
+                continue;
+            }
+            // Waiting: restart once its back-off has passed.
+            if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
+                continue;
+            }
+            let image = store.resolve(c.image.as_deref().unwrap_or_default())?;
+            let layers = store.unpacked_layers(&image)?;
+            match restart_container(lab, &ns, &name, &c.name, &layers, &runc).await {
+                Ok(pid) => {
+                    let cs = status_of(&mut st.pods[i], &c.name);
+                    cs.restart_count += 1;
+                    cs.started = Some(true);
+                    cs.state = Some(ContainerState {
+                        running: Some(ContainerStateRunning { started_at: Some(state::time(now)) }),
+                        ..Default::default()
+                    });
+                    clear_not_before(&mut st.pods[i], &c.name);
+                    let who = events::Involved { kind: "Pod", namespace: &ns, name: &name };
+                    st.record(who.clone(), "Normal", "Created", "kubelet", format!("Created container {}", c.name), now);
+                    st.record(who, "Normal", "Started", "kubelet", format!("Started container {}", c.name), now);
+                    tracing::info!(pod = %name, container = %c.name, pid, "restarted");
+                }
+                Err(e) => tracing::warn!(pod = %name, container = %c.name, error = %e, "restart failed"),
+            }
+            changed = true;
+        }
+        // Pod-level status from its containers.
+        let pod = &mut st.pods[i];
+        let all_running = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+        let flags_differ = pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .any(|c| c.ready != all_running);
+        if all_running != state::pod_ready(pod) || flags_differ {
+            pods::set_ready(pod, all_running);
+            changed = true;
+        }
+        if policy == "Never" && !all_running {
+            pod.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+        }
+    }
+    if changed {
+        st.refresh_deployment_status();
+        st.refresh_endpoints();
+        proxier::sync_all(lab, &st).await?;
+        st.persist(&dir)?;
+    }
+    // What runs now, to watch.
+    let list = runc.list().await.map_err(|e| ControllerError::Runtime { message: e.to_string() })?;
+    Ok(list.into_iter().filter(|c| c.status == "running").map(|c| c.pid).collect())
+}
+
+/// The kubelet's crash back-off: the first restart at once, then 10 s,
+/// 20 s, … up to 5 minutes; a container that ran 10 minutes starts afresh.
+pub fn backoff(restarts: i32, ran_seconds: i64) -> Duration {
+    if restarts == 0 || ran_seconds >= 600 {
+        return Duration::ZERO;
+    }
+    let secs = 10u64.saturating_mul(1 << (restarts - 1).min(5));
+    Duration::from_secs(secs.min(300))
+}
+
+fn status_of<'a>(pod: &'a mut k8s_openapi::api::core::v1::Pod, container: &str) -> &'a mut ContainerStatus {
+    let statuses = pod
+        .status
+        .get_or_insert_with(Default::default)
+        .container_statuses
+        .get_or_insert_with(Vec::new);
+    if let Some(i) = statuses.iter().position(|c| c.name == container) {
+        return &mut statuses[i];
+    }
+    statuses.push(ContainerStatus { name: container.into(), ..Default::default() });
+    statuses.last_mut().expect("just pushed")
+}
+
+/// A waiting container's restart deadline (its back-off) is kept in a pod
+/// annotation, so that it survives a controller restart.
+fn deadline_key(container: &str) -> String {
+    format!("netlab.dev/restart-not-before.{container}")
+}
+
+fn set_not_before(pod: &mut k8s_openapi::api::core::v1::Pod, container: &str, t: DateTime<Utc>) {
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(deadline_key(container), t.timestamp_millis().to_string());
+}
+
+fn not_before(pod: &k8s_openapi::api::core::v1::Pod, container: &str) -> Option<DateTime<Utc>> {
+    let v = pod.metadata.annotations.as_ref()?.get(&deadline_key(container))?;
+    DateTime::from_timestamp_millis(v.parse().ok()?)
+}
+
+fn clear_not_before(pod: &mut k8s_openapi::api::core::v1::Pod, container: &str) {
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove(&deadline_key(container));
+        if a.is_empty() {
+            pod.metadata.annotations = None;
+        }
+    }
+}
+
+/// A fresh container in the same pod: the old one removed, a new writable
+/// layer over the image, the same bundle (config.json) started again.
+async fn restart_container(
+    lab: &str,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    layers: &[PathBuf],
+    runc: &Runc,
+) -> Result<i32, ControllerError> {
+    let id = paths::container_id(ns, pod, container);
+    let cdir = paths::pod_dir(lab, ns, pod).join(container);
+    let err = |m: String| ControllerError::Pod { pod: format!("pod/{pod}"), message: m };
+    runc.delete_force(&id).await.map_err(|e| err(e.to_string()))?;
+    rootfs::unmount(&cdir.join("rootfs")).map_err(|e| err(e.to_string()))?;
+    for d in ["upper", "work"] {
+        let _ = std::fs::remove_dir_all(cdir.join(d));
+    }
+    rootfs::mount_overlay(layers, &cdir).map_err(|e| err(e.to_string()))?;
+    let log = paths::container_log(lab, ns, pod, container);
+    runc.run_detached(&id, &cdir, &log).await.map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelet_backoff() {
+        assert_eq!(backoff(0, 0), Duration::ZERO);
+        assert_eq!(backoff(1, 1), Duration::from_secs(10));
+        assert_eq!(backoff(2, 1), Duration::from_secs(20));
+        assert_eq!(backoff(9, 1), Duration::from_secs(300));
+        assert_eq!(backoff(5, 700), Duration::ZERO);
+    }
+
+    #[test]
+    fn restart_deadline_round_trips() {
+        let mut pod = k8s_openapi::api::core::v1::Pod::default();
+        let t = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        set_not_before(&mut pod, "c", t);
+        assert_eq!(not_before(&pod, "c"), Some(t));
+        clear_not_before(&mut pod, "c");
+        assert!(pod.metadata.annotations.is_none());
+    }
+}

@@ -1,0 +1,144 @@
+//! End to end, as root: the per-lab controller keeps a lab converging after
+//! `up` returns — restarts per restartPolicy with back-off, endpoints that
+//! follow, and a controller that can die and be replaced without touching
+//! the pods.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+fn pod_json(lab: &Lab, name: &str) -> serde_json::Value {
+    serde_json::from_str(&lab.ok(&["get", "pod", name, "-o", "json"])).unwrap()
+}
+
+fn restarts(lab: &Lab, name: &str) -> i64 {
+    pod_json(lab, name)["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap()
+}
+
+fn main_pid(lab: &Lab, pod: &str, container: &str) -> i32 {
+    let out = std::process::Command::new("runc")
+        .args(["--root", &format!("/run/netlab/{}/runc", lab.name), "state", &format!("default_{pod}_{container}")])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["pid"].as_i64().unwrap() as i32
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cluster_ip(lab: &Lab, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&lab.ok(&["get", "svc", name, "-o", "json"])).unwrap();
+    v["spec"]["clusterIP"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn killed_nginx_is_restarted_and_serves_again() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let lab = Lab::up("ctl-restart", &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap());
+    lab.ok(&["controller", "status"]);
+    lab.ok(&["expose", "deployment/my-nginx"]);
+    let ip = cluster_ip(&lab, "my-nginx");
+    let pod = lab.pods()[0].0.clone();
+    let pid = main_pid(&lab, &pod, "my-nginx");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("the restart", Duration::from_secs(10), || restarts(&lab, &pod) == 1);
+    let pods = lab.ok(&["get", "pods"]);
+    let row = pods.lines().find(|l| l.starts_with(&pod)).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[1..4], ["1/1", "Running", "1"], "{pods}");
+    assert_ne!(main_pid(&lab, &pod, "my-nginx"), pid, "a new container process");
+    for _ in 0..10 {
+        let out = lab.run(&["exec", "node/node-1", "--", "curl", "-s", "-m", "3", &format!("http://{ip}/")]);
+        assert!(stdout(&out).contains("Welcome to nginx!"));
+    }
+    let describe = lab.ok(&["describe", "pod", &pod]);
+    assert!(describe.contains("Restart Count:  1"), "{describe}");
+    assert!(describe.contains("Started") && describe.contains("(x2 over"), "{describe}");
+    lab.down_clean();
+}
+
+#[test]
+fn crash_loop_back_off_and_restart_policy_never() {
+    let yaml = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: crasher
+spec:
+  containers:
+  - name: c
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "sleep 0.3; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: once
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "sleep 0.3; exit 1"]
+"#;
+    let lab = Lab::up("ctl-crash", yaml);
+    // Restarted at once the first time, then held back (10 s).
+    wait_for("CrashLoopBackOff", Duration::from_secs(10), || {
+        let pods = lab.ok(&["get", "pods", "crasher"]);
+        pods.contains("CrashLoopBackOff")
+    });
+    assert_eq!(restarts(&lab, "crasher"), 1);
+    let events = lab.ok(&["get", "events"]);
+    assert!(events.contains("BackOff") && events.contains("pod/crasher"), "{events}");
+    // restartPolicy: Never: it stays down.
+    wait_for("the pod that never restarts to fail", Duration::from_secs(10), || {
+        pod_json(&lab, "once")["status"]["phase"] == "Failed"
+    });
+    assert_eq!(restarts(&lab, "once"), 0);
+    lab.down_clean();
+}
+
+/// kill -9 of the controller disturbs no pod and no request; a new one
+/// adopts the running containers without restarting them; down works
+/// with the controller dead.
+#[test]
+fn controller_kill_9_under_load_and_adoption() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let lab = Lab::up("ctl-kill", &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap());
+    lab.ok(&["expose", "deployment/my-nginx"]);
+    let ip = cluster_ip(&lab, "my-nginx");
+    let pods = lab.pods();
+    let pids: Vec<i32> = pods.iter().map(|p| main_pid(&lab, &p.0, "my-nginx")).collect();
+    let controller: i32 = lab.ok(&["controller", "status"]).trim().parse().unwrap();
+
+    // A steady client on node-2 while the controller is killed.
+    let client = std::process::Command::new(NETLAB)
+        .args(["--lab", &lab.name, "exec", "node/node-2", "--", "sh", "-c",
+            &format!("ok=0; bad=0; for i in $(seq 1 60); do if curl -s -m 2 -o /dev/null http://{ip}/; then ok=$((ok+1)); else bad=$((bad+1)); fi; sleep 0.02; done; echo $ok $bad")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(controller), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = client.wait_with_output().unwrap();
+    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(counts, [60, 0], "requests failed while the controller died");
+
+    assert!(!lab.run(&["controller", "status"]).status.success());
+    lab.ok(&["controller", "start"]);
+    std::thread::sleep(Duration::from_millis(800));
+    for (p, pid) in pods.iter().zip(&pids) {
+        assert_eq!(main_pid(&lab, &p.0, "my-nginx"), *pid, "pod {} was restarted", p.0);
+        assert_eq!(restarts(&lab, &p.0), 0);
+    }
+    // And down with the controller dead.
+    let controller: i32 = lab.ok(&["controller", "status"]).trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(controller), nix::sys::signal::Signal::SIGKILL).unwrap();
+    lab.down_clean();
+}
