@@ -19,7 +19,8 @@ metadata:
   name: {name}
   labels: {{{labels}}}
 spec:
-{node}  containers:
+{node}  terminationGracePeriodSeconds: 1
+  containers:
   - name: who
     image: radial/busyboxplus:curl
     command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -v -p 80 -h /www"]
@@ -46,6 +47,7 @@ spec:
       labels:
         app: {name}
     spec:
+      terminationGracePeriodSeconds: 1
       containers:
       - name: who
         image: radial/busyboxplus:curl

@@ -68,14 +68,18 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
     if !doomed.is_empty() {
         st.refresh_endpoints();
         proxier::sync_all(lab, st).await?;
-        let mut errors = Vec::new();
         for p in &doomed {
             let who = crate::cluster::events::involved("Pod", &p.metadata);
             for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
                 st.record(who.clone(), "Normal", "Killing", "kubelet", format!("Stopping container {}", c.name), chrono::Utc::now());
             }
-            errors.extend(pods::remove_pod(lab, p).await);
         }
+        // Concurrently: each may wait up to its grace period.
+        let errors: Vec<String> = futures::future::join_all(doomed.iter().map(|p| pods::remove_pod(lab, p)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         st.pods.retain(|p| p.metadata.deletion_timestamp.is_none());
         if !errors.is_empty() {
             return Err(ControllerError::Runtime {

@@ -136,7 +136,12 @@ async fn kill_cgroup_processes(lab: &str) -> Result<(), String> {
 }
 
 pub(crate) async fn wait_gone(pids: &[i32]) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    wait_gone_within(pids, Duration::from_secs(5)).await
+}
+
+/// Waits until none of `pids` runs, at most `limit`.
+pub(crate) async fn wait_gone_within(pids: &[i32], limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
     loop {
         let left: Vec<i32> = pids
             .iter()
@@ -148,7 +153,8 @@ pub(crate) async fn wait_gone(pids: &[i32]) -> Result<(), String> {
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "container processes {left:?} still run 5s after being killed"
+                "container processes {left:?} still run {}s after being killed",
+                limit.as_secs()
             ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -330,12 +330,34 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let runc = Runc::new(&paths::runc_root(lab));
+    let store = Store::new(&paths::data_dir());
+    let grace = Duration::from_secs(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64,
+    );
+    // Graceful termination, as the kubelet does it: the image's stop signal
+    // (SIGTERM by default; nginx asks for SIGQUIT), then SIGKILL when the
+    // grace period runs out. The pod already left the endpoints.
     let mut pids = Vec::new();
     for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let id = paths::container_id(&ns, &name, &c.name);
-        if let Ok(st) = runc.state(&id).await {
-            pids.push(st.pid);
+        let Ok(st) = runc.state(&id).await else { continue };
+        if st.status == "running" && !grace.is_zero() {
+            let signal = store
+                .resolve(c.image.as_deref().unwrap_or_default())
+                .ok()
+                .and_then(|i| i.runtime_config().stop_signal().clone())
+                .unwrap_or_else(|| "SIGTERM".into());
+            let _ = runc.kill(&id, &signal).await;
         }
+        pids.push(st.pid);
+    }
+    let _ = super::down::wait_gone_within(&pids, grace).await;
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        let id = paths::container_id(&ns, &name, &c.name);
         if let Err(e) = runc.delete_force(&id).await {
             errors.push(e.to_string());
         }

@@ -185,6 +185,21 @@ impl Runc {
         }
     }
 
+    /// Sends a signal (`SIGTERM`, `SIGQUIT`, …) to a container's init process.
+    pub async fn kill(&self, id: &str, signal: &str) -> Result<(), RuncError> {
+        let out = self
+            .command()
+            .args(["kill", id, signal])
+            .output()
+            .await
+            .map_err(|e| self.spawn_error("kill", id, e))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(self.failed("kill", id, String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        }
+    }
+
     /// `runc exec` with the caller's stdio, for `netlab exec POD -- CMD`.
     pub fn exec_command(&self, id: &str, args: &[String], tty: bool) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.binary);
