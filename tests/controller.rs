@@ -142,3 +142,71 @@ fn controller_kill_9_under_load_and_adoption() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(controller), nix::sys::signal::Signal::SIGKILL).unwrap();
     lab.down_clean();
 }
+
+/// A readinessProbe decides READY and endpoint membership: a pod whose
+/// probe fails leaves the Service, and comes back when it passes again.
+#[test]
+fn readiness_probe_flips_endpoints() {
+    let pod = |name: &str| format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: ready}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && touch /www/healthy && exec httpd -f -p 80 -h /www"]
+    ports:
+    - {{containerPort: 80, name: http}}
+    readinessProbe:
+      httpGet: {{path: /healthy, port: http}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#
+    );
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: ready\nspec:\n  selector: {app: ready}\n  ports:\n  - port: 80\n";
+    let lab = Lab::up("ctl-ready", &format!("{}---\n{}---\n{svc}", pod("r1"), pod("r2")));
+    let ip = cluster_ip(&lab, "ready");
+    let ep = |lab: &Lab| lab.ok(&["get", "ep", "ready"]);
+    wait_for("both endpoints", Duration::from_secs(10), || ep(&lab).matches(":80").count() == 2);
+    // r1 turns unhealthy: it leaves the endpoints, READY 0/1, traffic goes to r2 only.
+    lab.ok(&["exec", "r1", "--", "rm", "/www/healthy"]);
+    wait_for("r1 to leave", Duration::from_secs(10), || ep(&lab).matches(":80").count() == 1);
+    let pods = lab.ok(&["get", "pods", "r1"]);
+    assert!(pods.contains("0/1") && pods.contains("Running"), "{pods}");
+    for _ in 0..10 {
+        let out = lab.run(&["exec", "node/node-1", "--", "curl", "-s", "-m", "2", &format!("http://{ip}/")]);
+        assert_eq!(stdout(&out).trim(), "r2");
+    }
+    lab.ok(&["exec", "r1", "--", "touch", "/www/healthy"]);
+    wait_for("r1 to come back", Duration::from_secs(10), || ep(&lab).matches(":80").count() == 2);
+    lab.down_clean();
+}
+
+/// Pods deleted one by one under a steady client: readiness and graceful
+/// termination keep every request answered.
+#[test]
+fn no_failed_requests_while_pods_are_replaced() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap().replace("replicas: 2", "replicas: 3");
+    let lab = Lab::up("ctl-rolling", &yaml);
+    lab.ok(&["expose", "deployment/my-nginx"]);
+    let ip = cluster_ip(&lab, "my-nginx");
+    let client = std::process::Command::new(NETLAB)
+        .args(["--lab", &lab.name, "exec", "node/node-1", "--", "sh", "-c",
+            &format!("ok=0; bad=0; for i in $(seq 1 150); do if curl -s -m 2 -o /dev/null http://{ip}/; then ok=$((ok+1)); else bad=$((bad+1)); fi; sleep 0.01; done; echo $ok $bad")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for (name, _, _) in lab.pods() {
+        lab.ok(&["delete", "pod", &name]);
+    }
+    let out = client.wait_with_output().unwrap();
+    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|n| n.parse().unwrap()).collect();
+    assert_eq!(counts, [150, 0], "requests failed while pods were replaced");
+    assert_eq!(lab.pods().len(), 3);
+    lab.down_clean();
+}

@@ -10,7 +10,7 @@
 //! controller disturbs no pod, and a new controller adopts the running
 //! containers without restarting them.
 
-use super::{pods, proxier, ControllerError};
+use super::{pods, probes, proxier, ControllerError};
 use crate::cluster::{events, state, ClusterState};
 use crate::paths;
 use crate::runtime::{rootfs, Runc, Store};
@@ -104,13 +104,15 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     })?;
     std::fs::write(pid_file(lab), std::process::id().to_string()).map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
+    let mut probes = Probes::default();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| ControllerError::io(&lock_path, e))?;
     loop {
         if !dir.join(state::STATE_FILE).exists() {
             tracing::info!(lab, "the lab is gone; controller exits");
             return Ok(());
         }
-        let pids = match step(lab).await {
+        probes.run_due(lab).await;
+        let pids = match step(lab, &probes).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(lab, error = %e, "controller step failed");
@@ -154,9 +156,66 @@ async fn any_exits(pids: Vec<i32>) {
     let _ = futures::future::select_all(waits).await;
 }
 
+/// Readiness probe trackers and their decisions, by container id. Kept in
+/// memory; a new controller starts from the readiness in the store.
+#[derive(Default)]
+pub struct Probes {
+    trackers: HashMap<String, probes::Tracker>,
+    decided: HashMap<String, bool>,
+}
+
+impl Probes {
+    /// Runs the probes that are due, without holding the lab's lock.
+    pub async fn run_due(&mut self, lab: &str) {
+        let Ok(st) = ClusterState::load(&paths::lab_dir(lab)) else { return };
+        let mut jobs = Vec::new();
+        for pod in &st.pods {
+            if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
+                continue;
+            }
+            let ns = state::namespace(&pod.metadata).to_string();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let (Some(ip), Some(node)) = (state::pod_ip(pod), state::pod_node(pod)) else { continue };
+            for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+                let Some(probe) = c.readiness_probe.clone() else { continue };
+                let id = paths::container_id(&ns, &name, &c.name);
+                let cs = pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).find(|x| x.name == c.name);
+                let started = cs.and_then(|x| x.state.as_ref()?.running.as_ref()?.started_at.clone()).map(|t| t.0);
+                if started.is_none() {
+                    // Not running: not ready, and probing starts afresh.
+                    self.trackers.remove(&id);
+                    self.decided.insert(id, false);
+                    continue;
+                }
+                self.decided.entry(id.clone()).or_insert(cs.is_some_and(|x| x.ready));
+                let tracker = self.trackers.entry(id.clone()).or_default();
+                if !tracker.due(&probe, started) {
+                    continue;
+                }
+                let (ns, name, node, c) = (ns.clone(), name.clone(), node.to_string(), c.clone());
+                jobs.push(async move {
+                    let ok = probes::run_once(lab, &node, &ns, &name, ip, &c, &probe).await;
+                    (id, ok, probe)
+                });
+            }
+        }
+        for (id, ok, probe) in futures::future::join_all(jobs).await {
+            let tracker = self.trackers.entry(id.clone()).or_default();
+            if let Some(ready) = tracker.observe(ok, &probe) {
+                self.decided.insert(id, ready);
+            }
+        }
+    }
+
+    /// Whether a probed container is ready; None for containers without a probe.
+    fn ready(&self, id: &str) -> Option<bool> {
+        self.decided.get(id).copied()
+    }
+}
+
 /// One look at the lab: restart what died, update statuses, endpoints and
 /// rules. Returns the pids of the containers that run now.
-pub async fn step(lab: &str) -> Result<Vec<i32>, ControllerError> {
+pub async fn step(lab: &str, probes: &Probes) -> Result<Vec<i32>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
     let dir = paths::lab_dir(lab);
     let mut st = ClusterState::load(&dir)?;
@@ -250,20 +309,20 @@ pub async fn step(lab: &str) -> Result<Vec<i32>, ControllerError> {
             }
             changed = true;
         }
-        // Pod-level status from its containers.
+        // Pod-level status from its containers: running, and ready by their
+        // readiness probes where they have one.
         let pod = &mut st.pods[i];
-        let all_running = pod
-            .status
+        let probed: HashMap<String, bool> = containers
             .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten())
-            .all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
-        let flags_differ = pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten())
-            .any(|c| c.ready != all_running);
-        if all_running != state::pod_ready(pod) || flags_differ {
-            pods::set_ready(pod, all_running);
+            .filter(|c| c.readiness_probe.is_some())
+            .map(|c| (c.name.clone(), probes.ready(&paths::container_id(&ns, &name, &c.name)).unwrap_or(false)))
+            .collect();
+        let statuses = || pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten());
+        let all_running = statuses().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+        let all_ready = all_running && statuses().all(|c| probed.get(&c.name).copied().unwrap_or(true));
+        let flags_differ = statuses().any(|c| c.ready != all_ready);
+        if all_ready != state::pod_ready(pod) || flags_differ {
+            pods::set_ready(pod, all_ready);
             changed = true;
         }
         if policy == "Never" && !all_running {

@@ -9,6 +9,7 @@ pub mod converge;
 pub mod daemon;
 pub mod down;
 pub mod pods;
+pub mod probes;
 pub mod proxier;
 pub mod up;
 
