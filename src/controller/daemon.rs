@@ -15,7 +15,10 @@ use crate::cluster::{events, state, ClusterState};
 use crate::paths;
 use crate::runtime::{rootfs, Runc, Store};
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus,
+};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -37,11 +40,18 @@ pub fn log_file(lab: &str) -> PathBuf {
 
 /// The running controller's pid, if there is one.
 pub fn running(lab: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file(lab)).ok()?.trim().parse().ok()?;
+    let pid: i32 = std::fs::read_to_string(pid_file(lab))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let cmdline = String::from_utf8_lossy(&cmdline);
     // Guard against a recycled pid: it must be our controller of this lab.
-    (crate::runtime::runc::process_alive(pid) && cmdline.contains("controller") && cmdline.contains(lab)).then_some(pid)
+    (crate::runtime::runc::process_alive(pid)
+        && cmdline.contains("controller")
+        && cmdline.contains(lab))
+    .then_some(pid)
 }
 
 /// Starts the controller of a lab in the background (its own session, its
@@ -51,14 +61,17 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
         return Ok(pid);
     }
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| ControllerError::io(std::path::Path::new("/proc/self/exe"), e))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| ControllerError::io(std::path::Path::new("/proc/self/exe"), e))?;
     let log_path = log_file(lab);
     let log = File::options()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(|e| ControllerError::io(&log_path, e))?;
-    let err = log.try_clone().map_err(|e| ControllerError::io(&log_path, e))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| ControllerError::io(&log_path, e))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["controller", "run", "--lab", lab])
         .stdin(std::process::Stdio::null())
@@ -80,7 +93,9 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
 
 /// Stops the controller (SIGTERM, then SIGKILL after 2 s). Ok when none runs.
 pub async fn stop(lab: &str) -> Result<(), String> {
-    let Some(pid) = running(lab) else { return Ok(()) };
+    let Some(pid) = running(lab) else {
+        return Ok(());
+    };
     let target = nix::unistd::Pid::from_raw(pid);
     let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
     for _ in 0..200 {
@@ -99,13 +114,16 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     // One controller per lab: a lock held for the process's life.
     let lock_path = dir.join("controller.lock");
     let lock = File::create(&lock_path).map_err(|e| ControllerError::io(&lock_path, e))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| ControllerError::Runtime {
-        message: format!("a controller of lab {lab} already runs"),
-    })?;
-    std::fs::write(pid_file(lab), std::process::id().to_string()).map_err(|e| ControllerError::io(&pid_file(lab), e))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| ControllerError::Runtime {
+            message: format!("a controller of lab {lab} already runs"),
+        })?;
+    std::fs::write(pid_file(lab), std::process::id().to_string())
+        .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
     let mut probes = Probes::default();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| ControllerError::io(&lock_path, e))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ControllerError::io(&lock_path, e))?;
     loop {
         if !dir.join(state::STATE_FILE).exists() {
             tracing::info!(lab, "the lab is gone; controller exits");
@@ -167,7 +185,9 @@ pub struct Probes {
 impl Probes {
     /// Runs the probes that are due, without holding the lab's lock.
     pub async fn run_due(&mut self, lab: &str) {
-        let Ok(st) = ClusterState::load(&paths::lab_dir(lab)) else { return };
+        let Ok(st) = ClusterState::load(&paths::lab_dir(lab)) else {
+            return;
+        };
         let mut jobs = Vec::new();
         for pod in &st.pods {
             if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
@@ -175,19 +195,31 @@ impl Probes {
             }
             let ns = state::namespace(&pod.metadata).to_string();
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let (Some(ip), Some(node)) = (state::pod_ip(pod), state::pod_node(pod)) else { continue };
+            let (Some(ip), Some(node)) = (state::pod_ip(pod), state::pod_node(pod)) else {
+                continue;
+            };
             for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-                let Some(probe) = c.readiness_probe.clone() else { continue };
+                let Some(probe) = c.readiness_probe.clone() else {
+                    continue;
+                };
                 let id = paths::container_id(&ns, &name, &c.name);
-                let cs = pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).find(|x| x.name == c.name);
-                let started = cs.and_then(|x| x.state.as_ref()?.running.as_ref()?.started_at.clone()).map(|t| t.0);
+                let cs = pod
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .find(|x| x.name == c.name);
+                let started = cs
+                    .and_then(|x| x.state.as_ref()?.running.as_ref()?.started_at.clone())
+                    .map(|t| t.0);
                 if started.is_none() {
                     // Not running: not ready, and probing starts afresh.
                     self.trackers.remove(&id);
                     self.decided.insert(id, false);
                     continue;
                 }
-                self.decided.entry(id.clone()).or_insert(cs.is_some_and(|x| x.ready));
+                self.decided
+                    .entry(id.clone())
+                    .or_insert(cs.is_some_and(|x| x.ready));
                 let tracker = self.trackers.entry(id.clone()).or_default();
                 if !tracker.due(&probe, started) {
                     continue;
@@ -220,7 +252,9 @@ pub async fn step(lab: &str, probes: &Probes) -> Result<Vec<i32>, ControllerErro
     let dir = paths::lab_dir(lab);
     let mut st = ClusterState::load(&dir)?;
     let runc = Runc::new(&paths::runc_root(lab));
-    let list = runc.list().await.map_err(|e| ControllerError::Runtime { message: e.to_string() })?;
+    let list = runc.list().await.map_err(|e| ControllerError::Runtime {
+        message: e.to_string(),
+    })?;
     let live: HashMap<String, i32> = list
         .iter()
         .filter(|c| c.status == "running" && crate::runtime::runc::process_alive(c.pid))
@@ -229,104 +263,205 @@ pub async fn step(lab: &str, probes: &Probes) -> Result<Vec<i32>, ControllerErro
     let now = Utc::now();
     let mut changed = false;
     let store = Store::new(&paths::data_dir());
-    for i in 0..st.pods.len() {
-        let pod = &st.pods[i];
-        if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
-            continue;
+    // Two passes: first every death is noticed and the dead pods leave the
+    // endpoints on every node; then containers are restarted and pods that
+    // run (and pass their probes) join again.
+    for restart_pass in [false, true] {
+        if restart_pass && changed {
+            st.refresh_deployment_status();
+            st.refresh_endpoints();
+            proxier::sync_all(lab, &st).await?;
+            st.persist(&dir)?;
         }
-        let ns = state::namespace(&pod.metadata).to_string();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
-        let containers = pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-        for c in &containers {
-            let id = paths::container_id(&ns, &name, &c.name);
-            if live.contains_key(&id) {
+        for i in 0..st.pods.len() {
+            let pod = &st.pods[i];
+            if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
                 continue;
             }
-            let cs = status_of(&mut st.pods[i], &c.name);
-            let was_running = cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some();
-            if was_running {
-                // Just died: record it, the pod is no longer ready.
-                let started = cs.state.as_ref().and_then(|s| s.running.as_ref()).and_then(|r| r.started_at.clone());
-                cs.last_state = Some(ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        reason: Some("Error".into()),
-                        message: Some("the container's process exited".into()),
-                        exit_code: -1,
-                        started_at: started.clone(),
-                        finished_at: Some(state::time(now)),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
-                cs.ready = false;
-                changed = true;
-                if policy == "Never" {
-                    cs.state = cs.last_state.clone();
+            let ns = state::namespace(&pod.metadata).to_string();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let policy = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.restart_policy.clone())
+                .unwrap_or_else(|| "Always".into());
+            let containers = pod
+                .spec
+                .as_ref()
+                .map(|s| s.containers.clone())
+                .unwrap_or_default();
+            for c in &containers {
+                let id = paths::container_id(&ns, &name, &c.name);
+                if live.contains_key(&id) {
                     continue;
                 }
-                let ran = started.map(|t| (now - t.0).num_seconds()).unwrap_or(0);
-                let delay = backoff(cs.restart_count, ran);
-                cs.state = Some(ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some(if delay.is_zero() { "ContainerCreating" } else { "CrashLoopBackOff" }.into()),
-                        message: (!delay.is_zero()).then(|| format!("back-off {}s restarting failed container={} pod={name}", delay.as_secs(), c.name)),
-                    }),
-                    ..Default::default()
-                });
-                cs.started = Some(false);
-                set_not_before(&mut st.pods[i], &c.name, now + chrono::Duration::from_std(delay).unwrap_or_default());
-                let who = events::Involved { kind: "Pod", namespace: &ns, name: &name };
-                if !delay.is_zero() {
-                    st.record(who, "Warning", "BackOff", "kubelet", format!("Back-off restarting failed container {} in pod {name}", c.name), now);
-                }
-            }
-            if policy == "Never" {
-                continue;
-            }
-            // Waiting: restart once its back-off has passed.
-            if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
-                continue;
-            }
-            let image = store.resolve(c.image.as_deref().unwrap_or_default())?;
-            let layers = store.unpacked_layers(&image)?;
-            match restart_container(lab, &ns, &name, &c.name, &layers, &runc).await {
-                Ok(pid) => {
-                    let cs = status_of(&mut st.pods[i], &c.name);
-                    cs.restart_count += 1;
-                    cs.started = Some(true);
-                    cs.state = Some(ContainerState {
-                        running: Some(ContainerStateRunning { started_at: Some(state::time(now)) }),
+                let cs = status_of(&mut st.pods[i], &c.name);
+                let was_running = cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some();
+                if was_running {
+                    // Just died: record it, the pod is no longer ready.
+                    let started = cs
+                        .state
+                        .as_ref()
+                        .and_then(|s| s.running.as_ref())
+                        .and_then(|r| r.started_at.clone());
+                    cs.last_state = Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            reason: Some("Error".into()),
+                            message: Some("the container's process exited".into()),
+                            exit_code: -1,
+                            started_at: started.clone(),
+                            finished_at: Some(state::time(now)),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     });
-                    clear_not_before(&mut st.pods[i], &c.name);
-                    let who = events::Involved { kind: "Pod", namespace: &ns, name: &name };
-                    st.record(who.clone(), "Normal", "Created", "kubelet", format!("Created container {}", c.name), now);
-                    st.record(who, "Normal", "Started", "kubelet", format!("Started container {}", c.name), now);
-                    tracing::info!(pod = %name, container = %c.name, pid, "restarted");
+                    cs.ready = false;
+                    changed = true;
+                    if policy == "Never" {
+                        cs.state = cs.last_state.clone();
+                        continue;
+                    }
+                    let ran = started.map(|t| (now - t.0).num_seconds()).unwrap_or(0);
+                    let delay = backoff(cs.restart_count, ran);
+                    cs.state = Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(
+                                if delay.is_zero() {
+                                    "ContainerCreating"
+                                } else {
+                                    "CrashLoopBackOff"
+                                }
+                                .into(),
+                            ),
+                            message: (!delay.is_zero()).then(|| {
+                                format!(
+                                    "back-off {}s restarting failed container={} pod={name}",
+                                    delay.as_secs(),
+                                    c.name
+                                )
+                            }),
+                        }),
+                        ..Default::default()
+                    });
+                    cs.started = Some(false);
+                    set_not_before(
+                        &mut st.pods[i],
+                        &c.name,
+                        now + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    );
+                    let who = events::Involved {
+                        kind: "Pod",
+                        namespace: &ns,
+                        name: &name,
+                    };
+                    if !delay.is_zero() {
+                        st.record(
+                            who,
+                            "Warning",
+                            "BackOff",
+                            "kubelet",
+                            format!(
+                                "Back-off restarting failed container {} in pod {name}",
+                                c.name
+                            ),
+                            now,
+                        );
+                    }
                 }
-                Err(e) => tracing::warn!(pod = %name, container = %c.name, error = %e, "restart failed"),
+                if policy == "Never" || !restart_pass {
+                    continue;
+                }
+                // Waiting: restart once its back-off has passed.
+                if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
+                    continue;
+                }
+                let image = store.resolve(c.image.as_deref().unwrap_or_default())?;
+                let layers = store.unpacked_layers(&image)?;
+                match restart_container(lab, &ns, &name, &c.name, &layers, &runc).await {
+                    Ok(pid) => {
+                        let cs = status_of(&mut st.pods[i], &c.name);
+                        cs.restart_count += 1;
+                        cs.started = Some(true);
+                        cs.state = Some(ContainerState {
+                            running: Some(ContainerStateRunning {
+                                started_at: Some(state::time(now)),
+                            }),
+                            ..Default::default()
+                        });
+                        clear_not_before(&mut st.pods[i], &c.name);
+                        let who = events::Involved {
+                            kind: "Pod",
+                            namespace: &ns,
+                            name: &name,
+                        };
+                        st.record(
+                            who.clone(),
+                            "Normal",
+                            "Created",
+                            "kubelet",
+                            format!("Created container {}", c.name),
+                            now,
+                        );
+                        st.record(
+                            who,
+                            "Normal",
+                            "Started",
+                            "kubelet",
+                            format!("Started container {}", c.name),
+                            now,
+                        );
+                        tracing::info!(pod = %name, container = %c.name, pid, "restarted");
+                    }
+                    Err(e) => {
+                        tracing::warn!(pod = %name, container = %c.name, error = %e, "restart failed")
+                    }
+                }
+                changed = true;
             }
-            changed = true;
-        }
-        // Pod-level status from its containers: running, and ready by their
-        // readiness probes where they have one.
-        let pod = &mut st.pods[i];
-        let probed: HashMap<String, bool> = containers
-            .iter()
-            .filter(|c| c.readiness_probe.is_some())
-            .map(|c| (c.name.clone(), probes.ready(&paths::container_id(&ns, &name, &c.name)).unwrap_or(false)))
-            .collect();
-        let statuses = || pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten());
-        let all_running = statuses().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
-        let all_ready = all_running && statuses().all(|c| probed.get(&c.name).copied().unwrap_or(true));
-        let flags_differ = statuses().any(|c| c.ready != all_ready);
-        if all_ready != state::pod_ready(pod) || flags_differ {
-            pods::set_ready(pod, all_ready);
-            changed = true;
-        }
-        if policy == "Never" && !all_running {
-            pod.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+            // Pod-level status from its containers: running, and ready by their
+            // readiness probes where they have one.
+            let pod = &mut st.pods[i];
+            if !restart_pass {
+                let dead = pod
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .any(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_none());
+                if dead && state::pod_ready(pod) {
+                    pods::set_ready(pod, false);
+                    changed = true;
+                }
+                continue;
+            }
+            let probed: HashMap<String, bool> = containers
+                .iter()
+                .filter(|c| c.readiness_probe.is_some())
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        probes
+                            .ready(&paths::container_id(&ns, &name, &c.name))
+                            .unwrap_or(false),
+                    )
+                })
+                .collect();
+            let statuses = || {
+                pod.status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+            };
+            let all_running =
+                statuses().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+            let all_ready =
+                all_running && statuses().all(|c| probed.get(&c.name).copied().unwrap_or(true));
+            let flags_differ = statuses().any(|c| c.ready != all_ready);
+            if all_ready != state::pod_ready(pod) || flags_differ {
+                pods::set_ready(pod, all_ready);
+                changed = true;
+            }
+            if policy == "Never" && !all_running {
+                pod.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+            }
         }
     }
     if changed {
@@ -336,8 +471,14 @@ pub async fn step(lab: &str, probes: &Probes) -> Result<Vec<i32>, ControllerErro
         st.persist(&dir)?;
     }
     // What runs now, to watch.
-    let list = runc.list().await.map_err(|e| ControllerError::Runtime { message: e.to_string() })?;
-    Ok(list.into_iter().filter(|c| c.status == "running").map(|c| c.pid).collect())
+    let list = runc.list().await.map_err(|e| ControllerError::Runtime {
+        message: e.to_string(),
+    })?;
+    Ok(list
+        .into_iter()
+        .filter(|c| c.status == "running")
+        .map(|c| c.pid)
+        .collect())
 }
 
 /// The kubelet's crash back-off: the first restart at once, then 10 s,
@@ -350,7 +491,10 @@ pub fn backoff(restarts: i32, ran_seconds: i64) -> Duration {
     Duration::from_secs(secs.min(300))
 }
 
-fn status_of<'a>(pod: &'a mut k8s_openapi::api::core::v1::Pod, container: &str) -> &'a mut ContainerStatus {
+fn status_of<'a>(
+    pod: &'a mut k8s_openapi::api::core::v1::Pod,
+    container: &str,
+) -> &'a mut ContainerStatus {
     let statuses = pod
         .status
         .get_or_insert_with(Default::default)
@@ -359,7 +503,10 @@ fn status_of<'a>(pod: &'a mut k8s_openapi::api::core::v1::Pod, container: &str) 
     if let Some(i) = statuses.iter().position(|c| c.name == container) {
         return &mut statuses[i];
     }
-    statuses.push(ContainerStatus { name: container.into(), ..Default::default() });
+    statuses.push(ContainerStatus {
+        name: container.into(),
+        ..Default::default()
+    });
     statuses.last_mut().expect("just pushed")
 }
 
@@ -377,7 +524,11 @@ fn set_not_before(pod: &mut k8s_openapi::api::core::v1::Pod, container: &str, t:
 }
 
 fn not_before(pod: &k8s_openapi::api::core::v1::Pod, container: &str) -> Option<DateTime<Utc>> {
-    let v = pod.metadata.annotations.as_ref()?.get(&deadline_key(container))?;
+    let v = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(&deadline_key(container))?;
     DateTime::from_timestamp_millis(v.parse().ok()?)
 }
 
@@ -402,15 +553,22 @@ async fn restart_container(
 ) -> Result<i32, ControllerError> {
     let id = paths::container_id(ns, pod, container);
     let cdir = paths::pod_dir(lab, ns, pod).join(container);
-    let err = |m: String| ControllerError::Pod { pod: format!("pod/{pod}"), message: m };
-    runc.delete_force(&id).await.map_err(|e| err(e.to_string()))?;
+    let err = |m: String| ControllerError::Pod {
+        pod: format!("pod/{pod}"),
+        message: m,
+    };
+    runc.delete_force(&id)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     rootfs::unmount(&cdir.join("rootfs")).map_err(|e| err(e.to_string()))?;
     for d in ["upper", "work"] {
         let _ = std::fs::remove_dir_all(cdir.join(d));
     }
     rootfs::mount_overlay(layers, &cdir).map_err(|e| err(e.to_string()))?;
     let log = paths::container_log(lab, ns, pod, container);
-    runc.run_detached(&id, &cdir, &log).await.map_err(|e| err(e.to_string()))
+    runc.run_detached(&id, &cdir, &log)
+        .await
+        .map_err(|e| err(e.to_string()))
 }
 
 #[cfg(test)]
