@@ -42,7 +42,9 @@ pub async fn change<T>(
             up: super::labs().join(", "),
         });
     }
+    let t = std::time::Instant::now();
     let _lock = LabLock::acquire(lab)?;
+    tracing::debug!(lab, waited_ms = t.elapsed().as_millis() as u64, "lab lock acquired");
     let mut st = ClusterState::load(&dir)?;
     let out = change(&mut st)?;
     let result = converge(lab, &mut st).await;
@@ -74,6 +76,7 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
                 st.record(who.clone(), "Normal", "Killing", "kubelet", format!("Stopping container {}", c.name), chrono::Utc::now());
             }
         }
+        tracing::debug!(lab, pods = doomed.len(), "removing pods");
         // Concurrently: each may wait up to its grace period.
         let errors: Vec<String> = futures::future::join_all(doomed.iter().map(|p| pods::remove_pod(lab, p)))
             .await
@@ -97,10 +100,13 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
             .iter()
             .map(|p| super::up::pod_plan(st, p))
             .collect();
+        let t = std::time::Instant::now();
         crate::net::add_pods(&plans).await?;
         let runc = Runc::new(&paths::runc_root(lab));
         let pids = pods::start_all(lab, st, &store, &images, &runc).await?;
+        tracing::debug!(lab, pods = pids.len(), elapsed_ms = t.elapsed().as_millis() as u64, "pods started");
         pods::wait_serving(lab, st, &pids, Duration::from_secs(60)).await?;
+        tracing::debug!(lab, elapsed_ms = t.elapsed().as_millis() as u64, "pods serving");
     }
 
     st.refresh_deployment_status();

@@ -129,10 +129,13 @@ pub(crate) async fn add_veth(
     controller: u32,
     peer_name: &str,
     peer_ns: &NetNs,
+    peer_mac: Option<[u8; 6]>,
 ) -> Result<(), NetError> {
-    let peer = LinkUnspec::new_with_name(peer_name)
-        .setns_by_fd(peer_ns.fd().as_raw_fd())
-        .build();
+    let mut peer = LinkUnspec::new_with_name(peer_name).setns_by_fd(peer_ns.fd().as_raw_fd());
+    if let Some(mac) = peer_mac {
+        peer = peer.address(mac.to_vec());
+    }
+    let peer = peer.build();
     let msg = LinkVeth::new(name, peer_name)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .up()
@@ -164,6 +167,16 @@ pub(crate) async fn set_hairpin(conn: &Conn, name: &str) -> Result<(), NetError>
         .execute()
         .await
         .map_err(|e| NetError::nl("setting hairpin mode on", conn.obj("bridge port", name), e))
+}
+
+/// The MAC of a pod's eth0, derived from its address as the CNI bridge
+/// plugin does (0a:58 + the IPv4 bytes). When a pod's address is reused by a
+/// new pod, the node's neighbour cache still maps it to the old MAC; with a
+/// MAC that follows the address the stale entry stays right, instead of
+/// black-holing the new pod for the seconds ARP takes to notice.
+pub fn mac_for_ip(ip: std::net::Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x0a, 0x58, o[0], o[1], o[2], o[3]]
 }
 
 /// Delete link `name`. Returns false if it did not exist.
