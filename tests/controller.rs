@@ -210,3 +210,44 @@ fn no_failed_requests_while_pods_are_replaced() {
     assert_eq!(lab.pods().len(), 3);
     lab.down_clean();
 }
+
+/// `apply -f` on a running lab: replicas, labels, ports and image change;
+/// the pods follow (a changed template replaces them) and the Service too.
+#[test]
+fn apply_changes_replicas_labels_ports_and_image() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let base = std::fs::read_to_string(format!("{repo}/labs/run-my-nginx.yaml")).unwrap();
+    let lab = Lab::up("ctl-apply", &base);
+    lab.ok(&["expose", "deployment/my-nginx"]);
+    let ip = cluster_ip(&lab, "my-nginx");
+    let apply = |yaml: &str| {
+        let f = lab.dir.path().join(format!("a{}.yaml", yaml.len()));
+        std::fs::write(&f, yaml).unwrap();
+        lab.ok(&["apply", "-f", f.to_str().unwrap()])
+    };
+    assert_eq!(apply(&base).trim(), "deployment.apps/my-nginx unchanged");
+    assert_eq!(apply(&base.replace("replicas: 2", "replicas: 3")).trim(), "deployment.apps/my-nginx configured");
+    assert_eq!(lab.pods().len(), 3);
+
+    let before: Vec<String> = lab.pods().into_iter().map(|p| p.0).collect();
+    let relabeled = base
+        .replace("        run: my-nginx\n    spec:", "        run: my-nginx\n        tier: web\n    spec:")
+        .replace("- containerPort: 80", "- containerPort: 80\n          name: http");
+    apply(&relabeled);
+    let after = lab.pods();
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|p| !before.contains(&p.0)), "a changed template replaces the pods");
+    let labeled = lab.ok(&["get", "pods", "-l", "tier=web", "-o", "name"]);
+    assert_eq!(labeled.lines().count(), 2, "{labeled}");
+
+    let reimaged = relabeled.replace(
+        "        image: nginx\n",
+        "        image: radial/busyboxplus:curl\n        command: [\"sh\", \"-c\", \"mkdir -p /www && echo new-image > /www/index.html && exec httpd -f -p 80 -h /www\"]\n",
+    );
+    apply(&reimaged);
+    let out = lab.run(&["exec", "node/node-1", "--", "curl", "-s", "-m", "3", &format!("http://{ip}/")]);
+    assert_eq!(stdout(&out).trim(), "new-image");
+    let wide = lab.ok(&["get", "deploy", "-o", "wide"]);
+    assert!(wide.contains("radial/busyboxplus:curl"), "{wide}");
+    lab.down_clean();
+}

@@ -131,7 +131,8 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         }
         probes.run_due(lab).await;
         let pids = match step(lab, &probes).await {
-            Ok(p) => p,
+            Ok(Some(p)) => p,
+            Ok(None) => continue, // something died meanwhile: look again now
             Err(e) => {
                 tracing::warn!(lab, error = %e, "controller step failed");
                 Vec::new()
@@ -246,8 +247,9 @@ impl Probes {
 }
 
 /// One look at the lab: restart what died, update statuses, endpoints and
-/// rules. Returns the pids of the containers that run now.
-pub async fn step(lab: &str, probes: &Probes) -> Result<Vec<i32>, ControllerError> {
+/// rules. Returns the pids of the containers that run now, or None when one
+/// died meanwhile and another step is due at once.
+pub async fn step(lab: &str, probes: &Probes) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
     let dir = paths::lab_dir(lab);
     let mut st = ClusterState::load(&dir)?;
@@ -470,15 +472,37 @@ pub async fn step(lab: &str, probes: &Probes) -> Result<Vec<i32>, ControllerErro
         proxier::sync_all(lab, &st).await?;
         st.persist(&dir)?;
     }
-    // What runs now, to watch.
+    // What runs now, to watch. A container the store believes running but
+    // runc does not (it died after this step looked) must not be left out
+    // of the watch set unnoticed: then the caller looks again at once.
+    let believed: std::collections::HashSet<String> = st
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .flat_map(|p| {
+            let ns = state::namespace(&p.metadata).to_string();
+            let name = p.metadata.name.clone().unwrap_or_default();
+            p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .filter(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some())
+                .map(move |c| paths::container_id(&ns, &name, &c.name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let list = runc.list().await.map_err(|e| ControllerError::Runtime {
         message: e.to_string(),
     })?;
-    Ok(list
-        .into_iter()
-        .filter(|c| c.status == "running")
-        .map(|c| c.pid)
-        .collect())
+    let mut watch = Vec::new();
+    for c in list {
+        let alive = c.status == "running" && crate::runtime::runc::process_alive(c.pid);
+        if alive {
+            watch.push(c.pid);
+        } else if believed.contains(&c.id) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(watch))
 }
 
 /// The kubelet's crash back-off: the first restart at once, then 10 s,

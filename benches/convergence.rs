@@ -1,0 +1,141 @@
+//! The controller benchmark (root: `sudo cargo bench --bench convergence`).
+//!
+//! 1. Endpoint convergence: a pod's container is killed (`kill -9`); the
+//!    time until its endpoint has left the rules of every node (each node's
+//!    proxy state is written only after `nft` applied the change), median
+//!    and p99 over NETLAB_BENCH_KILLS kills (default 30). Target: < 100 ms
+//!    median (Kubernetes typically takes seconds).
+//! 2. Failed requests of a steady client on a node against the clusterIP
+//!    while the pods are deleted one by one (graceful termination,
+//!    replacement). Target: 0.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the convergence benchmark needs root: sudo cargo bench --bench convergence");
+        std::process::exit(1);
+    }
+    let kills: usize = std::env::var("NETLAB_BENCH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let lab = format!("b{}-conv", std::process::id() % 100000);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 4\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: nginx\n        ports:\n        - containerPort: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n  - port: 80\n",
+    )
+    .unwrap();
+    run(&["up", "--name", &lab, file.to_str().unwrap()]);
+    let result = std::panic::catch_unwind(|| bench(&lab, kills));
+    run(&["down", "--lab", &lab]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(NETLAB).args(args).output().expect("netlab");
+    assert!(out.status.success(), "netlab {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pods(lab: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_str(&run(&["--lab", lab, "get", "pods", "-o", "json"])).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p["status"]["podIP"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// Whether every node's applied rules contain (or lack) an endpoint chain for `ip`.
+fn in_rules(lab: &str, ip: &str) -> Vec<bool> {
+    ["node-1", "node-2"]
+        .iter()
+        .map(|n| {
+            std::fs::read_to_string(format!("/run/netlab/{lab}/proxy/{n}.json"))
+                .unwrap_or_default()
+                .contains(&format!("__{ip}/"))
+        })
+        .collect()
+}
+
+fn main_pid(lab: &str, pod: &str) -> i32 {
+    let out = Command::new("runc")
+        .args(["--root", &format!("/run/netlab/{lab}/runc"), "state", &format!("default_{pod}_web")])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["pid"].as_i64().unwrap() as i32
+}
+
+fn bench(lab: &str, kills: usize) {
+    let mut times = Vec::new();
+    for k in 0..kills {
+        let all = pods(lab);
+        let (pod, ip) = &all[k % all.len()];
+        // Wait until the pod is back in every node's rules from the last round.
+        let t = Instant::now();
+        while !in_rules(lab, ip).iter().all(|x| *x) {
+            assert!(t.elapsed() < Duration::from_secs(30), "{pod} never rejoined");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let pid = main_pid(lab, pod);
+        let start = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        while in_rules(lab, ip).iter().any(|x| *x) {
+            assert!(start.elapsed() < Duration::from_secs(30), "{pod}'s endpoint never left");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        times.push(start.elapsed());
+        if std::env::var_os("NETLAB_BENCH_VERBOSE").is_some() {
+            eprintln!("kill {k}: {pod} {ip}: {:?}", start.elapsed());
+        }
+        // The restart has no back-off only for a container's first death:
+        // let each pod die once, then move on to fresh replacement pods.
+        if k % all.len() == all.len() - 1 {
+            for (p, _) in &all {
+                run(&["--lab", lab, "delete", "pod", p]);
+            }
+        }
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let median = times[times.len() / 2];
+    let p99 = times[((times.len() as f64 * 0.99).ceil() as usize).min(times.len()) - 1];
+    println!("\nnetlab controller benchmark\n");
+    println!("| what | median | p99 | target |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| endpoint convergence after kill -9 ({} kills, 2 nodes) | {:.1} ms | {:.1} ms | < 100 ms median |",
+        times.len(),
+        ms(median),
+        ms(p99)
+    );
+
+    // Steady client while the pods are deleted one by one.
+    let v: serde_json::Value = serde_json::from_str(&run(&["--lab", lab, "get", "svc", "web", "-o", "json"])).unwrap();
+    let ip = v["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let client = Command::new(NETLAB)
+        .args(["--lab", lab, "exec", "node/node-1", "--", "sh", "-c",
+            &format!("ok=0; bad=0; for i in $(seq 1 300); do if curl -s -m 2 -o /dev/null http://{ip}/; then ok=$((ok+1)); else bad=$((bad+1)); fi; done; echo $ok $bad")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut deleted = 0;
+    for (p, _) in pods(lab) {
+        run(&["--lab", lab, "delete", "pod", &p]);
+        deleted += 1;
+    }
+    let out = client.wait_with_output().unwrap();
+    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    println!(
+        "| failed requests while {deleted} pods were deleted one by one | {} of {} | | 0 |",
+        counts.get(1).copied().unwrap_or(0),
+        counts.iter().sum::<u32>()
+    );
+}
