@@ -19,7 +19,10 @@ fn main() {
         eprintln!("the convergence benchmark needs root: sudo cargo bench --bench convergence");
         std::process::exit(1);
     }
-    let kills: usize = std::env::var("NETLAB_BENCH_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let kills: usize = std::env::var("NETLAB_BENCH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
     let lab = format!("b{}-conv", std::process::id() % 100000);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lab.yaml");
@@ -38,17 +41,27 @@ fn main() {
 
 fn run(args: &[&str]) -> String {
     let out = Command::new(NETLAB).args(args).output().expect("netlab");
-    assert!(out.status.success(), "netlab {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "netlab {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn pods(lab: &str) -> Vec<(String, String)> {
-    let v: serde_json::Value = serde_json::from_str(&run(&["--lab", lab, "get", "pods", "-o", "json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&run(&["--lab", lab, "get", "pods", "-o", "json"])).unwrap();
     v["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["metadata"]["name"].as_str().unwrap().to_string(), p["status"]["podIP"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["status"]["podIP"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -66,7 +79,12 @@ fn in_rules(lab: &str, ip: &str) -> Vec<bool> {
 
 fn main_pid(lab: &str, pod: &str) -> i32 {
     let out = Command::new("runc")
-        .args(["--root", &format!("/run/netlab/{lab}/runc"), "state", &format!("default_{pod}_web")])
+        .args([
+            "--root",
+            &format!("/run/netlab/{lab}/runc"),
+            "state",
+            &format!("default_{pod}_web"),
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -81,14 +99,24 @@ fn bench(lab: &str, kills: usize) {
         // Wait until the pod is back in every node's rules from the last round.
         let t = Instant::now();
         while !in_rules(lab, ip).iter().all(|x| *x) {
-            assert!(t.elapsed() < Duration::from_secs(30), "{pod} never rejoined");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{pod} never rejoined"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let pid = main_pid(lab, pod);
         let start = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         while in_rules(lab, ip).iter().any(|x| *x) {
-            assert!(start.elapsed() < Duration::from_secs(30), "{pod}'s endpoint never left");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{pod}'s endpoint never left"
+            );
             std::thread::sleep(Duration::from_micros(500));
         }
         times.push(start.elapsed());
@@ -118,7 +146,8 @@ fn bench(lab: &str, kills: usize) {
     );
 
     // Steady client while the pods are deleted one by one.
-    let v: serde_json::Value = serde_json::from_str(&run(&["--lab", lab, "get", "svc", "web", "-o", "json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&run(&["--lab", lab, "get", "svc", "web", "-o", "json"])).unwrap();
     let ip = v["spec"]["clusterIP"].as_str().unwrap().to_string();
     let client = Command::new(NETLAB)
         .args(["--lab", lab, "exec", "node/node-1", "--", "sh", "-c",
@@ -132,7 +161,10 @@ fn bench(lab: &str, kills: usize) {
         deleted += 1;
     }
     let out = client.wait_with_output().unwrap();
-    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
     println!(
         "| failed requests while {deleted} pods were deleted one by one | {} of {} | | 0 |",
         counts.get(1).copied().unwrap_or(0),

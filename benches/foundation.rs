@@ -42,19 +42,58 @@ fn main() {
         println!(
             "| {what} | {:.1} ms | {} | {} |",
             ms(d),
-            if n > 0 { format!("{:.2} ms", ms(d) / n as f64) } else { "".into() },
+            if n > 0 {
+                format!("{:.2} ms", ms(d) / n as f64)
+            } else {
+                "".into()
+            },
             base.map(|b| format!("{:.2}×", d.as_secs_f64() / b.as_secs_f64()))
                 .unwrap_or_default()
         )
     };
-    row("netlab up labs/nginx.yaml (2 pods, ready)", nginx_up, 2, None);
+    row(
+        "netlab up labs/nginx.yaml (2 pods, ready)",
+        nginx_up,
+        2,
+        None,
+    );
     row("netlab down labs/nginx.yaml", nginx_down, 2, None);
-    row(&format!("netlab up, {pods} nginx pods (ready)"), many_up, pods, None);
-    row(&format!("netlab down, {pods} nginx pods"), many_down, pods, None);
-    row(&format!("network only: netlab, {pods} pods"), net_up, pods, Some(ip_up));
-    row(&format!("network only: ip script, {pods} pods (baseline)"), ip_up, pods, Some(ip_up));
-    row(&format!("network teardown: netlab, {pods} pods"), net_down, pods, Some(ip_down));
-    row(&format!("network teardown: ip script, {pods} pods (baseline)"), ip_down, pods, Some(ip_down));
+    row(
+        &format!("netlab up, {pods} nginx pods (ready)"),
+        many_up,
+        pods,
+        None,
+    );
+    row(
+        &format!("netlab down, {pods} nginx pods"),
+        many_down,
+        pods,
+        None,
+    );
+    row(
+        &format!("network only: netlab, {pods} pods"),
+        net_up,
+        pods,
+        Some(ip_up),
+    );
+    row(
+        &format!("network only: ip script, {pods} pods (baseline)"),
+        ip_up,
+        pods,
+        Some(ip_up),
+    );
+    row(
+        &format!("network teardown: netlab, {pods} pods"),
+        net_down,
+        pods,
+        Some(ip_down),
+    );
+    row(
+        &format!("network teardown: ip script, {pods} pods (baseline)"),
+        ip_down,
+        pods,
+        Some(ip_down),
+    );
     println!(
         "\ntargets: nginx lab ready < 1 s ({}), network bring-up well under the ip script's per-pod cost ({:.2}× here)",
         if nginx_up < Duration::from_secs(1) { "met" } else { "MISSED" },
@@ -99,7 +138,9 @@ fn lab_cycle(name: &str, yaml: &str, runs: usize) -> (Duration, Duration) {
     std::fs::write(&file, yaml).unwrap();
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        ups.push(run(Command::new(NETLAB).args(["up", "--name", name]).arg(&file)));
+        ups.push(run(Command::new(NETLAB)
+            .args(["up", "--name", name])
+            .arg(&file)));
         downs.push(run(Command::new(NETLAB).args(["down", "--lab", name])));
     }
     (median(ups), median(downs))
@@ -115,9 +156,13 @@ fn network_only(name: &str, yaml: &str, runs: usize) -> (Duration, Duration) {
         },
     )
     .unwrap();
-    let state =
-        ClusterState::plan(&spec, &HostInfo::default(), chrono::Utc::now(), &mut rand::rng())
-            .unwrap();
+    let state = ClusterState::plan(
+        &spec,
+        &HostInfo::default(),
+        chrono::Utc::now(),
+        &mut rand::rng(),
+    )
+    .unwrap();
     let plan = net_plan(&state);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -141,8 +186,14 @@ fn baseline(name: &str, pods: usize, runs: usize) -> (Duration, Duration) {
     let script = format!("{REPO}/scripts/baseline-ip.sh");
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        ups.push(run(Command::new("bash").arg(&script).arg(name).arg(pods.to_string())));
-        downs.push(run(Command::new("bash").arg(&script).arg("--down").arg(name)));
+        ups.push(run(Command::new("bash")
+            .arg(&script)
+            .arg(name)
+            .arg(pods.to_string())));
+        downs.push(run(Command::new("bash")
+            .arg(&script)
+            .arg("--down")
+            .arg(name)));
     }
     (median(ups), median(downs))
 }

@@ -79,7 +79,10 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     require_root();
-    let sizes: Vec<u32> = match std::env::var("NETLAB_PROXY_SERVICES").ok().and_then(|v| v.parse().ok()) {
+    let sizes: Vec<u32> = match std::env::var("NETLAB_PROXY_SERVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         Some(n) => vec![n],
         None => vec![10, 1_000, 10_000],
     };

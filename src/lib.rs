@@ -6,9 +6,9 @@
 
 pub mod cli;
 pub mod cluster;
-pub mod lab;
-pub mod runtime;
 pub mod controller;
+pub mod lab;
 pub mod net;
 pub mod paths;
 pub mod proxy;
+pub mod runtime;

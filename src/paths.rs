@@ -70,7 +70,9 @@ pub fn cgroups_path(lab: &str, container_id: &str) -> String {
 
 /// The lab a namespace name belongs to, if it is one of netlab's.
 pub fn lab_of_netns(name: &str) -> Option<&str> {
-    name.strip_prefix("netlab-")?.split_once('.').map(|(lab, _)| lab)
+    name.strip_prefix("netlab-")?
+        .split_once('.')
+        .map(|(lab, _)| lab)
 }
 
 #[cfg(test)]

@@ -13,12 +13,19 @@ fn pod_json(lab: &Lab, name: &str) -> serde_json::Value {
 }
 
 fn restarts(lab: &Lab, name: &str) -> i64 {
-    pod_json(lab, name)["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap()
+    pod_json(lab, name)["status"]["containerStatuses"][0]["restartCount"]
+        .as_i64()
+        .unwrap()
 }
 
 fn main_pid(lab: &Lab, pod: &str, container: &str) -> i32 {
     let out = std::process::Command::new("runc")
-        .args(["--root", &format!("/run/netlab/{}/runc", lab.name), "state", &format!("default_{pod}_{container}")])
+        .args([
+            "--root",
+            &format!("/run/netlab/{}/runc", lab.name),
+            "state",
+            &format!("default_{pod}_{container}"),
+        ])
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -34,33 +41,59 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn cluster_ip(lab: &Lab, name: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(&lab.ok(&["get", "svc", name, "-o", "json"])).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["get", "svc", name, "-o", "json"])).unwrap();
     v["spec"]["clusterIP"].as_str().unwrap().to_string()
 }
 
 #[test]
 fn killed_nginx_is_restarted_and_serves_again() {
     let repo = env!("CARGO_MANIFEST_DIR");
-    let lab = Lab::up("ctl-restart", &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap());
+    let lab = Lab::up(
+        "ctl-restart",
+        &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap(),
+    );
     lab.ok(&["controller", "status"]);
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");
     let pod = lab.pods()[0].0.clone();
     let pid = main_pid(&lab, &pod, "my-nginx");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    wait_for("the restart", Duration::from_secs(10), || restarts(&lab, &pod) == 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the restart", Duration::from_secs(10), || {
+        restarts(&lab, &pod) == 1
+    });
     let pods = lab.ok(&["get", "pods"]);
     let row = pods.lines().find(|l| l.starts_with(&pod)).unwrap();
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cols[1..4], ["1/1", "Running", "1"], "{pods}");
-    assert_ne!(main_pid(&lab, &pod, "my-nginx"), pid, "a new container process");
+    assert_ne!(
+        main_pid(&lab, &pod, "my-nginx"),
+        pid,
+        "a new container process"
+    );
     for _ in 0..10 {
-        let out = lab.run(&["exec", "node/node-1", "--", "curl", "-s", "-m", "3", &format!("http://{ip}/")]);
+        let out = lab.run(&[
+            "exec",
+            "node/node-1",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            &format!("http://{ip}/"),
+        ]);
         assert!(stdout(&out).contains("Welcome to nginx!"));
     }
     let describe = lab.ok(&["describe", "pod", &pod]);
     assert!(describe.contains("Restart Count:  1"), "{describe}");
-    assert!(describe.contains("Started") && describe.contains("(x2 over"), "{describe}");
+    assert!(
+        describe.contains("Started") && describe.contains("(x2 over"),
+        "{describe}"
+    );
     lab.down_clean();
 }
 
@@ -95,11 +128,16 @@ spec:
     });
     assert_eq!(restarts(&lab, "crasher"), 1);
     let events = lab.ok(&["get", "events"]);
-    assert!(events.contains("BackOff") && events.contains("pod/crasher"), "{events}");
+    assert!(
+        events.contains("BackOff") && events.contains("pod/crasher"),
+        "{events}"
+    );
     // restartPolicy: Never: it stays down.
-    wait_for("the pod that never restarts to fail", Duration::from_secs(10), || {
-        pod_json(&lab, "once")["status"]["phase"] == "Failed"
-    });
+    wait_for(
+        "the pod that never restarts to fail",
+        Duration::from_secs(10),
+        || pod_json(&lab, "once")["status"]["phase"] == "Failed",
+    );
     assert_eq!(restarts(&lab, "once"), 0);
     lab.down_clean();
 }
@@ -110,11 +148,17 @@ spec:
 #[test]
 fn controller_kill_9_under_load_and_adoption() {
     let repo = env!("CARGO_MANIFEST_DIR");
-    let lab = Lab::up("ctl-kill", &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap());
+    let lab = Lab::up(
+        "ctl-kill",
+        &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap(),
+    );
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");
     let pods = lab.pods();
-    let pids: Vec<i32> = pods.iter().map(|p| main_pid(&lab, &p.0, "my-nginx")).collect();
+    let pids: Vec<i32> = pods
+        .iter()
+        .map(|p| main_pid(&lab, &p.0, "my-nginx"))
+        .collect();
     let controller: i32 = lab.ok(&["controller", "status"]).trim().parse().unwrap();
 
     // A steady client on node-2 while the controller is killed.
@@ -125,21 +169,37 @@ fn controller_kill_9_under_load_and_adoption() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(controller), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(controller),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let out = client.wait_with_output().unwrap();
-    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
     assert_eq!(counts, [60, 0], "requests failed while the controller died");
 
     assert!(!lab.run(&["controller", "status"]).status.success());
     lab.ok(&["controller", "start"]);
     std::thread::sleep(Duration::from_millis(800));
     for (p, pid) in pods.iter().zip(&pids) {
-        assert_eq!(main_pid(&lab, &p.0, "my-nginx"), *pid, "pod {} was restarted", p.0);
+        assert_eq!(
+            main_pid(&lab, &p.0, "my-nginx"),
+            *pid,
+            "pod {} was restarted",
+            p.0
+        );
         assert_eq!(restarts(&lab, &p.0), 0);
     }
     // And down with the controller dead.
     let controller: i32 = lab.ok(&["controller", "status"]).trim().parse().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(controller), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(controller),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     lab.down_clean();
 }
 
@@ -147,8 +207,9 @@ fn controller_kill_9_under_load_and_adoption() {
 /// probe fails leaves the Service, and comes back when it passes again.
 #[test]
 fn readiness_probe_flips_endpoints() {
-    let pod = |name: &str| format!(
-        r#"apiVersion: v1
+    let pod = |name: &str| {
+        format!(
+            r#"apiVersion: v1
 kind: Pod
 metadata:
   name: {name}
@@ -166,23 +227,52 @@ spec:
       periodSeconds: 1
       failureThreshold: 1
 "#
-    );
+        )
+    };
     let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: ready\nspec:\n  selector: {app: ready}\n  ports:\n  - port: 80\n";
-    let lab = Lab::up("ctl-ready", &format!("{}---\n{}---\n{svc}", pod("r1"), pod("r2")));
+    // r2 is probed with exec instead of httpGet.
+    let r2 = pod("r2").replace(
+        "      httpGet: {path: /healthy, port: http}\n",
+        "      exec: {command: [\"cat\", \"/www/healthy\"]}\n",
+    );
+    assert!(r2.contains("exec:"));
+    let lab = Lab::up("ctl-ready", &format!("{}---\n{r2}---\n{svc}", pod("r1")));
     let ip = cluster_ip(&lab, "ready");
     let ep = |lab: &Lab| lab.ok(&["get", "ep", "ready"]);
-    wait_for("both endpoints", Duration::from_secs(10), || ep(&lab).matches(":80").count() == 2);
+    wait_for("both endpoints", Duration::from_secs(10), || {
+        ep(&lab).matches(":80").count() == 2
+    });
     // r1 turns unhealthy: it leaves the endpoints, READY 0/1, traffic goes to r2 only.
     lab.ok(&["exec", "r1", "--", "rm", "/www/healthy"]);
-    wait_for("r1 to leave", Duration::from_secs(10), || ep(&lab).matches(":80").count() == 1);
+    wait_for("r1 to leave", Duration::from_secs(10), || {
+        ep(&lab).matches(":80").count() == 1
+    });
     let pods = lab.ok(&["get", "pods", "r1"]);
     assert!(pods.contains("0/1") && pods.contains("Running"), "{pods}");
     for _ in 0..10 {
-        let out = lab.run(&["exec", "node/node-1", "--", "curl", "-s", "-m", "2", &format!("http://{ip}/")]);
+        let out = lab.run(&[
+            "exec",
+            "node/node-1",
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            &format!("http://{ip}/"),
+        ]);
         assert_eq!(stdout(&out).trim(), "r2");
     }
     lab.ok(&["exec", "r1", "--", "touch", "/www/healthy"]);
-    wait_for("r1 to come back", Duration::from_secs(10), || ep(&lab).matches(":80").count() == 2);
+    wait_for("r1 to come back", Duration::from_secs(10), || {
+        ep(&lab).matches(":80").count() == 2
+    });
+    // The exec probe of r2 decides too.
+    lab.ok(&["exec", "r2", "--", "rm", "/www/healthy"]);
+    wait_for("r2 to leave", Duration::from_secs(10), || {
+        ep(&lab).matches(":80").count() == 1
+    });
+    let describe = lab.ok(&["describe", "svc", "ready"]);
+    assert!(describe.contains("EndpointsChanged"), "{describe}");
     lab.down_clean();
 }
 
@@ -191,7 +281,9 @@ spec:
 #[test]
 fn no_failed_requests_while_pods_are_replaced() {
     let repo = env!("CARGO_MANIFEST_DIR");
-    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap().replace("replicas: 2", "replicas: 3");
+    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: 3");
     let lab = Lab::up("ctl-rolling", &yaml);
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");
@@ -205,7 +297,10 @@ fn no_failed_requests_while_pods_are_replaced() {
         lab.ok(&["delete", "pod", &name]);
     }
     let out = client.wait_with_output().unwrap();
-    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|n| n.parse().unwrap()).collect();
+    let counts: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
     assert_eq!(counts, [150, 0], "requests failed while pods were replaced");
     assert_eq!(lab.pods().len(), 3);
     lab.down_clean();
@@ -226,17 +321,29 @@ fn apply_changes_replicas_labels_ports_and_image() {
         lab.ok(&["apply", "-f", f.to_str().unwrap()])
     };
     assert_eq!(apply(&base).trim(), "deployment.apps/my-nginx unchanged");
-    assert_eq!(apply(&base.replace("replicas: 2", "replicas: 3")).trim(), "deployment.apps/my-nginx configured");
+    assert_eq!(
+        apply(&base.replace("replicas: 2", "replicas: 3")).trim(),
+        "deployment.apps/my-nginx configured"
+    );
     assert_eq!(lab.pods().len(), 3);
 
     let before: Vec<String> = lab.pods().into_iter().map(|p| p.0).collect();
     let relabeled = base
-        .replace("        run: my-nginx\n    spec:", "        run: my-nginx\n        tier: web\n    spec:")
-        .replace("- containerPort: 80", "- containerPort: 80\n          name: http");
+        .replace(
+            "        run: my-nginx\n    spec:",
+            "        run: my-nginx\n        tier: web\n    spec:",
+        )
+        .replace(
+            "- containerPort: 80",
+            "- containerPort: 80\n          name: http",
+        );
     apply(&relabeled);
     let after = lab.pods();
     assert_eq!(after.len(), 2);
-    assert!(after.iter().all(|p| !before.contains(&p.0)), "a changed template replaces the pods");
+    assert!(
+        after.iter().all(|p| !before.contains(&p.0)),
+        "a changed template replaces the pods"
+    );
     let labeled = lab.ok(&["get", "pods", "-l", "tier=web", "-o", "name"]);
     assert_eq!(labeled.lines().count(), 2, "{labeled}");
 
@@ -245,7 +352,16 @@ fn apply_changes_replicas_labels_ports_and_image() {
         "        image: radial/busyboxplus:curl\n        command: [\"sh\", \"-c\", \"mkdir -p /www && echo new-image > /www/index.html && exec httpd -f -p 80 -h /www\"]\n",
     );
     apply(&reimaged);
-    let out = lab.run(&["exec", "node/node-1", "--", "curl", "-s", "-m", "3", &format!("http://{ip}/")]);
+    let out = lab.run(&[
+        "exec",
+        "node/node-1",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "3",
+        &format!("http://{ip}/"),
+    ]);
     assert_eq!(stdout(&out).trim(), "new-image");
     let wide = lab.ok(&["get", "deploy", "-o", "wide"]);
     assert!(wide.contains("radial/busyboxplus:curl"), "{wide}");

@@ -10,7 +10,16 @@ use std::time::{Duration, Instant};
 const WELCOME: &str = "Welcome to nginx!";
 
 fn curl(lab: &Lab, from: &str, ip: &str) -> String {
-    let out = lab.run(&["exec", from, "--", "curl", "-s", "-m", "5", &format!("http://{ip}/")]);
+    let out = lab.run(&[
+        "exec",
+        from,
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "5",
+        &format!("http://{ip}/"),
+    ]);
     assert!(
         out.status.success(),
         "curl {ip} from {from} failed ({:?}): {}",
@@ -32,7 +41,19 @@ fn tutorial_nginx_lab_end_to_end() {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ]
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 2, "{wide}");
@@ -44,11 +65,18 @@ fn tutorial_nginx_lab_end_to_end() {
         assert!(r[5].starts_with("10.244."), "{wide}");
     }
     assert_ne!(rows[0][5], rows[1][5], "distinct pod IPs");
-    assert_ne!(rows[0][6], rows[1][6], "pods spread over both nodes: {wide}");
+    assert_ne!(
+        rows[0][6], rows[1][6],
+        "pods spread over both nodes: {wide}"
+    );
 
     // -o yaml | grep podIP, as in the tutorial; -o json parses.
     let yaml_out = lab.ok(&["get", "pods", "-l", "run=my-nginx", "-o", "yaml"]);
-    assert_eq!(yaml_out.matches("    podIP: 10.244.").count(), 2, "{yaml_out}");
+    assert_eq!(
+        yaml_out.matches("    podIP: 10.244.").count(),
+        2,
+        "{yaml_out}"
+    );
     assert!(yaml_out.contains("hostIP: 172.18.0."));
     assert!(yaml_out.contains("nodeName: node-"));
     let pods = lab.pods();
@@ -57,13 +85,28 @@ fn tutorial_nginx_lab_end_to_end() {
     // nodes and deployments.
     let nodes = lab.ok(&["get", "nodes", "-o", "wide"]);
     assert!(nodes.starts_with("NAME"), "{nodes}");
-    for col in ["STATUS", "ROLES", "VERSION", "INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"] {
+    for col in [
+        "STATUS",
+        "ROLES",
+        "VERSION",
+        "INTERNAL-IP",
+        "EXTERNAL-IP",
+        "OS-IMAGE",
+        "KERNEL-VERSION",
+        "CONTAINER-RUNTIME",
+    ] {
         assert!(nodes.lines().next().unwrap().contains(col), "{nodes}");
     }
     assert!(nodes.contains("node-1") && nodes.contains("node-2") && nodes.contains("Ready"));
-    assert!(nodes.contains("172.18.0.2") && nodes.contains("runc://"), "{nodes}");
+    assert!(
+        nodes.contains("172.18.0.2") && nodes.contains("runc://"),
+        "{nodes}"
+    );
     let deps = lab.ok(&["get", "deployments"]);
-    let d: Vec<Vec<&str>> = deps.lines().map(|l| l.split_whitespace().collect()).collect();
+    let d: Vec<Vec<&str>> = deps
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(d[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     assert_eq!(&d[1][..4], ["my-nginx", "2/2", "2", "2"]);
 
@@ -85,8 +128,14 @@ fn tutorial_nginx_lab_end_to_end() {
     let (b, b_ip, _) = &pods[1];
     let log_a = lab.ok(&["logs", a]);
     let log_b = lab.ok(&["logs", b]);
-    assert!(log_a.contains(&format!("{b_ip} - ")), "pod {a} saw no request from {b_ip}:\n{log_a}");
-    assert!(log_b.contains(&format!("{a_ip} - ")), "pod {b} saw no request from {a_ip}:\n{log_b}");
+    assert!(
+        log_a.contains(&format!("{b_ip} - ")),
+        "pod {a} saw no request from {b_ip}:\n{log_a}"
+    );
+    assert!(
+        log_b.contains(&format!("{a_ip} - ")),
+        "pod {b} saw no request from {a_ip}:\n{log_b}"
+    );
     // A node reaches its own pods from its bridge address (10.244.N.1) and
     // other nodes' pods from its LAN address: both are real, unNATed sources.
     let a_node = &pods[0].2;
@@ -96,7 +145,10 @@ fn tutorial_nginx_lab_end_to_end() {
         ("10.244.2.1", "172.18.0.2")
     };
     for src in [own_gw, other_lan] {
-        assert!(log_a.contains(&format!("{src} - ")), "no request from {src}:\n{log_a}");
+        assert!(
+            log_a.contains(&format!("{src} - ")),
+            "no request from {src}:\n{log_a}"
+        );
     }
     assert!(log_a.contains("\"GET / HTTP/1.1\" 200"), "{log_a}");
 
@@ -111,7 +163,10 @@ fn tutorial_nginx_lab_end_to_end() {
 
 #[test]
 fn same_container_port_twice_on_one_node() {
-    let lab = Lab::up("oneport", &format!("{}{}", lab_doc(1), nginx_deployment("web", 2)));
+    let lab = Lab::up(
+        "oneport",
+        &format!("{}{}", lab_doc(1), nginx_deployment("web", 2)),
+    );
     let pods = lab.pods();
     assert_eq!(pods.len(), 2);
     assert_eq!(pods[0].2, pods[1].2, "both on the only node");
@@ -147,11 +202,17 @@ fn two_labs_side_by_side_with_the_same_cidrs() {
     assert_eq!(ips_a, ips_b);
     // Without --lab, netlab refuses to guess.
     let out = netlab(&["get", "pods"]);
-    assert!(!out.status.success(), "get without --lab while several labs are up");
+    assert!(
+        !out.status.success(),
+        "get without --lab while several labs are up"
+    );
     assert!(stderr(&out).contains("labs are up"), "{}", stderr(&out));
     a.down_clean();
     for (_, ip, _) in &pb {
-        assert!(curl(&b, "node/node-1", ip).contains(WELCOME), "lab b survives lab a's down");
+        assert!(
+            curl(&b, "node/node-1", ip).contains(WELCOME),
+            "lab b survives lab a's down"
+        );
     }
     b.down_clean();
 }
@@ -183,7 +244,10 @@ fn kill_9_during_up_then_down_leaves_nothing() {
     let out = lab.run(&["down"]);
     assert!(out.status.success(), "down after kill -9: {}", stderr(&out));
     let traces = Traces::of(&lab.name, &pids);
-    assert!(traces.is_clean(), "leaked after kill -9 + down: {traces:#?}");
+    assert!(
+        traces.is_clean(),
+        "leaked after kill -9 + down: {traces:#?}"
+    );
 }
 
 /// Bad lab files: a clear error naming the file, line or object, and nothing created.
@@ -216,7 +280,14 @@ fn bad_lab_files_change_nothing() {
 fn without_root_a_clear_error() {
     require_root();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", NETLAB, "get", "pods"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            NETLAB,
+            "get",
+            "pods",
+        ])
         .output()
         .expect("setpriv");
     assert!(!out.status.success());
@@ -246,11 +317,24 @@ spec:
       value: "$(GREETING)-rocks"
 "#;
     let lab = Lab::up("podspec", yaml);
-    assert_eq!(lab.ok(&["exec", "shell", "--", "printenv", "GREETING"]).trim(), "netlab");
-    assert_eq!(lab.ok(&["exec", "shell", "--", "printenv", "COMBINED"]).trim(), "netlab-rocks");
+    assert_eq!(
+        lab.ok(&["exec", "shell", "--", "printenv", "GREETING"])
+            .trim(),
+        "netlab"
+    );
+    assert_eq!(
+        lab.ok(&["exec", "shell", "--", "printenv", "COMBINED"])
+            .trim(),
+        "netlab-rocks"
+    );
     assert_eq!(lab.ok(&["exec", "shell", "--", "pwd"]).trim(), "/tmp");
     // Its own PID namespace: the command is PID 1.
-    assert_eq!(lab.ok(&["exec", "shell", "--", "cat", "/proc/1/cmdline"]).replace('\0', " ").trim(), "sleep 3600");
+    assert_eq!(
+        lab.ok(&["exec", "shell", "--", "cat", "/proc/1/cmdline"])
+            .replace('\0', " ")
+            .trim(),
+        "sleep 3600"
+    );
     let logs = lab.ok(&["logs", "pod/shell"]);
     assert!(logs.contains("hello-from-netlab in /tmp"), "{logs}");
     let pods = lab.ok(&["get", "pods", "-l", "app=shell"]);
@@ -269,7 +353,14 @@ fn failing_container_fails_up_and_cleans_up() {
         "        command: [\"sh\", \"-c\", \"echo config is broken >&2; exit 3\"]\n        ports:",
     );
     let lab = Lab::prepare("broken", &yaml);
-    let out = netlab(&["up", "--timeout", "10", "--name", &lab.name, lab.file().to_str().unwrap()]);
+    let out = netlab(&[
+        "up",
+        "--timeout",
+        "10",
+        "--name",
+        &lab.name,
+        lab.file().to_str().unwrap(),
+    ]);
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(err.contains("pod/broken-"), "{err}");
@@ -283,8 +374,18 @@ fn failing_container_fails_up_and_cleans_up() {
 fn several_lab_files() {
     let lab = Lab::prepare("files", &nginx_deployment("web", 3));
     let topo = lab.dir.path().join("topology.yaml");
-    std::fs::write(&topo, "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: [alpha, beta, gamma]\n").unwrap();
-    let out = netlab(&["up", "--name", &lab.name, topo.to_str().unwrap(), lab.file().to_str().unwrap()]);
+    std::fs::write(
+        &topo,
+        "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: [alpha, beta, gamma]\n",
+    )
+    .unwrap();
+    let out = netlab(&[
+        "up",
+        "--name",
+        &lab.name,
+        topo.to_str().unwrap(),
+        lab.file().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let nodes: Vec<String> = lab.pods().into_iter().map(|p| p.2).collect();
     for n in ["alpha", "beta", "gamma"] {

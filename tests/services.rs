@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 /// A pod that answers HTTP on :80 with its own name (busybox httpd, `-v`
 /// logs each client address to stderr).
 fn who_pod(name: &str, labels: &str, node: Option<&str>) -> String {
-    let node = node.map(|n| format!("  nodeName: {n}\n")).unwrap_or_default();
+    let node = node
+        .map(|n| format!("  nodeName: {n}\n"))
+        .unwrap_or_default();
     format!(
         r#"apiVersion: v1
 kind: Pod
@@ -68,12 +70,18 @@ fn service(name: &str, selector: &str, extra_spec: &str, ports: &str) -> String 
 /// (exit code, stdout) of a curl from a node (`node/NAME`) or a pod.
 fn curl(lab: &Lab, from: &str, url: &str) -> (i32, String) {
     let out = lab.run(&["exec", from, "--", "curl", "-s", "-m", "3", url]);
-    (out.status.code().unwrap_or(-1), stdout(&out).trim().to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        stdout(&out).trim().to_string(),
+    )
 }
 
 fn must_curl(lab: &Lab, from: &str, url: &str) -> String {
     let (code, body) = curl(lab, from, url);
-    assert_eq!(code, 0, "curl {url} from {from} failed with exit code {code}");
+    assert_eq!(
+        code, 0,
+        "curl {url} from {from} failed with exit code {code}"
+    );
     body
 }
 
@@ -82,11 +90,16 @@ fn svc_json(lab: &Lab, name: &str) -> serde_json::Value {
 }
 
 fn cluster_ip(lab: &Lab, name: &str) -> String {
-    svc_json(lab, name)["spec"]["clusterIP"].as_str().unwrap().to_string()
+    svc_json(lab, name)["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn node_port(lab: &Lab, name: &str) -> u64 {
-    svc_json(lab, name)["spec"]["ports"][0]["nodePort"].as_u64().expect("a nodePort")
+    svc_json(lab, name)["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .expect("a nodePort")
 }
 
 fn apply(lab: &Lab, yaml: &str) -> String {
@@ -115,7 +128,11 @@ fn assert_refused(lab: &Lab, from: &str, url: &str) {
     let t = Instant::now();
     let (code, _) = curl(lab, from, url);
     assert_eq!(code, 7, "{url} from {from}: expected connection refused");
-    assert!(t.elapsed() < Duration::from_secs(1), "refusal took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "refusal took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]
@@ -123,18 +140,37 @@ fn tutorial_create_a_service() {
     let repo = env!("CARGO_MANIFEST_DIR");
     let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap();
     let lab = Lab::up("svc-tutorial", &yaml);
-    assert_eq!(lab.ok(&["expose", "deployment/my-nginx"]).trim(), "service/my-nginx exposed");
+    assert_eq!(
+        lab.ok(&["expose", "deployment/my-nginx"]).trim(),
+        "service/my-nginx exposed"
+    );
 
     let svc = lab.ok(&["get", "svc", "my-nginx"]);
-    let rows: Vec<Vec<&str>> = svc.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(rows[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    let rows: Vec<Vec<&str>> = svc
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
     assert_eq!(&rows[1][..2], ["my-nginx", "ClusterIP"]);
     assert!(rows[1][2].starts_with("10.0."), "{svc}");
     assert_eq!(&rows[1][3..5], ["<none>", "80/TCP"]);
     let ip = rows[1][2].to_string();
 
     let all = lab.ok(&["get", "svc"]);
-    assert!(all.contains("kubernetes") && all.contains("10.0.0.1") && all.contains("443/TCP"), "{all}");
+    assert!(
+        all.contains("kubernetes") && all.contains("10.0.0.1") && all.contains("443/TCP"),
+        "{all}"
+    );
 
     let pods = lab.pods();
     let ep = lab.ok(&["get", "ep", "my-nginx"]);
@@ -142,31 +178,71 @@ fn tutorial_create_a_service() {
         assert!(ep.contains(&format!("{pod_ip}:80")), "{ep}");
     }
     let describe = lab.ok(&["describe", "svc", "my-nginx"]);
-    for field in ["Name:", "Namespace:", "Labels:", "Annotations:", "Selector:", "Type:", "IP:", "Port:", "TargetPort:", "Endpoints:", "Session Affinity:", "Events:"] {
-        assert!(describe.contains(field), "describe lacks {field}:\n{describe}");
+    for field in [
+        "Name:",
+        "Namespace:",
+        "Labels:",
+        "Annotations:",
+        "Selector:",
+        "Type:",
+        "IP:",
+        "Port:",
+        "TargetPort:",
+        "Endpoints:",
+        "Session Affinity:",
+        "Events:",
+    ] {
+        assert!(
+            describe.contains(field),
+            "describe lacks {field}:\n{describe}"
+        );
     }
-    assert!(describe.contains("run=my-nginx") && describe.contains(&ip), "{describe}");
+    assert!(
+        describe.contains("run=my-nginx") && describe.contains(&ip),
+        "{describe}"
+    );
 
     // From every node and every pod, the clusterIP reaches nginx.
-    for from in ["node/node-1", "node/node-2"].iter().map(|s| s.to_string()).chain(pods.iter().map(|p| p.0.clone())) {
-        assert!(must_curl(&lab, &from, &format!("http://{ip}:80/")).contains("Welcome to nginx!"), "from {from}");
+    for from in ["node/node-1", "node/node-2"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(pods.iter().map(|p| p.0.clone()))
+    {
+        assert!(
+            must_curl(&lab, &from, &format!("http://{ip}:80/")).contains("Welcome to nginx!"),
+            "from {from}"
+        );
     }
     lab.down_clean();
 }
 
 #[test]
 fn service_from_lab_file_and_apply_are_the_same() {
-    let svc = service("web", "app: web", "", "  - port: 8080\n    targetPort: http\n");
-    let lab = Lab::up("svc-file", &format!("{}---\n{svc}", who_deployment("web", 2)));
+    let svc = service(
+        "web",
+        "app: web",
+        "",
+        "  - port: 8080\n    targetPort: http\n",
+    );
+    let lab = Lab::up(
+        "svc-file",
+        &format!("{}---\n{svc}", who_deployment("web", 2)),
+    );
     let ip = cluster_ip(&lab, "web");
-    assert_eq!(answers(&lab, "node/node-1", &format!("http://{ip}:8080/"), 20).len(), 2);
+    assert_eq!(
+        answers(&lab, "node/node-1", &format!("http://{ip}:8080/"), 20).len(),
+        2
+    );
     // The same Service through apply: unchanged; a new one: created.
     assert_eq!(apply(&lab, &svc).trim(), "service/web unchanged");
     let other = service("web2", "app: web", "", "  - port: 80\n");
     assert_eq!(apply(&lab, &other).trim(), "service/web2 created");
     let ip2 = cluster_ip(&lab, "web2");
     assert_ne!(ip, ip2);
-    assert_eq!(answers(&lab, "node/node-2", &format!("http://{ip2}/"), 20).len(), 2);
+    assert_eq!(
+        answers(&lab, "node/node-2", &format!("http://{ip2}/"), 20).len(),
+        2
+    );
     lab.down_clean();
 }
 
@@ -181,12 +257,24 @@ fn endpoints_follow_pods() {
     assert_refused(&lab, "node/node-1", &url);
 
     apply(&lab, &who_pod("pod1", "app: follow", Some("node-1")));
-    assert_eq!(answers(&lab, "node/node-2", &url, 6).keys().collect::<Vec<_>>(), ["pod1"]);
+    assert_eq!(
+        answers(&lab, "node/node-2", &url, 6)
+            .keys()
+            .collect::<Vec<_>>(),
+        ["pod1"]
+    );
     apply(&lab, &who_pod("pod2", "app: follow", Some("node-2")));
     let both = answers(&lab, "node/node-1", &url, 30);
     assert_eq!(both.len(), 2, "{both:?}");
-    assert!(lab.ok(&["delete", "pod", "pod1"]).contains("pod \"pod1\" deleted"));
-    assert_eq!(answers(&lab, "node/node-1", &url, 6).keys().collect::<Vec<_>>(), ["pod2"]);
+    assert!(lab
+        .ok(&["delete", "pod", "pod1"])
+        .contains("pod \"pod1\" deleted"));
+    assert_eq!(
+        answers(&lab, "node/node-1", &url, 6)
+            .keys()
+            .collect::<Vec<_>>(),
+        ["pod2"]
+    );
     lab.ok(&["delete", "pod/pod2"]);
     assert_refused(&lab, "node/node-2", &url);
     assert!(lab.ok(&["get", "ep", "follow"]).contains("<none>"));
@@ -213,12 +301,21 @@ spec:
     let svc = service("multi", "app: multi", "", "  - {name: one, port: 81, targetPort: first}\n  - {name: two, port: 82, targetPort: second}\n");
     let lab = Lab::up("svc-multi", &format!("{pod}---\n{svc}"));
     let ip = cluster_ip(&lab, "multi");
-    assert_eq!(must_curl(&lab, "node/node-1", &format!("http://{ip}:81/")), "port-a");
-    assert_eq!(must_curl(&lab, "node/node-2", &format!("http://{ip}:82/")), "port-b");
+    assert_eq!(
+        must_curl(&lab, "node/node-1", &format!("http://{ip}:81/")),
+        "port-a"
+    );
+    assert_eq!(
+        must_curl(&lab, "node/node-2", &format!("http://{ip}:82/")),
+        "port-b"
+    );
     let ep = lab.ok(&["get", "ep", "multi"]);
     assert!(ep.contains(":8081") && ep.contains(":8082"), "{ep}");
     let describe = lab.ok(&["describe", "svc", "multi"]);
-    assert!(describe.contains("one  81/TCP") && describe.contains("second/TCP"), "{describe}");
+    assert!(
+        describe.contains("one  81/TCP") && describe.contains("second/TCP"),
+        "{describe}"
+    );
     lab.down_clean();
 }
 
@@ -229,14 +326,27 @@ fn hairpin_and_client_source_ip() {
     let svc = service("self", "app: self", "", "  - port: 80\n");
     let lab = Lab::up(
         "svc-hairpin",
-        &format!("{}---\n{}---\n{svc}", who_pod("lonely", "app: self", Some("node-1")), who_pod("client", "app: client", Some("node-1"))),
+        &format!(
+            "{}---\n{}---\n{svc}",
+            who_pod("lonely", "app: self", Some("node-1")),
+            who_pod("client", "app: client", Some("node-1"))
+        ),
     );
     let ip = cluster_ip(&lab, "self");
-    assert_eq!(must_curl(&lab, "lonely", &format!("http://{ip}/")), "lonely");
+    assert_eq!(
+        must_curl(&lab, "lonely", &format!("http://{ip}/")),
+        "lonely"
+    );
     let client_ip = lab.pods().into_iter().find(|p| p.0 == "client").unwrap().1;
-    assert_eq!(must_curl(&lab, "client", &format!("http://{ip}/")), "lonely");
+    assert_eq!(
+        must_curl(&lab, "client", &format!("http://{ip}/")),
+        "lonely"
+    );
     let log = lab.ok(&["logs", "lonely"]);
-    assert!(log.contains(&client_ip), "the server saw no request from {client_ip}:\n{log}");
+    assert!(
+        log.contains(&client_ip),
+        "the server saw no request from {client_ip}:\n{log}"
+    );
     lab.down_clean();
 }
 
@@ -245,52 +355,107 @@ fn hairpin_and_client_source_ip() {
 #[test]
 fn node_ports() {
     let svc = service("np", "app: np", "  type: NodePort\n", "  - port: 80\n");
-    let lab = Lab::up("svc-nodeport", &format!("{}---\n{svc}", who_deployment("np", 2)));
+    let lab = Lab::up(
+        "svc-nodeport",
+        &format!("{}---\n{svc}", who_deployment("np", 2)),
+    );
     let port = node_port(&lab, "np");
     assert!((30000..=32767).contains(&port), "{port}");
     let ports = lab.ok(&["get", "svc", "np"]);
     assert!(ports.contains(&format!("80:{port}/TCP")), "{ports}");
     // Every node's address, from the other node and from the node itself.
-    for (from, addr) in [("node/node-1", "172.18.0.3"), ("node/node-2", "172.18.0.2"), ("node/node-1", "172.18.0.2")] {
-        assert_eq!(answers(&lab, from, &format!("http://{addr}:{port}/"), 12).len(), 2, "{from} -> {addr}");
+    for (from, addr) in [
+        ("node/node-1", "172.18.0.3"),
+        ("node/node-2", "172.18.0.2"),
+        ("node/node-1", "172.18.0.2"),
+    ] {
+        assert_eq!(
+            answers(&lab, from, &format!("http://{addr}:{port}/"), 12).len(),
+            2,
+            "{from} -> {addr}"
+        );
     }
     // Explicit nodePort, collision, out of range: clear errors, nothing changed.
-    let explicit = service("np2", "app: np", "  type: NodePort\n", "  - port: 80\n    nodePort: 31999\n");
+    let explicit = service(
+        "np2",
+        "app: np",
+        "  type: NodePort\n",
+        "  - port: 80\n    nodePort: 31999\n",
+    );
     apply(&lab, &explicit);
     assert_eq!(node_port(&lab, "np2"), 31999);
-    let clash = service("np3", "app: np", "  type: NodePort\n", "  - port: 80\n    nodePort: 31999\n");
+    let clash = service(
+        "np3",
+        "app: np",
+        "  type: NodePort\n",
+        "  - port: 80\n    nodePort: 31999\n",
+    );
     let file = lab.dir.path().join("clash.yaml");
     std::fs::write(&file, &clash).unwrap();
     let out = lab.run(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(!out.status.success() && stderr(&out).contains("already allocated"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("already allocated"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::write(&file, clash.replace("31999", "80")).unwrap();
     let out = lab.run(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(!out.status.success() && stderr(&out).contains("30000-32767"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("30000-32767"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!lab.ok(&["get", "svc"]).contains("np3"));
     // Back to ClusterIP: the port is released and stops answering.
-    apply(&lab, &explicit.replace("  type: NodePort\n", "").replace("    nodePort: 31999\n", ""));
+    apply(
+        &lab,
+        &explicit
+            .replace("  type: NodePort\n", "")
+            .replace("    nodePort: 31999\n", ""),
+    );
     assert!(svc_json(&lab, "np2")["spec"]["ports"][0]["nodePort"].is_null());
     let (code, _) = curl(&lab, "node/node-1", "http://172.18.0.3:31999/");
     assert_ne!(code, 0);
     apply(&lab, &clash.replace("np3", "np4"));
-    assert_eq!(node_port(&lab, "np4"), 31999, "the released port can be taken again");
+    assert_eq!(
+        node_port(&lab, "np4"),
+        31999,
+        "the released port can be taken again"
+    );
     lab.down_clean();
 }
 
 /// externalTrafficPolicy: Local: only the node's own endpoints, client address kept.
 #[test]
 fn node_port_external_traffic_policy_local() {
-    let svc = service("local", "app: local", "  type: NodePort\n  externalTrafficPolicy: Local\n", "  - port: 80\n");
+    let svc = service(
+        "local",
+        "app: local",
+        "  type: NodePort\n  externalTrafficPolicy: Local\n",
+        "  - port: 80\n",
+    );
     let lab = Lab::up(
         "svc-local",
-        &format!("{}---\n{}---\n{svc}", who_pod("on-one", "app: local", Some("node-1")), who_pod("on-two", "app: local", Some("node-2"))),
+        &format!(
+            "{}---\n{}---\n{svc}",
+            who_pod("on-one", "app: local", Some("node-1")),
+            who_pod("on-two", "app: local", Some("node-2"))
+        ),
     );
     let port = node_port(&lab, "local");
     // node-2 asks node-1's address: only node-1's pod answers, and sees node-2's address.
-    let seen = answers(&lab, "node/node-2", &format!("http://172.18.0.2:{port}/"), 12);
+    let seen = answers(
+        &lab,
+        "node/node-2",
+        &format!("http://172.18.0.2:{port}/"),
+        12,
+    );
     assert_eq!(seen.keys().collect::<Vec<_>>(), ["on-one"], "{seen:?}");
     let log = lab.ok(&["logs", "on-one"]);
-    assert!(log.contains("172.18.0.3"), "client address not kept:\n{log}");
+    assert!(
+        log.contains("172.18.0.3"),
+        "client address not kept:\n{log}"
+    );
     lab.down_clean();
 }
 
@@ -299,16 +464,31 @@ fn node_port_external_traffic_policy_local() {
 #[test]
 fn session_affinity_on_and_off() {
     let sticky = service("sticky", "app: sticky", "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 60\n", "  - port: 80\n");
-    let lab = Lab::up("svc-affinity", &format!("{}---\n{sticky}", who_deployment("sticky", 2)));
+    let lab = Lab::up(
+        "svc-affinity",
+        &format!("{}---\n{sticky}", who_deployment("sticky", 2)),
+    );
     let ip = cluster_ip(&lab, "sticky");
     let url = format!("http://{ip}/");
-    assert_eq!(answers(&lab, "node/node-1", &url, 20).len(), 1, "affinity: one endpoint");
+    assert_eq!(
+        answers(&lab, "node/node-1", &url, 20).len(),
+        1,
+        "affinity: one endpoint"
+    );
     let describe = lab.ok(&["describe", "svc", "sticky"]);
     assert!(describe.contains("ClientIP"), "{describe}");
     let off = sticky.replace("  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 60\n", "");
     assert_eq!(apply(&lab, &off).trim(), "service/sticky configured");
-    assert_eq!(cluster_ip(&lab, "sticky"), ip, "clusterIP kept across updates");
-    assert_eq!(answers(&lab, "node/node-1", &url, 30).len(), 2, "spread again");
+    assert_eq!(
+        cluster_ip(&lab, "sticky"),
+        ip,
+        "clusterIP kept across updates"
+    );
+    assert_eq!(
+        answers(&lab, "node/node-1", &url, 30).len(),
+        2,
+        "spread again"
+    );
     lab.down_clean();
 }
 
@@ -319,26 +499,43 @@ fn session_affinity_on_and_off() {
 fn services_up_and_down_and_load_spread() {
     let a = service("svc-a", "app: ab", "", "  - port: 80\n");
     let b = service("svc-b", "app: ab", "", "  - port: 80\n");
-    let lab = Lab::up("svc-updown", &format!("{}---\n{a}---\n{b}", who_deployment("ab", 2)));
+    let lab = Lab::up(
+        "svc-updown",
+        &format!("{}---\n{a}---\n{b}", who_deployment("ab", 2)),
+    );
     let (ip_a, ip_b) = (cluster_ip(&lab, "svc-a"), cluster_ip(&lab, "svc-b"));
 
     let spread = answers(&lab, "node/node-2", &format!("http://{ip_a}/"), 200);
     assert_eq!(spread.len(), 2, "{spread:?}");
     for (pod, n) in &spread {
-        assert!((50..=150).contains(n), "uneven spread: {pod} got {n} of 200: {spread:?}");
+        assert!(
+            (50..=150).contains(n),
+            "uneven spread: {pod} got {n} of 200: {spread:?}"
+        );
     }
 
-    assert!(lab.ok(&["delete", "svc", "svc-a"]).contains("service \"svc-a\" deleted"));
+    assert!(lab
+        .ok(&["delete", "svc", "svc-a"])
+        .contains("service \"svc-a\" deleted"));
     let (code, _) = curl(&lab, "node/node-1", &format!("http://{ip_a}/"));
     assert_ne!(code, 0, "deleted service still answers");
-    assert_eq!(answers(&lab, "node/node-1", &format!("http://{ip_b}/"), 6).len(), 2);
+    assert_eq!(
+        answers(&lab, "node/node-1", &format!("http://{ip_b}/"), 6).len(),
+        2
+    );
 
     apply(&lab, &a);
     let ip_a2 = cluster_ip(&lab, "svc-a");
-    assert_eq!(answers(&lab, "node/node-1", &format!("http://{ip_a2}/"), 10).len(), 2);
+    assert_eq!(
+        answers(&lab, "node/node-1", &format!("http://{ip_a2}/"), 10).len(),
+        2
+    );
 
     // Port change and ClusterIP -> NodePort -> ClusterIP on the live service.
-    apply(&lab, &b.replace("  - port: 80\n", "  - port: 8080\n    targetPort: 80\n"));
+    apply(
+        &lab,
+        &b.replace("  - port: 80\n", "  - port: 8080\n    targetPort: 80\n"),
+    );
     assert_eq!(cluster_ip(&lab, "svc-b"), ip_b);
     must_curl(&lab, "node/node-1", &format!("http://{ip_b}:8080/"));
     let (code, _) = curl(&lab, "node/node-1", &format!("http://{ip_b}:80/"));
@@ -346,7 +543,11 @@ fn services_up_and_down_and_load_spread() {
     apply(&lab, &b.replace("spec:\n", "spec:\n  type: NodePort\n"));
     let port = node_port(&lab, "svc-b");
     must_curl(&lab, "node/node-2", &format!("http://172.18.0.2:{port}/"));
-    assert_eq!(cluster_ip(&lab, "svc-b"), ip_b, "type change keeps the clusterIP");
+    assert_eq!(
+        cluster_ip(&lab, "svc-b"),
+        ip_b,
+        "type change keeps the clusterIP"
+    );
     lab.down_clean();
 }
 
@@ -357,15 +558,31 @@ fn delete_kinds_and_scale() {
     let repo = env!("CARGO_MANIFEST_DIR");
     let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap();
     let lab = Lab::up("svc-scale", &yaml);
-    lab.ok(&["expose", "deployment", "my-nginx", "--port", "8080", "--target-port", "80"]);
+    lab.ok(&[
+        "expose",
+        "deployment",
+        "my-nginx",
+        "--port",
+        "8080",
+        "--target-port",
+        "80",
+    ]);
     let ip = cluster_ip(&lab, "my-nginx");
-    assert_eq!(lab.ok(&["scale", "deployment", "my-nginx", "--replicas=0"]).trim(), "deployment.apps/my-nginx scaled");
+    assert_eq!(
+        lab.ok(&["scale", "deployment", "my-nginx", "--replicas=0"])
+            .trim(),
+        "deployment.apps/my-nginx scaled"
+    );
     assert_refused(&lab, "node/node-1", &format!("http://{ip}:8080/"));
-    lab.ok(&["scale", "deployment/my-nginx", "--replicas=3"]);
-    assert_eq!(lab.pods().len(), 3);
+    lab.ok(&["scale", "deployment/my-nginx", "--replicas=5"]);
+    assert_eq!(lab.pods().len(), 5);
     must_curl(&lab, "node/node-1", &format!("http://{ip}:8080/"));
     let out = lab.ok(&["delete", "deployments,svc", "my-nginx"]);
-    assert!(out.contains("deployment.apps \"my-nginx\" deleted") && out.contains("service \"my-nginx\" deleted"), "{out}");
+    assert!(
+        out.contains("deployment.apps \"my-nginx\" deleted")
+            && out.contains("service \"my-nginx\" deleted"),
+        "{out}"
+    );
     let missing = lab.run(&["delete", "svc", "my-nginx"]);
     assert!(!missing.status.success() && stderr(&missing).contains("not found"));
     assert!(lab.pods().is_empty());
@@ -381,10 +598,18 @@ fn service_environment_variables_follow_creation_order() {
     let lab = Lab::up("svc-env", &yaml);
     let first = lab.pods()[0].0.clone();
     let env = lab.ok(&["exec", &first, "--", "printenv"]);
-    for line in ["KUBERNETES_SERVICE_HOST=10.0.0.1", "KUBERNETES_SERVICE_PORT=443", "KUBERNETES_SERVICE_PORT_HTTPS=443", "KUBERNETES_PORT=tcp://10.0.0.1:443"] {
+    for line in [
+        "KUBERNETES_SERVICE_HOST=10.0.0.1",
+        "KUBERNETES_SERVICE_PORT=443",
+        "KUBERNETES_SERVICE_PORT_HTTPS=443",
+        "KUBERNETES_PORT=tcp://10.0.0.1:443",
+    ] {
         assert!(env.lines().any(|l| l == line), "{line} missing:\n{env}");
     }
-    assert!(!env.contains("MY_NGINX_"), "service variables before the service exists:\n{env}");
+    assert!(
+        !env.contains("MY_NGINX_"),
+        "service variables before the service exists:\n{env}"
+    );
 
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");
@@ -394,7 +619,11 @@ fn service_environment_variables_follow_creation_order() {
     assert_eq!(pods.len(), 2);
     assert!(!pods.iter().any(|p| p.0 == first), "new pods after scaling");
     let env = lab.ok(&["exec", &pods[0].0, "--", "printenv"]);
-    for line in [format!("MY_NGINX_SERVICE_HOST={ip}"), "MY_NGINX_SERVICE_PORT=80".into(), format!("MY_NGINX_PORT_80_TCP_ADDR={ip}")] {
+    for line in [
+        format!("MY_NGINX_SERVICE_HOST={ip}"),
+        "MY_NGINX_SERVICE_PORT=80".into(),
+        format!("MY_NGINX_PORT_80_TCP_ADDR={ip}"),
+    ] {
         assert!(env.lines().any(|l| l == line), "{line} missing:\n{env}");
     }
     // A deleted pod of the Deployment is replaced, with a new name.

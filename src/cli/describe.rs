@@ -2,11 +2,11 @@
 
 use super::get::{external_ip, Kind};
 use super::printer::{age, fields, map_lines};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Event;
 use crate::cluster::services::{endpoints_summary, service_type};
 use crate::cluster::{state, ClusterState};
 use anyhow::{anyhow, bail, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -29,13 +29,19 @@ pub fn render(st: &ClusterState, kind: Kind, name: &str, namespace: &str) -> Res
             let d = st
                 .deployments
                 .iter()
-                .find(|d| d.metadata.name.as_deref() == Some(name) && state::namespace(&d.metadata) == namespace)
+                .find(|d| {
+                    d.metadata.name.as_deref() == Some(name)
+                        && state::namespace(&d.metadata) == namespace
+                })
                 .ok_or_else(|| anyhow!("deployments.apps {name:?} not found"))?;
             (deployment(d), "Deployment")
         }
         other => bail!("netlab describe does not know {} yet", other.plural()),
     };
-    Ok(format!("{body}{}", events_section(&st.events_for(event_kind, namespace, name), now)))
+    Ok(format!(
+        "{body}{}",
+        events_section(&st.events_for(event_kind, namespace, name), now)
+    ))
 }
 
 /// The `Events:` block of describe, kubectl's layout.
@@ -49,7 +55,10 @@ pub fn events_section(events: &[&Event], now: chrono::DateTime<chrono::Utc>) -> 
         let last = age(e.last_timestamp.as_ref(), now);
         let count = e.count.unwrap_or(1);
         let when = if count > 1 {
-            format!("{last} (x{count} over {})", age(e.first_timestamp.as_ref(), now))
+            format!(
+                "{last} (x{count} over {})",
+                age(e.first_timestamp.as_ref(), now)
+            )
         } else {
             last
         };
@@ -57,7 +66,10 @@ pub fn events_section(events: &[&Event], now: chrono::DateTime<chrono::Utc>) -> 
             e.type_.clone().unwrap_or_default(),
             e.reason.clone().unwrap_or_default(),
             when,
-            e.source.as_ref().and_then(|s| s.component.clone()).unwrap_or_default(),
+            e.source
+                .as_ref()
+                .and_then(|s| s.component.clone())
+                .unwrap_or_default(),
             e.message.clone().unwrap_or_default(),
         ]);
     }
@@ -75,10 +87,23 @@ pub fn deployment(d: &Deployment) -> String {
     let rows = vec![
         (s("Name"), d.metadata.name.clone().unwrap_or_default()),
         (s("Namespace"), state::namespace(&d.metadata).to_string()),
-        (s("CreationTimestamp"), d.metadata.creation_timestamp.as_ref().map(|t| t.0.to_rfc2822()).unwrap_or_default()),
+        (
+            s("CreationTimestamp"),
+            d.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_rfc2822())
+                .unwrap_or_default(),
+        ),
         (s("Labels"), map_lines(d.metadata.labels.as_ref(), "\n")),
-        (s("Annotations"), map_lines(d.metadata.annotations.as_ref(), "\n")),
-        (s("Selector"), map_lines(spec.selector.match_labels.as_ref(), ",")),
+        (
+            s("Annotations"),
+            map_lines(d.metadata.annotations.as_ref(), "\n"),
+        ),
+        (
+            s("Selector"),
+            map_lines(spec.selector.match_labels.as_ref(), ","),
+        ),
         (
             s("Replicas"),
             format!(
@@ -93,12 +118,29 @@ pub fn deployment(d: &Deployment) -> String {
     ];
     let mut out = fields(&rows);
     out.push_str("Pod Template:\n");
-    out.push_str(&format!("  Labels:  {}\n", map_lines(spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()), ",")));
+    out.push_str(&format!(
+        "  Labels:  {}\n",
+        map_lines(
+            spec.template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref()),
+            ","
+        )
+    ));
     out.push_str("  Containers:\n");
     for c in spec.template.spec.iter().flat_map(|p| p.containers.iter()) {
-        out.push_str(&format!("   {}:\n    Image:  {}\n", c.name, c.image.clone().unwrap_or_default()));
+        out.push_str(&format!(
+            "   {}:\n    Image:  {}\n",
+            c.name,
+            c.image.clone().unwrap_or_default()
+        ));
         for p in c.ports.iter().flatten() {
-            out.push_str(&format!("    Port:   {}/{}\n", p.container_port, p.protocol.clone().unwrap_or_else(|| "TCP".into())));
+            out.push_str(&format!(
+                "    Port:   {}/{}\n",
+                p.container_port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into())
+            ));
         }
     }
     out
@@ -117,13 +159,30 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
         (s("Name"), name.clone()),
         (s("Namespace"), ns.to_string()),
         (s("Labels"), map_lines(svc.metadata.labels.as_ref(), "\n")),
-        (s("Annotations"), map_lines(svc.metadata.annotations.as_ref(), "\n")),
+        (
+            s("Annotations"),
+            map_lines(svc.metadata.annotations.as_ref(), "\n"),
+        ),
         (s("Selector"), map_lines(spec.selector.as_ref(), ",")),
         (s("Type"), service_type(svc).to_string()),
-        (s("IP Family Policy"), spec.ip_family_policy.clone().unwrap_or_else(|| "SingleStack".into())),
-        (s("IP Families"), spec.ip_families.clone().unwrap_or_default().join(",")),
+        (
+            s("IP Family Policy"),
+            spec.ip_family_policy
+                .clone()
+                .unwrap_or_else(|| "SingleStack".into()),
+        ),
+        (
+            s("IP Families"),
+            spec.ip_families.clone().unwrap_or_default().join(","),
+        ),
         (s("IP"), ip.clone()),
-        (s("IPs"), spec.cluster_ips.clone().unwrap_or_else(|| vec![ip]).join(",")),
+        (
+            s("IPs"),
+            spec.cluster_ips
+                .clone()
+                .unwrap_or_else(|| vec![ip])
+                .join(","),
+        ),
     ];
     if service_type(svc) == "LoadBalancer" {
         let ingress = external_ip(svc);
@@ -134,7 +193,11 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
     let endpoints = st.endpoints_of(ns, &name);
     for p in spec.ports.iter().flatten() {
         let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-        let pname = p.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "<unset>".into());
+        let pname = p
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "<unset>".into());
         rows.push((s("Port"), format!("{pname}  {}/{proto}", p.port)));
         let target = match &p.target_port {
             Some(IntOrString::Int(n)) => n.to_string(),
@@ -152,15 +215,24 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
                 subset.ports = subset.ports.take().map(|ports| {
                     ports
                         .into_iter()
-                        .filter(|ep| ep.name.clone().unwrap_or_default() == p.name.clone().unwrap_or_default())
+                        .filter(|ep| {
+                            ep.name.clone().unwrap_or_default()
+                                == p.name.clone().unwrap_or_default()
+                        })
                         .collect()
                 });
             }
             e
         });
-        rows.push((s("Endpoints"), endpoints_summary(per_port.as_ref(), 3).replace("<none>", "")));
+        rows.push((
+            s("Endpoints"),
+            endpoints_summary(per_port.as_ref(), 3).replace("<none>", ""),
+        ));
     }
-    let affinity = spec.session_affinity.clone().unwrap_or_else(|| "None".into());
+    let affinity = spec
+        .session_affinity
+        .clone()
+        .unwrap_or_else(|| "None".into());
     rows.push((s("Session Affinity"), affinity.clone()));
     if affinity == "ClientIP" {
         let t = spec
@@ -174,7 +246,12 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
     if let Some(p) = &spec.external_traffic_policy {
         rows.push((s("External Traffic Policy"), p.clone()));
     }
-    rows.push((s("Internal Traffic Policy"), spec.internal_traffic_policy.clone().unwrap_or_else(|| "Cluster".into())));
+    rows.push((
+        s("Internal Traffic Policy"),
+        spec.internal_traffic_policy
+            .clone()
+            .unwrap_or_else(|| "Cluster".into()),
+    ));
     fields(&rows)
 }
 
@@ -185,10 +262,27 @@ pub fn pod(p: &Pod) -> String {
     let mut rows = vec![
         (s("Name"), p.metadata.name.clone().unwrap_or_default()),
         (s("Namespace"), state::namespace(&p.metadata).to_string()),
-        (s("Node"), format!("{}/{}", spec.node_name.clone().unwrap_or_default(), status.host_ip.clone().unwrap_or_default())),
-        (s("Start Time"), status.start_time.as_ref().map(|t| t.0.to_rfc2822()).unwrap_or_else(|| "<unset>".into())),
+        (
+            s("Node"),
+            format!(
+                "{}/{}",
+                spec.node_name.clone().unwrap_or_default(),
+                status.host_ip.clone().unwrap_or_default()
+            ),
+        ),
+        (
+            s("Start Time"),
+            status
+                .start_time
+                .as_ref()
+                .map(|t| t.0.to_rfc2822())
+                .unwrap_or_else(|| "<unset>".into()),
+        ),
         (s("Labels"), map_lines(p.metadata.labels.as_ref(), "\n")),
-        (s("Annotations"), map_lines(p.metadata.annotations.as_ref(), "\n")),
+        (
+            s("Annotations"),
+            map_lines(p.metadata.annotations.as_ref(), "\n"),
+        ),
         (s("Status"), phase),
         (s("IP"), status.pod_ip.clone().unwrap_or_default()),
     ];
@@ -203,14 +297,30 @@ pub fn pod(p: &Pod) -> String {
             .flatten()
             .find(|x| x.name == c.name);
         containers.push_str(&format!("{}:\n", c.name));
-        containers.push_str(&format!("  Image:          {}\n", c.image.clone().unwrap_or_default()));
+        containers.push_str(&format!(
+            "  Image:          {}\n",
+            c.image.clone().unwrap_or_default()
+        ));
         let ports: Vec<String> = c
             .ports
             .iter()
             .flatten()
-            .map(|cp| format!("{}/{}", cp.container_port, cp.protocol.clone().unwrap_or_else(|| "TCP".into())))
+            .map(|cp| {
+                format!(
+                    "{}/{}",
+                    cp.container_port,
+                    cp.protocol.clone().unwrap_or_else(|| "TCP".into())
+                )
+            })
             .collect();
-        containers.push_str(&format!("  Port:           {}\n", if ports.is_empty() { "<none>".into() } else { ports.join(", ") }));
+        containers.push_str(&format!(
+            "  Port:           {}\n",
+            if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports.join(", ")
+            }
+        ));
         let st = cs.and_then(|c| c.state.clone()).unwrap_or_default();
         let state_text = if st.running.is_some() {
             "Running"
@@ -220,8 +330,18 @@ pub fn pod(p: &Pod) -> String {
             "Waiting"
         };
         containers.push_str(&format!("  State:          {state_text}\n"));
-        containers.push_str(&format!("  Ready:          {}\n", if cs.is_some_and(|c| c.ready) { "True" } else { "False" }));
-        containers.push_str(&format!("  Restart Count:  {}\n", cs.map(|c| c.restart_count).unwrap_or(0)));
+        containers.push_str(&format!(
+            "  Ready:          {}\n",
+            if cs.is_some_and(|c| c.ready) {
+                "True"
+            } else {
+                "False"
+            }
+        ));
+        containers.push_str(&format!(
+            "  Restart Count:  {}\n",
+            cs.map(|c| c.restart_count).unwrap_or(0)
+        ));
     }
     rows.push((s("Containers"), String::new()));
     let mut out = fields(&rows);

@@ -93,7 +93,9 @@ fn kinds_and_names(targets: &[String]) -> Result<Vec<(String, String)>> {
 fn canonical_kind(k: &str) -> Result<String> {
     Ok(match k.to_lowercase().as_str() {
         "po" | "pod" | "pods" => "pod",
-        "deploy" | "deployment" | "deployments" | "deployment.apps" | "deployments.apps" => "deployment",
+        "deploy" | "deployment" | "deployments" | "deployment.apps" | "deployments.apps" => {
+            "deployment"
+        }
         "svc" | "service" | "services" => "service",
         other => bail!("the server doesn't have a resource type {other:?}"),
     }
@@ -123,11 +125,15 @@ fn check_images(spec: &lab::LabSpec) -> Result<()> {
         .pods
         .iter()
         .map(|p| p.object.clone())
-        .chain(spec.deployments.iter().map(|d| k8s_openapi::api::core::v1::Pod {
-            metadata: d.object.metadata.clone(),
-            spec: d.object.spec.as_ref().and_then(|s| s.template.spec.clone()),
-            status: None,
-        }))
+        .chain(
+            spec.deployments
+                .iter()
+                .map(|d| k8s_openapi::api::core::v1::Pod {
+                    metadata: d.object.metadata.clone(),
+                    spec: d.object.spec.as_ref().and_then(|s| s.template.spec.clone()),
+                    status: None,
+                }),
+        )
         .collect();
     let refs: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().collect();
     converge::images_for(&refs, &store)?;
@@ -151,13 +157,25 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
     if !args.files.is_empty() {
         let spec = load_objects(&args.files)?;
         for d in &spec.deployments {
-            targets.push(("deployment".into(), ns_of(&d.object.metadata), d.object.metadata.name.clone().unwrap_or_default()));
+            targets.push((
+                "deployment".into(),
+                ns_of(&d.object.metadata),
+                d.object.metadata.name.clone().unwrap_or_default(),
+            ));
         }
         for p in &spec.pods {
-            targets.push(("pod".into(), ns_of(&p.object.metadata), p.object.metadata.name.clone().unwrap_or_default()));
+            targets.push((
+                "pod".into(),
+                ns_of(&p.object.metadata),
+                p.object.metadata.name.clone().unwrap_or_default(),
+            ));
         }
         for s in &spec.services {
-            targets.push(("service".into(), ns_of(&s.object.metadata), s.object.metadata.name.clone().unwrap_or_default()));
+            targets.push((
+                "service".into(),
+                ns_of(&s.object.metadata),
+                s.object.metadata.name.clone().unwrap_or_default(),
+            ));
         }
     } else {
         for (k, n) in kinds_and_names(&args.targets)? {
@@ -169,7 +187,9 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
         let now = chrono::Utc::now();
         Ok(targets
             .iter()
-            .map(|(kind, ns, name)| objects::delete(st, kind, ns, name, now).map_err(|e| e.to_string()))
+            .map(|(kind, ns, name)| {
+                objects::delete(st, kind, ns, name, now).map_err(|e| e.to_string())
+            })
             .collect::<Vec<_>>())
     })
     .await?;
@@ -202,8 +222,15 @@ pub async fn scale(args: ScaleArgs, lab: Option<String>) -> Result<i32> {
                 });
             }
             out.push(
-                objects::scale(st, &args.namespace, name, args.replicas, chrono::Utc::now(), &mut rand::rng())
-                    .map_err(object_error)?,
+                objects::scale(
+                    st,
+                    &args.namespace,
+                    name,
+                    args.replicas,
+                    chrono::Utc::now(),
+                    &mut rand::rng(),
+                )
+                .map_err(object_error)?,
             );
         }
         Ok(out)

@@ -1,11 +1,11 @@
 //! `netlab get`: kubectl's columns for pods, nodes and deployments.
 
 use super::printer::{age, structured, Format, Printer};
+use crate::cluster::services::{endpoints_summary, service_type};
 use crate::cluster::{state, ClusterState, Selector};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
-use crate::cluster::services::{endpoints_summary, service_type};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -101,10 +101,7 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
     let mut structured_items: Vec<serde_json::Value> = Vec::new();
     for kind in &args.kinds {
         let keep = |meta: &ObjectMeta, namespaced: bool| {
-            let in_ns = !namespaced
-                || args
-                    .namespace
-                    .is_none_or(|ns| state::namespace(meta) == ns);
+            let in_ns = !namespaced || args.namespace.is_none_or(|ns| state::namespace(meta) == ns);
             let named = args.names.is_empty()
                 || args
                     .names
@@ -127,7 +124,10 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
                     .iter()
                     .filter(|n| keep(&n.metadata, false))
                     .collect();
-                (nodes_table(&nodes, args.format, now, multi), to_values(&nodes))
+                (
+                    nodes_table(&nodes, args.format, now, multi),
+                    to_values(&nodes),
+                )
             }
             Kind::Deployment => {
                 let deps: Vec<&Deployment> = state
@@ -271,7 +271,11 @@ fn pods_table(pods: &[&Pod], args: &GetArgs<'_>, now: DateTime<Utc>, multi: bool
             row.push(state::namespace(&p.metadata).to_string());
         }
         row.extend([
-            name_cell(Kind::Pod, p.metadata.name.as_deref().unwrap_or_default(), multi),
+            name_cell(
+                Kind::Pod,
+                p.metadata.name.as_deref().unwrap_or_default(),
+                multi,
+            ),
             ready,
             status,
             restarts.to_string(),
@@ -319,7 +323,11 @@ fn nodes_table(nodes: &[&Node], format: Format, now: DateTime<Utc>, multi: bool)
             .collect();
         let info = st.node_info.clone().unwrap_or_default();
         let mut row = vec![
-            name_cell(Kind::Node, n.metadata.name.as_deref().unwrap_or_default(), multi),
+            name_cell(
+                Kind::Node,
+                n.metadata.name.as_deref().unwrap_or_default(),
+                multi,
+            ),
             if ready { "Ready" } else { "NotReady" }.to_string(),
             if roles.is_empty() {
                 "<none>".into()
@@ -461,8 +469,20 @@ pub fn external_ip(s: &Service) -> String {
     }
 }
 
-fn services_table(svcs: &[&Service], args: &GetArgs<'_>, now: DateTime<Utc>, multi: bool) -> Printer {
-    let mut headers = vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"];
+fn services_table(
+    svcs: &[&Service],
+    args: &GetArgs<'_>,
+    now: DateTime<Utc>,
+    multi: bool,
+) -> Printer {
+    let mut headers = vec![
+        "NAME",
+        "TYPE",
+        "CLUSTER-IP",
+        "EXTERNAL-IP",
+        "PORT(S)",
+        "AGE",
+    ];
     if args.format == Format::Wide {
         headers.push("SELECTOR");
     }
@@ -473,7 +493,11 @@ fn services_table(svcs: &[&Service], args: &GetArgs<'_>, now: DateTime<Utc>, mul
             row.push(state::namespace(&s.metadata).to_string());
         }
         row.extend([
-            name_cell(Kind::Service, s.metadata.name.as_deref().unwrap_or_default(), multi),
+            name_cell(
+                Kind::Service,
+                s.metadata.name.as_deref().unwrap_or_default(),
+                multi,
+            ),
             service_type(s).to_string(),
             s.spec
                 .as_ref()
@@ -494,7 +518,12 @@ fn services_table(svcs: &[&Service], args: &GetArgs<'_>, now: DateTime<Utc>, mul
     t
 }
 
-fn endpoints_table(eps: &[&Endpoints], args: &GetArgs<'_>, now: DateTime<Utc>, multi: bool) -> Printer {
+fn endpoints_table(
+    eps: &[&Endpoints],
+    args: &GetArgs<'_>,
+    now: DateTime<Utc>,
+    multi: bool,
+) -> Printer {
     let mut t = Printer::new(with_namespace(args, vec!["NAME", "ENDPOINTS", "AGE"]));
     for e in eps {
         let mut row = Vec::new();
@@ -502,7 +531,11 @@ fn endpoints_table(eps: &[&Endpoints], args: &GetArgs<'_>, now: DateTime<Utc>, m
             row.push(state::namespace(&e.metadata).to_string());
         }
         row.extend([
-            name_cell(Kind::Endpoints, e.metadata.name.as_deref().unwrap_or_default(), multi),
+            name_cell(
+                Kind::Endpoints,
+                e.metadata.name.as_deref().unwrap_or_default(),
+                multi,
+            ),
             endpoints_summary(Some(e), 3),
             age(e.metadata.creation_timestamp.as_ref(), now),
         ]);
@@ -512,7 +545,10 @@ fn endpoints_table(eps: &[&Endpoints], args: &GetArgs<'_>, now: DateTime<Utc>, m
 }
 
 fn events_table(evs: &[&Event], args: &GetArgs<'_>, now: DateTime<Utc>) -> Printer {
-    let mut t = Printer::new(with_namespace(args, vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]));
+    let mut t = Printer::new(with_namespace(
+        args,
+        vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+    ));
     for e in evs {
         let mut row = Vec::new();
         if args.namespace.is_none() {
@@ -563,10 +599,27 @@ mod tests {
             namespace: Some("default"),
         };
         let out = render(&s, &args, Utc::now()).unwrap();
-        let header: Vec<&str> = out.lines().next().unwrap().split("   ").map(str::trim).filter(|s| !s.is_empty()).collect();
+        let header: Vec<&str> = out
+            .lines()
+            .next()
+            .unwrap()
+            .split("   ")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         assert_eq!(
             header,
-            ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+            [
+                "NAME",
+                "READY",
+                "STATUS",
+                "RESTARTS",
+                "AGE",
+                "IP",
+                "NODE",
+                "NOMINATED NODE",
+                "READINESS GATES"
+            ]
         );
         assert_eq!(out.lines().count(), 3);
         assert!(out.contains("10.244.1.2"));
@@ -595,7 +648,10 @@ mod tests {
         assert_eq!(k, vec![Kind::Pod, Kind::Deployment]);
         assert!(n.is_empty());
         let (k, n) = parse_targets(&["pod/a".into(), "pod/b".into()]).unwrap();
-        assert_eq!((k, n), (vec![Kind::Pod], vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            (k, n),
+            (vec![Kind::Pod], vec!["a".to_string(), "b".to_string()])
+        );
         assert!(parse_targets(&["svcx".into()]).is_err());
     }
 }

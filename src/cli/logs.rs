@@ -47,8 +47,12 @@ pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
         }
     };
     let path = paths::container_log(&lab, state::namespace(&pod.metadata), name, &container);
-    let mut file = std::fs::File::open(&path)
-        .map_err(|e| anyhow!("container {container} in pod {name} has no log ({}): {e}", path.display()))?;
+    let mut file = std::fs::File::open(&path).map_err(|e| {
+        anyhow!(
+            "container {container} in pod {name} has no log ({}): {e}",
+            path.display()
+        )
+    })?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     let stdout = std::io::stdout();

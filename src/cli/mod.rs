@@ -151,8 +151,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Labs => lifecycle::labs(),
                 Command::Get(args) => get(args, lab).await,
                 Command::Describe(args) => describe(args, lab).await,
-                Command::Apply(args) => edit::apply(args, lab, crate::cluster::objects::Mode::Apply).await,
-                Command::Create(args) => edit::apply(args, lab, crate::cluster::objects::Mode::Create).await,
+                Command::Apply(args) => {
+                    edit::apply(args, lab, crate::cluster::objects::Mode::Apply).await
+                }
+                Command::Create(args) => {
+                    edit::apply(args, lab, crate::cluster::objects::Mode::Create).await
+                }
                 Command::Delete(args) => edit::delete(args, lab).await,
                 Command::Scale(args) => edit::scale(args, lab).await,
                 Command::Expose(args) => edit::expose(args, lab).await,

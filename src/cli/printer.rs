@@ -61,7 +61,11 @@ pub fn fields(rows: &[(String, String)]) -> String {
     for (k, v) in rows {
         let mut lines = v.lines();
         let first = lines.next().unwrap_or("");
-        out.push_str(&format!("{:<width$}{first}", format!("{k}:")).trim_end().to_string());
+        out.push_str(
+            &format!("{:<width$}{first}", format!("{k}:"))
+                .trim_end()
+                .to_string(),
+        );
         out.push('\n');
         for l in lines {
             out.push_str(&format!("{:width$}{l}\n", ""));
@@ -139,7 +143,10 @@ pub fn human_duration(seconds: i64) -> String {
     format!("{}y", hours / 24 / 365)
 }
 
-pub fn age(created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, now: DateTime<Utc>) -> String {
+pub fn age(
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: DateTime<Utc>,
+) -> String {
     match created {
         Some(t) => human_duration((now - t.0).num_seconds()),
         None => "<unknown>".into(),

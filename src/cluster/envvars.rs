@@ -36,12 +36,18 @@ pub fn for_service(svc: &Service) -> Vec<(String, String)> {
     }
     for p in &ports {
         if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
-            out.push((format!("{name}_SERVICE_PORT_{}", env_name(pn)), p.port.to_string()));
+            out.push((
+                format!("{name}_SERVICE_PORT_{}", env_name(pn)),
+                p.port.to_string(),
+            ));
         }
     }
     if let Some(first) = ports.first() {
         let proto = first.protocol.as_deref().unwrap_or("TCP").to_lowercase();
-        out.push((format!("{name}_PORT"), format!("{proto}://{ip}:{}", first.port)));
+        out.push((
+            format!("{name}_PORT"),
+            format!("{proto}://{ip}:{}", first.port),
+        ));
     }
     for p in &ports {
         let proto = p.protocol.as_deref().unwrap_or("TCP");
@@ -57,7 +63,11 @@ pub fn for_service(svc: &Service) -> Vec<(String, String)> {
 
 /// All service variables a pod in `pod_namespace` gets. With
 /// `enableServiceLinks: false` only the `kubernetes` service's remain.
-pub fn for_pod(services: &[Service], pod_namespace: &str, enable_service_links: bool) -> Vec<(String, String)> {
+pub fn for_pod(
+    services: &[Service],
+    pod_namespace: &str,
+    enable_service_links: bool,
+) -> Vec<(String, String)> {
     let mut chosen: Vec<&Service> = services
         .iter()
         .filter(|s| {
@@ -81,7 +91,10 @@ mod tests {
     #[test]
     fn kubelet_variables() {
         let s = svc("metadata:\n  name: my-nginx\n  namespace: default\nspec:\n  clusterIP: 10.0.162.149\n  ports:\n  - name: http\n    port: 80\n    protocol: TCP\n  - name: dns\n    port: 53\n    protocol: UDP\n");
-        let vars: Vec<String> = for_service(&s).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let vars: Vec<String> = for_service(&s)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         assert_eq!(
             vars,
             [

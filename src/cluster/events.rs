@@ -101,12 +101,34 @@ mod tests {
     #[test]
     fn repeats_are_counted() {
         let spec = crate::lab::load_str(std::path::Path::new("t.yaml"), "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: x\n", &Default::default()).unwrap();
-        let mut st = ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rand::rng()).unwrap();
+        let mut st =
+            ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rand::rng()).unwrap();
         let before = st.events.len();
-        let who = Involved { kind: "Pod", namespace: "default", name: "p" };
-        st.record(who.clone(), "Normal", "Started", "kubelet", "Started container c", Utc::now());
-        st.record(who.clone(), "Normal", "Started", "kubelet", "Started container c", Utc::now());
+        let who = Involved {
+            kind: "Pod",
+            namespace: "default",
+            name: "p",
+        };
+        st.record(
+            who.clone(),
+            "Normal",
+            "Started",
+            "kubelet",
+            "Started container c",
+            Utc::now(),
+        );
+        st.record(
+            who.clone(),
+            "Normal",
+            "Started",
+            "kubelet",
+            "Started container c",
+            Utc::now(),
+        );
         assert_eq!(st.events.len(), before + 1);
-        assert_eq!(st.events_for("Pod", "default", "p").last().unwrap().count, Some(2));
+        assert_eq!(
+            st.events_for("Pod", "default", "p").last().unwrap().count,
+            Some(2)
+        );
     }
 }

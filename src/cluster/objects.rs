@@ -78,13 +78,19 @@ pub fn apply_service(
     let ns = namespace(&svc.metadata).to_string();
     let before = st.service(&ns, &name).cloned();
     if before.is_some() && mode == Mode::Create {
-        return Err(ObjectError::AlreadyExists { kind: "services", name });
+        return Err(ObjectError::AlreadyExists {
+            kind: "services",
+            name,
+        });
     }
     st.upsert_service(svc, now, rng)?;
     let after = st.service(&ns, &name).cloned();
     Ok(format!(
         "service/{name} {}",
-        verb(before.is_some(), before.map(|b| b.spec) != after.map(|a| a.spec))
+        verb(
+            before.is_some(),
+            before.map(|b| b.spec) != after.map(|a| a.spec)
+        )
     ))
 }
 
@@ -138,7 +144,8 @@ pub fn apply_deployment(
                     name,
                 });
             }
-            let changed = existing.spec != dep.spec || existing.metadata.labels != dep.metadata.labels;
+            let changed =
+                existing.spec != dep.spec || existing.metadata.labels != dep.metadata.labels;
             if changed {
                 existing.spec = dep.spec;
                 existing.metadata.labels = dep.metadata.labels;
@@ -202,15 +209,21 @@ pub fn delete(
             let pod = st
                 .pods
                 .iter_mut()
-                .find(|p| p.metadata.name.as_deref() == Some(name) && namespace(&p.metadata) == namespace_)
-                .ok_or_else(|| ObjectError::NotFound { kind: "pods", name: name.into() })?;
+                .find(|p| {
+                    p.metadata.name.as_deref() == Some(name) && namespace(&p.metadata) == namespace_
+                })
+                .ok_or_else(|| ObjectError::NotFound {
+                    kind: "pods",
+                    name: name.into(),
+                })?;
             pod.metadata.deletion_timestamp = Some(time(now));
             Ok(format!("pod \"{name}\" deleted"))
         }
         "deployment" => {
             let before = st.deployments.len();
-            st.deployments
-                .retain(|d| !(d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == namespace_));
+            st.deployments.retain(|d| {
+                !(d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == namespace_)
+            });
             if st.deployments.len() == before {
                 return Err(ObjectError::NotFound {
                     kind: "deployments.apps",
@@ -224,7 +237,9 @@ pub fn delete(
             }
             Ok(format!("deployment.apps \"{name}\" deleted"))
         }
-        other => Err(ObjectError::Invalid(format!("netlab cannot delete {other} objects"))),
+        other => Err(ObjectError::Invalid(format!(
+            "netlab cannot delete {other} objects"
+        ))),
     }
 }
 
@@ -253,43 +268,66 @@ pub fn expose(
         name: req.name.into(),
     };
     // (selector, labels, ports (port, protocol)) of the exposed object.
-    let (selector, labels, ports): (BTreeMap<String, String>, Option<BTreeMap<String, String>>, Vec<(i32, String)>) =
-        match req.kind {
-            "deployment" => {
-                let d = st
-                    .deployments
-                    .iter()
-                    .find(|d| d.metadata.name.as_deref() == Some(req.name) && namespace(&d.metadata) == req.namespace)
-                    .ok_or_else(|| not_found("deployments.apps"))?;
-                let spec = d.spec.clone().unwrap_or_default();
-                let ports = container_ports(spec.template.spec.iter().flat_map(|s| s.containers.iter()));
-                (spec.selector.match_labels.unwrap_or_default(), d.metadata.labels.clone(), ports)
-            }
-            "pod" => {
-                let p = st.pod(req.namespace, req.name).ok_or_else(|| not_found("pods"))?;
-                let ports = container_ports(p.spec.iter().flat_map(|s| s.containers.iter()));
-                let labels = p.metadata.labels.clone().unwrap_or_default();
-                if labels.is_empty() && req.selector.is_none() {
-                    return Err(ObjectError::Invalid(format!(
+    let (selector, labels, ports): (
+        BTreeMap<String, String>,
+        Option<BTreeMap<String, String>>,
+        Vec<(i32, String)>,
+    ) = match req.kind {
+        "deployment" => {
+            let d = st
+                .deployments
+                .iter()
+                .find(|d| {
+                    d.metadata.name.as_deref() == Some(req.name)
+                        && namespace(&d.metadata) == req.namespace
+                })
+                .ok_or_else(|| not_found("deployments.apps"))?;
+            let spec = d.spec.clone().unwrap_or_default();
+            let ports =
+                container_ports(spec.template.spec.iter().flat_map(|s| s.containers.iter()));
+            (
+                spec.selector.match_labels.unwrap_or_default(),
+                d.metadata.labels.clone(),
+                ports,
+            )
+        }
+        "pod" => {
+            let p = st
+                .pod(req.namespace, req.name)
+                .ok_or_else(|| not_found("pods"))?;
+            let ports = container_ports(p.spec.iter().flat_map(|s| s.containers.iter()));
+            let labels = p.metadata.labels.clone().unwrap_or_default();
+            if labels.is_empty() && req.selector.is_none() {
+                return Err(ObjectError::Invalid(format!(
                         "couldn't retrieve selectors via --selector flag or introspection: the pod {} has no labels",
                         req.name
                     )));
-                }
-                (labels.clone(), Some(labels), ports)
             }
-            "service" => {
-                let s = st.service(req.namespace, req.name).ok_or_else(|| not_found("services"))?;
-                let spec = s.spec.clone().unwrap_or_default();
-                let ports = spec
-                    .ports
-                    .iter()
-                    .flatten()
-                    .map(|p| (p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
-                    .collect();
-                (spec.selector.unwrap_or_default(), s.metadata.labels.clone(), ports)
-            }
-            other => return Err(ObjectError::Invalid(format!("cannot expose a {other}: expose a deployment, pod or service"))),
-        };
+            (labels.clone(), Some(labels), ports)
+        }
+        "service" => {
+            let s = st
+                .service(req.namespace, req.name)
+                .ok_or_else(|| not_found("services"))?;
+            let spec = s.spec.clone().unwrap_or_default();
+            let ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| (p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+                .collect();
+            (
+                spec.selector.unwrap_or_default(),
+                s.metadata.labels.clone(),
+                ports,
+            )
+        }
+        other => {
+            return Err(ObjectError::Invalid(format!(
+                "cannot expose a {other}: expose a deployment, pod or service"
+            )))
+        }
+    };
     let selector = req.selector.clone().unwrap_or(selector);
     let mut service_ports: Vec<ServicePort> = match req.port {
         Some(port) => vec![ServicePort {
@@ -316,7 +354,11 @@ pub fn expose(
                 .map(|(i, (port, proto))| ServicePort {
                     name: multi.then(|| format!("port-{}", i + 1)),
                     port: *port,
-                    protocol: Some(req.protocol.map(String::from).unwrap_or_else(|| proto.clone())),
+                    protocol: Some(
+                        req.protocol
+                            .map(String::from)
+                            .unwrap_or_else(|| proto.clone()),
+                    ),
                     ..Default::default()
                 })
                 .collect()
@@ -363,7 +405,10 @@ fn container_ports<'a>(
     let mut out: Vec<(i32, String)> = Vec::new();
     for c in containers {
         for p in c.ports.iter().flatten() {
-            let entry = (p.container_port, p.protocol.clone().unwrap_or_else(|| "TCP".into()));
+            let entry = (
+                p.container_port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            );
             if !out.contains(&entry) {
                 out.push(entry);
             }
@@ -390,7 +435,10 @@ mod tests {
     }
 
     fn live(st: &ClusterState) -> usize {
-        st.pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).count()
+        st.pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .count()
     }
 
     #[test]
@@ -408,25 +456,38 @@ mod tests {
             type_: None,
             selector: None,
         };
-        assert_eq!(expose(&mut st, &req, Utc::now(), &mut rng).unwrap(), "service/my-nginx exposed");
+        assert_eq!(
+            expose(&mut st, &req, Utc::now(), &mut rng).unwrap(),
+            "service/my-nginx exposed"
+        );
         let s = st.service("default", "my-nginx").unwrap();
         let sp = s.spec.as_ref().unwrap();
         assert_eq!(sp.ports.as_ref().unwrap()[0].port, 80);
         assert_eq!(sp.selector.as_ref().unwrap()["run"], "my-nginx");
-        assert!(expose(&mut st, &req, Utc::now(), &mut rng).unwrap_err().to_string().contains("already exists"));
+        assert!(expose(&mut st, &req, Utc::now(), &mut rng)
+            .unwrap_err()
+            .to_string()
+            .contains("already exists"));
     }
 
     #[test]
     fn scale_down_to_zero_and_up_makes_new_pods() {
         let mut st = lab(2);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let old: Vec<String> = st.pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        let old: Vec<String> = st
+            .pods
+            .iter()
+            .map(|p| p.metadata.name.clone().unwrap())
+            .collect();
         scale(&mut st, "default", "my-nginx", 0, Utc::now(), &mut rng).unwrap();
         assert_eq!(live(&st), 0);
         st.pods.retain(|p| p.metadata.deletion_timestamp.is_none()); // the controller removed them
         scale(&mut st, "default", "my-nginx", 5, Utc::now(), &mut rng).unwrap();
         assert_eq!(live(&st), 5);
-        assert!(st.pods.iter().all(|p| !old.contains(p.metadata.name.as_ref().unwrap())));
+        assert!(st
+            .pods
+            .iter()
+            .all(|p| !old.contains(p.metadata.name.as_ref().unwrap())));
         assert!(scale(&mut st, "default", "nope", 1, Utc::now(), &mut rng).is_err());
         assert!(scale(&mut st, "default", "my-nginx", -1, Utc::now(), &mut rng).is_err());
     }

@@ -52,12 +52,7 @@ pub fn service_type(s: &Service) -> &str {
 }
 
 pub fn cluster_ip(s: &Service) -> Option<Ipv4Addr> {
-    s.spec
-        .as_ref()?
-        .cluster_ip
-        .as_deref()?
-        .parse()
-        .ok()
+    s.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()
 }
 
 fn key(meta: &ObjectMeta) -> (String, String) {
@@ -125,7 +120,10 @@ impl ClusterState {
         for (i, p) in ports.iter_mut().enumerate() {
             let protocol = p.protocol.get_or_insert_with(|| "TCP".into()).clone();
             if !["TCP", "UDP", "SCTP"].contains(&protocol.as_str()) {
-                return Err(invalid(&name, format!("spec.ports[{i}].protocol: Unsupported value: {protocol:?}")));
+                return Err(invalid(
+                    &name,
+                    format!("spec.ports[{i}].protocol: Unsupported value: {protocol:?}"),
+                ));
             }
             if !(1..=65535).contains(&p.port) {
                 return Err(invalid(&name, format!("spec.ports[{i}].port: Invalid value: {}: must be between 1 and 65535, inclusive", p.port)));
@@ -134,7 +132,10 @@ impl ClusterState {
                 return Err(invalid(&name, format!("spec.ports[{i}].name: Required value: ports of a multi-port service must be named")));
             }
             if !seen.insert((p.port, protocol.clone())) {
-                return Err(invalid(&name, format!("spec.ports[{i}]: Duplicate value: {}/{protocol}", p.port)));
+                return Err(invalid(
+                    &name,
+                    format!("spec.ports[{i}]: Duplicate value: {}/{protocol}", p.port),
+                ));
             }
             if p.target_port.is_none() {
                 p.target_port = Some(IntOrString::Int(p.port));
@@ -171,26 +172,41 @@ impl ClusterState {
             spec.external_traffic_policy = None;
         } else {
             if !["Cluster", "Local"].contains(&policy.as_str()) {
-                return Err(invalid(&name, format!("spec.externalTrafficPolicy: Unsupported value: {policy:?}")));
+                return Err(invalid(
+                    &name,
+                    format!("spec.externalTrafficPolicy: Unsupported value: {policy:?}"),
+                ));
             }
             spec.external_traffic_policy = Some(policy);
         }
-        spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".into());
+        spec.internal_traffic_policy
+            .get_or_insert_with(|| "Cluster".into());
         spec.ip_families = Some(vec!["IPv4".into()]);
-        spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
+        spec.ip_family_policy
+            .get_or_insert_with(|| "SingleStack".into());
 
         // clusterIP: never changes during the service's life.
-        let old_ip = existing.as_ref().and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
+        let old_ip = existing
+            .as_ref()
+            .and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
         let wanted = spec.cluster_ip.clone().filter(|s| !s.is_empty());
         let ip = match (old_ip, wanted) {
-            (Some(old), Some(w)) if old != w => {
-                return Err(invalid(&name, format!("spec.clusterIPs[0]: Invalid value: {w:?}: field is immutable (it is {old})")))
-            }
+            (Some(old), Some(w)) if old != w => return Err(invalid(
+                &name,
+                format!(
+                    "spec.clusterIPs[0]: Invalid value: {w:?}: field is immutable (it is {old})"
+                ),
+            )),
             (Some(old), _) => old,
             (None, Some(w)) if w == "None" => w,
             (None, Some(w)) => {
                 let addr: Ipv4Addr = w.parse().map_err(|_| {
-                    invalid(&name, format!("spec.clusterIPs[0]: Invalid value: {w:?}: must be a valid IP address"))
+                    invalid(
+                        &name,
+                        format!(
+                            "spec.clusterIPs[0]: Invalid value: {w:?}: must be a valid IP address"
+                        ),
+                    )
                 })?;
                 if !self.config.service_cidr.contains(&addr) {
                     return Err(invalid(&name, format!("spec.clusterIPs[0]: Invalid value: {w:?}: provided IP is not in the valid range. The range of valid IPs is {}", self.config.service_cidr)));
@@ -235,8 +251,9 @@ impl ClusterState {
                     }
                     n as u16
                 }
-                None => allocate_node_port(&taken, rng)
-                    .ok_or_else(|| invalid(&name, "spec.ports: no free node port left in 30000-32767"))?,
+                None => allocate_node_port(&taken, rng).ok_or_else(|| {
+                    invalid(&name, "spec.ports: no free node port left in 30000-32767")
+                })?,
             };
             taken.insert(port);
             p.node_port = Some(port as i32);
@@ -295,7 +312,14 @@ impl ClusterState {
         (1..size - 1)
             .map(|o| Ipv4Addr::from(base + o))
             .find(|a| free(*a))
-            .ok_or_else(|| invalid(&k.1, format!("spec.clusterIPs: Internal error: no free IP in the service range {cidr}")))
+            .ok_or_else(|| {
+                invalid(
+                    &k.1,
+                    format!(
+                        "spec.clusterIPs: Internal error: no free IP in the service range {cidr}"
+                    ),
+                )
+            })
     }
 
     /// Recomputes every selector Service's Endpoints from the pods (ready
@@ -307,7 +331,11 @@ impl ClusterState {
             let spec = svc.spec.clone().unwrap_or_default();
             let Some(selector) = spec.selector.clone() else {
                 // Selector-less services keep the Endpoints a user gave them.
-                if let Some(e) = self.endpoints.iter().find(|e| key(&e.metadata) == key(&svc.metadata)) {
+                if let Some(e) = self
+                    .endpoints
+                    .iter()
+                    .find(|e| key(&e.metadata) == key(&svc.metadata))
+                {
                     new.push(e.clone());
                 }
                 continue;
@@ -324,8 +352,10 @@ impl ClusterState {
                 .collect();
             let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
             // One subset per distinct resolved port set, as the controller groups them.
-            let mut subsets: BTreeMap<Vec<(String, i32, String)>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
-                BTreeMap::new();
+            let mut subsets: BTreeMap<
+                Vec<(String, i32, String)>,
+                (Vec<EndpointAddress>, Vec<EndpointAddress>),
+            > = BTreeMap::new();
             for p in pods {
                 let ports: Vec<(String, i32, String)> = spec
                     .ports
@@ -406,6 +436,35 @@ impl ClusterState {
             });
         }
         let changed = new != self.endpoints;
+        if changed {
+            // An event on each Service whose ready endpoints changed.
+            let now = chrono::Utc::now();
+            for e in &new {
+                let before = self
+                    .endpoints
+                    .iter()
+                    .find(|o| key(&o.metadata) == key(&e.metadata));
+                let (old_list, new_list) = (
+                    endpoints_summary(before, usize::MAX),
+                    endpoints_summary(Some(e), usize::MAX),
+                );
+                if old_list != new_list {
+                    let (ns, name) = key(&e.metadata);
+                    self.record(
+                        super::events::Involved {
+                            kind: "Service",
+                            namespace: &ns,
+                            name: &name,
+                        },
+                        "Normal",
+                        "EndpointsChanged",
+                        "endpoint-controller",
+                        format!("Endpoints: {new_list}"),
+                        now,
+                    );
+                }
+            }
+        }
         self.endpoints = new;
         changed
     }
@@ -523,13 +582,15 @@ mod tests {
         )
         .unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let mut s = ClusterState::plan(&spec, &HostInfo::default(), chrono::Utc::now(), &mut rng).unwrap();
+        let mut s =
+            ClusterState::plan(&spec, &HostInfo::default(), chrono::Utc::now(), &mut rng).unwrap();
         for p in &mut s.pods {
-            p.status.as_mut().unwrap().conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]);
+            p.status.as_mut().unwrap().conditions =
+                Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]);
         }
         s
     }
@@ -544,16 +605,31 @@ mod tests {
     fn cluster_ip_is_allocated_in_range_and_kept() {
         let mut s = lab();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        assert!(s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng).unwrap());
+        assert!(s
+            .upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng)
+            .unwrap());
         let ip = cluster_ip(s.service("default", "my-nginx").unwrap()).unwrap();
         assert!(s.config.service_cidr.contains(&ip));
         assert_ne!(ip, kubernetes_ip(s.config.service_cidr));
         // An update keeps it, and a different one is refused.
-        assert!(!s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng).unwrap());
-        assert_eq!(cluster_ip(s.service("default", "my-nginx").unwrap()), Some(ip));
-        let other = if ip.to_string() == "10.0.0.99" { "10.0.0.98" } else { "10.0.0.99" };
+        assert!(!s
+            .upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng)
+            .unwrap());
+        assert_eq!(
+            cluster_ip(s.service("default", "my-nginx").unwrap()),
+            Some(ip)
+        );
+        let other = if ip.to_string() == "10.0.0.99" {
+            "10.0.0.98"
+        } else {
+            "10.0.0.99"
+        };
         let err = s
-            .upsert_service(svc(&format!("{MY_NGINX}  clusterIP: {other}\n")), chrono::Utc::now(), &mut rng)
+            .upsert_service(
+                svc(&format!("{MY_NGINX}  clusterIP: {other}\n")),
+                chrono::Utc::now(),
+                &mut rng,
+            )
             .unwrap_err();
         assert!(err.to_string().contains("immutable"), "{err}");
     }
@@ -563,18 +639,49 @@ mod tests {
         let mut s = lab();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let np = format!("{MY_NGINX}  type: NodePort\n");
-        s.upsert_service(svc(&np), chrono::Utc::now(), &mut rng).unwrap();
-        let port = s.service("default", "my-nginx").unwrap().spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.unwrap();
+        s.upsert_service(svc(&np), chrono::Utc::now(), &mut rng)
+            .unwrap();
+        let port = s
+            .service("default", "my-nginx")
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()[0]
+            .node_port
+            .unwrap();
         assert!((30000..=32767).contains(&port));
         // Collision with another service's explicit nodePort.
         let clash = format!("metadata:\n  name: b\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: {port}\n");
-        assert!(s.upsert_service(svc(&clash), chrono::Utc::now(), &mut rng).unwrap_err().to_string().contains("already allocated"));
+        assert!(s
+            .upsert_service(svc(&clash), chrono::Utc::now(), &mut rng)
+            .unwrap_err()
+            .to_string()
+            .contains("already allocated"));
         let out = "metadata:\n  name: c\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 80\n";
-        assert!(s.upsert_service(svc(out), chrono::Utc::now(), &mut rng).unwrap_err().to_string().contains("valid range"));
+        assert!(s
+            .upsert_service(svc(out), chrono::Utc::now(), &mut rng)
+            .unwrap_err()
+            .to_string()
+            .contains("valid range"));
         // Back to ClusterIP releases it; the port can then be taken explicitly.
-        s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng).unwrap();
-        assert!(s.service("default", "my-nginx").unwrap().spec.as_ref().unwrap().ports.as_ref().unwrap()[0].node_port.is_none());
-        s.upsert_service(svc(&clash), chrono::Utc::now(), &mut rng).unwrap();
+        s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng)
+            .unwrap();
+        assert!(s
+            .service("default", "my-nginx")
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()[0]
+            .node_port
+            .is_none());
+        s.upsert_service(svc(&clash), chrono::Utc::now(), &mut rng)
+            .unwrap();
     }
 
     #[test]
@@ -582,7 +689,8 @@ mod tests {
         let mut s = lab();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let named = "metadata:\n  name: web\nspec:\n  selector:\n    run: my-nginx\n  ports:\n  - name: web\n    port: 8080\n    targetPort: http\n";
-        s.upsert_service(svc(named), chrono::Utc::now(), &mut rng).unwrap();
+        s.upsert_service(svc(named), chrono::Utc::now(), &mut rng)
+            .unwrap();
         assert!(s.refresh_endpoints());
         let e = s.endpoints_of("default", "web").unwrap();
         assert_eq!(endpoints_summary(Some(e), 3), "10.244.1.2:80,10.244.2.2:80");
@@ -592,7 +700,35 @@ mod tests {
         assert!(s.refresh_endpoints());
         let e = s.endpoints_of("default", "web").unwrap();
         assert_eq!(endpoints_summary(Some(e), 3).matches(':').count(), 1);
-        assert_eq!(e.subsets.as_ref().unwrap()[0].not_ready_addresses.as_ref().unwrap().len(), 1);
+        assert_eq!(
+            e.subsets.as_ref().unwrap()[0]
+                .not_ready_addresses
+                .as_ref()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn publish_not_ready_addresses() {
+        let mut s = lab();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        s.pods[0].status.as_mut().unwrap().conditions = None; // not ready
+        let svc_yaml = "metadata:\n  name: all\nspec:\n  publishNotReadyAddresses: true\n  selector:\n    run: my-nginx\n  ports:\n  - port: 80\n";
+        s.upsert_service(svc(svc_yaml), chrono::Utc::now(), &mut rng)
+            .unwrap();
+        s.refresh_endpoints();
+        assert_eq!(
+            endpoints_summary(s.endpoints_of("default", "all"), 9)
+                .matches(':')
+                .count(),
+            2
+        );
+        assert!(s
+            .events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("EndpointsChanged")));
     }
 
     #[test]
@@ -600,8 +736,13 @@ mod tests {
         let mut s = lab();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let bad = "metadata:\n  name: m\nspec:\n  ports:\n  - port: 80\n  - port: 443\n";
-        assert!(s.upsert_service(svc(bad), chrono::Utc::now(), &mut rng).unwrap_err().to_string().contains("must be named"));
+        assert!(s
+            .upsert_service(svc(bad), chrono::Utc::now(), &mut rng)
+            .unwrap_err()
+            .to_string()
+            .contains("must be named"));
         let ok = "metadata:\n  name: m\nspec:\n  ports:\n  - name: dns\n    port: 53\n    protocol: UDP\n  - name: dns-tcp\n    port: 53\n    protocol: TCP\n";
-        s.upsert_service(svc(ok), chrono::Utc::now(), &mut rng).unwrap();
+        s.upsert_service(svc(ok), chrono::Utc::now(), &mut rng)
+            .unwrap();
     }
 }

@@ -7,8 +7,8 @@ use crate::lab::{LabConfig, LabSpec};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
-    Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod, PodIP,
-    PodStatus, Service,
+    Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
+    PodIP, PodStatus, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
@@ -178,7 +178,11 @@ impl ClusterState {
         );
         self.pods.push(pod);
         self.record(
-            super::events::Involved { kind: "Pod", namespace: &ns, name: &name },
+            super::events::Involved {
+                kind: "Pod",
+                namespace: &ns,
+                name: &name,
+            },
             "Normal",
             "Scheduled",
             "default-scheduler",
@@ -229,11 +233,10 @@ impl ClusterState {
             // Too many: the newest go first (pods are kept in creation order).
             while current.len() > want {
                 let victim = current.pop().expect("non-empty");
-                if let Some(p) = self
-                    .pods
-                    .iter_mut()
-                    .find(|p| p.metadata.name.as_deref() == Some(victim.as_str()) && namespace(&p.metadata) == ns)
-                {
+                if let Some(p) = self.pods.iter_mut().find(|p| {
+                    p.metadata.name.as_deref() == Some(victim.as_str())
+                        && namespace(&p.metadata) == ns
+                }) {
                     p.metadata.deletion_timestamp = Some(time(now));
                     changed = true;
                 }
@@ -242,7 +245,11 @@ impl ClusterState {
                 let rs = format!("{name}-{hash}");
                 let verb = if before < want { "up" } else { "down" };
                 self.record(
-                    super::events::Involved { kind: "Deployment", namespace: &ns, name: &name },
+                    super::events::Involved {
+                        kind: "Deployment",
+                        namespace: &ns,
+                        name: &name,
+                    },
                     "Normal",
                     "ScalingReplicaSet",
                     "deployment-controller",
@@ -253,7 +260,11 @@ impl ClusterState {
             for _ in current.len()..want {
                 let mut pod = pod_for(&dep, now, rng);
                 // Never reuse the name of a pod that still exists.
-                while self.pods.iter().any(|p| p.metadata.name == pod.metadata.name) {
+                while self
+                    .pods
+                    .iter()
+                    .any(|p| p.metadata.name == pod.metadata.name)
+                {
                     pod = pod_for(&dep, now, rng);
                 }
                 self.place(pod)?;

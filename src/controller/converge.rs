@@ -44,7 +44,11 @@ pub async fn change<T>(
     }
     let t = std::time::Instant::now();
     let _lock = LabLock::acquire(lab)?;
-    tracing::debug!(lab, waited_ms = t.elapsed().as_millis() as u64, "lab lock acquired");
+    tracing::debug!(
+        lab,
+        waited_ms = t.elapsed().as_millis() as u64,
+        "lab lock acquired"
+    );
     let mut st = ClusterState::load(&dir)?;
     let out = change(&mut st)?;
     let result = converge(lab, &mut st).await;
@@ -73,16 +77,24 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
         for p in &doomed {
             let who = crate::cluster::events::involved("Pod", &p.metadata);
             for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
-                st.record(who.clone(), "Normal", "Killing", "kubelet", format!("Stopping container {}", c.name), chrono::Utc::now());
+                st.record(
+                    who.clone(),
+                    "Normal",
+                    "Killing",
+                    "kubelet",
+                    format!("Stopping container {}", c.name),
+                    chrono::Utc::now(),
+                );
             }
         }
         tracing::debug!(lab, pods = doomed.len(), "removing pods");
         // Concurrently: each may wait up to its grace period.
-        let errors: Vec<String> = futures::future::join_all(doomed.iter().map(|p| pods::remove_pod(lab, p)))
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+        let errors: Vec<String> =
+            futures::future::join_all(doomed.iter().map(|p| pods::remove_pod(lab, p)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
         st.pods.retain(|p| p.metadata.deletion_timestamp.is_none());
         if !errors.is_empty() {
             return Err(ControllerError::Runtime {
@@ -96,17 +108,23 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
     if !pending.is_empty() {
         let store = Store::new(&paths::data_dir());
         let images = images_for(&pending, &store)?;
-        let plans: Vec<_> = pending
-            .iter()
-            .map(|p| super::up::pod_plan(st, p))
-            .collect();
+        let plans: Vec<_> = pending.iter().map(|p| super::up::pod_plan(st, p)).collect();
         let t = std::time::Instant::now();
         crate::net::add_pods(&plans).await?;
         let runc = Runc::new(&paths::runc_root(lab));
         let pids = pods::start_all(lab, st, &store, &images, &runc).await?;
-        tracing::debug!(lab, pods = pids.len(), elapsed_ms = t.elapsed().as_millis() as u64, "pods started");
+        tracing::debug!(
+            lab,
+            pods = pids.len(),
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "pods started"
+        );
         pods::wait_serving(lab, st, &pids, Duration::from_secs(60)).await?;
-        tracing::debug!(lab, elapsed_ms = t.elapsed().as_millis() as u64, "pods serving");
+        tracing::debug!(
+            lab,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "pods serving"
+        );
     }
 
     st.refresh_deployment_status();

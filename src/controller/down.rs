@@ -76,7 +76,9 @@ pub async fn down(lab: &str) -> DownReport {
     // 5. Empty cgroup directories, children first.
     for d in cgroup_dirs(lab) {
         if let Err(e) = remove_cgroup_tree(&d) {
-            report.errors.push(format!("removing cgroup {}: {e}", d.display()));
+            report
+                .errors
+                .push(format!("removing cgroup {}: {e}", d.display()));
         }
     }
 

@@ -54,8 +54,9 @@ pub async fn start_all(
     // Service variables come from the services that exist now, when the
     // pod starts (the tutorial's ordering lesson).
     let services = state.services.clone();
-    let (pods, rest): (Vec<Pod>, Vec<Pod>) =
-        std::mem::take(&mut state.pods).into_iter().partition(is_pending);
+    let (pods, rest): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut state.pods)
+        .into_iter()
+        .partition(is_pending);
     state.pods = rest;
     let started: Vec<(Pod, Vec<i32>)> = futures::stream::iter(pods.into_iter().map(|pod| {
         let layers = &layers;
@@ -70,12 +71,37 @@ pub async fn start_all(
     for (pod, p) in started {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ns = state::namespace(&pod.metadata).to_string();
-        let who = crate::cluster::events::Involved { kind: "Pod", namespace: &ns, name: &name };
+        let who = crate::cluster::events::Involved {
+            kind: "Pod",
+            namespace: &ns,
+            name: &name,
+        };
         for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
             let image = c.image.clone().unwrap_or_default();
-            state.record(who.clone(), "Normal", "Pulled", "kubelet", format!("Container image \"{image}\" already present on machine"), now);
-            state.record(who.clone(), "Normal", "Created", "kubelet", format!("Created container {}", c.name), now);
-            state.record(who.clone(), "Normal", "Started", "kubelet", format!("Started container {}", c.name), now);
+            state.record(
+                who.clone(),
+                "Normal",
+                "Pulled",
+                "kubelet",
+                format!("Container image \"{image}\" already present on machine"),
+                now,
+            );
+            state.record(
+                who.clone(),
+                "Normal",
+                "Created",
+                "kubelet",
+                format!("Created container {}", c.name),
+                now,
+            );
+            state.record(
+                who.clone(),
+                "Normal",
+                "Started",
+                "kubelet",
+                format!("Started container {}", c.name),
+                now,
+            );
         }
         pids.insert(name, p);
         state.pods.push(pod);
@@ -100,15 +126,14 @@ async fn start_pod(
         message: e.to_string(),
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let ip = state::pod_ip(&pod).map(|a| a.to_string()).unwrap_or_default();
+    let ip = state::pod_ip(&pod)
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let etc_files = write_etc_files(&dir, &name, &ip, &ns).map_err(io)?;
     let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
     let spec = pod.spec.clone().unwrap_or_default();
-    let service_env = crate::cluster::envvars::for_pod(
-        services,
-        &ns,
-        spec.enable_service_links.unwrap_or(true),
-    );
+    let service_env =
+        crate::cluster::envvars::for_pod(services, &ns, spec.enable_service_links.unwrap_or(true));
     let mut statuses = Vec::new();
     let mut pids = Vec::new();
     for c in &spec.containers {
@@ -242,7 +267,9 @@ pub async fn wait_serving(
     let runc = Runc::new(&paths::runc_root(lab));
     let mut by_node: HashMap<String, Vec<Target>> = HashMap::new();
     for (i, pod) in state.pods.iter().enumerate() {
-        let Some(pod_pids) = pids.get(pod.metadata.name.as_deref().unwrap_or_default()).cloned()
+        let Some(pod_pids) = pids
+            .get(pod.metadata.name.as_deref().unwrap_or_default())
+            .cloned()
         else {
             continue; // not started by this call
         };
@@ -344,7 +371,9 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
     let mut pids = Vec::new();
     for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
         let id = paths::container_id(&ns, &name, &c.name);
-        let Ok(st) = runc.state(&id).await else { continue };
+        let Ok(st) = runc.state(&id).await else {
+            continue;
+        };
         if st.status == "running" && !grace.is_zero() {
             let signal = store
                 .resolve(c.image.as_deref().unwrap_or_default())
@@ -362,7 +391,11 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
             errors.push(e.to_string());
         }
     }
-    super::down::wait_gone(&pids).await.err().into_iter().for_each(|e| errors.push(e));
+    super::down::wait_gone(&pids)
+        .await
+        .err()
+        .into_iter()
+        .for_each(|e| errors.push(e));
     let dir = paths::pod_dir(lab, &ns, &name);
     for m in rootfs::mounts_under(&dir) {
         if let Err(e) = rootfs::unmount(&m) {
@@ -390,7 +423,9 @@ struct Target {
 impl Target {
     /// All of the pod's container processes exist and are not zombies.
     fn alive(&self) -> bool {
-        self.pids.iter().all(|p| crate::runtime::runc::process_alive(*p))
+        self.pids
+            .iter()
+            .all(|p| crate::runtime::runc::process_alive(*p))
     }
 }
 

@@ -24,16 +24,23 @@ pub async fn run_once(
 ) -> bool {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(http) = &probe.http_get {
-        let Some(port) = resolve_port(&http.port, container) else { return false };
+        let Some(port) = resolve_port(&http.port, container) else {
+            return false;
+        };
         let path = http.path.clone().unwrap_or_else(|| "/".into());
         let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
         let addr = SocketAddr::from((pod_ip, port));
         return in_node(lab, node, move || http_get(addr, &host, &path, timeout)).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let Some(port) = resolve_port(&tcp.port, container) else { return false };
+        let Some(port) = resolve_port(&tcp.port, container) else {
+            return false;
+        };
         let addr = SocketAddr::from((pod_ip, port));
-        return in_node(lab, node, move || TcpStream::connect_timeout(&addr, timeout).is_ok()).await;
+        return in_node(lab, node, move || {
+            TcpStream::connect_timeout(&addr, timeout).is_ok()
+        })
+        .await;
     }
     if let Some(exec) = &probe.exec {
         let args = exec.command.clone().unwrap_or_default();
@@ -61,7 +68,9 @@ pub async fn run_once(
 }
 
 async fn in_node(lab: &str, node: &str, f: impl FnOnce() -> bool + Send + 'static) -> bool {
-    let Ok(ns) = NetNs::open(&paths::node_netns(lab, node)) else { return false };
+    let Ok(ns) = NetNs::open(&paths::node_netns(lab, node)) else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || ns.run(f).unwrap_or(false))
         .await
         .unwrap_or(false)
@@ -82,7 +91,9 @@ fn resolve_port(port: &IntOrString, c: &Container) -> Option<u16> {
 
 /// A minimal HTTP/1.0 GET: success is a status from 200 to 399, as the kubelet counts it.
 fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kube-probe/netlab\r\nAccept: */*\r\nConnection: close\r\n\r\n");

@@ -19,7 +19,11 @@ pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Ser
         cluster_cidr: st.config.pod_cidr,
         service_cidr: st.config.service_cidr,
     };
-    let services = st.services.iter().filter_map(|s| service_model(st, s)).collect();
+    let services = st
+        .services
+        .iter()
+        .filter_map(|s| service_model(st, s))
+        .collect();
     (node_model, services)
 }
 
@@ -37,7 +41,11 @@ fn service_model(st: &ClusterState, svc: &Service) -> Option<model::Service> {
             let port_name = sp.name.clone().unwrap_or_default();
             // Ready addresses of the subsets that carry this port (by name and protocol).
             let mut eps = Vec::new();
-            for subset in endpoints.and_then(|e| e.subsets.as_ref()).into_iter().flatten() {
+            for subset in endpoints
+                .and_then(|e| e.subsets.as_ref())
+                .into_iter()
+                .flatten()
+            {
                 let Some(ep_port) = subset.ports.iter().flatten().find(|p| {
                     p.name.clone().unwrap_or_default() == port_name
                         && p.protocol.as_deref().unwrap_or("TCP") == protocol

@@ -44,12 +44,15 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
     let store = Store::new(&paths::data_dir());
     let images = resolve_images(&spec, &store)?;
     let runc = Runc::new(&paths::runc_root(&lab));
-    let runtime_version = runc.version().await.ok_or_else(|| ControllerError::Runtime {
-        message: format!(
+    let runtime_version = runc
+        .version()
+        .await
+        .ok_or_else(|| ControllerError::Runtime {
+            message: format!(
             "cannot run {} --version: install runc (apt-get install runc) or set NETLAB_RUNTIME",
             runc.binary.display()
         ),
-    })?;
+        })?;
     let host = host_info(runtime_version);
     let mut state = ClusterState::plan(&spec, &host, chrono::Utc::now(), &mut rand::rng())?;
     let plan = net_plan(&state);
@@ -109,9 +112,15 @@ fn resolve_images(
         .iter()
         .map(|d| {
             (
-                format!("Deployment/{}", d.object.metadata.name.clone().unwrap_or_default()),
+                format!(
+                    "Deployment/{}",
+                    d.object.metadata.name.clone().unwrap_or_default()
+                ),
                 &d.at,
-                d.object.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                d.object
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref()),
             )
         })
         .chain(spec.pods.iter().map(|p| {
@@ -123,7 +132,10 @@ fn resolve_images(
         }));
     let mut problems = Vec::new();
     for (object, at, pod_spec) in templates {
-        for c in pod_spec.map(|s| s.containers.as_slice()).unwrap_or_default() {
+        for c in pod_spec
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default()
+        {
             let reference = c.image.clone().unwrap_or_default();
             if images.contains_key(&reference) {
                 continue;
@@ -164,7 +176,10 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
                 // node has a route towards it (real nodes use their default
                 // route); the nat output hook then DNATs it to an endpoint
                 // before it leaves, so the gateway never sees it.
-                .chain([(state.config.service_cidr, topology::dc_address(&state.config).addr())])
+                .chain([(
+                    state.config.service_cidr,
+                    topology::dc_address(&state.config).addr(),
+                )])
                 .collect(),
         })
         .collect();
@@ -175,11 +190,7 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
             addr: topology::dc_address(&state.config),
         },
         nodes: node_plans,
-        pods: state
-            .pods
-            .iter()
-            .map(|p| pod_plan(state, p))
-            .collect(),
+        pods: state.pods.iter().map(|p| pod_plan(state, p)).collect(),
     }
 }
 

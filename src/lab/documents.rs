@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn yaml_error_names_file_and_absolute_line() {
-        let text = "apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\nmetadata: [unclosed\n";
+        let text =
+            "apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nkind: Pod\nmetadata: [unclosed\n";
         let err = split(Path::new("bad.yaml"), text).unwrap_err().to_string();
         assert!(err.starts_with("bad.yaml:"), "{err}");
         assert!(err.contains("invalid YAML"), "{err}");
@@ -149,11 +150,7 @@ mod tests {
 
     #[test]
     fn separator_with_comment() {
-        let docs = split(
-            Path::new("f"),
-            "kind: A\n--- # second\nkind: B\n",
-        )
-        .unwrap();
+        let docs = split(Path::new("f"), "kind: A\n--- # second\nkind: B\n").unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].at.line, 3);
     }

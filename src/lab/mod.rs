@@ -161,7 +161,13 @@ fn from_documents(
         }
     };
     if let Some(config) = &config {
-        validate::objects(config, &mut deployments, &mut pods, &mut services, &mut errors);
+        validate::objects(
+            config,
+            &mut deployments,
+            &mut pods,
+            &mut services,
+            &mut errors,
+        );
     }
     LabError::collect(errors)?;
     Ok(LabSpec {
@@ -241,7 +247,11 @@ fn lab_config(
         Ok(net)
     };
     let pod_cidr = cidr("podCIDR", spec.pod_cidr, config::DEFAULT_POD_CIDR)?;
-    let service_cidr = cidr("serviceCIDR", spec.service_cidr, config::DEFAULT_SERVICE_CIDR)?;
+    let service_cidr = cidr(
+        "serviceCIDR",
+        spec.service_cidr,
+        config::DEFAULT_SERVICE_CIDR,
+    )?;
     let node_cidr = cidr("nodeCIDR", spec.node_cidr, config::DEFAULT_NODE_CIDR)?;
 
     // A /24 per node, numbered from 1 (node-1 → 10.244.1.0/24), as the tutorial shows.
@@ -354,18 +364,22 @@ spec:
 
     #[test]
     fn invalid_cidr() {
-        let err = load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/33\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/33\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("podCIDR"), "{err}");
         assert!(err.contains("not an IPv4 CIDR"), "{err}");
-        let err = load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/25\n")
-            .unwrap_err()
-            .to_string();
+        let err =
+            load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/25\n")
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("room for"), "{err}");
-        let err = load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  serviceCIDR: 10.244.0.0/16\n")
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  serviceCIDR: 10.244.0.0/16\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("overlaps"), "{err}");
     }
 

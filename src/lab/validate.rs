@@ -25,9 +25,7 @@ pub fn dns_label(s: &str) -> Result<(), String> {
 
 /// RFC 1123 subdomain: what Kubernetes requires of most object names.
 pub fn dns_subdomain(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|part| dns_label(part).is_ok());
+    let ok = !s.is_empty() && s.len() <= 253 && s.split('.').all(|part| dns_label(part).is_ok());
     if ok {
         Ok(())
     } else {
@@ -66,7 +64,11 @@ pub fn objects(
             .get_or_insert_with(|| DEFAULT_NAMESPACE.to_string())
             .clone();
         if let Err(m) = dns_label(&ns) {
-            errors.push(LabError::invalid(at, &object, format!("metadata.namespace {m}")));
+            errors.push(LabError::invalid(
+                at,
+                &object,
+                format!("metadata.namespace {m}"),
+            ));
         }
         let key = (kind.to_string(), ns.clone(), name.clone());
         if let Some(first) = seen.get(&key) {
@@ -119,15 +121,25 @@ pub fn objects(
             ));
         }
         match spec.template.spec.as_ref() {
-            Some(pod_spec) => pod_spec_errors(config, pod_spec, "spec.template.spec", at, &object, errors),
-            None => errors.push(LabError::invalid(at, &object, "spec.template.spec is required")),
+            Some(pod_spec) => {
+                pod_spec_errors(config, pod_spec, "spec.template.spec", at, &object, errors)
+            }
+            None => errors.push(LabError::invalid(
+                at,
+                &object,
+                "spec.template.spec is required",
+            )),
         }
     }
 
     for s in services.iter_mut() {
         if let Some(object) = check_name("Service", &s.at, &mut s.object.metadata, errors) {
             if let Err(m) = dns_label(s.object.metadata.name.as_deref().unwrap_or_default()) {
-                errors.push(LabError::invalid(&s.at, &object, format!("metadata.name {m} (service names are DNS labels)")));
+                errors.push(LabError::invalid(
+                    &s.at,
+                    &object,
+                    format!("metadata.name {m} (service names are DNS labels)"),
+                ));
             }
         }
     }
@@ -153,7 +165,9 @@ fn pod_spec_errors(
 ) {
     let mut bad = |m: String| errors.push(LabError::invalid(at, object, m));
     if spec.containers.is_empty() {
-        bad(format!("{path}.containers: a pod needs at least one container"));
+        bad(format!(
+            "{path}.containers: a pod needs at least one container"
+        ));
     }
     if let Some(node) = &spec.node_name {
         if !config.nodes.contains(node) {

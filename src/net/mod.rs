@@ -313,7 +313,15 @@ async fn build_pod(
     // The pod's netlink socket is opened by the factory thread while it is
     // inside the new namespace anyway.
     let (ns, sock) = factory.create(&p.netns).await?;
-    link::add_veth(&node.conn, &p.host_veth, node.bridge_idx, "eth0", &ns, Some(link::mac_for_ip(p.addr.addr()))).await?;
+    link::add_veth(
+        &node.conn,
+        &p.host_veth,
+        node.bridge_idx,
+        "eth0",
+        &ns,
+        Some(link::mac_for_ip(p.addr.addr())),
+    )
+    .await?;
     link::set_hairpin(&node.conn, &p.host_veth).await?;
 
     let conn = Conn::with_socket(&ns, sock)?;

@@ -126,8 +126,20 @@ pub fn expand(input: &str, env: &[String]) -> String {
 fn default_capabilities() -> HashSet<Capability> {
     use Capability::*;
     [
-        Chown, DacOverride, Fsetid, Fowner, Mknod, NetRaw, Setgid, Setuid, Setfcap, Setpcap,
-        NetBindService, SysChroot, Kill, AuditWrite,
+        Chown,
+        DacOverride,
+        Fsetid,
+        Fowner,
+        Mknod,
+        NetRaw,
+        Setgid,
+        Setuid,
+        Setfcap,
+        Setpcap,
+        NetBindService,
+        SysChroot,
+        Kill,
+        AuditWrite,
     ]
     .into_iter()
     .collect()
@@ -174,7 +186,8 @@ pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
     let args = process_args(c.container, c.image, &env);
     if args.is_empty() {
         return Err(bad(
-            "nothing to run: the image has no Entrypoint or Cmd and the container no command".into(),
+            "nothing to run: the image has no Entrypoint or Cmd and the container no command"
+                .into(),
         ));
     }
     let cwd = c
@@ -184,14 +197,21 @@ pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
         .or_else(|| c.image.working_dir().clone())
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "/".into());
-    let (uid, gid) = resolve_user(c.image.user().as_deref().unwrap_or(""), c.rootfs).map_err(bad)?;
+    let (uid, gid) =
+        resolve_user(c.image.user().as_deref().unwrap_or(""), c.rootfs).map_err(bad)?;
     let caps = default_capabilities();
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
         .env(env)
         .cwd(cwd)
-        .user(UserBuilder::default().uid(uid).gid(gid).build().map_err(|e| bad(e.to_string()))?)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .map_err(|e| bad(e.to_string()))?,
+        )
         .capabilities(
             LinuxCapabilitiesBuilder::default()
                 .bounding(caps.clone())
@@ -286,19 +306,34 @@ mod tests {
         let img = image();
         let env = vec!["X=1".to_string()];
         let a = |c: Container| process_args(&c, &img, &env).join(" ");
-        assert_eq!(a(container(None, None)), "/docker-entrypoint.sh nginx -g daemon off;");
+        assert_eq!(
+            a(container(None, None)),
+            "/docker-entrypoint.sh nginx -g daemon off;"
+        );
         assert_eq!(a(container(Some(&["sleep"]), None)), "sleep");
         assert_eq!(a(container(None, Some(&["x"]))), "/docker-entrypoint.sh x");
-        assert_eq!(a(container(Some(&["echo"]), Some(&["$(X)", "$$(X)", "$(Y)"]))), "echo 1 $(X) $(Y)");
+        assert_eq!(
+            a(container(Some(&["echo"]), Some(&["$(X)", "$$(X)", "$(Y)"]))),
+            "echo 1 $(X) $(Y)"
+        );
     }
 
     #[test]
     fn env_order_and_override() {
-        let svc = [("MY_SVC_SERVICE_HOST".to_string(), "10.0.0.7".to_string()), ("NGINX".to_string(), "svc".to_string())];
+        let svc = [
+            ("MY_SVC_SERVICE_HOST".to_string(), "10.0.0.7".to_string()),
+            ("NGINX".to_string(), "svc".to_string()),
+        ];
         let env = process_env(&container(None, None), &image(), "pod-a", &svc);
         assert_eq!(
             env,
-            vec!["PATH=/usr/bin:/bin", "NGINX=2", "MY_SVC_SERVICE_HOST=10.0.0.7", "HOSTNAME=pod-a", "GREETING=hello svc"]
+            vec![
+                "PATH=/usr/bin:/bin",
+                "NGINX=2",
+                "MY_SVC_SERVICE_HOST=10.0.0.7",
+                "HOSTNAME=pod-a",
+                "GREETING=hello svc"
+            ]
         );
     }
 
@@ -320,8 +355,9 @@ mod tests {
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["hostname"], "my-nginx-abc-xyz12");
         let ns = json["linux"]["namespaces"].as_array().unwrap();
-        assert!(ns.iter().any(|n| n["type"] == "network"
-            && n["path"] == "/run/netns/netlab-t.pod.default.p"));
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "network" && n["path"] == "/run/netns/netlab-t.pod.default.p"));
         assert!(!ns.iter().any(|n| n["type"] == "cgroup"));
         assert!(json["mounts"]
             .as_array()

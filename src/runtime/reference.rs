@@ -66,9 +66,8 @@ impl Reference {
         };
         let component_ok = |c: &str| {
             !c.is_empty()
-                && c.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                })
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         };
         if !repository.split('/').all(component_ok) {
             return Err(bad(
@@ -131,8 +130,14 @@ mod tests {
     fn normalizes_like_docker() {
         assert_eq!(n("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(n("nginx:1.25"), "docker.io/library/nginx:1.25");
-        assert_eq!(n("radial/busyboxplus:curl"), "docker.io/radial/busyboxplus:curl");
-        assert_eq!(n("bprashanth/nginxhttps:1.0"), "docker.io/bprashanth/nginxhttps:1.0");
+        assert_eq!(
+            n("radial/busyboxplus:curl"),
+            "docker.io/radial/busyboxplus:curl"
+        );
+        assert_eq!(
+            n("bprashanth/nginxhttps:1.0"),
+            "docker.io/bprashanth/nginxhttps:1.0"
+        );
         assert_eq!(n("localhost:5000/a/b"), "localhost:5000/a/b:latest");
         assert_eq!(n("quay.io/x/y:v1"), "quay.io/x/y:v1");
         let d = format!("sha256:{}", "a".repeat(64));

@@ -32,7 +32,12 @@ pub fn mount_overlay(layers: &[PathBuf], dir: &Path) -> io::Result<PathBuf> {
         MsFlags::empty(),
         Some(options.as_str()),
     )
-    .map_err(|e| io::Error::other(format!("mounting overlay rootfs at {}: {e}", merged.display())))?;
+    .map_err(|e| {
+        io::Error::other(format!(
+            "mounting overlay rootfs at {}: {e}",
+            merged.display()
+        ))
+    })?;
     Ok(merged)
 }
 
@@ -55,7 +60,10 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 pub fn unmount(path: &Path) -> io::Result<()> {
     match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(io::Error::other(format!("unmounting {}: {e}", path.display()))),
+        Err(e) => Err(io::Error::other(format!(
+            "unmounting {}: {e}",
+            path.display()
+        ))),
     }
 }
 

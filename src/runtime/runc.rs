@@ -83,7 +83,12 @@ impl Runc {
     /// Starts a container detached and returns its pid. Its stdout and
     /// stderr go straight into `log` (runc passes our fds through), which is
     /// what `netlab logs` reads.
-    pub async fn run_detached(&self, id: &str, bundle: &Path, log: &Path) -> Result<i32, RuncError> {
+    pub async fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        log: &Path,
+    ) -> Result<i32, RuncError> {
         let pid_file = bundle.join("pid");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -196,7 +201,11 @@ impl Runc {
         if out.status.success() {
             Ok(())
         } else {
-            Err(self.failed("kill", id, String::from_utf8_lossy(&out.stderr).trim().to_string()))
+            Err(self.failed(
+                "kill",
+                id,
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
         }
     }
 
@@ -212,7 +221,11 @@ impl Runc {
     }
 
     pub async fn version(&self) -> Option<String> {
-        let out = Command::new(&self.binary).arg("--version").output().await.ok()?;
+        let out = Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .await
+            .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let first = text.lines().next()?;
         // "runc version 1.1.5" → "runc://1.1.5", like containerd://1.7.x in kubectl.
@@ -233,6 +246,10 @@ impl Runc {
 pub fn process_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()))
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.trim_start().chars().next())
+        })
         .is_some_and(|state| state != 'Z' && state != 'X')
 }

@@ -12,8 +12,8 @@ use super::reference::Reference;
 use super::unpack;
 use oci_spec::image::{
     Arch, Config, Descriptor, DescriptorBuilder, Digest, ImageConfiguration,
-    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest,
-    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder,
 };
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -128,10 +128,13 @@ impl Store {
     /// Looks an image up by reference (`nginx`, `radial/busyboxplus:curl`).
     pub fn resolve(&self, reference: &str) -> Result<Image, StoreError> {
         let wanted = Reference::parse(reference).map_err(StoreError::Reference)?;
-        let found = self.list()?.into_iter().find(|(r, d)| match &wanted.digest {
-            Some(dg) => r.name() == wanted.name() && d.digest().to_string() == *dg,
-            None => *r == wanted,
-        });
+        let found = self
+            .list()?
+            .into_iter()
+            .find(|(r, d)| match &wanted.digest {
+                Some(dg) => r.name() == wanted.name() && d.digest().to_string() == *dg,
+                None => *r == wanted,
+            });
         let Some((_, descriptor)) = found else {
             return Err(StoreError::NotFound {
                 reference: wanted.to_string(),
@@ -170,9 +173,11 @@ impl Store {
             if !dir.exists() {
                 // Unpack beside and rename: a crash never leaves half a layer
                 // under its final name, and concurrent `up`s race harmlessly.
-                let tmp = self
-                    .layers
-                    .join(format!(".tmp-{}-{}", std::process::id(), digest.replace(':', "-")));
+                let tmp = self.layers.join(format!(
+                    ".tmp-{}-{}",
+                    std::process::id(),
+                    digest.replace(':', "-")
+                ));
                 let _ = fs::remove_dir_all(&tmp);
                 fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
                 let blob = self.blob_path(&digest);
@@ -256,7 +261,10 @@ impl Store {
             )
             .build()
             .map_err(|e| self.corrupt(e))?;
-        let config_desc = self.put_json(MediaType::ImageConfig, &image_config.to_string().map_err(|e| self.corrupt(e))?)?;
+        let config_desc = self.put_json(
+            MediaType::ImageConfig,
+            &image_config.to_string().map_err(|e| self.corrupt(e))?,
+        )?;
         let layer_desc = descriptor(MediaType::ImageLayerGzip, layer_size, &layer_digest)?;
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)

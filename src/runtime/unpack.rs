@@ -130,7 +130,10 @@ mod tests {
     fn unpacks_files() {
         let dir = tempfile::tempdir().unwrap();
         unpack_layer(&tar_of(&[("./etc/hostname", b"x")])[..], dir.path()).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("etc/hostname")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read(dir.path().join("etc/hostname")).unwrap(),
+            b"x"
+        );
     }
 
     #[test]

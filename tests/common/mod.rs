@@ -95,7 +95,11 @@ impl Traces {
             .filter(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/stat"))
                     .ok()
-                    .and_then(|s| s.rsplit(')').next().and_then(|r| r.trim_start().chars().next()))
+                    .and_then(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .and_then(|r| r.trim_start().chars().next())
+                    })
                     .is_some_and(|st| st != 'Z' && st != 'X')
             })
             .collect();
@@ -230,14 +234,25 @@ impl Lab {
     /// Container pids from the runtime (and the controller's), for the leak check.
     pub fn container_pids(&self) -> Vec<i32> {
         let out = Command::new("runc")
-            .args(["--root", &format!("/run/netlab/{}/runc", self.name), "list", "--format", "json"])
+            .args([
+                "--root",
+                &format!("/run/netlab/{}/runc", self.name),
+                "list",
+                "--format",
+                "json",
+            ])
             .output()
             .expect("runc list");
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         let mut pids: Vec<i32> = v
             .as_array()
-            .map(|a| a.iter().filter_map(|c| c["pid"].as_i64()).map(|p| p as i32).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["pid"].as_i64())
+                    .map(|p| p as i32)
+                    .collect()
+            })
             .unwrap_or_default();
         pids.extend(self.controller_pid());
         pids
@@ -249,11 +264,7 @@ impl Lab {
         let links_before = host_links();
         let out = self.run(&["down"]);
         self.up = false;
-        assert!(
-            out.status.success(),
-            "netlab down failed: {}",
-            stderr(&out)
-        );
+        assert!(out.status.success(), "netlab down failed: {}", stderr(&out));
         let traces = Traces::of(&self.name, &pids);
         assert!(traces.is_clean(), "lab {} leaked: {traces:#?}", self.name);
         assert_eq!(links_before, host_links(), "host links changed");
