@@ -191,12 +191,14 @@ impl ClusterState {
             .and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
         let wanted = spec.cluster_ip.clone().filter(|s| !s.is_empty());
         let ip = match (old_ip, wanted) {
-            (Some(old), Some(w)) if old != w => return Err(invalid(
-                &name,
-                format!(
+            (Some(old), Some(w)) if old != w => {
+                return Err(invalid(
+                    &name,
+                    format!(
                     "spec.clusterIPs[0]: Invalid value: {w:?}: field is immutable (it is {old})"
                 ),
-            )),
+                ))
+            }
             (Some(old), _) => old,
             (None, Some(w)) if w == "None" => w,
             (None, Some(w)) => {
