@@ -16,8 +16,7 @@ use crate::paths;
 use crate::runtime::{rootfs, Runc, Store};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus,
+    ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus,
 };
 use std::collections::HashMap;
 use std::fs::File;
@@ -298,25 +297,11 @@ pub async fn step(lab: &str, probes: &Probes) -> Result<Option<Vec<i32>>, Contro
                     continue;
                 }
                 let cs = status_of(&mut st.pods[i], &c.name);
-                let was_running = cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some();
+                let was_running = pods::running_since(cs).is_some();
                 if was_running {
                     // Just died: record it, the pod is no longer ready.
-                    let started = cs
-                        .state
-                        .as_ref()
-                        .and_then(|s| s.running.as_ref())
-                        .and_then(|r| r.started_at.clone());
-                    cs.last_state = Some(ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            reason: Some("Error".into()),
-                            message: Some("the container's process exited".into()),
-                            exit_code: -1,
-                            started_at: started.clone(),
-                            finished_at: Some(state::time(now)),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    });
+                    let started = pods::running_since(cs).flatten();
+                    cs.last_state = Some(pods::exited(started.clone()));
                     cs.ready = false;
                     changed = true;
                     if policy == "Never" {

@@ -454,6 +454,34 @@ fn probe_until(mut targets: Vec<Target>, deadline: Instant) -> Vec<Target> {
     }
 }
 
+/// `Some(start time)` when the store believes the container runs.
+pub fn running_since(
+    cs: &ContainerStatus,
+) -> Option<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>> {
+    cs.state
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .map(|r| r.started_at.clone())
+}
+
+/// The state of a container whose process is gone. Its exit status is not
+/// known: the process is not netlab's child (runc run -d).
+pub fn exited(
+    started_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            reason: Some("Error".into()),
+            message: Some("the container's process exited".into()),
+            exit_code: -1,
+            started_at,
+            finished_at: Some(state::time(Utc::now())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Brings pod statuses up to date with what runc reports (for `get`).
 pub async fn observe(lab: &str, state: &mut ClusterState) {
     let Ok(list) = Runc::new(&paths::runc_root(lab)).list().await else {
@@ -469,23 +497,12 @@ pub async fn observe(lab: &str, state: &mut ClusterState) {
             let id = paths::container_id(&ns, &name, &cs.name);
             // Only a container the store believes running can have died
             // unnoticed; waiting and terminated ones are the controller's word.
-            let believed_running = cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some();
-            if believed_running && running.get(&id).map(String::as_str) != Some("running") {
+            if running_since(cs).is_some()
+                && running.get(&id).map(String::as_str) != Some("running")
+            {
                 any_dead = true;
                 cs.ready = false;
-                let started_at = cs
-                    .state
-                    .as_ref()
-                    .and_then(|s| s.running.as_ref())
-                    .and_then(|r| r.started_at.clone());
-                cs.state = Some(ContainerState {
-                    terminated: Some(ContainerStateTerminated {
-                        reason: Some("Error".into()),
-                        started_at,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
+                cs.state = Some(exited(running_since(cs).flatten()));
             }
         }
         if any_dead {
