@@ -347,10 +347,14 @@ fn apply_changes_replicas_labels_ports_and_image() {
     let labeled = lab.ok(&["get", "pods", "-l", "tier=web", "-o", "name"]);
     assert_eq!(labeled.lines().count(), 2, "{labeled}");
 
-    let reimaged = relabeled.replace(
-        "        image: nginx\n",
-        "        image: radial/busyboxplus:curl\n        command: [\"sh\", \"-c\", \"mkdir -p /www && echo new-image > /www/index.html && exec httpd -f -p 80 -h /www\"]\n",
-    );
+    // busybox httpd as PID 1 ignores SIGTERM (as in Kubernetes): keep its grace period short.
+    let reimaged = relabeled
+        .replace(
+            "        image: nginx\n",
+            "        image: radial/busyboxplus:curl\n        command: [\"sh\", \"-c\", \"mkdir -p /www && echo new-image > /www/index.html && exec httpd -f -p 80 -h /www\"]\n",
+        )
+        .replace("    spec:\n      containers:", "    spec:\n      terminationGracePeriodSeconds: 1\n      containers:");
+    assert!(reimaged.contains("terminationGracePeriodSeconds: 1"));
     apply(&reimaged);
     let out = lab.run(&[
         "exec",
@@ -365,5 +369,25 @@ fn apply_changes_replicas_labels_ports_and_image() {
     assert_eq!(stdout(&out).trim(), "new-image");
     let wide = lab.ok(&["get", "deploy", "-o", "wide"]);
     assert!(wide.contains("radial/busyboxplus:curl"), "{wide}");
+
+    // create -f refuses what exists; delete -f removes what the file names.
+    let f = lab.dir.path().join("base.yaml");
+    std::fs::write(&f, &base).unwrap();
+    let out = lab.run(&["create", "-f", f.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("already exists"),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.ok(&["delete", "-f", f.to_str().unwrap()]);
+    assert!(
+        out.contains("deployment.apps \"my-nginx\" deleted"),
+        "{out}"
+    );
+    assert!(lab.pods().is_empty());
+    assert!(lab
+        .ok(&["create", "-f", f.to_str().unwrap()])
+        .contains("deployment.apps/my-nginx created"));
+    assert_eq!(lab.pods().len(), 2);
     lab.down_clean();
 }
