@@ -61,11 +61,7 @@ pub fn fields(rows: &[(String, String)]) -> String {
     for (k, v) in rows {
         let mut lines = v.lines();
         let first = lines.next().unwrap_or("");
-        out.push_str(
-            &format!("{:<width$}{first}", format!("{k}:"))
-                .trim_end()
-                .to_string(),
-        );
+        out.push_str(format!("{:<width$}{first}", format!("{k}:")).trim_end());
         out.push('\n');
         for l in lines {
             out.push_str(&format!("{:width$}{l}\n", ""));

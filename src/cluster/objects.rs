@@ -243,6 +243,8 @@ pub fn delete(
     }
 }
 
+type Labels = BTreeMap<String, String>;
+
 /// What `kubectl expose` reads from the exposed object.
 pub struct ExposeRequest<'a> {
     pub kind: &'a str,
@@ -268,11 +270,7 @@ pub fn expose(
         name: req.name.into(),
     };
     // (selector, labels, ports (port, protocol)) of the exposed object.
-    let (selector, labels, ports): (
-        BTreeMap<String, String>,
-        Option<BTreeMap<String, String>>,
-        Vec<(i32, String)>,
-    ) = match req.kind {
+    let (selector, labels, ports): (Labels, Option<Labels>, Vec<(i32, String)>) = match req.kind {
         "deployment" => {
             let d = st
                 .deployments

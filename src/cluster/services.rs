@@ -354,10 +354,8 @@ impl ClusterState {
                 .collect();
             let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
             // One subset per distinct resolved port set, as the controller groups them.
-            let mut subsets: BTreeMap<
-                Vec<(String, i32, String)>,
-                (Vec<EndpointAddress>, Vec<EndpointAddress>),
-            > = BTreeMap::new();
+            let mut subsets: BTreeMap<PortSet, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+                BTreeMap::new();
             for p in pods {
                 let ports: Vec<(String, i32, String)> = spec
                     .ports
@@ -397,8 +395,8 @@ impl ClusterState {
             let subsets: Vec<EndpointSubset> = subsets
                 .into_iter()
                 .map(|(ports, (mut ready, mut not_ready))| {
-                    ready.sort_by(|a, b| ip_key(&a.ip).cmp(&ip_key(&b.ip)));
-                    not_ready.sort_by(|a, b| ip_key(&a.ip).cmp(&ip_key(&b.ip)));
+                    ready.sort_by_key(|a| ip_key(&a.ip));
+                    not_ready.sort_by_key(|a| ip_key(&a.ip));
                     EndpointSubset {
                         addresses: (!ready.is_empty()).then_some(ready),
                         not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
@@ -477,6 +475,9 @@ impl ClusterState {
             .find(|e| key(&e.metadata) == (namespace.to_string(), name.to_string()))
     }
 }
+
+/// The resolved ports of a subset: (name, target port, protocol).
+type PortSet = Vec<(String, i32, String)>;
 
 fn ip_key(ip: &str) -> u32 {
     ip.parse::<Ipv4Addr>().map(u32::from).unwrap_or(0)

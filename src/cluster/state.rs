@@ -164,7 +164,7 @@ impl ClusterState {
             .pods
             .iter()
             .filter(|p| pod_node(p) == Some(node_name.as_str()))
-            .filter_map(|p| pod_ip(p))
+            .filter_map(pod_ip)
             .collect();
         let ip = ipam::allocate(&node_name, node.pod_subnet, &used)?;
         let status = pod.status.get_or_insert_with(PodStatus::default);
