@@ -89,6 +89,184 @@ fn main() {
     for (i, count) in sizes.into_iter().enumerate() {
         run(count, i);
     }
+    latency();
+}
+
+/// Connect latency from a node to a clusterIP whose endpoint is a pod on
+/// that node, at 1 and at 10 000 services in the verdict-map layout, and
+/// with 10 000 services as a linear chain of one DNAT rule per service (what
+/// kube-proxy's iptables mode amounts to), the target being the last.
+fn latency() {
+    use netlab::net::{DcPlan, NetPlan, NodePlan, PodPlan};
+    let prefix = format!("netlab-pf{}xl.", std::process::id());
+    let _guard = Guard(prefix.clone());
+    let node_ns = format!("{prefix}node.node-1");
+    let pod_ns = format!("{prefix}pod.default.server");
+    let plan = NetPlan {
+        dc: DcPlan {
+            netns: format!("{prefix}dc"),
+            bridge: "lan0".into(),
+            addr: "172.18.0.1/24".parse().unwrap(),
+        },
+        nodes: vec![NodePlan {
+            name: "node-1".into(),
+            netns: node_ns.clone(),
+            dc_port: net::ifname("n-", &node_ns),
+            lan_addr: "172.18.0.2/24".parse().unwrap(),
+            bridge: "cni0".into(),
+            gateway: "10.244.1.1/24".parse().unwrap(),
+            routes: vec![(
+                "10.0.0.0/16".parse().unwrap(),
+                "172.18.0.1".parse().unwrap(),
+            )],
+        }],
+        pods: vec![PodPlan {
+            netns: pod_ns.clone(),
+            node_netns: node_ns.clone(),
+            host_veth: net::ifname("veth", &pod_ns),
+            bridge: "cni0".into(),
+            addr: "10.244.1.2/24".parse().unwrap(),
+            gateway: "10.244.1.1".parse().unwrap(),
+        }],
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(net::apply(&plan)).expect("network");
+    // A server that accepts and closes, forever (the thread ends with the process).
+    let server = NetNs::open(&pod_ns).unwrap();
+    let listener = server
+        .run(|| std::net::TcpListener::bind("0.0.0.0:8080").unwrap())
+        .unwrap();
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let node = Node {
+        name: "node-1".into(),
+        node_ips: vec!["172.18.0.2".parse().unwrap()],
+        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+        service_cidr: "10.0.0.0/16".parse().unwrap(),
+    };
+    let target = |n: u32| {
+        let mut svcs = services(n);
+        let last = svcs.last_mut().unwrap();
+        last.ports[0].endpoints = vec![Endpoint {
+            ip: "10.244.1.2".parse().unwrap(),
+            port: 8080,
+            node: "node-1".into(),
+        }];
+        (last.cluster_ip.unwrap(), svcs)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ns = NetNs::open(&node_ns).unwrap();
+    let measure = |ip: Ipv4Addr, port: u16| -> (Duration, Duration) {
+        ns.run(move || {
+            let addr = std::net::SocketAddr::from((ip, port));
+            let mut times = Vec::new();
+            for i in 0..1200 {
+                let t = Instant::now();
+                let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                    .expect("connect");
+                let d = t.elapsed();
+                // RST instead of FIN: no TIME_WAIT pile-up in conntrack.
+                let _ = socket2_linger_zero(&s);
+                drop(s);
+                if i >= 200 {
+                    times.push(d);
+                }
+            }
+            times.sort();
+            (times[times.len() / 2], times[times.len() * 99 / 100])
+        })
+        .unwrap()
+    };
+    // A new bridge port forwards only after a moment: wait until the pod answers.
+    ns.run(|| {
+        let addr = std::net::SocketAddr::from(([10, 244, 1, 2], 8080));
+        let start = Instant::now();
+        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the pod never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .unwrap();
+    let mut rows = vec![(
+        "no service: the pod directly".to_string(),
+        measure("10.244.1.2".parse().unwrap(), 8080),
+    )];
+    for n in [1u32, 10_000] {
+        let (ip, svcs) = target(n);
+        let desired = proxy::ruleset(&node, &svcs);
+        rt.block_on(proxy::sync(&node_ns, &dir.path().join("n.json"), &desired))
+            .expect("sync");
+        rows.push((format!("verdict maps, {n} services"), measure(ip, 80)));
+    }
+    rt.block_on(proxy::remove(&node_ns)).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("n.json"));
+    // The linear baseline: one rule per service, the target last.
+    let (ip, svcs) = target(10_000);
+    let mut text = String::from(
+        "add table ip linear\nadd chain ip linear out { type nat hook output priority -100 ; }\n",
+    );
+    for s in &svcs {
+        let ep = &s.ports[0].endpoints[0];
+        text.push_str(&format!(
+            "add rule ip linear out ip daddr {} tcp dport 80 dnat to {}:{}\n",
+            s.cluster_ip.unwrap(),
+            ep.ip,
+            ep.port
+        ));
+    }
+    let mut child = ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    rows.push(("linear chain, 10000 services".to_string(), measure(ip, 80)));
+
+    println!("connect latency to a clusterIP (node -> local pod, 1000 connects):");
+    let base = rows[1].1 .0;
+    for (what, (median, p99)) in &rows {
+        println!(
+            "  {what}: median {:.1} µs, p99 {:.1} µs ({:+.1}% vs 1 service)",
+            median.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            (median.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+}
+
+/// SO_LINGER {on, 0}: close() sends a RST and leaves no TIME_WAIT behind.
+fn socket2_linger_zero(s: &std::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a linger struct of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn run(count: u32, round: usize) {
