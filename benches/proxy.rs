@@ -231,6 +231,7 @@ fn latency() {
         .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2));
     rows.push(("linear chain, 10000 services".to_string(), measure(ip, 80)));
 
     println!("connect latency to a clusterIP (node -> local pod, 1000 connects):");
