@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn pod_json(lab: &Lab, name: &str) -> serde_json::Value {
     serde_json::from_str(&lab.ok(&["get", "pod", name, "-o", "json"])).unwrap()
@@ -30,20 +30,6 @@ fn main_pid(lab: &Lab, pod: &str, container: &str) -> i32 {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["pid"].as_i64().unwrap() as i32
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn cluster_ip(lab: &Lab, name: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&lab.ok(&["get", "svc", name, "-o", "json"])).unwrap();
-    v["spec"]["clusterIP"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -76,17 +62,8 @@ fn killed_nginx_is_restarted_and_serves_again() {
         "a new container process"
     );
     for _ in 0..10 {
-        let out = lab.run(&[
-            "exec",
-            "node/node-1",
-            "--",
-            "curl",
-            "-s",
-            "-m",
-            "3",
-            &format!("http://{ip}/"),
-        ]);
-        assert!(stdout(&out).contains("Welcome to nginx!"));
+        let body = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+        assert!(body.contains("Welcome to nginx!"));
     }
     let describe = lab.ok(&["describe", "pod", &pod]);
     assert!(describe.contains("Restart Count:  1"), "{describe}");
@@ -250,17 +227,8 @@ spec:
     let pods = lab.ok(&["get", "pods", "r1"]);
     assert!(pods.contains("0/1") && pods.contains("Running"), "{pods}");
     for _ in 0..10 {
-        let out = lab.run(&[
-            "exec",
-            "node/node-1",
-            "--",
-            "curl",
-            "-s",
-            "-m",
-            "2",
-            &format!("http://{ip}/"),
-        ]);
-        assert_eq!(stdout(&out).trim(), "r2");
+        let body = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+        assert_eq!(body.as_str(), "r2");
     }
     lab.ok(&["exec", "r1", "--", "touch", "/www/healthy"]);
     wait_for("r1 to come back", Duration::from_secs(10), || {
@@ -356,17 +324,8 @@ fn apply_changes_replicas_labels_ports_and_image() {
         .replace("    spec:\n      containers:", "    spec:\n      terminationGracePeriodSeconds: 1\n      containers:");
     assert!(reimaged.contains("terminationGracePeriodSeconds: 1"));
     apply(&reimaged);
-    let out = lab.run(&[
-        "exec",
-        "node/node-1",
-        "--",
-        "curl",
-        "-s",
-        "-m",
-        "3",
-        &format!("http://{ip}/"),
-    ]);
-    assert_eq!(stdout(&out).trim(), "new-image");
+    let body = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+    assert_eq!(body.as_str(), "new-image");
     let wide = lab.ok(&["get", "deploy", "-o", "wide"]);
     assert!(wide.contains("radial/busyboxplus:curl"), "{wide}");
 

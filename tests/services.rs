@@ -67,35 +67,6 @@ fn service(name: &str, selector: &str, extra_spec: &str, ports: &str) -> String 
     )
 }
 
-/// (exit code, stdout) of a curl from a node (`node/NAME`) or a pod.
-fn curl(lab: &Lab, from: &str, url: &str) -> (i32, String) {
-    let out = lab.run(&["exec", from, "--", "curl", "-s", "-m", "3", url]);
-    (
-        out.status.code().unwrap_or(-1),
-        stdout(&out).trim().to_string(),
-    )
-}
-
-fn must_curl(lab: &Lab, from: &str, url: &str) -> String {
-    let (code, body) = curl(lab, from, url);
-    assert_eq!(
-        code, 0,
-        "curl {url} from {from} failed with exit code {code}"
-    );
-    body
-}
-
-fn svc_json(lab: &Lab, name: &str) -> serde_json::Value {
-    serde_json::from_str(&lab.ok(&["get", "svc", name, "-o", "json"])).unwrap()
-}
-
-fn cluster_ip(lab: &Lab, name: &str) -> String {
-    svc_json(lab, name)["spec"]["clusterIP"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 fn node_port(lab: &Lab, name: &str) -> u64 {
     svc_json(lab, name)["spec"]["ports"][0]["nodePort"]
         .as_u64()

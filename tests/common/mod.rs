@@ -308,3 +308,42 @@ spec:
 pub fn lab_doc(nodes: usize) -> String {
     format!("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: {nodes}\n---\n")
 }
+
+/// (exit code, stdout) of a curl from a node (`node/NAME`) or a pod.
+pub fn curl(lab: &Lab, from: &str, url: &str) -> (i32, String) {
+    let out = lab.run(&["exec", from, "--", "curl", "-s", "-m", "3", url]);
+    (
+        out.status.code().unwrap_or(-1),
+        stdout(&out).trim().to_string(),
+    )
+}
+
+/// The body of a curl that must succeed.
+pub fn must_curl(lab: &Lab, from: &str, url: &str) -> String {
+    let (code, body) = curl(lab, from, url);
+    assert_eq!(
+        code, 0,
+        "curl {url} from {from} failed with exit code {code}"
+    );
+    body
+}
+
+pub fn svc_json(lab: &Lab, name: &str) -> serde_json::Value {
+    serde_json::from_str(&lab.ok(&["get", "svc", name, "-o", "json"])).unwrap()
+}
+
+pub fn cluster_ip(lab: &Lab, name: &str) -> String {
+    svc_json(lab, name)["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Polls `f` every 50 ms until it holds; fails the test after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
