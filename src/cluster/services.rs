@@ -637,6 +637,15 @@ mod tests {
         assert!(err.to_string().contains("immutable"), "{err}");
     }
 
+    fn first_node_port(s: &ClusterState) -> Option<i32> {
+        s.service("default", "my-nginx")?
+            .spec
+            .as_ref()?
+            .ports
+            .as_ref()?[0]
+            .node_port
+    }
+
     #[test]
     fn node_ports_allocated_validated_and_released() {
         let mut s = lab();
@@ -644,17 +653,7 @@ mod tests {
         let np = format!("{MY_NGINX}  type: NodePort\n");
         s.upsert_service(svc(&np), chrono::Utc::now(), &mut rng)
             .unwrap();
-        let port = s
-            .service("default", "my-nginx")
-            .unwrap()
-            .spec
-            .as_ref()
-            .unwrap()
-            .ports
-            .as_ref()
-            .unwrap()[0]
-            .node_port
-            .unwrap();
+        let port = first_node_port(&s).unwrap();
         assert!((30000..=32767).contains(&port));
         // Collision with another service's explicit nodePort.
         let clash = format!("metadata:\n  name: b\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: {port}\n");
@@ -672,17 +671,7 @@ mod tests {
         // Back to ClusterIP releases it; the port can then be taken explicitly.
         s.upsert_service(svc(MY_NGINX), chrono::Utc::now(), &mut rng)
             .unwrap();
-        assert!(s
-            .service("default", "my-nginx")
-            .unwrap()
-            .spec
-            .as_ref()
-            .unwrap()
-            .ports
-            .as_ref()
-            .unwrap()[0]
-            .node_port
-            .is_none());
+        assert!(first_node_port(&s).is_none());
         s.upsert_service(svc(&clash), chrono::Utc::now(), &mut rng)
             .unwrap();
     }
