@@ -33,8 +33,20 @@ pub async fn down(lab: &str) -> DownReport {
         report.errors.push(e);
     }
 
-    // 1. Containers, through the runtime (it also removes their cgroups).
+    // 1. Runtime commands still at work for this lab (a `runc run` left
+    //    behind by a killed `up` would go on creating its container while
+    //    we remove things), then the containers, through the runtime.
     let runc = Runc::new(&paths::runc_root(lab));
+    let runtime_cmds = runtime_commands(&paths::runc_root(lab));
+    for pid in &runtime_cmds {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    if let Err(e) = wait_gone(&runtime_cmds).await {
+        report.errors.push(e);
+    }
     let mut pids = Vec::new();
     match runc.list().await {
         Ok(list) => {
@@ -73,13 +85,25 @@ pub async fn down(lab: &str) -> DownReport {
         report.errors.push(e.to_string());
     }
 
-    // 5. Empty cgroup directories, children first.
-    for d in cgroup_dirs(lab) {
-        if let Err(e) = remove_cgroup_tree(&d) {
-            report
-                .errors
-                .push(format!("removing cgroup {}: {e}", d.display()));
+    // 5. Empty cgroup directories, children first. A cgroup whose last
+    //    process is still exiting is busy for a moment: kill and retry.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut failures = Vec::new();
+        for d in cgroup_dirs(lab) {
+            if let Err(e) = remove_cgroup_tree(&d) {
+                failures.push(format!("removing cgroup {}: {e}", d.display()));
+            }
         }
+        if failures.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            report.errors.extend(failures);
+            break;
+        }
+        let _ = kill_cgroup_processes(lab).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     // 6. Files.
@@ -91,6 +115,29 @@ pub async fn down(lab: &str) -> DownReport {
         }
     }
     report
+}
+
+/// Processes running the OCI runtime on this lab's state root (`runc --root
+/// /run/netlab/<lab>/runc …`): only netlab starts those.
+fn runtime_commands(root: &Path) -> Vec<i32> {
+    let root = root.display().to_string();
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| *pid != me)
+                .filter(|pid| {
+                    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                        return false;
+                    };
+                    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+                    args.windows(2)
+                        .any(|w| w[0] == b"--root" && w[1] == root.as_bytes())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `/sys/fs/cgroup/<controller>/netlab-<lab>` in every hierarchy (v1 and v2).
