@@ -84,7 +84,7 @@ declare -A REF=(
 )
 # the packages each image is built from (plus their dependency closure)
 declare -A ROOTS=(
-    [nginx]="nginx curl busybox-static ca-certificates base-files"
+    [nginx]="nginx curl busybox-static ca-certificates base-files libc-bin"
     [busyboxplus-curl]="busybox-static curl ca-certificates"
 )
 # Packages never unpacked (a dependency on them is dropped): packaging and

@@ -15,8 +15,9 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # 1. System packages. runc runs the containers; iproute2 gives `ip netns`
 #    for people debugging a lab and the baseline script; nftables for
 #    Services; curl is what `netlab exec node/… -- curl` runs on nodes;
-#    util-linux has setpriv for the not-root test.
-packages=(runc nftables iproute2 curl ca-certificates util-linux procps)
+#    util-linux has setpriv for the not-root test; dnsutils (dig) and
+#    dnsmasq-base are for the DNS tests and the DNS benchmark.
+packages=(runc nftables iproute2 curl ca-certificates util-linux procps dnsutils dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod dns;
 pub mod lab;
 pub mod net;
 pub mod paths;

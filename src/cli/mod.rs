@@ -9,6 +9,7 @@ pub mod images;
 pub mod lifecycle;
 pub mod logs;
 pub mod printer;
+pub mod run;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -56,6 +57,8 @@ pub enum Command {
     Expose(edit::ExposeArgs),
     /// Execute a command in a container, or in a node's network namespace (node/NAME).
     Exec(exec::ExecArgs),
+    /// Run a pod with one container (attached with -i, as kubectl run).
+    Run(run::RunArgs),
     /// Print the logs of a container in a pod.
     Logs(logs::LogsArgs),
     /// The local image store.
@@ -161,6 +164,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Scale(args) => edit::scale(args, lab).await,
                 Command::Expose(args) => edit::expose(args, lab).await,
                 Command::Exec(args) => exec::run(args, lab).await,
+                Command::Run(args) => run::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) => unreachable!(),

@@ -1,6 +1,7 @@
 //! The `cluster` layer: the lab's object store and its allocators (pod IPs,
 //! names, node addresses), persisted atomically. Pure: no kernel, no runtime.
 
+pub mod dns;
 pub mod envvars;
 pub mod events;
 pub mod ipam;

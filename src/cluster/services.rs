@@ -105,14 +105,25 @@ impl ClusterState {
         let existing = self.service(&ns, &name).cloned();
         let spec = svc.spec.get_or_insert_with(ServiceSpec::default);
         let type_ = spec.type_.get_or_insert_with(|| "ClusterIP".into()).clone();
-        if !["ClusterIP", "NodePort", "LoadBalancer"].contains(&type_.as_str()) {
+        if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&type_.as_str()) {
             return Err(invalid(
                 &name,
-                format!("spec.type: Unsupported value: {type_:?}: supported values: \"ClusterIP\", \"NodePort\", \"LoadBalancer\""),
+                format!("spec.type: Unsupported value: {type_:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
             ));
         }
+        let external_name = type_ == "ExternalName";
+        if external_name {
+            // A CNAME in the cluster DNS, nothing in the proxy.
+            let target = spec.external_name.clone().unwrap_or_default();
+            if let Err(m) = crate::lab::validate::dns_subdomain(target.trim_end_matches('.')) {
+                return Err(invalid(
+                    &name,
+                    format!("spec.externalName: Invalid value: {target:?}: {m}"),
+                ));
+            }
+        }
         let ports = spec.ports.get_or_insert_with(Vec::new);
-        if ports.is_empty() {
+        if ports.is_empty() && !external_name {
             return Err(invalid(&name, "spec.ports: Required value"));
         }
         let multi = ports.len() > 1;
@@ -168,7 +179,7 @@ impl ClusterState {
             .external_traffic_policy
             .clone()
             .unwrap_or_else(|| "Cluster".into());
-        if type_ == "ClusterIP" {
+        if type_ == "ClusterIP" || external_name {
             spec.external_traffic_policy = None;
         } else {
             if !["Cluster", "Local"].contains(&policy.as_str()) {
@@ -191,6 +202,7 @@ impl ClusterState {
             .and_then(|e| e.spec.as_ref()?.cluster_ip.clone());
         let wanted = spec.cluster_ip.clone().filter(|s| !s.is_empty());
         let ip = match (old_ip, wanted) {
+            _ if external_name => String::new(),
             (Some(old), Some(w)) if old != w => {
                 return Err(invalid(
                     &name,
@@ -220,12 +232,17 @@ impl ClusterState {
             }
             (None, None) => self.allocate_cluster_ip(&k, rng)?.to_string(),
         };
-        spec.cluster_ips = Some(vec![ip.clone()]);
-        spec.cluster_ip = Some(ip);
+        if ip.is_empty() {
+            spec.cluster_ips = None;
+            spec.cluster_ip = None;
+        } else {
+            spec.cluster_ips = Some(vec![ip.clone()]);
+            spec.cluster_ip = Some(ip);
+        }
 
         // nodePorts: kept across updates, allocated for NodePort/LoadBalancer,
         // released (cleared) when the type no longer has them.
-        let wants_node_ports = type_ != "ClusterIP";
+        let wants_node_ports = type_ != "ClusterIP" && !external_name;
         let old_ports: Vec<ServicePort> = existing
             .as_ref()
             .and_then(|e| e.spec.as_ref()?.ports.clone())
@@ -373,7 +390,14 @@ impl ClusterState {
                 if ports.is_empty() {
                     continue;
                 }
+                // The endpoints controller's rule: a pod's hostname is
+                // published when its subdomain names this service.
+                let pspec = p.spec.as_ref();
+                let hostname = pspec.and_then(|s| s.hostname.clone()).filter(|_| {
+                    pspec.and_then(|s| s.subdomain.as_ref()) == svc.metadata.name.as_ref()
+                });
                 let address = EndpointAddress {
+                    hostname,
                     ip: state::pod_ip(p).expect("filtered").to_string(),
                     node_name: state::pod_node(p).map(String::from),
                     target_ref: Some(ObjectReference {

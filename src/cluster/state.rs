@@ -120,6 +120,24 @@ impl ClusterState {
                 rng,
             )
             .expect("the kubernetes service is valid");
+        if state.config.dns.enabled {
+            // After the lab's own pods, so that their placement does not
+            // depend on whether the lab has a cluster DNS.
+            let mut dep = super::dns::deployment();
+            dep.metadata.creation_timestamp = Some(time(now));
+            dep.metadata.uid = Some(uid(rng));
+            dep.metadata.generation = Some(1);
+            let pod = pod_for(&dep, now, rng);
+            state.place(pod)?;
+            state.deployments.push(dep);
+            state
+                .upsert_service(
+                    super::dns::service(super::services::dns_ip(state.config.service_cidr)),
+                    now,
+                    rng,
+                )
+                .expect("the kube-dns service is valid");
+        }
         for s in &spec.services {
             state
                 .upsert_service(s.object.clone(), now, rng)

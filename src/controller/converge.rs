@@ -136,7 +136,7 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
 pub fn images_for(pods: &[&Pod], store: &Store) -> Result<HashMap<String, Image>, ControllerError> {
     let mut images = HashMap::new();
     let mut problems = Vec::new();
-    for p in pods {
+    for p in pods.iter().filter(|p| !crate::cluster::dns::is_builtin(p)) {
         for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
             let reference = c.image.clone().unwrap_or_default();
             if images.contains_key(&reference) {

@@ -121,6 +121,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
     let mut probes = Probes::default();
+    let mut dns = super::dns::DnsServers::start(lab);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ControllerError::io(&lock_path, e))?;
     loop {
@@ -129,7 +130,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             return Ok(());
         }
         probes.run_due(lab).await;
-        let pids = match step(lab, &probes).await {
+        let pids = match step(lab, &probes, &mut dns).await {
             Ok(Some(p)) => p,
             Ok(None) => continue, // something died meanwhile: look again now
             Err(e) => {
@@ -248,7 +249,11 @@ impl Probes {
 /// One look at the lab: restart what died, update statuses, endpoints and
 /// rules. Returns the pids of the containers that run now, or None when one
 /// died meanwhile and another step is due at once.
-pub async fn step(lab: &str, probes: &Probes) -> Result<Option<Vec<i32>>, ControllerError> {
+pub async fn step(
+    lab: &str,
+    probes: &Probes,
+    dns: &mut super::dns::DnsServers,
+) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
     let dir = paths::lab_dir(lab);
     let mut st = ClusterState::load(&dir)?;
@@ -276,7 +281,11 @@ pub async fn step(lab: &str, probes: &Probes) -> Result<Option<Vec<i32>>, Contro
         }
         for i in 0..st.pods.len() {
             let pod = &st.pods[i];
-            if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
+            if pod.metadata.deletion_timestamp.is_some()
+                || pods::is_pending(pod)
+                || crate::cluster::dns::is_builtin(pod)
+                || pods::attached_alive(pod)
+            {
                 continue;
             }
             let ns = state::namespace(&pod.metadata).to_string();
@@ -451,6 +460,8 @@ pub async fn step(lab: &str, probes: &Probes) -> Result<Option<Vec<i32>>, Contro
             }
         }
     }
+    // The cluster DNS pods are served by this process.
+    changed |= dns.sync(lab, &mut st);
     if changed {
         st.refresh_deployment_status();
         st.refresh_endpoints();

@@ -7,6 +7,7 @@
 
 pub mod converge;
 pub mod daemon;
+pub mod dns;
 pub mod down;
 pub mod pods;
 pub mod probes;

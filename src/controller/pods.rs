@@ -3,7 +3,7 @@
 //! start them, and the status the API shows (`Running`, `1/1`, restarts).
 
 use super::ControllerError;
-use crate::cluster::{state, ClusterState};
+use crate::cluster::{dns, state, ClusterState};
 use crate::net::NetNs;
 use crate::paths;
 use crate::runtime::bundle::{self, ContainerSpec};
@@ -24,6 +24,23 @@ const START_CONCURRENCY: usize = 8;
 
 /// Container pids by pod name, as started.
 pub type Pids = HashMap<String, Vec<i32>>;
+
+/// On a pod whose container `netlab run -i` runs in the foreground:
+/// `<pid of that command>:<tty|stdin>`.
+pub const ATTACH_ANNOTATION: &str = "netlab.dev/attach";
+
+/// The attaching command's pid and whether it asked for a terminal.
+pub fn attached(p: &Pod) -> Option<(i32, bool)> {
+    let v = p.metadata.annotations.as_ref()?.get(ATTACH_ANNOTATION)?;
+    let (pid, mode) = v.split_once(':')?;
+    Some((pid.parse().ok()?, mode == "tty"))
+}
+
+/// Whether an attached session still holds the pod (the controller leaves
+/// its container alone meanwhile).
+pub fn attached_alive(p: &Pod) -> bool {
+    attached(p).is_some_and(|(pid, _)| crate::runtime::runc::process_alive(pid))
+}
 
 /// Whether a pod was placed but not started yet.
 pub fn is_pending(p: &Pod) -> bool {
@@ -54,14 +71,15 @@ pub async fn start_all(
     // Service variables come from the services that exist now, when the
     // pod starts (the tutorial's ordering lesson).
     let services = state.services.clone();
+    let config = state.config.clone();
     let (pods, rest): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut state.pods)
         .into_iter()
         .partition(is_pending);
     state.pods = rest;
     let started: Vec<(Pod, Vec<i32>)> = futures::stream::iter(pods.into_iter().map(|pod| {
         let layers = &layers;
-        let services = &services;
-        async move { start_pod(lab, pod, images, layers, runc, services).await }
+        let (services, config) = (&services, &config);
+        async move { start_pod(lab, pod, images, layers, runc, services, config).await }
     }))
     .buffered(START_CONCURRENCY)
     .try_collect()
@@ -76,7 +94,12 @@ pub async fn start_all(
             namespace: &ns,
             name: &name,
         };
-        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        for c in pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .filter(|_| !dns::is_builtin(&pod))
+        {
             let image = c.image.clone().unwrap_or_default();
             state.record(
                 who.clone(),
@@ -103,7 +126,9 @@ pub async fn start_all(
                 now,
             );
         }
-        pids.insert(name, p);
+        if attached(&pod).is_none() {
+            pids.insert(name, p);
+        }
         state.pods.push(pod);
     }
     Ok(pids)
@@ -116,7 +141,12 @@ async fn start_pod(
     layers: &HashMap<String, Vec<PathBuf>>,
     runc: &Runc,
     services: &[k8s_openapi::api::core::v1::Service],
+    config: &crate::lab::LabConfig,
 ) -> Result<(Pod, Vec<i32>), ControllerError> {
+    if dns::is_builtin(&pod) {
+        start_builtin(&mut pod);
+        return Ok((pod, Vec::new()));
+    }
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let object = format!("pod/{name}");
@@ -129,7 +159,7 @@ async fn start_pod(
     let ip = state::pod_ip(&pod)
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let etc_files = write_etc_files(&dir, &name, &ip, &ns).map_err(io)?;
+    let etc_files = write_etc_files(&dir, &pod, &ip, config).map_err(io)?;
     let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
     let spec = pod.spec.clone().unwrap_or_default();
     let service_env =
@@ -143,7 +173,7 @@ async fn start_pod(
         let root = rootfs::mount_overlay(&layers[&reference], &cdir).map_err(io)?;
         let id = paths::container_id(&ns, &name, &c.name);
         let image_config = image.runtime_config();
-        let runtime_spec = bundle::runtime_spec(&ContainerSpec {
+        let mut runtime_spec = bundle::runtime_spec(&ContainerSpec {
             pod_name: &name,
             container: c,
             image: &image_config,
@@ -157,6 +187,11 @@ async fn start_pod(
             pod: object.clone(),
             message: e.to_string(),
         })?;
+        let attach = attached(&pod);
+        if let (Some((_, true)), Some(mut process)) = (attach, runtime_spec.process().clone()) {
+            process.set_terminal(Some(true));
+            runtime_spec.set_process(Some(process));
+        }
         runtime_spec
             .save(cdir.join("config.json"))
             .map_err(|e| ControllerError::Pod {
@@ -164,14 +199,16 @@ async fn start_pod(
                 message: format!("writing OCI bundle: {e}"),
             })?;
         let log = paths::container_log(lab, &ns, &name, &c.name);
-        let pid = runc
-            .run_detached(&id, &cdir, &log)
-            .await
-            .map_err(|e| ControllerError::Pod {
-                pod: object.clone(),
-                message: e.to_string(),
-            })?;
-        pids.push(pid);
+        if attach.is_none() {
+            let pid =
+                runc.run_detached(&id, &cdir, &log)
+                    .await
+                    .map_err(|e| ControllerError::Pod {
+                        pod: object.clone(),
+                        message: e.to_string(),
+                    })?;
+            pids.push(pid);
+        }
         statuses.push(ContainerStatus {
             name: c.name.clone(),
             image: reference.clone(),
@@ -194,26 +231,76 @@ async fn start_pod(
     status.start_time = Some(state::time(Utc::now()));
     status.container_statuses = Some(statuses);
     status.qos_class = Some("BestEffort".into());
-    set_conditions(&mut pod, false);
+    // An attached container starts right after this, in its session.
+    let ready = attached(&pod).is_some();
+    set_conditions(&mut pod, ready);
     Ok((pod, pids))
+}
+
+/// A pod of the built-in DNS server: no container to start; it runs as
+/// soon as the network exists, and the controller marks it ready once its
+/// server answers in the pod's namespace.
+fn start_builtin(pod: &mut Pod) {
+    let now = state::time(Utc::now());
+    let statuses = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .map(|c| ContainerStatus {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: String::new(),
+            container_id: Some("netlab://controller".into()),
+            ready: false,
+            started: Some(true),
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(now.clone()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase = Some("Running".into());
+    status.start_time = Some(now);
+    status.container_statuses = Some(statuses);
+    status.qos_class = Some("BestEffort".into());
+    set_conditions(pod, false);
+}
+
+/// The node's resolver file, for `dnsPolicy: Default` (the host's: nodes
+/// share its filesystem).
+fn node_resolv_conf() -> String {
+    std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
 }
 
 /// The files a kubelet manages for every pod, bind-mounted into each container.
 fn write_etc_files(
     dir: &Path,
-    hostname: &str,
+    pod: &Pod,
     ip: &str,
-    namespace: &str,
+    config: &crate::lab::LabConfig,
 ) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let namespace = state::namespace(&pod.metadata);
+    let hostname = spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
+    // With a subdomain, the kubelet adds the pod's FQDN first.
+    let names = match &spec.subdomain {
+        Some(sub) => format!(
+            "{hostname}.{sub}.{namespace}.svc.{}\t{hostname}",
+            dns::CLUSTER_DOMAIN
+        ),
+        None => hostname.clone(),
+    };
     let hosts = format!(
-        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{hostname}\n"
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{names}\n"
     );
-    // The kubelet's ClusterFirst file, without a nameserver line until the
-    // cluster DNS exists: with none, resolvers fail at once instead of
-    // waiting seconds for 10.0.0.10.
-    let resolv = format!(
-        "search {namespace}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
-    );
+    let resolv = dns::resolv_conf(pod, config, &node_resolv_conf());
     let files = [
         ("hosts", hosts, "/etc/hosts"),
         ("hostname", format!("{hostname}\n"), "/etc/hostname"),
@@ -226,6 +313,61 @@ fn write_etc_files(
         out.push((path, dest));
     }
     Ok(out)
+}
+
+/// Runs the container of an attached pod (prepared by [`start_all`]) in
+/// the foreground with this process's stdio, and returns its exit code.
+pub async fn run_attached(lab: &str, namespace: &str, pod: &str) -> Result<i32, ControllerError> {
+    let st = ClusterState::load(&paths::lab_dir(lab))?;
+    let p = st
+        .pod(namespace, pod)
+        .ok_or_else(|| ControllerError::Runtime {
+            message: format!("pod {namespace}/{pod} is gone"),
+        })?;
+    let c = &p.spec.as_ref().expect("spec").containers[0];
+    let id = paths::container_id(namespace, pod, &c.name);
+    let bundle = paths::pod_dir(lab, namespace, pod).join(&c.name);
+    let runc = Runc::new(&paths::runc_root(lab));
+    let mut cmd = std::process::Command::new(&runc.binary);
+    cmd.arg("--root")
+        .arg(&runc.root)
+        .arg("run")
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg(&id);
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await
+        .expect("runc task")
+        .map_err(|e| ControllerError::Runtime {
+            message: format!("running {}: {e}", runc.binary.display()),
+        })?;
+    // The container is gone; its runtime state too.
+    let _ = Runc::new(&paths::runc_root(lab)).delete_force(&id).await;
+    Ok(status.code().unwrap_or(128 + 9))
+}
+
+/// Records that a pod's containers ended with `code` (for attached pods,
+/// whose exit code this process saw).
+pub fn set_terminated(pod: &mut Pod, code: i32) {
+    let now = state::time(Utc::now());
+    let status = pod.status.get_or_insert_with(Default::default);
+    for cs in status.container_statuses.iter_mut().flatten() {
+        let started = running_since(cs).flatten();
+        cs.ready = false;
+        cs.started = Some(false);
+        cs.state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+                exit_code: code,
+                started_at: started,
+                finished_at: Some(now.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    status.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
+    set_conditions(pod, false);
 }
 
 /// Sets a pod's Ready/ContainersReady conditions and its containers' ready flags.
@@ -273,6 +415,9 @@ pub async fn wait_serving(
         else {
             continue; // not started by this call
         };
+        if dns::is_builtin(pod) {
+            continue; // the controller serves it, later
+        }
         let ip = state::pod_ip(pod).expect("addressed");
         for c in &pod.spec.as_ref().expect("spec").containers {
             for p in c.ports.iter().flatten() {
@@ -314,7 +459,7 @@ pub async fn wait_serving(
     for pod in &state.pods {
         let ns = state::namespace(&pod.metadata).to_string();
         let name = pod.metadata.name.clone().unwrap_or_default();
-        if !pids.contains_key(&name) {
+        if !pids.contains_key(&name) || dns::is_builtin(pod) {
             continue;
         }
         for c in &pod.spec.as_ref().expect("spec").containers {
@@ -343,7 +488,9 @@ pub async fn wait_serving(
         return Err(ControllerError::NotReady(problems));
     }
     for pod in &mut state.pods {
-        if pids.contains_key(pod.metadata.name.as_deref().unwrap_or_default()) {
+        if pids.contains_key(pod.metadata.name.as_deref().unwrap_or_default())
+            && !dns::is_builtin(pod)
+        {
             set_conditions(pod, true);
         }
     }
@@ -369,7 +516,11 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
     // (SIGTERM by default; nginx asks for SIGQUIT), then SIGKILL when the
     // grace period runs out. The pod already left the endpoints.
     let mut pids = Vec::new();
-    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+    let containers: &[k8s_openapi::api::core::v1::Container] = match &pod.spec {
+        Some(s) if !dns::is_builtin(pod) => &s.containers,
+        _ => &[],
+    };
+    for c in containers {
         let id = paths::container_id(&ns, &name, &c.name);
         let Ok(st) = runc.state(&id).await else {
             continue;
@@ -385,7 +536,7 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
         pids.push(st.pid);
     }
     let _ = super::down::wait_gone_within(&pids, grace).await;
-    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+    for c in containers {
         let id = paths::container_id(&ns, &name, &c.name);
         if let Err(e) = runc.delete_force(&id).await {
             errors.push(e.to_string());
@@ -489,6 +640,9 @@ pub async fn observe(lab: &str, state: &mut ClusterState) {
     };
     let running: HashMap<String, String> = list.into_iter().map(|s| (s.id, s.status)).collect();
     for pod in &mut state.pods {
+        if dns::is_builtin(pod) || attached_alive(pod) {
+            continue; // the controller's own word, or a session's
+        }
         let ns = state::namespace(&pod.metadata).to_string();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let mut any_dead = false;

@@ -76,7 +76,10 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
         super::proxier::sync_all(&lab, &state).await?;
         state.persist(&dir)?;
         drop(_lock);
-        super::daemon::spawn(&lab)?;
+        let controller = super::daemon::spawn(&lab)?;
+        if state.config.dns.enabled {
+            state = wait_dns(&lab, &dir, controller, options.timeout).await?;
+        }
         Ok::<_, ControllerError>((network, t.elapsed()))
     }
     .await;
@@ -98,6 +101,36 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
                 })
             }
         }
+    }
+}
+
+/// Waits until the controller serves the cluster DNS (the kube-dns Service
+/// has a ready endpoint), so that names resolve as soon as `up` returns.
+async fn wait_dns(
+    lab: &str,
+    dir: &std::path::Path,
+    controller: i32,
+    timeout: std::time::Duration,
+) -> Result<ClusterState, ControllerError> {
+    use crate::cluster::dns;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = ClusterState::load(dir)?;
+        let ready = st
+            .endpoints_of(dns::NAMESPACE, dns::SERVICE)
+            .and_then(|e| e.subsets.as_ref())
+            .is_some_and(|s| s.iter().any(|s| s.addresses.is_some()));
+        if ready {
+            return Ok(st);
+        }
+        if Instant::now() >= deadline || !crate::runtime::runc::process_alive(controller) {
+            return Err(ControllerError::NotReady(vec![format!(
+                "the cluster DNS did not start within {}s: see {}",
+                timeout.as_secs(),
+                super::daemon::log_file(lab).display()
+            )]));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

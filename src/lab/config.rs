@@ -11,6 +11,10 @@
 //!   podCIDR: 10.244.0.0/16   # a /24 per node
 //!   serviceCIDR: 10.0.0.0/16
 //!   nodeCIDR: 172.18.0.0/24  # the lab-internal LAN joining the nodes
+//!   dns:                     # the cluster DNS (kube-dns at .10 of serviceCIDR)
+//!     enabled: true
+//!     upstreams: [127.0.0.1:53]  # where names outside cluster.local go;
+//!                                # none: they are refused at once
 //! ```
 
 use ipnet::Ipv4Net;
@@ -46,6 +50,15 @@ pub struct LabDocSpec {
     pub service_cidr: Option<String>,
     #[serde(rename = "nodeCIDR")]
     pub node_cidr: Option<String>,
+    pub dns: Option<DnsDocSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDocSpec {
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub upstreams: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +77,28 @@ pub struct LabConfig {
     pub pod_cidr: Ipv4Net,
     pub service_cidr: Ipv4Net,
     pub node_cidr: Ipv4Net,
+    /// Older state files have no `dns`: they get the default.
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// The cluster DNS of a lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    /// Where queries for names outside the cluster domain are forwarded
+    /// (from the host's network namespace). Empty: they are refused.
+    #[serde(default)]
+    pub upstreams: Vec<std::net::SocketAddr>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: true,
+            upstreams: Vec::new(),
+        }
+    }
 }
 
 pub const DEFAULT_NODES: usize = 2;

@@ -285,12 +285,34 @@ fn lab_config(
             )));
         }
     }
+    let dns = match spec.dns {
+        None => config::DnsConfig::default(),
+        Some(d) => {
+            let mut upstreams = Vec::new();
+            for (i, u) in d.upstreams.iter().enumerate() {
+                let addr = u
+                    .parse::<std::net::SocketAddr>()
+                    .or_else(|_| u.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| {
+                        bad(format!(
+                            "spec.dns.upstreams[{i}]: {u:?} is not an address: write it like 192.0.2.53 or 127.0.0.1:5353"
+                        ))
+                    })?;
+                upstreams.push(addr);
+            }
+            config::DnsConfig {
+                enabled: d.enabled.unwrap_or(true),
+                upstreams,
+            }
+        }
+    };
     Ok(LabConfig {
         name,
         nodes,
         pod_cidr,
         service_cidr,
         node_cidr,
+        dns,
     })
 }
 

@@ -177,6 +177,16 @@ fn pod_spec_errors(
             ));
         }
     }
+    if let Err(m) = crate::cluster::dns::validate_pod_dns(spec) {
+        bad(m.replacen("spec.", &format!("{path}."), 1));
+    }
+    for (field, value) in [("hostname", &spec.hostname), ("subdomain", &spec.subdomain)] {
+        if let Some(v) = value {
+            if let Err(m) = dns_label(v) {
+                bad(format!("{path}.{field} {v:?} {m}"));
+            }
+        }
+    }
     let mut names = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
         let cpath = format!("{path}.containers[{i}]");
