@@ -432,10 +432,12 @@ mod tests {
         ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap()
     }
 
+    /// Live pods of the default namespace (kube-system has the DNS pod).
     fn live(st: &ClusterState) -> usize {
         st.pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| state::namespace(&p.metadata) == "default")
             .count()
     }
 
@@ -475,6 +477,7 @@ mod tests {
         let old: Vec<String> = st
             .pods
             .iter()
+            .filter(|p| state::namespace(&p.metadata) == "default")
             .map(|p| p.metadata.name.clone().unwrap())
             .collect();
         scale(&mut st, "default", "my-nginx", 0, Utc::now(), &mut rng).unwrap();

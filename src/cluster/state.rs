@@ -504,7 +504,11 @@ mod tests {
 
     #[test]
     fn deployment_pods_are_named_spread_and_addressed() {
-        let s = plan();
+        let mut s = plan();
+        // The cluster DNS pod comes last, in kube-system.
+        let dns = s.pods.pop().unwrap();
+        assert!(crate::cluster::dns::is_builtin(&dns));
+        assert_eq!(namespace(&dns.metadata), "kube-system");
         assert_eq!(s.pods.len(), 4);
         let deps: Vec<&Pod> = s
             .pods
