@@ -203,8 +203,13 @@ fn latency() {
     )];
     for n in [1u32, 10_000] {
         let (ip, svcs) = target(n);
-        rt.block_on(proxy::sync(&node_ns, &dir.path().join("n.json"), &node, &svcs))
-            .expect("sync");
+        rt.block_on(proxy::sync(
+            &node_ns,
+            &dir.path().join("n.json"),
+            &node,
+            &svcs,
+        ))
+        .expect("sync");
         rows.push((format!("verdict maps, {n} services"), measure(ip, 80)));
     }
     rt.block_on(proxy::remove(&node_ns)).unwrap();

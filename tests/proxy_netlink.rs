@@ -126,7 +126,13 @@ fn every_kind_of_service() -> Vec<Service> {
     local.ports[0].node_port = Some(30082);
     local.external_traffic_local = true;
     local.external_ips = vec!["203.0.113.9".parse().unwrap()];
-    let mut far = svc("far", "10.0.0.13", Tcp, 80, vec![ep("10.244.2.3", "node-2")]);
+    let mut far = svc(
+        "far",
+        "10.0.0.13",
+        Tcp,
+        80,
+        vec![ep("10.244.2.3", "node-2")],
+    );
     far.ports[0].node_port = Some(30083);
     far.external_traffic_local = true;
     let mut sticky = svc("sticky", "10.0.0.14", Tcp, 80, two());
@@ -175,7 +181,12 @@ fn netlink_and_nft_text_build_the_same_table() {
         let want = nft(&by_nft, &["list", "table", "ip", "netlab"], None);
         let got = nft(&by_netlink, &["list", "table", "ip", "netlab"], None);
         for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
-            assert_eq!(g, w, "line {} differs; netlink:\n{got}\nnft:\n{want}", i + 1);
+            assert_eq!(
+                g,
+                w,
+                "line {} differs; netlink:\n{got}\nnft:\n{want}",
+                i + 1
+            );
         }
         assert_eq!(got, want);
         applied = Some(table);
@@ -183,7 +194,9 @@ fn netlink_and_nft_text_build_the_same_table() {
     compare(&services);
     // After incremental changes too: endpoints, affinity, type.
     services[0].ports[0].endpoints.pop();
-    services[1].ports[0].endpoints.push(ep("10.244.1.5", "node-1"));
+    services[1].ports[0]
+        .endpoints
+        .push(ep("10.244.1.5", "node-1"));
     services[4].affinity_timeout = Some(60);
     services[5].ports[0].node_port = Some(30053);
     services.remove(6);
@@ -210,7 +223,9 @@ fn a_refused_batch_names_the_command_and_changes_nothing() {
     let msg = err.to_string();
     assert!(msg.contains(ns.name()), "{msg}");
     assert!(
-        msg.contains("command 3: add rule ip netlab service-0123abcd-default/web/tcp/80 goto no-such-chain"),
+        msg.contains(
+            "command 3: add rule ip netlab service-0123abcd-default/web/tcp/80 goto no-such-chain"
+        ),
         "{msg}"
     );
     assert!(msg.contains("service default/web"), "{msg}");

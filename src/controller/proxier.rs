@@ -133,7 +133,9 @@ pub async fn sync_all(lab: &str, st: &ClusterState) -> Result<(), ControllerErro
                 .remove(&netns);
             let mut proxier = match cached {
                 Some(p) => p,
-                None => proxy::Proxier::load(&netns, &file).map_err(|e| format!("node {node}: {e}"))?,
+                None => {
+                    proxy::Proxier::load(&netns, &file).map_err(|e| format!("node {node}: {e}"))?
+                }
             };
             let res = proxier.sync(&n, &services).await;
             PROXIERS

@@ -30,7 +30,6 @@
 //! going to the removed endpoint until its conntrack entry expires.
 //! kube-proxy deletes those entries; netlab does not yet.
 
-
 pub mod error;
 pub mod model;
 pub mod netlink;
@@ -288,18 +287,35 @@ impl Proxier {
     ) -> Result<SyncStats, ProxyError> {
         let mut stats = SyncStats::default();
         let start = Instant::now();
-        // (key, new entry or None: deleted)
+        // (key, new entry or None: deleted). Both sides are sorted by
+        // (namespace, name): walk them side by side.
         let mut changed: Vec<(ServiceKey, Option<Entry>)> = Vec::new();
-        for k in applied.services.keys() {
-            if !desired.contains_key(&(k.0.as_str(), k.1.as_str())) {
-                changed.push((k.clone(), None));
-            }
-        }
-        for (&(ns_, name), svc) in desired {
-            let k = (ns_.to_string(), name.to_string());
-            match applied.services.get(&k) {
-                Some(e) if e.service == **svc => {}
-                _ => changed.push((k, Some(Entry::new(&applied.node, svc)))),
+        let mut old = applied.services.iter().peekable();
+        let mut new = desired.iter().peekable();
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((k, _)), Some((d, _))) => (k.0.as_str(), k.1.as_str()).cmp(d),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let (k, _) = old.next().expect("peeked");
+                    changed.push((k.clone(), None));
+                }
+                std::cmp::Ordering::Greater => {
+                    let (&(n, name), svc) = new.next().expect("peeked");
+                    let k = (n.to_string(), name.to_string());
+                    changed.push((k, Some(Entry::new(&applied.node, svc))));
+                }
+                std::cmp::Ordering::Equal => {
+                    let (k, e) = old.next().expect("peeked");
+                    let (_, svc) = new.next().expect("peeked");
+                    if e.service != **svc {
+                        changed.push((k.clone(), Some(Entry::new(&applied.node, svc))));
+                    }
+                }
             }
         }
         stats.generate_time = start.elapsed();
@@ -329,7 +345,9 @@ impl Proxier {
             (old, new, false)
         } else {
             // Services that collide: merge everything again.
-            let old = rules::assemble_refs(&applied.base, applied.services.values().map(|e| &e.piece)).ruleset;
+            let old =
+                rules::assemble_refs(&applied.base, applied.services.values().map(|e| &e.piece))
+                    .ruleset;
             let mut services = applied.services.clone();
             for (k, e) in &changed {
                 match e {
@@ -420,9 +438,7 @@ impl Proxier {
         let start = Instant::now();
         let services: BTreeMap<ServiceKey, Entry> = desired
             .iter()
-            .map(|(&(n, name), s)| {
-((n.to_string(), name.to_string()), Entry::new(node, s))
-            })
+            .map(|(&(n, name), s)| ((n.to_string(), name.to_string()), Entry::new(node, s)))
             .collect();
         let (applied, table) = Applied::new(node.clone(), base, services);
         stats.generate_time = start.elapsed();

@@ -50,7 +50,10 @@ pub enum Stmt {
         net: Ipv4Net,
     },
     /// `ip daddr @set`
-    IpInSet { field: IpField, set: String },
+    IpInSet {
+        field: IpField,
+        set: String,
+    },
     /// `meta l4proto tcp`
     L4Proto(Protocol),
     /// `ct state new`
@@ -62,7 +65,10 @@ pub enum Stmt {
     /// `numgen random mod N == 0`
     NumgenIsZero(u32),
     /// `ip daddr . meta l4proto . th dport vmap @map`
-    Vmap { key: Vec<KeyField>, map: String },
+    Vmap {
+        key: Vec<KeyField>,
+        map: String,
+    },
     /// `mark set mark or 0x4000`
     MarkOr(u32),
     /// `mark set mark xor 0x4000`
@@ -70,7 +76,10 @@ pub enum Stmt {
     /// `update @set { ip saddr }`
     UpdateSaddr(String),
     /// `dnat to 10.244.1.2:8080`
-    Dnat { ip: Ipv4Addr, port: Option<u16> },
+    Dnat {
+        ip: Ipv4Addr,
+        port: Option<u16>,
+    },
     /// `masquerade fully-random`
     MasqueradeFullyRandom,
     /// `reject with tcp reset`

@@ -34,11 +34,11 @@ use sha2::{Digest, Sha256};
 
 use super::model::{Endpoint, Node, Service, ServicePort};
 use super::rule::{then, IpField, KeyField, Rule, Stmt, Verdict};
+use super::ruleset::Chain;
 use super::ruleset::{
     ChainType, Element, FastMap, FastSet, Hook, HookPoint, Key, KeyPart, KeyType, Ruleset, Set,
     SetKind,
 };
-use super::ruleset::Chain;
 
 /// The packet mark meaning "masquerade me in postrouting" (kube-proxy's value).
 pub const MASQ_MARK: u32 = 0x4000;
@@ -253,7 +253,13 @@ impl Builder {
         });
     }
 
-    fn element(&mut self, set: &str, key: Vec<KeyPart>, value: Option<Verdict>, claim: Option<Claim>) {
+    fn element(
+        &mut self,
+        set: &str,
+        key: Vec<KeyPart>,
+        value: Option<Verdict>,
+        claim: Option<Claim>,
+    ) {
         self.p.elements.push(Claimed {
             element: Element {
                 set: set.to_string(),
@@ -309,7 +315,13 @@ fn set(name: &str, comment: &str) -> Set {
     }
 }
 
-fn base_chain(name: &str, kind: ChainType, hook: HookPoint, priority: i32, rules: Vec<Rule>) -> Chain {
+fn base_chain(
+    name: &str,
+    kind: ChainType,
+    hook: HookPoint,
+    priority: i32,
+    rules: Vec<Rule>,
+) -> Chain {
     Chain {
         name: name.into(),
         hook: Some(Hook {
@@ -347,7 +359,11 @@ pub fn base(node: &Node) -> Ruleset {
     r.sets = vec![
         set(CLUSTER_IPS, "active cluster IPs"),
         set(NODEPORT_IPS, "addresses NodePorts answer on"),
-        map(SERVICE_IPS, &[Addr, InetProto, InetService], "cluster and external IPs"),
+        map(
+            SERVICE_IPS,
+            &[Addr, InetProto, InetService],
+            "cluster and external IPs",
+        ),
         map(SERVICE_NODEPORTS, &[InetProto, InetService], "NodePorts"),
         map(
             NO_ENDPOINT_SERVICES,
@@ -363,7 +379,10 @@ pub fn base(node: &Node) -> Ruleset {
 
     r.chains = vec![
         // Helper chains first: the base chains jump to them.
-        plain_chain(MARK_FOR_MASQUERADE, vec![Rule::new(vec![Stmt::MarkOr(MASQ_MARK)])]),
+        plain_chain(
+            MARK_FOR_MASQUERADE,
+            vec![Rule::new(vec![Stmt::MarkOr(MASQ_MARK)])],
+        ),
         plain_chain(
             MASQUERADING,
             vec![
@@ -390,12 +409,18 @@ pub fn base(node: &Node) -> Ruleset {
             SERVICES,
             vec![
                 Rule::new(vec![vmap(&addr_proto_port, SERVICE_IPS)]),
-                Rule::new(vec![daddr_in(NODEPORT_IPS), vmap(&proto_port, SERVICE_NODEPORTS)]),
+                Rule::new(vec![
+                    daddr_in(NODEPORT_IPS),
+                    vmap(&proto_port, SERVICE_NODEPORTS),
+                ]),
             ],
         ),
         plain_chain(
             SERVICE_ENDPOINTS_CHECK,
-            vec![Rule::new(vec![vmap(&addr_proto_port, NO_ENDPOINT_SERVICES)])],
+            vec![Rule::new(vec![vmap(
+                &addr_proto_port,
+                NO_ENDPOINT_SERVICES,
+            )])],
         ),
         plain_chain(
             NODEPORT_ENDPOINTS_CHECK,
@@ -601,10 +626,12 @@ fn service_port(
     }
     let port_idx = b.p.ports.len() as u16;
     b.p.ports.push(n.port_name.clone());
-    let claim = |kind| Some(Claim {
-        port: port_idx,
-        kind,
-    });
+    let claim = |kind| {
+        Some(Claim {
+            port: port_idx,
+            kind,
+        })
+    };
     let proto = sp.protocol;
 
     let mut seen = HashSet::new();
@@ -702,7 +729,10 @@ fn service_port(
             let rules = if !local_policy {
                 // Cluster policy: the endpoint may be on another node, whose
                 // reply must come back here; so masquerade.
-                vec![verdict(jump(MARK_FOR_MASQUERADE)), verdict(goto(&n.service))]
+                vec![
+                    verdict(jump(MARK_FOR_MASQUERADE)),
+                    verdict(goto(&n.service)),
+                ]
             } else {
                 // Local policy: keep the client's address and only use this
                 // node's endpoints, except for traffic that starts inside
@@ -728,7 +758,13 @@ fn service_port(
     }
 
     // The verdict map entries.
-    let key = |ip: Ipv4Addr| vec![KeyPart::Ip(ip), KeyPart::Proto(proto), KeyPart::Port(sp.port)];
+    let key = |ip: Ipv4Addr| {
+        vec![
+            KeyPart::Ip(ip),
+            KeyPart::Proto(proto),
+            KeyPart::Port(sp.port),
+        ]
+    };
     if has_endpoints {
         b.element(
             SERVICE_IPS,

@@ -194,7 +194,7 @@ impl fmt::Display for Key {
 /// Compare with nft's spelling, as tests like to.
 impl PartialEq<&str> for Key {
     fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
+        *other == self.to_string().as_str()
     }
 }
 
@@ -270,10 +270,20 @@ impl fmt::Display for Op<'_> {
         match self {
             Op::AddTable => write!(f, "add table {t}"),
             Op::DeleteTable => write!(f, "delete table {t}"),
-            Op::AddSet(s) => write!(f, "add {} {t} {} {{ {} }}", s.kind.keyword(), s.name, s.spec()),
+            Op::AddSet(s) => write!(
+                f,
+                "add {} {t} {} {{ {} }}",
+                s.kind.keyword(),
+                s.name,
+                s.spec()
+            ),
             Op::DeleteSet(s) => write!(f, "delete {} {t} {}", s.kind.keyword(), s.name),
             Op::AddChain(c) | Op::CreateChain(c) => {
-                let verb = if matches!(self, Op::AddChain(_)) { "add" } else { "create" };
+                let verb = if matches!(self, Op::AddChain(_)) {
+                    "add"
+                } else {
+                    "create"
+                };
                 match &c.hook {
                     Some(h) => write!(f, "{verb} chain {t} {} {{ {h} }}", c.name),
                     None => write!(f, "{verb} chain {t} {}", c.name),
@@ -339,7 +349,8 @@ impl Ruleset {
         t.ops.extend(self.sets.iter().map(Op::AddSet));
         for c in &self.chains {
             t.ops.push(Op::AddChain(c));
-            t.ops.extend(c.rules.iter().map(|r| Op::AddRule(&c.name, r)));
+            t.ops
+                .extend(c.rules.iter().map(|r| Op::AddRule(&c.name, r)));
         }
         t.ops.extend(self.elements.iter().map(Op::AddElement));
     }
@@ -435,8 +446,7 @@ pub fn diff<'a>(old: &'a Ruleset, new: &'a Ruleset) -> Transaction<'a> {
     // 2. New chains, and chains to flush.
     let uses_doomed_set = |c: &Chain| {
         !doomed_sets.is_empty()
-            && c
-                .rules
+            && c.rules
                 .iter()
                 .any(|r| r.sets().any(|s| doomed_sets.contains(s)))
     };

@@ -114,7 +114,9 @@ pub fn read(netns: &str, path: &Path) -> Result<Option<Loaded>, ProxyError> {
             }) => {
                 services.insert(key, (s, hash));
             }
-            Ok(Record { key, service: None, .. }) => {
+            Ok(Record {
+                key, service: None, ..
+            }) => {
                 services.remove(&key);
             }
             Err(_) => return warn("is corrupt"),
@@ -123,10 +125,7 @@ pub fn read(netns: &str, path: &Path) -> Result<Option<Loaded>, ProxyError> {
     Ok(Some(Loaded {
         node: header.node,
         base_hash: header.base_hash,
-        services: services
-            .into_iter()
-            .map(|(k, (s, h))| (k, s, h))
-            .collect(),
+        services: services.into_iter().map(|(k, (s, h))| (k, s, h)).collect(),
     }))
 }
 
@@ -261,7 +260,10 @@ mod tests {
         assert_eq!(l.services, vec![(ka, a2, 3)]);
         // Another namespace's file, or a torn one, is not used.
         assert!(read("other", &path).unwrap().is_none());
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"key\":[\"default\",").unwrap();
         assert!(read("ns", &path).unwrap().is_none());
     }

@@ -15,8 +15,7 @@ use super::tlv::{Buf, Udata, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, 
 use crate::proxy::model::Protocol;
 use crate::proxy::rule::{IpField, KeyField, Rule, Stmt, Verdict};
 use crate::proxy::ruleset::{
-    Chain, ChainType, Element, HookPoint, KeyPart, KeyType, Op, Set, SetKind, Transaction,
-    TABLE,
+    Chain, ChainType, Element, HookPoint, KeyPart, KeyType, Op, Set, SetKind, Transaction, TABLE,
 };
 
 // nfnetlink
@@ -179,7 +178,8 @@ pub fn batch(tx: &Transaction<'_>, seq: u32) -> Batch {
         Some(m) => {
             let at = e.message_starts_last;
             let flags_at = at + 6;
-            let flags = u16::from_ne_bytes([e.b.bytes[flags_at], e.b.bytes[flags_at + 1]]) | NLM_F_ACK;
+            let flags =
+                u16::from_ne_bytes([e.b.bytes[flags_at], e.b.bytes[flags_at + 1]]) | NLM_F_ACK;
             e.b.bytes[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
             m.seq
         }

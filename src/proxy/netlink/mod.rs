@@ -243,7 +243,12 @@ impl Socket {
             let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
             // SAFETY: receiving into a live buffer of its length.
             let n = unsafe {
-                libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags)
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
             };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -274,7 +279,9 @@ impl Socket {
             wait = !acked && errors.is_empty();
         }
         if errors.is_empty() && !acked {
-            return Err(io::Error::other("the kernel neither acknowledged nor refused the batch"));
+            return Err(io::Error::other(
+                "the kernel neither acknowledged nor refused the batch",
+            ));
         }
         Ok(errors)
     }
@@ -289,7 +296,8 @@ mod tests {
         let lines = ["command 3: add rule ip netlab service-0123abcd-default/web/tcp/http goto nosuch: No such file or directory (os error 2)".to_string()];
         assert_eq!(services_in(&lines), ["default/web"]);
         assert!(
-            services_in(&["command 1: add chain ip netlab service-endpoints-check".into()]).is_empty()
+            services_in(&["command 1: add chain ip netlab service-endpoints-check".into()])
+                .is_empty()
         );
     }
 }

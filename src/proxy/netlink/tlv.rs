@@ -87,7 +87,8 @@ impl Buf {
     pub fn open(&mut self, ty: u16) -> usize {
         let at = self.bytes.len();
         self.bytes.extend_from_slice(&0u16.to_ne_bytes());
-        self.bytes.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.bytes
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         at
     }
 
