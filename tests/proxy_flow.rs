@@ -214,7 +214,8 @@ impl Lab {
                 rt.block_on(proxy::sync(
                     &self.plan.nodes[i - 1].netns,
                     &self.state_file(i),
-                    &desired,
+                    &self.node_model(i),
+                    services,
                 ))
                 .unwrap_or_else(|e| panic!("syncing node-{i}: {e}"))
             })
@@ -944,26 +945,4 @@ fn a_table_removed_behind_our_back_is_rewritten() {
         10,
         Expect::Answers(ips(&[P1A]), Saw::Client),
     )]);
-}
-
-#[test]
-fn nft_errors_name_the_node_and_the_offending_lines() {
-    let rt = rt();
-    let lab = Lab::up(&rt);
-    let ns = lab.node(1);
-    let err = rt
-        .block_on(proxy::nft::apply(
-            &ns,
-            "add table ip netlab\nadd chain ip netlab service-0123abcd-default/web/tcp/80\n\
-             add rule ip netlab service-0123abcd-default/web/tcp/80 goto no-such-chain\n",
-        ))
-        .unwrap_err();
-    let msg = err.to_string();
-    assert!(msg.contains(&lab.plan.nodes[0].netns), "{msg}");
-    assert!(msg.contains("line 3: add rule"), "{msg}");
-    assert!(msg.contains("service default/web"), "{msg}");
-    assert!(msg.contains("No such file or directory"), "{msg}");
-    // Nothing of the failed transaction was applied.
-    let out = ns.command("nft").args(["list", "tables"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 }

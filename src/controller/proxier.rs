@@ -7,7 +7,9 @@ use crate::cluster::{state, topology, ClusterState};
 use crate::paths;
 use crate::proxy::{self, model};
 use k8s_openapi::api::core::v1::Service;
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
 
 /// The proxy model of one node (pure).
 pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Service>) {
@@ -110,19 +112,37 @@ fn service_model(st: &ClusterState, svc: &Service) -> Option<model::Service> {
     })
 }
 
+/// The proxiers of this process, by node namespace: they remember what
+/// they applied, so that a sync compares services with that instead of
+/// reading the state file again (a proxier re-reads it if another process
+/// wrote it meanwhile).
+static PROXIERS: Mutex<BTreeMap<String, proxy::Proxier>> = Mutex::new(BTreeMap::new());
+
 /// Syncs every node's rules (concurrently); only what changed is sent.
 pub async fn sync_all(lab: &str, st: &ClusterState) -> Result<(), ControllerError> {
     let dir = paths::lab_dir(lab).join("proxy");
     std::fs::create_dir_all(&dir).map_err(|e| ControllerError::io(&dir, e))?;
     let jobs = st.config.nodes.iter().map(|node| {
         let (n, services) = node_model(st, node);
-        let desired = proxy::rules::ruleset(&n, &services);
         let netns = paths::node_netns(lab, node);
         let file = dir.join(format!("{node}.json"));
         async move {
-            proxy::sync(&netns, &file, &desired)
-                .await
-                .map_err(|e| format!("node {node}: {e}"))
+            let cached = PROXIERS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&netns);
+            let mut proxier = match cached {
+                Some(p) => p,
+                None => {
+                    proxy::Proxier::load(&netns, &file).map_err(|e| format!("node {node}: {e}"))?
+                }
+            };
+            let res = proxier.sync(&n, &services).await;
+            PROXIERS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(netns, proxier);
+            res.map(|_| ()).map_err(|e| format!("node {node}: {e}"))
         }
     });
     let errors: Vec<String> = futures::future::join_all(jobs)

@@ -1,7 +1,7 @@
 //! The one error type of the proxy layer. Every variant names the node's
-//! namespace and what was being done; nft failures also quote nft's own
-//! message, the offending lines of the transaction, and the services those
-//! lines belong to.
+//! namespace and what was being done; a refused transaction also quotes
+//! the kernel's error, the offending commands (in nft's syntax), and the
+//! services they belong to.
 
 use std::io;
 use std::path::PathBuf;
@@ -19,27 +19,25 @@ pub enum ProxyError {
         source: NetError,
     },
 
-    /// `nft` could not be started or talked to.
-    #[error(
-        "{op} in node netns {netns}: running nft: {source} (is the nftables package installed?)"
-    )]
-    Spawn {
+    /// The nf_tables netlink socket could not be opened or talked to.
+    #[error("{op} in node netns {netns}: nf_tables netlink: {source}")]
+    Netlink {
         op: &'static str,
         netns: String,
         #[source]
         source: io::Error,
     },
 
-    /// nft refused the transaction; nothing of it was applied.
-    #[error("{op} in node netns {netns}: nft failed{}: {stderr}{}", services_note(.services), offending_note(.offending))]
-    Nft {
+    /// The kernel refused the transaction; nothing of it was applied.
+    #[error("{op} in node netns {netns}: the kernel refused the nftables transaction{}: {reason}{}", services_note(.services), offending_note(.offending))]
+    Kernel {
         op: &'static str,
         netns: String,
-        /// nft's stderr, trimmed.
-        stderr: String,
-        /// The lines nft pointed at, as `line N: <text>`.
+        /// The errors, e.g. "No such file or directory (os error 2)".
+        reason: String,
+        /// The commands the kernel pointed at, as `command N: <nft text>: <error>`.
         offending: Vec<String>,
-        /// Services (`namespace/name`) named by the offending lines.
+        /// Services (`namespace/name`) named by the offending commands.
         services: Vec<String>,
     },
 
@@ -66,6 +64,6 @@ fn offending_note(lines: &[String]) -> String {
     if lines.is_empty() {
         String::new()
     } else {
-        format!("\noffending transaction lines:\n  {}", lines.join("\n  "))
+        format!("\noffending commands:\n  {}", lines.join("\n  "))
     }
 }

@@ -5,7 +5,8 @@
 //! * [`rules`]: `ruleset(node, services)`, the desired table, pure;
 //! * [`ruleset`]: the table as data, rendered whole or diffed into one
 //!   atomic transaction of only what changed;
-//! * [`nft`]: the only code that runs `nft`;
+//! * [`rule`]: one rule as typed statements (printed as nft text);
+//! * [`netlink`]: the only code that speaks nf_tables netlink;
 //! * here: [`Proxier`], which remembers per node what was applied last (in
 //!   memory and in a JSON state file, so that a later netlab process diffs
 //!   instead of rewriting) and applies the difference.
@@ -31,57 +32,155 @@
 
 pub mod error;
 pub mod model;
-pub mod nft;
+pub mod netlink;
+pub mod rule;
 pub mod rules;
 pub mod ruleset;
+mod state;
 
-use std::io::{self, Write};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
 
 use crate::net::{sysctl, NetNs};
 
 pub use error::ProxyError;
 pub use model::{Endpoint, Node, Protocol, Service, ServicePort};
-pub use rules::ruleset;
-pub use ruleset::{diff, Changes, Ruleset, Transaction};
+pub use rules::{ruleset, Piece};
+pub use ruleset::{diff, Changes, Op, Ruleset, Transaction};
 
-/// Format version of the state file; a file with another version is
-/// ignored (and the table rewritten).
-const STATE_VERSION: u32 = 1;
+use ruleset::{FastMap, Key};
 
 /// What one sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncStats {
     /// The whole table was (re)created, rather than diffed.
     pub full: bool,
-    /// nft commands sent (0: nothing had changed, nft was not run).
+    /// Commands sent to the kernel (0: nothing had changed).
     pub commands: usize,
+    /// Services added, changed or removed since the last sync.
+    pub services_changed: usize,
     pub changes: Changes,
+    /// Generating the rules of the changed services (all on a full sync).
+    pub generate_time: Duration,
     /// Computing the transaction.
     pub diff_time: Duration,
-    /// Running nft.
-    pub nft_time: Duration,
+    /// Encoding it and the kernel applying it.
+    pub apply_time: Duration,
     /// Writing the state file.
     pub persist_time: Duration,
 }
 
-/// One node's proxy: its namespace, its state file, and the ruleset last
-/// applied there (None: unknown, the next sync rewrites the whole table).
+/// A service's identity: (namespace, name).
+pub type ServiceKey = (String, String);
+
+/// One service as applied: its model and the objects generated from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    service: Service,
+    piece: Piece,
+    /// [`state::hash_of`] the piece, recorded in the state file.
+    hash: u64,
+}
+
+impl Entry {
+    fn new(node: &Node, service: &Service) -> Entry {
+        let piece = rules::service(node, service);
+        Entry {
+            hash: state::hash_of(&piece),
+            service: service.clone(),
+            piece,
+        }
+    }
+}
+
+/// What the table holds, per service.
+#[derive(Debug, Clone)]
+struct Applied {
+    node: Node,
+    base: Ruleset,
+    services: BTreeMap<ServiceKey, Entry>,
+    /// Which service has each element's owner key ([`rules::Claimed::owner_key`]).
+    owners: FastMap<(String, Key), ServiceKey>,
+    /// Of the last merge: 0 means every piece stands alone, and a change to
+    /// a service is a change to its piece only.
+    collisions: usize,
+    warnings: Vec<String>,
+}
+
+impl Applied {
+    fn new(node: Node, base: Ruleset, services: BTreeMap<ServiceKey, Entry>) -> (Applied, Ruleset) {
+        let assembly = rules::assemble_refs(&base, services.values().map(|e| &e.piece));
+        let mut a = Applied {
+            node,
+            base,
+            services,
+            owners: FastMap::default(),
+            collisions: assembly.collisions,
+            warnings: assembly.ruleset.warnings.clone(),
+        };
+        let keys: Vec<ServiceKey> = a.services.keys().cloned().collect();
+        for k in keys {
+            a.own(&k);
+        }
+        (a, assembly.ruleset)
+    }
+
+    fn own(&mut self, k: &ServiceKey) {
+        if let Some(e) = self.services.get(k) {
+            for c in &e.piece.elements {
+                let (space, key) = c.owner_key();
+                self.owners
+                    .insert((space.to_string(), key.clone()), k.clone());
+            }
+        }
+    }
+
+    fn disown(&mut self, k: &ServiceKey) {
+        if let Some(e) = self.services.get(k) {
+            for c in &e.piece.elements {
+                let (space, key) = c.owner_key();
+                let ok = (space.to_string(), key.clone());
+                if self.owners.get(&ok) == Some(k) {
+                    self.owners.remove(&ok);
+                }
+            }
+        }
+    }
+
+    /// Can `piece` replace service `k`'s piece by itself? Yes if nothing
+    /// collided so far, the piece is clean, and its owner keys are free or
+    /// already `k`'s.
+    fn fits(&self, k: &ServiceKey, piece: &Piece) -> bool {
+        self.collisions == 0
+            && piece.is_clean()
+            && piece.elements.iter().all(|c| {
+                let (space, key) = c.owner_key();
+                match self.owners.get(&(space.to_string(), key.clone())) {
+                    None => true,
+                    Some(owner) => owner == k,
+                }
+            })
+    }
+}
+
+/// One node's proxy: its namespace, its state file, and what was applied
+/// there last (None: unknown, the next sync rewrites the whole table).
+///
+/// A sync compares each service with what was applied and regenerates and
+/// diffs only the services that changed; the state file gets only their
+/// records appended. So the cost of a sync follows the size of the change,
+/// not the number of services.
 #[derive(Debug)]
 pub struct Proxier {
     netns: String,
     state_file: PathBuf,
-    applied: Option<Ruleset>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct State {
-    version: u32,
-    netns: String,
-    ruleset: Ruleset,
+    applied: Option<Applied>,
+    /// The state file as this proxier last left it: if it looks different
+    /// at the next sync, another process synced meanwhile, and we reload.
+    stamp: Option<state::Stamp>,
+    /// Records appended since the file was last written whole.
+    appended: usize,
 }
 
 impl Proxier {
@@ -90,87 +189,237 @@ impl Proxier {
     /// A missing, unreadable or foreign file only means the next sync
     /// rewrites the whole table; other I/O errors are returned.
     pub fn load(node_netns: &str, state_file: &Path) -> Result<Proxier, ProxyError> {
-        let applied = match std::fs::read(state_file) {
-            Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
-                Ok(s) if s.version == STATE_VERSION && s.netns == node_netns => Some(s.ruleset),
-                Ok(_) => {
-                    tracing::warn!(file = %state_file.display(), netns = node_netns,
-                        "proxy state file is for another version or namespace; rewriting the table");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(file = %state_file.display(), netns = node_netns, error = %e,
-                        "proxy state file is corrupt; rewriting the table");
-                    None
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(ProxyError::State {
-                    op: "reading",
-                    netns: node_netns.to_string(),
-                    path: state_file.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        Ok(Proxier {
+        let mut p = Proxier {
             netns: node_netns.to_string(),
             state_file: state_file.to_path_buf(),
-            applied,
-        })
+            applied: None,
+            stamp: None,
+            appended: 0,
+        };
+        p.reload()?;
+        Ok(p)
+    }
+
+    fn reload(&mut self) -> Result<(), ProxyError> {
+        let loaded = state::read(&self.netns, &self.state_file)?;
+        self.stamp = state::Stamp::of(&self.state_file);
+        self.appended = 0;
+        self.applied = None;
+        let Some(l) = loaded else {
+            return Ok(());
+        };
+        // The rules the kernel holds are those of the recorded models, if
+        // this netlab generates the same rules from them as the one that
+        // applied them did.
+        let base = rules::base(&l.node);
+        let mut services = BTreeMap::new();
+        let mut same = state::hash_of(&base) == l.base_hash;
+        for (k, s, hash) in l.services {
+            let e = Entry::new(&l.node, &s);
+            same &= e.hash == hash;
+            services.insert(k, e);
+        }
+        if same {
+            self.applied = Some(Applied::new(l.node, base, services).0);
+        } else {
+            tracing::warn!(file = %self.state_file.display(), netns = %self.netns,
+                "the proxy state file's rules are not what this netlab generates; rewriting the table");
+        }
+        Ok(())
     }
 
     pub fn netns(&self) -> &str {
         &self.netns
     }
 
-    /// The ruleset the table holds, as far as this proxier knows.
-    pub fn applied(&self) -> Option<&Ruleset> {
-        self.applied.as_ref()
+    /// The table as this proxier believes it is (None: unknown).
+    pub fn applied(&self) -> Option<Ruleset> {
+        let a = self.applied.as_ref()?;
+        Some(rules::assemble_refs(&a.base, a.services.values().map(|e| &e.piece)).ruleset)
     }
 
-    /// Make the node's table `desired`: the whole table the first time,
-    /// afterwards one transaction of only what changed (nothing at all if
-    /// nothing did). If a diff is refused (the table was removed or changed
-    /// behind our back, e.g. the namespace was re-created), the whole table
-    /// is rewritten once. The state file is written after success.
-    pub async fn sync(&mut self, desired: Ruleset) -> Result<SyncStats, ProxyError> {
+    /// Make the node's table implement `services`: the whole table the
+    /// first time, afterwards one transaction of only what changed (nothing
+    /// at all if nothing did). If a diff is refused (the table was removed
+    /// or changed behind our back, e.g. the namespace was re-created), the
+    /// whole table is rewritten once. The state file is written after
+    /// success.
+    pub async fn sync(
+        &mut self,
+        node: &Node,
+        services: &[Service],
+    ) -> Result<SyncStats, ProxyError> {
+        if self.stamp != state::Stamp::of(&self.state_file) {
+            self.reload()?;
+        }
         let ns = self.open("opening")?;
+        // The first of two services with the same name wins, as in [`ruleset`].
+        let mut desired: BTreeMap<(&str, &str), &Service> = BTreeMap::new();
+        for s in services {
+            desired.entry((&s.namespace, &s.name)).or_insert(s);
+        }
+        let start = Instant::now();
+        let base = rules::base(node);
+        let base_time = start.elapsed();
+        if let Some(applied) = self.applied.take() {
+            if applied.node == *node && applied.base == base {
+                match self.sync_changes(&ns, applied, &desired).await {
+                    Ok(mut stats) => {
+                        stats.generate_time += base_time;
+                        return Ok(stats);
+                    }
+                    Err(e) => {
+                        tracing::warn!(netns = %self.netns, error = %e,
+                            "incremental proxy sync failed; rewriting the whole table");
+                    }
+                }
+            }
+        }
+        self.sync_all(&ns, node, base, &desired).await
+    }
+
+    /// Apply the services that differ from `applied`.
+    async fn sync_changes(
+        &mut self,
+        ns: &NetNs,
+        mut applied: Applied,
+        desired: &BTreeMap<(&str, &str), &Service>,
+    ) -> Result<SyncStats, ProxyError> {
         let mut stats = SyncStats::default();
-        // Say it once, not on every sync.
-        if self.applied.as_ref().map(|a| &a.warnings) != Some(&desired.warnings) {
-            for w in &desired.warnings {
-                tracing::warn!(netns = %self.netns, "{w}");
+        let start = Instant::now();
+        // (key, new entry or None: deleted). Both sides are sorted by
+        // (namespace, name): walk them side by side.
+        let mut changed: Vec<(ServiceKey, Option<Entry>)> = Vec::new();
+        let mut old = applied.services.iter().peekable();
+        let mut new = desired.iter().peekable();
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((k, _)), Some((d, _))) => (k.0.as_str(), k.1.as_str()).cmp(d),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let (k, _) = old.next().expect("peeked");
+                    changed.push((k.clone(), None));
+                }
+                std::cmp::Ordering::Greater => {
+                    let (&(n, name), svc) = new.next().expect("peeked");
+                    let k = (n.to_string(), name.to_string());
+                    changed.push((k, Some(Entry::new(&applied.node, svc))));
+                }
+                std::cmp::Ordering::Equal => {
+                    let (k, e) = old.next().expect("peeked");
+                    let (_, svc) = new.next().expect("peeked");
+                    if e.service != **svc {
+                        changed.push((k.clone(), Some(Entry::new(&applied.node, svc))));
+                    }
+                }
             }
         }
+        stats.generate_time = start.elapsed();
+        stats.services_changed = changed.len();
+        if changed.is_empty() {
+            self.applied = Some(applied);
+            return Ok(stats);
+        }
 
-        if let Some(old) = &self.applied {
-            let start = Instant::now();
-            let tx = diff(old, &desired);
-            stats.diff_time = start.elapsed();
-            stats.commands = tx.commands();
-            stats.changes = tx.changes;
-            if tx.is_empty() {
-                return Ok(stats);
-            }
-            let start = Instant::now();
-            let res = nft::apply_as(&ns, "incremental sync", &tx.text).await;
-            stats.nft_time = start.elapsed();
-            match res {
-                Ok(()) => {
-                    self.applied = Some(desired);
-                    stats.persist_time = self.persist()?;
-                    return Ok(stats);
+        let start = Instant::now();
+        let alone = changed.iter().all(|(k, new)| match new {
+            Some(e) => applied.fits(k, &e.piece),
+            None => applied.collisions == 0,
+        });
+        let (old_rs, new_rs, rewrite_state) = if alone {
+            // Only the changed services' objects, old and new.
+            let mut old = Ruleset::default();
+            let mut new = Ruleset::default();
+            for (k, e) in &changed {
+                if let Some(o) = applied.services.get(k) {
+                    old.extend(&o.piece.to_ruleset());
                 }
-                Err(e) => {
-                    tracing::warn!(netns = %self.netns, error = %e,
-                        "incremental proxy sync failed; rewriting the whole table");
-                    self.applied = None;
+                if let Some(e) = e {
+                    new.extend(&e.piece.to_ruleset());
+                }
+            }
+            (old, new, false)
+        } else {
+            // Services that collide: merge everything again.
+            let old =
+                rules::assemble_refs(&applied.base, applied.services.values().map(|e| &e.piece))
+                    .ruleset;
+            let mut services = applied.services.clone();
+            for (k, e) in &changed {
+                match e {
+                    Some(e) => services.insert(k.clone(), e.clone()),
+                    None => services.remove(k),
+                };
+            }
+            let (next, new) = Applied::new(applied.node.clone(), applied.base.clone(), services);
+            if next.warnings != applied.warnings {
+                for w in &next.warnings {
+                    tracing::warn!(netns = %self.netns, "{w}");
+                }
+            }
+            (old, new, true)
+        };
+        let tx = diff(&old_rs, &new_rs);
+        stats.diff_time = start.elapsed();
+        stats.commands = tx.commands();
+        stats.changes = tx.changes;
+        let start = Instant::now();
+        netlink::apply_as(ns, "incremental sync", &tx).await?;
+        stats.apply_time = start.elapsed();
+        drop(tx);
+
+        // The table now holds the new pieces.
+        for (k, e) in &changed {
+            applied.disown(k);
+            match e {
+                Some(e) => {
+                    applied.services.insert(k.clone(), e.clone());
+                    applied.own(k);
+                }
+                None => {
+                    applied.services.remove(k);
                 }
             }
         }
+        if rewrite_state {
+            applied = Applied::new(applied.node, applied.base, applied.services).0;
+        }
+        let start = Instant::now();
+        if rewrite_state || self.appended + changed.len() > applied.services.len().max(256) {
+            self.applied = Some(applied);
+            self.persist_all()?;
+        } else {
+            let records: Vec<(&ServiceKey, Option<(&Service, u64)>)> = changed
+                .iter()
+                .map(|(k, e)| (k, e.as_ref().map(|e| (&e.service, e.hash))))
+                .collect();
+            let res = state::append(&self.state_file, &records);
+            self.applied = Some(applied);
+            res.map_err(|e| self.state_err("appending to", e))?;
+            self.appended += changed.len();
+            self.stamp = state::Stamp::of(&self.state_file);
+        }
+        stats.persist_time = start.elapsed();
+        Ok(stats)
+    }
 
+    /// Replace the whole table.
+    async fn sync_all(
+        &mut self,
+        ns: &NetNs,
+        node: &Node,
+        base: Ruleset,
+        desired: &BTreeMap<(&str, &str), &Service>,
+    ) -> Result<SyncStats, ProxyError> {
+        let mut stats = SyncStats {
+            full: true,
+            services_changed: desired.len(),
+            ..SyncStats::default()
+        };
         // Pods of one node share the cni0 bridge. When a pod connects to a
         // service whose endpoint is another pod on the same bridge, the
         // endpoint's reply is *bridged* straight back to the client, never
@@ -178,24 +427,38 @@ impl Proxier {
         // and the client gets a reply from an address it did not talk to.
         // br_netfilter passes bridged IPv4 through the netfilter hooks,
         // where conntrack un-DNATs it.
-        sysctl::set(&ns, "net.bridge.bridge-nf-call-iptables", "1").map_err(|source| {
+        sysctl::set(ns, "net.bridge.bridge-nf-call-iptables", "1").map_err(|source| {
             ProxyError::Netns {
                 op: "enabling br_netfilter (net.bridge.bridge-nf-call-iptables)",
                 netns: self.netns.clone(),
                 source,
             }
         })?;
+        self.applied = None;
         let start = Instant::now();
-        let tx = desired.create_transaction();
-        stats.diff_time += start.elapsed();
-        stats.full = true;
+        let services: BTreeMap<ServiceKey, Entry> = desired
+            .iter()
+            .map(|(&(n, name), s)| ((n.to_string(), name.to_string()), Entry::new(node, s)))
+            .collect();
+        let (applied, table) = Applied::new(node.clone(), base, services);
+        stats.generate_time = start.elapsed();
+        for w in &table.warnings {
+            tracing::warn!(netns = %self.netns, "{w}");
+        }
+        let start = Instant::now();
+        let tx = table.create_transaction();
+        stats.diff_time = start.elapsed();
         stats.commands = tx.commands();
         stats.changes = tx.changes;
         let start = Instant::now();
-        nft::apply_as(&ns, "full sync", &tx.text).await?;
-        stats.nft_time += start.elapsed();
-        self.applied = Some(desired);
-        stats.persist_time = self.persist()?;
+        netlink::apply_as(ns, "full sync", &tx).await?;
+        stats.apply_time = start.elapsed();
+        drop(tx);
+        drop(table);
+        self.applied = Some(applied);
+        let start = Instant::now();
+        self.persist_all()?;
+        stats.persist_time = start.elapsed();
         Ok(stats)
     }
 
@@ -203,9 +466,10 @@ impl Proxier {
     pub async fn remove(&mut self) -> Result<(), ProxyError> {
         remove(&self.netns).await?;
         self.applied = None;
+        self.stamp = None;
         match std::fs::remove_file(&self.state_file) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(self.state_err("removing", source)),
         }
     }
@@ -218,49 +482,24 @@ impl Proxier {
         })
     }
 
-    /// Write the state file atomically (temp file + rename): a crash leaves
-    /// the old state or the new one, never half of one.
-    fn persist(&self) -> Result<Duration, ProxyError> {
-        let start = Instant::now();
-        let Some(ruleset) = &self.applied else {
-            return Ok(Duration::ZERO);
+    fn persist_all(&mut self) -> Result<(), ProxyError> {
+        let Some(a) = &self.applied else {
+            return Ok(());
         };
-        #[derive(Serialize)]
-        struct StateRef<'a> {
-            version: u32,
-            netns: &'a str,
-            ruleset: &'a Ruleset,
-        }
-        let state = StateRef {
-            version: STATE_VERSION,
-            netns: &self.netns,
-            ruleset,
-        };
-        let err = |op, source| self.state_err(op, source);
-        if let Some(dir) = self
-            .state_file
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|e| err("creating the directory of", e))?;
-        }
-        let mut name = self.state_file.as_os_str().to_owned();
-        name.push(format!(".tmp{}", std::process::id()));
-        let tmp = PathBuf::from(name);
-        let write = || -> io::Result<()> {
-            let mut f = io::BufWriter::new(std::fs::File::create(&tmp)?);
-            serde_json::to_writer(&mut f, &state)?;
-            f.flush()?;
-            std::fs::rename(&tmp, &self.state_file)
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(err("writing", e));
-        }
-        Ok(start.elapsed())
+        let services: Vec<(&ServiceKey, &Service, u64)> = a
+            .services
+            .iter()
+            .map(|(k, e)| (k, &e.service, e.hash))
+            .collect();
+        let base_hash = state::hash_of(&a.base);
+        state::write(&self.state_file, &self.netns, &a.node, base_hash, &services)
+            .map_err(|e| self.state_err("writing", e))?;
+        self.appended = 0;
+        self.stamp = state::Stamp::of(&self.state_file);
+        Ok(())
     }
 
-    fn state_err(&self, op: &'static str, source: io::Error) -> ProxyError {
+    fn state_err(&self, op: &'static str, source: std::io::Error) -> ProxyError {
         ProxyError::State {
             op,
             netns: self.netns.clone(),
@@ -270,15 +509,16 @@ impl Proxier {
     }
 }
 
-/// Sync one node: load its state file, apply `desired` (whole table the
-/// first time, only the difference afterwards), write the state file.
+/// Sync one node: load its state file, apply `services` (whole table the
+/// first time, only the difference afterwards), update the state file.
 pub async fn sync(
     node_netns: &str,
     state_file: &Path,
-    desired: &Ruleset,
+    node: &Node,
+    services: &[Service],
 ) -> Result<SyncStats, ProxyError> {
     Proxier::load(node_netns, state_file)?
-        .sync(desired.clone())
+        .sync(node, services)
         .await
 }
 
@@ -296,10 +536,5 @@ pub async fn remove(node_netns: &str) -> Result<(), ProxyError> {
             })
         }
     };
-    nft::apply_as(
-        &ns,
-        "removing the table",
-        &ruleset::delete_transaction().text,
-    )
-    .await
+    netlink::apply_as(&ns, "removing the table", &ruleset::delete_transaction()).await
 }

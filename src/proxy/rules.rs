@@ -25,17 +25,23 @@
 //! endpoint). Names carry a hash of the full service port name, so they stay
 //! unique when the readable part is cut to fit nft's name limit.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::model::{Endpoint, Node, Service, ServicePort};
-use super::ruleset::{Chain, Element, Ruleset, Set, SetKind};
+use super::rule::{then, IpField, KeyField, Rule, Stmt, Verdict};
+use super::ruleset::Chain;
+use super::ruleset::{
+    ChainType, Element, FastMap, FastSet, Hook, HookPoint, Key, KeyPart, KeyType, Ruleset, Set,
+    SetKind,
+};
 
 /// The packet mark meaning "masquerade me in postrouting" (kube-proxy's value).
-pub const MASQ_MARK: &str = "0x4000";
+pub const MASQ_MARK: u32 = 0x4000;
 
 /// Longest set or chain name the kernel accepts (NFT_NAME_MAXLEN - 1).
 const NAME_MAX: usize = 255;
@@ -57,233 +63,466 @@ const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
 
 /// The desired table of `node` for `services`. Deterministic: services are
 /// taken in (namespace, name) order whatever order they are given in.
+///
+/// The table is the [`base`] plus one [`Piece`] per service, merged by
+/// [`assemble`]; the proxier keeps the pieces, so that a change to one
+/// service regenerates and diffs only that service's piece.
 pub fn ruleset(node: &Node, services: &[Service]) -> Ruleset {
-    let mut b = Builder::default();
-    base(&mut b, node);
     let mut sorted: Vec<&Service> = services.iter().collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    for svc in sorted {
-        service(&mut b, node, svc);
-    }
-    b.r
+    let pieces: Vec<Piece> = sorted.iter().map(|s| service(node, s)).collect();
+    assemble(&base(node), &pieces).ruleset
 }
 
-/// Collects objects. Two service ports cannot have the same address and
-/// port (or node port): the first claim wins, later ones become warnings.
+/// The objects of one service (all its ports), before they are merged with
+/// the other services' objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Piece {
+    pub sets: Vec<Set>,
+    pub chains: Vec<Chain>,
+    pub elements: Vec<Claimed>,
+    /// The service's port names ("default/web/tcp/http"), for [`Claim`]s.
+    pub ports: Vec<String>,
+    /// Problems inside the service itself (a port declared twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// An element, and the address and port it claims for one service port.
+/// Two service ports cannot have the same address and port (or node port):
+/// the first claim wins, later ones become warnings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Claimed {
+    pub element: Element,
+    /// None: any number of services may add this element (`cluster-ips`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Claim {
+    /// Index into [`Piece::ports`].
+    pub port: u16,
+    pub kind: ClaimKind,
+}
+
+/// What is claimed: `<ip> . <proto> . <port>` (the cluster IP's or an
+/// external IP's, one space shared by `service-ips` and
+/// `no-endpoint-services`), or `<proto> . <node port>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ClaimKind {
+    ClusterIp,
+    ExternalIp,
+    NodePort,
+}
+
+impl ClaimKind {
+    fn space(self) -> &'static str {
+        match self {
+            ClaimKind::ClusterIp | ClaimKind::ExternalIp => "ip",
+            ClaimKind::NodePort => "nodeport",
+        }
+    }
+}
+
+impl Claimed {
+    /// Two elements with the same owner key belong to the same service
+    /// port, or conflict: the claim's space and key, or (unclaimed) the
+    /// set and key.
+    pub fn owner_key(&self) -> (&str, &Key) {
+        match &self.claim {
+            Some(c) => (c.kind.space(), &self.element.key),
+            None => (self.element.set.as_str(), &self.element.key),
+        }
+    }
+}
+
+impl Piece {
+    /// No conflict inside the service: no warnings, no element twice, and
+    /// each owner key claimed by one port only. Merging clean pieces whose
+    /// owner keys are disjoint is plain concatenation.
+    pub fn is_clean(&self) -> bool {
+        if !self.warnings.is_empty() {
+            return false;
+        }
+        let mut elems: FastSet<(&str, &Key)> = FastSet::default();
+        let mut owners: FastMap<(&str, &Key), Option<u16>> = FastMap::default();
+        self.elements.iter().all(|c| {
+            elems.insert((c.element.set.as_str(), &c.element.key))
+                && *owners
+                    .entry(c.owner_key())
+                    .or_insert(c.claim.map(|c| c.port))
+                    == c.claim.map(|c| c.port)
+        })
+    }
+
+    /// The piece as a (partial) ruleset, claims not checked.
+    pub fn to_ruleset(&self) -> Ruleset {
+        Ruleset {
+            sets: self.sets.clone(),
+            chains: self.chains.clone(),
+            elements: self.elements.iter().map(|c| c.element.clone()).collect(),
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
+/// A merged table.
+pub struct Assembly {
+    pub ruleset: Ruleset,
+    /// Elements left out (claims lost to an earlier service, duplicates)
+    /// and services' own warnings: 0 means the pieces were disjoint.
+    pub collisions: usize,
+}
+
+/// Merge `base` and the services' pieces, in order. An element whose
+/// address and port an earlier service port claimed is left out, with a
+/// warning; an element already present is added once.
+pub fn assemble(base: &Ruleset, pieces: &[Piece]) -> Assembly {
+    assemble_refs(base, pieces.iter())
+}
+
+/// [`assemble`] for pieces held elsewhere.
+pub fn assemble_refs<'a>(base: &Ruleset, pieces: impl Iterator<Item = &'a Piece>) -> Assembly {
+    let mut r = base.clone();
+    let mut collisions = 0;
+    // (space, key) → the service port that has it.
+    let mut claims: FastMap<(&str, &Key), &str> = FastMap::default();
+    let mut warned: FastSet<(&str, &Key, &str)> = FastSet::default();
+    let mut seen: FastSet<(&str, &Key)> = FastSet::default();
+    for p in pieces {
+        r.warnings.extend(p.warnings.iter().cloned());
+        collisions += p.warnings.len();
+        r.sets.extend(p.sets.iter().cloned());
+        r.chains.extend(p.chains.iter().cloned());
+        for c in &p.elements {
+            let e = &c.element;
+            if let Some(claim) = c.claim {
+                let owner = p.ports[claim.port as usize].as_str();
+                let (space, key) = c.owner_key();
+                let holder = *claims.entry((space, key)).or_insert(owner);
+                if holder != owner {
+                    collisions += 1;
+                    if warned.insert((space, key, owner)) {
+                        r.warnings.push(claim_warning(owner, claim.kind, key));
+                    }
+                    continue;
+                }
+            }
+            if !seen.insert((e.set.as_str(), &e.key)) {
+                collisions += 1;
+                continue;
+            }
+            r.elements.push(e.clone());
+        }
+    }
+    Assembly {
+        ruleset: r,
+        collisions,
+    }
+}
+
+fn claim_warning(port_name: &str, kind: ClaimKind, key: &Key) -> String {
+    let parts = &key.0;
+    match (kind, parts.as_slice()) {
+        (ClaimKind::ClusterIp, [KeyPart::Ip(ip), _, KeyPart::Port(p)]) => {
+            format!("service port {port_name}: {ip}:{p} is already used by another service")
+        }
+        (ClaimKind::ExternalIp, [KeyPart::Ip(ip), _, KeyPart::Port(p)]) => format!(
+            "service port {port_name}: external IP {ip}:{p} is already used by another service"
+        ),
+        (ClaimKind::NodePort, [KeyPart::Proto(proto), KeyPart::Port(np)]) => format!(
+            "service port {port_name}: node port {proto}/{np} is already used by another service"
+        ),
+        _ => format!("service port {port_name}: {key} is already used by another service"),
+    }
+}
+
+/// Collects one service's objects.
 #[derive(Default)]
 struct Builder {
-    r: Ruleset,
-    /// Service port names seen ("ns/name/proto/port").
-    ports: HashSet<String>,
-    /// (set, key) of the elements, to add each only once.
-    elements: HashSet<(&'static str, String)>,
-    /// ("ip" or "nodeport", key) → the service port that has it.
-    claims: HashMap<(&'static str, String), String>,
+    p: Piece,
 }
 
 impl Builder {
-    fn set(&mut self, kind: SetKind, name: &str, spec: &str) {
-        self.r.sets.push(Set {
-            kind,
-            name: name.to_string(),
-            spec: spec.to_string(),
-        });
-    }
-
-    fn base_chain(&mut self, name: &str, hook: &str, rules: &[&str]) {
-        self.r.chains.push(Chain {
-            name: name.to_string(),
-            hook: Some(hook.to_string()),
-            rules: rules.iter().map(|r| r.to_string()).collect(),
-        });
-    }
-
-    fn chain(&mut self, name: String, rules: Vec<String>) {
-        self.r.chains.push(Chain {
+    fn chain(&mut self, name: String, rules: Vec<Rule>) {
+        self.p.chains.push(Chain {
             name,
             hook: None,
             rules,
         });
     }
 
-    /// Add an element (once: a cluster IP with several ports is one element
-    /// of `cluster-ips`).
-    fn element(&mut self, set: &'static str, key: String, value: Option<String>) {
-        if self.elements.insert((set, key.clone())) {
-            self.r.elements.push(Element {
+    fn element(
+        &mut self,
+        set: &str,
+        key: Vec<KeyPart>,
+        value: Option<Verdict>,
+        claim: Option<Claim>,
+    ) {
+        self.p.elements.push(Claimed {
+            element: Element {
                 set: set.to_string(),
-                key,
+                key: Key(key),
                 value,
-            });
-        }
+            },
+            claim,
+        });
     }
+}
 
-    /// Reserve `key` (`<ip> . <proto> . <port>` in space "ip", `<proto> .
-    /// <port>` in space "nodeport") for service port `owner`. False if
-    /// another service port has it.
-    fn claim(&mut self, space: &'static str, key: &str, owner: &str) -> bool {
-        match self.claims.entry((space, key.to_string())) {
-            Entry::Vacant(v) => {
-                v.insert(owner.to_string());
-                true
-            }
-            Entry::Occupied(o) => o.get() == owner,
-        }
+fn jump(chain: &str) -> Verdict {
+    Verdict::Jump(chain.to_string())
+}
+
+fn goto(chain: &str) -> Verdict {
+    Verdict::Goto(chain.to_string())
+}
+
+fn verdict(v: Verdict) -> Rule {
+    Rule::new(vec![Stmt::Verdict(v)])
+}
+
+fn ip_is(field: IpField, net: Ipv4Net) -> Stmt {
+    Stmt::Ip {
+        field,
+        neq: false,
+        net,
     }
+}
 
-    fn warn(&mut self, w: String) {
-        self.r.warnings.push(w);
+fn host(ip: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::from(ip)
+}
+
+fn map(name: &str, key: &[KeyType], comment: &str) -> Set {
+    Set {
+        kind: SetKind::Map,
+        name: name.into(),
+        key: key.to_vec(),
+        timeout: None,
+        comment: Some(comment.into()),
+    }
+}
+
+fn set(name: &str, comment: &str) -> Set {
+    Set {
+        kind: SetKind::Set,
+        name: name.into(),
+        key: vec![KeyType::Ipv4Addr],
+        timeout: None,
+        comment: Some(comment.into()),
+    }
+}
+
+fn base_chain(
+    name: &str,
+    kind: ChainType,
+    hook: HookPoint,
+    priority: i32,
+    rules: Vec<Rule>,
+) -> Chain {
+    Chain {
+        name: name.into(),
+        hook: Some(Hook {
+            kind,
+            hook,
+            priority,
+        }),
+        rules,
+    }
+}
+
+fn plain_chain(name: &str, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.into(),
+        hook: None,
+        rules,
     }
 }
 
 /// The objects every node has, services or not.
-fn base(b: &mut Builder, node: &Node) {
-    use SetKind::{Map, Set};
-    b.set(
-        Set,
-        CLUSTER_IPS,
-        "type ipv4_addr ; comment \"active cluster IPs\" ;",
-    );
-    b.set(
-        Set,
-        NODEPORT_IPS,
-        "type ipv4_addr ; comment \"addresses NodePorts answer on\" ;",
-    );
-    b.set(
-        Map,
-        SERVICE_IPS,
-        "type ipv4_addr . inet_proto . inet_service : verdict ; comment \"cluster and external IPs\" ;",
-    );
-    b.set(
-        Map,
-        SERVICE_NODEPORTS,
-        "type inet_proto . inet_service : verdict ; comment \"NodePorts\" ;",
-    );
-    b.set(
-        Map,
-        NO_ENDPOINT_SERVICES,
-        "type ipv4_addr . inet_proto . inet_service : verdict ; comment \"reject or drop: no endpoints\" ;",
-    );
-    b.set(
-        Map,
-        NO_ENDPOINT_NODEPORTS,
-        "type inet_proto . inet_service : verdict ; comment \"reject or drop: no endpoints\" ;",
-    );
+pub fn base(node: &Node) -> Ruleset {
+    use KeyType::{InetProto, InetService, Ipv4Addr as Addr};
+    let mut r = Ruleset::default();
+    let vmap = |key: &[KeyField], map: &str| Stmt::Vmap {
+        key: key.to_vec(),
+        map: map.into(),
+    };
+    let addr_proto_port = [KeyField::IpDaddr, KeyField::L4Proto, KeyField::ThDport];
+    let proto_port = [KeyField::L4Proto, KeyField::ThDport];
+    let daddr_in = |set: &str| Stmt::IpInSet {
+        field: IpField::Daddr,
+        set: set.into(),
+    };
+    let ct_new_jump = |c: &str| then(vec![Stmt::CtStateNew], jump(c));
+    r.sets = vec![
+        set(CLUSTER_IPS, "active cluster IPs"),
+        set(NODEPORT_IPS, "addresses NodePorts answer on"),
+        map(
+            SERVICE_IPS,
+            &[Addr, InetProto, InetService],
+            "cluster and external IPs",
+        ),
+        map(SERVICE_NODEPORTS, &[InetProto, InetService], "NodePorts"),
+        map(
+            NO_ENDPOINT_SERVICES,
+            &[Addr, InetProto, InetService],
+            "reject or drop: no endpoints",
+        ),
+        map(
+            NO_ENDPOINT_NODEPORTS,
+            &[InetProto, InetService],
+            "reject or drop: no endpoints",
+        ),
+    ];
 
-    // Helper chains first: the base chains jump to them.
-    b.chain(
-        MARK_FOR_MASQUERADE.into(),
-        vec![format!("mark set mark or {MASQ_MARK}")],
-    );
-    b.chain(
-        MASQUERADING.into(),
-        vec![
-            format!("mark and {MASQ_MARK} == 0 return"),
-            // Clear the mark: it stays on the packet, and a packet passing
-            // postrouting once more (looped back) must not be masqueraded twice.
-            format!("mark set mark xor {MASQ_MARK}"),
-            "masquerade fully-random".into(),
-        ],
-    );
-    // A TCP reset makes connect() fail with "connection refused" at once;
-    // the ICMP port unreachable does the same for UDP (and SCTP).
-    b.chain(
-        REJECT_CHAIN.into(),
-        vec![
-            "meta l4proto tcp reject with tcp reset".into(),
-            "reject".into(),
-        ],
-    );
-    b.chain(
-        SERVICES.into(),
-        vec![
-            format!("ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}"),
-            format!("ip daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{SERVICE_NODEPORTS}"),
-        ],
-    );
-    b.chain(
-        SERVICE_ENDPOINTS_CHECK.into(),
-        vec![format!(
-            "ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}"
-        )],
-    );
-    b.chain(
-        NODEPORT_ENDPOINTS_CHECK.into(),
-        vec![format!(
-            "ip daddr @{NODEPORT_IPS} meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}"
-        )],
-    );
-    b.chain(
-        CLUSTER_IPS_CHECK.into(),
-        vec![
-            format!("ip daddr @{CLUSTER_IPS} goto {REJECT_CHAIN} comment \"no such port on this cluster IP\""),
-            format!(
-                "ip daddr {} drop comment \"unallocated cluster IP\"",
-                node.service_cidr.trunc()
-            ),
-        ],
-    );
-
-    // DNAT happens in the nat chains, before routing. The no-endpoint
-    // checks run in the filter chains, after DNAT: by then a service with
-    // endpoints has a pod address as destination and no longer matches.
-    b.base_chain(
-        "nat-prerouting",
-        "type nat hook prerouting priority -100 ;",
-        &["jump services"],
-    );
-    b.base_chain(
-        "nat-output",
-        "type nat hook output priority -100 ;",
-        &["jump services"],
-    );
-    b.base_chain(
-        "nat-postrouting",
-        "type nat hook postrouting priority 100 ;",
-        &["jump masquerading"],
-    );
-    b.base_chain(
-        "filter-forward",
-        "type filter hook forward priority 0 ;",
-        &[
-            "ct state new jump service-endpoints-check",
-            "ct state new jump cluster-ips-check",
-        ],
-    );
-    b.base_chain(
-        "filter-input",
-        "type filter hook input priority 0 ;",
-        &[
-            "ct state new jump nodeport-endpoints-check",
-            "ct state new jump service-endpoints-check",
-        ],
-    );
-    b.base_chain(
-        "filter-output",
-        "type filter hook output priority 0 ;",
-        &[
-            "ct state new jump service-endpoints-check",
-            "ct state new jump cluster-ips-check",
-        ],
-    );
+    r.chains = vec![
+        // Helper chains first: the base chains jump to them.
+        plain_chain(
+            MARK_FOR_MASQUERADE,
+            vec![Rule::new(vec![Stmt::MarkOr(MASQ_MARK)])],
+        ),
+        plain_chain(
+            MASQUERADING,
+            vec![
+                then(vec![Stmt::MarkUnset(MASQ_MARK)], Verdict::Return),
+                // Clear the mark: it stays on the packet, and a packet passing
+                // postrouting once more (looped back) must not be masqueraded twice.
+                Rule::new(vec![Stmt::MarkXor(MASQ_MARK)]),
+                Rule::new(vec![Stmt::MasqueradeFullyRandom]),
+            ],
+        ),
+        // A TCP reset makes connect() fail with "connection refused" at once;
+        // the ICMP port unreachable does the same for UDP (and SCTP).
+        plain_chain(
+            REJECT_CHAIN,
+            vec![
+                Rule::new(vec![
+                    Stmt::L4Proto(super::model::Protocol::Tcp),
+                    Stmt::RejectTcpReset,
+                ]),
+                Rule::new(vec![Stmt::Reject]),
+            ],
+        ),
+        plain_chain(
+            SERVICES,
+            vec![
+                Rule::new(vec![vmap(&addr_proto_port, SERVICE_IPS)]),
+                Rule::new(vec![
+                    daddr_in(NODEPORT_IPS),
+                    vmap(&proto_port, SERVICE_NODEPORTS),
+                ]),
+            ],
+        ),
+        plain_chain(
+            SERVICE_ENDPOINTS_CHECK,
+            vec![Rule::new(vec![vmap(
+                &addr_proto_port,
+                NO_ENDPOINT_SERVICES,
+            )])],
+        ),
+        plain_chain(
+            NODEPORT_ENDPOINTS_CHECK,
+            vec![Rule::new(vec![
+                daddr_in(NODEPORT_IPS),
+                vmap(&proto_port, NO_ENDPOINT_NODEPORTS),
+            ])],
+        ),
+        plain_chain(
+            CLUSTER_IPS_CHECK,
+            vec![
+                then(vec![daddr_in(CLUSTER_IPS)], goto(REJECT_CHAIN))
+                    .comment("no such port on this cluster IP"),
+                then(
+                    vec![ip_is(IpField::Daddr, node.service_cidr.trunc())],
+                    Verdict::Drop,
+                )
+                .comment("unallocated cluster IP"),
+            ],
+        ),
+        // DNAT happens in the nat chains, before routing. The no-endpoint
+        // checks run in the filter chains, after DNAT: by then a service with
+        // endpoints has a pod address as destination and no longer matches.
+        base_chain(
+            "nat-prerouting",
+            ChainType::Nat,
+            HookPoint::Prerouting,
+            -100,
+            vec![verdict(jump(SERVICES))],
+        ),
+        base_chain(
+            "nat-output",
+            ChainType::Nat,
+            HookPoint::Output,
+            -100,
+            vec![verdict(jump(SERVICES))],
+        ),
+        base_chain(
+            "nat-postrouting",
+            ChainType::Nat,
+            HookPoint::Postrouting,
+            100,
+            vec![verdict(jump(MASQUERADING))],
+        ),
+        base_chain(
+            "filter-forward",
+            ChainType::Filter,
+            HookPoint::Forward,
+            0,
+            vec![
+                ct_new_jump(SERVICE_ENDPOINTS_CHECK),
+                ct_new_jump(CLUSTER_IPS_CHECK),
+            ],
+        ),
+        base_chain(
+            "filter-input",
+            ChainType::Filter,
+            HookPoint::Input,
+            0,
+            vec![
+                ct_new_jump(NODEPORT_ENDPOINTS_CHECK),
+                ct_new_jump(SERVICE_ENDPOINTS_CHECK),
+            ],
+        ),
+        base_chain(
+            "filter-output",
+            ChainType::Filter,
+            HookPoint::Output,
+            0,
+            vec![
+                ct_new_jump(SERVICE_ENDPOINTS_CHECK),
+                ct_new_jump(CLUSTER_IPS_CHECK),
+            ],
+        ),
+    ];
 
     // NodePorts answer on the node's own addresses only. kube-proxy's
     // default (`nodePortAddresses: primary`) lists them, as here; the older
     // `fib daddr type local` would also catch the cni0 gateway and 127/8.
-    for ip in &node.node_ips {
-        b.element(NODEPORT_IPS, ip.to_string(), None);
+    let mut seen = HashSet::new();
+    for ip in node.node_ips.iter().filter(|ip| seen.insert(**ip)) {
+        r.elements.push(Element {
+            set: NODEPORT_IPS.into(),
+            key: Key(vec![KeyPart::Ip(*ip)]),
+            value: None,
+        });
     }
+    r
 }
 
-fn service(b: &mut Builder, node: &Node, svc: &Service) {
+/// One service's objects on `node`.
+pub fn service(node: &Node, svc: &Service) -> Piece {
+    let mut b = Builder::default();
     // Headless: DNS only, no virtual IP to catch.
     let Some(cluster_ip) = svc.cluster_ip else {
-        return;
+        return b.p;
     };
-    b.element(CLUSTER_IPS, cluster_ip.to_string(), None);
+    b.element(CLUSTER_IPS, vec![KeyPart::Ip(cluster_ip)], None, None);
     for sp in &svc.ports {
-        service_port(b, node, svc, cluster_ip, sp);
+        service_port(&mut b, node, svc, cluster_ip, sp);
     }
+    b.p
 }
 
 /// The names of one service port's objects.
@@ -378,14 +617,22 @@ fn service_port(
     sp: &ServicePort,
 ) {
     let n = Names::new(svc, sp);
-    if !b.ports.insert(n.port_name.clone()) {
-        b.warn(format!(
+    if b.p.ports.contains(&n.port_name) {
+        b.p.warnings.push(format!(
             "service port {}: declared twice, keeping the first",
             n.port_name
         ));
         return;
     }
-    let proto = sp.protocol.nft();
+    let port_idx = b.p.ports.len() as u16;
+    b.p.ports.push(n.port_name.clone());
+    let claim = |kind| {
+        Some(Claim {
+            port: port_idx,
+            kind,
+        })
+    };
+    let proto = sp.protocol;
 
     let mut seen = HashSet::new();
     let endpoints: Vec<EndpointNames> = sp
@@ -412,20 +659,22 @@ fn service_port(
     // for `Local` external traffic: drop, like kube-proxy (the client's
     // load balancer is expected to use another node).
     let no_external_verdict = if has_endpoints {
-        "drop".to_string()
+        Verdict::Drop
     } else {
-        format!("goto {REJECT_CHAIN}")
+        goto(REJECT_CHAIN)
     };
     let affinity = svc.affinity_timeout.map(|t| t.max(1));
 
     if has_endpoints {
         if let Some(timeout) = affinity {
             for e in &endpoints {
-                b.set(
-                    SetKind::Set,
-                    &e.affinity,
-                    &format!("type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ;"),
-                );
+                b.p.sets.push(Set {
+                    kind: SetKind::Set,
+                    name: e.affinity.clone(),
+                    key: vec![KeyType::Ipv4Addr],
+                    timeout: Some(timeout),
+                    comment: None,
+                });
             }
         }
         for e in &endpoints {
@@ -435,24 +684,37 @@ fn service_port(
                 // SNAT it would answer itself directly (its own address is
                 // local to it), and the client socket would see a reply from
                 // the wrong address.
-                format!("ip saddr {} jump {MARK_FOR_MASQUERADE}", ep.ip),
+                then(
+                    vec![ip_is(IpField::Saddr, host(ep.ip))],
+                    jump(MARK_FOR_MASQUERADE),
+                ),
             ];
             if affinity.is_some() {
-                rules.push(format!("update @{} {{ ip saddr }}", e.affinity));
+                rules.push(Rule::new(vec![Stmt::UpdateSaddr(e.affinity.clone())]));
             }
-            rules.push(format!(
-                "meta l4proto {proto} dnat to {}:{}",
-                ep.ip, ep.port
-            ));
+            rules.push(Rule::new(vec![
+                Stmt::L4Proto(proto),
+                Stmt::Dnat {
+                    ip: ep.ip,
+                    port: Some(ep.port),
+                },
+            ]));
             b.chain(e.chain.clone(), rules);
         }
 
         // Traffic from outside the pod network (the node itself, the LAN) to
         // the cluster IP is masqueraded, so that replies come back through
         // this node to be un-DNATed. Pods keep their own source address.
-        let mut rules = vec![format!(
-            "ip daddr {cluster_ip} ip saddr != {} jump {MARK_FOR_MASQUERADE}",
-            node.cluster_cidr.trunc()
+        let mut rules = vec![then(
+            vec![
+                ip_is(IpField::Daddr, host(cluster_ip)),
+                Stmt::Ip {
+                    field: IpField::Saddr,
+                    neq: true,
+                    net: node.cluster_cidr.trunc(),
+                },
+            ],
+            jump(MARK_FOR_MASQUERADE),
         )];
         pick_endpoint(&mut rules, &all, affinity.is_some());
         b.chain(n.service.clone(), rules);
@@ -468,29 +730,26 @@ fn service_port(
                 // Cluster policy: the endpoint may be on another node, whose
                 // reply must come back here; so masquerade.
                 vec![
-                    format!("jump {MARK_FOR_MASQUERADE}"),
-                    format!("goto {}", n.service),
+                    verdict(jump(MARK_FOR_MASQUERADE)),
+                    verdict(goto(&n.service)),
                 ]
             } else {
                 // Local policy: keep the client's address and only use this
                 // node's endpoints, except for traffic that starts inside
                 // the cluster, which is treated like cluster IP traffic.
                 let mut rules = vec![
-                    format!(
-                        "ip saddr {} goto {} comment \"short-circuit pod traffic\"",
-                        node.cluster_cidr.trunc(),
-                        n.service
-                    ),
-                    format!(
-                        "fib saddr type local jump {MARK_FOR_MASQUERADE} comment \"masquerade local traffic\""
-                    ),
-                    format!(
-                        "fib saddr type local goto {} comment \"short-circuit local traffic\"",
-                        n.service
-                    ),
+                    then(
+                        vec![ip_is(IpField::Saddr, node.cluster_cidr.trunc())],
+                        goto(&n.service),
+                    )
+                    .comment("short-circuit pod traffic"),
+                    then(vec![Stmt::FibSaddrLocal], jump(MARK_FOR_MASQUERADE))
+                        .comment("masquerade local traffic"),
+                    then(vec![Stmt::FibSaddrLocal], goto(&n.service))
+                        .comment("short-circuit local traffic"),
                 ];
                 if !local.is_empty() {
-                    rules.push(format!("goto {}", n.local));
+                    rules.push(verdict(goto(&n.local)));
                 }
                 rules
             };
@@ -499,68 +758,63 @@ fn service_port(
     }
 
     // The verdict map entries.
-    let key = |ip: Ipv4Addr| format!("{ip} . {proto} . {}", sp.port);
-    if b.claim("ip", &key(cluster_ip), &n.port_name) {
+    let key = |ip: Ipv4Addr| {
+        vec![
+            KeyPart::Ip(ip),
+            KeyPart::Proto(proto),
+            KeyPart::Port(sp.port),
+        ]
+    };
+    if has_endpoints {
+        b.element(
+            SERVICE_IPS,
+            key(cluster_ip),
+            Some(goto(&n.service)),
+            claim(ClaimKind::ClusterIp),
+        );
+    } else {
+        b.element(
+            NO_ENDPOINT_SERVICES,
+            key(cluster_ip),
+            Some(goto(REJECT_CHAIN)),
+            claim(ClaimKind::ClusterIp),
+        );
+    }
+    for &ip in &svc.external_ips {
         if has_endpoints {
             b.element(
                 SERVICE_IPS,
-                key(cluster_ip),
-                Some(format!("goto {}", n.service)),
+                key(ip),
+                Some(goto(&n.external)),
+                claim(ClaimKind::ExternalIp),
             );
-        } else {
-            b.element(
-                NO_ENDPOINT_SERVICES,
-                key(cluster_ip),
-                Some(format!("goto {REJECT_CHAIN}")),
-            );
-        }
-    } else {
-        b.warn(format!(
-            "service port {}: {cluster_ip}:{} is already used by another service",
-            n.port_name, sp.port
-        ));
-    }
-    for &ip in &svc.external_ips {
-        if !b.claim("ip", &key(ip), &n.port_name) {
-            b.warn(format!(
-                "service port {}: external IP {ip}:{} is already used by another service",
-                n.port_name, sp.port
-            ));
-            continue;
-        }
-        if has_endpoints {
-            b.element(SERVICE_IPS, key(ip), Some(format!("goto {}", n.external)));
         }
         if !has_external_endpoints {
             b.element(
                 NO_ENDPOINT_SERVICES,
                 key(ip),
                 Some(no_external_verdict.clone()),
+                claim(ClaimKind::ExternalIp),
             );
         }
     }
     if let Some(np) = sp.node_port {
-        let key = format!("{proto} . {np}");
-        if !b.claim("nodeport", &key, &n.port_name) {
-            b.warn(format!(
-                "service port {}: node port {proto}/{np} is already used by another service",
-                n.port_name
-            ));
-        } else {
-            if has_endpoints {
-                b.element(
-                    SERVICE_NODEPORTS,
-                    key.clone(),
-                    Some(format!("goto {}", n.external)),
-                );
-            }
-            if !has_external_endpoints {
-                b.element(
-                    NO_ENDPOINT_NODEPORTS,
-                    key,
-                    Some(no_external_verdict.clone()),
-                );
-            }
+        let key = || vec![KeyPart::Proto(proto), KeyPart::Port(np)];
+        if has_endpoints {
+            b.element(
+                SERVICE_NODEPORTS,
+                key(),
+                Some(goto(&n.external)),
+                claim(ClaimKind::NodePort),
+            );
+        }
+        if !has_external_endpoints {
+            b.element(
+                NO_ENDPOINT_NODEPORTS,
+                key(),
+                Some(no_external_verdict.clone()),
+                claim(ClaimKind::NodePort),
+            );
         }
     }
 }
@@ -581,24 +835,29 @@ fn service_port(
 /// 56 s here; named per-service maps are no better (a set is found by name
 /// with a linear walk: 11 s). The cascade loads in about a second and costs
 /// a few more comparisons per new connection.
-fn pick_endpoint(rules: &mut Vec<String>, endpoints: &[&EndpointNames], affinity: bool) {
+fn pick_endpoint(rules: &mut Vec<Rule>, endpoints: &[&EndpointNames], affinity: bool) {
     if affinity {
         // A client seen recently goes back to the same endpoint; the
         // endpoint chain refreshes the entry (and its timeout).
         for e in endpoints {
-            rules.push(format!("ip saddr @{} goto {}", e.affinity, e.chain));
+            rules.push(then(
+                vec![Stmt::IpInSet {
+                    field: IpField::Saddr,
+                    set: e.affinity.clone(),
+                }],
+                goto(&e.chain),
+            ));
         }
     }
     let count = endpoints.len();
     for (i, e) in endpoints.iter().enumerate() {
         if i + 1 < count {
-            rules.push(format!(
-                "numgen random mod {} == 0 goto {}",
-                count - i,
-                e.chain
+            rules.push(then(
+                vec![Stmt::NumgenIsZero((count - i) as u32)],
+                goto(&e.chain),
             ));
         } else {
-            rules.push(format!("goto {}", e.chain));
+            rules.push(verdict(goto(&e.chain)));
         }
     }
 }
@@ -1082,7 +1341,7 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
         let e = |ip: &str| name("endpoint", &format!("default/svc-500/tcp/http__{ip}/8080"));
         let (e1, e2, e3) = (e("10.244.1.2"), e("10.244.2.2"), e("10.244.2.99"));
         assert_eq!(
-            t.text,
+            t.text(),
             format!(
                 "create chain ip netlab {e3}
 flush chain ip netlab {svc_chain}
@@ -1105,12 +1364,13 @@ add rule ip netlab {svc_chain} goto {e3}
         let mut services = many(1000);
         let old = ruleset(&node(), &services);
         services[7].ports[0].endpoints.clear();
-        let t = diff(&old, &ruleset(&node(), &services));
+        let new = ruleset(&node(), &services);
+        let t = diff(&old, &new);
         let svc_chain = object_name("service", "default/svc-7/tcp/http");
         let e = |ip: &str| object_name("endpoint", &format!("default/svc-7/tcp/http__{ip}/8080"));
         let (e1, e2) = (e("10.244.1.9"), e("10.244.2.9"));
         assert_eq!(
-            t.text,
+            t.text(),
             format!(
                 "delete element ip netlab service-ips {{ 10.0.0.8 . tcp . 80 }}
 flush chain ip netlab {e1}
@@ -1130,19 +1390,20 @@ add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 : goto reject-
         let mut services = many(1000);
         let old = ruleset(&node(), &services);
         services.remove(3);
-        let t = diff(&old, &ruleset(&node(), &services));
-        assert_eq!(t.commands(), 8, "{}", t.text);
-        assert!(t.text.starts_with(
+        let new = ruleset(&node(), &services);
+        let t = diff(&old, &new);
+        assert_eq!(t.commands(), 8, "{}", t.text());
+        assert!(t.text().starts_with(
             "delete element ip netlab cluster-ips { 10.0.0.4 }
 delete element ip netlab service-ips { 10.0.0.4 . tcp . 80 }
 "
         ));
         assert!(
-            t.text
+            t.text()
                 .lines()
                 .all(|l| l.contains("default/svc-3/") || l.contains("10.0.0.4 ")),
             "{}",
-            t.text
+            t.text()
         );
     }
 }

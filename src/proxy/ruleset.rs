@@ -1,24 +1,27 @@
 //! The contents of one node's `ip netlab` table as data, and the two ways
-//! of turning it into an nft transaction: the whole table (first sync), or
-//! only the difference to what was applied before (every later sync).
+//! of turning it into one atomic transaction: the whole table (first
+//! sync), or only the difference to what was applied before (every later
+//! sync).
 //!
-//! Transactions are nft's text syntax, fed to `nft -f -`, rather than its
-//! JSON (`nft -j`): the kernel receives the same netlink batch either way,
-//! but the text is what `nft list table ip netlab` prints and what a person
-//! pastes into `nft -f`, so the golden tests read like the ruleset they pin
-//! down (kube-proxy's nftables tests do the same), it is a third of the
-//! size, and it needs no extra crate.
+//! A transaction is a list of [`Op`]s. The kernel receives it as one
+//! nf_tables netlink batch (`netlink/`); its [`Transaction::text`] is the
+//! same transaction in nft's syntax, which is what `nft -f` would take,
+//! what a person reads, and what the golden tests compare (kube-proxy's
+//! nftables tests do the same).
 //!
-//! Rules are kept as opaque strings: the generator (`rules.rs`) is the only
-//! place that knows nft's rule grammar; this file only knows which objects
-//! exist, what references what, and in which order the kernel accepts
-//! changes.
+//! This file knows which objects exist, what references what, and in
+//! which order the kernel accepts changes; what a rule says is `rule.rs`'s
+//! business, and which rules a service needs is `rules.rs`'s.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write;
+use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+
+use super::model::Protocol;
+use super::rule::{Rule, Verdict};
 
 /// The table every node gets, in its own network namespace.
 pub const TABLE: &str = "netlab";
@@ -29,11 +32,12 @@ pub const FAMILY: &str = "ip";
 #[serde(rename_all = "lowercase")]
 pub enum SetKind {
     Set,
+    /// A verdict map.
     Map,
 }
 
 impl SetKind {
-    fn keyword(self) -> &'static str {
+    pub fn keyword(self) -> &'static str {
         match self {
             SetKind::Set => "set",
             SetKind::Map => "map",
@@ -41,36 +45,167 @@ impl SetKind {
     }
 }
 
-/// A named set or map, e.g. `service-ips`.
+/// The nft data types netlab's set keys are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyType {
+    Ipv4Addr,
+    InetProto,
+    InetService,
+}
+
+impl KeyType {
+    pub fn nft(self) -> &'static str {
+        match self {
+            KeyType::Ipv4Addr => "ipv4_addr",
+            KeyType::InetProto => "inet_proto",
+            KeyType::InetService => "inet_service",
+        }
+    }
+}
+
+/// A named set or verdict map, e.g. `service-ips`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Set {
     pub kind: SetKind,
     pub name: String,
+    /// One type, or several for a concatenation (`ipv4_addr . inet_proto`).
+    pub key: Vec<KeyType>,
+    /// `flags dynamic,timeout ; timeout <n>s`: rules add elements, which
+    /// expire after this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl Set {
     /// What goes between the braces of `add map ... { }`, e.g.
     /// `type ipv4_addr . inet_proto . inet_service : verdict ;`.
-    pub spec: String,
+    pub fn spec(&self) -> String {
+        let mut s = String::from("type ");
+        for (i, k) in self.key.iter().enumerate() {
+            if i > 0 {
+                s.push_str(" . ");
+            }
+            s.push_str(k.nft());
+        }
+        if self.kind == SetKind::Map {
+            s.push_str(" : verdict");
+        }
+        s.push_str(" ;");
+        if let Some(t) = self.timeout {
+            s.push_str(&format!(" flags dynamic,timeout ; timeout {t}s ;"));
+        }
+        if let Some(c) = &self.comment {
+            s.push_str(&format!(" comment \"{c}\" ;"));
+        }
+        s
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainType {
+    Nat,
+    Filter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookPoint {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+/// What makes a chain a base chain: `type nat hook prerouting priority -100 ;`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Hook {
+    #[serde(rename = "type")]
+    pub kind: ChainType,
+    pub hook: HookPoint,
+    pub priority: i32,
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ChainType::Nat => "nat",
+            ChainType::Filter => "filter",
+        };
+        let hook = match self.hook {
+            HookPoint::Prerouting => "prerouting",
+            HookPoint::Input => "input",
+            HookPoint::Forward => "forward",
+            HookPoint::Output => "output",
+            HookPoint::Postrouting => "postrouting",
+        };
+        write!(f, "type {kind} hook {hook} priority {} ;", self.priority)
+    }
 }
 
 /// A chain and its rules, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Chain {
     pub name: String,
-    /// For base chains: what goes between the braces of `add chain ... { }`,
-    /// e.g. `type nat hook prerouting priority -100 ;`.
+    /// Base chains only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hook: Option<String>,
-    pub rules: Vec<String>,
+    pub hook: Option<Hook>,
+    pub rules: Vec<Rule>,
+}
+
+/// One part of an element's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyPart {
+    Ip(Ipv4Addr),
+    Proto(Protocol),
+    Port(u16),
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::Ip(ip) => write!(f, "{ip}"),
+            KeyPart::Proto(p) => write!(f, "{p}"),
+            KeyPart::Port(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// An element's key, e.g. `10.0.0.10 . tcp . 80`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Key(pub Vec<KeyPart>);
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" . ")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compare with nft's spelling, as tests like to.
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        *other == self.to_string().as_str()
+    }
 }
 
 /// One element of a named set or map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Element {
     pub set: String,
-    /// e.g. `10.0.0.10 . tcp . 80`
-    pub key: String,
+    pub key: Key,
     /// For maps, e.g. `goto service-...`; None for plain sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<Verdict>,
 }
 
 /// Everything in the table.
@@ -78,7 +213,7 @@ pub struct Element {
 /// Order matters for [`Ruleset::render`]: a chain comes after every chain
 /// its rules jump to, so the rendered text is valid top to bottom. [`diff`]
 /// only relies on names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ruleset {
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
@@ -109,21 +244,95 @@ impl Changes {
     }
 }
 
-/// One atomic nft transaction (`nft -f` input, one command per line).
+/// One command of a transaction, borrowing the objects it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    AddTable,
+    DeleteTable,
+    AddSet(&'a Set),
+    DeleteSet(&'a Set),
+    /// Add the chain (not its rules) unless it exists.
+    AddChain(&'a Chain),
+    /// Add the chain (not its rules); fail if it exists.
+    CreateChain(&'a Chain),
+    FlushChain(&'a str),
+    DeleteChain(&'a str),
+    /// Append a rule to a chain.
+    AddRule(&'a str, &'a Rule),
+    AddElement(&'a Element),
+    /// Delete by key (the value is ignored).
+    DeleteElement(&'a Element),
+}
+
+impl fmt::Display for Op<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = format_args!("{FAMILY} {TABLE}");
+        match self {
+            Op::AddTable => write!(f, "add table {t}"),
+            Op::DeleteTable => write!(f, "delete table {t}"),
+            Op::AddSet(s) => write!(
+                f,
+                "add {} {t} {} {{ {} }}",
+                s.kind.keyword(),
+                s.name,
+                s.spec()
+            ),
+            Op::DeleteSet(s) => write!(f, "delete {} {t} {}", s.kind.keyword(), s.name),
+            Op::AddChain(c) | Op::CreateChain(c) => {
+                let verb = if matches!(self, Op::AddChain(_)) {
+                    "add"
+                } else {
+                    "create"
+                };
+                match &c.hook {
+                    Some(h) => write!(f, "{verb} chain {t} {} {{ {h} }}", c.name),
+                    None => write!(f, "{verb} chain {t} {}", c.name),
+                }
+            }
+            Op::FlushChain(c) => write!(f, "flush chain {t} {c}"),
+            Op::DeleteChain(c) => write!(f, "delete chain {t} {c}"),
+            Op::AddRule(c, r) => write!(f, "add rule {t} {c} {r}"),
+            Op::AddElement(e) => match &e.value {
+                Some(v) => write!(f, "add element {t} {} {{ {} : {v} }}", e.set, e.key),
+                None => write!(f, "add element {t} {} {{ {} }}", e.set, e.key),
+            },
+            Op::DeleteElement(e) => write!(f, "delete element {t} {} {{ {} }}", e.set, e.key),
+        }
+    }
+}
+
+/// One atomic transaction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Transaction {
-    pub text: String,
+pub struct Transaction<'a> {
+    pub ops: Vec<Op<'a>>,
     pub changes: Changes,
 }
 
-impl Transaction {
-    pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
+impl<'a> Transaction<'a> {
+    pub fn from_ops(ops: Vec<Op<'a>>) -> Transaction<'a> {
+        Transaction {
+            ops,
+            changes: Changes::default(),
+        }
     }
 
-    /// Number of nft commands.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Number of commands.
     pub fn commands(&self) -> usize {
-        self.text.lines().filter(|l| !l.trim().is_empty()).count()
+        self.ops.len()
+    }
+
+    /// The transaction as `nft -f` input, one command per line.
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        for op in &self.ops {
+            let _ = writeln!(s, "{op}");
+        }
+        s
     }
 }
 
@@ -131,50 +340,53 @@ impl Ruleset {
     /// The whole table as `add` commands: what `nft -f` needs to create it
     /// from nothing. The golden tests compare this text.
     pub fn render(&self) -> String {
-        let mut w = Writer::default();
-        w.line(format_args!("add table {FAMILY} {TABLE}"));
-        for s in &self.sets {
-            w.add_set(s);
-        }
+        let mut t = Transaction::from_ops(vec![Op::AddTable]);
+        self.add_all(&mut t);
+        t.text()
+    }
+
+    fn add_all<'a>(&'a self, t: &mut Transaction<'a>) {
+        t.ops.extend(self.sets.iter().map(Op::AddSet));
         for c in &self.chains {
-            w.add_chain(c);
-            w.add_rules(c);
+            t.ops.push(Op::AddChain(c));
+            t.ops
+                .extend(c.rules.iter().map(|r| Op::AddRule(&c.name, r)));
         }
-        for e in &self.elements {
-            w.add_element(e);
-        }
-        w.0
+        t.ops.extend(self.elements.iter().map(Op::AddElement));
     }
 
     /// The first sync: replace whatever table is there (left over from an
     /// earlier run whose state was lost, or none at all) with this one, in
     /// one atomic step. `add` before `delete` makes the delete succeed
     /// whether or not the table existed.
-    pub fn create_transaction(&self) -> Transaction {
-        let mut text = format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n");
-        text.push_str(&self.render());
-        Transaction {
-            text,
-            changes: Changes {
-                chains_added: self.chains.len(),
-                sets_added: self.sets.len(),
-                elements_added: self.elements.len(),
-                ..Changes::default()
-            },
-        }
+    pub fn create_transaction(&self) -> Transaction<'_> {
+        let mut t = Transaction::from_ops(vec![Op::AddTable, Op::DeleteTable, Op::AddTable]);
+        self.add_all(&mut t);
+        t.changes = Changes {
+            chains_added: self.chains.len(),
+            sets_added: self.sets.len(),
+            elements_added: self.elements.len(),
+            ..Changes::default()
+        };
+        t
     }
 
     pub fn chain(&self, name: &str) -> Option<&Chain> {
         self.chains.iter().find(|c| c.name == name)
     }
+
+    /// Append `other`'s objects (a service's) to this ruleset's.
+    pub fn extend(&mut self, other: &Ruleset) {
+        self.sets.extend(other.sets.iter().cloned());
+        self.chains.extend(other.chains.iter().cloned());
+        self.elements.extend(other.elements.iter().cloned());
+        self.warnings.extend(other.warnings.iter().cloned());
+    }
 }
 
 /// The transaction removing the table (and everything in it).
-pub fn delete_transaction() -> Transaction {
-    Transaction {
-        text: format!("add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n"),
-        changes: Changes::default(),
-    }
+pub fn delete_transaction() -> Transaction<'static> {
+    Transaction::from_ops(vec![Op::AddTable, Op::DeleteTable])
 }
 
 /// The one transaction that turns the applied table `old` into `new`,
@@ -196,8 +408,11 @@ pub fn delete_transaction() -> Transaction {
 /// 4. add the rules of every new or flushed chain;
 /// 5. delete chains that went away;
 /// 6. add new and changed elements (they may point at chains from step 2).
-pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
-    let mut w = Writer::default();
+///
+/// `old` and `new` may also be parts of tables (the objects of a few
+/// services), as long as nothing outside them changes.
+pub fn diff<'a>(old: &'a Ruleset, new: &'a Ruleset) -> Transaction<'a> {
+    let mut ops: Vec<Op<'a>> = Vec::new();
     let mut changes = Changes::default();
 
     let old_sets: FastMap<&str, &Set> = index(&old.sets, |s| s.name.as_str());
@@ -213,8 +428,8 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
     let old_chains: FastMap<&str, &Chain> = index(&old.chains, |c| c.name.as_str());
     let new_chains: FastMap<&str, &Chain> = index(&new.chains, |c| c.name.as_str());
 
-    let old_elems: FastMap<(&str, &str), &Element> = index(&old.elements, elem_key);
-    let new_elems: FastMap<(&str, &str), &Element> = index(&new.elements, elem_key);
+    let old_elems: FastMap<(&str, &Key), &Element> = index(&old.elements, elem_key);
+    let new_elems: FastMap<(&str, &Key), &Element> = index(&new.elements, elem_key);
 
     // 1. Elements that go away or change value. Elements of doomed sets go
     //    with their set.
@@ -223,10 +438,7 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
             continue;
         }
         if new_elems.get(&elem_key(e)).map(|n| &n.value) != Some(&e.value) {
-            w.line(format_args!(
-                "delete element {FAMILY} {TABLE} {} {{ {} }}",
-                e.set, e.key
-            ));
+            ops.push(Op::DeleteElement(e));
             changes.elements_deleted += 1;
         }
     }
@@ -234,10 +446,9 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
     // 2. New chains, and chains to flush.
     let uses_doomed_set = |c: &Chain| {
         !doomed_sets.is_empty()
-            && c.rules.iter().any(|r| {
-                r.split_whitespace()
-                    .any(|t| t.strip_prefix('@').is_some_and(|s| doomed_sets.contains(s)))
-            })
+            && c.rules
+                .iter()
+                .any(|r| r.sets().any(|s| doomed_sets.contains(s)))
     };
     // Chains whose declaration itself changed (a base chain's hook or
     // priority): deleted and added again.
@@ -247,7 +458,7 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
     for c in &new.chains {
         match old_chains.get(c.name.as_str()) {
             None => {
-                w.create_chain(c);
+                ops.push(Op::CreateChain(c));
                 refill.insert(&c.name);
                 changes.chains_added += 1;
             }
@@ -256,7 +467,7 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
                     redeclared.insert(&c.name);
                 }
                 if o.hook != c.hook || o.rules != c.rules || uses_doomed_set(o) {
-                    w.line(format_args!("flush chain {FAMILY} {TABLE} {}", c.name));
+                    ops.push(Op::FlushChain(&c.name));
                     refill.insert(&c.name);
                     changes.chains_rewritten += 1;
                 }
@@ -270,7 +481,7 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
         .collect();
     for c in &gone {
         if !c.rules.is_empty() {
-            w.line(format_args!("flush chain {FAMILY} {TABLE} {}", c.name));
+            ops.push(Op::FlushChain(&c.name));
         }
     }
     for c in new
@@ -278,24 +489,20 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
         .iter()
         .filter(|c| redeclared.contains(c.name.as_str()))
     {
-        w.line(format_args!("delete chain {FAMILY} {TABLE} {}", c.name));
-        w.create_chain(c);
+        ops.push(Op::DeleteChain(&c.name));
+        ops.push(Op::CreateChain(c));
     }
 
     // 3. Sets.
     for s in &old.sets {
         if doomed_sets.contains(s.name.as_str()) {
-            w.line(format_args!(
-                "delete {} {FAMILY} {TABLE} {}",
-                s.kind.keyword(),
-                s.name
-            ));
+            ops.push(Op::DeleteSet(s));
             changes.sets_deleted += 1;
         }
     }
     for s in &new.sets {
         if old_sets.get(s.name.as_str()) != Some(&s) {
-            w.add_set(s);
+            ops.push(Op::AddSet(s));
             changes.sets_added += 1;
         }
     }
@@ -303,38 +510,40 @@ pub fn diff(old: &Ruleset, new: &Ruleset) -> Transaction {
     // 4. Rules.
     for c in &new.chains {
         if refill.contains(c.name.as_str()) {
-            w.add_rules(c);
+            ops.extend(c.rules.iter().map(|r| Op::AddRule(&c.name, r)));
         }
     }
 
     // 5. Chains that went away.
     for c in &gone {
-        w.line(format_args!("delete chain {FAMILY} {TABLE} {}", c.name));
+        ops.push(Op::DeleteChain(&c.name));
         changes.chains_deleted += 1;
     }
 
     // 6. New and changed elements, and all elements of re-created sets.
+    //    (A set neither side declares is one outside the compared parts:
+    //    it stays.)
     for e in &new.elements {
-        let recreated =
-            doomed_sets.contains(e.set.as_str()) || !old_sets.contains_key(e.set.as_str());
+        let recreated = doomed_sets.contains(e.set.as_str())
+            || (!old_sets.contains_key(e.set.as_str()) && new_sets.contains_key(e.set.as_str()));
         if recreated || old_elems.get(&elem_key(e)).map(|o| &o.value) != Some(&e.value) {
-            w.add_element(e);
+            ops.push(Op::AddElement(e));
             changes.elements_added += 1;
         }
     }
 
-    Transaction { text: w.0, changes }
+    Transaction { ops, changes }
 }
 
-fn elem_key(e: &Element) -> (&str, &str) {
-    (e.set.as_str(), e.key.as_str())
+fn elem_key(e: &Element) -> (&str, &Key) {
+    (e.set.as_str(), &e.key)
 }
 
 /// HashMap with rustc's Fx hash: the keys are our own object names (no
 /// hostile input to defend against with SipHash), and hashing 100 000 of
 /// them is most of a diff's cost at 10 000 services.
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+pub(crate) type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
 fn index<'a, T, K: std::hash::Hash + Eq>(
     items: &'a [T],
@@ -348,7 +557,7 @@ fn index<'a, T, K: std::hash::Hash + Eq>(
 }
 
 #[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -381,86 +590,29 @@ impl FxHasher {
     }
 }
 
-/// Appends nft commands, one per line.
-#[derive(Default)]
-struct Writer(String);
-
-impl Writer {
-    fn line(&mut self, args: std::fmt::Arguments<'_>) {
-        let _ = self.0.write_fmt(args);
-        self.0.push('\n');
-    }
-
-    fn add_set(&mut self, s: &Set) {
-        self.line(format_args!(
-            "add {} {FAMILY} {TABLE} {} {{ {} }}",
-            s.kind.keyword(),
-            s.name,
-            s.spec
-        ));
-    }
-
-    fn add_chain(&mut self, c: &Chain) {
-        match &c.hook {
-            Some(h) => self.line(format_args!(
-                "add chain {FAMILY} {TABLE} {} {{ {h} }}",
-                c.name
-            )),
-            None => self.line(format_args!("add chain {FAMILY} {TABLE} {}", c.name)),
-        }
-    }
-
-    /// `create` fails if the chain exists. In a diff that means the table
-    /// holds a chain the applied state does not know of (the state is
-    /// stale): failing, so that the caller rewrites the table, beats
-    /// appending rules to whatever that chain holds.
-    fn create_chain(&mut self, c: &Chain) {
-        match &c.hook {
-            Some(h) => self.line(format_args!(
-                "create chain {FAMILY} {TABLE} {} {{ {h} }}",
-                c.name
-            )),
-            None => self.line(format_args!("create chain {FAMILY} {TABLE} {}", c.name)),
-        }
-    }
-
-    fn add_rules(&mut self, c: &Chain) {
-        for r in &c.rules {
-            self.line(format_args!("add rule {FAMILY} {TABLE} {} {r}", c.name));
-        }
-    }
-
-    fn add_element(&mut self, e: &Element) {
-        match &e.value {
-            Some(v) => self.line(format_args!(
-                "add element {FAMILY} {TABLE} {} {{ {} : {v} }}",
-                e.set, e.key
-            )),
-            None => self.line(format_args!(
-                "add element {FAMILY} {TABLE} {} {{ {} }}",
-                e.set, e.key
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn chain(name: &str, rules: &[&str]) -> Chain {
+    use crate::proxy::rule::{then, IpField, Stmt};
+
+    fn goto(c: &str) -> Rule {
+        Rule::new(vec![Stmt::Verdict(Verdict::Goto(c.into()))])
+    }
+
+    fn chain(name: &str, rules: Vec<Rule>) -> Chain {
         Chain {
             name: name.into(),
             hook: None,
-            rules: rules.iter().map(|r| r.to_string()).collect(),
+            rules,
         }
     }
 
-    fn elem(set: &str, key: &str, value: Option<&str>) -> Element {
+    fn elem(set: &str, ip: &str, value: Option<Verdict>) -> Element {
         Element {
             set: set.into(),
-            key: key.into(),
-            value: value.map(String::from),
+            key: Key(vec![KeyPart::Ip(ip.parse().unwrap())]),
+            value,
         }
     }
 
@@ -468,7 +620,9 @@ mod tests {
         Set {
             kind: SetKind::Map,
             name: name.into(),
-            spec: "type ipv4_addr : verdict ;".into(),
+            key: vec![KeyType::Ipv4Addr],
+            timeout: None,
+            comment: None,
         }
     }
 
@@ -476,7 +630,9 @@ mod tests {
         Set {
             kind: SetKind::Set,
             name: name.into(),
-            spec: format!("type ipv4_addr ; flags dynamic,timeout ; timeout {timeout}s ;"),
+            key: vec![KeyType::Ipv4Addr],
+            timeout: Some(timeout),
+            comment: None,
         }
     }
 
@@ -484,18 +640,40 @@ mod tests {
         Ruleset {
             sets: vec![map("m"), affinity("aff-a", 10)],
             chains: vec![
-                chain("ep-a", &["update @aff-a { ip saddr }", "dnat to 1.1.1.1"]),
-                chain("svc", &["ip saddr @aff-a goto ep-a", "goto ep-a"]),
+                chain(
+                    "ep-a",
+                    vec![
+                        Rule::new(vec![Stmt::UpdateSaddr("aff-a".into())]),
+                        Rule::new(vec![Stmt::Dnat {
+                            ip: "1.1.1.1".parse().unwrap(),
+                            port: None,
+                        }]),
+                    ],
+                ),
+                chain(
+                    "svc",
+                    vec![
+                        then(
+                            vec![Stmt::IpInSet {
+                                field: IpField::Saddr,
+                                set: "aff-a".into(),
+                            }],
+                            Verdict::Goto("ep-a".into()),
+                        ),
+                        goto("ep-a"),
+                    ],
+                ),
             ],
-            elements: vec![elem("m", "9.9.9.9", Some("goto svc"))],
+            elements: vec![elem("m", "9.9.9.9", Some(Verdict::Goto("svc".into())))],
             warnings: vec![],
         }
     }
 
     #[test]
     fn identical_rulesets_diff_to_nothing() {
-        let t = diff(&base(), &base());
-        assert!(t.is_empty(), "{}", t.text);
+        let (a, b) = (base(), base());
+        let t = diff(&a, &b);
+        assert!(t.is_empty(), "{}", t.text());
         assert!(t.changes.is_empty());
     }
 
@@ -525,7 +703,7 @@ add element ip netlab m { 9.9.9.9 : goto svc }
             ..Ruleset::default()
         };
         assert_eq!(
-            diff(&old, &new).text,
+            diff(&old, &new).text(),
             "delete element ip netlab m { 9.9.9.9 }
 flush chain ip netlab ep-a
 flush chain ip netlab svc
@@ -543,7 +721,7 @@ delete chain ip netlab svc
         new.sets[1] = affinity("aff-a", 20);
         let t = diff(&old, &new);
         assert_eq!(
-            t.text,
+            t.text(),
             "flush chain ip netlab ep-a
 flush chain ip netlab svc
 delete set ip netlab aff-a
@@ -563,10 +741,10 @@ add rule ip netlab svc goto ep-a
     fn a_changed_element_value_is_deleted_then_added() {
         let old = base();
         let mut new = base();
-        new.chains.push(chain("ext", &["goto svc"]));
-        new.elements[0].value = Some("goto ext".into());
+        new.chains.push(chain("ext", vec![goto("svc")]));
+        new.elements[0].value = Some(Verdict::Goto("ext".into()));
         assert_eq!(
-            diff(&old, &new).text,
+            diff(&old, &new).text(),
             "delete element ip netlab m { 9.9.9.9 }
 create chain ip netlab ext
 add rule ip netlab ext goto svc
@@ -580,13 +758,17 @@ add element ip netlab m { 9.9.9.9 : goto ext }
         let mut old = base();
         old.chains.push(Chain {
             name: "nat-output".into(),
-            hook: Some("type nat hook output priority -100 ;".into()),
-            rules: vec!["jump svc".into()],
+            hook: Some(Hook {
+                kind: ChainType::Nat,
+                hook: HookPoint::Output,
+                priority: -100,
+            }),
+            rules: vec![Rule::new(vec![Stmt::Verdict(Verdict::Jump("svc".into()))])],
         });
         let mut new = old.clone();
-        new.chains[2].hook = Some("type nat hook output priority -90 ;".into());
+        new.chains[2].hook.as_mut().unwrap().priority = -90;
         assert_eq!(
-            diff(&old, &new).text,
+            diff(&old, &new).text(),
             "flush chain ip netlab nat-output
 delete chain ip netlab nat-output
 create chain ip netlab nat-output { type nat hook output priority -90 ; }
@@ -597,9 +779,10 @@ add rule ip netlab nat-output jump svc
 
     #[test]
     fn create_transaction_replaces_any_old_table() {
-        let t = base().create_transaction();
+        let r = base();
+        let t = r.create_transaction();
         assert!(t
-            .text
+            .text()
             .starts_with("add table ip netlab\ndelete table ip netlab\nadd table ip netlab\n"));
         assert_eq!(t.changes.chains_added, 2);
         assert_eq!(t.commands(), 12);
