@@ -67,6 +67,12 @@ fn pod_exec(
     let p = state
         .pod(&args.namespace, pod)
         .ok_or_else(|| anyhow!("pods {pod:?} not found in namespace {}", args.namespace))?;
+    if crate::cluster::dns::is_builtin(p) {
+        bail!(
+            "pod {pod} is netlab's built-in DNS server, run by the lab's controller in the pod's network namespace: it has no container to exec into (try `netlab exec node/NODE -- dig @{} …`)",
+            state::pod_ip(p).map(|i| i.to_string()).unwrap_or_default()
+        );
+    }
     let containers = &p.spec.as_ref().expect("pods have specs").containers;
     let container = match &args.container {
         Some(c) => containers

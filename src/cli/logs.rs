@@ -31,6 +31,15 @@ pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
     let pod = state
         .pod(&args.namespace, name)
         .ok_or_else(|| anyhow!("pods {name:?} not found in namespace {}", args.namespace))?;
+    if crate::cluster::dns::is_builtin(pod) {
+        // Its server runs in the controller: show what the controller said of it.
+        let log = controller::daemon::log_file(&lab);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("cluster DNS")) {
+            println!("{line}");
+        }
+        return Ok(0);
+    }
     let containers = &pod.spec.as_ref().expect("spec").containers;
     let container = match &args.container {
         Some(c) => c.clone(),

@@ -72,7 +72,10 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
         .try_clone()
         .map_err(|e| ControllerError::io(&log_path, e))?;
     let mut cmd = std::process::Command::new(exe);
+    // Its log says what it did (restarts, DNS servers), not only warnings.
+    let filter = std::env::var("NETLAB_LOG").unwrap_or_else(|_| "warn,netlab=info".into());
     cmd.args(["controller", "run", "--lab", lab])
+        .env("NETLAB_LOG", filter)
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err);
