@@ -8,6 +8,7 @@
 pub mod converge;
 pub mod daemon;
 pub mod down;
+pub mod images;
 pub mod pods;
 pub mod probes;
 pub mod proxier;
@@ -28,7 +29,7 @@ pub enum ControllerError {
     AlreadyUp { lab: String },
     #[error("no lab named {lab} is up (labs up: {up})")]
     NoSuchLab { lab: String, up: String },
-    #[error("images missing from the store:\n  {}", .0.join("\n  "))]
+    #[error("images could not be had (nothing was created):\n  {}", .0.join("\n  "))]
     Images(Vec<String>),
     #[error(transparent)]
     State(#[from] StateError),

@@ -7,12 +7,13 @@ use crate::cluster::{state, ClusterState};
 use crate::net::NetNs;
 use crate::paths;
 use crate::runtime::bundle::{self, ContainerSpec};
+use super::images::Outcomes;
 use crate::runtime::{rootfs, Image, Runc, Store};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
-    PodCondition,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition,
 };
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -34,18 +35,21 @@ pub fn is_pending(p: &Pod) -> bool {
             .is_none()
 }
 
-/// Starts the containers of every pending pod in `state` (their network exists).
+/// Starts the containers of every pending pod in `state` (their network
+/// exists). A container whose image could not be had stays waiting with the
+/// reason (`ErrImagePull`, …) and its pod Pending; the controller retries.
 pub async fn start_all(
     lab: &str,
     state: &mut ClusterState,
     store: &Store,
-    images: &HashMap<String, Image>,
+    images: &Outcomes,
     runc: &Runc,
 ) -> Result<Pids, ControllerError> {
     // Unpack each image once, before any pod needs it.
     let mut layers: HashMap<String, Vec<PathBuf>> = HashMap::new();
-    for (reference, image) in images {
-        let (store, image) = (store.clone(), image.clone());
+    for (reference, outcome) in images {
+        let Ok(ready) = outcome else { continue };
+        let (store, image) = (store.clone(), ready.image.clone());
         let dirs = tokio::task::spawn_blocking(move || store.unpacked_layers(&image))
             .await
             .expect("unpack task")?;
@@ -58,7 +62,7 @@ pub async fn start_all(
         .into_iter()
         .partition(is_pending);
     state.pods = rest;
-    let started: Vec<(Pod, Vec<i32>)> = futures::stream::iter(pods.into_iter().map(|pod| {
+    let started: Vec<(Pod, Vec<i32>, bool)> = futures::stream::iter(pods.into_iter().map(|pod| {
         let layers = &layers;
         let services = &services;
         async move { start_pod(lab, pod, images, layers, runc, services).await }
@@ -68,24 +72,15 @@ pub async fn start_all(
     .await?;
     let mut pids = Pids::new();
     let now = Utc::now();
-    for (pod, p) in started {
+    for (pod, p, complete) in started {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let ns = state::namespace(&pod.metadata).to_string();
-        let who = crate::cluster::events::Involved {
-            kind: "Pod",
-            namespace: &ns,
-            name: &name,
-        };
+        let who = crate::cluster::events::involved("Pod", &pod.metadata);
         for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-            let image = c.image.clone().unwrap_or_default();
-            state.record(
-                who.clone(),
-                "Normal",
-                "Pulled",
-                "kubelet",
-                format!("Container image \"{image}\" already present on machine"),
-                now,
-            );
+            let outcome = &images[c.image.as_deref().unwrap_or_default()];
+            super::images::record(state, &pod, c, outcome);
+            if outcome.is_err() {
+                continue;
+            }
             state.record(
                 who.clone(),
                 "Normal",
@@ -103,20 +98,93 @@ pub async fn start_all(
                 now,
             );
         }
-        pids.insert(name, p);
+        if complete {
+            pids.insert(name, p);
+        }
         state.pods.push(pod);
     }
     Ok(pids)
 }
 
+/// Starts what it can of a pod; true when every container runs.
 async fn start_pod(
     lab: &str,
     mut pod: Pod,
-    images: &HashMap<String, Image>,
+    images: &Outcomes,
     layers: &HashMap<String, Vec<PathBuf>>,
     runc: &Runc,
     services: &[k8s_openapi::api::core::v1::Service],
-) -> Result<(Pod, Vec<i32>), ControllerError> {
+) -> Result<(Pod, Vec<i32>, bool), ControllerError> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut statuses = Vec::new();
+    let mut pids = Vec::new();
+    for c in &spec.containers {
+        let reference = c.image.clone().unwrap_or_default();
+        match &images[&reference] {
+            Ok(ready) => {
+                let (pid, status) =
+                    start_container(lab, &pod, c, &ready.image, &layers[&reference], runc, services)
+                        .await?;
+                pids.push(pid);
+                statuses.push(status);
+            }
+            Err(f) => statuses.push(image_waiting(c, f.reason, &f.message)),
+        }
+    }
+    let complete = pids.len() == spec.containers.len();
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase = Some(if complete { "Running" } else { "Pending" }.into());
+    status.start_time = Some(state::time(Utc::now()));
+    status.container_statuses = Some(statuses);
+    status.qos_class = Some("BestEffort".into());
+    set_conditions(&mut pod, false);
+    Ok((pod, pids, complete))
+}
+
+/// The status of a container waiting for its image.
+pub fn image_waiting(c: &Container, reason: &str, message: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: String::new(),
+        ready: false,
+        started: Some(false),
+        restart_count: 0,
+        state: Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether a container waits for its image (pull failed or backing off).
+pub fn waits_for_image(cs: &ContainerStatus) -> bool {
+    cs.state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.as_deref())
+        .is_some_and(|r| {
+            ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"]
+                .contains(&r)
+        })
+}
+
+/// Starts one container of a pod (its network exists): the pod's files, an
+/// overlay rootfs over the image's layers, the OCI bundle, runc. Returns
+/// its pid and its running status.
+pub async fn start_container(
+    lab: &str,
+    pod: &Pod,
+    c: &Container,
+    image: &Image,
+    layers: &[PathBuf],
+    runc: &Runc,
+    services: &[k8s_openapi::api::core::v1::Service],
+) -> Result<(i32, ContainerStatus), ControllerError> {
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let object = format!("pod/{name}");
@@ -126,7 +194,7 @@ async fn start_pod(
         message: e.to_string(),
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let ip = state::pod_ip(&pod)
+    let ip = state::pod_ip(pod)
         .map(|a| a.to_string())
         .unwrap_or_default();
     let etc_files = write_etc_files(&dir, &name, &ip, &ns).map_err(io)?;
@@ -134,45 +202,42 @@ async fn start_pod(
     let spec = pod.spec.clone().unwrap_or_default();
     let service_env =
         crate::cluster::envvars::for_pod(services, &ns, spec.enable_service_links.unwrap_or(true));
-    let mut statuses = Vec::new();
-    let mut pids = Vec::new();
-    for c in &spec.containers {
-        let reference = c.image.clone().unwrap_or_default();
-        let image = &images[&reference];
-        let cdir = dir.join(&c.name);
-        let root = rootfs::mount_overlay(&layers[&reference], &cdir).map_err(io)?;
-        let id = paths::container_id(&ns, &name, &c.name);
-        let image_config = image.runtime_config();
-        let runtime_spec = bundle::runtime_spec(&ContainerSpec {
-            pod_name: &name,
-            container: c,
-            image: &image_config,
-            rootfs: &root,
-            netns: &netns,
-            etc_files: &etc_files,
-            cgroups_path: paths::cgroups_path(lab, &id),
-            service_env: &service_env,
-        })
+    let reference = c.image.clone().unwrap_or_default();
+    let cdir = dir.join(&c.name);
+    let root = rootfs::mount_overlay(layers, &cdir).map_err(io)?;
+    let id = paths::container_id(&ns, &name, &c.name);
+    let image_config = image.runtime_config();
+    let runtime_spec = bundle::runtime_spec(&ContainerSpec {
+        pod_name: &name,
+        container: c,
+        image: &image_config,
+        rootfs: &root,
+        netns: &netns,
+        etc_files: &etc_files,
+        cgroups_path: paths::cgroups_path(lab, &id),
+        service_env: &service_env,
+    })
+    .map_err(|e| ControllerError::Pod {
+        pod: object.clone(),
+        message: e.to_string(),
+    })?;
+    runtime_spec
+        .save(cdir.join("config.json"))
+        .map_err(|e| ControllerError::Pod {
+            pod: object.clone(),
+            message: format!("writing OCI bundle: {e}"),
+        })?;
+    let log = paths::container_log(lab, &ns, &name, &c.name);
+    let pid = runc
+        .run_detached(&id, &cdir, &log)
+        .await
         .map_err(|e| ControllerError::Pod {
             pod: object.clone(),
             message: e.to_string(),
         })?;
-        runtime_spec
-            .save(cdir.join("config.json"))
-            .map_err(|e| ControllerError::Pod {
-                pod: object.clone(),
-                message: format!("writing OCI bundle: {e}"),
-            })?;
-        let log = paths::container_log(lab, &ns, &name, &c.name);
-        let pid = runc
-            .run_detached(&id, &cdir, &log)
-            .await
-            .map_err(|e| ControllerError::Pod {
-                pod: object.clone(),
-                message: e.to_string(),
-            })?;
-        pids.push(pid);
-        statuses.push(ContainerStatus {
+    Ok((
+        pid,
+        ContainerStatus {
             name: c.name.clone(),
             image: reference.clone(),
             image_id: format!("{}@{}", image.reference.name(), image.manifest_digest),
@@ -187,15 +252,8 @@ async fn start_pod(
                 ..Default::default()
             }),
             ..Default::default()
-        });
-    }
-    let status = pod.status.get_or_insert_with(Default::default);
-    status.phase = Some("Running".into());
-    status.start_time = Some(state::time(Utc::now()));
-    status.container_statuses = Some(statuses);
-    status.qos_class = Some("BestEffort".into());
-    set_conditions(&mut pod, false);
-    Ok((pod, pids))
+        },
+    ))
 }
 
 /// The files a kubelet manages for every pod, bind-mounted into each container.

@@ -11,10 +11,15 @@
 //!   podCIDR: 10.244.0.0/16   # a /24 per node
 //!   serviceCIDR: 10.0.0.0/16
 //!   nodeCIDR: 172.18.0.0/24  # the lab-internal LAN joining the nodes
+//!   registries:              # registry mirrors, as in containerd/k3s registries.yaml
+//!     mirrors:
+//!       docker.io:
+//!         endpoint: ["http://127.0.0.1:5000"]
 //! ```
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub const API_VERSION: &str = "netlab.dev/v1alpha1";
 
@@ -46,6 +51,23 @@ pub struct LabDocSpec {
     pub service_cidr: Option<String>,
     #[serde(rename = "nodeCIDR")]
     pub node_cidr: Option<String>,
+    pub registries: Option<RegistriesSpec>,
+}
+
+/// `spec.registries`: mirrors only. Credentials belong in the host's
+/// registries config, not in a lab file that gets shared.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistriesSpec {
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, MirrorSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSpec {
+    #[serde(default)]
+    pub endpoint: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +86,9 @@ pub struct LabConfig {
     pub pod_cidr: Ipv4Net,
     pub service_cidr: Ipv4Net,
     pub node_cidr: Ipv4Net,
+    /// Registry mirrors: registry (`docker.io`) → endpoints, tried in order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_mirrors: BTreeMap<String, Vec<String>>,
 }
 
 pub const DEFAULT_NODES: usize = 2;

@@ -285,12 +285,24 @@ fn lab_config(
             )));
         }
     }
+    let mut registry_mirrors = std::collections::BTreeMap::new();
+    for (registry, mirror) in spec.registries.iter().flat_map(|r| r.mirrors.iter()) {
+        for e in &mirror.endpoint {
+            if e.is_empty() || e.chars().any(char::is_whitespace) {
+                return Err(bad(format!(
+                    "spec.registries.mirrors.{registry}.endpoint {e:?}: write [http[s]://]host[:port]"
+                )));
+            }
+        }
+        registry_mirrors.insert(registry.clone(), mirror.endpoint.clone());
+    }
     Ok(LabConfig {
         name,
         nodes,
         pod_cidr,
         service_cidr,
         node_cidr,
+        registry_mirrors,
     })
 }
 
