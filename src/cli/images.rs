@@ -20,7 +20,11 @@ pub struct ImagesArgs {
 pub struct MirrorArgs {
     /// A mirror for a registry, tried before it: REGISTRY=URL, e.g.
     /// docker.io=http://127.0.0.1:5000 (repeat for more, in order).
-    #[arg(long = "registry-mirror", env = "NETLAB_REGISTRY_MIRRORS", value_delimiter = ',')]
+    #[arg(
+        long = "registry-mirror",
+        env = "NETLAB_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
     pub registry_mirror: Vec<String>,
 }
 
@@ -62,6 +66,8 @@ pub enum ImagesCommand {
     List,
     /// Print an image's config as JSON; exits 1 when the image is not in the store.
     Inspect { reference: String },
+    /// Remove an image's name from the store (shared layers stay).
+    Rm { reference: String },
     /// Import an OCI image layout directory or a `docker save` archive (tar).
     Import {
         /// The directory or archive.
@@ -96,7 +102,8 @@ pub async fn pull(args: PullArgs) -> Result<i32> {
     let reference = Reference::parse(&args.image).map_err(anyhow::Error::msg)?;
     let registries = args.mirrors.registries()?;
     let store = Store::new(&paths::data_dir());
-    let pulled = runtime::pull::pull(&store, &reference, &registries, &progress(args.quiet)).await?;
+    let pulled =
+        runtime::pull::pull(&store, &reference, &registries, &progress(args.quiet)).await?;
     if pulled.up_to_date {
         println!(
             "{reference}: image is up to date ({}, from {}, 0 B downloaded)",
@@ -124,8 +131,14 @@ pub async fn push(args: PushArgs) -> Result<i32> {
     };
     let registries = MirrorArgs::default().registries()?;
     let store = Store::new(&paths::data_dir());
-    let sent =
-        runtime::pull::push(&store, &source, &destination, &registries, &progress(args.quiet)).await?;
+    let sent = runtime::pull::push(
+        &store,
+        &source,
+        &destination,
+        &registries,
+        &progress(args.quiet),
+    )
+    .await?;
     println!("{destination}: pushed ({} uploaded)", bytes(sent));
     Ok(0)
 }
@@ -171,6 +184,17 @@ pub async fn run(args: ImagesArgs) -> Result<i32> {
                 Ok(1)
             }
         },
+        ImagesCommand::Rm { reference } => {
+            super::require_root()?;
+            let r = Reference::parse(&reference).map_err(anyhow::Error::msg)?;
+            if store.untag(&r)? {
+                println!("Untagged: {r}");
+                Ok(0)
+            } else {
+                eprintln!("error: no image {r} in the store");
+                Ok(1)
+            }
+        }
         ImagesCommand::Import { path, tag } => {
             super::require_root()?;
             let (s, p) = (store.clone(), path.clone());

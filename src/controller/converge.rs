@@ -112,8 +112,7 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
                 .iter()
                 .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.iter())),
         );
-        let images =
-            super::images::ensure(wanted, &store, &registries, &Progress::hidden()).await;
+        let images = super::images::ensure(wanted, &store, &registries, &Progress::hidden()).await;
         let plans: Vec<_> = pending.iter().map(|p| super::up::pod_plan(st, p)).collect();
         let t = std::time::Instant::now();
         crate::net::add_pods(&plans).await?;

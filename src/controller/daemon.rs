@@ -534,7 +534,14 @@ async fn retry_image(
             format!("Back-off pulling image \"{image}\""),
             now,
         );
-        st.record(who, "Warning", "Failed", "kubelet", "Error: ImagePullBackOff", now);
+        st.record(
+            who,
+            "Warning",
+            "Failed",
+            "kubelet",
+            "Error: ImagePullBackOff",
+            now,
+        );
         return true;
     }
     let outcome = images::ensure(
@@ -550,7 +557,9 @@ async fn retry_image(
     images::record(st, &pod, c, &outcome);
     let started = match &outcome {
         Ok(ready) => {
-            let layers = store.unpacked_layers(&ready.image).map_err(|e| e.to_string());
+            let layers = store
+                .unpacked_layers(&ready.image)
+                .map_err(|e| e.to_string());
             match layers {
                 Ok(layers) => {
                     let services = st.services.clone();
@@ -585,15 +594,30 @@ async fn retry_image(
                 format!("Created container {}", c.name),
                 now,
             );
-            st.record(who, "Normal", "Started", "kubelet", format!("Started container {}", c.name), now);
+            st.record(
+                who,
+                "Normal",
+                "Started",
+                "kubelet",
+                format!("Started container {}", c.name),
+                now,
+            );
             tracing::info!(pod = %pod_name(&st.pods[i]), container = %c.name, pid, "image pulled, container started");
         }
         Err(message) => {
             let failures = pull_failures(pod, &c.name) + 1;
             set_pull_failures(pod, &c.name, failures);
             let delay = images::backoff(failures);
-            set_not_before(pod, &c.name, now + chrono::Duration::from_std(delay).unwrap_or_default());
-            let reason = outcome.as_ref().err().map(|f| f.reason).unwrap_or("ErrImagePull");
+            set_not_before(
+                pod,
+                &c.name,
+                now + chrono::Duration::from_std(delay).unwrap_or_default(),
+            );
+            let reason = outcome
+                .as_ref()
+                .err()
+                .map(|f| f.reason)
+                .unwrap_or("ErrImagePull");
             *status_of(pod, &c.name) = pods::image_waiting(c, reason, &message);
             tracing::info!(pod = %pod_name(pod), container = %c.name, %message, "image pull failed");
         }
@@ -619,7 +643,10 @@ fn pull_failures(pod: &k8s_openapi::api::core::v1::Pod, container: &str) -> u32 
 }
 
 fn set_pull_failures(pod: &mut k8s_openapi::api::core::v1::Pod, container: &str, n: u32) {
-    let a = pod.metadata.annotations.get_or_insert_with(Default::default);
+    let a = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
     if n == 0 {
         a.remove(&failures_key(container));
         if a.is_empty() {

@@ -55,10 +55,15 @@ pub type Outcomes = HashMap<String, Result<Ready, Failure>>;
 /// The mirrors of a lab: the host's registries config, then the lab's own
 /// (which `up` already merged with `--registry-mirror`).
 pub fn registries(config: &LabConfig) -> Result<Registries, ControllerError> {
-    let file = Registries::load(&Registries::config_path())
-        .map_err(|e| ControllerError::Runtime { message: e.to_string() })?;
-    let lab = Registries::from_mirrors(&config.registry_mirrors)
-        .map_err(|e| ControllerError::Runtime { message: e.to_string() })?;
+    let file =
+        Registries::load(&Registries::config_path()).map_err(|e| ControllerError::Runtime {
+            message: e.to_string(),
+        })?;
+    let lab = Registries::from_mirrors(&config.registry_mirrors).map_err(|e| {
+        ControllerError::Runtime {
+            message: e.to_string(),
+        }
+    })?;
     Ok(file.overlay(&lab))
 }
 
@@ -127,6 +132,26 @@ async fn ensure_one(
     }
 }
 
+/// What one container gets: the image's outcome, except that a container
+/// with `imagePullPolicy: Never` never waits on a pull another container
+/// asked for (`ErrImageNeverPull` when the image is not there).
+pub fn for_container(outcomes: &Outcomes, c: &Container) -> Result<Ready, Failure> {
+    let image = c.image.as_deref().unwrap_or_default();
+    match &outcomes[image] {
+        Err(f) if policy(c) == Policy::Never && f.reason == "ErrImagePull" => Err(Failure {
+            reason: "ErrImageNeverPull",
+            message: format!(
+                "Container image \"{image}\" is not present with pull policy of Never: pull it with `netlab pull {image}` or change imagePullPolicy"
+            ),
+        }),
+        Ok(Ready { image: i, pulled: Some(_) }) if policy(c) == Policy::Never => Ok(Ready {
+            image: i.clone(),
+            pulled: None,
+        }),
+        other => other.clone(),
+    }
+}
+
 /// The kubelet's events for one container's image.
 pub fn record(st: &mut ClusterState, pod: &Pod, c: &Container, outcome: &Result<Ready, Failure>) {
     let who = events::involved("Pod", &pod.metadata);
@@ -186,7 +211,14 @@ pub fn record(st: &mut ClusterState, pod: &Pod, c: &Container, outcome: &Result<
                     now,
                 );
             } else {
-                st.record(who.clone(), "Warning", "Failed", "kubelet", f.message.clone(), now);
+                st.record(
+                    who.clone(),
+                    "Warning",
+                    "Failed",
+                    "kubelet",
+                    f.message.clone(),
+                    now,
+                );
             }
             st.record(
                 who,
@@ -248,7 +280,11 @@ mod tests {
 
     #[test]
     fn strongest_policy_per_image() {
-        let cs = [c("nginx:1", Some("Never")), c("nginx:1", Some("Always")), c("busybox:1", None)];
+        let cs = [
+            c("nginx:1", Some("Never")),
+            c("nginx:1", Some("Always")),
+            c("busybox:1", None),
+        ];
         assert_eq!(
             wanted(cs.iter()),
             vec![

@@ -2,12 +2,12 @@
 //! resolv.conf), an overlay rootfs and an OCI bundle per container, runc to
 //! start them, and the status the API shows (`Running`, `1/1`, restarts).
 
+use super::images::Outcomes;
 use super::ControllerError;
 use crate::cluster::{state, ClusterState};
 use crate::net::NetNs;
 use crate::paths;
 use crate::runtime::bundle::{self, ContainerSpec};
-use super::images::Outcomes;
 use crate::runtime::{rootfs, Image, Runc, Store};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
@@ -76,7 +76,7 @@ pub async fn start_all(
         let name = pod.metadata.name.clone().unwrap_or_default();
         let who = crate::cluster::events::involved("Pod", &pod.metadata);
         for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-            let outcome = &images[c.image.as_deref().unwrap_or_default()];
+            let outcome = &super::images::for_container(images, c);
             super::images::record(state, &pod, c, outcome);
             if outcome.is_err() {
                 continue;
@@ -120,11 +120,18 @@ async fn start_pod(
     let mut pids = Vec::new();
     for c in &spec.containers {
         let reference = c.image.clone().unwrap_or_default();
-        match &images[&reference] {
+        match &super::images::for_container(images, c) {
             Ok(ready) => {
-                let (pid, status) =
-                    start_container(lab, &pod, c, &ready.image, &layers[&reference], runc, services)
-                        .await?;
+                let (pid, status) = start_container(
+                    lab,
+                    &pod,
+                    c,
+                    &ready.image,
+                    &layers[&reference],
+                    runc,
+                    services,
+                )
+                .await?;
                 pids.push(pid);
                 statuses.push(status);
             }
@@ -168,8 +175,13 @@ pub fn waits_for_image(cs: &ContainerStatus) -> bool {
         .and_then(|s| s.waiting.as_ref())
         .and_then(|w| w.reason.as_deref())
         .is_some_and(|r| {
-            ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"]
-                .contains(&r)
+            [
+                "ErrImagePull",
+                "ImagePullBackOff",
+                "ErrImageNeverPull",
+                "InvalidImageName",
+            ]
+            .contains(&r)
         })
 }
 

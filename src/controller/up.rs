@@ -50,8 +50,11 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
     if super::lab_exists(&lab) {
         return Err(ControllerError::AlreadyUp { lab });
     }
-    let flags = Registries::from_flags(&options.registry_mirrors)
-        .map_err(|e| ControllerError::Runtime { message: e.to_string() })?;
+    let flags = Registries::from_flags(&options.registry_mirrors).map_err(|e| {
+        ControllerError::Runtime {
+            message: e.to_string(),
+        }
+    })?;
     spec.config.registry_mirrors.extend(flags.mirror_map());
     let registries = images::registries(&spec.config)?;
     let store = Store::new(&paths::data_dir());
@@ -74,8 +77,11 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
     let problems: Vec<String> = containers
         .iter()
         .filter_map(|(object, c)| {
-            let f = images[c.image.as_deref().unwrap_or_default()].as_ref().err()?;
-            Some(format!("{object}: container {}: {}: {}", c.name, f.reason, f.message))
+            let f = images::for_container(&images, c).err()?;
+            Some(format!(
+                "{object}: container {}: {}: {}",
+                c.name, f.reason, f.message
+            ))
         })
         .collect();
     if !problems.is_empty() {
@@ -148,13 +154,24 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
 fn containers(spec: &LabSpec) -> Vec<(String, &k8s_openapi::api::core::v1::Container)> {
     let deployments = spec.deployments.iter().map(|d| {
         (
-            format!("{}: Deployment/{}", d.at, d.object.metadata.name.as_deref().unwrap_or_default()),
-            d.object.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+            format!(
+                "{}: Deployment/{}",
+                d.at,
+                d.object.metadata.name.as_deref().unwrap_or_default()
+            ),
+            d.object
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref()),
         )
     });
     let pods = spec.pods.iter().map(|p| {
         (
-            format!("{}: Pod/{}", p.at, p.object.metadata.name.as_deref().unwrap_or_default()),
+            format!(
+                "{}: Pod/{}",
+                p.at,
+                p.object.metadata.name.as_deref().unwrap_or_default()
+            ),
             p.object.spec.as_ref(),
         )
     });

@@ -170,7 +170,9 @@ pub fn client(endpoint_plain_http: bool) -> Client {
 fn oci_reference(reference: &Reference, endpoint: &Endpoint) -> oci_client::Reference {
     let (registry, repo) = (reference.registry.clone(), reference.repository.clone());
     let mut r = match (&reference.tag, &reference.digest) {
-        (Some(t), Some(d)) => oci_client::Reference::with_tag_and_digest(registry, repo, t.clone(), d.clone()),
+        (Some(t), Some(d)) => {
+            oci_client::Reference::with_tag_and_digest(registry, repo, t.clone(), d.clone())
+        }
         (None, Some(d)) => oci_client::Reference::with_digest(registry, repo, d.clone()),
         (t, None) => oci_client::Reference::with_tag(
             registry,
@@ -233,7 +235,10 @@ async fn pull_from(
         .map_err(failed)?;
 
     // Unchanged tag: one HEAD, nothing transferred.
-    if let (Some(before), Ok(image)) = (store.pulled_digest(reference), store.resolve(&reference.to_string())) {
+    if let (Some(before), Ok(image)) = (
+        store.pulled_digest(reference),
+        store.resolve(&reference.to_string()),
+    ) {
         if store.is_complete(&image) {
             if let Ok(now) = client.fetch_manifest_digest(&oref, &auth).await {
                 if now == before {
@@ -286,7 +291,9 @@ async fn pull_from(
         (top_bytes.clone(), top_digest.clone(), mt)
     };
     let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
-        PullAttempt::Failed(format!("manifest {manifest_digest} is not an image manifest: {e}"))
+        PullAttempt::Failed(format!(
+            "manifest {manifest_digest} is not an image manifest: {e}"
+        ))
     })?;
     for l in manifest.layers() {
         store::decompressor(l.media_type(), std::io::empty())
@@ -360,16 +367,24 @@ async fn download_layer(
 ) -> Result<u64, PullAttempt> {
     let digest = layer.digest().to_string();
     let tmp = store.blob_tempfile()?;
-    let file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| PullAttempt::Fatal(StoreError::Io { path: tmp.clone(), source: e }.into()))?;
+    let file = tokio::fs::File::create(&tmp).await.map_err(|e| {
+        PullAttempt::Fatal(
+            StoreError::Io {
+                path: tmp.clone(),
+                source: e,
+            }
+            .into(),
+        )
+    })?;
     let bar = progress.bytes(&short(&digest), layer.size());
     let mut out = Counting {
         inner: file,
         bar: bar.clone(),
         n: 0,
     };
-    let result = client.pull_blob(oref, &oci_descriptor(layer), &mut out).await;
+    let result = client
+        .pull_blob(oref, &oci_descriptor(layer), &mut out)
+        .await;
     bar.finish_and_clear();
     let n = out.n;
     let cleanup = |tmp: &PathBuf| {

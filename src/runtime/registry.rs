@@ -174,7 +174,14 @@ impl Registries {
         let r = Registries {
             mirrors: mirrors
                 .iter()
-                .map(|(k, v)| (k.clone(), Mirror { endpoint: v.clone() }))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        Mirror {
+                            endpoint: v.clone(),
+                        },
+                    )
+                })
                 .collect(),
             configs: BTreeMap::new(),
         };
@@ -281,10 +288,19 @@ mod tests {
     #[test]
     fn loopback_speaks_http() {
         let r = Registries::default();
-        assert_eq!(r.endpoints("127.0.0.1:5000")[0].url(), "http://127.0.0.1:5000");
-        assert_eq!(r.endpoints("localhost:5000")[0].url(), "http://localhost:5000");
+        assert_eq!(
+            r.endpoints("127.0.0.1:5000")[0].url(),
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(
+            r.endpoints("localhost:5000")[0].url(),
+            "http://localhost:5000"
+        );
         assert_eq!(r.endpoints("[::1]:5000")[0].url(), "http://[::1]:5000");
-        assert_eq!(r.endpoints("example.com:5000")[0].url(), "https://example.com:5000");
+        assert_eq!(
+            r.endpoints("example.com:5000")[0].url(),
+            "https://example.com:5000"
+        );
     }
 
     #[test]
@@ -293,10 +309,16 @@ mod tests {
             "mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:5000\"]\nconfigs:\n  \"127.0.0.1:5001\":\n    auth: {username: a, password: b}\n",
         )
         .unwrap();
-        assert_eq!(file.auth("127.0.0.1:5001").unwrap().username.as_deref(), Some("a"));
+        assert_eq!(
+            file.auth("127.0.0.1:5001").unwrap().username.as_deref(),
+            Some("a")
+        );
         let flag = Registries::from_flags(&["docker.io=127.0.0.1:6000".into()]).unwrap();
         let merged = file.overlay(&flag);
-        assert_eq!(merged.endpoints("docker.io")[0].url(), "http://127.0.0.1:6000");
+        assert_eq!(
+            merged.endpoints("docker.io")[0].url(),
+            "http://127.0.0.1:6000"
+        );
         assert!(merged.auth("127.0.0.1:5001").is_some());
         assert!(format!("{:?}", merged.auth("127.0.0.1:5001")).contains("redacted"));
     }

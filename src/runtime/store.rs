@@ -141,17 +141,14 @@ impl Store {
     /// Looks an image up by reference (`nginx`, `radial/busyboxplus:curl`).
     pub fn resolve(&self, reference: &str) -> Result<Image, StoreError> {
         let wanted = Reference::parse(reference).map_err(StoreError::Reference)?;
-        let found = self
-            .list()?
-            .into_iter()
-            .find(|(r, d)| {
-                *r == wanted
-                    || wanted.digest.as_ref().is_some_and(|dg| {
-                        r.name() == wanted.name()
-                            && (d.digest().to_string() == *dg
-                                || annotation(d, PULLED_ANNOTATION) == Some(dg.as_str()))
-                    })
-            });
+        let found = self.list()?.into_iter().find(|(r, d)| {
+            *r == wanted
+                || wanted.digest.as_ref().is_some_and(|dg| {
+                    r.name() == wanted.name()
+                        && (d.digest().to_string() == *dg
+                            || annotation(d, PULLED_ANNOTATION) == Some(dg.as_str()))
+                })
+        });
         let Some((_, descriptor)) = found else {
             return Err(StoreError::NotFound {
                 reference: wanted.to_string(),
@@ -213,7 +210,10 @@ impl Store {
 
     /// Whether every blob of an image is in the store (a pull can skip it).
     pub fn is_complete(&self, image: &Image) -> bool {
-        image.layers.iter().all(|l| self.has_blob(&l.digest().to_string(), l.size()))
+        image
+            .layers
+            .iter()
+            .all(|l| self.has_blob(&l.digest().to_string(), l.size()))
     }
 
     /// Stores a blob given in full, after checking it against its digest.
@@ -262,6 +262,31 @@ impl Store {
         }
         let path = self.blob_path(digest);
         fs::rename(tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Removes a name from the store (its blobs stay: other names may share
+    /// them). Returns whether the name was there.
+    pub fn untag(&self, reference: &Reference) -> Result<bool, StoreError> {
+        let name = reference.to_string();
+        if !self.root.join("index.json").exists() {
+            return Ok(false);
+        }
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let before = index.manifests().len();
+        let manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| annotation(d, NAME_ANNOTATION) != Some(name.as_str()))
+            .cloned()
+            .collect();
+        let removed = manifests.len() != before;
+        index.set_manifests(manifests);
+        self.write_atomic(
+            &self.root.join("index.json"),
+            index.to_string().map_err(|e| self.corrupt(e))?.as_bytes(),
+        )?;
+        Ok(removed)
     }
 
     /// Names a manifest (already in the store) `reference` in `index.json`,
@@ -326,11 +351,12 @@ impl Store {
                 fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
                 let blob = self.blob_path(&digest);
                 let file = File::open(&blob).map_err(io_err(&blob))?;
-                let reader = decompressor(layer.media_type(), io::BufReader::new(file))
-                    .map_err(|message| StoreError::Corrupt {
+                let reader = decompressor(layer.media_type(), io::BufReader::new(file)).map_err(
+                    |message| StoreError::Corrupt {
                         path: blob.clone(),
                         message: format!("layer {digest}: {message}"),
-                    })?;
+                    },
+                )?;
                 // The uncompressed stream must hash to the config's diff_id,
                 // as containerd checks it: the blob digest only covers the
                 // compressed bytes.
@@ -532,12 +558,15 @@ pub fn decompressor<'a>(
     if mt.ends_with("gzip") || mt.ends_with(".gzip") {
         Ok(Box::new(flate2::read::GzDecoder::new(reader)))
     } else if mt.ends_with("zstd") {
-        let d = ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| format!("zstd: {e}"))?;
+        let d =
+            ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| format!("zstd: {e}"))?;
         Ok(Box::new(d))
     } else if mt.ends_with(".tar") || mt.ends_with("rootfs.diff.tar") {
         Ok(Box::new(reader))
     } else {
-        Err(format!("layer media type {mt} is not supported (gzip, zstd or plain tar layers are)"))
+        Err(format!(
+            "layer media type {mt} is not supported (gzip, zstd or plain tar layers are)"
+        ))
     }
 }
 
@@ -611,10 +640,12 @@ impl Store {
 
     /// Copies a blob of another OCI layout in, checking its digest.
     fn copy_blob_from(&self, dir: &Path, digest: &str) -> Result<(), StoreError> {
-        let hex = digest.strip_prefix("sha256:").ok_or_else(|| StoreError::Corrupt {
-            path: dir.to_path_buf(),
-            message: format!("digest {digest}: only sha256 is supported"),
-        })?;
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| StoreError::Corrupt {
+                path: dir.to_path_buf(),
+                message: format!("digest {digest}: only sha256 is supported"),
+            })?;
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(StoreError::Corrupt {
                 path: dir.to_path_buf(),
@@ -633,7 +664,11 @@ impl Store {
         self.commit_blob(&tmp, digest)
     }
 
-    fn import_layout(&self, dir: &Path, tag: Option<&Reference>) -> Result<Vec<Reference>, StoreError> {
+    fn import_layout(
+        &self,
+        dir: &Path,
+        tag: Option<&Reference>,
+    ) -> Result<Vec<Reference>, StoreError> {
         let corrupt = |message: String| StoreError::Corrupt {
             path: dir.to_path_buf(),
             message,
@@ -654,7 +689,12 @@ impl Store {
                 None => {
                     let text = annotation(d, NAME_ANNOTATION)
                         .or_else(|| annotation(d, REF_ANNOTATION))
-                        .ok_or_else(|| corrupt(format!("manifest {} has no name: give one with --tag", d.digest())))?;
+                        .ok_or_else(|| {
+                            corrupt(format!(
+                                "manifest {} has no name: give one with --tag",
+                                d.digest()
+                            ))
+                        })?;
                     Reference::parse(text).map_err(|e| {
                         corrupt(format!("{e}: give the image a full name with --tag"))
                     })?
@@ -688,7 +728,9 @@ impl Store {
             for l in manifest.layers() {
                 self.copy_blob_from(dir, &l.digest().to_string())?;
             }
-            let size = fs::metadata(self.blob_path(&digest)).map_err(io_err(dir))?.len();
+            let size = fs::metadata(self.blob_path(&digest))
+                .map_err(io_err(dir))?
+                .len();
             self.name_after_unpacking(&name, descriptor(media_type, size, &digest)?)?;
             named.push(name);
         }
@@ -697,7 +739,11 @@ impl Store {
 
     /// `docker save`: manifest.json lists each image's config file, layer
     /// tars (bottom first) and RepoTags.
-    fn import_docker_archive(&self, dir: &Path, tag: Option<&Reference>) -> Result<Vec<Reference>, StoreError> {
+    fn import_docker_archive(
+        &self,
+        dir: &Path,
+        tag: Option<&Reference>,
+    ) -> Result<Vec<Reference>, StoreError> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Entry {
@@ -714,11 +760,17 @@ impl Store {
         let entries: Vec<Entry> =
             serde_json::from_slice(&text).map_err(|e| corrupt(format!("manifest.json: {e}")))?;
         if tag.is_some() && entries.len() != 1 {
-            return Err(corrupt(format!("--tag names one image, but the archive has {}", entries.len())));
+            return Err(corrupt(format!(
+                "--tag names one image, but the archive has {}",
+                entries.len()
+            )));
         }
         let inside = |name: &str| -> Result<PathBuf, StoreError> {
             let p = Path::new(name);
-            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
                 return Err(corrupt(format!("{name}: outside the archive")));
             }
             Ok(dir.join(p))
@@ -740,8 +792,11 @@ impl Store {
                     _ => MediaType::ImageLayer,
                 };
                 let mut hash = HashingWriter::new(io::sink());
-                io::copy(&mut io::BufReader::new(File::open(&src).map_err(io_err(&src))?), &mut hash)
-                    .map_err(io_err(&src))?;
+                io::copy(
+                    &mut io::BufReader::new(File::open(&src).map_err(io_err(&src))?),
+                    &mut hash,
+                )
+                .map_err(io_err(&src))?;
                 let (_, digest, size) = hash.finish();
                 self.copy_file_as_blob(&src, &digest)?;
                 layers.push(descriptor(media_type, size, &digest)?);
@@ -749,7 +804,11 @@ impl Store {
             let manifest = ImageManifestBuilder::default()
                 .schema_version(2u32)
                 .media_type(MediaType::ImageManifest)
-                .config(descriptor(MediaType::ImageConfig, config_bytes.len() as u64, &config_digest)?)
+                .config(descriptor(
+                    MediaType::ImageConfig,
+                    config_bytes.len() as u64,
+                    &config_digest,
+                )?)
                 .layers(layers)
                 .build()
                 .map_err(|e| self.corrupt(e))?;
@@ -767,7 +826,9 @@ impl Store {
                     .collect::<Result<_, _>>()?,
             };
             if names.is_empty() {
-                return Err(corrupt(format!("image {config_digest} has no RepoTags: give it a name with --tag")));
+                return Err(corrupt(format!(
+                    "image {config_digest} has no RepoTags: give it a name with --tag"
+                )));
             }
             for name in names {
                 self.name_after_unpacking(&name, desc.clone())?;
@@ -778,7 +839,11 @@ impl Store {
     }
 
     /// Unpacks an image's layers (checking them), then names it.
-    fn name_after_unpacking(&self, name: &Reference, manifest: Descriptor) -> Result<(), StoreError> {
+    fn name_after_unpacking(
+        &self,
+        name: &Reference,
+        manifest: Descriptor,
+    ) -> Result<(), StoreError> {
         let image = self.image(name.clone(), &manifest.digest().to_string())?;
         self.unpacked_layers(&image)?;
         self.tag(name, manifest, None)
