@@ -317,7 +317,7 @@ async fn pull_from(
     let missing: Vec<&Descriptor> = manifest
         .layers()
         .iter()
-        .filter(|l| !store.has_blob(&l.digest().to_string(), l.size()))
+        .filter(|l| !store.has_blob(l.digest().as_ref(), l.size()))
         .collect();
     let bytes: Vec<u64> = futures::stream::iter(missing.into_iter().map(|layer| {
         let (client, oref, store) = (&client, &oref, store);

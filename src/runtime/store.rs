@@ -155,7 +155,7 @@ impl Store {
                 store: self.root.clone(),
             });
         };
-        self.image(wanted, &descriptor.digest().to_string())
+        self.image(wanted, descriptor.digest().as_ref())
     }
 
     /// The image whose manifest (in the store) has `manifest_digest`.
@@ -213,7 +213,7 @@ impl Store {
         image
             .layers
             .iter()
-            .all(|l| self.has_blob(&l.digest().to_string(), l.size()))
+            .all(|l| self.has_blob(l.digest().as_ref(), l.size()))
     }
 
     /// Stores a blob given in full, after checking it against its digest.
@@ -368,7 +368,7 @@ impl Store {
                 let diff_id = hashed.finish();
                 let failure = match unpacked {
                     Err(e) => Some(format!("unpacking layer {digest}: {e}")),
-                    Ok(()) if image.diff_ids.get(i).is_some_and(|want| want.to_string() != diff_id) => {
+                    Ok(()) if image.diff_ids.get(i).is_some_and(|want| *want != diff_id) => {
                         Some(format!(
                             "layer {digest}: its content hashes to {diff_id}, but the image config says {}",
                             image.diff_ids[i]
@@ -724,9 +724,9 @@ impl Store {
             }
             let manifest = ImageManifest::from_file(self.blob_path(&digest))
                 .map_err(|e| corrupt(format!("manifest {digest}: {e}")))?;
-            self.copy_blob_from(dir, &manifest.config().digest().to_string())?;
+            self.copy_blob_from(dir, manifest.config().digest().as_ref())?;
             for l in manifest.layers() {
-                self.copy_blob_from(dir, &l.digest().to_string())?;
+                self.copy_blob_from(dir, l.digest().as_ref())?;
             }
             let size = fs::metadata(self.blob_path(&digest))
                 .map_err(io_err(dir))?
@@ -844,7 +844,7 @@ impl Store {
         name: &Reference,
         manifest: Descriptor,
     ) -> Result<(), StoreError> {
-        let image = self.image(name.clone(), &manifest.digest().to_string())?;
+        let image = self.image(name.clone(), manifest.digest().as_ref())?;
         self.unpacked_layers(&image)?;
         self.tag(name, manifest, None)
     }
