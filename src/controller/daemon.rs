@@ -87,7 +87,16 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
     let child = cmd.spawn().map_err(|e| ControllerError::Runtime {
         message: format!("starting the controller of lab {lab}: {e}"),
     })?;
-    Ok(child.id() as i32)
+    let pid = child.id() as i32;
+    // Return once it runs (its pid file names it), so that a `controller
+    // status` right after `up` sees it even on a busy machine.
+    for _ in 0..400 {
+        if running(lab) == Some(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(pid)
 }
 
 /// Stops the controller (SIGTERM, then SIGKILL after 2 s). Ok when none runs.
