@@ -206,7 +206,14 @@ fn disk(tag: u32, pods: usize) -> (u64, u64, u64) {
         ),
     )
     .unwrap();
-    run(Command::new(NETLAB).args(["up", "--name", &lab, "--timeout", "300", file.to_str().unwrap()]));
+    run(Command::new(NETLAB).args([
+        "up",
+        "--name",
+        &lab,
+        "--timeout",
+        "300",
+        file.to_str().unwrap(),
+    ]));
     let pods_dir = netlab::paths::lab_dir(&lab).join("pods");
     let uppers: Vec<PathBuf> = std::fs::read_dir(&pods_dir)
         .unwrap()
