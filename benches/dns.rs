@@ -7,6 +7,7 @@
 //! - the baseline: dnsmasq (Debian's dnsmasq-base) serving the same name
 //!   from the same place: the coredns pod's network namespace, on its IP
 //!   (port 5353),
+//!
 //! all from the node's network namespace, with the same client: W threads,
 //! each with one UDP socket and one query in flight (closed loop).
 //!

@@ -3,20 +3,23 @@
 #
 # Usage: scripts/build-images.sh [--force] [--rootfs-only OUTDIR]
 #
-# Builds two images without Docker, chroot, debootstrap or maintainer scripts:
+# Builds three images without Docker, chroot, debootstrap or maintainer scripts:
 # the dependency closure is fetched with `apt-get download` into a cache
 # (/var/cache/netlab/debs), every .deb is unpacked into a fresh rootfs and the
 # few files that maintainer scripts would have created are written by hand.
 #
 #   nginx                     Debian's nginx + curl + busybox, laid out like
 #                             the official Docker Hub nginx image
+#   bprashanth/nginxhttps:1.0 the nginx image plus the tutorial's HTTPS
+#                             entrypoint: nginx reloaded when /etc/nginx/conf.d
+#                             changes; serves 80 and 443 (certs in /etc/nginx/ssl)
 #   radial/busyboxplus:curl   busybox (all applets) + curl
 #
 # Default: each image is imported with
 #     $NETLAB images import-rootfs ROOTFS --tag REF --config CONFIG_JSON
 # and skipped if `$NETLAB images inspect REF` already succeeds (unless --force).
-# --rootfs-only OUTDIR: only write OUTDIR/nginx/{rootfs,config.json,packages.txt}
-# and OUTDIR/busyboxplus-curl/{rootfs,config.json,packages.txt}; netlab is not
+# --rootfs-only OUTDIR: only write OUTDIR/NAME/{rootfs,config.json,packages.txt}
+# for NAME in nginx, nginxhttps and busyboxplus-curl; netlab is not
 # called (existing directories there are replaced).
 #
 # Environment: NETLAB (default: netlab on PATH), NETLAB_CACHE_DIR (default
@@ -72,19 +75,22 @@ for c in apt-get apt-cache dpkg dpkg-deb tar awk sha256sum flock realpath; do
     command -v "$c" >/dev/null 2>&1 || die "required command not found: $c"
 done
 for f in resolve-deps.awk printenv nginx/nginx.conf nginx/default.conf nginx/50x.html nginx/index.html \
-         nginx/config.json busyboxplus-curl/config.json; do
+         nginx/config.json nginxhttps/config.json nginxhttps/auto-reload-nginx.sh \
+         nginxhttps/index2.html busyboxplus-curl/config.json; do
     [ -f "$IMGDIR/$f" ] || die "missing $IMGDIR/$f"
 done
 
 # ---------------------------------------------------------------- images
-NAMES=(nginx busyboxplus-curl)
+NAMES=(nginx nginxhttps busyboxplus-curl)
 declare -A REF=(
     [nginx]=nginx
+    [nginxhttps]=bprashanth/nginxhttps:1.0
     [busyboxplus-curl]=radial/busyboxplus:curl
 )
 # the packages each image is built from (plus their dependency closure)
 declare -A ROOTS=(
     [nginx]="nginx curl busybox-static ca-certificates base-files libc-bin"
+    [nginxhttps]="nginx curl busybox-static ca-certificates base-files libc-bin"
     [busyboxplus-curl]="busybox-static curl ca-certificates"
 )
 # Packages never unpacked (a dependency on them is dropped): packaging and
@@ -399,6 +405,13 @@ setup_nginx() {
         mkdir -p "$r/$d"; chown 101:101 "$r/$d"; chmod 0700 "$r/$d"
     done
     chmod 0755 "$r/var/cache/nginx"
+}
+
+setup_nginxhttps() {
+    local r=$1
+    setup_nginx "$r"
+    install -m 0644 "$IMGDIR/nginxhttps/index2.html" "$r/usr/share/nginx/html/index2.html"
+    install -D -m 0755 "$IMGDIR/nginxhttps/auto-reload-nginx.sh" "$r/home/auto-reload-nginx.sh"
 }
 
 setup_busyboxplus_curl() {

@@ -2,7 +2,12 @@
 # Prepares this machine for netlab, idempotently, as root:
 #   1. system packages (runc, nftables, iproute2, curl, …),
 #   2. the netlab binary (cargo build --release → /usr/local/bin/netlab),
-#   3. the demo images (nginx, radial/busyboxplus:curl) in the local store.
+#   3. the demo images (nginx, bprashanth/nginxhttps:1.0,
+#      radial/busyboxplus:curl), built from Debian packages, pushed into a
+#      local registry (docker-registry on 127.0.0.1:5000, started here) that
+#      is docker.io's mirror in /etc/netlab/registries.yaml, and pulled from
+#      it into the local store: the quick start and the tests pull for real,
+#      with no internet.
 # Every step is skipped when its result is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +20,10 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # 1. System packages. runc runs the containers; iproute2 gives `ip netns`
 #    for people debugging a lab and the baseline script; nftables for
 #    Services; curl is what `netlab exec node/… -- curl` runs on nodes;
-#    util-linux has setpriv for the not-root test; dnsutils (dig) and
+#    util-linux has setpriv for the not-root test; docker-registry is the
+#    local registry the demo images are pulled from; dnsutils (dig) and
 #    dnsmasq-base are for the DNS tests and the DNS benchmark.
-packages=(runc nftables iproute2 curl ca-certificates util-linux procps dnsutils dnsmasq-base)
+packages=(runc nftables iproute2 curl ca-certificates util-linux procps docker-registry dnsutils dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +33,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package enables a system-wide registry on *:5000 (all interfaces);
+  # netlab runs its own on loopback only (scripts/registry.sh).
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # 2. The binary. sudo drops ~/.cargo/bin from PATH: look for cargo there too.
@@ -43,6 +54,30 @@ say "building netlab (release)"
 install -m 0755 target/release/netlab /usr/local/bin/netlab
 export NETLAB=/usr/local/bin/netlab
 
-# 3. Images, built from Debian packages (skipped when already in the store).
-scripts/build-images.sh
+# 3. Images: built from Debian packages into a staging store (skipped when
+#    already there), pushed into the local registry, pulled from it into the
+#    local store as any registry image is. A push or pull of what is already
+#    there transfers nothing.
+REGISTRY=${NETLAB_REGISTRY_ADDR:-127.0.0.1:5000}
+scripts/registry.sh start
+mkdir -p /etc/netlab
+if [ ! -e /etc/netlab/registries.yaml ]; then
+  say "writing /etc/netlab/registries.yaml (docker.io mirror: http://$REGISTRY)"
+  cat > /etc/netlab/registries.yaml <<EOF
+# Registry mirrors and credentials for netlab (k3s/containerd registries.yaml).
+# The local registry (scripts/registry.sh) stands in for Docker Hub.
+mirrors:
+  docker.io:
+    endpoint:
+      - "http://$REGISTRY"
+EOF
+fi
+STAGING=/var/lib/netlab/build
+NETLAB_DATA_DIR=$STAGING scripts/build-images.sh
+for ref in nginx bprashanth/nginxhttps:1.0 radial/busyboxplus:curl; do
+  name=${ref%%:*}; tag=latest; [ "$name" = "$ref" ] || tag=${ref#*:}
+  case "$name" in */*) ;; *) name=library/$name ;; esac
+  NETLAB_DATA_DIR=$STAGING netlab push --quiet "$ref" "$REGISTRY/$name:$tag" >/dev/null
+  netlab pull --quiet --registry-mirror "docker.io=http://$REGISTRY" "$ref" >&2
+done
 say "ready: $(netlab --version)"

@@ -245,15 +245,15 @@ spec:
     // A, case-insensitively, and over TCP.
     assert_eq!(
         short(&lab, &["my-nginx.default.svc.cluster.local"]),
-        [ip.clone()]
+        vec![ip.clone()]
     );
     assert_eq!(
         short(&lab, &["MY-NGINX.Default.svc.cluster.local"]),
-        [ip.clone()]
+        vec![ip.clone()]
     );
     assert_eq!(
         short(&lab, &["+tcp", "my-nginx.default.svc.cluster.local"]),
-        [ip.clone()]
+        vec![ip.clone()]
     );
     // SRV for named ports, of each protocol.
     assert_eq!(
@@ -278,11 +278,11 @@ spec:
     // Headless: the endpoint, its hostname, SRV to it, PTR back.
     assert_eq!(
         short(&lab, &["web.default.svc.cluster.local"]),
-        [web0.clone()]
+        vec![web0.clone()]
     );
     assert_eq!(
         short(&lab, &["web-0.web.default.svc.cluster.local"]),
-        [web0.clone()]
+        vec![web0.clone()]
     );
     assert_eq!(
         short(&lab, &["SRV", "_http._tcp.web.default.svc.cluster.local"]),
@@ -299,7 +299,7 @@ spec:
     let dashed = web0.replace('.', "-");
     assert_eq!(
         short(&lab, &[&format!("{dashed}.default.pod.cluster.local")]),
-        [web0.clone()]
+        vec![web0.clone()]
     );
     // The schema version.
     assert_eq!(
@@ -399,7 +399,7 @@ spec:
     let front = "front.default.svc.cluster.local";
     let ip1 = cluster_ip(&lab, "front");
     wait_for("front", Duration::from_secs(1), || {
-        short(&lab, &[front]) == [ip1.clone()]
+        short(&lab, &[front]) == vec![ip1.clone()]
     });
     lab.ok(&["delete", "service", "front"]);
     let t = Instant::now();
@@ -413,7 +413,7 @@ spec:
     lab.ok(&["expose", "deployment", "pool", "--name=front", "--port=80"]);
     let ip2 = cluster_ip(&lab, "front");
     wait_for("front again", Duration::from_secs(1), || {
-        short(&lab, &[front]) == [ip2.clone()]
+        short(&lab, &[front]) == vec![ip2.clone()]
     });
     lab.down_clean();
 }

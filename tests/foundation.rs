@@ -259,7 +259,7 @@ fn bad_lab_files_change_nothing() {
         ("bad-cidr", format!("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/40\n---\n{}", nginx_deployment("w", 1)), &["lab.yaml:1", "podCIDR", "not an IPv4 CIDR"]),
         ("negative", nginx_deployment("w", -2), &["Deployment/w", "replicas", "negative"]),
         ("duplicate", format!("{}---\n{}", nginx_deployment("w", 1), nginx_deployment("w", 1)), &["Deployment/w", "defined twice"]),
-        ("no-image", nginx_deployment("w", 1).replace("image: nginx", "image: nosuch/image:1"), &["Deployment/w", "docker.io/nosuch/image:1", "not in the local image store"]),
+        ("no-image", nginx_deployment("w", 1).replace("image: nginx", "image: nosuch/image:1"), &["Deployment/w", "docker.io/nosuch/image:1", "ErrImagePull", "nothing was created"]),
     ];
     for (name, yaml, expected) in cases {
         let lab = Lab::prepare(name, &yaml);

@@ -330,6 +330,14 @@ pub fn pod(p: &Pod) -> String {
             "Waiting"
         };
         containers.push_str(&format!("  State:          {state_text}\n"));
+        if let Some(w) = &st.waiting {
+            if let Some(r) = &w.reason {
+                containers.push_str(&format!("    Reason:       {r}\n"));
+            }
+            if let Some(m) = &w.message {
+                containers.push_str(&format!("    Message:      {m}\n"));
+            }
+        }
         containers.push_str(&format!(
             "  Ready:          {}\n",
             if cs.is_some_and(|c| c.ready) {

@@ -118,32 +118,9 @@ fn print_lines(lines: Vec<String>) -> Result<i32> {
     Ok(0)
 }
 
-/// Images must be in the store before anything is changed.
-fn check_images(spec: &lab::LabSpec) -> Result<()> {
-    let store = crate::runtime::Store::new(&crate::paths::data_dir());
-    let pods: Vec<k8s_openapi::api::core::v1::Pod> = spec
-        .pods
-        .iter()
-        .map(|p| p.object.clone())
-        .chain(
-            spec.deployments
-                .iter()
-                .map(|d| k8s_openapi::api::core::v1::Pod {
-                    metadata: d.object.metadata.clone(),
-                    spec: d.object.spec.as_ref().and_then(|s| s.template.spec.clone()),
-                    status: None,
-                }),
-        )
-        .collect();
-    let refs: Vec<&k8s_openapi::api::core::v1::Pod> = pods.iter().collect();
-    converge::images_for(&refs, &store)?;
-    Ok(())
-}
-
 pub async fn apply(args: ApplyArgs, lab: Option<String>, mode: Mode) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let spec = load_objects(&args.files)?;
-    check_images(&spec)?;
     let lines = converge::change(&lab, |st| {
         objects::apply(st, &spec, mode, chrono::Utc::now(), &mut rand::rng()).map_err(object_error)
     })

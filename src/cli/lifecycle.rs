@@ -20,6 +20,8 @@ pub struct UpArgs {
     /// Seconds to wait for every pod to run and serve its ports.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    #[command(flatten)]
+    pub mirrors: super::images::MirrorArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +43,8 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
         spec,
         &UpOptions {
             timeout: Duration::from_secs(args.timeout),
+            registry_mirrors: args.mirrors.registry_mirror,
+            progress: true,
         },
     )
     .await?;

@@ -63,6 +63,10 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// The local image store.
     Images(images::ImagesArgs),
+    /// Pull an image from its registry (or a mirror) into the local store.
+    Pull(images::PullArgs),
+    /// Push an image of the local store to a registry.
+    Push(images::PushArgs),
     /// The lab's controller process (restarts containers, follows them in the Services).
     Controller(ControllerCmd),
 }
@@ -147,6 +151,11 @@ async fn run(cli: Cli) -> Result<i32> {
     let lab = cli.lab.clone();
     match cli.command {
         Command::Images(args) => images::run(args).await,
+        Command::Pull(args) => {
+            require_root()?;
+            images::pull(args).await
+        }
+        Command::Push(args) => images::push(args).await,
         command => {
             require_root()?;
             match command {
@@ -168,7 +177,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Run(args) => run::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
-                Command::Images(_) => unreachable!(),
+                Command::Images(_) | Command::Pull(_) | Command::Push(_) => unreachable!(),
             }
         }
     }

@@ -230,6 +230,7 @@ mod tests {
             pod_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             node_cidr: "172.18.0.0/24".parse().unwrap(),
+            registry_mirrors: Default::default(),
             dns: crate::lab::config::DnsConfig {
                 enabled,
                 upstreams: vec![],

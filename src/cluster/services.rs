@@ -407,7 +407,6 @@ impl ClusterState {
                         uid: p.metadata.uid.clone(),
                         ..Default::default()
                     }),
-                    ..Default::default()
                 };
                 let entry = subsets.entry(ports).or_default();
                 if state::pod_ready(p) || publish_not_ready {

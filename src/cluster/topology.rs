@@ -61,6 +61,7 @@ mod tests {
 
     fn config(nodes: usize) -> LabConfig {
         LabConfig {
+            registry_mirrors: Default::default(),
             name: "t".into(),
             nodes: (1..=nodes).map(|i| format!("node-{i}")).collect(),
             pod_cidr: "10.244.0.0/16".parse().unwrap(),

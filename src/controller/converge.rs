@@ -5,9 +5,8 @@
 use super::{pods, proxier, ControllerError};
 use crate::cluster::{state, ClusterState};
 use crate::paths;
-use crate::runtime::{Image, Runc, Store};
+use crate::runtime::{Progress, Runc, Store};
 use k8s_openapi::api::core::v1::Pod;
-use std::collections::HashMap;
 use std::fs::File;
 use std::time::Duration;
 
@@ -107,7 +106,14 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
     let pending: Vec<&Pod> = st.pods.iter().filter(|p| pods::is_pending(p)).collect();
     if !pending.is_empty() {
         let store = Store::new(&paths::data_dir());
-        let images = images_for(&pending, &store)?;
+        let registries = super::images::registries(&st.config)?;
+        let wanted = super::images::wanted(
+            pending
+                .iter()
+                .filter(|p| !crate::cluster::dns::is_builtin(p))
+                .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.iter())),
+        );
+        let images = super::images::ensure(wanted, &store, &registries, &Progress::hidden()).await;
         let plans: Vec<_> = pending.iter().map(|p| super::up::pod_plan(st, p)).collect();
         let t = std::time::Instant::now();
         crate::net::add_pods(&plans).await?;
@@ -130,33 +136,4 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
     st.refresh_deployment_status();
     st.refresh_endpoints();
     proxier::sync_all(lab, st).await
-}
-
-/// The images of some pods, from the store; errors name the pod.
-pub fn images_for(pods: &[&Pod], store: &Store) -> Result<HashMap<String, Image>, ControllerError> {
-    let mut images = HashMap::new();
-    let mut problems = Vec::new();
-    for p in pods.iter().filter(|p| !crate::cluster::dns::is_builtin(p)) {
-        for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
-            let reference = c.image.clone().unwrap_or_default();
-            if images.contains_key(&reference) {
-                continue;
-            }
-            match store.resolve(&reference) {
-                Ok(i) => {
-                    images.insert(reference, i);
-                }
-                Err(e) => problems.push(format!(
-                    "pod/{}: container {}: {e}",
-                    p.metadata.name.as_deref().unwrap_or_default(),
-                    c.name
-                )),
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(images)
-    } else {
-        Err(ControllerError::Images(problems))
-    }
 }

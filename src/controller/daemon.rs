@@ -90,7 +90,16 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
     let child = cmd.spawn().map_err(|e| ControllerError::Runtime {
         message: format!("starting the controller of lab {lab}: {e}"),
     })?;
-    Ok(child.id() as i32)
+    let pid = child.id() as i32;
+    // Return once it runs (its pid file names it), so that a `controller
+    // status` right after `up` sees it even on a busy machine.
+    for _ in 0..400 {
+        if running(lab) == Some(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(pid)
 }
 
 /// Stops the controller (SIGTERM, then SIGKILL after 2 s). Ok when none runs.
@@ -272,6 +281,7 @@ pub async fn step(
     let now = Utc::now();
     let mut changed = false;
     let store = Store::new(&paths::data_dir());
+    let registries = super::images::registries(&st.config)?;
     // Two passes: first every death is noticed and the dead pods leave the
     // endpoints on every node; then containers are restarted and pods that
     // run (and pass their probes) join again.
@@ -309,6 +319,13 @@ pub async fn step(
                     continue;
                 }
                 let cs = status_of(&mut st.pods[i], &c.name);
+                if pods::waits_for_image(cs) {
+                    if restart_pass {
+                        changed |=
+                            retry_image(lab, &mut st, i, c, &store, &registries, &runc, now).await;
+                    }
+                    continue;
+                }
                 let was_running = pods::running_since(cs).is_some();
                 if was_running {
                     // Just died: record it, the pod is no longer ready.
@@ -451,6 +468,7 @@ pub async fn step(
             };
             let all_running =
                 statuses().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
+            let waits_for_image = statuses().any(pods::waits_for_image);
             let all_ready =
                 all_running && statuses().all(|c| probed.get(&c.name).copied().unwrap_or(true));
             let flags_differ = statuses().any(|c| c.ready != all_ready);
@@ -458,7 +476,7 @@ pub async fn step(
                 pods::set_ready(pod, all_ready);
                 changed = true;
             }
-            if policy == "Never" && !all_running {
+            if policy == "Never" && !all_running && !waits_for_image {
                 pod.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
             }
         }
@@ -502,6 +520,173 @@ pub async fn step(
         }
     }
     Ok(Some(watch))
+}
+
+/// A container waiting for its image: while its pull back-off runs it shows
+/// `ImagePullBackOff`; when it is over, pull again and start the container
+/// if the image came. Returns whether the pod changed.
+#[allow(clippy::too_many_arguments)]
+async fn retry_image(
+    lab: &str,
+    st: &mut ClusterState,
+    i: usize,
+    c: &k8s_openapi::api::core::v1::Container,
+    store: &Store,
+    registries: &crate::runtime::Registries,
+    runc: &Runc,
+    now: DateTime<Utc>,
+) -> bool {
+    use super::images;
+    let image = c.image.clone().unwrap_or_default();
+    let meta = st.pods[i].metadata.clone();
+    let who = events::involved("Pod", &meta);
+    if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
+        let cs = status_of(&mut st.pods[i], &c.name);
+        let waiting = cs.state.as_mut().and_then(|s| s.waiting.as_mut());
+        let Some(w) = waiting else { return false };
+        if w.reason.as_deref() != Some("ErrImagePull") {
+            return false;
+        }
+        w.reason = Some("ImagePullBackOff".into());
+        w.message = Some(format!("Back-off pulling image \"{image}\""));
+        st.record(
+            who.clone(),
+            "Normal",
+            "BackOff",
+            "kubelet",
+            format!("Back-off pulling image \"{image}\""),
+            now,
+        );
+        st.record(
+            who,
+            "Warning",
+            "Failed",
+            "kubelet",
+            "Error: ImagePullBackOff",
+            now,
+        );
+        return true;
+    }
+    let outcome = images::ensure(
+        vec![(image.clone(), images::policy(c))],
+        store,
+        registries,
+        &crate::runtime::Progress::hidden(),
+    )
+    .await
+    .remove(&image)
+    .expect("asked for it");
+    let pod = st.pods[i].clone();
+    images::record(st, &pod, c, &outcome);
+    let started = match &outcome {
+        Ok(ready) => {
+            let layers = store
+                .unpacked_layers(&ready.image)
+                .map_err(|e| e.to_string());
+            match layers {
+                Ok(layers) => {
+                    let services = st.services.clone();
+                    pods::start_container(
+                        lab,
+                        &pod,
+                        c,
+                        &ready.image,
+                        &layers,
+                        runc,
+                        &services,
+                        &st.config,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(f) => Err(f.message.clone()),
+    };
+    let pod = &mut st.pods[i];
+    match started {
+        Ok((pid, status)) => {
+            *status_of(pod, &c.name) = status;
+            clear_not_before(pod, &c.name);
+            set_pull_failures(pod, &c.name, 0);
+            let all_running = pod
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .all(|cs| pods::running_since(cs).is_some());
+            if all_running {
+                pod.status.get_or_insert_with(Default::default).phase = Some("Running".into());
+            }
+            st.record(
+                who.clone(),
+                "Normal",
+                "Created",
+                "kubelet",
+                format!("Created container {}", c.name),
+                now,
+            );
+            st.record(
+                who,
+                "Normal",
+                "Started",
+                "kubelet",
+                format!("Started container {}", c.name),
+                now,
+            );
+            tracing::info!(pod = %pod_name(&st.pods[i]), container = %c.name, pid, "image pulled, container started");
+        }
+        Err(message) => {
+            let failures = pull_failures(pod, &c.name) + 1;
+            set_pull_failures(pod, &c.name, failures);
+            let delay = images::backoff(failures);
+            set_not_before(
+                pod,
+                &c.name,
+                now + chrono::Duration::from_std(delay).unwrap_or_default(),
+            );
+            let reason = outcome
+                .as_ref()
+                .err()
+                .map(|f| f.reason)
+                .unwrap_or("ErrImagePull");
+            *status_of(pod, &c.name) = pods::image_waiting(c, reason, &message);
+            tracing::info!(pod = %pod_name(pod), container = %c.name, %message, "image pull failed");
+        }
+    }
+    true
+}
+
+fn pod_name(p: &k8s_openapi::api::core::v1::Pod) -> String {
+    p.metadata.name.clone().unwrap_or_default()
+}
+
+fn failures_key(container: &str) -> String {
+    format!("netlab.dev/image-pull-failures.{container}")
+}
+
+fn pull_failures(pod: &k8s_openapi::api::core::v1::Pod, container: &str) -> u32 {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&failures_key(container)))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn set_pull_failures(pod: &mut k8s_openapi::api::core::v1::Pod, container: &str, n: u32) {
+    let a = pod
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    if n == 0 {
+        a.remove(&failures_key(container));
+        if a.is_empty() {
+            pod.metadata.annotations = None;
+        }
+    } else {
+        a.insert(failures_key(container), n.to_string());
+    }
 }
 
 /// The kubelet's crash back-off: the first restart at once, then 10 s,

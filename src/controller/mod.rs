@@ -9,6 +9,7 @@ pub mod converge;
 pub mod daemon;
 pub mod dns;
 pub mod down;
+pub mod images;
 pub mod pods;
 pub mod probes;
 pub mod proxier;
@@ -29,7 +30,7 @@ pub enum ControllerError {
     AlreadyUp { lab: String },
     #[error("no lab named {lab} is up (labs up: {up})")]
     NoSuchLab { lab: String, up: String },
-    #[error("images missing from the store:\n  {}", .0.join("\n  "))]
+    #[error("images could not be had (nothing was created):\n  {}", .0.join("\n  "))]
     Images(Vec<String>),
     #[error(transparent)]
     State(#[from] StateError),

@@ -2,6 +2,7 @@
 //! resolv.conf), an overlay rootfs and an OCI bundle per container, runc to
 //! start them, and the status the API shows (`Running`, `1/1`, restarts).
 
+use super::images::Outcomes;
 use super::ControllerError;
 use crate::cluster::{dns, state, ClusterState};
 use crate::net::NetNs;
@@ -11,8 +12,8 @@ use crate::runtime::{rootfs, Image, Runc, Store};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
-    PodCondition,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition,
 };
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -51,18 +52,21 @@ pub fn is_pending(p: &Pod) -> bool {
             .is_none()
 }
 
-/// Starts the containers of every pending pod in `state` (their network exists).
+/// Starts the containers of every pending pod in `state` (their network
+/// exists). A container whose image could not be had stays waiting with the
+/// reason (`ErrImagePull`, …) and its pod Pending; the controller retries.
 pub async fn start_all(
     lab: &str,
     state: &mut ClusterState,
     store: &Store,
-    images: &HashMap<String, Image>,
+    images: &Outcomes,
     runc: &Runc,
 ) -> Result<Pids, ControllerError> {
     // Unpack each image once, before any pod needs it.
     let mut layers: HashMap<String, Vec<PathBuf>> = HashMap::new();
-    for (reference, image) in images {
-        let (store, image) = (store.clone(), image.clone());
+    for (reference, outcome) in images {
+        let Ok(ready) = outcome else { continue };
+        let (store, image) = (store.clone(), ready.image.clone());
         let dirs = tokio::task::spawn_blocking(move || store.unpacked_layers(&image))
             .await
             .expect("unpack task")?;
@@ -76,7 +80,7 @@ pub async fn start_all(
         .into_iter()
         .partition(is_pending);
     state.pods = rest;
-    let started: Vec<(Pod, Vec<i32>)> = futures::stream::iter(pods.into_iter().map(|pod| {
+    let started: Vec<(Pod, Vec<i32>, bool)> = futures::stream::iter(pods.into_iter().map(|pod| {
         let layers = &layers;
         let (services, config) = (&services, &config);
         async move { start_pod(lab, pod, images, layers, runc, services, config).await }
@@ -86,29 +90,20 @@ pub async fn start_all(
     .await?;
     let mut pids = Pids::new();
     let now = Utc::now();
-    for (pod, p) in started {
+    for (pod, p, complete) in started {
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let ns = state::namespace(&pod.metadata).to_string();
-        let who = crate::cluster::events::Involved {
-            kind: "Pod",
-            namespace: &ns,
-            name: &name,
-        };
+        let who = crate::cluster::events::involved("Pod", &pod.metadata);
         for c in pod
             .spec
             .iter()
             .flat_map(|s| s.containers.iter())
             .filter(|_| !dns::is_builtin(&pod))
         {
-            let image = c.image.clone().unwrap_or_default();
-            state.record(
-                who.clone(),
-                "Normal",
-                "Pulled",
-                "kubelet",
-                format!("Container image \"{image}\" already present on machine"),
-                now,
-            );
+            let outcome = &super::images::for_container(images, c);
+            super::images::record(state, &pod, c, outcome);
+            if outcome.is_err() {
+                continue;
+            }
             state.record(
                 who.clone(),
                 "Normal",
@@ -126,7 +121,7 @@ pub async fn start_all(
                 now,
             );
         }
-        if attached(&pod).is_none() {
+        if complete && attached(&pod).is_none() {
             pids.insert(name, p);
         }
         state.pods.push(pod);
@@ -134,19 +129,110 @@ pub async fn start_all(
     Ok(pids)
 }
 
+/// Starts what it can of a pod; true when every container runs.
 async fn start_pod(
     lab: &str,
     mut pod: Pod,
-    images: &HashMap<String, Image>,
+    images: &Outcomes,
     layers: &HashMap<String, Vec<PathBuf>>,
     runc: &Runc,
     services: &[k8s_openapi::api::core::v1::Service],
     config: &crate::lab::LabConfig,
-) -> Result<(Pod, Vec<i32>), ControllerError> {
+) -> Result<(Pod, Vec<i32>, bool), ControllerError> {
     if dns::is_builtin(&pod) {
         start_builtin(&mut pod);
-        return Ok((pod, Vec::new()));
+        return Ok((pod, Vec::new(), true));
     }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut statuses = Vec::new();
+    let mut pids = Vec::new();
+    let mut started = 0;
+    for c in &spec.containers {
+        let reference = c.image.clone().unwrap_or_default();
+        match &super::images::for_container(images, c) {
+            Ok(ready) => {
+                let (pid, status) = start_container(
+                    lab,
+                    &pod,
+                    c,
+                    &ready.image,
+                    &layers[&reference],
+                    runc,
+                    services,
+                    config,
+                )
+                .await?;
+                pids.extend(pid);
+                started += 1;
+                statuses.push(status);
+            }
+            Err(f) => statuses.push(image_waiting(c, f.reason, &f.message)),
+        }
+    }
+    let complete = started == spec.containers.len();
+    let status = pod.status.get_or_insert_with(Default::default);
+    status.phase = Some(if complete { "Running" } else { "Pending" }.into());
+    status.start_time = Some(state::time(Utc::now()));
+    status.container_statuses = Some(statuses);
+    status.qos_class = Some("BestEffort".into());
+    // An attached container starts right after this, in its session.
+    let ready = complete && attached(&pod).is_some();
+    set_conditions(&mut pod, ready);
+    Ok((pod, pids, complete))
+}
+
+/// The status of a container waiting for its image.
+pub fn image_waiting(c: &Container, reason: &str, message: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id: String::new(),
+        ready: false,
+        started: Some(false),
+        restart_count: 0,
+        state: Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether a container waits for its image (pull failed or backing off).
+pub fn waits_for_image(cs: &ContainerStatus) -> bool {
+    cs.state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.as_deref())
+        .is_some_and(|r| {
+            [
+                "ErrImagePull",
+                "ImagePullBackOff",
+                "ErrImageNeverPull",
+                "InvalidImageName",
+            ]
+            .contains(&r)
+        })
+}
+
+/// Starts one container of a pod (its network exists): the pod's files, an
+/// overlay rootfs over the image's layers, the OCI bundle, runc. Returns
+/// its pid and its running status. The container of an attached pod
+/// (`netlab run -i`) is only prepared: its session runs it (no pid).
+#[allow(clippy::too_many_arguments)] // the kubelet's inputs for one container
+pub async fn start_container(
+    lab: &str,
+    pod: &Pod,
+    c: &Container,
+    image: &Image,
+    layers: &[PathBuf],
+    runc: &Runc,
+    services: &[k8s_openapi::api::core::v1::Service],
+    config: &crate::lab::LabConfig,
+) -> Result<(Option<i32>, ContainerStatus), ControllerError> {
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let object = format!("pod/{name}");
@@ -156,60 +242,58 @@ async fn start_pod(
         message: e.to_string(),
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let ip = state::pod_ip(&pod)
+    let ip = state::pod_ip(pod)
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let etc_files = write_etc_files(&dir, &pod, &ip, config).map_err(io)?;
+    let etc_files = write_etc_files(&dir, pod, &ip, config).map_err(io)?;
     let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
     let spec = pod.spec.clone().unwrap_or_default();
     let service_env =
         crate::cluster::envvars::for_pod(services, &ns, spec.enable_service_links.unwrap_or(true));
-    let mut statuses = Vec::new();
-    let mut pids = Vec::new();
-    for c in &spec.containers {
-        let reference = c.image.clone().unwrap_or_default();
-        let image = &images[&reference];
-        let cdir = dir.join(&c.name);
-        let root = rootfs::mount_overlay(&layers[&reference], &cdir).map_err(io)?;
-        let id = paths::container_id(&ns, &name, &c.name);
-        let image_config = image.runtime_config();
-        let mut runtime_spec = bundle::runtime_spec(&ContainerSpec {
-            pod_name: &name,
-            container: c,
-            image: &image_config,
-            rootfs: &root,
-            netns: &netns,
-            etc_files: &etc_files,
-            cgroups_path: paths::cgroups_path(lab, &id),
-            service_env: &service_env,
-        })
+    let reference = c.image.clone().unwrap_or_default();
+    let cdir = dir.join(&c.name);
+    let root = rootfs::mount_overlay(layers, &cdir).map_err(io)?;
+    let id = paths::container_id(&ns, &name, &c.name);
+    let image_config = image.runtime_config();
+    let mut runtime_spec = bundle::runtime_spec(&ContainerSpec {
+        pod_name: &name,
+        container: c,
+        image: &image_config,
+        rootfs: &root,
+        netns: &netns,
+        etc_files: &etc_files,
+        cgroups_path: paths::cgroups_path(lab, &id),
+        service_env: &service_env,
+    })
+    .map_err(|e| ControllerError::Pod {
+        pod: object.clone(),
+        message: e.to_string(),
+    })?;
+    let attach = attached(pod);
+    if let (Some((_, true)), Some(mut process)) = (attach, runtime_spec.process().clone()) {
+        process.set_terminal(Some(true));
+        runtime_spec.set_process(Some(process));
+    }
+    runtime_spec
+        .save(cdir.join("config.json"))
         .map_err(|e| ControllerError::Pod {
             pod: object.clone(),
-            message: e.to_string(),
+            message: format!("writing OCI bundle: {e}"),
         })?;
-        let attach = attached(&pod);
-        if let (Some((_, true)), Some(mut process)) = (attach, runtime_spec.process().clone()) {
-            process.set_terminal(Some(true));
-            runtime_spec.set_process(Some(process));
-        }
-        runtime_spec
-            .save(cdir.join("config.json"))
-            .map_err(|e| ControllerError::Pod {
-                pod: object.clone(),
-                message: format!("writing OCI bundle: {e}"),
-            })?;
-        let log = paths::container_log(lab, &ns, &name, &c.name);
-        if attach.is_none() {
-            let pid =
-                runc.run_detached(&id, &cdir, &log)
-                    .await
-                    .map_err(|e| ControllerError::Pod {
-                        pod: object.clone(),
-                        message: e.to_string(),
-                    })?;
-            pids.push(pid);
-        }
-        statuses.push(ContainerStatus {
+    let log = paths::container_log(lab, &ns, &name, &c.name);
+    let pid =
+        match attach {
+            Some(_) => None,
+            None => Some(runc.run_detached(&id, &cdir, &log).await.map_err(|e| {
+                ControllerError::Pod {
+                    pod: object.clone(),
+                    message: e.to_string(),
+                }
+            })?),
+        };
+    Ok((
+        pid,
+        ContainerStatus {
             name: c.name.clone(),
             image: reference.clone(),
             image_id: format!("{}@{}", image.reference.name(), image.manifest_digest),
@@ -224,17 +308,8 @@ async fn start_pod(
                 ..Default::default()
             }),
             ..Default::default()
-        });
-    }
-    let status = pod.status.get_or_insert_with(Default::default);
-    status.phase = Some("Running".into());
-    status.start_time = Some(state::time(Utc::now()));
-    status.container_statuses = Some(statuses);
-    status.qos_class = Some("BestEffort".into());
-    // An attached container starts right after this, in its session.
-    let ready = attached(&pod).is_some();
-    set_conditions(&mut pod, ready);
-    Ok((pod, pids))
+        },
+    ))
 }
 
 /// A pod of the built-in DNS server: no container to start; it runs as
@@ -516,7 +591,7 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
     // (SIGTERM by default; nginx asks for SIGQUIT), then SIGKILL when the
     // grace period runs out. The pod already left the endpoints.
     let mut pids = Vec::new();
-    let containers: &[k8s_openapi::api::core::v1::Container] = match &pod.spec {
+    let containers: &[Container] = match &pod.spec {
         Some(s) if !dns::is_builtin(pod) => &s.containers,
         _ => &[],
     };

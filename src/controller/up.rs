@@ -2,25 +2,31 @@
 //! containers, then wait until every pod serves. Any failure after the first
 //! kernel object removes the whole lab again (`down`) before returning.
 
-use super::{down, pods, ControllerError};
+use super::{down, images, pods, ControllerError};
 use crate::cluster::{state, topology, ClusterState, HostInfo};
 use crate::lab::LabSpec;
 use crate::net::{self, DcPlan, NetNs, NetPlan, NodePlan, PodPlan};
 use crate::paths;
-use crate::runtime::{Image, Runc, Store};
-use std::collections::HashMap;
+use crate::runtime::{Progress, Registries, Runc, Store};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     /// How long to wait for every pod to be Running and serving its ports.
     pub timeout: Duration,
+    /// `--registry-mirror REGISTRY=URL` flags; they join the lab's config
+    /// (and win over its Lab document and the host's registries file).
+    pub registry_mirrors: Vec<String>,
+    /// Progress bars for pulls (on a terminal).
+    pub progress: bool,
 }
 
 impl Default for UpOptions {
     fn default() -> Self {
         UpOptions {
             timeout: Duration::from_secs(60),
+            registry_mirrors: Vec::new(),
+            progress: false,
         }
     }
 }
@@ -31,9 +37,12 @@ pub struct UpSummary {
     pub network: Duration,
     pub containers: Duration,
     pub total: Duration,
+    /// Pods whose containers wait for their image (`pod/x: container c: ErrImagePull: …`);
+    /// the lab is up and the controller retries with back-off.
+    pub waiting: Vec<String>,
 }
 
-pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, ControllerError> {
+pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, ControllerError> {
     let start = Instant::now();
     let lab = spec.config.name.clone();
 
@@ -41,8 +50,43 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
     if super::lab_exists(&lab) {
         return Err(ControllerError::AlreadyUp { lab });
     }
+    let flags = Registries::from_flags(&options.registry_mirrors).map_err(|e| {
+        ControllerError::Runtime {
+            message: e.to_string(),
+        }
+    })?;
+    spec.config.registry_mirrors.extend(flags.mirror_map());
+    let registries = images::registries(&spec.config)?;
     let store = Store::new(&paths::data_dir());
-    let images = resolve_images(&spec, &store)?;
+    let progress = if options.progress {
+        Progress::stderr()
+    } else {
+        Progress::hidden()
+    };
+    let containers = containers(&spec);
+    let images = images::ensure(
+        images::wanted(containers.iter().map(|(_, c)| *c)),
+        &store,
+        &registries,
+        &progress,
+    )
+    .await;
+    // An image that cannot be had fails `up` before anything exists, like
+    // any other invalid input (`apply` to a running lab leaves such pods
+    // waiting in ErrImagePull instead, as Kubernetes does).
+    let problems: Vec<String> = containers
+        .iter()
+        .filter_map(|(object, c)| {
+            let f = images::for_container(&images, c).err()?;
+            Some(format!(
+                "{object}: container {}: {}: {}",
+                c.name, f.reason, f.message
+            ))
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(ControllerError::Images(problems));
+    }
     let runc = Runc::new(&paths::runc_root(&lab));
     let runtime_version = runc
         .version()
@@ -84,12 +128,16 @@ pub async fn up(spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Control
     }
     .await;
     match result {
-        Ok((network, containers)) => Ok(UpSummary {
-            state,
-            network,
-            containers,
-            total: start.elapsed(),
-        }),
+        Ok((network, containers)) => {
+            let waiting = waiting_for_images(&state);
+            Ok(UpSummary {
+                state,
+                network,
+                containers,
+                total: start.elapsed(),
+                waiting,
+            })
+        }
         Err(e) => {
             let leftovers = down::down(&lab).await;
             if leftovers.errors.is_empty() {
@@ -134,58 +182,63 @@ async fn wait_dns(
     }
 }
 
-/// Every container's image must be in the store before anything starts.
-fn resolve_images(
-    spec: &LabSpec,
-    store: &Store,
-) -> Result<HashMap<String, Image>, ControllerError> {
-    let mut images = HashMap::new();
-    let templates = spec
-        .deployments
-        .iter()
-        .map(|d| {
-            (
-                format!(
-                    "Deployment/{}",
-                    d.object.metadata.name.clone().unwrap_or_default()
-                ),
-                &d.at,
-                d.object
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.template.spec.as_ref()),
-            )
+/// Every container of the lab's Deployments and Pods, with its object
+/// (`lab.yaml:12: Deployment/my-nginx`).
+fn containers(spec: &LabSpec) -> Vec<(String, &k8s_openapi::api::core::v1::Container)> {
+    let deployments = spec.deployments.iter().map(|d| {
+        (
+            format!(
+                "{}: Deployment/{}",
+                d.at,
+                d.object.metadata.name.as_deref().unwrap_or_default()
+            ),
+            d.object
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref()),
+        )
+    });
+    let pods = spec.pods.iter().map(|p| {
+        (
+            format!(
+                "{}: Pod/{}",
+                p.at,
+                p.object.metadata.name.as_deref().unwrap_or_default()
+            ),
+            p.object.spec.as_ref(),
+        )
+    });
+    deployments
+        .chain(pods)
+        .flat_map(|(object, s)| {
+            s.into_iter()
+                .flat_map(|s| s.containers.iter())
+                .map(move |c| (object.clone(), c))
         })
-        .chain(spec.pods.iter().map(|p| {
-            (
-                format!("Pod/{}", p.object.metadata.name.clone().unwrap_or_default()),
-                &p.at,
-                p.object.spec.as_ref(),
-            )
-        }));
-    let mut problems = Vec::new();
-    for (object, at, pod_spec) in templates {
-        for c in pod_spec
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default()
+        .collect()
+}
+
+/// `pod/x: container c: ErrImagePull: …` for every container waiting for its image.
+pub fn waiting_for_images(state: &ClusterState) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &state.pods {
+        for cs in p
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .filter(|cs| pods::waits_for_image(cs))
         {
-            let reference = c.image.clone().unwrap_or_default();
-            if images.contains_key(&reference) {
-                continue;
-            }
-            match store.resolve(&reference) {
-                Ok(image) => {
-                    images.insert(reference, image);
-                }
-                Err(e) => problems.push(format!("{at}: {object}: container {}: {e}", c.name)),
-            }
+            let w = cs.state.as_ref().and_then(|s| s.waiting.as_ref());
+            out.push(format!(
+                "pod/{}: container {}: {}: {}",
+                p.metadata.name.as_deref().unwrap_or_default(),
+                cs.name,
+                w.and_then(|w| w.reason.clone()).unwrap_or_default(),
+                w.and_then(|w| w.message.clone()).unwrap_or_default()
+            ));
         }
     }
-    if problems.is_empty() {
-        Ok(images)
-    } else {
-        Err(ControllerError::Images(problems))
-    }
+    out
 }
 
 /// The network the cluster state asks for (pure).

@@ -15,10 +15,15 @@
 //!     enabled: true
 //!     upstreams: [127.0.0.1:53]  # where names outside cluster.local go;
 //!                                # none: they are refused at once
+//!   registries:              # registry mirrors, as in containerd/k3s registries.yaml
+//!     mirrors:
+//!       docker.io:
+//!         endpoint: ["http://127.0.0.1:5000"]
 //! ```
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub const API_VERSION: &str = "netlab.dev/v1alpha1";
 
@@ -51,6 +56,23 @@ pub struct LabDocSpec {
     #[serde(rename = "nodeCIDR")]
     pub node_cidr: Option<String>,
     pub dns: Option<DnsDocSpec>,
+    pub registries: Option<RegistriesSpec>,
+}
+
+/// `spec.registries`: mirrors only. Credentials belong in the host's
+/// registries config, not in a lab file that gets shared.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistriesSpec {
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, MirrorSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSpec {
+    #[serde(default)]
+    pub endpoint: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -77,6 +99,9 @@ pub struct LabConfig {
     pub pod_cidr: Ipv4Net,
     pub service_cidr: Ipv4Net,
     pub node_cidr: Ipv4Net,
+    /// Registry mirrors: registry (`docker.io`) → endpoints, tried in order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_mirrors: BTreeMap<String, Vec<String>>,
     /// Older state files have no `dns`: they get the default.
     #[serde(default)]
     pub dns: DnsConfig,

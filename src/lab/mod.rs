@@ -306,6 +306,17 @@ fn lab_config(
             }
         }
     };
+    let mut registry_mirrors = std::collections::BTreeMap::new();
+    for (registry, mirror) in spec.registries.iter().flat_map(|r| r.mirrors.iter()) {
+        for e in &mirror.endpoint {
+            if e.is_empty() || e.chars().any(char::is_whitespace) {
+                return Err(bad(format!(
+                    "spec.registries.mirrors.{registry}.endpoint {e:?}: write [http[s]://]host[:port]"
+                )));
+            }
+        }
+        registry_mirrors.insert(registry.clone(), mirror.endpoint.clone());
+    }
     Ok(LabConfig {
         name,
         nodes,
@@ -313,6 +324,7 @@ fn lab_config(
         service_cidr,
         node_cidr,
         dns,
+        registry_mirrors,
     })
 }
 

@@ -1,14 +1,20 @@
-//! The `runtime` layer: the image store, container root filesystems, OCI
-//! bundles and the OCI runtime (runc). It knows nothing of networks: a pod's
-//! network namespace is just a path it is given.
+//! The `runtime` layer: the image store, pulls from registries, container
+//! root filesystems, OCI bundles and the OCI runtime (runc). It knows nothing
+//! of networks: a pod's network namespace is just a path it is given.
 
 pub mod bundle;
+pub mod progress;
+pub mod pull;
 pub mod reference;
+pub mod registry;
 pub mod rootfs;
 pub mod runc;
 pub mod store;
 pub mod unpack;
 
+pub use progress::Progress;
+pub use pull::{pull, PullError, Pulled};
 pub use reference::Reference;
+pub use registry::Registries;
 pub use runc::Runc;
 pub use store::{Image, Store, StoreError};

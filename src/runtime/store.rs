@@ -24,10 +24,14 @@ use std::str::FromStr;
 
 pub const NAME_ANNOTATION: &str = "io.containerd.image.name";
 pub const REF_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// The digest a tag resolved to when it was pulled (an image index's digest
+/// when the registry served one): what `pull` compares with the registry's
+/// answer to know that nothing changed.
+pub const PULLED_ANNOTATION: &str = "dev.netlab.image.pulled-digest";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("image {reference} is not in the local image store ({store}): build the demo images with scripts/build-images.sh, or import it with `netlab images import-rootfs`")]
+    #[error("image {reference} is not in the local image store ({store}): pull it with `netlab pull {reference}`, or build the demo images with scripts/setup.sh")]
     NotFound { reference: String, store: PathBuf },
     #[error("{0}")]
     Reference(String),
@@ -39,6 +43,12 @@ pub enum StoreError {
     },
     #[error("image store {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("{what} digest mismatch: expected {expected}, got {actual}: the content was altered on the way or in the registry")]
+    Digest {
+        what: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -57,6 +67,9 @@ pub struct Image {
     pub config: ImageConfiguration,
     /// Layer descriptors, bottom first.
     pub layers: Vec<Descriptor>,
+    /// The digests of the uncompressed layers (the config's `rootfs.diff_ids`),
+    /// checked when a layer is unpacked.
+    pub diff_ids: Vec<String>,
 }
 
 impl Image {
@@ -84,7 +97,7 @@ impl Store {
         }
     }
 
-    fn blob_path(&self, digest: &str) -> PathBuf {
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         self.root.join("blobs/sha256").join(hex)
     }
@@ -128,20 +141,27 @@ impl Store {
     /// Looks an image up by reference (`nginx`, `radial/busyboxplus:curl`).
     pub fn resolve(&self, reference: &str) -> Result<Image, StoreError> {
         let wanted = Reference::parse(reference).map_err(StoreError::Reference)?;
-        let found = self
-            .list()?
-            .into_iter()
-            .find(|(r, d)| match &wanted.digest {
-                Some(dg) => r.name() == wanted.name() && d.digest().to_string() == *dg,
-                None => *r == wanted,
-            });
+        let found = self.list()?.into_iter().find(|(r, d)| {
+            *r == wanted
+                || wanted.digest.as_ref().is_some_and(|dg| {
+                    r.name() == wanted.name()
+                        && (d.digest().to_string() == *dg
+                            || annotation(d, PULLED_ANNOTATION) == Some(dg.as_str()))
+                })
+        });
         let Some((_, descriptor)) = found else {
             return Err(StoreError::NotFound {
                 reference: wanted.to_string(),
                 store: self.root.clone(),
             });
         };
-        let manifest_digest = descriptor.digest().to_string();
+        self.image(wanted, descriptor.digest().as_ref())
+    }
+
+    /// The image whose manifest (in the store) has `manifest_digest`.
+    pub fn image(&self, reference: Reference, manifest_digest: &str) -> Result<Image, StoreError> {
+        let wanted = reference;
+        let manifest_digest = manifest_digest.to_string();
         let mpath = self.blob_path(&manifest_digest);
         let manifest = ImageManifest::from_file(&mpath).map_err(|e| StoreError::Corrupt {
             path: mpath.clone(),
@@ -153,13 +173,162 @@ impl Store {
             path: cpath,
             message: e.to_string(),
         })?;
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(StoreError::Corrupt {
+                path: mpath,
+                message: format!(
+                    "image {wanted}: {} layers but {} diff_ids in its config",
+                    manifest.layers().len(),
+                    diff_ids.len()
+                ),
+            });
+        }
         Ok(Image {
             reference: wanted,
             manifest_digest,
             config_digest: cdigest,
             config,
             layers: manifest.layers().clone(),
+            diff_ids,
         })
+    }
+
+    /// The digest `reference` resolved to when it was last pulled.
+    pub fn pulled_digest(&self, reference: &Reference) -> Option<String> {
+        self.list()
+            .ok()?
+            .into_iter()
+            .find(|(r, _)| r == reference)
+            .and_then(|(_, d)| annotation(&d, PULLED_ANNOTATION).map(String::from))
+    }
+
+    /// Whether a blob is in the store with the given size.
+    pub fn has_blob(&self, digest: &str, size: u64) -> bool {
+        fs::metadata(self.blob_path(digest)).is_ok_and(|m| m.len() == size)
+    }
+
+    /// Whether every blob of an image is in the store (a pull can skip it).
+    pub fn is_complete(&self, image: &Image) -> bool {
+        image
+            .layers
+            .iter()
+            .all(|l| self.has_blob(l.digest().as_ref(), l.size()))
+    }
+
+    /// Stores a blob given in full, after checking it against its digest.
+    pub fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let actual = sha256_digest(bytes);
+        if actual != digest {
+            return Err(StoreError::Digest {
+                what: "blob".into(),
+                expected: digest.into(),
+                actual,
+            });
+        }
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = self.root.join("blobs/sha256");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        self.write_atomic(&path, bytes)
+    }
+
+    /// A fresh temporary file beside the blobs, to download or copy a blob
+    /// into and then `commit_blob` it under its digest.
+    pub fn blob_tempfile(&self) -> Result<PathBuf, StoreError> {
+        let dir = self.root.join("blobs/sha256");
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(dir.join(format!(".tmp-{}-{n}", std::process::id())))
+    }
+
+    /// Moves a downloaded temporary file under its digest, after checking
+    /// its content against it.
+    pub fn commit_blob(&self, tmp: &Path, digest: &str) -> Result<(), StoreError> {
+        let file = File::open(tmp).map_err(io_err(tmp))?;
+        let mut hash = HashingWriter::new(io::sink());
+        io::copy(&mut io::BufReader::new(file), &mut hash).map_err(io_err(tmp))?;
+        let (_, actual, _) = hash.finish();
+        if actual != digest {
+            let _ = fs::remove_file(tmp);
+            return Err(StoreError::Digest {
+                what: "blob".into(),
+                expected: digest.into(),
+                actual,
+            });
+        }
+        let path = self.blob_path(digest);
+        fs::rename(tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Removes a name from the store (its blobs stay: other names may share
+    /// them). Returns whether the name was there.
+    pub fn untag(&self, reference: &Reference) -> Result<bool, StoreError> {
+        let name = reference.to_string();
+        if !self.root.join("index.json").exists() {
+            return Ok(false);
+        }
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let before = index.manifests().len();
+        let manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| annotation(d, NAME_ANNOTATION) != Some(name.as_str()))
+            .cloned()
+            .collect();
+        let removed = manifests.len() != before;
+        index.set_manifests(manifests);
+        self.write_atomic(
+            &self.root.join("index.json"),
+            index.to_string().map_err(|e| self.corrupt(e))?.as_bytes(),
+        )?;
+        Ok(removed)
+    }
+
+    /// Names a manifest (already in the store) `reference` in `index.json`,
+    /// replacing what the name pointed to before.
+    pub fn tag(
+        &self,
+        reference: &Reference,
+        mut manifest: Descriptor,
+        pulled_digest: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let name = reference.to_string();
+        let mut annotations = HashMap::from([
+            (NAME_ANNOTATION.to_string(), name.clone()),
+            (
+                REF_ANNOTATION.to_string(),
+                reference.tag.clone().unwrap_or_else(|| "latest".into()),
+            ),
+        ]);
+        if let Some(d) = pulled_digest {
+            annotations.insert(PULLED_ANNOTATION.to_string(), d.to_string());
+        }
+        manifest.set_annotations(Some(annotations));
+        manifest.set_platform(None);
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| annotation(d, NAME_ANNOTATION) != Some(name.as_str()))
+            .cloned()
+            .collect();
+        manifests.push(manifest);
+        index.set_manifests(manifests);
+        self.write_atomic(
+            &self.root.join("index.json"),
+            index.to_string().map_err(|e| self.corrupt(e))?.as_bytes(),
+        )?;
+        self.write_atomic(
+            &self.root.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
     }
 
     /// The unpacked directory of every layer of `image`, bottom first,
@@ -167,7 +336,7 @@ impl Store {
     pub fn unpacked_layers(&self, image: &Image) -> Result<Vec<PathBuf>, StoreError> {
         fs::create_dir_all(&self.layers).map_err(io_err(&self.layers))?;
         let mut dirs = Vec::new();
-        for layer in &image.layers {
+        for (i, layer) in image.layers.iter().enumerate() {
             let digest = layer.digest().to_string();
             let dir = self.layers.join(digest.replace(':', "-"));
             if !dir.exists() {
@@ -182,19 +351,38 @@ impl Store {
                 fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
                 let blob = self.blob_path(&digest);
                 let file = File::open(&blob).map_err(io_err(&blob))?;
-                let gz = matches!(
-                    layer.media_type(),
-                    MediaType::ImageLayerGzip | MediaType::ImageLayerNonDistributableGzip
-                ) || layer.media_type().to_string().ends_with("gzip");
-                let reader: Box<dyn io::Read> = if gz {
-                    Box::new(flate2::read::GzDecoder::new(io::BufReader::new(file)))
-                } else {
-                    Box::new(io::BufReader::new(file))
+                let reader = decompressor(layer.media_type(), io::BufReader::new(file)).map_err(
+                    |message| StoreError::Corrupt {
+                        path: blob.clone(),
+                        message: format!("layer {digest}: {message}"),
+                    },
+                )?;
+                // The uncompressed stream must hash to the config's diff_id,
+                // as containerd checks it: the blob digest only covers the
+                // compressed bytes.
+                let mut hashed = HashingReader::new(reader);
+                let unpacked = unpack::unpack_layer(&mut hashed, &tmp).and_then(|()| {
+                    io::copy(&mut hashed, &mut io::sink())?;
+                    Ok(())
+                });
+                let diff_id = hashed.finish();
+                let failure = match unpacked {
+                    Err(e) => Some(format!("unpacking layer {digest}: {e}")),
+                    Ok(()) if image.diff_ids.get(i).is_some_and(|want| *want != diff_id) => {
+                        Some(format!(
+                            "layer {digest}: its content hashes to {diff_id}, but the image config says {}",
+                            image.diff_ids[i]
+                        ))
+                    }
+                    Ok(()) => None,
                 };
-                unpack::unpack_layer(reader, &tmp).map_err(|e| StoreError::Corrupt {
-                    path: blob.clone(),
-                    message: format!("unpacking layer {digest}: {e}"),
-                })?;
+                if let Some(message) = failure {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(StoreError::Corrupt {
+                        path: blob.clone(),
+                        message: format!("image {}: {message}", image.reference),
+                    });
+                }
                 if let Err(e) = fs::rename(&tmp, &dir) {
                     let _ = fs::remove_dir_all(&tmp);
                     if !dir.exists() {
@@ -273,40 +461,12 @@ impl Store {
             .layers(vec![layer_desc])
             .build()
             .map_err(|e| self.corrupt(e))?;
-        let mut manifest_desc = self.put_json(
+        let manifest_desc = self.put_json(
             MediaType::ImageManifest,
             &manifest.to_string().map_err(|e| self.corrupt(e))?,
         )?;
-        manifest_desc.set_annotations(Some(HashMap::from([
-            (NAME_ANNOTATION.to_string(), reference.to_string()),
-            (
-                REF_ANNOTATION.to_string(),
-                reference.tag.clone().unwrap_or_else(|| "latest".into()),
-            ),
-        ])));
-
-        let mut index = self.read_index()?;
-        let mut manifests: Vec<Descriptor> = index
-            .manifests()
-            .iter()
-            .filter(|d| {
-                d.annotations()
-                    .as_ref()
-                    .and_then(|a| a.get(NAME_ANNOTATION))
-                    .is_none_or(|n| *n != reference.to_string())
-            })
-            .cloned()
-            .collect();
-        manifests.push(manifest_desc);
-        index.set_manifests(manifests);
-        self.write_atomic(
-            &self.root.join("index.json"),
-            index.to_string().map_err(|e| self.corrupt(e))?.as_bytes(),
-        )?;
-        self.write_atomic(
-            &self.root.join("oci-layout"),
-            br#"{"imageLayoutVersion":"1.0.0"}"#,
-        )?;
+        drop(_lock);
+        self.tag(&reference, manifest_desc, None)?;
         Ok(reference)
     }
 
@@ -377,5 +537,315 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
+    d.annotations().as_ref()?.get(key).map(String::as_str)
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A layer blob's reader, decompressed as its media type says (gzip, zstd or
+/// plain tar, OCI and Docker names alike).
+pub fn decompressor<'a>(
+    media_type: &MediaType,
+    reader: impl io::Read + 'a,
+) -> Result<Box<dyn io::Read + 'a>, String> {
+    let mt = media_type.to_string();
+    if mt.ends_with("gzip") || mt.ends_with(".gzip") {
+        Ok(Box::new(flate2::read::GzDecoder::new(reader)))
+    } else if mt.ends_with("zstd") {
+        let d =
+            ruzstd::decoding::StreamingDecoder::new(reader).map_err(|e| format!("zstd: {e}"))?;
+        Ok(Box::new(d))
+    } else if mt.ends_with(".tar") || mt.ends_with("rootfs.diff.tar") {
+        Ok(Box::new(reader))
+    } else {
+        Err(format!(
+            "layer media type {mt} is not supported (gzip, zstd or plain tar layers are)"
+        ))
+    }
+}
+
+/// A reader that hashes (sha256) what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: io::Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hash: Sha256::new(),
+        }
+    }
+    fn finish(self) -> String {
+        format!("sha256:{}", hex::encode(self.hash.finalize()))
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Importing images made elsewhere: an OCI image layout (a directory, or a
+/// tar of one) or a `docker save` archive. Blobs are checked against their
+/// digests and layers unpacked (and checked against the config's diff_ids)
+/// before any name is given, exactly as for a pull.
+impl Store {
+    pub fn import(&self, path: &Path, tag: Option<&str>) -> Result<Vec<Reference>, StoreError> {
+        let tag = tag
+            .map(Reference::parse)
+            .transpose()
+            .map_err(StoreError::Reference)?;
+        if path.is_dir() {
+            return self.import_layout(path, tag.as_ref());
+        }
+        // An archive: unpack it beside the store (tar refuses `..` and
+        // absolute names), then read it as a directory.
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let tmp = self.root.join(format!(".import-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let result = (|| {
+            let file = File::open(path).map_err(io_err(path))?;
+            let mut archive = tar::Archive::new(io::BufReader::new(file));
+            archive.set_preserve_permissions(false);
+            archive.unpack(&tmp).map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                message: format!("not a readable tar archive: {e}"),
+            })?;
+            if tmp.join("manifest.json").exists() {
+                self.import_docker_archive(&tmp, tag.as_ref())
+            } else if tmp.join("index.json").exists() {
+                self.import_layout(&tmp, tag.as_ref())
+            } else {
+                Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    message: "neither a `docker save` archive (manifest.json) nor an OCI layout (index.json)".into(),
+                })
+            }
+        })();
+        let _ = fs::remove_dir_all(&tmp);
+        result
+    }
+
+    /// Copies a blob of another OCI layout in, checking its digest.
+    fn copy_blob_from(&self, dir: &Path, digest: &str) -> Result<(), StoreError> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .ok_or_else(|| StoreError::Corrupt {
+                path: dir.to_path_buf(),
+                message: format!("digest {digest}: only sha256 is supported"),
+            })?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Corrupt {
+                path: dir.to_path_buf(),
+                message: format!("{digest} is not a sha256 digest"),
+            });
+        }
+        self.copy_file_as_blob(&dir.join("blobs/sha256").join(hex), digest)
+    }
+
+    fn copy_file_as_blob(&self, src: &Path, digest: &str) -> Result<(), StoreError> {
+        if self.blob_path(digest).exists() {
+            return Ok(());
+        }
+        let tmp = self.blob_tempfile()?;
+        fs::copy(src, &tmp).map_err(io_err(src))?;
+        self.commit_blob(&tmp, digest)
+    }
+
+    fn import_layout(
+        &self,
+        dir: &Path,
+        tag: Option<&Reference>,
+    ) -> Result<Vec<Reference>, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let index = ImageIndex::from_file(dir.join("index.json"))
+            .map_err(|e| corrupt(format!("index.json: {e}")))?;
+        let entries = index.manifests();
+        if tag.is_some() && entries.len() != 1 {
+            return Err(corrupt(format!(
+                "--tag names one image, but the layout has {}",
+                entries.len()
+            )));
+        }
+        let mut named = Vec::new();
+        for d in entries {
+            let name = match tag {
+                Some(t) => t.clone(),
+                None => {
+                    let text = annotation(d, NAME_ANNOTATION)
+                        .or_else(|| annotation(d, REF_ANNOTATION))
+                        .ok_or_else(|| {
+                            corrupt(format!(
+                                "manifest {} has no name: give one with --tag",
+                                d.digest()
+                            ))
+                        })?;
+                    Reference::parse(text).map_err(|e| {
+                        corrupt(format!("{e}: give the image a full name with --tag"))
+                    })?
+                }
+            };
+            let mut digest = d.digest().to_string();
+            let mut media_type = d.media_type().clone();
+            self.copy_blob_from(dir, &digest)?;
+            if matches!(media_type, MediaType::ImageIndex)
+                || media_type.to_string().contains("manifest.list")
+            {
+                let nested = ImageIndex::from_file(self.blob_path(&digest))
+                    .map_err(|e| corrupt(format!("index {digest}: {e}")))?;
+                let (os, arch) = super::pull::host_platform();
+                let chosen = nested
+                    .manifests()
+                    .iter()
+                    .find(|m| {
+                        m.platform().as_ref().is_some_and(|p| {
+                            p.os().to_string() == os && p.architecture().to_string() == arch
+                        })
+                    })
+                    .ok_or_else(|| corrupt(format!("index {digest} has no {os}/{arch} image")))?;
+                digest = chosen.digest().to_string();
+                media_type = chosen.media_type().clone();
+                self.copy_blob_from(dir, &digest)?;
+            }
+            let manifest = ImageManifest::from_file(self.blob_path(&digest))
+                .map_err(|e| corrupt(format!("manifest {digest}: {e}")))?;
+            self.copy_blob_from(dir, manifest.config().digest().as_ref())?;
+            for l in manifest.layers() {
+                self.copy_blob_from(dir, l.digest().as_ref())?;
+            }
+            let size = fs::metadata(self.blob_path(&digest))
+                .map_err(io_err(dir))?
+                .len();
+            self.name_after_unpacking(&name, descriptor(media_type, size, &digest)?)?;
+            named.push(name);
+        }
+        Ok(named)
+    }
+
+    /// `docker save`: manifest.json lists each image's config file, layer
+    /// tars (bottom first) and RepoTags.
+    fn import_docker_archive(
+        &self,
+        dir: &Path,
+        tag: Option<&Reference>,
+    ) -> Result<Vec<Reference>, StoreError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            #[serde(default)]
+            repo_tags: Option<Vec<String>>,
+            layers: Vec<String>,
+        }
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let text = fs::read(dir.join("manifest.json")).map_err(io_err(dir))?;
+        let entries: Vec<Entry> =
+            serde_json::from_slice(&text).map_err(|e| corrupt(format!("manifest.json: {e}")))?;
+        if tag.is_some() && entries.len() != 1 {
+            return Err(corrupt(format!(
+                "--tag names one image, but the archive has {}",
+                entries.len()
+            )));
+        }
+        let inside = |name: &str| -> Result<PathBuf, StoreError> {
+            let p = Path::new(name);
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(corrupt(format!("{name}: outside the archive")));
+            }
+            Ok(dir.join(p))
+        };
+        let mut named = Vec::new();
+        for e in entries {
+            let config_bytes = fs::read(inside(&e.config)?).map_err(io_err(dir))?;
+            let config_digest = sha256_digest(&config_bytes);
+            self.put_blob(&config_digest, &config_bytes)?;
+            let mut layers = Vec::new();
+            for l in &e.layers {
+                let src = inside(l)?;
+                let mut f = File::open(&src).map_err(io_err(&src))?;
+                let mut magic = [0u8; 4];
+                let n = io::Read::read(&mut f, &mut magic).map_err(io_err(&src))?;
+                let media_type = match &magic[..n] {
+                    [0x1f, 0x8b, ..] => MediaType::ImageLayerGzip,
+                    [0x28, 0xb5, 0x2f, 0xfd] => MediaType::ImageLayerZstd,
+                    _ => MediaType::ImageLayer,
+                };
+                let mut hash = HashingWriter::new(io::sink());
+                io::copy(
+                    &mut io::BufReader::new(File::open(&src).map_err(io_err(&src))?),
+                    &mut hash,
+                )
+                .map_err(io_err(&src))?;
+                let (_, digest, size) = hash.finish();
+                self.copy_file_as_blob(&src, &digest)?;
+                layers.push(descriptor(media_type, size, &digest)?);
+            }
+            let manifest = ImageManifestBuilder::default()
+                .schema_version(2u32)
+                .media_type(MediaType::ImageManifest)
+                .config(descriptor(
+                    MediaType::ImageConfig,
+                    config_bytes.len() as u64,
+                    &config_digest,
+                )?)
+                .layers(layers)
+                .build()
+                .map_err(|e| self.corrupt(e))?;
+            let desc = self.put_json(
+                MediaType::ImageManifest,
+                &manifest.to_string().map_err(|e| self.corrupt(e))?,
+            )?;
+            let names: Vec<Reference> = match tag {
+                Some(t) => vec![t.clone()],
+                None => e
+                    .repo_tags
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| Reference::parse(t).map_err(StoreError::Reference))
+                    .collect::<Result<_, _>>()?,
+            };
+            if names.is_empty() {
+                return Err(corrupt(format!(
+                    "image {config_digest} has no RepoTags: give it a name with --tag"
+                )));
+            }
+            for name in names {
+                self.name_after_unpacking(&name, desc.clone())?;
+                named.push(name);
+            }
+        }
+        Ok(named)
+    }
+
+    /// Unpacks an image's layers (checking them), then names it.
+    fn name_after_unpacking(
+        &self,
+        name: &Reference,
+        manifest: Descriptor,
+    ) -> Result<(), StoreError> {
+        let image = self.image(name.clone(), manifest.digest().as_ref())?;
+        self.unpacked_layers(&image)?;
+        self.tag(name, manifest, None)
     }
 }

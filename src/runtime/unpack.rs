@@ -1,9 +1,14 @@
 //! Unpacking an image layer into a directory that overlayfs uses as a lower
 //! layer. Hostile archives must not escape the directory: absolute paths and
-//! `..` are refused, and `tar`'s `unpack_in` refuses to write through
-//! symlinks that point outside. OCI whiteouts become overlayfs whiteouts
-//! (a 0:0 character device) and opaque markers become the
-//! `trusted.overlay.opaque` xattr, so that stacked layers hide what they delete.
+//! `..` are refused, `tar`'s `unpack_in` refuses to write through symlinks
+//! that point outside (and hard links to outside), and whiteouts are only
+//! made in real directories of the layer, never through a symlink. OCI
+//! whiteouts become overlayfs whiteouts (a 0:0 character device) and opaque
+//! markers become the `trusted.overlay.opaque` xattr, so that stacked layers
+//! hide what they delete. Device nodes and FIFOs are skipped; ownership and
+//! modes (setuid included) are kept, as Docker keeps them; extended
+//! attributes from the archive are not applied, so a layer cannot forge
+//! overlayfs's own `trusted.overlay.*` attributes.
 
 use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
@@ -16,7 +21,7 @@ pub fn unpack_layer(reader: impl Read, dst: &Path) -> io::Result<()> {
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_overwrite(true);
-    archive.set_unpack_xattrs(true);
+    archive.set_unpack_xattrs(false);
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
@@ -28,16 +33,25 @@ pub fn unpack_layer(reader: impl Read, dst: &Path) -> io::Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let parent = dst.join(rel.parent().unwrap_or(Path::new("")));
         if name == OPAQUE {
-            std::fs::create_dir_all(&parent)?;
+            let parent = real_dir(dst, rel.parent().unwrap_or(Path::new("")))?;
             xattr_set(&parent, "trusted.overlay.opaque", b"y")?;
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            std::fs::create_dir_all(&parent)?;
+            if hidden.is_empty() || hidden == "." || hidden == ".." {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("layer entry {}: not a valid whiteout", raw.display()),
+                ));
+            }
+            let parent = real_dir(dst, rel.parent().unwrap_or(Path::new("")))?;
             let target = parent.join(hidden);
-            let _ = std::fs::remove_file(&target);
+            match std::fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target)?,
+                Ok(_) => std::fs::remove_file(&target)?,
+                Err(_) => {}
+            }
             nix::sys::stat::mknod(
                 &target,
                 nix::sys::stat::SFlag::S_IFCHR,
@@ -61,6 +75,31 @@ pub fn unpack_layer(reader: impl Read, dst: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `dst/rel` as a directory made of real directories only (created when
+/// missing): a whiteout or opaque marker must never act through a symlink,
+/// which could point anywhere on the host.
+fn real_dir(dst: &Path, rel: &Path) -> io::Result<PathBuf> {
+    let mut dir = dst.to_path_buf();
+    for c in rel.components() {
+        dir.push(c);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "layer entry under {} goes through a symlink or file",
+                        rel.display()
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(&dir)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(dir)
 }
 
 /// `./a/b` → `a/b`; `/a` → `a`; anything with `..` is an attack.

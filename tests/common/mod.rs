@@ -168,6 +168,23 @@ impl Lab {
         lab
     }
 
+    /// `up` with extra environment (the controller it starts inherits it).
+    pub fn up_env(name: &str, yaml: &str, env: &[(&str, &str)]) -> Lab {
+        let mut lab = Lab::prepare(name, yaml);
+        lab.up = true;
+        let out = netlab_env(
+            &["up", "--name", &lab.name, lab.file().to_str().unwrap()],
+            env,
+        );
+        assert!(
+            out.status.success(),
+            "netlab up failed:\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        lab
+    }
+
     /// A lab whose file is written but not brought up.
     pub fn prepare(name: &str, yaml: &str) -> Lab {
         require_root();
@@ -346,4 +363,101 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut f: impl FnMut() ->
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The local registry scripts/setup.sh runs (docker.io's mirror).
+pub const LOCAL_REGISTRY: &str = "127.0.0.1:5000";
+
+/// Fails the test with what to do when the local registry does not answer.
+pub fn require_local_registry() {
+    let ok = Command::new("curl")
+        .args(["-fsS", "-m", "2", "-o", "/dev/null"])
+        .arg(format!("http://{LOCAL_REGISTRY}/v2/"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the local registry does not answer on {LOCAL_REGISTRY}: run scripts/setup.sh (or scripts/registry.sh start)"
+    );
+}
+
+/// A registry of a test's own (docker-registry on a free loopback port,
+/// storage in a temporary directory, optionally with htpasswd auth),
+/// stopped when dropped.
+pub struct TestRegistry {
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl TestRegistry {
+    pub fn start(user: Option<(&str, &str)>) -> TestRegistry {
+        require_root();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((u, p)) = user {
+            let hash = bcrypt::hash(p, 4).expect("bcrypt");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{u}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: netlab-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (apt-get install docker-registry; scripts/setup.sh does)");
+        let r = TestRegistry { addr, dir, child };
+        wait_for(
+            "the test registry to listen",
+            std::time::Duration::from_secs(10),
+            || std::net::TcpStream::connect(&r.addr).is_ok(),
+        );
+        r
+    }
+
+    /// Where the registry keeps a blob (to damage it).
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// netlab with extra environment (a private image store, registries config, …).
+pub fn netlab_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(NETLAB);
+    cmd.args(args)
+        .env_remove("NETLAB_LAB")
+        .env_remove("NETLAB_REGISTRY_MIRRORS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running netlab")
 }

@@ -1,0 +1,693 @@
+//! Images end to end (root): pulls from real registries (the local one
+//! setup runs, and registries of the tests' own on other loopback ports,
+//! with and without auth), digests checked, hostile layers refused,
+//! whiteouts applied, imports of OCI layouts and `docker save` archives,
+//! and pull failures as `get pods` and `describe pod` show them.
+//! Each test uses its own image store (NETLAB_DATA_DIR) unless it needs
+//! the shared one, so they run in parallel.
+
+mod common;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+fn sha(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn store_dir() -> tempfile::TempDir {
+    // Not /tmp: overlayfs and trusted.* xattrs need a real filesystem.
+    std::fs::create_dir_all("/var/tmp").unwrap();
+    tempfile::tempdir_in("/var/tmp").unwrap()
+}
+
+/// An empty registries config: no mirror but what the test gives.
+fn no_registries_config(dir: &Path) -> String {
+    let p = dir.join("registries.yaml");
+    std::fs::write(&p, "").unwrap();
+    p.display().to_string()
+}
+
+fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\nstdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+fn failed(out: &std::process::Output, what: &str) -> String {
+    assert!(!out.status.success(), "{what} succeeded:\n{}", stdout(out));
+    stderr(out)
+}
+
+// ------------------------------------------------------------ tar builders
+
+enum E<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a [u8]),
+    FileOwned(&'a str, &'a [u8], u64, u64, u32),
+    Symlink(&'a str, &'a str),
+    Hardlink(&'a str, &'a str),
+    CharDev(&'a str),
+}
+
+fn tar(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_mode(0o755);
+        let (name, data): (&str, &[u8]) = match e {
+            E::Dir(n) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                (n, b"")
+            }
+            E::File(n, d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(d.len() as u64);
+                (n, d)
+            }
+            E::FileOwned(n, d, uid, gid, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_uid(*uid);
+                h.set_gid(*gid);
+                h.set_mode(*mode);
+                h.set_size(d.len() as u64);
+                (n, d)
+            }
+            E::Symlink(n, t) | E::Hardlink(n, t) => {
+                h.set_entry_type(if matches!(e, E::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                });
+                let t = t.as_bytes();
+                h.as_old_mut().linkname[..t.len()].copy_from_slice(t);
+                (n, b"")
+            }
+            E::CharDev(n) => {
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+                (n, b"")
+            }
+        };
+        // Raw names: set_path refuses `..`, and hostile archives need it.
+        let bytes = name.as_bytes();
+        h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// An OCI image layout in `dir` holding one image of these layers
+/// (uncompressed tars, stored gzipped), named `name` if given.
+fn oci_layout(dir: &Path, layers: &[Vec<u8>], name: Option<&str>) -> (String, Vec<String>) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha(bytes);
+        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), bytes).unwrap();
+        d
+    };
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut digests = Vec::new();
+    for l in layers {
+        let gz = gzip(l);
+        let d = put(&gz);
+        diff_ids.push(sha(l));
+        descriptors.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": d, "size": gz.len()
+        }));
+        digests.push(d);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}
+    })
+    .to_string();
+    let cd = put(config.as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": descriptors
+    })
+    .to_string();
+    let md = put(manifest.as_bytes());
+    let mut entry = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": manifest.len()
+    });
+    if let Some(n) = name {
+        entry["annotations"] = serde_json::json!({"io.containerd.image.name": n});
+    }
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::json!({"schemaVersion": 2, "manifests": [entry]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (md, digests)
+}
+
+// ------------------------------------------------------------ pulls
+
+#[test]
+fn pull_from_local_registry_then_nothing_transfers() {
+    require_root();
+    require_local_registry();
+    let store = store_dir();
+    let data = store.path().to_str().unwrap();
+    let cfg = no_registries_config(store.path());
+    let env = [
+        ("NETLAB_DATA_DIR", data),
+        ("NETLAB_REGISTRIES_CONFIG", cfg.as_str()),
+    ];
+    let mirror = format!("docker.io=http://{LOCAL_REGISTRY}");
+    let args = [
+        "pull",
+        "--registry-mirror",
+        &mirror,
+        "radial/busyboxplus:curl",
+    ];
+    let first = ok(&netlab_env(&args, &env), "first pull");
+    assert!(first.contains("pulled sha256:"), "{first}");
+    assert!(
+        first.contains(&format!("from http://{LOCAL_REGISTRY}")),
+        "{first}"
+    );
+    assert!(!first.contains(" 0 B downloaded"), "{first}");
+    let second = ok(&netlab_env(&args, &env), "second pull");
+    assert!(
+        second.contains("up to date") && second.contains(" 0 B downloaded"),
+        "{second}"
+    );
+    let list = ok(&netlab_env(&["images"], &env), "images");
+    assert!(
+        list.contains("radial/busyboxplus") && list.contains("curl"),
+        "{list}"
+    );
+    // Unpacked once, under the layer's digest.
+    assert_eq!(
+        std::fs::read_dir(store.path().join("layers"))
+            .unwrap()
+            .count(),
+        1
+    );
+    // The same image by digest, from the store.
+    let digest = second
+        .split_whitespace()
+        .find(|w| w.starts_with("(sha256:"))
+        .unwrap();
+    let by_digest = format!(
+        "radial/busyboxplus@{}",
+        digest.trim_start_matches('(').trim_end_matches(',')
+    );
+    ok(
+        &netlab_env(&["images", "inspect", &by_digest], &env),
+        "inspect by digest",
+    );
+}
+
+#[test]
+fn pull_with_and_without_basic_auth() {
+    let registry = TestRegistry::start(Some(("alice", "s3cret")));
+    let store = store_dir();
+    let cfg = store.path().join("with-auth.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "configs:\n  \"{}\":\n    auth:\n      username: alice\n      password: s3cret\n",
+            registry.addr
+        ),
+    )
+    .unwrap();
+    let image = format!("{}/netlabtest/bb:1", registry.addr);
+    let cfg = cfg.display().to_string();
+    ok(
+        &netlab_env(
+            &["push", "--quiet", "radial/busyboxplus:curl", &image],
+            &[("NETLAB_REGISTRIES_CONFIG", &cfg)],
+        ),
+        "push with credentials",
+    );
+    let data = store.path().join("store");
+    let data = data.to_str().unwrap();
+    let empty = no_registries_config(store.path());
+    let err = failed(
+        &netlab_env(
+            &["pull", &image],
+            &[
+                ("NETLAB_DATA_DIR", data),
+                ("NETLAB_REGISTRIES_CONFIG", &empty),
+            ],
+        ),
+        "pull without credentials",
+    );
+    assert!(
+        err.contains(&image) || err.contains(&registry.addr),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("auth"),
+        "no word of auth: {err}"
+    );
+    let out = ok(
+        &netlab_env(
+            &["pull", &image],
+            &[
+                ("NETLAB_DATA_DIR", data),
+                ("NETLAB_REGISTRIES_CONFIG", &cfg),
+            ],
+        ),
+        "pull with credentials",
+    );
+    assert!(out.contains("pulled"), "{out}");
+}
+
+#[test]
+fn digest_mismatch_is_rejected() {
+    require_root();
+    let registry = TestRegistry::start(None);
+    let image = format!("{}/netlabtest/tampered:1", registry.addr);
+    ok(
+        &netlab(&["push", "--quiet", "radial/busyboxplus:curl", &image]),
+        "push",
+    );
+    let shared = netlab::runtime::Store::new(Path::new("/var/lib/netlab"));
+    let layer = shared.resolve("radial/busyboxplus:curl").unwrap().layers[0]
+        .digest()
+        .to_string();
+    // Change one byte of the layer as the registry stores it.
+    let blob = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let store = store_dir();
+    let data = store.path().to_str().unwrap();
+    let cfg = no_registries_config(store.path());
+    let env = [
+        ("NETLAB_DATA_DIR", data),
+        ("NETLAB_REGISTRIES_CONFIG", cfg.as_str()),
+    ];
+    let err = failed(
+        &netlab_env(&["pull", &image], &env),
+        "pull of a tampered layer",
+    );
+    assert!(err.to_lowercase().contains("digest"), "{err}");
+    failed(&netlab_env(&["images", "inspect", &image], &env), "inspect");
+    // Nothing half-downloaded keeps the layer's name.
+    let blob_in_store = store
+        .path()
+        .join("images/blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    assert!(!blob_in_store.exists());
+}
+
+// ------------------------------------------------------------ layers
+
+#[test]
+fn hostile_layers_are_refused() {
+    require_root();
+    let outside = store_dir();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    let out = outside.path().display().to_string();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "dotdot",
+            tar(&[E::File("../../../../../../var/tmp/netlab-evil", b"x")]),
+        ),
+        (
+            "through-symlink",
+            tar(&[E::Symlink("link", &out), E::File("link/pwned", b"x")]),
+        ),
+        (
+            "whiteout-through-symlink",
+            tar(&[E::Symlink("link", &out), E::File("link/.wh.victim", b"")]),
+        ),
+        (
+            "hardlink-outside",
+            tar(&[E::Hardlink("hl", "../../../../../../etc/passwd")]),
+        ),
+    ];
+    for (name, layer) in cases {
+        let dir = store_dir();
+        oci_layout(dir.path(), &[layer], None);
+        let store = store_dir();
+        let env = [("NETLAB_DATA_DIR", store.path().to_str().unwrap())];
+        let tag = format!("netlabtest/hostile-{name}:1");
+        let err = failed(
+            &netlab_env(
+                &[
+                    "images",
+                    "import",
+                    dir.path().to_str().unwrap(),
+                    "--tag",
+                    &tag,
+                ],
+                &env,
+            ),
+            name,
+        );
+        assert!(err.contains("layer"), "{name}: {err}");
+        failed(&netlab_env(&["images", "inspect", &tag], &env), name);
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert!(!outside.path().join("pwned").exists());
+    assert!(!Path::new("/var/tmp/netlab-evil").exists());
+}
+
+#[test]
+fn layers_unpack_with_whiteouts_links_and_owners() {
+    require_root();
+    let lower = tar(&[
+        E::Dir("a/"),
+        E::File("a/keep", b"keep"),
+        E::File("a/gone", b"gone"),
+        E::Dir("b/"),
+        E::File("b/old", b"old"),
+        E::Hardlink("hl", "a/keep"),
+        E::Symlink("s", "a/keep"),
+        E::FileOwned("suid", b"#!/bin/sh\n", 1234, 5678, 0o4755),
+        E::Dir("dev/"),
+        E::CharDev("dev/mem"),
+    ]);
+    let upper = tar(&[
+        E::File("a/.wh.gone", b""),
+        E::File("b/.wh..wh..opq", b""),
+        E::File("b/new", b"new"),
+    ]);
+    let dir = store_dir();
+    let (_, layers) = oci_layout(dir.path(), &[lower, upper], Some("netlabtest/whiteouts:1"));
+    let store = store_dir();
+    let env = [("NETLAB_DATA_DIR", store.path().to_str().unwrap())];
+    let out = ok(
+        &netlab_env(&["images", "import", dir.path().to_str().unwrap()], &env),
+        "import",
+    );
+    assert!(out.contains("docker.io/netlabtest/whiteouts:1"), "{out}");
+    let l = |i: usize| {
+        store
+            .path()
+            .join("layers")
+            .join(layers[i].replace(':', "-"))
+    };
+    let (l0, l1) = (l(0), l(1));
+    assert_eq!(
+        std::fs::metadata(l0.join("hl")).unwrap().ino(),
+        std::fs::metadata(l0.join("a/keep")).unwrap().ino(),
+        "hard link"
+    );
+    assert_eq!(
+        std::fs::read_link(l0.join("s")).unwrap(),
+        Path::new("a/keep")
+    );
+    let m = std::fs::metadata(l0.join("suid")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5678, 0o4755));
+    assert!(!l0.join("dev/mem").exists(), "device nodes are skipped");
+    // The layers stacked as a container sees them.
+    let merged = store.path().join("merged");
+    std::fs::create_dir(&merged).unwrap();
+    let opts = format!("lowerdir={}:{}", l1.display(), l0.display());
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(opts.as_str()),
+    )
+    .expect("overlay mount");
+    let seen = |p: &str| merged.join(p).exists();
+    let result = (seen("a/keep"), seen("a/gone"), seen("b/old"), seen("b/new"));
+    nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    assert_eq!(
+        result,
+        (true, false, false, true),
+        "(a/keep, a/gone, b/old, b/new)"
+    );
+}
+
+// ------------------------------------------------------------ imports
+
+#[test]
+fn import_docker_save_archive_and_oci_layout() {
+    require_root();
+    let work = store_dir();
+    let store = work.path().join("store");
+    let env = [("NETLAB_DATA_DIR", store.to_str().unwrap())];
+
+    // `docker save`: manifest.json, the config, one uncompressed layer.tar per layer.
+    let layer = tar(&[E::Dir("etc/"), E::File("etc/hello", b"from docker save")]);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]}
+    })
+    .to_string();
+    let config_name = format!(
+        "{}.json",
+        sha(config.as_bytes()).trim_start_matches("sha256:")
+    );
+    let manifest = serde_json::json!([{
+        "Config": config_name, "RepoTags": ["netlabtest/saved:1"], "Layers": ["0123/layer.tar"]
+    }])
+    .to_string();
+    let archive_path = work.path().join("saved.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&archive_path).unwrap());
+    for (name, data) in [
+        ("manifest.json", manifest.as_bytes()),
+        (config_name.as_str(), config.as_bytes()),
+        ("0123/layer.tar", &layer[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    b.finish().unwrap();
+    drop(b);
+    let out = ok(
+        &netlab_env(&["images", "import", archive_path.to_str().unwrap()], &env),
+        "import docker archive",
+    );
+    assert!(out.contains("docker.io/netlabtest/saved:1"), "{out}");
+    ok(
+        &netlab_env(&["images", "inspect", "netlabtest/saved:1"], &env),
+        "inspect",
+    );
+
+    // An OCI layout directory, named by --tag.
+    let layout = work.path().join("layout");
+    oci_layout(&layout, &[tar(&[E::File("hello", b"oci")])], None);
+    ok(
+        &netlab_env(
+            &[
+                "images",
+                "import",
+                layout.to_str().unwrap(),
+                "--tag",
+                "localhost:5999/x/y:2",
+            ],
+            &env,
+        ),
+        "import layout",
+    );
+    let list = ok(&netlab_env(&["images"], &env), "images");
+    assert!(
+        list.contains("netlabtest/saved") && list.contains("localhost:5999/x/y"),
+        "{list}"
+    );
+}
+
+// ------------------------------------------------------------ mirrors
+
+#[test]
+fn mirrors_from_flag_env_and_lab_document() {
+    require_root();
+    let registry = TestRegistry::start(None);
+    ok(
+        &netlab(&[
+            "push",
+            "--quiet",
+            "radial/busyboxplus:curl",
+            &format!("{}/netlabmirror/bb:1", registry.addr),
+        ]),
+        "push",
+    );
+    let work = store_dir();
+    let cfg = no_registries_config(work.path());
+    let mirror = format!("docker.io=http://{}", registry.addr);
+    let from = format!("from http://{}", registry.addr);
+
+    // A flag, with a dead mirror first: the next one serves.
+    let s1 = work.path().join("s1");
+    let out = ok(
+        &netlab_env(
+            &[
+                "pull",
+                "--registry-mirror",
+                "docker.io=http://127.0.0.1:1",
+                "--registry-mirror",
+                &mirror,
+                "netlabmirror/bb:1",
+            ],
+            &[
+                ("NETLAB_DATA_DIR", s1.to_str().unwrap()),
+                ("NETLAB_REGISTRIES_CONFIG", &cfg),
+            ],
+        ),
+        "pull with --registry-mirror",
+    );
+    assert!(out.contains(&from), "{out}");
+    // The environment variable.
+    let s2 = work.path().join("s2");
+    let out = ok(
+        &netlab_env(
+            &["pull", "netlabmirror/bb:1"],
+            &[
+                ("NETLAB_DATA_DIR", s2.to_str().unwrap()),
+                ("NETLAB_REGISTRIES_CONFIG", &cfg),
+                ("NETLAB_REGISTRY_MIRRORS", &mirror),
+            ],
+        ),
+        "pull with NETLAB_REGISTRY_MIRRORS",
+    );
+    assert!(out.contains(&from), "{out}");
+    // The Lab document, for `up` and for the controller.
+    let s3 = work.path().join("s3");
+    let yaml = format!(
+        "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: 1\n  registries:\n    mirrors:\n      docker.io:\n        endpoint: [\"http://{}\"]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: bb\nspec:\n  containers:\n  - name: bb\n    image: netlabmirror/bb:1\n    command: [sleep, \"3600\"]\n",
+        registry.addr
+    );
+    let lab = Lab::up_env(
+        "mirror-doc",
+        &yaml,
+        &[
+            ("NETLAB_DATA_DIR", s3.to_str().unwrap()),
+            ("NETLAB_REGISTRIES_CONFIG", &cfg),
+        ],
+    );
+    let described = lab.ok(&["describe", "pod", "bb"]);
+    assert!(
+        described.contains("Successfully pulled image \"netlabmirror/bb:1\""),
+        "{described}"
+    );
+    assert!(described.contains(&from), "{described}");
+    lab.down_clean();
+}
+
+// ------------------------------------------------------------ pull failures
+
+fn pod_status(lab: &Lab, pod: &str) -> String {
+    lab.ok(&["get", "pods", pod])
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn failed_pulls_show_in_get_and_describe_then_recover() {
+    require_root();
+    require_local_registry();
+    let lab = Lab::up(
+        "pull-fail",
+        "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: 1\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: ok\nspec:\n  containers:\n  - name: c\n    image: radial/busyboxplus:curl\n    command: [sleep, \"3600\"]\n",
+    );
+    let repo = format!("netlabtest/{}", lab.name);
+    let image = format!("{repo}:1");
+    let pod = |name: &str, image: &str, policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: {policy}\n    command: [sleep, \"3600\"]\n"
+        )
+    };
+    let file = lab.dir.path().join("more.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}---\n{}",
+            pod("late", &image, "IfNotPresent"),
+            pod("never", &image, "Never")
+        ),
+    )
+    .unwrap();
+    lab.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let st = pod_status(&lab, "late");
+    assert!(st == "ErrImagePull" || st == "ImagePullBackOff", "{st}");
+    assert_eq!(pod_status(&lab, "never"), "ErrImageNeverPull");
+    let described = lab.ok(&["describe", "pod", "late"]);
+    assert!(
+        described.contains(&format!("Failed to pull image \"{image}\""))
+            && described.contains("manifest unknown")
+            && described.contains("Error: ErrImagePull"),
+        "{described}"
+    );
+    wait_for("ImagePullBackOff", Duration::from_secs(10), || {
+        pod_status(&lab, "late") == "ImagePullBackOff"
+    });
+    // The image appears in the registry: the next try after the back-off pulls it.
+    ok(
+        &netlab(&[
+            "push",
+            "--quiet",
+            "radial/busyboxplus:curl",
+            &format!("{LOCAL_REGISTRY}/{image}"),
+        ]),
+        "push",
+    );
+    wait_for(
+        "the pod to run after its back-off",
+        Duration::from_secs(60),
+        || pod_status(&lab, "late") == "Running",
+    );
+    assert_eq!(pod_status(&lab, "ok"), "Running");
+    lab.down_clean();
+    // Clean up: the tag in the local registry, and the name in the store.
+    ok(&netlab(&["images", "rm", &image]), "images rm");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-fsSI",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+        ])
+        .arg(format!("http://{LOCAL_REGISTRY}/v2/{repo}/manifests/1"))
+        .output()
+        .unwrap();
+    if let Some(d) = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.strip_prefix("Docker-Content-Digest: ")
+            .or_else(|| l.strip_prefix("docker-content-digest: "))
+    }) {
+        let _ = std::process::Command::new("curl")
+            .args(["-fsS", "-X", "DELETE"])
+            .arg(format!(
+                "http://{LOCAL_REGISTRY}/v2/{repo}/manifests/{}",
+                d.trim()
+            ))
+            .output();
+    }
+}
