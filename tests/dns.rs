@@ -292,7 +292,19 @@ spec:
         short(&lab, &["-x", &web0]),
         ["web-0.web.default.svc.cluster.local."]
     );
-    // ExternalName: a CNAME.
+    // ExternalName: a CNAME (and kubectl's columns for it).
+    let out = lab.ok(&["get", "svc", "search"]);
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().take(4).eq([
+                "search",
+                "ExternalName",
+                "<none>",
+                "search.example.org"
+            ])),
+        "{out}"
+    );
     let out = dig(&lab, &["search.default.svc.cluster.local", "CNAME"]);
     assert!(out.contains("CNAME\tsearch.example.org."), "{out}");
     // Pod records.

@@ -184,6 +184,9 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
                 .join(","),
         ),
     ];
+    if service_type(svc) == "ExternalName" {
+        rows.push((s("External Name"), external_ip(svc)));
+    }
     if service_type(svc) == "LoadBalancer" {
         let ingress = external_ip(svc);
         if ingress != "<pending>" {

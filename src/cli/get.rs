@@ -442,6 +442,13 @@ pub fn service_ports(s: &Service) -> String {
 
 /// EXTERNAL-IP: `<none>`, `<pending>` for a LoadBalancer without ingress, or the addresses.
 pub fn external_ip(s: &Service) -> String {
+    if service_type(s) == "ExternalName" {
+        return s
+            .spec
+            .as_ref()
+            .and_then(|sp| sp.external_name.clone())
+            .unwrap_or_else(|| "<none>".into());
+    }
     let mut ips: Vec<String> = s
         .spec
         .iter()
