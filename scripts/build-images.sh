@@ -418,6 +418,16 @@ setup_busyboxplus_curl() {
     common_setup "$1" '' ''
 }
 
+# recipe NAME: a hash of everything an image is built from (its package
+# roots, its files, this script). It is stored as the image's
+# dev.netlab.recipe label, so a changed recipe rebuilds the image on the
+# next run instead of leaving a stale one in the store.
+recipe() {
+    local name=$1
+    { printf '%s\n' "${ROOTS[$name]}"; cat "$0"; find "$IMGDIR/$name" -type f -print0 | sort -z | xargs -0 cat; } \
+        | sha256sum | cut -c1-16
+}
+
 # build NAME DEST : DEST/rootfs, DEST/config.json, DEST/packages.txt
 build() {
     local name=$1 dest=$2 t0=$SECONDS p pkgs
@@ -428,7 +438,8 @@ build() {
     new_rootfs "$dest/rootfs"
     unpack "$dest/rootfs" "${pkgs[@]}"
     "setup_${name//-/_}" "$dest/rootfs"
-    install -m 0644 "$IMGDIR/$name/config.json" "$dest/config.json"
+    sed "s/\"Labels\": {/\"Labels\": {\n    \"dev.netlab.recipe\": \"$(recipe "$name")\",/" \
+        "$IMGDIR/$name/config.json" > "$dest/config.json"
     for p in "${pkgs[@]}"; do printf '%s %s\n' "$p" "${PKGVER[$p]}"; done > "$dest/packages.txt"
     log "$name: rootfs built in $((SECONDS - t0))s ($(du -sh "$dest/rootfs" | cut -f1))"
 }
@@ -452,7 +463,8 @@ else
     command -v "$NETLAB" >/dev/null 2>&1 \
         || die "netlab binary '$NETLAB' not found (set NETLAB=/path/to/netlab, or use --rootfs-only OUTDIR)"
     for name in "${NAMES[@]}"; do
-        if [ "$FORCE" -eq 0 ] && "$NETLAB" images inspect "${REF[$name]}" >/dev/null 2>&1; then
+        if [ "$FORCE" -eq 0 ] && "$NETLAB" images inspect "${REF[$name]}" 2>/dev/null \
+                | grep -q "\"dev.netlab.recipe\": \"$(recipe "$name")\""; then
             log "${REF[$name]}: already in the image store, skipping (use --force to rebuild)"
         else
             TODO+=("$name")
