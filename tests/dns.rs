@@ -172,6 +172,31 @@ fn tutorial_dns_section() {
     // And the service by its DNS name, over the service proxy.
     let body = must_curl(&lab, &nginx, "http://my-nginx/");
     assert!(body.contains("Welcome to nginx"), "{body}");
+
+    // `netlab run` without -i: a detached pod labelled run=NAME.
+    assert_eq!(
+        lab.ok(&["run", "web", "--image=nginx", "--port=80"]).trim(),
+        "pod/web created"
+    );
+    let out = lab.ok(&["get", "pods", "-l", "run=web"]);
+    assert!(out.contains("web") && out.contains("Running"), "{out}");
+    let out = lab.run(&["run", "x", "--image=nginx", "--rm"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("add -i"), "{}", stderr(&out));
+    // The exit code of an attached command is netlab's.
+    let out = lab.run(&[
+        "run",
+        "fail",
+        "--image=radial/busyboxplus:curl",
+        "-i",
+        "--rm",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     lab.down_clean();
 }
 
