@@ -16,6 +16,7 @@ use super::registry::{Auth, Endpoint, Registries};
 use super::store::{self, Image, Store, StoreError};
 use futures::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
@@ -81,38 +82,66 @@ pub async fn pull(
 ) -> Result<Pulled, PullError> {
     let start = Instant::now();
     let mut attempts = Vec::new();
+    // Hosts that refused us: (host, whether we had credentials for it).
+    let mut denied = Vec::new();
     for endpoint in registries.endpoints(&reference.registry) {
         let auth = registries.auth(&endpoint.host);
-        match pull_from(store, reference, &endpoint, auth, progress).await {
+        let result = pull_from(store, reference, &endpoint, auth, progress).await;
+        let what = if endpoint.mirror {
+            format!("{} (mirror of {})", endpoint.url(), reference.registry)
+        } else {
+            endpoint.url()
+        };
+        let message = match result {
             Ok(mut pulled) => {
                 pulled.elapsed = start.elapsed();
                 return Ok(pulled);
             }
             Err(PullAttempt::Fatal(e)) => return Err(e),
-            Err(PullAttempt::Failed(message)) => {
-                let what = if endpoint.mirror {
-                    format!("{} (mirror of {})", endpoint.url(), reference.registry)
+            Err(PullAttempt::Failed(message)) => message,
+            Err(PullAttempt::Denied(message)) => {
+                let said = if auth.is_some() {
+                    "the configured credentials were refused"
                 } else {
-                    endpoint.url()
+                    "no credentials are configured for it"
                 };
-                tracing::info!(%reference, endpoint = %what, %message, "pull attempt failed");
-                attempts.push(format!("{what}: {message}"));
+                denied.push((endpoint.host.clone(), auth.is_some()));
+                format!("authentication failed ({said}): {message}")
             }
-        }
+        };
+        tracing::info!(%reference, endpoint = %what, %message, "pull attempt failed");
+        attempts.push(format!("{what}: {message}"));
     }
+    let config = Registries::config_path();
+    let hint = match denied.first() {
+        Some((host, had)) => format!(
+            "{} credentials for \"{host}\" in {}, under `configs: \"{host}\": auth: {{username: …, password: …}}` (a token registry, as Docker Hub, exchanges them for a bearer token){}",
+            if *had { "check the" } else { "give" },
+            config.display(),
+            if *had {
+                ""
+            } else {
+                "; or the repository does not exist (Docker Hub denies unknown repositories so)"
+            }
+        ),
+        None => format!(
+            "check the image name and tag, that the registry runs and answers, and its mirrors and credentials ({}, --registry-mirror, NETLAB_REGISTRY_MIRRORS, the Lab's spec.registries)",
+            config.display()
+        ),
+    };
     Err(PullError::Failed {
         reference: reference.to_string(),
         attempts,
-        hint: format!(
-            "check the image name and tag, that the registry runs and answers, and its mirrors and credentials ({}, --registry-mirror, NETLAB_REGISTRY_MIRRORS, the Lab's spec.registries)",
-            Registries::config_path().display()
-        ),
+        hint,
     })
 }
 
 enum PullAttempt {
     /// This endpoint could not serve the image: try the next.
     Failed(String),
+    /// This endpoint wants credentials, or refused ours (or, as Docker Hub
+    /// answers, the repository does not exist): try the next.
+    Denied(String),
     /// The store failed: no other endpoint helps.
     Fatal(PullError),
 }
@@ -130,8 +159,22 @@ impl From<StoreError> for PullAttempt {
     }
 }
 
-fn failed(e: impl std::error::Error) -> PullAttempt {
-    PullAttempt::Failed(chain(&e))
+fn failed(e: OciDistributionError) -> PullAttempt {
+    let denied = match &e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    };
+    if denied {
+        PullAttempt::Denied(chain(&e))
+    } else {
+        PullAttempt::Failed(chain(&e))
+    }
 }
 
 /// An error and its causes on one line (reqwest hides "connection refused"

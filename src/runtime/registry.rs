@@ -60,7 +60,14 @@ pub struct Auth {
     /// `base64(user:password)`, as in Docker's config.json.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `identity_token` in k3s's registries.yaml, `identitytoken` in
+    /// containerd's config.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "identity_token",
+        alias = "identitytoken"
+    )]
     pub identity_token: Option<String>,
 }
 
@@ -321,6 +328,24 @@ mod tests {
         );
         assert!(merged.auth("127.0.0.1:5001").is_some());
         assert!(format!("{:?}", merged.auth("127.0.0.1:5001")).contains("redacted"));
+    }
+
+    #[test]
+    fn identity_token_as_k3s_and_containerd_spell_it() {
+        for key in ["identity_token", "identityToken", "identitytoken"] {
+            let file: Registries = serde_yaml_ng::from_str(&format!(
+                "configs:\n  \"127.0.0.1:5001\":\n    auth: {{{key}: tok}}\n"
+            ))
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(
+                file.auth("127.0.0.1:5001")
+                    .unwrap()
+                    .identity_token
+                    .as_deref(),
+                Some("tok"),
+                "{key}"
+            );
+        }
     }
 
     #[test]
