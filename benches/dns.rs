@@ -50,6 +50,15 @@ impl Drop for Down {
     }
 }
 
+/// An A query for `name`, encoded.
+fn query(name: &str, id: u16) -> Vec<u8> {
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.to_vec().unwrap()
+}
+
 struct Result {
     qps: f64,
     p50: Duration,
@@ -84,14 +93,7 @@ fn load(ns: &NetNs, server: SocketAddr, name: &str, clients: usize, secs: u64) -
                 let mut buf = [0u8; 1500];
                 while Instant::now() < deadline {
                     id = id.wrapping_add(1);
-                    let mut m = Message::query();
-                    m.metadata.id = id;
-                    m.metadata.recursion_desired = true;
-                    m.add_query(Query::query(
-                        Name::from_ascii(&name).unwrap(),
-                        RecordType::A,
-                    ));
-                    let bytes = m.to_vec().unwrap();
+                    let bytes = query(&name, id);
                     let t = Instant::now();
                     s.send(&bytes).unwrap();
                     match s.recv(&mut buf) {
@@ -240,13 +242,7 @@ fn main() {
         let qname = format!("chg-{i}.default.svc.cluster.local.");
         let mut buf = [0u8; 1500];
         loop {
-            let mut m = Message::query();
-            m.metadata.id = i as u16;
-            m.add_query(Query::query(
-                Name::from_ascii(&qname).unwrap(),
-                RecordType::A,
-            ));
-            sock.send(&m.to_vec().unwrap()).unwrap();
+            sock.send(&query(&qname, i as u16)).unwrap();
             if let Ok(n) = sock.recv(&mut buf) {
                 if Message::from_vec(&buf[..n]).is_ok_and(|r| !r.answers.is_empty()) {
                     break;

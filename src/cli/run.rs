@@ -10,7 +10,6 @@
 
 use crate::cluster::objects::{self, Mode};
 use crate::controller::{self, converge, pods};
-use crate::paths;
 use anyhow::{anyhow, bail, Result};
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -55,9 +54,6 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
-/// Pod annotation of an attached session: `<pid of this command>:<tty|stdin>`.
-pub use crate::controller::pods::ATTACH_ANNOTATION;
-
 fn pod(args: &RunArgs, attached: bool, tty: bool) -> Result<Pod> {
     let labels: BTreeMap<String, String> = match &args.labels {
         Some(l) => l
@@ -98,7 +94,7 @@ fn pod(args: &RunArgs, attached: bool, tty: bool) -> Result<Pod> {
     let mut annotations = BTreeMap::new();
     if attached {
         annotations.insert(
-            ATTACH_ANNOTATION.to_string(),
+            pods::ATTACH_ANNOTATION.to_string(),
             format!(
                 "{}:{}",
                 std::process::id(),
@@ -204,6 +200,5 @@ pub async fn run(args: RunArgs, lab: Option<String>) -> Result<i32> {
             args.name
         );
     }
-    let _ = paths::lab_dir(&lab);
     Ok(code)
 }

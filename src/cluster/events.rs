@@ -19,6 +19,26 @@ pub struct Involved<'a> {
 }
 
 impl ClusterState {
+    /// The kubelet's two events for a container it (re)started.
+    pub fn record_started(&mut self, pod: Involved<'_>, container: &str, now: DateTime<Utc>) {
+        self.record(
+            pod.clone(),
+            "Normal",
+            "Created",
+            "kubelet",
+            format!("Created container {container}"),
+            now,
+        );
+        self.record(
+            pod,
+            "Normal",
+            "Started",
+            "kubelet",
+            format!("Started container {container}"),
+            now,
+        );
+    }
+
     pub fn record(
         &mut self,
         object: Involved<'_>,

@@ -410,22 +410,7 @@ pub async fn step(
                             namespace: &ns,
                             name: &name,
                         };
-                        st.record(
-                            who.clone(),
-                            "Normal",
-                            "Created",
-                            "kubelet",
-                            format!("Created container {}", c.name),
-                            now,
-                        );
-                        st.record(
-                            who,
-                            "Normal",
-                            "Started",
-                            "kubelet",
-                            format!("Started container {}", c.name),
-                            now,
-                        );
+                        st.record_started(who, &c.name, now);
                         tracing::info!(pod = %name, container = %c.name, pid, "restarted");
                     }
                     Err(e) => {
@@ -618,22 +603,7 @@ async fn retry_image(
             if all_running {
                 pod.status.get_or_insert_with(Default::default).phase = Some("Running".into());
             }
-            st.record(
-                who.clone(),
-                "Normal",
-                "Created",
-                "kubelet",
-                format!("Created container {}", c.name),
-                now,
-            );
-            st.record(
-                who,
-                "Normal",
-                "Started",
-                "kubelet",
-                format!("Started container {}", c.name),
-                now,
-            );
+            st.record_started(who, &c.name, now);
             tracing::info!(pod = %pod_name(&st.pods[i]), container = %c.name, pid, "image pulled, container started");
         }
         Err(message) => {

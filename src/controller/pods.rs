@@ -104,22 +104,7 @@ pub async fn start_all(
             if outcome.is_err() {
                 continue;
             }
-            state.record(
-                who.clone(),
-                "Normal",
-                "Created",
-                "kubelet",
-                format!("Created container {}", c.name),
-                now,
-            );
-            state.record(
-                who.clone(),
-                "Normal",
-                "Started",
-                "kubelet",
-                format!("Started container {}", c.name),
-                now,
-            );
+            state.record_started(who.clone(), &c.name, now);
         }
         if complete && attached(&pod).is_none() {
             pids.insert(name, p);

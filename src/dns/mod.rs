@@ -142,8 +142,8 @@ impl RequestHandler for Handler {
                 );
                 send(&mut response_handle, r, &req_meta).await
             }
-            Answer::NoData | Answer::NxDomain => {
-                if zone.lookup(&qname, qtype) == Answer::NxDomain {
+            negative @ (Answer::NoData | Answer::NxDomain) => {
+                if negative == Answer::NxDomain {
                     meta.response_code = ResponseCode::NXDomain;
                 }
                 let r = builder().build(
