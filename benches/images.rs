@@ -128,6 +128,7 @@ fn start_times(tag: u32, runs: usize) -> (Duration, Duration) {
             etc_files: &etc_files,
             cgroups_path: format!("/netlab-benchimg{tag}/{id}"),
             service_env: &[],
+            mounts: &[],
         })
         .unwrap();
         spec.save(dir.join("config.json")).unwrap();

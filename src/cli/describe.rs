@@ -1,4 +1,4 @@
-//! `netlab describe svc|pod NAME`: kubectl's field layout.
+//! `netlab describe svc|pod|deploy|secret|configmap NAME`: kubectl's field layout.
 
 use super::get::{external_ip, Kind};
 use super::printer::{age, fields, map_lines};
@@ -7,7 +7,7 @@ use crate::cluster::{state, ClusterState};
 use anyhow::{anyhow, bail, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 pub fn render(st: &ClusterState, kind: Kind, name: &str, namespace: &str) -> Result<String> {
@@ -36,8 +36,34 @@ pub fn render(st: &ClusterState, kind: Kind, name: &str, namespace: &str) -> Res
                 .ok_or_else(|| anyhow!("deployments.apps {name:?} not found"))?;
             (deployment(d), "Deployment")
         }
+        Kind::Secret => {
+            let x = st
+                .secrets
+                .iter()
+                .find(|x| {
+                    x.metadata.name.as_deref() == Some(name)
+                        && state::namespace(&x.metadata) == namespace
+                })
+                .ok_or_else(|| anyhow!("secrets {name:?} not found"))?;
+            (secret(x), "Secret")
+        }
+        Kind::ConfigMap => {
+            let x = st
+                .config_maps
+                .iter()
+                .find(|x| {
+                    x.metadata.name.as_deref() == Some(name)
+                        && state::namespace(&x.metadata) == namespace
+                })
+                .ok_or_else(|| anyhow!("configmaps {name:?} not found"))?;
+            (config_map(x), "ConfigMap")
+        }
         other => bail!("netlab describe does not know {} yet", other.plural()),
     };
+    // kubectl describes a Secret without events.
+    if event_kind == "Secret" {
+        return Ok(body);
+    }
     Ok(format!(
         "{body}{}",
         events_section(&st.events_for(event_kind, namespace, name), now)
@@ -258,6 +284,99 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
     fields(&rows)
 }
 
+fn meta_rows(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    fields(&[
+        (s("Name"), meta.name.clone().unwrap_or_default()),
+        (s("Namespace"), state::namespace(meta).to_string()),
+        (s("Labels"), map_lines(meta.labels.as_ref(), "\n")),
+        (s("Annotations"), map_lines(meta.annotations.as_ref(), "\n")),
+    ])
+}
+
+/// kubectl shows a secret's keys and sizes, never its values.
+pub fn secret(x: &Secret) -> String {
+    let mut out = meta_rows(&x.metadata);
+    out.push_str(&format!(
+        "\nType:  {}\n\nData\n====\n",
+        x.type_.as_deref().unwrap_or("Opaque")
+    ));
+    let data = x.data.clone().unwrap_or_default();
+    let width = data.keys().map(|k| k.len() + 1).max().unwrap_or(0);
+    for (k, v) in &data {
+        out.push_str(&format!(
+            "{:<width$}  {} bytes\n",
+            format!("{k}:"),
+            v.0.len()
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+/// kubectl prints a configmap's values in full.
+pub fn config_map(x: &ConfigMap) -> String {
+    let mut out = meta_rows(&x.metadata);
+    out.push_str("\nData\n====\n");
+    for (k, v) in x.data.iter().flatten() {
+        out.push_str(&format!("{k}:\n----\n{v}\n\n"));
+    }
+    out.push_str("\nBinaryData\n====\n");
+    for (k, v) in x.binary_data.iter().flatten() {
+        out.push_str(&format!("{k}: {} bytes\n", v.0.len()));
+    }
+    out.push('\n');
+    out
+}
+
+/// The `Volumes:` block of describe pod.
+fn volumes_section(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
+    let volumes = spec.volumes.clone().unwrap_or_default();
+    if volumes.is_empty() {
+        return "Volumes:                     <none>\n".into();
+    }
+    let mut out = String::from("Volumes:\n");
+    for v in &volumes {
+        out.push_str(&format!("  {}:\n", v.name));
+        let rows: Vec<(String, String)> = if let Some(x) = &v.secret {
+            vec![
+                (s("Type"), s("Secret (a volume populated by a Secret)")),
+                (s("SecretName"), x.secret_name.clone().unwrap_or_default()),
+                (s("Optional"), x.optional.unwrap_or(false).to_string()),
+            ]
+        } else if let Some(x) = &v.config_map {
+            vec![
+                (
+                    s("Type"),
+                    s("ConfigMap (a volume populated by a ConfigMap)"),
+                ),
+                (s("Name"), x.name.clone()),
+                (s("Optional"), x.optional.unwrap_or(false).to_string()),
+            ]
+        } else if let Some(x) = &v.empty_dir {
+            vec![
+                (
+                    s("Type"),
+                    s("EmptyDir (a temporary directory that shares a pod's lifetime)"),
+                ),
+                (s("Medium"), x.medium.clone().unwrap_or_default()),
+                (
+                    s("SizeLimit"),
+                    x.size_limit
+                        .as_ref()
+                        .map(|q| q.0.clone())
+                        .unwrap_or_else(|| "<unset>".into()),
+                ),
+            ]
+        } else {
+            Vec::new()
+        };
+        for l in fields(&rows).lines() {
+            out.push_str(&format!("    {l}\n"));
+        }
+    }
+    out
+}
+
 pub fn pod(p: &Pod) -> String {
     let spec = p.spec.clone().unwrap_or_default();
     let status = p.status.clone().unwrap_or_default();
@@ -353,6 +472,31 @@ pub fn pod(p: &Pod) -> String {
             "  Restart Count:  {}\n",
             cs.map(|c| c.restart_count).unwrap_or(0)
         ));
+        let mounts: Vec<String> =
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .map(|m| {
+                    let projected = spec.volumes.iter().flatten().any(|v| {
+                        v.name == m.name && (v.secret.is_some() || v.config_map.is_some())
+                    });
+                    let ro = projected || m.read_only.unwrap_or(false);
+                    format!(
+                        "    {} from {} ({})\n",
+                        m.mount_path,
+                        m.name,
+                        if ro { "ro" } else { "rw" }
+                    )
+                })
+                .collect();
+        if mounts.is_empty() {
+            containers.push_str("  Mounts:         <none>\n");
+        } else {
+            containers.push_str("  Mounts:\n");
+            for m in mounts {
+                containers.push_str(&m);
+            }
+        }
     }
     rows.push((s("Containers"), String::new()));
     let mut out = fields(&rows);
@@ -370,5 +514,6 @@ pub fn pod(p: &Pod) -> String {
         out.push_str(&c);
         out.push('\n');
     }
+    out.push_str(&volumes_section(&spec));
     out
 }

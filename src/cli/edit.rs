@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct ApplyArgs {
-    /// Files with the objects (Deployment, Pod, Service).
+    /// Files with the objects (Deployment, Pod, Service, Secret, ConfigMap).
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
 }
@@ -97,6 +97,8 @@ fn canonical_kind(k: &str) -> Result<String> {
             "deployment"
         }
         "svc" | "service" | "services" => "service",
+        "secret" | "secrets" => "secret",
+        "cm" | "configmap" | "configmaps" => "configmap",
         other => bail!("the server doesn't have a resource type {other:?}"),
     }
     .to_string())
@@ -152,6 +154,20 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
                 "service".into(),
                 ns_of(&s.object.metadata),
                 s.object.metadata.name.clone().unwrap_or_default(),
+            ));
+        }
+        for s in &spec.secrets {
+            targets.push((
+                "secret".into(),
+                ns_of(&s.object.metadata),
+                s.object.metadata.name.clone().unwrap_or_default(),
+            ));
+        }
+        for c in &spec.config_maps {
+            targets.push((
+                "configmap".into(),
+                ns_of(&c.object.metadata),
+                c.object.metadata.name.clone().unwrap_or_default(),
             ));
         }
     } else {
@@ -261,6 +277,6 @@ fn parse_selector_map(s: &str) -> Result<std::collections::BTreeMap<String, Stri
         .collect()
 }
 
-fn object_error(e: objects::ObjectError) -> ControllerError {
+pub fn object_error(e: objects::ObjectError) -> ControllerError {
     ControllerError::Object(e.to_string())
 }

@@ -1,4 +1,5 @@
-//! `netlab get`: kubectl's columns for pods, nodes and deployments.
+//! `netlab get`: kubectl's columns for pods, nodes, deployments, services,
+//! endpoints, events, secrets and configmaps.
 
 use super::printer::{age, structured, Format, Printer};
 use crate::cluster::services::{endpoints_summary, service_type};
@@ -6,7 +7,7 @@ use crate::cluster::{state, ClusterState, Selector};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Node, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub enum Kind {
     Service,
     Endpoints,
     Event,
+    Secret,
+    ConfigMap,
 }
 
 impl Kind {
@@ -30,8 +33,10 @@ impl Kind {
             "svc" | "service" | "services" => Kind::Service,
             "ep" | "endpoints" => Kind::Endpoints,
             "ev" | "event" | "events" => Kind::Event,
+            "secret" | "secrets" => Kind::Secret,
+            "cm" | "configmap" | "configmaps" => Kind::ConfigMap,
             other => bail!(
-                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints)"
+                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints, events, secrets, configmaps)"
             ),
         })
     }
@@ -43,6 +48,8 @@ impl Kind {
             Kind::Service => "service",
             Kind::Endpoints => "endpoints",
             Kind::Event => "event",
+            Kind::Secret => "secret",
+            Kind::ConfigMap => "configmap",
         }
     }
     /// The plural kubectl uses in "not found" messages.
@@ -54,6 +61,8 @@ impl Kind {
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
             Kind::Event => "events",
+            Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
         }
     }
 }
@@ -162,6 +171,43 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
                 evs.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
                 (events_table(&evs, args, now), to_values(&evs))
             }
+            Kind::Secret => {
+                let secrets: Vec<&Secret> = state
+                    .secrets
+                    .iter()
+                    .filter(|s| keep(&s.metadata, true))
+                    .collect();
+                let mut t = Printer::new(with_namespace(args, vec!["NAME", "TYPE", "DATA", "AGE"]));
+                for s in &secrets {
+                    let mut row = namespace_cell(args, &s.metadata);
+                    row.extend([
+                        name_cell(*kind, s.metadata.name.as_deref().unwrap_or_default(), multi),
+                        s.type_.clone().unwrap_or_else(|| "Opaque".into()),
+                        crate::cluster::secrets::secret_data_count(s).to_string(),
+                        age(s.metadata.creation_timestamp.as_ref(), now),
+                    ]);
+                    t.row(row);
+                }
+                (t, to_values(&secrets))
+            }
+            Kind::ConfigMap => {
+                let cms: Vec<&ConfigMap> = state
+                    .config_maps
+                    .iter()
+                    .filter(|c| keep(&c.metadata, true))
+                    .collect();
+                let mut t = Printer::new(with_namespace(args, vec!["NAME", "DATA", "AGE"]));
+                for c in &cms {
+                    let mut row = namespace_cell(args, &c.metadata);
+                    row.extend([
+                        name_cell(*kind, c.metadata.name.as_deref().unwrap_or_default(), multi),
+                        crate::cluster::secrets::config_map_data_count(c).to_string(),
+                        age(c.metadata.creation_timestamp.as_ref(), now),
+                    ]);
+                    t.row(row);
+                }
+                (t, to_values(&cms))
+            }
         };
         // Named objects that do not exist are errors, as in kubectl.
         for n in &args.names {
@@ -221,6 +267,13 @@ fn name_cell(kind: Kind, name: &str, multi: bool) -> String {
         format!("{}/{name}", kind.prefix())
     } else {
         name.to_string()
+    }
+}
+
+fn namespace_cell(args: &GetArgs<'_>, meta: &ObjectMeta) -> Vec<String> {
+    match args.namespace {
+        None => vec![state::namespace(meta).to_string()],
+        Some(_) => Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `cli` layer: kubectl-shaped verbs over a lab. Argument parsing here,
 //! output through `printer`, work through `controller`.
 
+pub mod create;
 pub mod describe;
 pub mod edit;
 pub mod exec;
@@ -47,8 +48,8 @@ pub enum Command {
     Describe(DescribeCmd),
     /// Apply a configuration to a running lab by file name.
     Apply(edit::ApplyArgs),
-    /// Create objects from a file (refuses existing ones).
-    Create(edit::ApplyArgs),
+    /// Create objects from a file (refuses existing ones), or a secret or configmap.
+    Create(create::CreateArgs),
     /// Delete resources by type and name, or by file name.
     Delete(edit::DeleteArgs),
     /// Set a new size for a deployment.
@@ -67,6 +68,8 @@ pub enum Command {
     Pull(images::PullArgs),
     /// Push an image of the local store to a registry.
     Push(images::PushArgs),
+    /// Make a private key and a self-signed certificate (as `openssl req -x509`), optionally as a TLS secret.
+    Cert(create::CertArgs),
     /// The lab's controller process (restarts containers, follows them in the Services).
     Controller(ControllerCmd),
 }
@@ -156,6 +159,7 @@ async fn run(cli: Cli) -> Result<i32> {
             images::pull(args).await
         }
         Command::Push(args) => images::push(args).await,
+        Command::Cert(args) => create::cert(args, lab).await,
         command => {
             require_root()?;
             match command {
@@ -167,9 +171,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Apply(args) => {
                     edit::apply(args, lab, crate::cluster::objects::Mode::Apply).await
                 }
-                Command::Create(args) => {
-                    edit::apply(args, lab, crate::cluster::objects::Mode::Create).await
-                }
+                Command::Create(args) => create::run(args, lab).await,
                 Command::Delete(args) => edit::delete(args, lab).await,
                 Command::Scale(args) => edit::scale(args, lab).await,
                 Command::Expose(args) => edit::expose(args, lab).await,
@@ -177,13 +179,15 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Run(args) => run::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
-                Command::Images(_) | Command::Pull(_) | Command::Push(_) => unreachable!(),
+                Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {
+                    unreachable!()
+                }
             }
         }
     }
 }
 
-fn require_root() -> Result<()> {
+pub fn require_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("netlab needs root: it creates network namespaces and runs containers. Run it with sudo.");
     }

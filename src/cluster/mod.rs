@@ -7,10 +7,13 @@ pub mod events;
 pub mod ipam;
 pub mod names;
 pub mod objects;
+pub mod secrets;
 pub mod selector;
 pub mod services;
 pub mod state;
+pub mod tls;
 pub mod topology;
+pub mod volumes;
 
 pub use selector::Selector;
 pub use state::{ClusterState, HostInfo};

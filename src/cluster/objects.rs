@@ -7,7 +7,7 @@ use super::state::{self, namespace, time, ClusterState, StateError};
 use crate::lab::LabSpec;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -46,6 +46,13 @@ pub fn apply(
     rng: &mut impl rand::Rng,
 ) -> Result<Vec<String>, ObjectError> {
     let mut out = Vec::new();
+    // Secrets and ConfigMaps first: pods that mount them start at once.
+    for s in &spec.secrets {
+        out.push(apply_secret(st, s.object.clone(), mode, now, rng)?);
+    }
+    for c in &spec.config_maps {
+        out.push(apply_config_map(st, c.object.clone(), mode, now, rng)?);
+    }
     for d in &spec.deployments {
         out.push(apply_deployment(st, d.object.clone(), mode, now, rng)?);
     }
@@ -65,6 +72,99 @@ fn verb(existed: bool, changed: bool) -> &'static str {
         (true, true) => "configured",
         (true, false) => "unchanged",
     }
+}
+
+/// A Secret, validated and defaulted as the API server does. Its data
+/// never appears in the answer or in a log.
+pub fn apply_secret(
+    st: &mut ClusterState,
+    secret: Secret,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let mut secret = super::secrets::normalize_secret(secret)
+        .map_err(|m| ObjectError::Invalid(format!("Secret {name:?} is invalid: {m}")))?;
+    let existing = st
+        .secrets
+        .iter_mut()
+        .find(|s| same_key(&s.metadata, &secret.metadata));
+    let Some(existing) = existing else {
+        secret.metadata.creation_timestamp = Some(time(now));
+        secret.metadata.uid = Some(state::uid(rng));
+        st.secrets.push(secret);
+        return Ok(format!("secret/{name} created"));
+    };
+    if mode == Mode::Create {
+        return Err(ObjectError::AlreadyExists {
+            kind: "secrets",
+            name,
+        });
+    }
+    if existing.immutable == Some(true) && existing.data != secret.data {
+        return Err(ObjectError::Invalid(format!(
+            "Secret {name:?} is invalid: data: field is immutable when `immutable` is set"
+        )));
+    }
+    if existing.type_ != secret.type_ {
+        return Err(ObjectError::Invalid(format!(
+            "Secret {name:?} is invalid: type: field is immutable (delete the secret and create it again)"
+        )));
+    }
+    let changed = existing.data != secret.data
+        || existing.metadata.labels != secret.metadata.labels
+        || existing.immutable != secret.immutable;
+    existing.data = secret.data;
+    existing.immutable = secret.immutable;
+    existing.metadata.labels = secret.metadata.labels;
+    existing.metadata.annotations = secret.metadata.annotations;
+    Ok(format!("secret/{name} {}", verb(true, changed)))
+}
+
+pub fn apply_config_map(
+    st: &mut ClusterState,
+    mut cm: ConfigMap,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    super::secrets::validate_config_map(&cm)
+        .map_err(|m| ObjectError::Invalid(format!("ConfigMap {name:?} is invalid: {m}")))?;
+    let existing = st
+        .config_maps
+        .iter_mut()
+        .find(|c| same_key(&c.metadata, &cm.metadata));
+    let Some(existing) = existing else {
+        cm.metadata.creation_timestamp = Some(time(now));
+        cm.metadata.uid = Some(state::uid(rng));
+        st.config_maps.push(cm);
+        return Ok(format!("configmap/{name} created"));
+    };
+    if mode == Mode::Create {
+        return Err(ObjectError::AlreadyExists {
+            kind: "configmaps",
+            name,
+        });
+    }
+    if existing.immutable == Some(true)
+        && (existing.data != cm.data || existing.binary_data != cm.binary_data)
+    {
+        return Err(ObjectError::Invalid(format!(
+            "ConfigMap {name:?} is invalid: data: field is immutable when `immutable` is set"
+        )));
+    }
+    let changed = existing.data != cm.data
+        || existing.binary_data != cm.binary_data
+        || existing.metadata.labels != cm.metadata.labels
+        || existing.immutable != cm.immutable;
+    existing.data = cm.data;
+    existing.binary_data = cm.binary_data;
+    existing.immutable = cm.immutable;
+    existing.metadata.labels = cm.metadata.labels;
+    existing.metadata.annotations = cm.metadata.annotations;
+    Ok(format!("configmap/{name} {}", verb(true, changed)))
 }
 
 pub fn apply_service(
@@ -236,6 +336,30 @@ pub fn delete(
                 }
             }
             Ok(format!("deployment.apps \"{name}\" deleted"))
+        }
+        "secret" | "configmap" => {
+            let (list_len, plural) = if kind == "secret" {
+                let before = st.secrets.len();
+                st.secrets.retain(|s| {
+                    !(s.metadata.name.as_deref() == Some(name)
+                        && namespace(&s.metadata) == namespace_)
+                });
+                (before - st.secrets.len(), "secrets")
+            } else {
+                let before = st.config_maps.len();
+                st.config_maps.retain(|c| {
+                    !(c.metadata.name.as_deref() == Some(name)
+                        && namespace(&c.metadata) == namespace_)
+                });
+                (before - st.config_maps.len(), "configmaps")
+            };
+            if list_len == 0 {
+                return Err(ObjectError::NotFound {
+                    kind: plural,
+                    name: name.into(),
+                });
+            }
+            Ok(format!("{kind} \"{name}\" deleted"))
         }
         other => Err(ObjectError::Invalid(format!(
             "netlab cannot delete {other} objects"

@@ -7,8 +7,8 @@ use crate::lab::{LabConfig, LabSpec};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
-    Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
-    PodIP, PodStatus, Service,
+    ConfigMap, Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
+    NodeSystemInfo, Pod, PodIP, PodStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,11 @@ pub struct ClusterState {
     pub endpoints: Vec<Endpoints>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Secrets: the state file is 0600 because of them.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    #[serde(default)]
+    pub config_maps: Vec<ConfigMap>,
 }
 
 /// Facts about the host that go into Node objects (`get nodes -o wide`).
@@ -94,6 +99,8 @@ impl ClusterState {
             services: Vec::new(),
             endpoints: Vec::new(),
             events: Vec::new(),
+            secrets: Vec::new(),
+            config_maps: Vec::new(),
         };
         for p in &spec.pods {
             let mut pod = p.object.clone();
@@ -137,6 +144,18 @@ impl ClusterState {
                     rng,
                 )
                 .expect("the kube-dns service is valid");
+        }
+        for s in &spec.secrets {
+            let mut secret = s.object.clone();
+            secret.metadata.creation_timestamp = Some(time(now));
+            secret.metadata.uid = Some(uid(rng));
+            state.secrets.push(secret);
+        }
+        for c in &spec.config_maps {
+            let mut cm = c.object.clone();
+            cm.metadata.creation_timestamp = Some(time(now));
+            cm.metadata.uid = Some(uid(rng));
+            state.config_maps.push(cm);
         }
         for s in &spec.services {
             state
@@ -343,7 +362,19 @@ impl ClusterState {
             source,
         };
         let json = serde_json::to_vec_pretty(self).expect("state serializes");
-        std::fs::write(&tmp, json).map_err(io)?;
+        // It holds the lab's Secrets: readable by root only.
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            f.write_all(&json).map_err(io)?;
+        }
         std::fs::rename(&tmp, &path).map_err(io)
     }
 }

@@ -319,7 +319,7 @@ pub async fn step(
                     continue;
                 }
                 let cs = status_of(&mut st.pods[i], &c.name);
-                if pods::waits_for_image(cs) {
+                if pods::waits_for_image(cs) || pods::waits_for_volumes(cs) {
                     if restart_pass {
                         changed |=
                             retry_image(lab, &mut st, i, c, &store, &registries, &runc, now).await;
@@ -453,7 +453,8 @@ pub async fn step(
             };
             let all_running =
                 statuses().all(|c| c.state.as_ref().and_then(|s| s.running.as_ref()).is_some());
-            let waits_for_image = statuses().any(pods::waits_for_image);
+            let waits_for_image =
+                statuses().any(|cs| pods::waits_for_image(cs) || pods::waits_for_volumes(cs));
             let all_ready =
                 all_running && statuses().all(|c| probed.get(&c.name).copied().unwrap_or(true));
             let flags_differ = statuses().any(|c| c.ready != all_ready);
@@ -466,6 +467,7 @@ pub async fn step(
             }
         }
     }
+    refresh_volumes(lab, &st);
     // The cluster DNS pods are served by this process.
     changed |= dns.sync(lab, &mut st);
     if changed {
@@ -525,7 +527,18 @@ async fn retry_image(
     let image = c.image.clone().unwrap_or_default();
     let meta = st.pods[i].metadata.clone();
     let who = events::involved("Pod", &meta);
-    if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
+    // Volumes first, as the kubelet mounts them before it pulls.
+    let objects = pods::Objects::of(st);
+    let volumes = match pods::prepare_volumes(lab, &st.pods[i], &objects) {
+        Ok(v) => v,
+        Err(e) => {
+            let pod = st.pods[i].clone();
+            return pods::record_failed_mount(st, &pod, &e, now);
+        }
+    };
+    if pods::waits_for_volumes(status_of(&mut st.pods[i], &c.name)) {
+        tracing::info!(pod = %pod_name(&st.pods[i]), container = %c.name, "volumes ready");
+    } else if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
         let cs = status_of(&mut st.pods[i], &c.name);
         let waiting = cs.state.as_mut().and_then(|s| s.waiting.as_mut());
         let Some(w) = waiting else { return false };
@@ -569,21 +582,18 @@ async fn retry_image(
                 .unpacked_layers(&ready.image)
                 .map_err(|e| e.to_string());
             match layers {
-                Ok(layers) => {
-                    let services = st.services.clone();
-                    pods::start_container(
-                        lab,
-                        &pod,
-                        c,
-                        &ready.image,
-                        &layers,
-                        runc,
-                        &services,
-                        &st.config,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())
-                }
+                Ok(layers) => pods::start_container(
+                    lab,
+                    &pod,
+                    c,
+                    &ready.image,
+                    &layers,
+                    runc,
+                    &objects,
+                    &volumes,
+                )
+                .await
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             }
         }
@@ -625,6 +635,39 @@ async fn retry_image(
         }
     }
     true
+}
+
+/// The kubelet keeps the secret and configMap volumes of running pods up to
+/// date (an update swaps the files atomically; a deleted object leaves the
+/// last files in place, as in Kubernetes).
+fn refresh_volumes(lab: &str, st: &ClusterState) {
+    let projected = |p: &k8s_openapi::api::core::v1::Pod| {
+        p.spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .any(|v| v.secret.is_some() || v.config_map.is_some())
+    };
+    let running: Vec<&k8s_openapi::api::core::v1::Pod> = st
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !pods::is_pending(p))
+        .filter(|p| projected(p))
+        .filter(|p| {
+            !p.status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .any(pods::waits_for_volumes)
+        })
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let objects = pods::Objects::of(st);
+    for p in running {
+        if let Err(e) = pods::prepare_volumes(lab, p, &objects) {
+            tracing::debug!(pod = %pod_name(p), error = %e, "volume not refreshed");
+        }
+    }
 }
 
 fn pod_name(p: &k8s_openapi::api::core::v1::Pod) -> String {

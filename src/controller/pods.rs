@@ -1,19 +1,23 @@
 //! Pods as a kubelet runs them: per-pod files (`/etc/hosts`, hostname,
 //! resolv.conf), an overlay rootfs and an OCI bundle per container, runc to
 //! start them, and the status the API shows (`Running`, `1/1`, restarts).
+//! Volumes (secret, configMap, emptyDir) are written before any container
+//! starts; a pod whose volume cannot be set up (a missing Secret) waits in
+//! `ContainerCreating` with a FailedMount event, and the controller retries.
 
 use super::images::Outcomes;
 use super::ControllerError;
+use crate::cluster::volumes::{MountError, PodVolume};
 use crate::cluster::{dns, state, ClusterState};
 use crate::net::NetNs;
 use crate::paths;
-use crate::runtime::bundle::{self, ContainerSpec};
+use crate::runtime::bundle::{self, BindMount, ContainerSpec};
 use crate::runtime::{rootfs, Image, Runc, Store};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition,
+    ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, Secret, Service,
 };
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -41,6 +45,99 @@ pub fn attached(p: &Pod) -> Option<(i32, bool)> {
 /// its container alone meanwhile).
 pub fn attached_alive(p: &Pod) -> bool {
     attached(p).is_some_and(|(pid, _)| crate::runtime::runc::process_alive(pid))
+}
+
+/// What the kubelet reads from the API server to start a pod's containers,
+/// taken from the store when the start begins.
+#[derive(Clone)]
+pub struct Objects {
+    pub services: Vec<Service>,
+    pub config: crate::lab::LabConfig,
+    pub secrets: Vec<Secret>,
+    pub config_maps: Vec<ConfigMap>,
+}
+
+impl Objects {
+    pub fn of(st: &ClusterState) -> Objects {
+        Objects {
+            services: st.services.clone(),
+            config: st.config.clone(),
+            secrets: st.secrets.clone(),
+            config_maps: st.config_maps.clone(),
+        }
+    }
+}
+
+/// Plans a pod's volumes from the objects that exist now and writes them
+/// under its directory (idempotent: unchanged files are left alone).
+pub fn prepare_volumes(
+    lab: &str,
+    pod: &Pod,
+    objects: &Objects,
+) -> Result<Vec<PodVolume>, MountError> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let ns = state::namespace(&pod.metadata);
+    let volumes = crate::cluster::volumes::plan(&spec, ns, &objects.secrets, &objects.config_maps)?;
+    let dir = paths::pod_dir(lab, ns, pod.metadata.name.as_deref().unwrap_or_default());
+    crate::runtime::volumes::setup(&dir, &volumes).map_err(|e| MountError {
+        volume: volumes.first().map(|v| v.name.clone()).unwrap_or_default(),
+        message: format!("writing the volume's files: {e}"),
+    })?;
+    Ok(volumes)
+}
+
+/// The status of a container whose pod waits for its volumes: what
+/// kubectl shows as `ContainerCreating` (no container exists yet).
+pub fn creating(c: &Container) -> ContainerStatus {
+    let mut cs = image_waiting(c, "ContainerCreating", "");
+    cs.state = Some(ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some("ContainerCreating".into()),
+            message: None,
+        }),
+        ..Default::default()
+    });
+    cs
+}
+
+/// Whether a container was never created because its pod's volumes could
+/// not be set up (see [`creating`]).
+pub fn waits_for_volumes(cs: &ContainerStatus) -> bool {
+    cs.container_id.is_none()
+        && cs
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .and_then(|w| w.reason.as_deref())
+            == Some("ContainerCreating")
+}
+
+/// Records the kubelet's FailedMount event, at most every 10 s for the
+/// same message (the kubelet backs off its retries likewise). True when
+/// the store changed.
+pub fn record_failed_mount(
+    st: &mut ClusterState,
+    pod: &Pod,
+    e: &MountError,
+    now: chrono::DateTime<Utc>,
+) -> bool {
+    let message = e.to_string();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let recent = st.events.iter().rev().any(|ev| {
+        ev.involved_object.name.as_deref() == Some(name)
+            && ev.reason.as_deref() == Some("FailedMount")
+            && ev.message.as_deref() == Some(message.as_str())
+            && ev
+                .last_timestamp
+                .as_ref()
+                .is_some_and(|t| now - t.0 < chrono::Duration::seconds(10))
+    });
+    if recent {
+        return false;
+    }
+    let who = crate::cluster::events::involved("Pod", &pod.metadata);
+    st.record(who, "Warning", "FailedMount", "kubelet", message, now);
+    true
 }
 
 /// Whether a pod was placed but not started yet.
@@ -73,26 +170,36 @@ pub async fn start_all(
         layers.insert(reference.clone(), dirs);
     }
     // Service variables come from the services that exist now, when the
-    // pod starts (the tutorial's ordering lesson).
-    let services = state.services.clone();
-    let config = state.config.clone();
+    // pod starts (the tutorial's ordering lesson); volumes likewise.
+    let objects = Objects::of(state);
     let (pods, rest): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut state.pods)
         .into_iter()
         .partition(is_pending);
     state.pods = rest;
-    let started: Vec<(Pod, Vec<i32>, bool)> = futures::stream::iter(pods.into_iter().map(|pod| {
-        let layers = &layers;
-        let (services, config) = (&services, &config);
-        async move { start_pod(lab, pod, images, layers, runc, services, config).await }
+    let started: Vec<Started> = futures::stream::iter(pods.into_iter().map(|pod| {
+        let (layers, objects) = (&layers, &objects);
+        async move { start_pod(lab, pod, images, layers, runc, objects).await }
     }))
     .buffered(START_CONCURRENCY)
     .try_collect()
     .await?;
     let mut pids = Pids::new();
     let now = Utc::now();
-    for (pod, p, complete) in started {
+    for Started {
+        pod,
+        pids: p,
+        complete,
+        failed_mount,
+    } in started
+    {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let who = crate::cluster::events::involved("Pod", &pod.metadata);
+        if let Some(e) = failed_mount {
+            tracing::info!(pod = %name, error = %e, "waiting for volumes");
+            record_failed_mount(state, &pod, &e, now);
+            state.pods.push(pod);
+            continue;
+        }
         for c in pod
             .spec
             .iter()
@@ -114,21 +221,51 @@ pub async fn start_all(
     Ok(pids)
 }
 
-/// Starts what it can of a pod; true when every container runs.
+/// What [`start_pod`] did.
+struct Started {
+    pod: Pod,
+    pids: Vec<i32>,
+    /// Every container runs.
+    complete: bool,
+    /// Nothing started: a volume could not be set up.
+    failed_mount: Option<MountError>,
+}
+
+/// Starts what it can of a pod: its volumes, then its containers.
 async fn start_pod(
     lab: &str,
     mut pod: Pod,
     images: &Outcomes,
     layers: &HashMap<String, Vec<PathBuf>>,
     runc: &Runc,
-    services: &[k8s_openapi::api::core::v1::Service],
-    config: &crate::lab::LabConfig,
-) -> Result<(Pod, Vec<i32>, bool), ControllerError> {
+    objects: &Objects,
+) -> Result<Started, ControllerError> {
     if dns::is_builtin(&pod) {
         start_builtin(&mut pod);
-        return Ok((pod, Vec::new(), true));
+        return Ok(Started {
+            pod,
+            pids: Vec::new(),
+            complete: true,
+            failed_mount: None,
+        });
     }
     let spec = pod.spec.clone().unwrap_or_default();
+    let volumes = match prepare_volumes(lab, &pod, objects) {
+        Ok(v) => v,
+        Err(e) => {
+            let status = pod.status.get_or_insert_with(Default::default);
+            status.phase = Some("Pending".into());
+            status.container_statuses = Some(spec.containers.iter().map(creating).collect());
+            status.qos_class = Some("BestEffort".into());
+            set_conditions(&mut pod, false);
+            return Ok(Started {
+                pod,
+                pids: Vec::new(),
+                complete: false,
+                failed_mount: Some(e),
+            });
+        }
+    };
     let mut statuses = Vec::new();
     let mut pids = Vec::new();
     let mut started = 0;
@@ -143,8 +280,8 @@ async fn start_pod(
                     &ready.image,
                     &layers[&reference],
                     runc,
-                    services,
-                    config,
+                    objects,
+                    &volumes,
                 )
                 .await?;
                 pids.extend(pid);
@@ -163,7 +300,12 @@ async fn start_pod(
     // An attached container starts right after this, in its session.
     let ready = complete && attached(&pod).is_some();
     set_conditions(&mut pod, ready);
-    Ok((pod, pids, complete))
+    Ok(Started {
+        pod,
+        pids,
+        complete,
+        failed_mount: None,
+    })
 }
 
 /// The status of a container waiting for its image.
@@ -203,8 +345,9 @@ pub fn waits_for_image(cs: &ContainerStatus) -> bool {
         })
 }
 
-/// Starts one container of a pod (its network exists): the pod's files, an
-/// overlay rootfs over the image's layers, the OCI bundle, runc. Returns
+/// Starts one container of a pod (its network and volumes exist): the
+/// pod's files, an overlay rootfs over the image's layers, the OCI bundle
+/// with the container's volume mounts, runc. Returns
 /// its pid and its running status. The container of an attached pod
 /// (`netlab run -i`) is only prepared: its session runs it (no pid).
 #[allow(clippy::too_many_arguments)] // the kubelet's inputs for one container
@@ -215,9 +358,10 @@ pub async fn start_container(
     image: &Image,
     layers: &[PathBuf],
     runc: &Runc,
-    services: &[k8s_openapi::api::core::v1::Service],
-    config: &crate::lab::LabConfig,
+    objects: &Objects,
+    volumes: &[PodVolume],
 ) -> Result<(Option<i32>, ContainerStatus), ControllerError> {
+    let config = &objects.config;
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let object = format!("pod/{name}");
@@ -233,8 +377,19 @@ pub async fn start_container(
     let etc_files = write_etc_files(&dir, pod, &ip, config).map_err(io)?;
     let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
     let spec = pod.spec.clone().unwrap_or_default();
-    let service_env =
-        crate::cluster::envvars::for_pod(services, &ns, spec.enable_service_links.unwrap_or(true));
+    let service_env = crate::cluster::envvars::for_pod(
+        &objects.services,
+        &ns,
+        spec.enable_service_links.unwrap_or(true),
+    );
+    let mounts: Vec<BindMount> = crate::cluster::volumes::mounts(c, volumes)
+        .into_iter()
+        .map(|m| BindMount {
+            source: crate::runtime::volumes::volume_dir(&dir, &m.volume),
+            destination: m.mount_path,
+            read_only: m.read_only,
+        })
+        .collect();
     let reference = c.image.clone().unwrap_or_default();
     let cdir = dir.join(&c.name);
     let root = rootfs::mount_overlay(layers, &cdir).map_err(io)?;
@@ -249,6 +404,7 @@ pub async fn start_container(
         etc_files: &etc_files,
         cgroups_path: paths::cgroups_path(lab, &id),
         service_env: &service_env,
+        mounts: &mounts,
     })
     .map_err(|e| ControllerError::Pod {
         pod: object.clone(),

@@ -88,7 +88,26 @@ pub fn split(path: &Path, text: &str) -> Result<Vec<Document>, LabError> {
 impl Document {
     /// Deserializes into a typed object; errors point at the absolute line.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, LabError> {
-        serde_yaml_ng::from_str(&self.text).map_err(|e| yaml_error(&self.at, &e))
+        serde_yaml_ng::from_str(&self.text).or_else(|e| {
+            // kubectl reads YAML 1.1, where `defaultMode: 0400` is octal;
+            // YAML 1.2 reads a string. Retry with those converted, and
+            // report the error with its field path (the line is then the
+            // document's) if that fails too.
+            let mut value: serde_yaml_ng::Value =
+                serde_yaml_ng::from_str(&self.text).map_err(|e| yaml_error(&self.at, &e))?;
+            if !yaml11_octal_modes(&mut value) {
+                return Err(yaml_error(&self.at, &e));
+            }
+            // Through text again, for an error that names the field.
+            let text = serde_yaml_ng::to_string(&value).unwrap_or_default();
+            serde_yaml_ng::from_str(&text).map_err(|e| {
+                let mut err = yaml_error(&self.at, &e);
+                if let LabError::Yaml { at, .. } = &mut err {
+                    *at = self.at.clone();
+                }
+                err
+            })
+        })
     }
 
     /// `metadata.name` as written, for messages before typed parsing.
@@ -103,12 +122,59 @@ impl Document {
     }
 }
 
+/// Converts `mode`/`defaultMode` strings written as YAML 1.1 octal
+/// (`0400`) to numbers; true when one was found.
+fn yaml11_octal_modes(v: &mut serde_yaml_ng::Value) -> bool {
+    use serde_yaml_ng::Value;
+    let mut found = false;
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let is_mode = matches!(k.as_str(), Some("mode" | "defaultMode"));
+                if let (true, Value::String(s)) = (is_mode, &*val) {
+                    let octal = s.len() > 1
+                        && s.starts_with('0')
+                        && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+                    if let (true, Ok(n)) = (octal, i64::from_str_radix(s, 8)) {
+                        *val = Value::Number(n.into());
+                        found = true;
+                        continue;
+                    }
+                }
+                found |= yaml11_octal_modes(val);
+            }
+        }
+        Value::Sequence(s) => {
+            for x in s {
+                found |= yaml11_octal_modes(x);
+            }
+        }
+        Value::Tagged(t) => found |= yaml11_octal_modes(&mut t.value),
+        _ => {}
+    }
+    found
+}
+
 /// serde_yaml reports lines relative to the document; make them absolute and
 /// keep the message without its own "at line …" suffix.
 fn yaml_error(doc: &Source, e: &serde_yaml_ng::Error) -> LabError {
     let mut message = e.to_string();
     if let Some(cut) = message.find(" at line ") {
         message.truncate(cut);
+    }
+    // A Secret's or ConfigMap's binary value that is not base64.
+    let base64 = [
+        "Invalid symbol",
+        "Invalid input length",
+        "Invalid last symbol",
+        "Invalid padding",
+    ];
+    if let Some((field, detail)) = message.split_once(": ") {
+        if base64.iter().any(|b| detail.starts_with(b)) {
+            message = format!(
+                "{field}: not valid base64 ({detail}): values under data and binaryData are base64-encoded; write plain text under stringData (Secret) or data (ConfigMap) instead"
+            );
+        }
     }
     let line = e
         .location()
@@ -153,6 +219,25 @@ mod tests {
         let docs = split(Path::new("f"), "kind: A\n--- # second\nkind: B\n").unwrap();
         assert_eq!(docs.len(), 2);
         assert_eq!(docs[1].at.line, 3);
+    }
+
+    #[test]
+    fn yaml11_octal_modes_are_read_as_kubectl_reads_them() {
+        let text = "apiVersion: v1\nkind: Pod\nspec:\n  volumes:\n  - name: s\n    secret: {secretName: x, defaultMode: 0400, items: [{key: a, path: a, mode: 0755}]}\n  containers: []\n";
+        let docs = split(Path::new("f"), text).unwrap();
+        let pod: k8s_openapi::api::core::v1::Pod = docs[0].parse().unwrap();
+        let v = &pod.spec.unwrap().volumes.unwrap()[0];
+        let s = v.secret.as_ref().unwrap();
+        assert_eq!(s.default_mode, Some(0o400));
+        assert_eq!(s.items.as_ref().unwrap()[0].mode, Some(0o755));
+        // A wrong type elsewhere is still reported at its line.
+        let bad = text.replace("containers: []", "containers: 3");
+        let err = split(Path::new("f"), &bad).unwrap()[0]
+            .parse::<k8s_openapi::api::core::v1::Pod>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("f:1"), "{err}");
+        assert!(err.contains("spec.containers"), "{err}");
     }
 
     #[test]

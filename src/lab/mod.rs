@@ -15,7 +15,7 @@ use config::{LabDocument, NodesSpec};
 use documents::Document;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use std::path::{Path, PathBuf};
 
 /// A Kubernetes object with the place it came from.
@@ -32,6 +32,8 @@ pub struct LabSpec {
     pub deployments: Vec<Sourced<Deployment>>,
     pub pods: Vec<Sourced<Pod>>,
     pub services: Vec<Sourced<Service>>,
+    pub secrets: Vec<Sourced<Secret>>,
+    pub config_maps: Vec<Sourced<ConfigMap>>,
     /// Whether the files had a `kind: Lab` document (only `up` takes one).
     pub has_lab_document: bool,
 }
@@ -75,20 +77,19 @@ fn from_documents(
     let mut deployments = Vec::new();
     let mut pods = Vec::new();
     let mut services = Vec::new();
+    let mut secrets = Vec::new();
+    let mut config_maps = Vec::new();
 
     for doc in documents {
         let expected = match doc.kind.as_str() {
             "Lab" => config::API_VERSION,
             "Deployment" => "apps/v1",
-            "Pod" | "Service" => "v1",
-            "Secret" | "ConfigMap" | "Endpoints" => {
+            "Pod" | "Service" | "Secret" | "ConfigMap" => "v1",
+            "Endpoints" => {
                 errors.push(LabError::invalid(
                     &doc.at,
                     doc.object_name(),
-                    format!(
-                        "kind {} is not supported by this version of netlab yet (supported: Deployment, Pod, Service, Lab)",
-                        doc.kind
-                    ),
+                    "Endpoints are computed by netlab from the Services' selectors: remove this document (supported: Deployment, Pod, Service, Secret, ConfigMap, Lab)",
                 ));
                 continue;
             }
@@ -96,7 +97,7 @@ fn from_documents(
                 errors.push(LabError::invalid(
                     &doc.at,
                     doc.object_name(),
-                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod and Service (v1), and Lab ({})", config::API_VERSION),
+                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod, Service, Secret and ConfigMap (v1), and Lab ({})", config::API_VERSION),
                 ));
                 continue;
             }
@@ -148,6 +149,20 @@ fn from_documents(
                 }),
                 Err(e) => errors.push(e),
             },
+            "Secret" => match doc.parse::<Secret>() {
+                Ok(object) => secrets.push(Sourced {
+                    at: doc.at.clone(),
+                    object,
+                }),
+                Err(e) => errors.push(e),
+            },
+            "ConfigMap" => match doc.parse::<ConfigMap>() {
+                Ok(object) => config_maps.push(Sourced {
+                    at: doc.at.clone(),
+                    object,
+                }),
+                Err(e) => errors.push(e),
+            },
             _ => unreachable!(),
         }
     }
@@ -166,6 +181,8 @@ fn from_documents(
             &mut deployments,
             &mut pods,
             &mut services,
+            &mut secrets,
+            &mut config_maps,
             &mut errors,
         );
     }
@@ -176,6 +193,8 @@ fn from_documents(
         deployments,
         pods,
         services,
+        secrets,
+        config_maps,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use super::{LabConfig, LabError, Sourced};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec, Secret, Service};
 use std::collections::{BTreeMap, HashMap};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -38,6 +38,8 @@ pub fn objects(
     deployments: &mut [Sourced<Deployment>],
     pods: &mut [Sourced<Pod>],
     services: &mut [Sourced<Service>],
+    secrets: &mut [Sourced<Secret>],
+    config_maps: &mut [Sourced<ConfigMap>],
     errors: &mut Vec<LabError>,
 ) {
     let mut seen: HashMap<(String, String, String), super::Source> = HashMap::new();
@@ -144,6 +146,25 @@ pub fn objects(
         }
     }
 
+    for s in secrets.iter_mut() {
+        let Some(object) = check_name("Secret", &s.at, &mut s.object.metadata, errors) else {
+            continue;
+        };
+        match crate::cluster::secrets::normalize_secret(s.object.clone()) {
+            Ok(normal) => s.object = normal,
+            Err(m) => errors.push(LabError::invalid(&s.at, &object, m)),
+        }
+    }
+
+    for c in config_maps.iter_mut() {
+        let Some(object) = check_name("ConfigMap", &c.at, &mut c.object.metadata, errors) else {
+            continue;
+        };
+        if let Err(m) = crate::cluster::secrets::validate_config_map(&c.object) {
+            errors.push(LabError::invalid(&c.at, &object, m));
+        }
+    }
+
     for p in pods.iter_mut() {
         let Some(object) = check_name("Pod", &p.at, &mut p.object.metadata, errors) else {
             continue;
@@ -186,6 +207,9 @@ fn pod_spec_errors(
                 bad(format!("{path}.{field} {v:?} {m}"));
             }
         }
+    }
+    for m in crate::cluster::volumes::validate(spec, path) {
+        bad(m);
     }
     let mut names = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {

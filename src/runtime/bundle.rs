@@ -26,6 +26,16 @@ pub struct ContainerSpec<'a> {
     pub cgroups_path: String,
     /// The kubelet's service variables (`MY_NGINX_SERVICE_HOST`, …).
     pub service_env: &'a [(String, String)],
+    /// The container's volumes (secret, configMap, emptyDir directories).
+    pub mounts: &'a [BindMount],
+}
+
+/// A host directory bind-mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +256,21 @@ pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
                 .map_err(|e| bad(e.to_string()))?,
         );
     }
+    for m in c.mounts {
+        let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+        if m.read_only {
+            options.push("ro".into());
+        }
+        mounts.push(
+            MountBuilder::default()
+                .destination(&m.destination)
+                .typ("bind")
+                .source(&m.source)
+                .options(options)
+                .build()
+                .map_err(|e| bad(e.to_string()))?,
+        );
+    }
     spec.set_mounts(Some(mounts));
     let linux = spec.linux_mut().as_mut().expect("default spec has linux");
     let namespaces: Vec<LinuxNamespace> = linux
@@ -350,6 +375,11 @@ mod tests {
             etc_files: &[(PathBuf::from("/run/x/hosts"), "/etc/hosts")],
             cgroups_path: "/netlab-t/c".into(),
             service_env: &[],
+            mounts: &[BindMount {
+                source: "/run/netlab/l/pods/default_p/volumes/v".into(),
+                destination: "/etc/nginx/ssl".into(),
+                read_only: true,
+            }],
         })
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
@@ -364,6 +394,17 @@ mod tests {
             .unwrap()
             .iter()
             .any(|m| m["destination"] == "/etc/hosts"));
+        let ssl = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/etc/nginx/ssl")
+            .unwrap();
+        assert_eq!(
+            ssl["options"],
+            serde_json::json!(["rbind", "rprivate", "ro"])
+        );
+        assert_eq!(ssl["source"], "/run/netlab/l/pods/default_p/volumes/v");
         assert_eq!(json["linux"]["cgroupsPath"], "/netlab-t/c");
     }
 }

@@ -11,6 +11,7 @@ pub mod rootfs;
 pub mod runc;
 pub mod store;
 pub mod unpack;
+pub mod volumes;
 
 pub use progress::Progress;
 pub use pull::{pull, PullError, Pulled};
