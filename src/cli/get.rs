@@ -73,6 +73,7 @@ pub struct GetArgs<'a> {
     pub selector: Selector,
     pub format: Format,
     pub namespace: Option<&'a str>, // None: all namespaces
+    pub no_headers: bool,
 }
 
 /// Splits `pods`, `po,deploy`, `pod/NAME` forms into kinds and names.
@@ -235,7 +236,14 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
                     if !out.is_empty() {
                         out.push('\n');
                     }
-                    out.push_str(&table.render());
+                    let text = table.render();
+                    match args.no_headers {
+                        true => text
+                            .lines()
+                            .skip(1)
+                            .for_each(|l| out.push_str(&format!("{l}\n"))),
+                        false => out.push_str(&text),
+                    }
                 }
             }
         }
@@ -657,6 +665,7 @@ mod tests {
             selector: Selector::parse("run=my-nginx").unwrap(),
             format: Format::Wide,
             namespace: Some("default"),
+            no_headers: false,
         };
         let out = render(&s, &args, Utc::now()).unwrap();
         let header: Vec<&str> = out
@@ -695,6 +704,7 @@ mod tests {
             selector: Selector::default(),
             format: Format::Yaml,
             namespace: Some("default"),
+            no_headers: false,
         };
         let out = render(&s, &args, Utc::now()).unwrap();
         assert!(out.contains("kind: List"));

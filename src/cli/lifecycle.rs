@@ -69,6 +69,7 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
                     selector: Selector::default(),
                     format: Format::Wide,
                     namespace: None,
+                    no_headers: false,
                 },
                 chrono::Utc::now(),
             )?

@@ -91,6 +91,9 @@ pub struct GetCmd {
     /// List across all namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+    /// Print tables without their header line.
+    #[arg(long)]
+    pub no_headers: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,6 +228,7 @@ async fn get(args: GetCmd, lab: Option<String>) -> Result<i32> {
             selector,
             format,
             namespace: (!args.all_namespaces).then_some(args.namespace.as_str()),
+            no_headers: args.no_headers,
         },
         chrono::Utc::now(),
     )?;
