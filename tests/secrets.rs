@@ -615,3 +615,112 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert!(Traces::of(&other.name, &[]).is_clean());
     lab.down_clean();
 }
+
+const ENV: &str = r#"apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+stringData:
+  user: admin
+  password: p$(X)w
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+data:
+  COLOR: blue
+  SIZE: "3"
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: envpod
+  labels:
+    app: envy
+spec:
+  containers:
+  - name: c
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "while true; do sleep 1; done"]
+    envFrom:
+    - configMapRef:
+        name: settings
+      prefix: APP_
+    env:
+    - name: DB_USER
+      valueFrom:
+        secretKeyRef: {name: creds, key: user}
+    - name: DB_PASSWORD
+      valueFrom:
+        secretKeyRef: {name: creds, key: password}
+    - name: MY_POD_IP
+      valueFrom:
+        fieldRef: {fieldPath: status.podIP}
+    - name: MY_NODE
+      valueFrom:
+        fieldRef: {fieldPath: spec.nodeName}
+    - name: MY_APP
+      valueFrom:
+        fieldRef: {fieldPath: "metadata.labels['app']"}
+    - name: GREETING
+      value: "hello $(DB_USER)"
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: later
+spec:
+  containers:
+  - name: c
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "while true; do sleep 1; done"]
+    env:
+    - name: TOKEN
+      valueFrom:
+        secretKeyRef: {name: token, key: value}
+"#;
+
+#[test]
+fn env_from_secrets_configmaps_and_the_downward_api() {
+    let lab = Lab::up("envfrom", &format!("{}{ENV}", lab_doc(1)));
+    let env = lab.ok(&["exec", "envpod", "--", "printenv"]);
+    let ip = lab.pods().into_iter().find(|p| p.0 == "envpod").unwrap().1;
+    for want in [
+        "APP_COLOR=blue".to_string(),
+        "APP_SIZE=3".into(),
+        "DB_USER=admin".into(),
+        "DB_PASSWORD=p$(X)w".into(), // a secret's value is not expanded
+        format!("MY_POD_IP={ip}"),
+        "MY_NODE=node-1".into(),
+        "MY_APP=envy".into(),
+        "GREETING=hello admin".into(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in:\n{env}");
+    }
+    // A reference to a Secret that does not exist: CreateContainerConfigError,
+    // until it exists.
+    assert_eq!(status_of(&lab, "later"), "CreateContainerConfigError");
+    let described = lab.ok(&["describe", "pod", "later"]);
+    assert!(
+        described.contains("Error: secret \"token\" not found"),
+        "{described}"
+    );
+    lab.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "token",
+        "--from-literal=value=t0k3n",
+    ]);
+    wait_for(
+        "the pod to start once its secret exists",
+        Duration::from_secs(10),
+        || status_of(&lab, "later") == "Running",
+    );
+    assert_eq!(
+        lab.ok(&["exec", "later", "--", "printenv", "TOKEN"]),
+        "t0k3n\n"
+    );
+    lab.down_clean();
+}

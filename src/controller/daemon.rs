@@ -536,6 +536,23 @@ async fn retry_image(
             return pods::record_failed_mount(st, &pod, &e, now);
         }
     };
+    // Then what the container's configuration refers to (envFrom, valueFrom).
+    let resolved = match pods::resolve_env(c, &st.pods[i], &objects) {
+        Ok(resolved) => resolved,
+        Err(status) => {
+            let message = status
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.message.clone())
+                .unwrap_or_default();
+            let slot = status_of(&mut st.pods[i], &c.name);
+            let changed = *slot != *status;
+            *slot = *status;
+            let pod = st.pods[i].clone();
+            return pods::record_config_error(st, &pod, &message, now) || changed;
+        }
+    };
     if pods::waits_for_volumes(status_of(&mut st.pods[i], &c.name)) {
         tracing::info!(pod = %pod_name(&st.pods[i]), container = %c.name, "volumes ready");
     } else if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
@@ -585,7 +602,7 @@ async fn retry_image(
                 Ok(layers) => pods::start_container(
                     lab,
                     &pod,
-                    c,
+                    &resolved,
                     &ready.image,
                     &layers,
                     runc,

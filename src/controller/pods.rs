@@ -101,15 +101,19 @@ pub fn creating(c: &Container) -> ContainerStatus {
 }
 
 /// Whether a container was never created because its pod's volumes could
-/// not be set up (see [`creating`]).
+/// not be set up (see [`creating`]) or its configuration refers to what
+/// does not exist ([`resolve_env`]): the controller retries it.
 pub fn waits_for_volumes(cs: &ContainerStatus) -> bool {
+    let reason = cs
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.as_deref());
     cs.container_id.is_none()
-        && cs
-            .state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .and_then(|w| w.reason.as_deref())
-            == Some("ContainerCreating")
+        && matches!(
+            reason,
+            Some("ContainerCreating" | "CreateContainerConfigError")
+        )
 }
 
 /// Records the kubelet's FailedMount event, at most every 10 s for the
@@ -121,12 +125,23 @@ pub fn record_failed_mount(
     e: &MountError,
     now: chrono::DateTime<Utc>,
 ) -> bool {
-    let message = e.to_string();
+    record_throttled(st, pod, "FailedMount", &e.to_string(), now)
+}
+
+/// A kubelet warning about `pod`, recorded unless the same one was
+/// recorded less than 10 s ago. True when the store changed.
+fn record_throttled(
+    st: &mut ClusterState,
+    pod: &Pod,
+    reason: &str,
+    message: &str,
+    now: chrono::DateTime<Utc>,
+) -> bool {
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let recent = st.events.iter().rev().any(|ev| {
         ev.involved_object.name.as_deref() == Some(name)
-            && ev.reason.as_deref() == Some("FailedMount")
-            && ev.message.as_deref() == Some(message.as_str())
+            && ev.reason.as_deref() == Some(reason)
+            && ev.message.as_deref() == Some(message)
             && ev
                 .last_timestamp
                 .as_ref()
@@ -136,8 +151,43 @@ pub fn record_failed_mount(
         return false;
     }
     let who = crate::cluster::events::involved("Pod", &pod.metadata);
-    st.record(who, "Warning", "FailedMount", "kubelet", message, now);
+    st.record(who, "Warning", reason, "kubelet", message, now);
     true
+}
+
+/// The container with its `envFrom`/`valueFrom` resolved from the objects
+/// that exist now, or the status of a container that cannot be created
+/// (the kubelet's CreateContainerConfigError, e.g. a missing Secret).
+pub fn resolve_env(
+    c: &Container,
+    pod: &Pod,
+    objects: &Objects,
+) -> Result<Container, Box<ContainerStatus>> {
+    crate::cluster::envvars::resolve_container(c, pod, &objects.secrets, &objects.config_maps)
+        .map_err(|message| Box::new(image_waiting(c, "CreateContainerConfigError", &message)))
+}
+
+/// The message of a container that waits with CreateContainerConfigError.
+pub fn config_error(pod: &Pod, container: &str) -> Option<String> {
+    let cs = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .find(|cs| cs.name == container)?;
+    let w = cs.state.as_ref()?.waiting.as_ref()?;
+    (w.reason.as_deref() == Some("CreateContainerConfigError"))
+        .then(|| w.message.clone().unwrap_or_default())
+}
+
+/// The kubelet's event for a container it cannot create, throttled as
+/// [`record_failed_mount`].
+pub fn record_config_error(
+    st: &mut ClusterState,
+    pod: &Pod,
+    message: &str,
+    now: chrono::DateTime<Utc>,
+) -> bool {
+    record_throttled(st, pod, "Failed", &format!("Error: {message}"), now)
 }
 
 /// Whether a pod was placed but not started yet.
@@ -211,6 +261,10 @@ pub async fn start_all(
             if outcome.is_err() {
                 continue;
             }
+            if let Some(message) = config_error(&pod, &c.name) {
+                record_config_error(state, &pod, &message, now);
+                continue;
+            }
             state.record_started(who.clone(), &c.name, now);
         }
         if complete && attached(&pod).is_none() {
@@ -273,10 +327,17 @@ async fn start_pod(
         let reference = c.image.clone().unwrap_or_default();
         match &super::images::for_container(images, c) {
             Ok(ready) => {
+                let c = match resolve_env(c, &pod, objects) {
+                    Ok(c) => c,
+                    Err(status) => {
+                        statuses.push(*status);
+                        continue;
+                    }
+                };
                 let (pid, status) = start_container(
                     lab,
                     &pod,
-                    c,
+                    &c,
                     &ready.image,
                     &layers[&reference],
                     runc,

@@ -244,6 +244,36 @@ fn container_errors(c: &Container, cpath: &str, bad: &mut impl FnMut(String)) {
             }
         }
     }
+    for (j, e) in c.env.iter().flatten().enumerate() {
+        let epath = format!("{cpath}.env[{j}]");
+        if !crate::cluster::envvars::valid_env_name(&e.name) {
+            bad(format!(
+                "{epath}.name {:?} must be printable ASCII without '='",
+                e.name
+            ));
+        }
+        let Some(from) = &e.value_from else { continue };
+        if e.value.as_deref().is_some_and(|v| !v.is_empty()) {
+            bad(format!("{epath}: give value or valueFrom, not both"));
+        }
+        if from.resource_field_ref.is_some() {
+            bad(format!(
+                "{epath}.valueFrom.resourceFieldRef is not supported by netlab (pods have no resource limits here)"
+            ));
+        }
+        if let Some(f) = &from.field_ref {
+            let p = f.field_path.as_str();
+            let keyed = (p.starts_with("metadata.labels['")
+                || p.starts_with("metadata.annotations['"))
+                && p.ends_with("']");
+            if !keyed && !crate::cluster::envvars::FIELD_PATHS.contains(&p) {
+                bad(format!(
+                    "{epath}.valueFrom.fieldRef.fieldPath {p:?} is not supported: use one of {}",
+                    crate::cluster::envvars::FIELD_PATHS.join(", ")
+                ));
+            }
+        }
+    }
     if let Some(policy) = &c.image_pull_policy {
         if !["Always", "IfNotPresent", "Never"].contains(&policy.as_str()) {
             bad(format!(
