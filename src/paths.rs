@@ -60,6 +60,17 @@ pub fn pod_netns(lab: &str, namespace: &str, pod: &str) -> String {
     format!("netlab-{lab}.pod.{namespace}.{pod}")
 }
 
+/// A host outside the cluster, on the lab's public network (`host/external`).
+pub fn host_netns(lab: &str, host: &str) -> String {
+    format!("netlab-{lab}.host.{host}")
+}
+
+/// The host's veth of host access: `nl-` and a hash of the lab's name, so
+/// `down` finds it from the name alone.
+pub fn host_access_ifname(lab: &str) -> String {
+    crate::net::ifname("nl-", lab)
+}
+
 pub fn cgroup_parent(lab: &str) -> String {
     format!("netlab-{lab}")
 }

@@ -1,5 +1,5 @@
 //! Verbs that change a running lab: `apply -f`, `create -f`, `delete`,
-//! `scale`, `expose`. Each is a pure edit of the object store (`cluster::objects`)
+//! `scale`, `expose`, `patch`, `edit`. Each is a pure edit of the object store (`cluster::objects`)
 //! followed by one convergence step of the controller.
 
 use crate::cluster::objects::{self, ExposeRequest, Mode};
@@ -60,6 +60,30 @@ pub struct ExposeArgs {
     /// A label selector for the service (default: the object's).
     #[arg(long)]
     pub selector: Option<String>,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PatchArgs {
+    /// TYPE NAME or TYPE/NAME (svc, deployment, pod, secret, configmap).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// The patch, JSON (or YAML), e.g. '{"spec":{"type":"LoadBalancer"}}'.
+    #[arg(short = 'p', long)]
+    pub patch: String,
+    /// strategic (kubectl's default), merge (RFC 7386) or json (RFC 6902).
+    #[arg(long = "type", default_value = "strategic")]
+    pub type_: String,
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EditArgs {
+    /// TYPE NAME or TYPE/NAME (svc, deployment, pod, secret, configmap).
+    #[arg(required = true)]
+    pub targets: Vec<String>,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
 }
@@ -262,6 +286,121 @@ pub async fn expose(args: ExposeArgs, lab: Option<String>) -> Result<i32> {
         .map_err(object_error)
     })
     .await?;
+    println!("{line}");
+    Ok(0)
+}
+
+fn one_target(targets: &[String], verb: &str) -> Result<(String, String)> {
+    match kinds_and_names(targets)?.as_slice() {
+        [(k, n)] => Ok((k.clone(), n.clone())),
+        _ => bail!("{verb} takes exactly one object, e.g. svc my-nginx"),
+    }
+}
+
+/// `kubectl patch TYPE NAME -p PATCH`.
+pub async fn patch(args: PatchArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let (kind, name) = one_target(&args.targets, "patch")?;
+    let target = objects::Target {
+        kind: &kind,
+        namespace: &args.namespace,
+        name: &name,
+    };
+    let type_: crate::cluster::patch::PatchType = args.type_.parse().map_err(anyhow::Error::msg)?;
+    let line = converge::change(&lab, |st| {
+        let mut value = objects::get_json(st, &target).map_err(object_error)?;
+        crate::cluster::patch::apply(&mut value, &args.patch, type_)
+            .map_err(|m| ControllerError::Object(format!("{kind} {name:?}: {m}")))?;
+        objects::update_json(
+            st,
+            &target,
+            value,
+            "patched",
+            chrono::Utc::now(),
+            &mut rand::rng(),
+        )
+        .map_err(object_error)
+    })
+    .await?;
+    println!("{line}");
+    Ok(0)
+}
+
+/// `kubectl edit TYPE NAME`: the object as YAML in `$KUBE_EDITOR`,
+/// `$EDITOR` or vi; saved changes are applied. An invalid edit changes
+/// nothing and keeps a copy of the file.
+pub async fn edit(args: EditArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let (kind, name) = one_target(&args.targets, "edit")?;
+    let target = objects::Target {
+        kind: &kind,
+        namespace: &args.namespace,
+        name: &name,
+    };
+    let state = crate::controller::observed_state(&lab).await?;
+    let before = objects::get_json(&state, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let header = "# Please edit the object below. Lines beginning with a '#' will be ignored,\n# and an empty file will abort the edit. If an error occurs while saving this file will be\n# reopened with the relevant failures.\n#\n";
+    let text = format!("{header}{}", serde_yaml_ng::to_string(&before)?);
+    let file = tempfile::Builder::new()
+        .prefix(&format!("netlab-edit-{kind}-"))
+        .suffix(".yaml")
+        .tempfile()?;
+    std::fs::write(file.path(), &text)?;
+    let editor = std::env::var("KUBE_EDITOR")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(file.path())
+        .status()
+        .map_err(|e| anyhow::anyhow!("running the editor {editor:?}: {e}"))?;
+    if !status.success() {
+        bail!("the editor {editor:?} failed ({status}): no changes made");
+    }
+    let edited = std::fs::read_to_string(file.path())?;
+    let body: String = edited
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if body.trim().is_empty() {
+        println!("Edit cancelled, no changes made.");
+        return Ok(0);
+    }
+    let keep = |why: String| -> anyhow::Error {
+        let copy = std::env::temp_dir().join(
+            file.path()
+                .file_name()
+                .map(|n| n.to_os_string())
+                .unwrap_or_default(),
+        );
+        let _ = std::fs::write(&copy, &edited);
+        anyhow::anyhow!(
+            "{why}\nA copy of your changes has been stored to {:?}",
+            copy.display().to_string()
+        )
+    };
+    let value: serde_json::Value = serde_yaml_ng::from_str(&body)
+        .map_err(|e| keep(format!("the edited file is not valid YAML: {e}")))?;
+    if value == before {
+        println!("Edit cancelled, no changes made.");
+        return Ok(0);
+    }
+    let line = converge::change(&lab, |st| {
+        objects::update_json(
+            st,
+            &target,
+            value,
+            "edited",
+            chrono::Utc::now(),
+            &mut rand::rng(),
+        )
+        .map_err(object_error)
+    })
+    .await
+    .map_err(|e| keep(e.to_string()))?;
     println!("{line}");
     Ok(0)
 }

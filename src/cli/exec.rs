@@ -1,6 +1,7 @@
 //! `netlab exec POD -- CMD` (in the container, through runc) and
 //! `netlab exec node/NAME -- CMD` ("ssh to a node": the host's program in the
-//! node's network namespace).
+//! node's network namespace), and `netlab exec host/external -- CMD` (a
+//! host outside the cluster, on the lab's public network).
 
 use crate::cluster::state;
 use crate::controller;
@@ -22,7 +23,7 @@ pub struct ExecArgs {
     pub container: Option<String>,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
-    /// POD, pod/POD or node/NODE.
+    /// POD, pod/POD, node/NODE or host/external.
     pub target: String,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
@@ -45,8 +46,21 @@ pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
             cmd.args(&args.command[1..]);
             cmd
         }
+        Some(("host" | "hosts", host)) => {
+            let external = crate::lab::config::EXTERNAL_HOST;
+            if host != external {
+                bail!("hosts {host:?} not found in lab {lab}: the host outside the cluster is host/{external}");
+            }
+            let ns = crate::net::NetNs::open(&paths::host_netns(&lab, host))
+                .map_err(|e| anyhow!("{e} (a lab made before netlab had public networks has no external host: bring it up again)"))?;
+            let mut cmd = ns.command(&args.command[0]);
+            cmd.args(&args.command[1..]);
+            cmd
+        }
         Some(("pod" | "pods" | "po", pod)) => pod_exec(&lab, &state, pod, &args)?,
-        Some((kind, _)) => bail!("netlab exec takes POD, pod/NAME or node/NAME, not {kind}"),
+        Some((kind, _)) => {
+            bail!("netlab exec takes POD, pod/NAME, node/NAME or host/external, not {kind}")
+        }
         None => pod_exec(&lab, &state, &args.target, &args)?,
     };
     if !args.stdin {

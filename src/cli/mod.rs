@@ -54,6 +54,10 @@ pub enum Command {
     Delete(edit::DeleteArgs),
     /// Set a new size for a deployment.
     Scale(edit::ScaleArgs),
+    /// Update fields of an object with a strategic merge, merge or JSON patch.
+    Patch(edit::PatchArgs),
+    /// Edit an object in $EDITOR; saved changes are applied.
+    Edit(edit::EditArgs),
     /// Expose a deployment, pod or service as a new Service.
     Expose(edit::ExposeArgs),
     /// Execute a command in a container, or in a node's network namespace (node/NAME).
@@ -178,6 +182,8 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Delete(args) => edit::delete(args, lab).await,
                 Command::Scale(args) => edit::scale(args, lab).await,
                 Command::Expose(args) => edit::expose(args, lab).await,
+                Command::Patch(args) => edit::patch(args, lab).await,
+                Command::Edit(args) => edit::edit(args, lab).await,
                 Command::Exec(args) => exec::run(args, lab).await,
                 Command::Run(args) => run::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,

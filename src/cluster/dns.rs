@@ -235,6 +235,7 @@ mod tests {
                 enabled,
                 upstreams: vec![],
             },
+            public: Default::default(),
         }
     }
 

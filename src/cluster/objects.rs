@@ -367,6 +367,145 @@ pub fn delete(
     }
 }
 
+/// One object: its canonical kind (service, deployment, pod, secret,
+/// configmap), namespace and name.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+/// The object `kind` (canonical: service, deployment, pod, secret,
+/// configmap) `namespace/name` as the API server returns it, for `edit`
+/// and `patch`.
+pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Value, ObjectError> {
+    let Target {
+        kind,
+        namespace: namespace_,
+        name,
+    } = *target;
+    fn find<'a, T>(
+        list: &'a [T],
+        meta: impl Fn(&T) -> &ObjectMeta,
+        ns: &str,
+        name: &str,
+    ) -> Option<&'a T> {
+        list.iter()
+            .find(|x| meta(x).name.as_deref() == Some(name) && namespace(meta(x)) == ns)
+    }
+    let not_found = |plural: &'static str| ObjectError::NotFound {
+        kind: plural,
+        name: name.into(),
+    };
+    let value = match kind {
+        "service" => serde_json::to_value(
+            find(&st.services, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("services"))?,
+        ),
+        "deployment" => serde_json::to_value(
+            find(&st.deployments, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("deployments.apps"))?,
+        ),
+        "pod" => serde_json::to_value(
+            find(&st.pods, |x| &x.metadata, namespace_, name).ok_or_else(|| not_found("pods"))?,
+        ),
+        "secret" => serde_json::to_value(
+            find(&st.secrets, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("secrets"))?,
+        ),
+        "configmap" => serde_json::to_value(
+            find(&st.config_maps, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("configmaps"))?,
+        ),
+        other => {
+            return Err(ObjectError::Invalid(format!(
+                "netlab cannot edit or patch {other} objects"
+            )))
+        }
+    };
+    Ok(value.expect("objects serialize"))
+}
+
+/// Puts an edited or patched object back: the API server's update, with
+/// the same validation as `apply`. `verb` is kubectl's ("patched",
+/// "edited"); an update that changes nothing says "(no change)".
+pub fn update_json(
+    st: &mut ClusterState,
+    target: &Target<'_>,
+    value: serde_json::Value,
+    verb: &str,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let Target {
+        kind,
+        namespace: namespace_,
+        name,
+    } = *target;
+    let bad =
+        |e: serde_json::Error| ObjectError::Invalid(format!("the edited {kind} is not valid: {e}"));
+    let meta: ObjectMeta =
+        serde_json::from_value(value.get("metadata").cloned().unwrap_or_default()).map_err(bad)?;
+    if meta.name.as_deref() != Some(name) || namespace(&meta) != namespace_ {
+        return Err(ObjectError::Invalid(format!(
+            "{kind} {name:?}: metadata.name and metadata.namespace cannot be changed (create a new object instead)"
+        )));
+    }
+    let line = match kind {
+        "service" => apply_service(
+            st,
+            serde_json::from_value(value).map_err(bad)?,
+            Mode::Apply,
+            now,
+            rng,
+        )?,
+        "deployment" => apply_deployment(
+            st,
+            serde_json::from_value(value).map_err(bad)?,
+            Mode::Apply,
+            now,
+            rng,
+        )?,
+        "pod" => {
+            let pod: Pod = serde_json::from_value(value).map_err(bad)?;
+            let current = st.pod(namespace_, name).and_then(|p| p.spec.clone());
+            if pod.spec != current {
+                return Err(ObjectError::Invalid(format!(
+                    "Pod {name:?} is invalid: spec: Forbidden: pod updates may not change fields other than labels and annotations here (delete the pod and create it again)"
+                )));
+            }
+            apply_pod(st, pod, Mode::Apply, now, rng)?
+        }
+        "secret" => apply_secret(
+            st,
+            serde_json::from_value(value).map_err(bad)?,
+            Mode::Apply,
+            now,
+            rng,
+        )?,
+        "configmap" => apply_config_map(
+            st,
+            serde_json::from_value(value).map_err(bad)?,
+            Mode::Apply,
+            now,
+            rng,
+        )?,
+        other => {
+            return Err(ObjectError::Invalid(format!(
+                "netlab cannot edit or patch {other} objects"
+            )))
+        }
+    };
+    st.reconcile_deployments(now, rng)?;
+    // "service/x configured" → "service/x patched"; "unchanged" → "(no change)".
+    let (object, outcome) = line.rsplit_once(' ').unwrap_or((line.as_str(), ""));
+    Ok(match outcome {
+        "unchanged" => format!("{object} {verb} (no change)"),
+        _ => format!("{object} {verb}"),
+    })
+}
+
 type Labels = BTreeMap<String, String>;
 
 /// What `kubectl expose` reads from the exposed object.

@@ -287,8 +287,13 @@ impl ClusterState {
             .as_ref()
             .and_then(|e| e.metadata.uid.clone())
             .or_else(|| Some(state::uid(rng)));
-        if type_ == "LoadBalancer" && svc.status.is_none() {
-            svc.status = Some(Default::default());
+        // Status is the controllers' (an apply cannot set it): the
+        // LoadBalancer address stays while the type does, and goes with it.
+        svc.status = existing.as_ref().and_then(|e| e.status.clone());
+        if type_ == "LoadBalancer" {
+            svc.status.get_or_insert_with(Default::default);
+        } else if let Some(st) = svc.status.as_mut() {
+            st.load_balancer = None;
         }
         self.services.retain(|s| key(&s.metadata) != k);
         self.services.push(svc);

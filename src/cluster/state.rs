@@ -492,6 +492,10 @@ fn node_object(
                     address: n.lan.addr().to_string(),
                 },
                 NodeAddress {
+                    type_: "ExternalIP".into(),
+                    address: n.external.addr().to_string(),
+                },
+                NodeAddress {
                     type_: "Hostname".into(),
                     address: n.name.clone(),
                 },

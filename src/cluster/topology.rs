@@ -4,7 +4,10 @@
 //! - node LAN (`nodeCIDR`, default 172.18.0.0/24): .1 is the datacenter
 //!   bridge, node *i* (0-based) gets .(i+2);
 //! - pods (`podCIDR`, default 10.244.0.0/16): node *i* gets the /24 number
-//!   i+1 (node-1 → 10.244.1.0/24, as in the tutorial), its bridge is .1.
+//!   i+1 (node-1 → 10.244.1.0/24, as in the tutorial), its bridge is .1;
+//! - the public network (`public.cidr`, default 203.0.113.0/24): .1 is its
+//!   bridge, node *i* has the ExternalIP .(i+2), the external host .254;
+//!   LoadBalancer IPs come from `public.lbPool` (.200-.250).
 
 use crate::lab::LabConfig;
 use ipnet::Ipv4Net;
@@ -20,6 +23,23 @@ pub struct NodeAddresses {
     pub pod_subnet: Ipv4Net,
     /// The node bridge's address in its pod subnet, with the /24 prefix.
     pub gateway: Ipv4Net,
+    /// The node's ExternalIP on the public network, with its prefix.
+    pub external: Ipv4Net,
+}
+
+/// The public network's bridge address (in the dc namespace).
+pub fn public_bridge(config: &LabConfig) -> Ipv4Net {
+    host(config.public.cidr, 1)
+}
+
+/// The external host's address on the public network.
+pub fn external_host(config: &LabConfig) -> Ipv4Net {
+    host(config.public.cidr, 254)
+}
+
+/// The host's end of host access (`public.hostAccess`).
+pub fn host_access(config: &LabConfig) -> Ipv4Net {
+    host(config.public.cidr, 253)
 }
 
 pub fn dc_address(config: &LabConfig) -> Ipv4Net {
@@ -44,6 +64,7 @@ pub fn nodes(config: &LabConfig) -> Vec<NodeAddresses> {
                 lan: host(config.node_cidr, index as u32 + 2),
                 pod_subnet,
                 gateway: host(pod_subnet, 1),
+                external: host(config.public.cidr, index as u32 + 2),
             }
         })
         .collect()
@@ -68,6 +89,7 @@ mod tests {
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             node_cidr: "172.18.0.0/24".parse().unwrap(),
             dns: Default::default(),
+            public: Default::default(),
         }
     }
 
@@ -81,5 +103,7 @@ mod tests {
         assert_eq!(n[0].gateway.to_string(), "10.244.1.1/24");
         assert_eq!(n[1].lan.to_string(), "172.18.0.3/24");
         assert_eq!(n[1].pod_subnet.to_string(), "10.244.2.0/24");
+        assert_eq!(n[1].external.to_string(), "203.0.113.3/24");
+        assert_eq!(external_host(&c).to_string(), "203.0.113.254/24");
     }
 }

@@ -134,6 +134,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     tracing::info!(lab, pid = std::process::id(), "controller started");
     let mut probes = Probes::default();
     let mut dns = super::dns::DnsServers::start(lab);
+    let mut speaker = super::lb::Speaker::default();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ControllerError::io(&lock_path, e))?;
     loop {
@@ -142,7 +143,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             return Ok(());
         }
         probes.run_due(lab).await;
-        let pids = match step(lab, &probes, &mut dns).await {
+        let pids = match step(lab, &probes, &mut dns, &mut speaker).await {
             Ok(Some(p)) => p,
             Ok(None) => continue, // something died meanwhile: look again now
             Err(e) => {
@@ -265,6 +266,7 @@ pub async fn step(
     lab: &str,
     probes: &Probes,
     dns: &mut super::dns::DnsServers,
+    speaker: &mut super::lb::Speaker,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
     let dir = paths::lab_dir(lab);
@@ -470,10 +472,18 @@ pub async fn step(
     refresh_volumes(lab, &st);
     // The cluster DNS pods are served by this process.
     changed |= dns.sync(lab, &mut st);
+    // The service controller and MetalLB: addresses for LoadBalancers
+    // (the proxy rules need them before they are announced).
+    changed |= st.allocate_load_balancers(now);
     if changed {
         st.refresh_deployment_status();
         st.refresh_endpoints();
         proxier::sync_all(lab, &st).await?;
+    }
+    if speaker.sync(lab, &mut st).await {
+        changed = true;
+    }
+    if changed {
         st.persist(&dir)?;
     }
     // What runs now, to watch. A container the store believes running but

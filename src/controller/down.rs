@@ -80,7 +80,11 @@ pub async fn down(lab: &str) -> DownReport {
         }
     }
 
-    // 4. Namespaces, which takes their links, addresses and routes with them.
+    // 4. Host access (its veth would go with the dc namespace too), then
+    //    namespaces, which take their links, addresses and routes with them.
+    if let Err(e) = net::public::remove_host_access(&paths::host_access_ifname(lab)).await {
+        report.errors.push(e.to_string());
+    }
     for e in net::teardown(&prefix).await {
         report.errors.push(e.to_string());
     }

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dns;
 pub mod down;
 pub mod images;
+pub mod lb;
 pub mod pods;
 pub mod probes;
 pub mod proxier;

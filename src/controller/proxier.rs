@@ -17,7 +17,8 @@ pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Ser
     let me = addrs.iter().find(|n| n.name == node).expect("a lab node");
     let node_model = model::Node {
         name: node.to_string(),
-        node_ips: vec![me.lan.addr()],
+        // NodePorts answer on the LAN address and on the ExternalIP.
+        node_ips: vec![me.lan.addr(), me.external.addr()],
         cluster_cidr: st.config.pod_cidr,
         service_cidr: st.config.service_cidr,
     };

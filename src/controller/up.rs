@@ -101,6 +101,20 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
     let mut state = ClusterState::plan(&spec, &host, chrono::Utc::now(), &mut rand::rng())?;
     let plan = net_plan(&state);
     plan.validate()?;
+    let public = public_plan(&state);
+    if let Some(access) = &public.host_access {
+        let clash = net::public::host_routes_overlapping(state.config.public.cidr).await?;
+        if !clash.is_empty() {
+            return Err(ControllerError::Runtime {
+                message: format!(
+                    "host access: the lab's public range {} overlaps the host's routes ({}): pick another spec.public.cidr, or turn hostAccess off (nothing was created; {} not added)",
+                    state.config.public.cidr,
+                    clash.join(", "),
+                    access.ifname
+                ),
+            });
+        }
+    }
 
     // 2. From here on the host changes: any failure tears the lab down.
     let dir = paths::lab_dir(&lab);
@@ -110,6 +124,7 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         state.persist(&dir)?;
         let t = Instant::now();
         net::apply(&plan).await?;
+        net::public::apply(&public).await?;
         let network = t.elapsed();
         let t = Instant::now();
         let pids = pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
@@ -277,6 +292,38 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
         },
         nodes: node_plans,
         pods: state.pods.iter().map(|p| pod_plan(state, p)).collect(),
+    }
+}
+
+/// The lab's public network: its bridge in the dc namespace, the nodes'
+/// ExternalIPs, the external host, and host access when asked for.
+pub fn public_plan(state: &ClusterState) -> net::public::PublicPlan {
+    use net::public::{HostAccess, PublicPlan, PublicPort, NODE_IFNAME};
+    let lab = &state.config.name;
+    let config = &state.config;
+    PublicPlan {
+        dc_netns: paths::dc_netns(lab),
+        bridge: "pub0".into(),
+        addr: topology::public_bridge(config),
+        nodes: topology::nodes(config)
+            .iter()
+            .map(|n| PublicPort {
+                netns: paths::node_netns(lab, &n.name),
+                dc_port: net::ifname("p-", &n.name),
+                ifname: NODE_IFNAME.into(),
+                addr: n.external,
+            })
+            .collect(),
+        hosts: vec![PublicPort {
+            netns: paths::host_netns(lab, crate::lab::config::EXTERNAL_HOST),
+            dc_port: net::ifname("h-", crate::lab::config::EXTERNAL_HOST),
+            ifname: "eth0".into(),
+            addr: topology::external_host(config),
+        }],
+        host_access: config.public.host_access.then(|| HostAccess {
+            ifname: paths::host_access_ifname(lab),
+            addr: topology::host_access(config),
+        }),
     }
 }
 

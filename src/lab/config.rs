@@ -15,6 +15,10 @@
 //!     enabled: true
 //!     upstreams: [127.0.0.1:53]  # where names outside cluster.local go;
 //!                                # none: they are refused at once
+//!   public:                  # the network outside the cluster (an "internet")
+//!     cidr: 203.0.113.0/24   # nodes' ExternalIPs (.2, .3, …), the external host (.254)
+//!     loadBalancerPool: 203.0.113.200-203.0.113.250   # LoadBalancer IPs
+//!     hostAccess: false      # join it to the host with one veth
 //!   registries:              # registry mirrors, as in containerd/k3s registries.yaml
 //!     mirrors:
 //!       docker.io:
@@ -57,6 +61,15 @@ pub struct LabDocSpec {
     pub node_cidr: Option<String>,
     pub dns: Option<DnsDocSpec>,
     pub registries: Option<RegistriesSpec>,
+    pub public: Option<PublicDocSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PublicDocSpec {
+    pub cidr: Option<String>,
+    pub load_balancer_pool: Option<String>,
+    pub host_access: Option<bool>,
 }
 
 /// `spec.registries`: mirrors only. Credentials belong in the host's
@@ -105,7 +118,34 @@ pub struct LabConfig {
     /// Older state files have no `dns`: they get the default.
     #[serde(default)]
     pub dns: DnsConfig,
+    #[serde(default)]
+    pub public: PublicConfig,
 }
+
+/// The lab's public network: what is outside the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicConfig {
+    pub cidr: Ipv4Net,
+    /// LoadBalancer addresses, first and last (inclusive).
+    pub lb_pool: (std::net::Ipv4Addr, std::net::Ipv4Addr),
+    /// Join the public network to the host (one veth, routes for `cidr`).
+    #[serde(default)]
+    pub host_access: bool,
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        PublicConfig {
+            cidr: DEFAULT_PUBLIC_CIDR.parse().expect("valid"),
+            lb_pool: ([203, 0, 113, 200].into(), [203, 0, 113, 250].into()),
+            host_access: false,
+        }
+    }
+}
+
+/// The external host every lab has on its public network.
+pub const EXTERNAL_HOST: &str = "external";
 
 /// The cluster DNS of a lab.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +170,8 @@ pub const DEFAULT_NODES: usize = 2;
 pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
 pub const DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/16";
 pub const DEFAULT_NODE_CIDR: &str = "172.18.0.0/24";
+/// TEST-NET-3 (RFC 5737): documentation addresses, never routed anywhere.
+pub const DEFAULT_PUBLIC_CIDR: &str = "203.0.113.0/24";
 
 /// Lab names become part of namespace names (`netlab-<lab>.node.node-1`) and
 /// cgroup paths, so they are DNS labels without dots, kept short.

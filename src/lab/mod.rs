@@ -325,6 +325,16 @@ fn lab_config(
             }
         }
     };
+    let public = public_config(
+        spec.public.unwrap_or_default(),
+        nodes.len(),
+        &[
+            (pod_cidr, "podCIDR"),
+            (service_cidr, "serviceCIDR"),
+            (node_cidr, "nodeCIDR"),
+        ],
+    )
+    .map_err(bad)?;
     let mut registry_mirrors = std::collections::BTreeMap::new();
     for (registry, mirror) in spec.registries.iter().flat_map(|r| r.mirrors.iter()) {
         for e in &mirror.endpoint {
@@ -344,6 +354,96 @@ fn lab_config(
         node_cidr,
         dns,
         registry_mirrors,
+        public,
+    })
+}
+
+/// `spec.public`: the public network's range, its LoadBalancer pool, and
+/// host access, checked against the lab's other ranges and its node count.
+fn public_config(
+    doc: config::PublicDocSpec,
+    nodes: usize,
+    others: &[(Ipv4Net, &str)],
+) -> Result<config::PublicConfig, String> {
+    use std::net::Ipv4Addr;
+    let default = config::PublicConfig::default();
+    let cidr = match &doc.cidr {
+        None => default.cidr,
+        Some(text) => {
+            let net: Ipv4Net = text.parse().map_err(|_| {
+                format!(
+                    "spec.public.cidr: {text:?} is not an IPv4 CIDR (write it like 203.0.113.0/24)"
+                )
+            })?;
+            if net.network() != net.addr() {
+                return Err(format!(
+                    "spec.public.cidr: {text} has host bits set: did you mean {}?",
+                    net.trunc()
+                ));
+            }
+            if net.prefix_len() > 24 {
+                return Err(format!(
+                    "spec.public.cidr: {text} is too small: use a /24 or larger"
+                ));
+            }
+            net
+        }
+    };
+    for (other, name) in others {
+        if cidr.contains(other) || other.contains(&cidr) {
+            return Err(format!(
+                "spec.public.cidr {cidr} overlaps spec.{name} {other}: pick ranges that do not overlap"
+            ));
+        }
+    }
+    let nth = |n: u32| Ipv4Addr::from(u32::from(cidr.network()) + n);
+    let pool = match &doc.load_balancer_pool {
+        None => (nth(200), nth(250)),
+        Some(text) => {
+            let parse = |s: &str| s.trim().parse::<Ipv4Addr>();
+            let range = if let Some((a, b)) = text.split_once('-') {
+                parse(a).ok().zip(parse(b).ok())
+            } else if let Ok(net) = text.parse::<Ipv4Net>() {
+                Some((net.network(), net.broadcast()))
+            } else {
+                None
+            };
+            let (a, b) = range.ok_or_else(|| {
+                format!("spec.public.loadBalancerPool: {text:?}: write a range (203.0.113.200-203.0.113.250) or a CIDR")
+            })?;
+            if a > b {
+                return Err(format!(
+                    "spec.public.loadBalancerPool: {text:?} starts after it ends"
+                ));
+            }
+            (a, b)
+        }
+    };
+    if !cidr.contains(&pool.0) || !cidr.contains(&pool.1) {
+        return Err(format!(
+            "spec.public.loadBalancerPool {}-{} is not inside spec.public.cidr {cidr}",
+            pool.0, pool.1
+        ));
+    }
+    // .1 the public network's bridge, .2… the nodes, .254 the external host.
+    let last_node = nth(nodes as u32 + 1);
+    let external = nth(254);
+    let reserved = [nth(1), nth(253), external];
+    if pool.0 <= last_node || reserved.iter().any(|r| (pool.0..=pool.1).contains(r)) {
+        return Err(format!(
+            "spec.public.loadBalancerPool {}-{} overlaps the nodes' ExternalIPs ({}-{last_node}), the bridge ({}), host access (.253) or the external host ({external}): pick addresses above the nodes' and below .253",
+            pool.0, pool.1, nth(2), nth(1)
+        ));
+    }
+    if last_node >= external {
+        return Err(format!(
+            "spec.public.cidr {cidr}: {nodes} nodes do not fit below the external host ({external}): use a larger range"
+        ));
+    }
+    Ok(config::PublicConfig {
+        cidr,
+        lb_pool: pool,
+        host_access: doc.host_access.unwrap_or(false),
     })
 }
 

@@ -25,6 +25,7 @@ pub mod error;
 pub mod link;
 pub mod netns;
 pub mod plan;
+pub mod public;
 mod route;
 pub mod sysctl;
 
@@ -166,7 +167,7 @@ pub async fn teardown(prefix: &str) -> Vec<NetError> {
 fn teardown_rank(name: &str) -> u8 {
     if name.contains(".pod.") {
         0
-    } else if name.contains(".node.") {
+    } else if name.contains(".node.") || name.contains(".host.") {
         1
     } else {
         2

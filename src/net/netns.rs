@@ -116,6 +116,19 @@ impl NetNs {
     }
 
     /// Open an existing named network namespace.
+    /// The host's root network namespace (pid 1's). Only host access
+    /// (`public::apply`) uses it, for its one veth and address.
+    pub fn root() -> Result<NetNs, NetError> {
+        let path = PathBuf::from("/proc/1/ns/net");
+        let file = File::open(&path)
+            .map_err(|e| NetError::os("opening", "the host's network namespace", e))?;
+        Ok(NetNs {
+            name: "host".into(),
+            path,
+            file,
+        })
+    }
+
     pub fn open(name: &str) -> Result<NetNs, NetError> {
         check_name("open netns", name)?;
         let path = ns_path(name);
