@@ -116,10 +116,12 @@ impl NetNs {
     }
 
     /// Open an existing named network namespace.
-    /// The host's root network namespace (pid 1's). Only host access
-    /// (`public::apply`) uses it, for its one veth and address.
+    /// The host's network namespace: the one netlab itself runs in (it
+    /// never enters another but for a moment, on threads of its own).
+    /// Only host access (`public::apply`) uses it, for its one veth and
+    /// address.
     pub fn root() -> Result<NetNs, NetError> {
-        let path = PathBuf::from("/proc/1/ns/net");
+        let path = PathBuf::from("/proc/self/ns/net");
         let file = File::open(&path)
             .map_err(|e| NetError::os("opening", "the host's network namespace", e))?;
         Ok(NetNs {
