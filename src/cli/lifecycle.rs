@@ -31,6 +31,14 @@ pub struct DownArgs {
     pub all: bool,
 }
 
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     super::existing_files(&args.files)?;
     let spec = lab::load(
@@ -50,13 +58,13 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     .await?;
     let state = &summary.state;
     eprintln!(
-        "lab {} is up in {:.2}s (network {:.2}s, containers {:.2}s): {} nodes, {} pods",
+        "lab {} is up in {:.2}s (network {:.2}s, containers {:.2}s): {}, {}",
         state.config.name,
         summary.total.as_secs_f64(),
         summary.network.as_secs_f64(),
         summary.containers.as_secs_f64(),
-        state.nodes.len(),
-        state.pods.len()
+        plural(state.nodes.len(), "node"),
+        plural(state.pods.len(), "pod")
     );
     if !state.pods.is_empty() {
         print!(

@@ -30,6 +30,17 @@ impl Conn {
         Conn::with_socket(ns, sock)
     }
 
+    /// A connection to the host's own namespace, for host access only
+    /// (`public.rs`): every other configuration goes through [`NetNs::hop`],
+    /// which refuses the host's namespace. The socket is made in this
+    /// process's namespace, without entering any.
+    pub(crate) fn host() -> Result<Conn, NetError> {
+        let root = NetNs::root()?;
+        let sock =
+            new_socket().map_err(|e| NetError::os("opening netlink socket in", "the host's netns", e))?;
+        Conn::with_socket(&root, sock)
+    }
+
     /// Wrap a socket already created inside `ns` (see [`new_socket`]).
     pub(crate) fn with_socket(ns: &NetNs, sock: Socket) -> Result<Conn, NetError> {
         if tokio::runtime::Handle::try_current().is_err() {

@@ -95,7 +95,7 @@ pub async fn apply(plan: &PublicPlan) -> Result<(), NetError> {
     if let Some(access) = &plan.host_access {
         let root = NetNs::root()?;
         link::add_veth(&dc, &access.ifname, bridge, &access.ifname, &root, None).await?;
-        let conn = Conn::open(&root)?;
+        let conn = Conn::host()?;
         link::set_up(&conn, &access.ifname).await?;
         let idx = link::index(&conn, &access.ifname).await?;
         addr::add(&conn, idx, &access.ifname, access.addr).await?;
@@ -121,16 +121,14 @@ pub async fn remove_host_access(ifname: &str) -> Result<(), NetError> {
             std::io::Error::other("not a netlab host-access link (nl-…)"),
         ));
     }
-    let root = NetNs::root()?;
-    let conn = Conn::open(&root)?;
+    let conn = Conn::host()?;
     link::delete(&conn, ifname).await.map(|_| ())
 }
 
 /// Routes of the host's root namespace that overlap `net` (host access
 /// must not shadow or be shadowed by them), as "dst dev".
 pub async fn host_routes_overlapping(net: Ipv4Net) -> Result<Vec<String>, NetError> {
-    let root = NetNs::root()?;
-    let conn = Conn::open(&root)?;
+    let conn = Conn::host()?;
     super::route::overlapping(&conn, net).await
 }
 
