@@ -36,8 +36,8 @@ impl Conn {
     /// process's namespace, without entering any.
     pub(crate) fn host() -> Result<Conn, NetError> {
         let root = NetNs::root()?;
-        let sock =
-            new_socket().map_err(|e| NetError::os("opening netlink socket in", "the host's netns", e))?;
+        let sock = new_socket()
+            .map_err(|e| NetError::os("opening netlink socket in", "the host's netns", e))?;
         Conn::with_socket(&root, sock)
     }
 
