@@ -190,6 +190,14 @@ impl ClusterState {
             }
             spec.external_traffic_policy = Some(policy);
         }
+        for (i, r) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
+            if r.parse::<ipnet::Ipv4Net>().is_err() {
+                return Err(invalid(
+                    &name,
+                    format!("spec.loadBalancerSourceRanges[{i}]: Invalid value: {r:?}: must be an IPv4 CIDR such as 203.0.113.0/24"),
+                ));
+            }
+        }
         spec.internal_traffic_policy
             .get_or_insert_with(|| "Cluster".into());
         spec.ip_families = Some(vec!["IPv4".into()]);
