@@ -129,10 +129,7 @@ fn tutorial_exposing_the_service() {
         assert!(body.contains("<h1>Welcome to nginx!</h1>"), "{body}");
     }
     // As from the internet: pod IPs and cluster IPs are not reachable.
-    for target in [
-        format!("http://{}/", pod.1),
-        format!("http://{cip}:8080/"),
-    ] {
+    for target in [format!("http://{}/", pod.1), format!("http://{cip}:8080/")] {
         let (code, _) = from_outside(&lab, &[&target]);
         assert_ne!(code, 0, "{target} answered from outside the cluster");
     }
@@ -205,9 +202,7 @@ fn tutorial_exposing_the_service() {
         from_outside(&lab, &["-k", &format!("https://{}:{https}", ips[0])]).0,
         0
     );
-    assert!(
-        must_curl(&lab, "node/node-1", &format!("http://{cip}:8080/")).contains("Welcome")
-    );
+    assert!(must_curl(&lab, "node/node-1", &format!("http://{cip}:8080/")).contains("Welcome"));
     // And to NodePort: new node ports, same clusterIP.
     lab.ok(&[
         "patch",

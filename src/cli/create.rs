@@ -145,20 +145,10 @@ pub async fn run(args: CreateArgs, lab: Option<String>) -> Result<i32> {
             let entries = entries(&a.sources)?;
             let cm =
                 secrets::config_map(&a.name, &a.namespace, entries).map_err(anyhow::Error::msg)?;
-            let lab = super::select_lab(lab)?;
-            let line = converge::change(&lab, |st| {
-                objects::apply_config_map(
-                    st,
-                    cm,
-                    Mode::Create,
-                    chrono::Utc::now(),
-                    &mut rand::rng(),
-                )
-                .map_err(super::edit::object_error)
+            create_in_lab(lab, |st, now, rng| {
+                objects::apply_config_map(st, cm, Mode::Create, now, rng)
             })
-            .await?;
-            println!("{line}");
-            Ok(0)
+            .await
         }
     }
 }
@@ -167,16 +157,24 @@ async fn create_secret(
     lab: Option<String>,
     secret: k8s_openapi::api::core::v1::Secret,
 ) -> Result<i32> {
+    create_in_lab(lab, |st, now, rng| {
+        objects::apply_secret(st, secret, Mode::Create, now, rng)
+    })
+    .await
+}
+
+/// Runs one create on the lab's store and prints kubectl's answer.
+async fn create_in_lab(
+    lab: Option<String>,
+    create: impl FnOnce(
+        &mut crate::cluster::ClusterState,
+        chrono::DateTime<chrono::Utc>,
+        &mut rand::rngs::ThreadRng,
+    ) -> Result<String, objects::ObjectError>,
+) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let line = converge::change(&lab, |st| {
-        objects::apply_secret(
-            st,
-            secret,
-            Mode::Create,
-            chrono::Utc::now(),
-            &mut rand::rng(),
-        )
-        .map_err(super::edit::object_error)
+        create(st, chrono::Utc::now(), &mut rand::rng()).map_err(super::edit::object_error)
     })
     .await?;
     println!("{line}");

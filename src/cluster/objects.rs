@@ -74,6 +74,104 @@ fn verb(existed: bool, changed: bool) -> &'static str {
     }
 }
 
+/// What `apply` needs of Secrets and ConfigMaps beyond their metadata:
+/// their data, and the fields an update may not change.
+trait DataObject: Sized + k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta> {
+    /// "secret", "configmap": kubectl's prefix and (with an s) plural.
+    const PREFIX: &'static str;
+    fn store(st: &mut ClusterState) -> &mut Vec<Self>;
+    fn immutable(&self) -> Option<bool>;
+    fn same_data(&self, other: &Self) -> bool;
+    /// Takes the data of `new` (labels and annotations are taken by the
+    /// caller); refuses what may not change.
+    fn take(&mut self, new: Self) -> Result<(), String>;
+}
+
+impl DataObject for Secret {
+    const PREFIX: &'static str = "secret";
+    fn store(st: &mut ClusterState) -> &mut Vec<Self> {
+        &mut st.secrets
+    }
+    fn immutable(&self) -> Option<bool> {
+        self.immutable
+    }
+    fn same_data(&self, other: &Self) -> bool {
+        self.data == other.data
+    }
+    fn take(&mut self, new: Self) -> Result<(), String> {
+        if self.type_ != new.type_ {
+            return Err("type: field is immutable (delete the secret and create it again)".into());
+        }
+        self.data = new.data;
+        self.immutable = new.immutable;
+        Ok(())
+    }
+}
+
+impl DataObject for ConfigMap {
+    const PREFIX: &'static str = "configmap";
+    fn store(st: &mut ClusterState) -> &mut Vec<Self> {
+        &mut st.config_maps
+    }
+    fn immutable(&self) -> Option<bool> {
+        self.immutable
+    }
+    fn same_data(&self, other: &Self) -> bool {
+        self.data == other.data && self.binary_data == other.binary_data
+    }
+    fn take(&mut self, new: Self) -> Result<(), String> {
+        self.data = new.data;
+        self.binary_data = new.binary_data;
+        self.immutable = new.immutable;
+        Ok(())
+    }
+}
+
+/// Creates or updates a Secret or ConfigMap (validated by the caller).
+fn apply_data<T: DataObject>(
+    st: &mut ClusterState,
+    mut obj: T,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let name = obj.metadata().name.clone().unwrap_or_default();
+    let invalid = |m: String| ObjectError::Invalid(format!("{} {name:?} is invalid: {m}", T::KIND));
+    let list = T::store(st);
+    let Some(existing) = list
+        .iter_mut()
+        .find(|x| same_key(x.metadata(), obj.metadata()))
+    else {
+        obj.metadata_mut().creation_timestamp = Some(time(now));
+        obj.metadata_mut().uid = Some(state::uid(rng));
+        list.push(obj);
+        return Ok(format!("{}/{name} created", T::PREFIX));
+    };
+    if mode == Mode::Create {
+        return Err(ObjectError::AlreadyExists {
+            kind: if T::PREFIX == "secret" {
+                "secrets"
+            } else {
+                "configmaps"
+            },
+            name,
+        });
+    }
+    if existing.immutable() == Some(true) && !existing.same_data(&obj) {
+        return Err(invalid(
+            "data: field is immutable when `immutable` is set".into(),
+        ));
+    }
+    let changed = !existing.same_data(&obj)
+        || existing.metadata().labels != obj.metadata().labels
+        || existing.immutable() != obj.immutable();
+    let meta = obj.metadata().clone();
+    existing.take(obj).map_err(invalid)?;
+    existing.metadata_mut().labels = meta.labels;
+    existing.metadata_mut().annotations = meta.annotations;
+    Ok(format!("{}/{name} {}", T::PREFIX, verb(true, changed)))
+}
+
 /// A Secret, validated and defaulted as the API server does. Its data
 /// never appears in the answer or in a log.
 pub fn apply_secret(
@@ -84,47 +182,14 @@ pub fn apply_secret(
     rng: &mut impl rand::Rng,
 ) -> Result<String, ObjectError> {
     let name = secret.metadata.name.clone().unwrap_or_default();
-    let mut secret = super::secrets::normalize_secret(secret)
+    let secret = super::secrets::normalize_secret(secret)
         .map_err(|m| ObjectError::Invalid(format!("Secret {name:?} is invalid: {m}")))?;
-    let existing = st
-        .secrets
-        .iter_mut()
-        .find(|s| same_key(&s.metadata, &secret.metadata));
-    let Some(existing) = existing else {
-        secret.metadata.creation_timestamp = Some(time(now));
-        secret.metadata.uid = Some(state::uid(rng));
-        st.secrets.push(secret);
-        return Ok(format!("secret/{name} created"));
-    };
-    if mode == Mode::Create {
-        return Err(ObjectError::AlreadyExists {
-            kind: "secrets",
-            name,
-        });
-    }
-    if existing.immutable == Some(true) && existing.data != secret.data {
-        return Err(ObjectError::Invalid(format!(
-            "Secret {name:?} is invalid: data: field is immutable when `immutable` is set"
-        )));
-    }
-    if existing.type_ != secret.type_ {
-        return Err(ObjectError::Invalid(format!(
-            "Secret {name:?} is invalid: type: field is immutable (delete the secret and create it again)"
-        )));
-    }
-    let changed = existing.data != secret.data
-        || existing.metadata.labels != secret.metadata.labels
-        || existing.immutable != secret.immutable;
-    existing.data = secret.data;
-    existing.immutable = secret.immutable;
-    existing.metadata.labels = secret.metadata.labels;
-    existing.metadata.annotations = secret.metadata.annotations;
-    Ok(format!("secret/{name} {}", verb(true, changed)))
+    apply_data(st, secret, mode, now, rng)
 }
 
 pub fn apply_config_map(
     st: &mut ClusterState,
-    mut cm: ConfigMap,
+    cm: ConfigMap,
     mode: Mode,
     now: DateTime<Utc>,
     rng: &mut impl rand::Rng,
@@ -132,39 +197,7 @@ pub fn apply_config_map(
     let name = cm.metadata.name.clone().unwrap_or_default();
     super::secrets::validate_config_map(&cm)
         .map_err(|m| ObjectError::Invalid(format!("ConfigMap {name:?} is invalid: {m}")))?;
-    let existing = st
-        .config_maps
-        .iter_mut()
-        .find(|c| same_key(&c.metadata, &cm.metadata));
-    let Some(existing) = existing else {
-        cm.metadata.creation_timestamp = Some(time(now));
-        cm.metadata.uid = Some(state::uid(rng));
-        st.config_maps.push(cm);
-        return Ok(format!("configmap/{name} created"));
-    };
-    if mode == Mode::Create {
-        return Err(ObjectError::AlreadyExists {
-            kind: "configmaps",
-            name,
-        });
-    }
-    if existing.immutable == Some(true)
-        && (existing.data != cm.data || existing.binary_data != cm.binary_data)
-    {
-        return Err(ObjectError::Invalid(format!(
-            "ConfigMap {name:?} is invalid: data: field is immutable when `immutable` is set"
-        )));
-    }
-    let changed = existing.data != cm.data
-        || existing.binary_data != cm.binary_data
-        || existing.metadata.labels != cm.metadata.labels
-        || existing.immutable != cm.immutable;
-    existing.data = cm.data;
-    existing.binary_data = cm.binary_data;
-    existing.immutable = cm.immutable;
-    existing.metadata.labels = cm.metadata.labels;
-    existing.metadata.annotations = cm.metadata.annotations;
-    Ok(format!("configmap/{name} {}", verb(true, changed)))
+    apply_data(st, cm, mode, now, rng)
 }
 
 pub fn apply_service(

@@ -190,7 +190,12 @@ impl ClusterState {
             }
             spec.external_traffic_policy = Some(policy);
         }
-        for (i, r) in spec.load_balancer_source_ranges.iter().flatten().enumerate() {
+        for (i, r) in spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .enumerate()
+        {
             if r.parse::<ipnet::Ipv4Net>().is_err() {
                 return Err(invalid(
                     &name,

@@ -86,14 +86,8 @@ fn service_model(st: &ClusterState, svc: &Service) -> Option<model::Service> {
             .and_then(|c| c.timeout_seconds)
             .unwrap_or(10800) as u32
     });
-    let external_ips = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
+    let external_ips = crate::cluster::loadbalancer::ingress_ips(svc)
         .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
         .chain(
             spec.external_ips
                 .iter()
