@@ -49,7 +49,8 @@ pub use model::{Endpoint, Node, Protocol, Service, ServicePort};
 pub use rules::{ruleset, Piece};
 pub use ruleset::{diff, Changes, Op, Ruleset, Transaction};
 
-use ruleset::{FastMap, Key};
+use rules::Slots;
+use ruleset::{Element, FastMap, Key};
 
 /// What one sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -84,14 +85,25 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(node: &Node, service: &Service) -> Entry {
-        let piece = rules::service(node, service);
+    fn new(node: &Node, service: &Service, slots: &mut Slots) -> Entry {
+        let piece = rules::service(node, service, slots);
         Entry {
             hash: state::hash_of(&piece),
             service: service.clone(),
             piece,
         }
     }
+
+    fn saved<'a>(&'a self, k: &'a ServiceKey) -> state::SavedRef<'a> {
+        (k, &self.service, self.hash, &self.piece.slots)
+    }
+}
+
+/// A shared element's identity: (set, key).
+type SharedKey = (String, Key);
+
+fn shared_key(e: &Element) -> SharedKey {
+    (e.set.clone(), e.key.clone())
 }
 
 /// What the table holds, per service.
@@ -106,11 +118,25 @@ struct Applied {
     /// a service is a change to its piece only.
     collisions: usize,
     warnings: Vec<String>,
+    /// How many services hold each shared element ([`Piece::shared`]): it
+    /// is in the table while that is above 0.
+    shared: FastMap<SharedKey, usize>,
+    /// The `service-endpoints` slots of the services' ports.
+    slots: Slots,
 }
 
 impl Applied {
-    fn new(node: Node, base: Ruleset, services: BTreeMap<ServiceKey, Entry>) -> (Applied, Ruleset) {
+    fn new(
+        node: Node,
+        base: Ruleset,
+        services: BTreeMap<ServiceKey, Entry>,
+        slots: Slots,
+    ) -> (Applied, Ruleset) {
         let assembly = rules::assemble_refs(&base, services.values().map(|e| &e.piece));
+        let mut shared: FastMap<SharedKey, usize> = FastMap::default();
+        for e in services.values().flat_map(|e| &e.piece.shared) {
+            *shared.entry(shared_key(e)).or_default() += 1;
+        }
         let mut a = Applied {
             node,
             base,
@@ -118,6 +144,8 @@ impl Applied {
             owners: FastMap::default(),
             collisions: assembly.collisions,
             warnings: assembly.ruleset.warnings.clone(),
+            shared,
+            slots,
         };
         let keys: Vec<ServiceKey> = a.services.keys().cloned().collect();
         for k in keys {
@@ -144,6 +172,23 @@ impl Applied {
                 if self.owners.get(&ok) == Some(k) {
                     self.owners.remove(&ok);
                 }
+            }
+        }
+    }
+
+    /// Count service `k`'s shared elements once more (`by` 1) or once less
+    /// (-1), forgetting those no service holds any more.
+    fn count_shared(&mut self, k: &ServiceKey, by: isize) {
+        let Some(e) = self.services.get(k) else {
+            return;
+        };
+        for el in &e.piece.shared {
+            let key = shared_key(el);
+            let n = self.shared.get(&key).copied().unwrap_or(0) as isize + by;
+            if n > 0 {
+                self.shared.insert(key, n as usize);
+            } else {
+                self.shared.remove(&key);
             }
         }
     }
@@ -214,13 +259,18 @@ impl Proxier {
         let base = rules::base(&l.node);
         let mut services = BTreeMap::new();
         let mut same = state::hash_of(&base) == l.base_hash;
-        for (k, s, hash) in l.services {
-            let e = Entry::new(&l.node, &s);
-            same &= e.hash == hash;
-            services.insert(k, e);
+        // Every recorded slot first, so that no service takes another's.
+        let mut slots = Slots::default();
+        for (name, slot) in l.services.iter().flat_map(|s| &s.slots) {
+            same &= slots.assign(name, *slot);
+        }
+        for saved in l.services {
+            let e = Entry::new(&l.node, &saved.service, &mut slots);
+            same &= e.hash == saved.hash && e.piece.slots == saved.slots;
+            services.insert(saved.key, e);
         }
         if same {
-            self.applied = Some(Applied::new(l.node, base, services).0);
+            self.applied = Some(Applied::new(l.node, base, services, slots).0);
         } else {
             tracing::warn!(file = %self.state_file.display(), netns = %self.netns,
                 "the proxy state file's rules are not what this netlab generates; rewriting the table");
@@ -307,13 +357,29 @@ impl Proxier {
                 std::cmp::Ordering::Greater => {
                     let (&(n, name), svc) = new.next().expect("peeked");
                     let k = (n.to_string(), name.to_string());
-                    changed.push((k, Some(Entry::new(&applied.node, svc))));
+                    let e = Entry::new(&applied.node, svc, &mut applied.slots);
+                    changed.push((k, Some(e)));
                 }
                 std::cmp::Ordering::Equal => {
                     let (k, e) = old.next().expect("peeked");
                     let (_, svc) = new.next().expect("peeked");
                     if e.service != **svc {
-                        changed.push((k.clone(), Some(Entry::new(&applied.node, svc))));
+                        let e = Entry::new(&applied.node, svc, &mut applied.slots);
+                        changed.push((k.clone(), Some(e)));
+                    }
+                }
+            }
+        }
+        // Slots the changed services no longer use are free again, now that
+        // every new one is taken (none is reused within this sync).
+        for (k, new) in &changed {
+            if let Some(old) = applied.services.get(k) {
+                for (name, _) in &old.piece.slots {
+                    let kept = new
+                        .as_ref()
+                        .is_some_and(|n| n.piece.slots.iter().any(|(o, _)| o == name));
+                    if !kept {
+                        applied.slots.release(name);
                     }
                 }
             }
@@ -334,12 +400,30 @@ impl Proxier {
             // Only the changed services' objects, old and new.
             let mut old = Ruleset::default();
             let mut new = Ruleset::default();
+            // Shared elements: how many more or fewer services hold them.
+            let mut delta: FastMap<SharedKey, (isize, &Element)> = FastMap::default();
             for (k, e) in &changed {
                 if let Some(o) = applied.services.get(k) {
                     old.extend(&o.piece.to_ruleset());
+                    for el in &o.piece.shared {
+                        delta.entry(shared_key(el)).or_insert((0, el)).0 -= 1;
+                    }
                 }
                 if let Some(e) = e {
                     new.extend(&e.piece.to_ruleset());
+                    for el in &e.piece.shared {
+                        delta.entry(shared_key(el)).or_insert((0, el)).0 += 1;
+                    }
+                }
+            }
+            for (key, (d, el)) in &delta {
+                let before = applied.shared.get(key).copied().unwrap_or(0);
+                let after = before as isize + d;
+                if *d != 0 && before > 0 {
+                    old.elements.push((*el).clone());
+                }
+                if *d != 0 && after > 0 {
+                    new.elements.push((*el).clone());
                 }
             }
             (old, new, false)
@@ -355,7 +439,12 @@ impl Proxier {
                     None => services.remove(k),
                 };
             }
-            let (next, new) = Applied::new(applied.node.clone(), applied.base.clone(), services);
+            let (next, new) = Applied::new(
+                applied.node.clone(),
+                applied.base.clone(),
+                services,
+                applied.slots.clone(),
+            );
             if next.warnings != applied.warnings {
                 for w in &next.warnings {
                     tracing::warn!(netns = %self.netns, "{w}");
@@ -375,10 +464,12 @@ impl Proxier {
         // The table now holds the new pieces.
         for (k, e) in &changed {
             applied.disown(k);
+            applied.count_shared(k, -1);
             match e {
                 Some(e) => {
                     applied.services.insert(k.clone(), e.clone());
                     applied.own(k);
+                    applied.count_shared(k, 1);
                 }
                 None => {
                     applied.services.remove(k);
@@ -386,16 +477,16 @@ impl Proxier {
             }
         }
         if rewrite_state {
-            applied = Applied::new(applied.node, applied.base, applied.services).0;
+            applied = Applied::new(applied.node, applied.base, applied.services, applied.slots).0;
         }
         let start = Instant::now();
         if rewrite_state || self.appended + changed.len() > applied.services.len().max(256) {
             self.applied = Some(applied);
             self.persist_all()?;
         } else {
-            let records: Vec<(&ServiceKey, Option<(&Service, u64)>)> = changed
+            let records: Vec<(&ServiceKey, Option<state::SavedRef>)> = changed
                 .iter()
-                .map(|(k, e)| (k, e.as_ref().map(|e| (&e.service, e.hash))))
+                .map(|(k, e)| (k, e.as_ref().map(|e| e.saved(k))))
                 .collect();
             let res = state::append(&self.state_file, &records);
             self.applied = Some(applied);
@@ -436,11 +527,15 @@ impl Proxier {
         })?;
         self.applied = None;
         let start = Instant::now();
+        let mut slots = Slots::default();
         let services: BTreeMap<ServiceKey, Entry> = desired
             .iter()
-            .map(|(&(n, name), s)| ((n.to_string(), name.to_string()), Entry::new(node, s)))
+            .map(|(&(n, name), s)| {
+                let e = Entry::new(node, s, &mut slots);
+                ((n.to_string(), name.to_string()), e)
+            })
             .collect();
-        let (applied, table) = Applied::new(node.clone(), base, services);
+        let (applied, table) = Applied::new(node.clone(), base, services, slots);
         stats.generate_time = start.elapsed();
         for w in &table.warnings {
             tracing::warn!(netns = %self.netns, "{w}");
@@ -486,11 +581,7 @@ impl Proxier {
         let Some(a) = &self.applied else {
             return Ok(());
         };
-        let services: Vec<(&ServiceKey, &Service, u64)> = a
-            .services
-            .iter()
-            .map(|(k, e)| (k, &e.service, e.hash))
-            .collect();
+        let services: Vec<state::SavedRef> = a.services.iter().map(|(k, e)| e.saved(k)).collect();
         let base_hash = state::hash_of(&a.base);
         state::write(&self.state_file, &self.netns, &a.node, base_hash, &services)
             .map_err(|e| self.state_err("writing", e))?;
