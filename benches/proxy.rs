@@ -330,7 +330,7 @@ fn run(count: u32, round: usize) {
             .expect("incremental sync");
         let total = start.elapsed();
         assert!(!stats.full);
-        assert_eq!(stats.commands, 9, "{stats:?}");
+        assert_eq!(stats.commands, 4, "{stats:?}");
         println!(
             "one endpoint changed: {:.2} ms (compare+generate {:.2} ms, diff {:.2} ms, \
              encode+kernel {:.2} ms, state file {:.2} ms), {} commands",

@@ -400,30 +400,35 @@ impl Proxier {
             // Only the changed services' objects, old and new.
             let mut old = Ruleset::default();
             let mut new = Ruleset::default();
-            // Shared elements: how many more or fewer services hold them.
-            let mut delta: FastMap<SharedKey, (isize, &Element)> = FastMap::default();
+            // Shared elements: how many more or fewer services hold them
+            // (in the order they appear, as the full table has them).
+            let mut counted: Vec<(&Element, isize)> = Vec::new();
             for (k, e) in &changed {
                 if let Some(o) = applied.services.get(k) {
                     old.extend(&o.piece.to_ruleset());
-                    for el in &o.piece.shared {
-                        delta.entry(shared_key(el)).or_insert((0, el)).0 -= 1;
-                    }
+                    counted.extend(o.piece.shared.iter().map(|el| (el, -1)));
                 }
                 if let Some(e) = e {
                     new.extend(&e.piece.to_ruleset());
-                    for el in &e.piece.shared {
-                        delta.entry(shared_key(el)).or_insert((0, el)).0 += 1;
-                    }
+                    counted.extend(e.piece.shared.iter().map(|el| (el, 1)));
                 }
             }
-            for (key, (d, el)) in &delta {
-                let before = applied.shared.get(key).copied().unwrap_or(0);
-                let after = before as isize + d;
-                if *d != 0 && before > 0 {
-                    old.elements.push((*el).clone());
+            let mut delta: Vec<(isize, &Element)> = Vec::new();
+            let mut at: FastMap<SharedKey, usize> = FastMap::default();
+            for (el, by) in counted {
+                let i = *at.entry(shared_key(el)).or_insert_with(|| {
+                    delta.push((0, el));
+                    delta.len() - 1
+                });
+                delta[i].0 += by;
+            }
+            for (d, el) in delta.into_iter().filter(|(d, _)| *d != 0) {
+                let before = applied.shared.get(&shared_key(el)).copied().unwrap_or(0);
+                if before > 0 {
+                    old.elements.push(el.clone());
                 }
-                if *d != 0 && after > 0 {
-                    new.elements.push((*el).clone());
+                if before as isize + d > 0 {
+                    new.elements.push(el.clone());
                 }
             }
             (old, new, false)

@@ -32,7 +32,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::model::{Endpoint, Node, Service, ServicePort};
+use super::model::{Endpoint, Node, Protocol, Service, ServicePort};
 use super::rule::{then, IpField, KeyField, Rule, Stmt, Verdict};
 use super::ruleset::Chain;
 use super::ruleset::{
@@ -51,7 +51,6 @@ const CLUSTER_IPS: &str = "cluster-ips";
 const NODEPORT_IPS: &str = "nodeport-ips";
 const SERVICE_IPS: &str = "service-ips";
 const SERVICE_NODEPORTS: &str = "service-nodeports";
-const SERVICE_ENDPOINTS: &str = "service-endpoints";
 const HAIRPIN_ENDPOINTS: &str = "hairpin-endpoints";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
@@ -492,13 +491,20 @@ pub fn base(node: &Node) -> Ruleset {
             "cluster and external IPs",
         ),
         map(SERVICE_NODEPORTS, &[InetProto, InetService], "NodePorts"),
-        Set {
-            kind: SetKind::Buckets { modulus: BUCKETS },
-            name: SERVICE_ENDPOINTS.into(),
+    ];
+    for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+        r.sets.push(Set {
+            kind: SetKind::Buckets {
+                modulus: BUCKETS,
+                proto,
+            },
+            name: endpoints_map(proto),
             key: vec![],
             timeout: None,
             comment: Some("slot * 65536 + bucket: endpoint".into()),
-        },
+        });
+    }
+    r.sets.extend([
         set(
             HAIRPIN_ENDPOINTS,
             &[Addr, Addr],
@@ -524,7 +530,7 @@ pub fn base(node: &Node) -> Ruleset {
             &[InetProto, InetService],
             "drop: policy Local, no endpoint here",
         ),
-    ];
+    ]);
 
     r.chains = vec![
         // Helper chains first: the base chains jump to them.
@@ -563,10 +569,7 @@ pub fn base(node: &Node) -> Ruleset {
         plain_chain(
             REJECT_CHAIN,
             vec![
-                Rule::new(vec![
-                    Stmt::L4Proto(super::model::Protocol::Tcp),
-                    Stmt::RejectTcpReset,
-                ]),
+                Rule::new(vec![Stmt::L4Proto(Protocol::Tcp), Stmt::RejectTcpReset]),
                 Rule::new(vec![Stmt::Reject]),
             ],
         ),
@@ -695,6 +698,11 @@ pub fn base(node: &Node) -> Ruleset {
         });
     }
     r
+}
+
+/// The interval map of `proto` endpoints: `service-endpoints-tcp`, ...
+fn endpoints_map(proto: Protocol) -> String {
+    format!("service-endpoints-{proto}")
 }
 
 /// One service's objects on `node`. Its ports' slots come from `slots`:
@@ -1054,7 +1062,7 @@ fn service_port(
 fn pick_endpoint(
     b: &mut Builder,
     rules: &mut Vec<Rule>,
-    proto: super::model::Protocol,
+    proto: Protocol,
     slot: Option<u16>,
     endpoints: &[&EndpointNames],
     affinity: bool,
@@ -1066,7 +1074,7 @@ fn pick_endpoint(
             Stmt::DnatBuckets {
                 modulus: BUCKETS,
                 offset,
-                map: SERVICE_ENDPOINTS.into(),
+                map: endpoints_map(proto),
             },
         ]));
         let count = endpoints.len().min(BUCKETS as usize) as u64;
@@ -1075,7 +1083,7 @@ fn pick_endpoint(
             let first = (i * u64::from(BUCKETS) / count) as u32;
             let last = ((i + 1) * u64::from(BUCKETS) / count) as u32 - 1;
             b.element(
-                SERVICE_ENDPOINTS,
+                &endpoints_map(proto),
                 vec![KeyPart::Range(offset + first, offset + last)],
                 Some(Value::Endpoint(e.ep.ip, e.ep.port)),
                 None,
@@ -1164,7 +1172,9 @@ add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; 
 add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
 add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
 add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
-add map ip netlab service-endpoints { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
+add map ip netlab service-endpoints-tcp { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
+add map ip netlab service-endpoints-udp { typeof numgen random mod 65536 : ip daddr . udp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
+add map ip netlab service-endpoints-sctp { typeof numgen random mod 65536 : ip daddr . sctp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
 add set ip netlab hairpin-endpoints { type ipv4_addr . ipv4_addr ; comment "endpoint . endpoint: a pod reaching itself" ; }
 add set ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "reject: no endpoints" ; }
 add set ip netlab no-endpoint-nodeports { type inet_proto . inet_service ; comment "reject: no endpoints" ; }
@@ -1242,7 +1252,9 @@ add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; 
 add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
 add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
 add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
-add map ip netlab service-endpoints { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
+add map ip netlab service-endpoints-tcp { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
+add map ip netlab service-endpoints-udp { typeof numgen random mod 65536 : ip daddr . udp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
+add map ip netlab service-endpoints-sctp { typeof numgen random mod 65536 : ip daddr . sctp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
 add set ip netlab hairpin-endpoints { type ipv4_addr . ipv4_addr ; comment "endpoint . endpoint: a pod reaching itself" ; }
 add set ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "reject: no endpoints" ; }
 add set ip netlab no-endpoint-nodeports { type inet_proto . inet_service ; comment "reject: no endpoints" ; }
@@ -1287,13 +1299,13 @@ add rule ip netlab filter-output ct state new jump service-endpoints-check
 add rule ip netlab filter-output ct state new jump cluster-ips-check
 add chain ip netlab service-95253a1d-default/web/tcp/http
 add rule ip netlab service-95253a1d-default/web/tcp/http ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-95253a1d-default/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints
+add rule ip netlab service-95253a1d-default/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
 add element ip netlab nodeport-ips { 172.18.0.2 }
 add element ip netlab cluster-ips { 10.0.0.10 }
 add element ip netlab hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }
 add element ip netlab hairpin-endpoints { 10.244.2.2 . 10.244.2.2 }
-add element ip netlab service-endpoints { 0-32767 : 10.244.1.2 . 8080 }
-add element ip netlab service-endpoints { 32768-65535 : 10.244.2.2 . 8080 }
+add element ip netlab service-endpoints-tcp { 0-32767 : 10.244.1.2 . 8080 }
+add element ip netlab service-endpoints-tcp { 32768-65535 : 10.244.2.2 . 8080 }
 add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d-default/web/tcp/http }
 "#,
         );
@@ -1309,7 +1321,7 @@ add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d
                 &format!(
                     "add chain ip netlab {c}
 add rule ip netlab {c} ip daddr 10.0.0.11 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints
+add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
 "
                 ),
                 &format!(
@@ -1339,14 +1351,14 @@ add element ip netlab no-endpoint-services {{ 10.0.0.11 . tcp . 80 }}
                 "",
                 "add chain ip netlab service-049b5621-default/np/tcp/http
 add rule ip netlab service-049b5621-default/np/tcp/http ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-049b5621-default/np/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints
+add rule ip netlab service-049b5621-default/np/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
 add chain ip netlab external-049b5621-default/np/tcp/http
 add rule ip netlab external-049b5621-default/np/tcp/http jump mark-for-masquerade
 add rule ip netlab external-049b5621-default/np/tcp/http goto service-049b5621-default/np/tcp/http
 ",
                 "add element ip netlab cluster-ips { 10.0.0.12 }
 add element ip netlab hairpin-endpoints { 10.244.2.2 . 10.244.2.2 }
-add element ip netlab service-endpoints { 0-65535 : 10.244.2.2 . 8080 }
+add element ip netlab service-endpoints-tcp { 0-65535 : 10.244.2.2 . 8080 }
 add element ip netlab service-ips { 10.0.0.12 . tcp . 80 : goto service-049b5621-default/np/tcp/http }
 add element ip netlab service-nodeports { tcp . 30080 : goto external-049b5621-default/np/tcp/http }
 ",
@@ -1370,7 +1382,7 @@ add element ip netlab service-nodeports { tcp . 30080 : goto external-049b5621-d
                 &format!(
                     "add chain ip netlab {c}
 add rule ip netlab {c} ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints
+add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
 add chain ip netlab {ext}
 add rule ip netlab {ext} jump mark-for-masquerade
 add rule ip netlab {ext} goto {c}
@@ -1449,9 +1461,9 @@ add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
                 &format!(
                     "add chain ip netlab {svc_chain}
 add rule ip netlab {svc_chain} ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {svc_chain} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints
+add rule ip netlab {svc_chain} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
 add chain ip netlab {local}
-add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints
+add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp
 add chain ip netlab {ext}
 add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain} comment \"short-circuit pod traffic\"
 add rule ip netlab {ext} fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"
@@ -1464,9 +1476,9 @@ add rule ip netlab {ext} goto {local}
                     "add element ip netlab cluster-ips {{ 10.0.0.10 }}
 add element ip netlab hairpin-endpoints {{ 10.244.1.2 . 10.244.1.2 }}
 add element ip netlab hairpin-endpoints {{ 10.244.2.2 . 10.244.2.2 }}
-add element ip netlab service-endpoints {{ 0-32767 : 10.244.1.2 . 8080 }}
-add element ip netlab service-endpoints {{ 32768-65535 : 10.244.2.2 . 8080 }}
-add element ip netlab service-endpoints {{ 65536-131071 : 10.244.1.2 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ 0-32767 : 10.244.1.2 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ 32768-65535 : 10.244.2.2 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ 65536-131071 : 10.244.1.2 . 8080 }}
 add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
 add element ip netlab service-ips {{ 203.0.113.10 . tcp . 80 : goto {ext} }}
 add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
@@ -1495,7 +1507,7 @@ add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
         );
         assert!(
             got.contains(
-                "add element ip netlab service-endpoints { 0-65535 : 10.244.2.2 . 8080 }\n"
+                "add element ip netlab service-endpoints-tcp { 0-65535 : 10.244.2.2 . 8080 }\n"
             ),
             "{got}"
         );
@@ -1503,11 +1515,11 @@ add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
         // falls through.
         assert!(
             got.contains(&format!(
-                "add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints\n"
+                "add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp\n"
             )),
             "{got}"
         );
-        assert!(!got.contains("service-endpoints { 65536-"), "{got}");
+        assert!(!got.contains("service-endpoints-tcp { 65536-"), "{got}");
         assert!(
             got.ends_with(&format!(
                 "add element ip netlab service-nodeports {{ tcp . 30083 : goto {ext} }}
@@ -1530,13 +1542,13 @@ add element ip netlab no-local-endpoint-nodeports {{ tcp . 30083 }}
         let got = ruleset(&node(), &[s]).render();
         assert!(
             got.contains(
-                "-default/dns/udp/53 meta l4proto udp dnat ip to numgen random mod 65536 map @service-endpoints\n"
+                "-default/dns/udp/53 meta l4proto udp dnat ip to numgen random mod 65536 map @service-endpoints-udp\n"
             ),
             "{got}"
         );
         assert!(
             got.contains(
-                "-default/dns/sctp/53 meta l4proto sctp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints\n"
+                "-default/dns/sctp/53 meta l4proto sctp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-sctp\n"
             ),
             "{got}"
         );
@@ -1563,9 +1575,9 @@ add element ip netlab no-local-endpoint-nodeports {{ tcp . 30083 }}
         let got = ruleset(&node(), &[s]).render();
         assert!(
             got.contains(
-                "add element ip netlab service-endpoints { 0-21844 : 10.244.1.2 . 8080 }
-add element ip netlab service-endpoints { 21845-43689 : 10.244.1.3 . 8080 }
-add element ip netlab service-endpoints { 43690-65535 : 10.244.2.2 . 8080 }
+                "add element ip netlab service-endpoints-tcp { 0-21844 : 10.244.1.2 . 8080 }
+add element ip netlab service-endpoints-tcp { 21845-43689 : 10.244.1.3 . 8080 }
+add element ip netlab service-endpoints-tcp { 43690-65535 : 10.244.2.2 . 8080 }
 "
             ),
             "{got}"
@@ -1716,12 +1728,12 @@ add element ip netlab service-endpoints { 43690-65535 : 10.244.2.2 . 8080 }
         assert_eq!(
             t.text(),
             format!(
-                "delete element ip netlab service-endpoints {{ {} }}
-delete element ip netlab service-endpoints {{ {} }}
+                "delete element ip netlab service-endpoints-tcp {{ {} }}
+delete element ip netlab service-endpoints-tcp {{ {} }}
 add element ip netlab hairpin-endpoints {{ 10.244.3.99 . 10.244.3.99 }}
-add element ip netlab service-endpoints {{ {} : 10.244.1.2 . 8080 }}
-add element ip netlab service-endpoints {{ {} : 10.244.2.2 . 8080 }}
-add element ip netlab service-endpoints {{ {} : 10.244.3.99 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ {} : 10.244.1.2 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ {} : 10.244.2.2 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ {} : 10.244.3.99 . 8080 }}
 ",
                 b(0, 32767),
                 b(32768, 65535),
@@ -1742,8 +1754,8 @@ add element ip netlab service-endpoints {{ {} : 10.244.3.99 . 8080 }}
         assert_eq!(
             t.text(),
             format!(
-                "delete element ip netlab service-endpoints {{ {} }}
-delete element ip netlab service-endpoints {{ {} }}
+                "delete element ip netlab service-endpoints-tcp {{ {} }}
+delete element ip netlab service-endpoints-tcp {{ {} }}
 add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
 ",
                 buckets(&mut slots, 7, 0, 32767),
@@ -1755,8 +1767,8 @@ add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
             t.text(),
             format!(
                 "delete element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
-add element ip netlab service-endpoints {{ {} : 10.244.1.9 . 8080 }}
-add element ip netlab service-endpoints {{ {} : 10.244.2.9 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ {} : 10.244.1.9 . 8080 }}
+add element ip netlab service-endpoints-tcp {{ {} : 10.244.2.9 . 8080 }}
 ",
                 buckets(&mut slots, 7, 0, 32767),
                 buckets(&mut slots, 7, 32768, 65535),
@@ -1775,8 +1787,8 @@ add element ip netlab service-endpoints {{ {} : 10.244.2.9 . 8080 }}
             t.text(),
             format!(
                 "delete element ip netlab cluster-ips {{ 10.0.0.4 }}
-delete element ip netlab service-endpoints {{ {} }}
-delete element ip netlab service-endpoints {{ {} }}
+delete element ip netlab service-endpoints-tcp {{ {} }}
+delete element ip netlab service-endpoints-tcp {{ {} }}
 delete element ip netlab service-ips {{ 10.0.0.4 . tcp . 80 }}
 flush chain ip netlab {c}
 delete chain ip netlab {c}

@@ -35,11 +35,15 @@ pub enum SetKind {
     /// A verdict map.
     Map,
     /// An interval map from a `numgen random mod <modulus> offset <o>`
-    /// result to an endpoint address and port (`service-endpoints`):
-    /// `typeof numgen random mod <modulus> : ip daddr . tcp dport ; flags
-    /// interval`. Its key is given by the typeof, not by [`Set::key`].
+    /// result to an endpoint address and port of protocol `proto`
+    /// (`service-endpoints-tcp`): `typeof numgen random mod <modulus> : ip
+    /// daddr . tcp dport ; flags interval`. Its key is given by the typeof,
+    /// not by [`Set::key`]. (One per protocol: nft 1.0.6 refuses a rule
+    /// `meta l4proto udp dnat ... map @m` whose map it read from the kernel
+    /// when the map's typeof says `tcp dport`, or `th dport`.)
     Buckets {
         modulus: u32,
+        proto: Protocol,
     },
 }
 
@@ -90,10 +94,10 @@ impl Set {
     /// `type ipv4_addr . inet_proto . inet_service : verdict ;`.
     pub fn spec(&self) -> String {
         let mut s = String::new();
-        if let SetKind::Buckets { modulus } = self.kind {
+        if let SetKind::Buckets { modulus, proto } = self.kind {
             // nft has no type name for numgen's plain integer: typeof.
             s.push_str(&format!(
-                "typeof numgen random mod {modulus} : ip daddr . tcp dport ; flags interval ;"
+                "typeof numgen random mod {modulus} : ip daddr . {proto} dport ; flags interval ;"
             ));
         } else {
             s.push_str("type ");

@@ -431,7 +431,7 @@ fn set(b: &mut Buf, s: &Set, id: u32) {
     if is_map {
         u.put_u32(UDATA_SET_DATABYTEORDER, BYTEORDER_INVALID);
     }
-    if let SetKind::Buckets { modulus } = s.kind {
+    if let SetKind::Buckets { modulus, proto } = s.kind {
         // typeof numgen random mod <modulus> : ip daddr . tcp dport
         u.nest(UDATA_SET_KEY_TYPEOF, |u| {
             u.put_u32(0, EXPR_NUMGEN);
@@ -444,8 +444,13 @@ fn set(b: &mut Buf, s: &Set, id: u32) {
         u.nest(UDATA_SET_DATA_TYPEOF, |u| {
             u.put_u32(0, EXPR_CONCAT);
             u.nest(1, |u| {
-                // (proto_desc_id, template): ip daddr, tcp dport.
-                for (i, (desc, field)) in [(12, 12), (8, 2)].into_iter().enumerate() {
+                // (proto_desc_id, template): ip daddr, <proto> dport.
+                let transport = match proto {
+                    Protocol::Tcp => 8,
+                    Protocol::Udp => 6,
+                    Protocol::Sctp => 10,
+                };
+                for (i, (desc, field)) in [(12, 12), (transport, 2)].into_iter().enumerate() {
                     u.nest(i as u8, |u| {
                         u.put_u32(0, EXPR_PAYLOAD);
                         u.nest(1, |u| {
@@ -696,7 +701,7 @@ fn stmt(b: &mut Buf, s: &Stmt) {
         Stmt::CtStatusDnat => {
             // [ ct load status => reg 1 ] [ bitwise ... & 0x00000020 ] [ cmp neq reg 1 0 ]
             expr(b, "ct", |b| {
-                b.put_u32(2, 1); // NFT_CT_STATUS
+                b.put_u32(2, 2); // NFT_CT_STATUS
                 b.put_u32(1, REG_1);
             });
             bitwise(b, 0x20u32.to_ne_bytes(), [0; 4]); // IPS_DST_NAT, host order
