@@ -50,7 +50,7 @@ pub use rules::{ruleset, Piece};
 pub use ruleset::{diff, Changes, Op, Ruleset, Transaction};
 
 use rules::Slots;
-use ruleset::{Element, FastMap, Key};
+use ruleset::{Element, FastMap, Key, Set};
 
 /// What one sync did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -99,6 +99,25 @@ impl Entry {
     }
 }
 
+/// Sum the counts of each object, in the order objects first appear;
+/// leave out those whose counts cancel.
+fn net_counts<T, K: std::hash::Hash + Eq>(
+    counted: Vec<(&T, isize)>,
+    key: impl Fn(&T) -> K,
+) -> Vec<(isize, &T)> {
+    let mut net: Vec<(isize, &T)> = Vec::new();
+    let mut at: FastMap<K, usize> = FastMap::default();
+    for (x, by) in counted {
+        let i = *at.entry(key(x)).or_insert_with(|| {
+            net.push((0, x));
+            net.len() - 1
+        });
+        net[i].0 += by;
+    }
+    net.retain(|(d, _)| *d != 0);
+    net
+}
+
 /// A shared element's identity: (set, key).
 type SharedKey = (String, Key);
 
@@ -121,6 +140,8 @@ struct Applied {
     /// How many services hold each shared element ([`Piece::shared`]): it
     /// is in the table while that is above 0.
     shared: FastMap<SharedKey, usize>,
+    /// The same for shared sets ([`Piece::shared_sets`]), by name.
+    shared_sets: FastMap<String, usize>,
     /// The `service-endpoints` slots of the services' ports.
     slots: Slots,
 }
@@ -137,6 +158,10 @@ impl Applied {
         for e in services.values().flat_map(|e| &e.piece.shared) {
             *shared.entry(shared_key(e)).or_default() += 1;
         }
+        let mut shared_sets: FastMap<String, usize> = FastMap::default();
+        for s in services.values().flat_map(|e| &e.piece.shared_sets) {
+            *shared_sets.entry(s.name.clone()).or_default() += 1;
+        }
         let mut a = Applied {
             node,
             base,
@@ -145,6 +170,7 @@ impl Applied {
             collisions: assembly.collisions,
             warnings: assembly.ruleset.warnings.clone(),
             shared,
+            shared_sets,
             slots,
         };
         let keys: Vec<ServiceKey> = a.services.keys().cloned().collect();
@@ -189,6 +215,14 @@ impl Applied {
                 self.shared.insert(key, n as usize);
             } else {
                 self.shared.remove(&key);
+            }
+        }
+        for s in &e.piece.shared_sets {
+            let n = self.shared_sets.get(&s.name).copied().unwrap_or(0) as isize + by;
+            if n > 0 {
+                self.shared_sets.insert(s.name.clone(), n as usize);
+            } else {
+                self.shared_sets.remove(&s.name);
             }
         }
     }
@@ -403,32 +437,37 @@ impl Proxier {
             // Shared elements: how many more or fewer services hold them
             // (in the order they appear, as the full table has them).
             let mut counted: Vec<(&Element, isize)> = Vec::new();
+            let mut counted_sets: Vec<(&Set, isize)> = Vec::new();
             for (k, e) in &changed {
                 if let Some(o) = applied.services.get(k) {
                     old.extend(&o.piece.to_ruleset());
                     counted.extend(o.piece.shared.iter().map(|el| (el, -1)));
+                    counted_sets.extend(o.piece.shared_sets.iter().map(|s| (s, -1)));
                 }
                 if let Some(e) = e {
                     new.extend(&e.piece.to_ruleset());
                     counted.extend(e.piece.shared.iter().map(|el| (el, 1)));
+                    counted_sets.extend(e.piece.shared_sets.iter().map(|s| (s, 1)));
                 }
             }
-            let mut delta: Vec<(isize, &Element)> = Vec::new();
-            let mut at: FastMap<SharedKey, usize> = FastMap::default();
-            for (el, by) in counted {
-                let i = *at.entry(shared_key(el)).or_insert_with(|| {
-                    delta.push((0, el));
-                    delta.len() - 1
-                });
-                delta[i].0 += by;
-            }
-            for (d, el) in delta.into_iter().filter(|(d, _)| *d != 0) {
+            // A shared object goes into the old part if the table has it,
+            // into the new part if it will: added, deleted, or left alone.
+            for (d, el) in net_counts(counted, shared_key) {
                 let before = applied.shared.get(&shared_key(el)).copied().unwrap_or(0);
                 if before > 0 {
                     old.elements.push(el.clone());
                 }
                 if before as isize + d > 0 {
                     new.elements.push(el.clone());
+                }
+            }
+            for (d, s) in net_counts(counted_sets, |s| s.name.clone()) {
+                let before = applied.shared_sets.get(&s.name).copied().unwrap_or(0);
+                if before > 0 {
+                    old.sets.push(s.clone());
+                }
+                if before as isize + d > 0 {
+                    new.sets.push(s.clone());
                 }
             }
             (old, new, false)

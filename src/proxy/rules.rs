@@ -93,11 +93,22 @@ pub fn ruleset_with(node: &Node, services: &[Service], slots: &mut Slots) -> Rul
 /// pick is uniform to 1/65536 for any N up to 65536.
 pub const BUCKETS: u32 = 1 << 16;
 
-/// How many slots there are: slot `s` owns the numbers `s × 65536 ..
-/// s × 65536 + 65535` of `service-endpoints`. The last one is left out, so
-/// that every interval ends below `u32::MAX` (the kernel marks an interval's
-/// end with an element one past it).
-pub const SLOTS: usize = (u32::MAX / BUCKETS) as usize;
+/// How many slots there are.
+pub const SLOTS: usize = u16::MAX as usize;
+
+/// Slots per endpoints map: slot `s` of protocol `p` is map
+/// `service-endpoints-<p>-<s / 256>`, numbers `(s % 256) × 65536 ..` of
+/// it. Maps are created when a port first needs them and deleted with the
+/// last such port.
+///
+/// Why not one map: the kernel (6.18) rebuilds an interval set's lookup
+/// array from the whole set at every commit that changes it, and adding a
+/// map element walks every rule that uses the map: at 10 000 services one
+/// map made an endpoint change cost 10 to 20 ms. Why not one map per port:
+/// the kernel finds a set by name with a linear walk of the table's sets,
+/// so 10 000 of them would load in seconds. 256 ports a map keep both
+/// walks short.
+pub const SLOTS_PER_MAP: usize = 256;
 
 /// The slots of `service-endpoints`, by owner: a service port's name
 /// ("default/web/tcp/http"), or that name + "#local" for the `Local`
@@ -180,6 +191,10 @@ pub struct Piece {
     /// a conflict, and not the service's alone to delete.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<Element>,
+    /// Sets other services may need too: the endpoints maps of its slots.
+    /// Each is in the table while any service needs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_sets: Vec<Set>,
     /// The service's port names ("default/web/tcp/http"), for [`Claim`]s.
     pub ports: Vec<String>,
     /// The slots of `service-endpoints` its rules use, by owner name.
@@ -296,9 +311,15 @@ pub fn assemble_refs<'a>(base: &Ruleset, pieces: impl Iterator<Item = &'a Piece>
     let mut warned: FastSet<(&str, &Key, &str)> = FastSet::default();
     let mut seen: FastSet<(&str, &Key)> = FastSet::default();
     let mut shared: FastSet<(&str, &Key)> = FastSet::default();
+    let mut shared_sets: FastSet<&str> = FastSet::default();
     for p in pieces {
         r.warnings.extend(p.warnings.iter().cloned());
         collisions += p.warnings.len();
+        for s in &p.shared_sets {
+            if shared_sets.insert(&s.name) {
+                r.sets.push(s.clone());
+            }
+        }
         r.sets.extend(p.sets.iter().cloned());
         r.chains.extend(p.chains.iter().cloned());
         for e in &p.shared {
@@ -491,20 +512,6 @@ pub fn base(node: &Node) -> Ruleset {
             "cluster and external IPs",
         ),
         map(SERVICE_NODEPORTS, &[InetProto, InetService], "NodePorts"),
-    ];
-    for proto in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
-        r.sets.push(Set {
-            kind: SetKind::Buckets {
-                modulus: BUCKETS,
-                proto,
-            },
-            name: endpoints_map(proto),
-            key: vec![],
-            timeout: None,
-            comment: Some("slot * 65536 + bucket: endpoint".into()),
-        });
-    }
-    r.sets.extend([
         set(
             HAIRPIN_ENDPOINTS,
             &[Addr, Addr],
@@ -530,7 +537,7 @@ pub fn base(node: &Node) -> Ruleset {
             &[InetProto, InetService],
             "drop: policy Local, no endpoint here",
         ),
-    ]);
+    ];
 
     r.chains = vec![
         // Helper chains first: the base chains jump to them.
@@ -700,9 +707,22 @@ pub fn base(node: &Node) -> Ruleset {
     r
 }
 
-/// The interval map of `proto` endpoints: `service-endpoints-tcp`, ...
-fn endpoints_map(proto: Protocol) -> String {
-    format!("service-endpoints-{proto}")
+/// Where slot `slot` of protocol `proto` lives: its map and its offset
+/// there (see [`SLOTS_PER_MAP`]).
+fn endpoints_map(proto: Protocol, slot: u16) -> (Set, u32) {
+    let shard = slot as usize / SLOTS_PER_MAP;
+    let offset = (slot as usize % SLOTS_PER_MAP) as u32 * BUCKETS;
+    let map = Set {
+        kind: SetKind::Buckets {
+            modulus: BUCKETS,
+            proto,
+        },
+        name: format!("service-endpoints-{proto}-{shard}"),
+        key: vec![],
+        timeout: None,
+        comment: Some("slot * 65536 + bucket: endpoint".into()),
+    };
+    (map, offset)
 }
 
 /// One service's objects on `node`. Its ports' slots come from `slots`:
@@ -1068,13 +1088,13 @@ fn pick_endpoint(
     affinity: bool,
 ) {
     if let Some(slot) = slot {
-        let offset = u32::from(slot) * BUCKETS;
+        let (map, offset) = endpoints_map(proto, slot);
         rules.push(Rule::new(vec![
             Stmt::L4Proto(proto),
             Stmt::DnatBuckets {
                 modulus: BUCKETS,
                 offset,
-                map: endpoints_map(proto),
+                map: map.name.clone(),
             },
         ]));
         let count = endpoints.len().min(BUCKETS as usize) as u64;
@@ -1083,11 +1103,14 @@ fn pick_endpoint(
             let first = (i * u64::from(BUCKETS) / count) as u32;
             let last = ((i + 1) * u64::from(BUCKETS) / count) as u32 - 1;
             b.element(
-                &endpoints_map(proto),
+                &map.name,
                 vec![KeyPart::Range(offset + first, offset + last)],
                 Some(Value::Endpoint(e.ep.ip, e.ep.port)),
                 None,
             );
+        }
+        if !b.p.shared_sets.contains(&map) {
+            b.p.shared_sets.push(map);
         }
         return;
     }
@@ -1172,9 +1195,6 @@ add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; 
 add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
 add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
 add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
-add map ip netlab service-endpoints-tcp { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
-add map ip netlab service-endpoints-udp { typeof numgen random mod 65536 : ip daddr . udp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
-add map ip netlab service-endpoints-sctp { typeof numgen random mod 65536 : ip daddr . sctp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
 add set ip netlab hairpin-endpoints { type ipv4_addr . ipv4_addr ; comment "endpoint . endpoint: a pod reaching itself" ; }
 add set ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "reject: no endpoints" ; }
 add set ip netlab no-endpoint-nodeports { type inet_proto . inet_service ; comment "reject: no endpoints" ; }
@@ -1219,6 +1239,7 @@ add chain ip netlab filter-output { type filter hook output priority 0 ; }
 add rule ip netlab filter-output ct state new jump service-endpoints-check
 add rule ip netlab filter-output ct state new jump cluster-ips-check
 "#;
+    const MAP_TCP_0: &str = "add map ip netlab service-endpoints-tcp-0 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment \"slot * 65536 + bucket: endpoint\" ; }\n";
     const BASE_ELEMENTS: &str = "add element ip netlab nodeport-ips { 172.18.0.2 }\n";
 
     /// The full table: the base objects plus these per-service lines.
@@ -1252,14 +1273,12 @@ add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; 
 add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
 add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
 add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
-add map ip netlab service-endpoints-tcp { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
-add map ip netlab service-endpoints-udp { typeof numgen random mod 65536 : ip daddr . udp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
-add map ip netlab service-endpoints-sctp { typeof numgen random mod 65536 : ip daddr . sctp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
 add set ip netlab hairpin-endpoints { type ipv4_addr . ipv4_addr ; comment "endpoint . endpoint: a pod reaching itself" ; }
 add set ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "reject: no endpoints" ; }
 add set ip netlab no-endpoint-nodeports { type inet_proto . inet_service ; comment "reject: no endpoints" ; }
 add set ip netlab no-local-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "drop: policy Local, no endpoint here" ; }
 add set ip netlab no-local-endpoint-nodeports { type inet_proto . inet_service ; comment "drop: policy Local, no endpoint here" ; }
+add map ip netlab service-endpoints-tcp-0 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
 add chain ip netlab mark-for-masquerade
 add rule ip netlab mark-for-masquerade mark set mark or 0x4000
 add chain ip netlab masquerading
@@ -1299,13 +1318,13 @@ add rule ip netlab filter-output ct state new jump service-endpoints-check
 add rule ip netlab filter-output ct state new jump cluster-ips-check
 add chain ip netlab service-95253a1d-default/web/tcp/http
 add rule ip netlab service-95253a1d-default/web/tcp/http ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-95253a1d-default/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
+add rule ip netlab service-95253a1d-default/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 add element ip netlab nodeport-ips { 172.18.0.2 }
 add element ip netlab cluster-ips { 10.0.0.10 }
 add element ip netlab hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }
 add element ip netlab hairpin-endpoints { 10.244.2.2 . 10.244.2.2 }
-add element ip netlab service-endpoints-tcp { 0-32767 : 10.244.1.2 . 8080 }
-add element ip netlab service-endpoints-tcp { 32768-65535 : 10.244.2.2 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 0-32767 : 10.244.1.2 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 32768-65535 : 10.244.2.2 . 8080 }
 add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d-default/web/tcp/http }
 "#,
         );
@@ -1317,11 +1336,11 @@ add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d
         assert_table(
             &[svc("empty", "10.0.0.11", vec![])],
             &table(
-                "",
+                MAP_TCP_0,
                 &format!(
                     "add chain ip netlab {c}
 add rule ip netlab {c} ip daddr 10.0.0.11 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
+add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 "
                 ),
                 &format!(
@@ -1348,17 +1367,17 @@ add element ip netlab no-endpoint-services {{ 10.0.0.11 . tcp . 80 }}
         assert_table(
             &[s],
             &table(
-                "",
+                MAP_TCP_0,
                 "add chain ip netlab service-049b5621-default/np/tcp/http
 add rule ip netlab service-049b5621-default/np/tcp/http ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-049b5621-default/np/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
+add rule ip netlab service-049b5621-default/np/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 add chain ip netlab external-049b5621-default/np/tcp/http
 add rule ip netlab external-049b5621-default/np/tcp/http jump mark-for-masquerade
 add rule ip netlab external-049b5621-default/np/tcp/http goto service-049b5621-default/np/tcp/http
 ",
                 "add element ip netlab cluster-ips { 10.0.0.12 }
 add element ip netlab hairpin-endpoints { 10.244.2.2 . 10.244.2.2 }
-add element ip netlab service-endpoints-tcp { 0-65535 : 10.244.2.2 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 0-65535 : 10.244.2.2 . 8080 }
 add element ip netlab service-ips { 10.0.0.12 . tcp . 80 : goto service-049b5621-default/np/tcp/http }
 add element ip netlab service-nodeports { tcp . 30080 : goto external-049b5621-default/np/tcp/http }
 ",
@@ -1378,11 +1397,11 @@ add element ip netlab service-nodeports { tcp . 30080 : goto external-049b5621-d
         assert_table(
             &[s],
             &table(
-                "",
+                MAP_TCP_0,
                 &format!(
                     "add chain ip netlab {c}
 add rule ip netlab {c} ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
+add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 add chain ip netlab {ext}
 add rule ip netlab {ext} jump mark-for-masquerade
 add rule ip netlab {ext} goto {c}
@@ -1457,13 +1476,13 @@ add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
         assert_table(
             &[s],
             &table(
-                "",
+                MAP_TCP_0,
                 &format!(
                     "add chain ip netlab {svc_chain}
 add rule ip netlab {svc_chain} ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {svc_chain} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp
+add rule ip netlab {svc_chain} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 add chain ip netlab {local}
-add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp
+add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp-0
 add chain ip netlab {ext}
 add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain} comment \"short-circuit pod traffic\"
 add rule ip netlab {ext} fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"
@@ -1476,9 +1495,9 @@ add rule ip netlab {ext} goto {local}
                     "add element ip netlab cluster-ips {{ 10.0.0.10 }}
 add element ip netlab hairpin-endpoints {{ 10.244.1.2 . 10.244.1.2 }}
 add element ip netlab hairpin-endpoints {{ 10.244.2.2 . 10.244.2.2 }}
-add element ip netlab service-endpoints-tcp {{ 0-32767 : 10.244.1.2 . 8080 }}
-add element ip netlab service-endpoints-tcp {{ 32768-65535 : 10.244.2.2 . 8080 }}
-add element ip netlab service-endpoints-tcp {{ 65536-131071 : 10.244.1.2 . 8080 }}
+add element ip netlab service-endpoints-tcp-0 {{ 0-32767 : 10.244.1.2 . 8080 }}
+add element ip netlab service-endpoints-tcp-0 {{ 32768-65535 : 10.244.2.2 . 8080 }}
+add element ip netlab service-endpoints-tcp-0 {{ 65536-131071 : 10.244.1.2 . 8080 }}
 add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
 add element ip netlab service-ips {{ 203.0.113.10 . tcp . 80 : goto {ext} }}
 add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
@@ -1507,7 +1526,7 @@ add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
         );
         assert!(
             got.contains(
-                "add element ip netlab service-endpoints-tcp { 0-65535 : 10.244.2.2 . 8080 }\n"
+                "add element ip netlab service-endpoints-tcp-0 { 0-65535 : 10.244.2.2 . 8080 }\n"
             ),
             "{got}"
         );
@@ -1515,11 +1534,11 @@ add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
         // falls through.
         assert!(
             got.contains(&format!(
-                "add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp\n"
+                "add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp-0\n"
             )),
             "{got}"
         );
-        assert!(!got.contains("service-endpoints-tcp { 65536-"), "{got}");
+        assert!(!got.contains("service-endpoints-tcp-0 { 65536-"), "{got}");
         assert!(
             got.ends_with(&format!(
                 "add element ip netlab service-nodeports {{ tcp . 30083 : goto {ext} }}
@@ -1542,13 +1561,13 @@ add element ip netlab no-local-endpoint-nodeports {{ tcp . 30083 }}
         let got = ruleset(&node(), &[s]).render();
         assert!(
             got.contains(
-                "-default/dns/udp/53 meta l4proto udp dnat ip to numgen random mod 65536 map @service-endpoints-udp\n"
+                "-default/dns/udp/53 meta l4proto udp dnat ip to numgen random mod 65536 map @service-endpoints-udp-0\n"
             ),
             "{got}"
         );
         assert!(
             got.contains(
-                "-default/dns/sctp/53 meta l4proto sctp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-sctp\n"
+                "-default/dns/sctp/53 meta l4proto sctp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-sctp-0\n"
             ),
             "{got}"
         );
@@ -1575,9 +1594,9 @@ add element ip netlab no-local-endpoint-nodeports {{ tcp . 30083 }}
         let got = ruleset(&node(), &[s]).render();
         assert!(
             got.contains(
-                "add element ip netlab service-endpoints-tcp { 0-21844 : 10.244.1.2 . 8080 }
-add element ip netlab service-endpoints-tcp { 21845-43689 : 10.244.1.3 . 8080 }
-add element ip netlab service-endpoints-tcp { 43690-65535 : 10.244.2.2 . 8080 }
+                "add element ip netlab service-endpoints-tcp-0 { 0-21844 : 10.244.1.2 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 21845-43689 : 10.244.1.3 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 43690-65535 : 10.244.2.2 . 8080 }
 "
             ),
             "{got}"
@@ -1713,10 +1732,11 @@ add element ip netlab service-endpoints-tcp { 43690-65535 : 10.244.2.2 . 8080 }
         (old, new, slots)
     }
 
-    /// An interval of the slot of service `svc-<i>`.
+    /// `<map> { <interval>`: an interval of the slot of service `svc-<i>`.
     fn buckets(slots: &mut Slots, i: u32, first: u32, last: u32) -> String {
-        let slot = u32::from(slots.get(&format!("default/svc-{i}/tcp/http")).unwrap());
-        format!("{}-{}", slot * BUCKETS + first, slot * BUCKETS + last)
+        let slot = slots.get(&format!("default/svc-{i}/tcp/http")).unwrap();
+        let (map, offset) = endpoints_map(Protocol::Tcp, slot);
+        format!("{} {{ {}-{}", map.name, offset + first, offset + last)
     }
 
     #[test]
@@ -1728,12 +1748,12 @@ add element ip netlab service-endpoints-tcp { 43690-65535 : 10.244.2.2 . 8080 }
         assert_eq!(
             t.text(),
             format!(
-                "delete element ip netlab service-endpoints-tcp {{ {} }}
-delete element ip netlab service-endpoints-tcp {{ {} }}
+                "delete element ip netlab {} }}
+delete element ip netlab {} }}
 add element ip netlab hairpin-endpoints {{ 10.244.3.99 . 10.244.3.99 }}
-add element ip netlab service-endpoints-tcp {{ {} : 10.244.1.2 . 8080 }}
-add element ip netlab service-endpoints-tcp {{ {} : 10.244.2.2 . 8080 }}
-add element ip netlab service-endpoints-tcp {{ {} : 10.244.3.99 . 8080 }}
+add element ip netlab {} : 10.244.1.2 . 8080 }}
+add element ip netlab {} : 10.244.2.2 . 8080 }}
+add element ip netlab {} : 10.244.3.99 . 8080 }}
 ",
                 b(0, 32767),
                 b(32768, 65535),
@@ -1754,8 +1774,8 @@ add element ip netlab service-endpoints-tcp {{ {} : 10.244.3.99 . 8080 }}
         assert_eq!(
             t.text(),
             format!(
-                "delete element ip netlab service-endpoints-tcp {{ {} }}
-delete element ip netlab service-endpoints-tcp {{ {} }}
+                "delete element ip netlab {} }}
+delete element ip netlab {} }}
 add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
 ",
                 buckets(&mut slots, 7, 0, 32767),
@@ -1767,8 +1787,8 @@ add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
             t.text(),
             format!(
                 "delete element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
-add element ip netlab service-endpoints-tcp {{ {} : 10.244.1.9 . 8080 }}
-add element ip netlab service-endpoints-tcp {{ {} : 10.244.2.9 . 8080 }}
+add element ip netlab {} : 10.244.1.9 . 8080 }}
+add element ip netlab {} : 10.244.2.9 . 8080 }}
 ",
                 buckets(&mut slots, 7, 0, 32767),
                 buckets(&mut slots, 7, 32768, 65535),
@@ -1787,8 +1807,8 @@ add element ip netlab service-endpoints-tcp {{ {} : 10.244.2.9 . 8080 }}
             t.text(),
             format!(
                 "delete element ip netlab cluster-ips {{ 10.0.0.4 }}
-delete element ip netlab service-endpoints-tcp {{ {} }}
-delete element ip netlab service-endpoints-tcp {{ {} }}
+delete element ip netlab {} }}
+delete element ip netlab {} }}
 delete element ip netlab service-ips {{ 10.0.0.4 . tcp . 80 }}
 flush chain ip netlab {c}
 delete chain ip netlab {c}
