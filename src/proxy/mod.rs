@@ -671,5 +671,7 @@ pub async fn remove(node_netns: &str) -> Result<(), ProxyError> {
             })
         }
     };
-    netlink::apply_as(&ns, "removing the table", &ruleset::delete_transaction()).await
+    let res = netlink::apply_as(&ns, "removing the table", &ruleset::delete_transaction()).await;
+    netlink::forget(&ns);
+    res
 }
