@@ -9,7 +9,16 @@
 //! * [`netlink`]: the only code that speaks nf_tables netlink;
 //! * here: [`Proxier`], which remembers per node what was applied last (in
 //!   memory and in a JSON state file, so that a later netlab process diffs
-//!   instead of rewriting) and applies the difference.
+//!   instead of rewriting) and applies the difference. It also keeps what
+//!   services share: each service port's slot in the endpoints maps
+//!   ([`rules::Slots`], kept for the port's life so that its rules never
+//!   change), and how many services hold each shared element or map
+//!   ([`Piece::shared`], [`Piece::shared_sets`]), so that a change to one
+//!   service still diffs that service alone.
+//!
+//! An endpoint change is a few set elements (see `rules.rs` for why), and
+//! costs ~5 ms at 10 000 services: under 1 ms in the kernel, the rest is
+//! comparing the 10 000 service models with what was applied.
 //!
 //! Outside the table, services need three things of the node namespace:
 //! * `net.bridge.bridge-nf-call-iptables=1`, set here on every full sync
@@ -142,7 +151,7 @@ struct Applied {
     shared: FastMap<SharedKey, usize>,
     /// The same for shared sets ([`Piece::shared_sets`]), by name.
     shared_sets: FastMap<String, usize>,
-    /// The `service-endpoints` slots of the services' ports.
+    /// The endpoints-map slots of the services' ports ([`Slots`]).
     slots: Slots,
 }
 

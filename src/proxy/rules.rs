@@ -1,7 +1,9 @@
 //! Services and endpoints → the node's `ip netlab` table. Pure: no I/O.
 //!
-//! The layout follows kube-proxy's nftables mode, so that what a user sees
-//! with `nft list table ip netlab` is what they would see on a real node:
+//! The layout follows kube-proxy's nftables mode where it can, so that what
+//! a user sees with `nft list table ip netlab` is close to what they would
+//! see on a real node; it departs from it in one place, how a service port
+//! picks its endpoint (see "Why" below):
 //!
 //! ```text
 //! nat-prerouting / nat-output ─ jump services
@@ -10,20 +12,79 @@
 //!       └─ goto service-<hash>-<ns>/<name>/<proto>/<port>   (clusterIP: masquerade non-pod sources)
 //!       └─ goto external-<hash>-…                          (external IPs, NodePorts)
 //!            └─ service-… or local-… (externalTrafficPolicy: Local)
-//!                 [affinity: ip saddr @affinity-… goto endpoint-…]
-//!                 numgen random mod N == 0 goto endpoint-…, mod N-1, …, goto endpoint-…
-//!                   endpoint-<hash>-…__<ip>/<port>: hairpin → mark, dnat to <ip>:<port>
-//! nat-postrouting ─ jump masquerading (only packets carrying the mark)
+//!                 meta l4proto tcp dnat ip to numgen random mod 65536 offset <slot…>
+//!                     map @service-endpoints-tcp-<n>
+//!                   (the map: an interval of 65536/N numbers per endpoint → ip . port)
+//!                 [session affinity: ip saddr @affinity-… goto endpoint-…,
+//!                  numgen random mod N == 0 goto endpoint-…, …, goto endpoint-…
+//!                    endpoint-<hash>-…__<ip>/<port>: update @affinity-…, dnat to <ip>:<port>]
+//! nat-postrouting ─ jump masquerading:
+//!   ct status dnat ip saddr . ip daddr @hairpin-endpoints → mark (a pod reaching itself),
+//!   then masquerade what carries the mark
 //! filter-forward / filter-input / filter-output ─ ct state new:
-//!   @no-endpoint-services, @no-endpoint-nodeports → reject-chain or drop,
+//!   @no-endpoint-services, @no-endpoint-nodeports → reject-chain,
+//!   @no-local-endpoint-services, @no-local-endpoint-nodeports → drop,
 //!   cluster-ips-check: wrong port of a cluster IP → reject, unallocated → drop
 //! ```
 //!
 //! The cost per packet does not grow with the number of services: finding
 //! the service is one lookup in a verdict map, and only a connection's first
-//! packet goes further (picking the endpoint costs a comparison or two per
-//! endpoint). Names carry a hash of the full service port name, so they stay
-//! unique when the readable part is cut to fit nft's name limit.
+//! packet goes further (picking the endpoint is one lookup in a map of at
+//! most 256 service ports). Names carry a hash of the full service port
+//! name, so they stay unique when the readable part is cut to fit nft's
+//! name limit.
+//!
+//! # Why an endpoint change touches set elements only
+//!
+//! Target: one endpoint change in well under 10 ms, at 10 or 10 000
+//! services. The kernel's nf_tables commit re-validates the whole table
+//! (`nft_table_validate`: every chain reachable from the base chains,
+//! through the `service-ips` verdict map) whenever a transaction adds a
+//! rule with an expression that can be validated (jump, goto, NAT, lookup,
+//! reject, masquerade, …) or a verdict map element with a jump or goto:
+//! 50 to 70 ms at 10 000 services, whatever the size of the change.
+//! kube-proxy's layout (a chain per endpoint, `numgen random mod N vmap`
+//! in the service chain) adds such rules at every endpoint change. Here an
+//! endpoint change, including a service's last endpoint going away or its
+//! first coming back, adds and deletes plain set and map elements only
+//! (measured: under 1 ms of kernel time at 10 000 services):
+//!
+//! * a service port's chain, its `service-ips` element and its DNAT rule
+//!   exist as long as the port does, endpoints or not. The rule draws
+//!   `numgen random mod 65536` plus the port's offset, and looks the number
+//!   up in an interval map whose elements give each endpoint an equal
+//!   share of the port's 65536 numbers; N is in the elements, not in the
+//!   rule. A port with no endpoint has no elements: the lookup fails, the
+//!   packet goes on un-DNATed to the filter chains, where it is found in
+//!   `no-endpoint-services` (a plain set) and rejected by a fixed rule.
+//! * maps hold 256 ports each (`service-endpoints-<proto>-<n>`), one family
+//!   per protocol. One map for everything was tried: the kernel rebuilds an
+//!   interval map's lookup array from the whole map at every commit that
+//!   changes it, and walks every rule using the map for every element
+//!   added, so a change cost 10-20 ms at 10 000 services and a full sync
+//!   3.8 s. A map per port makes the kernel find sets by name among
+//!   thousands (a linear walk). Per protocol because nft 1.0.6 refuses to
+//!   compile `meta l4proto udp dnat … map @m` when it reads `m` back from
+//!   the kernel with a `tcp dport` (or `th dport`) typeof.
+//! * which numbers are a port's is its *slot* ([`Slots`]): kept while the
+//!   port lives (the proxier records them in its state file), so that the
+//!   rule never changes.
+//! * hairpin (a pod reaching itself through a service) is found after DNAT,
+//!   in postrouting, by one lookup of `saddr . daddr` in a set of
+//!   `endpoint . endpoint` pairs, instead of a rule per endpoint. The pairs
+//!   and `cluster-ips` are shared by the services that have them and stay
+//!   while any does ([`Piece::shared`]).
+//! * `Local` policy: `local-…` draws from a second slot holding only this
+//!   node's endpoints; without any, nothing matches and the filter chains
+//!   drop the packet (`no-local-endpoint-…`, plain sets).
+//!
+//! Session affinity keeps kube-proxy's per-endpoint chains: the endpoint
+//! chain must refresh the client's entry in that endpoint's affinity set,
+//! which an element lookup cannot do. An endpoint change of a service with
+//! `sessionAffinity: ClientIP` therefore rewrites its chains and pays the
+//! kernel's validation (tens of ms at 10 000 services); so does adding or
+//! removing a service, or changing its ports or type (a new `service-ips`
+//! element with a goto).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -110,7 +171,7 @@ pub const SLOTS: usize = u16::MAX as usize;
 /// walks short.
 pub const SLOTS_PER_MAP: usize = 256;
 
-/// The slots of `service-endpoints`, by owner: a service port's name
+/// The slots of the endpoints maps, by owner: a service port's name
 /// ("default/web/tcp/http"), or that name + "#local" for the `Local`
 /// policy's node-local endpoints. A slot is the `offset` baked into the
 /// service chain's DNAT rule, so it must not change while the port lives:
@@ -197,7 +258,7 @@ pub struct Piece {
     pub shared_sets: Vec<Set>,
     /// The service's port names ("default/web/tcp/http"), for [`Claim`]s.
     pub ports: Vec<String>,
-    /// The slots of `service-endpoints` its rules use, by owner name.
+    /// The slots of the endpoints maps its rules use, by owner name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots: Vec<(String, u16)>,
     /// Problems inside the service itself (a port declared twice).
@@ -211,8 +272,8 @@ pub struct Piece {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Claimed {
     pub element: Element,
-    /// None: an element only this service port can have (its buckets in
-    /// `service-endpoints`).
+    /// None: an element only this service port can have (its intervals in
+    /// an endpoints map).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
 }
@@ -867,8 +928,8 @@ fn service_port(
     let local_policy = svc.external_traffic_local;
     let affinity = svc.affinity_timeout.map(|t| t.max(1));
 
-    // How this port picks an endpoint: through its slots of
-    // `service-endpoints` (elements only), or, with session affinity (or
+    // How this port picks an endpoint: through its slots of the endpoints
+    // maps (elements only), or, with session affinity (or
     // no slot left), through one chain per endpoint.
     let mut owners = vec![n.port_name.clone()];
     if is_external && local_policy {
@@ -1053,29 +1114,23 @@ fn service_port(
 
 /// The rules that pick one of `endpoints`, appended to `rules`.
 ///
-/// With a slot: one rule, `dnat ip to numgen random mod 65536 offset <slot ×
-/// 65536> map @service-endpoints`, and the endpoints as elements of that
-/// map, each owning an equal share of the slot's 65536 numbers. A change of
-/// endpoints changes elements only, never a rule: the kernel then has no
-/// table to re-validate (it walks every chain reachable from the base
-/// chains when a rule with a jump, goto, NAT or lookup is added, or a
-/// verdict map element with a jump or goto: 60 ms at 10 000 services), and
-/// one endpoint change costs the same at 10 or 10 000 services. The
-/// numbers of all service ports share one map (10 000 per-service maps
-/// would be found by name with a linear walk, and load in seconds).
+/// With a slot: one rule, `dnat ip to numgen random mod 65536 offset <o>
+/// map @service-endpoints-<proto>-<n>`, and the endpoints as elements of
+/// that map, each owning an equal share of the slot's 65536 numbers (see
+/// the module documentation for why).
 ///
-/// Without (session affinity): session affinity first, then a random pick
-/// through one chain per endpoint. Each rule `numgen random mod K == 0 goto
-/// endpoint-i` draws its own number, with K = N, N-1, ..., 2 and the last
-/// endpoint as the fallthrough: the i-th endpoint is taken with
-/// probability (1 - 1/N)···1/(N-i) = 1/N, so the pick is uniform
-/// (kube-proxy's iptables mode does the same with `statistic`). The
-/// endpoint chain refreshes the client's entry in the affinity set, which
-/// an element-only pick could not do. (Why not kube-proxy nftables' single
-/// `numgen random mod N vmap { 0 : goto …, 1 : … }`: every inline vmap is
-/// an anonymous set, and the kernel names a new anonymous set by scanning
-/// every set of the table (nf_tables_set_alloc_name), so a first sync of
-/// 10 000 services took 56 s here.)
+/// Without (session affinity, or no slot left): session affinity first,
+/// then a random pick through one chain per endpoint. Each rule `numgen
+/// random mod K == 0 goto endpoint-i` draws its own number, with K = N,
+/// N-1, ..., 2 and the last endpoint as the fallthrough: the i-th endpoint
+/// is taken with probability (1 - 1/N)···1/(N-i) = 1/N, so the pick is
+/// uniform (kube-proxy's iptables mode does the same with `statistic`).
+/// The endpoint chain refreshes the client's entry in the affinity set.
+/// (Why not kube-proxy nftables' single `numgen random mod N vmap { 0 :
+/// goto …, 1 : … }`: every inline vmap is an anonymous set, and the kernel
+/// names a new anonymous set by scanning every set of the table
+/// (nf_tables_set_alloc_name), so a first sync of 10 000 services took 56 s
+/// here.)
 ///
 /// Only a connection's first packet gets here either way: nat chains see
 /// nothing else, conntrack replays the decision for the rest.

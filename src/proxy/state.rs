@@ -9,7 +9,7 @@
 //! (temp file + rename: a crash leaves the old file or the new one).
 //!
 //! The file holds models, not rules: the loader regenerates each service's
-//! rules (with the `service-endpoints` slots recorded for it, see
+//! rules (with the endpoints-map slots recorded for it, see
 //! `rules::Slots`), and checks them against the hash recorded when they were
 //! applied. A netlab whose rule generator changed since then sees a
 //! mismatch and rewrites the table rather than diffing against rules the
@@ -32,7 +32,7 @@ use super::ServiceKey;
 /// rewritten).
 const VERSION: u32 = 3;
 
-/// The `service-endpoints` slots of one service, by owner name.
+/// The endpoints-map slots of one service, by owner name.
 pub type SlotList = Vec<(String, u16)>;
 
 #[derive(Serialize, Deserialize)]
