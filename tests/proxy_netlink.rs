@@ -165,19 +165,22 @@ fn netlink_and_nft_text_build_the_same_table() {
     let rt = rt();
     let mut proxier = Proxier::load(by_netlink.name(), &dir.path().join("s.json")).unwrap();
 
-    // The text namespace gets the whole table first, then the diff as nft
-    // text, so that both kernels see the same commands in the same order
-    // (a listing shows chains in the order they were added).
+    // The text namespace gets the table the proxier applied, whole the
+    // first time, then the diff as nft text, so that both kernels see the
+    // same commands in the same order (a listing shows chains in the order
+    // they were added). (The proxier's table, not `proxy::ruleset`: the
+    // proxier keeps each port's slot of `service-endpoints` when others
+    // come and go, a fresh ruleset numbers them from 0.)
     let mut applied: Option<proxy::Ruleset> = None;
     let mut compare = |services: &[Service]| {
-        let table = proxy::ruleset(&node, services);
-        assert!(table.warnings.is_empty(), "{:?}", table.warnings);
+        assert!(proxy::ruleset(&node, services).warnings.is_empty());
+        rt.block_on(proxier.sync(&node, services)).unwrap();
+        let table = proxier.applied().expect("the proxier knows its table");
         let text = match &applied {
             None => table.create_transaction().text(),
             Some(old) => proxy::diff(old, &table).text(),
         };
         nft(&by_nft, &["-f", "-"], Some(&text));
-        rt.block_on(proxier.sync(&node, services)).unwrap();
         let want = nft(&by_nft, &["list", "table", "ip", "netlab"], None);
         let got = nft(&by_netlink, &["list", "table", "ip", "netlab"], None);
         for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
@@ -200,6 +203,21 @@ fn netlink_and_nft_text_build_the_same_table() {
     services[4].affinity_timeout = Some(60);
     services[5].ports[0].node_port = Some(30053);
     services.remove(6);
+    compare(&services);
+    // Endpoints gone and back, a service added into a freed slot.
+    services[2].ports[0].endpoints.clear();
+    services[3].ports[0]
+        .endpoints
+        .push(ep("10.244.1.7", "node-1"));
+    services.push(svc(
+        "late",
+        "10.0.0.18",
+        Protocol::Tcp,
+        8443,
+        vec![ep("10.244.1.2", "node-1")],
+    ));
+    compare(&services);
+    services[2].ports[0].endpoints = vec![ep("10.244.2.4", "node-2")];
     compare(&services);
 }
 

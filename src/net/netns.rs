@@ -199,6 +199,13 @@ impl NetNs {
         &self.path
     }
 
+    /// The namespace's identity (device and inode of its nsfs file): two
+    /// namespaces made one after the other under the same name differ.
+    pub fn id(&self) -> io::Result<(u64, u64)> {
+        let m = self.file.metadata()?;
+        Ok((m.dev(), m.ino()))
+    }
+
     /// Run `f` on a fresh OS thread that has joined this namespace. Sockets
     /// created by `f` (netlink, UDP, TCP) belong to this namespace for their
     /// whole life, whichever thread uses them later. A panic in `f` is

@@ -1,7 +1,7 @@
 //! One nftables rule as data: the few statements netlab's tables use,
 //! typed, so that the same value prints as nft text (what a person reads
 //! and what the golden tests pin down) and encodes as nf_tables netlink
-//! expressions (what the kernel receives, see `netlink/expr.rs`).
+//! expressions (what the kernel receives, see `netlink/encode.rs`).
 //!
 //! Deliberately not a general nft grammar: each variant is one phrase
 //! `rules.rs` emits, with its exact nft spelling in [`fmt::Display`].
@@ -32,6 +32,8 @@ pub enum IpField {
 /// One part of a concatenated lookup key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KeyField {
+    /// `ip saddr`
+    IpSaddr,
     /// `ip daddr`
     IpDaddr,
     /// `meta l4proto`
@@ -54,10 +56,17 @@ pub enum Stmt {
         field: IpField,
         set: String,
     },
+    /// `ip daddr . meta l4proto . th dport @set`: a concatenation in a set.
+    InSet {
+        key: Vec<KeyField>,
+        set: String,
+    },
     /// `meta l4proto tcp`
     L4Proto(Protocol),
     /// `ct state new`
     CtStateNew,
+    /// `ct status dnat`: the connection's destination was NATed.
+    CtStatusDnat,
     /// `mark and 0x4000 == 0`
     MarkUnset(u32),
     /// `fib saddr type local`
@@ -79,6 +88,14 @@ pub enum Stmt {
     Dnat {
         ip: Ipv4Addr,
         port: Option<u16>,
+    },
+    /// `dnat ip to numgen random mod 65536 offset 131072 map @map`: draw a
+    /// number and DNAT to the address and port the interval map holds for
+    /// it. Nothing happens (the rule does not match) if the map has none.
+    DnatBuckets {
+        modulus: u32,
+        offset: u32,
+        map: String,
     },
     /// `masquerade fully-random`
     MasqueradeFullyRandom,
@@ -117,6 +134,8 @@ impl Rule {
             Stmt::IpInSet { set, .. } => Some(set.as_str()),
             Stmt::Vmap { map, .. } => Some(map.as_str()),
             Stmt::UpdateSaddr(set) => Some(set.as_str()),
+            Stmt::InSet { set, .. } => Some(set.as_str()),
+            Stmt::DnatBuckets { map, .. } => Some(map.as_str()),
             _ => None,
         })
     }
@@ -140,6 +159,7 @@ impl IpField {
 impl fmt::Display for KeyField {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            KeyField::IpSaddr => "ip saddr",
             KeyField::IpDaddr => "ip daddr",
             KeyField::L4Proto => "meta l4proto",
             KeyField::ThDport => "th dport",
@@ -173,18 +193,18 @@ impl fmt::Display for Stmt {
                 }
             }
             Stmt::IpInSet { field, set } => write!(f, "ip {} @{set}", field.nft()),
+            Stmt::InSet { key, set } => {
+                concat(f, key)?;
+                write!(f, " @{set}")
+            }
             Stmt::L4Proto(p) => write!(f, "meta l4proto {p}"),
             Stmt::CtStateNew => f.write_str("ct state new"),
+            Stmt::CtStatusDnat => f.write_str("ct status dnat"),
             Stmt::MarkUnset(m) => write!(f, "mark and {m:#x} == 0"),
             Stmt::FibSaddrLocal => f.write_str("fib saddr type local"),
             Stmt::NumgenIsZero(n) => write!(f, "numgen random mod {n} == 0"),
             Stmt::Vmap { key, map } => {
-                for (i, k) in key.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(" . ")?;
-                    }
-                    write!(f, "{k}")?;
-                }
+                concat(f, key)?;
                 write!(f, " vmap @{map}")
             }
             Stmt::MarkOr(m) => write!(f, "mark set mark or {m:#x}"),
@@ -194,12 +214,34 @@ impl fmt::Display for Stmt {
                 Some(p) => write!(f, "dnat to {ip}:{p}"),
                 None => write!(f, "dnat to {ip}"),
             },
+            Stmt::DnatBuckets {
+                modulus,
+                offset,
+                map,
+            } => {
+                write!(f, "dnat ip to numgen random mod {modulus}")?;
+                if *offset != 0 {
+                    write!(f, " offset {offset}")?;
+                }
+                write!(f, " map @{map}")
+            }
             Stmt::MasqueradeFullyRandom => f.write_str("masquerade fully-random"),
             Stmt::RejectTcpReset => f.write_str("reject with tcp reset"),
             Stmt::Reject => f.write_str("reject"),
             Stmt::Verdict(v) => write!(f, "{v}"),
         }
     }
+}
+
+/// `ip daddr . meta l4proto . th dport`
+fn concat(f: &mut fmt::Formatter<'_>, key: &[KeyField]) -> fmt::Result {
+    for (i, k) in key.iter().enumerate() {
+        if i > 0 {
+            f.write_str(" . ")?;
+        }
+        write!(f, "{k}")?;
+    }
+    Ok(())
 }
 
 impl fmt::Display for Rule {

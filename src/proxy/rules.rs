@@ -1,7 +1,9 @@
 //! Services and endpoints → the node's `ip netlab` table. Pure: no I/O.
 //!
-//! The layout follows kube-proxy's nftables mode, so that what a user sees
-//! with `nft list table ip netlab` is what they would see on a real node:
+//! The layout follows kube-proxy's nftables mode where it can, so that what
+//! a user sees with `nft list table ip netlab` is close to what they would
+//! see on a real node; it departs from it in one place, how a service port
+//! picks its endpoint (see "Why" below):
 //!
 //! ```text
 //! nat-prerouting / nat-output ─ jump services
@@ -10,20 +12,79 @@
 //!       └─ goto service-<hash>-<ns>/<name>/<proto>/<port>   (clusterIP: masquerade non-pod sources)
 //!       └─ goto external-<hash>-…                          (external IPs, NodePorts)
 //!            └─ service-… or local-… (externalTrafficPolicy: Local)
-//!                 [affinity: ip saddr @affinity-… goto endpoint-…]
-//!                 numgen random mod N == 0 goto endpoint-…, mod N-1, …, goto endpoint-…
-//!                   endpoint-<hash>-…__<ip>/<port>: hairpin → mark, dnat to <ip>:<port>
-//! nat-postrouting ─ jump masquerading (only packets carrying the mark)
+//!                 meta l4proto tcp dnat ip to numgen random mod 65536 offset <slot…>
+//!                     map @service-endpoints-tcp-<n>
+//!                   (the map: an interval of 65536/N numbers per endpoint → ip . port)
+//!                 [session affinity: ip saddr @affinity-… goto endpoint-…,
+//!                  numgen random mod N == 0 goto endpoint-…, …, goto endpoint-…
+//!                    endpoint-<hash>-…__<ip>/<port>: update @affinity-…, dnat to <ip>:<port>]
+//! nat-postrouting ─ jump masquerading:
+//!   ct status dnat ip saddr . ip daddr @hairpin-endpoints → mark (a pod reaching itself),
+//!   then masquerade what carries the mark
 //! filter-forward / filter-input / filter-output ─ ct state new:
-//!   @no-endpoint-services, @no-endpoint-nodeports → reject-chain or drop,
+//!   @no-endpoint-services, @no-endpoint-nodeports → reject-chain,
+//!   @no-local-endpoint-services, @no-local-endpoint-nodeports → drop,
 //!   cluster-ips-check: wrong port of a cluster IP → reject, unallocated → drop
 //! ```
 //!
 //! The cost per packet does not grow with the number of services: finding
 //! the service is one lookup in a verdict map, and only a connection's first
-//! packet goes further (picking the endpoint costs a comparison or two per
-//! endpoint). Names carry a hash of the full service port name, so they stay
-//! unique when the readable part is cut to fit nft's name limit.
+//! packet goes further (picking the endpoint is one lookup in a map of at
+//! most 256 service ports). Names carry a hash of the full service port
+//! name, so they stay unique when the readable part is cut to fit nft's
+//! name limit.
+//!
+//! # Why an endpoint change touches set elements only
+//!
+//! Target: one endpoint change in well under 10 ms, at 10 or 10 000
+//! services. The kernel's nf_tables commit re-validates the whole table
+//! (`nft_table_validate`: every chain reachable from the base chains,
+//! through the `service-ips` verdict map) whenever a transaction adds a
+//! rule with an expression that can be validated (jump, goto, NAT, lookup,
+//! reject, masquerade, …) or a verdict map element with a jump or goto:
+//! 50 to 70 ms at 10 000 services, whatever the size of the change.
+//! kube-proxy's layout (a chain per endpoint, `numgen random mod N vmap`
+//! in the service chain) adds such rules at every endpoint change. Here an
+//! endpoint change, including a service's last endpoint going away or its
+//! first coming back, adds and deletes plain set and map elements only
+//! (measured: under 1 ms of kernel time at 10 000 services):
+//!
+//! * a service port's chain, its `service-ips` element and its DNAT rule
+//!   exist as long as the port does, endpoints or not. The rule draws
+//!   `numgen random mod 65536` plus the port's offset, and looks the number
+//!   up in an interval map whose elements give each endpoint an equal
+//!   share of the port's 65536 numbers; N is in the elements, not in the
+//!   rule. A port with no endpoint has no elements: the lookup fails, the
+//!   packet goes on un-DNATed to the filter chains, where it is found in
+//!   `no-endpoint-services` (a plain set) and rejected by a fixed rule.
+//! * maps hold 256 ports each (`service-endpoints-<proto>-<n>`), one family
+//!   per protocol. One map for everything was tried: the kernel rebuilds an
+//!   interval map's lookup array from the whole map at every commit that
+//!   changes it, and walks every rule using the map for every element
+//!   added, so a change cost 10-20 ms at 10 000 services and a full sync
+//!   3.8 s. A map per port makes the kernel find sets by name among
+//!   thousands (a linear walk). Per protocol because nft 1.0.6 refuses to
+//!   compile `meta l4proto udp dnat … map @m` when it reads `m` back from
+//!   the kernel with a `tcp dport` (or `th dport`) typeof.
+//! * which numbers are a port's is its *slot* ([`Slots`]): kept while the
+//!   port lives (the proxier records them in its state file), so that the
+//!   rule never changes.
+//! * hairpin (a pod reaching itself through a service) is found after DNAT,
+//!   in postrouting, by one lookup of `saddr . daddr` in a set of
+//!   `endpoint . endpoint` pairs, instead of a rule per endpoint. The pairs
+//!   and `cluster-ips` are shared by the services that have them and stay
+//!   while any does ([`Piece::shared`]).
+//! * `Local` policy: `local-…` draws from a second slot holding only this
+//!   node's endpoints; without any, nothing matches and the filter chains
+//!   drop the packet (`no-local-endpoint-…`, plain sets).
+//!
+//! Session affinity keeps kube-proxy's per-endpoint chains: the endpoint
+//! chain must refresh the client's entry in that endpoint's affinity set,
+//! which an element lookup cannot do. An endpoint change of a service with
+//! `sessionAffinity: ClientIP` therefore rewrites its chains and pays the
+//! kernel's validation (tens of ms at 10 000 services); so does adding or
+//! removing a service, or changing its ports or type (a new `service-ips`
+//! element with a goto).
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -32,12 +93,12 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::model::{Endpoint, Node, Service, ServicePort};
+use super::model::{Endpoint, Node, Protocol, Service, ServicePort};
 use super::rule::{then, IpField, KeyField, Rule, Stmt, Verdict};
 use super::ruleset::Chain;
 use super::ruleset::{
     ChainType, Element, FastMap, FastSet, Hook, HookPoint, Key, KeyPart, KeyType, Ruleset, Set,
-    SetKind,
+    SetKind, Value,
 };
 
 /// The packet mark meaning "masquerade me in postrouting" (kube-proxy's value).
@@ -51,8 +112,11 @@ const CLUSTER_IPS: &str = "cluster-ips";
 const NODEPORT_IPS: &str = "nodeport-ips";
 const SERVICE_IPS: &str = "service-ips";
 const SERVICE_NODEPORTS: &str = "service-nodeports";
+const HAIRPIN_ENDPOINTS: &str = "hairpin-endpoints";
 const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+const NO_LOCAL_ENDPOINT_SERVICES: &str = "no-local-endpoint-services";
+const NO_LOCAL_ENDPOINT_NODEPORTS: &str = "no-local-endpoint-nodeports";
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
 const MASQUERADING: &str = "masquerading";
 const REJECT_CHAIN: &str = "reject-chain";
@@ -67,11 +131,113 @@ const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
 /// The table is the [`base`] plus one [`Piece`] per service, merged by
 /// [`assemble`]; the proxier keeps the pieces, so that a change to one
 /// service regenerates and diffs only that service's piece.
+///
+/// Slots (see [`Slots`]) are numbered in that order too, from 0; a
+/// proxier that adds and removes services keeps each port's slot, so its
+/// table may number them differently.
 pub fn ruleset(node: &Node, services: &[Service]) -> Ruleset {
+    ruleset_with(node, services, &mut Slots::default())
+}
+
+/// [`ruleset`], the ports that have a slot in `slots` keeping it (what a
+/// proxier that kept them applies). Slots of services no longer there are
+/// not released.
+pub fn ruleset_with(node: &Node, services: &[Service], slots: &mut Slots) -> Ruleset {
     let mut sorted: Vec<&Service> = services.iter().collect();
     sorted.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let pieces: Vec<Piece> = sorted.iter().map(|s| service(node, s)).collect();
+    let pieces: Vec<Piece> = sorted.iter().map(|s| service(node, s, slots)).collect();
     assemble(&base(node), &pieces).ruleset
+}
+
+/// Buckets per slot: `numgen random mod BUCKETS`. A service port's
+/// endpoints split them evenly (N endpoints: 65536/N each, ±1), so the
+/// pick is uniform to 1/65536 for any N up to 65536.
+pub const BUCKETS: u32 = 1 << 16;
+
+/// How many slots there are.
+pub const SLOTS: usize = u16::MAX as usize;
+
+/// Slots per endpoints map: slot `s` of protocol `p` is map
+/// `service-endpoints-<p>-<s / 256>`, numbers `(s % 256) × 65536 ..` of
+/// it. Maps are created when a port first needs them and deleted with the
+/// last such port.
+///
+/// Why not one map: the kernel (6.18) rebuilds an interval set's lookup
+/// array from the whole set at every commit that changes it, and adding a
+/// map element walks every rule that uses the map: at 10 000 services one
+/// map made an endpoint change cost 10 to 20 ms. Why not one map per port:
+/// the kernel finds a set by name with a linear walk of the table's sets,
+/// so 10 000 of them would load in seconds. 256 ports a map keep both
+/// walks short.
+pub const SLOTS_PER_MAP: usize = 256;
+
+/// The slots of the endpoints maps, by owner: a service port's name
+/// ("default/web/tcp/http"), or that name + "#local" for the `Local`
+/// policy's node-local endpoints. A slot is the `offset` baked into the
+/// service chain's DNAT rule, so it must not change while the port lives:
+/// only its endpoints (map elements) do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slots {
+    by_name: FastMap<String, u16>,
+    taken: Vec<bool>,
+    /// Every slot below this one is taken.
+    lowest_free: usize,
+}
+
+impl Default for Slots {
+    fn default() -> Slots {
+        Slots {
+            by_name: FastMap::default(),
+            taken: vec![false; SLOTS],
+            lowest_free: 0,
+        }
+    }
+}
+
+impl Slots {
+    /// The slot of `name`, allocating the lowest free one if it has none.
+    /// None: all taken.
+    pub fn get(&mut self, name: &str) -> Option<u16> {
+        if let Some(&s) = self.by_name.get(name) {
+            return Some(s);
+        }
+        let free = (self.lowest_free..SLOTS).find(|&i| !self.taken[i])?;
+        self.taken[free] = true;
+        self.lowest_free = free + 1;
+        self.by_name.insert(name.to_string(), free as u16);
+        Some(free as u16)
+    }
+
+    /// Give `name` this slot (a state file's record). False if the slot is
+    /// out of range or another name has it.
+    pub fn assign(&mut self, name: &str, slot: u16) -> bool {
+        let i = slot as usize;
+        if let Some(&s) = self.by_name.get(name) {
+            return s == slot;
+        }
+        if i >= SLOTS || self.taken[i] {
+            return false;
+        }
+        self.taken[i] = true;
+        self.by_name.insert(name.to_string(), slot);
+        true
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The names that have a slot.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+
+    pub fn release(&mut self, name: &str) {
+        if let Some(s) = self.by_name.remove(name) {
+            self.taken[s as usize] = false;
+            self.lowest_free = self.lowest_free.min(s as usize);
+        }
+    }
 }
 
 /// The objects of one service (all its ports), before they are merged with
@@ -81,8 +247,20 @@ pub struct Piece {
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
     pub elements: Vec<Claimed>,
+    /// Elements other services may hold too, each once in the table for as
+    /// long as any service has it (`cluster-ips`, `hairpin-endpoints`): not
+    /// a conflict, and not the service's alone to delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<Element>,
+    /// Sets other services may need too: the endpoints maps of its slots.
+    /// Each is in the table while any service needs it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_sets: Vec<Set>,
     /// The service's port names ("default/web/tcp/http"), for [`Claim`]s.
     pub ports: Vec<String>,
+    /// The slots of the endpoints maps its rules use, by owner name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slots: Vec<(String, u16)>,
     /// Problems inside the service itself (a port declared twice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -94,7 +272,8 @@ pub struct Piece {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Claimed {
     pub element: Element,
-    /// None: any number of services may add this element (`cluster-ips`).
+    /// None: an element only this service port can have (its intervals in
+    /// an endpoints map).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
 }
@@ -156,7 +335,8 @@ impl Piece {
         })
     }
 
-    /// The piece as a (partial) ruleset, claims not checked.
+    /// The piece as a (partial) ruleset, claims not checked, shared
+    /// elements left out (they are the proxier's to count).
     pub fn to_ruleset(&self) -> Ruleset {
         Ruleset {
             sets: self.sets.clone(),
@@ -177,7 +357,8 @@ pub struct Assembly {
 
 /// Merge `base` and the services' pieces, in order. An element whose
 /// address and port an earlier service port claimed is left out, with a
-/// warning; an element already present is added once.
+/// warning; an element already present is added once (shared elements
+/// first, in the order they first appear).
 pub fn assemble(base: &Ruleset, pieces: &[Piece]) -> Assembly {
     assemble_refs(base, pieces.iter())
 }
@@ -190,11 +371,23 @@ pub fn assemble_refs<'a>(base: &Ruleset, pieces: impl Iterator<Item = &'a Piece>
     let mut claims: FastMap<(&str, &Key), &str> = FastMap::default();
     let mut warned: FastSet<(&str, &Key, &str)> = FastSet::default();
     let mut seen: FastSet<(&str, &Key)> = FastSet::default();
+    let mut shared: FastSet<(&str, &Key)> = FastSet::default();
+    let mut shared_sets: FastSet<&str> = FastSet::default();
     for p in pieces {
         r.warnings.extend(p.warnings.iter().cloned());
         collisions += p.warnings.len();
+        for s in &p.shared_sets {
+            if shared_sets.insert(&s.name) {
+                r.sets.push(s.clone());
+            }
+        }
         r.sets.extend(p.sets.iter().cloned());
         r.chains.extend(p.chains.iter().cloned());
+        for e in &p.shared {
+            if shared.insert((e.set.as_str(), &e.key)) {
+                r.elements.push(e.clone());
+            }
+        }
         for c in &p.elements {
             let e = &c.element;
             if let Some(claim) = c.claim {
@@ -257,7 +450,7 @@ impl Builder {
         &mut self,
         set: &str,
         key: Vec<KeyPart>,
-        value: Option<Verdict>,
+        value: Option<Value>,
         claim: Option<Claim>,
     ) {
         self.p.elements.push(Claimed {
@@ -268,6 +461,17 @@ impl Builder {
             },
             claim,
         });
+    }
+
+    fn shared(&mut self, set: &str, key: Vec<KeyPart>) {
+        let e = Element {
+            set: set.to_string(),
+            key: Key(key),
+            value: None,
+        };
+        if !self.p.shared.contains(&e) {
+            self.p.shared.push(e);
+        }
     }
 }
 
@@ -305,11 +509,11 @@ fn map(name: &str, key: &[KeyType], comment: &str) -> Set {
     }
 }
 
-fn set(name: &str, comment: &str) -> Set {
+fn set(name: &str, key: &[KeyType], comment: &str) -> Set {
     Set {
         kind: SetKind::Set,
         name: name.into(),
-        key: vec![KeyType::Ipv4Addr],
+        key: key.to_vec(),
         timeout: None,
         comment: Some(comment.into()),
     }
@@ -356,24 +560,43 @@ pub fn base(node: &Node) -> Ruleset {
         set: set.into(),
     };
     let ct_new_jump = |c: &str| then(vec![Stmt::CtStateNew], jump(c));
+    let in_set = |key: &[KeyField], set: &str| Stmt::InSet {
+        key: key.to_vec(),
+        set: set.into(),
+    };
     r.sets = vec![
-        set(CLUSTER_IPS, "active cluster IPs"),
-        set(NODEPORT_IPS, "addresses NodePorts answer on"),
+        set(CLUSTER_IPS, &[Addr], "active cluster IPs"),
+        set(NODEPORT_IPS, &[Addr], "addresses NodePorts answer on"),
         map(
             SERVICE_IPS,
             &[Addr, InetProto, InetService],
             "cluster and external IPs",
         ),
         map(SERVICE_NODEPORTS, &[InetProto, InetService], "NodePorts"),
-        map(
+        set(
+            HAIRPIN_ENDPOINTS,
+            &[Addr, Addr],
+            "endpoint . endpoint: a pod reaching itself",
+        ),
+        set(
             NO_ENDPOINT_SERVICES,
             &[Addr, InetProto, InetService],
-            "reject or drop: no endpoints",
+            "reject: no endpoints",
         ),
-        map(
+        set(
             NO_ENDPOINT_NODEPORTS,
             &[InetProto, InetService],
-            "reject or drop: no endpoints",
+            "reject: no endpoints",
+        ),
+        set(
+            NO_LOCAL_ENDPOINT_SERVICES,
+            &[Addr, InetProto, InetService],
+            "drop: policy Local, no endpoint here",
+        ),
+        set(
+            NO_LOCAL_ENDPOINT_NODEPORTS,
+            &[InetProto, InetService],
+            "drop: policy Local, no endpoint here",
         ),
     ];
 
@@ -386,6 +609,22 @@ pub fn base(node: &Node) -> Ruleset {
         plain_chain(
             MASQUERADING,
             vec![
+                // Hairpin: a pod reaching itself through a service. Without
+                // SNAT it would answer itself directly (its own address is
+                // local to it), and the client socket would see a reply from
+                // the wrong address. After DNAT the source and destination
+                // are then the same endpoint: one lookup in a set of
+                // `endpoint . endpoint` pairs, whatever the service.
+                then(
+                    vec![
+                        Stmt::CtStatusDnat,
+                        Stmt::InSet {
+                            key: vec![KeyField::IpSaddr, KeyField::IpDaddr],
+                            set: HAIRPIN_ENDPOINTS.into(),
+                        },
+                    ],
+                    jump(MARK_FOR_MASQUERADE),
+                ),
                 then(vec![Stmt::MarkUnset(MASQ_MARK)], Verdict::Return),
                 // Clear the mark: it stays on the packet, and a packet passing
                 // postrouting once more (looped back) must not be masqueraded twice.
@@ -398,10 +637,7 @@ pub fn base(node: &Node) -> Ruleset {
         plain_chain(
             REJECT_CHAIN,
             vec![
-                Rule::new(vec![
-                    Stmt::L4Proto(super::model::Protocol::Tcp),
-                    Stmt::RejectTcpReset,
-                ]),
+                Rule::new(vec![Stmt::L4Proto(Protocol::Tcp), Stmt::RejectTcpReset]),
                 Rule::new(vec![Stmt::Reject]),
             ],
         ),
@@ -415,19 +651,40 @@ pub fn base(node: &Node) -> Ruleset {
                 ]),
             ],
         ),
+        // Fixed rules over plain sets: a service gaining or losing its
+        // endpoints changes elements only (a verdict map element with a
+        // goto would make the kernel re-validate the whole table).
         plain_chain(
             SERVICE_ENDPOINTS_CHECK,
-            vec![Rule::new(vec![vmap(
-                &addr_proto_port,
-                NO_ENDPOINT_SERVICES,
-            )])],
+            vec![
+                then(
+                    vec![in_set(&addr_proto_port, NO_ENDPOINT_SERVICES)],
+                    goto(REJECT_CHAIN),
+                ),
+                then(
+                    vec![in_set(&addr_proto_port, NO_LOCAL_ENDPOINT_SERVICES)],
+                    Verdict::Drop,
+                ),
+            ],
         ),
         plain_chain(
             NODEPORT_ENDPOINTS_CHECK,
-            vec![Rule::new(vec![
-                daddr_in(NODEPORT_IPS),
-                vmap(&proto_port, NO_ENDPOINT_NODEPORTS),
-            ])],
+            vec![
+                then(
+                    vec![
+                        daddr_in(NODEPORT_IPS),
+                        in_set(&proto_port, NO_ENDPOINT_NODEPORTS),
+                    ],
+                    goto(REJECT_CHAIN),
+                ),
+                then(
+                    vec![
+                        daddr_in(NODEPORT_IPS),
+                        in_set(&proto_port, NO_LOCAL_ENDPOINT_NODEPORTS),
+                    ],
+                    Verdict::Drop,
+                ),
+            ],
         ),
         plain_chain(
             CLUSTER_IPS_CHECK,
@@ -511,16 +768,35 @@ pub fn base(node: &Node) -> Ruleset {
     r
 }
 
-/// One service's objects on `node`.
-pub fn service(node: &Node, svc: &Service) -> Piece {
+/// Where slot `slot` of protocol `proto` lives: its map and its offset
+/// there (see [`SLOTS_PER_MAP`]).
+fn endpoints_map(proto: Protocol, slot: u16) -> (Set, u32) {
+    let shard = slot as usize / SLOTS_PER_MAP;
+    let offset = (slot as usize % SLOTS_PER_MAP) as u32 * BUCKETS;
+    let map = Set {
+        kind: SetKind::Buckets {
+            modulus: BUCKETS,
+            proto,
+        },
+        name: format!("service-endpoints-{proto}-{shard}"),
+        key: vec![],
+        timeout: None,
+        comment: Some("slot * 65536 + bucket: endpoint".into()),
+    };
+    (map, offset)
+}
+
+/// One service's objects on `node`. Its ports' slots come from `slots`:
+/// the ones they already have, or new ones (see [`Piece::slots`]).
+pub fn service(node: &Node, svc: &Service, slots: &mut Slots) -> Piece {
     let mut b = Builder::default();
     // Headless: DNS only, no virtual IP to catch.
     let Some(cluster_ip) = svc.cluster_ip else {
         return b.p;
     };
-    b.element(CLUSTER_IPS, vec![KeyPart::Ip(cluster_ip)], None, None);
+    b.shared(CLUSTER_IPS, vec![KeyPart::Ip(cluster_ip)]);
     for sp in &svc.ports {
-        service_port(&mut b, node, svc, cluster_ip, sp);
+        service_port(&mut b, node, svc, cluster_ip, sp, slots);
     }
     b.p
 }
@@ -615,6 +891,7 @@ fn service_port(
     svc: &Service,
     cluster_ip: Ipv4Addr,
     sp: &ServicePort,
+    slots: &mut Slots,
 ) {
     let n = Names::new(svc, sp);
     if b.p.ports.contains(&n.port_name) {
@@ -649,23 +926,42 @@ fn service_port(
     let has_endpoints = !endpoints.is_empty();
     let is_external = !svc.external_ips.is_empty() || sp.node_port.is_some();
     let local_policy = svc.external_traffic_local;
-    // Endpoints that traffic arriving from outside may use.
-    let has_external_endpoints = if local_policy {
-        !local.is_empty()
-    } else {
-        has_endpoints
-    };
-    // No endpoints at all: refuse at once. Endpoints, but none on this node
-    // for `Local` external traffic: drop, like kube-proxy (the client's
-    // load balancer is expected to use another node).
-    let no_external_verdict = if has_endpoints {
-        Verdict::Drop
-    } else {
-        goto(REJECT_CHAIN)
-    };
     let affinity = svc.affinity_timeout.map(|t| t.max(1));
 
-    if has_endpoints {
+    // How this port picks an endpoint: through its slots of the endpoints
+    // maps (elements only), or, with session affinity (or
+    // no slot left), through one chain per endpoint.
+    let mut owners = vec![n.port_name.clone()];
+    if is_external && local_policy {
+        owners.push(format!("{}#local", n.port_name));
+    }
+    let mut by_chains = affinity.is_some();
+    let mut got: Vec<(String, u16, bool)> = Vec::new();
+    if !by_chains {
+        for owner in owners {
+            let fresh = !slots.has(&owner);
+            match slots.get(&owner) {
+                Some(s) => got.push((owner, s, fresh)),
+                None => {
+                    by_chains = true;
+                    break;
+                }
+            }
+        }
+        if by_chains {
+            for (owner, _, fresh) in got.drain(..) {
+                if fresh {
+                    slots.release(&owner);
+                }
+            }
+        }
+    }
+    let slot_of = |i: usize| got.get(i).map(|g| g.1);
+    let (all_slot, local_slot) = (slot_of(0), slot_of(1));
+    b.p.slots
+        .extend(got.iter().map(|(o, s, _)| (o.clone(), *s)));
+
+    if by_chains {
         if let Some(timeout) = affinity {
             for e in &endpoints {
                 b.p.sets.push(Set {
@@ -679,16 +975,7 @@ fn service_port(
         }
         for e in &endpoints {
             let ep = e.ep;
-            let mut rules = vec![
-                // Hairpin: a pod reaching itself through the service. Without
-                // SNAT it would answer itself directly (its own address is
-                // local to it), and the client socket would see a reply from
-                // the wrong address.
-                then(
-                    vec![ip_is(IpField::Saddr, host(ep.ip))],
-                    jump(MARK_FOR_MASQUERADE),
-                ),
-            ];
+            let mut rules = Vec::new();
             if affinity.is_some() {
                 rules.push(Rule::new(vec![Stmt::UpdateSaddr(e.affinity.clone())]));
             }
@@ -701,63 +988,73 @@ fn service_port(
             ]));
             b.chain(e.chain.clone(), rules);
         }
-
-        // Traffic from outside the pod network (the node itself, the LAN) to
-        // the cluster IP is masqueraded, so that replies come back through
-        // this node to be un-DNATed. Pods keep their own source address.
-        let mut rules = vec![then(
-            vec![
-                ip_is(IpField::Daddr, host(cluster_ip)),
-                Stmt::Ip {
-                    field: IpField::Saddr,
-                    neq: true,
-                    net: node.cluster_cidr.trunc(),
-                },
-            ],
-            jump(MARK_FOR_MASQUERADE),
-        )];
-        pick_endpoint(&mut rules, &all, affinity.is_some());
-        b.chain(n.service.clone(), rules);
-
-        if is_external && local_policy && !local.is_empty() {
-            let mut rules = Vec::new();
-            pick_endpoint(&mut rules, &local, affinity.is_some());
-            b.chain(n.local.clone(), rules);
-        }
-
-        if is_external {
-            let rules = if !local_policy {
-                // Cluster policy: the endpoint may be on another node, whose
-                // reply must come back here; so masquerade.
-                vec![
-                    verdict(jump(MARK_FOR_MASQUERADE)),
-                    verdict(goto(&n.service)),
-                ]
-            } else {
-                // Local policy: keep the client's address and only use this
-                // node's endpoints, except for traffic that starts inside
-                // the cluster, which is treated like cluster IP traffic.
-                let mut rules = vec![
-                    then(
-                        vec![ip_is(IpField::Saddr, node.cluster_cidr.trunc())],
-                        goto(&n.service),
-                    )
-                    .comment("short-circuit pod traffic"),
-                    then(vec![Stmt::FibSaddrLocal], jump(MARK_FOR_MASQUERADE))
-                        .comment("masquerade local traffic"),
-                    then(vec![Stmt::FibSaddrLocal], goto(&n.service))
-                        .comment("short-circuit local traffic"),
-                ];
-                if !local.is_empty() {
-                    rules.push(verdict(goto(&n.local)));
-                }
-                rules
-            };
-            b.chain(n.external.clone(), rules);
-        }
     }
 
-    // The verdict map entries.
+    // The chain that picks among all endpoints. Traffic from outside the
+    // pod network (the node itself, the LAN) to the cluster IP is
+    // masqueraded, so that replies come back through this node to be
+    // un-DNATed. Pods keep their own source address. Without endpoints
+    // nothing matches: the packet goes on to the filter chains, which
+    // reject it (`no-endpoint-services`).
+    let mut rules = vec![then(
+        vec![
+            ip_is(IpField::Daddr, host(cluster_ip)),
+            Stmt::Ip {
+                field: IpField::Saddr,
+                neq: true,
+                net: node.cluster_cidr.trunc(),
+            },
+        ],
+        jump(MARK_FOR_MASQUERADE),
+    )];
+    pick_endpoint(b, &mut rules, proto, all_slot, &all, affinity.is_some());
+    b.chain(n.service.clone(), rules);
+
+    if is_external {
+        if local_policy {
+            // Only this node's endpoints; none: nothing matches, and the
+            // filter chains drop the packet (`no-local-endpoint-services`).
+            let mut rules = Vec::new();
+            pick_endpoint(b, &mut rules, proto, local_slot, &local, affinity.is_some());
+            b.chain(n.local.clone(), rules);
+        }
+        let rules = if !local_policy {
+            // Cluster policy: the endpoint may be on another node, whose
+            // reply must come back here; so masquerade.
+            vec![
+                verdict(jump(MARK_FOR_MASQUERADE)),
+                verdict(goto(&n.service)),
+            ]
+        } else {
+            // Local policy: keep the client's address and only use this
+            // node's endpoints, except for traffic that starts inside
+            // the cluster, which is treated like cluster IP traffic.
+            vec![
+                then(
+                    vec![ip_is(IpField::Saddr, node.cluster_cidr.trunc())],
+                    goto(&n.service),
+                )
+                .comment("short-circuit pod traffic"),
+                then(vec![Stmt::FibSaddrLocal], jump(MARK_FOR_MASQUERADE))
+                    .comment("masquerade local traffic"),
+                then(vec![Stmt::FibSaddrLocal], goto(&n.service))
+                    .comment("short-circuit local traffic"),
+                verdict(goto(&n.local)),
+            ]
+        };
+        b.chain(n.external.clone(), rules);
+    }
+
+    // A pod reaching itself (see `masquerading`).
+    for e in &endpoints {
+        b.shared(
+            HAIRPIN_ENDPOINTS,
+            vec![KeyPart::Ip(e.ep.ip), KeyPart::Ip(e.ep.ip)],
+        );
+    }
+
+    // The verdict map entries: always there, whatever the endpoints, so
+    // that endpoints coming and going change only set elements.
     let key = |ip: Ipv4Addr| {
         vec![
             KeyPart::Ip(ip),
@@ -765,77 +1062,113 @@ fn service_port(
             KeyPart::Port(sp.port),
         ]
     };
-    if has_endpoints {
-        b.element(
-            SERVICE_IPS,
-            key(cluster_ip),
-            Some(goto(&n.service)),
-            claim(ClaimKind::ClusterIp),
-        );
-    } else {
+    let verdict_to = |chain: &str| Some(Value::Verdict(goto(chain)));
+    b.element(
+        SERVICE_IPS,
+        key(cluster_ip),
+        verdict_to(&n.service),
+        claim(ClaimKind::ClusterIp),
+    );
+    if !has_endpoints {
         b.element(
             NO_ENDPOINT_SERVICES,
             key(cluster_ip),
-            Some(goto(REJECT_CHAIN)),
+            None,
             claim(ClaimKind::ClusterIp),
         );
     }
+    // No endpoints at all: refuse at once. Endpoints, but none on this node
+    // for `Local` external traffic: drop, like kube-proxy (the client's
+    // load balancer is expected to use another node).
+    let no_external = if !has_endpoints {
+        Some((NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS))
+    } else if local_policy && local.is_empty() {
+        Some((NO_LOCAL_ENDPOINT_SERVICES, NO_LOCAL_ENDPOINT_NODEPORTS))
+    } else {
+        None
+    };
     for &ip in &svc.external_ips {
-        if has_endpoints {
-            b.element(
-                SERVICE_IPS,
-                key(ip),
-                Some(goto(&n.external)),
-                claim(ClaimKind::ExternalIp),
-            );
-        }
-        if !has_external_endpoints {
-            b.element(
-                NO_ENDPOINT_SERVICES,
-                key(ip),
-                Some(no_external_verdict.clone()),
-                claim(ClaimKind::ExternalIp),
-            );
+        b.element(
+            SERVICE_IPS,
+            key(ip),
+            verdict_to(&n.external),
+            claim(ClaimKind::ExternalIp),
+        );
+        if let Some((set, _)) = no_external {
+            b.element(set, key(ip), None, claim(ClaimKind::ExternalIp));
         }
     }
     if let Some(np) = sp.node_port {
         let key = || vec![KeyPart::Proto(proto), KeyPart::Port(np)];
-        if has_endpoints {
-            b.element(
-                SERVICE_NODEPORTS,
-                key(),
-                Some(goto(&n.external)),
-                claim(ClaimKind::NodePort),
-            );
-        }
-        if !has_external_endpoints {
-            b.element(
-                NO_ENDPOINT_NODEPORTS,
-                key(),
-                Some(no_external_verdict.clone()),
-                claim(ClaimKind::NodePort),
-            );
+        b.element(
+            SERVICE_NODEPORTS,
+            key(),
+            verdict_to(&n.external),
+            claim(ClaimKind::NodePort),
+        );
+        if let Some((_, set)) = no_external {
+            b.element(set, key(), None, claim(ClaimKind::NodePort));
         }
     }
 }
 
-/// Session affinity first, then a random pick.
+/// The rules that pick one of `endpoints`, appended to `rules`.
 ///
-/// Each rule `numgen random mod K == 0 goto endpoint-i` draws its own number,
-/// with K = N, N-1, ..., 2 and the last endpoint as the fallthrough: the
-/// i-th endpoint is taken with probability (1 - 1/N)···1/(N-i) = 1/N, so
-/// the pick is uniform (kube-proxy's iptables mode does the same with
-/// `statistic`). Only a connection's first packet gets here: nat chains
-/// see nothing else, conntrack replays the decision for the rest.
+/// With a slot: one rule, `dnat ip to numgen random mod 65536 offset <o>
+/// map @service-endpoints-<proto>-<n>`, and the endpoints as elements of
+/// that map, each owning an equal share of the slot's 65536 numbers (see
+/// the module documentation for why).
 ///
-/// Why not kube-proxy nftables' single `numgen random mod N vmap { 0 : goto
-/// …, 1 : … }`: every inline vmap is an anonymous set, and the kernel names
-/// a new anonymous set by scanning every set of the table
-/// (nf_tables_set_alloc_name), so a first sync of 10 000 services took
-/// 56 s here; named per-service maps are no better (a set is found by name
-/// with a linear walk: 11 s). The cascade loads in about a second and costs
-/// a few more comparisons per new connection.
-fn pick_endpoint(rules: &mut Vec<Rule>, endpoints: &[&EndpointNames], affinity: bool) {
+/// Without (session affinity, or no slot left): session affinity first,
+/// then a random pick through one chain per endpoint. Each rule `numgen
+/// random mod K == 0 goto endpoint-i` draws its own number, with K = N,
+/// N-1, ..., 2 and the last endpoint as the fallthrough: the i-th endpoint
+/// is taken with probability (1 - 1/N)···1/(N-i) = 1/N, so the pick is
+/// uniform (kube-proxy's iptables mode does the same with `statistic`).
+/// The endpoint chain refreshes the client's entry in the affinity set.
+/// (Why not kube-proxy nftables' single `numgen random mod N vmap { 0 :
+/// goto …, 1 : … }`: every inline vmap is an anonymous set, and the kernel
+/// names a new anonymous set by scanning every set of the table
+/// (nf_tables_set_alloc_name), so a first sync of 10 000 services took 56 s
+/// here.)
+///
+/// Only a connection's first packet gets here either way: nat chains see
+/// nothing else, conntrack replays the decision for the rest.
+fn pick_endpoint(
+    b: &mut Builder,
+    rules: &mut Vec<Rule>,
+    proto: Protocol,
+    slot: Option<u16>,
+    endpoints: &[&EndpointNames],
+    affinity: bool,
+) {
+    if let Some(slot) = slot {
+        let (map, offset) = endpoints_map(proto, slot);
+        rules.push(Rule::new(vec![
+            Stmt::L4Proto(proto),
+            Stmt::DnatBuckets {
+                modulus: BUCKETS,
+                offset,
+                map: map.name.clone(),
+            },
+        ]));
+        let count = endpoints.len().min(BUCKETS as usize) as u64;
+        for (i, e) in endpoints.iter().take(count as usize).enumerate() {
+            let i = i as u64;
+            let first = (i * u64::from(BUCKETS) / count) as u32;
+            let last = ((i + 1) * u64::from(BUCKETS) / count) as u32 - 1;
+            b.element(
+                &map.name,
+                vec![KeyPart::Range(offset + first, offset + last)],
+                Some(Value::Endpoint(e.ep.ip, e.ep.port)),
+                None,
+            );
+        }
+        if !b.p.shared_sets.contains(&map) {
+            b.p.shared_sets.push(map);
+        }
+        return;
+    }
     if affinity {
         // A client seen recently goes back to the same endpoint; the
         // endpoint chain refreshes the entry (and its timeout).
@@ -917,12 +1250,16 @@ add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; 
 add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
 add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
 add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
-add map ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
-add map ip netlab no-endpoint-nodeports { type inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
+add set ip netlab hairpin-endpoints { type ipv4_addr . ipv4_addr ; comment "endpoint . endpoint: a pod reaching itself" ; }
+add set ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "reject: no endpoints" ; }
+add set ip netlab no-endpoint-nodeports { type inet_proto . inet_service ; comment "reject: no endpoints" ; }
+add set ip netlab no-local-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "drop: policy Local, no endpoint here" ; }
+add set ip netlab no-local-endpoint-nodeports { type inet_proto . inet_service ; comment "drop: policy Local, no endpoint here" ; }
 "#;
     const BASE_CHAINS: &str = r#"add chain ip netlab mark-for-masquerade
 add rule ip netlab mark-for-masquerade mark set mark or 0x4000
 add chain ip netlab masquerading
+add rule ip netlab masquerading ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade
 add rule ip netlab masquerading mark and 0x4000 == 0 return
 add rule ip netlab masquerading mark set mark xor 0x4000
 add rule ip netlab masquerading masquerade fully-random
@@ -933,9 +1270,11 @@ add chain ip netlab services
 add rule ip netlab services ip daddr . meta l4proto . th dport vmap @service-ips
 add rule ip netlab services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
 add chain ip netlab service-endpoints-check
-add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain
+add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport @no-local-endpoint-services drop
 add chain ip netlab nodeport-endpoints-check
-add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports
+add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport @no-endpoint-nodeports goto reject-chain
+add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport @no-local-endpoint-nodeports drop
 add chain ip netlab cluster-ips-check
 add rule ip netlab cluster-ips-check ip daddr @cluster-ips goto reject-chain comment "no such port on this cluster IP"
 add rule ip netlab cluster-ips-check ip daddr 10.0.0.0/16 drop comment "unallocated cluster IP"
@@ -955,6 +1294,7 @@ add chain ip netlab filter-output { type filter hook output priority 0 ; }
 add rule ip netlab filter-output ct state new jump service-endpoints-check
 add rule ip netlab filter-output ct state new jump cluster-ips-check
 "#;
+    const MAP_TCP_0: &str = "add map ip netlab service-endpoints-tcp-0 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment \"slot * 65536 + bucket: endpoint\" ; }\n";
     const BASE_ELEMENTS: &str = "add element ip netlab nodeport-ips { 172.18.0.2 }\n";
 
     /// The full table: the base objects plus these per-service lines.
@@ -988,11 +1328,16 @@ add set ip netlab cluster-ips { type ipv4_addr ; comment "active cluster IPs" ; 
 add set ip netlab nodeport-ips { type ipv4_addr ; comment "addresses NodePorts answer on" ; }
 add map ip netlab service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "cluster and external IPs" ; }
 add map ip netlab service-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts" ; }
-add map ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
-add map ip netlab no-endpoint-nodeports { type inet_proto . inet_service : verdict ; comment "reject or drop: no endpoints" ; }
+add set ip netlab hairpin-endpoints { type ipv4_addr . ipv4_addr ; comment "endpoint . endpoint: a pod reaching itself" ; }
+add set ip netlab no-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "reject: no endpoints" ; }
+add set ip netlab no-endpoint-nodeports { type inet_proto . inet_service ; comment "reject: no endpoints" ; }
+add set ip netlab no-local-endpoint-services { type ipv4_addr . inet_proto . inet_service ; comment "drop: policy Local, no endpoint here" ; }
+add set ip netlab no-local-endpoint-nodeports { type inet_proto . inet_service ; comment "drop: policy Local, no endpoint here" ; }
+add map ip netlab service-endpoints-tcp-0 { typeof numgen random mod 65536 : ip daddr . tcp dport ; flags interval ; comment "slot * 65536 + bucket: endpoint" ; }
 add chain ip netlab mark-for-masquerade
 add rule ip netlab mark-for-masquerade mark set mark or 0x4000
 add chain ip netlab masquerading
+add rule ip netlab masquerading ct status dnat ip saddr . ip daddr @hairpin-endpoints jump mark-for-masquerade
 add rule ip netlab masquerading mark and 0x4000 == 0 return
 add rule ip netlab masquerading mark set mark xor 0x4000
 add rule ip netlab masquerading masquerade fully-random
@@ -1003,9 +1348,11 @@ add chain ip netlab services
 add rule ip netlab services ip daddr . meta l4proto . th dport vmap @service-ips
 add rule ip netlab services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
 add chain ip netlab service-endpoints-check
-add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport @no-endpoint-services goto reject-chain
+add rule ip netlab service-endpoints-check ip daddr . meta l4proto . th dport @no-local-endpoint-services drop
 add chain ip netlab nodeport-endpoints-check
-add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports
+add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport @no-endpoint-nodeports goto reject-chain
+add rule ip netlab nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport @no-local-endpoint-nodeports drop
 add chain ip netlab cluster-ips-check
 add rule ip netlab cluster-ips-check ip daddr @cluster-ips goto reject-chain comment "no such port on this cluster IP"
 add rule ip netlab cluster-ips-check ip daddr 10.0.0.0/16 drop comment "unallocated cluster IP"
@@ -1024,18 +1371,15 @@ add rule ip netlab filter-input ct state new jump service-endpoints-check
 add chain ip netlab filter-output { type filter hook output priority 0 ; }
 add rule ip netlab filter-output ct state new jump service-endpoints-check
 add rule ip netlab filter-output ct state new jump cluster-ips-check
-add chain ip netlab endpoint-955667af-default/web/tcp/http__10.244.1.2/8080
-add rule ip netlab endpoint-955667af-default/web/tcp/http__10.244.1.2/8080 ip saddr 10.244.1.2 jump mark-for-masquerade
-add rule ip netlab endpoint-955667af-default/web/tcp/http__10.244.1.2/8080 meta l4proto tcp dnat to 10.244.1.2:8080
-add chain ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080
-add rule ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 ip saddr 10.244.2.2 jump mark-for-masquerade
-add rule ip netlab endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080 meta l4proto tcp dnat to 10.244.2.2:8080
 add chain ip netlab service-95253a1d-default/web/tcp/http
 add rule ip netlab service-95253a1d-default/web/tcp/http ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-95253a1d-default/web/tcp/http numgen random mod 2 == 0 goto endpoint-955667af-default/web/tcp/http__10.244.1.2/8080
-add rule ip netlab service-95253a1d-default/web/tcp/http goto endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080
+add rule ip netlab service-95253a1d-default/web/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 add element ip netlab nodeport-ips { 172.18.0.2 }
 add element ip netlab cluster-ips { 10.0.0.10 }
+add element ip netlab hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }
+add element ip netlab hairpin-endpoints { 10.244.2.2 . 10.244.2.2 }
+add element ip netlab service-endpoints-tcp-0 { 0-32767 : 10.244.1.2 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 32768-65535 : 10.244.2.2 . 8080 }
 add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d-default/web/tcp/http }
 "#,
         );
@@ -1043,14 +1387,23 @@ add element ip netlab service-ips { 10.0.0.10 . tcp . 80 : goto service-95253a1d
 
     #[test]
     fn service_without_endpoints_rejects() {
+        let c = "service-e8168be5-default/empty/tcp/http";
         assert_table(
             &[svc("empty", "10.0.0.11", vec![])],
             &table(
-                "",
-                "",
-                "add element ip netlab cluster-ips { 10.0.0.11 }
-add element ip netlab no-endpoint-services { 10.0.0.11 . tcp . 80 : goto reject-chain }
-",
+                MAP_TCP_0,
+                &format!(
+                    "add chain ip netlab {c}
+add rule ip netlab {c} ip daddr 10.0.0.11 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
+"
+                ),
+                &format!(
+                    "add element ip netlab cluster-ips {{ 10.0.0.11 }}
+add element ip netlab service-ips {{ 10.0.0.11 . tcp . 80 : goto {c} }}
+add element ip netlab no-endpoint-services {{ 10.0.0.11 . tcp . 80 }}
+"
+                ),
             ),
         );
     }
@@ -1069,18 +1422,17 @@ add element ip netlab no-endpoint-services { 10.0.0.11 . tcp . 80 : goto reject-
         assert_table(
             &[s],
             &table(
-                "",
-                "add chain ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080
-add rule ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 ip saddr 10.244.2.2 jump mark-for-masquerade
-add rule ip netlab endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080 meta l4proto tcp dnat to 10.244.2.2:8080
-add chain ip netlab service-049b5621-default/np/tcp/http
+                MAP_TCP_0,
+                "add chain ip netlab service-049b5621-default/np/tcp/http
 add rule ip netlab service-049b5621-default/np/tcp/http ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab service-049b5621-default/np/tcp/http goto endpoint-91eaf682-default/np/tcp/http__10.244.2.2/8080
+add rule ip netlab service-049b5621-default/np/tcp/http meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 add chain ip netlab external-049b5621-default/np/tcp/http
 add rule ip netlab external-049b5621-default/np/tcp/http jump mark-for-masquerade
 add rule ip netlab external-049b5621-default/np/tcp/http goto service-049b5621-default/np/tcp/http
 ",
                 "add element ip netlab cluster-ips { 10.0.0.12 }
+add element ip netlab hairpin-endpoints { 10.244.2.2 . 10.244.2.2 }
+add element ip netlab service-endpoints-tcp-0 { 0-65535 : 10.244.2.2 . 8080 }
 add element ip netlab service-ips { 10.0.0.12 . tcp . 80 : goto service-049b5621-default/np/tcp/http }
 add element ip netlab service-nodeports { tcp . 30080 : goto external-049b5621-default/np/tcp/http }
 ",
@@ -1093,16 +1445,33 @@ add element ip netlab service-nodeports { tcp . 30080 : goto external-049b5621-d
         let mut s = svc("np", "10.0.0.12", vec![]);
         s.ports[0].node_port = Some(30080);
         s.external_ips = vec!["203.0.113.7".parse().unwrap()];
+        let (c, ext) = (
+            "service-049b5621-default/np/tcp/http",
+            "external-049b5621-default/np/tcp/http",
+        );
         assert_table(
             &[s],
             &table(
-                "",
-                "",
-                "add element ip netlab cluster-ips { 10.0.0.12 }
-add element ip netlab no-endpoint-services { 10.0.0.12 . tcp . 80 : goto reject-chain }
-add element ip netlab no-endpoint-services { 203.0.113.7 . tcp . 80 : goto reject-chain }
-add element ip netlab no-endpoint-nodeports { tcp . 30080 : goto reject-chain }
-",
+                MAP_TCP_0,
+                &format!(
+                    "add chain ip netlab {c}
+add rule ip netlab {c} ip daddr 10.0.0.12 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip netlab {c} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
+add chain ip netlab {ext}
+add rule ip netlab {ext} jump mark-for-masquerade
+add rule ip netlab {ext} goto {c}
+"
+                ),
+                &format!(
+                    "add element ip netlab cluster-ips {{ 10.0.0.12 }}
+add element ip netlab service-ips {{ 10.0.0.12 . tcp . 80 : goto {c} }}
+add element ip netlab no-endpoint-services {{ 10.0.0.12 . tcp . 80 }}
+add element ip netlab service-ips {{ 203.0.113.7 . tcp . 80 : goto {ext} }}
+add element ip netlab no-endpoint-services {{ 203.0.113.7 . tcp . 80 }}
+add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
+add element ip netlab no-endpoint-nodeports {{ tcp . 30080 }}
+"
+                ),
             ),
         );
     }
@@ -1126,11 +1495,9 @@ add set ip netlab {a2} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800
                 ),
                 &format!(
                     "add chain ip netlab {e1}
-add rule ip netlab {e1} ip saddr 10.244.1.2 jump mark-for-masquerade
 add rule ip netlab {e1} update @{a1} {{ ip saddr }}
 add rule ip netlab {e1} meta l4proto tcp dnat to 10.244.1.2:8080
 add chain ip netlab {e2}
-add rule ip netlab {e2} ip saddr 10.244.2.2 jump mark-for-masquerade
 add rule ip netlab {e2} update @{a2} {{ ip saddr }}
 add rule ip netlab {e2} meta l4proto tcp dnat to 10.244.2.2:8080
 add chain ip netlab {svc_chain}
@@ -1143,6 +1510,8 @@ add rule ip netlab {svc_chain} goto {e2}
                 ),
                 &format!(
                     "add element ip netlab cluster-ips {{ 10.0.0.10 }}
+add element ip netlab hairpin-endpoints {{ 10.244.1.2 . 10.244.1.2 }}
+add element ip netlab hairpin-endpoints {{ 10.244.2.2 . 10.244.2.2 }}
 add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
 "
                 ),
@@ -1156,28 +1525,19 @@ add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
         s.ports[0].node_port = Some(30080);
         s.external_ips = vec!["203.0.113.10".parse().unwrap()];
         s.external_traffic_local = true;
-        let e1 = "endpoint-955667af-default/web/tcp/http__10.244.1.2/8080";
-        let e2 = "endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080";
         let svc_chain = "service-95253a1d-default/web/tcp/http";
         let local = "local-95253a1d-default/web/tcp/http";
         let ext = "external-95253a1d-default/web/tcp/http";
         assert_table(
             &[s],
             &table(
-                "",
+                MAP_TCP_0,
                 &format!(
-                    "add chain ip netlab {e1}
-add rule ip netlab {e1} ip saddr 10.244.1.2 jump mark-for-masquerade
-add rule ip netlab {e1} meta l4proto tcp dnat to 10.244.1.2:8080
-add chain ip netlab {e2}
-add rule ip netlab {e2} ip saddr 10.244.2.2 jump mark-for-masquerade
-add rule ip netlab {e2} meta l4proto tcp dnat to 10.244.2.2:8080
-add chain ip netlab {svc_chain}
+                    "add chain ip netlab {svc_chain}
 add rule ip netlab {svc_chain} ip daddr 10.0.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {svc_chain} numgen random mod 2 == 0 goto {e1}
-add rule ip netlab {svc_chain} goto {e2}
+add rule ip netlab {svc_chain} meta l4proto tcp dnat ip to numgen random mod 65536 map @service-endpoints-tcp-0
 add chain ip netlab {local}
-add rule ip netlab {local} goto {e1}
+add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp-0
 add chain ip netlab {ext}
 add rule ip netlab {ext} ip saddr 10.244.0.0/16 goto {svc_chain} comment \"short-circuit pod traffic\"
 add rule ip netlab {ext} fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"
@@ -1185,8 +1545,14 @@ add rule ip netlab {ext} fib saddr type local goto {svc_chain} comment \"short-c
 add rule ip netlab {ext} goto {local}
 "
                 ),
+                // Slot 0: both endpoints; slot 1: the one on this node.
                 &format!(
                     "add element ip netlab cluster-ips {{ 10.0.0.10 }}
+add element ip netlab hairpin-endpoints {{ 10.244.1.2 . 10.244.1.2 }}
+add element ip netlab hairpin-endpoints {{ 10.244.2.2 . 10.244.2.2 }}
+add element ip netlab service-endpoints-tcp-0 {{ 0-32767 : 10.244.1.2 . 8080 }}
+add element ip netlab service-endpoints-tcp-0 {{ 32768-65535 : 10.244.2.2 . 8080 }}
+add element ip netlab service-endpoints-tcp-0 {{ 65536-131071 : 10.244.1.2 . 8080 }}
 add element ip netlab service-ips {{ 10.0.0.10 . tcp . 80 : goto {svc_chain} }}
 add element ip netlab service-ips {{ 203.0.113.10 . tcp . 80 : goto {ext} }}
 add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
@@ -1201,9 +1567,9 @@ add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
         let mut s = svc("far", "10.0.0.13", vec![ep("10.244.2.2", "node-2")]);
         s.ports[0].node_port = Some(30083);
         s.external_traffic_local = true;
-        let e = "endpoint-d3063c8c-default/far/tcp/http__10.244.2.2/8080";
         let svc_chain = "service-f5107cf6-default/far/tcp/http";
         let ext = "external-f5107cf6-default/far/tcp/http";
+        let local = "local-f5107cf6-default/far/tcp/http";
         let r = ruleset(&node(), &[s]);
         let got = r.render();
         // Pods and the node itself still reach the remote endpoint...
@@ -1213,14 +1579,25 @@ add element ip netlab service-nodeports {{ tcp . 30080 : goto {ext} }}
             )),
             "{got}"
         );
-        assert!(got.contains(&format!("add chain ip netlab {e}\n")), "{got}");
-        // ...but there is no local chain to fall into, and the filter drops
-        // what falls through.
-        assert!(!got.contains("local-f5107cf6"), "{got}");
+        assert!(
+            got.contains(
+                "add element ip netlab service-endpoints-tcp-0 { 0-65535 : 10.244.2.2 . 8080 }\n"
+            ),
+            "{got}"
+        );
+        // ...but this node's slot holds nothing, and the filter drops what
+        // falls through.
+        assert!(
+            got.contains(&format!(
+                "add rule ip netlab {local} meta l4proto tcp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-tcp-0\n"
+            )),
+            "{got}"
+        );
+        assert!(!got.contains("service-endpoints-tcp-0 { 65536-"), "{got}");
         assert!(
             got.ends_with(&format!(
                 "add element ip netlab service-nodeports {{ tcp . 30083 : goto {ext} }}
-add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
+add element ip netlab no-local-endpoint-nodeports {{ tcp . 30083 }}
 "
             )),
             "{got}"
@@ -1239,13 +1616,13 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
         let got = ruleset(&node(), &[s]).render();
         assert!(
             got.contains(
-                "-default/dns/udp/53__10.244.1.2/8080 meta l4proto udp dnat to 10.244.1.2:8080\n"
+                "-default/dns/udp/53 meta l4proto udp dnat ip to numgen random mod 65536 map @service-endpoints-udp-0\n"
             ),
             "{got}"
         );
         assert!(
             got.contains(
-                "-default/dns/sctp/53__10.244.1.2/8080 meta l4proto sctp dnat to 10.244.1.2:8080\n"
+                "-default/dns/sctp/53 meta l4proto sctp dnat ip to numgen random mod 65536 offset 65536 map @service-endpoints-sctp-0\n"
             ),
             "{got}"
         );
@@ -1257,6 +1634,78 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
             got.contains("service-ips { 10.0.0.53 . sctp . 53 : goto service-"),
             "{got}"
         );
+        // One hairpin pair for the endpoint of both ports.
+        assert_eq!(got.matches("hairpin-endpoints { 10.244.1.2").count(), 1);
+    }
+
+    #[test]
+    fn endpoints_share_the_slot_evenly() {
+        let eps = ["10.244.1.2", "10.244.1.3", "10.244.2.2"];
+        let s = svc(
+            "three",
+            "10.0.0.14",
+            eps.iter().map(|ip| ep(ip, "node-1")).collect(),
+        );
+        let got = ruleset(&node(), &[s]).render();
+        assert!(
+            got.contains(
+                "add element ip netlab service-endpoints-tcp-0 { 0-21844 : 10.244.1.2 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 21845-43689 : 10.244.1.3 . 8080 }
+add element ip netlab service-endpoints-tcp-0 { 43690-65535 : 10.244.2.2 . 8080 }
+"
+            ),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn slots_are_kept_freed_and_reused() {
+        let mut slots = Slots::default();
+        assert_eq!(slots.get("a"), Some(0));
+        assert_eq!(slots.get("b"), Some(1));
+        assert_eq!(slots.get("a"), Some(0));
+        slots.release("a");
+        assert_eq!(slots.get("c"), Some(0));
+        assert_eq!(slots.get("d"), Some(2));
+        assert!(!slots.assign("e", 1), "b has it");
+        assert!(slots.assign("e", 7));
+        assert!(slots.assign("e", 7));
+        assert!(!slots.assign("e", 8));
+        assert!(!slots.assign("f", SLOTS as u16), "out of range");
+        assert_eq!(slots.get("g"), Some(3));
+        // The last interval ends below u32::MAX.
+        assert_eq!(
+            SLOTS as u64 * u64::from(BUCKETS) - 1,
+            u64::from(u32::MAX) - 65536
+        );
+    }
+
+    #[test]
+    fn without_a_free_slot_a_port_falls_back_to_endpoint_chains() {
+        let mut slots = Slots::default();
+        for i in 0..SLOTS {
+            assert!(slots.assign(&format!("x{i}"), i as u16));
+        }
+        let p = service(&node(), &web(), &mut slots);
+        assert!(p.slots.is_empty());
+        let chains: Vec<&str> = p.chains.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            chains,
+            [
+                "endpoint-955667af-default/web/tcp/http__10.244.1.2/8080",
+                "endpoint-001d018c-default/web/tcp/http__10.244.2.2/8080",
+                "service-95253a1d-default/web/tcp/http",
+            ]
+        );
+        // A Local port that gets one slot of its two gives it back.
+        slots.release("x5");
+        let mut s = web();
+        s.ports[0].node_port = Some(30080);
+        s.external_traffic_local = true;
+        let p = service(&node(), &s, &mut slots);
+        assert!(p.slots.is_empty());
+        assert!(!slots.has("default/web/tcp/http"));
+        assert_eq!(slots.get("y"), Some(5));
     }
 
     #[test]
@@ -1327,83 +1776,113 @@ add element ip netlab no-endpoint-nodeports {{ tcp . 30083 : drop }}
             .collect()
     }
 
-    #[test]
-    fn adding_one_endpoint_to_one_of_1000_services_is_a_few_lines() {
+    /// Tables of 1000 services before and after a change, numbered as a
+    /// proxier numbers them: each port keeps its slot.
+    fn before_after(change: impl FnOnce(&mut Vec<Service>)) -> (Ruleset, Ruleset, Slots) {
+        let mut slots = Slots::default();
         let mut services = many(1000);
-        let old = ruleset(&node(), &services);
-        services[500].ports[0]
-            .endpoints
-            .push(ep("10.244.2.99", "node-2"));
-        let new = ruleset(&node(), &services);
-        let t = diff(&old, &new);
-        let name = |kind: &str, readable: &str| object_name(kind, readable);
-        let svc_chain = name("service", "default/svc-500/tcp/http");
-        let e = |ip: &str| name("endpoint", &format!("default/svc-500/tcp/http__{ip}/8080"));
-        let (e1, e2, e3) = (e("10.244.1.2"), e("10.244.2.2"), e("10.244.2.99"));
-        assert_eq!(
-            t.text(),
-            format!(
-                "create chain ip netlab {e3}
-flush chain ip netlab {svc_chain}
-add rule ip netlab {e3} ip saddr 10.244.2.99 jump mark-for-masquerade
-add rule ip netlab {e3} meta l4proto tcp dnat to 10.244.2.99:8080
-add rule ip netlab {svc_chain} ip daddr 10.0.2.1 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip netlab {svc_chain} numgen random mod 3 == 0 goto {e1}
-add rule ip netlab {svc_chain} numgen random mod 2 == 0 goto {e2}
-add rule ip netlab {svc_chain} goto {e3}
-"
-            )
-        );
-        assert_eq!(t.commands(), 8);
-        assert_eq!(t.changes.chains_added, 1);
-        assert_eq!(t.changes.chains_rewritten, 1);
+        let old = ruleset_with(&node(), &services, &mut slots);
+        change(&mut services);
+        let new = ruleset_with(&node(), &services, &mut slots);
+        (old, new, slots)
+    }
+
+    /// `<map> { <interval>`: an interval of the slot of service `svc-<i>`.
+    fn buckets(slots: &mut Slots, i: u32, first: u32, last: u32) -> String {
+        let slot = slots.get(&format!("default/svc-{i}/tcp/http")).unwrap();
+        let (map, offset) = endpoints_map(Protocol::Tcp, slot);
+        format!("{} {{ {}-{}", map.name, offset + first, offset + last)
     }
 
     #[test]
-    fn removing_the_last_endpoint_moves_the_service_to_reject() {
-        let mut services = many(1000);
-        let old = ruleset(&node(), &services);
-        services[7].ports[0].endpoints.clear();
-        let new = ruleset(&node(), &services);
+    fn adding_one_endpoint_to_one_of_1000_services_changes_elements_only() {
+        let (old, new, mut slots) =
+            before_after(|s| s[500].ports[0].endpoints.push(ep("10.244.3.99", "node-2")));
         let t = diff(&old, &new);
-        let svc_chain = object_name("service", "default/svc-7/tcp/http");
-        let e = |ip: &str| object_name("endpoint", &format!("default/svc-7/tcp/http__{ip}/8080"));
-        let (e1, e2) = (e("10.244.1.9"), e("10.244.2.9"));
+        let mut b = |first, last| buckets(&mut slots, 500, first, last);
         assert_eq!(
             t.text(),
             format!(
-                "delete element ip netlab service-ips {{ 10.0.0.8 . tcp . 80 }}
-flush chain ip netlab {e1}
-flush chain ip netlab {e2}
-flush chain ip netlab {svc_chain}
-delete chain ip netlab {e1}
-delete chain ip netlab {e2}
-delete chain ip netlab {svc_chain}
-add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 : goto reject-chain }}
-"
+                "delete element ip netlab {} }}
+delete element ip netlab {} }}
+add element ip netlab hairpin-endpoints {{ 10.244.3.99 . 10.244.3.99 }}
+add element ip netlab {} : 10.244.1.2 . 8080 }}
+add element ip netlab {} : 10.244.2.2 . 8080 }}
+add element ip netlab {} : 10.244.3.99 . 8080 }}
+",
+                b(0, 32767),
+                b(32768, 65535),
+                b(0, 21844),
+                b(21845, 43689),
+                b(43690, 65535),
+            )
+        );
+        assert_eq!(t.commands(), 6);
+        assert_eq!(t.changes.chains_added + t.changes.chains_rewritten, 0);
+    }
+
+    #[test]
+    fn losing_and_regaining_endpoints_changes_elements_only() {
+        let (old, new, mut slots) = before_after(|s| s[7].ports[0].endpoints.clear());
+        let t = diff(&old, &new);
+        // The hairpin pairs stay: other services have the same endpoints.
+        assert_eq!(
+            t.text(),
+            format!(
+                "delete element ip netlab {} }}
+delete element ip netlab {} }}
+add element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
+",
+                buckets(&mut slots, 7, 0, 32767),
+                buckets(&mut slots, 7, 32768, 65535),
+            )
+        );
+        let t = diff(&new, &old);
+        assert_eq!(
+            t.text(),
+            format!(
+                "delete element ip netlab no-endpoint-services {{ 10.0.0.8 . tcp . 80 }}
+add element ip netlab {} : 10.244.1.9 . 8080 }}
+add element ip netlab {} : 10.244.2.9 . 8080 }}
+",
+                buckets(&mut slots, 7, 0, 32767),
+                buckets(&mut slots, 7, 32768, 65535),
             )
         );
     }
 
     #[test]
     fn deleting_a_service_removes_exactly_its_objects() {
-        let mut services = many(1000);
-        let old = ruleset(&node(), &services);
-        services.remove(3);
-        let new = ruleset(&node(), &services);
+        let (old, new, mut slots) = before_after(|s| {
+            s.remove(3);
+        });
         let t = diff(&old, &new);
-        assert_eq!(t.commands(), 8, "{}", t.text());
-        assert!(t.text().starts_with(
-            "delete element ip netlab cluster-ips { 10.0.0.4 }
-delete element ip netlab service-ips { 10.0.0.4 . tcp . 80 }
-"
-        ));
-        assert!(
-            t.text()
-                .lines()
-                .all(|l| l.contains("default/svc-3/") || l.contains("10.0.0.4 ")),
-            "{}",
-            t.text()
+        let c = object_name("service", "default/svc-3/tcp/http");
+        assert_eq!(
+            t.text(),
+            format!(
+                "delete element ip netlab cluster-ips {{ 10.0.0.4 }}
+delete element ip netlab {} }}
+delete element ip netlab {} }}
+delete element ip netlab service-ips {{ 10.0.0.4 . tcp . 80 }}
+flush chain ip netlab {c}
+delete chain ip netlab {c}
+",
+                buckets(&mut slots, 3, 0, 32767),
+                buckets(&mut slots, 3, 32768, 65535),
+            )
         );
+    }
+
+    #[test]
+    fn a_fresh_ruleset_numbers_slots_in_order() {
+        // Without kept slots, removing a service renumbers the ones after it.
+        let mut services = many(3);
+        let before = ruleset(&node(), &services);
+        services.remove(0);
+        let after = ruleset(&node(), &services);
+        let t = diff(&before, &after).text();
+        assert!(t.contains("flush chain ip netlab service-"), "{t}");
+        assert!(t.contains(" offset 65536 map"), "{t}");
     }
 }

@@ -34,13 +34,24 @@ pub enum SetKind {
     Set,
     /// A verdict map.
     Map,
+    /// An interval map from a `numgen random mod <modulus> offset <o>`
+    /// result to an endpoint address and port of protocol `proto`
+    /// (`service-endpoints-tcp`): `typeof numgen random mod <modulus> : ip
+    /// daddr . tcp dport ; flags interval`. Its key is given by the typeof,
+    /// not by [`Set::key`]. (One per protocol: nft 1.0.6 refuses a rule
+    /// `meta l4proto udp dnat ... map @m` whose map it read from the kernel
+    /// when the map's typeof says `tcp dport`, or `th dport`.)
+    Buckets {
+        modulus: u32,
+        proto: Protocol,
+    },
 }
 
 impl SetKind {
     pub fn keyword(self) -> &'static str {
         match self {
             SetKind::Set => "set",
-            SetKind::Map => "map",
+            SetKind::Map | SetKind::Buckets { .. } => "map",
         }
     }
 }
@@ -82,17 +93,25 @@ impl Set {
     /// What goes between the braces of `add map ... { }`, e.g.
     /// `type ipv4_addr . inet_proto . inet_service : verdict ;`.
     pub fn spec(&self) -> String {
-        let mut s = String::from("type ");
-        for (i, k) in self.key.iter().enumerate() {
-            if i > 0 {
-                s.push_str(" . ");
+        let mut s = String::new();
+        if let SetKind::Buckets { modulus, proto } = self.kind {
+            // nft has no type name for numgen's plain integer: typeof.
+            s.push_str(&format!(
+                "typeof numgen random mod {modulus} : ip daddr . {proto} dport ; flags interval ;"
+            ));
+        } else {
+            s.push_str("type ");
+            for (i, k) in self.key.iter().enumerate() {
+                if i > 0 {
+                    s.push_str(" . ");
+                }
+                s.push_str(k.nft());
             }
-            s.push_str(k.nft());
+            if self.kind == SetKind::Map {
+                s.push_str(" : verdict");
+            }
+            s.push_str(" ;");
         }
-        if self.kind == SetKind::Map {
-            s.push_str(" : verdict");
-        }
-        s.push_str(" ;");
         if let Some(t) = self.timeout {
             s.push_str(&format!(" flags dynamic,timeout ; timeout {t}s ;"));
         }
@@ -162,6 +181,10 @@ pub enum KeyPart {
     Ip(Ipv4Addr),
     Proto(Protocol),
     Port(u16),
+    /// An interval of a [`SetKind::Buckets`] map, both ends included
+    /// (`131072-163839`). The end must be below `u32::MAX`: the kernel
+    /// marks the end of an interval with an element at `end + 1`.
+    Range(u32, u32),
 }
 
 impl fmt::Display for KeyPart {
@@ -170,6 +193,7 @@ impl fmt::Display for KeyPart {
             KeyPart::Ip(ip) => write!(f, "{ip}"),
             KeyPart::Proto(p) => write!(f, "{p}"),
             KeyPart::Port(p) => write!(f, "{p}"),
+            KeyPart::Range(a, b) => write!(f, "{a}-{b}"),
         }
     }
 }
@@ -198,14 +222,32 @@ impl PartialEq<&str> for Key {
     }
 }
 
+/// What a map element maps its key to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Value {
+    /// Verdict maps: `goto service-...`.
+    Verdict(Verdict),
+    /// [`SetKind::Buckets`] maps: the endpoint, `10.244.1.2 . 8080`.
+    Endpoint(Ipv4Addr, u16),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Verdict(v) => write!(f, "{v}"),
+            Value::Endpoint(ip, port) => write!(f, "{ip} . {port}"),
+        }
+    }
+}
+
 /// One element of a named set or map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Element {
     pub set: String,
     pub key: Key,
-    /// For maps, e.g. `goto service-...`; None for plain sets.
+    /// For maps; None for plain sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Verdict>,
+    pub value: Option<Value>,
 }
 
 /// Everything in the table.
@@ -612,7 +654,7 @@ mod tests {
         Element {
             set: set.into(),
             key: Key(vec![KeyPart::Ip(ip.parse().unwrap())]),
-            value,
+            value: value.map(Value::Verdict),
         }
     }
 
@@ -742,7 +784,7 @@ add rule ip netlab svc goto ep-a
         let old = base();
         let mut new = base();
         new.chains.push(chain("ext", vec![goto("svc")]));
-        new.elements[0].value = Some(Verdict::Goto("ext".into()));
+        new.elements[0].value = Some(Value::Verdict(Verdict::Goto("ext".into())));
         assert_eq!(
             diff(&old, &new).text(),
             "delete element ip netlab m { 9.9.9.9 }

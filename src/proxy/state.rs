@@ -9,7 +9,8 @@
 //! (temp file + rename: a crash leaves the old file or the new one).
 //!
 //! The file holds models, not rules: the loader regenerates each service's
-//! rules, and checks them against the hash recorded when they were
+//! rules (with the endpoints-map slots recorded for it, see
+//! `rules::Slots`), and checks them against the hash recorded when they were
 //! applied. A netlab whose rule generator changed since then sees a
 //! mismatch and rewrites the table rather than diffing against rules the
 //! kernel does not hold. A torn last line (a crash while appending) makes
@@ -29,7 +30,10 @@ use super::ServiceKey;
 
 /// Format version; a file with another version is ignored (and the table
 /// rewritten).
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+
+/// The endpoints-map slots of one service, by owner name.
+pub type SlotList = Vec<(String, u16)>;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -46,6 +50,8 @@ struct Record {
     service: Option<Service>,
     #[serde(default)]
     hash: u64,
+    #[serde(default)]
+    slots: SlotList,
 }
 
 #[derive(Serialize)]
@@ -53,14 +59,29 @@ struct RecordRef<'a> {
     key: &'a ServiceKey,
     service: Option<&'a Service>,
     hash: u64,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    slots: &'a [(String, u16)],
 }
+
+/// One service as the file records it: its model, the hash of the rules
+/// applied for it, and their slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    pub key: ServiceKey,
+    pub service: Service,
+    pub hash: u64,
+    pub slots: SlotList,
+}
+
+/// [`Saved`], borrowed, for writing.
+pub type SavedRef<'a> = (&'a ServiceKey, &'a Service, u64, &'a [(String, u16)]);
 
 /// What a state file says.
 pub struct Loaded {
     pub node: Node,
     pub base_hash: u64,
-    /// (key, model, hash of the rules applied for it), in key order.
-    pub services: Vec<(ServiceKey, Service, u64)>,
+    /// In key order.
+    pub services: Vec<Saved>,
 }
 
 /// A stable hash of generated rules (FxHash over the derived `Hash`).
@@ -111,8 +132,9 @@ pub fn read(netns: &str, path: &Path) -> Result<Option<Loaded>, ProxyError> {
                 key,
                 service: Some(s),
                 hash,
+                slots,
             }) => {
-                services.insert(key, (s, hash));
+                services.insert(key, (s, hash, slots));
             }
             Ok(Record {
                 key, service: None, ..
@@ -125,7 +147,15 @@ pub fn read(netns: &str, path: &Path) -> Result<Option<Loaded>, ProxyError> {
     Ok(Some(Loaded {
         node: header.node,
         base_hash: header.base_hash,
-        services: services.into_iter().map(|(k, (s, h))| (k, s, h)).collect(),
+        services: services
+            .into_iter()
+            .map(|(key, (service, hash, slots))| Saved {
+                key,
+                service,
+                hash,
+                slots,
+            })
+            .collect(),
     }))
 }
 
@@ -135,7 +165,7 @@ pub fn write(
     netns: &str,
     node: &Node,
     base_hash: u64,
-    services: &[(&ServiceKey, &Service, u64)],
+    services: &[SavedRef<'_>],
 ) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -153,13 +183,14 @@ pub fn write(
         };
         serde_json::to_writer(&mut f, &header)?;
         f.write_all(b"\n")?;
-        for (key, s, hash) in services {
+        for (key, s, hash, slots) in services {
             serde_json::to_writer(
                 &mut f,
                 &RecordRef {
                     key,
                     service: Some(s),
                     hash: *hash,
+                    slots,
                 },
             )?;
             f.write_all(b"\n")?;
@@ -174,15 +205,16 @@ pub fn write(
 
 /// Append records of changed (Some) and removed (None) services, in one
 /// write.
-pub fn append(path: &Path, records: &[(&ServiceKey, Option<(&Service, u64)>)]) -> io::Result<()> {
+pub fn append(path: &Path, records: &[(&ServiceKey, Option<SavedRef<'_>>)]) -> io::Result<()> {
     let mut buf = Vec::new();
     for (key, s) in records {
         serde_json::to_writer(
             &mut buf,
             &RecordRef {
                 key,
-                service: s.map(|s| s.0),
-                hash: s.map_or(0, |s| s.1),
+                service: s.map(|s| s.1),
+                hash: s.map_or(0, |s| s.2),
+                slots: s.map_or(&[][..], |s| s.3),
             },
         )?;
         buf.push(b'\n');
@@ -252,12 +284,28 @@ mod tests {
             ("default".to_string(), "a".to_string()),
             ("default".to_string(), "b".to_string()),
         );
-        write(&path, "ns", &node(), 7, &[(&ka, &a, 1), (&kb, &b, 2)]).unwrap();
+        let slots = vec![("default/a/tcp/1".to_string(), 4)];
+        write(
+            &path,
+            "ns",
+            &node(),
+            7,
+            &[(&ka, &a, 1, &[]), (&kb, &b, 2, &slots)],
+        )
+        .unwrap();
         let a2 = svc("a", 3);
-        append(&path, &[(&ka, Some((&a2, 3))), (&kb, None)]).unwrap();
+        append(&path, &[(&ka, Some((&ka, &a2, 3, &slots))), (&kb, None)]).unwrap();
         let l = read("ns", &path).unwrap().unwrap();
         assert_eq!(l.base_hash, 7);
-        assert_eq!(l.services, vec![(ka, a2, 3)]);
+        assert_eq!(
+            l.services,
+            vec![Saved {
+                key: ka,
+                service: a2,
+                hash: 3,
+                slots
+            }]
+        );
         // Another namespace's file, or a torn one, is not used.
         assert!(read("other", &path).unwrap().is_none());
         let mut f = std::fs::OpenOptions::new()

@@ -15,7 +15,8 @@ use super::tlv::{Buf, Udata, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, 
 use crate::proxy::model::Protocol;
 use crate::proxy::rule::{IpField, KeyField, Rule, Stmt, Verdict};
 use crate::proxy::ruleset::{
-    Chain, ChainType, Element, HookPoint, KeyPart, KeyType, Op, Set, SetKind, Transaction, TABLE,
+    Chain, ChainType, Element, HookPoint, KeyPart, KeyType, Op, Set, SetKind, Transaction, Value,
+    TABLE,
 };
 
 // nfnetlink
@@ -67,16 +68,20 @@ const ELEM_LIST_SET: u16 = 2;
 const ELEM_LIST_ELEMENTS: u16 = 3;
 const ELEM_KEY: u16 = 1;
 const ELEM_DATA: u16 = 2;
+const ELEM_FLAGS: u16 = 3;
 const DATA_VALUE: u16 = 1;
 const DATA_VERDICT: u16 = 2;
 const VERDICT_CODE: u16 = 1;
 const VERDICT_CHAIN: u16 = 2;
 
 // Set flags and data.
+const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
 const NFT_SET_TIMEOUT: u32 = 0x10;
 const NFT_SET_EVAL: u32 = 0x20;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+/// `NFT_SET_ELEM_INTERVAL_END`: the element ends an interval.
+const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 
 // Verdict codes.
 const NF_DROP: i32 = 0;
@@ -350,18 +355,32 @@ fn key_type(k: KeyType) -> (u32, u32) {
 /// udata types of sets (libnftnl `enum nftnl_udata_set_types`).
 const UDATA_SET_KEYBYTEORDER: u8 = 0;
 const UDATA_SET_DATABYTEORDER: u8 = 1;
-const UDATA_SET_DATA_TYPEOF: u8 = 3;
+const UDATA_SET_KEY_TYPEOF: u8 = 3;
+const UDATA_SET_DATA_TYPEOF: u8 = 4;
 const UDATA_SET_DATA_INTERVAL: u8 = 6;
 const UDATA_SET_COMMENT: u8 = 7;
 /// nft's `enum byteorder`.
 const BYTEORDER_INVALID: u32 = 0;
+const BYTEORDER_HOST_ENDIAN: u32 = 1;
 const BYTEORDER_BIG_ENDIAN: u32 = 2;
+/// nft's `enum expr_types`, as typeof udata records them.
+const EXPR_PAYLOAD: u32 = 7;
+const EXPR_CONCAT: u32 = 13;
+const EXPR_NUMGEN: u32 = 23;
+/// nft's `integer` datatype id, and its `ipv4_addr . inet_service`.
+const TYPE_INTEGER: u32 = 4;
+const TYPE_ADDR_SERVICE: u32 = (7 << 6) | 13;
 
 fn set(b: &mut Buf, s: &Set, id: u32) {
     b.put_str(SET_TABLE, TABLE);
     b.put_str(SET_NAME, &s.name);
+    let buckets = matches!(s.kind, SetKind::Buckets { .. });
+    let is_map = s.kind != SetKind::Set;
     let mut flags = 0;
-    if s.kind == SetKind::Map {
+    if buckets {
+        flags |= NFT_SET_INTERVAL;
+    }
+    if is_map {
         flags |= NFT_SET_MAP;
     }
     if s.timeout.is_some() {
@@ -370,7 +389,9 @@ fn set(b: &mut Buf, s: &Set, id: u32) {
     b.put_u32(SET_FLAGS, flags);
     // A concatenation's type is its parts' ids, 6 bits each; each part
     // takes a whole 4-byte register.
-    let (ty, len) = if let [k] = s.key[..] {
+    let (ty, len) = if buckets {
+        (TYPE_INTEGER, 4)
+    } else if let [k] = s.key[..] {
         key_type(k)
     } else {
         s.key.iter().fold((0, 0), |(ty, len), k| {
@@ -380,30 +401,75 @@ fn set(b: &mut Buf, s: &Set, id: u32) {
     };
     b.put_u32(SET_KEY_TYPE, ty);
     b.put_u32(SET_KEY_LEN, len);
-    if s.kind == SetKind::Map {
-        b.put_u32(SET_DATA_TYPE, NFT_DATA_VERDICT);
-        b.put_u32(SET_DATA_LEN, 0);
+    match s.kind {
+        SetKind::Map => {
+            b.put_u32(SET_DATA_TYPE, NFT_DATA_VERDICT);
+            b.put_u32(SET_DATA_LEN, 0);
+        }
+        SetKind::Buckets { .. } => {
+            // An address and a port, each in its own 4-byte register.
+            b.put_u32(SET_DATA_TYPE, TYPE_ADDR_SERVICE);
+            b.put_u32(SET_DATA_LEN, 8);
+        }
+        SetKind::Set => {}
     }
     b.put_u32(10, id); // NFTA_SET_ID, as nft sends it
     if let Some(t) = s.timeout {
         b.put_u64(SET_TIMEOUT, u64::from(t) * 1000);
     }
     let mut u = Udata::default();
-    // Addresses and ports are big endian; a concatenation has no one order.
-    let order = if s.key.len() == 1 {
+    // Addresses and ports are big endian; a concatenation has no one
+    // order; numgen's number is the host's.
+    let order = if buckets {
+        BYTEORDER_HOST_ENDIAN
+    } else if s.key.len() == 1 {
         BYTEORDER_BIG_ENDIAN
     } else {
         BYTEORDER_INVALID
     };
     u.put_u32(UDATA_SET_KEYBYTEORDER, order);
-    if s.kind == SetKind::Map {
+    if is_map {
         u.put_u32(UDATA_SET_DATABYTEORDER, BYTEORDER_INVALID);
-        // What nft 1.0.6 records for a verdict: the expression type
-        // (EXPR_VERDICT... as nft numbers it, 13) and an empty nest.
+    }
+    if let SetKind::Buckets { modulus, proto } = s.kind {
+        // typeof numgen random mod <modulus> : ip daddr . tcp dport
+        u.nest(UDATA_SET_KEY_TYPEOF, |u| {
+            u.put_u32(0, EXPR_NUMGEN);
+            u.nest(1, |u| {
+                u.put_u32(0, 1); // NFT_NG_RANDOM
+                u.put_u32(1, modulus);
+                u.put_u32(2, 0); // offset
+            });
+        });
         u.nest(UDATA_SET_DATA_TYPEOF, |u| {
-            u.put_u32(0, 13);
+            u.put_u32(0, EXPR_CONCAT);
+            u.nest(1, |u| {
+                // (proto_desc_id, template): ip daddr, <proto> dport.
+                let transport = match proto {
+                    Protocol::Tcp => 8,
+                    Protocol::Udp => 6,
+                    Protocol::Sctp => 10,
+                };
+                for (i, (desc, field)) in [(12, 12), (transport, 2)].into_iter().enumerate() {
+                    u.nest(i as u8, |u| {
+                        u.put_u32(0, EXPR_PAYLOAD);
+                        u.nest(1, |u| {
+                            u.put_u32(0, desc);
+                            u.put_u32(1, field);
+                        });
+                    });
+                }
+            });
+        });
+    } else if s.kind == SetKind::Map || s.key.len() > 1 {
+        // A concatenation of types: what nft 1.0.6 records is the
+        // expression type and an empty nest.
+        u.nest(UDATA_SET_KEY_TYPEOF, |u| {
+            u.put_u32(0, EXPR_CONCAT);
             u.put(1, &[]);
         });
+    }
+    if is_map {
         u.put_u32(UDATA_SET_DATA_INTERVAL, 0);
     }
     if let Some(c) = &s.comment {
@@ -419,6 +485,8 @@ fn key_bytes(parts: &[KeyPart]) -> Vec<u8> {
             KeyPart::Ip(ip) => v.extend_from_slice(&ip.octets()),
             KeyPart::Proto(p) => v.push(proto_number(*p)),
             KeyPart::Port(p) => v.extend_from_slice(&p.to_be_bytes()),
+            // numgen's number goes through `byteorder hton` before the lookup.
+            KeyPart::Range(start, _) => v.extend_from_slice(&start.to_be_bytes()),
         }
         if parts.len() > 1 {
             v.resize(v.len().div_ceil(4) * 4, 0);
@@ -427,13 +495,31 @@ fn key_bytes(parts: &[KeyPart]) -> Vec<u8> {
     v
 }
 
+/// One element; an interval is two: its start (with the value), and an
+/// element flagged as an end, one past its last number.
 fn element(b: &mut Buf, e: &Element, with_value: bool) {
     b.nest(LIST_ELEM, |b| {
         b.nest(ELEM_KEY, |b| b.put(DATA_VALUE, &key_bytes(&e.key.0)));
         if let (true, Some(v)) = (with_value, &e.value) {
-            b.nest(ELEM_DATA, |b| verdict_data(b, v));
+            b.nest(ELEM_DATA, |b| match v {
+                Value::Verdict(v) => verdict_data(b, v),
+                Value::Endpoint(ip, port) => {
+                    let mut data = [0u8; 8];
+                    data[..4].copy_from_slice(&ip.octets());
+                    data[4..6].copy_from_slice(&port.to_be_bytes());
+                    b.put(DATA_VALUE, &data);
+                }
+            });
         }
     });
+    if let [KeyPart::Range(_, last)] = e.key.0[..] {
+        b.nest(LIST_ELEM, |b| {
+            b.put_u32(ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+            b.nest(ELEM_KEY, |b| {
+                b.put(DATA_VALUE, &(last + 1).to_be_bytes());
+            });
+        });
+    }
 }
 
 fn verdict_data(b: &mut Buf, v: &Verdict) {
@@ -527,15 +613,29 @@ fn bitwise(b: &mut Buf, mask: [u8; 4], xor: [u8; 4]) {
     });
 }
 
-/// `[ lookup reg 1 set <name> (dreg 0) ]`
-fn lookup(b: &mut Buf, set: &str, vmap: bool) {
+/// `[ lookup reg 1 set <name> (dreg <dreg>) ]`
+fn lookup(b: &mut Buf, set: &str, dreg: Option<u32>) {
     expr(b, "lookup", |b| {
         b.put_u32(2, REG_1);
-        if vmap {
-            b.put_u32(3, REG_VERDICT);
+        if let Some(d) = dreg {
+            b.put_u32(3, d);
         }
         b.put_str(1, set);
     });
+}
+
+/// The parts of a concatenation: the first to reg 1, the next ones to the
+/// 4-byte registers after it: reg 9, 10, ...
+fn concat(b: &mut Buf, key: &[KeyField]) {
+    for (i, k) in key.iter().enumerate() {
+        let reg = if i == 0 { REG_1 } else { REG32_00 + i as u32 };
+        match k {
+            KeyField::IpSaddr => payload(b, reg, false, 12, 4),
+            KeyField::IpDaddr => payload(b, reg, false, 16, 4),
+            KeyField::L4Proto => meta_load(b, META_L4PROTO, reg),
+            KeyField::ThDport => payload(b, reg, true, 2, 2),
+        }
+    }
 }
 
 fn immediate_verdict(b: &mut Buf, v: &Verdict) {
@@ -579,7 +679,11 @@ fn stmt(b: &mut Buf, s: &Stmt) {
         }
         Stmt::IpInSet { field, set } => {
             payload(b, REG_1, false, ip_offset(*field), 4);
-            lookup(b, set, false);
+            lookup(b, set, None);
+        }
+        Stmt::InSet { key, set } => {
+            concat(b, key);
+            lookup(b, set, None);
         }
         Stmt::L4Proto(p) => {
             meta_load(b, META_L4PROTO, REG_1);
@@ -592,6 +696,15 @@ fn stmt(b: &mut Buf, s: &Stmt) {
                 b.put_u32(1, REG_1);
             });
             bitwise(b, 8u32.to_ne_bytes(), [0; 4]); // IP_CT_NEW bit, host order
+            cmp(b, true, &[0; 4]);
+        }
+        Stmt::CtStatusDnat => {
+            // [ ct load status => reg 1 ] [ bitwise ... & 0x00000020 ] [ cmp neq reg 1 0 ]
+            expr(b, "ct", |b| {
+                b.put_u32(2, 2); // NFT_CT_STATUS
+                b.put_u32(1, REG_1);
+            });
+            bitwise(b, 0x20u32.to_ne_bytes(), [0; 4]); // IPS_DST_NAT, host order
             cmp(b, true, &[0; 4]);
         }
         Stmt::MarkUnset(m) => {
@@ -617,17 +730,8 @@ fn stmt(b: &mut Buf, s: &Stmt) {
             cmp(b, false, &[0; 4]);
         }
         Stmt::Vmap { key, map } => {
-            // The first part goes to reg 1, the next ones to the 4-byte
-            // registers after it: reg 9, 10, ...
-            for (i, k) in key.iter().enumerate() {
-                let reg = if i == 0 { REG_1 } else { REG32_00 + i as u32 };
-                match k {
-                    KeyField::IpDaddr => payload(b, reg, false, 16, 4),
-                    KeyField::L4Proto => meta_load(b, META_L4PROTO, reg),
-                    KeyField::ThDport => payload(b, reg, true, 2, 2),
-                }
-            }
-            lookup(b, map, true);
+            concat(b, key);
+            lookup(b, map, Some(REG_VERDICT));
         }
         Stmt::MarkOr(m) => {
             meta_load(b, META_MARK, REG_1);
@@ -660,6 +764,37 @@ fn stmt(b: &mut Buf, s: &Stmt) {
                     b.put_u32(5, REG_2);
                     b.put_u32(7, 2); // NF_NAT_RANGE_PROTO_SPECIFIED
                 }
+            });
+        }
+        Stmt::DnatBuckets {
+            modulus,
+            offset,
+            map,
+        } => {
+            // [ numgen reg 1 = random mod <m> offset <o> ]
+            // [ byteorder reg 1 = hton(reg 1, 4, 4) ]
+            // [ lookup reg 1 set <map> dreg 1 ]
+            // [ nat dnat ip addr_min reg 1 proto_min reg 9 ]
+            expr(b, "numgen", |b| {
+                b.put_u32(1, REG_1);
+                b.put_u32(2, *modulus);
+                b.put_u32(3, 1); // NFT_NG_RANDOM
+                b.put_u32(4, *offset);
+            });
+            expr(b, "byteorder", |b| {
+                b.put_u32(1, REG_1);
+                b.put_u32(2, REG_1);
+                b.put_u32(3, 1); // NFT_BYTEORDER_HTON
+                b.put_u32(4, 4);
+                b.put_u32(5, 4);
+            });
+            lookup(b, map, Some(REG_1));
+            // The port is the map value's second register.
+            expr(b, "nat", |b| {
+                b.put_u32(1, 1); // NFT_NAT_DNAT
+                b.put_u32(2, u32::from(NFPROTO_IPV4));
+                b.put_u32(3, REG_1);
+                b.put_u32(5, REG32_00 + 1);
             });
         }
         Stmt::MasqueradeFullyRandom => {

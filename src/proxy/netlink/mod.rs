@@ -21,6 +21,8 @@ pub mod tlv;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::error::ProxyError;
 use super::ruleset::Transaction;
@@ -47,14 +49,14 @@ pub(crate) async fn apply_as(
     if tx.is_empty() {
         return Ok(());
     }
-    let sock = Socket::open(ns, op)?;
+    let (id, sock) = take_socket(ns, op)?;
     let batch = batch(tx, 1);
     // A big batch keeps the kernel busy for most of a second: not on a
     // runtime worker. A small one is quicker done than handed over.
-    let (batch, res) = if batch.bytes.len() > 256 * 1024 {
+    let (batch, sock, res) = if batch.bytes.len() > 256 * 1024 {
         tokio::task::spawn_blocking(move || {
             let res = sock.send_batch(&batch.bytes, batch.last_seq);
-            (batch, res)
+            (batch, sock, res)
         })
         .await
         .map_err(|e| ProxyError::Netlink {
@@ -64,8 +66,15 @@ pub(crate) async fn apply_as(
         })?
     } else {
         let res = sock.send_batch(&batch.bytes, batch.last_seq);
-        (batch, res)
+        (batch, sock, res)
     };
+    // A socket that answered is good for the next batch; one that failed
+    // (a timeout, say) may still hold a late reply.
+    if res.is_ok() {
+        put_back(id, sock);
+    } else {
+        close_later(sock);
+    }
     match res {
         Ok(errors) if errors.is_empty() => Ok(()),
         Ok(errors) => Err(kernel_error(ns, op, tx, &batch, &errors)),
@@ -148,6 +157,113 @@ fn services_in(lines: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// Sockets are kept open between batches, a short while.
+///
+/// Closing an nf_tables socket makes the kernel finish freeing what
+/// earlier commits replaced (`nft_rcv_nl_event` flushes the destroy work,
+/// which waits for an RCU grace period) while it holds the namespace's
+/// commit mutex: 4 to 16 ms here, during which the next batch for that
+/// namespace waits too. So a socket stays open for the next batch to the
+/// same namespace, and is closed on a thread of its own once it has been
+/// idle for [`KEEP_IDLE`] (a socket keeps its namespace alive: not long).
+const KEEP_IDLE: Duration = Duration::from_millis(250);
+
+type NsId = (u64, u64);
+
+struct Idle {
+    id: NsId,
+    sock: Socket,
+    since: Instant,
+}
+
+static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
+static WAKE: Condvar = Condvar::new();
+
+/// The open socket of `ns`, or a new one.
+fn take_socket(ns: &NetNs, op: &'static str) -> Result<(NsId, Socket), ProxyError> {
+    let id = ns.id().map_err(|source| ProxyError::Netlink {
+        op,
+        netns: ns.name().to_string(),
+        source,
+    })?;
+    let cached = {
+        let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+        idle.iter()
+            .position(|i| i.id == id)
+            .map(|at| idle.swap_remove(at).sock)
+    };
+    match cached {
+        Some(sock) => Ok((id, sock)),
+        None => Ok((id, Socket::open(ns, op)?)),
+    }
+}
+
+fn put_back(id: NsId, sock: Socket) {
+    park(id, sock, Instant::now());
+}
+
+/// Hand `sock` to the reaper, idle since `since`.
+fn park(id: NsId, sock: Socket, since: Instant) {
+    static REAPER: OnceLock<bool> = OnceLock::new();
+    let running = *REAPER.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("nft-sockets".into())
+            .spawn(reap)
+            .is_ok()
+    });
+    if !running {
+        // No thread: close here, slowly.
+        return drop(sock);
+    }
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    idle.push(Idle { id, sock, since });
+    WAKE.notify_one();
+}
+
+/// Close the sockets idle for long enough, forever.
+fn reap() {
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let now = Instant::now();
+        let (stale, fresh): (Vec<Idle>, Vec<Idle>) = std::mem::take(&mut *idle)
+            .into_iter()
+            .partition(|i| now.duration_since(i.since) >= KEEP_IDLE);
+        *idle = fresh;
+        if !stale.is_empty() {
+            drop(idle);
+            drop(stale); // slow: outside the lock
+            idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        idle = if idle.is_empty() {
+            WAKE.wait(idle).unwrap_or_else(|e| e.into_inner())
+        } else {
+            WAKE.wait_timeout(idle, KEEP_IDLE)
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+        };
+    }
+}
+
+/// Close the kept socket of `ns`, if any, now (on the reaper's side): for
+/// a namespace about to go away.
+pub(crate) fn forget(ns: &NetNs) {
+    let Ok(id) = ns.id() else {
+        return;
+    };
+    let mut idle = IDLE.lock().unwrap_or_else(|e| e.into_inner());
+    for i in idle.iter_mut().filter(|i| i.id == id) {
+        i.since = Instant::now() - KEEP_IDLE;
+    }
+    WAKE.notify_one();
+}
+
+/// Close `sock` on the reaper's thread.
+fn close_later(sock: Socket) {
+    // An identity no namespace has: nobody takes it back.
+    park((u64::MAX, u64::MAX), sock, Instant::now() - KEEP_IDLE);
 }
 
 /// A `NETLINK_NETFILTER` socket of one namespace.
