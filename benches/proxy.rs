@@ -69,6 +69,8 @@ fn services(n: u32) -> Vec<Service> {
                 }],
                 affinity_timeout: None,
                 external_traffic_local: false,
+                source_ranges: vec![],
+                load_balancer_ips: vec![],
             }
         })
         .collect()

@@ -408,3 +408,95 @@ fn host_access_is_added_and_removed() {
     assert_eq!(host_links(), links_before);
     assert_eq!(routes(), routes_before);
 }
+
+#[test]
+fn load_balancer_source_ranges_are_enforced() {
+    let yaml = format!(
+        "{}{}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: LoadBalancer\n  loadBalancerSourceRanges: [203.0.113.0/25]\n  selector:\n    run: web\n  ports:\n  - port: 80\n",
+        lab_doc(2),
+        nginx_deployment("web", 1)
+    );
+    let lab = Lab::up("srcranges", &yaml);
+    let lb = wait_ingress(&lab, "web");
+    let np = node_ports(&lab, "web")[0].1.unwrap();
+    // The external host (.254) is not in 203.0.113.0/25: dropped. Its
+    // NodePorts are not filtered (kube-proxy filters the LoadBalancer IP).
+    std::thread::sleep(Duration::from_millis(600));
+    assert_ne!(
+        from_outside(&lab, &["-m", "2", &format!("http://{lb}/")]).0,
+        0
+    );
+    assert_eq!(
+        from_outside(&lab, &[&format!("http://203.0.113.2:{np}/")]).0,
+        0
+    );
+    let rules = lab.ok(&[
+        "exec",
+        "node/node-1",
+        "--",
+        "nft",
+        "list",
+        "table",
+        "ip",
+        "netlab",
+    ]);
+    assert!(
+        rules.contains("ip saddr 203.0.113.0/25 goto external-"),
+        "{rules}"
+    );
+    // Allowing its half of the network lets it in, on the live service.
+    lab.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"loadBalancerSourceRanges":["203.0.113.128/25"]}}"#,
+    ]);
+    wait_for(
+        "the load balancer answering",
+        Duration::from_secs(10),
+        || {
+            from_outside(&lab, &[&format!("http://{lb}/")])
+                .1
+                .contains("Welcome to nginx!")
+        },
+    );
+    // Removing the ranges opens it to all.
+    lab.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/loadBalancerSourceRanges"}]"#,
+    ]);
+    assert!(!lab
+        .ok(&[
+            "exec",
+            "node/node-1",
+            "--",
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "netlab"
+        ])
+        .contains("loadBalancerSourceRanges"));
+    assert_eq!(from_outside(&lab, &[&format!("http://{lb}/")]).0, 0);
+    // A bad range is refused.
+    let out = lab.run(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"loadBalancerSourceRanges":["nope"]}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("loadBalancerSourceRanges[0]"),
+        "{}",
+        stderr(&out)
+    );
+    lab.down_clean();
+}

@@ -364,6 +364,8 @@ fn service(
         }],
         affinity_timeout: None,
         external_traffic_local: false,
+        source_ranges: vec![],
+        load_balancer_ips: vec![],
     }
 }
 

@@ -109,6 +109,8 @@ fn svc(name: &str, ip: &str, proto: Protocol, port: u16, eps: Vec<Endpoint>) -> 
         }],
         affinity_timeout: None,
         external_traffic_local: false,
+        source_ranges: vec![],
+        load_balancer_ips: vec![],
     }
 }
 
@@ -142,7 +144,16 @@ fn every_kind_of_service() -> Vec<Service> {
     let sctp = svc("sctp", "10.0.0.16", Sctp, 9999, two());
     let mut three = svc("three", "10.0.0.17", Tcp, 443, two());
     three.ports[0].endpoints.push(ep("10.244.1.9", "node-1"));
-    vec![web, empty, local, far, sticky, dns, sctp, three]
+    // A LoadBalancer with loadBalancerSourceRanges (a firewall chain).
+    let mut lb = svc("lb", "10.0.0.18", Tcp, 443, two());
+    lb.ports[0].node_port = Some(30085);
+    lb.external_ips = vec!["203.0.113.200".parse().unwrap()];
+    lb.load_balancer_ips = lb.external_ips.clone();
+    lb.source_ranges = vec![
+        "203.0.113.0/25".parse().unwrap(),
+        "198.51.100.7/32".parse().unwrap(),
+    ];
+    vec![web, empty, local, far, sticky, dns, sctp, three, lb]
 }
 
 fn node() -> Node {

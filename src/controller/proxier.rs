@@ -104,6 +104,13 @@ fn service_model(st: &ClusterState, svc: &Service) -> Option<model::Service> {
         affinity_timeout,
         external_traffic_local: service_type(svc) != "ClusterIP"
             && spec.external_traffic_policy.as_deref() == Some("Local"),
+        source_ranges: spec
+            .load_balancer_source_ranges
+            .iter()
+            .flatten()
+            .filter_map(|r| r.parse().ok())
+            .collect(),
+        load_balancer_ips: crate::cluster::loadbalancer::ingress_ips(svc),
     })
 }
 

@@ -71,6 +71,14 @@ pub struct Service {
     pub affinity_timeout: Option<u32>,
     /// `externalTrafficPolicy: Local`.
     pub external_traffic_local: bool,
+    /// `loadBalancerSourceRanges`: when not empty, only these sources may
+    /// reach the LoadBalancer addresses (`load_balancer_ips`); the rest is
+    /// dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<Ipv4Net>,
+    /// The LoadBalancer ingress addresses among `external_ips`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_ips: Vec<Ipv4Addr>,
 }
 
 /// The node whose table is generated.

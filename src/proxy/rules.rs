@@ -11,6 +11,8 @@
 //!             ip daddr @nodeport-ips l4proto . dport vmap @service-nodeports
 //!       └─ goto service-<hash>-<ns>/<name>/<proto>/<port>   (clusterIP: masquerade non-pod sources)
 //!       └─ goto external-<hash>-…                          (external IPs, NodePorts)
+//!       └─ goto firewall-<hash>-…   (LoadBalancer IPs with loadBalancerSourceRanges:
+//!                                   allowed sources goto external-…, the rest drop)
 //!            └─ service-… or local-… (externalTrafficPolicy: Local)
 //!                 meta l4proto tcp dnat ip to numgen random mod 65536 offset <slot…>
 //!                     map @service-endpoints-tcp-<n>
@@ -808,6 +810,7 @@ struct Names {
     service: String,
     external: String,
     local: String,
+    firewall: String,
 }
 
 impl Names {
@@ -825,6 +828,7 @@ impl Names {
             service: base.name("service"),
             external: base.name("external"),
             local: base.name("local"),
+            firewall: base.name("firewall"),
             port_name,
         }
     }
@@ -1043,6 +1047,17 @@ fn service_port(
             ]
         };
         b.chain(n.external.clone(), rules);
+        // loadBalancerSourceRanges (kube-proxy's firewall chain): the
+        // LoadBalancer addresses lead here instead of to external-….
+        if !svc.source_ranges.is_empty() && !svc.load_balancer_ips.is_empty() {
+            let mut rules: Vec<Rule> = svc
+                .source_ranges
+                .iter()
+                .map(|r| then(vec![ip_is(IpField::Saddr, r.trunc())], goto(&n.external)))
+                .collect();
+            rules.push(verdict(Verdict::Drop).comment("not in loadBalancerSourceRanges"));
+            b.chain(n.firewall.clone(), rules);
+        }
     }
 
     // A pod reaching itself (see `masquerading`).
@@ -1087,11 +1102,18 @@ fn service_port(
     } else {
         None
     };
+    let firewalled =
+        |ip: &Ipv4Addr| !svc.source_ranges.is_empty() && svc.load_balancer_ips.contains(ip);
     for &ip in &svc.external_ips {
+        let to = if firewalled(&ip) {
+            &n.firewall
+        } else {
+            &n.external
+        };
         b.element(
             SERVICE_IPS,
             key(ip),
-            verdict_to(&n.external),
+            verdict_to(to),
             claim(ClaimKind::ExternalIp),
         );
         if let Some((set, _)) = no_external {
@@ -1196,6 +1218,59 @@ fn pick_endpoint(
 }
 
 #[cfg(test)]
+mod firewall_tests {
+    use super::*;
+
+    #[test]
+    fn load_balancer_source_ranges_make_a_firewall_chain() {
+        let node = Node {
+            name: "node-1".into(),
+            node_ips: vec!["172.18.0.2".parse().unwrap()],
+            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.0.0.0/16".parse().unwrap(),
+        };
+        let svc = Service {
+            namespace: "default".into(),
+            name: "lb".into(),
+            cluster_ip: Some("10.0.0.9".parse().unwrap()),
+            external_ips: vec![
+                "203.0.113.200".parse().unwrap(),
+                "192.0.2.9".parse().unwrap(),
+            ],
+            ports: vec![ServicePort {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 443,
+                node_port: Some(30443),
+                endpoints: vec![Endpoint {
+                    ip: "10.244.1.2".parse().unwrap(),
+                    port: 443,
+                    node: "node-1".into(),
+                }],
+            }],
+            affinity_timeout: None,
+            external_traffic_local: false,
+            source_ranges: vec!["203.0.113.0/25".parse().unwrap()],
+            load_balancer_ips: vec!["203.0.113.200".parse().unwrap()],
+        };
+        let text = ruleset(&node, &[svc]).render();
+        let (fw, ext) = (
+            "firewall-10ef8908-default/lb/tcp/443",
+            "external-10ef8908-default/lb/tcp/443",
+        );
+        for want in [
+            format!("service-ips {{ 203.0.113.200 . tcp . 443 : goto {fw} }}"),
+            // An externalIP (not a LoadBalancer address) is not filtered.
+            format!("service-ips {{ 192.0.2.9 . tcp . 443 : goto {ext} }}"),
+            format!("add rule ip netlab {fw} ip saddr 203.0.113.0/25 goto {ext}\n"),
+            format!("add rule ip netlab {fw} drop comment \"not in loadBalancerSourceRanges\"\n"),
+        ] {
+            assert!(text.contains(&want), "{want}\n{text}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::proxy::model::Protocol;
@@ -1233,6 +1308,8 @@ mod tests {
             }],
             affinity_timeout: None,
             external_traffic_local: false,
+            source_ranges: vec![],
+            load_balancer_ips: vec![],
         }
     }
 

@@ -272,6 +272,8 @@ mod tests {
             }],
             affinity_timeout: None,
             external_traffic_local: false,
+            source_ranges: vec![],
+            load_balancer_ips: vec![],
         }
     }
 
