@@ -1,9 +1,10 @@
 //! The `controller` layer: turns the cluster state into kernel objects and
 //! containers (`up`), removes them (`down`), and observes what runs.
 //!
-//! For now it runs inside the `netlab` command itself; the per-lab controller
-//! process that keeps converging after `up` returns (restarts, endpoint
-//! changes) builds on these same functions.
+//! The verbs that change a lab converge it themselves (`converge.rs`); the
+//! per-lab controller process (`daemon.rs`) keeps converging after `up`
+//! returns: restarts, readiness, endpoints, the cluster DNS (`dns.rs`),
+//! LoadBalancer addresses and their announcements (`lb.rs`).
 
 pub mod converge;
 pub mod daemon;
