@@ -9,6 +9,8 @@
 //!    while the pods are deleted one by one (graceful termination,
 //!    replacement). Target: 0.
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -170,4 +172,12 @@ fn bench(lab: &str, kills: usize) {
         counts.get(1).copied().unwrap_or(0),
         counts.iter().sum::<u32>()
     );
+    let mut results = common::Results::default();
+    results.secs("convergence.kill.median", median);
+    results.secs("convergence.kill.p99", p99);
+    results.put("convergence.kill.count", times.len());
+    results.put("convergence.failed", counts.get(1).copied().unwrap_or(0));
+    results.put("convergence.requests", counts.iter().sum::<u32>());
+    results.put("convergence.deleted", deleted);
+    results.save("convergence");
 }

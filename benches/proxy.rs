@@ -1,22 +1,20 @@
-//! The proxy benchmark (root): how long syncing a node's rules takes at 10,
-//! 1 000 and 10 000 services (2 endpoints each) in one real namespace — a
-//! full sync, and one endpoint change — through netlab's Proxier as the
-//! controller runs it (nf_tables netlink batches, the state file).
+//! The proxy benchmark (root): how long syncing a node's rules takes at
+//! 1 000, 10 000 and 30 000 services (2 endpoints each) in one real
+//! namespace — a full sync, and one endpoint change — through netlab's
+//! Proxier as the controller runs it (nf_tables netlink batches, the state
+//! file); and connect latency through a clusterIP at 1 service and at each
+//! size, against a linear one-rule-per-service chain of the same size.
 //!
-//! `sudo cargo bench --bench proxy` (NETLAB_PROXY_SERVICES=N for one size).
+//! `sudo cargo bench --bench proxy` (NETLAB_PROXY_SERVICES=1000,10000,30000
+//! for the sizes, comma-separated).
+
+mod common;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netlab::net::{self, NetNs};
 use netlab::proxy::{self, Endpoint, Node, Protocol, Proxier, Service, ServicePort};
-
-fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("the proxy benchmark needs root: sudo cargo bench --bench proxy");
-        std::process::exit(1);
-    }
-}
 
 /// A namespace prefix of this test, torn down on drop (also on failure).
 struct Guard(String);
@@ -81,25 +79,25 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    require_root();
-    let sizes: Vec<u32> = match std::env::var("NETLAB_PROXY_SERVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        Some(n) => vec![n],
-        None => vec![10, 1_000, 10_000],
-    };
-    for (i, count) in sizes.into_iter().enumerate() {
-        run(count, i);
+    common::require_root("proxy");
+    let sizes: Vec<u32> = common::env_list("NETLAB_PROXY_SERVICES", &[1_000, 10_000, 30_000])
+        .into_iter()
+        .map(|n| n as u32)
+        .collect();
+    let mut results = common::Results::default();
+    for (i, &count) in sizes.iter().enumerate() {
+        run(count, i, &mut results);
     }
-    latency();
+    latency(&sizes, &mut results);
+    results.put("proxy.load", common::load1());
+    results.save("proxy");
 }
 
 /// Connect latency from a node to a clusterIP whose endpoint is a pod on
-/// that node, at 1 and at 10 000 services in the verdict-map layout, and
-/// with 10 000 services as a linear chain of one DNAT rule per service (what
+/// that node, at 1 and at each size in the verdict-map layout, and with the
+/// largest size as a linear chain of one DNAT rule per service (what
 /// kube-proxy's iptables mode amounts to), the target being the last.
-fn latency() {
+fn latency(sizes: &[u32], results: &mut common::Results) {
     use netlab::net::{DcPlan, NetPlan, NodePlan, PodPlan};
     let prefix = format!("netlab-pf{}xl.", std::process::id());
     let _guard = Guard(prefix.clone());
@@ -210,7 +208,10 @@ fn latency() {
         "no service: the pod directly".to_string(),
         measure("10.244.1.2".parse().unwrap(), 8080),
     )];
-    for n in [1u32, 10_000] {
+    let largest = sizes.iter().copied().max().unwrap_or(10_000);
+    let mut counts = vec![1u32];
+    counts.extend(sizes.iter().copied().filter(|&n| n > 1));
+    for &n in &counts {
         let (ip, svcs) = target(n);
         rt.block_on(proxy::sync(
             &node_ns,
@@ -223,12 +224,15 @@ fn latency() {
         // replaced (deferred work after an RCU grace period, tens of ms
         // after a 10 000-service load), as for the linear table below.
         std::thread::sleep(Duration::from_secs(2));
-        rows.push((format!("verdict maps, {n} services"), measure(ip, 80)));
+        let m = measure(ip, 80);
+        results.put(format!("proxy.latency.maps.{n}"), m.0.as_secs_f64());
+        results.put(format!("proxy.latency_p99.maps.{n}"), m.1.as_secs_f64());
+        rows.push((format!("verdict maps, {n} services"), m));
     }
     rt.block_on(proxy::remove(&node_ns)).unwrap();
     let _ = std::fs::remove_file(dir.path().join("n.json"));
     // The linear baseline: one rule per service, the target last.
-    let (ip, svcs) = target(10_000);
+    let (ip, svcs) = target(largest);
     let mut text = String::from(
         "add table ip linear\nadd chain ip linear out { type nat hook output priority -100 ; }\n",
     );
@@ -250,7 +254,14 @@ fn latency() {
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
     std::thread::sleep(Duration::from_secs(2));
-    rows.push(("linear chain, 10000 services".to_string(), measure(ip, 80)));
+    let m = measure(ip, 80);
+    results.put(format!("proxy.latency.linear.{largest}"), m.0.as_secs_f64());
+    results.put(
+        format!("proxy.latency_p99.linear.{largest}"),
+        m.1.as_secs_f64(),
+    );
+    results.put("proxy.latency.direct", rows[0].1 .0.as_secs_f64());
+    rows.push((format!("linear chain, {largest} services"), m));
 
     println!("connect latency to a clusterIP (node -> local pod, 1000 connects):");
     let base = rows[1].1 .0;
@@ -288,7 +299,7 @@ fn socket2_linger_zero(s: &std::net::TcpStream) -> std::io::Result<()> {
     }
 }
 
-fn run(count: u32, round: usize) {
+fn run(count: u32, round: usize, results: &mut common::Results) {
     let prefix = format!("netlab-pf{}x{round}.", std::process::id());
     let _guard = Guard(prefix.clone());
     let netns = format!("{prefix}node.scale");
@@ -397,6 +408,12 @@ fn run(count: u32, round: usize) {
     assert!(!state.exists());
 
     change_times.sort();
+    results.secs(format!("proxy.full_sync.{count}"), full_total);
+    results.secs(format!("proxy.change_best.{count}"), change_times[0]);
+    results.secs(
+        format!("proxy.change.{count}"),
+        change_times[change_times.len() / 2],
+    );
     println!(
         "{count} services: full sync {:.1} ms, endpoint change best {:.2} ms, median {:.2} ms \
          (targets at 10 000: < 1000 ms, < 10 ms)\n",

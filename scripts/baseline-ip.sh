@@ -3,7 +3,8 @@
 # same namespace names and same addresses, built the naive way, with one `ip`
 # command per step.
 #
-#   scripts/baseline-ip.sh LAB N        dc + 2 nodes + N pods
+#   scripts/baseline-ip.sh LAB N [MASK] dc + 2 nodes + N pods (MASK: the
+#                                       nodes' pod subnet prefix, default 24)
 #   scripts/baseline-ip.sh --down LAB   remove every netlab-LAB.* namespace
 #
 #   time scripts/baseline-ip.sh bench 100
@@ -15,13 +16,15 @@
 #                                node's pod /24 via its lan IP; ip_forward=1
 #   netlab-LAB.pod.default.pod-K on node I = K%2+1: lo; eth0 10.244.I.(K/2+2)/24
 #                                (peer of vethXXXXXXXX on cni0); default via 10.244.I.1
+# With MASK (e.g. 22, as podCIDRMaskSize: 22), node I's pod subnet is the
+# I-th /MASK of 10.244.0.0/16 (node-1 10.244.4.0/22, node-2 10.244.8.0/22).
 # Interface names differ from netlab's (no sha256 per pod: hashing in bash
 # would cost a process per pod and skew the benchmark); lengths are the same.
 # Needs root.
 set -euo pipefail
 
 usage() {
-	echo "usage: $0 LAB N | $0 --down LAB" >&2
+	echo "usage: $0 LAB N [MASK] | $0 --down LAB" >&2
 	exit 2
 }
 
@@ -42,8 +45,15 @@ down() {
 	done
 }
 
+# dotted IPv4 of a 32-bit number, without a subprocess
+ip4() {
+	printf -v "$1" '%d.%d.%d.%d' $(($2 >> 24 & 255)) $(($2 >> 16 & 255)) $(($2 >> 8 & 255)) $(($2 & 255))
+}
+
 up() {
-	local lab=$1 n=$2
+	local lab=$1 n=$2 mask=$3
+	local size=$((1 << (32 - mask))) base=$(((10 << 24) + (244 << 16)))
+	local gw other addr
 	local p="netlab-$lab" dc="netlab-$lab.dc"
 	local i j k idx node pod veth
 
@@ -62,10 +72,12 @@ up() {
 		ip -n "$node" link set lo up
 		ip -n "$node" link set eth0 up
 		ip -n "$node" addr add "172.18.0.$((i + 1))/24" dev eth0
+		ip4 gw $((base + i * size + 1))
+		ip4 other $((base + j * size))
 		ip -n "$node" link add cni0 address "02:00:0a:f4:0$i:01" type bridge
 		ip -n "$node" link set cni0 up
-		ip -n "$node" addr add "10.244.$i.1/24" dev cni0
-		ip -n "$node" route add "10.244.$j.0/24" via "172.18.0.$((j + 1))"
+		ip -n "$node" addr add "$gw/$mask" dev cni0
+		ip -n "$node" route add "$other/$mask" via "172.18.0.$((j + 1))"
 		ip netns exec "$node" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
 	done
 
@@ -80,20 +92,29 @@ up() {
 		ip -n "$node" link set "$veth" master cni0 up
 		ip -n "$pod" link set lo up
 		ip -n "$pod" link set eth0 up
-		ip -n "$pod" addr add "10.244.$i.$((idx + 2))/24" dev eth0
-		ip -n "$pod" route add default via "10.244.$i.1"
+		ip4 addr $((base + i * size + idx + 2))
+		ip4 gw $((base + i * size + 1))
+		ip -n "$pod" addr add "$addr/$mask" dev eth0
+		ip -n "$pod" route add default via "$gw"
 	done
 }
 
-[[ $# -eq 2 ]] || usage
+[[ $# -eq 2 || $# -eq 3 ]] || usage
 if [[ $1 == --down ]]; then
+	[[ $# -eq 2 ]] || usage
 	check_lab "$2"
 	down "$2"
 else
 	check_lab "$1"
-	if ! [[ $2 =~ ^[0-9]+$ ]] || (($2 > 506)); then
-		echo "N must be 0..506 (pods per node subnet)" >&2
+	mask=${3:-24}
+	if ! [[ $mask =~ ^[0-9]+$ ]] || ((mask < 17 || mask > 28)); then
+		echo "MASK must be 17..28" >&2
 		exit 2
 	fi
-	up "$1" "$2"
+	max=$((2 * ((1 << (32 - mask)) - 3)))
+	if ! [[ $2 =~ ^[0-9]+$ ]] || (($2 > max)); then
+		echo "N must be 0..$max (pods in two node subnets of /$mask)" >&2
+		exit 2
+	fi
+	up "$1" "$2" "$mask"
 fi

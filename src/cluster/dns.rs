@@ -228,6 +228,7 @@ mod tests {
             name: "t".into(),
             nodes: vec!["node-1".into()],
             pod_cidr: "10.244.0.0/16".parse().unwrap(),
+            pod_cidr_mask_size: 24,
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             node_cidr: "172.18.0.0/24".parse().unwrap(),
             registry_mirrors: Default::default(),

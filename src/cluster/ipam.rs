@@ -1,4 +1,4 @@
-//! Pod IP allocation inside a node's /24 (host-local IPAM, as the CNI plugin
+//! Pod IP allocation inside a node's subnet (host-local IPAM, as the CNI plugin
 //! does it): the lowest free address after the gateway.
 
 use ipnet::Ipv4Net;

@@ -115,7 +115,17 @@ impl ClusterState {
             dep.metadata.generation = Some(1);
             let replicas = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             for _ in 0..replicas {
-                let pod = pod_for(&dep, now, rng);
+                let mut pod = pod_for(&dep, now, rng);
+                // 5 random characters collide within a few hundred
+                // replicas (birthday odds: ~3 % at 1 000): draw again, as
+                // reconcile_deployments does.
+                while state
+                    .pods
+                    .iter()
+                    .any(|p| p.metadata.name == pod.metadata.name)
+                {
+                    pod = pod_for(&dep, now, rng);
+                }
                 state.place(pod)?;
             }
             state.deployments.push(dep);
@@ -573,6 +583,21 @@ mod tests {
             pinned.status.as_ref().unwrap().host_ip.as_deref(),
             Some("172.18.0.3")
         );
+    }
+
+    #[test]
+    fn many_replicas_get_distinct_names() {
+        // 1 000 replicas: random 5-character suffixes collide now and then
+        // (the pod network then refused the plan: duplicate netns).
+        let lab = "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDRMaskSize: 22\n  dns:\n    enabled: false\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels:\n      run: web\n  replicas: 1000\n  template:\n    metadata:\n      labels:\n        run: web\n    spec:\n      containers:\n      - name: web\n        image: nginx\n";
+        let spec = lab::load_str(Path::new("t.yaml"), lab, &Default::default()).unwrap();
+        for seed in 0..4 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let s = ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap();
+            let names: HashSet<_> = s.pods.iter().map(|p| p.metadata.name.clone()).collect();
+            assert_eq!(names.len(), 1000, "seed {seed}");
+            assert_eq!(pod_ip(&s.pods[999]).unwrap().to_string(), "10.244.9.245");
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! - node LAN (`nodeCIDR`, default 172.18.0.0/24): .1 is the datacenter
 //!   bridge, node *i* (0-based) gets .(i+2);
-//! - pods (`podCIDR`, default 10.244.0.0/16): node *i* gets the /24 number
-//!   i+1 (node-1 → 10.244.1.0/24, as in the tutorial), its bridge is .1;
+//! - pods (`podCIDR`, default 10.244.0.0/16): node *i* gets the /24 (or
+//!   `podCIDRMaskSize`) number i+1 (node-1 → 10.244.1.0/24, as in the
+//!   tutorial), its bridge is .1;
 //! - the public network (`public.cidr`, default 203.0.113.0/24): .1 is its
 //!   bridge, node *i* has the ExternalIP .(i+2), the external host .254;
 //!   LoadBalancer IPs come from `public.lbPool` (.200-.250).
@@ -19,7 +20,7 @@ pub struct NodeAddresses {
     pub index: usize,
     /// Address on the lab-internal LAN, with the LAN prefix.
     pub lan: Ipv4Net,
-    /// The node's pod /24.
+    /// The node's pod subnet (a /24 unless `podCIDRMaskSize` says otherwise).
     pub pod_subnet: Ipv4Net,
     /// The node bridge's address in its pod subnet, with the /24 prefix.
     pub gateway: Ipv4Net,
@@ -49,9 +50,9 @@ pub fn dc_address(config: &LabConfig) -> Ipv4Net {
 pub fn nodes(config: &LabConfig) -> Vec<NodeAddresses> {
     let mut subnets = config
         .pod_cidr
-        .subnets(24)
-        .expect("validated: podCIDR is /24 or larger");
-    subnets.next(); // the first /24 is left unused, so node-1 owns x.y.1.0/24
+        .subnets(config.pod_cidr_mask_size)
+        .expect("validated: podCIDR is as large as a node's subnet");
+    subnets.next(); // the first is left unused, so node-1 owns x.y.1.0/24
     config
         .nodes
         .iter()
@@ -86,6 +87,7 @@ mod tests {
             name: "t".into(),
             nodes: (1..=nodes).map(|i| format!("node-{i}")).collect(),
             pod_cidr: "10.244.0.0/16".parse().unwrap(),
+            pod_cidr_mask_size: 24,
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             node_cidr: "172.18.0.0/24".parse().unwrap(),
             dns: Default::default(),
@@ -105,5 +107,15 @@ mod tests {
         assert_eq!(n[1].pod_subnet.to_string(), "10.244.2.0/24");
         assert_eq!(n[1].external.to_string(), "203.0.113.3/24");
         assert_eq!(external_host(&c).to_string(), "203.0.113.254/24");
+    }
+
+    #[test]
+    fn larger_node_subnets() {
+        let mut c = config(2);
+        c.pod_cidr_mask_size = 22;
+        let n = nodes(&c);
+        assert_eq!(n[0].pod_subnet.to_string(), "10.244.4.0/22");
+        assert_eq!(n[0].gateway.to_string(), "10.244.4.1/22");
+        assert_eq!(n[1].pod_subnet.to_string(), "10.244.8.0/22");
     }
 }

@@ -9,6 +9,8 @@
 //! spec:
 //!   nodes: 2                 # a count, or a list of names: [node-a, node-b]
 //!   podCIDR: 10.244.0.0/16   # a /24 per node
+//!   podCIDRMaskSize: 24      # each node's pod subnet (kube-controller-manager's
+//!                            # --node-cidr-mask-size): 22 holds 1 021 pods a node
 //!   serviceCIDR: 10.0.0.0/16
 //!   nodeCIDR: 172.18.0.0/24  # the lab-internal LAN joining the nodes
 //!   dns:                     # the cluster DNS (kube-dns at .10 of serviceCIDR)
@@ -55,6 +57,8 @@ pub struct LabDocSpec {
     pub nodes: Option<NodesSpec>,
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    #[serde(rename = "podCIDRMaskSize")]
+    pub pod_cidr_mask_size: Option<i64>,
     #[serde(rename = "serviceCIDR")]
     pub service_cidr: Option<String>,
     #[serde(rename = "nodeCIDR")]
@@ -110,6 +114,12 @@ pub struct LabConfig {
     pub name: String,
     pub nodes: Vec<String>,
     pub pod_cidr: Ipv4Net,
+    /// Prefix length of each node's pod subnet (older state files: 24).
+    #[serde(
+        default = "default_pod_mask",
+        skip_serializing_if = "is_default_pod_mask"
+    )]
+    pub pod_cidr_mask_size: u8,
     pub service_cidr: Ipv4Net,
     pub node_cidr: Ipv4Net,
     /// Registry mirrors: registry (`docker.io`) → endpoints, tried in order.
@@ -168,6 +178,16 @@ impl Default for DnsConfig {
 
 pub const DEFAULT_NODES: usize = 2;
 pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+/// A /24 per node, as the tutorial shows (node-1 → 10.244.1.0/24).
+pub const DEFAULT_POD_CIDR_MASK_SIZE: u8 = 24;
+
+fn default_pod_mask() -> u8 {
+    DEFAULT_POD_CIDR_MASK_SIZE
+}
+
+fn is_default_pod_mask(m: &u8) -> bool {
+    *m == DEFAULT_POD_CIDR_MASK_SIZE
+}
 pub const DEFAULT_SERVICE_CIDR: &str = "10.0.0.0/16";
 pub const DEFAULT_NODE_CIDR: &str = "172.18.0.0/24";
 /// TEST-NET-3 (RFC 5737): documentation addresses, never routed anywhere.

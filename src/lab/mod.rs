@@ -273,16 +273,26 @@ fn lab_config(
     )?;
     let node_cidr = cidr("nodeCIDR", spec.node_cidr, config::DEFAULT_NODE_CIDR)?;
 
-    // A /24 per node, numbered from 1 (node-1 → 10.244.1.0/24), as the tutorial shows.
+    // A subnet per node (a /24 unless spec.podCIDRMaskSize says otherwise),
+    // numbered from 1 (node-1 → 10.244.1.0/24), as the tutorial shows.
+    let mask = match spec.pod_cidr_mask_size {
+        None => config::DEFAULT_POD_CIDR_MASK_SIZE,
+        Some(m) if (16..=28).contains(&m) => m as u8,
+        Some(m) => {
+            return Err(bad(format!(
+                "spec.podCIDRMaskSize: {m} is out of range: use 16 to 28 (24 gives each node 253 pods, 22 gives 1 021)"
+            )))
+        }
+    };
     let needed = nodes.len() + 1;
-    let available = if pod_cidr.prefix_len() > 24 {
+    let available = if pod_cidr.prefix_len() > mask {
         0
     } else {
-        1usize << (24 - pod_cidr.prefix_len())
+        1usize << (mask - pod_cidr.prefix_len())
     };
     if available < needed {
         return Err(bad(format!(
-            "spec.podCIDR: {pod_cidr} has room for {} node /24s, the lab needs {needed}: use a larger range such as 10.244.0.0/16",
+            "spec.podCIDR: {pod_cidr} has room for {} node /{mask}s, the lab needs {needed}: use a larger range such as 10.244.0.0/16",
             available.saturating_sub(1)
         )));
     }
@@ -350,6 +360,7 @@ fn lab_config(
         name,
         nodes,
         pod_cidr,
+        pod_cidr_mask_size: mask,
         service_cidr,
         node_cidr,
         dns,
@@ -528,6 +539,21 @@ spec:
                 .unwrap_err()
                 .to_string();
         assert!(err.contains("room for"), "{err}");
+        let err =
+            load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDRMaskSize: 30\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("podCIDRMaskSize"), "{err}");
+        let err = load(
+            "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDR: 10.244.0.0/22\n  podCIDRMaskSize: 22\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("room for 0 node /22s"), "{err}");
+        let spec =
+            load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDRMaskSize: 22\n")
+                .unwrap();
+        assert_eq!(spec.config.pod_cidr_mask_size, 22);
         let err = load(
             "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  serviceCIDR: 10.244.0.0/16\n",
         )

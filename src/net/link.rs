@@ -3,7 +3,7 @@
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
 use rtnetlink::{LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth};
 use sha2::{Digest, Sha256};
 
@@ -131,13 +131,26 @@ pub(crate) async fn add_veth(
     peer_ns: &NetNs,
     peer_mac: Option<[u8; 6]>,
 ) -> Result<(), NetError> {
-    let mut peer = LinkUnspec::new_with_name(peer_name).setns_by_fd(peer_ns.fd().as_raw_fd());
+    // One queue each way on both ends, asked for explicitly. Without the
+    // attributes the kernel allocates a queue per CPU and then cuts the
+    // real number down to 1 (veth_init_queues), and cutting it on a
+    // registered device waits for an RCU grace period (synchronize_net)
+    // while holding the RTNL lock: twice per pair, stalling every other
+    // netlink request on the host. With concurrent pods that wait was
+    // most of the bring-up time (benches/podnet.rs). The result is the
+    // same: one real queue per direction.
+    let mut peer = LinkUnspec::new_with_name(peer_name)
+        .setns_by_fd(peer_ns.fd().as_raw_fd())
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1));
     if let Some(mac) = peer_mac {
         peer = peer.address(mac.to_vec());
     }
     let peer = peer.build();
     let msg = LinkVeth::new(name, peer_name)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .append_extra_attribute(LinkAttribute::NumTxQueues(1))
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
         .up()
         .controller(controller)
         .build();

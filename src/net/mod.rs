@@ -292,7 +292,7 @@ where
     if pods.is_empty() {
         return Ok(());
     }
-    let factory = NetNsFactory::start(conn::new_socket)?;
+    let factory = NetNsFactory::start(pod_netns_init)?;
     let res = futures::stream::iter(pods)
         .map(|p| build_pod(p, node_of(p), &factory))
         .buffer_unordered(POD_CONCURRENCY)
@@ -304,6 +304,25 @@ where
         created.record(&name);
     }
     res
+}
+
+/// Runs in each new pod namespace on the factory thread, before it leaves:
+/// IPv6 off for the interfaces made from now on (eth0; lo, made with the
+/// namespace, keeps ::1), as Docker does for containers on IPv4-only
+/// networks; then the namespace's netlink socket.
+///
+/// The lab is IPv4 only, and with IPv6 on, every pod's eth0 coming up sends
+/// router solicitations, DAD and MLD multicasts that the node's bridge
+/// floods to every other pod port: work that grows with the square of the
+/// pods on a node (about half the CPU time of a 1 000-pod bring-up,
+/// benches/podnet.rs). /proc/sys/net is the calling thread's namespace's.
+fn pod_netns_init() -> std::io::Result<rtnetlink::sys::Socket> {
+    match std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1") {
+        // No IPv6 in this kernel: nothing to turn off.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => other?,
+    }
+    conn::new_socket()
 }
 
 async fn build_pod(

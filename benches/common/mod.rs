@@ -1,0 +1,134 @@
+//! What the benchmarks share: root check, medians, and the results file
+//! that `scripts/bench.sh` collects into `bench/report.md`
+//! (`benches/report.rs`).
+//!
+//! A bench records figures with [`Results::put`]; on [`Results::save`] they
+//! go to `$NETLAB_BENCH_DIR/<bench>.json` (nothing is written when the
+//! variable is unset: the figures are printed anyway).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub fn require_root(bench: &str) {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the {bench} benchmark needs root: sudo cargo bench --bench {bench}");
+        std::process::exit(1);
+    }
+}
+
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A comma-separated list from the environment, e.g. `100,500,1000`.
+pub fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .split(',')
+            .map(|s| {
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name}: {s:?} is not a number"))
+            })
+            .collect(),
+        _ => default.to_vec(),
+    }
+}
+
+pub fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The p-th percentile (nearest rank).
+pub fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    let rank = ((v.len() as f64 * p / 100.0).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// A short unique tag for lab and namespace names.
+pub fn tag() -> u32 {
+    std::process::id() % 100_000
+}
+
+/// Figures by key (`podnet.netlab.up.1000` → seconds, …), one file per bench.
+#[derive(Default)]
+pub struct Results(BTreeMap<String, serde_json::Value>);
+
+impl Results {
+    pub fn put(&mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    pub fn secs(&mut self, key: impl Into<String>, d: Duration) {
+        self.put(key, d.as_secs_f64());
+    }
+
+    /// Write `$NETLAB_BENCH_DIR/<bench>.json`, merged over what is there
+    /// (a bench run for one size keeps the others' figures).
+    pub fn save(&self, bench: &str) {
+        let Some(dir) = std::env::var_os("NETLAB_BENCH_DIR") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("creating NETLAB_BENCH_DIR");
+        let path = dir.join(format!("{bench}.json"));
+        let mut all: BTreeMap<String, serde_json::Value> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        all.extend(self.0.clone());
+        std::fs::write(&path, serde_json::to_vec_pretty(&all).unwrap()).expect("writing results");
+        eprintln!("figures written to {}", path.display());
+    }
+}
+
+/// Live `struct net` objects in the kernel (from /proc/slabinfo), to wait
+/// until namespaces deleted by one measurement are really freed before
+/// the next starts (the kernel destroys them asynchronously).
+pub fn live_netns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    text.lines()
+        .find(|l| l.starts_with("net_namespace "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Wait (up to `max`) until no more namespaces are alive than `base`, or
+/// their number has not dropped for a second (others on the machine may
+/// hold namespaces of their own meanwhile).
+pub fn wait_netns_freed(base: Option<u64>, max: Duration) {
+    let Some(base) = base else {
+        std::thread::sleep(Duration::from_secs(2));
+        return;
+    };
+    let start = std::time::Instant::now();
+    let (mut last, mut since) = (u64::MAX, std::time::Instant::now());
+    while let Some(n) = live_netns() {
+        if n <= base || start.elapsed() > max {
+            break;
+        }
+        if n < last {
+            (last, since) = (n, std::time::Instant::now());
+        } else if since.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The 1-minute load average, to flag disturbed runs.
+pub fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
+}

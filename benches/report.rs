@@ -1,0 +1,646 @@
+//! Writes the benchmark report (no root needed): reads the figures the
+//! other benches saved in `$NETLAB_BENCH_DIR/*.json` and writes
+//! `$NETLAB_BENCH_REPORT/report.md` (every figure, the baselines measured in
+//! the same run, the ratios, the targets met or missed) and `report.svg`
+//! (the chart). `scripts/bench.sh` runs it last.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// All figures by key, from every results file.
+struct Figures(BTreeMap<String, Value>);
+
+impl Figures {
+    fn load(dir: &std::path::Path) -> Figures {
+        let mut all = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.path().extension().is_some_and(|e| e == "json") {
+                let v: BTreeMap<String, Value> =
+                    serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+                all.extend(v);
+            }
+        }
+        Figures(all)
+    }
+
+    fn f(&self, key: &str) -> Option<f64> {
+        self.0.get(key).and_then(Value::as_f64)
+    }
+}
+
+fn secs(v: Option<f64>) -> String {
+    match v {
+        None => "—".into(),
+        Some(s) if s >= 1.0 => format!("{s:.2} s"),
+        Some(s) if s >= 1e-3 => format!("{:.1} ms", s * 1e3),
+        Some(s) => format!("{:.1} µs", s * 1e6),
+    }
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "—".into(),
+    }
+}
+
+fn mib(v: Option<f64>) -> String {
+    v.map(|b| format!("{:.1} MiB", b / 1048576.0))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// "met" / "**missed**" / "not measured".
+fn verdict(ok: Option<bool>) -> &'static str {
+    match ok {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() {
+    let dir = PathBuf::from(std::env::var_os("NETLAB_BENCH_DIR").unwrap_or("bench/results".into()));
+    let out = PathBuf::from(std::env::var_os("NETLAB_BENCH_REPORT").unwrap_or("bench".into()));
+    let fig = Figures::load(&dir);
+    std::fs::create_dir_all(&out).unwrap();
+    let md = markdown(&fig);
+    std::fs::write(out.join("report.md"), md).unwrap();
+    chart(&fig, &out.join("report.svg"));
+    eprintln!(
+        "wrote {} and {}",
+        out.join("report.md").display(),
+        out.join("report.svg").display()
+    );
+}
+
+const METHODS: [(&str, &str); 4] = [
+    ("netlab", "netlab (`net::apply`)"),
+    ("floor", "kernel floor (`ip -batch`)"),
+    ("ip", "`ip` script"),
+    ("cni", "CNI bridge + host-local"),
+];
+
+fn sizes(fig: &Figures, prefix: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = fig
+        .0
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .filter_map(|rest| rest.parse().ok())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn markdown(fig: &Figures) -> String {
+    let mut m = String::new();
+    let mut targets: Vec<(String, String, &'static str)> = Vec::new();
+    let commit = sh("git rev-parse --short HEAD 2>/dev/null");
+    writeln!(m, "# netlab benchmark report\n").unwrap();
+    writeln!(
+        m,
+        "Measured in one run of `scripts/bench.sh` on {} ({} cores, {}, kernel {}), commit {}. \
+         Every baseline was measured in the same run on the same machine. \
+         Load average at the start of each part: pod network {:.2}, proxy {:.2}, data path {:.2}, scale {:.2}.\n",
+        sh("date -u +'%Y-%m-%d %H:%M UTC'"),
+        sh("nproc"),
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'"),
+        sh("uname -r"),
+        if commit.is_empty() { "?".into() } else { commit },
+        fig.f("podnet.load").unwrap_or(f64::NAN),
+        fig.f("proxy.load").unwrap_or(f64::NAN),
+        fig.f("datapath.load").unwrap_or(f64::NAN),
+        fig.f("scale.load").unwrap_or(f64::NAN),
+    )
+    .unwrap();
+    writeln!(m, "![chart](report.svg)\n").unwrap();
+
+    // 1. Pod network.
+    writeln!(m, "## 1. Pod network bring-up and teardown (2 nodes)\n").unwrap();
+    writeln!(
+        m,
+        "The same topology four ways: a dc namespace with the LAN bridge, 2 node namespaces \
+         (veth to the LAN, bridge `cni0`, a /22 of pod addresses each), and N pod namespaces, \
+         each joined to its node's `cni0` by a veth.\n\n\
+         - **netlab**: `net::apply` of the plan `netlab up` makes (`controller::up::net_plan`, \
+           2 nodes, `podCIDRMaskSize: 22`), and `net::teardown`. Per pod: netns, veth born in \
+           the pod namespace, bridge port with hairpin, lo and eth0 up, address, default route.\n\
+         - **CNI bridge + host-local**: Debian's containernetworking-plugins, driven as a \
+           container runtime drives it: create the pod netns, exec `/usr/lib/cni/bridge` in the \
+           node's namespace with `CNI_COMMAND=ADD`, `CNI_CONTAINERID`, `CNI_NETNS`, \
+           `CNI_IFNAME=eth0`, `CNI_PATH` and the network config (bridge `cni0`, `isGateway`, \
+           `hairpinMode`, host-local IPAM over the node's /22, default route) on stdin; teardown \
+           `CNI_COMMAND=DEL` then delete the netns. {} plugins at a time (the cores here). dc \
+           and nodes are made by `ip` commands (in the time).\n\
+         - **`ip` script**: `scripts/baseline-ip.sh LAB N 22`, one `ip` command per step (same \
+           steps as netlab, one process each).\n\
+         - **kernel floor**: one `ip -batch` process creates every namespace and every veth with \
+           both ends placed (`link add vethX netns NODE type veth peer name eth0 netns POD`), \
+           then one `ip -n NS -batch` for the dc and for each node makes the bridge and enslaves \
+           the ports (up). It does **not** configure the pod side: no lo or eth0 up, no \
+           address, no route, no hairpin (`ip -batch` cannot switch namespace per line, and a \
+           process per pod is no floor). So it is a lower bound on netlab's work, not the same \
+           work. Teardown floor: one `ip -batch` of `netns del` lines (pods, nodes, dc).\n\n\
+         Teardown everywhere ends when the namespaces are unmounted; the kernel frees them \
+         asynchronously afterwards (the bench waits for that between measurements). netlab and \
+         the floor: median of 3 runs; CNI and the script: 1 run.\n",
+        fig.f("podnet.cni_jobs").unwrap_or(2.0)
+    )
+    .unwrap();
+    let pods = sizes(fig, "podnet.netlab.up.");
+    for (phase, title) in [("up", "bring-up"), ("down", "teardown")] {
+        writeln!(
+            m,
+            "| {title}, pods | netlab | kernel floor | `ip` script | CNI bridge | netlab ÷ floor | CNI ÷ netlab | script ÷ netlab |"
+        )
+        .unwrap();
+        writeln!(m, "|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+        for &n in &pods {
+            let g = |meth: &str| fig.f(&format!("podnet.{meth}.{phase}.{n}"));
+            writeln!(
+                m,
+                "| {n} | {} | {} | {} | {} | {} | {} | {} |",
+                secs(g("netlab")),
+                secs(g("floor")),
+                secs(g("ip")),
+                secs(g("cni")),
+                ratio(g("netlab"), g("floor")),
+                ratio(g("cni"), g("netlab")),
+                ratio(g("ip"), g("netlab")),
+            )
+            .unwrap();
+        }
+        writeln!(m).unwrap();
+        let g = |meth: &str| fig.f(&format!("podnet.{meth}.{phase}.1000"));
+        if let (Some(nl), Some(fl)) = (g("netlab"), g("floor")) {
+            targets.push((
+                format!("1 000-pod {title} ≤ 1.5 × kernel floor"),
+                format!("{} vs {} ({:.2}×)", secs(Some(nl)), secs(Some(fl)), nl / fl),
+                verdict(Some(nl <= 1.5 * fl)),
+            ));
+        }
+        if let (Some(nl), Some(c)) = (g("netlab"), g("cni")) {
+            targets.push((
+                format!("1 000-pod {title} ≥ 5 × faster than CNI"),
+                format!("{} vs {} ({:.1}×)", secs(Some(nl)), secs(Some(c)), c / nl),
+                verdict(Some(c >= 5.0 * nl)),
+            ));
+        }
+    }
+
+    // 2. Proxy.
+    writeln!(
+        m,
+        "## 2. Service rules (one node, 2 endpoints per service)\n"
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "Full sync and one endpoint change through netlab's `Proxier` as the controller runs it \
+         (in-process nf_tables netlink, state file included); endpoint change: median of 15 \
+         (best in brackets). Connect latency: a node connects to a clusterIP whose endpoint is \
+         a local pod (median of 1 000 connects, steady state), against a linear chain of one \
+         DNAT rule per service (kube-proxy iptables mode's shape) with the target last.\n"
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "| services | full sync | one endpoint change | connect latency (maps) | vs 1 service |"
+    )
+    .unwrap();
+    writeln!(m, "|---:|---:|---:|---:|---:|").unwrap();
+    let lat1 = fig.f("proxy.latency.maps.1");
+    if lat1.is_some() {
+        writeln!(m, "| 1 | | | {} | |", secs(lat1)).unwrap();
+    }
+    for n in sizes(fig, "proxy.full_sync.") {
+        let lat = fig.f(&format!("proxy.latency.maps.{n}"));
+        writeln!(
+            m,
+            "| {n} | {} | {} ({}) | {} | {} |",
+            secs(fig.f(&format!("proxy.full_sync.{n}"))),
+            secs(fig.f(&format!("proxy.change.{n}"))),
+            secs(fig.f(&format!("proxy.change_best.{n}"))),
+            secs(lat),
+            match (lat, lat1) {
+                (Some(a), Some(b)) => format!("{:+.1} %", (a / b - 1.0) * 100.0),
+                _ => "—".into(),
+            }
+        )
+        .unwrap();
+    }
+    for n in sizes(fig, "proxy.latency.linear.") {
+        let lat = fig.f(&format!("proxy.latency.linear.{n}"));
+        writeln!(
+            m,
+            "| {n}, linear chain (baseline) | | | {} | {} |",
+            secs(lat),
+            match (lat, lat1) {
+                (Some(a), Some(b)) => format!("{:+.1} %", (a / b - 1.0) * 100.0),
+                _ => "—".into(),
+            }
+        )
+        .unwrap();
+    }
+    writeln!(
+        m,
+        "\nThe pod directly (no service): {}.\n",
+        secs(fig.f("proxy.latency.direct"))
+    )
+    .unwrap();
+    if let Some(s) = fig.f("proxy.full_sync.10000") {
+        targets.push((
+            "10 000 services: full sync < 1 s".into(),
+            secs(Some(s)),
+            verdict(Some(s < 1.0)),
+        ));
+    }
+    if let Some(s) = fig.f("proxy.change.10000") {
+        targets.push((
+            "10 000 services: one endpoint change < 10 ms".into(),
+            secs(Some(s)),
+            verdict(Some(s < 0.010)),
+        ));
+    }
+    if let (Some(a), Some(b)) = (fig.f("proxy.latency.maps.30000"), lat1) {
+        targets.push((
+            "connect latency at 30 000 services within 10 % of 1 service".into(),
+            format!(
+                "{} vs {} ({:+.1} %)",
+                secs(Some(a)),
+                secs(Some(b)),
+                (a / b - 1.0) * 100.0
+            ),
+            verdict(Some(a <= 1.1 * b)),
+        ));
+    }
+
+    // 3. Data path.
+    writeln!(m, "## 3. Data path\n").unwrap();
+    writeln!(
+        m,
+        "A real lab (2 nodes, busybox httpd pods): the client pod on node-1, the server pod on \
+         node-2, a netlab Service in front of the server. iperf3 (one TCP stream, {} s) and a \
+         1-byte TCP request/response round trip on an open connection (20 000 round trips, \
+         like netperf TCP_RR), run from the host in the pods' network namespaces; medians of {} \
+         alternating rounds. The bare veth pair joins two fresh namespaces: the physical limit \
+         of one TCP stream through a veth here.\n",
+        fig.f("datapath.secs").unwrap_or(5.0),
+        fig.f("datapath.rounds").unwrap_or(3.0)
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "| path | throughput | % of direct | % of bare veth | round trip median | p99 |"
+    )
+    .unwrap();
+    writeln!(m, "|---|---:|---:|---:|---:|---:|").unwrap();
+    let direct = fig.f("datapath.direct.bps");
+    let veth = fig.f("datapath.veth.bps");
+    for (k, what) in [
+        ("clusterip", "pod → clusterIP → pod"),
+        ("direct", "pod → pod direct"),
+        ("veth", "bare veth pair (limit)"),
+    ] {
+        let bps = fig.f(&format!("datapath.{k}.bps"));
+        let pct = |base: Option<f64>| match (bps, base) {
+            (Some(a), Some(b)) => format!("{:.1} %", a / b * 100.0),
+            _ => "—".into(),
+        };
+        writeln!(
+            m,
+            "| {what} | {} | {} | {} | {} | {} |",
+            bps.map(|b| format!("{:.2} Gbit/s", b / 1e9))
+                .unwrap_or_else(|| "—".into()),
+            pct(direct),
+            pct(veth),
+            secs(fig.f(&format!("datapath.{k}.rr"))),
+            secs(fig.f(&format!("datapath.{k}.rr_p99"))),
+        )
+        .unwrap();
+    }
+    writeln!(m).unwrap();
+    if let (Some(c), Some(d)) = (fig.f("datapath.clusterip.bps"), direct) {
+        targets.push((
+            "clusterIP throughput ≥ 90 % of direct pod-to-pod".into(),
+            format!("{:.1} %", c / d * 100.0),
+            verdict(Some(c >= 0.9 * d)),
+        ));
+    }
+
+    // 4. Convergence and memory.
+    writeln!(m, "## 4. Endpoint convergence and controller memory\n").unwrap();
+    writeln!(m, "| what | median | p99 |").unwrap();
+    writeln!(m, "|---|---:|---:|").unwrap();
+    if let Some(c) = fig.f("convergence.kill.count") {
+        writeln!(
+            m,
+            "| small lab (4 nginx pods): `kill -9` of a container → endpoint gone from both nodes' rules ({c} kills) | {} | {} |",
+            secs(fig.f("convergence.kill.median")),
+            secs(fig.f("convergence.kill.p99"))
+        )
+        .unwrap();
+    }
+    if let Some(c) = fig.f("scale.converge.count") {
+        writeln!(
+            m,
+            "| scale lab ({} pods, {} services): `netlab delete pod` → endpoint gone from both nodes' rules, in all {} services the pod backs ({c} deletions) | {} | {} |",
+            fig.f("scale.pods").unwrap_or(0.0),
+            fig.f("scale.services").unwrap_or(0.0),
+            fig.f("scale.converge.backed").unwrap_or(0.0),
+            secs(fig.f("scale.converge.median")),
+            secs(fig.f("scale.converge.p99"))
+        )
+        .unwrap();
+    }
+    if let (Some(f), Some(r)) = (fig.f("convergence.failed"), fig.f("convergence.requests")) {
+        writeln!(
+            m,
+            "\nFailed requests of a steady client while {} pods were deleted one by one: {f} of {r}.",
+            fig.f("convergence.deleted").unwrap_or(0.0)
+        )
+        .unwrap();
+    }
+    if fig.f("scale.controller.hwm").is_some() {
+        writeln!(
+            m,
+            "\nThe lab's controller process at {} pods and {} services: VmRSS {} after `up`, {} after the deletions; peak (VmHWM) {}.\n",
+            fig.f("scale.pods").unwrap_or(0.0),
+            fig.f("scale.services").unwrap_or(0.0),
+            mib(fig.f("scale.controller.rss_up")),
+            mib(fig.f("scale.controller.rss")),
+            mib(fig.f("scale.controller.hwm")),
+        )
+        .unwrap();
+    }
+
+    // 5. Scale.
+    writeln!(m, "## 5. Scale: a lab of 1 000 pods and 10 000 services\n").unwrap();
+    if let Some(up) = fig.f("scale.up") {
+        let served = (
+            fig.f("scale.served_services").unwrap_or(0.0),
+            fig.f("scale.sampled_services").unwrap_or(0.0),
+            fig.f("scale.served_pods").unwrap_or(0.0),
+            fig.f("scale.sampled_pods").unwrap_or(0.0),
+        );
+        writeln!(
+            m,
+            "2 nodes (`podCIDRMaskSize: 22`), {} busybox httpd pods ({} Deployments of 2), {} \
+             Services of 2 endpoints each, the cluster DNS on.\n\n\
+             | what | figure |\n|---|---:|\n\
+             | `netlab up` (every pod running and accepting) | {} |\n\
+             | pods running | {} |\n\
+             | clusterIPs answering (a sample, curl from node-1) | {} of {} |\n\
+             | pod IPs answering (a sample) | {} of {} |\n\
+             | `netlab down` | {} |\n\
+             | left behind after `down` (namespaces, `/run/netlab/<lab>`, mounts, cgroups) | {} |\n",
+            fig.f("scale.pods").unwrap_or(0.0),
+            fig.f("scale.pods").unwrap_or(0.0) / 2.0,
+            fig.f("scale.services").unwrap_or(0.0),
+            secs(Some(up)),
+            fig.f("scale.running").unwrap_or(0.0),
+            served.0,
+            served.1,
+            served.2,
+            served.3,
+            secs(fig.f("scale.down")),
+            match fig.f("scale.leftovers") {
+                Some(0.0) => "nothing".to_string(),
+                Some(n) => format!("{n} objects"),
+                None => "—".into(),
+            }
+        )
+        .unwrap();
+        let ok = fig.f("scale.leftovers") == Some(0.0)
+            && served.0 == served.1
+            && served.2 == served.3
+            && served.1 > 0.0;
+        targets.push((
+            format!(
+                "a lab of {} pods and {} services comes up, serves, tears down leaving nothing",
+                fig.f("scale.pods").unwrap_or(0.0),
+                fig.f("scale.services").unwrap_or(0.0)
+            ),
+            format!(
+                "up {}, down {}, {}/{} services and {}/{} pods answered",
+                secs(Some(up)),
+                secs(fig.f("scale.down")),
+                served.0,
+                served.1,
+                served.2,
+                served.3
+            ),
+            verdict(Some(ok)),
+        ));
+    } else {
+        writeln!(m, "Not measured in this run.\n").unwrap();
+    }
+
+    let mut head = String::new();
+    writeln!(head, "## Targets\n").unwrap();
+    writeln!(head, "| target | measured | |").unwrap();
+    writeln!(head, "|---|---|---|").unwrap();
+    for (t, v, ok) in &targets {
+        writeln!(head, "| {t} | {v} | {ok} |").unwrap();
+    }
+    writeln!(head).unwrap();
+    // Targets right after the chart.
+    let at = m.find("## 1.").unwrap_or(m.len());
+    m.insert_str(at, &head);
+    m
+}
+
+fn chart(fig: &Figures, path: &std::path::Path) {
+    let root = SVGBackend::new(path, (1200, 800)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let panels = root.split_evenly((2, 2));
+    let colors = [
+        RGBColor(31, 119, 180),
+        BLACK,
+        RGBColor(255, 127, 14),
+        RGBColor(214, 39, 40),
+    ];
+    let pods = sizes(fig, "podnet.netlab.up.");
+
+    // Pod network: bring-up and teardown, log scale.
+    for (panel, (phase, title)) in panels.iter().zip([
+        ("up", "pod network bring-up (s, log)"),
+        ("down", "pod network teardown (s, log)"),
+    ]) {
+        let vals: Vec<f64> = METHODS
+            .iter()
+            .flat_map(|(k, _)| {
+                pods.iter()
+                    .filter_map(move |n| fig.f(&format!("podnet.{k}.{phase}.{n}")))
+            })
+            .collect();
+        if vals.is_empty() {
+            continue;
+        }
+        let lo = vals.iter().cloned().fold(f64::MAX, f64::min) / 2.0;
+        let hi = vals.iter().cloned().fold(0.0, f64::max) * 2.0;
+        let xmax = *pods.last().unwrap() as f64 * 1.05;
+        let mut c = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..xmax, (lo..hi).log_scale())
+            .unwrap();
+        c.configure_mesh()
+            .x_desc("pods")
+            .y_label_formatter(&|v| format!("{v:.3}"))
+            .draw()
+            .unwrap();
+        for ((k, label), color) in METHODS.iter().zip(colors) {
+            let pts: Vec<(f64, f64)> = pods
+                .iter()
+                .filter_map(|&n| {
+                    fig.f(&format!("podnet.{k}.{phase}.{n}"))
+                        .map(|v| (n as f64, v))
+                })
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .unwrap()
+                .label(label.replace('`', ""))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .unwrap();
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .unwrap();
+    }
+
+    // Proxy: full sync and endpoint change against services.
+    let svc = sizes(fig, "proxy.full_sync.");
+    if !svc.is_empty() {
+        let xmax = *svc.last().unwrap() as f64 * 1.05;
+        let vals: Vec<f64> = svc
+            .iter()
+            .flat_map(|n| {
+                [
+                    fig.f(&format!("proxy.full_sync.{n}")),
+                    fig.f(&format!("proxy.change.{n}")),
+                ]
+            })
+            .flatten()
+            .map(|v| v * 1e3)
+            .collect();
+        let lo = vals.iter().cloned().fold(f64::MAX, f64::min) / 2.0;
+        let hi = vals.iter().cloned().fold(0.0, f64::max) * 2.0;
+        let mut c = ChartBuilder::on(&panels[2])
+            .caption("service rules on a node (ms, log)", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..xmax, (lo..hi).log_scale())
+            .unwrap();
+        c.configure_mesh()
+            .x_desc("services")
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .draw()
+            .unwrap();
+        for ((key, label), color) in [
+            ("full_sync", "full sync"),
+            ("change", "one endpoint change"),
+        ]
+        .into_iter()
+        .zip([colors[0], colors[3]])
+        {
+            let pts: Vec<(f64, f64)> = svc
+                .iter()
+                .filter_map(|&n| {
+                    fig.f(&format!("proxy.{key}.{n}"))
+                        .map(|v| (n as f64, v * 1e3))
+                })
+                .collect();
+            c.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .unwrap()
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            c.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .unwrap();
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .unwrap();
+    }
+
+    // Data path: throughput bars.
+    let bars: Vec<(&str, f64)> = [
+        ("clusterIP", "datapath.clusterip.bps"),
+        ("pod→pod", "datapath.direct.bps"),
+        ("bare veth", "datapath.veth.bps"),
+    ]
+    .into_iter()
+    .filter_map(|(l, k)| fig.f(k).map(|v| (l, v / 1e9)))
+    .collect();
+    if !bars.is_empty() {
+        let hi = bars.iter().map(|b| b.1).fold(0.0, f64::max) * 1.2;
+        let mut c = ChartBuilder::on(&panels[3])
+            .caption("data path throughput (Gbit/s, iperf3)", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0f64..bars.len() as f64, 0f64..hi)
+            .unwrap();
+        let labels: Vec<String> = bars.iter().map(|b| b.0.to_string()).collect();
+        c.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(bars.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = (*x - 0.5).round();
+                if (x - 0.5 - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+                    labels[i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .unwrap();
+        c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            Rectangle::new(
+                [(i as f64 + 0.2, 0.0), (i as f64 + 0.8, *v)],
+                colors[i % colors.len()].filled(),
+            )
+        }))
+        .unwrap();
+        c.draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+            Text::new(
+                format!("{v:.2}"),
+                (i as f64 + 0.4, *v + hi * 0.03),
+                ("sans-serif", 16),
+            )
+        }))
+        .unwrap();
+    }
+    root.present().unwrap();
+}

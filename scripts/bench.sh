@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# netlab's benchmark, side by side with the tools people would otherwise
+# use, measured in one run on this machine. Writes bench/report.md (every
+# figure, the baselines, the ratios, the targets met or missed) and
+# bench/report.svg (the chart); the raw figures go to bench/results/*.json.
+#
+#   sudo scripts/bench.sh                 everything (about 10 minutes here)
+#   sudo scripts/bench.sh podnet proxy    some parts (the others' figures of
+#                                         the last run stay in the report)
+#   sudo scripts/bench.sh --quick         small sizes, to try it out
+#
+# Parts: podnet (pod network bring-up/teardown: netlab, CNI bridge plugin,
+# ip script, ip -batch floor), proxy (service rules at 1 000/10 000/30 000
+# services, connect latency, linear chain), datapath (iperf3 and TCP round
+# trips: clusterIP, pod to pod, bare veth), convergence (endpoint
+# convergence in a small lab), scale (a lab of 1 000 pods and 10 000
+# services: up, serving, convergence, controller memory, down, leftovers).
+# Environment knobs are described at the top of each benches/*.rs.
+#
+# Needs root. Installs what is missing with apt (containernetworking-plugins,
+# iperf3, nftables, iproute2, runc, curl) and, when the local registry has
+# no images yet, runs scripts/setup.sh. Run it on a quiet machine: figures
+# taken while something compiles are wrong (the load average is recorded
+# in the report).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPO=$PWD
+
+if [[ $EUID -ne 0 ]]; then
+	echo "scripts/bench.sh needs root: sudo scripts/bench.sh" >&2
+	exit 1
+fi
+
+quick=0
+parts=()
+for a in "$@"; do
+	case $a in
+	--quick) quick=1 ;;
+	podnet | proxy | datapath | convergence | scale) parts+=("$a") ;;
+	-h | --help)
+		sed -n '2,24p' "$0"
+		exit 0
+		;;
+	*)
+		echo "unknown argument $a (parts: podnet proxy datapath convergence scale; --quick)" >&2
+		exit 2
+		;;
+	esac
+done
+full=0
+if [[ ${#parts[@]} -eq 0 ]]; then
+	parts=(podnet proxy datapath convergence scale)
+	full=1
+fi
+
+# What the benches need.
+need=()
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] || need+=(containernetworking-plugins)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v runc >/dev/null || need+=(runc)
+command -v curl >/dev/null || need+=(curl)
+if [[ ${#need[@]} -gt 0 ]]; then
+	echo "installing ${need[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||
+		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null; }
+fi
+command -v cargo >/dev/null || { echo "cargo is missing (a Rust toolchain 1.85+ is needed)" >&2; exit 1; }
+
+# Images come from the local registry (datapath, convergence, scale).
+if ! curl -fsS -m 2 http://127.0.0.1:5000/v2/radial/busyboxplus/tags/list >/dev/null 2>&1; then
+	scripts/registry.sh start >/dev/null 2>&1 || true
+	if ! curl -fsS -m 2 http://127.0.0.1:5000/v2/radial/busyboxplus/tags/list >/dev/null 2>&1; then
+		echo "no local registry with the demo images: running scripts/setup.sh"
+		scripts/setup.sh
+	fi
+fi
+
+if [[ $quick -eq 1 ]]; then
+	export NETLAB_BENCH_PODNET_SIZES=${NETLAB_BENCH_PODNET_SIZES:-20,100}
+	export NETLAB_PROXY_SERVICES=${NETLAB_PROXY_SERVICES:-100,1000}
+	export NETLAB_BENCH_DP_SECS=${NETLAB_BENCH_DP_SECS:-2}
+	export NETLAB_BENCH_DP_ROUNDS=${NETLAB_BENCH_DP_ROUNDS:-1}
+	export NETLAB_BENCH_KILLS=${NETLAB_BENCH_KILLS:-8}
+	export NETLAB_BENCH_SCALE_PODS=${NETLAB_BENCH_SCALE_PODS:-40}
+	export NETLAB_BENCH_SCALE_SERVICES=${NETLAB_BENCH_SCALE_SERVICES:-200}
+	export NETLAB_BENCH_SCALE_DELETES=${NETLAB_BENCH_SCALE_DELETES:-4}
+fi
+
+export NETLAB_BENCH_DIR=$REPO/bench/results
+export NETLAB_BENCH_REPORT=$REPO/bench
+mkdir -p "$NETLAB_BENCH_DIR"
+# A full run starts from nothing: no figure of an older run in the report.
+[[ $full -eq 1 ]] && rm -f "$NETLAB_BENCH_DIR"/*.json
+
+echo "building (release)"
+cargo bench --no-run "${parts[@]/#/--bench=}" --bench report 2>&1 | grep -E '^(error|warning: unused)' || true
+
+load() { cut -d' ' -f1 /proc/loadavg; }
+for p in "${parts[@]}"; do
+	# Wait (up to a minute) for a quiet machine; the load is in the report.
+	for _ in $(seq 30); do
+		awk -v l="$(load)" 'BEGIN { exit !(l < 1.0) }' && break
+		sleep 2
+	done
+	echo
+	echo "=== $p (load $(load)) ==="
+	cargo bench -q --bench "$p"
+done
+
+cargo bench -q --bench report
+echo
+echo "report: bench/report.md, chart: bench/report.svg"
