@@ -67,14 +67,21 @@ fn pods(lab: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Whether every node's applied rules contain (or lack) an endpoint chain for `ip`.
+/// Whether each node's applied rules hold `ip` as an endpoint of the
+/// service `web`: the latest record of the service in the node's proxy
+/// state file (JSON lines, later lines override earlier ones; written only
+/// after the kernel took the batch).
 fn in_rules(lab: &str, ip: &str) -> Vec<bool> {
+    let needle = format!("\"ip\":\"{ip}\"");
     ["node-1", "node-2"]
         .iter()
         .map(|n| {
-            std::fs::read_to_string(format!("/run/netlab/{lab}/proxy/{n}.json"))
-                .unwrap_or_default()
-                .contains(&format!("__{ip}/"))
+            let text = std::fs::read_to_string(format!("/run/netlab/{lab}/proxy/{n}.json"))
+                .unwrap_or_default();
+            text.lines()
+                .filter(|l| l.starts_with("{\"key\":[\"default\",\"web\"]"))
+                .next_back()
+                .is_some_and(|l| l.contains(&needle))
         })
         .collect()
 }

@@ -182,6 +182,7 @@ fn rr(ns: &NetNs, ip: Ipv4Addr, count: usize) -> (Duration, Duration) {
 
 fn main() {
     common::require_root("datapath");
+    let load_at_start = common::load1();
     let rounds: usize = env_or("NETLAB_BENCH_DP_ROUNDS", 3);
     let secs: u64 = env_or("NETLAB_BENCH_DP_SECS", 5);
     let rr_count: usize = env_or("NETLAB_BENCH_DP_RR", 20_000);
@@ -295,7 +296,7 @@ fn main() {
     }
     results.put("datapath.secs", secs);
     results.put("datapath.rounds", rounds);
-    results.put("datapath.load", common::load1());
+    results.put("datapath.load", load_at_start);
     results.save("datapath");
     drop(guard);
 }

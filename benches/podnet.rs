@@ -78,6 +78,7 @@ fn teardown_netlab(prefix: &str) -> Duration {
 
 fn main() {
     common::require_root("podnet");
+    let load_at_start = common::load1();
     let sizes = env_list("NETLAB_BENCH_PODNET_SIZES", &[100, 500, 1000]);
     let runs: usize = env_or("NETLAB_BENCH_RUNS", 3);
     let slow_runs: usize = env_or("NETLAB_BENCH_SLOW_RUNS", 1);
@@ -160,7 +161,7 @@ fn main() {
         }
     }
     results.put("podnet.cni_jobs", jobs);
-    results.put("podnet.load", common::load1());
+    results.put("podnet.load", load_at_start);
     results.save("podnet");
 }
 

@@ -80,6 +80,7 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     common::require_root("proxy");
+    let load_at_start = common::load1();
     let sizes: Vec<u32> = common::env_list("NETLAB_PROXY_SERVICES", &[1_000, 10_000, 30_000])
         .into_iter()
         .map(|n| n as u32)
@@ -89,7 +90,7 @@ fn main() {
         run(count, i, &mut results);
     }
     latency(&sizes, &mut results);
-    results.put("proxy.load", common::load1());
+    results.put("proxy.load", load_at_start);
     results.save("proxy");
 }
 

@@ -389,7 +389,13 @@ fn markdown(fig: &Figures) -> String {
     }
 
     // 5. Scale.
-    writeln!(m, "## 5. Scale: a lab of 1 000 pods and 10 000 services\n").unwrap();
+    writeln!(
+        m,
+        "## 5. Scale: a lab of {} pods and {} services\n",
+        fig.f("scale.pods").unwrap_or(1000.0),
+        fig.f("scale.services").unwrap_or(10000.0)
+    )
+    .unwrap();
     if let Some(up) = fig.f("scale.up") {
         let served = (
             fig.f("scale.served_services").unwrap_or(0.0),
@@ -477,9 +483,17 @@ fn chart(fig: &Figures, path: &std::path::Path) {
     let pods = sizes(fig, "podnet.netlab.up.");
 
     // Pod network: bring-up and teardown, log scale.
-    for (panel, (phase, title)) in panels.iter().zip([
-        ("up", "pod network bring-up (s, log)"),
-        ("down", "pod network teardown (s, log)"),
+    for (panel, (phase, title, legend)) in panels.iter().zip([
+        (
+            "up",
+            "pod network bring-up (s, log)",
+            SeriesLabelPosition::LowerRight,
+        ),
+        (
+            "down",
+            "pod network teardown (s, log)",
+            SeriesLabelPosition::MiddleRight,
+        ),
     ]) {
         let vals: Vec<f64> = METHODS
             .iter()
@@ -503,6 +517,7 @@ fn chart(fig: &Figures, path: &std::path::Path) {
             .unwrap();
         c.configure_mesh()
             .x_desc("pods")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v:.3}"))
             .draw()
             .unwrap();
@@ -529,7 +544,7 @@ fn chart(fig: &Figures, path: &std::path::Path) {
         c.configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(legend)
             .draw()
             .unwrap();
     }
@@ -560,6 +575,7 @@ fn chart(fig: &Figures, path: &std::path::Path) {
             .unwrap();
         c.configure_mesh()
             .x_desc("services")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v:.2}"))
             .draw()
             .unwrap();
