@@ -19,6 +19,27 @@ use netlab::proxy::{self, Endpoint, Node, Protocol, Proxier, Service, ServicePor
 /// A namespace prefix of this test, torn down on drop (also on failure).
 struct Guard(String);
 
+/// Namespaces of earlier runs that were killed before their Guard ran
+/// (`netlab-pf<pid>x…` whose process is gone): removed at start.
+fn remove_stale_runs() {
+    let mut stale = std::collections::BTreeSet::new();
+    for name in net::NetNs::list("netlab-pf") {
+        let Some(pid) = name
+            .strip_prefix("netlab-pf")
+            .and_then(|r| r.split('x').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            stale.insert(name[..name.find('.').map_or(name.len(), |i| i + 1)].to_string());
+        }
+    }
+    for prefix in stale {
+        drop(Guard(prefix));
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let prefix = self.0.clone();
@@ -101,6 +122,7 @@ fn main() {
 fn latency(sizes: &[u32], results: &mut common::Results) {
     use netlab::net::{DcPlan, NetPlan, NodePlan, PodPlan};
     let prefix = format!("netlab-pf{}xl.", std::process::id());
+    remove_stale_runs();
     let _guard = Guard(prefix.clone());
     let node_ns = format!("{prefix}node.node-1");
     let pod_ns = format!("{prefix}pod.default.server");
