@@ -528,7 +528,13 @@ impl ClusterState {
     pub fn endpoints_of(&self, namespace: &str, name: &str) -> Option<&Endpoints> {
         self.endpoints
             .iter()
-            .find(|e| key(&e.metadata) == (namespace.to_string(), name.to_string()))
+            .find(|e| ref_key(&e.metadata) == (namespace, name))
+    }
+
+    /// Every Endpoints by (namespace, name): for callers that look up each
+    /// service's, which [`Self::endpoints_of`] makes O(services²).
+    pub fn endpoints_by_key(&self) -> std::collections::HashMap<(&str, &str), &Endpoints> {
+        endpoints_index(&self.endpoints)
     }
 }
 
