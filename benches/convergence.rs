@@ -79,8 +79,7 @@ fn in_rules(lab: &str, ip: &str) -> Vec<bool> {
             let text = std::fs::read_to_string(format!("/run/netlab/{lab}/proxy/{n}.json"))
                 .unwrap_or_default();
             text.lines()
-                .filter(|l| l.starts_with("{\"key\":[\"default\",\"web\"]"))
-                .next_back()
+                .rfind(|l| l.starts_with("{\"key\":[\"default\",\"web\"]"))
                 .is_some_and(|l| l.contains(&needle))
         })
         .collect()

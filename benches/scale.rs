@@ -151,7 +151,7 @@ fn main() {
     let deletes: usize = env_or("NETLAB_BENCH_SCALE_DELETES", 10);
     let sample: usize = env_or("NETLAB_BENCH_SCALE_SAMPLE", 20);
     assert!(
-        pods >= 2 && pods % 2 == 0,
+        pods >= 2 && pods.is_multiple_of(2),
         "NETLAB_BENCH_SCALE_PODS: an even number"
     );
     let lab = format!("b{}-scale", common::tag());

@@ -72,6 +72,13 @@ fn endpoints_index(list: &[Endpoints]) -> std::collections::HashMap<(&str, &str)
     index
 }
 
+/// Whether `meta` is the object `k` (false for None), without copying:
+/// these checks run over every service for each one added, so at 10 000
+/// services a copy per check cost most of `up` (O(services²) allocations).
+fn is_key(meta: &ObjectMeta, k: Option<&(String, String)>) -> bool {
+    k.is_some_and(|(ns, name)| ref_key(meta) == (ns.as_str(), name.as_str()))
+}
+
 fn key(meta: &ObjectMeta) -> (String, String) {
     (
         state::namespace(meta).to_string(),
@@ -83,13 +90,13 @@ impl ClusterState {
     pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
         self.services
             .iter()
-            .find(|s| key(&s.metadata) == (namespace.to_string(), name.to_string()))
+            .find(|s| ref_key(&s.metadata) == (namespace, name))
     }
 
     fn used_cluster_ips(&self, except: Option<&(String, String)>) -> HashSet<Ipv4Addr> {
         self.services
             .iter()
-            .filter(|s| Some(&key(&s.metadata)) != except)
+            .filter(|s| !is_key(&s.metadata, except))
             .filter_map(cluster_ip)
             .collect()
     }
@@ -97,7 +104,7 @@ impl ClusterState {
     fn used_node_ports(&self, except: Option<&(String, String)>) -> HashSet<u16> {
         self.services
             .iter()
-            .filter(|s| Some(&key(&s.metadata)) != except)
+            .filter(|s| !is_key(&s.metadata, except))
             .flat_map(|s| s.spec.iter().flat_map(|sp| sp.ports.iter().flatten()))
             .filter_map(|p| p.node_port.map(|n| n as u16))
             .collect()
@@ -325,9 +332,10 @@ impl ClusterState {
         } else if let Some(st) = svc.status.as_mut() {
             st.load_balancer = None;
         }
-        self.services.retain(|s| key(&s.metadata) != k);
+        self.services.retain(|s| !is_key(&s.metadata, Some(&k)));
         self.services.push(svc);
-        self.services.sort_by_key(|s| key(&s.metadata));
+        self.services
+            .sort_by(|a, b| ref_key(&a.metadata).cmp(&ref_key(&b.metadata)));
         Ok(created)
     }
 
@@ -528,7 +536,13 @@ impl ClusterState {
     pub fn endpoints_of(&self, namespace: &str, name: &str) -> Option<&Endpoints> {
         self.endpoints
             .iter()
-            .find(|e| key(&e.metadata) == (namespace.to_string(), name.to_string()))
+            .find(|e| ref_key(&e.metadata) == (namespace, name))
+    }
+
+    /// Every Endpoints by (namespace, name): for callers that look up each
+    /// service's, which [`Self::endpoints_of`] makes O(services²).
+    pub fn endpoints_by_key(&self) -> std::collections::HashMap<(&str, &str), &Endpoints> {
+        endpoints_index(&self.endpoints)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::cluster::services::{cluster_ip, service_type};
 use crate::cluster::{state, topology, ClusterState};
 use crate::paths;
 use crate::proxy::{self, model};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
@@ -22,19 +22,25 @@ pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Ser
         cluster_cidr: st.config.pod_cidr,
         service_cidr: st.config.service_cidr,
     };
+    let endpoints = st.endpoints_by_key();
     let services = st
         .services
         .iter()
-        .filter_map(|s| service_model(st, s))
+        .filter_map(|s| {
+            let key = (
+                state::namespace(&s.metadata),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            );
+            service_model(s, endpoints.get(&key).copied())
+        })
         .collect();
     (node_model, services)
 }
 
-fn service_model(st: &ClusterState, svc: &Service) -> Option<model::Service> {
+fn service_model(svc: &Service, endpoints: Option<&Endpoints>) -> Option<model::Service> {
     let spec = svc.spec.as_ref()?;
     let ns = state::namespace(&svc.metadata);
     let name = svc.metadata.name.clone().unwrap_or_default();
-    let endpoints = st.endpoints_of(ns, &name);
     let ports = spec
         .ports
         .iter()
