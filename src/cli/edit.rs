@@ -6,6 +6,7 @@ use crate::cluster::objects::{self, ExposeRequest, Mode};
 use crate::controller::{converge, ControllerError};
 use crate::lab;
 use anyhow::{bail, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -159,41 +160,25 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
     let mut targets: Vec<(String, String, String)> = Vec::new();
     if !args.files.is_empty() {
         let spec = load_objects(&args.files)?;
-        for d in &spec.deployments {
-            targets.push((
-                "deployment".into(),
-                ns_of(&d.object.metadata),
-                d.object.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
-        for p in &spec.pods {
-            targets.push((
-                "pod".into(),
-                ns_of(&p.object.metadata),
-                p.object.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
-        for s in &spec.services {
-            targets.push((
-                "service".into(),
-                ns_of(&s.object.metadata),
-                s.object.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
-        for s in &spec.secrets {
-            targets.push((
-                "secret".into(),
-                ns_of(&s.object.metadata),
-                s.object.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
-        for c in &spec.config_maps {
-            targets.push((
-                "configmap".into(),
-                ns_of(&c.object.metadata),
-                c.object.metadata.name.clone().unwrap_or_default(),
-            ));
-        }
+        let mut add = |kind: &str, meta: &ObjectMeta| {
+            let name = meta.name.clone().unwrap_or_default();
+            targets.push((kind.into(), ns_of(meta), name));
+        };
+        spec.deployments
+            .iter()
+            .for_each(|d| add("deployment", &d.object.metadata));
+        spec.pods
+            .iter()
+            .for_each(|p| add("pod", &p.object.metadata));
+        spec.services
+            .iter()
+            .for_each(|s| add("service", &s.object.metadata));
+        spec.secrets
+            .iter()
+            .for_each(|s| add("secret", &s.object.metadata));
+        spec.config_maps
+            .iter()
+            .for_each(|c| add("configmap", &c.object.metadata));
     } else {
         for (k, n) in kinds_and_names(&args.targets)? {
             targets.push((k, args.namespace.clone(), n));
@@ -223,7 +208,7 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
     Ok(code)
 }
 
-fn ns_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+fn ns_of(meta: &ObjectMeta) -> String {
     meta.namespace.clone().unwrap_or_else(|| "default".into())
 }
 
