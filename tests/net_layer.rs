@@ -341,10 +341,37 @@ fn add_pods_then_remove_pod_frees_the_veth_at_once() {
         (late.addr.addr(), port).into(),
         full.pods[1].addr.addr(),
     );
-    drop((listener, late_ns));
+    drop(listener);
 
-    rt.block_on(net::remove_pod(&late.netns))
+    // The node and the pod know each other's MAC without ARP: permanent
+    // entries (the kernel's ARP table is shared by every namespace and
+    // capped host-wide; see src/net/neigh.rs).
+    let bridge = sh(&node1, "ip", &["-o", "link", "show", "cni0"]);
+    let bridge_mac = bridge
+        .split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .expect("cni0's MAC");
+    assert_has(
+        &sh(&late_ns, "ip", &["neigh", "show", "dev", "eth0"]),
+        &format!("10.244.1.1 lladdr {bridge_mac} PERMANENT"),
+        "pod's gateway entry",
+    );
+    let entry = "10.244.1.3 lladdr 0a:58:0a:f4:01:03 PERMANENT";
+    assert_has(
+        &sh(&node1, "ip", &["neigh", "show", "dev", "cni0"]),
+        entry,
+        "node's entry for the pod",
+    );
+    drop(late_ns);
+
+    rt.block_on(net::remove_pod(&late.netns, Some(late.link())))
         .expect("remove_pod");
+    let neighbours = sh(&node1, "ip", &["neigh", "show", "dev", "cni0"]);
+    assert!(
+        !neighbours.contains("10.244.1.3 "),
+        "the node still has an entry for the removed pod:\n{neighbours}"
+    );
     assert!(NetNs::open(&late.netns).is_err());
     // Gone right away, not whenever the kernel destroys the namespace.
     let ports = sh(&node1, "ip", &["-o", "link", "show"]);
@@ -353,7 +380,7 @@ fn add_pods_then_remove_pod_frees_the_veth_at_once() {
         "{} still in node:\n{ports}",
         late.host_veth
     );
-    rt.block_on(net::remove_pod(&late.netns))
+    rt.block_on(net::remove_pod(&late.netns, Some(late.link())))
         .expect("remove_pod is idempotent");
 
     // Same pod again, immediately: no EEXIST on the node side.
@@ -434,7 +461,7 @@ fn invalid_plans_touch_nothing() {
         Err(NetError::Refused { .. })
     ));
     assert!(matches!(
-        rt().block_on(net::remove_pod("cni-1")),
+        rt().block_on(net::remove_pod("cni-1", None)),
         Err(NetError::Refused { .. })
     ));
 }

@@ -41,12 +41,14 @@ fn plural(n: usize, what: &str) -> String {
 
 pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     super::existing_files(&args.files)?;
+    let t = std::time::Instant::now();
     let spec = lab::load(
         &args.files,
         &lab::Overrides {
             name: args.name.or(lab_flag),
         },
     )?;
+    tracing::debug!(elapsed = ?t.elapsed(), "up: lab files read");
     let summary = controller::up(
         spec,
         &UpOptions {

@@ -830,7 +830,16 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
             errors.push(e.to_string());
         }
     }
-    if let Err(e) = crate::net::remove_pod(&paths::pod_netns(lab, &ns, &name)).await {
+    let node_netns = state::pod_node(pod).map(|n| paths::node_netns(lab, n));
+    let link = node_netns
+        .as_deref()
+        .zip(state::pod_ip(pod))
+        .map(|(node_netns, addr)| crate::net::PodLink {
+            node_netns,
+            bridge: super::up::POD_BRIDGE,
+            addr,
+        });
+    if let Err(e) = crate::net::remove_pod(&paths::pod_netns(lab, &ns, &name), link).await {
         errors.push(e.to_string());
     }
     if dir.exists() {
@@ -863,9 +872,13 @@ fn probe_until(mut targets: Vec<Target>, deadline: Instant) -> Vec<Target> {
     let mut failed = Vec::new();
     loop {
         let mut still = Vec::new();
+        let round = Instant::now();
+        let n = targets.len();
+        let mut errs: HashMap<String, usize> = HashMap::new();
         for t in targets {
-            if TcpStream::connect_timeout(&t.addr, Duration::from_millis(200)).is_ok() {
-                continue;
+            match TcpStream::connect_timeout(&t.addr, Duration::from_millis(200)) {
+                Ok(_) => continue,
+                Err(e) => *errs.entry(e.kind().to_string()).or_default() += 1,
             }
             if t.alive() {
                 still.push(t);
@@ -873,6 +886,7 @@ fn probe_until(mut targets: Vec<Target>, deadline: Instant) -> Vec<Target> {
                 failed.push(t);
             }
         }
+        tracing::debug!(targets = n, left = still.len(), ?errs, elapsed = ?round.elapsed(), "probe round");
         targets = still;
         if targets.is_empty() || Instant::now() >= deadline {
             failed.extend(targets);

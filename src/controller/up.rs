@@ -98,7 +98,9 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         ),
         })?;
     let host = host_info(runtime_version);
+    phase("images", &start);
     let mut state = ClusterState::plan(&spec, &host, chrono::Utc::now(), &mut rand::rng())?;
+    phase("planned", &start);
     let plan = net_plan(&state);
     plan.validate()?;
     let public = public_plan(&state);
@@ -125,19 +127,27 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         let t = Instant::now();
         net::apply(&plan).await?;
         net::public::apply(&public).await?;
+        phase("network", &start);
         let network = t.elapsed();
         let t = Instant::now();
         let pids = pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
+        phase("containers started", &t);
         state.persist(&dir)?;
+        phase("state written", &t);
         pods::wait_serving(&lab, &mut state, &pids, options.timeout).await?;
+        phase("containers serving", &t);
         state.refresh_deployment_status();
         state.refresh_endpoints();
+        phase("endpoints", &t);
         super::proxier::sync_all(&lab, &state).await?;
+        phase("proxy rules", &t);
         state.persist(&dir)?;
         drop(_lock);
         let controller = super::daemon::spawn(&lab)?;
+        phase("controller started", &t);
         if state.config.dns.enabled {
             state = wait_dns(&lab, &dir, controller, options.timeout).await?;
+            phase("dns serving", &t);
         }
         Ok::<_, ControllerError>((network, t.elapsed()))
     }
@@ -165,6 +175,11 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
             }
         }
     }
+}
+
+/// Where `up`'s time goes (`NETLAB_LOG=netlab=debug`).
+fn phase(what: &str, since: &Instant) {
+    tracing::debug!(elapsed = ?since.elapsed(), "up: {what}");
 }
 
 /// Waits until the controller serves the cluster DNS (the kube-dns Service
@@ -267,7 +282,7 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
             netns: paths::node_netns(lab, &n.name),
             dc_port: net::ifname("n-", &n.name),
             lan_addr: n.lan,
-            bridge: "cni0".into(),
+            bridge: POD_BRIDGE.into(),
             gateway: n.gateway,
             routes: nodes
                 .iter()
@@ -327,6 +342,9 @@ pub fn public_plan(state: &ClusterState) -> net::public::PublicPlan {
     }
 }
 
+/// Each node's bridge for its pods, as the CNI bridge plugin names it.
+pub const POD_BRIDGE: &str = "cni0";
+
 pub fn pod_plan(state: &ClusterState, p: &k8s_openapi::api::core::v1::Pod) -> PodPlan {
     let lab = &state.config.name;
     let ns = state::namespace(&p.metadata);
@@ -341,7 +359,7 @@ pub fn pod_plan(state: &ClusterState, p: &k8s_openapi::api::core::v1::Pod) -> Po
         netns: paths::pod_netns(lab, ns, name),
         node_netns: paths::node_netns(lab, node_name),
         host_veth: net::ifname("veth", &format!("{ns}/{name}")),
-        bridge: "cni0".into(),
+        bridge: POD_BRIDGE.into(),
         addr: ipnet::Ipv4Net::new(ip, node.pod_subnet.prefix_len()).expect("valid prefix"),
         gateway: node.gateway.addr(),
     }

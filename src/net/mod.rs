@@ -23,6 +23,7 @@ mod addr;
 mod conn;
 pub mod error;
 pub mod link;
+mod neigh;
 pub mod netns;
 pub mod plan;
 pub mod public;
@@ -108,10 +109,33 @@ pub async fn add_pods(pods: &[PodPlan]) -> Result<(), NetError> {
     res
 }
 
+/// Where a pod's link ends on its node, to remove the node's neighbour
+/// entry for the pod's address with the pod (see neigh.rs).
+pub struct PodLink<'a> {
+    pub node_netns: &'a str,
+    pub bridge: &'a str,
+    pub addr: std::net::Ipv4Addr,
+}
+
+impl PodPlan {
+    pub fn link(&self) -> PodLink<'_> {
+        PodLink {
+            node_netns: &self.node_netns,
+            bridge: &self.bridge,
+            addr: self.addr.addr(),
+        }
+    }
+}
+
 /// Remove one pod's network. Idempotent: Ok if it is already gone.
-pub async fn remove_pod(pod_netns: &str) -> Result<(), NetError> {
+pub async fn remove_pod(pod_netns: &str, link: Option<PodLink<'_>>) -> Result<(), NetError> {
     netns::check_ours("remove pod netns", pod_netns)?;
     let mut first_err = None;
+    if let Some(l) = link {
+        if let Err(e) = forget_pod(&l).await {
+            first_err = Some(e);
+        }
+    }
     match NetNs::open(pod_netns) {
         Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
         // Not a usable namespace (e.g. a half-created leftover): just delete it.
@@ -136,6 +160,23 @@ pub async fn remove_pod(pod_netns: &str) -> Result<(), NetError> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Deletes the node's permanent neighbour entry for a pod's address
+/// (without it, the address answers "no route to host" again once the pod
+/// is gone, as a learned entry would fail). Ok if the node is gone.
+async fn forget_pod(l: &PodLink<'_>) -> Result<(), NetError> {
+    netns::check_ours("configure netns", l.node_netns)?;
+    let ns = match NetNs::open(l.node_netns) {
+        Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(()),
+        other => other?,
+    };
+    let conn = Conn::open(&ns)?;
+    let bridge = match link::index(&conn, l.bridge).await {
+        Err(e) if e.errno() == Some(libc::ENODEV) => return Ok(()),
+        other => other?,
+    };
+    neigh::delete(&conn, bridge, l.bridge, l.addr).await
 }
 
 /// Delete every namespace `/run/netns/<prefix>*`: pods first, then nodes,
@@ -215,6 +256,9 @@ impl Created {
 struct NodeCtx {
     conn: Conn,
     bridge_idx: u32,
+    bridge: String,
+    /// The bridge's MAC: the pods' gateway (set when it was made, `add_bridge`).
+    bridge_mac: [u8; 6],
     // Keeps the namespace fd open as long as we configure it.
     _ns: NetNs,
 }
@@ -228,6 +272,8 @@ impl NodeCtx {
         Ok(NodeCtx {
             conn,
             bridge_idx,
+            bridge: bridge.to_string(),
+            bridge_mac: link::stable_mac(netns, bridge),
             _ns: ns,
         })
     }
@@ -277,6 +323,8 @@ async fn build_node(
     Ok(NodeCtx {
         conn,
         bridge_idx,
+        bridge: n.bridge.clone(),
+        bridge_mac: link::stable_mac(&n.netns, &n.bridge),
         _ns: ns,
     })
 }
@@ -333,16 +381,26 @@ async fn build_pod(
     // The pod's netlink socket is opened by the factory thread while it is
     // inside the new namespace anyway.
     let (ns, sock) = factory.create(&p.netns).await?;
+    let pod_mac = link::mac_for_ip(p.addr.addr());
     link::add_veth(
         &node.conn,
         &p.host_veth,
         node.bridge_idx,
         "eth0",
         &ns,
-        Some(link::mac_for_ip(p.addr.addr())),
+        Some(pod_mac),
     )
     .await?;
     link::set_hairpin(&node.conn, &p.host_veth).await?;
+    // No ARP between the node and its pods (see neigh.rs).
+    neigh::set_permanent(
+        &node.conn,
+        node.bridge_idx,
+        &node.bridge,
+        p.addr.addr(),
+        pod_mac,
+    )
+    .await?;
 
     let conn = Conn::with_socket(&ns, sock)?;
     link::set_up(&conn, "lo").await?;
@@ -354,6 +412,7 @@ async fn build_pod(
     // modules loaded on the host, so it is not reliably 2.
     let eth0 = link::index(&conn, "eth0").await?;
     addr::add(&conn, eth0, "eth0", p.addr).await?;
+    neigh::set_permanent(&conn, eth0, "eth0", p.gateway, node.bridge_mac).await?;
     route::add_default(&conn, p.gateway).await
 }
 
