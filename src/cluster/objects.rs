@@ -2,7 +2,7 @@
 //! edits of the object store, each returning kubectl's one-line answer
 //! (`service/my-nginx created`). The controller then converges the host.
 
-use super::services::ServiceError;
+use super::services::{ServiceBatch, ServiceError};
 use super::state::{self, namespace, time, ClusterState, StateError};
 use crate::lab::LabSpec;
 use chrono::{DateTime, Utc};
@@ -59,9 +59,17 @@ pub fn apply(
     for p in &spec.pods {
         out.push(apply_pod(st, p.object.clone(), mode, now, rng)?);
     }
+    let mut services = st.service_batch();
     for s in &spec.services {
-        out.push(apply_service(st, s.object.clone(), mode, now, rng)?);
+        out.push(apply_service_in(
+            &mut services,
+            s.object.clone(),
+            mode,
+            now,
+            rng,
+        )?);
     }
+    drop(services);
     st.reconcile_deployments(now, rng)?;
     Ok(out)
 }
@@ -207,17 +215,27 @@ pub fn apply_service(
     now: DateTime<Utc>,
     rng: &mut impl rand::Rng,
 ) -> Result<String, ObjectError> {
+    apply_service_in(&mut st.service_batch(), svc, mode, now, rng)
+}
+
+fn apply_service_in(
+    st: &mut ServiceBatch,
+    svc: Service,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
     let name = svc.metadata.name.clone().unwrap_or_default();
     let ns = namespace(&svc.metadata).to_string();
-    let before = st.service(&ns, &name).cloned();
+    let before = st.get(&ns, &name).cloned();
     if before.is_some() && mode == Mode::Create {
         return Err(ObjectError::AlreadyExists {
             kind: "services",
             name,
         });
     }
-    st.upsert_service(svc, now, rng)?;
-    let after = st.service(&ns, &name).cloned();
+    st.upsert(svc, now, rng)?;
+    let after = st.get(&ns, &name).cloned();
     Ok(format!(
         "service/{name} {}",
         verb(

@@ -167,14 +167,16 @@ impl ClusterState {
             cm.metadata.uid = Some(uid(rng));
             state.config_maps.push(cm);
         }
+        let mut batch = state.service_batch();
         for s in &spec.services {
-            state
-                .upsert_service(s.object.clone(), now, rng)
+            batch
+                .upsert(s.object.clone(), now, rng)
                 .map_err(|source| StateError::Service {
                     at: s.at.to_string(),
                     source,
                 })?;
         }
+        drop(batch);
         state.refresh_deployment_status();
         state.refresh_endpoints();
         Ok(state)

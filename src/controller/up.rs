@@ -131,23 +131,23 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         let network = t.elapsed();
         let t = Instant::now();
         let pids = pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
-        phase("containers started", &t);
+        phase("containers started", &start);
         state.persist(&dir)?;
-        phase("state written", &t);
+        phase("state written", &start);
         pods::wait_serving(&lab, &mut state, &pids, options.timeout).await?;
-        phase("containers serving", &t);
+        phase("containers serving", &start);
         state.refresh_deployment_status();
         state.refresh_endpoints();
-        phase("endpoints", &t);
+        phase("endpoints", &start);
         super::proxier::sync_all(&lab, &state).await?;
-        phase("proxy rules", &t);
+        phase("proxy rules", &start);
         state.persist(&dir)?;
         drop(_lock);
         let controller = super::daemon::spawn(&lab)?;
-        phase("controller started", &t);
+        phase("controller started", &start);
         if state.config.dns.enabled {
             state = wait_dns(&lab, &dir, controller, options.timeout).await?;
-            phase("dns serving", &t);
+            phase("dns serving", &start);
         }
         Ok::<_, ControllerError>((network, t.elapsed()))
     }
