@@ -119,78 +119,157 @@ fn main() {
 /// that node, at 1 and at each size in the verdict-map layout, and with the
 /// largest size as a linear chain of one DNAT rule per service (what
 /// kube-proxy's iptables mode amounts to), the target being the last.
+///
+/// Each configuration has a node and a pod of its own, all loaded at once,
+/// and the connects are taken in interleaved rounds (a round of each
+/// configuration in turn, 20 times): measured one after another, the
+/// figures drifted with the machine by ±40 % between runs, more than the
+/// differences being measured.
 fn latency(sizes: &[u32], results: &mut common::Results) {
     use netlab::net::{DcPlan, NetPlan, NodePlan, PodPlan};
+    const ROUNDS: usize = 20;
+    const PER_ROUND: usize = 100;
+    const WARM_UP: usize = 200;
     let prefix = format!("netlab-pf{}xl.", std::process::id());
     remove_stale_runs();
     let _guard = Guard(prefix.clone());
-    let node_ns = format!("{prefix}node.node-1");
-    let pod_ns = format!("{prefix}pod.default.server");
+
+    let largest = sizes.iter().copied().max().unwrap_or(10_000);
+    let mut counts = vec![1u32];
+    counts.extend(sizes.iter().copied().filter(|&n| n > 1));
+    // The configurations: the pod directly, verdict maps at each count,
+    // the linear chain at the largest.
+    enum Rules {
+        None,
+        Maps(u32),
+        Linear(u32),
+    }
+    let mut configs = vec![("no service: the pod directly".to_string(), Rules::None)];
+    for &n in &counts {
+        configs.push((format!("verdict maps, {n} services"), Rules::Maps(n)));
+    }
+    configs.push((
+        format!("linear chain, {largest} services"),
+        Rules::Linear(largest),
+    ));
+
+    let node_ns = |i: usize| format!("{prefix}node.c{i}");
+    let pod_ns = |i: usize| format!("{prefix}pod.default.c{i}");
+    let pod_ip = |i: usize| Ipv4Addr::new(10, 244, i as u8 + 1, 2);
     let plan = NetPlan {
         dc: DcPlan {
             netns: format!("{prefix}dc"),
             bridge: "lan0".into(),
             addr: "172.18.0.1/24".parse().unwrap(),
         },
-        nodes: vec![NodePlan {
-            name: "node-1".into(),
-            netns: node_ns.clone(),
-            dc_port: net::ifname("n-", &node_ns),
-            lan_addr: "172.18.0.2/24".parse().unwrap(),
-            bridge: "cni0".into(),
-            gateway: "10.244.1.1/24".parse().unwrap(),
-            routes: vec![(
-                "10.0.0.0/16".parse().unwrap(),
-                "172.18.0.1".parse().unwrap(),
-            )],
-        }],
-        pods: vec![PodPlan {
-            netns: pod_ns.clone(),
-            node_netns: node_ns.clone(),
-            host_veth: net::ifname("veth", &pod_ns),
-            bridge: "cni0".into(),
-            addr: "10.244.1.2/24".parse().unwrap(),
-            gateway: "10.244.1.1".parse().unwrap(),
-        }],
+        nodes: (0..configs.len())
+            .map(|i| NodePlan {
+                name: format!("c{i}"),
+                netns: node_ns(i),
+                dc_port: net::ifname("n-", &node_ns(i)),
+                lan_addr: format!("172.18.0.{}/24", i + 2).parse().unwrap(),
+                bridge: "cni0".into(),
+                gateway: format!("10.244.{}.1/24", i + 1).parse().unwrap(),
+                // A route for the service range: locally made packets are
+                // routed before the output hook DNATs them.
+                routes: vec![(
+                    "10.0.0.0/16".parse().unwrap(),
+                    "172.18.0.1".parse().unwrap(),
+                )],
+            })
+            .collect(),
+        pods: (0..configs.len())
+            .map(|i| PodPlan {
+                netns: pod_ns(i),
+                node_netns: node_ns(i),
+                host_veth: net::ifname("veth", &pod_ns(i)),
+                bridge: "cni0".into(),
+                addr: format!("{}/24", pod_ip(i)).parse().unwrap(),
+                gateway: format!("10.244.{}.1", i + 1).parse().unwrap(),
+            })
+            .collect(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(net::apply(&plan)).expect("network");
-    // A server that accepts and closes, forever (the thread ends with the process).
-    let server = NetNs::open(&pod_ns).unwrap();
-    let listener = server
-        .run(|| std::net::TcpListener::bind("0.0.0.0:8080").unwrap())
-        .unwrap();
-    std::thread::spawn(move || {
-        for c in listener.incoming() {
-            drop(c);
-        }
-    });
-    let node = Node {
-        name: "node-1".into(),
-        node_ips: vec!["172.18.0.2".parse().unwrap()],
-        cluster_cidr: "10.244.0.0/16".parse().unwrap(),
-        service_cidr: "10.0.0.0/16".parse().unwrap(),
-    };
-    let target = |n: u32| {
+    // In each pod, a server that accepts and closes, forever (the threads
+    // end with the process).
+    for i in 0..configs.len() {
+        let listener = NetNs::open(&pod_ns(i))
+            .unwrap()
+            .run(|| std::net::TcpListener::bind("0.0.0.0:8080").unwrap())
+            .unwrap();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                drop(c);
+            }
+        });
+    }
+    // The services of count n, the last one's endpoint being pod i.
+    let target = |n: u32, i: usize| {
         let mut svcs = services(n);
         let last = svcs.last_mut().unwrap();
         last.ports[0].endpoints = vec![Endpoint {
-            ip: "10.244.1.2".parse().unwrap(),
+            ip: pod_ip(i),
             port: 8080,
-            node: "node-1".into(),
+            node: format!("c{i}"),
         }];
         (last.cluster_ip.unwrap(), svcs)
     };
     let dir = tempfile::tempdir().unwrap();
-    let ns = NetNs::open(&node_ns).unwrap();
-    let measure = |ip: Ipv4Addr, port: u16| -> (Duration, Duration) {
+    let mut targets = Vec::new();
+    for (i, (_, rules)) in configs.iter().enumerate() {
+        let ns = NetNs::open(&node_ns(i)).unwrap();
+        let addr = match rules {
+            Rules::None => std::net::SocketAddr::from((pod_ip(i), 8080)),
+            Rules::Maps(n) => {
+                let (ip, svcs) = target(*n, i);
+                let node = Node {
+                    name: format!("c{i}"),
+                    node_ips: vec![plan.nodes[i].lan_addr.addr()],
+                    cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+                    service_cidr: "10.0.0.0/16".parse().unwrap(),
+                };
+                rt.block_on(proxy::sync(
+                    &node_ns(i),
+                    &dir.path().join(format!("c{i}.json")),
+                    &node,
+                    &svcs,
+                ))
+                .expect("sync");
+                std::net::SocketAddr::from((ip, 80))
+            }
+            Rules::Linear(n) => {
+                let (ip, svcs) = target(*n, i);
+                load_linear(&ns, &svcs);
+                std::net::SocketAddr::from((ip, 80))
+            }
+        };
+        // A new bridge port forwards only after a moment: wait until the
+        // pod answers, through the rules.
         ns.run(move || {
-            let addr = std::net::SocketAddr::from((ip, port));
-            let mut times = Vec::new();
-            for i in 0..1200 {
+            let start = Instant::now();
+            while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{addr} never answered"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .unwrap();
+        targets.push((ns, addr));
+    }
+    // Steady state: let the kernel finish freeing what the loads replaced
+    // (deferred work after an RCU grace period).
+    std::thread::sleep(Duration::from_secs(2));
+
+    let connects = |ns: &NetNs, addr: std::net::SocketAddr, count: usize| -> Vec<Duration> {
+        ns.run(move || {
+            let mut times = Vec::with_capacity(count);
+            for _ in 0..count {
                 let t = Instant::now();
                 // A lost SYN (a full accept queue on a loaded machine) costs
                 // a 1 s retransmit: count it as such rather than abort.
@@ -201,65 +280,71 @@ fn latency(sizes: &[u32], results: &mut common::Results) {
                         continue;
                     }
                 };
-                let d = t.elapsed();
+                times.push(t.elapsed());
                 // RST instead of FIN: no TIME_WAIT pile-up in conntrack.
                 let _ = socket2_linger_zero(&s);
                 drop(s);
-                if i >= 200 {
-                    times.push(d);
-                }
             }
-            times.sort();
-            (times[times.len() / 2], times[times.len() * 99 / 100])
+            times
         })
         .unwrap()
     };
-    // A new bridge port forwards only after a moment: wait until the pod answers.
-    ns.run(|| {
-        let addr = std::net::SocketAddr::from(([10, 244, 1, 2], 8080));
-        let start = Instant::now();
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "the pod never answered"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .unwrap();
-    let mut rows = vec![(
-        "no service: the pod directly".to_string(),
-        measure("10.244.1.2".parse().unwrap(), 8080),
-    )];
-    let largest = sizes.iter().copied().max().unwrap_or(10_000);
-    let mut counts = vec![1u32];
-    counts.extend(sizes.iter().copied().filter(|&n| n > 1));
-    for &n in &counts {
-        let (ip, svcs) = target(n);
-        rt.block_on(proxy::sync(
-            &node_ns,
-            &dir.path().join("n.json"),
-            &node,
-            &svcs,
-        ))
-        .expect("sync");
-        // Steady state: let the kernel finish freeing what the sync
-        // replaced (deferred work after an RCU grace period, tens of ms
-        // after a 10 000-service load), as for the linear table below.
-        std::thread::sleep(Duration::from_secs(2));
-        let m = measure(ip, 80);
-        results.put(format!("proxy.latency.maps.{n}"), m.0.as_secs_f64());
-        results.put(format!("proxy.latency_p99.maps.{n}"), m.1.as_secs_f64());
-        rows.push((format!("verdict maps, {n} services"), m));
+    for (ns, addr) in &targets {
+        connects(ns, *addr, WARM_UP);
     }
-    rt.block_on(proxy::remove(&node_ns)).unwrap();
-    let _ = std::fs::remove_file(dir.path().join("n.json"));
-    // The linear baseline: one rule per service, the target last.
-    let (ip, svcs) = target(largest);
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+    for _ in 0..ROUNDS {
+        for (i, (ns, addr)) in targets.iter().enumerate() {
+            times[i].extend(connects(ns, *addr, PER_ROUND));
+        }
+    }
+    let rows: Vec<(String, (Duration, Duration))> = configs
+        .iter()
+        .zip(&mut times)
+        .map(|((what, _), t)| {
+            t.sort();
+            (what.clone(), (t[t.len() / 2], t[t.len() * 99 / 100]))
+        })
+        .collect();
+    for ((_, rules), (_, m)) in configs.iter().zip(&rows) {
+        match rules {
+            Rules::None => results.put("proxy.latency.direct", m.0.as_secs_f64()),
+            Rules::Maps(n) => {
+                results.put(format!("proxy.latency.maps.{n}"), m.0.as_secs_f64());
+                results.put(format!("proxy.latency_p99.maps.{n}"), m.1.as_secs_f64());
+            }
+            Rules::Linear(n) => {
+                results.put(format!("proxy.latency.linear.{n}"), m.0.as_secs_f64());
+                results.put(format!("proxy.latency_p99.linear.{n}"), m.1.as_secs_f64());
+            }
+        }
+    }
+    for i in 0..configs.len() {
+        if let Rules::Maps(_) = configs[i].1 {
+            rt.block_on(proxy::remove(&node_ns(i))).unwrap();
+        }
+    }
+
+    println!(
+        "connect latency to a clusterIP (node -> local pod; {ROUNDS} interleaved rounds of {PER_ROUND} connects):"
+    );
+    let base = rows[1].1 .0;
+    for (what, (median, p99)) in &rows {
+        println!(
+            "  {what}: median {:.1} µs, p99 {:.1} µs ({:+.1}% vs 1 service)",
+            median.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            (median.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0
+        );
+    }
+}
+
+/// The linear baseline in `ns`: one DNAT rule per service, in order.
+fn load_linear(ns: &NetNs, svcs: &[Service]) {
     let mut text = String::from(
         "add table ip linear\nadd chain ip linear out { type nat hook output priority -100 ; }\n",
     );
-    for s in &svcs {
+    for s in svcs {
         let ep = &s.ports[0].endpoints[0];
         text.push_str(&format!(
             "add rule ip linear out ip daddr {} tcp dport 80 dnat to {}:{}\n",
@@ -276,26 +361,6 @@ fn latency(sizes: &[u32], results: &mut common::Results) {
         .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
-    std::thread::sleep(Duration::from_secs(2));
-    let m = measure(ip, 80);
-    results.put(format!("proxy.latency.linear.{largest}"), m.0.as_secs_f64());
-    results.put(
-        format!("proxy.latency_p99.linear.{largest}"),
-        m.1.as_secs_f64(),
-    );
-    results.put("proxy.latency.direct", rows[0].1 .0.as_secs_f64());
-    rows.push((format!("linear chain, {largest} services"), m));
-
-    println!("connect latency to a clusterIP (node -> local pod, 1000 connects):");
-    let base = rows[1].1 .0;
-    for (what, (median, p99)) in &rows {
-        println!(
-            "  {what}: median {:.1} µs, p99 {:.1} µs ({:+.1}% vs 1 service)",
-            median.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6,
-            (median.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0
-        );
-    }
 }
 
 /// SO_LINGER {on, 0}: close() sends a RST and leaves no TIME_WAIT behind.

@@ -213,8 +213,11 @@ fn markdown(fig: &Figures) -> String {
         "Full sync and one endpoint change through netlab's `Proxier` as the controller runs it \
          (in-process nf_tables netlink, state file included); endpoint change: median of 15 \
          (best in brackets). Connect latency: a node connects to a clusterIP whose endpoint is \
-         a local pod (median of 1 000 connects, steady state), against a linear chain of one \
-         DNAT rule per service (kube-proxy iptables mode's shape) with the target last.\n"
+         a local pod, against a linear chain of one DNAT rule per service (kube-proxy iptables \
+         mode's shape) with the target last. Each configuration has its own node and pod, all \
+         loaded at once, and the 2 000 connects of each are taken in 20 interleaved rounds, so \
+         that the machine's drift during the run (±40 % between configurations measured one \
+         after another) falls on all of them alike; median and p99.\n"
     )
     .unwrap();
     writeln!(
