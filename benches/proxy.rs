@@ -319,8 +319,8 @@ fn latency(sizes: &[u32], results: &mut common::Results) {
             }
         }
     }
-    for i in 0..configs.len() {
-        if let Rules::Maps(_) = configs[i].1 {
+    for (i, (_, rules)) in configs.iter().enumerate() {
+        if let Rules::Maps(_) = rules {
             rt.block_on(proxy::remove(&node_ns(i))).unwrap();
         }
     }
