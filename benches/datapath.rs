@@ -21,8 +21,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{env_or, median, percentile, Results};
-use netlab::net::{self, NetNs};
+use common::{env_or, median, netlab, percentile, Results};
+use netlab::net::NetNs;
 
 const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
 const IPERF_PORT: u16 = 5201;
@@ -44,15 +44,7 @@ impl Drop for Guard {
         let _ = Command::new(NETLAB)
             .args(["down", "--lab", &self.lab])
             .output();
-        let prefix = self.veth_prefix.clone();
-        let errs = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(net::teardown(&prefix))
-        })
-        .join()
-        .unwrap();
+        let (errs, _) = common::teardown(&self.veth_prefix);
         for e in errs {
             eprintln!("cleanup: {e}");
         }
@@ -70,16 +62,6 @@ fn lab_yaml() -> String {
         pod("perf-server", "node-2", "perf-server"),
         pod("perf-client", "node-1", "perf-client"),
     )
-}
-
-fn netlab(args: &[&str]) -> String {
-    let out = Command::new(NETLAB).args(args).output().expect("netlab");
-    assert!(
-        out.status.success(),
-        "netlab {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn ip(netns: &str, args: &str) {

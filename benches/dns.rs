@@ -22,24 +22,10 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use netlab::net::NetNs;
 
+mod common;
+use common::{env_or, netlab};
+
 const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
-
-fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn netlab(args: &[&str]) -> String {
-    let out = Command::new(NETLAB).args(args).output().expect("netlab");
-    assert!(
-        out.status.success(),
-        "netlab {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 struct Down(String);
 impl Drop for Down {

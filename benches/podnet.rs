@@ -61,19 +61,9 @@ impl Drop for Guard {
 }
 
 fn teardown_netlab(prefix: &str) -> Duration {
-    let prefix = prefix.to_string();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let t = Instant::now();
-        let errs = rt.block_on(net::teardown(&prefix));
-        let d = t.elapsed();
-        assert!(errs.is_empty(), "teardown of {prefix}: {errs:?}");
-        d
-    })
-    .join()
-    .unwrap()
+    let (errs, d) = common::teardown(prefix);
+    assert!(errs.is_empty(), "teardown of {prefix}: {errs:?}");
+    d
 }
 
 fn main() {

@@ -42,15 +42,7 @@ fn remove_stale_runs() {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let prefix = self.0.clone();
-        let errs = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(net::teardown(&prefix))
-        })
-        .join()
-        .unwrap();
+        let (errs, _) = common::teardown(&self.0);
         for e in errs {
             eprintln!("cleanup of {}: {e}", self.0);
         }

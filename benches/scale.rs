@@ -28,7 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{env_or, median, percentile, Results};
+use common::{env_or, median, netlab, percentile, Results};
 
 const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
 
@@ -40,16 +40,6 @@ impl Drop for Guard {
             .args(["down", "--lab", &self.0])
             .output();
     }
-}
-
-fn netlab(args: &[&str]) -> String {
-    let out = Command::new(NETLAB).args(args).output().expect("netlab");
-    assert!(
-        out.status.success(),
-        "netlab {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn lab_yaml(pods: usize, services: usize) -> String {

@@ -132,3 +132,34 @@ pub fn load1() -> f64 {
         .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// Runs the `netlab` binary built with the benches; its stdout, or a panic
+/// with its stderr.
+pub fn netlab(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netlab"))
+        .args(args)
+        .output()
+        .expect("netlab");
+    assert!(
+        out.status.success(),
+        "netlab {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `net::teardown` of a prefix on a runtime of its own (callable from
+/// `Drop` and from inside another runtime): its errors and how long it took.
+pub fn teardown(prefix: &str) -> (Vec<netlab::net::NetError>, Duration) {
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let errs = rt.block_on(netlab::net::teardown(&prefix));
+        (errs, t.elapsed())
+    })
+    .join()
+    .unwrap()
+}
