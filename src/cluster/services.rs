@@ -490,13 +490,17 @@ impl<'a> ServiceBatch<'a> {
             .as_ref()
             .and_then(|e| e.spec.as_ref()?.ports.clone())
             .unwrap_or_default();
-        // This service's own nodePorts are free to it.
-        let mut taken = self.node_ports.clone();
-        for o in &old_ports {
-            if let Some(n) = o.node_port {
-                taken.remove(&(n as u16));
-            }
-        }
+        // Taken: held by another service, or by an earlier port of this one
+        // (its own old nodePorts are free to it).
+        let own: Vec<u16> = old_ports
+            .iter()
+            .filter_map(|o| o.node_port.map(|n| n as u16))
+            .collect();
+        let mut mine: Vec<u16> = Vec::new();
+        let held = &self.node_ports;
+        let taken = |mine: &[u16], n: u16| {
+            mine.contains(&n) || (held.contains(&n) && !own.contains(&n))
+        };
         for (i, p) in spec.ports.iter_mut().flatten().enumerate() {
             if !wants_node_ports {
                 if p.node_port.is_some() && existing.is_none() {
@@ -514,16 +518,16 @@ impl<'a> ServiceBatch<'a> {
                     if !(NODE_PORT_MIN as i32..=NODE_PORT_MAX as i32).contains(&n) {
                         return Err(invalid(&name, format!("spec.ports[{i}].nodePort: Invalid value: {n}: provided port is not in the valid range. The range of valid ports is {NODE_PORT_MIN}-{NODE_PORT_MAX}")));
                     }
-                    if taken.contains(&(n as u16)) {
+                    if taken(&mine, n as u16) {
                         return Err(invalid(&name, format!("spec.ports[{i}].nodePort: Invalid value: {n}: provided port is already allocated")));
                     }
                     n as u16
                 }
-                None => allocate_node_port(&taken, rng).ok_or_else(|| {
+                None => allocate_node_port(|n| taken(&mine, n), rng).ok_or_else(|| {
                     invalid(&name, "spec.ports: no free node port left in 30000-32767")
                 })?,
             };
-            taken.insert(port);
+            mine.push(port);
             p.node_port = Some(port as i32);
         }
 
@@ -621,14 +625,14 @@ fn ip_key(ip: &str) -> u32 {
     ip.parse::<Ipv4Addr>().map(u32::from).unwrap_or(0)
 }
 
-fn allocate_node_port(taken: &HashSet<u16>, rng: &mut impl rand::Rng) -> Option<u16> {
+fn allocate_node_port(taken: impl Fn(u16) -> bool, rng: &mut impl rand::Rng) -> Option<u16> {
     for _ in 0..64 {
         let p = rng.random_range(NODE_PORT_MIN..=NODE_PORT_MAX);
-        if !taken.contains(&p) {
+        if !taken(p) {
             return Some(p);
         }
     }
-    (NODE_PORT_MIN..=NODE_PORT_MAX).find(|p| !taken.contains(p))
+    (NODE_PORT_MIN..=NODE_PORT_MAX).find(|p| !taken(*p))
 }
 
 /// A service port's targetPort on one pod: a number as is, a name looked up
