@@ -9,6 +9,9 @@
 //!
 //! Prints medians over NETLAB_BENCH_RUNS runs (default 3) and the ratios.
 
+mod common;
+use common::*;
+
 use netlab::cluster::{ClusterState, HostInfo};
 use netlab::controller::up::net_plan;
 use std::process::Command;
@@ -18,14 +21,11 @@ const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("the foundation benchmark needs root: sudo cargo bench --bench foundation");
-        std::process::exit(1);
-    }
+    common::require_root("foundation");
     // `cargo bench` passes --bench; a filter argument is not used here.
     let runs: usize = env_or("NETLAB_BENCH_RUNS", 3);
     let pods: usize = env_or("NETLAB_BENCH_PODS", 100);
-    let tag = std::process::id() % 100000;
+    let tag = common::tag();
 
     let nginx = std::fs::read_to_string(format!("{REPO}/labs/nginx.yaml")).unwrap();
     let (nginx_up, nginx_down) = lab_cycle(&format!("b{tag}-nginx"), &nginx, runs);
@@ -101,34 +101,10 @@ fn main() {
     );
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn many_pods(n: usize) -> String {
     format!(
         "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: 2\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels:\n      run: web\n  replicas: {n}\n  template:\n    metadata:\n      labels:\n        run: web\n    spec:\n      containers:\n      - name: web\n        image: nginx\n        ports:\n        - containerPort: 80\n"
     )
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn run(cmd: &mut Command) -> Duration {
-    let t = Instant::now();
-    let out = cmd.output().expect("spawn");
-    let d = t.elapsed();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    d
 }
 
 /// Median `netlab up` and `netlab down` times of a lab file.
@@ -138,12 +114,12 @@ fn lab_cycle(name: &str, yaml: &str, runs: usize) -> (Duration, Duration) {
     std::fs::write(&file, yaml).unwrap();
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        ups.push(run(Command::new(NETLAB)
-            .args(["up", "--name", name])
-            .arg(&file)));
-        downs.push(run(Command::new(NETLAB).args(["down", "--lab", name])));
+        ups.push(timed(
+            Command::new(NETLAB).args(["up", "--name", name]).arg(&file),
+        ));
+        downs.push(timed(Command::new(NETLAB).args(["down", "--lab", name])));
     }
-    (median(ups), median(downs))
+    (median(&ups), median(&downs))
 }
 
 /// netlab's network layer alone, on the same plan `up` would use.
@@ -179,21 +155,22 @@ fn network_only(name: &str, yaml: &str, runs: usize) -> (Duration, Duration) {
         downs.push(t.elapsed());
         assert!(errors.is_empty(), "{errors:?}");
     }
-    (median(ups), median(downs))
+    (median(&ups), median(&downs))
 }
 
 fn baseline(name: &str, pods: usize, runs: usize) -> (Duration, Duration) {
     let script = format!("{REPO}/scripts/baseline-ip.sh");
     let (mut ups, mut downs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        ups.push(run(Command::new("bash")
-            .arg(&script)
-            .arg(name)
-            .arg(pods.to_string())));
-        downs.push(run(Command::new("bash")
-            .arg(&script)
-            .arg("--down")
-            .arg(name)));
+        ups.push(timed(
+            Command::new("bash")
+                .arg(&script)
+                .arg(name)
+                .arg(pods.to_string()),
+        ));
+        downs.push(timed(
+            Command::new("bash").arg(&script).arg("--down").arg(name),
+        ));
     }
-    (median(ups), median(downs))
+    (median(&ups), median(&downs))
 }

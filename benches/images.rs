@@ -13,6 +13,9 @@
 //!
 //! Prints medians over NETLAB_BENCH_RUNS starts (default 20).
 
+mod common;
+use common::*;
+
 use netlab::runtime::bundle::{self, ContainerSpec};
 use netlab::runtime::{rootfs, Runc, Store};
 use std::path::{Path, PathBuf};
@@ -23,13 +26,10 @@ const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
 const IMAGE: &str = "radial/busyboxplus:curl";
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("the image benchmark needs root: sudo cargo bench --bench images");
-        std::process::exit(1);
-    }
+    common::require_root("images");
     let runs: usize = env_or("NETLAB_BENCH_RUNS", 20);
     let pods: usize = env_or("NETLAB_BENCH_PODS", 100);
-    let tag = std::process::id() % 100000;
+    let tag = common::tag();
 
     let (netlab_start, runc_start) = start_times(tag, runs);
     let (head_pull, cold_pull) = pulls();
@@ -61,28 +61,6 @@ fn main() {
         mb(private),
         (shared + upper) as f64 / private as f64
     );
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Median start of a container as netlab starts one, and of `runc run -d`
@@ -159,7 +137,7 @@ fn start_times(tag: u32, runs: usize) -> (Duration, Duration) {
     let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/netlab-benchimg{tag}"));
     let _ = std::fs::remove_dir_all(&work);
     run(Command::new("ip").args(["netns", "delete", &netns_name]));
-    (median(ours), median(bare))
+    (median(&ours), median(&bare))
 }
 
 /// An unchanged tag pulled again (median of 5), and a cold pull into an empty store.
@@ -174,7 +152,7 @@ fn pulls() -> (Duration, Duration) {
         t.elapsed()
     };
     let cold = pull(tmp.path());
-    let again = median((0..5).map(|_| pull(tmp.path())).collect());
+    let again = median(&(0..5).map(|_| pull(tmp.path())).collect::<Vec<_>>());
     (again, cold)
 }
 

@@ -34,11 +34,7 @@ fn main_pid(lab: &Lab, pod: &str, container: &str) -> i32 {
 
 #[test]
 fn killed_nginx_is_restarted_and_serves_again() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let lab = Lab::up(
-        "ctl-restart",
-        &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap(),
-    );
+    let lab = Lab::up("ctl-restart", &lab_file("nginx.yaml"));
     lab.ok(&["controller", "status"]);
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");
@@ -124,11 +120,7 @@ spec:
 /// with the controller dead.
 #[test]
 fn controller_kill_9_under_load_and_adoption() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let lab = Lab::up(
-        "ctl-kill",
-        &std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap(),
-    );
+    let lab = Lab::up("ctl-kill", &lab_file("nginx.yaml"));
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");
     let pods = lab.pods();
@@ -196,7 +188,7 @@ spec:
   containers:
   - name: web
     image: radial/busyboxplus:curl
-    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && touch /www/healthy && exec httpd -f -p 80 -h /www"]
+    command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && touch /www/healthy /tmp/exec-ready && exec httpd -f -p 80 -h /www"]
     ports:
     - {{containerPort: 80, name: http}}
     readinessProbe:
@@ -207,12 +199,12 @@ spec:
         )
     };
     let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: ready\nspec:\n  selector: {app: ready}\n  ports:\n  - port: 80\n";
-    // r2 is probed with exec instead of httpGet.
+    // r2 is probed with exec instead of httpGet, on a file httpd does not
+    // serve: only the exec probe can notice that file go away.
     let r2 = pod("r2").replace(
         "      httpGet: {path: /healthy, port: http}\n",
-        "      exec: {command: [\"cat\", \"/www/healthy\"]}\n",
+        "      exec: {command: [\"cat\", \"/tmp/exec-ready\"]}\n",
     );
-    assert!(r2.contains("exec:"));
     let lab = Lab::up("ctl-ready", &format!("{}---\n{r2}---\n{svc}", pod("r1")));
     let ip = cluster_ip(&lab, "ready");
     let ep = |lab: &Lab| lab.ok(&["get", "ep", "ready"]);
@@ -234,11 +226,18 @@ spec:
     wait_for("r1 to come back", Duration::from_secs(10), || {
         ep(&lab).matches(":80").count() == 2
     });
-    // The exec probe of r2 decides too.
-    lab.ok(&["exec", "r2", "--", "rm", "/www/healthy"]);
+    // The exec probe of r2 decides too: its file goes, httpd still serves
+    // /healthy, and r2 leaves all the same.
+    lab.ok(&["exec", "r2", "--", "rm", "/tmp/exec-ready"]);
     wait_for("r2 to leave", Duration::from_secs(10), || {
         ep(&lab).matches(":80").count() == 1
     });
+    let pods = lab.ok(&["get", "pods", "r2"]);
+    assert!(pods.contains("0/1") && pods.contains("Running"), "{pods}");
+    for _ in 0..10 {
+        let body = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+        assert_eq!(body.as_str(), "r1");
+    }
     let describe = lab.ok(&["describe", "svc", "ready"]);
     assert!(describe.contains("EndpointsChanged"), "{describe}");
     lab.down_clean();
@@ -248,10 +247,7 @@ spec:
 /// termination keep every request answered.
 #[test]
 fn no_failed_requests_while_pods_are_replaced() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml"))
-        .unwrap()
-        .replace("replicas: 2", "replicas: 3");
+    let yaml = lab_file("nginx.yaml").replace("replicas: 2", "replicas: 3");
     let lab = Lab::up("ctl-rolling", &yaml);
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");
@@ -278,8 +274,7 @@ fn no_failed_requests_while_pods_are_replaced() {
 /// the pods follow (a changed template replaces them) and the Service too.
 #[test]
 fn apply_changes_replicas_labels_ports_and_image() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let base = std::fs::read_to_string(format!("{repo}/labs/run-my-nginx.yaml")).unwrap();
+    let base = lab_file("run-my-nginx.yaml");
     let lab = Lab::up("ctl-apply", &base);
     lab.ok(&["expose", "deployment/my-nginx"]);
     let ip = cluster_ip(&lab, "my-nginx");

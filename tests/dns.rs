@@ -55,46 +55,6 @@ fn status(lab: &Lab, args: &[&str]) -> (String, usize) {
     (status, answers)
 }
 
-fn busybox_deployment(name: &str, replicas: i32, labels: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  selector:
-    matchLabels:
-      app: {labels}
-  replicas: {replicas}
-  template:
-    metadata:
-      labels:
-        app: {labels}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: radial/busyboxplus:curl
-        command: ["httpd", "-f", "-p", "80"]
-        ports:
-        - containerPort: 80
-          name: http
-"#
-    )
-}
-
-const MY_NGINX_SVC: &str = r#"apiVersion: v1
-kind: Service
-metadata:
-  name: my-nginx
-spec:
-  selector:
-    run: my-nginx
-  ports:
-  - name: http
-    port: 80
-"#;
-
 #[test]
 fn tutorial_dns_section() {
     let yaml = format!(
@@ -395,7 +355,7 @@ spec:
     let yaml = format!(
         "{}{}---\n{svc}",
         lab_doc(2),
-        busybox_deployment("pool", 1, "pool")
+        who_deployment("pool", 1, "pool")
     );
     let lab = Lab::up("dns-changes", &yaml);
     let name = "pool.default.svc.cluster.local";

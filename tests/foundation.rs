@@ -31,8 +31,7 @@ fn curl(lab: &Lab, from: &str, ip: &str) -> String {
 
 #[test]
 fn tutorial_nginx_lab_end_to_end() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap();
+    let yaml = lab_file("nginx.yaml");
     let lab = Lab::up("nginx", &yaml);
 
     // get pods -l run=my-nginx -o wide: kubectl's columns, Running, spread.
@@ -178,8 +177,7 @@ fn same_container_port_twice_on_one_node() {
 
 #[test]
 fn tutorial_file_verbatim_with_defaults() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let yaml = std::fs::read_to_string(format!("{repo}/labs/run-my-nginx.yaml")).unwrap();
+    let yaml = lab_file("run-my-nginx.yaml");
     let lab = Lab::up("verbatim", &yaml);
     let nodes = lab.ok(&["get", "nodes"]);
     assert_eq!(nodes.lines().count(), 3, "two nodes by default:\n{nodes}");
@@ -226,14 +224,24 @@ fn kill_9_during_up_then_down_leaves_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until the lab has begun to exist, then kill netlab mid-way.
+    // Wait until the lab has begun to exist, then kill netlab mid-way: the
+    // namespace must have appeared and `up` must still be running, or this
+    // test would only prove that `down` of nothing is clean.
+    let dc = format!("/run/netns/netlab-{}.dc", lab.name);
     let start = Instant::now();
-    while !std::path::Path::new(&format!("/run/netns/netlab-{}.dc", lab.name)).exists()
-        && start.elapsed() < Duration::from_secs(10)
-    {
+    while !std::path::Path::new(&dc).exists() && start.elapsed() < Duration::from_secs(10) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "up ended before it created anything"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
+    assert!(std::path::Path::new(&dc).exists(), "up never created {dc}");
     std::thread::sleep(Duration::from_millis(30));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "up of 12 pods finished within 30 ms of its first namespace: nothing was killed mid-way"
+    );
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,

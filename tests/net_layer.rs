@@ -7,6 +7,9 @@
 //! The timing benchmark is ignored by default:
 //! `cargo test --release --test net_layer -- --ignored --nocapture bench`.
 
+mod common;
+use common::{require_root, rt};
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -14,23 +17,6 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use netlab::net::{self, ifname, sysctl, DcPlan, NetError, NetNs, NetPlan, NodePlan, PodPlan};
-
-fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!(
-            "\n\n*** tests/net_layer.rs needs root (CAP_SYS_ADMIN + CAP_NET_ADMIN) to create \
-             network namespaces; run: sudo -E cargo test --test net_layer ***\n\n"
-        );
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A unique lab prefix whose namespaces are removed when dropped.
 struct Lab {
@@ -52,20 +38,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // Own thread + runtime: this may run while a test's runtime is
-        // unwinding, where blocking on another future is not allowed.
-        let prefix = self.prefix.clone();
-        let errs = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(net::teardown(&prefix))
-        })
-        .join()
-        .unwrap();
-        for e in errs {
-            eprintln!("cleanup of {}: {e}", self.prefix);
-        }
+        common::teardown_net(&self.prefix);
     }
 }
 

@@ -12,6 +12,9 @@
 //! a drop guard, also when a test fails. All traffic stays inside the lab's
 //! namespaces.
 
+mod common;
+use common::{require_root, rt};
+
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -31,23 +34,6 @@ const SERVER_PORT: u16 = 8080;
 const DROP_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A refusal must come faster than this (a timeout is not a refusal).
 const REFUSE_WITHIN: Duration = Duration::from_secs(1);
-
-fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!(
-            "\n\n*** tests/proxy_flow.rs needs root (network namespaces, nftables); run: \
-             sudo -E cargo test --test proxy_flow ***\n\n"
-        );
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -143,11 +129,6 @@ impl Lab {
         self.ns(&format!("{}pod.default.{name}", self.prefix))
     }
 
-    fn pod_plan(&self, name: &str) -> &PodPlan {
-        let netns = format!("{}pod.default.{name}", self.prefix);
-        self.plan.pods.iter().find(|p| p.netns == netns).unwrap()
-    }
-
     fn state_file(&self, node: usize) -> PathBuf {
         self.state_dir.path().join(format!("node-{node}.json"))
     }
@@ -229,20 +210,7 @@ impl Drop for Lab {
         for t in self.servers.drain(..) {
             let _ = t.join();
         }
-        // Own thread + runtime: this may run while the test's runtime is
-        // unwinding.
-        let prefix = self.prefix.clone();
-        let errs = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(net::teardown(&prefix))
-        })
-        .join()
-        .unwrap();
-        for e in errs {
-            eprintln!("cleanup of {}: {e}", self.prefix);
-        }
+        common::teardown_net(&self.prefix);
     }
 }
 
@@ -286,51 +254,6 @@ fn plan(prefix: &str) -> NetPlan {
         nodes,
         pods,
     }
-}
-
-/// Hairpin mode on a pod's bridge port, so that a frame may leave the
-/// bridge through the port it came in by: needed when a pod reaches itself
-/// through a service (br_netfilter DNATs the frame back to its sender).
-///
-/// /sys/class/net shows the network namespace of whoever mounted /sys, not
-/// the caller's, so writing brport/hairpin_mode from a thread in the node's
-/// namespace would hit the host. Instead the thread also gets a private
-/// mount namespace and mounts its own sysfs there; both go away with the
-/// thread. (The network layer should do this with netlink: see the report.)
-fn set_hairpin(node: &NetNs, port: &str) -> std::io::Result<()> {
-    use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().to_path_buf();
-    let port = port.to_string();
-    node.run(move || -> std::io::Result<()> {
-        let os = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
-        unshare(CloneFlags::CLONE_NEWNS).map_err(os)?;
-        // Private first: nothing mounted below may propagate to the host.
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(os)?;
-        mount(
-            Some("sysfs"),
-            &path,
-            Some("sysfs"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(os)?;
-        let res = std::fs::write(
-            path.join(format!("class/net/{port}/brport/hairpin_mode")),
-            "1",
-        );
-        let _ = umount2(&path, MntFlags::MNT_DETACH);
-        res
-    })
-    .map_err(std::io::Error::other)?
 }
 
 // ---------------------------------------------------------------- services
@@ -646,14 +569,9 @@ fn services_work_like_kube_proxy() {
     let stats = lab.sync(&rt, &svcs);
     assert!(stats.iter().all(|s| s.full), "{stats:?}");
 
-    let hairpin = set_hairpin(&lab.node(1), &lab.pod_plan("p1a").host_veth);
-    if let Err(e) = &hairpin {
-        eprintln!("hairpin mode could not be set ({e}); skipping the hairpin flow");
-    }
-
     use Saw::{Any, Client, NotClient};
     let web = ips(&[P1A, P2A]);
-    let mut flows = vec![
+    let flows = vec![
         flow(
             "pod → cluster IP",
             lab.pod("p1c"),
@@ -815,16 +733,16 @@ fn services_work_like_kube_proxy() {
             3,
             Expect::Refused,
         )),
-    ];
-    if hairpin.is_ok() {
-        flows.push(flow(
+        // The network layer turns hairpin mode on for every pod's bridge
+        // port (net::link::set_hairpin); without it this flow fails.
+        flow(
             "hairpin: pod → its own service → itself",
             lab.pod("p1a"),
             "10.0.0.16:80",
             5,
             Expect::Answers(ips(&[P1A]), NotClient),
-        ));
-    }
+        ),
+    ];
     run_flows(flows);
 
     // --- an endpoint goes away: one small transaction per node

@@ -5,20 +5,17 @@
 //! refused batch names the offending command and service and changes
 //! nothing. Root only: `sudo -E cargo test --test proxy_netlink`.
 
+mod common;
+use common::require_root;
+
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use netlab::net::{self, NetNs};
+use netlab::net::NetNs;
 use netlab::proxy::rule::{Rule, Stmt, Verdict};
 use netlab::proxy::ruleset::{Chain, Op, Transaction};
 use netlab::proxy::{self, Endpoint, Node, Protocol, Proxier, Service, ServicePort};
-
-fn require_root() {
-    if !nix::unistd::geteuid().is_root() {
-        panic!("tests/proxy_netlink.rs needs root: sudo -E cargo test --test proxy_netlink");
-    }
-}
 
 /// Namespaces of one test, deleted on drop.
 struct Guard(String);
@@ -41,18 +38,7 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let prefix = self.0.clone();
-        let errs = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(net::teardown(&prefix))
-        })
-        .join()
-        .unwrap();
-        for e in errs {
-            eprintln!("cleanup of {}: {e}", self.0);
-        }
+        common::teardown_net(&self.0);
     }
 }
 

@@ -33,34 +33,6 @@ spec:
     )
 }
 
-fn who_deployment(name: &str, replicas: i32) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: who
-        image: radial/busyboxplus:curl
-        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -v -p 80 -h /www"]
-        ports:
-        - containerPort: 80
-          name: http
-"#
-    )
-}
-
 fn service(name: &str, selector: &str, extra_spec: &str, ports: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{{selector}}}\n{extra_spec}  ports:\n{ports}"
@@ -108,8 +80,7 @@ fn assert_refused(lab: &Lab, from: &str, url: &str) {
 
 #[test]
 fn tutorial_create_a_service() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap();
+    let yaml = lab_file("nginx.yaml");
     let lab = Lab::up("svc-tutorial", &yaml);
     assert_eq!(
         lab.ok(&["expose", "deployment/my-nginx"]).trim(),
@@ -197,7 +168,7 @@ fn service_from_lab_file_and_apply_are_the_same() {
     );
     let lab = Lab::up(
         "svc-file",
-        &format!("{}---\n{svc}", who_deployment("web", 2)),
+        &format!("{}---\n{svc}", who_deployment("web", 2, "web")),
     );
     let ip = cluster_ip(&lab, "web");
     assert_eq!(
@@ -328,7 +299,7 @@ fn node_ports() {
     let svc = service("np", "app: np", "  type: NodePort\n", "  - port: 80\n");
     let lab = Lab::up(
         "svc-nodeport",
-        &format!("{}---\n{svc}", who_deployment("np", 2)),
+        &format!("{}---\n{svc}", who_deployment("np", 2, "np")),
     );
     let port = node_port(&lab, "np");
     assert!((30000..=32767).contains(&port), "{port}");
@@ -437,7 +408,7 @@ fn session_affinity_on_and_off() {
     let sticky = service("sticky", "app: sticky", "  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 60\n", "  - port: 80\n");
     let lab = Lab::up(
         "svc-affinity",
-        &format!("{}---\n{sticky}", who_deployment("sticky", 2)),
+        &format!("{}---\n{sticky}", who_deployment("sticky", 2, "sticky")),
     );
     let ip = cluster_ip(&lab, "sticky");
     let url = format!("http://{ip}/");
@@ -472,7 +443,7 @@ fn services_up_and_down_and_load_spread() {
     let b = service("svc-b", "app: ab", "", "  - port: 80\n");
     let lab = Lab::up(
         "svc-updown",
-        &format!("{}---\n{a}---\n{b}", who_deployment("ab", 2)),
+        &format!("{}---\n{a}---\n{b}", who_deployment("ab", 2, "ab")),
     );
     let (ip_a, ip_b) = (cluster_ip(&lab, "svc-a"), cluster_ip(&lab, "svc-b"));
 
@@ -527,8 +498,7 @@ fn services_up_and_down_and_load_spread() {
 /// `scale`, with the service following.
 #[test]
 fn delete_kinds_and_scale() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap();
+    let yaml = lab_file("nginx.yaml");
     let lab = Lab::up("svc-scale", &yaml);
     lab.ok(&[
         "expose",
@@ -565,8 +535,7 @@ fn delete_kinds_and_scale() {
 /// variables; after scaling to 0 and back, the new pods have them.
 #[test]
 fn service_environment_variables_follow_creation_order() {
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let yaml = std::fs::read_to_string(format!("{repo}/labs/nginx.yaml")).unwrap();
+    let yaml = lab_file("nginx.yaml");
     let lab = Lab::up("svc-env", &yaml);
     let first = lab.pods()[0].0.clone();
     let env = lab.ok(&["exec", &first, "--", "printenv"]);

@@ -163,3 +163,21 @@ pub fn teardown(prefix: &str) -> (Vec<netlab::net::NetError>, Duration) {
     .join()
     .unwrap()
 }
+
+/// Runs a command that must succeed; its standard output.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("spawning a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// How long a command that must succeed takes.
+pub fn timed(cmd: &mut std::process::Command) -> Duration {
+    let t = std::time::Instant::now();
+    run(cmd);
+    t.elapsed()
+}

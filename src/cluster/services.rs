@@ -498,9 +498,8 @@ impl<'a> ServiceBatch<'a> {
             .collect();
         let mut mine: Vec<u16> = Vec::new();
         let held = &self.node_ports;
-        let taken = |mine: &[u16], n: u16| {
-            mine.contains(&n) || (held.contains(&n) && !own.contains(&n))
-        };
+        let taken =
+            |mine: &[u16], n: u16| mine.contains(&n) || (held.contains(&n) && !own.contains(&n));
         for (i, p) in spec.ports.iter_mut().flatten().enumerate() {
             if !wants_node_ports {
                 if p.node_port.is_some() && existing.is_none() {

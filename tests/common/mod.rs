@@ -461,3 +461,88 @@ pub fn netlab_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.output().expect("running netlab")
 }
+
+/// Removes every namespace (and what is in it) whose name starts with
+/// `prefix`, for the tests that build networks with the library directly.
+/// Called from `Drop`, which may run while a test's runtime is unwinding,
+/// where blocking on another future is not allowed: so it runs on its own
+/// thread with its own runtime.
+pub fn teardown_net(prefix: &str) {
+    let owned = prefix.to_string();
+    let errs = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(netlab::net::teardown(&owned))
+    })
+    .join()
+    .unwrap();
+    for e in errs {
+        eprintln!("cleanup of {prefix}: {e}");
+    }
+}
+
+/// A path in the repository's `labs/` folder (the tutorial's files).
+pub fn lab_path(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("labs")
+        .join(file)
+}
+
+/// One of the tutorial's files in `labs/`, verbatim.
+pub fn lab_file(file: &str) -> String {
+    let path = lab_path(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The tutorial's Service for my-nginx, as `kubectl expose` makes it.
+pub const MY_NGINX_SVC: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: my-nginx
+spec:
+  selector:
+    run: my-nginx
+  ports:
+  - name: http
+    port: 80
+"#;
+
+/// A busybox httpd Deployment labelled `app: {app}` whose pods answer with
+/// their hostname, so a test sees which pod served it.
+pub fn who_deployment(name: &str, replicas: i32, app: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {app}
+  template:
+    metadata:
+      labels:
+        app: {app}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: who
+        image: radial/busyboxplus:curl
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -v -p 80 -h /www"]
+        ports:
+        - containerPort: 80
+          name: http
+"#
+    )
+}
+
+/// The runtime of the tests that call the library directly.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
