@@ -27,12 +27,32 @@ pub fn lab_dir(lab: &str) -> PathBuf {
     run_dir().join(lab)
 }
 
+/// Creates the lab's directory, readable by root only: it holds the state
+/// (with the lab's Secrets), the OCI bundles (with env values from Secrets),
+/// the volumes and the container logs. A directory left by an older netlab
+/// with a wider mode is narrowed.
+pub fn create_lab_dir(lab: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = lab_dir(lab);
+    std::fs::create_dir_all(run_dir())?;
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(dir)
+}
+
 pub fn runc_root(lab: &str) -> PathBuf {
     lab_dir(lab).join("runc")
 }
 
 pub fn pod_dir(lab: &str, namespace: &str, pod: &str) -> PathBuf {
-    lab_dir(lab).join("pods").join(format!("{namespace}_{pod}"))
+    lab_dir(lab)
+        .join("pods")
+        .join(bounded(format!("{namespace}_{pod}")))
 }
 
 pub fn container_log(lab: &str, namespace: &str, pod: &str, container: &str) -> PathBuf {
@@ -40,8 +60,9 @@ pub fn container_log(lab: &str, namespace: &str, pod: &str, container: &str) -> 
 }
 
 /// runc ids allow `[\w+-.]`: `<namespace>_<pod>_<container>` is unique in a lab.
+/// Bounded like every kernel name (see [`bounded`]).
 pub fn container_id(namespace: &str, pod: &str, container: &str) -> String {
-    format!("{namespace}_{pod}_{container}")
+    bounded(format!("{namespace}_{pod}_{container}"))
 }
 
 pub fn netns_prefix(lab: &str) -> String {
@@ -57,7 +78,30 @@ pub fn node_netns(lab: &str, node: &str) -> String {
 }
 
 pub fn pod_netns(lab: &str, namespace: &str, pod: &str) -> String {
-    format!("netlab-{lab}.pod.{namespace}.{pod}")
+    bounded(format!("netlab-{lab}.pod.{namespace}.{pod}"))
+}
+
+/// The longest name netlab gives a file, directory, namespace or runc
+/// container: the kernel allows 255 bytes per path component, and a few are
+/// left for what is put beside a name (`.json`, `.lock`, a temporary suffix).
+pub const MAX_NAME: usize = 240;
+
+/// A name as the kernel will take it. Kubernetes allows 253-character pod
+/// names and 63-character namespaces, so `<namespace>_<pod>_<container>` can
+/// reach 380 bytes; a name over [`MAX_NAME`] keeps its start (so `down` still
+/// finds it by the lab's prefix, and people still recognise it) and ends in
+/// a hash of the whole name, so that two long names never meet.
+pub fn bounded(name: String) -> String {
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    let mut keep = MAX_NAME - 17;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}-{}", &name[..keep], &hash[..16])
 }
 
 /// A host outside the cluster, on the lab's public network (`host/external`).
@@ -97,5 +141,30 @@ mod tests {
         assert!(!pod_netns("a-b", "default", "p").starts_with(&netns_prefix("a")));
         assert_eq!(lab_of_netns("netlab-a-b.dc"), Some("a-b"));
         assert_eq!(lab_of_netns("other"), None);
+    }
+
+    #[test]
+    fn every_valid_kubernetes_name_makes_a_kernel_name() {
+        let ns = "n".repeat(63);
+        let pod = |c: char| format!("{}{c}", "p".repeat(252));
+        let a = pod_netns("lab", &ns, &pod('a'));
+        let b = pod_netns("lab", &ns, &pod('b'));
+        assert_eq!(a.len(), MAX_NAME);
+        assert_ne!(a, b, "long names differ by their hash");
+        assert!(
+            a.starts_with(&netns_prefix("lab")),
+            "down finds it by prefix"
+        );
+        assert_eq!(a, pod_netns("lab", &ns, &pod('a')), "stable");
+        let id = container_id(&ns, &pod('a'), &"c".repeat(63));
+        assert!(id.len() <= MAX_NAME);
+        let dir = pod_dir("lab", &ns, &pod('a'));
+        assert!(dir.file_name().unwrap().len() <= MAX_NAME);
+        // Short names are left as they are.
+        assert_eq!(
+            pod_netns("lab", "default", "web"),
+            "netlab-lab.pod.default.web"
+        );
+        assert_eq!(container_id("default", "web", "c"), "default_web_c");
     }
 }

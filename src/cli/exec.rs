@@ -66,10 +66,72 @@ pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
     if !args.stdin {
         cmd.stdin(Stdio::null());
     }
-    let status = tokio::task::spawn_blocking(move || cmd.status())
-        .await?
-        .map_err(|e| anyhow!("running the command: {e}"))?;
-    Ok(status.code().unwrap_or(128 + 9))
+    // runc's own complaint (a command that could not be started) comes on
+    // its stderr: pass everything through and keep the last lines to read.
+    cmd.stderr(Stdio::piped());
+    let (status, tail) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        use std::io::{BufRead, Write};
+        let mut child = cmd.spawn()?;
+        let mut tail = Vec::new();
+        if let Some(err) = child.stderr.take() {
+            let mut out = std::io::stderr();
+            for line in std::io::BufReader::new(err)
+                .split(b'\n')
+                .map_while(Result::ok)
+            {
+                let _ = out.write_all(&line);
+                let _ = out.write_all(b"\n");
+                tail.push(String::from_utf8_lossy(&line).into_owned());
+                if tail.len() > 4 {
+                    tail.remove(0);
+                }
+            }
+        }
+        Ok((child.wait()?, tail.join("\n")))
+    })
+    .await?
+    .map_err(|e| anyhow!("running the command: {e}"))?;
+    Ok(exit_code(status.code(), &tail))
+}
+
+/// The exit code a user expects, as a shell (and kubectl) gives it: runc
+/// exits 255 when the command cannot be started at all, where a shell says
+/// 127 (not found) or 126 (found, not executable).
+fn exit_code(code: Option<i32>, stderr_tail: &str) -> i32 {
+    match code {
+        Some(255) if stderr_tail.contains("exec failed") || stderr_tail.contains("exec:") => {
+            if stderr_tail.contains("permission denied") {
+                126
+            } else if stderr_tail.contains("not found") || stderr_tail.contains("no such file") {
+                127
+            } else {
+                255
+            }
+        }
+        Some(c) => c,
+        None => 128 + 9,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+
+    #[test]
+    fn exit_codes_as_a_shell_gives_them() {
+        let cases = [
+            (Some(0), "", 0),
+            (Some(3), "", 3),
+            (Some(255), "", 255),
+            (Some(255), "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH", 127),
+            (Some(255), "exec failed: unable to start container process: exec: \"/x/y\": stat /x/y: no such file or directory", 127),
+            (Some(255), "exec failed: unable to start container process: exec: \"/etc/hosts\": permission denied", 126),
+            (None, "", 137),
+        ];
+        for (code, tail, want) in cases {
+            assert_eq!(exit_code(code, tail), want, "{code:?} {tail}");
+        }
+    }
 }
 
 fn pod_exec(

@@ -19,7 +19,7 @@ pub struct LabLock {
 impl LabLock {
     pub fn acquire(lab: &str) -> Result<LabLock, ControllerError> {
         let dir = paths::lab_dir(lab);
-        std::fs::create_dir_all(&dir).map_err(|e| ControllerError::io(&dir, e))?;
+        paths::create_lab_dir(lab).map_err(|e| ControllerError::io(&dir, e))?;
         let path = dir.join("lock");
         let file = File::create(&path).map_err(|e| ControllerError::io(&path, e))?;
         let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
@@ -36,10 +36,7 @@ pub async fn change<T>(
 ) -> Result<T, ControllerError> {
     let dir = paths::lab_dir(lab);
     if !dir.join(state::STATE_FILE).exists() {
-        return Err(ControllerError::NoSuchLab {
-            lab: lab.into(),
-            up: super::labs().join(", "),
-        });
+        return Err(super::missing(lab));
     }
     let t = std::time::Instant::now();
     let _lock = LabLock::acquire(lab)?;
@@ -50,6 +47,11 @@ pub async fn change<T>(
     );
     let mut st = ClusterState::load(&dir)?;
     let out = change(&mut st)?;
+    // Record what will be created before creating it: if this process is
+    // killed partway, the pods it was starting are in the state with their
+    // addresses, and the controller finishes them (see orphans.rs).
+    st.reconcile_deployments(chrono::Utc::now(), &mut rand::rng())?;
+    st.persist(&dir)?;
     let result = converge(lab, &mut st).await;
     st.persist(&dir)?;
     result.map(|_| out)
@@ -116,6 +118,41 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
         let images = super::images::ensure(wanted, &store, &registries, &Progress::hidden()).await;
         let plans: Vec<_> = pending.iter().map(|p| super::up::pod_plan(st, p)).collect();
         let t = std::time::Instant::now();
+        // What a killed earlier attempt left of these pods goes first.
+        let leftovers: Vec<Pod> = pending
+            .iter()
+            .filter(|p| {
+                let ns = crate::cluster::state::namespace(&p.metadata);
+                let name = p.metadata.name.as_deref().unwrap_or_default();
+                paths::pod_dir(lab, ns, name).exists()
+                    || crate::net::NetNs::exists(&paths::pod_netns(lab, ns, name))
+            })
+            .map(|p| {
+                let mut p = (*p).clone();
+                if let Some(s) = p.spec.as_mut() {
+                    s.termination_grace_period_seconds = Some(0);
+                }
+                p
+            })
+            .collect();
+        if !leftovers.is_empty() {
+            tracing::info!(
+                lab,
+                pods = leftovers.len(),
+                "removing what an interrupted start left"
+            );
+            let errors: Vec<String> =
+                futures::future::join_all(leftovers.iter().map(|p| pods::remove_pod(lab, p)))
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            if !errors.is_empty() {
+                return Err(ControllerError::Runtime {
+                    message: errors.join("\n"),
+                });
+            }
+        }
         crate::net::add_pods(&plans).await?;
         let runc = Runc::new(&paths::runc_root(lab));
         let pids = pods::start_all(lab, st, &store, &images, &runc).await?;

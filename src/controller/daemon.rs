@@ -63,11 +63,10 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
     let exe = std::env::current_exe()
         .map_err(|e| ControllerError::io(std::path::Path::new("/proc/self/exe"), e))?;
     let log_path = log_file(lab);
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| ControllerError::io(&log_path, e))?;
+    let log =
+        std::os::unix::fs::OpenOptionsExt::mode(File::options().create(true).append(true), 0o600)
+            .open(&log_path)
+            .map_err(|e| ControllerError::io(&log_path, e))?;
     let err = log
         .try_clone()
         .map_err(|e| ControllerError::io(&log_path, e))?;
@@ -272,6 +271,23 @@ pub async fn step(
     let dir = paths::lab_dir(lab);
     let mut st = ClusterState::load(&dir)?;
     let runc = Runc::new(&paths::runc_root(lab));
+    // A verb killed partway leaves pods recorded but not started (or being
+    // removed): the lock is free again, so nobody else finishes them.
+    if st
+        .pods
+        .iter()
+        .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
+    {
+        tracing::info!(lab, "finishing what an interrupted verb began");
+        let result = super::converge::converge(lab, &mut st).await;
+        st.persist(&dir)?;
+        result?;
+        return Ok(None);
+    }
+    let (_, errors) = super::orphans::sweep(lab, &st, &runc).await;
+    for e in errors {
+        tracing::warn!(lab, error = %e, "removing what no pod owns");
+    }
     let list = runc.list().await.map_err(|e| ControllerError::Runtime {
         message: e.to_string(),
     })?;

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod down;
 pub mod images;
 pub mod lb;
+pub mod orphans;
 pub mod pods;
 pub mod probes;
 pub mod proxier;
@@ -32,6 +33,8 @@ pub enum ControllerError {
     AlreadyUp { lab: String },
     #[error("no lab named {lab} is up (labs up: {up})")]
     NoSuchLab { lab: String, up: String },
+    #[error("lab {lab} has traces on this host but no state: it was interrupted while coming up or going down; remove it with `netlab down --lab {lab}` and bring it up again")]
+    NoState { lab: String },
     #[error("images could not be had (nothing was created):\n  {}", .0.join("\n  "))]
     Images(Vec<String>),
     #[error(transparent)]
@@ -95,14 +98,28 @@ pub fn labs() -> Vec<String> {
     labs
 }
 
+/// Why a lab's state cannot be read: no such lab, or one half there.
+pub fn missing(lab: &str) -> ControllerError {
+    if lab_exists(lab) {
+        ControllerError::NoState { lab: lab.into() }
+    } else {
+        let up: Vec<String> = labs().into_iter().filter(|l| l != lab).collect();
+        ControllerError::NoSuchLab {
+            lab: lab.into(),
+            up: if up.is_empty() {
+                "none".into()
+            } else {
+                up.join(", ")
+            },
+        }
+    }
+}
+
 /// The lab's state as the API shows it, with pod statuses observed now.
 pub async fn observed_state(lab: &str) -> Result<ClusterState, ControllerError> {
     let dir = paths::lab_dir(lab);
     if !dir.join(crate::cluster::state::STATE_FILE).exists() {
-        return Err(ControllerError::NoSuchLab {
-            lab: lab.into(),
-            up: labs().join(", "),
-        });
+        return Err(missing(lab));
     }
     let mut state = ClusterState::load(&dir)?;
     pods::observe(lab, &mut state).await;

@@ -476,8 +476,15 @@ pub async fn start_container(
         process.set_terminal(Some(true));
         runtime_spec.set_process(Some(process));
     }
+    // config.json holds the environment, Secret values included: root only.
+    let config = cdir.join("config.json");
     runtime_spec
-        .save(cdir.join("config.json"))
+        .save(&config)
+        .and_then(|()| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+                .map_err(Into::into)
+        })
         .map_err(|e| ControllerError::Pod {
             pod: object.clone(),
             message: format!("writing OCI bundle: {e}"),

@@ -121,6 +121,7 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
     // 2. From here on the host changes: any failure tears the lab down.
     let dir = paths::lab_dir(&lab);
     let result = async {
+        paths::create_lab_dir(&lab).map_err(|e| ControllerError::io(&dir, e))?;
         std::fs::create_dir_all(dir.join("pods")).map_err(|e| ControllerError::io(&dir, e))?;
         let _lock = super::converge::LabLock::acquire(&lab)?;
         state.persist(&dir)?;

@@ -177,6 +177,11 @@ impl NetNs {
         }
     }
 
+    /// Whether a named namespace exists (its file in `/run/netns`).
+    pub fn exists(name: &str) -> bool {
+        std::path::Path::new(NETNS_RUN_DIR).join(name).exists()
+    }
+
     /// Names in `/run/netns` starting with `prefix`, sorted.
     pub fn list(prefix: &str) -> Vec<String> {
         let Ok(dir) = fs::read_dir(NETNS_RUN_DIR) else {

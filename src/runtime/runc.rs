@@ -90,11 +90,13 @@ impl Runc {
         log: &Path,
     ) -> Result<i32, RuncError> {
         let pid_file = bundle.join("pid");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| self.failed("run", id, format!("opening log {}: {e}", log.display())))?;
+        // Root only: a container's output may carry what it was given.
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().create(true).append(true),
+            0o600,
+        )
+        .open(log)
+        .map_err(|e| self.failed("run", id, format!("opening log {}: {e}", log.display())))?;
         let err_file = file
             .try_clone()
             .map_err(|e| self.failed("run", id, e.to_string()))?;

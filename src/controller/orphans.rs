@@ -1,0 +1,225 @@
+//! What no object owns: containers, pod namespaces and pod directories that a
+//! client killed partway (`kill -9` of `netlab apply`) left behind.
+//!
+//! A verb records what it will create in the state before it creates it
+//! (`converge::change` persists first), so after a crash every pod that was
+//! being started is in the state, Pending, with its address reserved: the
+//! controller finishes starting it. Whatever is on the host under the lab's
+//! names and matches no pod of the state is removed here, so an address is
+//! never served by a process that the state has forgotten (and then given to
+//! a new pod).
+//!
+//! The decision is pure ([`unowned`]); [`sweep`] acts on it.
+
+use crate::cluster::{state, ClusterState};
+use crate::net::NetNs;
+use crate::paths;
+use crate::runtime::{rootfs, Runc};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// The names the pods of a state own on the host.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Owned {
+    pub containers: BTreeSet<String>,
+    pub netns: BTreeSet<String>,
+    pub pod_dirs: BTreeSet<PathBuf>,
+}
+
+pub fn owned(lab: &str, st: &ClusterState) -> Owned {
+    let mut o = Owned::default();
+    for pod in &st.pods {
+        let ns = state::namespace(&pod.metadata);
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        o.netns.insert(paths::pod_netns(lab, ns, name));
+        o.pod_dirs.insert(paths::pod_dir(lab, ns, name));
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            o.containers.insert(paths::container_id(ns, name, &c.name));
+        }
+    }
+    o
+}
+
+/// What is on the host and not owned, each list sorted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unowned {
+    pub containers: Vec<String>,
+    pub netns: Vec<String>,
+    pub pod_dirs: Vec<PathBuf>,
+}
+
+impl Unowned {
+    pub fn is_empty(&self) -> bool {
+        self.containers.is_empty() && self.netns.is_empty() && self.pod_dirs.is_empty()
+    }
+}
+
+/// Pure: the containers, pod namespaces and pod directories found on the host
+/// that the state does not own. Only pod namespaces are candidates (the
+/// lab's dc, nodes and hosts are the lab's own, not a pod's).
+pub fn unowned(
+    lab: &str,
+    owned: &Owned,
+    containers: impl IntoIterator<Item = String>,
+    netns: impl IntoIterator<Item = String>,
+    pod_dirs: impl IntoIterator<Item = PathBuf>,
+) -> Unowned {
+    let pod_prefix = format!("{}pod.", paths::netns_prefix(lab));
+    let mut u = Unowned {
+        containers: containers
+            .into_iter()
+            .filter(|c| !owned.containers.contains(c))
+            .collect(),
+        netns: netns
+            .into_iter()
+            .filter(|n| n.starts_with(&pod_prefix) && !owned.netns.contains(n))
+            .collect(),
+        pod_dirs: pod_dirs
+            .into_iter()
+            .filter(|d| !owned.pod_dirs.contains(d))
+            .collect(),
+    };
+    u.containers.sort();
+    u.netns.sort();
+    u.pod_dirs.sort();
+    u
+}
+
+/// Removes what the state does not own: containers (killed at once: no
+/// object asks for a grace period), then mounts and directories, then
+/// namespaces. Returns what it removed and the errors it met.
+pub async fn sweep(lab: &str, st: &ClusterState, runc: &Runc) -> (Unowned, Vec<String>) {
+    let containers: Vec<String> = match runc.list().await {
+        Ok(l) => l.into_iter().map(|c| c.id).collect(),
+        Err(e) => return (Unowned::default(), vec![e.to_string()]),
+    };
+    let pods_dir = paths::lab_dir(lab).join("pods");
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&pods_dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let found = unowned(
+        lab,
+        &owned(lab, st),
+        containers,
+        NetNs::list(&paths::netns_prefix(lab)),
+        dirs,
+    );
+    let mut errors = Vec::new();
+    let mut pids = Vec::new();
+    for id in &found.containers {
+        if let Ok(s) = runc.state(id).await {
+            pids.push(s.pid);
+        }
+        if let Err(e) = runc.delete_force(id).await {
+            errors.push(e.to_string());
+        }
+    }
+    if let Err(e) = super::down::wait_gone(&pids).await {
+        errors.push(e);
+    }
+    for dir in &found.pod_dirs {
+        for m in rootfs::mounts_under(dir) {
+            if let Err(e) = rootfs::unmount(&m) {
+                errors.push(e.to_string());
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            errors.push(format!("removing {}: {e}", dir.display()));
+        }
+    }
+    for n in &found.netns {
+        if let Err(e) = crate::net::remove_pod(n, None).await {
+            errors.push(e.to_string());
+        }
+    }
+    if !found.is_empty() {
+        tracing::info!(
+            lab,
+            containers = found.containers.len(),
+            netns = found.netns.len(),
+            dirs = found.pod_dirs.len(),
+            "removed what no pod owns"
+        );
+    }
+    (found, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned_of(pods: &[(&str, &str, &[&str])]) -> Owned {
+        let mut o = Owned::default();
+        for (ns, pod, containers) in pods {
+            o.netns.insert(paths::pod_netns("l", ns, pod));
+            o.pod_dirs.insert(paths::pod_dir("l", ns, pod));
+            for c in *containers {
+                o.containers.insert(paths::container_id(ns, pod, c));
+            }
+        }
+        o
+    }
+
+    /// (what, containers, namespaces, pod dirs found; what is unowned)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Unowned);
+
+    #[test]
+    fn what_no_pod_owns() {
+        let o = owned_of(&[
+            ("default", "web-1", &["nginx"]),
+            ("default", "web-2", &["a", "b"]),
+        ]);
+        let cases: Vec<Case> = vec![
+            (
+                "all owned",
+                vec!["default_web-1_nginx", "default_web-2_a"],
+                vec![
+                    "netlab-l.pod.default.web-1",
+                    "netlab-l.dc",
+                    "netlab-l.node.node-1",
+                ],
+                vec!["default_web-2"],
+                Unowned::default(),
+            ),
+            (
+                "a killed apply's pod",
+                vec!["default_web-1_nginx", "default_web-3_nginx"],
+                vec!["netlab-l.pod.default.web-3", "netlab-l.node.node-1"],
+                vec!["default_web-1", "default_web-3"],
+                Unowned {
+                    containers: vec!["default_web-3_nginx".into()],
+                    netns: vec!["netlab-l.pod.default.web-3".into()],
+                    pod_dirs: vec![paths::pod_dir("l", "default", "web-3")],
+                },
+            ),
+            (
+                "another lab's names are not ours",
+                vec![],
+                vec!["netlab-m.pod.default.web-9"],
+                vec![],
+                Unowned::default(),
+            ),
+            (
+                "a removed container of a pod that stays",
+                vec!["default_web-1_sidecar"],
+                vec![],
+                vec![],
+                Unowned {
+                    containers: vec!["default_web-1_sidecar".into()],
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, containers, netns, dirs, want) in cases {
+            let got = unowned(
+                "l",
+                &o,
+                containers.into_iter().map(String::from),
+                netns.into_iter().map(String::from),
+                dirs.into_iter()
+                    .map(|d| paths::lab_dir("l").join("pods").join(d)),
+            );
+            assert_eq!(got, want, "{what}");
+        }
+    }
+}
