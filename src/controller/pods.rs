@@ -964,3 +964,141 @@ pub async fn observe(lab: &str, state: &mut ClusterState) {
     }
     state.refresh_deployment_status();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn waiting(reason: &str, container_id: Option<&str>) -> ContainerStatus {
+        let mut cs = image_waiting(&Container::default(), reason, "why");
+        cs.container_id = container_id.map(String::from);
+        cs
+    }
+
+    fn pod(phase: Option<&str>, statuses: Option<Vec<ContainerStatus>>) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: phase.map(String::from),
+                container_statuses: statuses,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn which_container_waits_for_what() {
+        // (reason, has a container, waits for image, waits for volumes/config)
+        let cases = [
+            ("ErrImagePull", false, true, false),
+            ("ImagePullBackOff", false, true, false),
+            ("ErrImageNeverPull", false, true, false),
+            ("InvalidImageName", false, true, false),
+            ("ContainerCreating", false, false, true),
+            ("CreateContainerConfigError", false, false, true),
+            // A container that exists is not waiting to be created.
+            ("ContainerCreating", true, false, false),
+            ("CrashLoopBackOff", true, false, false),
+            ("CrashLoopBackOff", false, false, false),
+        ];
+        for (reason, exists, image, volumes) in cases {
+            let cs = waiting(reason, exists.then_some("runc://x"));
+            assert_eq!(waits_for_image(&cs), image, "{reason} image");
+            assert_eq!(waits_for_volumes(&cs), volumes, "{reason} exists={exists}");
+        }
+    }
+
+    #[test]
+    fn pending_means_placed_and_never_started() {
+        let cases = [
+            (pod(Some("Pending"), None), true),
+            (
+                pod(Some("Pending"), Some(vec![waiting("ErrImagePull", None)])),
+                false,
+            ),
+            (pod(Some("Running"), None), false),
+            (pod(None, None), false),
+            (Pod::default(), false),
+        ];
+        for (i, (p, want)) in cases.iter().enumerate() {
+            assert_eq!(is_pending(p), *want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn attach_annotation() {
+        let with = |v: &str| Pod {
+            metadata: ObjectMeta {
+                annotations: Some([(ATTACH_ANNOTATION.to_string(), v.to_string())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let cases = [
+            ("123:tty", Some((123, true))),
+            ("123:stdin", Some((123, false))),
+            ("x:tty", None),
+            ("123", None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(attached(&with(v)), want, "{v}");
+        }
+        assert_eq!(attached(&Pod::default()), None);
+    }
+
+    #[test]
+    fn config_errors_are_read_back() {
+        let p = pod(
+            Some("Pending"),
+            Some(vec![
+                ContainerStatus {
+                    name: "a".into(),
+                    ..waiting("CreateContainerConfigError", None)
+                },
+                ContainerStatus {
+                    name: "b".into(),
+                    ..waiting("ErrImagePull", None)
+                },
+            ]),
+        );
+        assert_eq!(config_error(&p, "a").as_deref(), Some("why"));
+        assert_eq!(config_error(&p, "b"), None);
+        assert_eq!(config_error(&p, "c"), None);
+    }
+
+    #[test]
+    fn termination_and_readiness_as_kubectl_shows_them() {
+        for (code, reason, phase) in [(0, "Completed", "Succeeded"), (2, "Error", "Failed")] {
+            let mut p = pod(
+                Some("Running"),
+                Some(vec![waiting("ContainerCreating", Some("x"))]),
+            );
+            set_ready(&mut p, true);
+            assert!(
+                p.status
+                    .as_ref()
+                    .unwrap()
+                    .container_statuses
+                    .as_ref()
+                    .unwrap()[0]
+                    .ready
+            );
+            set_terminated(&mut p, code);
+            let s = p.status.as_ref().unwrap();
+            assert_eq!(s.phase.as_deref(), Some(phase));
+            let cs = &s.container_statuses.as_ref().unwrap()[0];
+            assert!(!cs.ready);
+            let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+            assert_eq!((t.exit_code, t.reason.as_deref()), (code, Some(reason)));
+            let ready = s
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == "Ready")
+                .unwrap();
+            assert_eq!(ready.status, "False");
+        }
+    }
+}
