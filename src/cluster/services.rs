@@ -352,6 +352,13 @@ impl<'a> ServiceBatch<'a> {
                 ));
             }
         }
+        if let Err(m) = super::external_ips::validate(
+            spec.external_ips.as_deref().unwrap_or_default(),
+            self.st.config.pod_cidr,
+            self.st.config.service_cidr,
+        ) {
+            return Err(invalid(&name, m));
+        }
         let ports = spec.ports.get_or_insert_with(Vec::new);
         if ports.is_empty() && !external_name {
             return Err(invalid(&name, "spec.ports: Required value"));
@@ -498,9 +505,8 @@ impl<'a> ServiceBatch<'a> {
             .collect();
         let mut mine: Vec<u16> = Vec::new();
         let held = &self.node_ports;
-        let taken = |mine: &[u16], n: u16| {
-            mine.contains(&n) || (held.contains(&n) && !own.contains(&n))
-        };
+        let taken =
+            |mine: &[u16], n: u16| mine.contains(&n) || (held.contains(&n) && !own.contains(&n));
         for (i, p) in spec.ports.iter_mut().flatten().enumerate() {
             if !wants_node_ports {
                 if p.node_port.is_some() && existing.is_none() {
