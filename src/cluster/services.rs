@@ -352,6 +352,13 @@ impl<'a> ServiceBatch<'a> {
                 ));
             }
         }
+        if let Err(m) = super::external_ips::validate(
+            spec.external_ips.as_deref().unwrap_or_default(),
+            self.st.config.pod_cidr,
+            self.st.config.service_cidr,
+        ) {
+            return Err(invalid(&name, m));
+        }
         let ports = spec.ports.get_or_insert_with(Vec::new);
         if ports.is_empty() && !external_name {
             return Err(invalid(&name, "spec.ports: Required value"));

@@ -10,7 +10,7 @@
 //! controller disturbs no pod, and a new controller adopts the running
 //! containers without restarting them.
 
-use super::{pods, probes, proxier, ControllerError};
+use super::{liveness, pods, probes, proxier, ControllerError};
 use crate::cluster::{events, state, ClusterState};
 use crate::paths;
 use crate::runtime::{rootfs, Runc, Store};
@@ -142,7 +142,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             return Ok(());
         }
         probes.run_due(lab).await;
-        let pids = match step(lab, &probes, &mut dns, &mut speaker).await {
+        let pids = match step(lab, &mut probes, &mut dns, &mut speaker).await {
             Ok(Some(p)) => p,
             Ok(None) => continue, // something died meanwhile: look again now
             Err(e) => {
@@ -187,21 +187,27 @@ async fn any_exits(pids: Vec<i32>) {
     let _ = futures::future::select_all(waits).await;
 }
 
-/// Readiness probe trackers and their decisions, by container id. Kept in
-/// memory; a new controller starts from the readiness in the store.
+/// The prober of every container with a probe, by container id (the pure
+/// decisions are `liveness.rs`'s). Kept in memory: a new controller starts
+/// from the readiness in the store and probes afresh.
 #[derive(Default)]
 pub struct Probes {
-    trackers: HashMap<String, probes::Tracker>,
-    decided: HashMap<String, bool>,
+    trackers: HashMap<String, liveness::ProbeTracker>,
+    /// Events to record at the next step (which holds the lab's lock):
+    /// (namespace, pod, type, reason, message).
+    events: Vec<(String, String, &'static str, &'static str, String)>,
 }
 
 impl Probes {
-    /// Runs the probes that are due, without holding the lab's lock.
+    /// Runs the probes that are due, without holding the lab's lock, and
+    /// starts the kills their results call for.
     pub async fn run_due(&mut self, lab: &str) {
         let Ok(st) = ClusterState::load(&paths::lab_dir(lab)) else {
             return;
         };
+        let (now, instant) = (Utc::now(), std::time::Instant::now());
         let mut jobs = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for pod in &st.pods {
             if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
                 continue;
@@ -212,9 +218,9 @@ impl Probes {
                 continue;
             };
             for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-                let Some(probe) = c.readiness_probe.clone() else {
+                if liveness::ProbeKind::ALL.iter().all(|k| k.of(c).is_none()) {
                     continue;
-                };
+                }
                 let id = paths::container_id(&ns, &name, &c.name);
                 let cs = pod
                     .status
@@ -224,37 +230,111 @@ impl Probes {
                 let started = cs
                     .and_then(|x| x.state.as_ref()?.running.as_ref()?.started_at.clone())
                     .map(|t| t.0);
-                if started.is_none() {
+                let Some(started) = started else {
                     // Not running: not ready, and probing starts afresh.
-                    self.trackers.remove(&id);
-                    self.decided.insert(id, false);
                     continue;
-                }
-                self.decided
-                    .entry(id.clone())
-                    .or_insert(cs.is_some_and(|x| x.ready));
-                let tracker = self.trackers.entry(id.clone()).or_default();
-                if !tracker.due(&probe, started) {
-                    continue;
-                }
-                let (ns, name, node, c) = (ns.clone(), name.clone(), node.to_string(), c.clone());
-                jobs.push(async move {
-                    let ok = probes::run_once(lab, &node, &ns, &name, ip, &c, &probe).await;
-                    (id, ok, probe)
+                };
+                seen.insert(id.clone());
+                let tracker = self.trackers.entry(id.clone()).or_insert_with(|| {
+                    liveness::ProbeTracker::new(c, started, cs.is_some_and(|x| x.ready))
                 });
+                if tracker.instance() != started {
+                    *tracker = liveness::ProbeTracker::new(c, started, false);
+                }
+                let age = (now - started).to_std().unwrap_or_default();
+                for kind in liveness::ProbeKind::ALL {
+                    let Some(probe) = kind.of(c) else { continue };
+                    if !tracker.due(kind, probe, age, instant) {
+                        continue;
+                    }
+                    let (ns, name, node, c, probe) = (
+                        ns.clone(),
+                        name.clone(),
+                        node.to_string(),
+                        c.clone(),
+                        probe.clone(),
+                    );
+                    let id = id.clone();
+                    let grace = pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds);
+                    jobs.push(async move {
+                        let result = probes::run_once(lab, &node, &ns, &name, ip, &c, &probe).await;
+                        (id, ns, name, c, kind, probe, grace, result)
+                    });
+                }
             }
         }
-        for (id, ok, probe) in futures::future::join_all(jobs).await {
-            let tracker = self.trackers.entry(id.clone()).or_default();
-            if let Some(ready) = tracker.observe(ok, &probe) {
-                self.decided.insert(id, ready);
+        self.trackers.retain(|id, _| seen.contains(id));
+        let done = std::time::Instant::now();
+        for (id, ns, pod, c, kind, probe, grace, result) in futures::future::join_all(jobs).await {
+            let Some(tracker) = self.trackers.get_mut(&id) else {
+                continue;
+            };
+            for action in tracker.observe(kind, &probe, result, done) {
+                match action {
+                    liveness::Action::Unhealthy(message) => {
+                        tracing::info!(pod = %pod, container = %c.name, %message, "probe failed");
+                        self.events.push((
+                            ns.clone(),
+                            pod.clone(),
+                            "Warning",
+                            "Unhealthy",
+                            message,
+                        ));
+                    }
+                    liveness::Action::Kill(message) => {
+                        tracing::info!(pod = %pod, container = %c.name, %message, "killing");
+                        self.events
+                            .push((ns.clone(), pod.clone(), "Normal", "Killing", message));
+                        // The probe's own grace period wins over the pod's.
+                        let grace = probe
+                            .termination_grace_period_seconds
+                            .or(grace)
+                            .unwrap_or(30)
+                            .max(0) as u64;
+                        let signal = Store::new(&paths::data_dir())
+                            .resolve(c.image.as_deref().unwrap_or_default())
+                            .ok()
+                            .and_then(|i| i.runtime_config().stop_signal().clone())
+                            .unwrap_or_else(|| "SIGTERM".into());
+                        let (lab, id) = (lab.to_string(), id.clone());
+                        tokio::spawn(async move {
+                            probes::kill(&lab, &id, &signal, Duration::from_secs(grace)).await
+                        });
+                    }
+                }
             }
         }
     }
 
-    /// Whether a probed container is ready; None for containers without a probe.
+    /// A probed container's readiness; None when its probes have no say
+    /// (no readiness or startup probe) or it is not tracked.
     fn ready(&self, id: &str) -> Option<bool> {
-        self.decided.get(id).copied()
+        self.trackers
+            .get(id)
+            .filter(|t| t.decides_readiness())
+            .map(|t| t.ready())
+    }
+
+    /// Whether a container's startup probe has passed (None: not tracked).
+    fn started(&self, id: &str) -> Option<bool> {
+        self.trackers.get(id).map(|t| t.started())
+    }
+
+    /// Records the probes' events in the store; true when there were any.
+    fn record_events(&mut self, st: &mut ClusterState, now: DateTime<Utc>) -> bool {
+        let any = !self.events.is_empty();
+        for (ns, pod, type_, reason, message) in self.events.drain(..) {
+            let who = events::Involved {
+                kind: "Pod",
+                namespace: &ns,
+                name: &pod,
+            };
+            st.record(who, type_, reason, "kubelet", message, now);
+        }
+        any
     }
 }
 
@@ -263,7 +343,7 @@ impl Probes {
 /// died meanwhile and another step is due at once.
 pub async fn step(
     lab: &str,
-    probes: &Probes,
+    probes: &mut Probes,
     dns: &mut super::dns::DnsServers,
     speaker: &mut super::lb::Speaker,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
@@ -297,7 +377,7 @@ pub async fn step(
         .map(|c| (c.id.clone(), c.pid))
         .collect();
     let now = Utc::now();
-    let mut changed = false;
+    let mut changed = probes.record_events(&mut st, now);
     let store = Store::new(&paths::data_dir());
     let registries = super::images::registries(&st.config)?;
     // Two passes: first every death is noticed and the dead pods leave the
@@ -452,9 +532,11 @@ pub async fn step(
                 }
                 continue;
             }
+            // Readiness where probes decide it: a readiness probe, or a
+            // startup probe that has not passed yet.
             let probed: HashMap<String, bool> = containers
                 .iter()
-                .filter(|c| c.readiness_probe.is_some())
+                .filter(|c| c.readiness_probe.is_some() || c.startup_probe.is_some())
                 .map(|c| {
                     (
                         c.name.clone(),
@@ -464,6 +546,16 @@ pub async fn step(
                     )
                 })
                 .collect();
+            for c in containers.iter().filter(|c| c.startup_probe.is_some()) {
+                let started = probes.started(&paths::container_id(&ns, &name, &c.name));
+                let cs = status_of(pod, &c.name);
+                if let Some(started) = started.filter(|_| pods::running_since(cs).is_some()) {
+                    if cs.started != Some(started) {
+                        cs.started = Some(started);
+                        changed = true;
+                    }
+                }
+            }
             let statuses = || {
                 pod.status
                     .iter()

@@ -12,6 +12,7 @@ pub mod dns;
 pub mod down;
 pub mod images;
 pub mod lb;
+pub mod liveness;
 pub mod orphans;
 pub mod pods;
 pub mod probes;

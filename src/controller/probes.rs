@@ -1,7 +1,8 @@
-//! Readiness probes as the kubelet runs them: `httpGet` and `tcpSocket`
-//! from the pod's node (the kubelet's network view), `exec` inside the
-//! container. A probe's outcome, with its thresholds, decides the READY
-//! column and whether the pod is in its Services' endpoints.
+//! Probes as the kubelet runs them: `httpGet` and `tcpSocket` from the
+//! pod's node (the kubelet's network view), `exec` inside the container;
+//! and the kill that follows a failed liveness or startup probe. What a
+//! result means (thresholds, the startup gate, kills) is decided in
+//! `liveness.rs`.
 
 use crate::net::NetNs;
 use crate::paths;
@@ -10,9 +11,12 @@ use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::str::FromStr;
 use std::time::Duration;
 
-/// Runs one probe once; true on success.
+/// Runs one probe once: Ok on success, else the failure as the kubelet's
+/// event words it.
 pub async fn run_once(
     lab: &str,
     node: &str,
@@ -21,64 +25,133 @@ pub async fn run_once(
     pod_ip: Ipv4Addr,
     container: &Container,
     probe: &Probe,
-) -> bool {
+) -> Result<(), String> {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(http) = &probe.http_get {
-        let Some(port) = resolve_port(&http.port, container) else {
-            return false;
-        };
+        let port = resolve_port(&http.port, container)?;
         let path = http.path.clone().unwrap_or_else(|| "/".into());
         let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
         let addr = SocketAddr::from((pod_ip, port));
         return in_node(lab, node, move || http_get(addr, &host, &path, timeout)).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let Some(port) = resolve_port(&tcp.port, container) else {
-            return false;
-        };
+        let port = resolve_port(&tcp.port, container)?;
         let addr = SocketAddr::from((pod_ip, port));
         return in_node(lab, node, move || {
-            TcpStream::connect_timeout(&addr, timeout).is_ok()
+            TcpStream::connect_timeout(&addr, timeout)
+                .map(drop)
+                .map_err(|e| format!("dial tcp {addr}: {}", dial_error(&e)))
         })
         .await;
     }
     if let Some(exec) = &probe.exec {
         let args = exec.command.clone().unwrap_or_default();
         if args.is_empty() {
-            return false;
+            return Err("exec probe without a command".into());
         }
         let id = paths::container_id(namespace, pod, &container.name);
         let mut cmd = Runc::new(&paths::runc_root(lab)).exec_command(&id, &args, false);
         cmd.stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        let mut child = match tokio::process::Command::from(cmd).spawn() {
-            Ok(c) => c,
-            Err(_) => return false,
-        };
-        return match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(Ok(status)) => status.success(),
-            _ => {
-                let _ = child.kill().await;
-                false
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| format!("running {args:?}: {e}"))?;
+        return match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) if out.status.success() => Ok(()),
+            Ok(Ok(out)) => {
+                // The kubelet reports what the command printed.
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                let text = text.trim();
+                Err(if text.is_empty() {
+                    format!(
+                        "command {:?} exited with {}",
+                        args.join(" "),
+                        out.status.code().unwrap_or(-1)
+                    )
+                } else {
+                    text.to_string()
+                })
             }
+            Ok(Err(e)) => Err(format!("running {args:?}: {e}")),
+            Err(_) => Err(format!(
+                "command {:?} timed out after {}s",
+                args.join(" "),
+                timeout.as_secs()
+            )),
         };
     }
-    false
+    Err("the probe has no handler netlab runs (httpGet, tcpSocket, exec)".into())
 }
 
-async fn in_node(lab: &str, node: &str, f: impl FnOnce() -> bool + Send + 'static) -> bool {
-    let Ok(ns) = NetNs::open(&paths::node_netns(lab, node)) else {
-        return false;
+/// Go's wording of a refused or timed-out dial, as the kubelet's messages show it.
+fn dial_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect: connection refused".into(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "i/o timeout".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Kills a container the kubelet's way after a failed liveness or startup
+/// probe: the image's stop signal, then SIGKILL when the grace period runs
+/// out. Signals go through a pidfd of the process that failed, so a
+/// container restarted meanwhile (same id) is never hit. Its death is then
+/// noticed, and it is restarted, by the controller's ordinary path.
+pub async fn kill(lab: &str, id: &str, stop_signal: &str, grace: Duration) {
+    let runc = Runc::new(&paths::runc_root(lab));
+    let Ok(state) = runc.state(id).await else {
+        return;
     };
-    tokio::task::spawn_blocking(move || ns.run(f).unwrap_or(false))
+    if state.status != "running" {
+        return;
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, state.pid, 0) };
+    if fd < 0 {
+        return; // already gone
+    }
+    // SAFETY: the fd was just returned to us and is owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let signal = nix::sys::signal::Signal::from_str(stop_signal)
+        .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+    send(&pidfd, signal);
+    let _ = super::down::wait_gone_within(&[state.pid], grace).await;
+    if crate::runtime::runc::process_alive(state.pid) {
+        send(&pidfd, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn send(pidfd: &OwnedFd, signal: nix::sys::signal::Signal) {
+    // SAFETY: pidfd_send_signal with a pidfd we own, a valid signal number,
+    // no siginfo and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+async fn in_node(
+    lab: &str,
+    node: &str,
+    f: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Result<(), String> {
+    let ns = NetNs::open(&paths::node_netns(lab, node))
+        .map_err(|e| format!("entering node {node}: {e}"))?;
+    tokio::task::spawn_blocking(move || ns.run(f).map_err(|e| e.to_string())?)
         .await
-        .unwrap_or(false)
+        .map_err(|e| e.to_string())?
 }
 
 /// A number, or the name of one of the container's ports.
-fn resolve_port(port: &IntOrString, c: &Container) -> Option<u16> {
-    match port {
+fn resolve_port(port: &IntOrString, c: &Container) -> Result<u16, String> {
+    let found = match port {
         IntOrString::Int(n) => u16::try_from(*n).ok(),
         IntOrString::String(name) => c
             .ports
@@ -86,66 +159,39 @@ fn resolve_port(port: &IntOrString, c: &Container) -> Option<u16> {
             .flatten()
             .find(|p| p.name.as_deref() == Some(name.as_str()))
             .and_then(|p| u16::try_from(p.container_port).ok()),
-    }
+    };
+    found.ok_or_else(|| match port {
+        IntOrString::Int(n) => format!("invalid port number: {n}"),
+        IntOrString::String(name) => format!("unknown port name {name:?}"),
+    })
 }
 
 /// A minimal HTTP/1.0 GET: success is a status from 200 to 399, as the kubelet counts it.
-fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
+fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<(), String> {
+    let url = format!("http://{addr}{path}");
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("Get \"{url}\": dial tcp {addr}: {}", dial_error(&e)))?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kube-probe/netlab\r\nAccept: */*\r\nConnection: close\r\n\r\n");
-    if s.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
     let mut head = [0u8; 64];
-    let n = s.read(&mut head).unwrap_or(0);
-    status_ok(&head[..n])
+    let n = s.read(&mut head).map_err(|e| {
+        format!("Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers): {e}")
+    })?;
+    match status_code(&head[..n]) {
+        Some(code) if (200..400).contains(&code) => Ok(()),
+        Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        None => Err(format!("Get \"{url}\": malformed HTTP response")),
+    }
 }
 
-fn status_ok(head: &[u8]) -> bool {
+fn status_code(head: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(head);
     text.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .is_some_and(|c| (200..400).contains(&c))
-}
-
-/// Consecutive results of one container's probe, and when it last ran.
-#[derive(Debug, Clone, Default)]
-pub struct Tracker {
-    pub successes: i32,
-    pub failures: i32,
-    pub last: Option<std::time::Instant>,
-}
-
-impl Tracker {
-    /// Records a result; returns the readiness it implies, if it decides one.
-    pub fn observe(&mut self, ok: bool, probe: &Probe) -> Option<bool> {
-        self.last = Some(std::time::Instant::now());
-        if ok {
-            self.successes += 1;
-            self.failures = 0;
-            (self.successes >= probe.success_threshold.unwrap_or(1).max(1)).then_some(true)
-        } else {
-            self.failures += 1;
-            self.successes = 0;
-            (self.failures >= probe.failure_threshold.unwrap_or(3).max(1)).then_some(false)
-        }
-    }
-
-    pub fn due(&self, probe: &Probe, started: Option<chrono::DateTime<chrono::Utc>>) -> bool {
-        let initial = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
-        if let Some(t) = started {
-            if (chrono::Utc::now() - t).to_std().unwrap_or_default() < initial {
-                return false;
-            }
-        }
-        let period = Duration::from_secs(probe.period_seconds.unwrap_or(10).max(1) as u64);
-        self.last.is_none_or(|l| l.elapsed() >= period)
-    }
 }
 
 #[cfg(test)]
@@ -153,24 +199,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn http_status_ranges() {
-        assert!(status_ok(b"HTTP/1.1 200 OK\r\n"));
-        assert!(status_ok(b"HTTP/1.0 302 Found\r\n"));
-        assert!(!status_ok(b"HTTP/1.1 404 Not Found\r\n"));
-        assert!(!status_ok(b""));
+    fn http_status_codes() {
+        let table: &[(&[u8], Option<u16>)] = &[
+            (b"HTTP/1.1 200 OK\r\n", Some(200)),
+            (b"HTTP/1.0 302 Found\r\n", Some(302)),
+            (b"HTTP/1.1 404 Not Found\r\n", Some(404)),
+            (b"", None),
+        ];
+        for (head, want) in table {
+            assert_eq!(status_code(head), *want);
+        }
     }
 
     #[test]
-    fn thresholds() {
-        let probe = Probe {
-            failure_threshold: Some(2),
-            success_threshold: Some(1),
-            ..Default::default()
-        };
-        let mut t = Tracker::default();
-        assert_eq!(t.observe(true, &probe), Some(true));
-        assert_eq!(t.observe(false, &probe), None);
-        assert_eq!(t.observe(false, &probe), Some(false));
-        assert_eq!(t.observe(true, &probe), Some(true));
+    fn ports_by_number_or_name() {
+        let c: Container =
+            serde_yaml_ng::from_str("name: c\nports: [{name: http, containerPort: 8080}]").unwrap();
+        assert_eq!(resolve_port(&IntOrString::Int(80), &c), Ok(80));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c),
+            Ok(8080)
+        );
+        assert!(resolve_port(&IntOrString::String("x".into()), &c).is_err());
+        assert!(resolve_port(&IntOrString::Int(70000), &c).is_err());
     }
 }

@@ -211,6 +211,9 @@ fn pod_spec_errors(
     for m in crate::cluster::volumes::validate(spec, path) {
         bad(m);
     }
+    for m in host_namespace_errors(spec, path) {
+        bad(m);
+    }
     let mut names = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
         let cpath = format!("{path}.containers[{i}]");
@@ -225,7 +228,97 @@ fn pod_spec_errors(
     }
 }
 
+/// `hostPID` and `hostIPC` share the node's process and IPC namespaces. A
+/// netlab node is a network namespace only: its processes and IPC are the
+/// host's, so sharing them would let a pod see and signal every process of
+/// the machine (other labs', the user's). Refused rather than ignored;
+/// `hostNetwork` and `hostPort` likewise until netlab builds them.
+fn host_namespace_errors(spec: &PodSpec, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (field, on) in [("hostPID", spec.host_pid), ("hostIPC", spec.host_ipc)] {
+        if on == Some(true) {
+            out.push(format!(
+                "{path}.{field}: true is not supported by netlab: a netlab node has no process or IPC namespace of its own (only a network namespace), so the node's would be the host machine's; remove {field}"
+            ));
+        }
+    }
+    // Not built yet (see README, "Pods"): refused so that a manifest that
+    // relies on them never runs with a different network than it asked for.
+    if spec.host_network == Some(true) {
+        out.push(format!(
+            "{path}.hostNetwork: true is not supported by netlab yet: the pod would get its own network namespace and pod IP instead of its node's; remove hostNetwork (reach the pod through a NodePort Service instead)"
+        ));
+    }
+    for (i, c) in spec.containers.iter().enumerate() {
+        for (j, p) in c.ports.iter().flatten().enumerate() {
+            if let Some(hp) = p.host_port.filter(|hp| *hp != 0) {
+                out.push(format!(
+                    "{path}.containers[{i}].ports[{j}].hostPort {hp} is not supported by netlab yet: nothing would listen on the node's port {hp}; remove hostPort (use a NodePort Service instead)"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Probes as the API server validates them: one handler, the handlers
+/// netlab runs, and a successThreshold of 1 for liveness and startup.
+fn probe_errors(c: &Container, cpath: &str, bad: &mut impl FnMut(String)) {
+    let probes = [
+        ("livenessProbe", &c.liveness_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("startupProbe", &c.startup_probe),
+    ];
+    for (field, probe) in probes {
+        let Some(p) = probe else { continue };
+        let ppath = format!("{cpath}.{field}");
+        if p.grpc.is_some() {
+            bad(format!(
+                "{ppath}.grpc is not supported by netlab: use httpGet, tcpSocket or exec"
+            ));
+        }
+        let handlers = [
+            p.http_get.is_some(),
+            p.tcp_socket.is_some(),
+            p.exec.is_some(),
+        ]
+        .iter()
+        .filter(|h| **h)
+        .count();
+        if handlers == 0 && p.grpc.is_none() {
+            bad(format!(
+                "{ppath}: Required value: must specify a handler type (httpGet, tcpSocket or exec)"
+            ));
+        } else if handlers > 1 {
+            bad(format!(
+                "{ppath}: Forbidden: may not specify more than 1 handler type"
+            ));
+        }
+        for (name, v) in [
+            ("initialDelaySeconds", p.initial_delay_seconds),
+            ("periodSeconds", p.period_seconds),
+            ("timeoutSeconds", p.timeout_seconds),
+            ("successThreshold", p.success_threshold),
+            ("failureThreshold", p.failure_threshold),
+        ] {
+            if v.is_some_and(|v| v < 0) {
+                bad(format!(
+                    "{ppath}.{name}: Invalid value: {}: must be greater than or equal to 0",
+                    v.unwrap_or_default()
+                ));
+            }
+        }
+        if field != "readinessProbe" && p.success_threshold.is_some_and(|s| s != 1) {
+            bad(format!(
+                "{ppath}.successThreshold: Invalid value: {}: must be 1",
+                p.success_threshold.unwrap_or_default()
+            ));
+        }
+    }
+}
+
 fn container_errors(c: &Container, cpath: &str, bad: &mut impl FnMut(String)) {
+    probe_errors(c, cpath, bad);
     if c.image.as_deref().unwrap_or("").trim().is_empty() {
         bad(format!("{cpath}.image is required"));
     }
@@ -295,5 +388,75 @@ mod tests {
         assert!(dns_subdomain("a.b-c").is_ok());
         assert!(dns_subdomain("a..b").is_err());
         assert!(dns_subdomain("").is_err());
+    }
+
+    #[test]
+    fn host_pid_and_ipc_are_refused_with_why() {
+        let table: &[(Option<bool>, Option<bool>, &[&str])] = &[
+            (None, None, &[]),
+            (Some(false), Some(false), &[]),
+            (Some(true), None, &["spec.hostPID: true is not supported"]),
+            (None, Some(true), &["spec.hostIPC: true is not supported"]),
+            (Some(true), Some(true), &["spec.hostPID", "spec.hostIPC"]),
+        ];
+        for (pid, ipc, want) in table {
+            let spec = PodSpec {
+                host_pid: *pid,
+                host_ipc: *ipc,
+                ..Default::default()
+            };
+            let got = host_namespace_errors(&spec, "spec");
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(g.starts_with(w) && g.contains("host machine"), "{g}");
+            }
+        }
+        let spec: PodSpec = serde_yaml_ng::from_str(
+            "hostNetwork: true\ncontainers:\n- name: c\n  ports: [{containerPort: 80}, {containerPort: 81, hostPort: 8081}]\n",
+        )
+        .unwrap();
+        let got = host_namespace_errors(&spec, "spec.template.spec");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("spec.template.spec.hostNetwork: true is not supported"));
+        assert!(got[1].starts_with(
+            "spec.template.spec.containers[0].ports[1].hostPort 8081 is not supported"
+        ));
+    }
+
+    #[test]
+    fn probes_are_validated_as_the_api_server_does() {
+        let y = |probe: &str| -> Vec<String> {
+            let c: Container =
+                serde_yaml_ng::from_str(&format!("name: c\nimage: nginx\nlivenessProbe:\n{probe}"))
+                    .unwrap();
+            let mut out = Vec::new();
+            probe_errors(&c, "spec.containers[0]", &mut |m| out.push(m));
+            out
+        };
+        let table: &[(&str, Option<&str>)] = &[
+            ("  tcpSocket: {port: 80}\n", None),
+            ("  exec: {command: [true]}\n  failureThreshold: 1\n", None),
+            ("  periodSeconds: 1\n", Some("must specify a handler type")),
+            (
+                "  tcpSocket: {port: 80}\n  exec: {command: [true]}\n",
+                Some("more than 1 handler"),
+            ),
+            (
+                "  tcpSocket: {port: 80}\n  successThreshold: 2\n",
+                Some("livenessProbe.successThreshold: Invalid value: 2: must be 1"),
+            ),
+            (
+                "  tcpSocket: {port: 80}\n  periodSeconds: -1\n",
+                Some("periodSeconds: Invalid value: -1"),
+            ),
+            ("  grpc: {port: 80}\n", Some("grpc is not supported")),
+        ];
+        for (probe, want) in table {
+            let got = y(probe);
+            match want {
+                None => assert!(got.is_empty(), "{probe}: {got:?}"),
+                Some(w) => assert!(got.iter().any(|g| g.contains(w)), "{probe}: {got:?}"),
+            }
+        }
     }
 }

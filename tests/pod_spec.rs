@@ -1,0 +1,230 @@
+//! End to end, as root: pods obey their spec (issue 15). Liveness and
+//! startup probes kill and restart a container as the kubelet does (with
+//! its events in `describe`); fields netlab cannot honour (`hostPID`,
+//! `hostIPC`, and for now `hostNetwork` and `hostPort`) and Services with
+//! special `externalIPs` are refused at `up` with the file, line and
+//! object, and nothing is created.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn pod_json(lab: &Lab, name: &str) -> serde_json::Value {
+    serde_json::from_str(&lab.ok(&["get", "pod", name, "-o", "json"])).unwrap()
+}
+
+fn restarts(lab: &Lab, name: &str) -> i64 {
+    pod_json(lab, name)["status"]["containerStatuses"][0]["restartCount"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+/// An nginx pod with extra container lines (probes) and pod spec lines.
+fn nginx_pod(name: &str, container_extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {name}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: nginx
+    ports:
+    - {{containerPort: 80, name: http}}
+{container_extra}"#
+    )
+}
+
+#[test]
+fn failing_liveness_probe_restarts_the_container_with_events() {
+    // nginx answers 404 for /healthz: the probe fails from the start.
+    let yaml = nginx_pod(
+        "live",
+        "    livenessProbe:\n      httpGet: {path: /healthz, port: http}\n      periodSeconds: 1\n      failureThreshold: 2\n",
+    );
+    let lab = Lab::up("spec-liveness", &yaml);
+    // The first restart is at once, the second after the 10 s back-off.
+    wait_for("two restarts", Duration::from_secs(60), || {
+        restarts(&lab, "live") >= 2
+    });
+    let pod = pod_json(&lab, "live");
+    let cs = &pod["status"]["containerStatuses"][0];
+    assert!(
+        cs["lastState"]["terminated"].is_object(),
+        "lastState.terminated: {cs}"
+    );
+    let describe = lab.ok(&["describe", "pod", "live"]);
+    assert!(describe.contains("Unhealthy"), "{describe}");
+    assert!(
+        describe.contains("Liveness probe failed: HTTP probe failed with statuscode: 404"),
+        "{describe}"
+    );
+    assert!(describe.contains("Killing"), "{describe}");
+    assert!(
+        describe.contains("Container web failed liveness probe, will be restarted"),
+        "{describe}"
+    );
+    lab.down_clean();
+}
+
+#[test]
+fn liveness_probe_that_passes_leaves_the_container_alone() {
+    let yaml = nginx_pod(
+        "fine",
+        "    livenessProbe:\n      tcpSocket: {port: 80}\n      periodSeconds: 1\n      failureThreshold: 1\n",
+    );
+    let lab = Lab::up("spec-liveness-ok", &yaml);
+    // Long enough for several probes with a threshold of one failure.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(restarts(&lab, "fine"), 0);
+    let describe = lab.ok(&["describe", "pod", "fine"]);
+    assert!(!describe.contains("Unhealthy"), "{describe}");
+    lab.down_clean();
+}
+
+#[test]
+fn startup_probe_that_never_succeeds_restarts_and_gates_readiness() {
+    // Nothing listens on 8080: startup never passes; the readiness probe
+    // (which would pass) must not make the pod ready meanwhile.
+    let yaml = format!(
+        "{}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: boot\nspec:\n  selector: {{app: boot}}\n  ports:\n  - port: 80\n",
+        nginx_pod(
+            "boot",
+            "    startupProbe:\n      tcpSocket: {port: 8080}\n      periodSeconds: 1\n      failureThreshold: 3\n    readinessProbe:\n      httpGet: {path: /, port: http}\n      periodSeconds: 1\n",
+        )
+    );
+    let lab = Lab::up("spec-startup", &yaml);
+    wait_for("a restart", Duration::from_secs(40), || {
+        restarts(&lab, "boot") >= 1
+    });
+    let pod = pod_json(&lab, "boot");
+    let cs = &pod["status"]["containerStatuses"][0];
+    assert_eq!(cs["ready"], false, "{cs}");
+    assert_eq!(cs["started"], false, "{cs}");
+    let pods = lab.ok(&["get", "pods", "boot"]);
+    assert!(pods.contains("0/1"), "{pods}");
+    let ep = lab.ok(&["get", "ep", "boot"]);
+    assert!(!ep.contains(":80"), "not ready, not an endpoint: {ep}");
+    let describe = lab.ok(&["describe", "pod", "boot"]);
+    assert!(
+        describe.contains("Startup probe failed: dial tcp"),
+        "{describe}"
+    );
+    assert!(
+        describe.contains("Container web failed startup probe, will be restarted"),
+        "{describe}"
+    );
+    assert!(!describe.contains("Readiness probe failed"), "{describe}");
+    lab.down_clean();
+}
+
+#[test]
+fn startup_probe_that_passes_lets_readiness_decide() {
+    let yaml = nginx_pod(
+        "booted",
+        "    startupProbe:\n      httpGet: {path: /, port: http}\n      periodSeconds: 1\n    readinessProbe:\n      httpGet: {path: /missing, port: http}\n      periodSeconds: 1\n      failureThreshold: 1\n",
+    );
+    let lab = Lab::up("spec-startup-ok", &yaml);
+    wait_for("started", Duration::from_secs(20), || {
+        pod_json(&lab, "booted")["status"]["containerStatuses"][0]["started"] == true
+    });
+    wait_for("the readiness event", Duration::from_secs(20), || {
+        lab.ok(&["describe", "pod", "booted"])
+            .contains("Readiness probe failed: HTTP probe failed with statuscode: 404")
+    });
+    assert_eq!(restarts(&lab, "booted"), 0, "readiness never restarts");
+    let pods = lab.ok(&["get", "pods", "booted"]);
+    assert!(pods.contains("0/1"), "{pods}");
+    lab.down_clean();
+}
+
+/// `netlab up` of `yaml` must fail, name the file and line and the object,
+/// say `want`, and leave nothing behind.
+fn refused(name: &str, yaml: &str, object: &str, want: &[&str]) {
+    let lab = Lab::prepare(name, yaml);
+    let file = lab.file();
+    let out = netlab(&["up", "--name", &lab.name, file.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "up must fail: {}", stdout(&out));
+    assert!(
+        err.contains(&format!("{}:", file.display())),
+        "names the file: {err}"
+    );
+    assert!(err.contains(object), "names {object}: {err}");
+    for w in want {
+        assert!(err.contains(w), "says {w:?}: {err}");
+    }
+    let traces = Traces::of(&lab.name, &[]);
+    assert!(traces.is_clean(), "a refused lab created {traces:#?}");
+}
+
+#[test]
+fn host_pid_and_host_ipc_are_refused() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: peek\nspec:\n  hostPID: true\n  hostIPC: true\n  containers:\n  - name: c\n    image: nginx\n";
+    refused(
+        "spec-hostpid",
+        yaml,
+        "Pod/peek",
+        &[
+            "spec.hostPID: true is not supported",
+            "spec.hostIPC: true is not supported",
+            "host machine",
+        ],
+    );
+    let dep = nginx_deployment("dep", 1).replace("    spec:\n", "    spec:\n      hostPID: true\n");
+    assert!(dep.contains("hostPID"));
+    refused(
+        "spec-hostpid-dep",
+        &dep,
+        "Deployment/dep",
+        &["spec.template.spec.hostPID: true is not supported"],
+    );
+}
+
+#[test]
+fn host_network_and_host_port_are_refused_not_ignored() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hn\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: nginx\n";
+    refused(
+        "spec-hostnet",
+        yaml,
+        "Pod/hn",
+        &["spec.hostNetwork: true is not supported"],
+    );
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hp\nspec:\n  containers:\n  - name: c\n    image: nginx\n    ports:\n    - {containerPort: 80, hostPort: 8080}\n";
+    refused(
+        "spec-hostport",
+        yaml,
+        "Pod/hp",
+        &["spec.containers[0].ports[0].hostPort 8080 is not supported"],
+    );
+}
+
+#[test]
+fn special_external_ips_are_refused() {
+    let svc = |ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: ext\nspec:\n  selector: {{app: x}}\n  externalIPs: [\"{ip}\"]\n  ports:\n  - port: 80\n"
+        )
+    };
+    let table = [
+        ("127.0.0.1", "may not be in the loopback range"),
+        ("169.254.1.1", "may not be in the link-local range"),
+        ("10.244.1.9", "may not be in the lab's pod range"),
+        ("10.0.5.5", "may not be in the lab's service range"),
+    ];
+    for (ip, want) in table {
+        refused(
+            "spec-extip",
+            &svc(ip),
+            "Service \"ext\" is invalid",
+            &[
+                &format!("spec.externalIPs[0]: Invalid value: \"{ip}\""),
+                want,
+            ],
+        );
+    }
+}
