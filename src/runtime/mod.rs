@@ -9,8 +9,10 @@ pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod runc;
+pub mod securejoin;
 pub mod store;
 pub mod unpack;
+pub mod untrusted;
 pub mod volumes;
 
 pub use progress::Progress;
