@@ -691,3 +691,410 @@ fn failed_pulls_show_in_get_and_describe_then_recover() {
             .output();
     }
 }
+
+// ------------------------------------------------------------ hostile inputs (issue 15)
+
+/// Runs netlab with a deadline: a hostile input must fail, not hang.
+fn netlab_within(args: &[&str], env: &[(&str, &str)], limit: Duration) -> std::process::Output {
+    let mut cmd = std::process::Command::new(NETLAB);
+    cmd.args(args)
+        .env_remove("NETLAB_LAB")
+        .env_remove("NETLAB_REGISTRY_MIRRORS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("running netlab");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "netlab {args:?} still ran after {limit:?} (killed):\n{}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every file under `dir` (not following symlinks).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A tar archive of raw members (name, type, link target, data).
+fn raw_archive(path: &Path, members: &[(&str, tar::EntryType, &str, &[u8])]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, kind, link, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let n = name.as_bytes();
+        h.as_old_mut().name[..n.len()].copy_from_slice(n);
+        if !link.is_empty() {
+            let l = link.as_bytes();
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l);
+        }
+        if matches!(kind, tar::EntryType::Char) {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(5).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn hostile_import_archives_are_refused_and_leave_nothing() {
+    require_root();
+    let work = store_dir();
+    let store = work.path().join("store");
+    let env = [("NETLAB_DATA_DIR", store.to_str().unwrap())];
+    // A root-only host file the archives point at.
+    let secret_text = format!("netlab-secret-{}\n", std::process::id());
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, &secret_text).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret_path = secret.to_str().unwrap();
+
+    let layer = tar(&[E::File("hello", b"hi")]);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]}
+    })
+    .to_string();
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["netlabtest/hostile-import:1"], "Layers": ["l/layer.tar"]
+    }])
+    .to_string();
+    let big = vec![b' '; (4 << 20) + 1];
+    let (layer_s, big_s, none): (&[u8], &[u8], &[u8]) = (&layer, &big, b"");
+    use tar::EntryType::{Char, Fifo, Link, Regular, Symlink};
+    type Member<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+    let m = manifest.as_bytes();
+    let c = config.as_bytes();
+    let cases: Vec<(&str, Vec<Member>, &str)> = vec![
+        (
+            "config.json -> a 0600 host file",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Symlink, secret_path, none),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "outside the archive",
+        ),
+        (
+            "layer.tar -> /dev/zero",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Symlink, "/dev/zero", none),
+            ],
+            "outside the archive",
+        ),
+        (
+            "config.json -> ../../secret (relative)",
+            vec![
+                ("manifest.json", Regular, "", m),
+                (
+                    "config.json",
+                    Symlink,
+                    "../../../../../../../../secret",
+                    none,
+                ),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "outside the archive",
+        ),
+        (
+            "config.json hard link to a host file",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Link, secret_path, none),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "outside the archive",
+        ),
+        (
+            "layer.tar a FIFO",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Fifo, "", none),
+            ],
+            "FIFO",
+        ),
+        (
+            "layer.tar a character device (/dev/zero's numbers)",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Char, "", none),
+            ],
+            "character device",
+        ),
+        (
+            "config.json over 4 MiB",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", big_s),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "larger than",
+        ),
+        (
+            "a layer whose config is fine but the layer link leads to a missing member",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Symlink, "../nothing", none),
+            ],
+            "not a regular file of the archive",
+        ),
+    ];
+    for (what, members, expect) in &cases {
+        let archive = work.path().join("hostile.tar");
+        raw_archive(&archive, members);
+        let out = netlab_within(
+            &["images", "import", archive.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        );
+        let err = failed(&out, what);
+        assert!(
+            err.contains("refused") && err.contains(expect),
+            "{what}: {err}"
+        );
+        assert!(
+            !err.contains(secret_text.trim()),
+            "{what}: the error shows the secret: {err}"
+        );
+        // Nothing of the host and nothing of the failed import stays.
+        let left: Vec<_> = files_under(&store)
+            .into_iter()
+            .filter(|p| !p.ends_with(".lock") && !p.ends_with(".gc.lock"))
+            .collect();
+        assert!(left.is_empty(), "{what}: the failed import left {left:?}");
+        assert!(!store
+            .join("images/blobs/sha256")
+            .join(sha(secret_text.as_bytes()).trim_start_matches("sha256:"))
+            .exists());
+        assert!(files_under(&store)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".import-")));
+        failed(
+            &netlab_env(&["images", "inspect", "netlabtest/hostile-import:1"], &env),
+            "inspect",
+        );
+    }
+
+    // An OCI layout (tar) whose config blob is a symlink to the host file.
+    let layout = work.path().join("layout");
+    let (md, _) = oci_layout(
+        &layout,
+        std::slice::from_ref(&layer),
+        Some("netlabtest/hostile-layout:1"),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(md.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cd = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = layout.join("blobs/sha256").join(&cd);
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&secret, &blob).unwrap();
+    // As a directory: the symlinked blob is refused.
+    let err = failed(
+        &netlab_within(
+            &["images", "import", layout.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        ),
+        "layout directory with a symlinked blob",
+    );
+    assert!(
+        err.contains("is a symlink") && err.contains("refused"),
+        "{err}"
+    );
+    // As an archive (symlink kept as a symlink member): refused too.
+    let archive = work.path().join("layout.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let err = failed(
+        &netlab_within(
+            &["images", "import", archive.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        ),
+        "layout archive with a symlinked blob",
+    );
+    assert!(err.contains("refused"), "{err}");
+    let left: Vec<_> = files_under(&store)
+        .into_iter()
+        .filter(|p| !p.ends_with(".lock") && !p.ends_with(".gc.lock"))
+        .collect();
+    assert!(left.is_empty(), "the failed layout imports left {left:?}");
+
+    // `docker save` links a layer two images share to the first copy: a link
+    // between members is read as that member.
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["netlabtest/linked-layer:1"], "Layers": ["b/layer.tar"]
+    }])
+    .to_string();
+    let archive = work.path().join("linked.tar");
+    raw_archive(
+        &archive,
+        &[
+            ("manifest.json", Regular, "", manifest.as_bytes()),
+            ("config.json", Regular, "", c),
+            ("b/layer.tar", Symlink, "../a/layer.tar", none),
+            ("a/layer.tar", Regular, "", layer_s),
+        ],
+    );
+    ok(
+        &netlab_within(
+            &["images", "import", archive.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        ),
+        "import with a link between members",
+    );
+    ok(
+        &netlab_env(&["images", "inspect", "netlabtest/linked-layer:1"], &env),
+        "inspect",
+    );
+}
+
+#[test]
+fn prune_removes_what_no_image_or_container_uses() {
+    require_root();
+    let work = store_dir();
+    let store = work.path().join("store");
+    let env = [("NETLAB_DATA_DIR", store.to_str().unwrap())];
+    let import = |name: &str, file: &str| {
+        let layout = work.path().join(name.replace([':', '/'], "_"));
+        let (md, layers) = oci_layout(&layout, &[tar(&[E::File(file, name.as_bytes())])], None);
+        ok(
+            &netlab_env(
+                &["images", "import", layout.to_str().unwrap(), "--tag", name],
+                &env,
+            ),
+            "import",
+        );
+        (md, layers[0].clone())
+    };
+    let (keep_m, keep_l) = import("netlabtest/prune-keep:1", "a");
+    let (gone_m, gone_l) = import("netlabtest/prune-gone:1", "b");
+    let (used_m, used_l) = import("netlabtest/prune-used:1", "c");
+    let blob = |d: &str| {
+        store
+            .join("images/blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let layer_dir = |d: &str| store.join("layers").join(d.replace(':', "-"));
+    for d in [&keep_l, &gone_l, &used_l] {
+        assert!(layer_dir(d).is_dir(), "{d} unpacked");
+    }
+    ok(
+        &netlab_env(&["images", "rm", "netlabtest/prune-gone:1"], &env),
+        "rm",
+    );
+    ok(
+        &netlab_env(&["images", "rm", "netlabtest/prune-used:1"], &env),
+        "rm",
+    );
+    // A stray blob and leftovers of a dead pull and import.
+    let stray = blob(&sha(b"stray"));
+    std::fs::write(&stray, b"stray").unwrap();
+    let dead_tmp = store.join("images/blobs/sha256/.tmp-4999999-0");
+    std::fs::write(&dead_tmp, b"half").unwrap();
+    let dead_import = store.join("images/.import-4999999");
+    std::fs::create_dir_all(dead_import.join("x")).unwrap();
+    // A running container stacks the untagged image's layer.
+    let ctr = work.path().join("ctr");
+    for d in ["upper", "work", "rootfs"] {
+        std::fs::create_dir_all(ctr.join(d)).unwrap();
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        layer_dir(&used_l).display(),
+        ctr.join("upper").display(),
+        ctr.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &ctr.join("rootfs"),
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .expect("mounting a test overlay");
+    let pruned = netlab_env(&["images", "prune"], &env);
+    let _ = nix::mount::umount2(&ctr.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+    let out = ok(&pruned, "prune");
+    assert!(out.contains("kept (a running container uses it)"), "{out}");
+    for gone in [
+        &blob(&gone_m),
+        &blob(&gone_l),
+        &layer_dir(&gone_l),
+        &blob(&used_m),
+        &blob(&used_l),
+        &stray,
+        &dead_tmp,
+        &dead_import,
+    ] {
+        assert!(!gone.exists(), "{} survived prune:\n{out}", gone.display());
+    }
+    for kept in [
+        &blob(&keep_m),
+        &blob(&keep_l),
+        &layer_dir(&keep_l),
+        &layer_dir(&used_l),
+    ] {
+        assert!(kept.exists(), "{} was pruned:\n{out}", kept.display());
+    }
+    ok(
+        &netlab_env(&["images", "inspect", "netlabtest/prune-keep:1"], &env),
+        "inspect after prune",
+    );
+    // Unmounted, the container's layer goes too.
+    ok(&netlab_env(&["images", "prune"], &env), "prune");
+    assert!(!layer_dir(&used_l).exists());
+    assert!(layer_dir(&keep_l).exists());
+}

@@ -3,7 +3,9 @@
 //! of networks: a pod's network namespace is just a path it is given.
 
 pub mod bundle;
+pub mod import;
 pub mod progress;
+pub mod prune;
 pub mod pull;
 pub mod reference;
 pub mod registry;
