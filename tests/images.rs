@@ -1001,6 +1001,203 @@ fn hostile_import_archives_are_refused_and_leave_nothing() {
     );
 }
 
+/// A registry on 127.0.0.1 that lies: what it serves for each repository is
+/// `serve`'s answer. Counts the body bytes it managed to send.
+struct HostileRegistry {
+    addr: String,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the hostile registry answers to a path.
+enum Answer {
+    /// 200 with this body.
+    Body(Vec<u8>),
+    /// 200, `Content-Length: declared` (if any), then zeros without end.
+    Endless {
+        declared: Option<u64>,
+    },
+    /// 200, `Content-Length: declared`, then nothing, forever.
+    Stall {
+        declared: u64,
+    },
+    NotFound,
+}
+
+impl HostileRegistry {
+    fn start(serve: impl Fn(&str) -> Answer + Send + Sync + 'static) -> HostileRegistry {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let serve = std::sync::Arc::new(serve);
+        let counter = sent.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (serve, counter) = (serve.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                    let head = |len: Option<u64>| {
+                        let mut h = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Distribution-API-Version: registry/2.0\r\n".to_string();
+                        if let Some(n) = len {
+                            h.push_str(&format!("Content-Length: {n}\r\n"));
+                        }
+                        h.push_str("\r\n");
+                        h
+                    };
+                    let answer = if path == "/v2/" {
+                        Answer::Body(b"{}".to_vec())
+                    } else {
+                        serve(&path)
+                    };
+                    match answer {
+                        Answer::Body(b) => {
+                            let _ = conn.write_all(head(Some(b.len() as u64)).as_bytes());
+                            let _ = conn.write_all(&b);
+                        }
+                        Answer::Endless { declared } => {
+                            let _ = conn.write_all(head(declared).as_bytes());
+                            let zeros = vec![0u8; 64 * 1024];
+                            while conn.write_all(&zeros).is_ok() {
+                                counter.fetch_add(
+                                    zeros.len() as u64,
+                                    std::sync::atomic::Ordering::SeqCst,
+                                );
+                            }
+                        }
+                        Answer::Stall { declared } => {
+                            let _ = conn.write_all(head(Some(declared)).as_bytes());
+                            std::thread::sleep(Duration::from_secs(120));
+                        }
+                        Answer::NotFound => {
+                            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+                        }
+                    }
+                });
+            }
+        });
+        HostileRegistry { addr, sent }
+    }
+}
+
+#[test]
+fn hostile_registries_are_refused_quickly_and_leave_nothing() {
+    require_root();
+    let layer = gzip(&tar(&[E::File("x", b"x")]));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&tar(&[E::File("x", b"x")]))]}
+    })
+    .to_string();
+    let (layer_d, config_d) = (sha(&layer), sha(config.as_bytes()));
+    let manifest = |config_size: usize, layer_size: usize| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_d, "size": layer_size}]
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let (m_ok, m_liar_layer, m_liar_config, m_huge_config) = (
+        manifest(config.len(), layer.len()),
+        manifest(config.len(), 100),
+        manifest(100, layer.len()),
+        manifest(5 << 20, layer.len()),
+    );
+    let (ld, cd) = (layer_d.clone(), config_d.clone());
+    let config_bytes = config.clone().into_bytes();
+    let layer_bytes = layer.clone();
+    let registry = HostileRegistry::start(move |path| {
+        let repo = path
+            .trim_start_matches("/v2/")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let is_manifest = path.contains("/manifests/");
+        let blob = path.rsplit('/').next().unwrap_or("");
+        match (repo, is_manifest) {
+            ("bigmanifest", true) => Answer::Endless { declared: None },
+            ("stallmanifest", true) => Answer::Stall { declared: 1000 },
+            ("liarlayer", true) => Answer::Body(m_liar_layer.clone()),
+            ("liarconfig", true) => Answer::Body(m_liar_config.clone()),
+            ("hugeconfig", true) => Answer::Body(m_huge_config.clone()),
+            (_, true) => Answer::Body(m_ok.clone()),
+            ("stalllayer", false) if blob == ld => Answer::Stall { declared: 1000 },
+            ("liarlayer", false) if blob == ld => Answer::Endless { declared: None },
+            ("liarconfig", false) if blob == cd => Answer::Endless {
+                declared: Some(1 << 30),
+            },
+            ("hugeconfig", false) if blob == cd => Answer::Endless { declared: None },
+            (_, false) if blob == cd => Answer::Body(config_bytes.clone()),
+            (_, false) if blob == ld => Answer::Body(layer_bytes.clone()),
+            _ => Answer::NotFound,
+        }
+    });
+    let work = store_dir();
+    let store = work.path().join("store");
+    let cfg = no_registries_config(work.path());
+    let env = [
+        ("NETLAB_DATA_DIR", store.to_str().unwrap()),
+        ("NETLAB_REGISTRIES_CONFIG", cfg.as_str()),
+        ("NETLAB_REGISTRY_TIMEOUT", "2"),
+    ];
+    let cases = [
+        ("bigmanifest", "more than 4194304 bytes"),
+        ("stallmanifest", "stalled"),
+        ("liarlayer", "more than 100 bytes"),
+        ("liarconfig", "more than 100 bytes"),
+        ("hugeconfig", "refused"),
+        ("stalllayer", "stalled"),
+    ];
+    for (repo, expect) in cases {
+        let image = format!("{}/{repo}:1", registry.addr);
+        let before = registry.sent.load(std::sync::atomic::Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        let out = netlab_within(&["pull", "--quiet", &image], &env, Duration::from_secs(40));
+        let err = failed(&out, repo);
+        assert!(err.contains(expect), "{repo}: {err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{repo}: took {:?}",
+            start.elapsed()
+        );
+        // The registry could not push more than the cap and the socket
+        // buffers before netlab hung up (not 300 MB or 1 GB).
+        let sent = registry.sent.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(
+            sent < 64 << 20,
+            "{repo}: the registry sent {sent} bytes before netlab stopped"
+        );
+        let left: Vec<_> = files_under(&store)
+            .into_iter()
+            .filter(|p| !p.ends_with(".lock") && !p.ends_with(".gc.lock"))
+            .collect();
+        assert!(left.is_empty(), "{repo}: the failed pull left {left:?}");
+    }
+    // The same registry's honest image pulls (the test's server works).
+    ok(
+        &netlab_within(
+            &["pull", "--quiet", &format!("{}/honest:1", registry.addr)],
+            &env,
+            Duration::from_secs(40),
+        ),
+        "honest pull",
+    );
+}
+
 #[test]
 fn prune_removes_what_no_image_or_container_uses() {
     require_root();
