@@ -642,6 +642,9 @@ mod error_tests {
             let mut h = tar::Header::new_gnu();
             h.set_size(data.len() as u64);
             h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             h.set_entry_type(tar::EntryType::Regular);
             h.set_path(name).unwrap();
             h.set_cksum();
