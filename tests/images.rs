@@ -691,3 +691,607 @@ fn failed_pulls_show_in_get_and_describe_then_recover() {
             .output();
     }
 }
+
+// ------------------------------------------------------------ hostile inputs (issue 15)
+
+/// Runs netlab with a deadline: a hostile input must fail, not hang.
+fn netlab_within(args: &[&str], env: &[(&str, &str)], limit: Duration) -> std::process::Output {
+    let mut cmd = std::process::Command::new(NETLAB);
+    cmd.args(args)
+        .env_remove("NETLAB_LAB")
+        .env_remove("NETLAB_REGISTRY_MIRRORS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("running netlab");
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "netlab {args:?} still ran after {limit:?} (killed):\n{}",
+                stderr(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every file under `dir` (not following symlinks).
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A tar archive of raw members (name, type, link target, data).
+fn raw_archive(path: &Path, members: &[(&str, tar::EntryType, &str, &[u8])]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (name, kind, link, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let n = name.as_bytes();
+        h.as_old_mut().name[..n.len()].copy_from_slice(n);
+        if !link.is_empty() {
+            let l = link.as_bytes();
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l);
+        }
+        if matches!(kind, tar::EntryType::Char) {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(5).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn hostile_import_archives_are_refused_and_leave_nothing() {
+    require_root();
+    let work = store_dir();
+    let store = work.path().join("store");
+    let env = [("NETLAB_DATA_DIR", store.to_str().unwrap())];
+    // A root-only host file the archives point at.
+    let secret_text = format!("netlab-secret-{}\n", std::process::id());
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, &secret_text).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret_path = secret.to_str().unwrap();
+
+    let layer = tar(&[E::File("hello", b"hi")]);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&layer)]}
+    })
+    .to_string();
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["netlabtest/hostile-import:1"], "Layers": ["l/layer.tar"]
+    }])
+    .to_string();
+    let big = vec![b' '; (4 << 20) + 1];
+    let (layer_s, big_s, none): (&[u8], &[u8], &[u8]) = (&layer, &big, b"");
+    use tar::EntryType::{Char, Fifo, Link, Regular, Symlink};
+    type Member<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+    let m = manifest.as_bytes();
+    let c = config.as_bytes();
+    let cases: Vec<(&str, Vec<Member>, &str)> = vec![
+        (
+            "config.json -> a 0600 host file",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Symlink, secret_path, none),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "outside the archive",
+        ),
+        (
+            "layer.tar -> /dev/zero",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Symlink, "/dev/zero", none),
+            ],
+            "outside the archive",
+        ),
+        (
+            "config.json -> ../../secret (relative)",
+            vec![
+                ("manifest.json", Regular, "", m),
+                (
+                    "config.json",
+                    Symlink,
+                    "../../../../../../../../secret",
+                    none,
+                ),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "outside the archive",
+        ),
+        (
+            "config.json hard link to a host file",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Link, secret_path, none),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "outside the archive",
+        ),
+        (
+            "layer.tar a FIFO",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Fifo, "", none),
+            ],
+            "FIFO",
+        ),
+        (
+            "layer.tar a character device (/dev/zero's numbers)",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Char, "", none),
+            ],
+            "character device",
+        ),
+        (
+            "config.json over 4 MiB",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", big_s),
+                ("l/layer.tar", Regular, "", layer_s),
+            ],
+            "larger than",
+        ),
+        (
+            "a layer whose config is fine but the layer link leads to a missing member",
+            vec![
+                ("manifest.json", Regular, "", m),
+                ("config.json", Regular, "", c),
+                ("l/layer.tar", Symlink, "../nothing", none),
+            ],
+            "not a regular file of the archive",
+        ),
+    ];
+    for (what, members, expect) in &cases {
+        let archive = work.path().join("hostile.tar");
+        raw_archive(&archive, members);
+        let out = netlab_within(
+            &["images", "import", archive.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        );
+        let err = failed(&out, what);
+        assert!(
+            err.contains("refused") && err.contains(expect),
+            "{what}: {err}"
+        );
+        assert!(
+            !err.contains(secret_text.trim()),
+            "{what}: the error shows the secret: {err}"
+        );
+        // Nothing of the host and nothing of the failed import stays.
+        let left: Vec<_> = files_under(&store)
+            .into_iter()
+            .filter(|p| !p.ends_with(".lock") && !p.ends_with(".gc.lock"))
+            .collect();
+        assert!(left.is_empty(), "{what}: the failed import left {left:?}");
+        assert!(!store
+            .join("images/blobs/sha256")
+            .join(sha(secret_text.as_bytes()).trim_start_matches("sha256:"))
+            .exists());
+        assert!(files_under(&store)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".import-")));
+        failed(
+            &netlab_env(&["images", "inspect", "netlabtest/hostile-import:1"], &env),
+            "inspect",
+        );
+    }
+
+    // An OCI layout (tar) whose config blob is a symlink to the host file.
+    let layout = work.path().join("layout");
+    let (md, _) = oci_layout(
+        &layout,
+        std::slice::from_ref(&layer),
+        Some("netlabtest/hostile-layout:1"),
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(md.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cd = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = layout.join("blobs/sha256").join(&cd);
+    std::fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink(&secret, &blob).unwrap();
+    // As a directory: the symlinked blob is refused.
+    let err = failed(
+        &netlab_within(
+            &["images", "import", layout.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        ),
+        "layout directory with a symlinked blob",
+    );
+    assert!(
+        err.contains("is a symlink") && err.contains("refused"),
+        "{err}"
+    );
+    // As an archive (symlink kept as a symlink member): refused too.
+    let archive = work.path().join("layout.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    b.follow_symlinks(false);
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let err = failed(
+        &netlab_within(
+            &["images", "import", archive.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        ),
+        "layout archive with a symlinked blob",
+    );
+    assert!(err.contains("refused"), "{err}");
+    let left: Vec<_> = files_under(&store)
+        .into_iter()
+        .filter(|p| !p.ends_with(".lock") && !p.ends_with(".gc.lock"))
+        .collect();
+    assert!(left.is_empty(), "the failed layout imports left {left:?}");
+
+    // `docker save` links a layer two images share to the first copy: a link
+    // between members is read as that member.
+    let manifest = serde_json::json!([{
+        "Config": "config.json", "RepoTags": ["netlabtest/linked-layer:1"], "Layers": ["b/layer.tar"]
+    }])
+    .to_string();
+    let archive = work.path().join("linked.tar");
+    raw_archive(
+        &archive,
+        &[
+            ("manifest.json", Regular, "", manifest.as_bytes()),
+            ("config.json", Regular, "", c),
+            ("b/layer.tar", Symlink, "../a/layer.tar", none),
+            ("a/layer.tar", Regular, "", layer_s),
+        ],
+    );
+    ok(
+        &netlab_within(
+            &["images", "import", archive.to_str().unwrap()],
+            &env,
+            Duration::from_secs(30),
+        ),
+        "import with a link between members",
+    );
+    ok(
+        &netlab_env(&["images", "inspect", "netlabtest/linked-layer:1"], &env),
+        "inspect",
+    );
+}
+
+/// A registry on 127.0.0.1 that lies: what it serves for each repository is
+/// `serve`'s answer. Counts the body bytes it managed to send.
+struct HostileRegistry {
+    addr: String,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the hostile registry answers to a path.
+enum Answer {
+    /// 200 with this body.
+    Body(Vec<u8>),
+    /// 200, `Content-Length: declared` (if any), then zeros without end.
+    Endless {
+        declared: Option<u64>,
+    },
+    /// 200, `Content-Length: declared`, then nothing, forever.
+    Stall {
+        declared: u64,
+    },
+    NotFound,
+}
+
+impl HostileRegistry {
+    fn start(serve: impl Fn(&str) -> Answer + Send + Sync + 'static) -> HostileRegistry {
+        use std::io::{BufRead, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let serve = std::sync::Arc::new(serve);
+        let counter = sent.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (serve, counter) = (serve.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+                    let head = |len: Option<u64>| {
+                        let mut h = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nDocker-Distribution-API-Version: registry/2.0\r\n".to_string();
+                        if let Some(n) = len {
+                            h.push_str(&format!("Content-Length: {n}\r\n"));
+                        }
+                        h.push_str("\r\n");
+                        h
+                    };
+                    let answer = if path == "/v2/" {
+                        Answer::Body(b"{}".to_vec())
+                    } else {
+                        serve(&path)
+                    };
+                    match answer {
+                        Answer::Body(b) => {
+                            let _ = conn.write_all(head(Some(b.len() as u64)).as_bytes());
+                            let _ = conn.write_all(&b);
+                        }
+                        Answer::Endless { declared } => {
+                            let _ = conn.write_all(head(declared).as_bytes());
+                            let zeros = vec![0u8; 64 * 1024];
+                            while conn.write_all(&zeros).is_ok() {
+                                counter.fetch_add(
+                                    zeros.len() as u64,
+                                    std::sync::atomic::Ordering::SeqCst,
+                                );
+                            }
+                        }
+                        Answer::Stall { declared } => {
+                            let _ = conn.write_all(head(Some(declared)).as_bytes());
+                            std::thread::sleep(Duration::from_secs(120));
+                        }
+                        Answer::NotFound => {
+                            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+                        }
+                    }
+                });
+            }
+        });
+        HostileRegistry { addr, sent }
+    }
+}
+
+#[test]
+fn hostile_registries_are_refused_quickly_and_leave_nothing() {
+    require_root();
+    let layer = gzip(&tar(&[E::File("x", b"x")]));
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha(&tar(&[E::File("x", b"x")]))]}
+    })
+    .to_string();
+    let (layer_d, config_d) = (sha(&layer), sha(config.as_bytes()));
+    let manifest = |config_size: usize, layer_size: usize| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_d, "size": layer_size}]
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let (m_ok, m_liar_layer, m_liar_config, m_huge_config) = (
+        manifest(config.len(), layer.len()),
+        manifest(config.len(), 100),
+        manifest(100, layer.len()),
+        manifest(5 << 20, layer.len()),
+    );
+    let (ld, cd) = (layer_d.clone(), config_d.clone());
+    let config_bytes = config.clone().into_bytes();
+    let layer_bytes = layer.clone();
+    let registry = HostileRegistry::start(move |path| {
+        let repo = path
+            .trim_start_matches("/v2/")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let is_manifest = path.contains("/manifests/");
+        let blob = path.rsplit('/').next().unwrap_or("");
+        match (repo, is_manifest) {
+            ("bigmanifest", true) => Answer::Endless { declared: None },
+            ("stallmanifest", true) => Answer::Stall { declared: 1000 },
+            ("liarlayer", true) => Answer::Body(m_liar_layer.clone()),
+            ("liarconfig", true) => Answer::Body(m_liar_config.clone()),
+            ("hugeconfig", true) => Answer::Body(m_huge_config.clone()),
+            (_, true) => Answer::Body(m_ok.clone()),
+            ("stalllayer", false) if blob == ld => Answer::Stall { declared: 1000 },
+            ("liarlayer", false) if blob == ld => Answer::Endless { declared: None },
+            ("liarconfig", false) if blob == cd => Answer::Endless {
+                declared: Some(1 << 30),
+            },
+            ("hugeconfig", false) if blob == cd => Answer::Endless { declared: None },
+            (_, false) if blob == cd => Answer::Body(config_bytes.clone()),
+            (_, false) if blob == ld => Answer::Body(layer_bytes.clone()),
+            _ => Answer::NotFound,
+        }
+    });
+    let work = store_dir();
+    let store = work.path().join("store");
+    let cfg = no_registries_config(work.path());
+    let env = [
+        ("NETLAB_DATA_DIR", store.to_str().unwrap()),
+        ("NETLAB_REGISTRIES_CONFIG", cfg.as_str()),
+        ("NETLAB_REGISTRY_TIMEOUT", "2"),
+    ];
+    let cases = [
+        ("bigmanifest", "more than 4194304 bytes"),
+        ("stallmanifest", "stalled"),
+        ("liarlayer", "more than 100 bytes"),
+        ("liarconfig", "more than 100 bytes"),
+        ("hugeconfig", "refused"),
+        ("stalllayer", "stalled"),
+    ];
+    for (repo, expect) in cases {
+        let image = format!("{}/{repo}:1", registry.addr);
+        let before = registry.sent.load(std::sync::atomic::Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        let out = netlab_within(&["pull", "--quiet", &image], &env, Duration::from_secs(40));
+        let err = failed(&out, repo);
+        assert!(err.contains(expect), "{repo}: {err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{repo}: took {:?}",
+            start.elapsed()
+        );
+        // The registry could not push more than the cap and the socket
+        // buffers before netlab hung up (not 300 MB or 1 GB).
+        let sent = registry.sent.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert!(
+            sent < 64 << 20,
+            "{repo}: the registry sent {sent} bytes before netlab stopped"
+        );
+        let left: Vec<_> = files_under(&store)
+            .into_iter()
+            .filter(|p| !p.ends_with(".lock") && !p.ends_with(".gc.lock"))
+            .collect();
+        assert!(left.is_empty(), "{repo}: the failed pull left {left:?}");
+    }
+    // The same registry's honest image pulls (the test's server works).
+    ok(
+        &netlab_within(
+            &["pull", "--quiet", &format!("{}/honest:1", registry.addr)],
+            &env,
+            Duration::from_secs(40),
+        ),
+        "honest pull",
+    );
+}
+
+#[test]
+fn prune_removes_what_no_image_or_container_uses() {
+    require_root();
+    let work = store_dir();
+    let store = work.path().join("store");
+    let env = [("NETLAB_DATA_DIR", store.to_str().unwrap())];
+    let import = |name: &str, file: &str| {
+        let layout = work.path().join(name.replace([':', '/'], "_"));
+        let (md, layers) = oci_layout(&layout, &[tar(&[E::File(file, name.as_bytes())])], None);
+        ok(
+            &netlab_env(
+                &["images", "import", layout.to_str().unwrap(), "--tag", name],
+                &env,
+            ),
+            "import",
+        );
+        (md, layers[0].clone())
+    };
+    let (keep_m, keep_l) = import("netlabtest/prune-keep:1", "a");
+    let (gone_m, gone_l) = import("netlabtest/prune-gone:1", "b");
+    let (used_m, used_l) = import("netlabtest/prune-used:1", "c");
+    let blob = |d: &str| {
+        store
+            .join("images/blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let layer_dir = |d: &str| store.join("layers").join(d.replace(':', "-"));
+    for d in [&keep_l, &gone_l, &used_l] {
+        assert!(layer_dir(d).is_dir(), "{d} unpacked");
+    }
+    ok(
+        &netlab_env(&["images", "rm", "netlabtest/prune-gone:1"], &env),
+        "rm",
+    );
+    ok(
+        &netlab_env(&["images", "rm", "netlabtest/prune-used:1"], &env),
+        "rm",
+    );
+    // A stray blob and leftovers of a dead pull and import.
+    let stray = blob(&sha(b"stray"));
+    std::fs::write(&stray, b"stray").unwrap();
+    let dead_tmp = store.join("images/blobs/sha256/.tmp-4999999-0");
+    std::fs::write(&dead_tmp, b"half").unwrap();
+    let dead_import = store.join("images/.import-4999999");
+    std::fs::create_dir_all(dead_import.join("x")).unwrap();
+    // A running container stacks the untagged image's layer.
+    let ctr = work.path().join("ctr");
+    for d in ["upper", "work", "rootfs"] {
+        std::fs::create_dir_all(ctr.join(d)).unwrap();
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        layer_dir(&used_l).display(),
+        ctr.join("upper").display(),
+        ctr.join("work").display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &ctr.join("rootfs"),
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .expect("mounting a test overlay");
+    let pruned = netlab_env(&["images", "prune"], &env);
+    let _ = nix::mount::umount2(&ctr.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+    let out = ok(&pruned, "prune");
+    assert!(out.contains("kept (a running container uses it)"), "{out}");
+    for gone in [
+        &blob(&gone_m),
+        &blob(&gone_l),
+        &layer_dir(&gone_l),
+        &blob(&used_m),
+        &blob(&used_l),
+        &stray,
+        &dead_tmp,
+        &dead_import,
+    ] {
+        assert!(!gone.exists(), "{} survived prune:\n{out}", gone.display());
+    }
+    for kept in [
+        &blob(&keep_m),
+        &blob(&keep_l),
+        &layer_dir(&keep_l),
+        &layer_dir(&used_l),
+    ] {
+        assert!(kept.exists(), "{} was pruned:\n{out}", kept.display());
+    }
+    ok(
+        &netlab_env(&["images", "inspect", "netlabtest/prune-keep:1"], &env),
+        "inspect after prune",
+    );
+    // Unmounted, the container's layer goes too.
+    ok(&netlab_env(&["images", "prune"], &env), "prune");
+    assert!(!layer_dir(&used_l).exists());
+    assert!(layer_dir(&keep_l).exists());
+}

@@ -66,8 +66,11 @@ pub enum ImagesCommand {
     List,
     /// Print an image's config as JSON; exits 1 when the image is not in the store.
     Inspect { reference: String },
-    /// Remove an image's name from the store (shared layers stay).
+    /// Remove an image's name from the store (its blobs stay until `prune`).
     Rm { reference: String },
+    /// Remove the blobs and unpacked layers that no image uses (layers a
+    /// running container stacks are kept), and what failed pulls left.
+    Prune,
     /// Import an OCI image layout directory or a `docker save` archive (tar).
     Import {
         /// The directory or archive.
@@ -194,6 +197,27 @@ pub async fn run(args: ImagesArgs) -> Result<i32> {
                 eprintln!("error: no image {r} in the store");
                 Ok(1)
             }
+        }
+        ImagesCommand::Prune => {
+            super::require_root()?;
+            let s = store.clone();
+            let pruned = tokio::task::spawn_blocking(move || s.prune())
+                .await
+                .expect("prune task")
+                .context("pruning the image store")?;
+            for d in &pruned.blobs {
+                println!("deleted: {d}");
+            }
+            for d in &pruned.in_use {
+                println!("kept (a running container uses it): {}", d.display());
+            }
+            println!(
+                "Total reclaimed space: {} ({} blobs, {} directories)",
+                bytes(pruned.bytes),
+                pruned.blobs.len(),
+                pruned.dirs.len()
+            );
+            Ok(0)
         }
         ImagesCommand::Import { path, tag } => {
             super::require_root()?;

@@ -177,12 +177,33 @@ fn default_capabilities() -> HashSet<Capability> {
 }
 
 /// Resolves the image's `User` (`""`, `uid`, `uid:gid`, `name`) in the rootfs.
+/// The most of an image's /etc/passwd that is read.
+const PASSWD_LIMIT: u64 = 1 << 20;
+
+/// The image's /etc/passwd, resolved inside its root filesystem (a symlink to
+/// a host path or to /dev/zero names a file of the image, never of the host)
+/// and read only if it is a regular file of at most `PASSWD_LIMIT`. An image
+/// without one has no users but numeric ones.
+fn image_passwd(rootfs: &Path) -> Result<String, String> {
+    use super::untrusted;
+    let refused = |e: &dyn std::fmt::Display| {
+        format!("cannot resolve the image's user: its /etc/passwd was refused: {e}")
+    };
+    let path = super::securejoin::secure_join(rootfs, Path::new("/etc/passwd"))
+        .map_err(|e| refused(&e))?;
+    match untrusted::read_regular(&path, PASSWD_LIMIT) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.is_not_found() => Ok(String::new()),
+        Err(e) => Err(refused(&e)),
+    }
+}
+
 fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), String> {
     if user.is_empty() {
         return Ok((0, 0));
     }
     let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let passwd = image_passwd(rootfs)?;
     let uid_gid = if let Ok(uid) = u.parse::<u32>() {
         let gid = passwd
             .lines()
@@ -206,6 +227,89 @@ fn resolve_user(user: &str, rootfs: &Path) -> Result<(u32, u32), String> {
             .map_err(|_| format!("image group {g:?} must be numeric"))?
     };
     Ok((uid_gid.0, gid))
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::resolve_user;
+    use std::os::unix::fs::symlink;
+
+    fn rootfs() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("rootfs");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        (d, root)
+    }
+
+    #[test]
+    fn users_come_from_the_images_passwd() {
+        let (_d, root) = rootfs();
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nnginx:x:101:102::/:/bin/false\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user("nginx", &root).unwrap(), (101, 102));
+        assert_eq!(resolve_user("101", &root).unwrap(), (101, 102));
+        assert_eq!(resolve_user("7:8", &root).unwrap(), (7, 8));
+    }
+
+    #[test]
+    fn a_passwd_symlinked_to_a_host_file_is_read_inside_the_image() {
+        let (d, root) = rootfs();
+        // A host file with a user the image does not have.
+        let host = d.path().join("host-passwd");
+        std::fs::write(&host, "hostonly:x:4242:4242::/:/bin/sh\n").unwrap();
+        symlink(&host, root.join("etc/passwd")).unwrap();
+        let err = resolve_user("hostonly", &root).unwrap_err();
+        assert!(err.contains("not in the image's /etc/passwd"), "{err}");
+        // The same path inside the image is what counts.
+        let inside = root.join(host.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+        std::fs::write(&inside, "hostonly:x:5:6::/:/bin/sh\n").unwrap();
+        assert_eq!(resolve_user("hostonly", &root).unwrap(), (5, 6));
+    }
+
+    #[test]
+    fn a_passwd_that_is_a_device_or_huge_is_refused() {
+        let (_d, root) = rootfs();
+        // -> /dev/zero inside the image: resolved to rootfs/dev/zero, a
+        // character device there is refused (not read forever).
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        nix::sys::stat::mknod(
+            &root.join("dev/zero"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 5),
+        )
+        .or_else(|_| {
+            nix::unistd::mkfifo(
+                &root.join("dev/zero"),
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+            )
+        })
+        .unwrap();
+        symlink("/dev/zero", root.join("etc/passwd")).unwrap();
+        let start = std::time::Instant::now();
+        let err = resolve_user("nginx", &root).unwrap_err();
+        assert!(
+            err.contains("refused") && err.contains("not a regular file"),
+            "{err}"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        std::fs::remove_file(root.join("etc/passwd")).unwrap();
+        let big = std::fs::File::create(root.join("etc/passwd")).unwrap();
+        big.set_len(super::PASSWD_LIMIT + 1).unwrap();
+        let err = resolve_user("nginx", &root).unwrap_err();
+        assert!(err.contains("larger than"), "{err}");
+    }
+
+    #[test]
+    fn no_passwd_means_numeric_users_only() {
+        let (_d, root) = rootfs();
+        assert_eq!(resolve_user("1000", &root).unwrap(), (1000, 0));
+        assert!(resolve_user("nginx", &root).is_err());
+    }
 }
 
 pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {

@@ -3,14 +3,19 @@
 //! of networks: a pod's network namespace is just a path it is given.
 
 pub mod bundle;
+pub mod fetch;
+pub mod import;
 pub mod progress;
+pub mod prune;
 pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod runc;
+pub mod securejoin;
 pub mod store;
 pub mod unpack;
+pub mod untrusted;
 pub mod volumes;
 
 pub use progress::Progress;

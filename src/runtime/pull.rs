@@ -10,10 +10,12 @@
 //! only then is the reference named in the store, so a bad image never gets
 //! a name. Mirrors are tried in order, then the registry itself.
 
+use super::fetch::{self, Credentials, FetchError};
 use super::progress::{short, Progress};
 use super::reference::Reference;
 use super::registry::{Auth, Endpoint, Registries};
 use super::store::{self, Image, Store, StoreError};
+use super::untrusted::JSON_LIMIT;
 use futures::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
@@ -159,6 +161,17 @@ impl From<StoreError> for PullAttempt {
     }
 }
 
+impl From<FetchError> for PullAttempt {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::Status {
+                status: 401 | 403, ..
+            } => PullAttempt::Denied(e.to_string()),
+            e => PullAttempt::Failed(e.to_string()),
+        }
+    }
+}
+
 fn failed(e: OciDistributionError) -> PullAttempt {
     let denied = match &e {
         OciDistributionError::AuthenticationFailure(_)
@@ -180,17 +193,7 @@ fn failed(e: OciDistributionError) -> PullAttempt {
 /// An error and its causes on one line (reqwest hides "connection refused"
 /// in a source).
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    store::error_chain(e)
 }
 
 pub fn client(endpoint_plain_http: bool) -> Client {
@@ -201,7 +204,8 @@ pub fn client(endpoint_plain_http: bool) -> Client {
             ClientProtocol::Https
         },
         connect_timeout: Some(Duration::from_secs(5)),
-        read_timeout: Some(Duration::from_secs(60)),
+        // A backstop: the stall timeout of each transfer (fetch.rs) comes first.
+        read_timeout: Some(fetch::stall_timeout() * 2),
         platform_resolver: None,
         max_concurrent_download: DOWNLOADS,
         user_agent: concat!("netlab/", env!("CARGO_PKG_VERSION")),
@@ -272,10 +276,26 @@ async fn pull_from(
     let client = client(endpoint.plain_http);
     let oref = oci_reference(reference, endpoint);
     let auth = registry_auth(auth);
-    client
-        .auth(&oref, &auth, RegistryOperation::Pull)
-        .await
-        .map_err(failed)?;
+    let token = fetch::within(
+        "authentication",
+        fetch::stall_timeout(),
+        client.auth(&oref, &auth, RegistryOperation::Pull),
+    )
+    .await?
+    .map_err(failed)?;
+    let credentials = match (token, &auth) {
+        (Some(t), _) => Credentials::Bearer(t),
+        (None, RegistryAuth::Basic(u, p)) => Credentials::Basic(u.clone(), p.clone()),
+        (None, RegistryAuth::Bearer(t)) => Credentials::Bearer(t.clone()),
+        (None, _) => Credentials::None,
+    };
+    let manifests = Manifests {
+        http: http_client(),
+        plain_http: endpoint.plain_http,
+        credentials,
+    };
+    // Blobs written below have no name until the end: `images prune` waits.
+    let _gc = store.gc_shared()?;
 
     // Unchanged tag: one HEAD, nothing transferred.
     if let (Some(before), Ok(image)) = (
@@ -300,11 +320,8 @@ async fn pull_from(
         }
     }
 
-    let (top_bytes, top_digest) = client
-        .pull_manifest_raw(&oref, &auth, MANIFEST_TYPES)
-        .await
-        .map_err(failed)?;
-    check_digest("manifest", &top_bytes, &top_digest)?;
+    let top_bytes = manifests.get(&oref).await?;
+    let top_digest = store::sha256_digest(&top_bytes);
     if let Some(want) = &reference.digest {
         if *want != top_digest {
             return Err(PullAttempt::Failed(format!(
@@ -312,23 +329,48 @@ async fn pull_from(
             )));
         }
     }
+    // What this attempt writes, removed again if it fails.
+    let mut added: Vec<String> = Vec::new();
+    let result = fetch_image(
+        store,
+        reference,
+        endpoint,
+        (&client, &oref, &manifests),
+        (top_bytes, top_digest),
+        &mut added,
+        progress,
+    )
+    .await;
+    if result.is_err() {
+        store.forget(&added);
+    }
+    result
+}
+
+/// Fetches the image a top manifest (or index) names, checks and unpacks
+/// it, and names it `reference`; records the blobs it writes in `added`.
+async fn fetch_image(
+    store: &Store,
+    reference: &Reference,
+    endpoint: &Endpoint,
+    (client, oref, manifests): (&Client, &oci_client::Reference, &Manifests),
+    (top_bytes, top_digest): (Vec<u8>, String),
+    added: &mut Vec<String>,
+    progress: &Progress,
+) -> Result<Pulled, PullAttempt> {
+    let oref = oref.clone();
     let top: serde_json::Value = serde_json::from_slice(&top_bytes)
         .map_err(|e| PullAttempt::Failed(format!("manifest {top_digest} is not JSON: {e}")))?;
     let (manifest_bytes, manifest_digest, manifest_type) = if top.get("manifests").is_some() {
         let chosen = choose_platform(&top)?;
-        let (bytes, digest) = client
-            .pull_manifest_raw(&by_digest(&oref, &chosen), &auth, MANIFEST_TYPES)
-            .await
-            .map_err(failed)?;
+        let bytes = manifests.get(&by_digest(&oref, &chosen)).await?;
         check_digest("manifest", &bytes, &chosen)?;
-        if digest != chosen {
-            return Err(PullAttempt::Failed(format!(
-                "the registry answered {chosen} with {digest}"
-            )));
-        }
         let mt = media_type_of(&bytes);
-        store.put_blob(&top_digest, &top_bytes)?;
-        (bytes, digest, mt)
+        if !store.has_blob(&top_digest, top_bytes.len() as u64) {
+            store.put_blob(&top_digest, &top_bytes)?;
+            added.push(top_digest.clone());
+        }
+        (bytes, chosen, mt)
     } else {
         let mt = media_type_of(&top_bytes);
         (top_bytes.clone(), top_digest.clone(), mt)
@@ -348,13 +390,33 @@ async fn pull_from(
     let config = manifest.config();
     let cdigest = config.digest().to_string();
     if !store.has_blob(&cdigest, config.size()) {
+        if config.size() > JSON_LIMIT {
+            return Err(PullAttempt::Failed(format!(
+                "image config {cdigest}: its descriptor declares {} bytes, more than the {JSON_LIMIT} a config may have (as containerd allows): refused",
+                config.size()
+            )));
+        }
         let mut buf = Vec::new();
-        client
-            .pull_blob(&oref, &oci_descriptor(config), &mut buf)
-            .await
-            .map_err(failed)?;
+        let what = format!("image config {cdigest}");
+        let stream = fetch::within(
+            &what,
+            fetch::stall_timeout(),
+            client.pull_blob_stream(&oref, &oci_descriptor(config)),
+        )
+        .await?
+        .map_err(failed)?;
+        fetch::copy_capped(
+            &what,
+            fetch::stall_timeout(),
+            stream.stream,
+            config.size(),
+            "its descriptor's size",
+            &mut buf,
+        )
+        .await?;
         downloaded += buf.len() as u64;
         store.put_blob(&cdigest, &buf)?;
+        added.push(cdigest.clone());
     }
 
     let missing: Vec<&Descriptor> = manifest
@@ -362,8 +424,12 @@ async fn pull_from(
         .iter()
         .filter(|l| !store.has_blob(l.digest().as_ref(), l.size()))
         .collect();
+    added.extend(missing.iter().map(|l| l.digest().to_string()));
+    if !store.has_blob(&manifest_digest, manifest_bytes.len() as u64) {
+        added.push(manifest_digest.clone());
+    }
     let bytes: Vec<u64> = futures::stream::iter(missing.into_iter().map(|layer| {
-        let (client, oref, store) = (&client, &oref, store);
+        let (client, oref, store) = (client, &oref, store);
         async move { download_layer(client, oref, store, layer, progress).await }
     }))
     .buffer_unordered(DOWNLOADS)
@@ -425,9 +491,31 @@ async fn download_layer(
         bar: bar.clone(),
         n: 0,
     };
-    let result = client
-        .pull_blob(oref, &oci_descriptor(layer), &mut out)
-        .await;
+    // Never more than the descriptor declares: a registry that sends more
+    // is refused at the first byte past it.
+    let what = format!("layer {digest}");
+    let stall = fetch::stall_timeout();
+    let result = match fetch::within(
+        &what,
+        stall,
+        client.pull_blob_stream(oref, &oci_descriptor(layer)),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => fetch::copy_capped(
+            &what,
+            stall,
+            stream.stream,
+            layer.size(),
+            "its descriptor's size",
+            &mut out,
+        )
+        .await
+        .map(drop)
+        .map_err(PullAttempt::from),
+        Ok(Err(e)) => Err(failed(e)),
+        Err(e) => Err(e.into()),
+    };
     bar.finish_and_clear();
     let n = out.n;
     let cleanup = |tmp: &PathBuf| {
@@ -435,7 +523,7 @@ async fn download_layer(
     };
     if let Err(e) = result {
         cleanup(&tmp);
-        return Err(failed(e));
+        return Err(e);
     }
     if n != layer.size() {
         cleanup(&tmp);
@@ -451,6 +539,51 @@ async fn download_layer(
         .await
         .map_err(|e| PullAttempt::Failed(e.to_string()))??;
     Ok(n)
+}
+
+/// Fetching manifests with a size cap (`fetch::manifest`), with the
+/// credentials oci-client negotiated.
+struct Manifests {
+    http: reqwest::Client,
+    plain_http: bool,
+    credentials: Credentials,
+}
+
+impl Manifests {
+    async fn get(&self, r: &oci_client::Reference) -> Result<Vec<u8>, PullAttempt> {
+        let url = format!(
+            "{scheme}://{registry}/v2/{repository}/manifests/{reference}{ns}",
+            scheme = if self.plain_http { "http" } else { "https" },
+            registry = r.resolve_registry(),
+            repository = r.repository(),
+            reference = r.digest().or(r.tag()).unwrap_or("latest"),
+            ns = r
+                .namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default(),
+        );
+        let bytes = fetch::manifest(
+            &self.http,
+            &url,
+            MANIFEST_TYPES,
+            &self.credentials,
+            JSON_LIMIT,
+        )
+        .await?;
+        if let Some(d) = r.digest() {
+            check_digest("manifest", &bytes, d)?;
+        }
+        Ok(bytes)
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(fetch::stall_timeout() * 2)
+        .user_agent(concat!("netlab/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_default()
 }
 
 fn oci_descriptor(d: &Descriptor) -> OciDescriptor {

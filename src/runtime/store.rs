@@ -9,7 +9,7 @@
 //! read the layout too.
 
 use super::reference::Reference;
-use super::unpack;
+use super::{unpack, untrusted};
 use oci_spec::image::{
     Arch, Config, Descriptor, DescriptorBuilder, Digest, ImageConfiguration,
     ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
@@ -51,7 +51,7 @@ pub enum StoreError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -102,7 +102,7 @@ impl Store {
         self.root.join("blobs/sha256").join(hex)
     }
 
-    fn read_index(&self) -> Result<ImageIndex, StoreError> {
+    pub(super) fn read_index(&self) -> Result<ImageIndex, StoreError> {
         let path = self.root.join("index.json");
         if !path.exists() {
             return ImageIndexBuilder::default()
@@ -118,7 +118,7 @@ impl Store {
         })
     }
 
-    fn corrupt(&self, e: impl ToString) -> StoreError {
+    pub(super) fn corrupt(&self, e: impl ToString) -> StoreError {
         StoreError::Corrupt {
             path: self.root.clone(),
             message: e.to_string(),
@@ -163,16 +163,10 @@ impl Store {
         let wanted = reference;
         let manifest_digest = manifest_digest.to_string();
         let mpath = self.blob_path(&manifest_digest);
-        let manifest = ImageManifest::from_file(&mpath).map_err(|e| StoreError::Corrupt {
-            path: mpath.clone(),
-            message: e.to_string(),
-        })?;
+        let manifest: ImageManifest = read_json(&mpath, "manifest")?;
         let cdigest = manifest.config().digest().to_string();
         let cpath = self.blob_path(&cdigest);
-        let config = ImageConfiguration::from_file(&cpath).map_err(|e| StoreError::Corrupt {
-            path: cpath,
-            message: e.to_string(),
-        })?;
+        let config: ImageConfiguration = read_json(&cpath, "image config")?;
         let diff_ids = config.rootfs().diff_ids().clone();
         if diff_ids.len() != manifest.layers().len() {
             return Err(StoreError::Corrupt {
@@ -367,7 +361,7 @@ impl Store {
                 });
                 let diff_id = hashed.finish();
                 let failure = match unpacked {
-                    Err(e) => Some(format!("unpacking layer {digest}: {e}")),
+                    Err(e) => Some(format!("unpacking layer {digest}: {}", error_chain(&e))),
                     Ok(()) if image.diff_ids.get(i).is_some_and(|want| *want != diff_id) => {
                         Some(format!(
                             "layer {digest}: its content hashes to {diff_id}, but the image config says {}",
@@ -470,7 +464,11 @@ impl Store {
         Ok(reference)
     }
 
-    fn put_json(&self, media_type: MediaType, json: &str) -> Result<Descriptor, StoreError> {
+    pub(super) fn put_json(
+        &self,
+        media_type: MediaType,
+        json: &str,
+    ) -> Result<Descriptor, StoreError> {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(json.as_bytes())));
         let path = self.blob_path(&digest);
         if !path.exists() {
@@ -486,7 +484,7 @@ impl Store {
     }
 
     /// An exclusive lock on the store for writers (imports).
-    fn lock(&self) -> Result<nix::fcntl::Flock<File>, StoreError> {
+    pub(super) fn lock(&self) -> Result<nix::fcntl::Flock<File>, StoreError> {
         let path = self.root.join(".lock");
         let f = File::create(&path).map_err(io_err(&path))?;
         nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
@@ -494,7 +492,11 @@ impl Store {
     }
 }
 
-fn descriptor(media_type: MediaType, size: u64, digest: &str) -> Result<Descriptor, StoreError> {
+pub(super) fn descriptor(
+    media_type: MediaType,
+    size: u64,
+    digest: &str,
+) -> Result<Descriptor, StoreError> {
     let digest = Digest::from_str(digest).map_err(|e| StoreError::Reference(e.to_string()))?;
     DescriptorBuilder::default()
         .media_type(media_type)
@@ -505,21 +507,21 @@ fn descriptor(media_type: MediaType, size: u64, digest: &str) -> Result<Descript
 }
 
 /// A writer that hashes (sha256) and counts what passes through it.
-struct HashingWriter<W> {
+pub(super) struct HashingWriter<W> {
     inner: W,
     hash: Sha256,
     size: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    pub(super) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             hash: Sha256::new(),
             size: 0,
         }
     }
-    fn finish(self) -> (W, String, u64) {
+    pub(super) fn finish(self) -> (W, String, u64) {
         (
             self.inner,
             format!("sha256:{}", hex::encode(self.hash.finalize())),
@@ -540,7 +542,7 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
+pub(super) fn annotation<'a>(d: &'a Descriptor, key: &str) -> Option<&'a str> {
     d.annotations().as_ref()?.get(key).map(String::as_str)
 }
 
@@ -596,256 +598,63 @@ impl<R: io::Read> io::Read for HashingReader<R> {
     }
 }
 
-/// Importing images made elsewhere: an OCI image layout (a directory, or a
-/// tar of one) or a `docker save` archive. Blobs are checked against their
-/// digests and layers unpacked (and checked against the config's diff_ids)
-/// before any name is given, exactly as for a pull.
-impl Store {
-    pub fn import(&self, path: &Path, tag: Option<&str>) -> Result<Vec<Reference>, StoreError> {
-        let tag = tag
-            .map(Reference::parse)
-            .transpose()
-            .map_err(StoreError::Reference)?;
-        if path.is_dir() {
-            return self.import_layout(path, tag.as_ref());
-        }
-        // An archive: unpack it beside the store (tar refuses `..` and
-        // absolute names), then read it as a directory.
-        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
-        let tmp = self.root.join(format!(".import-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let result = (|| {
-            let file = File::open(path).map_err(io_err(path))?;
-            let mut archive = tar::Archive::new(io::BufReader::new(file));
-            archive.set_preserve_permissions(false);
-            archive.unpack(&tmp).map_err(|e| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                message: format!("not a readable tar archive: {e}"),
-            })?;
-            if tmp.join("manifest.json").exists() {
-                self.import_docker_archive(&tmp, tag.as_ref())
-            } else if tmp.join("index.json").exists() {
-                self.import_layout(&tmp, tag.as_ref())
-            } else {
-                Err(StoreError::Corrupt {
-                    path: path.to_path_buf(),
-                    message: "neither a `docker save` archive (manifest.json) nor an OCI layout (index.json)".into(),
-                })
-            }
-        })();
-        let _ = fs::remove_dir_all(&tmp);
-        result
-    }
+/// A JSON blob of the store (a manifest, an index, a config): a regular file
+/// of at most `untrusted::JSON_LIMIT`, parsed as `what`.
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> Result<T, StoreError> {
+    let bytes =
+        untrusted::read_regular(path, untrusted::JSON_LIMIT).map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("{what}: {e}"),
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        message: format!("{what} is not valid JSON of its kind: {e}"),
+    })
+}
 
-    /// Copies a blob of another OCI layout in, checking its digest.
-    fn copy_blob_from(&self, dir: &Path, digest: &str) -> Result<(), StoreError> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .ok_or_else(|| StoreError::Corrupt {
-                path: dir.to_path_buf(),
-                message: format!("digest {digest}: only sha256 is supported"),
-            })?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Corrupt {
-                path: dir.to_path_buf(),
-                message: format!("{digest} is not a sha256 digest"),
-            });
+/// An error and its causes on one line: `tar` says "failed to unpack
+/// `etc/shadow`" and hides the reason in a source.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
         }
-        self.copy_file_as_blob(&dir.join("blobs/sha256").join(hex), digest)
+        source = s.source();
     }
+    out
+}
 
-    fn copy_file_as_blob(&self, src: &Path, digest: &str) -> Result<(), StoreError> {
-        if self.blob_path(digest).exists() {
-            return Ok(());
+#[cfg(test)]
+mod error_tests {
+    #[test]
+    fn unpack_errors_say_why() {
+        // `a` is a file, then `a/b` must go under it: tar says "failed to
+        // unpack" and hides the reason ("Not a directory") in a source.
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [("a", &b"x"[..]), ("a/b", &b"y"[..])] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_path(name).unwrap();
+            h.set_cksum();
+            b.append(&h, data).unwrap();
         }
-        let tmp = self.blob_tempfile()?;
-        fs::copy(src, &tmp).map_err(io_err(src))?;
-        self.commit_blob(&tmp, digest)
-    }
-
-    fn import_layout(
-        &self,
-        dir: &Path,
-        tag: Option<&Reference>,
-    ) -> Result<Vec<Reference>, StoreError> {
-        let corrupt = |message: String| StoreError::Corrupt {
-            path: dir.to_path_buf(),
-            message,
-        };
-        let index = ImageIndex::from_file(dir.join("index.json"))
-            .map_err(|e| corrupt(format!("index.json: {e}")))?;
-        let entries = index.manifests();
-        if tag.is_some() && entries.len() != 1 {
-            return Err(corrupt(format!(
-                "--tag names one image, but the layout has {}",
-                entries.len()
-            )));
-        }
-        let mut named = Vec::new();
-        for d in entries {
-            let name = match tag {
-                Some(t) => t.clone(),
-                None => {
-                    let text = annotation(d, NAME_ANNOTATION)
-                        .or_else(|| annotation(d, REF_ANNOTATION))
-                        .ok_or_else(|| {
-                            corrupt(format!(
-                                "manifest {} has no name: give one with --tag",
-                                d.digest()
-                            ))
-                        })?;
-                    Reference::parse(text).map_err(|e| {
-                        corrupt(format!("{e}: give the image a full name with --tag"))
-                    })?
-                }
-            };
-            let mut digest = d.digest().to_string();
-            let mut media_type = d.media_type().clone();
-            self.copy_blob_from(dir, &digest)?;
-            if matches!(media_type, MediaType::ImageIndex)
-                || media_type.to_string().contains("manifest.list")
-            {
-                let nested = ImageIndex::from_file(self.blob_path(&digest))
-                    .map_err(|e| corrupt(format!("index {digest}: {e}")))?;
-                let (os, arch) = super::pull::host_platform();
-                let chosen = nested
-                    .manifests()
-                    .iter()
-                    .find(|m| {
-                        m.platform().as_ref().is_some_and(|p| {
-                            p.os().to_string() == os && p.architecture().to_string() == arch
-                        })
-                    })
-                    .ok_or_else(|| corrupt(format!("index {digest} has no {os}/{arch} image")))?;
-                digest = chosen.digest().to_string();
-                media_type = chosen.media_type().clone();
-                self.copy_blob_from(dir, &digest)?;
-            }
-            let manifest = ImageManifest::from_file(self.blob_path(&digest))
-                .map_err(|e| corrupt(format!("manifest {digest}: {e}")))?;
-            self.copy_blob_from(dir, manifest.config().digest().as_ref())?;
-            for l in manifest.layers() {
-                self.copy_blob_from(dir, l.digest().as_ref())?;
-            }
-            let size = fs::metadata(self.blob_path(&digest))
-                .map_err(io_err(dir))?
-                .len();
-            self.name_after_unpacking(&name, descriptor(media_type, size, &digest)?)?;
-            named.push(name);
-        }
-        Ok(named)
-    }
-
-    /// `docker save`: manifest.json lists each image's config file, layer
-    /// tars (bottom first) and RepoTags.
-    fn import_docker_archive(
-        &self,
-        dir: &Path,
-        tag: Option<&Reference>,
-    ) -> Result<Vec<Reference>, StoreError> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Entry {
-            config: String,
-            #[serde(default)]
-            repo_tags: Option<Vec<String>>,
-            layers: Vec<String>,
-        }
-        let corrupt = |message: String| StoreError::Corrupt {
-            path: dir.to_path_buf(),
-            message,
-        };
-        let text = fs::read(dir.join("manifest.json")).map_err(io_err(dir))?;
-        let entries: Vec<Entry> =
-            serde_json::from_slice(&text).map_err(|e| corrupt(format!("manifest.json: {e}")))?;
-        if tag.is_some() && entries.len() != 1 {
-            return Err(corrupt(format!(
-                "--tag names one image, but the archive has {}",
-                entries.len()
-            )));
-        }
-        let inside = |name: &str| -> Result<PathBuf, StoreError> {
-            let p = Path::new(name);
-            if p.is_absolute()
-                || p.components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(corrupt(format!("{name}: outside the archive")));
-            }
-            Ok(dir.join(p))
-        };
-        let mut named = Vec::new();
-        for e in entries {
-            let config_bytes = fs::read(inside(&e.config)?).map_err(io_err(dir))?;
-            let config_digest = sha256_digest(&config_bytes);
-            self.put_blob(&config_digest, &config_bytes)?;
-            let mut layers = Vec::new();
-            for l in &e.layers {
-                let src = inside(l)?;
-                let mut f = File::open(&src).map_err(io_err(&src))?;
-                let mut magic = [0u8; 4];
-                let n = io::Read::read(&mut f, &mut magic).map_err(io_err(&src))?;
-                let media_type = match &magic[..n] {
-                    [0x1f, 0x8b, ..] => MediaType::ImageLayerGzip,
-                    [0x28, 0xb5, 0x2f, 0xfd] => MediaType::ImageLayerZstd,
-                    _ => MediaType::ImageLayer,
-                };
-                let mut hash = HashingWriter::new(io::sink());
-                io::copy(
-                    &mut io::BufReader::new(File::open(&src).map_err(io_err(&src))?),
-                    &mut hash,
-                )
-                .map_err(io_err(&src))?;
-                let (_, digest, size) = hash.finish();
-                self.copy_file_as_blob(&src, &digest)?;
-                layers.push(descriptor(media_type, size, &digest)?);
-            }
-            let manifest = ImageManifestBuilder::default()
-                .schema_version(2u32)
-                .media_type(MediaType::ImageManifest)
-                .config(descriptor(
-                    MediaType::ImageConfig,
-                    config_bytes.len() as u64,
-                    &config_digest,
-                )?)
-                .layers(layers)
-                .build()
-                .map_err(|e| self.corrupt(e))?;
-            let desc = self.put_json(
-                MediaType::ImageManifest,
-                &manifest.to_string().map_err(|e| self.corrupt(e))?,
-            )?;
-            let names: Vec<Reference> = match tag {
-                Some(t) => vec![t.clone()],
-                None => e
-                    .repo_tags
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|t| Reference::parse(t).map_err(StoreError::Reference))
-                    .collect::<Result<_, _>>()?,
-            };
-            if names.is_empty() {
-                return Err(corrupt(format!(
-                    "image {config_digest} has no RepoTags: give it a name with --tag"
-                )));
-            }
-            for name in names {
-                self.name_after_unpacking(&name, desc.clone())?;
-                named.push(name);
-            }
-        }
-        Ok(named)
-    }
-
-    /// Unpacks an image's layers (checking them), then names it.
-    fn name_after_unpacking(
-        &self,
-        name: &Reference,
-        manifest: Descriptor,
-    ) -> Result<(), StoreError> {
-        let image = self.image(name.clone(), manifest.digest().as_ref())?;
-        self.unpacked_layers(&image)?;
-        self.tag(name, manifest, None)
+        let data = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let e = super::unpack::unpack_layer(&data[..], dir.path()).unwrap_err();
+        let text = super::error_chain(&e);
+        assert!(text.contains("os error"), "{text}");
+        assert!(text.len() > e.to_string().len(), "{text}");
     }
 }
