@@ -135,6 +135,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     let mut probes = Probes::default();
     let mut dns = super::dns::DnsServers::start(lab);
     let mut speaker = super::lb::Speaker::default();
+    spawn_log_rotation(lab);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ControllerError::io(&lock_path, e))?;
     loop {
@@ -161,6 +162,25 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             }
         }
     }
+}
+
+/// Rotates the lab's container logs as the kubelet does, on its own
+/// timer (the controller's loop wakes for deaths and resyncs, not sizes).
+fn spawn_log_rotation(lab: &str) {
+    let pods_dir = paths::lab_dir(lab).join("pods");
+    tokio::spawn(async move {
+        use crate::runtime::logs;
+        loop {
+            tokio::time::sleep(logs::CHECK_EVERY).await;
+            let dir = pods_dir.clone();
+            let errors = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, logs::DEFAULT))
+                .await
+                .unwrap_or_default();
+            for e in errors {
+                tracing::warn!(error = %e, "log rotation");
+            }
+        }
+    });
 }
 
 /// Resolves when any of the processes exits (a pidfd becomes readable).

@@ -3,6 +3,7 @@
 //! of networks: a pod's network namespace is just a path it is given.
 
 pub mod bundle;
+pub mod logs;
 pub mod progress;
 pub mod pull;
 pub mod reference;
