@@ -62,8 +62,9 @@ pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
             path.display()
         )
     })?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
+    // The rotated files first (the controller rotates at 10 MiB).
+    let all = crate::runtime::logs::read_all(&path, crate::runtime::logs::DEFAULT)?;
+    let text = String::from_utf8_lossy(&all).into_owned();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     out.write_all(tail(&text, args.tail).as_bytes())?;
@@ -74,6 +75,9 @@ pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let len = file.metadata()?.len();
+            if len < pos {
+                pos = 0; // rotated: the file was truncated
+            }
             if len > pos {
                 file.seek(SeekFrom::Start(pos))?;
                 let mut chunk = Vec::new();

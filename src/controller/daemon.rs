@@ -134,6 +134,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     let mut probes = Probes::default();
     let mut dns = super::dns::DnsServers::start(lab);
     let mut speaker = super::lb::Speaker::default();
+    spawn_log_rotation(lab);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ControllerError::io(&lock_path, e))?;
     loop {
@@ -160,6 +161,25 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             }
         }
     }
+}
+
+/// Rotates the lab's container logs as the kubelet does, on its own
+/// timer (the controller's loop wakes for deaths and resyncs, not sizes).
+fn spawn_log_rotation(lab: &str) {
+    let pods_dir = paths::lab_dir(lab).join("pods");
+    tokio::spawn(async move {
+        use crate::runtime::logs;
+        loop {
+            tokio::time::sleep(logs::CHECK_EVERY).await;
+            let dir = pods_dir.clone();
+            let errors = tokio::task::spawn_blocking(move || logs::rotate_all(&dir, logs::DEFAULT))
+                .await
+                .unwrap_or_default();
+            for e in errors {
+                tracing::warn!(error = %e, "log rotation");
+            }
+        }
+    });
 }
 
 /// Resolves when any of the processes exits (a pidfd becomes readable).
@@ -671,6 +691,12 @@ async fn retry_image(
             return pods::record_config_error(st, &pod, &message, now) || changed;
         }
     };
+    // A container refused by its securityContext tries again every 10 s.
+    if pods::config_error(&st.pods[i], &c.name).is_some()
+        && not_before(&st.pods[i], &c.name).is_some_and(|t| t > now)
+    {
+        return false;
+    }
     if pods::waits_for_volumes(status_of(&mut st.pods[i], &c.name)) {
         tracing::info!(pod = %pod_name(&st.pods[i]), container = %c.name, "volumes ready");
     } else if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
@@ -717,7 +743,7 @@ async fn retry_image(
                 .unpacked_layers(&ready.image)
                 .map_err(|e| e.to_string());
             match layers {
-                Ok(layers) => pods::start_container(
+                Ok(layers) => match pods::start_container(
                     lab,
                     &pod,
                     &resolved,
@@ -728,7 +754,12 @@ async fn retry_image(
                     &volumes,
                 )
                 .await
-                .map_err(|e| e.to_string()),
+                {
+                    Err(ControllerError::ContainerConfig { message, .. }) => {
+                        return config_error_again(st, i, c, &message, now);
+                    }
+                    other => other.map_err(|e| e.to_string()),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -770,6 +801,28 @@ async fn retry_image(
         }
     }
     true
+}
+
+/// A container that still cannot be created as configured: its waiting
+/// status and the kubelet's event, and the next try in 10 s.
+fn config_error_again(
+    st: &mut ClusterState,
+    i: usize,
+    c: &k8s_openapi::api::core::v1::Container,
+    message: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    let status = pods::image_waiting(c, "CreateContainerConfigError", message);
+    let slot = status_of(&mut st.pods[i], &c.name);
+    let changed = *slot != status;
+    *slot = status;
+    set_not_before(
+        &mut st.pods[i],
+        &c.name,
+        now + chrono::Duration::seconds(10),
+    );
+    let pod = st.pods[i].clone();
+    pods::record_config_error(st, &pod, message, now) || changed
 }
 
 /// The kubelet keeps the secret and configMap volumes of running pods up to

@@ -50,6 +50,10 @@ pub enum ControllerError {
     Object(String),
     #[error("{pod}: {message}")]
     Pod { pod: String, message: String },
+    /// The kubelet's CreateContainerConfigError: the container cannot be
+    /// created as configured (runAsNonRoot and a root image, …); retried.
+    #[error("{pod}: {message}")]
+    ContainerConfig { pod: String, message: String },
     #[error("pods did not become ready:\n  {}", .0.join("\n  "))]
     NotReady(Vec<String>),
     #[error("{path}: {source}")]

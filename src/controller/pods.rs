@@ -77,12 +77,22 @@ pub fn prepare_volumes(
 ) -> Result<Vec<PodVolume>, MountError> {
     let spec = pod.spec.clone().unwrap_or_default();
     let ns = state::namespace(&pod.metadata);
-    let volumes = crate::cluster::volumes::plan(&spec, ns, &objects.secrets, &objects.config_maps)?;
+    let mut volumes =
+        crate::cluster::volumes::plan(&spec, ns, &objects.secrets, &objects.config_maps)?;
+    let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+    if fs_group.is_some() {
+        crate::runtime::volumes::with_fs_group(&mut volumes);
+    }
     let dir = paths::pod_dir(lab, ns, pod.metadata.name.as_deref().unwrap_or_default());
-    crate::runtime::volumes::setup(&dir, &volumes).map_err(|e| MountError {
-        volume: volumes.first().map(|v| v.name.clone()).unwrap_or_default(),
-        message: format!("writing the volume's files: {e}"),
-    })?;
+    crate::runtime::volumes::setup(&dir, &volumes)
+        .and_then(|_| match fs_group {
+            Some(g) => crate::runtime::volumes::chown_group(&dir, &volumes, g as u32),
+            None => Ok(()),
+        })
+        .map_err(|e| MountError {
+            volume: volumes.first().map(|v| v.name.clone()).unwrap_or_default(),
+            message: format!("writing the volume's files: {e}"),
+        })?;
     Ok(volumes)
 }
 
@@ -310,7 +320,7 @@ async fn start_pod(
             let status = pod.status.get_or_insert_with(Default::default);
             status.phase = Some("Pending".into());
             status.container_statuses = Some(spec.containers.iter().map(creating).collect());
-            status.qos_class = Some("BestEffort".into());
+            status.qos_class = Some(crate::cluster::resources::qos_class(&spec).into());
             set_conditions(&mut pod, false);
             return Ok(Started {
                 pod,
@@ -334,7 +344,7 @@ async fn start_pod(
                         continue;
                     }
                 };
-                let (pid, status) = start_container(
+                let (pid, status) = match start_container(
                     lab,
                     &pod,
                     &c,
@@ -344,7 +354,14 @@ async fn start_pod(
                     objects,
                     &volumes,
                 )
-                .await?;
+                .await
+                {
+                    Err(ControllerError::ContainerConfig { message, .. }) => {
+                        statuses.push(image_waiting(&c, "CreateContainerConfigError", &message));
+                        continue;
+                    }
+                    other => other?,
+                };
                 pids.extend(pid);
                 started += 1;
                 statuses.push(status);
@@ -357,7 +374,7 @@ async fn start_pod(
     status.phase = Some(if complete { "Running" } else { "Pending" }.into());
     status.start_time = Some(state::time(Utc::now()));
     status.container_statuses = Some(statuses);
-    status.qos_class = Some("BestEffort".into());
+    status.qos_class = Some(crate::cluster::resources::qos_class(&spec).into());
     // An attached container starts right after this, in its session.
     let ready = complete && attached(&pod).is_some();
     set_conditions(&mut pod, ready);
@@ -471,6 +488,26 @@ pub async fn start_container(
         pod: object.clone(),
         message: e.to_string(),
     })?;
+    let pod_ref = format!(
+        "{name}_{ns}({})",
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    );
+    let image_user = image_config.user().clone().unwrap_or_default();
+    if let Err(e) = crate::runtime::security::constrain(
+        &mut runtime_spec,
+        &spec,
+        c,
+        &image_user,
+        &root,
+        &pod_ref,
+    ) {
+        // Not created: the next try mounts a fresh rootfs.
+        let _ = rootfs::unmount(&root);
+        return Err(ControllerError::ContainerConfig {
+            pod: object,
+            message: e.to_string(),
+        });
+    }
     let attach = attached(pod);
     if let (Some((_, true)), Some(mut process)) = (attach, runtime_spec.process().clone()) {
         process.set_terminal(Some(true));

@@ -214,6 +214,12 @@ fn pod_spec_errors(
     for m in host_namespace_errors(spec, path) {
         bad(m);
     }
+    for m in crate::cluster::security::validate(spec, path) {
+        bad(m);
+    }
+    for m in crate::cluster::resources::validate(spec, path) {
+        bad(m);
+    }
     let mut names = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
         let cpath = format!("{path}.containers[{i}]");

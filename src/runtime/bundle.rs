@@ -154,7 +154,7 @@ pub fn expand(input: &str, env: &[String]) -> String {
 }
 
 /// containerd's default capability set, which is what pods get.
-fn default_capabilities() -> HashSet<Capability> {
+pub(crate) fn default_capabilities() -> HashSet<Capability> {
     use Capability::*;
     [
         Chown,

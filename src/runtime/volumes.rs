@@ -132,6 +132,39 @@ fn write_atomically(dir: &Path, v: &PodVolume) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The kubelet's `SetVolumeOwnership` for a pod with an `fsGroup`, part 1
+/// (pure): every file of a secret or configMap volume becomes readable by
+/// the group (`| 0440`; these volumes are read-only).
+pub fn with_fs_group(volumes: &mut [PodVolume]) {
+    for v in volumes {
+        for f in &mut v.files {
+            f.mode |= 0o440;
+        }
+    }
+}
+
+/// Part 2, after [`setup`]: everything in the pod's volumes belongs to the
+/// group `gid`, and directories are setgid so that what the container
+/// creates in an emptyDir does too.
+pub fn chown_group(pod_dir: &Path, volumes: &[PodVolume], gid: u32) -> io::Result<()> {
+    let mut stack: Vec<PathBuf> = volumes
+        .iter()
+        .map(|v| volume_dir(pod_dir, &v.name))
+        .collect();
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p)?;
+        std::os::unix::fs::lchown(&p, None, Some(gid))?;
+        if meta.is_dir() {
+            let mode = meta.permissions().mode() & 0o7777;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode | 0o2000))?;
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

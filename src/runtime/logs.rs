@@ -1,0 +1,207 @@
+//! Container log rotation, with the kubelet's defaults
+//! (`containerLogMaxSize: 10Mi`, `containerLogMaxFiles: 5`).
+//!
+//! runc hands the container our log file as its stdout and stderr (no shim
+//! copies the stream), so the live file cannot be renamed and reopened as
+//! the kubelet asks containerd to. It is rotated the way logrotate's
+//! `copytruncate` does instead: its bytes are copied into numbered files
+//! (`c.log.1` newest … `c.log.4` oldest), then it is truncated; the
+//! container's descriptor is `O_APPEND`, so its next write lands at the
+//! start of the now empty file. What the container writes between the copy
+//! and the truncation (microseconds) is lost, which is copytruncate's known
+//! price. A live file that grew past several sizes between two checks is
+//! cut into several files, so no file ends much larger than the maximum.
+//! `netlab logs` reads the rotated files, oldest first, then the live one.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// When and how much to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// A live file larger than this is rotated.
+    pub max_size: u64,
+    /// Files per container, the live one included.
+    pub max_files: usize,
+}
+
+/// The kubelet's defaults.
+pub const DEFAULT: Policy = Policy {
+    max_size: 10 << 20,
+    max_files: 5,
+};
+
+/// How often the controller looks (the kubelet's containerLogMonitorInterval).
+pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `c.log.N`: the N-th newest rotated file of a live log.
+pub fn rotated(log: &Path, n: usize) -> PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+/// A cut of the live file: bytes `start..end` go to rotated file `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub start: u64,
+    pub end: u64,
+    pub index: usize,
+}
+
+/// How a live file of `len` bytes is cut (empty: leave it). Also returns by
+/// how much existing rotated files move up.
+pub fn plan(len: u64, p: Policy) -> (Vec<Cut>, usize) {
+    if len <= p.max_size || p.max_files < 2 || p.max_size == 0 {
+        return (Vec::new(), 0);
+    }
+    let n = len.div_ceil(p.max_size) as usize;
+    let keep = p.max_files - 1;
+    let cuts = (0..n)
+        .map(|k| Cut {
+            start: k as u64 * p.max_size,
+            end: ((k as u64 + 1) * p.max_size).min(len),
+            index: n - k,
+        })
+        .filter(|c| c.index <= keep)
+        .collect();
+    (cuts, n)
+}
+
+/// Rotates one live log if it is too large; true when it did.
+pub fn rotate(log: &Path, p: Policy) -> io::Result<bool> {
+    let len = match std::fs::metadata(log) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let (cuts, shift) = plan(len, p);
+    if shift == 0 {
+        return Ok(false);
+    }
+    let keep = p.max_files - 1;
+    // Older files move up; those that fall off the end go.
+    for j in (1..=keep).rev() {
+        let from = rotated(log, j);
+        if !from.exists() {
+            continue;
+        }
+        if j + shift <= keep {
+            std::fs::rename(&from, rotated(log, j + shift))?;
+        } else {
+            std::fs::remove_file(&from)?;
+        }
+    }
+    let mut live = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(log)?;
+    for c in &cuts {
+        live.seek(SeekFrom::Start(c.start))?;
+        let mut out = std::fs::File::create(rotated(log, c.index))?;
+        io::copy(&mut (&mut live).take(c.end - c.start), &mut out)?;
+        out.flush()?;
+    }
+    // What came after `len` while copying stays in the live file.
+    let mut rest = Vec::new();
+    live.seek(SeekFrom::Start(len))?;
+    live.read_to_end(&mut rest)?;
+    live.set_len(0)?;
+    if !rest.is_empty() {
+        live.write_all(&rest)?;
+    }
+    Ok(true)
+}
+
+/// Every live container log of a lab's pods (`<pod dir>/<container>.log`).
+pub fn lab_logs(pods_dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(pods_dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|pod| std::fs::read_dir(pod.path()).ok())
+        .flat_map(|files| files.flatten().map(|f| f.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect()
+}
+
+/// Rotates every log under `pods_dir` that needs it; returns the errors.
+pub fn rotate_all(pods_dir: &Path, p: Policy) -> Vec<String> {
+    lab_logs(pods_dir)
+        .into_iter()
+        .filter_map(|log| {
+            rotate(&log, p)
+                .err()
+                .map(|e| format!("rotating {}: {e}", log.display()))
+        })
+        .collect()
+}
+
+/// A container's whole log: the rotated files, oldest first, then the live one.
+pub fn read_all(log: &Path, p: Policy) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for n in (1..p.max_files).rev() {
+        match std::fs::read(rotated(log, n)) {
+            Ok(b) => out.extend(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    out.extend(std::fs::read(log)?);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Policy = Policy {
+        max_size: 10,
+        max_files: 3,
+    };
+
+    #[test]
+    fn cuts() {
+        let cut = |start, end, index| Cut { start, end, index };
+        let cases = [
+            (10, (vec![], 0)),
+            (11, (vec![cut(0, 10, 2), cut(10, 11, 1)], 2)),
+            (20, (vec![cut(0, 10, 2), cut(10, 20, 1)], 2)),
+            (35, (vec![cut(20, 30, 2), cut(30, 35, 1)], 4)),
+        ];
+        for (len, want) in cases {
+            assert_eq!(plan(len, P), want, "len {len}");
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_bytes_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("c.log");
+        let mut all = String::new();
+        for round in 0..6 {
+            let line = format!("round {round}\n"); // 8 bytes
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            f.write_all(line.as_bytes()).unwrap();
+            all.push_str(&line);
+            rotate(&log, P).unwrap();
+            let whole = String::from_utf8(read_all(&log, P).unwrap()).unwrap();
+            assert!(all.ends_with(&whole), "round {round}: {whole:?}");
+            for n in 1..=4 {
+                if let Ok(m) = std::fs::metadata(rotated(&log, n)) {
+                    assert!(n < P.max_files, "file {n} should not exist");
+                    assert!(m.len() <= P.max_size);
+                }
+            }
+            assert!(std::fs::metadata(&log).unwrap().len() <= P.max_size);
+        }
+        // 48 bytes written; at most 3 files of 10 bytes kept, the newest.
+        let whole = read_all(&log, P).unwrap();
+        assert!(whole.len() <= 30 && whole.len() > 10, "{}", whole.len());
+        assert!(!rotate(&log, P).unwrap());
+    }
+}
