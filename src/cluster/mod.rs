@@ -10,6 +10,7 @@ pub mod loadbalancer;
 pub mod names;
 pub mod objects;
 pub mod patch;
+pub mod scheduler;
 pub mod secrets;
 pub mod selector;
 pub mod services;

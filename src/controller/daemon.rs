@@ -394,6 +394,7 @@ pub async fn step(
             let pod = &st.pods[i];
             if pod.metadata.deletion_timestamp.is_some()
                 || pods::is_pending(pod)
+                || pods::is_unscheduled(pod)
                 || crate::cluster::dns::is_builtin(pod)
                 || pods::attached_alive(pod)
             {
@@ -786,6 +787,7 @@ fn refresh_volumes(lab: &str, st: &ClusterState) {
         .pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && !pods::is_pending(p))
+        .filter(|p| !pods::is_unscheduled(p))
         .filter(|p| projected(p))
         .filter(|p| {
             !p.status
