@@ -113,27 +113,6 @@ fn exit_code(code: Option<i32>, stderr_tail: &str) -> i32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::exit_code;
-
-    #[test]
-    fn exit_codes_as_a_shell_gives_them() {
-        let cases = [
-            (Some(0), "", 0),
-            (Some(3), "", 3),
-            (Some(255), "", 255),
-            (Some(255), "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH", 127),
-            (Some(255), "exec failed: unable to start container process: exec: \"/x/y\": stat /x/y: no such file or directory", 127),
-            (Some(255), "exec failed: unable to start container process: exec: \"/etc/hosts\": permission denied", 126),
-            (None, "", 137),
-        ];
-        for (code, tail, want) in cases {
-            assert_eq!(exit_code(code, tail), want, "{code:?} {tail}");
-        }
-    }
-}
-
 fn pod_exec(
     lab: &str,
     state: &crate::cluster::ClusterState,
@@ -159,4 +138,25 @@ fn pod_exec(
     };
     let id = paths::container_id(state::namespace(&p.metadata), pod, &container.name);
     Ok(Runc::new(&paths::runc_root(lab)).exec_command(&id, &args.command, args.tty))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+
+    #[test]
+    fn exit_codes_as_a_shell_gives_them() {
+        let cases = [
+            (Some(0), "", 0),
+            (Some(3), "", 3),
+            (Some(255), "", 255),
+            (Some(255), "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH", 127),
+            (Some(255), "exec failed: unable to start container process: exec: \"/x/y\": stat /x/y: no such file or directory", 127),
+            (Some(255), "exec failed: unable to start container process: exec: \"/etc/hosts\": permission denied", 126),
+            (None, "", 137),
+        ];
+        for (code, tail, want) in cases {
+            assert_eq!(exit_code(code, tail), want, "{code:?} {tail}");
+        }
+    }
 }
