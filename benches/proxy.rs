@@ -223,6 +223,7 @@ fn latency(sizes: &[u32], results: &mut common::Results) {
                     node_ips: vec![plan.nodes[i].lan_addr.addr()],
                     cluster_cidr: "10.244.0.0/16".parse().unwrap(),
                     service_cidr: "10.0.0.0/16".parse().unwrap(),
+                    host_ports: vec![],
                 };
                 rt.block_on(proxy::sync(
                     &node_ns(i),
@@ -391,6 +392,7 @@ fn run(count: u32, round: usize, results: &mut common::Results) {
         node_ips: vec!["172.18.0.2".parse().unwrap()],
         cluster_cidr: "10.244.0.0/16".parse().unwrap(),
         service_cidr: "10.0.0.0/16".parse().unwrap(),
+        host_ports: vec![],
     };
     let mut svcs = services(count);
     let rt = tokio::runtime::Builder::new_current_thread()

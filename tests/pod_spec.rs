@@ -1,9 +1,10 @@
 //! End to end, as root: pods obey their spec (issue 15). Liveness and
 //! startup probes kill and restart a container as the kubelet does (with
 //! its events in `describe`); fields netlab cannot honour (`hostPID`,
-//! `hostIPC`, and for now `hostNetwork` and `hostPort`) and Services with
-//! special `externalIPs` are refused at `up` with the file, line and
-//! object, and nothing is created.
+//! `hostIPC`, and for now `hostNetwork`) and Services with special
+//! `externalIPs` are refused at `up` with the file, line and object, and
+//! nothing is created. `hostPort`s answer on their node's addresses, and
+//! the scheduler keeps two pods wanting one hostPort on different nodes.
 
 mod common;
 
@@ -186,7 +187,7 @@ fn host_pid_and_host_ipc_are_refused() {
 }
 
 #[test]
-fn host_network_and_host_port_are_refused_not_ignored() {
+fn host_network_is_refused_not_ignored() {
     let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hn\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: nginx\n";
     refused(
         "spec-hostnet",
@@ -194,13 +195,124 @@ fn host_network_and_host_port_are_refused_not_ignored() {
         "Pod/hn",
         &["spec.hostNetwork: true is not supported"],
     );
-    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hp\nspec:\n  containers:\n  - name: c\n    image: nginx\n    ports:\n    - {containerPort: 80, hostPort: 8080}\n";
-    refused(
-        "spec-hostport",
-        yaml,
-        "Pod/hp",
-        &["spec.containers[0].ports[0].hostPort 8080 is not supported"],
+}
+
+/// `n` nginx replicas publishing container port 80 on hostPort 8080.
+fn host_port_deployment(replicas: i32) -> String {
+    format!(
+        "{}{}",
+        lab_doc(2),
+        nginx_deployment("hp", replicas).replace(
+            "        - containerPort: 80\n",
+            "        - containerPort: 80\n          hostPort: 8080\n"
+        )
+    )
+}
+
+/// The node and pod IP of each pod, by the node's column in `-o wide`.
+fn node_addrs(lab: &Lab, node: &str) -> (String, String) {
+    let nodes: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["get", "node", node, "-o", "json"])).unwrap();
+    let addr = |t: &str| {
+        nodes["status"]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["type"] == t)
+            .unwrap_or_else(|| panic!("{node} has an {t}: {nodes}"))["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    (addr("InternalIP"), addr("ExternalIP"))
+}
+
+#[test]
+fn host_port_answers_on_the_node_addresses() {
+    let yaml = host_port_deployment(1);
+    assert!(yaml.contains("hostPort: 8080"));
+    let lab = Lab::up("spec-hostport", &yaml);
+    let pods = pods_json_items(&lab);
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let node = pods[0]["spec"]["nodeName"].as_str().unwrap().to_string();
+    let other = if node == "node-1" { "node-2" } else { "node-1" };
+    let (internal, external) = node_addrs(&lab, &node);
+    let url = format!("http://{internal}:8080/");
+    // From the other node over the dc LAN, from the node itself (output).
+    assert!(must_curl(&lab, &format!("node/{other}"), &url).contains("Welcome to nginx"));
+    assert!(must_curl(&lab, &format!("node/{node}"), &url).contains("Welcome to nginx"));
+    // From the lab's external host, on the node's ExternalIP.
+    let ext = format!("http://{external}:8080/");
+    assert!(must_curl(&lab, "host/external", &ext).contains("Welcome to nginx"));
+    // Not on the other node, nor on another port.
+    let (o_internal, _) = node_addrs(&lab, other);
+    let (code, _) = curl(
+        &lab,
+        &format!("node/{node}"),
+        &format!("http://{o_internal}:8080/"),
     );
+    assert_ne!(code, 0, "the other node does not publish 8080");
+    let (code, _) = curl(
+        &lab,
+        &format!("node/{other}"),
+        &format!("http://{internal}:8081/"),
+    );
+    assert_ne!(code, 0, "only the hostPort is published");
+    lab.down_clean();
+}
+
+fn pods_json_items(lab: &Lab) -> Vec<serde_json::Value> {
+    lab.pods_json()["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+        .into_iter()
+        .filter(|p| p["metadata"]["namespace"] == "default")
+        .collect()
+}
+
+#[test]
+fn host_port_conflict_leaves_the_third_pod_pending() {
+    let lab = Lab::up("spec-hostport-3", &host_port_deployment(3));
+    let pods = pods_json_items(&lab);
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    let mut nodes: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    nodes.sort();
+    assert_eq!(
+        nodes,
+        ["node-1", "node-2"],
+        "two placed, on different nodes"
+    );
+    let pending: Vec<&serde_json::Value> = pods
+        .iter()
+        .filter(|p| p["spec"]["nodeName"].is_null())
+        .collect();
+    assert_eq!(pending.len(), 1);
+    let p = pending[0];
+    assert_eq!(p["status"]["phase"], "Pending", "{p}");
+    assert!(p["status"]["podIP"].is_null(), "{p}");
+    let name = p["metadata"]["name"].as_str().unwrap();
+    let desc = lab.ok(&["describe", "pod", name]);
+    assert!(desc.contains("FailedScheduling"), "{desc}");
+    assert!(
+        desc.contains("didn't have free ports for the requested pod ports"),
+        "{desc}"
+    );
+    // Both placed replicas answer on their own node.
+    for n in ["node-1", "node-2"] {
+        let (internal, _) = node_addrs(&lab, n);
+        let other = if n == "node-1" { "node-2" } else { "node-1" };
+        let body = must_curl(
+            &lab,
+            &format!("node/{other}"),
+            &format!("http://{internal}:8080/"),
+        );
+        assert!(body.contains("Welcome to nginx"), "{body}");
+    }
+    lab.down_clean();
 }
 
 #[test]

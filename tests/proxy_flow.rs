@@ -182,6 +182,7 @@ impl Lab {
             node_ips: vec![self.plan.nodes[i - 1].lan_addr.addr()],
             cluster_cidr: net("10.244.0.0/16"),
             service_cidr: net("10.0.0.0/16"),
+            host_ports: vec![],
         }
     }
 

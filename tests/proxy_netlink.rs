@@ -149,6 +149,7 @@ fn node() -> Node {
         cluster_cidr: "10.244.0.0/16".parse().unwrap(),
         // Not byte-aligned: exercises the masked prefix match.
         service_cidr: "10.0.0.0/20".parse().unwrap(),
+        host_ports: vec![],
     }
 }
 

@@ -11,6 +11,7 @@ pub mod names;
 pub mod objects;
 pub mod patch;
 pub mod resources;
+pub mod scheduler;
 pub mod secrets;
 pub mod security;
 pub mod selector;

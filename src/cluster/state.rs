@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
-    NodeSystemInfo, Pod, PodIP, PodStatus, Secret, Service,
+    NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
@@ -184,29 +184,68 @@ impl ClusterState {
         Ok(state)
     }
 
-    /// Schedules a pod on the node with the fewest pods (its own
-    /// `spec.nodeName` wins) and gives it the lowest free address there.
-    pub fn place(&mut self, mut pod: Pod) -> Result<(), StateError> {
-        let spec = pod.spec.get_or_insert_with(Default::default);
-        let node_name = match &spec.node_name {
-            Some(n) => n.clone(),
-            None => {
-                let count = |n: &str| {
-                    self.pods
-                        .iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_none())
-                        .filter(|p| pod_node(p) == Some(n))
-                        .count()
-                };
-                self.config
-                    .nodes
-                    .iter()
-                    .min_by_key(|n| count(n))
-                    .expect("a lab has nodes")
-                    .clone()
+    /// Schedules a pod (see [`super::scheduler`]: its own `spec.nodeName`
+    /// wins, else the node with the fewest pods whose hostPorts are free)
+    /// and gives it the lowest free address there. No node fits: the pod
+    /// is kept Pending and unbound, with a `FailedScheduling` event, and
+    /// [`ClusterState::schedule_pending`] tries again later.
+    pub fn place(&mut self, pod: Pod) -> Result<(), StateError> {
+        self.pods.push(pod);
+        let i = self.pods.len() - 1;
+        self.bind(i, Utc::now()).map(|_| ())
+    }
+
+    /// Tries again to place the pods that no node could take. Returns
+    /// whether one was bound.
+    pub fn schedule_pending(&mut self) -> Result<bool, StateError> {
+        let mut bound = false;
+        let now = Utc::now();
+        for i in 0..self.pods.len() {
+            let p = &self.pods[i];
+            if pod_node(p).is_none() && p.metadata.deletion_timestamp.is_none() {
+                bound |= self.bind(i, now)?;
+            }
+        }
+        Ok(bound)
+    }
+
+    /// Schedules `self.pods[i]`; whether it got a node.
+    fn bind(&mut self, i: usize, now: DateTime<Utc>) -> Result<bool, StateError> {
+        let picked = super::scheduler::pick(&self.pods[i], &self.config.nodes, &self.pods);
+        let pod = &mut self.pods[i];
+        let (ns, name) = (
+            namespace(&pod.metadata).to_string(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        let who = super::events::Involved {
+            kind: "Pod",
+            namespace: &ns,
+            name: &name,
+        };
+        let node_name = match picked {
+            Ok(n) => n,
+            Err(e) => {
+                let status = pod.status.get_or_insert_with(PodStatus::default);
+                status.phase = Some("Pending".into());
+                status.conditions = Some(vec![PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "False".into(),
+                    reason: Some("Unschedulable".into()),
+                    message: Some(e.message.clone()),
+                    last_transition_time: Some(time(now)),
+                    ..Default::default()
+                }]);
+                self.record(
+                    who,
+                    "Warning",
+                    "FailedScheduling",
+                    "default-scheduler",
+                    e.message,
+                    now,
+                );
+                return Ok(false);
             }
         };
-        spec.node_name = Some(node_name.clone());
         let node = topology::nodes(&self.config)
             .into_iter()
             .find(|n| n.name == node_name)
@@ -218,29 +257,23 @@ impl ClusterState {
             .filter_map(pod_ip)
             .collect();
         let ip = ipam::allocate(&node_name, node.pod_subnet, &used)?;
+        let pod = &mut self.pods[i];
+        pod.spec.get_or_insert_with(Default::default).node_name = Some(node_name.clone());
         let status = pod.status.get_or_insert_with(PodStatus::default);
         status.phase = Some("Pending".into());
+        status.conditions = None;
         status.host_ip = Some(node.lan.addr().to_string());
         status.pod_ip = Some(ip.to_string());
         status.pod_ips = Some(vec![PodIP { ip: ip.to_string() }]);
-        let (ns, name) = (
-            namespace(&pod.metadata).to_string(),
-            pod.metadata.name.clone().unwrap_or_default(),
-        );
-        self.pods.push(pod);
         self.record(
-            super::events::Involved {
-                kind: "Pod",
-                namespace: &ns,
-                name: &name,
-            },
+            who,
             "Normal",
             "Scheduled",
             "default-scheduler",
             format!("Successfully assigned {ns}/{name} to {node_name}"),
-            Utc::now(),
+            now,
         );
-        Ok(())
+        Ok(true)
     }
 
     /// The Deployment controller's step: each Deployment owns `replicas`
@@ -393,6 +426,7 @@ impl ClusterState {
     }
 }
 
+/// The node a pod is bound to (None: no node could take it yet).
 pub fn pod_node(p: &Pod) -> Option<&str> {
     p.spec.as_ref().and_then(|s| s.node_name.as_deref())
 }

@@ -104,6 +104,10 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
         }
     }
 
+    // Pods no node could take (their hostPorts were taken): the pods
+    // removed above may have freed one, as kube-scheduler retries.
+    st.schedule_pending()?;
+
     // Pods placed but not started: network, containers, readiness.
     let pending: Vec<&Pod> = st.pods.iter().filter(|p| pods::is_pending(p)).collect();
     if !pending.is_empty() {

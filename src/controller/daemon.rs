@@ -373,12 +373,16 @@ pub async fn step(
     let runc = Runc::new(&paths::runc_root(lab));
     // A verb killed partway leaves pods recorded but not started (or being
     // removed): the lock is free again, so nobody else finishes them.
-    if st
-        .pods
-        .iter()
-        .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
+    // And a pod no node could take is tried again at every resync, as
+    // kube-scheduler retries unschedulable pods (a hostPort may be free now).
+    let placed = st.pods.iter().any(pods::is_unscheduled) && st.schedule_pending()?;
+    if placed
+        || st
+            .pods
+            .iter()
+            .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
     {
-        tracing::info!(lab, "finishing what an interrupted verb began");
+        tracing::info!(lab, "starting pods that were recorded but not started");
         let result = super::converge::converge(lab, &mut st).await;
         st.persist(&dir)?;
         result?;
@@ -414,6 +418,7 @@ pub async fn step(
             let pod = &st.pods[i];
             if pod.metadata.deletion_timestamp.is_some()
                 || pods::is_pending(pod)
+                || pods::is_unscheduled(pod)
                 || crate::cluster::dns::is_builtin(pod)
                 || pods::attached_alive(pod)
             {
@@ -839,6 +844,7 @@ fn refresh_volumes(lab: &str, st: &ClusterState) {
         .pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && !pods::is_pending(p))
+        .filter(|p| !pods::is_unscheduled(p))
         .filter(|p| projected(p))
         .filter(|p| {
             !p.status

@@ -200,13 +200,22 @@ pub fn record_config_error(
     record_throttled(st, pod, "Failed", &format!("Error: {message}"), now)
 }
 
-/// Whether a pod was placed but not started yet.
+/// Whether a pod was placed on a node but not started yet (a pod no node
+/// could take is Pending too, but nothing of it is started: see
+/// [`is_unscheduled`]).
 pub fn is_pending(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
+    !is_unscheduled(p)
+        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")
         && p.status
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
             .is_none()
+}
+
+/// Whether a pod waits for a node (the scheduler found none): it has no
+/// network, no address and no containers.
+pub fn is_unscheduled(p: &Pod) -> bool {
+    state::pod_node(p).is_none()
 }
 
 /// Starts the containers of every pending pod in `state` (their network
@@ -1016,6 +1025,10 @@ mod tests {
 
     fn pod(phase: Option<&str>, statuses: Option<Vec<ContainerStatus>>) -> Pod {
         Pod {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                node_name: Some("node-1".into()),
+                ..Default::default()
+            }),
             status: Some(PodStatus {
                 phase: phase.map(String::from),
                 container_statuses: statuses,
@@ -1058,9 +1071,18 @@ mod tests {
             (pod(Some("Running"), None), false),
             (pod(None, None), false),
             (Pod::default(), false),
+            // No node could take it: nothing to start yet.
+            (
+                Pod {
+                    spec: None,
+                    ..pod(Some("Pending"), None)
+                },
+                false,
+            ),
         ];
         for (i, (p, want)) in cases.iter().enumerate() {
             assert_eq!(is_pending(p), *want, "case {i}");
+            assert_eq!(is_unscheduled(p), p.spec.is_none(), "case {i}");
         }
     }
 

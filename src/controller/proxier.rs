@@ -21,6 +21,7 @@ pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Ser
         node_ips: vec![me.lan.addr(), me.external.addr()],
         cluster_cidr: st.config.pod_cidr,
         service_cidr: st.config.service_cidr,
+        host_ports: host_ports(st, node),
     };
     let endpoints = st.endpoints_by_key();
     let services = st
@@ -37,6 +38,57 @@ pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Ser
     (node_model, services)
 }
 
+/// The hostPorts of the pods bound to `node` that have an address and
+/// are not going away (a terminating pod's ports close with its endpoints).
+fn host_ports(st: &ClusterState, node: &str) -> Vec<model::HostPort> {
+    let mut out = Vec::new();
+    for p in &st.pods {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if state::pod_node(p) != Some(node)
+            || p.metadata.deletion_timestamp.is_some()
+            || matches!(phase, Some("Succeeded") | Some("Failed"))
+        {
+            continue;
+        }
+        let Some(pod_ip) = state::pod_ip(p) else {
+            continue;
+        };
+        let pod = format!(
+            "{}/{}",
+            state::namespace(&p.metadata),
+            p.metadata.name.as_deref().unwrap_or_default()
+        );
+        for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
+            for cp in c.ports.iter().flatten() {
+                let Some(hp) = cp.host_port.filter(|hp| *hp > 0) else {
+                    continue;
+                };
+                out.push(model::HostPort {
+                    protocol: protocol(cp.protocol.as_deref().unwrap_or("TCP")),
+                    host_port: hp as u16,
+                    host_ip: cp
+                        .host_ip
+                        .as_deref()
+                        .and_then(|ip| ip.parse().ok())
+                        .filter(|ip: &Ipv4Addr| !ip.is_unspecified()),
+                    pod: pod.clone(),
+                    pod_ip,
+                    container_port: cp.container_port as u16,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn protocol(p: &str) -> model::Protocol {
+    match p {
+        "UDP" => model::Protocol::Udp,
+        "SCTP" => model::Protocol::Sctp,
+        _ => model::Protocol::Tcp,
+    }
+}
+
 fn service_model(svc: &Service, endpoints: Option<&Endpoints>) -> Option<model::Service> {
     let spec = svc.spec.as_ref()?;
     let ns = state::namespace(&svc.metadata);
@@ -46,7 +98,7 @@ fn service_model(svc: &Service, endpoints: Option<&Endpoints>) -> Option<model::
         .iter()
         .flatten()
         .map(|sp| {
-            let protocol = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let protocol_name = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
             let port_name = sp.name.clone().unwrap_or_default();
             // Ready addresses of the subsets that carry this port (by name and protocol).
             let mut eps = Vec::new();
@@ -57,7 +109,7 @@ fn service_model(svc: &Service, endpoints: Option<&Endpoints>) -> Option<model::
             {
                 let Some(ep_port) = subset.ports.iter().flatten().find(|p| {
                     p.name.clone().unwrap_or_default() == port_name
-                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol_name
                 }) else {
                     continue;
                 };
@@ -74,11 +126,7 @@ fn service_model(svc: &Service, endpoints: Option<&Endpoints>) -> Option<model::
             eps.sort_by_key(|e| (u32::from(e.ip), e.port));
             model::ServicePort {
                 name: port_name,
-                protocol: match protocol.as_str() {
-                    "UDP" => model::Protocol::Udp,
-                    "SCTP" => model::Protocol::Sctp,
-                    _ => model::Protocol::Tcp,
-                },
+                protocol: protocol(&protocol_name),
                 port: sp.port as u16,
                 node_port: sp.node_port.map(|n| n as u16),
                 endpoints: eps,

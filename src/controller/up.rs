@@ -307,7 +307,12 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
             addr: topology::dc_address(&state.config),
         },
         nodes: node_plans,
-        pods: state.pods.iter().map(|p| pod_plan(state, p)).collect(),
+        pods: state
+            .pods
+            .iter()
+            .filter(|p| state::pod_node(p).is_some())
+            .map(|p| pod_plan(state, p))
+            .collect(),
     }
 }
 

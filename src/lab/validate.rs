@@ -238,7 +238,8 @@ fn pod_spec_errors(
 /// netlab node is a network namespace only: its processes and IPC are the
 /// host's, so sharing them would let a pod see and signal every process of
 /// the machine (other labs', the user's). Refused rather than ignored;
-/// `hostNetwork` and `hostPort` likewise until netlab builds them.
+/// `hostNetwork` likewise until netlab builds it. `hostPort`s are checked
+/// as the API server does (range, hostIP an address).
 fn host_namespace_errors(spec: &PodSpec, path: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (field, on) in [("hostPID", spec.host_pid), ("hostIPC", spec.host_ipc)] {
@@ -257,10 +258,18 @@ fn host_namespace_errors(spec: &PodSpec, path: &str) -> Vec<String> {
     }
     for (i, c) in spec.containers.iter().enumerate() {
         for (j, p) in c.ports.iter().flatten().enumerate() {
-            if let Some(hp) = p.host_port.filter(|hp| *hp != 0) {
+            let ppath = format!("{path}.containers[{i}].ports[{j}]");
+            if let Some(hp) = p.host_port.filter(|hp| !(0..=65535).contains(hp)) {
                 out.push(format!(
-                    "{path}.containers[{i}].ports[{j}].hostPort {hp} is not supported by netlab yet: nothing would listen on the node's port {hp}; remove hostPort (use a NodePort Service instead)"
+                    "{ppath}.hostPort: Invalid value: {hp}: must be between 1 and 65535, inclusive"
                 ));
+            }
+            if let Some(ip) = p.host_ip.as_deref().filter(|ip| !ip.is_empty()) {
+                if ip.parse::<std::net::Ipv4Addr>().is_err() {
+                    out.push(format!(
+                        "{ppath}.hostIP: Invalid value: \"{ip}\": must be an IPv4 address (netlab's nodes have IPv4 addresses only)"
+                    ));
+                }
             }
         }
     }
@@ -422,11 +431,16 @@ mod tests {
         )
         .unwrap();
         let got = host_namespace_errors(&spec, "spec.template.spec");
-        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].starts_with("spec.template.spec.hostNetwork: true is not supported"));
-        assert!(got[1].starts_with(
-            "spec.template.spec.containers[0].ports[1].hostPort 8081 is not supported"
-        ));
+        let spec: PodSpec = serde_yaml_ng::from_str(
+            "containers:\n- name: c\n  ports: [{containerPort: 81, hostPort: 70000}, {containerPort: 82, hostPort: 82, hostIP: nope}]\n",
+        )
+        .unwrap();
+        let got = host_namespace_errors(&spec, "spec");
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].starts_with("spec.containers[0].ports[0].hostPort: Invalid value: 70000"));
+        assert!(got[1].starts_with("spec.containers[0].ports[1].hostIP: Invalid value: \"nope\""));
     }
 
     #[test]

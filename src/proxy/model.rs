@@ -92,4 +92,22 @@ pub struct Node {
     pub cluster_cidr: Ipv4Net,
     /// The service CIDR, e.g. 10.0.0.0/16: unallocated cluster IPs are dropped.
     pub service_cidr: Ipv4Net,
+    /// The `hostPort`s of the pods on this node (what the CNI portmap
+    /// plugin implements, not kube-proxy: they live in the same table here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A pod's container port published on its node's addresses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HostPort {
+    pub protocol: Protocol,
+    /// The port on the node.
+    pub host_port: u16,
+    /// `hostIP`: only this node address (None: every one of `node_ips`).
+    pub host_ip: Option<Ipv4Addr>,
+    /// "namespace/name" of the pod, for names and comments.
+    pub pod: String,
+    pub pod_ip: Ipv4Addr,
+    pub container_port: u16,
 }

@@ -95,7 +95,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::model::{Endpoint, Node, Protocol, Service, ServicePort};
+use super::model::{Endpoint, HostPort, Node, Protocol, Service, ServicePort};
 use super::rule::{then, IpField, KeyField, Rule, Stmt, Verdict};
 use super::ruleset::Chain;
 use super::ruleset::{
@@ -126,6 +126,7 @@ const SERVICES: &str = "services";
 const SERVICE_ENDPOINTS_CHECK: &str = "service-endpoints-check";
 const NODEPORT_ENDPOINTS_CHECK: &str = "nodeport-endpoints-check";
 const CLUSTER_IPS_CHECK: &str = "cluster-ips-check";
+const HOSTPORTS: &str = "hostports";
 
 /// The desired table of `node` for `services`. Deterministic: services are
 /// taken in (namespace, name) order whatever order they are given in.
@@ -767,7 +768,109 @@ pub fn base(node: &Node) -> Ruleset {
             value: None,
         });
     }
+    host_ports(node, &mut r);
     r
+}
+
+/// The pods' `hostPort`s, as the CNI portmap plugin does them: DNAT of
+/// `<node address> . <proto> . <hostPort>` to the pod, for traffic coming
+/// in (prerouting) and the node's own (output), before the services:
+///
+/// ```text
+/// nat-prerouting / nat-output ─ jump hostports
+///   hostports: ip daddr . meta l4proto . th dport vmap @hostports
+///     └─ goto hostport-<hash>-<ns>/<pod>/<proto>/<hostPort>
+///          ip saddr <pod> jump mark-for-masquerade   (hairpin: the pod itself)
+///          dnat to <pod>:<containerPort>
+/// ```
+///
+/// Other sources keep their address, as with portmap: the reply goes back
+/// through the node (the pod's gateway), which un-NATs it. Nothing of this
+/// exists on a node without hostPorts. They are part of the base table
+/// (the node's, not a service's): a pod with hostPorts coming or going
+/// rewrites the node's table, which is rare and small.
+///
+/// Two pods with the same address, protocol and port: the scheduler keeps
+/// them on different nodes; should they meet anyway (a pod bound by
+/// `nodeName`), the first in (protocol, port, pod) order keeps the port
+/// and the other is a warning. A `hostIP` that is not one of the node's
+/// addresses publishes nothing (the kubelet would fail the pod).
+fn host_ports(node: &Node, r: &mut Ruleset) {
+    use KeyType::{InetProto, InetService, Ipv4Addr as Addr};
+    if node.host_ports.is_empty() {
+        return;
+    }
+    let mut ports: Vec<&HostPort> = node.host_ports.iter().collect();
+    ports.sort();
+    let mut chains = vec![plain_chain(
+        HOSTPORTS,
+        vec![Rule::new(vec![Stmt::Vmap {
+            key: vec![KeyField::IpDaddr, KeyField::L4Proto, KeyField::ThDport],
+            map: HOSTPORTS.into(),
+        }])],
+    )];
+    let mut taken: HashSet<(Ipv4Addr, Protocol, u16)> = HashSet::new();
+    for hp in ports {
+        let readable = format!("{}/{}/{}", hp.pod, hp.protocol, hp.host_port);
+        let chain = NameBase::new(&readable).name("hostport");
+        let addrs: Vec<Ipv4Addr> = match hp.host_ip {
+            Some(ip) => node.node_ips.iter().copied().filter(|a| *a == ip).collect(),
+            None => node.node_ips.clone(),
+        };
+        let mut used = false;
+        for a in addrs {
+            if !taken.insert((a, hp.protocol, hp.host_port)) {
+                r.warnings.push(format!(
+                    "pod {}: hostPort {a}:{}/{} is already used by another pod on node {}",
+                    hp.pod, hp.host_port, hp.protocol, node.name
+                ));
+                continue;
+            }
+            used = true;
+            r.elements.push(Element {
+                set: HOSTPORTS.into(),
+                key: Key(vec![
+                    KeyPart::Ip(a),
+                    KeyPart::Proto(hp.protocol),
+                    KeyPart::Port(hp.host_port),
+                ]),
+                value: Some(Value::Verdict(goto(&chain))),
+            });
+        }
+        if used && !chains.iter().any(|c| c.name == chain) {
+            chains.push(plain_chain(
+                &chain,
+                vec![
+                    then(
+                        vec![ip_is(IpField::Saddr, host(hp.pod_ip))],
+                        jump(MARK_FOR_MASQUERADE),
+                    ),
+                    Rule::new(vec![Stmt::Dnat {
+                        ip: hp.pod_ip,
+                        port: Some(hp.container_port),
+                    }]),
+                ],
+            ));
+        }
+    }
+    r.sets.push(map(
+        HOSTPORTS,
+        &[Addr, InetProto, InetService],
+        "pods' hostPorts: node address . protocol . hostPort",
+    ));
+    // Before the base chains that jump to them, and first in nat-prerouting
+    // and nat-output (portmap's chain runs before kube-proxy's there too).
+    let at = r
+        .chains
+        .iter()
+        .position(|c| c.hook.is_some())
+        .unwrap_or(r.chains.len());
+    for c in r.chains.iter_mut() {
+        if c.name == "nat-prerouting" || c.name == "nat-output" {
+            c.rules.insert(0, verdict(jump(HOSTPORTS)));
+        }
+    }
+    r.chains.splice(at..at, chains);
 }
 
 /// Where slot `slot` of protocol `proto` lives: its map and its offset
@@ -1228,6 +1331,7 @@ mod firewall_tests {
             node_ips: vec!["172.18.0.2".parse().unwrap()],
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
+            host_ports: vec![],
         };
         let svc = Service {
             namespace: "default".into(),
@@ -1282,6 +1386,7 @@ mod tests {
             node_ips: vec!["172.18.0.2".parse().unwrap()],
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
+            host_ports: vec![],
         }
     }
 
@@ -1961,5 +2066,123 @@ delete chain ip netlab {c}
         let t = diff(&before, &after).text();
         assert!(t.contains("flush chain ip netlab service-"), "{t}");
         assert!(t.contains(" offset 65536 map"), "{t}");
+    }
+}
+
+#[cfg(test)]
+mod host_port_tests {
+    use super::*;
+
+    fn hp(pod: &str, ip: &str, proto: Protocol, port: u16, host_ip: Option<&str>) -> HostPort {
+        HostPort {
+            protocol: proto,
+            host_port: port,
+            host_ip: host_ip.map(|h| h.parse().unwrap()),
+            pod: pod.into(),
+            pod_ip: ip.parse().unwrap(),
+            container_port: 80,
+        }
+    }
+
+    fn node(host_ports: Vec<HostPort>) -> Node {
+        Node {
+            name: "node-1".into(),
+            node_ips: vec![
+                "172.18.0.2".parse().unwrap(),
+                "203.0.113.2".parse().unwrap(),
+            ],
+            cluster_cidr: "10.244.0.0/16".parse().unwrap(),
+            service_cidr: "10.0.0.0/16".parse().unwrap(),
+            host_ports,
+        }
+    }
+
+    /// The lines of `r` that differ from the table without hostPorts.
+    fn added(r: &Ruleset) -> String {
+        let plain = base(&node(vec![])).render();
+        let plain: HashSet<&str> = plain.lines().collect();
+        let got = r.render();
+        got.lines()
+            .filter(|l| !plain.contains(l))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn host_ports_dnat_the_node_addresses_to_the_pod() {
+        let r = base(&node(vec![
+            hp(
+                "default/dns",
+                "10.244.1.3",
+                Protocol::Udp,
+                53,
+                Some("203.0.113.2"),
+            ),
+            hp("default/web", "10.244.1.2", Protocol::Tcp, 8080, None),
+        ]));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let golden = r#"add map ip netlab hostports { type ipv4_addr . inet_proto . inet_service : verdict ; comment "pods' hostPorts: node address . protocol . hostPort" ; }
+add chain ip netlab hostports
+add rule ip netlab hostports ip daddr . meta l4proto . th dport vmap @hostports
+add chain ip netlab hostport-c4224c6e-default/web/tcp/8080
+add rule ip netlab hostport-c4224c6e-default/web/tcp/8080 ip saddr 10.244.1.2 jump mark-for-masquerade
+add rule ip netlab hostport-c4224c6e-default/web/tcp/8080 dnat to 10.244.1.2:80
+add chain ip netlab hostport-7aaf7134-default/dns/udp/53
+add rule ip netlab hostport-7aaf7134-default/dns/udp/53 ip saddr 10.244.1.3 jump mark-for-masquerade
+add rule ip netlab hostport-7aaf7134-default/dns/udp/53 dnat to 10.244.1.3:80
+add rule ip netlab nat-prerouting jump hostports
+add rule ip netlab nat-output jump hostports
+add element ip netlab hostports { 172.18.0.2 . tcp . 8080 : goto hostport-c4224c6e-default/web/tcp/8080 }
+add element ip netlab hostports { 203.0.113.2 . tcp . 8080 : goto hostport-c4224c6e-default/web/tcp/8080 }
+add element ip netlab hostports { 203.0.113.2 . udp . 53 : goto hostport-7aaf7134-default/dns/udp/53 }
+"#;
+        let got = added(&r);
+        for (i, (g, e)) in got.lines().zip(golden.lines()).enumerate() {
+            assert_eq!(g, e, "line {} differs; added lines:\n{got}", i + 1);
+        }
+        assert_eq!(got, golden);
+        // Before the services, in both NAT base chains.
+        for hook in ["nat-prerouting", "nat-output"] {
+            let c = r.chains.iter().find(|c| c.name == hook).unwrap();
+            let rules: Vec<String> = c.rules.iter().map(|r| r.to_string()).collect();
+            assert_eq!(rules, ["jump hostports", "jump services"], "{hook}");
+        }
+    }
+
+    #[test]
+    fn a_taken_host_port_warns_and_a_foreign_host_ip_publishes_nothing() {
+        let r = base(&node(vec![
+            hp("default/a", "10.244.1.2", Protocol::Tcp, 8080, None),
+            hp(
+                "default/b",
+                "10.244.1.3",
+                Protocol::Tcp,
+                8080,
+                Some("203.0.113.2"),
+            ),
+            hp(
+                "default/c",
+                "10.244.1.4",
+                Protocol::Tcp,
+                9090,
+                Some("192.0.2.9"),
+            ),
+        ]));
+        assert_eq!(
+            r.warnings,
+            ["pod default/b: hostPort 203.0.113.2:8080/tcp is already used by another pod on node node-1"]
+        );
+        let got = added(&r);
+        assert!(
+            !got.contains("default/b") && !got.contains("default/c"),
+            "{got}"
+        );
+        assert_eq!(
+            got.matches("add element ip netlab hostports").count(),
+            2,
+            "{got}"
+        );
+        // No hostPorts: nothing of them in the table.
+        assert!(!base(&node(vec![])).render().contains("hostport"));
     }
 }

@@ -254,6 +254,7 @@ mod tests {
             node_ips: vec![],
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
+            host_ports: vec![],
         }
     }
 
