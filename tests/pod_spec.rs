@@ -340,3 +340,62 @@ fn special_external_ips_are_refused() {
         );
     }
 }
+
+/// A pod no node could take is placed once its hostPort frees, with no verb
+/// typed: the controller retries unschedulable pods at every resync, as
+/// kube-scheduler does.
+#[test]
+fn unschedulable_pod_is_placed_when_its_port_frees() {
+    let pods = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: first
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "httpd -p 80 -h /; sleep 4"]
+    ports:
+    - {containerPort: 80, hostPort: 8080}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: second
+spec:
+  containers:
+  - name: web
+    image: nginx
+    ports:
+    - {containerPort: 80, hostPort: 8080}
+"#;
+    let lab = Lab::up("spec-hostport-retry", &format!("{}{pods}", lab_doc(1)));
+    let node_of = |name: &str| -> serde_json::Value {
+        let p: serde_json::Value =
+            serde_json::from_str(&lab.ok(&["get", "pod", name, "-o", "json"])).unwrap();
+        p["spec"]["nodeName"].clone()
+    };
+    assert_eq!(node_of("first"), "node-1");
+    assert!(node_of("second").is_null(), "second waits for the port");
+    // first ends after 4 s; nobody types anything.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let out = lab.ok(&["get", "pod", "second"]);
+        if out.contains("Running") && out.contains("1/1") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        node_of("second"),
+        "node-1",
+        "{}",
+        lab.ok(&["describe", "pod", "second"])
+    );
+    let (internal, _) = node_addrs(&lab, "node-1");
+    let body = must_curl(&lab, "node/node-1", &format!("http://{internal}:8080/"));
+    assert!(body.contains("Welcome to nginx"), "{body}");
+    lab.down_clean();
+}
