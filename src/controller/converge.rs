@@ -89,19 +89,9 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
             }
         }
         tracing::debug!(lab, pods = doomed.len(), "removing pods");
-        // Concurrently: each may wait up to its grace period.
-        let errors: Vec<String> =
-            futures::future::join_all(doomed.iter().map(|p| pods::remove_pod(lab, p)))
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+        let removed = pods::remove_pods(lab, &doomed).await;
         st.pods.retain(|p| p.metadata.deletion_timestamp.is_none());
-        if !errors.is_empty() {
-            return Err(ControllerError::Runtime {
-                message: errors.join("\n"),
-            });
-        }
+        removed?;
     }
 
     // Pods no node could take (their hostPorts were taken): the pods
@@ -145,17 +135,7 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
                 pods = leftovers.len(),
                 "removing what an interrupted start left"
             );
-            let errors: Vec<String> =
-                futures::future::join_all(leftovers.iter().map(|p| pods::remove_pod(lab, p)))
-                    .await
-                    .into_iter()
-                    .flatten()
-                    .collect();
-            if !errors.is_empty() {
-                return Err(ControllerError::Runtime {
-                    message: errors.join("\n"),
-                });
-            }
+            pods::remove_pods(lab, &leftovers).await?;
         }
         crate::net::add_pods(&plans).await?;
         let runc = Runc::new(&paths::runc_root(lab));

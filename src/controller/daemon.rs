@@ -388,13 +388,14 @@ pub async fn step(
         result?;
         return Ok(None);
     }
-    let (_, errors) = super::orphans::sweep(lab, &st, &runc).await;
-    for e in errors {
-        tracing::warn!(lab, error = %e, "removing what no pod owns");
-    }
     let list = runc.list().await.map_err(|e| ControllerError::Runtime {
         message: e.to_string(),
     })?;
+    let ids = list.iter().map(|c| c.id.clone());
+    let (_, errors) = super::orphans::sweep(lab, &st, &runc, ids).await;
+    for e in errors {
+        tracing::warn!(lab, error = %e, "removing what no pod owns");
+    }
     let live: HashMap<String, i32> = list
         .iter()
         .filter(|c| c.status == "running" && crate::runtime::runc::process_alive(c.pid))

@@ -87,12 +87,14 @@ pub fn unowned(
 
 /// Removes what the state does not own: containers (killed at once: no
 /// object asks for a grace period), then mounts and directories, then
-/// namespaces. Returns what it removed and the errors it met.
-pub async fn sweep(lab: &str, st: &ClusterState, runc: &Runc) -> (Unowned, Vec<String>) {
-    let containers: Vec<String> = match runc.list().await {
-        Ok(l) => l.into_iter().map(|c| c.id).collect(),
-        Err(e) => return (Unowned::default(), vec![e.to_string()]),
-    };
+/// namespaces. `containers` are the ids the runtime lists (the caller has
+/// just listed them). Returns what it removed and the errors it met.
+pub async fn sweep(
+    lab: &str,
+    st: &ClusterState,
+    runc: &Runc,
+    containers: impl IntoIterator<Item = String>,
+) -> (Unowned, Vec<String>) {
     let pods_dir = paths::lab_dir(lab).join("pods");
     let dirs: Vec<PathBuf> = std::fs::read_dir(&pods_dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())

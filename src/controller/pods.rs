@@ -903,6 +903,23 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
     errors
 }
 
+/// Removes pods concurrently (each may wait up to its grace period); one
+/// error naming every failure.
+pub async fn remove_pods(lab: &str, pods: &[Pod]) -> Result<(), ControllerError> {
+    let errors: Vec<String> = futures::future::join_all(pods.iter().map(|p| remove_pod(lab, p)))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ControllerError::Runtime {
+            message: errors.join("\n"),
+        })
+    }
+}
+
 /// A port a pod declares, and the processes that should serve it.
 struct Target {
     pod: usize,
