@@ -1,6 +1,7 @@
 //! `netlab up`, `netlab down`, `netlab labs`.
 
 use super::get::{self, GetArgs, Kind};
+use super::kubeconfig;
 use super::printer::{Format, Printer};
 use crate::cluster::Selector;
 use crate::controller::{self, UpOptions};
@@ -59,14 +60,17 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     )
     .await?;
     let state = &summary.state;
+    let lab = &state.config.name;
+    let api = add_context(lab, Duration::from_secs(args.timeout)).await?;
     eprintln!(
-        "lab {} is up in {:.2}s (network {:.2}s, containers {:.2}s): {}, {}",
-        state.config.name,
+        "lab {lab} is up in {:.2}s (network {:.2}s, containers {:.2}s): {}, {} — kubectl context {:?} (API {})",
         summary.total.as_secs_f64(),
         summary.network.as_secs_f64(),
         summary.containers.as_secs_f64(),
         plural(state.nodes.len(), "node"),
-        plural(state.pods.len(), "pod")
+        plural(state.pods.len(), "pod"),
+        kubeconfig::context_name(lab),
+        api,
     );
     if !state.pods.is_empty() {
         print!(
@@ -97,7 +101,13 @@ pub async fn down(args: DownArgs, lab_flag: Option<String>) -> Result<i32> {
     let mut failed = Vec::new();
     for lab in labs {
         crate::lab::config::validate_lab_name(&lab).map_err(anyhow::Error::msg)?;
+        // The kubeconfig entries first: they are found by the record the
+        // lab's directory keeps, which the sweep removes.
+        let context = remove_context(&lab);
         let report = controller::down(&lab).await;
+        if let Err(e) = context {
+            failed.push(format!("lab {lab}: its kubeconfig context: {e:#}"));
+        }
         if !report.found {
             eprintln!("lab {lab}: nothing to remove");
         } else if report.errors.is_empty() {
@@ -140,5 +150,62 @@ pub fn labs() -> Result<i32> {
     } else {
         print!("{}", t.render());
     }
+    Ok(0)
+}
+
+/// Waits for the lab's process to serve its API, then merges the lab's
+/// context into the invoking user's kubeconfig (recording which file, for
+/// `down`). Returns the API's URL.
+async fn add_context(lab: &str, timeout: Duration) -> Result<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let addr = loop {
+        if let Some(a) = crate::api::address(lab) {
+            break a;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "lab {lab} is up but its Kubernetes API did not start within {}s: see {}",
+                timeout.as_secs(),
+                crate::controller::daemon::log_file(lab).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let url = crate::api::url(addr);
+    let pki = crate::api::pki::LabPki::read(&crate::api::pki::dir(lab))
+        .with_context(|| format!("lab {lab}'s certificates"))?;
+    let target = kubeconfig::target();
+    kubeconfig::add(&target, lab, &url, &pki)?;
+    std::fs::write(
+        kubeconfig::record_file(lab),
+        target.path.as_os_str().as_encoded_bytes(),
+    )
+    .with_context(|| format!("lab {lab}'s directory"))?;
+    Ok(url)
+}
+
+/// Removes the lab's context from the kubeconfig `up` merged it into
+/// (or, when that record is gone, from the one `up` would choose).
+fn remove_context(lab: &str) -> Result<()> {
+    let mut target = kubeconfig::target();
+    if let Ok(bytes) = std::fs::read(kubeconfig::record_file(lab)) {
+        use std::os::unix::ffi::OsStringExt;
+        target.path = PathBuf::from(std::ffi::OsString::from_vec(bytes));
+    }
+    kubeconfig::remove(&target, lab)
+}
+
+/// `netlab kubeconfig`: a standalone kubeconfig for the lab.
+pub fn print_kubeconfig(lab_flag: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab_flag)?;
+    let addr = crate::api::address(&lab).with_context(|| {
+        format!("lab {lab} serves no Kubernetes API (is its process running? `netlab controller start --lab {lab}`)")
+    })?;
+    let pki = crate::api::pki::LabPki::read(&crate::api::pki::dir(&lab))
+        .with_context(|| format!("lab {lab}'s certificates"))?;
+    print!(
+        "{}",
+        kubeconfig::standalone(&lab, &crate::api::url(addr), &pki)
+    );
     Ok(0)
 }

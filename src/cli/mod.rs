@@ -7,6 +7,7 @@ pub mod edit;
 pub mod exec;
 pub mod get;
 pub mod images;
+pub mod kubeconfig;
 pub mod lifecycle;
 pub mod logs;
 pub mod printer;
@@ -42,6 +43,9 @@ pub enum Command {
     Down(lifecycle::DownArgs),
     /// List the labs that are up.
     Labs,
+    /// Print a kubeconfig for the lab's Kubernetes API (for scripts and CI;
+    /// `up` already merged a `netlab-<lab>` context into your kubeconfig).
+    Kubeconfig,
     /// Display one or many resources (pods, nodes, deployments, services, endpoints).
     Get(GetCmd),
     /// Show details of a resource (svc, pod).
@@ -173,6 +177,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Up(args) => lifecycle::up(args, lab).await,
                 Command::Down(args) => lifecycle::down(args, lab).await,
                 Command::Labs => lifecycle::labs(),
+                Command::Kubeconfig => lifecycle::print_kubeconfig(lab),
                 Command::Get(args) => get(args, lab).await,
                 Command::Describe(args) => describe(args, lab).await,
                 Command::Apply(args) => {

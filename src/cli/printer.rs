@@ -2,7 +2,6 @@
 //! columns three spaces apart) and for `-o yaml|json|name`, plus kubectl's
 //! AGE format.
 
-use chrono::{DateTime, Utc};
 use comfy_table::{presets, CellAlignment, ColumnConstraint, ContentArrangement, Table};
 use serde::Serialize;
 
@@ -22,6 +21,45 @@ impl Printer {
 
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
         self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// A table the API renders, as kubectl prints it: upper-case headers,
+    /// `-o wide` columns only when `wide`, a NAMESPACE column first for
+    /// `-A`, and `kind/name` names when several kinds are printed.
+    pub fn from_table(
+        t: &crate::cluster::tables::Table,
+        wide: bool,
+        namespace: bool,
+        name_prefix: Option<&str>,
+    ) -> Printer {
+        let shown: Vec<usize> = (0..t.columns.len())
+            .filter(|&i| wide || t.columns[i].priority == 0)
+            .collect();
+        let mut headers: Vec<String> = Vec::new();
+        if namespace {
+            headers.push("NAMESPACE".into());
+        }
+        headers.extend(shown.iter().map(|&i| t.columns[i].name.to_uppercase()));
+        let mut p = Printer::new(headers);
+        for r in &t.rows {
+            let mut row = Vec::new();
+            if namespace {
+                row.push(r.meta.namespace.clone().unwrap_or_default());
+            }
+            for &i in &shown {
+                let text = match &r.cells[i] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                match (name_prefix, t.columns[i].format) {
+                    (Some(k), "name") => row.push(format!("{k}/{text}")),
+                    _ => row.push(text),
+                }
+            }
+            p.row(row);
+        }
+        p
     }
 
     pub fn is_empty(&self) -> bool {
@@ -70,84 +108,7 @@ pub fn fields(rows: &[(String, String)]) -> String {
     out
 }
 
-/// `k=v` lines for Labels/Selector/Annotations, or `<none>`.
-pub fn map_lines(map: Option<&std::collections::BTreeMap<String, String>>, sep: &str) -> String {
-    match map {
-        Some(m) if !m.is_empty() => m
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(sep),
-        _ => "<none>".into(),
-    }
-}
-
-/// kubectl's `duration.HumanDuration`.
-pub fn human_duration(seconds: i64) -> String {
-    if seconds < -1 {
-        return "<invalid>".into();
-    }
-    if seconds < 0 {
-        return "0s".into();
-    }
-    if seconds < 120 {
-        return format!("{seconds}s");
-    }
-    let minutes = seconds / 60;
-    if minutes < 10 {
-        let s = seconds % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    }
-    if minutes < 180 {
-        return format!("{minutes}m");
-    }
-    let hours = seconds / 3600;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    }
-    if hours < 48 {
-        return format!("{hours}h");
-    }
-    if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    }
-    if hours < 24 * 365 * 8 {
-        let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
-
-pub fn age(
-    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    now: DateTime<Utc>,
-) -> String {
-    match created {
-        Some(t) => human_duration((now - t.0).num_seconds()),
-        None => "<unknown>".into(),
-    }
-}
+pub use crate::cluster::tables::{age, human_duration, map_lines};
 
 /// `-o` formats shared by every `get`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,18 +157,6 @@ pub fn structured<T: Serialize>(items: &[T], single: bool, format: Format) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kubectl_ages() {
-        assert_eq!(human_duration(13), "13s");
-        assert_eq!(human_duration(119), "119s");
-        assert_eq!(human_duration(125), "2m5s");
-        assert_eq!(human_duration(600), "10m");
-        assert_eq!(human_duration(3 * 3600 + 60), "3h1m");
-        assert_eq!(human_duration(30 * 3600), "30h");
-        assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
-        assert_eq!(human_duration(100 * 86400), "100d");
-    }
 
     #[test]
     fn describe_fields_align() {

@@ -17,6 +17,7 @@ pub mod security;
 pub mod selector;
 pub mod services;
 pub mod state;
+pub mod tables;
 pub mod tls;
 pub mod topology;
 pub mod volumes;

@@ -131,6 +131,10 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     std::fs::write(pid_file(lab), std::process::id().to_string())
         .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
+    match crate::api::start(lab).await {
+        Ok(addr) => tracing::info!(lab, %addr, "serving the Kubernetes API"),
+        Err(e) => tracing::warn!(lab, error = %e, "the Kubernetes API could not start"),
+    }
     let mut probes = Probes::default();
     let mut dns = super::dns::DnsServers::start(lab);
     let mut speaker = super::lb::Speaker::default();

@@ -37,9 +37,25 @@ pub fn netlab(args: &[&str]) -> Output {
     Command::new(NETLAB)
         .args(args)
         .env_remove("NETLAB_LAB")
+        .env("KUBECONFIG", test_kubeconfig())
         .output()
         .expect("running netlab")
 }
+
+/// The kubeconfig every test's `up` merges its context into (not root's
+/// own `~/.kube/config`); `down_clean` checks the context is gone again.
+pub fn test_kubeconfig() -> PathBuf {
+    let dir = std::env::temp_dir().join("netlab-tests");
+    std::fs::create_dir_all(&dir).expect("creating the tests' kubeconfig directory");
+    dir.join("kubeconfig")
+}
+
+/// The kubectl binaries here: the newest (`/usr/bin/kubectl`, 1.32) and
+/// the oldest (1.27, the SPDY-era client) the lab must serve.
+pub const KUBECTLS: [&str; 2] = [
+    "/usr/bin/kubectl",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
+];
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -219,6 +235,36 @@ impl Lab {
         stdout(&out)
     }
 
+    /// Runs a real kubectl against the lab, with a standalone kubeconfig
+    /// from `netlab kubeconfig` and a discovery cache of the lab's own.
+    pub fn kubectl(&self, kubectl: &str, args: &[&str]) -> Output {
+        let config = self.dir.path().join("kubeconfig");
+        if !config.exists() {
+            std::fs::write(&config, self.ok(&["kubeconfig"])).expect("writing the kubeconfig");
+        }
+        Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap_or_else(|e| panic!("running {kubectl}: {e}"))
+    }
+
+    /// `kubectl` that must succeed; its stdout.
+    pub fn kubectl_ok(&self, kubectl: &str, args: &[&str]) -> String {
+        let out = self.kubectl(kubectl, args);
+        assert!(
+            out.status.success(),
+            "{kubectl} {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
     pub fn pods_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["get", "pods", "-o", "json"])).expect("pods as json")
     }
@@ -284,6 +330,12 @@ impl Lab {
         assert!(out.status.success(), "netlab down failed: {}", stderr(&out));
         let traces = Traces::of(&self.name, &pids);
         assert!(traces.is_clean(), "lab {} leaked: {traces:#?}", self.name);
+        let kubeconfig = std::fs::read_to_string(test_kubeconfig()).unwrap_or_default();
+        assert!(
+            !kubeconfig.contains(&format!("netlab-{}\n", self.name)),
+            "lab {}'s kubeconfig context was left behind",
+            self.name
+        );
         assert_eq!(links_before, host_links(), "host links changed");
     }
 }
@@ -455,7 +507,8 @@ pub fn netlab_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(NETLAB);
     cmd.args(args)
         .env_remove("NETLAB_LAB")
-        .env_remove("NETLAB_REGISTRY_MIRRORS");
+        .env_remove("NETLAB_REGISTRY_MIRRORS")
+        .env("KUBECONFIG", test_kubeconfig());
     for (k, v) in env {
         cmd.env(k, v);
     }

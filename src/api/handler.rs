@@ -1,0 +1,197 @@
+//! One request in, one response out: authentication, routing, content
+//! negotiation (JSON, or a Table when kubectl asks for one), and the
+//! verbs. Reads go to `objects.rs` over a snapshot of the store.
+
+use super::objects::{self, Filter};
+use super::request::{self, FieldSelector, Route, RouteError, Target};
+use super::status::ApiError;
+use super::{discovery, Store};
+use crate::cluster::Selector;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response};
+use serde_json::Value;
+
+/// Who is calling, from the client certificate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    /// The lab's admin certificate (`system:masters`).
+    Admin,
+}
+
+pub struct Ctx {
+    pub lab: String,
+    /// `host:port` as clients reach it (for `/api`'s serverAddress).
+    pub server_address: String,
+    pub store: Store,
+}
+
+const JSON: &str = "application/json";
+const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+fn respond(code: u16, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("Content-Type", content_type)
+        .header("Cache-Control", "no-cache, private")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a valid response")
+}
+
+fn json(code: u16, content_type: &str, v: &Value) -> Response<Full<Bytes>> {
+    respond(
+        code,
+        content_type,
+        serde_json::to_vec(v).expect("JSON serializes"),
+    )
+}
+
+fn error(e: &ApiError) -> Response<Full<Bytes>> {
+    json(e.code, JSON, &e.to_json())
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    caller: Option<Caller>,
+) -> Response<Full<Bytes>> {
+    let started = std::time::Instant::now();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = match serve(req, ctx, caller).await {
+        Ok(r) => r,
+        Err(e) => error(&e),
+    };
+    tracing::debug!(%method, path, code = resp.status().as_u16(), elapsed = ?started.elapsed(), "api");
+    resp
+}
+
+async fn serve(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+    caller: Option<Caller>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let route = match request::route(req.uri().path()) {
+        Ok(r) => r,
+        Err(RouteError::NotFound(_)) => return Err(ApiError::no_route()),
+        Err(RouteError::NoResource { .. }) => return Err(ApiError::no_route()),
+    };
+    // kube-apiserver lets anyone read its version and health
+    // (system:public-info-viewer); everything else needs credentials.
+    match route {
+        Route::Version => return Ok(json(200, JSON, &discovery::version())),
+        Route::Health => return Ok(respond(200, "text/plain; charset=utf-8", b"ok".to_vec())),
+        _ if caller.is_none() => return Err(ApiError::unauthorized()),
+        _ => {}
+    }
+    let q = request::query(req.uri().query());
+    match (&route, req.method()) {
+        (Route::CoreVersions | Route::Groups, &Method::GET) => {
+            let core = route == Route::CoreVersions;
+            Ok(match discovery::wanted_aggregated(&accept) {
+                Some(v) => {
+                    let api_version = format!("apidiscovery.k8s.io/{v}");
+                    let ct = format!(
+                        "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                    );
+                    json(200, &ct, &discovery::aggregated(core, &api_version))
+                }
+                None if core => json(200, JSON, &discovery::core_versions(&ctx.server_address)),
+                None => json(200, JSON, &discovery::groups()),
+            })
+        }
+        (Route::Resources { group, version }, &Method::GET) => {
+            Ok(json(200, JSON, &discovery::resource_list(group, version)))
+        }
+        (Route::OpenApi, _) => Err(ApiError::no_route()),
+        (Route::Object(t), &Method::GET) => get(ctx, t, &q, &accept).await,
+        (Route::Object(t), m) => Err(ApiError::method_not_allowed(&format!(
+            "{m} {}: the lab's API serves reads only so far; use netlab's verbs to change objects",
+            t.resource.qualified()
+        ))),
+        (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// Whether kubectl asked for a Table (it offers the Table first, then
+/// plain JSON).
+fn wants_table(accept: &str) -> bool {
+    accept.split(',').next().is_some_and(|first| {
+        let p: Vec<&str> = first.split(';').map(str::trim).collect();
+        p.contains(&"as=Table") && p.contains(&"g=meta.k8s.io")
+    })
+}
+
+async fn get(
+    ctx: &Ctx,
+    t: &Target,
+    q: &std::collections::HashMap<String, String>,
+    accept: &str,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let r = t.resource;
+    if t.subresource.is_some() {
+        return Err(ApiError::method_not_allowed(&format!(
+            "{}/{}: not served yet",
+            r.qualified(),
+            t.subresource.as_deref().unwrap_or_default()
+        )));
+    }
+    if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
+        return Err(ApiError::method_not_allowed(&format!(
+            "watch {}: not served yet",
+            r.qualified()
+        )));
+    }
+    let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(
+        q.get("fieldSelector").map(String::as_str).unwrap_or(""),
+        &objects::field_labels(r),
+    )
+    .map_err(ApiError::bad_request)?;
+    let filter = Filter {
+        namespace: t.namespace.as_deref(),
+        name: t.name.as_deref(),
+        labels,
+        fields,
+    };
+    let snapshot = ctx.store.snapshot().await?;
+    let now = chrono::Utc::now();
+    let (items, table) = objects::select(&snapshot.state, r, &filter, now);
+    let rv = snapshot.resource_version.to_string();
+    if wants_table(accept) {
+        if let Some(name) = &t.name {
+            if items.is_empty() {
+                return Err(ApiError::not_found(&r.qualified(), name));
+            }
+        }
+        let include = q.get("includeObject").map(String::as_str) != Some("None");
+        return Ok(json(200, TABLE, &table.to_json(include, &rv)));
+    }
+    let body = match &t.name {
+        Some(name) => objects::one(r, items, name)?,
+        None => objects::list(r, items, &rv),
+    };
+    Ok(json(200, JSON, &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_only_when_asked_first() {
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!wants_table("application/json"));
+        assert!(!wants_table(
+            "application/vnd.kubernetes.protobuf,application/json"
+        ));
+    }
+}

@@ -1,0 +1,151 @@
+//! The `api` layer: the Kubernetes API a lab serves, so that the real
+//! `kubectl` (and any client) works against it. It runs inside the lab's
+//! process (`netlab controller run`), on the host's loopback, over HTTPS
+//! with the lab's own CA and client certificates (see DESIGN.md, "Control
+//! plane").
+//!
+//! - `pki.rs`: the lab's CA and certificates
+//! - `server.rs`: TLS, HTTP/1.1 and HTTP/2, client-certificate checks
+//! - `handler.rs`: authentication, routing, content negotiation, verbs
+//! - `request.rs`: paths and queries (pure); `resources.rs`: what is served
+//! - `discovery.rs`: `/version`, `/api`, `/apis` (legacy and aggregated)
+//! - `objects.rs`: reads (filters, lists, Tables); `status.rs`: errors
+//!
+//! This first step serves reads (discovery, get and list as JSON and as
+//! Tables) from the lab's state; writes still go through netlab's verbs.
+
+pub mod discovery;
+pub mod handler;
+pub mod objects;
+pub mod pki;
+pub mod request;
+pub mod resources;
+pub mod server;
+pub mod status;
+
+use crate::cluster::ClusterState;
+use crate::paths;
+use status::ApiError;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::Mutex;
+
+/// The file where the lab's process records the address it serves on.
+pub fn address_file(lab: &str) -> PathBuf {
+    paths::lab_dir(lab).join("api.address")
+}
+
+/// The address the lab's API serves on, once its process listens.
+pub fn address(lab: &str) -> Option<SocketAddr> {
+    std::fs::read_to_string(address_file(lab))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `https://127.0.0.1:PORT`
+pub fn url(addr: SocketAddr) -> String {
+    format!("https://{addr}")
+}
+
+/// The objects the API reads: the lab's state file, re-read when it
+/// changed. Its resourceVersion is the file's modification time in
+/// microseconds (a revision per change comes with the store of issue 16).
+#[derive(Clone)]
+pub struct Store {
+    lab: String,
+    /// The last state read, by the file's modification time.
+    cached: Arc<Mutex<Option<Cached>>>,
+}
+
+type Cached = (SystemTime, Arc<ClusterState>);
+
+pub struct Snapshot {
+    pub state: Arc<ClusterState>,
+    pub resource_version: u128,
+}
+
+impl Store {
+    pub fn new(lab: &str) -> Store {
+        Store {
+            lab: lab.to_string(),
+            cached: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
+        let dir = paths::lab_dir(&self.lab);
+        let file = dir.join(crate::cluster::state::STATE_FILE);
+        let mut cached = self.cached.lock().await;
+        let mtime = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .map_err(|e| ApiError::internal(format!("{}: {e}", file.display())))?;
+        let state = match &*cached {
+            Some((t, st)) if *t == mtime => st.clone(),
+            _ => {
+                let st = tokio::task::spawn_blocking(move || ClusterState::load(&dir))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let st = Arc::new(st);
+                *cached = Some((mtime, st.clone()));
+                st
+            }
+        };
+        let resource_version = mtime
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        Ok(Snapshot {
+            state,
+            resource_version,
+        })
+    }
+}
+
+/// The lab's certificates, made on the first start of its process.
+fn lab_pki(lab: &str) -> std::io::Result<pki::LabPki> {
+    let dir = pki::dir(lab);
+    if let Ok(p) = pki::LabPki::read(&dir) {
+        return Ok(p);
+    }
+    let mut ips = vec![std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    // The `kubernetes` Service's ClusterIP: the service range's first address.
+    if let Ok(st) = ClusterState::load(&paths::lab_dir(lab)) {
+        if let Some(ip) = st.config.service_cidr.hosts().next() {
+            ips.push(ip.into());
+        }
+    }
+    let p = pki::generate(lab, &ips).map_err(std::io::Error::other)?;
+    p.write(&dir)?;
+    Ok(p)
+}
+
+/// Starts serving the lab's API on the host's loopback: on the port it
+/// had before (a restarted process keeps the kubeconfig valid), else a
+/// free one. Records the address for `up` and `netlab kubeconfig`.
+pub async fn start(lab: &str) -> std::io::Result<SocketAddr> {
+    let pki = lab_pki(lab)?;
+    let ctx = |server_address: String| handler::Ctx {
+        lab: lab.to_string(),
+        server_address,
+        store: Store::new(lab),
+    };
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let before = address(lab).filter(|a| a.ip().is_loopback());
+    let bound = match before {
+        Some(a) => match server::start(ctx(a.to_string()), &pki, a).await {
+            Ok(b) => b,
+            Err(_) => server::start(ctx(String::new()), &pki, any).await?,
+        },
+        None => server::start(ctx(String::new()), &pki, any).await?,
+    };
+    let file = address_file(lab);
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, bound.to_string())?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(bound)
+}

@@ -1,0 +1,169 @@
+//! The resources the lab's API serves, as kube-apiserver's discovery names
+//! them (plural, singular, kind, short names, verbs, categories): the one
+//! list that discovery, routing and kubectl's `get TYPE` all go by.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Subresources (`pods/log`…), each with its kind and verbs.
+    pub subresources: &'static [(&'static str, &'static str, &'static [&'static str])],
+}
+
+impl Resource {
+    pub fn group_version(&self) -> String {
+        match self.group {
+            "" => self.version.to_string(),
+            g => format!("{g}/{}", self.version),
+        }
+    }
+
+    /// `pods`, `deployments.apps`: how kube-apiserver names it in errors.
+    pub fn qualified(&self) -> String {
+        match self.group {
+            "" => self.plural.to_string(),
+            g => format!("{}.{g}", self.plural),
+        }
+    }
+}
+
+const ALL: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const NO_COLLECTION_DELETE: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
+const READ_UPDATE: &[&str] = &["get", "patch", "update"];
+
+const fn core(
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+) -> Resource {
+    Resource {
+        group: "",
+        version: "v1",
+        plural,
+        singular,
+        kind,
+        namespaced,
+        short_names,
+        verbs: ALL,
+        categories: &[],
+        subresources: &[],
+    }
+}
+
+pub const RESOURCES: &[Resource] = &[
+    Resource {
+        categories: &["all"],
+        subresources: &[
+            ("status", "Pod", READ_UPDATE),
+            ("log", "Pod", &["get"]),
+            ("exec", "PodExecOptions", &["create", "get"]),
+            ("attach", "PodAttachOptions", &["create", "get"]),
+            ("portforward", "PodPortForwardOptions", &["create", "get"]),
+        ],
+        ..core("pods", "pod", "Pod", true, &["po"])
+    },
+    Resource {
+        categories: &["all"],
+        verbs: NO_COLLECTION_DELETE,
+        subresources: &[("status", "Service", READ_UPDATE)],
+        ..core("services", "service", "Service", true, &["svc"])
+    },
+    core("endpoints", "endpoints", "Endpoints", true, &["ep"]),
+    Resource {
+        subresources: &[("status", "Node", READ_UPDATE)],
+        ..core("nodes", "node", "Node", false, &["no"])
+    },
+    Resource {
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
+        subresources: &[("status", "Namespace", READ_UPDATE)],
+        ..core("namespaces", "namespace", "Namespace", false, &["ns"])
+    },
+    core("events", "event", "Event", true, &["ev"]),
+    core("secrets", "secret", "Secret", true, &[]),
+    core("configmaps", "configmap", "ConfigMap", true, &["cm"]),
+    Resource {
+        group: "apps",
+        categories: &["all"],
+        subresources: &[
+            ("scale", "Scale", READ_UPDATE),
+            ("status", "Deployment", READ_UPDATE),
+        ],
+        ..core("deployments", "deployment", "Deployment", true, &["deploy"])
+    },
+];
+
+/// The API groups besides the core one, each with its one version.
+pub fn groups() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+pub fn in_group<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    in_group(group, version).find(|r| r.plural == plural)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_kubectl_shaped() {
+        for (i, a) in RESOURCES.iter().enumerate() {
+            for b in &RESOURCES[i + 1..] {
+                assert!(
+                    a.group != b.group || a.plural != b.plural,
+                    "{} twice",
+                    a.plural
+                );
+            }
+            assert_eq!(a.plural, a.plural.to_lowercase());
+        }
+        assert_eq!(
+            find("apps", "v1", "deployments").unwrap().kind,
+            "Deployment"
+        );
+        assert_eq!(find("", "v1", "pods").unwrap().qualified(), "pods");
+        assert_eq!(
+            find("apps", "v1", "deployments").unwrap().qualified(),
+            "deployments.apps"
+        );
+        assert!(find("", "v1", "deployments").is_none());
+        assert_eq!(groups(), [("apps", "v1")]);
+    }
+}

@@ -1,0 +1,200 @@
+//! The real kubectl against a lab's Kubernetes API: the tutorial's reads
+//! with the newest and the oldest kubectl here, the kubeconfig context
+//! `up` merges and `down` removes, and the API's refusal of strangers.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+/// Table output with AGE cells blanked (two renderings a second apart).
+fn without_ages(table: &str) -> String {
+    table
+        .lines()
+        .map(|l| {
+            l.split("   ")
+                .map(|c| {
+                    let c = c.trim();
+                    let age = !c.is_empty()
+                        && c.trim_end_matches(['s', 'm', 'h', 'd'])
+                            .chars()
+                            .all(|ch| ch.is_ascii_digit());
+                    if age {
+                        "AGE".to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn tutorial_reads_print_what_netlab_get_prints() {
+    let lab = Lab::up("kubectl-reads", &lab_file("nginx.yaml"));
+    let ips: Vec<String> = lab.pods().into_iter().map(|p| p.1).collect();
+    for k in KUBECTLS {
+        for args in [
+            &["get", "pods", "-l", "run=my-nginx", "-o", "wide"][..],
+            &["get", "nodes", "-o", "wide"][..],
+            &["get", "svc,deploy"][..],
+            &["get", "pods", "-A"][..],
+            &["get", "ep", "-n", "kube-system"][..],
+        ] {
+            let theirs = lab.kubectl_ok(k, args);
+            let ours = lab.ok(args);
+            assert_eq!(
+                without_ages(&theirs),
+                without_ages(&ours),
+                "{k} {args:?}:\n{theirs}\nnetlab:\n{ours}"
+            );
+        }
+        let yaml = lab.kubectl_ok(k, &["get", "pods", "-l", "run=my-nginx", "-o", "yaml"]);
+        let mut seen: Vec<&str> = yaml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("podIP: "))
+            .collect();
+        seen.sort();
+        let mut want: Vec<&str> = ips
+            .iter()
+            .map(String::as_str)
+            .filter(|ip| yaml.contains(*ip))
+            .collect();
+        want.sort();
+        assert_eq!(seen.len(), 2, "{yaml}");
+        assert_eq!(seen, want);
+        let jp = lab.kubectl_ok(
+            k,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "run=my-nginx",
+                "-o",
+                "jsonpath={.items[*].status.podIP}",
+            ],
+        );
+        assert_eq!(jp.split_whitespace().count(), 2, "{jp}");
+        let name = lab.kubectl_ok(k, &["get", "deploy", "my-nginx", "-o", "name"]);
+        assert_eq!(name.trim(), "deployment.apps/my-nginx");
+        let missing = lab.kubectl(k, &["get", "pod", "nope"]);
+        assert!(!missing.status.success());
+        assert_eq!(
+            stderr(&missing).trim(),
+            "Error from server (NotFound): pods \"nope\" not found"
+        );
+        let describe = lab.kubectl_ok(k, &["describe", "svc", "kubernetes"]);
+        assert!(describe.contains("10.0.0.1"), "{describe}");
+        let on_node = lab.kubectl_ok(
+            k,
+            &[
+                "get",
+                "pods",
+                "-A",
+                "--field-selector",
+                "spec.nodeName=node-2",
+                "-o",
+                "name",
+            ],
+        );
+        assert!(
+            !on_node.trim().is_empty() && on_node.lines().count() < 3,
+            "{on_node}"
+        );
+    }
+    lab.down_clean();
+}
+
+/// `up` merges a `netlab-<lab>` context into $KUBECONFIG and makes it
+/// current, as kind does; `down` takes exactly it out again.
+#[test]
+fn up_merges_a_context_and_down_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    let other = "apiVersion: v1\nkind: Config\nclusters:\n- name: keep\n  cluster:\n    server: https://127.0.0.1:1\ncontexts: []\nusers: []\ncurrent-context: keep\n";
+    std::fs::write(&config, other).unwrap();
+    let lab = Lab::prepare("kubectl-ctx", &lab_file("nginx.yaml"));
+    let env = [("KUBECONFIG", config.to_str().unwrap())];
+    let out = netlab_env(
+        &["up", "--name", &lab.name, lab.file().to_str().unwrap()],
+        &env,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ctx = format!("netlab-{}", lab.name);
+    assert!(
+        stderr(&out).contains(&format!("kubectl context \"{ctx}\"")),
+        "{}",
+        stderr(&out)
+    );
+    let merged = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        merged.contains(&format!("current-context: {ctx}")),
+        "{merged}"
+    );
+    assert!(merged.contains("name: keep"));
+    // kubectl uses it as it is: the current context is the lab.
+    let pods = Command::new(KUBECTLS[0])
+        .args(["get", "pods", "-o", "name"])
+        .env("KUBECONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(pods.status.success(), "{}", stderr(&pods));
+    assert_eq!(stdout(&pods).lines().count(), 2);
+    let out = netlab_env(&["down", "--lab", &lab.name], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = std::fs::read_to_string(&config).unwrap();
+    assert!(!after.contains(&ctx), "{after}");
+    assert!(after.contains("name: keep"));
+    assert!(!dir.path().join("config.lock").exists());
+}
+
+/// Without the lab's client certificate the API answers 401 (but its
+/// version and health, as kube-apiserver's anonymous access allows); it
+/// listens on the host's loopback only.
+#[test]
+fn api_refuses_strangers() {
+    let lab = Lab::up("kubectl-auth", &lab_file("nginx.yaml"));
+    let addr = std::fs::read_to_string(format!("/run/netlab/{}/api.address", lab.name)).unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let url = |p: &str| format!("https://{}{p}", addr.trim());
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        stdout(&out)
+    };
+    let anon = curl(&[&url("/api/v1/pods")]);
+    assert!(anon.ends_with("401"), "{anon}");
+    assert!(anon.contains("\"reason\":\"Unauthorized\""), "{anon}");
+    assert!(curl(&[&url("/version")]).ends_with("200"));
+    assert!(curl(&[&url("/healthz")]).starts_with("ok"));
+    // A certificate the lab's CA did not sign is no credential.
+    let d = lab.dir.path();
+    let (key, cert) = (d.join("k.pem"), d.join("c.pem"));
+    lab.ok(&[
+        "cert",
+        "--subj",
+        "/CN=kubernetes-admin/O=system:masters",
+        "--key-type",
+        "ecdsa",
+        "--keyout",
+        key.to_str().unwrap(),
+        "--out",
+        cert.to_str().unwrap(),
+    ]);
+    let forged = curl(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        &url("/api/v1/pods"),
+    ]);
+    assert!(forged.ends_with("401"), "{forged}");
+    lab.down_clean();
+}
