@@ -198,3 +198,39 @@ fn api_refuses_strangers() {
     assert!(forged.ends_with("401"), "{forged}");
     lab.down_clean();
 }
+
+/// The tutorial's writes with the newest kubectl: apply (create, then a
+/// change), expose, scale, delete; the pods and the Service really work.
+#[test]
+fn tutorial_writes_with_kubectl() {
+    let lab = Lab::up("kubectl-writes", &lab_doc(2));
+    let k = KUBECTLS[0];
+    let run = lab.dir.path().join("run-my-nginx.yaml");
+    std::fs::write(&run, lab_file("run-my-nginx.yaml")).unwrap();
+    let out = lab.kubectl_ok(k, &["apply", "-f", run.to_str().unwrap()]);
+    assert_eq!(out.trim(), "deployment.apps/my-nginx created");
+    let again = lab.kubectl_ok(k, &["apply", "-f", run.to_str().unwrap()]);
+    assert_eq!(again.trim(), "deployment.apps/my-nginx unchanged");
+    let out = lab.kubectl_ok(k, &["expose", "deployment/my-nginx"]);
+    assert_eq!(out.trim(), "service/my-nginx exposed");
+    let ip = cluster_ip(&lab, "my-nginx");
+    let page = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+    assert!(page.contains("Welcome to nginx"), "{page}");
+    let out = lab.kubectl_ok(k, &["scale", "deployment", "my-nginx", "--replicas=3"]);
+    assert_eq!(out.trim(), "deployment.apps/my-nginx scaled");
+    assert_eq!(lab.pods().len(), 3);
+    let dup = lab.kubectl(k, &["create", "-f", run.to_str().unwrap()]);
+    assert!(
+        stderr(&dup).contains("deployments.apps \"my-nginx\" already exists"),
+        "{}",
+        stderr(&dup)
+    );
+    let out = lab.kubectl_ok(k, &["delete", "deployments,svc", "my-nginx"]);
+    assert!(
+        out.contains("deployment.apps \"my-nginx\" deleted"),
+        "{out}"
+    );
+    assert!(out.contains("service \"my-nginx\" deleted"), "{out}");
+    assert!(lab.pods().is_empty());
+    lab.down_clean();
+}

@@ -5,7 +5,7 @@
 use super::objects::{self, Filter};
 use super::request::{self, FieldSelector, Route, RouteError, Target};
 use super::status::ApiError;
-use super::{discovery, Store};
+use super::{discovery, openapi, writes, Store};
 use crate::cluster::Selector;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -24,6 +24,8 @@ pub struct Ctx {
     /// `host:port` as clients reach it (for `/api`'s serverAddress).
     pub server_address: String,
     pub store: Store,
+    /// Writes go to the lab's process's main loop, one at a time.
+    pub writer: tokio::sync::mpsc::Sender<writes::Request>,
 }
 
 const JSON: &str = "application/json";
@@ -90,7 +92,41 @@ async fn serve(
         _ => {}
     }
     let q = request::query(req.uri().query());
-    match (&route, req.method()) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    if let Route::Object(t) = &route {
+        if method != Method::GET {
+            let body = read_body(req.into_body()).await?;
+            let op = match method {
+                Method::POST if t.name.is_none() => {
+                    writes::Op::Create(t.clone(), q, writes::parse_body(&content_type, &body)?)
+                }
+                Method::PUT | Method::PATCH => writes::Op::Update(
+                    t.clone(),
+                    q,
+                    writes::Edit::from_request(&method, &content_type, &body)?,
+                ),
+                Method::DELETE => writes::Op::Delete(t.clone(), q),
+                m => return Err(ApiError::method_not_allowed(m.as_str())),
+            };
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            ctx.writer
+                .send(writes::Request { op, reply })
+                .await
+                .map_err(|_| ApiError::internal("the lab's process is stopping"))?;
+            let (code, v) = answer
+                .await
+                .map_err(|_| ApiError::internal("the lab's process dropped the write"))??;
+            return Ok(json(code, JSON, &v));
+        }
+    }
+    match (&route, &method) {
         (Route::CoreVersions | Route::Groups, &Method::GET) => {
             let core = route == Route::CoreVersions;
             Ok(match discovery::wanted_aggregated(&accept) {
@@ -108,13 +144,39 @@ async fn serve(
         (Route::Resources { group, version }, &Method::GET) => {
             Ok(json(200, JSON, &discovery::resource_list(group, version)))
         }
-        (Route::OpenApi, _) => Err(ApiError::no_route()),
+        (Route::OpenApi, &Method::GET) => {
+            match path.trim_end_matches('/').strip_prefix("/openapi/v3") {
+                Some("") => Ok(json(200, JSON, &openapi::index())),
+                Some(gv) => openapi::document(gv)
+                    .map(|d| json(200, JSON, &d))
+                    .ok_or_else(ApiError::no_route),
+                None => Err(ApiError::no_route()),
+            }
+        }
         (Route::Object(t), &Method::GET) => get(ctx, t, &q, &accept).await,
-        (Route::Object(t), m) => Err(ApiError::method_not_allowed(&format!(
-            "{m} {}: the lab's API serves reads only so far; use netlab's verbs to change objects",
-            t.resource.qualified()
-        ))),
         (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// The request body, refused past kube-apiserver's 3 MiB.
+async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let limited = http_body_util::Limited::new(body, writes::MAX_BODY);
+    match limited.collect().await {
+        Ok(b) => Ok(b.to_bytes().to_vec()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                "the request body is larger than 3 MiB",
+            ))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 

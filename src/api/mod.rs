@@ -11,17 +11,21 @@
 //! - `discovery.rs`: `/version`, `/api`, `/apis` (legacy and aggregated)
 //! - `objects.rs`: reads (filters, lists, Tables); `status.rs`: errors
 //!
-//! This first step serves reads (discovery, get and list as JSON and as
-//! Tables) from the lab's state; writes still go through netlab's verbs.
+//! - `writes.rs`: create, replace, patch, scale, delete; `openapi.rs`
+//!
+//! Reads come from the lab's state file; writes are the same pure edits
+//! and convergence step netlab's verbs make, under the lab's lock.
 
 pub mod discovery;
 pub mod handler;
 pub mod objects;
+pub mod openapi;
 pub mod pki;
 pub mod request;
 pub mod resources;
 pub mod server;
 pub mod status;
+pub mod writes;
 
 use crate::cluster::ClusterState;
 use crate::paths;
@@ -127,12 +131,18 @@ fn lab_pki(lab: &str) -> std::io::Result<pki::LabPki> {
 /// Starts serving the lab's API on the host's loopback: on the port it
 /// had before (a restarted process keeps the kubeconfig valid), else a
 /// free one. Records the address for `up` and `netlab kubeconfig`.
-pub async fn start(lab: &str) -> std::io::Result<SocketAddr> {
+/// The writes arrive on the returned channel: the caller (the lab's
+/// process) runs each with `writes::execute` and sends back the answer.
+pub async fn start(
+    lab: &str,
+) -> std::io::Result<(SocketAddr, tokio::sync::mpsc::Receiver<writes::Request>)> {
     let pki = lab_pki(lab)?;
+    let (writer, writes) = tokio::sync::mpsc::channel(64);
     let ctx = |server_address: String| handler::Ctx {
         lab: lab.to_string(),
         server_address,
         store: Store::new(lab),
+        writer: writer.clone(),
     };
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let before = address(lab).filter(|a| a.ip().is_loopback());
@@ -147,5 +157,5 @@ pub async fn start(lab: &str) -> std::io::Result<SocketAddr> {
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, bound.to_string())?;
     std::fs::rename(&tmp, &file)?;
-    Ok(bound)
+    Ok((bound, writes))
 }

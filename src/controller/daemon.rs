@@ -131,10 +131,16 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     std::fs::write(pid_file(lab), std::process::id().to_string())
         .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
-    match crate::api::start(lab).await {
-        Ok(addr) => tracing::info!(lab, %addr, "serving the Kubernetes API"),
-        Err(e) => tracing::warn!(lab, error = %e, "the Kubernetes API could not start"),
-    }
+    let mut writes = match crate::api::start(lab).await {
+        Ok((addr, writes)) => {
+            tracing::info!(lab, %addr, "serving the Kubernetes API");
+            writes
+        }
+        Err(e) => {
+            tracing::warn!(lab, error = %e, "the Kubernetes API could not start");
+            tokio::sync::mpsc::channel(1).1
+        }
+    };
     let mut probes = Probes::default();
     let mut dns = super::dns::DnsServers::start(lab);
     let mut speaker = super::lb::Speaker::default();
@@ -158,6 +164,12 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         tokio::select! {
             _ = any_exits(pids) => {}
             _ = tokio::time::sleep(RESYNC) => {}
+            // A write from the API: made here, in the one loop that changes
+            // the lab, then the next step follows at once.
+            Some(w) = writes.recv() => {
+                let answer = crate::api::writes::execute(lab, w.op).await;
+                let _ = w.reply.send(answer);
+            }
             _ = term.recv() => {
                 tracing::info!(lab, "controller stopping");
                 let _ = std::fs::remove_file(pid_file(lab));

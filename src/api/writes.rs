@@ -1,0 +1,437 @@
+//! Writes: create (POST), replace (PUT), patch (PATCH: strategic merge,
+//! merge, JSON patch; `scale`), delete (DELETE). Each is the same pure edit
+//! of the object store netlab's verbs make (`cluster::objects`), under the
+//! lab's lock, followed by one convergence step (`converge::change`); the
+//! answer is the object as stored, as kube-apiserver answers.
+
+use super::request::Target;
+use super::resources::Resource;
+use super::status::ApiError;
+use crate::cluster::objects::{self, Mode, ObjectError};
+use crate::cluster::patch::{self, PatchType};
+use crate::controller::{converge, ControllerError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// A write the API hands to the lab's process, which runs them one at a
+/// time in its main loop (the one writer; see `controller::daemon`).
+pub enum Op {
+    Create(Target, HashMap<String, String>, Value),
+    Update(Target, HashMap<String, String>, Edit),
+    Delete(Target, HashMap<String, String>),
+}
+
+pub struct Request {
+    pub op: Op,
+    pub reply: tokio::sync::oneshot::Sender<Result<(u16, Value), ApiError>>,
+}
+
+/// Runs one write.
+pub async fn execute(lab: &str, op: Op) -> Result<(u16, Value), ApiError> {
+    match op {
+        Op::Create(t, q, obj) => create(lab, &t, &q, obj).await,
+        Op::Update(t, q, edit) => update(lab, &t, &q, edit).await,
+        Op::Delete(t, q) => delete(lab, &t, &q).await,
+    }
+}
+
+/// kube-apiserver's limit on a request body.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The kind `cluster::objects` knows a resource by, for the writable ones.
+fn store_kind(r: &Resource) -> Option<&'static str> {
+    Some(match r.plural {
+        "pods" => "pod",
+        "services" => "service",
+        "deployments" => "deployment",
+        "secrets" => "secret",
+        "configmaps" => "configmap",
+        _ => return None,
+    })
+}
+
+fn writable(t: &Target) -> Result<&'static str, ApiError> {
+    store_kind(t.resource).ok_or_else(|| {
+        ApiError::method_not_allowed(&format!(
+            "{} are made by the lab itself and cannot be written",
+            t.resource.qualified()
+        ))
+    })
+}
+
+fn object_error(r: &Resource, name: &str, e: ObjectError) -> ApiError {
+    match e {
+        ObjectError::NotFound { .. } => ApiError::not_found(&r.qualified(), name),
+        ObjectError::AlreadyExists { .. } => ApiError {
+            details: json!({"name": name, "group": r.group, "kind": r.plural}),
+            ..ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", r.qualified()),
+            )
+        },
+        other => invalid(r, name, other.to_string()),
+    }
+}
+
+fn invalid(r: &Resource, name: &str, why: String) -> ApiError {
+    ApiError {
+        details: json!({"name": name, "group": r.group, "kind": r.kind,
+                        "causes": [{"reason": "FieldValueInvalid", "message": why}]}),
+        ..ApiError::new(
+            422,
+            "Invalid",
+            format!("{} \"{name}\" is invalid: {why}", r.kind),
+        )
+    }
+}
+
+fn controller_error(r: &Resource, name: &str, e: ControllerError) -> ApiError {
+    match e {
+        ControllerError::Object(m) if m.contains("not found") => {
+            ApiError::not_found(&r.qualified(), name)
+        }
+        ControllerError::Object(m) if m.contains("already exists") => object_error(
+            r,
+            name,
+            ObjectError::AlreadyExists {
+                kind: "",
+                name: name.into(),
+            },
+        ),
+        ControllerError::Object(m) => invalid(r, name, m),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// A body as JSON (JSON or YAML in). Protobuf is refused with 415 (kubectl
+/// 1.32+ sends it for `create secret` and `create configmap`).
+pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    if ct == "application/vnd.kubernetes.protobuf" {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8 text"))?;
+    serde_json::from_str(text)
+        .or_else(|_| serde_yaml_ng::from_str(text))
+        .map_err(|e| {
+            ApiError::bad_request(format!("the request body is not valid JSON or YAML: {e}"))
+        })
+}
+
+/// The object's namespace must be the path's (or unset).
+fn in_namespace(t: &Target, obj: &mut Value) -> Result<String, ApiError> {
+    let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+    match obj["metadata"]["namespace"].as_str() {
+        Some(n) if !n.is_empty() && n != ns => Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        )),
+        _ => {
+            obj["metadata"]["namespace"] = ns.clone().into();
+            Ok(ns)
+        }
+    }
+}
+
+fn with_type(r: &Resource, mut v: Value) -> Value {
+    v["apiVersion"] = r.group_version().into();
+    v["kind"] = r.kind.into();
+    v
+}
+
+fn dry_run(q: &HashMap<String, String>) -> bool {
+    q.get("dryRun").is_some_and(|v| v == "All")
+}
+
+/// POST: a new object.
+pub async fn create(
+    lab: &str,
+    t: &Target,
+    q: &HashMap<String, String>,
+    mut obj: Value,
+) -> Result<(u16, Value), ApiError> {
+    let r = t.resource;
+    let kind = writable(t)?;
+    if obj["kind"].as_str().is_some_and(|k| k != r.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the kind of the object ({}) is not {} (the resource of the request)",
+            obj["kind"], r.kind
+        )));
+    }
+    let ns = in_namespace(t, &mut obj)?;
+    obj = with_type(r, obj);
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if name.is_empty() {
+        return Err(invalid(
+            r,
+            "",
+            "metadata.name: Required value: name is required".into(),
+        ));
+    }
+    // The lab files' parser checks it as `up` and `apply -f` do.
+    let yaml = serde_yaml_ng::to_string(&obj).expect("YAML serializes");
+    let at = format!("{}/{name}", r.plural);
+    let spec = crate::lab::load_str(std::path::Path::new(&at), &yaml, &Default::default())
+        .map_err(|e| invalid(r, &name, e.to_string()))?;
+    if dry_run(q) {
+        return Ok((201, obj));
+    }
+    let target = objects::Target {
+        kind,
+        namespace: &ns,
+        name: &name,
+    };
+    let out = converge::change(lab, |st| {
+        objects::apply(
+            st,
+            &spec,
+            Mode::Create,
+            chrono::Utc::now(),
+            &mut rand::rng(),
+        )
+        .map_err(|e| ControllerError::Object(e.to_string()))?;
+        objects::get_json(st, &target).map_err(|e| ControllerError::Object(e.to_string()))
+    })
+    .await
+    .map_err(|e| controller_error(r, &name, e))?;
+    Ok((201, with_type(r, out)))
+}
+
+/// The patch type a PATCH's Content-Type names.
+fn patch_type(content_type: &str) -> Result<Option<PatchType>, ApiError> {
+    Ok(match content_type.split(';').next().unwrap_or("").trim() {
+        "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
+        "application/merge-patch+json" => Some(PatchType::Merge),
+        "application/json-patch+json" => Some(PatchType::Json),
+        // Server-side apply: the applied configuration merged in.
+        "application/apply-patch+yaml" => None,
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
+            ))
+        }
+    })
+}
+
+/// An autoscaling/v1 Scale of a Deployment.
+fn scale_of(dep: &Value) -> Value {
+    let labels = dep["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": dep["metadata"]["name"],
+            "namespace": dep["metadata"]["namespace"],
+            "uid": dep["metadata"]["uid"],
+            "creationTimestamp": dep["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": dep["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": dep["status"]["replicas"].as_i64().unwrap_or(0), "selector": labels},
+    })
+}
+
+/// PATCH and PUT: the stored object changed by `edit` (which gets the
+/// object, or its Scale for the `scale` subresource).
+pub async fn update(
+    lab: &str,
+    t: &Target,
+    q: &HashMap<String, String>,
+    edit: Edit,
+) -> Result<(u16, Value), ApiError> {
+    let r = t.resource;
+    let kind = writable(t)?;
+    let name = t
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::method_not_allowed("a collection"))?;
+    let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+    let target = objects::Target {
+        kind,
+        namespace: &ns,
+        name: &name,
+    };
+    let scale = match t.subresource.as_deref() {
+        None => false,
+        Some("scale") if r.plural == "deployments" => true,
+        Some(s) => {
+            return Err(ApiError::method_not_allowed(&format!(
+                "{}/{s}: not served yet",
+                r.qualified()
+            )))
+        }
+    };
+    let dry = dry_run(q);
+    let out = converge::change(lab, |st| {
+        let now = chrono::Utc::now();
+        let err = |m: String| ControllerError::Object(m);
+        let before = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
+        if scale {
+            let mut s = scale_of(&before);
+            edit.apply(&mut s).map_err(err)?;
+            let replicas = s["spec"]["replicas"]
+                .as_i64()
+                .ok_or_else(|| err("spec.replicas: Required value".into()))?;
+            if !dry {
+                objects::scale(st, &ns, &name, replicas as i32, now, &mut rand::rng())
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            let after = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
+            return Ok(scale_of(&after));
+        }
+        let mut value = before.clone();
+        edit.apply(&mut value).map_err(err)?;
+        if dry {
+            return Ok(value);
+        }
+        if value != before {
+            objects::update_json(st, &target, value, "patched", now, &mut rand::rng())
+                .map_err(|e| err(e.to_string()))?;
+        }
+        objects::get_json(st, &target).map_err(|e| err(e.to_string()))
+    })
+    .await
+    .map_err(|e| controller_error(r, &name, e))?;
+    Ok((200, if scale { out } else { with_type(r, out) }))
+}
+
+/// What a PATCH or PUT does to the object.
+pub enum Edit {
+    Patch(PatchType, String),
+    /// Server-side apply (approximated: the configuration merged in).
+    Apply(Value),
+    Replace(Value),
+}
+
+impl Edit {
+    pub fn from_request(
+        method: &hyper::Method,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Edit, ApiError> {
+        if method == hyper::Method::PUT {
+            return parse_body(content_type, body).map(Edit::Replace);
+        }
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::bad_request("the patch is not UTF-8 text"))?;
+        Ok(match patch_type(content_type)? {
+            Some(t) => Edit::Patch(t, text),
+            None => Edit::Apply(parse_body("application/yaml", body)?),
+        })
+    }
+
+    fn apply(&self, v: &mut Value) -> Result<(), String> {
+        match self {
+            Edit::Patch(t, p) => patch::apply(v, p, *t),
+            Edit::Apply(cfg) => patch::apply(v, &cfg.to_string(), PatchType::Merge),
+            Edit::Replace(new) => {
+                let mut new = new.clone();
+                // kubectl sends what it read; the server keeps identity and status.
+                new["metadata"]["uid"] = v["metadata"]["uid"].clone();
+                new["metadata"]["creationTimestamp"] = v["metadata"]["creationTimestamp"].clone();
+                if new
+                    .get("status")
+                    .is_none_or(|s| s.as_object().is_some_and(|o| o.is_empty()))
+                {
+                    new["status"] = v["status"].clone();
+                }
+                *v = new;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// DELETE: the object goes (a Deployment with its pods, a pod after its
+/// containers stop); the answer is kube-apiserver's success Status.
+pub async fn delete(
+    lab: &str,
+    t: &Target,
+    q: &HashMap<String, String>,
+) -> Result<(u16, Value), ApiError> {
+    let r = t.resource;
+    let kind = writable(t)?;
+    let name = t.name.clone().ok_or_else(|| {
+        ApiError::method_not_allowed(&format!("deletecollection of {}", r.qualified()))
+    })?;
+    let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+    if dry_run(q) {
+        let snapshot_target = objects::Target {
+            kind,
+            namespace: &ns,
+            name: &name,
+        };
+        let st = crate::cluster::ClusterState::load(&crate::paths::lab_dir(lab))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        objects::get_json(&st, &snapshot_target).map_err(|e| object_error(r, &name, e))?;
+    } else {
+        converge::change(lab, |st| {
+            objects::delete(st, kind, &ns, &name, chrono::Utc::now())
+                .map_err(|e| ControllerError::Object(e.to_string()))
+        })
+        .await
+        .map_err(|e| controller_error(r, &name, e))?;
+    }
+    Ok((
+        200,
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": r.group, "kind": r.plural},
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_and_patch_types() {
+        assert_eq!(
+            parse_body("application/json", br#"{"a":1}"#).unwrap()["a"],
+            1
+        );
+        assert_eq!(parse_body("application/yaml", b"a: 1\n").unwrap()["a"], 1);
+        assert_eq!(
+            parse_body("application/vnd.kubernetes.protobuf", b"k8s\0")
+                .unwrap_err()
+                .code,
+            415
+        );
+        assert!(parse_body("application/json", b"{nope").is_err());
+        assert_eq!(
+            patch_type("application/strategic-merge-patch+json").unwrap(),
+            Some(PatchType::Strategic)
+        );
+        assert_eq!(patch_type("application/apply-patch+yaml").unwrap(), None);
+        assert_eq!(patch_type("text/plain").unwrap_err().code, 415);
+    }
+
+    #[test]
+    fn scale_reads_replicas_and_selector() {
+        let dep = json!({"metadata": {"name": "d", "namespace": "default"},
+                         "spec": {"replicas": 2, "selector": {"matchLabels": {"run": "my-nginx"}}},
+                         "status": {"replicas": 2}});
+        let s = scale_of(&dep);
+        assert_eq!(s["spec"]["replicas"], 2);
+        assert_eq!(s["status"]["selector"], "run=my-nginx");
+        assert_eq!(s["apiVersion"], "autoscaling/v1");
+    }
+}
