@@ -98,7 +98,7 @@ fn start_times(tag: u32, runs: usize) -> (Duration, Duration) {
         let root = rootfs::mount_overlay(&layers, &dir).unwrap();
         let cfg = image.runtime_config();
         let spec = bundle::runtime_spec(&ContainerSpec {
-            pod_name: "bench",
+            hostname: "bench",
             container: &container,
             image: &cfg,
             rootfs: &root,

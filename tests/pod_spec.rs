@@ -1,9 +1,9 @@
 //! End to end, as root: pods obey their spec (issue 15). Liveness and
 //! startup probes kill and restart a container as the kubelet does (with
 //! its events in `describe`); fields netlab cannot honour (`hostPID`,
-//! `hostIPC`, and for now `hostNetwork`) and Services with special
-//! `externalIPs` are refused at `up` with the file, line and object, and
-//! nothing is created. `hostPort`s answer on their node's addresses, and
+//! `hostIPC`, a hostNetwork pod's hostPort other than its containerPort)
+//! and Services with special `externalIPs` are refused at `up` with the
+//! file, line and object, and nothing is created. `hostPort`s answer on their node's addresses, and
 //! the scheduler keeps two pods wanting one hostPort on different nodes.
 
 mod common;
@@ -187,13 +187,15 @@ fn host_pid_and_host_ipc_are_refused() {
 }
 
 #[test]
-fn host_network_is_refused_not_ignored() {
-    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hn\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: nginx\n";
+fn host_network_with_another_host_port_is_refused() {
+    // hostNetwork itself is built (tests/host_network.rs); a hostPort that
+    // is not its containerPort cannot be, as the API server says.
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hn\nspec:\n  hostNetwork: true\n  containers:\n  - name: c\n    image: nginx\n    ports: [{containerPort: 80, hostPort: 8080}]\n";
     refused(
         "spec-hostnet",
         yaml,
         "Pod/hn",
-        &["spec.hostNetwork: true is not supported"],
+        &["spec.containers[0].ports[0].hostPort: Invalid value: 8080: must match `containerPort` (80) when `hostNetwork` is true"],
     );
 }
 

@@ -120,14 +120,25 @@ pub fn deployment() -> Deployment {
 /// `dnsPolicy` and `dnsConfig`. `node_resolv` is the node's own file (the
 /// host's), used by `Default`; with the cluster DNS off, `ClusterFirst`
 /// falls back to it as the kubelet does without `--cluster-dns`.
+///
+/// A hostNetwork pod is the kubelet's exception (`getPodDNSType`): there
+/// `ClusterFirst` means the node's file, as `Default` does, and only
+/// `ClusterFirstWithHostNet` asks for the cluster DNS (which a normal pod
+/// gets from either).
 pub fn resolv_conf(pod: &Pod, config: &LabConfig, node_resolv: &str) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
     let ns = crate::cluster::state::namespace(&pod.metadata);
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let host_network = crate::cluster::host_network::spec_is_host_network(&spec);
+    let cluster = match policy {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !host_network,
+        _ => false,
+    };
     let (mut nameservers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
         match policy {
             "None" => Default::default(),
-            "ClusterFirst" | "ClusterFirstWithHostNet" if config.dns.enabled => (
+            _ if cluster && config.dns.enabled => (
                 vec![crate::cluster::services::dns_ip(config.service_cidr).to_string()],
                 vec![
                     format!("{ns}.svc.{CLUSTER_DOMAIN}"),
@@ -306,6 +317,47 @@ mod tests {
         assert_eq!(
             resolv_conf(&pod("default", None, None), &config(false), HOST),
             "search example.org\nnameserver 192.0.2.1\noptions edns0\n"
+        );
+    }
+
+    #[test]
+    fn host_network_pods_ask_for_the_cluster_dns_only_with_host_net() {
+        let host_net = |policy: Option<&str>| {
+            let mut p = pod("web", policy, None);
+            p.spec.as_mut().unwrap().host_network = Some(true);
+            p
+        };
+        let cluster = "search web.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.0.0.10\noptions ndots:5\n";
+        let node = "search example.org\nnameserver 192.0.2.1\noptions edns0\n";
+        let table = [
+            // (hostNetwork pod?, dnsPolicy, the file)
+            (true, None, node),
+            (true, Some("ClusterFirst"), node),
+            (true, Some("Default"), node),
+            (true, Some("ClusterFirstWithHostNet"), cluster),
+            (false, Some("ClusterFirstWithHostNet"), cluster),
+            (false, None, cluster),
+        ];
+        for (hn, policy, want) in table {
+            let p = if hn {
+                host_net(policy)
+            } else {
+                pod("web", policy, None)
+            };
+            assert_eq!(
+                resolv_conf(&p, &config(true), HOST),
+                want,
+                "hostNetwork {hn}, {policy:?}"
+            );
+        }
+        // No cluster DNS: the node's file, whatever the policy.
+        assert_eq!(
+            resolv_conf(
+                &host_net(Some("ClusterFirstWithHostNet")),
+                &config(false),
+                HOST
+            ),
+            node
         );
     }
 

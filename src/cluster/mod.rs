@@ -5,6 +5,7 @@ pub mod dns;
 pub mod envvars;
 pub mod events;
 pub mod external_ips;
+pub mod host_network;
 pub mod ipam;
 pub mod loadbalancer;
 pub mod names;

@@ -189,7 +189,9 @@ impl ClusterState {
     /// and gives it the lowest free address there. No node fits: the pod
     /// is kept Pending and unbound, with a `FailedScheduling` event, and
     /// [`ClusterState::schedule_pending`] tries again later.
-    pub fn place(&mut self, pod: Pod) -> Result<(), StateError> {
+    pub fn place(&mut self, mut pod: Pod) -> Result<(), StateError> {
+        // The API server's defaulting, before the scheduler reads the ports.
+        super::host_network::default_host_ports(&mut pod);
         self.pods.push(pod);
         let i = self.pods.len() - 1;
         self.bind(i, Utc::now()).map(|_| ())
@@ -250,13 +252,20 @@ impl ClusterState {
             .into_iter()
             .find(|n| n.name == node_name)
             .expect("validated node name");
-        let used: HashSet<Ipv4Addr> = self
-            .pods
-            .iter()
-            .filter(|p| pod_node(p) == Some(node_name.as_str()))
-            .filter_map(pod_ip)
-            .collect();
-        let ip = ipam::allocate(&node_name, node.pod_subnet, &used)?;
+        // A hostNetwork pod is addressed as its node: IPAM is not asked (and
+        // its address, outside the pod range, is never in `used`).
+        let ip = if super::host_network::is_host_network(&self.pods[i]) {
+            node.lan.addr()
+        } else {
+            let used: HashSet<Ipv4Addr> = self
+                .pods
+                .iter()
+                .filter(|p| pod_node(p) == Some(node_name.as_str()))
+                .filter(|p| !super::host_network::is_host_network(p))
+                .filter_map(pod_ip)
+                .collect();
+            ipam::allocate(&node_name, node.pod_subnet, &used)?
+        };
         let pod = &mut self.pods[i];
         pod.spec.get_or_insert_with(Default::default).node_name = Some(node_name.clone());
         let status = pod.status.get_or_insert_with(PodStatus::default);
@@ -621,6 +630,67 @@ mod tests {
             pinned.status.as_ref().unwrap().host_ip.as_deref(),
             Some("172.18.0.3")
         );
+    }
+
+    #[test]
+    fn host_network_pods_take_the_node_address_and_keep_their_ports_apart() {
+        // Three replicas listening on :80 on a 2-node lab, a pinned
+        // hostNetwork pod on node-1, and a normal pod.
+        let lab = "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  dns:\n    enabled: false\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pinned\nspec:\n  hostNetwork: true\n  nodeName: node-1\n  containers:\n  - name: c\n    image: nginx\n    ports: [{containerPort: 9000}]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: normal\nspec:\n  nodeName: node-1\n  containers:\n  - name: c\n    image: nginx\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: hn\nspec:\n  selector:\n    matchLabels: {run: hn}\n  replicas: 3\n  template:\n    metadata:\n      labels: {run: hn}\n    spec:\n      hostNetwork: true\n      containers:\n      - name: c\n        image: nginx\n        ports: [{containerPort: 80}]\n";
+        let spec = lab::load_str(Path::new("t.yaml"), lab, &Default::default()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let s = ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap();
+        let status = |p: &Pod| {
+            let st = p.status.as_ref().unwrap();
+            (
+                st.pod_ip.clone(),
+                st.host_ip.clone(),
+                st.pod_ips.as_ref().map(|ips| ips[0].ip.clone()),
+            )
+        };
+        let node1 = Some("172.18.0.2".to_string());
+        let pinned = s.pod("default", "pinned").unwrap();
+        assert_eq!(
+            status(pinned),
+            (node1.clone(), node1.clone(), node1.clone())
+        );
+        // Defaulted as the API server does: the scheduler sees the port.
+        let hp = &pinned.spec.as_ref().unwrap().containers[0]
+            .ports
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(hp.host_port, Some(9000));
+        // IPAM is not asked: the normal pod still gets the node's first address.
+        assert_eq!(
+            pod_ip(s.pod("default", "normal").unwrap())
+                .unwrap()
+                .to_string(),
+            "10.244.1.2"
+        );
+        // Port 80 once per node: two replicas placed, on different nodes,
+        // each with its node's address; the third waits.
+        let hn: Vec<&Pod> = s
+            .pods
+            .iter()
+            .filter(|p| deployment_of(p) == Some("hn"))
+            .collect();
+        assert_eq!(hn.len(), 3);
+        let mut placed: Vec<(Option<&str>, Option<String>)> = hn
+            .iter()
+            .filter(|p| pod_node(p).is_some())
+            .map(|p| (pod_node(p), status(p).0))
+            .collect();
+        placed.sort();
+        assert_eq!(
+            placed,
+            [
+                (Some("node-1"), node1),
+                (Some("node-2"), Some("172.18.0.3".to_string()))
+            ]
+        );
+        let waiting: Vec<&&Pod> = hn.iter().filter(|p| pod_node(p).is_none()).collect();
+        assert_eq!(waiting.len(), 1);
+        assert!(pod_ip(waiting[0]).is_none());
     }
 
     #[test]

@@ -110,7 +110,10 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
                 .flat_map(|p| p.spec.iter().flat_map(|s| s.containers.iter())),
         );
         let images = super::images::ensure(wanted, &store, &registries, &Progress::hidden()).await;
-        let plans: Vec<_> = pending.iter().map(|p| super::up::pod_plan(st, p)).collect();
+        let plans: Vec<_> = pending
+            .iter()
+            .filter_map(|p| super::up::pod_plan(st, p))
+            .collect();
         let t = std::time::Instant::now();
         // What a killed earlier attempt left of these pods goes first.
         let leftovers: Vec<Pod> = pending

@@ -31,7 +31,11 @@ pub fn owned(lab: &str, st: &ClusterState) -> Owned {
     for pod in &st.pods {
         let ns = state::namespace(&pod.metadata);
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        o.netns.insert(paths::pod_netns(lab, ns, name));
+        // A hostNetwork pod has no namespace of its own (its node's is
+        // never a candidate: only pod namespaces are).
+        if !crate::cluster::host_network::is_host_network(pod) {
+            o.netns.insert(paths::pod_netns(lab, ns, name));
+        }
         o.pod_dirs.insert(paths::pod_dir(lab, ns, name));
         for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
             o.containers.insert(paths::container_id(ns, name, &c.name));

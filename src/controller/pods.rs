@@ -8,7 +8,7 @@
 use super::images::Outcomes;
 use super::ControllerError;
 use crate::cluster::volumes::{MountError, PodVolume};
-use crate::cluster::{dns, state, ClusterState};
+use crate::cluster::{dns, host_network, state, ClusterState};
 use crate::net::NetNs;
 use crate::paths;
 use crate::runtime::bundle::{self, BindMount, ContainerSpec};
@@ -462,7 +462,8 @@ pub async fn start_container(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let etc_files = write_etc_files(&dir, pod, &ip, config).map_err(io)?;
-    let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(paths::pod_netns(lab, &ns, &name));
+    let netns = PathBuf::from(crate::net::NETNS_RUN_DIR).join(network_namespace(lab, pod));
+    let hostname = host_network::hostname(pod);
     let spec = pod.spec.clone().unwrap_or_default();
     let service_env = crate::cluster::envvars::for_pod(
         &objects.services,
@@ -483,7 +484,7 @@ pub async fn start_container(
     let id = paths::container_id(&ns, &name, &c.name);
     let image_config = image.runtime_config();
     let mut runtime_spec = bundle::runtime_spec(&ContainerSpec {
-        pod_name: &name,
+        hostname: &hostname,
         container: c,
         image: &image_config,
         rootfs: &root,
@@ -606,6 +607,19 @@ fn node_resolv_conf() -> String {
     std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
 }
 
+/// The network namespace a pod's containers join: its own, or its node's
+/// for a hostNetwork pod (which has none of its own).
+pub fn network_namespace(lab: &str, pod: &Pod) -> String {
+    match state::pod_node(pod).filter(|_| host_network::is_host_network(pod)) {
+        Some(node) => paths::node_netns(lab, node),
+        None => paths::pod_netns(
+            lab,
+            state::namespace(&pod.metadata),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+        ),
+    }
+}
+
 /// The files a kubelet manages for every pod, bind-mounted into each container.
 fn write_etc_files(
     dir: &Path,
@@ -615,20 +629,27 @@ fn write_etc_files(
 ) -> std::io::Result<Vec<(PathBuf, &'static str)>> {
     let spec = pod.spec.clone().unwrap_or_default();
     let namespace = state::namespace(&pod.metadata);
-    let hostname = spec
-        .hostname
-        .clone()
-        .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
-    // With a subdomain, the kubelet adds the pod's FQDN first.
-    let names = match &spec.subdomain {
-        Some(sub) => format!(
-            "{hostname}.{sub}.{namespace}.svc.{}\t{hostname}",
-            dns::CLUSTER_DOMAIN
+    let hostname = host_network::hostname(pod);
+    // With a subdomain, the kubelet adds the pod's FQDN first. A
+    // hostNetwork pod gets the node's hosts file instead (the kubelet
+    // copies the node's): here the node's address and name, since a
+    // netlab node's /etc is the host machine's.
+    let (header, names) = match &spec.subdomain {
+        _ if host_network::is_host_network(pod) => (
+            "# Kubernetes-managed hosts file (host network).",
+            hostname.clone(),
         ),
-        None => hostname.clone(),
+        Some(sub) => (
+            "# Kubernetes-managed hosts file.",
+            format!(
+                "{hostname}.{sub}.{namespace}.svc.{}\t{hostname}",
+                dns::CLUSTER_DOMAIN
+            ),
+        ),
+        None => ("# Kubernetes-managed hosts file.", hostname.clone()),
     };
     let hosts = format!(
-        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{names}\n"
+        "{header}\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\t{names}\n"
     );
     let resolv = dns::resolv_conf(pod, config, &node_resolv_conf());
     let files = [
@@ -883,17 +904,21 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
             errors.push(e.to_string());
         }
     }
-    let node_netns = state::pod_node(pod).map(|n| paths::node_netns(lab, n));
-    let link = node_netns
-        .as_deref()
-        .zip(state::pod_ip(pod))
-        .map(|(node_netns, addr)| crate::net::PodLink {
-            node_netns,
-            bridge: super::up::POD_BRIDGE,
-            addr,
-        });
-    if let Err(e) = crate::net::remove_pod(&paths::pod_netns(lab, &ns, &name), link).await {
-        errors.push(e.to_string());
+    // A hostNetwork pod's namespace is its node's, and its address the
+    // node's: neither is the pod's to remove.
+    if !host_network::is_host_network(pod) {
+        let node_netns = state::pod_node(pod).map(|n| paths::node_netns(lab, n));
+        let link = node_netns
+            .as_deref()
+            .zip(state::pod_ip(pod))
+            .map(|(node_netns, addr)| crate::net::PodLink {
+                node_netns,
+                bridge: super::up::POD_BRIDGE,
+                addr,
+            });
+        if let Err(e) = crate::net::remove_pod(&paths::pod_netns(lab, &ns, &name), link).await {
+            errors.push(e.to_string());
+        }
     }
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {

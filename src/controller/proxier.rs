@@ -40,11 +40,15 @@ pub fn node_model(st: &ClusterState, node: &str) -> (model::Node, Vec<model::Ser
 
 /// The hostPorts of the pods bound to `node` that have an address and
 /// are not going away (a terminating pod's ports close with its endpoints).
+/// Not a hostNetwork pod's: its process listens on the node's port itself,
+/// and a DNAT of the node's address to itself would only get in the way
+/// (the scheduler still keeps its ports apart from other pods').
 fn host_ports(st: &ClusterState, node: &str) -> Vec<model::HostPort> {
     let mut out = Vec::new();
     for p in &st.pods {
         let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
         if state::pod_node(p) != Some(node)
+            || crate::cluster::host_network::is_host_network(p)
             || p.metadata.deletion_timestamp.is_some()
             || matches!(phase, Some("Succeeded") | Some("Failed"))
         {
@@ -212,5 +216,36 @@ pub async fn sync_all(lab: &str, st: &ClusterState) -> Result<(), ControllerErro
         Err(ControllerError::Runtime {
             message: format!("syncing service rules: {}", errors.join("; ")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn host_network_pods_get_no_host_port_dnat() {
+        // Both pods publish port 8080 on node-1: the normal pod through
+        // the portmap DNAT, the hostNetwork pod by listening on it (the
+        // lab file pins both, as nodeName binds without the filter).
+        let lab = "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  dns:\n    enabled: false\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: hn\nspec:\n  hostNetwork: true\n  nodeName: node-1\n  containers:\n  - name: c\n    image: nginx\n    ports: [{containerPort: 8080}]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: portmap\nspec:\n  nodeName: node-1\n  containers:\n  - name: c\n    image: nginx\n    ports: [{containerPort: 80, hostPort: 8081}]\n";
+        let spec =
+            crate::lab::load_str(std::path::Path::new("t.yaml"), lab, &Default::default()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let st = ClusterState::plan(
+            &spec,
+            &crate::cluster::HostInfo::default(),
+            chrono::Utc::now(),
+            &mut rng,
+        )
+        .unwrap();
+        let (node, _) = node_model(&st, "node-1");
+        let pods: Vec<(&str, u16)> = node
+            .host_ports
+            .iter()
+            .map(|h| (h.pod.as_str(), h.host_port))
+            .collect();
+        assert_eq!(pods, [("default/portmap", 8081)]);
     }
 }

@@ -311,7 +311,7 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
             .pods
             .iter()
             .filter(|p| state::pod_node(p).is_some())
-            .map(|p| pod_plan(state, p))
+            .filter_map(|p| pod_plan(state, p))
             .collect(),
     }
 }
@@ -351,7 +351,12 @@ pub fn public_plan(state: &ClusterState) -> net::public::PublicPlan {
 /// Each node's bridge for its pods, as the CNI bridge plugin names it.
 pub const POD_BRIDGE: &str = "cni0";
 
-pub fn pod_plan(state: &ClusterState, p: &k8s_openapi::api::core::v1::Pod) -> PodPlan {
+/// The network of its own that a placed pod needs: none for a hostNetwork
+/// pod, which joins its node's namespace (no veth, no address of its own).
+pub fn pod_plan(state: &ClusterState, p: &k8s_openapi::api::core::v1::Pod) -> Option<PodPlan> {
+    if crate::cluster::host_network::is_host_network(p) {
+        return None;
+    }
     let lab = &state.config.name;
     let ns = state::namespace(&p.metadata);
     let name = p.metadata.name.as_deref().unwrap_or_default();
@@ -361,14 +366,14 @@ pub fn pod_plan(state: &ClusterState, p: &k8s_openapi::api::core::v1::Pod) -> Po
         .find(|n| n.name == node_name)
         .expect("pods are placed on lab nodes");
     let ip = state::pod_ip(p).expect("pods are addressed when placed");
-    PodPlan {
+    Some(PodPlan {
         netns: paths::pod_netns(lab, ns, name),
         node_netns: paths::node_netns(lab, node_name),
         host_veth: net::ifname("veth", &format!("{ns}/{name}")),
         bridge: POD_BRIDGE.into(),
         addr: ipnet::Ipv4Net::new(ip, node.pod_subnet.prefix_len()).expect("valid prefix"),
         gateway: node.gateway.addr(),
-    }
+    })
 }
 
 fn host_info(container_runtime: String) -> HostInfo {

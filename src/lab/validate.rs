@@ -237,9 +237,10 @@ fn pod_spec_errors(
 /// `hostPID` and `hostIPC` share the node's process and IPC namespaces. A
 /// netlab node is a network namespace only: its processes and IPC are the
 /// host's, so sharing them would let a pod see and signal every process of
-/// the machine (other labs', the user's). Refused rather than ignored;
-/// `hostNetwork` likewise until netlab builds it. `hostPort`s are checked
-/// as the API server does (range, hostIP an address).
+/// the machine (other labs', the user's). Refused rather than ignored.
+/// `hostNetwork` is the node's network namespace, which netlab has: its
+/// ports are checked as the API server does (see `cluster::host_network`),
+/// and so are `hostPort`s (range, hostIP an address).
 fn host_namespace_errors(spec: &PodSpec, path: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (field, on) in [("hostPID", spec.host_pid), ("hostIPC", spec.host_ipc)] {
@@ -249,13 +250,7 @@ fn host_namespace_errors(spec: &PodSpec, path: &str) -> Vec<String> {
             ));
         }
     }
-    // Not built yet (see README, "Pods"): refused so that a manifest that
-    // relies on them never runs with a different network than it asked for.
-    if spec.host_network == Some(true) {
-        out.push(format!(
-            "{path}.hostNetwork: true is not supported by netlab yet: the pod would get its own network namespace and pod IP instead of its node's; remove hostNetwork (reach the pod through a NodePort Service instead)"
-        ));
-    }
+    out.extend(crate::cluster::host_network::validate(spec, path));
     for (i, c) in spec.containers.iter().enumerate() {
         for (j, p) in c.ports.iter().flatten().enumerate() {
             let ppath = format!("{path}.containers[{i}].ports[{j}]");
@@ -430,9 +425,15 @@ mod tests {
             "hostNetwork: true\ncontainers:\n- name: c\n  ports: [{containerPort: 80}, {containerPort: 81, hostPort: 8081}]\n",
         )
         .unwrap();
+        // hostNetwork is built: only a hostPort other than its
+        // containerPort is refused.
         let got = host_namespace_errors(&spec, "spec.template.spec");
         assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].starts_with("spec.template.spec.hostNetwork: true is not supported"));
+        assert!(
+            got[0].starts_with("spec.template.spec.containers[0].ports[1].hostPort: Invalid value: 8081: must match `containerPort`"),
+            "{}",
+            got[0]
+        );
         let spec: PodSpec = serde_yaml_ng::from_str(
             "containers:\n- name: c\n  ports: [{containerPort: 81, hostPort: 70000}, {containerPort: 82, hostPort: 82, hostIP: nope}]\n",
         )

@@ -14,12 +14,15 @@ use std::path::{Path, PathBuf};
 /// Everything the spec needs to know about one container of a pod.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec<'a> {
-    pub pod_name: &'a str,
+    /// The pod's hostname (UTS name and `$HOSTNAME`): the node's for a
+    /// hostNetwork pod.
+    pub hostname: &'a str,
     pub container: &'a Container,
     pub image: &'a ImageConfig,
     /// The mounted rootfs (overlay) of this container.
     pub rootfs: &'a Path,
-    /// The pod's network namespace (`/run/netns/netlab-…`), shared by all its containers.
+    /// The pod's network namespace (`/run/netns/netlab-…`), shared by all
+    /// its containers; its node's for a hostNetwork pod.
     pub netns: &'a Path,
     /// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf` written for the pod.
     pub etc_files: &'a [(PathBuf, &'static str)],
@@ -317,7 +320,7 @@ pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
         container: c.container.name.clone(),
         message,
     };
-    let env = process_env(c.container, c.image, c.pod_name, c.service_env);
+    let env = process_env(c.container, c.image, c.hostname, c.service_env);
     let args = process_args(c.container, c.image, &env);
     if args.is_empty() {
         return Err(bad(
@@ -360,7 +363,7 @@ pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
         .map_err(|e| bad(e.to_string()))?;
 
     let mut spec = Spec::default();
-    spec.set_hostname(Some(c.pod_name.chars().take(63).collect()));
+    spec.set_hostname(Some(c.hostname.chars().take(63).collect()));
     spec.set_root(Some(
         RootBuilder::default()
             .path(c.rootfs)
@@ -492,7 +495,7 @@ mod tests {
         let c = container(None, None);
         let img = image();
         let spec = runtime_spec(&ContainerSpec {
-            pod_name: "my-nginx-abc-xyz12",
+            hostname: "my-nginx-abc-xyz12",
             container: &c,
             image: &img,
             rootfs: Path::new("/nonexistent/rootfs"),
