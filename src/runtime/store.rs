@@ -668,6 +668,66 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+
+    /// Two pulls in one process (an `up` pulls its images at once) may
+    /// unpack a layer they share at the same moment: each in a directory
+    /// of its own, so the layer that gets the name is whole.
+    #[test]
+    fn concurrent_unpacks_of_one_layer_leave_it_whole() {
+        let work = tempfile::tempdir().unwrap();
+        let rootfs = work.path().join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        for i in 0..400 {
+            std::fs::write(rootfs.join(format!("f{i}")), vec![b'x'; 4096]).unwrap();
+        }
+        let store = Store::new(&work.path().join("data"));
+        store
+            .import_rootfs(&rootfs, "netlabtest/race:1", Config::default())
+            .unwrap();
+        let image = store.resolve("netlabtest/race:1").unwrap();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| s.spawn(|| store.unpacked_layers(&image)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &results {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let dir = &results[0].as_ref().unwrap()[0];
+        let files = std::fs::read_dir(dir).unwrap().count();
+        assert_eq!(files, 400, "the named layer is whole");
+        let leftovers: Vec<_> = std::fs::read_dir(&store.layers)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_blob_leave_it_whole() {
+        let work = tempfile::tempdir().unwrap();
+        let store = Store::new(work.path());
+        let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = sha256_digest(&bytes);
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        let _ = std::fs::remove_file(store.blob_path(&digest));
+                        store.put_blob(&digest, &bytes).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), bytes);
+    }
+}
+
+#[cfg(test)]
 mod error_tests {
     #[test]
     fn unpack_errors_say_why() {

@@ -269,6 +269,9 @@ mod tests {
         let err = unpack_layer_within(&three[..], dir.path(), 2).unwrap_err();
         assert!(err.to_string().contains("more than 2 entries"), "{err}");
         let big = tar_of(&[("zeros", &[0u8; 100_000][..])]);
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
         let mut capped = Capped::new(&big[..], 10_000);
         let flag = capped.exceeded();
         assert!(unpack_layer(&mut capped, &dir.path().join("x")).is_err());
