@@ -193,7 +193,8 @@ fn disk(tag: u32, pods: usize) -> (u64, u64, u64) {
         "300",
         file.to_str().unwrap(),
     ]));
-    let pods_dir = netlab::paths::lab_dir(&lab).join("pods");
+    // Writable layers live on the lab's disk (runtime::disk).
+    let pods_dir = netlab::paths::writable_dir(&lab);
     let uppers: Vec<PathBuf> = std::fs::read_dir(&pods_dir)
         .unwrap()
         .flatten()

@@ -139,9 +139,7 @@ pub async fn sweep(
                 errors.push(e.to_string());
             }
         }
-        let writable = dir
-            .file_name()
-            .map(|n| paths::writable_dir(lab).join(n));
+        let writable = dir.file_name().map(|n| paths::writable_dir(lab).join(n));
         for d in std::iter::once(dir.clone()).chain(writable) {
             match std::fs::remove_dir_all(&d) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -586,9 +586,15 @@ spec:
         assert_eq!(lab("1G").unwrap().config.disk_size, Some(1_000_000_000));
         assert_eq!(lab("33554432").unwrap().config.disk_size, Some(32 << 20));
         let err = lab("1Mi").unwrap_err().to_string();
-        assert!(err.contains(":4: Lab: spec.diskSize: 1Mi is too small"), "{err}");
+        assert!(
+            err.contains(":1: Lab: spec.diskSize: 1Mi is too small"),
+            "{err}"
+        );
         let err = lab("lots").unwrap_err().to_string();
-        assert!(err.contains("spec.diskSize: \"lots\" is not a quantity"), "{err}");
+        assert!(
+            err.contains("spec.diskSize: \"lots\" is not a quantity"),
+            "{err}"
+        );
         let err = load(
             "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  serviceCIDR: 10.244.0.0/16\n",
         )

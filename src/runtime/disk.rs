@@ -290,7 +290,10 @@ mod tests {
     #[test]
     fn image_and_mount_point_are_in_the_labs_directory() {
         let d = Path::new("/var/lib/netlab/labs/web");
-        assert_eq!(image_path(d), Path::new("/var/lib/netlab/labs/web/disk.img"));
+        assert_eq!(
+            image_path(d),
+            Path::new("/var/lib/netlab/labs/web/disk.img")
+        );
         assert!(mount_point(d).starts_with(d));
     }
 }
