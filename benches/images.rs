@@ -95,7 +95,7 @@ fn start_times(tag: u32, runs: usize) -> (Duration, Duration) {
         let t = Instant::now();
         let image = store.resolve(IMAGE).unwrap();
         let layers = store.unpacked_layers(&image).unwrap();
-        let root = rootfs::mount_overlay(&layers, &dir).unwrap();
+        let root = rootfs::mount_overlay(&layers, &dir, &dir).unwrap();
         let cfg = image.runtime_config();
         let spec = bundle::runtime_spec(&ContainerSpec {
             pod_name: "bench",

@@ -119,7 +119,7 @@ pub fn remove(dir: &Path) -> Vec<String> {
         }
     }
     if dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if let Err(e) = std::fs::remove_dir_all(dir) {
             errors.push(format!("removing {}: {e}", dir.display()));
         }
     }
