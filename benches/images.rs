@@ -95,7 +95,7 @@ fn start_times(tag: u32, runs: usize) -> (Duration, Duration) {
         let t = Instant::now();
         let image = store.resolve(IMAGE).unwrap();
         let layers = store.unpacked_layers(&image).unwrap();
-        let root = rootfs::mount_overlay(&layers, &dir).unwrap();
+        let root = rootfs::mount_overlay(&layers, &dir, &dir).unwrap();
         let cfg = image.runtime_config();
         let spec = bundle::runtime_spec(&ContainerSpec {
             hostname: "bench",
@@ -193,7 +193,8 @@ fn disk(tag: u32, pods: usize) -> (u64, u64, u64) {
         "300",
         file.to_str().unwrap(),
     ]));
-    let pods_dir = netlab::paths::lab_dir(&lab).join("pods");
+    // Writable layers live on the lab's disk (runtime::disk).
+    let pods_dir = netlab::paths::writable_dir(&lab);
     let uppers: Vec<PathBuf> = std::fs::read_dir(&pods_dir)
         .unwrap()
         .flatten()

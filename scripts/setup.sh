@@ -22,12 +22,14 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #    Services; curl is what `netlab exec node/… -- curl` runs on nodes;
 #    util-linux has setpriv for the not-root test; docker-registry is the
 #    local registry the demo images are pulled from; dnsutils (dig) and
-#    dnsmasq-base are for the DNS tests and the DNS benchmark.
+#    dnsmasq-base are for the DNS tests and the DNS benchmark; e2fsprogs
+#    (mkfs.ext4) makes each lab's disk for its containers' writable layers.
 packages=(runc nftables iproute2 curl ca-certificates util-linux procps docker-registry dnsutils dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -4,6 +4,8 @@
 //!
 //! - runtime state: `/run/netlab/<lab>/` (state.json, runc root, pod dirs)
 //! - images: `/var/lib/netlab/` (OCI layout + unpacked layers)
+//! - containers' writable layers: `/var/lib/netlab/labs/<lab>/` (the lab's
+//!   disk image, mounted at `writable/`; `runtime::disk`)
 //! - network namespaces: `/run/netns/netlab-<lab>.dc`,
 //!   `netlab-<lab>.node.<node>`, `netlab-<lab>.pod.<namespace>.<pod>`
 //!   (lab names have no dots, so `netlab-<lab>.` is an exact prefix)
@@ -43,6 +45,28 @@ pub fn create_lab_dir(lab: &str) -> std::io::Result<PathBuf> {
         Err(e) => return Err(e),
     }
     Ok(dir)
+}
+
+/// `/var/lib/netlab/labs/<lab>`: the lab's disk (image and mount point)
+/// for its containers' writable layers, on disk rather than in `/run`.
+pub fn disk_dir(lab: &str) -> PathBuf {
+    data_dir().join("labs").join(lab)
+}
+
+/// Where the lab's disk is mounted.
+pub fn writable_dir(lab: &str) -> PathBuf {
+    crate::runtime::disk::mount_point(&disk_dir(lab))
+}
+
+/// A pod's writable layers: `<writable>/<namespace>_<pod>`, named as its pod
+/// directory is.
+pub fn pod_writable_dir(lab: &str, namespace: &str, pod: &str) -> PathBuf {
+    writable_dir(lab).join(bounded(format!("{namespace}_{pod}")))
+}
+
+/// A container's overlay upperdir and workdir go here.
+pub fn container_writable_dir(lab: &str, namespace: &str, pod: &str, container: &str) -> PathBuf {
+    pod_writable_dir(lab, namespace, pod).join(container)
 }
 
 pub fn runc_root(lab: &str) -> PathBuf {

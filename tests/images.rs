@@ -523,6 +523,74 @@ fn import_docker_save_archive_and_oci_layout() {
     );
 }
 
+#[test]
+fn layer_bombs_are_refused_and_leave_the_store_as_before() {
+    require_root();
+    let work = store_dir();
+    let store = work.path().join("store");
+    // 10 MB: the bomb below unpacks to 100 MB.
+    let env = [
+        ("NETLAB_DATA_DIR", store.to_str().unwrap()),
+        ("NETLAB_MAX_LAYER_SIZE", "10000000"),
+    ];
+    // A small image first: what the store holds before the bomb.
+    let good = work.path().join("good");
+    oci_layout(&good, &[tar(&[E::File("hello", b"small")])], None);
+    ok(
+        &netlab_env(
+            &[
+                "images",
+                "import",
+                good.to_str().unwrap(),
+                "--tag",
+                "netlabtest/small:1",
+            ],
+            &env,
+        ),
+        "import of a small image under the cap",
+    );
+    let before = files_under(&store);
+    // 100 MB of zeros, gzip-compressed to about 100 KB.
+    let zeros = vec![0u8; 100_000_000];
+    let bomb = work.path().join("bomb");
+    let (_, layers) = oci_layout(&bomb, &[tar(&[E::File("zeros", &zeros)])], None);
+    drop(zeros);
+    let blob = std::fs::metadata(
+        bomb.join("blobs/sha256")
+            .join(layers[0].trim_start_matches("sha256:")),
+    )
+    .unwrap()
+    .len();
+    assert!(
+        blob < 1_000_000,
+        "the bomb is small compressed: {blob} bytes"
+    );
+    let started = std::time::Instant::now();
+    let out = netlab_env(
+        &[
+            "images",
+            "import",
+            bomb.to_str().unwrap(),
+            "--tag",
+            "netlabtest/bomb:1",
+        ],
+        &env,
+    );
+    let err = failed(&out, "import of a layer bomb");
+    assert!(
+        err.contains("netlabtest/bomb:1")
+            && err.contains(&layers[0])
+            && err.contains("decompression bomb"),
+        "the error names the image and the layer: {err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        files_under(&store),
+        before,
+        "no blob, no layer directory, no temporary file left"
+    );
+}
+
 // ------------------------------------------------------------ mirrors
 
 #[test]

@@ -47,17 +47,49 @@ fn failing_liveness_probe_restarts_the_container_with_events() {
         "live",
         "    livenessProbe:\n      httpGet: {path: /healthz, port: http}\n      periodSeconds: 1\n      failureThreshold: 2\n",
     );
-    let lab = Lab::up("spec-liveness", &yaml);
+    // A container that ignores its stop signal (sleep as PID 1 has no
+    // handler for SIGTERM): killed by SIGKILL after the grace period, so
+    // its exit code is 137, as the runtime reports it.
+    let stubborn = r#"---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: stubborn
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sleeper
+    image: radial/busyboxplus:curl
+    command: [sleep, "3600"]
+    livenessProbe:
+      exec: {command: [cat, /healthy]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#;
+    let lab = Lab::up("spec-liveness", &format!("{yaml}{stubborn}"));
     // The first restart is at once, the second after the 10 s back-off.
     wait_for("two restarts", Duration::from_secs(60), || {
         restarts(&lab, "live") >= 2
     });
     let pod = pod_json(&lab, "live");
     let cs = &pod["status"]["containerStatuses"][0];
-    assert!(
-        cs["lastState"]["terminated"].is_object(),
-        "lastState.terminated: {cs}"
+    let terminated = &cs["lastState"]["terminated"];
+    assert!(terminated.is_object(), "lastState.terminated: {cs}");
+    // nginx ends on its stop signal (SIGQUIT): its own code where the kernel
+    // tells it, else 131; never "unknown" (-1).
+    let code = terminated["exitCode"].as_i64().unwrap();
+    assert!(code == 0 || code == 131, "nginx's exit code: {cs}");
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    assert_eq!(terminated["reason"], reason, "{cs}");
+    wait_for(
+        "a restart of the stubborn pod",
+        Duration::from_secs(30),
+        || restarts(&lab, "stubborn") >= 1,
     );
+    let pod = pod_json(&lab, "stubborn");
+    let cs = &pod["status"]["containerStatuses"][0];
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 137, "{cs}");
+    assert_eq!(cs["lastState"]["terminated"]["reason"], "Error", "{cs}");
     let describe = lab.ok(&["describe", "pod", "live"]);
     assert!(describe.contains("Unhealthy"), "{describe}");
     assert!(

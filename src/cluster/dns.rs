@@ -236,6 +236,7 @@ mod tests {
 
     fn config(enabled: bool) -> LabConfig {
         LabConfig {
+            disk_size: None,
             name: "t".into(),
             nodes: vec!["node-1".into()],
             pod_cidr: "10.244.0.0/16".parse().unwrap(),

@@ -83,6 +83,7 @@ mod tests {
 
     fn config(nodes: usize) -> LabConfig {
         LabConfig {
+            disk_size: None,
             registry_mirrors: Default::default(),
             name: "t".into(),
             nodes: (1..=nodes).map(|i| format!("node-{i}")).collect(),

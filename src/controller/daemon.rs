@@ -232,6 +232,8 @@ pub struct Probes {
     /// Events to record at the next step (which holds the lab's lock):
     /// (namespace, pod, type, reason, message).
     events: Vec<(String, String, &'static str, &'static str, String)>,
+    /// The containers it killed, for their exit codes.
+    kills: probes::Kills,
 }
 
 impl Probes {
@@ -336,8 +338,10 @@ impl Probes {
                             .and_then(|i| i.runtime_config().stop_signal().clone())
                             .unwrap_or_else(|| "SIGTERM".into());
                         let (lab, id) = (lab.to_string(), id.clone());
+                        let kills = self.kills.clone();
                         tokio::spawn(async move {
-                            probes::kill(&lab, &id, &signal, Duration::from_secs(grace)).await
+                            probes::kill(&lab, &id, &signal, Duration::from_secs(grace), kills)
+                                .await
                         });
                     }
                 }
@@ -470,7 +474,10 @@ pub async fn step(
                 if was_running {
                     // Just died: record it, the pod is no longer ready.
                     let started = pods::running_since(cs).flatten();
-                    cs.last_state = Some(pods::exited(started.clone()));
+                    cs.last_state = Some(match probes.kills.exit_code(&id).await {
+                        Some(code) => pods::exited_with(started.clone(), code),
+                        None => pods::exited(started.clone()),
+                    });
                     cs.ready = false;
                     changed = true;
                     if policy == "Never" {
@@ -993,10 +1000,11 @@ async fn restart_container(
         .await
         .map_err(|e| err(e.to_string()))?;
     rootfs::unmount(&cdir.join("rootfs")).map_err(|e| err(e.to_string()))?;
+    let writable = paths::container_writable_dir(lab, ns, pod, container);
     for d in ["upper", "work"] {
-        let _ = std::fs::remove_dir_all(cdir.join(d));
+        let _ = std::fs::remove_dir_all(writable.join(d));
     }
-    rootfs::mount_overlay(layers, &cdir).map_err(|e| err(e.to_string()))?;
+    rootfs::mount_overlay(layers, &writable, &cdir).map_err(|e| err(e.to_string()))?;
     let log = paths::container_log(lab, ns, pod, container);
     runc.run_detached(&id, &cdir, &log)
         .await

@@ -1,8 +1,9 @@
 //! `netlab down`: remove everything of a lab, found by its name rather than
 //! by its state file (which a crash may have lost or never written):
 //! containers in the lab's runc root, processes left in its cgroups, mounts
-//! under its run directory, namespaces with its prefix, its cgroups, its
-//! files. Idempotent; keeps going past failures and reports them all.
+//! under its run directory, its disk for writable layers (under
+//! `/var/lib/netlab/labs/<lab>`), namespaces with its prefix, its cgroups,
+//! its files. Idempotent; keeps going past failures and reports them all.
 
 use crate::net;
 use crate::paths;
@@ -31,7 +32,10 @@ pub async fn down(lab: &str) -> DownReport {
     let prefix = paths::netns_prefix(lab);
     let namespaces = net::NetNs::list(&prefix);
     let cgroups = cgroup_dirs(lab);
-    report.found = dir.exists() || !namespaces.is_empty() || !cgroups.is_empty();
+    report.found = dir.exists()
+        || paths::disk_dir(lab).exists()
+        || !namespaces.is_empty()
+        || !cgroups.is_empty();
     report.namespaces = namespaces.len();
 
     // 0. The controller first, so that it does not restart what we stop.
@@ -96,6 +100,12 @@ pub async fn down(lab: &str) -> DownReport {
             report.errors.push(e.to_string());
         }
     }
+
+    // 3b. The lab's disk for writable layers (its loop device goes with
+    //     the mount), its image and directory.
+    report
+        .errors
+        .extend(crate::runtime::disk::remove(&paths::disk_dir(lab)));
 
     phase("unmounted");
     // 4. Host access (its veth would go with the dc namespace too), then

@@ -80,19 +80,27 @@ impl ControllerError {
 
 /// Whether anything of a lab exists on the host (its directory or namespaces).
 pub fn lab_exists(lab: &str) -> bool {
-    paths::lab_dir(lab).exists() || !NetNs::list(&paths::netns_prefix(lab)).is_empty()
+    paths::lab_dir(lab).exists()
+        || paths::disk_dir(lab).exists()
+        || !NetNs::list(&paths::netns_prefix(lab)).is_empty()
 }
 
 /// Every lab with anything on this host, sorted.
 pub fn labs() -> Vec<String> {
-    let mut labs: Vec<String> = std::fs::read_dir(paths::run_dir())
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().is_dir())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+    let dirs = |d: std::path::PathBuf| -> Vec<String> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A lab's disk can outlive its run directory (a crash, a reboot: /run
+    // is a tmpfs).
+    let mut labs = dirs(paths::run_dir());
+    labs.extend(dirs(paths::data_dir().join("labs")));
     for ns in NetNs::list("netlab-") {
         if let Some(lab) = paths::lab_of_netns(&ns) {
             labs.push(lab.to_string());

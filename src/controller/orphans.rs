@@ -99,10 +99,24 @@ pub async fn sweep(
     runc: &Runc,
     containers: impl IntoIterator<Item = String>,
 ) -> (Unowned, Vec<String>) {
+    // A pod's directory and its writable layers (on the lab's disk) share
+    // a name: either one found makes the pod's directory a candidate.
     let pods_dir = paths::lab_dir(lab).join("pods");
-    let dirs: Vec<PathBuf> = std::fs::read_dir(&pods_dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let names = |d: PathBuf| -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(d)
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    };
+    let mut found_names = names(pods_dir.clone());
+    found_names.extend(names(paths::writable_dir(lab)));
+    found_names.sort();
+    found_names.dedup();
+    // lost+found is the disk's own.
+    let dirs: Vec<PathBuf> = found_names
+        .into_iter()
+        .filter(|n| n != "lost+found")
+        .map(|n| pods_dir.join(n))
+        .collect();
     let found = unowned(
         lab,
         &owned(lab, st),
@@ -129,8 +143,14 @@ pub async fn sweep(
                 errors.push(e.to_string());
             }
         }
-        if let Err(e) = std::fs::remove_dir_all(dir) {
-            errors.push(format!("removing {}: {e}", dir.display()));
+        let writable = dir.file_name().map(|n| paths::writable_dir(lab).join(n));
+        for d in std::iter::once(dir.clone()).chain(writable) {
+            match std::fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    errors.push(format!("removing {}: {e}", d.display()))
+                }
+                _ => {}
+            }
         }
     }
     for n in &found.netns {

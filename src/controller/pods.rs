@@ -480,7 +480,17 @@ pub async fn start_container(
         .collect();
     let reference = c.image.clone().unwrap_or_default();
     let cdir = dir.join(&c.name);
-    let root = rootfs::mount_overlay(layers, &cdir).map_err(io)?;
+    if !crate::runtime::disk::is_mounted(&paths::disk_dir(lab)) {
+        return Err(ControllerError::Pod {
+            pod: object,
+            message: format!(
+                "the lab's disk for writable layers is not mounted at {} (a lab made by an older netlab?): take the lab down and up again",
+                paths::writable_dir(lab).display()
+            ),
+        });
+    }
+    let writable = paths::container_writable_dir(lab, &ns, &name, &c.name);
+    let root = rootfs::mount_overlay(layers, &writable, &cdir).map_err(io)?;
     let id = paths::container_id(&ns, &name, &c.name);
     let image_config = image.runtime_config();
     let mut runtime_spec = bundle::runtime_spec(&ContainerSpec {
@@ -920,9 +930,11 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
             errors.push(e.to_string());
         }
     }
-    if dir.exists() {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            errors.push(format!("removing {}: {e}", dir.display()));
+    for d in [dir, paths::pod_writable_dir(lab, &ns, &name)] {
+        if d.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                errors.push(format!("removing {}: {e}", d.display()));
+            }
         }
     }
     errors
@@ -1011,6 +1023,24 @@ pub fn exited(
             reason: Some("Error".into()),
             message: Some("the container's process exited".into()),
             exit_code: -1,
+            started_at,
+            finished_at: Some(state::time(Utc::now())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The state of a container whose exit code is known (the prober killed
+/// it): as the kubelet reports it, "Completed" for 0, else "Error".
+pub fn exited_with(
+    started_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    exit_code: i32,
+) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
+            exit_code,
             started_at,
             finished_at: Some(state::time(Utc::now())),
             ..Default::default()

@@ -9,10 +9,12 @@ use crate::paths;
 use crate::runtime::Runc;
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Runs one probe once: Ok on success, else the failure as the kubelet's
@@ -94,12 +96,63 @@ fn dial_error(e: &std::io::Error) -> String {
     }
 }
 
+/// A container the prober is killing or has killed: kept until the
+/// controller records its death, so that `lastState.terminated` carries the
+/// exit code the runtime would report (137 after SIGKILL), not "unknown".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Killed {
+    /// The last signal sent.
+    pub signal: i32,
+    /// The wait status of the dead process, when the kernel tells it
+    /// (`PIDFD_INFO_EXIT`, Linux 6.15+).
+    pub status: Option<i32>,
+    /// The kill is over: the process is gone.
+    pub done: bool,
+}
+
+/// The prober's kills by container id, shared with the kill tasks.
+#[derive(Debug, Clone, Default)]
+pub struct Kills(Arc<Mutex<HashMap<String, Killed>>>);
+
+impl Kills {
+    fn set(&self, id: &str, k: Killed) {
+        self.0.lock().expect("kills").insert(id.to_string(), k);
+    }
+
+    /// The exit code of a dead container, if the prober killed it: waits
+    /// (at most 2 s) for the kill to finish, since the controller may see
+    /// the death before the kill task has read the exit status.
+    pub async fn exit_code(&self, id: &str) -> Option<i32> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let k = *self.0.lock().expect("kills").get(id)?;
+            if k.done || std::time::Instant::now() >= deadline {
+                self.0.lock().expect("kills").remove(id);
+                return Some(exit_code(k.status, k.signal));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The exit code a runtime reports for a wait status (128 + the signal for
+/// a process killed by one, as containerd and shells say it); without the
+/// status, the signal that was sent last is what killed it.
+pub fn exit_code(status: Option<i32>, last_signal: i32) -> i32 {
+    match status {
+        Some(st) if libc::WIFSIGNALED(st) => 128 + libc::WTERMSIG(st),
+        Some(st) => libc::WEXITSTATUS(st),
+        None => 128 + last_signal,
+    }
+}
+
 /// Kills a container the kubelet's way after a failed liveness or startup
 /// probe: the image's stop signal, then SIGKILL when the grace period runs
 /// out. Signals go through a pidfd of the process that failed, so a
 /// container restarted meanwhile (same id) is never hit. Its death is then
-/// noticed, and it is restarted, by the controller's ordinary path.
-pub async fn kill(lab: &str, id: &str, stop_signal: &str, grace: Duration) {
+/// noticed, and it is restarted, by the controller's ordinary path, which
+/// takes its exit code from `kills`.
+pub async fn kill(lab: &str, id: &str, stop_signal: &str, grace: Duration, kills: Kills) {
     let runc = Runc::new(&paths::runc_root(lab));
     let Ok(state) = runc.state(id).await else {
         return;
@@ -116,10 +169,62 @@ pub async fn kill(lab: &str, id: &str, stop_signal: &str, grace: Duration) {
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let signal = nix::sys::signal::Signal::from_str(stop_signal)
         .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+    let mut killed = Killed {
+        signal: signal as i32,
+        status: None,
+        done: false,
+    };
+    kills.set(id, killed);
     send(&pidfd, signal);
     let _ = super::down::wait_gone_within(&[state.pid], grace).await;
     if crate::runtime::runc::process_alive(state.pid) {
+        killed.signal = nix::sys::signal::Signal::SIGKILL as i32;
+        kills.set(id, killed);
         send(&pidfd, nix::sys::signal::Signal::SIGKILL);
+        let _ = super::down::wait_gone_within(&[state.pid], Duration::from_secs(5)).await;
+    }
+    killed.status = exit_status(&pidfd).await;
+    killed.done = true;
+    kills.set(id, killed);
+}
+
+/// The wait status of a process that has died, through a pidfd opened while
+/// it lived (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15+; None on
+/// older kernels). The kernel has it once the process is reaped (by its
+/// parent, not us: a container's is the init or subreaper it was left to).
+async fn exit_status(pidfd: &OwnedFd) -> Option<i32> {
+    // linux/pidfd.h: struct pidfd_info up to exit_code (PIDFD_INFO_SIZE_VER0).
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        ids: [u32; 11],
+        exit_code: i32,
+    }
+    const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B; // _IOWR(0xFF, 11, 64 bytes)
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let mut info = PidfdInfo {
+            mask: PIDFD_INFO_EXIT,
+            ..Default::default()
+        };
+        // SAFETY: PIDFD_GET_INFO fills a pidfd_info of the size the request
+        // number encodes (64 bytes, this struct).
+        let rc = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
+        if rc == 0 && info.mask & PIDFD_INFO_EXIT != 0 {
+            return Some(info.exit_code);
+        }
+        let unsupported = rc != 0
+            && matches!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
+            );
+        if unsupported || std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -197,6 +302,45 @@ fn status_code(head: &[u8]) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_codes_of_killed_containers_as_the_runtime_reports_them() {
+        // SIGKILL: 137, whether the kernel told the status or not.
+        assert_eq!(exit_code(Some(libc::SIGKILL), libc::SIGKILL), 137);
+        assert_eq!(exit_code(None, libc::SIGKILL), 137);
+        // Killed by its stop signal: 128 + it (SIGTERM 143, SIGQUIT 131).
+        assert_eq!(exit_code(Some(libc::SIGTERM), libc::SIGTERM), 143);
+        assert_eq!(exit_code(None, libc::SIGQUIT), 131);
+        // It caught the signal and exited by itself: its own code.
+        assert_eq!(exit_code(Some(0), libc::SIGQUIT), 0);
+        assert_eq!(exit_code(Some(3 << 8), libc::SIGTERM), 3);
+    }
+
+    #[tokio::test]
+    async fn exit_code_of_a_kill_waits_for_it_to_finish() {
+        let kills = Kills::default();
+        assert_eq!(kills.exit_code("never-killed").await, None);
+        let killing = Killed {
+            signal: libc::SIGTERM,
+            status: None,
+            done: false,
+        };
+        kills.set("c", killing);
+        let k = kills.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            k.set(
+                "c",
+                Killed {
+                    signal: libc::SIGKILL,
+                    status: Some(libc::SIGKILL),
+                    done: true,
+                },
+            );
+        });
+        assert_eq!(kills.exit_code("c").await, Some(137));
+        assert_eq!(kills.exit_code("c").await, None, "taken once");
+    }
 
     #[test]
     fn http_status_codes() {

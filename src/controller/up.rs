@@ -118,6 +118,8 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         }
     }
 
+    let disk_size = disk_size(&spec)?;
+
     // 2. From here on the host changes: any failure tears the lab down.
     let dir = paths::lab_dir(&lab);
     let result = async {
@@ -126,9 +128,27 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         let _lock = super::converge::LabLock::acquire(&lab)?;
         state.persist(&dir)?;
         let t = Instant::now();
-        net::apply(&plan).await?;
-        net::public::apply(&public).await?;
-        phase("network", &start);
+        // The lab's disk (mkfs and a loop mount, about 50 ms) is made while
+        // the network is built.
+        let disk_dir = paths::disk_dir(&lab);
+        let disk = {
+            let dir = disk_dir.clone();
+            tokio::task::spawn_blocking(move || crate::runtime::disk::create(&dir, disk_size))
+        };
+        let network = async {
+            net::apply(&plan).await?;
+            net::public::apply(&public).await?;
+            Ok::<_, ControllerError>(())
+        };
+        let (network, disk) = tokio::join!(network, disk);
+        disk.map_err(|e| ControllerError::Runtime {
+            message: e.to_string(),
+        })?
+        .map_err(|e| ControllerError::Runtime {
+            message: format!("the lab's disk for writable layers: {e}"),
+        })?;
+        network?;
+        phase("network and disk", &start);
         let network = t.elapsed();
         let t = Instant::now();
         let pids = pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
@@ -175,6 +195,38 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
                 })
             }
         }
+    }
+}
+
+/// The size of the lab's disk for writable layers: `spec.diskSize`, or
+/// 10 GiB; never more than the free space of the filesystem that holds it
+/// (a sparse file promises what the disk may not have).
+fn disk_size(spec: &LabSpec) -> Result<u64, ControllerError> {
+    use crate::lab::config::{DEFAULT_DISK_SIZE, MIN_DISK_SIZE};
+    let dir = paths::disk_dir(&spec.config.name);
+    let free = crate::runtime::disk::free_space(&dir).map_err(|e| ControllerError::Runtime {
+        message: format!("free space under {}: {e}", dir.display()),
+    })?;
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    match spec.config.disk_size {
+        Some(asked) if asked > free => Err(ControllerError::Runtime {
+            message: format!(
+                "{}Lab: spec.diskSize {} is more than the {} free under {}: ask for less, or free some space (nothing was created)",
+                spec.lab_at.as_ref().map(|a| format!("{a}: ")).unwrap_or_default(),
+                gib(asked),
+                gib(free),
+                paths::data_dir().display()
+            ),
+        }),
+        Some(asked) => Ok(asked),
+        None if free < MIN_DISK_SIZE => Err(ControllerError::Runtime {
+            message: format!(
+                "only {} free under {}: a lab needs at least 16 MiB for its containers' writable layers (nothing was created)",
+                gib(free),
+                paths::data_dir().display()
+            ),
+        }),
+        None => Ok(DEFAULT_DISK_SIZE.min(free)),
     }
 }
 

@@ -21,6 +21,8 @@
 //!     cidr: 203.0.113.0/24   # nodes' ExternalIPs (.2, .3, …), the external host (.254)
 //!     loadBalancerPool: 203.0.113.200-203.0.113.250   # LoadBalancer IPs
 //!     hostAccess: false      # join it to the host with one veth
+//!   diskSize: 10Gi           # the cap of the containers' writable layers (a sparse
+//!                            # disk image per lab; at most the free space of /var/lib/netlab)
 //!   registries:              # registry mirrors, as in containerd/k3s registries.yaml
 //!     mirrors:
 //!       docker.io:
@@ -66,6 +68,16 @@ pub struct LabDocSpec {
     pub dns: Option<DnsDocSpec>,
     pub registries: Option<RegistriesSpec>,
     pub public: Option<PublicDocSpec>,
+    /// A Kubernetes quantity (`64Mi`, `10Gi`) or a number of bytes.
+    pub disk_size: Option<QuantityDoc>,
+}
+
+/// A quantity as YAML gives it: `10Gi` is text, `1000000` a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum QuantityDoc {
+    Int(i64),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,6 +142,10 @@ pub struct LabConfig {
     pub dns: DnsConfig,
     #[serde(default)]
     pub public: PublicConfig,
+    /// `spec.diskSize` in bytes, if the lab asked for one (default: the
+    /// smaller of 10 GiB and the free space, decided at `up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<u64>,
 }
 
 /// The lab's public network: what is outside the cluster.
@@ -177,6 +193,12 @@ impl Default for DnsConfig {
 }
 
 pub const DEFAULT_NODES: usize = 2;
+/// The default cap of a lab's writable layers (never more than the free
+/// space of the image store's filesystem at `up`).
+pub const DEFAULT_DISK_SIZE: u64 = 10 << 30;
+/// The smallest disk `spec.diskSize` may ask for: ext4's own metadata takes
+/// a few MiB.
+pub const MIN_DISK_SIZE: u64 = 16 << 20;
 pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
 /// A /24 per node, as the tutorial shows (node-1 → 10.244.1.0/24).
 pub const DEFAULT_POD_CIDR_MASK_SIZE: u8 = 24;

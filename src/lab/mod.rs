@@ -36,6 +36,9 @@ pub struct LabSpec {
     pub config_maps: Vec<Sourced<ConfigMap>>,
     /// Whether the files had a `kind: Lab` document (only `up` takes one).
     pub has_lab_document: bool,
+    /// Where the Lab document is (for errors `up` finds on the host, such
+    /// as a `spec.diskSize` larger than the free space).
+    pub lab_at: Option<Source>,
 }
 
 /// Options from the command line that override the Lab document.
@@ -168,6 +171,7 @@ fn from_documents(
     }
 
     let has_lab_document = lab_doc.is_some();
+    let lab_at = lab_doc.as_ref().map(|(_, at)| at.clone());
     let config = match lab_config(lab_doc, default_name, overrides) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -189,6 +193,7 @@ fn from_documents(
     LabError::collect(errors)?;
     Ok(LabSpec {
         has_lab_document,
+        lab_at,
         config: config.expect("no errors means a config"),
         deployments,
         pods,
@@ -356,8 +361,26 @@ fn lab_config(
         }
         registry_mirrors.insert(registry.clone(), mirror.endpoint.clone());
     }
+    let disk_size = match &spec.disk_size {
+        None => None,
+        Some(q) => {
+            let text = match q {
+                config::QuantityDoc::Int(n) => n.to_string(),
+                config::QuantityDoc::Text(t) => t.clone(),
+            };
+            let bytes = crate::cluster::resources::bytes(&text)
+                .map_err(|m| bad(format!("spec.diskSize: {m}")))?;
+            if (bytes as u64) < config::MIN_DISK_SIZE {
+                return Err(bad(format!(
+                    "spec.diskSize: {text} is too small for the containers' writable layers: use at least 16Mi"
+                )));
+            }
+            Some(bytes as u64)
+        }
+    };
     Ok(LabConfig {
         name,
+        disk_size,
         nodes,
         pod_cidr,
         pod_cidr_mask_size: mask,
@@ -554,6 +577,24 @@ spec:
             load("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  podCIDRMaskSize: 22\n")
                 .unwrap();
         assert_eq!(spec.config.pod_cidr_mask_size, 22);
+        let lab = |size: &str| {
+            load(&format!(
+                "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  diskSize: {size}\n"
+            ))
+        };
+        assert_eq!(lab("64Mi").unwrap().config.disk_size, Some(64 << 20));
+        assert_eq!(lab("1G").unwrap().config.disk_size, Some(1_000_000_000));
+        assert_eq!(lab("33554432").unwrap().config.disk_size, Some(32 << 20));
+        let err = lab("1Mi").unwrap_err().to_string();
+        assert!(
+            err.contains(":1: Lab: spec.diskSize: 1Mi is too small"),
+            "{err}"
+        );
+        let err = lab("lots").unwrap_err().to_string();
+        assert!(
+            err.contains("spec.diskSize: \"lots\" is not a quantity"),
+            "{err}"
+        );
         let err = load(
             "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  serviceCIDR: 10.244.0.0/16\n",
         )

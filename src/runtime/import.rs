@@ -111,7 +111,9 @@ impl Store {
             let out = File::create(&tmp).map_err(io_err(&tmp))?;
             let mut hash = HashingWriter::new(out);
             io::copy(&mut io::BufReader::new(file), &mut hash).map_err(io_err(src))?;
-            let (_, digest, size) = hash.finish();
+            let (out, digest, size) = hash.finish();
+            // On disk before it gets its name (see `commit_blob`).
+            out.sync_all().map_err(io_err(&tmp))?;
             Ok((digest, size))
         })();
         let (digest, size) = match copied {

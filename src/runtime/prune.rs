@@ -248,12 +248,15 @@ mod tests {
 
     #[test]
     fn lowerdirs_of_overlay_mounts_are_in_use() {
-        let info = "98 30 0:50 / /run/netlab/lab/pods/x/c/rootfs rw,relatime - overlay overlay rw,lowerdir=/var/lib/netlab/layers/sha256-bb:/var/lib/netlab/layers/sha256-aa,upperdir=/run/netlab/lab/pods/x/c/upper,workdir=/run/netlab/lab/pods/x/c/work";
+        let info = "98 30 0:50 / /run/netlab/lab/pods/x/c/rootfs rw,relatime - overlay overlay rw,lowerdir=/var/lib/netlab/layers/sha256-bb:/var/lib/netlab/layers/sha256-aa,upperdir=/var/lib/netlab/labs/lab/writable/x/c/upper,workdir=/var/lib/netlab/labs/lab/writable/x/c/work";
         let l = |s: &str| PathBuf::from(format!("/var/lib/netlab/layers/{s}"));
         assert!(in_use(info, &l("sha256-aa")));
         assert!(in_use(info, &l("sha256-bb")));
         assert!(!in_use(info, &l("sha256-a")));
         assert!(!in_use(info, &l("sha256-cc")));
+        // A lab's disk beside the layers is not a layer in use.
+        let disk = "52 27 7:0 / /var/lib/netlab/labs/lab/writable rw,relatime - ext4 /dev/loop0 rw";
+        assert!(!in_use(disk, &l("sha256-aa")));
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! A container's root filesystem: the image's unpacked layers stacked
 //! read-only with overlayfs, plus a writable upper layer of its own, so that
-//! a hundred pods of one image cost one image on disk.
+//! a hundred pods of one image cost one image on disk. The upper layer lives
+//! on the lab's disk (`runtime::disk`), so its size is capped; the mount
+//! point stays in the bundle under `/run/netlab/<lab>`.
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Mounts `dir/rootfs` as overlay of `layers` (bottom first) with
-/// `dir/upper` and `dir/work`; returns the mount point.
-pub fn mount_overlay(layers: &[PathBuf], dir: &Path) -> io::Result<PathBuf> {
-    let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+/// Mounts `bundle/rootfs` as overlay of `layers` (bottom first) with
+/// `writable/upper` and `writable/work`; returns the mount point.
+pub fn mount_overlay(layers: &[PathBuf], writable: &Path, bundle: &Path) -> io::Result<PathBuf> {
+    let (upper, work, merged) = (
+        writable.join("upper"),
+        writable.join("work"),
+        bundle.join("rootfs"),
+    );
     for d in [&upper, &work, &merged] {
         std::fs::create_dir_all(d)?;
     }

@@ -43,6 +43,9 @@ pub enum StoreError {
     },
     #[error("image store {path}: {message}")]
     Corrupt { path: PathBuf, message: String },
+    /// A layer that unpacks to more than netlab allows (a decompression bomb).
+    #[error("{0}")]
+    LayerTooLarge(String),
     #[error("{what} digest mismatch: expected {expected}, got {actual}: the content was altered on the way or in the registry")]
     Digest {
         what: String,
@@ -234,9 +237,7 @@ impl Store {
     pub fn blob_tempfile(&self) -> Result<PathBuf, StoreError> {
         let dir = self.root.join("blobs/sha256");
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(dir.join(format!(".tmp-{}-{n}", std::process::id())))
+        Ok(dir.join(format!(".tmp-{}-{}", std::process::id(), next_temp())))
     }
 
     /// Moves a downloaded temporary file under its digest, after checking
@@ -254,6 +255,11 @@ impl Store {
                 actual,
             });
         }
+        // On disk before it has its name: a crash never leaves a blob whose
+        // name promises content it does not hold.
+        File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(tmp))?;
         let path = self.blob_path(digest);
         fs::rename(tmp, &path).map_err(io_err(&path))
     }
@@ -336,10 +342,13 @@ impl Store {
             if !dir.exists() {
                 // Unpack beside and rename: a crash never leaves half a layer
                 // under its final name, and concurrent `up`s race harmlessly.
+                // Its own directory per call: two pulls in one process may
+                // unpack the same layer at once, and must not share one.
                 let tmp = self.layers.join(format!(
-                    ".tmp-{}-{}",
+                    ".tmp-{}-{}-{}",
                     std::process::id(),
-                    digest.replace(':', "-")
+                    digest.replace(':', "-"),
+                    next_temp()
                 ));
                 let _ = fs::remove_dir_all(&tmp);
                 fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -354,12 +363,24 @@ impl Store {
                 // The uncompressed stream must hash to the config's diff_id,
                 // as containerd checks it: the blob digest only covers the
                 // compressed bytes.
-                let mut hashed = HashingReader::new(reader);
-                let unpacked = unpack::unpack_layer(&mut hashed, &tmp).and_then(|()| {
-                    io::copy(&mut hashed, &mut io::sink())?;
-                    Ok(())
-                });
+                let limits = unpack::Limits::from_env();
+                let capped = unpack::Capped::new(reader, limits.bytes);
+                let too_large = capped.exceeded();
+                let mut hashed = HashingReader::new(capped);
+                let unpacked = unpack::unpack_layer_within(&mut hashed, &tmp, limits.entries)
+                    .and_then(|()| {
+                        io::copy(&mut hashed, &mut io::sink())?;
+                        Ok(())
+                    });
                 let diff_id = hashed.finish();
+                if too_large.load(std::sync::atomic::Ordering::SeqCst) {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(StoreError::LayerTooLarge(format!(
+                        "image {}: layer {digest} unpacks to more than {} (NETLAB_MAX_LAYER_SIZE), so it was refused as a decompression bomb",
+                        image.reference,
+                        unpack::human(limits.bytes)
+                    )));
+                }
                 let failure = match unpacked {
                     Err(e) => Some(format!("unpacking layer {digest}: {}", error_chain(&e))),
                     Ok(()) if image.diff_ids.get(i).is_some_and(|want| *want != diff_id) => {
@@ -477,10 +498,19 @@ impl Store {
         descriptor(media_type, json.len() as u64, &digest)
     }
 
+    /// Writes a file whole or not at all: a temporary file of this process
+    /// *and call* (two pulls of one process may write the same blob at
+    /// once), synced, then renamed over the name.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_err(path))
+        let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), next_temp()));
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+            .map_err(io_err(&tmp))
+            .and_then(|()| fs::rename(&tmp, path).map_err(io_err(path)));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// An exclusive lock on the store for writers (imports).
@@ -490,6 +520,12 @@ impl Store {
         nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| io_err(&path)(e.into()))
     }
+}
+
+/// A number no other temporary file of this process has.
+pub(super) fn next_temp() -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
 }
 
 pub(super) fn descriptor(
@@ -629,6 +665,66 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+
+    /// Two pulls in one process (an `up` pulls its images at once) may
+    /// unpack a layer they share at the same moment: each in a directory
+    /// of its own, so the layer that gets the name is whole.
+    #[test]
+    fn concurrent_unpacks_of_one_layer_leave_it_whole() {
+        let work = tempfile::tempdir().unwrap();
+        let rootfs = work.path().join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        for i in 0..400 {
+            std::fs::write(rootfs.join(format!("f{i}")), vec![b'x'; 4096]).unwrap();
+        }
+        let store = Store::new(&work.path().join("data"));
+        store
+            .import_rootfs(&rootfs, "netlabtest/race:1", Config::default())
+            .unwrap();
+        let image = store.resolve("netlabtest/race:1").unwrap();
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| s.spawn(|| store.unpacked_layers(&image)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &results {
+            assert!(r.is_ok(), "{r:?}");
+        }
+        let dir = &results[0].as_ref().unwrap()[0];
+        let files = std::fs::read_dir(dir).unwrap().count();
+        assert_eq!(files, 400, "the named layer is whole");
+        let leftovers: Vec<_> = std::fs::read_dir(&store.layers)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_blob_leave_it_whole() {
+        let work = tempfile::tempdir().unwrap();
+        let store = Store::new(work.path());
+        let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = sha256_digest(&bytes);
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        let _ = std::fs::remove_file(store.blob_path(&digest));
+                        store.put_blob(&digest, &bytes).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), bytes);
+    }
 }
 
 #[cfg(test)]

@@ -16,13 +16,100 @@ use std::path::{Component, Path, PathBuf};
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
+/// The default cap of what one layer unpacks to (its uncompressed stream).
+pub const DEFAULT_MAX_LAYER_SIZE: u64 = 8 << 30;
+/// The most entries one layer may have (a large distribution layer has
+/// tens of thousands): past it, a layer of empty files would exhaust inodes.
+pub const MAX_LAYER_ENTRIES: u64 = 1_000_000;
+
+/// What one layer may unpack to: a gzip or zstd bomb (a few KB that expand
+/// to many GB) would otherwise fill `/var/lib/netlab/layers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of the uncompressed stream (`NETLAB_MAX_LAYER_SIZE`, in bytes).
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+impl Limits {
+    pub fn from_env() -> Limits {
+        Limits {
+            bytes: std::env::var("NETLAB_MAX_LAYER_SIZE")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(DEFAULT_MAX_LAYER_SIZE),
+            entries: MAX_LAYER_ENTRIES,
+        }
+    }
+}
+
+/// `8 GiB`, `10.0 MB`: a cap as people read it.
+pub fn human(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// A reader that fails once more than `limit` bytes came through, and says
+/// so in a flag (the error itself reaches the caller wrapped by `tar`).
+pub struct Capped<R> {
+    inner: R,
+    left: u64,
+    exceeded: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Capped<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        Capped {
+            inner,
+            left: limit,
+            exceeded: Default::default(),
+        }
+    }
+    /// Set once the cap was passed.
+    pub fn exceeded(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.exceeded.clone()
+    }
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            self.exceeded
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "the layer unpacks to more than its cap",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 pub fn unpack_layer(reader: impl Read, dst: &Path) -> io::Result<()> {
+    unpack_layer_within(reader, dst, MAX_LAYER_ENTRIES)
+}
+
+/// Unpacks at most `max_entries` entries.
+pub fn unpack_layer_within(reader: impl Read, dst: &Path, max_entries: u64) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_overwrite(true);
     archive.set_unpack_xattrs(false);
-    for entry in archive.entries()? {
+    for (n, entry) in archive.entries()?.enumerate() {
+        if n as u64 >= max_entries {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the layer has more than {max_entries} entries: refused"),
+            ));
+        }
         let mut entry = entry?;
         let raw = entry.path()?.into_owned();
         let rel = safe_relative(&raw)?;
@@ -173,6 +260,27 @@ mod tests {
             std::fs::read(dir.path().join("etc/hostname")).unwrap(),
             b"x"
         );
+    }
+
+    #[test]
+    fn caps_entries_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let three = tar_of(&[("a", b"x"), ("b", b"y"), ("c", b"z")]);
+        let err = unpack_layer_within(&three[..], dir.path(), 2).unwrap_err();
+        assert!(err.to_string().contains("more than 2 entries"), "{err}");
+        let big = tar_of(&[("zeros", &[0u8; 100_000][..])]);
+        for d in ["x", "y"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let mut capped = Capped::new(&big[..], 10_000);
+        let flag = capped.exceeded();
+        assert!(unpack_layer(&mut capped, &dir.path().join("x")).is_err());
+        assert!(flag.load(std::sync::atomic::Ordering::SeqCst));
+        let mut roomy = Capped::new(&big[..], 1 << 20);
+        unpack_layer(&mut roomy, &dir.path().join("y")).unwrap();
+        assert!(!roomy.exceeded().load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(human(8 << 30), "8 GiB");
+        assert_eq!(human(10_000_000), "10000000 bytes");
     }
 
     #[test]

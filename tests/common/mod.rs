@@ -74,6 +74,12 @@ pub struct Traces {
     pub run_dir: bool,
     pub processes: BTreeSet<i32>,
     pub nft_tables: BTreeSet<String>,
+    /// The lab's disk for writable layers: `/var/lib/netlab/labs/<lab>`
+    /// (its image and mount point), if it is still there.
+    pub disk_dir: bool,
+    /// Loop devices backing a file of the lab (`losetup --list`, as
+    /// `losetup -j` but also for an image already deleted).
+    pub loop_devices: BTreeSet<String>,
 }
 
 impl Traces {
@@ -88,10 +94,12 @@ impl Traces {
             })
             .unwrap_or_default();
         let run_dir = format!("/run/netlab/{lab}");
+        // Under any data directory (a test may use its own NETLAB_DATA_DIR).
+        let disk = format!("/labs/{lab}/");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains(&run_dir) || l.contains(&prefix))
+            .filter(|l| l.contains(&run_dir) || l.contains(&prefix) || l.contains(&disk))
             .map(String::from)
             .collect();
         let cgroups = std::fs::read_dir("/sys/fs/cgroup")
@@ -130,6 +138,18 @@ impl Traces {
                     .collect()
             })
             .unwrap_or_default();
+        let loop_devices = Command::new("losetup")
+            .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.contains(&disk))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let data_dir = std::env::var("NETLAB_DATA_DIR").unwrap_or("/var/lib/netlab".into());
         Traces {
             namespaces,
             mounts,
@@ -137,6 +157,8 @@ impl Traces {
             run_dir: Path::new(&run_dir).exists(),
             processes,
             nft_tables,
+            disk_dir: Path::new(&data_dir).join("labs").join(lab).exists(),
+            loop_devices,
         }
     }
 
@@ -147,6 +169,8 @@ impl Traces {
             && !self.run_dir
             && self.processes.is_empty()
             && self.nft_tables.is_empty()
+            && !self.disk_dir
+            && self.loop_devices.is_empty()
     }
 }
 
