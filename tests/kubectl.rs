@@ -234,3 +234,47 @@ fn tutorial_writes_with_kubectl() {
     assert!(lab.pods().is_empty());
     lab.down_clean();
 }
+
+/// `kubectl get -w` sees objects come and go, whoever changes them (here
+/// netlab's own verbs, in another process), with both kubectls.
+#[test]
+fn watch_follows_changes() {
+    let lab = Lab::up("kubectl-watch", &lab_file("nginx.yaml"));
+    let svc = lab.dir.path().join("svc.yaml");
+    std::fs::write(&svc, MY_NGINX_SVC).unwrap();
+    for k in KUBECTLS {
+        lab.kubectl_ok(k, &["get", "svc"]); // the kubeconfig and discovery cache
+        let config = lab.dir.path().join("kubeconfig");
+        let mut child = Command::new(k)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["get", "svc", "-w"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        lab.ok(&["apply", "-f", svc.to_str().unwrap()]);
+        lab.ok(&["delete", "svc", "my-nginx"]);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = stdout(&out);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("my-nginx "))
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "{k}: the watch did not show my-nginx:\n{text}"
+        );
+        assert!(text.starts_with("NAME "), "{k}:\n{text}");
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with("kubernetes "))
+                .count()
+                == 1,
+            "{k}: an unchanged object was sent again:\n{text}"
+        );
+    }
+    lab.down_clean();
+}

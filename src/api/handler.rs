@@ -7,7 +7,7 @@ use super::request::{self, FieldSelector, Route, RouteError, Target};
 use super::status::ApiError;
 use super::{discovery, openapi, writes, Store};
 use crate::cluster::Selector;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response};
 use serde_json::Value;
@@ -28,19 +28,22 @@ pub struct Ctx {
     pub writer: tokio::sync::mpsc::Sender<writes::Request>,
 }
 
+/// A response body: whole, or a stream (watches).
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
 const JSON: &str = "application/json";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
-fn respond(code: u16, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+fn respond(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(code)
         .header("Content-Type", content_type)
         .header("Cache-Control", "no-cache, private")
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(Bytes::from(body)).boxed_unsync())
         .expect("a valid response")
 }
 
-fn json(code: u16, content_type: &str, v: &Value) -> Response<Full<Bytes>> {
+fn json(code: u16, content_type: &str, v: &Value) -> Response<Body> {
     respond(
         code,
         content_type,
@@ -48,15 +51,11 @@ fn json(code: u16, content_type: &str, v: &Value) -> Response<Full<Bytes>> {
     )
 }
 
-fn error(e: &ApiError) -> Response<Full<Bytes>> {
+fn error(e: &ApiError) -> Response<Body> {
     json(e.code, JSON, &e.to_json())
 }
 
-pub async fn handle(
-    req: Request<Incoming>,
-    ctx: &Ctx,
-    caller: Option<Caller>,
-) -> Response<Full<Bytes>> {
+pub async fn handle(req: Request<Incoming>, ctx: &Ctx, caller: Option<Caller>) -> Response<Body> {
     let started = std::time::Instant::now();
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let resp = match serve(req, ctx, caller).await {
@@ -71,7 +70,7 @@ async fn serve(
     req: Request<Incoming>,
     ctx: &Ctx,
     caller: Option<Caller>,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<Response<Body>, ApiError> {
     let accept = req
         .headers()
         .get("accept")
@@ -158,6 +157,40 @@ async fn serve(
     }
 }
 
+/// A watch: newline-delimited events until the client goes (or
+/// `timeoutSeconds` pass).
+fn watch_response(
+    ctx: &Ctx,
+    t: &Target,
+    q: &std::collections::HashMap<String, String>,
+    labels: Selector,
+    fields: FieldSelector,
+    table: bool,
+) -> Response<Body> {
+    use futures::StreamExt;
+    let filter = super::watch::OwnedFilter {
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+        labels,
+        fields,
+    };
+    let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let initial = rv.is_empty() || rv == "0";
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800);
+    let events = super::watch::stream(ctx.store.clone(), t.clone(), filter, table, initial)
+        .take_until(tokio::time::sleep(std::time::Duration::from_secs(timeout)))
+        .map(|line| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(line))));
+    Response::builder()
+        .status(200)
+        .header("Content-Type", if table { TABLE } else { JSON })
+        .header("Cache-Control", "no-cache, private")
+        .body(http_body_util::StreamBody::new(events).boxed_unsync())
+        .expect("a valid response")
+}
+
 /// The request body, refused past kube-apiserver's 3 MiB.
 async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
@@ -194,7 +227,7 @@ async fn get(
     t: &Target,
     q: &std::collections::HashMap<String, String>,
     accept: &str,
-) -> Result<Response<Full<Bytes>>, ApiError> {
+) -> Result<Response<Body>, ApiError> {
     let r = t.resource;
     if t.subresource.is_some() {
         return Err(ApiError::method_not_allowed(&format!(
@@ -203,12 +236,7 @@ async fn get(
             t.subresource.as_deref().unwrap_or_default()
         )));
     }
-    if matches!(q.get("watch").map(String::as_str), Some("true" | "1")) {
-        return Err(ApiError::method_not_allowed(&format!(
-            "watch {}: not served yet",
-            r.qualified()
-        )));
-    }
+    let watching = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
     let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(
@@ -216,6 +244,16 @@ async fn get(
         &objects::field_labels(r),
     )
     .map_err(ApiError::bad_request)?;
+    if watching {
+        return Ok(watch_response(
+            ctx,
+            t,
+            q,
+            labels,
+            fields,
+            wants_table(accept),
+        ));
+    }
     let filter = Filter {
         namespace: t.namespace.as_deref(),
         name: t.name.as_deref(),

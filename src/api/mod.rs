@@ -25,6 +25,7 @@ pub mod request;
 pub mod resources;
 pub mod server;
 pub mod status;
+pub mod watch;
 pub mod writes;
 
 use crate::cluster::ClusterState;
@@ -63,6 +64,8 @@ pub struct Store {
     lab: String,
     /// The last state read, by the file's modification time.
     cached: Arc<Mutex<Option<Cached>>>,
+    /// Bumped at each change of the state file (for watches).
+    pub changes: tokio::sync::watch::Receiver<u64>,
 }
 
 type Cached = (SystemTime, Arc<ClusterState>);
@@ -77,6 +80,7 @@ impl Store {
         Store {
             lab: lab.to_string(),
             cached: Arc::new(Mutex::new(None)),
+            changes: watch::changes(lab),
         }
     }
 
@@ -138,10 +142,11 @@ pub async fn start(
 ) -> std::io::Result<(SocketAddr, tokio::sync::mpsc::Receiver<writes::Request>)> {
     let pki = lab_pki(lab)?;
     let (writer, writes) = tokio::sync::mpsc::channel(64);
+    let store = Store::new(lab);
     let ctx = |server_address: String| handler::Ctx {
         lab: lab.to_string(),
         server_address,
-        store: Store::new(lab),
+        store: store.clone(),
         writer: writer.clone(),
     };
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));

@@ -10,8 +10,7 @@
 
 use super::handler::{self, Caller, Ctx};
 use super::pki::LabPki;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -147,7 +146,7 @@ pub async fn start(ctx: Ctx, pki: &LabPki, addr: SocketAddr) -> std::io::Result<
                     let ctx = ctx.clone();
                     let who = who.clone();
                     async move {
-                        Ok::<hyper::Response<Full<Bytes>>, std::convert::Infallible>(
+                        Ok::<hyper::Response<handler::Body>, std::convert::Infallible>(
                             handler::handle(req, &ctx, who).await,
                         )
                     }

@@ -118,6 +118,20 @@ pub fn remove(dir: &Path) -> Vec<String> {
             errors.push(format!("detaching {}: {e}", dev.display()));
         }
     }
+    // The kernel frees an autoclear device after its last close from a
+    // work queue, so it can outlive the unmount by a moment: wait for it,
+    // so that a `down` that returned left nothing.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !loop_devices_of(dir).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for dev in loop_devices_of(dir) {
+        errors.push(format!(
+            "loop device {} still backs the lab's disk: detach it with `losetup -d {}`",
+            dev.display(),
+            dev.display()
+        ));
+    }
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(dir) {
             errors.push(format!("removing {}: {e}", dir.display()));
