@@ -49,8 +49,14 @@ pub fn create_lab_dir(lab: &str) -> std::io::Result<PathBuf> {
 
 /// `/var/lib/netlab/labs/<lab>`: the lab's disk (image and mount point)
 /// for its containers' writable layers, on disk rather than in `/run`.
+/// Not under `NETLAB_DATA_DIR` (the image store, which a command may
+/// point elsewhere): `down` must find a lab's disk whatever store the
+/// `up` used. `NETLAB_LABS_DIR` moves it.
 pub fn disk_dir(lab: &str) -> PathBuf {
-    data_dir().join("labs").join(lab)
+    std::env::var_os("NETLAB_LABS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/netlab/labs"))
+        .join(lab)
 }
 
 /// Where the lab's disk is mounted.

@@ -225,6 +225,19 @@ fn tutorial_writes_with_kubectl() {
         "{}",
         stderr(&dup)
     );
+    // kubectl 1.32 sends these two as Kubernetes protobuf.
+    let out = lab.kubectl_ok(
+        k,
+        &["create", "configmap", "cm", "--from-literal=default.conf=x"],
+    );
+    assert_eq!(out.trim(), "configmap/cm created");
+    let out = lab.kubectl_ok(
+        k,
+        &["create", "secret", "generic", "s", "--from-literal=k=v"],
+    );
+    assert_eq!(out.trim(), "secret/s created");
+    let got = lab.kubectl_ok(k, &["get", "secret", "s", "-o", "jsonpath={.data.k}"]);
+    assert_eq!(got.trim(), "dg==");
     let out = lab.kubectl_ok(k, &["delete", "deployments,svc", "my-nginx"]);
     assert!(
         out.contains("deployment.apps \"my-nginx\" deleted"),

@@ -21,6 +21,7 @@ pub mod handler;
 pub mod objects;
 pub mod openapi;
 pub mod pki;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod server;

@@ -104,16 +104,12 @@ fn controller_error(r: &Resource, name: &str, e: ControllerError) -> ApiError {
     }
 }
 
-/// A body as JSON (JSON or YAML in). Protobuf is refused with 415 (kubectl
-/// 1.32+ sends it for `create secret` and `create configmap`).
+/// A body as JSON: JSON, YAML, or Kubernetes protobuf (which kubectl
+/// 1.32+ sends for `create secret` and `create configmap`).
 pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     if ct == "application/vnd.kubernetes.protobuf" {
-        return Err(ApiError::new(
-            415,
-            "UnsupportedMediaType",
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml",
-        ));
+        return super::protobuf::decode(body);
     }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("the request body is not UTF-8 text"))?;

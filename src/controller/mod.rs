@@ -100,7 +100,9 @@ pub fn labs() -> Vec<String> {
     // A lab's disk can outlive its run directory (a crash, a reboot: /run
     // is a tmpfs).
     let mut labs = dirs(paths::run_dir());
-    labs.extend(dirs(paths::data_dir().join("labs")));
+    if let Some(root) = paths::disk_dir("x").parent() {
+        labs.extend(dirs(root.to_path_buf()));
+    }
     for ns in NetNs::list("netlab-") {
         if let Some(lab) = paths::lab_of_netns(&ns) {
             labs.push(lab.to_string());

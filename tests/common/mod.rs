@@ -149,7 +149,7 @@ impl Traces {
                     .collect()
             })
             .unwrap_or_default();
-        let data_dir = std::env::var("NETLAB_DATA_DIR").unwrap_or("/var/lib/netlab".into());
+        let labs_dir = std::env::var("NETLAB_LABS_DIR").unwrap_or("/var/lib/netlab/labs".into());
         Traces {
             namespaces,
             mounts,
@@ -157,7 +157,7 @@ impl Traces {
             run_dir: Path::new(&run_dir).exists(),
             processes,
             nft_tables,
-            disk_dir: Path::new(&data_dir).join("labs").join(lab).exists(),
+            disk_dir: Path::new(&labs_dir).join(lab).exists(),
             loop_devices,
         }
     }
