@@ -3,7 +3,7 @@
 //! verbs. Reads go to `objects.rs` over a snapshot of the store.
 
 use super::objects::{self, Filter};
-use super::request::{self, FieldSelector, Route, RouteError, Target};
+use super::request::{self, FieldSelector, Route, Target};
 use super::status::ApiError;
 use super::{discovery, openapi, writes, Store};
 use crate::cluster::Selector;
@@ -77,11 +77,8 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let route = match request::route(req.uri().path()) {
-        Ok(r) => r,
-        Err(RouteError::NotFound(_)) => return Err(ApiError::no_route()),
-        Err(RouteError::NoResource { .. }) => return Err(ApiError::no_route()),
-    };
+    // Both an unknown path and an unknown resource are kube-apiserver's 404.
+    let route = request::route(req.uri().path()).map_err(|_| ApiError::no_route())?;
     // kube-apiserver lets anyone read its version and health
     // (system:public-info-viewer); everything else needs credentials.
     match route {

@@ -211,27 +211,30 @@ pub fn one(r: &Resource, mut items: Vec<Value>, name: &str) -> Result<Value, Api
     }
 }
 
+/// The tutorial's lab (two my-nginx pods and the cluster DNS), planned
+/// without a host: a fixture for the tests of reads and tables.
+#[cfg(test)]
+pub fn tutorial_state() -> ClusterState {
+    use crate::cluster::HostInfo;
+    use rand::SeedableRng;
+    let spec = crate::lab::load_str(
+        std::path::Path::new("t.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: 2\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n",
+        &Default::default(),
+    )
+    .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::api::resources::find;
-    use crate::cluster::HostInfo;
-    use rand::SeedableRng;
-
-    fn state() -> ClusterState {
-        let spec = crate::lab::load_str(
-            std::path::Path::new("t.yaml"),
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: 2\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n",
-            &Default::default(),
-        )
-        .unwrap();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap()
-    }
 
     #[test]
     fn selectors_namespaces_and_names() {
-        let st = state();
+        let st = tutorial_state();
         let pods = find("", "v1", "pods").unwrap();
         let f = Filter {
             namespace: Some("default"),

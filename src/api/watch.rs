@@ -12,6 +12,7 @@
 use super::objects::{self, Filter};
 use super::request::Target;
 use super::Store;
+use crate::cluster::tables;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -162,8 +163,10 @@ fn events(
         v["apiVersion"] = t.resource.group_version().into();
         v["kind"] = t.resource.kind.into();
         let k = key(&v);
-        let mut one = tbl.clone();
-        one.rows = vec![tbl.rows[i].clone()];
+        let one = tables::Table {
+            columns: tbl.columns.clone(),
+            rows: vec![tbl.rows[i].clone()],
+        };
         rows.insert(k.clone(), one.to_json(true, &rv));
         current.insert(k, v);
     }
@@ -176,8 +179,10 @@ fn events(
     for (typ, k) in diff(&before, &current) {
         let obj = match (table, typ) {
             (true, "DELETED") => {
-                let mut gone = tbl.clone();
-                gone.rows.clear();
+                let gone = tables::Table {
+                    columns: tbl.columns.clone(),
+                    rows: Vec::new(),
+                };
                 let mut v = gone.to_json(true, &rv);
                 let meta = before[&k]["metadata"].clone();
                 v["rows"] = json!([{"cells": [], "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}}]);

@@ -2,10 +2,10 @@
 //! endpoints, events, secrets and configmaps.
 
 use super::printer::{structured, Format, Printer};
-use crate::cluster::{state, tables, ClusterState, Selector};
+use crate::api::{objects, resources};
+use crate::cluster::{ClusterState, Selector};
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use crate::cluster::tables::{external_ip, pod_summary, service_ports};
 
@@ -51,6 +51,21 @@ impl Kind {
             Kind::ConfigMap => "configmap",
         }
     }
+    /// The API resource it names.
+    fn resource(self) -> &'static resources::Resource {
+        let (group, plural) = match self {
+            Kind::Pod => ("", "pods"),
+            Kind::Node => ("", "nodes"),
+            Kind::Deployment => ("apps", "deployments"),
+            Kind::Service => ("", "services"),
+            Kind::Endpoints => ("", "endpoints"),
+            Kind::Event => ("", "events"),
+            Kind::Secret => ("", "secrets"),
+            Kind::ConfigMap => ("", "configmaps"),
+        };
+        resources::find(group, "v1", plural).expect("every kind is served")
+    }
+
     /// The plural kubectl uses in "not found" messages.
     pub fn plural(self) -> &'static str {
         match self {
@@ -109,53 +124,19 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
     let mut found_any = false;
     let mut structured_items: Vec<serde_json::Value> = Vec::new();
     for kind in &args.kinds {
-        let keep = |meta: &ObjectMeta, namespaced: bool| {
-            let in_ns = !namespaced || args.namespace.is_none_or(|ns| state::namespace(meta) == ns);
-            let named = args.names.is_empty()
-                || args
-                    .names
-                    .iter()
-                    .any(|n| meta.name.as_deref() == Some(n.as_str()));
-            in_ns && named && args.selector.matches(meta.labels.as_ref())
+        // The same selection the lab's API makes for kubectl.
+        let resource = kind.resource();
+        let filter = objects::Filter {
+            namespace: args.namespace,
+            labels: args.selector.clone(),
+            ..Default::default()
         };
-        fn pick<T>(items: &[T], keep: impl Fn(&T) -> bool) -> Vec<&T> {
-            items.iter().filter(|i| keep(i)).collect()
+        let (mut items, mut table) = objects::select(state, resource, &filter, now);
+        if !args.names.is_empty() {
+            let named = |m: Option<&str>| args.names.iter().any(|n| m == Some(n.as_str()));
+            items.retain(|v| named(v["metadata"]["name"].as_str()));
+            table.rows.retain(|r| named(r.meta.name.as_deref()));
         }
-        let (table, items) = match kind {
-            Kind::Pod => {
-                let v = pick(&state.pods, |p| keep(&p.metadata, true));
-                (tables::pods(&v, now), to_values(&v))
-            }
-            Kind::Node => {
-                let v = pick(&state.nodes, |n| keep(&n.metadata, false));
-                (tables::nodes(&v, now), to_values(&v))
-            }
-            Kind::Deployment => {
-                let v = pick(&state.deployments, |d| keep(&d.metadata, true));
-                (tables::deployments(&v, now), to_values(&v))
-            }
-            Kind::Service => {
-                let v = pick(&state.services, |s| keep(&s.metadata, true));
-                (tables::services(&v, now), to_values(&v))
-            }
-            Kind::Endpoints => {
-                let v = pick(&state.endpoints, |e| keep(&e.metadata, true));
-                (tables::endpoints(&v, now), to_values(&v))
-            }
-            Kind::Event => {
-                let mut v = pick(&state.events, |e| keep(&e.metadata, true));
-                v.sort_by_key(|e| e.last_timestamp.as_ref().map(|t| t.0));
-                (tables::events(&v, now), to_values(&v))
-            }
-            Kind::Secret => {
-                let v = pick(&state.secrets, |s| keep(&s.metadata, true));
-                (tables::secrets(&v, now), to_values(&v))
-            }
-            Kind::ConfigMap => {
-                let v = pick(&state.config_maps, |c| keep(&c.metadata, true));
-                (tables::config_maps(&v, now), to_values(&v))
-            }
-        };
         // Named objects that do not exist are errors, as in kubectl.
         for n in &args.names {
             if !items
@@ -216,28 +197,12 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
     Ok(out)
 }
 
-fn to_values<T: serde::Serialize>(items: &[&T]) -> Vec<serde_json::Value> {
-    items
-        .iter()
-        .map(|i| serde_json::to_value(i).expect("objects serialize"))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::HostInfo;
-    use rand::SeedableRng;
 
     fn state() -> ClusterState {
-        let spec = crate::lab::load_str(
-            std::path::Path::new("t.yaml"),
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: 2\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n",
-            &Default::default(),
-        )
-        .unwrap();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap()
+        crate::api::objects::tutorial_state()
     }
 
     #[test]
