@@ -138,9 +138,37 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     in_group(group, version).find(|r| r.plural == plural)
 }
 
+/// The resource a kubectl-style TYPE names: its plural, singular, a short
+/// name or its kind, in any case, optionally qualified by its group
+/// (`deployments.apps`), as kubectl resolves it from discovery.
+pub fn lookup(name: &str) -> Option<&'static Resource> {
+    let name = name.to_lowercase();
+    let (name, group) = match name.split_once('.') {
+        Some((n, g)) => (n.to_string(), Some(g.to_string())),
+        None => (name, None),
+    };
+    RESOURCES.iter().find(|r| {
+        group.as_deref().is_none_or(|g| g == r.group)
+            && (r.plural == name
+                || r.singular == name
+                || r.kind.to_lowercase() == name
+                || r.short_names.contains(&name.as_str()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookup_by_kubectl_names() {
+        assert_eq!(lookup("po").unwrap().plural, "pods");
+        assert_eq!(lookup("Deployment").unwrap().plural, "deployments");
+        assert_eq!(lookup("deployments.apps").unwrap().plural, "deployments");
+        assert_eq!(lookup("svc").unwrap().plural, "services");
+        assert!(lookup("deployments.core").is_none());
+        assert!(lookup("svcx").is_none());
+    }
 
     #[test]
     fn names_are_unique_and_kubectl_shaped() {

@@ -149,7 +149,21 @@ pub async fn create(
     lab: &str,
     t: &Target,
     q: &HashMap<String, String>,
+    obj: Value,
+) -> Result<(u16, Value), ApiError> {
+    admit(lab, t, q, obj, Mode::Create).await
+}
+
+/// A whole object in: created (POST, and server-side apply of an object
+/// that does not exist yet: 201), or applied over the existing one
+/// (server-side apply: 200), by the same admission `up` and lab files go
+/// through (`lab::load_str`, `objects::apply`).
+async fn admit(
+    lab: &str,
+    t: &Target,
+    q: &HashMap<String, String>,
     mut obj: Value,
+    mode: Mode,
 ) -> Result<(u16, Value), ApiError> {
     let r = t.resource;
     let kind = writable(t)?;
@@ -161,6 +175,16 @@ pub async fn create(
     }
     let ns = in_namespace(t, &mut obj)?;
     obj = with_type(r, obj);
+    if let (Mode::Apply, Some(n)) = (mode, &t.name) {
+        match obj["metadata"]["name"].as_str() {
+            Some(m) if m != n => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({m}) does not match the name on the URL ({n})"
+                )))
+            }
+            _ => obj["metadata"]["name"] = n.clone().into(),
+        }
+    }
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     if name.is_empty() {
         return Err(invalid(
@@ -182,20 +206,17 @@ pub async fn create(
         namespace: &ns,
         name: &name,
     };
-    let out = converge::change(lab, |st| {
-        objects::apply(
-            st,
-            &spec,
-            Mode::Create,
-            chrono::Utc::now(),
-            &mut rand::rng(),
-        )
-        .map_err(|e| ControllerError::Object(e.to_string()))?;
-        objects::get_json(st, &target).map_err(|e| ControllerError::Object(e.to_string()))
+    let (created, out) = converge::change(lab, |st| {
+        let lines = objects::apply(st, &spec, mode, chrono::Utc::now(), &mut rand::rng())
+            .map_err(|e| ControllerError::Object(e.to_string()))?;
+        let created = lines.iter().any(|l| l.ends_with(" created"));
+        let out =
+            objects::get_json(st, &target).map_err(|e| ControllerError::Object(e.to_string()))?;
+        Ok((created, out))
     })
     .await
     .map_err(|e| controller_error(r, &name, e))?;
-    Ok((201, with_type(r, out)))
+    Ok((if created { 201 } else { 200 }, with_type(r, out)))
 }
 
 /// The patch type a PATCH's Content-Type names.
@@ -255,15 +276,20 @@ pub async fn update(
         .name
         .clone()
         .ok_or_else(|| ApiError::method_not_allowed("a collection"))?;
+    if let (Edit::Apply(cfg), None) = (&edit, &t.subresource) {
+        return admit(lab, t, q, cfg.clone(), Mode::Apply).await;
+    }
     let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
     let target = objects::Target {
         kind,
         namespace: &ns,
         name: &name,
     };
+    let status = t.subresource.as_deref() == Some("status") && r.plural == "pods";
     let scale = match t.subresource.as_deref() {
         None => false,
         Some("scale") if r.plural == "deployments" => true,
+        Some("status") if status => false,
         Some(s) => {
             return Err(ApiError::method_not_allowed(&format!(
                 "{}/{s}: not served yet",
@@ -294,6 +320,18 @@ pub async fn update(
         if dry {
             return Ok(value);
         }
+        if status {
+            // What the kubelet reports: only the status changes.
+            let s = serde_json::from_value(value["status"].clone())
+                .map_err(|e| err(format!("status: {e}")))?;
+            if let Some(p) = st.pods.iter_mut().find(|p| {
+                p.metadata.name.as_deref() == Some(name.as_str())
+                    && crate::cluster::state::namespace(&p.metadata) == ns
+            }) {
+                p.status = Some(s);
+            }
+            return objects::get_json(st, &target).map_err(|e| err(e.to_string()));
+        }
         if value != before {
             objects::update_json(st, &target, value, "patched", now, &mut rand::rng())
                 .map_err(|e| err(e.to_string()))?;
@@ -308,7 +346,8 @@ pub async fn update(
 /// What a PATCH or PUT does to the object.
 pub enum Edit {
     Patch(PatchType, String),
-    /// Server-side apply (approximated: the configuration merged in).
+    /// Server-side apply: the configuration applied as `netlab apply` and
+    /// lab files apply it (no managedFields yet); of a `scale`, merged in.
     Apply(Value),
     Replace(Value),
 }

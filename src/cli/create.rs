@@ -2,10 +2,9 @@
 //! (kubectl's generators), and `netlab cert`, which makes the tutorial's
 //! self-signed key and certificate without openssl.
 
-use crate::cluster::objects::{self, Mode};
+use crate::cluster::objects::Mode;
 use crate::cluster::secrets::{self, Entry};
 use crate::cluster::tls;
-use crate::controller::converge;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -145,10 +144,7 @@ pub async fn run(args: CreateArgs, lab: Option<String>) -> Result<i32> {
             let entries = entries(&a.sources)?;
             let cm =
                 secrets::config_map(&a.name, &a.namespace, entries).map_err(anyhow::Error::msg)?;
-            create_in_lab(lab, |st, now, rng| {
-                objects::apply_config_map(st, cm, Mode::Create, now, rng)
-            })
-            .await
+            create_object(lab, "configmaps", serde_json::to_value(cm)?).await
         }
     }
 }
@@ -157,27 +153,34 @@ async fn create_secret(
     lab: Option<String>,
     secret: k8s_openapi::api::core::v1::Secret,
 ) -> Result<i32> {
-    create_in_lab(lab, |st, now, rng| {
-        objects::apply_secret(st, secret, Mode::Create, now, rng)
-    })
-    .await
+    create_object(lab, "secrets", serde_json::to_value(secret)?).await
 }
 
-/// Runs one create on the lab's store and prints kubectl's answer.
-async fn create_in_lab(
+/// POSTs one object to the lab's API and prints kubectl's answer.
+async fn create_object(
     lab: Option<String>,
-    create: impl FnOnce(
-        &mut crate::cluster::ClusterState,
-        chrono::DateTime<chrono::Utc>,
-        &mut rand::rngs::ThreadRng,
-    ) -> Result<String, objects::ObjectError>,
+    plural: &str,
+    mut obj: serde_json::Value,
 ) -> Result<i32> {
     let lab = super::select_lab(lab)?;
-    let line = converge::change(&lab, |st| {
-        create(st, chrono::Utc::now(), &mut rand::rng()).map_err(super::edit::object_error)
-    })
-    .await?;
-    println!("{line}");
+    let kind = super::get::kind(plural)?;
+    obj["apiVersion"] = kind.group_version().into();
+    obj["kind"] = kind.kind.into();
+    let ns = obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let client = super::client::Client::connect(&lab).await?;
+    let q = super::client::query(&[("fieldManager", "kubectl-create")]);
+    let path = format!("{}{q}", super::client::path(kind, Some(&ns), None));
+    client
+        .send(http::Method::POST, &path, super::client::JSON, &obj)
+        .await?;
+    println!("{}/{name} created", super::get::prefix(kind));
     Ok(0)
 }
 

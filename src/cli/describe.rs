@@ -1,73 +1,82 @@
 //! `netlab describe svc|pod|deploy|secret|configmap NAME`: kubectl's field layout.
 
+use super::client::{self, Client};
 use super::get::{external_ip, Kind};
 use super::printer::{age, fields, map_lines};
 use crate::cluster::services::{endpoints_summary, service_type};
-use crate::cluster::{state, ClusterState};
-use anyhow::{anyhow, bail, Result};
+use crate::cluster::state;
+use anyhow::{bail, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Event;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
 
-pub fn render(st: &ClusterState, kind: Kind, name: &str, namespace: &str) -> Result<String> {
-    let now = chrono::Utc::now();
-    let (body, event_kind) = match kind {
-        Kind::Service => {
-            let s = st
-                .service(namespace, name)
-                .ok_or_else(|| anyhow!("services {name:?} not found"))?;
-            (service(st, s), "Service")
+/// What `describe` reads from the lab's API for one object, as kubectl
+/// does: the object, its events (by `involvedObject`), and for a Service
+/// its Endpoints.
+pub struct Described {
+    pub object: Value,
+    pub events: Vec<Event>,
+    pub endpoints: Option<Endpoints>,
+}
+
+/// Reads what describing `kind` `name` needs from the API.
+pub async fn fetch(client: &Client, kind: Kind, name: &str, namespace: &str) -> Result<Described> {
+    let object = client
+        .get(
+            &client::path(kind, Some(namespace), Some(name)),
+            client::JSON,
+        )
+        .await?;
+    let endpoints = match kind.plural {
+        "services" => {
+            let ep = crate::api::resources::find("", "v1", "endpoints").expect("served");
+            match client
+                .get_opt(&client::path(ep, Some(namespace), Some(name)))
+                .await?
+            {
+                Some(v) => Some(serde_json::from_value(v)?),
+                None => None,
+            }
         }
-        Kind::Pod => {
-            let p = st
-                .pod(namespace, name)
-                .ok_or_else(|| anyhow!("pods {name:?} not found"))?;
-            (pod(p), "Pod")
-        }
-        Kind::Deployment => {
-            let d = st
-                .deployments
-                .iter()
-                .find(|d| {
-                    d.metadata.name.as_deref() == Some(name)
-                        && state::namespace(&d.metadata) == namespace
-                })
-                .ok_or_else(|| anyhow!("deployments.apps {name:?} not found"))?;
-            (deployment(d), "Deployment")
-        }
-        Kind::Secret => {
-            let x = st
-                .secrets
-                .iter()
-                .find(|x| {
-                    x.metadata.name.as_deref() == Some(name)
-                        && state::namespace(&x.metadata) == namespace
-                })
-                .ok_or_else(|| anyhow!("secrets {name:?} not found"))?;
-            (secret(x), "Secret")
-        }
-        Kind::ConfigMap => {
-            let x = st
-                .config_maps
-                .iter()
-                .find(|x| {
-                    x.metadata.name.as_deref() == Some(name)
-                        && state::namespace(&x.metadata) == namespace
-                })
-                .ok_or_else(|| anyhow!("configmaps {name:?} not found"))?;
-            (config_map(x), "ConfigMap")
-        }
-        other => bail!("netlab describe does not know {} yet", other.plural()),
+        _ => None,
     };
-    // kubectl describes a Secret without events.
-    if event_kind == "Secret" {
-        return Ok(body);
-    }
-    Ok(format!(
-        "{body}{}",
-        events_section(&st.events_for(event_kind, namespace, name), now)
-    ))
+    let events = if kind.plural == "secrets" {
+        Vec::new()
+    } else {
+        let ev = crate::api::resources::find("", "v1", "events").expect("served");
+        let fields = format!(
+            "involvedObject.name={name},involvedObject.namespace={namespace},involvedObject.kind={}",
+            kind.kind
+        );
+        let path = format!(
+            "{}{}",
+            client::path(ev, Some(namespace), None),
+            client::query(&[("fieldSelector", &fields)])
+        );
+        let list = client.get(&path, client::JSON).await?;
+        serde_json::from_value(list["items"].clone()).unwrap_or_default()
+    };
+    Ok(Described {
+        object,
+        events,
+        endpoints,
+    })
+}
+
+pub fn render(kind: Kind, d: &Described) -> Result<String> {
+    let now = chrono::Utc::now();
+    let o = d.object.clone();
+    let body = match kind.plural {
+        "services" => service(&serde_json::from_value(o)?, d.endpoints.as_ref()),
+        "pods" => pod(&serde_json::from_value(o)?),
+        "deployments" => deployment(&serde_json::from_value(o)?),
+        "secrets" => return Ok(secret(&serde_json::from_value(o)?)),
+        "configmaps" => config_map(&serde_json::from_value(o)?),
+        _ => bail!("netlab describe does not know {} yet", kind.qualified()),
+    };
+    let events: Vec<&Event> = d.events.iter().collect();
+    Ok(format!("{body}{}", events_section(&events, now)))
 }
 
 /// The `Events:` block of describe, kubectl's layout.
@@ -176,7 +185,7 @@ fn s(v: impl Into<String>) -> String {
     v.into()
 }
 
-pub fn service(st: &ClusterState, svc: &Service) -> String {
+pub fn service(svc: &Service, endpoints: Option<&Endpoints>) -> String {
     let spec = svc.spec.clone().unwrap_or_default();
     let ns = state::namespace(&svc.metadata);
     let name = svc.metadata.name.clone().unwrap_or_default();
@@ -219,7 +228,6 @@ pub fn service(st: &ClusterState, svc: &Service) -> String {
             rows.push((s("LoadBalancer Ingress"), ingress));
         }
     }
-    let endpoints = st.endpoints_of(ns, &name);
     for p in spec.ports.iter().flatten() {
         let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
         let pname = p

@@ -1,12 +1,14 @@
 //! Verbs that change a running lab: `apply -f`, `create -f`, `delete`,
-//! `scale`, `expose`, `patch`, `edit`. Each is a pure edit of the object store (`cluster::objects`)
-//! followed by one convergence step of the controller.
+//! `scale`, `expose`, `patch`, `edit`. Each is what kubectl sends to the
+//! lab's API (`client.rs`); the lab's process admits the change and
+//! converges the host.
 
+use super::client::{self, Client};
+use super::get::{self, Kind};
 use crate::cluster::objects::{self, ExposeRequest, Mode};
-use crate::controller::{converge, ControllerError};
 use crate::lab;
 use anyhow::{bail, Result};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -90,14 +92,14 @@ pub struct EditArgs {
 }
 
 /// `deployment NAME…`, `deployments,svc NAME…` or `deployment/NAME…` → (kind, name) pairs.
-fn kinds_and_names(targets: &[String]) -> Result<Vec<(String, String)>> {
+fn kinds_and_names(targets: &[String]) -> Result<Vec<(Kind, String)>> {
     let mut out = Vec::new();
     if targets.first().is_some_and(|t| t.contains('/')) {
         for t in targets {
             let (k, n) = t
                 .split_once('/')
                 .ok_or_else(|| anyhow::anyhow!("{t:?}: use TYPE/NAME for every argument"))?;
-            out.push((canonical_kind(k)?, n.to_string()));
+            out.push((get::kind(k)?, n.to_string()));
         }
         return Ok(out);
     }
@@ -109,24 +111,10 @@ fn kinds_and_names(targets: &[String]) -> Result<Vec<(String, String)>> {
     }
     for k in kinds.split(',') {
         for n in names {
-            out.push((canonical_kind(k)?, n.clone()));
+            out.push((get::kind(k)?, n.clone()));
         }
     }
     Ok(out)
-}
-
-fn canonical_kind(k: &str) -> Result<String> {
-    Ok(match k.to_lowercase().as_str() {
-        "po" | "pod" | "pods" => "pod",
-        "deploy" | "deployment" | "deployments" | "deployment.apps" | "deployments.apps" => {
-            "deployment"
-        }
-        "svc" | "service" | "services" => "service",
-        "secret" | "secrets" => "secret",
-        "cm" | "configmap" | "configmaps" => "configmap",
-        other => bail!("the server doesn't have a resource type {other:?}"),
-    }
-    .to_string())
 }
 
 fn load_objects(files: &[PathBuf]) -> Result<lab::LabSpec> {
@@ -138,69 +126,101 @@ fn load_objects(files: &[PathBuf]) -> Result<lab::LabSpec> {
     Ok(spec)
 }
 
-fn print_lines(lines: Vec<String>) -> Result<i32> {
-    for l in lines {
-        println!("{l}");
+/// The objects of lab files as the API takes them, in the order a lab
+/// applies them (Secrets and ConfigMaps first, so pods that mount them
+/// start at once).
+fn objects_of(spec: &lab::LabSpec) -> Result<Vec<(Kind, Value)>> {
+    let mut out: Vec<(Kind, Value)> = Vec::new();
+    let mut add = |plural: &str, v: Value| -> Result<()> {
+        out.push((get::kind(plural)?, v));
+        Ok(())
+    };
+    for x in &spec.secrets {
+        add("secrets", serde_json::to_value(&x.object)?)?;
     }
-    Ok(0)
+    for x in &spec.config_maps {
+        add("configmaps", serde_json::to_value(&x.object)?)?;
+    }
+    for x in &spec.deployments {
+        add("deployments", serde_json::to_value(&x.object)?)?;
+    }
+    for x in &spec.pods {
+        add("pods", serde_json::to_value(&x.object)?)?;
+    }
+    for x in &spec.services {
+        add("services", serde_json::to_value(&x.object)?)?;
+    }
+    for (kind, v) in &mut out {
+        v["apiVersion"] = kind.group_version().into();
+        v["kind"] = kind.kind.into();
+    }
+    Ok(out)
 }
 
+fn ns_name(v: &Value) -> (String, String) {
+    let m = &v["metadata"];
+    (
+        m["namespace"].as_str().unwrap_or("default").to_string(),
+        m["name"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// What kubectl compares to say `unchanged`: the object without what the
+/// server keeps changing.
+fn comparable(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(m) = v["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    v
+}
+
+/// `apply -f` (server-side apply of each object: created or applied over
+/// the existing one) and `create -f` (POST: existing objects refused).
+/// As kubectl, every object is tried; the exit code says if one failed.
 pub async fn apply(args: ApplyArgs, lab: Option<String>, mode: Mode) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let spec = load_objects(&args.files)?;
-    let lines = converge::change(&lab, |st| {
-        objects::apply(st, &spec, mode, chrono::Utc::now(), &mut rand::rng()).map_err(object_error)
-    })
-    .await?;
-    print_lines(lines)
-}
-
-pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
-    let lab = super::select_lab(lab)?;
-    let mut targets: Vec<(String, String, String)> = Vec::new();
-    if !args.files.is_empty() {
-        let spec = load_objects(&args.files)?;
-        let mut add = |kind: &str, meta: &ObjectMeta| {
-            let name = meta.name.clone().unwrap_or_default();
-            targets.push((kind.into(), ns_of(meta), name));
-        };
-        spec.deployments
-            .iter()
-            .for_each(|d| add("deployment", &d.object.metadata));
-        spec.pods
-            .iter()
-            .for_each(|p| add("pod", &p.object.metadata));
-        spec.services
-            .iter()
-            .for_each(|s| add("service", &s.object.metadata));
-        spec.secrets
-            .iter()
-            .for_each(|s| add("secret", &s.object.metadata));
-        spec.config_maps
-            .iter()
-            .for_each(|c| add("configmap", &c.object.metadata));
-    } else {
-        for (k, n) in kinds_and_names(&args.targets)? {
-            targets.push((k, args.namespace.clone(), n));
-        }
-    }
-    // Like kubectl: delete what exists, report what does not, exit 1 if any failed.
-    let results = converge::change(&lab, |st| {
-        let now = chrono::Utc::now();
-        Ok(targets
-            .iter()
-            .map(|(kind, ns, name)| {
-                objects::delete(st, kind, ns, name, now).map_err(|e| e.to_string())
-            })
-            .collect::<Vec<_>>())
-    })
-    .await?;
+    let client = Client::connect(&lab).await?;
     let mut code = 0;
-    for r in results {
-        match r {
-            Ok(line) => println!("{line}"),
+    for (kind, obj) in objects_of(&spec)? {
+        let (ns, name) = ns_name(&obj);
+        let path = client::path(kind, Some(&ns), Some(&name));
+        let result = match mode {
+            Mode::Create => {
+                let q = client::query(&[("fieldManager", "netlab-create")]);
+                let collection = client::path(kind, Some(&ns), None);
+                client
+                    .send(
+                        http::Method::POST,
+                        &format!("{collection}{q}"),
+                        client::JSON,
+                        &obj,
+                    )
+                    .await
+                    .map(|_| "created")
+            }
+            Mode::Apply => {
+                let q = client::query(&[("fieldManager", "netlab"), ("force", "true")]);
+                let before = client.get_opt(&path).await?;
+                client
+                    .send(http::Method::PATCH, &format!("{path}{q}"), APPLY, &obj)
+                    .await
+                    .map(|after| match before {
+                        None => "created",
+                        Some(b) if comparable(&b) == comparable(&after) => "unchanged",
+                        Some(_) => "configured",
+                    })
+            }
+        };
+        match result {
+            Ok(verb) => println!("{}/{name} {verb}", get::prefix(kind)),
             Err(e) => {
-                eprintln!("Error from server (NotFound): {e}");
+                eprintln!("{e}");
                 code = 1;
             }
         }
@@ -208,39 +228,78 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
     Ok(code)
 }
 
-fn ns_of(meta: &ObjectMeta) -> String {
-    meta.namespace.clone().unwrap_or_else(|| "default".into())
+const APPLY: &str = "application/apply-patch+yaml";
+
+pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let mut targets: Vec<(Kind, String, String)> = Vec::new();
+    if !args.files.is_empty() {
+        let spec = load_objects(&args.files)?;
+        for (kind, obj) in objects_of(&spec)? {
+            let (ns, name) = ns_name(&obj);
+            targets.push((kind, ns, name));
+        }
+    } else {
+        for (k, n) in kinds_and_names(&args.targets)? {
+            targets.push((k, args.namespace.clone(), n));
+        }
+    }
+    let client = Client::connect(&lab).await?;
+    // Like kubectl: delete what exists, report what does not, exit 1 if any failed.
+    let mut code = 0;
+    let body = json!({"propagationPolicy": "Background"});
+    for (kind, ns, name) in targets {
+        let path = client::path(kind, Some(&ns), Some(&name));
+        match client
+            .send(http::Method::DELETE, &path, client::JSON, &body)
+            .await
+        {
+            Ok(_) => println!("{} \"{name}\" deleted", get::prefix(kind)),
+            Err(e) => {
+                eprintln!("{e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
 pub async fn scale(args: ScaleArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let targets = kinds_and_names(&args.targets)?;
-    let lines = converge::change(&lab, |st| {
-        let mut out = Vec::new();
-        for (kind, name) in &targets {
-            if kind != "deployment" {
-                return Err(ControllerError::Runtime {
-                    message: format!("cannot scale a {kind}: netlab scales deployments"),
-                });
-            }
-            out.push(
-                objects::scale(
-                    st,
-                    &args.namespace,
-                    name,
-                    args.replicas,
-                    chrono::Utc::now(),
-                    &mut rand::rng(),
-                )
-                .map_err(object_error)?,
+    if args.replicas < 0 {
+        bail!(
+            "--replicas={}: the number of replicas must be 0 or more",
+            args.replicas
+        );
+    }
+    for (kind, _) in &targets {
+        if !kind.subresources.iter().any(|(s, _, _)| *s == "scale") {
+            bail!(
+                "cannot scale {}: netlab scales deployments",
+                kind.qualified()
             );
         }
-        Ok(out)
-    })
-    .await?;
-    print_lines(lines)
+    }
+    let client = Client::connect(&lab).await?;
+    let patch = json!({"spec": {"replicas": args.replicas}});
+    for (kind, name) in targets {
+        let path = client::path(kind, Some(&args.namespace), Some(&name)) + "/scale";
+        client
+            .send(
+                http::Method::PATCH,
+                &path,
+                "application/merge-patch+json",
+                &patch,
+            )
+            .await?;
+        println!("{}/{name} scaled", get::prefix(kind));
+    }
+    Ok(0)
 }
 
+/// `kubectl expose`: as kubectl, the client reads the object, makes the
+/// Service (`objects::expose`) and creates it.
 pub async fn expose(args: ExposeArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let targets = kinds_and_names(&args.targets)?;
@@ -251,33 +310,48 @@ pub async fn expose(args: ExposeArgs, lab: Option<String>) -> Result<i32> {
         Some(s) => Some(parse_selector_map(s)?),
         None => None,
     };
-    let line = converge::change(&lab, |st| {
-        objects::expose(
-            st,
-            &ExposeRequest {
-                kind,
-                name,
-                namespace: &args.namespace,
-                service_name: args.name.as_deref(),
-                port: args.port,
-                target_port: args.target_port.as_deref(),
-                protocol: args.protocol.as_deref(),
-                type_: args.type_.as_deref(),
-                selector,
-            },
-            chrono::Utc::now(),
-            &mut rand::rng(),
+    let client = Client::connect(&lab).await?;
+    let source = client
+        .get(
+            &client::path(kind, Some(&args.namespace), Some(name)),
+            client::JSON,
         )
-        .map_err(object_error)
-    })
-    .await?;
-    println!("{line}");
+        .await?;
+    let svc = objects::expose(
+        &source,
+        &ExposeRequest {
+            kind: kind.singular,
+            name,
+            namespace: &args.namespace,
+            service_name: args.name.as_deref(),
+            port: args.port,
+            target_port: args.target_port.as_deref(),
+            protocol: args.protocol.as_deref(),
+            type_: args.type_.as_deref(),
+            selector,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let services = get::kind("services")?;
+    let q = client::query(&[("fieldManager", "kubectl-expose")]);
+    let mut body = serde_json::to_value(&svc)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Service".into();
+    client
+        .send(
+            http::Method::POST,
+            &format!("{}{q}", client::path(services, Some(&args.namespace), None)),
+            client::JSON,
+            &body,
+        )
+        .await?;
+    println!("service/{} exposed", svc.metadata.name.unwrap_or_default());
     Ok(0)
 }
 
-fn one_target(targets: &[String], verb: &str) -> Result<(String, String)> {
+fn one_target(targets: &[String], verb: &str) -> Result<(Kind, String)> {
     match kinds_and_names(targets)?.as_slice() {
-        [(k, n)] => Ok((k.clone(), n.clone())),
+        [(k, n)] => Ok((k, n.clone())),
         _ => bail!("{verb} takes exactly one object, e.g. svc my-nginx"),
     }
 }
@@ -286,48 +360,49 @@ fn one_target(targets: &[String], verb: &str) -> Result<(String, String)> {
 pub async fn patch(args: PatchArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let (kind, name) = one_target(&args.targets, "patch")?;
-    let target = objects::Target {
-        kind: &kind,
-        namespace: &args.namespace,
-        name: &name,
+    let content_type = match args.type_.as_str() {
+        "strategic" => "application/strategic-merge-patch+json",
+        "merge" => "application/merge-patch+json",
+        "json" => "application/json-patch+json",
+        other => bail!("--type {other:?}: use strategic, merge or json"),
     };
-    let type_: crate::cluster::patch::PatchType = args.type_.parse().map_err(anyhow::Error::msg)?;
-    let line = converge::change(&lab, |st| {
-        let mut value = objects::get_json(st, &target).map_err(object_error)?;
-        crate::cluster::patch::apply(&mut value, &args.patch, type_)
-            .map_err(|m| ControllerError::Object(format!("{kind} {name:?}: {m}")))?;
-        objects::update_json(
-            st,
-            &target,
-            value,
-            "patched",
-            chrono::Utc::now(),
-            &mut rand::rng(),
+    // kubectl takes the patch as JSON or YAML.
+    let value: Value = serde_json::from_str(&args.patch)
+        .or_else(|_| serde_yaml_ng::from_str(&args.patch))
+        .map_err(|e| anyhow::anyhow!("unable to parse {:?}: {e}", args.patch))?;
+    let client = Client::connect(&lab).await?;
+    let path = client::path(kind, Some(&args.namespace), Some(&name));
+    let before = client.get(&path, client::JSON).await?;
+    let q = client::query(&[("fieldManager", "kubectl-patch")]);
+    let after = client
+        .send(
+            http::Method::PATCH,
+            &format!("{path}{q}"),
+            content_type,
+            &value,
         )
-        .map_err(object_error)
-    })
-    .await?;
-    println!("{line}");
+        .await?;
+    let object = format!("{}/{name}", get::prefix(kind));
+    match comparable(&before) == comparable(&after) {
+        true => println!("{object} patched (no change)"),
+        false => println!("{object} patched"),
+    }
     Ok(0)
 }
 
 /// `kubectl edit TYPE NAME`: the object as YAML in `$KUBE_EDITOR`,
-/// `$EDITOR` or vi; saved changes are applied. An invalid edit changes
-/// nothing and keeps a copy of the file.
+/// `$EDITOR` or vi; saved changes are sent back (PUT). An invalid edit
+/// changes nothing and keeps a copy of the file.
 pub async fn edit(args: EditArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let (kind, name) = one_target(&args.targets, "edit")?;
-    let target = objects::Target {
-        kind: &kind,
-        namespace: &args.namespace,
-        name: &name,
-    };
-    let state = crate::controller::observed_state(&lab).await?;
-    let before = objects::get_json(&state, &target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = Client::connect(&lab).await?;
+    let path = client::path(kind, Some(&args.namespace), Some(&name));
+    let before = client.get(&path, client::JSON).await?;
     let header = "# Please edit the object below. Lines beginning with a '#' will be ignored,\n# and an empty file will abort the edit. If an error occurs while saving this file will be\n# reopened with the relevant failures.\n#\n";
     let text = format!("{header}{}", serde_yaml_ng::to_string(&before)?);
     let file = tempfile::Builder::new()
-        .prefix(&format!("netlab-edit-{kind}-"))
+        .prefix(&format!("netlab-edit-{}-", kind.singular))
         .suffix(".yaml")
         .tempfile()?;
     std::fs::write(file.path(), &text)?;
@@ -367,26 +442,23 @@ pub async fn edit(args: EditArgs, lab: Option<String>) -> Result<i32> {
             copy.display().to_string()
         )
     };
-    let value: serde_json::Value = serde_yaml_ng::from_str(&body)
+    let value: Value = serde_yaml_ng::from_str(&body)
         .map_err(|e| keep(format!("the edited file is not valid YAML: {e}")))?;
     if value == before {
         println!("Edit cancelled, no changes made.");
         return Ok(0);
     }
-    let line = converge::change(&lab, |st| {
-        objects::update_json(
-            st,
-            &target,
-            value,
-            "edited",
-            chrono::Utc::now(),
-            &mut rand::rng(),
+    let q = client::query(&[("fieldManager", "kubectl-edit")]);
+    client
+        .send(
+            http::Method::PUT,
+            &format!("{path}{q}"),
+            client::JSON,
+            &value,
         )
-        .map_err(object_error)
-    })
-    .await
-    .map_err(|e| keep(e.to_string()))?;
-    println!("{line}");
+        .await
+        .map_err(|e| keep(e.to_string()))?;
+    println!("{}/{name} edited", get::prefix(kind));
     Ok(0)
 }
 
@@ -399,8 +471,4 @@ fn parse_selector_map(s: &str) -> Result<std::collections::BTreeMap<String, Stri
                 .ok_or_else(|| anyhow::anyhow!("--selector {s:?}: use key=value[,key=value]"))
         })
         .collect()
-}
-
-pub fn object_error(e: objects::ObjectError) -> ControllerError {
-    ControllerError::Object(e.to_string())
 }

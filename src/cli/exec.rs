@@ -3,6 +3,7 @@
 //! node's network namespace), and `netlab exec host/external -- CMD` (a
 //! host outside the cluster, on the lab's public network).
 
+use super::client::{self, Client};
 use crate::cluster::state;
 use crate::controller;
 use crate::paths;
@@ -32,13 +33,23 @@ pub struct ExecArgs {
 
 pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
-    let state = controller::observed_state(&lab).await?;
+    let client = Client::connect(&lab).await?;
     let mut cmd = match args.target.split_once('/') {
         Some(("node" | "nodes" | "no", node)) => {
-            if !state.config.nodes.iter().any(|n| n == node) {
+            let nodes = super::get::kind("nodes")?;
+            let list = client
+                .get(&client::path(nodes, None, None), client::JSON)
+                .await?;
+            let names: Vec<&str> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["metadata"]["name"].as_str())
+                .collect();
+            if !names.contains(&node) {
                 bail!(
                     "nodes {node:?} not found in lab {lab} (nodes: {})",
-                    state.config.nodes.join(", ")
+                    names.join(", ")
                 );
             }
             let ns = controller::up::node_netns(&lab, node)?;
@@ -57,11 +68,11 @@ pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
             cmd.args(&args.command[1..]);
             cmd
         }
-        Some(("pod" | "pods" | "po", pod)) => pod_exec(&lab, &state, pod, &args)?,
+        Some(("pod" | "pods" | "po", pod)) => pod_exec(&lab, &client, pod, &args).await?,
         Some((kind, _)) => {
             bail!("netlab exec takes POD, pod/NAME, node/NAME or host/external, not {kind}")
         }
-        None => pod_exec(&lab, &state, &args.target, &args)?,
+        None => pod_exec(&lab, &client, &args.target, &args).await?,
     };
     if !args.stdin {
         cmd.stdin(Stdio::null());
@@ -113,15 +124,16 @@ fn exit_code(code: Option<i32>, stderr_tail: &str) -> i32 {
     }
 }
 
-fn pod_exec(
+/// The pod's container, read from the API, run into by runc on this host
+/// (the exec stream of the API comes with issue 17).
+async fn pod_exec(
     lab: &str,
-    state: &crate::cluster::ClusterState,
+    client: &Client,
     pod: &str,
     args: &ExecArgs,
 ) -> Result<std::process::Command> {
-    let p = state
-        .pod(&args.namespace, pod)
-        .ok_or_else(|| anyhow!("pods {pod:?} not found in namespace {}", args.namespace))?;
+    let p = client.pod(&args.namespace, pod).await?;
+    let p = &p;
     if crate::cluster::dns::is_builtin(p) {
         bail!(
             "pod {pod} is netlab's built-in DNS server, run by the lab's controller in the pod's network namespace: it has no container to exec into (try `netlab exec node/NODE -- dig @{} …`)",

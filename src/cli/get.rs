@@ -1,90 +1,43 @@
 //! `netlab get`: kubectl's columns for pods, nodes, deployments, services,
 //! endpoints, events, secrets and configmaps.
 
+use super::client::{self, Client};
 use super::printer::{structured, Format, Printer};
-use crate::api::{objects, resources};
-use crate::cluster::{ClusterState, Selector};
+use crate::api::resources;
 use anyhow::{bail, Result};
-use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 pub use crate::cluster::tables::{external_ip, pod_summary, service_ports};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Pod,
-    Node,
-    Deployment,
-    Service,
-    Endpoints,
-    Event,
-    Secret,
-    ConfigMap,
+/// What `netlab get` names: a served resource.
+pub type Kind = &'static resources::Resource;
+
+/// `pods`, `po`, `deployments.apps`… → the served resource, as kubectl
+/// resolves TYPE from discovery.
+pub fn kind(s: &str) -> Result<Kind> {
+    resources::lookup(s).ok_or_else(|| {
+        let known: Vec<&str> = resources::RESOURCES.iter().map(|r| r.plural).collect();
+        anyhow::anyhow!(
+            "the server doesn't have a resource type {s:?} (netlab serves {})",
+            known.join(", ")
+        )
+    })
 }
 
-impl Kind {
-    pub fn parse(s: &str) -> Result<Kind> {
-        Ok(match s.to_lowercase().as_str() {
-            "po" | "pod" | "pods" => Kind::Pod,
-            "no" | "node" | "nodes" => Kind::Node,
-            "deploy" | "deployment" | "deployments" | "deployment.apps" | "deployments.apps" => {
-                Kind::Deployment
-            }
-            "svc" | "service" | "services" => Kind::Service,
-            "ep" | "endpoints" => Kind::Endpoints,
-            "ev" | "event" | "events" => Kind::Event,
-            "secret" | "secrets" => Kind::Secret,
-            "cm" | "configmap" | "configmaps" => Kind::ConfigMap,
-            other => bail!(
-                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints, events, secrets, configmaps)"
-            ),
-        })
-    }
-    fn prefix(self) -> &'static str {
-        match self {
-            Kind::Pod => "pod",
-            Kind::Node => "node",
-            Kind::Deployment => "deployment.apps",
-            Kind::Service => "service",
-            Kind::Endpoints => "endpoints",
-            Kind::Event => "event",
-            Kind::Secret => "secret",
-            Kind::ConfigMap => "configmap",
-        }
-    }
-    /// The API resource it names.
-    fn resource(self) -> &'static resources::Resource {
-        let (group, plural) = match self {
-            Kind::Pod => ("", "pods"),
-            Kind::Node => ("", "nodes"),
-            Kind::Deployment => ("apps", "deployments"),
-            Kind::Service => ("", "services"),
-            Kind::Endpoints => ("", "endpoints"),
-            Kind::Event => ("", "events"),
-            Kind::Secret => ("", "secrets"),
-            Kind::ConfigMap => ("", "configmaps"),
-        };
-        resources::find(group, "v1", plural).expect("every kind is served")
-    }
-
-    /// The plural kubectl uses in "not found" messages.
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Pod => "pods",
-            Kind::Node => "nodes",
-            Kind::Deployment => "deployments.apps",
-            Kind::Service => "services",
-            Kind::Endpoints => "endpoints",
-            Kind::Event => "events",
-            Kind::Secret => "secrets",
-            Kind::ConfigMap => "configmaps",
-        }
+/// `pod`, `deployment.apps`: how kubectl prefixes names (`-o name`, and
+/// rows when several types are listed).
+pub fn prefix(r: Kind) -> String {
+    match r.group {
+        "" => r.singular.to_string(),
+        g => format!("{}.{g}", r.singular),
     }
 }
 
 pub struct GetArgs<'a> {
     pub kinds: Vec<Kind>,
     pub names: Vec<String>,
-    pub selector: Selector,
+    pub selector: Option<String>,
+    pub field_selector: Option<String>,
     pub format: Format,
     pub namespace: Option<&'a str>, // None: all namespaces
     pub no_headers: bool,
@@ -96,13 +49,13 @@ pub fn parse_targets(targets: &[String]) -> Result<(Vec<Kind>, Vec<String>)> {
         bail!("you must specify the type of resource to get, e.g. netlab get pods");
     };
     if first.contains('/') {
-        let mut kinds = Vec::new();
+        let mut kinds: Vec<Kind> = Vec::new();
         let mut names = Vec::new();
         for t in targets {
             let (k, n) = t
                 .split_once('/')
                 .ok_or_else(|| anyhow::anyhow!("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form"))?;
-            let kind = Kind::parse(k)?;
+            let kind = kind(k)?;
             if !kinds.is_empty() && kinds[0] != kind {
                 bail!("netlab get TYPE/NAME takes one type at a time");
             }
@@ -111,64 +64,113 @@ pub fn parse_targets(targets: &[String]) -> Result<(Vec<Kind>, Vec<String>)> {
         }
         return Ok((kinds, names));
     }
-    let kinds = first
-        .split(',')
-        .map(Kind::parse)
-        .collect::<Result<Vec<_>>>()?;
+    let kinds = first.split(',').map(kind).collect::<Result<Vec<_>>>()?;
     Ok((kinds, targets[1..].to_vec()))
 }
 
-pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> Result<String> {
-    let mut out = String::new();
-    let multi = args.kinds.len() > 1;
-    let mut found_any = false;
-    let mut structured_items: Vec<serde_json::Value> = Vec::new();
-    for kind in &args.kinds {
-        // The same selection the lab's API makes for kubectl.
-        let resource = kind.resource();
-        let filter = objects::Filter {
-            namespace: args.namespace,
-            labels: args.selector.clone(),
-            ..Default::default()
+/// What the API answered for one kind: the objects (for `-o yaml/json/name`)
+/// or the server's Table (for tables).
+pub struct Fetched {
+    pub kind: Kind,
+    pub items: Vec<Value>,
+    pub table: Option<Value>,
+}
+
+/// Asks the lab's API, as kubectl does: a list per kind (with the
+/// selectors), or each named object; Tables for table output.
+pub async fn fetch(client: &Client, args: &GetArgs<'_>) -> Result<Vec<Fetched>> {
+    let tables = matches!(args.format, Format::Table | Format::Wide);
+    let accept = if tables { client::TABLE } else { client::JSON };
+    let mut out = Vec::new();
+    for &kind in &args.kinds {
+        let ns = if kind.namespaced {
+            args.namespace
+        } else {
+            None
         };
-        let (mut items, mut table) = objects::select(state, resource, &filter, now);
-        if !args.names.is_empty() {
-            let named = |m: Option<&str>| args.names.iter().any(|n| m == Some(n.as_str()));
-            items.retain(|v| named(v["metadata"]["name"].as_str()));
-            table.rows.retain(|r| named(r.meta.name.as_deref()));
-        }
-        // Named objects that do not exist are errors, as in kubectl.
-        for n in &args.names {
-            if !items
-                .iter()
-                .any(|v| v["metadata"]["name"].as_str() == Some(n.as_str()))
-            {
-                bail!("{} {n:?} not found", kind.plural());
+        let mut answers = Vec::new();
+        if args.names.is_empty() {
+            let q = client::query(&[
+                ("labelSelector", args.selector.as_deref().unwrap_or("")),
+                (
+                    "fieldSelector",
+                    args.field_selector.as_deref().unwrap_or(""),
+                ),
+            ]);
+            let path = format!("{}{q}", client::path(kind, ns, None));
+            answers.push(client.get(&path, accept).await?);
+        } else {
+            let ns = ns.or(Some("default"));
+            for n in &args.names {
+                answers.push(client.get(&client::path(kind, ns, Some(n)), accept).await?);
             }
         }
-        found_any |= !items.is_empty();
+        let mut f = Fetched {
+            kind,
+            items: Vec::new(),
+            table: None,
+        };
+        for a in answers {
+            if tables {
+                match &mut f.table {
+                    None => f.table = Some(a),
+                    Some(t) => {
+                        let rows = a["rows"].as_array().cloned().unwrap_or_default();
+                        if let Some(all) = t["rows"].as_array_mut() {
+                            all.extend(rows);
+                        }
+                    }
+                }
+            } else if a["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+                f.items
+                    .extend(a["items"].as_array().cloned().unwrap_or_default());
+            } else {
+                f.items.push(a);
+            }
+        }
+        // A list's items carry no kind; kubectl's output names it.
+        for v in &mut f.items {
+            v["apiVersion"] = kind.group_version().into();
+            v["kind"] = kind.kind.into();
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
+pub fn render(fetched: &[Fetched], args: &GetArgs<'_>) -> Result<String> {
+    let mut out = String::new();
+    let multi = fetched.len() > 1;
+    let mut found_any = false;
+    let mut structured_items: Vec<Value> = Vec::new();
+    for f in fetched {
+        let rows = f
+            .table
+            .as_ref()
+            .and_then(|t| t["rows"].as_array())
+            .map_or(0, Vec::len);
+        found_any |= !f.items.is_empty() || rows > 0;
         match args.format {
-            Format::Yaml | Format::Json => structured_items.extend(items),
+            Format::Yaml | Format::Json => structured_items.extend(f.items.iter().cloned()),
             Format::Name => {
-                for v in &items {
+                for v in &f.items {
                     out.push_str(&format!(
                         "{}/{}\n",
-                        kind.prefix(),
+                        prefix(f.kind),
                         v["metadata"]["name"].as_str().unwrap_or_default()
                     ));
                 }
             }
             Format::Table | Format::Wide => {
-                if !table.rows.is_empty() {
+                if let Some(table) = f.table.as_ref().filter(|_| rows > 0) {
                     if !out.is_empty() {
                         out.push('\n');
                     }
-                    let namespaced = *kind != Kind::Node;
                     let t = Printer::from_table(
-                        &table,
+                        table,
                         args.format == Format::Wide,
-                        namespaced && args.namespace.is_none(),
-                        multi.then(|| kind.prefix()),
+                        f.kind.namespaced && args.namespace.is_none(),
+                        multi.then(|| prefix(f.kind)).as_deref(),
                     );
                     let text = t.render();
                     match args.no_headers {
@@ -183,12 +185,12 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
         }
     }
     if matches!(args.format, Format::Yaml | Format::Json) {
-        let single = !args.names.is_empty() && args.names.len() == 1 && !multi;
+        let single = args.names.len() == 1 && !multi;
         return Ok(structured(&structured_items, single, args.format));
     }
     if !found_any {
         match args.namespace {
-            Some(ns) if args.kinds.iter().any(|k| *k != Kind::Node) => {
+            Some(ns) if args.kinds.iter().any(|k| k.namespaced) => {
                 eprintln!("No resources found in {ns} namespace.")
             }
             _ => eprintln!("No resources found"),
@@ -200,23 +202,46 @@ pub fn render(state: &ClusterState, args: &GetArgs<'_>, now: DateTime<Utc>) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::objects;
+    use crate::cluster::Selector;
 
-    fn state() -> ClusterState {
-        crate::api::objects::tutorial_state()
+    /// What the API answers for the tutorial's objects, without a server.
+    fn fetched(args: &GetArgs<'_>) -> Vec<Fetched> {
+        let st = objects::tutorial_state();
+        args.kinds
+            .iter()
+            .map(|&kind| {
+                let filter = objects::Filter {
+                    namespace: args.namespace,
+                    labels: Selector::parse(args.selector.as_deref().unwrap_or("")).unwrap(),
+                    ..Default::default()
+                };
+                let (items, table) = objects::select(&st, kind, &filter, chrono::Utc::now());
+                Fetched {
+                    kind,
+                    items,
+                    table: Some(table.to_json(true, "1")),
+                }
+            })
+            .collect()
+    }
+
+    fn args(kinds: &str, selector: &str, format: Format) -> GetArgs<'static> {
+        GetArgs {
+            kinds: parse_targets(&[kinds.into()]).unwrap().0,
+            names: vec![],
+            selector: Some(selector.into()),
+            field_selector: None,
+            format,
+            namespace: Some("default"),
+            no_headers: false,
+        }
     }
 
     #[test]
     fn pods_wide_has_kubectl_columns() {
-        let s = state();
-        let args = GetArgs {
-            kinds: vec![Kind::Pod],
-            names: vec![],
-            selector: Selector::parse("run=my-nginx").unwrap(),
-            format: Format::Wide,
-            namespace: Some("default"),
-            no_headers: false,
-        };
-        let out = render(&s, &args, Utc::now()).unwrap();
+        let args = args("pods", "run=my-nginx", Format::Wide);
+        let out = render(&fetched(&args), &args).unwrap();
         let header: Vec<&str> = out
             .lines()
             .next()
@@ -246,31 +271,31 @@ mod tests {
 
     #[test]
     fn yaml_list_has_pod_ips() {
-        let s = state();
-        let args = GetArgs {
-            kinds: vec![Kind::Pod],
-            names: vec![],
-            selector: Selector::default(),
-            format: Format::Yaml,
-            namespace: Some("default"),
-            no_headers: false,
-        };
-        let out = render(&s, &args, Utc::now()).unwrap();
+        let args = args("pods", "", Format::Yaml);
+        let out = render(&fetched(&args), &args).unwrap();
         assert!(out.contains("kind: List"));
         assert_eq!(out.matches("podIP: 10.244.").count(), 2, "{out}");
-        assert!(out.contains("kind: Pod"));
+    }
+
+    #[test]
+    fn several_kinds_prefix_their_rows() {
+        let args = args("deploy,svc", "", Format::Table);
+        let out = render(&fetched(&args), &args).unwrap();
+        assert!(out.contains("deployment.apps/my-nginx"), "{out}");
+        assert!(out.contains("service/"), "{out}");
     }
 
     #[test]
     fn targets() {
         let (k, n) = parse_targets(&["po,deploy".into()]).unwrap();
-        assert_eq!(k, vec![Kind::Pod, Kind::Deployment]);
+        assert_eq!(
+            k.iter().map(|r| r.plural).collect::<Vec<_>>(),
+            ["pods", "deployments"]
+        );
         assert!(n.is_empty());
         let (k, n) = parse_targets(&["pod/a".into(), "pod/b".into()]).unwrap();
-        assert_eq!(
-            (k, n),
-            (vec![Kind::Pod], vec!["a".to_string(), "b".to_string()])
-        );
+        assert_eq!(k.len(), 1);
+        assert_eq!(n, ["a", "b"]);
         assert!(parse_targets(&["svcx".into()]).is_err());
     }
 }

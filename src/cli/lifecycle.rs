@@ -1,9 +1,8 @@
 //! `netlab up`, `netlab down`, `netlab labs`.
 
-use super::get::{self, GetArgs, Kind};
+use super::get::{self, GetArgs};
 use super::kubeconfig;
 use super::printer::{Format, Printer};
-use crate::cluster::Selector;
 use crate::controller::{self, UpOptions};
 use crate::lab;
 use anyhow::{bail, Context, Result};
@@ -73,20 +72,20 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
         api,
     );
     if !state.pods.is_empty() {
+        // What kubectl get pods -A -o wide prints, from the lab's API.
+        let args = GetArgs {
+            kinds: vec![get::kind("pods")?],
+            names: vec![],
+            selector: None,
+            field_selector: None,
+            format: Format::Wide,
+            namespace: None,
+            no_headers: false,
+        };
+        let client = super::client::Client::connect(lab).await?;
         print!(
             "{}",
-            get::render(
-                state,
-                &GetArgs {
-                    kinds: vec![Kind::Pod],
-                    names: vec![],
-                    selector: Selector::default(),
-                    format: Format::Wide,
-                    namespace: None,
-                    no_headers: false,
-                },
-                chrono::Utc::now(),
-            )?
+            get::render(&get::fetch(&client, &args).await?, &args)?
         );
     }
     Ok(0)
@@ -125,23 +124,35 @@ pub async fn down(args: DownArgs, lab_flag: Option<String>) -> Result<i32> {
     Ok(0)
 }
 
-pub fn labs() -> Result<i32> {
-    let mut t = Printer::new(["NAME", "NODES", "PODS", "DIRECTORY"]);
+pub async fn labs() -> Result<i32> {
+    let mut t = Printer::new(["NAME", "NODES", "PODS", "API", "DIRECTORY"]);
     for lab in controller::labs() {
         let dir = crate::paths::lab_dir(&lab);
-        let state = crate::cluster::ClusterState::load(&dir)
-            .with_context(|| format!("lab {lab}"))
-            .ok();
+        // Counts from the lab's API, when its process runs (`labs` never
+        // starts one).
+        let count = |plural: &'static str| {
+            let lab = lab.clone();
+            async move {
+                controller::daemon::running(&lab)?;
+                let client = super::client::Client::connect(&lab).await.ok()?;
+                let r = get::kind(plural).ok()?;
+                let list = client
+                    .get(&super::client::path(r, None, None), super::client::JSON)
+                    .await
+                    .ok()?;
+                Some(list["items"].as_array()?.len().to_string())
+            }
+        };
+        let nodes = count("nodes").await;
+        let pods = count("pods").await;
+        let api = crate::api::address(&lab)
+            .filter(|_| controller::daemon::running(&lab).is_some())
+            .map(crate::api::url);
         t.row([
             lab.clone(),
-            state
-                .as_ref()
-                .map(|s| s.nodes.len().to_string())
-                .unwrap_or_else(|| "?".into()),
-            state
-                .as_ref()
-                .map(|s| s.pods.len().to_string())
-                .unwrap_or_else(|| "?".into()),
+            nodes.unwrap_or_else(|| "?".into()),
+            pods.unwrap_or_else(|| "?".into()),
+            api.unwrap_or_else(|| "<not running>".into()),
             dir.display().to_string(),
         ]);
     }

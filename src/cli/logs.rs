@@ -26,11 +26,9 @@ pub struct LogsArgs {
 
 pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
-    let state = controller::observed_state(&lab).await?;
     let name = args.pod.strip_prefix("pod/").unwrap_or(&args.pod);
-    let pod = state
-        .pod(&args.namespace, name)
-        .ok_or_else(|| anyhow!("pods {name:?} not found in namespace {}", args.namespace))?;
+    let client = super::client::Client::connect(&lab).await?;
+    let pod = &client.pod(&args.namespace, name).await?;
     if crate::cluster::dns::is_builtin(pod) {
         // Its server runs in the controller: show what the controller said of it.
         let log = controller::daemon::log_file(&lab);

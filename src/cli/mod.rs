@@ -1,6 +1,7 @@
 //! The `cli` layer: kubectl-shaped verbs over a lab. Argument parsing here,
 //! output through `printer`, work through `controller`.
 
+pub mod client;
 pub mod create;
 pub mod describe;
 pub mod edit;
@@ -99,6 +100,9 @@ pub struct GetCmd {
     /// List across all namespaces.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
+    /// Selector (field query) to filter on, e.g. --field-selector spec.nodeName=node-1.
+    #[arg(long)]
+    pub field_selector: Option<String>,
     /// Print tables without their header line.
     #[arg(long)]
     pub no_headers: bool,
@@ -154,6 +158,11 @@ pub fn main() -> i32 {
         .expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The API's refusals as kubectl prints them.
+        Err(e) if e.downcast_ref::<client::ApiFailure>().is_some() => {
+            eprintln!("{e:#}");
+            1
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             1
@@ -176,7 +185,7 @@ async fn run(cli: Cli) -> Result<i32> {
             match command {
                 Command::Up(args) => lifecycle::up(args, lab).await,
                 Command::Down(args) => lifecycle::down(args, lab).await,
-                Command::Labs => lifecycle::labs(),
+                Command::Labs => lifecycle::labs().await,
                 Command::Kubeconfig => lifecycle::print_kubeconfig(lab),
                 Command::Get(args) => get(args, lab).await,
                 Command::Describe(args) => describe(args, lab).await,
@@ -229,21 +238,19 @@ async fn get(args: GetCmd, lab: Option<String>) -> Result<i32> {
     let lab = select_lab(lab)?;
     let format: printer::Format = args.output.parse().map_err(anyhow::Error::msg)?;
     let (kinds, names) = get::parse_targets(&args.targets)?;
-    let selector = cluster_selector(args.selector.as_deref())?;
-    let state = crate::controller::observed_state(&lab).await?;
-    let out = get::render(
-        &state,
-        &get::GetArgs {
-            kinds,
-            names,
-            selector,
-            format,
-            namespace: (!args.all_namespaces).then_some(args.namespace.as_str()),
-            no_headers: args.no_headers,
-        },
-        chrono::Utc::now(),
-    )?;
-    print!("{out}");
+    cluster_selector(args.selector.as_deref())?;
+    let get_args = get::GetArgs {
+        kinds,
+        names,
+        selector: args.selector,
+        field_selector: args.field_selector,
+        format,
+        namespace: (!args.all_namespaces).then_some(args.namespace.as_str()),
+        no_headers: args.no_headers,
+    };
+    let client = client::Client::connect(&lab).await?;
+    let fetched = get::fetch(&client, &get_args).await?;
+    print!("{}", get::render(&fetched, &get_args)?);
     Ok(0)
 }
 
@@ -256,7 +263,12 @@ async fn controller(args: ControllerCmd, lab: Option<String>) -> Result<i32> {
             Ok(0)
         }
         ControllerAction::Start => {
-            crate::controller::observed_state(&lab).await?;
+            if !crate::paths::lab_dir(&lab)
+                .join(crate::cluster::state::STATE_FILE)
+                .exists()
+            {
+                return Err(crate::controller::missing(&lab).into());
+            }
             let pid = daemon::spawn(&lab)?;
             println!("controller of lab {lab} runs (pid {pid})");
             Ok(0)
@@ -282,11 +294,12 @@ async fn controller(args: ControllerCmd, lab: Option<String>) -> Result<i32> {
 async fn describe(args: DescribeCmd, lab: Option<String>) -> Result<i32> {
     let lab = select_lab(lab)?;
     let (kinds, names) = get::parse_targets(&args.targets)?;
-    let state = crate::controller::observed_state(&lab).await?;
+    let client = client::Client::connect(&lab).await?;
     let mut out = Vec::new();
     for kind in kinds {
         for name in &names {
-            out.push(describe::render(&state, kind, name, &args.namespace)?);
+            let d = describe::fetch(&client, kind, name, &args.namespace).await?;
+            out.push(describe::render(kind, &d)?);
         }
     }
     print!("{}", out.join("\n\n"));

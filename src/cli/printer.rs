@@ -26,34 +26,44 @@ impl Printer {
     /// A table the API renders, as kubectl prints it: upper-case headers,
     /// `-o wide` columns only when `wide`, a NAMESPACE column first for
     /// `-A`, and `kind/name` names when several kinds are printed.
+    /// A `meta.k8s.io/v1` Table as the lab's API renders it (the one
+    /// printing path for `netlab get` and kubectl): priority-1 columns only
+    /// when `wide`, a NAMESPACE column from the rows' metadata.
     pub fn from_table(
-        t: &crate::cluster::tables::Table,
+        t: &serde_json::Value,
         wide: bool,
         namespace: bool,
         name_prefix: Option<&str>,
     ) -> Printer {
-        let shown: Vec<usize> = (0..t.columns.len())
-            .filter(|&i| wide || t.columns[i].priority == 0)
+        let empty = Vec::new();
+        let columns = t["columnDefinitions"].as_array().unwrap_or(&empty);
+        let shown: Vec<usize> = (0..columns.len())
+            .filter(|&i| wide || columns[i]["priority"].as_i64().unwrap_or(0) == 0)
             .collect();
         let mut headers: Vec<String> = Vec::new();
         if namespace {
             headers.push("NAMESPACE".into());
         }
-        headers.extend(shown.iter().map(|&i| t.columns[i].name.to_uppercase()));
+        headers.extend(
+            shown
+                .iter()
+                .map(|&i| columns[i]["name"].as_str().unwrap_or("").to_uppercase()),
+        );
         let mut p = Printer::new(headers);
-        for r in &t.rows {
+        for r in t["rows"].as_array().unwrap_or(&empty) {
             let mut row = Vec::new();
             if namespace {
-                row.push(r.meta.namespace.clone().unwrap_or_default());
+                let ns = &r["object"]["metadata"]["namespace"];
+                row.push(ns.as_str().unwrap_or_default().to_string());
             }
             for &i in &shown {
-                let text = match &r.cells[i] {
+                let text = match &r["cells"][i] {
                     serde_json::Value::String(s) => s.clone(),
                     serde_json::Value::Null => String::new(),
                     other => other.to_string(),
                 };
-                match (name_prefix, t.columns[i].format) {
-                    (Some(k), "name") => row.push(format!("{k}/{text}")),
+                match (name_prefix, columns[i]["format"].as_str()) {
+                    (Some(k), Some("name")) => row.push(format!("{k}/{text}")),
                     _ => row.push(text),
                 }
             }

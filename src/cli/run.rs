@@ -8,8 +8,8 @@
 //! the pod stays, terminated (netlab has no `attach` to resume it, so
 //! attached pods are not restarted).
 
-use crate::cluster::objects::{self, Mode};
-use crate::controller::{self, converge, pods};
+use super::client::{self, Client};
+use crate::controller::pods;
 use anyhow::{anyhow, bail, Result};
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -154,14 +154,22 @@ pub async fn run(args: RunArgs, lab: Option<String>) -> Result<i32> {
         tty = false;
     }
     let pod = pod(&args, attached, tty)?;
-    let line = converge::change(&lab, |st| {
-        objects::apply_pod(st, pod, Mode::Create, chrono::Utc::now(), &mut rand::rng()).map_err(
-            |e| controller::ControllerError::Runtime {
-                message: e.to_string(),
-            },
+    let client = Client::connect(&lab).await?;
+    let pods_r = super::get::kind("pods")?;
+    let mut body = serde_json::to_value(&pod)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Pod".into();
+    let q = client::query(&[("fieldManager", "kubectl-run")]);
+    let collection = client::path(pods_r, Some(&args.namespace), None);
+    client
+        .send(
+            http::Method::POST,
+            &format!("{collection}{q}"),
+            client::JSON,
+            &body,
         )
-    })
-    .await?;
+        .await?;
+    let line = format!("pod/{} created", args.name);
     if !attached {
         println!("{line}");
         return Ok(0);
@@ -169,30 +177,32 @@ pub async fn run(args: RunArgs, lab: Option<String>) -> Result<i32> {
     if tty {
         eprintln!("If you don't see a command prompt, try pressing enter.");
     }
-    let code = pods::run_attached(&lab, &args.namespace, &args.name).await?;
-    let ns = args.namespace.clone();
-    let name = args.name.clone();
+    let path = client::path(pods_r, Some(&args.namespace), Some(&args.name));
+    let started: Pod = serde_json::from_value(client.get(&path, client::JSON).await?)?;
+    let code = pods::run_attached(&lab, &started).await?;
     if args.rm {
-        let line = converge::change(&lab, |st| {
-            objects::delete(st, "pod", &ns, &name, chrono::Utc::now()).map_err(|e| {
-                controller::ControllerError::Runtime {
-                    message: e.to_string(),
-                }
-            })
-        })
-        .await?;
-        println!("{line}");
+        client
+            .send(
+                http::Method::DELETE,
+                &path,
+                client::JSON,
+                &serde_json::json!({}),
+            )
+            .await?;
+        println!("pod \"{}\" deleted", args.name);
     } else {
-        converge::change(&lab, |st| {
-            if let Some(p) = st.pods.iter_mut().find(|p| {
-                p.metadata.name.as_deref() == Some(name.as_str())
-                    && crate::cluster::state::namespace(&p.metadata) == ns
-            }) {
-                pods::set_terminated(p, code);
-            }
-            Ok(())
-        })
-        .await?;
+        // This process ran the container: it reports how it ended, as the
+        // kubelet reports a pod's status (the pods/status subresource).
+        let mut p: Pod = serde_json::from_value(client.get(&path, client::JSON).await?)?;
+        pods::set_terminated(&mut p, code);
+        client
+            .send(
+                http::Method::PATCH,
+                &format!("{path}/status"),
+                "application/merge-patch+json",
+                &serde_json::json!({"status": p.status}),
+            )
+            .await?;
         eprintln!(
             "Session ended; pod/{} stays {} (netlab cannot re-attach: delete it with `netlab delete pod {}`, or use --rm)",
             args.name,

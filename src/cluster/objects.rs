@@ -573,27 +573,16 @@ pub struct ExposeRequest<'a> {
 }
 
 /// `kubectl expose`: a Service selecting the object's pods, with its ports.
-pub fn expose(
-    st: &mut ClusterState,
-    req: &ExposeRequest<'_>,
-    now: DateTime<Utc>,
-    rng: &mut impl rand::Rng,
-) -> Result<String, ObjectError> {
-    let not_found = |kind: &'static str| ObjectError::NotFound {
-        kind,
-        name: req.name.into(),
-    };
+///
+/// `source` is the exposed object (`req.kind`) as the API returned it: as
+/// kubectl, the client reads it and creates the Service it makes.
+pub fn expose(source: &serde_json::Value, req: &ExposeRequest<'_>) -> Result<Service, ObjectError> {
+    let invalid =
+        |e: serde_json::Error| ObjectError::Invalid(format!("{} {}: {e}", req.kind, req.name));
     // (selector, labels, ports (port, protocol)) of the exposed object.
     let (selector, labels, ports): (Labels, Option<Labels>, Vec<(i32, String)>) = match req.kind {
         "deployment" => {
-            let d = st
-                .deployments
-                .iter()
-                .find(|d| {
-                    d.metadata.name.as_deref() == Some(req.name)
-                        && namespace(&d.metadata) == req.namespace
-                })
-                .ok_or_else(|| not_found("deployments.apps"))?;
+            let d: Deployment = serde_json::from_value(source.clone()).map_err(invalid)?;
             let spec = d.spec.clone().unwrap_or_default();
             let ports =
                 container_ports(spec.template.spec.iter().flat_map(|s| s.containers.iter()));
@@ -604,9 +593,7 @@ pub fn expose(
             )
         }
         "pod" => {
-            let p = st
-                .pod(req.namespace, req.name)
-                .ok_or_else(|| not_found("pods"))?;
+            let p: Pod = serde_json::from_value(source.clone()).map_err(invalid)?;
             let ports = container_ports(p.spec.iter().flat_map(|s| s.containers.iter()));
             let labels = p.metadata.labels.clone().unwrap_or_default();
             if labels.is_empty() && req.selector.is_none() {
@@ -618,9 +605,7 @@ pub fn expose(
             (labels.clone(), Some(labels), ports)
         }
         "service" => {
-            let s = st
-                .service(req.namespace, req.name)
-                .ok_or_else(|| not_found("services"))?;
+            let s: Service = serde_json::from_value(source.clone()).map_err(invalid)?;
             let spec = s.spec.clone().unwrap_or_default();
             let ports = spec
                 .ports
@@ -686,7 +671,7 @@ pub fn expose(
         });
     }
     let service_name = req.service_name.unwrap_or(req.name).to_string();
-    let svc = Service {
+    Ok(Service {
         metadata: ObjectMeta {
             name: Some(service_name.clone()),
             namespace: Some(req.namespace.to_string()),
@@ -700,15 +685,7 @@ pub fn expose(
             ..Default::default()
         }),
         status: None,
-    };
-    if st.service(req.namespace, &service_name).is_some() {
-        return Err(ObjectError::AlreadyExists {
-            kind: "services",
-            name: service_name,
-        });
-    }
-    st.upsert_service(svc, now, rng)?;
-    Ok(format!("service/{service_name} exposed"))
+    })
 }
 
 fn container_ports<'a>(
@@ -757,8 +734,7 @@ mod tests {
 
     #[test]
     fn expose_deployment_like_the_tutorial() {
-        let mut st = lab(2);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let st = lab(2);
         let req = ExposeRequest {
             kind: "deployment",
             name: "my-nginx",
@@ -770,18 +746,18 @@ mod tests {
             type_: None,
             selector: None,
         };
-        assert_eq!(
-            expose(&mut st, &req, Utc::now(), &mut rng).unwrap(),
-            "service/my-nginx exposed"
-        );
-        let s = st.service("default", "my-nginx").unwrap();
+        let source = serde_json::to_value(&st.deployments[0]).unwrap();
+        let s = expose(&source, &req).unwrap();
+        assert_eq!(s.metadata.name.as_deref(), Some("my-nginx"));
         let sp = s.spec.as_ref().unwrap();
         assert_eq!(sp.ports.as_ref().unwrap()[0].port, 80);
         assert_eq!(sp.selector.as_ref().unwrap()["run"], "my-nginx");
-        assert!(expose(&mut st, &req, Utc::now(), &mut rng)
+        let pod = serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": []}});
+        let req = ExposeRequest { kind: "pod", ..req };
+        assert!(expose(&pod, &req)
             .unwrap_err()
             .to_string()
-            .contains("already exists"));
+            .contains("no labels"));
     }
 
     #[test]

@@ -678,14 +678,17 @@ fn write_etc_files(
 
 /// Runs the container of an attached pod (prepared by [`start_all`]) in
 /// the foreground with this process's stdio, and returns its exit code.
-pub async fn run_attached(lab: &str, namespace: &str, pod: &str) -> Result<i32, ControllerError> {
-    let st = ClusterState::load(&paths::lab_dir(lab))?;
-    let p = st
-        .pod(namespace, pod)
+pub async fn run_attached(lab: &str, p: &Pod) -> Result<i32, ControllerError> {
+    let namespace = state::namespace(&p.metadata);
+    let pod = p.metadata.name.as_deref().unwrap_or_default();
+    let c = p
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.first())
+        .next()
         .ok_or_else(|| ControllerError::Runtime {
-            message: format!("pod {namespace}/{pod} is gone"),
+            message: format!("pod {namespace}/{pod} has no container"),
         })?;
-    let c = &p.spec.as_ref().expect("spec").containers[0];
     let id = paths::container_id(namespace, pod, &c.name);
     let bundle = paths::pod_dir(lab, namespace, pod).join(&c.name);
     let runc = Runc::new(&paths::runc_root(lab));
