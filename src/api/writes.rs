@@ -144,6 +144,32 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
 }
 
+/// `fieldValidation=Strict`: an object with fields its schema does not
+/// declare is refused, with kube-apiserver's 400 naming each field
+/// (`Ignore` and `Warn` let them through; the store drops them).
+fn strict(r: &Resource, q: &HashMap<String, String>, obj: &Value) -> Result<(), ApiError> {
+    if q.get("fieldValidation").map(String::as_str) != Some("Strict") {
+        return Ok(());
+    }
+    let Some(def) = super::schemas::definition_name(r) else {
+        return Ok(());
+    };
+    let unknown = super::schemas::unknown_fields(&def, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+        fields.join(", "),
+        kind = r.kind,
+        version = r.version,
+    )))
+}
+
 /// POST: a new object.
 pub async fn create(
     lab: &str,
@@ -159,6 +185,7 @@ pub async fn create(
             obj["kind"], r.kind
         )));
     }
+    strict(r, q, &obj)?;
     let ns = in_namespace(t, &mut obj)?;
     obj = with_type(r, obj);
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
@@ -272,6 +299,9 @@ pub async fn update(
         }
     };
     let dry = dry_run(q);
+    // A strict refusal found under the lab's lock, kept apart from the
+    // Invalid answers the store's own errors become.
+    let mut refused = None;
     let out = converge::change(lab, |st| {
         let now = chrono::Utc::now();
         let err = |m: String| ControllerError::Object(m);
@@ -291,6 +321,11 @@ pub async fn update(
         }
         let mut value = before.clone();
         edit.apply(&mut value).map_err(err)?;
+        if let Err(e) = strict(r, q, &value) {
+            let why = e.message.clone();
+            refused = Some(e);
+            return Err(err(why));
+        }
         if dry {
             return Ok(value);
         }
@@ -301,7 +336,7 @@ pub async fn update(
         objects::get_json(st, &target).map_err(|e| err(e.to_string()))
     })
     .await
-    .map_err(|e| controller_error(r, &name, e))?;
+    .map_err(|e| refused.take().unwrap_or_else(|| controller_error(r, &name, e)))?;
     Ok((200, if scale { out } else { with_type(r, out) }))
 }
 
