@@ -111,6 +111,7 @@ async fn serve(
                 Method::DELETE => writes::Op::Delete(t.clone(), q),
                 m => return Err(ApiError::method_not_allowed(m.as_str())),
             };
+            let warnings = writes::warnings(&op);
             let (reply, answer) = tokio::sync::oneshot::channel();
             ctx.writer
                 .send(writes::Request { op, reply })
@@ -119,7 +120,15 @@ async fn serve(
             let (code, v) = answer
                 .await
                 .map_err(|_| ApiError::internal("the lab's process dropped the write"))??;
-            return Ok(json(code, JSON, &v));
+            let mut resp = json(code, JSON, &v);
+            for w in warnings {
+                // kubectl prints each as `Warning: <text>`.
+                let value = format!("299 - {}", Value::String(w));
+                if let Ok(h) = hyper::header::HeaderValue::from_str(&value) {
+                    resp.headers_mut().append("Warning", h);
+                }
+            }
+            return Ok(resp);
         }
     }
     match (&route, &method) {

@@ -368,14 +368,16 @@ fn parameter_pb(p: &Value) -> pb::ParametersItem {
             description: str_of(p, "description"),
         }),
         "path" => Param::NonBodyParameter(pb::NonBodyParameter {
-            oneof: Some(NonBody::PathParameterSubSchema(pb::PathParameterSubSchema {
-                required,
-                r#in: place,
-                description: str_of(p, "description"),
-                name,
-                r#type: str_of(p, "type"),
-                unique_items,
-            })),
+            oneof: Some(NonBody::PathParameterSubSchema(
+                pb::PathParameterSubSchema {
+                    required,
+                    r#in: place,
+                    description: str_of(p, "description"),
+                    name,
+                    r#type: str_of(p, "type"),
+                    unique_items,
+                },
+            )),
         }),
         _ => Param::NonBodyParameter(pb::NonBodyParameter {
             oneof: Some(NonBody::QueryParameterSubSchema(
@@ -550,6 +552,10 @@ mod tests {
         let bytes = v2_protobuf();
         v3_documents();
         let cost = started.elapsed();
+        eprintln!(
+            "schemas and every OpenAPI document built in {cost:?} (v2 protobuf: {} bytes)",
+            v2_protobuf().len()
+        );
         assert!(
             cost < std::time::Duration::from_millis(500),
             "building every document took {cost:?}"

@@ -88,7 +88,12 @@ fn generate() -> Map<String, Value> {
 /// definition, field, merge key ("" for a list of scalars), strategy.
 const MERGE_KEYS: &[(&str, &str, &str, &str)] = &[
     ("io.k8s.api.core.v1.PodSpec", "containers", "name", "merge"),
-    ("io.k8s.api.core.v1.PodSpec", "initContainers", "name", "merge"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "initContainers",
+        "name",
+        "merge",
+    ),
     (
         "io.k8s.api.core.v1.PodSpec",
         "ephemeralContainers",
@@ -108,7 +113,12 @@ const MERGE_KEYS: &[(&str, &str, &str, &str)] = &[
         "merge",
     ),
     ("io.k8s.api.core.v1.PodSpec", "hostAliases", "ip", "merge"),
-    ("io.k8s.api.core.v1.Container", "ports", "containerPort", "merge"),
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        "containerPort",
+        "merge",
+    ),
     ("io.k8s.api.core.v1.Container", "env", "name", "merge"),
     (
         "io.k8s.api.core.v1.Container",
@@ -122,20 +132,45 @@ const MERGE_KEYS: &[(&str, &str, &str, &str)] = &[
         "devicePath",
         "merge",
     ),
-    ("io.k8s.api.core.v1.EphemeralContainer", "env", "name", "merge"),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "env",
+        "name",
+        "merge",
+    ),
     (
         "io.k8s.api.core.v1.EphemeralContainer",
         "volumeMounts",
         "mountPath",
         "merge",
     ),
-    ("io.k8s.api.core.v1.PodStatus", "conditions", "type", "merge"),
+    (
+        "io.k8s.api.core.v1.PodStatus",
+        "conditions",
+        "type",
+        "merge",
+    ),
     ("io.k8s.api.core.v1.PodStatus", "podIPs", "ip", "merge"),
     ("io.k8s.api.core.v1.ServiceSpec", "ports", "port", "merge"),
-    ("io.k8s.api.core.v1.NodeStatus", "conditions", "type", "merge"),
-    ("io.k8s.api.core.v1.NodeStatus", "addresses", "type", "merge"),
+    (
+        "io.k8s.api.core.v1.NodeStatus",
+        "conditions",
+        "type",
+        "merge",
+    ),
+    (
+        "io.k8s.api.core.v1.NodeStatus",
+        "addresses",
+        "type",
+        "merge",
+    ),
     ("io.k8s.api.core.v1.NodeSpec", "podCIDRs", "", "merge"),
-    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy", "", "retainKeys"),
+    (
+        "io.k8s.api.apps.v1.DeploymentSpec",
+        "strategy",
+        "",
+        "retainKeys",
+    ),
     (
         "io.k8s.api.apps.v1.DeploymentStatus",
         "conditions",
@@ -279,7 +314,9 @@ mod tests {
     fn references_resolve_and_cost_little() {
         let started = std::time::Instant::now();
         let defs = definitions();
-        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        let cost = started.elapsed();
+        eprintln!("{} schema definitions in {cost:?}", defs.len());
+        assert!(cost < std::time::Duration::from_millis(100), "{cost:?}");
         for d in defs.values() {
             let mut refs = Vec::new();
             fn collect(v: &Value, out: &mut Vec<String>) {
@@ -322,7 +359,8 @@ mod tests {
             ]
         );
         // Strategic-merge directives are not fields.
-        let patch = json!({"spec": {"$setElementOrder/ports": [{"port": 80}], "ports": [{"port": 80}]}});
+        let patch =
+            json!({"spec": {"$setElementOrder/ports": [{"port": 80}], "ports": [{"port": 80}]}});
         assert!(unknown_fields("io.k8s.api.core.v1.Service", &patch).is_empty());
         let cm = json!({"data": {"free": "form"}, "binaryData": {}, "metadata": {"name": "x"}});
         assert!(unknown_fields("io.k8s.api.core.v1.ConfigMap", &cm).is_empty());
