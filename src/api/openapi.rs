@@ -320,12 +320,12 @@ fn schema_pb(v: &Value) -> pb::Schema {
             .collect(),
         additional_properties: match v.get("additionalProperties") {
             Some(Value::Bool(b)) => Some(pb::additional_properties_item::Oneof::Boolean(*b)),
-            Some(s @ Value::Object(_)) => {
-                Some(pb::additional_properties_item::Oneof::Schema(schema_pb(s)))
-            }
+            Some(s @ Value::Object(_)) => Some(pb::additional_properties_item::Oneof::Schema(
+                Box::new(schema_pb(s)),
+            )),
             _ => None,
         }
-        .map(|o| Box::new(pb::AdditionalPropertiesItem { oneof: Some(o) })),
+        .map(|o| pb::AdditionalPropertiesItem { oneof: Some(o) }),
         r#type: match v.get("type") {
             Some(Value::String(t)) => Some(vec![t.clone()]),
             Some(Value::Array(ts)) => Some(
@@ -360,13 +360,13 @@ fn parameter_pb(p: &Value) -> pb::ParametersItem {
     let required = p["required"].as_bool().unwrap_or(false);
     let unique_items = p["uniqueItems"].as_bool().unwrap_or(false);
     let param = match place.as_str() {
-        "body" => Param::BodyParameter(pb::BodyParameter {
+        "body" => Param::BodyParameter(Box::new(pb::BodyParameter {
             name,
             r#in: place,
             required,
             schema: p.get("schema").map(schema_pb),
             description: str_of(p, "description"),
-        }),
+        })),
         "path" => Param::NonBodyParameter(pb::NonBodyParameter {
             oneof: Some(NonBody::PathParameterSubSchema(
                 pb::PathParameterSubSchema {

@@ -106,8 +106,8 @@ pub struct Parameter {
 pub mod parameter {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Oneof {
-        #[prost(message, tag = "1")]
-        BodyParameter(super::BodyParameter),
+        #[prost(message, boxed, tag = "1")]
+        BodyParameter(Box<super::BodyParameter>),
         #[prost(message, tag = "2")]
         NonBodyParameter(super::NonBodyParameter),
     }
@@ -261,8 +261,8 @@ pub struct Schema {
     pub required: Vec<String>,
     #[prost(message, repeated, tag = "20")]
     pub r#enum: Vec<Any>,
-    #[prost(message, optional, boxed, tag = "21")]
-    pub additional_properties: Option<Box<AdditionalPropertiesItem>>,
+    #[prost(message, optional, tag = "21")]
+    pub additional_properties: Option<AdditionalPropertiesItem>,
     #[prost(message, optional, tag = "22")]
     pub r#type: Option<TypeItem>,
     #[prost(message, optional, tag = "23")]
@@ -286,8 +286,8 @@ pub struct AdditionalPropertiesItem {
 pub mod additional_properties_item {
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Oneof {
-        #[prost(message, tag = "1")]
-        Schema(super::Schema),
+        #[prost(message, boxed, tag = "1")]
+        Schema(Box<super::Schema>),
         #[prost(bool, tag = "2")]
         Boolean(bool),
     }
@@ -358,9 +358,9 @@ mod tests {
                     }),
                 }],
             }),
-            additional_properties: Some(Box::new(AdditionalPropertiesItem {
+            additional_properties: Some(AdditionalPropertiesItem {
                 oneof: Some(additional_properties_item::Oneof::Boolean(false)),
-            })),
+            }),
             vendor_extension: vec![NamedAny::of(
                 "x-kubernetes-group-version-kind",
                 &serde_json::json!([{"group": "", "version": "v1", "kind": "Pod"}]),
