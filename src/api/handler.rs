@@ -34,12 +34,12 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::
 const JSON: &str = "application/json";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
-fn respond(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
+fn respond(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(code)
         .header("Content-Type", content_type)
         .header("Cache-Control", "no-cache, private")
-        .body(Full::new(Bytes::from(body)).boxed_unsync())
+        .body(Full::new(body.into()).boxed_unsync())
         .expect("a valid response")
 }
 
@@ -111,6 +111,7 @@ async fn serve(
                 Method::DELETE => writes::Op::Delete(t.clone(), q),
                 m => return Err(ApiError::method_not_allowed(m.as_str())),
             };
+            let warnings = writes::warnings(&op);
             let (reply, answer) = tokio::sync::oneshot::channel();
             ctx.writer
                 .send(writes::Request { op, reply })
@@ -119,7 +120,15 @@ async fn serve(
             let (code, v) = answer
                 .await
                 .map_err(|_| ApiError::internal("the lab's process dropped the write"))??;
-            return Ok(json(code, JSON, &v));
+            let mut resp = json(code, JSON, &v);
+            for w in warnings {
+                // kubectl prints each as `Warning: <text>`.
+                let value = format!("299 - {}", Value::String(w));
+                if let Ok(h) = hyper::header::HeaderValue::from_str(&value) {
+                    resp.headers_mut().append("Warning", h);
+                }
+            }
+            return Ok(resp);
         }
     }
     match (&route, &method) {
@@ -140,15 +149,21 @@ async fn serve(
         (Route::Resources { group, version }, &Method::GET) => {
             Ok(json(200, JSON, &discovery::resource_list(group, version)))
         }
-        (Route::OpenApi, &Method::GET) => {
-            match path.trim_end_matches('/').strip_prefix("/openapi/v3") {
-                Some("") => Ok(json(200, JSON, &openapi::index())),
-                Some(gv) => openapi::document(gv)
-                    .map(|d| json(200, JSON, &d))
-                    .ok_or_else(ApiError::no_route),
-                None => Err(ApiError::no_route()),
-            }
-        }
+        (Route::OpenApi, &Method::GET) => match path.trim_end_matches('/') {
+            // client-go asks for the protobuf; JSON for anyone else.
+            "/openapi/v2" if openapi::wants_protobuf(&accept) => Ok(respond(
+                200,
+                super::openapi_v2::CONTENT_TYPE,
+                openapi::v2_protobuf(),
+            )),
+            "/openapi/v2" => Ok(respond(200, JSON, openapi::v2_json())),
+            "/openapi/v3" => Ok(json(200, JSON, &openapi::index())),
+            p => p
+                .strip_prefix("/openapi/v3/")
+                .and_then(openapi::document)
+                .map(|d| respond(200, JSON, d))
+                .ok_or_else(ApiError::no_route),
+        },
         (Route::Object(t), &Method::GET) => get(ctx, t, &q, &accept).await,
         (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
     }

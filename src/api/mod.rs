@@ -11,7 +11,11 @@
 //! - `discovery.rs`: `/version`, `/api`, `/apis` (legacy and aggregated)
 //! - `objects.rs`: reads (filters, lists, Tables); `status.rs`: errors
 //!
-//! - `writes.rs`: create, replace, patch, scale, delete; `openapi.rs`
+//! - `writes.rs`: create, replace, patch, scale, delete (with
+//!   `fieldValidation=Strict` against the schemas)
+//! - `schemas.rs`: the served kinds' schemas, from k8s-openapi; `openapi.rs`:
+//!   `/openapi/v2` and `/openapi/v3` from them; `openapi_v2.rs`: the gnostic
+//!   protobuf messages `/openapi/v2` is served in
 //!
 //! Reads come from the lab's state file; writes are the same pure edits
 //! and convergence step netlab's verbs make, under the lab's lock.
@@ -20,10 +24,12 @@ pub mod discovery;
 pub mod handler;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod pki;
 pub mod protobuf;
 pub mod request;
 pub mod resources;
+pub mod schemas;
 pub mod server;
 pub mod status;
 pub mod watch;

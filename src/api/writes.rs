@@ -144,6 +144,61 @@ fn dry_run(q: &HashMap<String, String>) -> bool {
     q.get("dryRun").is_some_and(|v| v == "All")
 }
 
+/// `fieldValidation=Warn`, kube-apiserver's default: the unknown fields
+/// of a body that is (part of) the object, for `Warning` headers; the
+/// write goes ahead and the store drops them. Strict is checked in the
+/// write itself, on the object as it would be stored.
+pub fn warnings(op: &Op) -> Vec<String> {
+    let (t, q, body) = match op {
+        Op::Create(t, q, v) | Op::Update(t, q, Edit::Replace(v) | Edit::Apply(v)) => {
+            (t, q, Some(v.clone()))
+        }
+        Op::Update(t, q, Edit::Patch(PatchType::Strategic | PatchType::Merge, text)) => {
+            (t, q, serde_json::from_str(text).ok())
+        }
+        _ => return Vec::new(),
+    };
+    let warn = matches!(
+        q.get("fieldValidation").map(String::as_str),
+        None | Some("Warn")
+    );
+    match (body, super::schemas::definition_name(t.resource)) {
+        (Some(body), Some(def)) if warn && t.subresource.is_none() => {
+            super::schemas::unknown_fields(&def, &body)
+                .into_iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `fieldValidation=Strict`: an object with fields its schema does not
+/// declare is refused, with kube-apiserver's 400 naming each field
+/// (`Ignore` and `Warn` let them through; the store drops them).
+fn strict(r: &Resource, q: &HashMap<String, String>, obj: &Value) -> Result<(), ApiError> {
+    if q.get("fieldValidation").map(String::as_str) != Some("Strict") {
+        return Ok(());
+    }
+    let Some(def) = super::schemas::definition_name(r) else {
+        return Ok(());
+    };
+    let unknown = super::schemas::unknown_fields(&def, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+        fields.join(", "),
+        kind = r.kind,
+        version = r.version,
+    )))
+}
+
 /// POST: a new object.
 pub async fn create(
     lab: &str,
@@ -173,6 +228,7 @@ async fn admit(
             obj["kind"], r.kind
         )));
     }
+    strict(r, q, &obj)?;
     let ns = in_namespace(t, &mut obj)?;
     obj = with_type(r, obj);
     if let (Mode::Apply, Some(n)) = (mode, &t.name) {
@@ -298,6 +354,9 @@ pub async fn update(
         }
     };
     let dry = dry_run(q);
+    // A strict refusal found under the lab's lock, kept apart from the
+    // Invalid answers the store's own errors become.
+    let mut refused = None;
     let out = converge::change(lab, |st| {
         let now = chrono::Utc::now();
         let err = |m: String| ControllerError::Object(m);
@@ -317,6 +376,11 @@ pub async fn update(
         }
         let mut value = before.clone();
         edit.apply(&mut value).map_err(err)?;
+        if let Err(e) = strict(r, q, &value) {
+            let why = e.message.clone();
+            refused = Some(e);
+            return Err(err(why));
+        }
         if dry {
             return Ok(value);
         }
@@ -339,7 +403,11 @@ pub async fn update(
         objects::get_json(st, &target).map_err(|e| err(e.to_string()))
     })
     .await
-    .map_err(|e| controller_error(r, &name, e))?;
+    .map_err(|e| {
+        refused
+            .take()
+            .unwrap_or_else(|| controller_error(r, &name, e))
+    })?;
     Ok((200, if scale { out } else { with_type(r, out) }))
 }
 
@@ -457,6 +525,40 @@ mod tests {
         );
         assert_eq!(patch_type("application/apply-patch+yaml").unwrap(), None);
         assert_eq!(patch_type("text/plain").unwrap_err().code, 415);
+    }
+
+    #[test]
+    fn unknown_fields_warn_by_default_and_fail_when_strict() {
+        let svc = super::super::resources::find("", "v1", "services").unwrap();
+        let t = Target {
+            resource: svc,
+            namespace: Some("default".into()),
+            name: None,
+            subresource: None,
+        };
+        let body = json!({"metadata": {"name": "s"}, "spec": {"portz": []}});
+        let q = |v: Option<&str>| -> HashMap<String, String> {
+            v.map(|v| [("fieldValidation".to_string(), v.to_string())].into())
+                .unwrap_or_default()
+        };
+        let create = |v| Op::Create(t.clone(), q(v), body.clone());
+        assert_eq!(warnings(&create(None)), ["unknown field \"spec.portz\""]);
+        assert_eq!(warnings(&create(Some("Warn"))).len(), 1);
+        assert!(warnings(&create(Some("Ignore"))).is_empty());
+        assert!(warnings(&create(Some("Strict"))).is_empty());
+        let e = strict(svc, &q(Some("Strict")), &body).unwrap_err();
+        assert_eq!((e.code, e.reason), (400, "BadRequest"));
+        assert_eq!(
+            e.message,
+            "Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.portz\""
+        );
+        assert!(strict(svc, &q(None), &body).is_ok());
+        let patch = Op::Update(
+            t.clone(),
+            q(None),
+            Edit::Patch(PatchType::Strategic, r#"{"spec":{"typo":1}}"#.into()),
+        );
+        assert_eq!(warnings(&patch), ["unknown field \"spec.typo\""]);
     }
 
     #[test]
