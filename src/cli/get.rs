@@ -1,5 +1,5 @@
 //! `netlab get`: kubectl's columns for pods, nodes, deployments, services,
-//! endpoints, events, secrets and configmaps.
+//! endpoints, endpointslices, events, secrets and configmaps.
 
 use super::printer::{structured, Format, Printer};
 use crate::api::{objects, resources};
@@ -16,6 +16,7 @@ pub enum Kind {
     Deployment,
     Service,
     Endpoints,
+    EndpointSlice,
     Event,
     Secret,
     ConfigMap,
@@ -31,11 +32,13 @@ impl Kind {
             }
             "svc" | "service" | "services" => Kind::Service,
             "ep" | "endpoints" => Kind::Endpoints,
+            "endpointslice" | "endpointslices" | "endpointslice.discovery.k8s.io"
+            | "endpointslices.discovery.k8s.io" => Kind::EndpointSlice,
             "ev" | "event" | "events" => Kind::Event,
             "secret" | "secrets" => Kind::Secret,
             "cm" | "configmap" | "configmaps" => Kind::ConfigMap,
             other => bail!(
-                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints, events, secrets, configmaps)"
+                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints, endpointslices, events, secrets, configmaps)"
             ),
         })
     }
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Deployment => "deployment.apps",
             Kind::Service => "service",
             Kind::Endpoints => "endpoints",
+            Kind::EndpointSlice => "endpointslice.discovery.k8s.io",
             Kind::Event => "event",
             Kind::Secret => "secret",
             Kind::ConfigMap => "configmap",
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Deployment => ("apps", "deployments"),
             Kind::Service => ("", "services"),
             Kind::Endpoints => ("", "endpoints"),
+            Kind::EndpointSlice => ("discovery.k8s.io", "endpointslices"),
             Kind::Event => ("", "events"),
             Kind::Secret => ("", "secrets"),
             Kind::ConfigMap => ("", "configmaps"),
@@ -74,6 +79,7 @@ impl Kind {
             Kind::Deployment => "deployments.apps",
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
+            Kind::EndpointSlice => "endpointslices.discovery.k8s.io",
             Kind::Event => "events",
             Kind::Secret => "secrets",
             Kind::ConfigMap => "configmaps",
