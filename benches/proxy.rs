@@ -153,6 +153,7 @@ fn latency(sizes: &[u32], results: &mut common::Results) {
             netns: format!("{prefix}dc"),
             bridge: "lan0".into(),
             addr: "172.18.0.1/24".parse().unwrap(),
+            routes: Vec::new(),
         },
         nodes: (0..configs.len())
             .map(|i| NodePlan {

@@ -89,6 +89,7 @@ fn plan(prefix: &str, nodes: u8, pods: usize) -> NetPlan {
             netns: format!("{prefix}dc"),
             bridge: "lan0".into(),
             addr: n("172.18.0.1/24"),
+            routes: Vec::new(),
         },
         nodes: nodes_v,
         pods: pods_v,

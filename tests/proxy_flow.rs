@@ -251,6 +251,7 @@ fn plan(prefix: &str) -> NetPlan {
             netns: format!("{prefix}dc"),
             bridge: "lan0".into(),
             addr: net("172.18.0.1/24"),
+            routes: Vec::new(),
         },
         nodes,
         pods,

@@ -121,18 +121,18 @@ impl Store {
     }
 }
 
-/// The lab's certificates, made on the first start of its process.
-fn lab_pki(lab: &str) -> std::io::Result<pki::LabPki> {
+/// The lab's certificates, made on the first start of its process, for
+/// the addresses clients dial: the loopback, the `kubernetes` Service's
+/// ClusterIP, and the in-lab address it leads to.
+fn lab_pki(lab: &str, config: Option<&crate::lab::LabConfig>) -> std::io::Result<pki::LabPki> {
     let dir = pki::dir(lab);
     if let Ok(p) = pki::LabPki::read(&dir) {
         return Ok(p);
     }
     let mut ips = vec![std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)];
-    // The `kubernetes` Service's ClusterIP: the service range's first address.
-    if let Ok(st) = ClusterState::load(&paths::lab_dir(lab)) {
-        if let Some(ip) = st.config.service_cidr.hosts().next() {
-            ips.push(ip.into());
-        }
+    if let Some(config) = config {
+        ips.push(crate::cluster::services::kubernetes_ip(config.service_cidr).into());
+        ips.push((*crate::cluster::services::api_endpoint(config).ip()).into());
     }
     let p = pki::generate(lab, &ips).map_err(std::io::Error::other)?;
     p.write(&dir)?;
@@ -142,12 +142,18 @@ fn lab_pki(lab: &str) -> std::io::Result<pki::LabPki> {
 /// Starts serving the lab's API on the host's loopback: on the port it
 /// had before (a restarted process keeps the kubeconfig valid), else a
 /// free one. Records the address for `up` and `netlab kubeconfig`.
+/// It also serves inside the lab, on the dc namespace's LAN address, port
+/// 6443, where the `kubernetes` Service leads pods (a warning, not a
+/// failure, when that socket cannot be opened).
 /// The writes arrive on the returned channel: the caller (the lab's
 /// process) runs each with `writes::execute` and sends back the answer.
 pub async fn start(
     lab: &str,
 ) -> std::io::Result<(SocketAddr, tokio::sync::mpsc::Receiver<writes::Request>)> {
-    let pki = lab_pki(lab)?;
+    let config = ClusterState::load(&paths::lab_dir(lab))
+        .ok()
+        .map(|st| st.config);
+    let pki = lab_pki(lab, config.as_ref())?;
     let (writer, writes) = tokio::sync::mpsc::channel(64);
     let store = Store::new(lab);
     let ctx = |server_address: String| handler::Ctx {
@@ -165,9 +171,27 @@ pub async fn start(
         },
         None => server::start(ctx(String::new()), &pki, any).await?,
     };
+    if let Some(config) = &config {
+        let at = SocketAddr::from(crate::cluster::services::api_endpoint(config));
+        match listen_in_lab(lab, at) {
+            Ok(l) => {
+                server::serve(ctx(at.to_string()), &pki, l)?;
+                tracing::info!(lab, %at, "serving the Kubernetes API inside the lab");
+            }
+            Err(e) => tracing::warn!(lab, error = %e, "the Kubernetes API for pods"),
+        }
+    }
     let file = address_file(lab);
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, bound.to_string())?;
     std::fs::rename(&tmp, &file)?;
     Ok((bound, writes))
+}
+
+/// The socket pods reach the API on: in the lab's dc namespace.
+fn listen_in_lab(lab: &str, at: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let ns =
+        crate::net::netns::NetNs::open(&paths::dc_netns(lab)).map_err(std::io::Error::other)?;
+    let l = ns.listen_tcp(at).map_err(std::io::Error::other)?;
+    tokio::net::TcpListener::from_std(l)
 }

@@ -146,6 +146,10 @@ pub fn select(
             let (k, v) = pick(&st.endpoints, |o| &o.metadata, r, f);
             (v, tables::endpoints(&k, now))
         }
+        "endpointslices" => {
+            let (k, v) = pick(&st.endpoint_slices, |o| &o.metadata, r, f);
+            (v, tables::endpoint_slices(&k, now))
+        }
         "nodes" => {
             let (k, v) = pick(&st.nodes, |o| &o.metadata, r, f);
             (v, tables::nodes(&k, now))

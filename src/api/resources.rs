@@ -112,6 +112,16 @@ pub const RESOURCES: &[Resource] = &[
         ],
         ..core("deployments", "deployment", "Deployment", true, &["deploy"])
     },
+    Resource {
+        group: "discovery.k8s.io",
+        ..core(
+            "endpointslices",
+            "endpointslice",
+            "EndpointSlice",
+            true,
+            &[],
+        )
+    },
 ];
 
 /// The API groups besides the core one, each with its one version.
@@ -192,6 +202,6 @@ mod tests {
             "deployments.apps"
         );
         assert!(find("", "v1", "deployments").is_none());
-        assert_eq!(groups(), [("apps", "v1")]);
+        assert_eq!(groups(), [("apps", "v1"), ("discovery.k8s.io", "v1")]);
     }
 }

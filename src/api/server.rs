@@ -111,9 +111,18 @@ fn caller(
 /// Listens on `addr` (the host's loopback) and serves the lab's API until
 /// the process ends. Returns the bound address at once.
 pub async fn start(ctx: Ctx, pki: &LabPki, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    serve(ctx, pki, tokio::net::TcpListener::bind(addr).await?)
+}
+
+/// Serves the lab's API on a socket that listens already (the one inside
+/// the lab, opened by `net::netns`) until the process ends.
+pub fn serve(
+    ctx: Ctx,
+    pki: &LabPki,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<SocketAddr> {
     let (config, verifier) = tls(pki)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let ctx = Arc::new(Ctx {
         server_address: bound.to_string(),

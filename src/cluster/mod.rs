@@ -2,6 +2,7 @@
 //! names, node addresses), persisted atomically. Pure: no kernel, no runtime.
 
 pub mod dns;
+pub mod endpointslices;
 pub mod envvars;
 pub mod events;
 pub mod external_ips;

@@ -37,6 +37,19 @@ pub fn random_suffix(rng: &mut impl Rng) -> String {
         .collect()
 }
 
+/// A random generator seeded from `seed` (FNV-64a of it): for pure code
+/// that names new objects as `generateName` does, and must name them the
+/// same way every time it runs on the same input.
+pub fn seeded_rng(seed: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in seed.bytes() {
+        hash ^= b as u64;
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    rand::rngs::StdRng::seed_from_u64(hash)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

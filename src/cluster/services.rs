@@ -109,6 +109,15 @@ impl ClusterState {
         let before = self.services.len();
         self.services.retain(|s| key(&s.metadata) != k);
         self.endpoints.retain(|e| key(&e.metadata) != k);
+        self.endpoint_slices.retain(|e| {
+            state::namespace(&e.metadata) != namespace
+                || e.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(super::endpointslices::SERVICE_NAME))
+                    .map(String::as_str)
+                    != Some(name)
+        });
         if self.services.len() == before {
             return Err(ServiceError::NotFound(name.into()));
         }
@@ -116,9 +125,16 @@ impl ClusterState {
     }
 
     /// Recomputes every selector Service's Endpoints from the pods (ready
-    /// pods as addresses, the others as notReadyAddresses). Returns whether
-    /// anything changed.
+    /// pods as addresses, the others as notReadyAddresses), the
+    /// `kubernetes` Service's (the lab's API inside the lab), and then every
+    /// EndpointSlice from them. Returns whether anything changed.
     pub fn refresh_endpoints(&mut self) -> bool {
+        let endpoints = self.refresh_endpoints_only();
+        let slices = self.refresh_endpoint_slices();
+        endpoints || slices
+    }
+
+    fn refresh_endpoints_only(&mut self) -> bool {
         let mut new = Vec::new();
         // The current Endpoints by key: looking each service's up by a scan
         // made this O(services²), seconds per change at 10 000 services.
@@ -126,6 +142,13 @@ impl ClusterState {
         for svc in &self.services {
             let spec = svc.spec.clone().unwrap_or_default();
             let svc_key = ref_key(&svc.metadata);
+            if svc_key == ("default", "kubernetes") {
+                new.push(kubernetes_endpoints(
+                    &self.config,
+                    svc.metadata.creation_timestamp.clone(),
+                ));
+                continue;
+            }
             let Some(selector) = spec.selector.clone() else {
                 // Selector-less services keep the Endpoints a user gave them.
                 if let Some(e) = old_index.get(&svc_key) {
@@ -233,7 +256,11 @@ impl ClusterState {
         // An event on each Service whose ready endpoints changed.
         let mut events = Vec::new();
         if changed {
-            for e in &new {
+            // Not the `kubernetes` Service's: kube-apiserver writes those.
+            for e in new
+                .iter()
+                .filter(|e| ref_key(&e.metadata) != ("default", "kubernetes"))
+            {
                 let before = old_index.get(&ref_key(&e.metadata)).copied();
                 let (old_list, new_list) = (
                     endpoints_summary(before, usize::MAX),
@@ -685,6 +712,54 @@ pub fn endpoints_summary(e: Option<&Endpoints>, limit: usize) -> String {
         return format!("{} + {more} more...", list.join(","));
     }
     list.join(",")
+}
+
+/// Where the lab's API listens inside the lab, for pods: the dc
+/// namespace's LAN address (every node's LAN neighbour; the dc namespace
+/// routes each node's pod subnet back to it), kube-apiserver's port.
+pub fn api_endpoint(config: &crate::lab::LabConfig) -> std::net::SocketAddrV4 {
+    std::net::SocketAddrV4::new(super::topology::dc_address(config).addr(), API_PORT)
+}
+
+/// kube-apiserver's secure port.
+pub const API_PORT: u16 = 6443;
+
+/// The `kubernetes` Service's Endpoints, as kube-apiserver writes them
+/// itself (marked so that the mirroring controller leaves them alone: it
+/// writes the EndpointSlice too).
+fn kubernetes_endpoints(
+    config: &crate::lab::LabConfig,
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> Endpoints {
+    let at = api_endpoint(config);
+    Endpoints {
+        metadata: ObjectMeta {
+            name: Some("kubernetes".into()),
+            namespace: Some("default".into()),
+            labels: Some(
+                [(
+                    super::endpointslices::SKIP_MIRROR.to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
+            creation_timestamp: created,
+            ..Default::default()
+        },
+        subsets: Some(vec![EndpointSubset {
+            addresses: Some(vec![EndpointAddress {
+                ip: at.ip().to_string(),
+                ..Default::default()
+            }]),
+            not_ready_addresses: None,
+            ports: Some(vec![EndpointPort {
+                name: Some("https".into()),
+                port: at.port() as i32,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+        }]),
+    }
 }
 
 /// The `kubernetes` Service every cluster has in `default`.

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
     NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -30,6 +31,10 @@ pub struct ClusterState {
     pub services: Vec<Service>,
     #[serde(default)]
     pub endpoints: Vec<Endpoints>,
+    /// discovery.k8s.io/v1 EndpointSlices (`endpointslices.rs`): kept so
+    /// that their generated names survive restarts of the lab's process.
+    #[serde(default)]
+    pub endpoint_slices: Vec<EndpointSlice>,
     #[serde(default)]
     pub events: Vec<Event>,
     /// Secrets: the state file is 0600 because of them.
@@ -100,6 +105,7 @@ impl ClusterState {
             pods: Vec::new(),
             services: Vec::new(),
             endpoints: Vec::new(),
+            endpoint_slices: Vec::new(),
             events: Vec::new(),
             secrets: Vec::new(),
             config_maps: Vec::new(),

@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -467,6 +468,51 @@ pub fn endpoints(eps: &[&Endpoints], now: DateTime<Utc>) -> Table {
         );
     }
     t
+}
+
+/// kubectl's `get endpointslices`: every address (ready or not) and the
+/// port numbers, three of each at most, `<unset>` for none.
+pub fn endpoint_slices(slices: &[&EndpointSlice], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(vec![
+        NAME,
+        col("AddressType", 0),
+        col("Ports", 0),
+        col("Endpoints", 0),
+        AGE,
+    ]);
+    for s in slices {
+        let ports = s.ports.iter().flatten().map(|p| match (p.port, &p.name) {
+            (Some(n), _) => n.to_string(),
+            (None, Some(name)) => name.clone(),
+            (None, None) => "*".into(),
+        });
+        let addresses = s.endpoints.iter().flat_map(|e| e.addresses.iter().cloned());
+        t.row(
+            &s.metadata,
+            vec![
+                name(&s.metadata),
+                s.address_type.clone().into(),
+                three_or_more(ports).into(),
+                three_or_more(addresses).into(),
+                age(s.metadata.creation_timestamp.as_ref(), now).into(),
+            ],
+        );
+    }
+    t
+}
+
+/// kubectl's `listWithMoreString`: `a,b,c + 2 more...`, `<unset>` when empty.
+fn three_or_more(items: impl Iterator<Item = String>) -> String {
+    let all: Vec<String> = items.collect();
+    if all.is_empty() {
+        return "<unset>".into();
+    }
+    let shown = all[..all.len().min(3)].join(",");
+    if all.len() > 3 {
+        format!("{shown} + {} more...", all.len() - 3)
+    } else {
+        shown
+    }
 }
 
 pub fn events(evs: &[&Event], now: DateTime<Utc>) -> Table {

@@ -357,6 +357,7 @@ pub fn net_plan(state: &ClusterState) -> NetPlan {
             netns: paths::dc_netns(lab),
             bridge: "lan0".into(),
             addr: topology::dc_address(&state.config),
+            routes: nodes.iter().map(|n| (n.pod_subnet, n.lan.addr())).collect(),
         },
         nodes: node_plans,
         pods: state

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  dc netns:    lan0 (172.18.0.1/24) ── n-xxxx ─┬─ ... one port per node
+//!               routes: 10.244.1.0/24 via 172.18.0.2 … (the lab's API answers pods)
 //!                                               │ veth
 //!  node netns:  eth0 (172.18.0.2/24)  ──────────┘   ip_forward=1
 //!               cni0 (10.244.1.1/24) ── vethxxxx ─┐ routes: 10.244.2.0/24 via 172.18.0.3
@@ -289,6 +290,10 @@ async fn build(plan: &NetPlan, created: &Created) -> Result<(), NetError> {
     let nodes =
         futures::future::try_join_all(plan.nodes.iter().map(|n| build_node(n, &dc, lan, created)))
             .await?;
+    // After the nodes: a route's gateway must be a neighbour already.
+    for (dst, via) in &plan.dc.routes {
+        route::add_via(&dc, *dst, *via).await?;
+    }
     drop(dc);
 
     let by_ns: HashMap<&str, &NodeCtx> = plan

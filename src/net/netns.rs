@@ -232,6 +232,24 @@ impl NetNs {
         })
     }
 
+    /// A TCP socket listening on `addr` inside this namespace (non-blocking,
+    /// for tokio): the lab's API for pods listens so, in the lab's dc
+    /// namespace, from a process that lives in the host's. Refuses the
+    /// host's own namespace: netlab never listens on a host address but
+    /// the loopback.
+    pub fn listen_tcp(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::TcpListener, NetError> {
+        self.check_not_host()?;
+        self.run(|| -> io::Result<std::net::TcpListener> {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        })?
+        .map_err(|e| NetError::os("listening in", format!("{addr} of {}", self.what()), e))
+    }
+
     /// A `Command` whose child joins this namespace right before `exec`.
     ///
     /// The command owns its own duplicate of the namespace fd, so it stays

@@ -27,6 +27,10 @@ pub struct DcPlan {
     pub bridge: String,
     /// Address of the bridge, e.g. 172.18.0.1/24; nodes live in this subnet.
     pub addr: Ipv4Net,
+    /// Each node's pod subnet via its LAN address: the lab's API listens
+    /// here for pods, and answers them without NAT.
+    #[serde(default)]
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +129,13 @@ impl NetPlan {
             p.push(format!("dc address {} is not a host address", dc.addr));
         }
         let lan = dc.addr.trunc();
+        for (dst, via) in &dc.routes {
+            if !lan.contains(via) {
+                p.push(format!(
+                    "dc route {dst} via {via}: gateway not in the dc subnet {lan}"
+                ));
+            }
+        }
 
         let mut names = HashSet::new();
         let mut ports = HashSet::new();
@@ -309,6 +320,7 @@ mod tests {
                 netns: "netlab-t.dc".into(),
                 bridge: "lan0".into(),
                 addr: net("172.18.0.1/24"),
+                routes: Vec::new(),
             },
             nodes: vec![node(1), node(2)],
             pods: vec![pod(1, 0), pod(1, 1), pod(2, 0)],
