@@ -396,6 +396,18 @@ pub async fn step(
     // And a pod no node could take is tried again at every resync, as
     // kube-scheduler retries unschedulable pods (a hostPort may be free now).
     let placed = st.pods.iter().any(pods::is_unscheduled) && st.schedule_pending()?;
+    // The workload controllers: a rollout's next step once the pods of the
+    // last one are ready, a ReplicaSet's pod that died for good replaced.
+    let workloads = st.reconcile_workloads(Utc::now(), &mut rand::rng())?;
+    if workloads
+        && !st
+            .pods
+            .iter()
+            .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
+    {
+        // Only statuses or ReplicaSets changed: nothing to start or stop.
+        st.persist(&dir)?;
+    }
     if placed
         || st
             .pods
