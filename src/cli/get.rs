@@ -1,4 +1,4 @@
-//! `netlab get`: kubectl's columns for pods, nodes, deployments, services,
+//! `netlab get`: kubectl's columns for pods, nodes, deployments, replicasets, services,
 //! endpoints, events, secrets and configmaps.
 
 use super::printer::{structured, Format, Printer};
@@ -14,6 +14,7 @@ pub enum Kind {
     Pod,
     Node,
     Deployment,
+    ReplicaSet,
     Service,
     Endpoints,
     Event,
@@ -29,13 +30,16 @@ impl Kind {
             "deploy" | "deployment" | "deployments" | "deployment.apps" | "deployments.apps" => {
                 Kind::Deployment
             }
+            "rs" | "replicaset" | "replicasets" | "replicaset.apps" | "replicasets.apps" => {
+                Kind::ReplicaSet
+            }
             "svc" | "service" | "services" => Kind::Service,
             "ep" | "endpoints" => Kind::Endpoints,
             "ev" | "event" | "events" => Kind::Event,
             "secret" | "secrets" => Kind::Secret,
             "cm" | "configmap" | "configmaps" => Kind::ConfigMap,
             other => bail!(
-                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, services, endpoints, events, secrets, configmaps)"
+                "the server doesn't have a resource type {other:?} (netlab knows pods, nodes, deployments, replicasets, services, endpoints, events, secrets, configmaps)"
             ),
         })
     }
@@ -44,6 +48,7 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::Node => "node",
             Kind::Deployment => "deployment.apps",
+            Kind::ReplicaSet => "replicaset.apps",
             Kind::Service => "service",
             Kind::Endpoints => "endpoints",
             Kind::Event => "event",
@@ -57,6 +62,7 @@ impl Kind {
             Kind::Pod => ("", "pods"),
             Kind::Node => ("", "nodes"),
             Kind::Deployment => ("apps", "deployments"),
+            Kind::ReplicaSet => ("apps", "replicasets"),
             Kind::Service => ("", "services"),
             Kind::Endpoints => ("", "endpoints"),
             Kind::Event => ("", "events"),
@@ -72,6 +78,7 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Node => "nodes",
             Kind::Deployment => "deployments.apps",
+            Kind::ReplicaSet => "replicasets.apps",
             Kind::Service => "services",
             Kind::Endpoints => "endpoints",
             Kind::Event => "events",
