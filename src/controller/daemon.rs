@@ -414,7 +414,10 @@ pub async fn step(
             .iter()
             .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
     {
-        tracing::info!(lab, "starting pods that were recorded but not started");
+        tracing::info!(
+            lab,
+            "starting or stopping pods (recorded by a verb, or by the workload controllers)"
+        );
         let result = super::converge::converge(lab, &mut st).await;
         st.persist(&dir)?;
         result?;
