@@ -300,7 +300,23 @@ fn apply_changes_replicas_labels_ports_and_image() {
             "- containerPort: 80",
             "- containerPort: 80\n          name: http",
         );
+    // A template change is a rolling update, as in Kubernetes: `apply`
+    // returns at once and the pods roll over while it goes on.
+    let rolled_out = || {
+        wait_for("the rollout", std::time::Duration::from_secs(90), || {
+            let d: serde_json::Value =
+                serde_json::from_str(&lab.ok(&["get", "deploy", "my-nginx", "-o", "json"]))
+                    .unwrap();
+            let st = &d["status"];
+            d["metadata"]["generation"] == st["observedGeneration"]
+                && st["updatedReplicas"] == 2
+                && st["replicas"] == 2
+                && st["availableReplicas"] == 2
+                && lab.pods().len() == 2
+        })
+    };
     apply(&relabeled);
+    rolled_out();
     let after = lab.pods();
     assert_eq!(after.len(), 2);
     assert!(
@@ -319,6 +335,7 @@ fn apply_changes_replicas_labels_ports_and_image() {
         .replace("    spec:\n      containers:", "    spec:\n      terminationGracePeriodSeconds: 1\n      containers:");
     assert!(reimaged.contains("terminationGracePeriodSeconds: 1"));
     apply(&reimaged);
+    rolled_out();
     let body = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
     assert_eq!(body.as_str(), "new-image");
     let wide = lab.ok(&["get", "deploy", "-o", "wide"]);

@@ -108,7 +108,7 @@ async fn serve(
                     q,
                     writes::Edit::from_request(&method, &content_type, &body)?,
                 ),
-                Method::DELETE => writes::Op::Delete(t.clone(), q),
+                Method::DELETE => writes::Op::Delete(t.clone(), q, body),
                 m => return Err(ApiError::method_not_allowed(m.as_str())),
             };
             let warnings = writes::warnings(&op);
@@ -241,6 +241,29 @@ async fn get(
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
     let r = t.resource;
+    // `status` reads the object; `scale` its autoscaling/v1 Scale.
+    if let (Some(sub @ ("status" | "scale")), Some(name)) = (t.subresource.as_deref(), &t.name) {
+        let served = sub == "status" || matches!(r.plural, "deployments" | "replicasets");
+        if served && r.subresources.iter().any(|s| s.0 == sub) {
+            let filter = Filter {
+                namespace: t.namespace.as_deref(),
+                name: Some(name),
+                ..Default::default()
+            };
+            let snapshot = ctx.store.snapshot().await?;
+            let (items, _) = objects::select(&snapshot.state, r, &filter, chrono::Utc::now());
+            let v = objects::one(r, items, name)?;
+            return Ok(json(
+                200,
+                JSON,
+                &if sub == "scale" {
+                    writes::scale_of(&v)
+                } else {
+                    v
+                },
+            ));
+        }
+    }
     if t.subresource.is_some() {
         return Err(ApiError::method_not_allowed(&format!(
             "{}/{}: not served yet",

@@ -68,6 +68,7 @@ fn namespaces(st: &ClusterState) -> Vec<Namespace> {
         .map(|o| &o.metadata)
         .chain(st.services.iter().map(|o| &o.metadata))
         .chain(st.deployments.iter().map(|o| &o.metadata))
+        .chain(st.replica_sets.iter().map(|o| &o.metadata))
         .chain(st.secrets.iter().map(|o| &o.metadata))
         .chain(st.config_maps.iter().map(|o| &o.metadata));
     for m in metas {
@@ -172,6 +173,10 @@ pub fn select(
         "deployments" => {
             let (k, v) = pick(&st.deployments, |o| &o.metadata, r, f);
             (v, tables::deployments(&k, now))
+        }
+        "replicasets" => {
+            let (k, v) = pick(&st.replica_sets, |o| &o.metadata, r, f);
+            (v, tables::replica_sets(&k, now))
         }
         "namespaces" => {
             let nss = namespaces(st);

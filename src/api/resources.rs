@@ -113,6 +113,15 @@ pub const RESOURCES: &[Resource] = &[
         ..core("deployments", "deployment", "Deployment", true, &["deploy"])
     },
     Resource {
+        group: "apps",
+        categories: &["all"],
+        subresources: &[
+            ("scale", "Scale", READ_UPDATE),
+            ("status", "ReplicaSet", READ_UPDATE),
+        ],
+        ..core("replicasets", "replicaset", "ReplicaSet", true, &["rs"])
+    },
+    Resource {
         group: "discovery.k8s.io",
         ..core(
             "endpointslices",
@@ -202,6 +211,10 @@ mod tests {
             "deployments.apps"
         );
         assert!(find("", "v1", "deployments").is_none());
+        assert_eq!(
+            find("apps", "v1", "replicasets").unwrap().qualified(),
+            "replicasets.apps"
+        );
         assert_eq!(groups(), [("apps", "v1"), ("discovery.k8s.io", "v1")]);
     }
 }

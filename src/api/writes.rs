@@ -7,6 +7,7 @@
 use super::request::Target;
 use super::resources::Resource;
 use super::status::ApiError;
+use crate::cluster::gc::Propagation;
 use crate::cluster::objects::{self, Mode, ObjectError};
 use crate::cluster::patch::{self, PatchType};
 use crate::controller::{converge, ControllerError};
@@ -18,7 +19,8 @@ use std::collections::HashMap;
 pub enum Op {
     Create(Target, HashMap<String, String>, Value),
     Update(Target, HashMap<String, String>, Edit),
-    Delete(Target, HashMap<String, String>),
+    /// With the request's body: its DeleteOptions, if any.
+    Delete(Target, HashMap<String, String>, Vec<u8>),
 }
 
 pub struct Request {
@@ -31,7 +33,7 @@ pub async fn execute(lab: &str, op: Op) -> Result<(u16, Value), ApiError> {
     match op {
         Op::Create(t, q, obj) => create(lab, &t, &q, obj).await,
         Op::Update(t, q, edit) => update(lab, &t, &q, edit).await,
-        Op::Delete(t, q) => delete(lab, &t, &q).await,
+        Op::Delete(t, q, body) => delete(lab, &t, &q, &body).await,
     }
 }
 
@@ -44,6 +46,7 @@ fn store_kind(r: &Resource) -> Option<&'static str> {
         "pods" => "pod",
         "services" => "service",
         "deployments" => "deployment",
+        "replicasets" => "replicaset",
         "secrets" => "secret",
         "configmaps" => "configmap",
         _ => return None,
@@ -222,6 +225,11 @@ async fn admit(
 ) -> Result<(u16, Value), ApiError> {
     let r = t.resource;
     let kind = writable(t)?;
+    if kind == "replicaset" {
+        return Err(ApiError::method_not_allowed(
+            "replicasets.apps: netlab makes ReplicaSets for Deployments only; create a Deployment",
+        ));
+    }
     if obj["kind"].as_str().is_some_and(|k| k != r.kind) {
         return Err(ApiError::bad_request(format!(
             "the kind of the object ({}) is not {} (the resource of the request)",
@@ -293,8 +301,8 @@ fn patch_type(content_type: &str) -> Result<Option<PatchType>, ApiError> {
     })
 }
 
-/// An autoscaling/v1 Scale of a Deployment.
-fn scale_of(dep: &Value) -> Value {
+/// An autoscaling/v1 Scale of a Deployment or ReplicaSet.
+pub fn scale_of(dep: &Value) -> Value {
     let labels = dep["spec"]["selector"]["matchLabels"]
         .as_object()
         .map(|m| {
@@ -344,7 +352,7 @@ pub async fn update(
     let status = t.subresource.as_deref() == Some("status") && r.plural == "pods";
     let scale = match t.subresource.as_deref() {
         None => false,
-        Some("scale") if r.plural == "deployments" => true,
+        Some("scale") if matches!(r.plural, "deployments" | "replicasets") => true,
         Some("status") if status => false,
         Some(s) => {
             return Err(ApiError::method_not_allowed(&format!(
@@ -368,8 +376,12 @@ pub async fn update(
                 .as_i64()
                 .ok_or_else(|| err("spec.replicas: Required value".into()))?;
             if !dry {
-                objects::scale(st, &ns, &name, replicas as i32, now, &mut rand::rng())
-                    .map_err(|e| err(e.to_string()))?;
+                if kind == "replicaset" {
+                    objects::scale_replica_set(st, &ns, &name, replicas as i32)
+                } else {
+                    objects::scale(st, &ns, &name, replicas as i32, now, &mut rand::rng())
+                }
+                .map_err(|e| err(e.to_string()))?;
             }
             let after = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
             return Ok(scale_of(&after));
@@ -459,12 +471,36 @@ impl Edit {
     }
 }
 
-/// DELETE: the object goes (a Deployment with its pods, a pod after its
-/// containers stop); the answer is kube-apiserver's success Status.
+/// The propagation policy of a DELETE: the query's, else the body's
+/// DeleteOptions (kubectl sends `{"propagationPolicy":"Background"}`).
+fn propagation(q: &HashMap<String, String>, body: &[u8]) -> Result<Propagation, ApiError> {
+    let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        parse_body("application/json", body)?
+    };
+    let policy = q
+        .get("propagationPolicy")
+        .map(String::as_str)
+        .or(opts["propagationPolicy"].as_str());
+    let orphan = q
+        .get("orphanDependents")
+        .map(|v| v == "true")
+        .or(opts["orphanDependents"].as_bool());
+    Propagation::parse(policy, orphan).map_err(|m| ApiError {
+        details: json!({"causes": [{"reason": "FieldValueNotSupported", "message": m}]}),
+        ..ApiError::new(422, "Invalid", m)
+    })
+}
+
+/// DELETE: the object goes (a Deployment with its ReplicaSets and their
+/// pods, unless `propagationPolicy` is Orphan; a pod after its containers
+/// stop); the answer is kube-apiserver's success Status.
 pub async fn delete(
     lab: &str,
     t: &Target,
     q: &HashMap<String, String>,
+    body: &[u8],
 ) -> Result<(u16, Value), ApiError> {
     let r = t.resource;
     let kind = writable(t)?;
@@ -472,6 +508,7 @@ pub async fn delete(
         ApiError::method_not_allowed(&format!("deletecollection of {}", r.qualified()))
     })?;
     let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+    let propagation = propagation(q, body)?;
     if dry_run(q) {
         let snapshot_target = objects::Target {
             kind,
@@ -483,7 +520,7 @@ pub async fn delete(
         objects::get_json(&st, &snapshot_target).map_err(|e| object_error(r, &name, e))?;
     } else {
         converge::change(lab, |st| {
-            objects::delete(st, kind, &ns, &name, chrono::Utc::now())
+            objects::delete_with(st, kind, &ns, &name, propagation, chrono::Utc::now())
                 .map_err(|e| ControllerError::Object(e.to_string()))
         })
         .await

@@ -3,10 +3,11 @@
 use super::client::{self, Client};
 use super::get::{external_ip, Kind};
 use super::printer::{age, fields, map_lines};
+use crate::cluster::replicasets;
 use crate::cluster::services::{endpoints_summary, service_type};
 use crate::cluster::state;
 use anyhow::{bail, Result};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
@@ -18,6 +19,9 @@ pub struct Described {
     pub object: Value,
     pub events: Vec<Event>,
     pub endpoints: Option<Endpoints>,
+    /// A Deployment's ReplicaSets, a ReplicaSet's pods (the namespace's;
+    /// the owned ones are picked by ownerReference).
+    pub owned: Vec<Value>,
 }
 
 /// Reads what describing `kind` `name` needs from the API.
@@ -57,11 +61,34 @@ pub async fn fetch(client: &Client, kind: Kind, name: &str, namespace: &str) -> 
         let list = client.get(&path, client::JSON).await?;
         serde_json::from_value(list["items"].clone()).unwrap_or_default()
     };
+    let owned_kind = match kind.plural {
+        "deployments" => Some(("apps", "replicasets")),
+        "replicasets" => Some(("", "pods")),
+        _ => None,
+    };
+    let owned = match owned_kind {
+        Some((g, plural)) => {
+            let r = crate::api::resources::find(g, "v1", plural).expect("served");
+            let list = client
+                .get(&client::path(r, Some(namespace), None), client::JSON)
+                .await?;
+            list["items"].as_array().cloned().unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
     Ok(Described {
         object,
         events,
         endpoints,
+        owned,
     })
+}
+
+fn typed<T: serde::de::DeserializeOwned>(items: &[Value]) -> Vec<T> {
+    items
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect()
 }
 
 pub fn render(kind: Kind, d: &Described) -> Result<String> {
@@ -70,7 +97,8 @@ pub fn render(kind: Kind, d: &Described) -> Result<String> {
     let body = match kind.plural {
         "services" => service(&serde_json::from_value(o)?, d.endpoints.as_ref()),
         "pods" => pod(&serde_json::from_value(o)?),
-        "deployments" => deployment(&serde_json::from_value(o)?),
+        "deployments" => deployment(&serde_json::from_value(o)?, &typed(&d.owned)),
+        "replicasets" => replica_set(&serde_json::from_value(o)?, &typed(&d.owned)),
         "secrets" => return Ok(secret(&serde_json::from_value(o)?)),
         "configmaps" => config_map(&serde_json::from_value(o)?),
         _ => bail!("netlab describe does not know {} yet", kind.qualified()),
@@ -115,7 +143,161 @@ pub fn events_section(events: &[&Event], now: chrono::DateTime<chrono::Utc>) -> 
     out
 }
 
-pub fn deployment(d: &Deployment) -> String {
+/// `name (current/desired replicas created)`, comma-separated, or `<none>`.
+fn replica_sets_line(sets: &[&ReplicaSet]) -> String {
+    if sets.is_empty() {
+        return "<none>".into();
+    }
+    sets.iter()
+        .map(|r| {
+            format!(
+                "{} ({}/{} replicas created)",
+                r.metadata.name.as_deref().unwrap_or_default(),
+                r.status.as_ref().map_or(0, |s| s.replicas),
+                r.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The Conditions, OldReplicaSets and NewReplicaSet of kubectl's
+/// describe deployment (every old ReplicaSet, oldest first, as kubectl
+/// 1.27–1.33 print them).
+fn deployment_rollout(d: &Deployment, sets: &[ReplicaSet]) -> String {
+    let mut out = String::new();
+    let conds = d.status.iter().flat_map(|s| s.conditions.iter().flatten());
+    let mut t = super::printer::Printer::new(["Type", "Status", "Reason"]);
+    t.row(["----", "------", "------"]);
+    let mut any = false;
+    for c in conds {
+        any = true;
+        t.row([
+            c.type_.clone(),
+            c.status.clone(),
+            c.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    if any {
+        out.push_str("Conditions:\n");
+        for l in t.render().lines() {
+            out.push_str(&format!("  {l}\n"));
+        }
+    }
+    let uid = d.metadata.uid.as_deref().unwrap_or_default();
+    let ns = state::namespace(&d.metadata);
+    let owned: Vec<&ReplicaSet> = sets
+        .iter()
+        .filter(|r| {
+            state::namespace(&r.metadata) == ns && replicasets::controlled_by(&r.metadata, uid)
+        })
+        .collect();
+    let template = d.spec.as_ref().map(|s| &s.template);
+    let hash_free = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        let mut t = t.clone();
+        if let Some(l) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            l.remove(replicasets::HASH_LABEL);
+        }
+        t
+    };
+    let is_new = |r: &ReplicaSet| {
+        r.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .map(hash_free)
+            .zip(template.map(hash_free))
+            .is_some_and(|(a, b)| a == b)
+    };
+    let new: Vec<&ReplicaSet> = owned
+        .iter()
+        .copied()
+        .filter(|r| is_new(r))
+        .take(1)
+        .collect();
+    let old: Vec<&ReplicaSet> = owned.iter().copied().filter(|r| !is_new(r)).collect();
+    out.push_str(&fields(&[
+        (s("OldReplicaSets"), replica_sets_line(&old)),
+        (s("NewReplicaSet"), replica_sets_line(&new)),
+    ]));
+    out
+}
+
+/// kubectl's describe replicaset.
+pub fn replica_set(r: &ReplicaSet, pods: &[Pod]) -> String {
+    let spec = r.spec.clone().unwrap_or_default();
+    let status = r.status.clone().unwrap_or_default();
+    let uid = r.metadata.uid.as_deref().unwrap_or_default();
+    let ns = state::namespace(&r.metadata);
+    let phase = |want: &str| {
+        pods.iter()
+            .filter(|p| {
+                state::namespace(&p.metadata) == ns && replicasets::controlled_by(&p.metadata, uid)
+            })
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .unwrap_or("Pending")
+                    == want
+            })
+            .count()
+    };
+    let mut rows = vec![
+        (s("Name"), r.metadata.name.clone().unwrap_or_default()),
+        (s("Namespace"), ns.to_string()),
+        (
+            s("Selector"),
+            map_lines(spec.selector.match_labels.as_ref(), ","),
+        ),
+        (s("Labels"), map_lines(r.metadata.labels.as_ref(), "\n")),
+        (
+            s("Annotations"),
+            map_lines(r.metadata.annotations.as_ref(), "\n"),
+        ),
+    ];
+    if let Some(o) = replicasets::controller_of(&r.metadata) {
+        rows.push((s("Controlled By"), format!("{}/{}", o.kind, o.name)));
+    }
+    rows.push((
+        s("Replicas"),
+        format!(
+            "{} current / {} desired",
+            status.replicas,
+            spec.replicas.unwrap_or(1)
+        ),
+    ));
+    rows.push((
+        s("Pods Status"),
+        format!(
+            "{} Running / {} Waiting / {} Succeeded / {} Failed",
+            phase("Running"),
+            phase("Pending"),
+            phase("Succeeded"),
+            phase("Failed")
+        ),
+    ));
+    let mut out = fields(&rows);
+    out.push_str("Pod Template:\n");
+    let template = spec.template.unwrap_or_default();
+    out.push_str(&format!(
+        "  Labels:  {}\n",
+        map_lines(
+            template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+            ","
+        )
+    ));
+    out.push_str("  Containers:\n");
+    for c in template.spec.iter().flat_map(|p| p.containers.iter()) {
+        out.push_str(&format!(
+            "   {}:\n    Image:  {}\n",
+            c.name,
+            c.image.clone().unwrap_or_default()
+        ));
+    }
+    out
+}
+
+pub fn deployment(d: &Deployment, sets: &[ReplicaSet]) -> String {
     let spec = d.spec.clone().unwrap_or_default();
     let st = d.status.clone().unwrap_or_default();
     let want = spec.replicas.unwrap_or(1);
@@ -149,7 +331,13 @@ pub fn deployment(d: &Deployment) -> String {
                 (st.replicas.unwrap_or(0) - st.available_replicas.unwrap_or(0)).max(0)
             ),
         ),
-        (s("StrategyType"), s("Recreate")),
+        (
+            s("StrategyType"),
+            spec.strategy
+                .as_ref()
+                .and_then(|s| s.type_.clone())
+                .unwrap_or_else(|| "RollingUpdate".into()),
+        ),
     ];
     let mut out = fields(&rows);
     out.push_str("Pod Template:\n");
@@ -178,6 +366,7 @@ pub fn deployment(d: &Deployment) -> String {
             ));
         }
     }
+    out.push_str(&deployment_rollout(d, sets));
     out
 }
 

@@ -1,17 +1,20 @@
 //! The `cluster` layer: the lab's object store and its allocators (pod IPs,
 //! names, node addresses), persisted atomically. Pure: no kernel, no runtime.
 
+pub mod deployments;
 pub mod dns;
 pub mod endpointslices;
 pub mod envvars;
 pub mod events;
 pub mod external_ips;
+pub mod gc;
 pub mod host_network;
 pub mod ipam;
 pub mod loadbalancer;
 pub mod names;
 pub mod objects;
 pub mod patch;
+pub mod replicasets;
 pub mod resources;
 pub mod scheduler;
 pub mod secrets;

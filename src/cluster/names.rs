@@ -14,10 +14,18 @@ pub fn safe_encode(s: &str) -> String {
         .collect()
 }
 
-/// The `pod-template-hash` label: FNV-32a over the template, safe-encoded,
-/// as the Deployment controller computes it (over its JSON form here).
-pub fn pod_template_hash<T: Serialize>(template: &T) -> String {
-    let json = serde_json::to_vec(template).expect("templates serialize");
+/// The `pod-template-hash` label: FNV-32a over the template, then the
+/// Deployment's `collisionCount` as 4 little-endian bytes when it has one,
+/// the decimal sum safe-encoded: `controller.ComputeHash`. Kubernetes feeds
+/// FNV the template as `spew` prints the Go struct (`DeepHashObject`);
+/// here it is the template's JSON, so the hash has Kubernetes' shape and
+/// alphabet and is stable, but is not the same number a real cluster
+/// computes for the same template.
+pub fn pod_template_hash<T: Serialize>(template: &T, collision_count: Option<i32>) -> String {
+    let mut json = serde_json::to_vec(template).expect("templates serialize");
+    if let Some(c) = collision_count {
+        json.extend_from_slice(&(c as u32).to_le_bytes());
+    }
     safe_encode(&fnv1a32(&json).to_string())
 }
 
@@ -28,6 +36,11 @@ fn fnv1a32(bytes: &[u8]) -> u32 {
         hash = hash.wrapping_mul(0x01000193);
     }
     hash
+}
+
+/// `<owner>-<5 safe characters>`: a name from `generateName`.
+pub fn generated(prefix: &str, rng: &mut impl Rng) -> String {
+    format!("{prefix}-{}", random_suffix(rng))
 }
 
 /// The random 5-character suffix of generated names (`generateName`).
@@ -62,10 +75,15 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_safe() {
-        let a = pod_template_hash(&serde_json::json!({"x": 1}));
-        assert_eq!(a, pod_template_hash(&serde_json::json!({"x": 1})));
-        assert_ne!(a, pod_template_hash(&serde_json::json!({"x": 2})));
+        let a = pod_template_hash(&serde_json::json!({"x": 1}), None);
+        assert_eq!(a, pod_template_hash(&serde_json::json!({"x": 1}), None));
+        assert_ne!(a, pod_template_hash(&serde_json::json!({"x": 2}), None));
+        // A collision count changes the hash (a new name for the same template).
+        let c = pod_template_hash(&serde_json::json!({"x": 1}), Some(1));
+        assert_ne!(a, c);
+        assert_ne!(c, pod_template_hash(&serde_json::json!({"x": 1}), Some(2)));
         assert!(a.bytes().all(|b| ALPHANUMS.contains(&b)));
+        assert!(c.bytes().all(|b| ALPHANUMS.contains(&b)));
         let s = random_suffix(&mut rand::rng());
         assert_eq!(s.len(), 5);
     }

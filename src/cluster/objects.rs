@@ -2,11 +2,12 @@
 //! edits of the object store, each returning kubectl's one-line answer
 //! (`service/my-nginx created`). The controller then converges the host.
 
+use super::gc::Propagation;
 use super::services::{ServiceBatch, ServiceError};
 use super::state::{self, namespace, time, ClusterState, StateError};
 use crate::lab::LabSpec;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -70,7 +71,7 @@ pub fn apply(
         )?);
     }
     drop(services);
-    st.reconcile_deployments(now, rng)?;
+    st.reconcile_workloads(now, rng)?;
     Ok(out)
 }
 
@@ -295,13 +296,31 @@ pub fn apply_deployment(
                     name,
                 });
             }
-            let changed =
-                existing.spec != dep.spec || existing.metadata.labels != dep.metadata.labels;
-            if changed {
-                existing.spec = dep.spec;
-                existing.metadata.labels = dep.metadata.labels;
+            // The revision annotation is the controller's: an update that
+            // does not carry it keeps it.
+            let mut annotations = dep.metadata.annotations.clone();
+            if let Some(rev) = existing
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(super::deployments::REVISION))
+            {
+                annotations
+                    .get_or_insert_with(BTreeMap::new)
+                    .entry(super::deployments::REVISION.to_string())
+                    .or_insert_with(|| rev.clone());
+            }
+            let spec_changed = existing.spec != dep.spec;
+            let changed = spec_changed
+                || existing.metadata.labels != dep.metadata.labels
+                || existing.metadata.annotations != annotations;
+            if spec_changed {
+                // metadata.generation counts spec changes only.
                 existing.metadata.generation = Some(existing.metadata.generation.unwrap_or(1) + 1);
             }
+            existing.spec = dep.spec;
+            existing.metadata.labels = dep.metadata.labels;
+            existing.metadata.annotations = annotations;
             Ok(format!("deployment.apps/{name} {}", verb(true, changed)))
         }
         None => {
@@ -338,17 +357,107 @@ pub fn scale(
             name: name.into(),
         })?;
     dep.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
-    st.reconcile_deployments(now, rng)?;
+    st.reconcile_workloads(now, rng)?;
     Ok(format!("deployment.apps/{name} scaled"))
 }
 
+/// `kubectl scale rs NAME --replicas=N`: a ReplicaSet a Deployment owns is
+/// set back by it, as in Kubernetes.
+pub fn scale_replica_set(
+    st: &mut ClusterState,
+    namespace_: &str,
+    name: &str,
+    replicas: i32,
+) -> Result<String, ObjectError> {
+    if replicas < 0 {
+        return Err(ObjectError::Invalid(format!(
+            "--replicas={replicas}: the number of replicas must be 0 or more"
+        )));
+    }
+    let rs = st
+        .replica_sets
+        .iter_mut()
+        .find(|r| r.metadata.name.as_deref() == Some(name) && namespace(&r.metadata) == namespace_)
+        .ok_or_else(|| ObjectError::NotFound {
+            kind: "replicasets.apps",
+            name: name.into(),
+        })?;
+    let spec = rs.spec.get_or_insert_with(Default::default);
+    if spec.replicas != Some(replicas) {
+        spec.replicas = Some(replicas);
+        rs.metadata.generation = Some(rs.metadata.generation.unwrap_or(1) + 1);
+    }
+    Ok(format!("replicaset.apps/{name} scaled"))
+}
+
+/// An update of a ReplicaSet: its size, template, labels and annotations
+/// (its selector is immutable, as in apps/v1).
+fn update_replica_set(st: &mut ClusterState, new: ReplicaSet) -> Result<String, ObjectError> {
+    let name = new.metadata.name.clone().unwrap_or_default();
+    let rs = st
+        .replica_sets
+        .iter_mut()
+        .find(|r| same_key(&r.metadata, &new.metadata))
+        .ok_or_else(|| ObjectError::NotFound {
+            kind: "replicasets.apps",
+            name: name.clone(),
+        })?;
+    let (old_spec, new_spec) = (
+        rs.spec.clone().unwrap_or_default(),
+        new.spec.unwrap_or_default(),
+    );
+    if old_spec.selector != new_spec.selector {
+        return Err(ObjectError::Invalid(format!(
+            "ReplicaSet.apps {name:?} is invalid: spec.selector: Invalid value: field is immutable"
+        )));
+    }
+    let changed = old_spec != new_spec
+        || rs.metadata.labels != new.metadata.labels
+        || rs.metadata.annotations != new.metadata.annotations;
+    if old_spec != new_spec {
+        rs.metadata.generation = Some(rs.metadata.generation.unwrap_or(1) + 1);
+    }
+    rs.spec = Some(new_spec);
+    rs.metadata.labels = new.metadata.labels;
+    rs.metadata.annotations = new.metadata.annotations;
+    Ok(format!("replicaset.apps/{name} {}", verb(true, changed)))
+}
+
 /// `kubectl delete KIND NAME`: pods are marked for deletion (the controller
-/// stops them), a Deployment takes its pods with it.
+/// stops them), a Deployment takes its ReplicaSets and their pods with it.
 pub fn delete(
     st: &mut ClusterState,
     kind: &str,
     namespace_: &str,
     name: &str,
+    now: DateTime<Utc>,
+) -> Result<String, ObjectError> {
+    delete_with(st, kind, namespace_, name, Propagation::Background, now)
+}
+
+/// What a deleted owner's dependents become: deleted by the garbage
+/// collector, or orphaned.
+fn release_dependents(
+    st: &mut ClusterState,
+    owner: &ObjectMeta,
+    propagation: Propagation,
+    now: DateTime<Utc>,
+) {
+    match propagation {
+        Propagation::Orphan => st.orphan_dependents(owner.uid.as_deref().unwrap_or_default()),
+        Propagation::Background | Propagation::Foreground => {
+            st.collect_garbage(now);
+        }
+    }
+}
+
+/// A delete with the API's `propagationPolicy` for the owner's dependents.
+pub fn delete_with(
+    st: &mut ClusterState,
+    kind: &str,
+    namespace_: &str,
+    name: &str,
+    propagation: Propagation,
     now: DateTime<Utc>,
 ) -> Result<String, ObjectError> {
     match kind {
@@ -371,22 +480,34 @@ pub fn delete(
             Ok(format!("pod \"{name}\" deleted"))
         }
         "deployment" => {
-            let before = st.deployments.len();
-            st.deployments.retain(|d| {
-                !(d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == namespace_)
-            });
-            if st.deployments.len() == before {
-                return Err(ObjectError::NotFound {
+            let i = st
+                .deployments
+                .iter()
+                .position(|d| {
+                    d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == namespace_
+                })
+                .ok_or_else(|| ObjectError::NotFound {
                     kind: "deployments.apps",
                     name: name.into(),
-                });
-            }
-            for p in st.pods.iter_mut() {
-                if namespace(&p.metadata) == namespace_ && state::deployment_of(p) == Some(name) {
-                    p.metadata.deletion_timestamp = Some(time(now));
-                }
-            }
+                })?;
+            let dep = st.deployments.remove(i);
+            release_dependents(st, &dep.metadata, propagation, now);
             Ok(format!("deployment.apps \"{name}\" deleted"))
+        }
+        "replicaset" => {
+            let i = st
+                .replica_sets
+                .iter()
+                .position(|r| {
+                    r.metadata.name.as_deref() == Some(name) && namespace(&r.metadata) == namespace_
+                })
+                .ok_or_else(|| ObjectError::NotFound {
+                    kind: "replicasets.apps",
+                    name: name.into(),
+                })?;
+            let rs = st.replica_sets.remove(i);
+            release_dependents(st, &rs.metadata, propagation, now);
+            Ok(format!("replicaset.apps \"{name}\" deleted"))
         }
         "secret" | "configmap" => {
             let (list_len, plural) = if kind == "secret" {
@@ -461,6 +582,10 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
         "pod" => serde_json::to_value(
             find(&st.pods, |x| &x.metadata, namespace_, name).ok_or_else(|| not_found("pods"))?,
         ),
+        "replicaset" => serde_json::to_value(
+            find(&st.replica_sets, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("replicasets.apps"))?,
+        ),
         "secret" => serde_json::to_value(
             find(&st.secrets, |x| &x.metadata, namespace_, name)
                 .ok_or_else(|| not_found("secrets"))?,
@@ -518,6 +643,7 @@ pub fn update_json(
             now,
             rng,
         )?,
+        "replicaset" => update_replica_set(st, serde_json::from_value(value).map_err(bad)?)?,
         "pod" => {
             let pod: Pod = serde_json::from_value(value).map_err(bad)?;
             let current = st.pod(namespace_, name).and_then(|p| p.spec.clone());
@@ -548,7 +674,7 @@ pub fn update_json(
             )))
         }
     };
-    st.reconcile_deployments(now, rng)?;
+    st.reconcile_workloads(now, rng)?;
     // "service/x configured" → "service/x patched"; "unchanged" → "(no change)".
     let (object, outcome) = line.rsplit_once(' ').unwrap_or((line.as_str(), ""));
     Ok(match outcome {

@@ -2,18 +2,19 @@
 //! what netlab needs to find its kernel objects again. Pure data; `persist`
 //! and `load` write and read it atomically.
 
-use super::{ipam, names, topology};
+use super::{ipam, topology};
 use crate::lab::{LabConfig, LabSpec};
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
     NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -26,6 +27,10 @@ pub struct ClusterState {
     pub created: DateTime<Utc>,
     pub nodes: Vec<Node>,
     pub deployments: Vec<Deployment>,
+    /// The Deployments' ReplicaSets (`deployments.rs`), which own the pods
+    /// (`replicasets.rs`).
+    #[serde(default)]
+    pub replica_sets: Vec<ReplicaSet>,
     pub pods: Vec<Pod>,
     #[serde(default)]
     pub services: Vec<Service>,
@@ -102,6 +107,7 @@ impl ClusterState {
             created: now,
             nodes,
             deployments: Vec::new(),
+            replica_sets: Vec::new(),
             pods: Vec::new(),
             services: Vec::new(),
             endpoints: Vec::new(),
@@ -121,23 +127,10 @@ impl ClusterState {
             dep.metadata.creation_timestamp = Some(time(now));
             dep.metadata.uid = Some(uid(rng));
             dep.metadata.generation = Some(1);
-            let replicas = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            for _ in 0..replicas {
-                let mut pod = pod_for(&dep, now, rng);
-                // 5 random characters collide within a few hundred
-                // replicas (birthday odds: ~3 % at 1 000): draw again, as
-                // reconcile_deployments does.
-                while state
-                    .pods
-                    .iter()
-                    .any(|p| p.metadata.name == pod.metadata.name)
-                {
-                    pod = pod_for(&dep, now, rng);
-                }
-                state.place(pod)?;
-            }
             state.deployments.push(dep);
         }
+        // Their ReplicaSets and pods, as the controllers make them.
+        state.reconcile_workloads(now, rng)?;
         state
             .upsert_service(
                 super::services::kubernetes_service(state.config.service_cidr),
@@ -152,9 +145,8 @@ impl ClusterState {
             dep.metadata.creation_timestamp = Some(time(now));
             dep.metadata.uid = Some(uid(rng));
             dep.metadata.generation = Some(1);
-            let pod = pod_for(&dep, now, rng);
-            state.place(pod)?;
             state.deployments.push(dep);
+            state.reconcile_workloads(now, rng)?;
             state
                 .upsert_service(
                     super::dns::service(super::services::dns_ip(state.config.service_cidr)),
@@ -291,108 +283,40 @@ impl ClusterState {
         Ok(true)
     }
 
-    /// The Deployment controller's step: each Deployment owns `replicas`
-    /// pods of its current template. Pods of an older template and pods
-    /// beyond the count are marked for deletion (newest first); missing pods
-    /// are created and placed. Returns whether anything changed.
-    pub fn reconcile_deployments(
+    /// The workload controllers' step: Deployments → ReplicaSets
+    /// (`deployments.rs`), ReplicaSets → Pods (`replicasets.rs`), then the
+    /// garbage collector (`gc.rs`) and the statuses, repeated while one of
+    /// them acts. A rollout stops at pods that are not available yet; the
+    /// lab's process calls this again when they are. Returns whether
+    /// anything changed.
+    pub fn reconcile_workloads(
         &mut self,
         now: DateTime<Utc>,
         rng: &mut impl rand::Rng,
     ) -> Result<bool, StateError> {
         let mut changed = false;
-        for dep in self.deployments.clone() {
-            let name = dep.metadata.name.clone().unwrap_or_default();
-            let ns = namespace(&dep.metadata).to_string();
-            let spec = dep.spec.clone().unwrap_or_default();
-            let hash = names::pod_template_hash(&spec.template);
-            let want = spec.replicas.unwrap_or(1).max(0) as usize;
-            let mut current = Vec::new();
-            for p in self.pods.iter_mut() {
-                if namespace(&p.metadata) != ns
-                    || deployment_of(p) != Some(name.as_str())
-                    || p.metadata.deletion_timestamp.is_some()
-                {
-                    continue;
-                }
-                let same = p
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("pod-template-hash"))
-                    == Some(&hash);
-                if same {
-                    current.push(p.metadata.name.clone().unwrap_or_default());
-                } else {
-                    p.metadata.deletion_timestamp = Some(time(now));
-                    changed = true;
-                }
-            }
-            let before = current.len();
-            // Too many: the newest go first (pods are kept in creation order).
-            while current.len() > want {
-                let victim = current.pop().expect("non-empty");
-                if let Some(p) = self.pods.iter_mut().find(|p| {
-                    p.metadata.name.as_deref() == Some(victim.as_str())
-                        && namespace(&p.metadata) == ns
-                }) {
-                    p.metadata.deletion_timestamp = Some(time(now));
-                    changed = true;
-                }
-            }
-            if before != want {
-                let rs = format!("{name}-{hash}");
-                let verb = if before < want { "up" } else { "down" };
-                self.record(
-                    super::events::Involved {
-                        kind: "Deployment",
-                        namespace: &ns,
-                        name: &name,
-                    },
-                    "Normal",
-                    "ScalingReplicaSet",
-                    "deployment-controller",
-                    format!("Scaled {verb} replica set {rs} to {want}"),
-                    now,
-                );
-            }
-            for _ in current.len()..want {
-                let mut pod = pod_for(&dep, now, rng);
-                // Never reuse the name of a pod that still exists.
-                while self
-                    .pods
-                    .iter()
-                    .any(|p| p.metadata.name == pod.metadata.name)
-                {
-                    pod = pod_for(&dep, now, rng);
-                }
-                self.place(pod)?;
-                changed = true;
+        // Each round either acts or ends the loop; a handful suffice (a
+        // deleted owner, its ReplicaSets, their pods, a recreation).
+        for _ in 0..8 {
+            let mut acted = self.refresh_replica_set_status();
+            acted |= self.sync_deployments(now, rng);
+            acted |= self.sync_replica_sets(now, rng)?;
+            acted |= self.collect_garbage(now);
+            acted |= self.refresh_replica_set_status();
+            acted |= self.refresh_deployments_status(now);
+            changed |= acted;
+            if !acted {
+                break;
             }
         }
         Ok(changed)
     }
 
-    pub fn refresh_deployment_status(&mut self) {
-        for dep in &mut self.deployments {
-            let name = dep.metadata.name.clone().unwrap_or_default();
-            let owned: Vec<&Pod> = self
-                .pods
-                .iter()
-                .filter(|p| deployment_of(p) == Some(name.as_str()))
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .collect();
-            let ready = owned.iter().filter(|p| pod_ready(p)).count() as i32;
-            let total = owned.len() as i32;
-            dep.status = Some(DeploymentStatus {
-                replicas: Some(total),
-                updated_replicas: Some(total),
-                ready_replicas: Some(ready),
-                available_replicas: Some(ready),
-                observed_generation: dep.metadata.generation,
-                ..Default::default()
-            });
-        }
+    /// The ReplicaSets' and Deployments' statuses from their pods (after a
+    /// pod became ready or died). Returns whether one changed.
+    pub fn refresh_deployment_status(&mut self) -> bool {
+        let rs = self.refresh_replica_set_status();
+        self.refresh_deployments_status(Utc::now()) || rs
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
@@ -475,37 +399,6 @@ pub fn deployment_of(p: &Pod) -> Option<&str> {
         .iter()
         .find(|o| o.kind == "ReplicaSet")?;
     rs.name.strip_suffix(&format!("-{hash}"))
-}
-
-/// A new pod for a Deployment, named as the ReplicaSet controller names them.
-pub fn pod_for(dep: &Deployment, now: DateTime<Utc>, rng: &mut impl rand::Rng) -> Pod {
-    let spec = dep.spec.clone().unwrap_or_default();
-    let template = spec.template;
-    let hash = names::pod_template_hash(&template);
-    let dep_name = dep.metadata.name.clone().unwrap_or_default();
-    let rs_name = format!("{dep_name}-{hash}");
-    let mut meta = template.metadata.unwrap_or_default();
-    meta.labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert("pod-template-hash".into(), hash);
-    meta.name = Some(format!("{rs_name}-{}", names::random_suffix(rng)));
-    meta.generate_name = Some(format!("{rs_name}-"));
-    meta.namespace = dep.metadata.namespace.clone();
-    meta.creation_timestamp = Some(time(now));
-    meta.uid = Some(uid(rng));
-    meta.owner_references = Some(vec![OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: rs_name,
-        uid: uid(rng),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
-    Pod {
-        metadata: meta,
-        spec: template.spec,
-        status: None,
-    }
 }
 
 pub fn uid(rng: &mut impl rand::Rng) -> String {

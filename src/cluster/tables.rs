@@ -9,7 +9,7 @@
 use super::services::{endpoints_summary, service_type};
 use super::state;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
 };
@@ -358,6 +358,47 @@ pub fn deployments(deps: &[&Deployment], now: DateTime<Utc>) -> Table {
                 st.updated_replicas.unwrap_or(0).into(),
                 st.available_replicas.unwrap_or(0).into(),
                 age(d.metadata.creation_timestamp.as_ref(), now).into(),
+                join(&|c| c.name.clone()).into(),
+                join(&|c| c.image.clone().unwrap_or_default()).into(),
+                map_lines(spec.selector.match_labels.as_ref(), ",").into(),
+            ],
+        );
+    }
+    t
+}
+
+/// kubectl's ReplicaSet columns: NAME DESIRED CURRENT READY AGE, and with
+/// `-o wide` CONTAINERS IMAGES SELECTOR (`printReplicaSet`).
+pub fn replica_sets(sets: &[&ReplicaSet], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(vec![
+        NAME,
+        int("Desired", 0),
+        int("Current", 0),
+        int("Ready", 0),
+        AGE,
+        col("Containers", 1),
+        col("Images", 1),
+        col("Selector", 1),
+    ]);
+    for r in sets {
+        let spec = r.spec.clone().unwrap_or_default();
+        let st = r.status.clone().unwrap_or_default();
+        let containers = spec
+            .template
+            .and_then(|t| t.spec)
+            .map(|s| s.containers)
+            .unwrap_or_default();
+        let join = |f: &dyn Fn(&k8s_openapi::api::core::v1::Container) -> String| {
+            containers.iter().map(f).collect::<Vec<_>>().join(",")
+        };
+        t.row(
+            &r.metadata,
+            vec![
+                name(&r.metadata),
+                spec.replicas.unwrap_or(1).into(),
+                st.replicas.into(),
+                st.ready_replicas.unwrap_or(0).into(),
+                age(r.metadata.creation_timestamp.as_ref(), now).into(),
                 join(&|c| c.name.clone()).into(),
                 join(&|c| c.image.clone().unwrap_or_default()).into(),
                 map_lines(spec.selector.match_labels.as_ref(), ",").into(),

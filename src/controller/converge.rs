@@ -50,7 +50,7 @@ pub async fn change<T>(
     // Record what will be created before creating it: if this process is
     // killed partway, the pods it was starting are in the state with their
     // addresses, and the controller finishes them (see orphans.rs).
-    st.reconcile_deployments(chrono::Utc::now(), &mut rand::rng())?;
+    st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
     st.persist(&dir)?;
     let result = converge(lab, &mut st).await;
     st.persist(&dir)?;
@@ -62,7 +62,7 @@ pub async fn change<T>(
 pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), ControllerError> {
     // Deployments first: a deleted pod of a Deployment is replaced (with a
     // new name and address), a changed template rolls its pods.
-    st.reconcile_deployments(chrono::Utc::now(), &mut rand::rng())?;
+    st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
 
     // Pods marked for deletion: their endpoints leave the rules first (as
     // Kubernetes removes a terminating pod from Endpoints), then they stop.

@@ -396,13 +396,28 @@ pub async fn step(
     // And a pod no node could take is tried again at every resync, as
     // kube-scheduler retries unschedulable pods (a hostPort may be free now).
     let placed = st.pods.iter().any(pods::is_unscheduled) && st.schedule_pending()?;
+    // The workload controllers: a rollout's next step once the pods of the
+    // last one are ready, a ReplicaSet's pod that died for good replaced.
+    let workloads = st.reconcile_workloads(Utc::now(), &mut rand::rng())?;
+    if workloads
+        && !st
+            .pods
+            .iter()
+            .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
+    {
+        // Only statuses or ReplicaSets changed: nothing to start or stop.
+        st.persist(&dir)?;
+    }
     if placed
         || st
             .pods
             .iter()
             .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
     {
-        tracing::info!(lab, "starting pods that were recorded but not started");
+        tracing::info!(
+            lab,
+            "starting or stopping pods (recorded by a verb, or by the workload controllers)"
+        );
         let result = super::converge::converge(lab, &mut st).await;
         st.persist(&dir)?;
         result?;
