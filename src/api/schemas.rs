@@ -16,7 +16,7 @@
 //! strict decoder names them. Pure.
 
 use super::resources::Resource;
-use k8s_openapi::api::{apps, core};
+use k8s_openapi::api::{apps, core, discovery};
 use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
@@ -37,6 +37,8 @@ pub fn definition_name(r: &Resource) -> Option<String> {
         ("", "Secret") => name::<core::v1::Secret>(),
         ("", "ConfigMap") => name::<core::v1::ConfigMap>(),
         ("apps", "Deployment") => name::<apps::v1::Deployment>(),
+        ("apps", "ReplicaSet") => name::<apps::v1::ReplicaSet>(),
+        ("discovery.k8s.io", "EndpointSlice") => name::<discovery::v1::EndpointSlice>(),
         _ => None,
     }
 }
@@ -58,6 +60,8 @@ fn generate() -> Map<String, Value> {
     g.subschema_for::<core::v1::Secret>();
     g.subschema_for::<core::v1::ConfigMap>();
     g.subschema_for::<apps::v1::Deployment>();
+    g.subschema_for::<apps::v1::ReplicaSet>();
+    g.subschema_for::<discovery::v1::EndpointSlice>();
     let mut defs = g.take_definitions(false);
     for r in super::resources::RESOURCES {
         if let Some(Value::Object(d)) = definition_name(r).and_then(|n| defs.get_mut(&n)) {
@@ -173,6 +177,12 @@ const MERGE_KEYS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "io.k8s.api.apps.v1.DeploymentStatus",
+        "conditions",
+        "type",
+        "merge",
+    ),
+    (
+        "io.k8s.api.apps.v1.ReplicaSetStatus",
         "conditions",
         "type",
         "merge",
