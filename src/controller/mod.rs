@@ -23,7 +23,6 @@ pub use down::{down, DownReport};
 pub use up::{up, UpOptions, UpSummary};
 
 use crate::cluster::state::StateError;
-use crate::cluster::ClusterState;
 use crate::net::{NetError, NetNs};
 use crate::paths;
 use std::path::Path;
@@ -128,15 +127,4 @@ pub fn missing(lab: &str) -> ControllerError {
             },
         }
     }
-}
-
-/// The lab's state as the API shows it, with pod statuses observed now.
-pub async fn observed_state(lab: &str) -> Result<ClusterState, ControllerError> {
-    let dir = paths::lab_dir(lab);
-    if !dir.join(crate::cluster::state::STATE_FILE).exists() {
-        return Err(missing(lab));
-    }
-    let mut state = ClusterState::load(&dir)?;
-    pods::observe(lab, &mut state).await;
-    Ok(state)
 }

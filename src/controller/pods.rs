@@ -1052,40 +1052,6 @@ pub fn exited_with(
     }
 }
 
-/// Brings pod statuses up to date with what runc reports (for `get`).
-pub async fn observe(lab: &str, state: &mut ClusterState) {
-    let Ok(list) = Runc::new(&paths::runc_root(lab)).list().await else {
-        return;
-    };
-    let running: HashMap<String, String> = list.into_iter().map(|s| (s.id, s.status)).collect();
-    for pod in &mut state.pods {
-        if dns::is_builtin(pod) || attached_alive(pod) {
-            continue; // the controller's own word, or a session's
-        }
-        let ns = state::namespace(&pod.metadata).to_string();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let mut any_dead = false;
-        let status = pod.status.get_or_insert_with(Default::default);
-        for cs in status.container_statuses.iter_mut().flatten() {
-            let id = paths::container_id(&ns, &name, &cs.name);
-            // Only a container the store believes running can have died
-            // unnoticed; waiting and terminated ones are the controller's word.
-            if running_since(cs).is_some()
-                && running.get(&id).map(String::as_str) != Some("running")
-            {
-                any_dead = true;
-                cs.ready = false;
-                cs.state = Some(exited(running_since(cs).flatten()));
-            }
-        }
-        if any_dead {
-            status.phase = Some("Failed".into());
-            set_conditions(pod, false);
-        }
-    }
-    state.refresh_deployment_status();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
