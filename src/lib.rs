@@ -15,3 +15,4 @@ pub mod net;
 pub mod paths;
 pub mod proxy;
 pub mod runtime;
+pub mod store;

@@ -2,7 +2,7 @@
 //! name carries the lab's name, so `down` can find everything of a lab even
 //! when its state file is lost (DESIGN.md, "The lab on the host").
 //!
-//! - runtime state: `/run/netlab/<lab>/` (state.json, runc root, pod dirs)
+//! - runtime state: `/run/netlab/<lab>/` (store.redb: the objects, runc root, pod dirs)
 //! - images: `/var/lib/netlab/` (OCI layout + unpacked layers)
 //! - containers' writable layers: `/var/lib/netlab/labs/<lab>/` (the lab's
 //!   disk image, mounted at `writable/`; `runtime::disk`)

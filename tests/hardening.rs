@@ -195,7 +195,7 @@ spec:
             if m.is_dir() && !["rootfs", "upper", "work"].contains(&name.as_str()) {
                 stack.push(e.path());
             } else if m.is_file()
-                && (name == "state.json" || name == "config.json" || name.ends_with(".log"))
+                && (name == "store.redb" || name == "config.json" || name.ends_with(".log"))
             {
                 audited.push((e.path(), m.permissions().mode() & 0o777));
             }
@@ -205,7 +205,7 @@ spec:
         .iter()
         .map(|(p, _)| p.display().to_string())
         .collect();
-    for want in ["state.json", "config.json", "c.log"] {
+    for want in ["store.redb", "config.json", "c.log"] {
         assert!(
             names.iter().any(|n| n.ends_with(want)),
             "audited {want}: {names:?}"
@@ -295,7 +295,7 @@ spec:
 #[test]
 fn half_a_lab_is_named_for_what_it_is() {
     let lab = Lab::up("halflab", &who_deployment("w", 1, "w"));
-    std::fs::remove_file(format!("/run/netlab/{}/state.json", lab.name)).unwrap();
+    std::fs::remove_file(format!("/run/netlab/{}/store.redb", lab.name)).unwrap();
     let out = lab.run(&["get", "pods"]);
     assert!(!out.status.success());
     let err = stderr(&out);

@@ -258,7 +258,7 @@ fn tutorial_https_section() {
 
     // Secrets stay private on the host and out of the logs.
     let run = PathBuf::from(format!("/run/netlab/{}", lab.name));
-    assert_eq!(mode(&run.join("state.json")), 0o600);
+    assert_eq!(mode(&run.join("store.redb")), 0o600);
     let key_line = std::fs::read_to_string(&key)
         .unwrap()
         .lines()

@@ -5,7 +5,7 @@
 use super::objects::{self, Filter};
 use super::request::{self, FieldSelector, Route, Target};
 use super::status::ApiError;
-use super::{discovery, openapi, writes, Store};
+use super::{discovery, openapi, writes};
 use crate::cluster::Selector;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -23,7 +23,7 @@ pub struct Ctx {
     pub lab: String,
     /// `host:port` as clients reach it (for `/api`'s serverAddress).
     pub server_address: String,
-    pub store: Store,
+    pub store: crate::store::ObjectStore,
     /// Writes go to the lab's process's main loop, one at a time.
     pub writer: tokio::sync::mpsc::Sender<writes::Request>,
 }
@@ -186,13 +186,23 @@ fn watch_response(
         labels,
         fields,
     };
+    let flag = |k: &str| matches!(q.get(k).map(String::as_str), Some("true" | "1"));
     let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
-    let initial = rv.is_empty() || rv == "0";
+    let start = match super::watch::start(rv, flag("sendInitialEvents")) {
+        Ok(s) => s,
+        Err(m) => return error(&ApiError::bad_request(m)),
+    };
+    let opts = super::watch::Options {
+        start,
+        table,
+        bookmarks: flag("allowWatchBookmarks"),
+        initial_events_end: flag("sendInitialEvents"),
+    };
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(1800);
-    let events = super::watch::stream(ctx.store.clone(), t.clone(), filter, table, initial)
+    let events = super::watch::stream(ctx.store.clone(), t.clone(), filter, opts)
         .take_until(tokio::time::sleep(std::time::Duration::from_secs(timeout)))
         .map(|line| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from(line))));
     Response::builder()
@@ -250,7 +260,7 @@ async fn get(
                 name: Some(name),
                 ..Default::default()
             };
-            let snapshot = ctx.store.snapshot().await?;
+            let snapshot = ctx.store.snapshot();
             let (items, _) = objects::select(&snapshot.state, r, &filter, chrono::Utc::now());
             let v = objects::one(r, items, name)?;
             return Ok(json(
@@ -295,10 +305,24 @@ async fn get(
         labels,
         fields,
     };
-    let snapshot = ctx.store.snapshot().await?;
+    // A paged list (kubectl asks for 500 at a time): the next page comes
+    // from the same revision, while the store still holds it.
+    let page = objects::Page::from_query(q)?;
+    let snapshot = match page.continue_at {
+        Some((rv, _)) => ctx
+            .store
+            .snapshot_at(rv)
+            .ok_or_else(objects::Page::expired)?,
+        None => ctx.store.snapshot(),
+    };
     let now = chrono::Utc::now();
-    let (items, table) = objects::select(&snapshot.state, r, &filter, now);
-    let rv = snapshot.resource_version.to_string();
+    let (mut items, mut table) = objects::select(&snapshot.state, r, &filter, now);
+    let rv = snapshot.revision.to_string();
+    let next = if t.name.is_none() {
+        page.cut(&mut items, &mut table.rows, snapshot.revision)
+    } else {
+        None
+    };
     if wants_table(accept) {
         if let Some(name) = &t.name {
             if items.is_empty() {
@@ -306,11 +330,17 @@ async fn get(
             }
         }
         let include = q.get("includeObject").map(String::as_str) != Some("None");
-        return Ok(json(200, TABLE, &table.to_json(include, &rv)));
+        let mut body = table.to_json(include, &rv);
+        next.inspect(|n| n.annotate(&mut body));
+        return Ok(json(200, TABLE, &body));
     }
     let body = match &t.name {
         Some(name) => objects::one(r, items, name)?,
-        None => objects::list(r, items, &rv),
+        None => {
+            let mut l = objects::list(r, items, &rv);
+            next.inspect(|n| n.annotate(&mut l));
+            l
+        }
     };
     Ok(json(200, JSON, &body))
 }

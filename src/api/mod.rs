@@ -17,8 +17,10 @@
 //!   `/openapi/v2` and `/openapi/v3` from them; `openapi_v2.rs`: the gnostic
 //!   protobuf messages `/openapi/v2` is served in
 //!
-//! Reads come from the lab's state file; writes are the same pure edits
-//! and convergence step netlab's verbs make, under the lab's lock.
+//! Reads and watches come from the lab's object store (`crate::store`),
+//! which the lab's process owns; writes are handed to that process's main
+//! loop, which makes them with the pure edits of `cluster::objects` and
+//! one convergence step.
 
 pub mod discovery;
 pub mod handler;
@@ -35,14 +37,9 @@ pub mod status;
 pub mod watch;
 pub mod writes;
 
-use crate::cluster::ClusterState;
 use crate::paths;
-use status::ApiError;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::SystemTime;
-use tokio::sync::Mutex;
 
 /// The file where the lab's process records the address it serves on.
 pub fn address_file(lab: &str) -> PathBuf {
@@ -61,64 +58,6 @@ pub fn address(lab: &str) -> Option<SocketAddr> {
 /// `https://127.0.0.1:PORT`
 pub fn url(addr: SocketAddr) -> String {
     format!("https://{addr}")
-}
-
-/// The objects the API reads: the lab's state file, re-read when it
-/// changed. Its resourceVersion is the file's modification time in
-/// microseconds (a revision per change comes with the store of issue 16).
-#[derive(Clone)]
-pub struct Store {
-    lab: String,
-    /// The last state read, by the file's modification time.
-    cached: Arc<Mutex<Option<Cached>>>,
-    /// Bumped at each change of the state file (for watches).
-    pub changes: tokio::sync::watch::Receiver<u64>,
-}
-
-type Cached = (SystemTime, Arc<ClusterState>);
-
-pub struct Snapshot {
-    pub state: Arc<ClusterState>,
-    pub resource_version: u128,
-}
-
-impl Store {
-    pub fn new(lab: &str) -> Store {
-        Store {
-            lab: lab.to_string(),
-            cached: Arc::new(Mutex::new(None)),
-            changes: watch::changes(lab),
-        }
-    }
-
-    pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
-        let dir = paths::lab_dir(&self.lab);
-        let file = dir.join(crate::cluster::state::STATE_FILE);
-        let mut cached = self.cached.lock().await;
-        let mtime = std::fs::metadata(&file)
-            .and_then(|m| m.modified())
-            .map_err(|e| ApiError::internal(format!("{}: {e}", file.display())))?;
-        let state = match &*cached {
-            Some((t, st)) if *t == mtime => st.clone(),
-            _ => {
-                let st = tokio::task::spawn_blocking(move || ClusterState::load(&dir))
-                    .await
-                    .map_err(|e| ApiError::internal(e.to_string()))?
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                let st = Arc::new(st);
-                *cached = Some((mtime, st.clone()));
-                st
-            }
-        };
-        let resource_version = mtime
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0);
-        Ok(Snapshot {
-            state,
-            resource_version,
-        })
-    }
 }
 
 /// The lab's certificates, made on the first start of its process, for
@@ -149,13 +88,11 @@ fn lab_pki(lab: &str, config: Option<&crate::lab::LabConfig>) -> std::io::Result
 /// process) runs each with `writes::execute` and sends back the answer.
 pub async fn start(
     lab: &str,
+    store: crate::store::ObjectStore,
 ) -> std::io::Result<(SocketAddr, tokio::sync::mpsc::Receiver<writes::Request>)> {
-    let config = ClusterState::load(&paths::lab_dir(lab))
-        .ok()
-        .map(|st| st.config);
+    let config = Some(store.snapshot().state.config.clone()).filter(|c| !c.name.is_empty());
     let pki = lab_pki(lab, config.as_ref())?;
     let (writer, writes) = tokio::sync::mpsc::channel(64);
-    let store = Store::new(lab);
     let ctx = |server_address: String| handler::Ctx {
         lab: lab.to_string(),
         server_address,

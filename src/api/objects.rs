@@ -187,6 +187,132 @@ pub fn select(
     }
 }
 
+/// Whether an object (as JSON, its namespace defaulted) is selected.
+pub fn matches(r: &Resource, f: &Filter<'_>, v: &Value) -> bool {
+    let meta = &v["metadata"];
+    if r.namespaced
+        && f.namespace
+            .is_some_and(|ns| meta["namespace"].as_str().unwrap_or("default") != ns)
+    {
+        return false;
+    }
+    if f.name.is_some_and(|n| meta["name"].as_str() != Some(n)) {
+        return false;
+    }
+    let labels: Option<std::collections::BTreeMap<String, String>> =
+        serde_json::from_value(meta["labels"].clone()).ok();
+    f.labels.matches(labels.as_ref()) && f.fields.matches(v)
+}
+
+/// The one-row Table of an object (what a watch of `kubectl get -w`
+/// sends for it).
+pub fn table_of(r: &Resource, v: &Value, now: DateTime<Utc>) -> Option<tables::Table> {
+    fn one<T: serde::de::DeserializeOwned>(
+        v: &Value,
+        now: DateTime<Utc>,
+        render: fn(&[&T], DateTime<Utc>) -> tables::Table,
+    ) -> Option<tables::Table> {
+        let o: T = serde_json::from_value(v.clone()).ok()?;
+        Some(render(&[&o], now))
+    }
+    match r.plural {
+        "pods" => one(v, now, tables::pods),
+        "services" => one(v, now, tables::services),
+        "endpoints" => one(v, now, tables::endpoints),
+        "endpointslices" => one(v, now, tables::endpoint_slices),
+        "nodes" => one(v, now, tables::nodes),
+        "events" => one(v, now, tables::events),
+        "secrets" => one(v, now, tables::secrets),
+        "configmaps" => one(v, now, tables::config_maps),
+        "deployments" => one(v, now, tables::deployments),
+        "replicasets" => one(v, now, tables::replica_sets),
+        "namespaces" => one(v, now, tables::namespaces),
+        _ => None,
+    }
+}
+
+/// The `limit` and `continue` of a list request. A continue token is
+/// opaque to clients; netlab's holds the revision of the first page and
+/// where the next one starts, and a next page is served from the state at
+/// that revision while the store keeps it (else `410 Expired`, and
+/// client-go and kube-rs pagers list again from the start).
+#[derive(Debug, Default, PartialEq)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub continue_at: Option<(u64, usize)>,
+}
+
+/// What a paged list's metadata says about the rest.
+pub struct Next {
+    token: String,
+    remaining: usize,
+}
+
+impl Next {
+    pub fn annotate(&self, list: &mut Value) {
+        list["metadata"]["continue"] = self.token.clone().into();
+        list["metadata"]["remainingItemCount"] = self.remaining.into();
+    }
+}
+
+impl Page {
+    pub fn from_query(q: &std::collections::HashMap<String, String>) -> Result<Page, ApiError> {
+        use base64::Engine;
+        let limit = q
+            .get("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| *l > 0);
+        let continue_at = match q.get("continue").filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => {
+                let bad = || ApiError::bad_request(format!("continue key is not valid: {c}"));
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(c)
+                    .map_err(|_| bad())?;
+                let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+                match (v["rv"].as_u64(), v["start"].as_u64()) {
+                    (Some(rv), Some(start)) if v["v"] == "meta.k8s.io/v1" => {
+                        Some((rv, start as usize))
+                    }
+                    _ => return Err(bad()),
+                }
+            }
+        };
+        Ok(Page { limit, continue_at })
+    }
+
+    /// kube-apiserver's answer to a continue token whose revision is gone.
+    pub fn expired() -> ApiError {
+        ApiError::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    }
+
+    /// Keeps this page of the selected items (and of their Table rows, in
+    /// the same order); what follows, if anything does.
+    pub fn cut<R>(&self, items: &mut Vec<Value>, rows: &mut Vec<R>, revision: u64) -> Option<Next> {
+        use base64::Engine;
+        let start = self.continue_at.map_or(0, |c| c.1).min(items.len());
+        items.drain(..start);
+        rows.drain(..start.min(rows.len()));
+        let limit = self.limit?;
+        if items.len() <= limit {
+            return None;
+        }
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        rows.truncate(limit);
+        let token =
+            serde_json::json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start + limit});
+        Some(Next {
+            token: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string()),
+            remaining,
+        })
+    }
+}
+
 /// A list object (`PodList`…) of the selected items.
 pub fn list(r: &Resource, items: Vec<Value>, resource_version: &str) -> Value {
     let items: Vec<Value> = items
@@ -240,6 +366,34 @@ pub fn tutorial_state() -> ClusterState {
 mod tests {
     use super::*;
     use crate::api::resources::find;
+
+    #[test]
+    fn pages_follow_each_other_from_one_revision() {
+        let q = |l: &str, c: &str| -> std::collections::HashMap<String, String> {
+            [
+                ("limit".to_string(), l.to_string()),
+                ("continue".to_string(), c.to_string()),
+            ]
+            .into()
+        };
+        let all: Vec<Value> = (0..5).map(|i| serde_json::json!(i)).collect();
+        let mut items = all.clone();
+        let mut rows: Vec<i32> = (0..5).collect();
+        let page = Page::from_query(&q("2", "")).unwrap();
+        let next = page.cut(&mut items, &mut rows, 9).unwrap();
+        assert_eq!((items.len(), rows, next.remaining), (2, vec![0, 1], 3));
+        let mut l = serde_json::json!({"metadata": {}});
+        next.annotate(&mut l);
+        let token = l["metadata"]["continue"].as_str().unwrap();
+        let page = Page::from_query(&q("2", token)).unwrap();
+        assert_eq!(page.continue_at, Some((9, 2)));
+        let mut items = all.clone();
+        let mut rows: Vec<i32> = (0..5).collect();
+        assert!(page.cut(&mut items, &mut rows, 9).is_some());
+        assert_eq!(items, [serde_json::json!(2), serde_json::json!(3)]);
+        assert_eq!(Page::from_query(&q("2", "nope")).unwrap_err().code, 400);
+        assert!(Page::from_query(&q("0", "")).unwrap().limit.is_none());
+    }
 
     #[test]
     fn selectors_namespaces_and_names() {

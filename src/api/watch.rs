@@ -1,24 +1,68 @@
-//! Watches: a stream of `{"type": ADDED|MODIFIED|DELETED, "object": …}`
-//! lines, as kube-apiserver sends them, for one resource and filter. A
-//! watch from `resourceVersion=0` (or none) first sends every selected
-//! object as ADDED; then, at each change of the store, the difference.
-//! With a Table Accept each event's object is a one-row Table (what
-//! `kubectl get -w` prints).
+//! Watches: a stream of `{"type": ADDED|MODIFIED|DELETED|BOOKMARK|ERROR,
+//! "object": …}` lines, as kube-apiserver sends them, for one resource
+//! and filter, served from the store's log of changes (`crate::store`).
 //!
-//! The store is still the lab's state file: changes are learnt from the
-//! kernel (inotify on the lab's directory: the file is replaced by rename
-//! on every write), not by polling.
+//! - From `resourceVersion=0` or none: every selected object as ADDED,
+//!   then the changes after the revision of that state.
+//! - From a revision: the changes after it; if the log no longer reaches
+//!   back that far, an ERROR event with kube-apiserver's `410 Expired`
+//!   Status, and the end of the stream (clients list again).
+//! - A filtered watch sees an object that starts matching as ADDED and one
+//!   that stops matching as DELETED, as kube-apiserver's watch cache does.
+//! - `allowWatchBookmarks=true`: a BOOKMARK with the current revision when
+//!   nothing else was sent for a while; `sendInitialEvents=true`: one after
+//!   the initial ADDED events, annotated `k8s.io/initial-events-end`.
+//! - With a Table Accept each event's object is a one-row Table (what
+//!   `kubectl get -w` prints).
+//!
+//! Namespaces are not stored (they are derived from the objects in them),
+//! so a watch of namespaces compares the derived list at each commit.
 
 use super::objects::{self, Filter};
 use super::request::Target;
-use super::Store;
 use crate::cluster::tables;
+use crate::store::{Change, ObjectStore};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// How long a watch with bookmarks stays silent before sending one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(10);
+
+/// Where a watch starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Start {
+    /// The current state as ADDED events first.
+    Now,
+    /// The changes after this revision.
+    After(u64),
+}
+
+/// What a watch request asked for, besides its target and filter.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub start: Start,
+    pub table: bool,
+    pub bookmarks: bool,
+    /// `sendInitialEvents=true`: a bookmark marks the end of the ADDED events.
+    pub initial_events_end: bool,
+}
+
+/// The start a request's `resourceVersion` names (kube-apiserver: "" and
+/// "0" start with the current state; otherwise a revision).
+pub fn start(resource_version: &str, send_initial_events: bool) -> Result<Start, String> {
+    match resource_version {
+        "" | "0" => Ok(Start::Now),
+        _ if send_initial_events => Ok(Start::Now),
+        rv => rv
+            .parse()
+            .map(Start::After)
+            .map_err(|_| format!("invalid resource version: {rv}")),
+    }
+}
 
 /// The diff of two selections, keyed by namespace/name: (type, key).
-pub fn diff(
+fn diff(
     before: &BTreeMap<String, Value>,
     after: &BTreeMap<String, Value>,
 ) -> Vec<(&'static str, String)> {
@@ -46,162 +90,235 @@ fn key(v: &Value) -> String {
     )
 }
 
-struct InotifyFd(nix::sys::inotify::Inotify);
+fn line(typ: &str, object: Value) -> Vec<u8> {
+    let mut line =
+        serde_json::to_vec(&json!({"type": typ, "object": object})).expect("JSON serializes");
+    line.push(b'\n');
+    line
+}
 
-impl AsRawFd for InotifyFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
+/// The object a watch event carries: the object, or its one-row Table.
+fn rendered(t: &Target, table: bool, typ: &str, mut v: Value, revision: u64) -> Value {
+    let r = t.resource;
+    v["apiVersion"] = r.group_version().into();
+    v["kind"] = r.kind.into();
+    if !table {
+        return v;
+    }
+    let rv = revision.to_string();
+    let now = chrono::Utc::now();
+    match objects::table_of(r, &v, now) {
+        Some(tbl) if typ != "DELETED" => tbl.to_json(true, &rv),
+        other => {
+            let columns = other.map(|t| t.columns).unwrap_or_default();
+            let mut out = tables::Table {
+                columns,
+                rows: Vec::new(),
+            }
+            .to_json(true, &rv);
+            out["rows"] = json!([{"cells": [], "object": {"kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]}}]);
+            out
+        }
     }
 }
 
-/// A counter bumped each time the lab's state file is replaced.
-pub fn changes(lab: &str) -> tokio::sync::watch::Receiver<u64> {
-    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-    let (tx, rx) = tokio::sync::watch::channel(0u64);
-    let dir = crate::paths::lab_dir(lab);
-    let setup = || -> nix::Result<InotifyFd> {
-        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        ino.add_watch(
-            &dir,
-            AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
-        )?;
-        Ok(InotifyFd(ino))
-    };
-    // SAFETY: the AsyncFd owns the inotify fd and nothing else closes it
-    // while it is registered.
-    let registered = setup().map_err(std::io::Error::from).and_then(|fd| {
-        unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
-    });
-    let fd = match registered {
-        Ok(fd) => fd,
-        Err(e) => {
-            tracing::warn!(error = %e, "api: watching the lab's state for changes");
-            return rx;
+fn bookmark(t: &Target, revision: u64, initial_end: bool) -> Vec<u8> {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        json!({"kind": t.resource.kind, "apiVersion": t.resource.group_version(), "metadata": meta}),
+    )
+}
+
+fn expired(revision: u64, oldest: u64) -> Vec<u8> {
+    line(
+        "ERROR",
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": format!("too old resource version: {revision} ({oldest})"),
+               "reason": "Expired", "code": 410}),
+    )
+}
+
+struct Watch {
+    store: ObjectStore,
+    changes: tokio::sync::watch::Receiver<std::sync::Arc<crate::store::Snapshot>>,
+    t: Target,
+    filter: OwnedFilter,
+    opts: Options,
+    /// The revision sent up to.
+    at: u64,
+    started: bool,
+    done: bool,
+    queue: VecDeque<Vec<u8>>,
+    /// Namespaces only: the derived list last sent.
+    namespaces: BTreeMap<String, Value>,
+}
+
+impl Watch {
+    fn selected(&self, snap: &crate::store::Snapshot) -> BTreeMap<String, Value> {
+        let (items, _) = objects::select(
+            &snap.state,
+            self.t.resource,
+            &self.filter.borrow(),
+            chrono::Utc::now(),
+        );
+        items.into_iter().map(|v| (key(&v), v)).collect()
+    }
+
+    fn begin(&mut self) {
+        self.started = true;
+        self.changes.borrow_and_update();
+        match self.opts.start {
+            Start::Now => {
+                let snap = self.store.snapshot();
+                let current = self.selected(&snap);
+                for v in current.values() {
+                    let obj = rendered(&self.t, self.opts.table, "ADDED", v.clone(), snap.revision);
+                    self.queue.push_back(line("ADDED", obj));
+                }
+                self.at = snap.revision;
+                self.namespaces = current;
+                if self.opts.initial_events_end {
+                    self.queue.push_back(bookmark(&self.t, self.at, true));
+                }
+            }
+            Start::After(rv) => {
+                self.at = rv;
+                if self.t.resource.plural == "namespaces" {
+                    self.namespaces = self.selected(&self.store.snapshot());
+                }
+            }
         }
-    };
-    tokio::spawn(async move {
-        let state = std::ffi::OsStr::new(crate::cluster::state::STATE_FILE);
-        loop {
-            let Ok(mut guard) = fd.readable().await else {
+    }
+
+    /// Queues the events of the changes after `at`.
+    fn catch_up(&mut self) {
+        self.changes.borrow_and_update();
+        if self.t.resource.plural == "namespaces" {
+            let snap = self.store.snapshot();
+            let current = self.selected(&snap);
+            for (typ, k) in diff(&self.namespaces, &current) {
+                let v = current.get(&k).or(self.namespaces.get(&k)).cloned();
+                if let Some(v) = v {
+                    let obj = rendered(&self.t, self.opts.table, typ, v, snap.revision);
+                    self.queue.push_back(line(typ, obj));
+                }
+            }
+            self.namespaces = current;
+            self.at = snap.revision;
+            return;
+        }
+        let events = match self.store.events_after(self.at) {
+            Ok(e) => e,
+            Err(e) => {
+                self.queue.push_back(expired(self.at, e.oldest));
+                self.done = true;
                 return;
+            }
+        };
+        let r = self.t.resource;
+        let f = self.filter.borrow();
+        let parse = |b: &[u8]| -> Option<Value> {
+            let mut v: Value = serde_json::from_slice(b).ok()?;
+            if r.namespaced && v["metadata"]["namespace"].is_null() {
+                v["metadata"]["namespace"] = "default".into();
+            }
+            Some(v)
+        };
+        for ev in events {
+            self.at = ev.revision;
+            if ev.plural != r.plural {
+                continue;
+            }
+            let Some(mut obj) = parse(&ev.object) else {
+                continue;
             };
-            match guard.get_inner().0.read_events() {
-                Ok(events) => {
-                    if events.iter().any(|e| e.name.as_deref() == Some(state)) {
-                        tx.send_modify(|n| *n += 1);
+            let now = objects::matches(r, &f, &obj);
+            let typ = match ev.change {
+                Change::Added if now => "ADDED",
+                Change::Deleted if now => {
+                    obj["metadata"]["resourceVersion"] = ev.revision.to_string().into();
+                    "DELETED"
+                }
+                Change::Modified => {
+                    let was = ev
+                        .before
+                        .as_deref()
+                        .and_then(parse)
+                        .is_some_and(|b| objects::matches(r, &f, &b));
+                    match (was, now) {
+                        (true, true) => "MODIFIED",
+                        (false, true) => "ADDED",
+                        (true, false) => "DELETED",
+                        (false, false) => continue,
                     }
                 }
-                Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-                Err(_) => return,
-            }
-            if tx.is_closed() {
-                return;
-            }
+                _ => continue,
+            };
+            let obj = rendered(&self.t, self.opts.table, typ, obj, ev.revision);
+            self.queue.push_back(line(typ, obj));
         }
-    });
-    rx
+    }
 }
 
 /// The event lines of a watch, as a stream of byte chunks.
 pub fn stream(
-    store: Store,
+    store: ObjectStore,
     t: Target,
     filter: OwnedFilter,
-    table: bool,
-    initial: bool,
+    opts: Options,
 ) -> impl futures::Stream<Item = Vec<u8>> + Send {
-    struct S {
-        seen: Option<BTreeMap<String, Value>>,
-        queue: Vec<Vec<u8>>,
-        changes: tokio::sync::watch::Receiver<u64>,
-    }
-    let start = S {
-        seen: None,
-        queue: Vec::new(),
-        changes: store.changes.clone(),
+    let w = Watch {
+        changes: store.subscribe(),
+        store,
+        t,
+        filter,
+        opts,
+        at: 0,
+        started: false,
+        done: false,
+        queue: VecDeque::new(),
+        namespaces: BTreeMap::new(),
     };
-    futures::stream::unfold(start, move |mut s| {
-        let store = store.clone();
-        let t = t.clone();
-        let filter = filter.clone();
-        async move {
-            loop {
-                if let Some(line) = s.queue.pop() {
-                    return Some((line, s));
+    futures::stream::unfold(w, |mut w| async move {
+        loop {
+            if let Some(line) = w.queue.pop_front() {
+                return Some((line, w));
+            }
+            if w.done {
+                return None;
+            }
+            if !w.started {
+                w.begin();
+                w.catch_up();
+                continue;
+            }
+            let bookmarks = w.opts.bookmarks;
+            let quiet = async move {
+                if bookmarks {
+                    tokio::time::sleep(BOOKMARK_EVERY).await
+                } else {
+                    std::future::pending().await
                 }
-                if s.seen.is_some() {
-                    s.changes.changed().await.ok()?;
+            };
+            let changed = tokio::select! {
+                changed = w.changes.changed() => Some(changed.is_ok()),
+                _ = quiet => None,
+            };
+            match changed {
+                Some(true) => w.catch_up(),
+                Some(false) => return None,
+                None => {
+                    let b = bookmark(&w.t, w.at, false);
+                    w.queue.push_back(b);
                 }
-                s.changes.borrow_and_update();
-                let snap = store.snapshot().await.ok()?;
-                let (lines, current) = events(&snap, &t, &filter, table, initial, s.seen.take());
-                s.queue = lines;
-                s.queue.reverse();
-                s.seen = Some(current);
             }
         }
     })
-}
-
-/// The event lines from `before` (None: the watch's start) to a snapshot.
-fn events(
-    snap: &super::Snapshot,
-    t: &Target,
-    filter: &OwnedFilter,
-    table: bool,
-    initial: bool,
-    before: Option<BTreeMap<String, Value>>,
-) -> (Vec<Vec<u8>>, BTreeMap<String, Value>) {
-    let f = filter.borrow();
-    let (items, tbl) = objects::select(&snap.state, t.resource, &f, chrono::Utc::now());
-    let rv = snap.resource_version.to_string();
-    let mut current = BTreeMap::new();
-    let mut rows = BTreeMap::new();
-    // Compared without a resourceVersion (it is the store's, shared by
-    // all objects for now), which each event then carries.
-    for (i, mut v) in items.into_iter().enumerate() {
-        v["apiVersion"] = t.resource.group_version().into();
-        v["kind"] = t.resource.kind.into();
-        let k = key(&v);
-        let one = tables::Table {
-            columns: tbl.columns.clone(),
-            rows: vec![tbl.rows[i].clone()],
-        };
-        rows.insert(k.clone(), one.to_json(true, &rv));
-        current.insert(k, v);
-    }
-    let before = match before {
-        Some(b) => b,
-        None if initial => BTreeMap::new(),
-        None => current.clone(),
-    };
-    let mut lines = Vec::new();
-    for (typ, k) in diff(&before, &current) {
-        let obj = match (table, typ) {
-            (true, "DELETED") => {
-                let gone = tables::Table {
-                    columns: tbl.columns.clone(),
-                    rows: Vec::new(),
-                };
-                let mut v = gone.to_json(true, &rv);
-                let meta = before[&k]["metadata"].clone();
-                v["rows"] = json!([{"cells": [], "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}}]);
-                v
-            }
-            (true, _) => rows[&k].clone(),
-            (false, "DELETED") => before[&k].clone(),
-            (false, _) => current[&k].clone(),
-        };
-        let mut obj = obj;
-        if !table {
-            obj["metadata"]["resourceVersion"] = rv.clone().into();
-        }
-        let mut line =
-            serde_json::to_vec(&json!({"type": typ, "object": obj})).expect("JSON serializes");
-        line.push(b'\n');
-        lines.push(line);
-    }
-    (lines, current)
 }
 
 /// A filter that owns its strings (a watch outlives its request).
@@ -243,5 +360,14 @@ mod tests {
             ]
         );
         assert!(diff(&b, &b).is_empty());
+    }
+
+    #[test]
+    fn resource_versions_name_where_a_watch_starts() {
+        assert_eq!(start("", false), Ok(Start::Now));
+        assert_eq!(start("0", false), Ok(Start::Now));
+        assert_eq!(start("42", false), Ok(Start::After(42)));
+        assert_eq!(start("42", true), Ok(Start::Now));
+        assert!(start("x", false).is_err());
     }
 }

@@ -11,6 +11,7 @@ use crate::cluster::gc::Propagation;
 use crate::cluster::objects::{self, Mode, ObjectError};
 use crate::cluster::patch::{self, PatchType};
 use crate::controller::{converge, ControllerError};
+use crate::store::ObjectStore;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -29,11 +30,41 @@ pub struct Request {
 }
 
 /// Runs one write.
-pub async fn execute(lab: &str, op: Op) -> Result<(u16, Value), ApiError> {
+pub async fn execute(lab: &str, store: &ObjectStore, op: Op) -> Result<(u16, Value), ApiError> {
+    let w = Writer { lab, store };
     match op {
-        Op::Create(t, q, obj) => create(lab, &t, &q, obj).await,
-        Op::Update(t, q, edit) => update(lab, &t, &q, edit).await,
-        Op::Delete(t, q, body) => delete(lab, &t, &q, &body).await,
+        Op::Create(t, q, obj) => w.admit(&t, &q, obj, Mode::Create).await,
+        Op::Update(t, q, edit) => w.update(&t, &q, edit).await,
+        Op::Delete(t, q, body) => w.delete(&t, &q, &body).await,
+    }
+}
+
+/// The lab's process making writes to its store.
+struct Writer<'a> {
+    lab: &'a str,
+    store: &'a ObjectStore,
+}
+
+/// The object as stored (with its new resourceVersion).
+fn stored(store: &ObjectStore, r: &Resource, target: &objects::Target) -> Result<Value, ApiError> {
+    let snap = store.snapshot();
+    objects::get_json(&snap.state, target)
+        .map(|v| with_type(r, v))
+        .map_err(|e| object_error(r, target.name, e))
+}
+
+/// kube-apiserver's answer to an update based on an old resourceVersion.
+fn conflict(r: &Resource, name: &str) -> ApiError {
+    ApiError {
+        details: json!({"name": name, "group": r.group, "kind": r.plural}),
+        ..ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                r.qualified()
+            ),
+        )
     }
 }
 
@@ -202,85 +233,75 @@ fn strict(r: &Resource, q: &HashMap<String, String>, obj: &Value) -> Result<(), 
     )))
 }
 
-/// POST: a new object.
-pub async fn create(
-    lab: &str,
-    t: &Target,
-    q: &HashMap<String, String>,
-    obj: Value,
-) -> Result<(u16, Value), ApiError> {
-    admit(lab, t, q, obj, Mode::Create).await
-}
-
 /// A whole object in: created (POST, and server-side apply of an object
 /// that does not exist yet: 201), or applied over the existing one
 /// (server-side apply: 200), by the same admission `up` and lab files go
 /// through (`lab::load_str`, `objects::apply`).
-async fn admit(
-    lab: &str,
-    t: &Target,
-    q: &HashMap<String, String>,
-    mut obj: Value,
-    mode: Mode,
-) -> Result<(u16, Value), ApiError> {
-    let r = t.resource;
-    let kind = writable(t)?;
-    if kind == "replicaset" {
-        return Err(ApiError::method_not_allowed(
+impl Writer<'_> {
+    async fn admit(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        mut obj: Value,
+        mode: Mode,
+    ) -> Result<(u16, Value), ApiError> {
+        let r = t.resource;
+        let kind = writable(t)?;
+        if kind == "replicaset" {
+            return Err(ApiError::method_not_allowed(
             "replicasets.apps: netlab makes ReplicaSets for Deployments only; create a Deployment",
         ));
-    }
-    if obj["kind"].as_str().is_some_and(|k| k != r.kind) {
-        return Err(ApiError::bad_request(format!(
-            "the kind of the object ({}) is not {} (the resource of the request)",
-            obj["kind"], r.kind
-        )));
-    }
-    strict(r, q, &obj)?;
-    let ns = in_namespace(t, &mut obj)?;
-    obj = with_type(r, obj);
-    if let (Mode::Apply, Some(n)) = (mode, &t.name) {
-        match obj["metadata"]["name"].as_str() {
-            Some(m) if m != n => {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({m}) does not match the name on the URL ({n})"
-                )))
-            }
-            _ => obj["metadata"]["name"] = n.clone().into(),
         }
+        if obj["kind"].as_str().is_some_and(|k| k != r.kind) {
+            return Err(ApiError::bad_request(format!(
+                "the kind of the object ({}) is not {} (the resource of the request)",
+                obj["kind"], r.kind
+            )));
+        }
+        strict(r, q, &obj)?;
+        let ns = in_namespace(t, &mut obj)?;
+        obj = with_type(r, obj);
+        if let (Mode::Apply, Some(n)) = (mode, &t.name) {
+            match obj["metadata"]["name"].as_str() {
+                Some(m) if m != n => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({m}) does not match the name on the URL ({n})"
+                    )))
+                }
+                _ => obj["metadata"]["name"] = n.clone().into(),
+            }
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if name.is_empty() {
+            return Err(invalid(
+                r,
+                "",
+                "metadata.name: Required value: name is required".into(),
+            ));
+        }
+        // The lab files' parser checks it as `up` and `apply -f` do.
+        let yaml = serde_yaml_ng::to_string(&obj).expect("YAML serializes");
+        let at = format!("{}/{name}", r.plural);
+        let spec = crate::lab::load_str(std::path::Path::new(&at), &yaml, &Default::default())
+            .map_err(|e| invalid(r, &name, e.to_string()))?;
+        if dry_run(q) {
+            return Ok((201, obj));
+        }
+        let target = objects::Target {
+            kind,
+            namespace: &ns,
+            name: &name,
+        };
+        let created = converge::change(self.lab, self.store, |st| {
+            let lines = objects::apply(st, &spec, mode, chrono::Utc::now(), &mut rand::rng())
+                .map_err(|e| ControllerError::Object(e.to_string()))?;
+            Ok(lines.iter().any(|l| l.ends_with(" created")))
+        })
+        .await
+        .map_err(|e| controller_error(r, &name, e))?;
+        let out = stored(self.store, r, &target)?;
+        Ok((if created { 201 } else { 200 }, out))
     }
-    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    if name.is_empty() {
-        return Err(invalid(
-            r,
-            "",
-            "metadata.name: Required value: name is required".into(),
-        ));
-    }
-    // The lab files' parser checks it as `up` and `apply -f` do.
-    let yaml = serde_yaml_ng::to_string(&obj).expect("YAML serializes");
-    let at = format!("{}/{name}", r.plural);
-    let spec = crate::lab::load_str(std::path::Path::new(&at), &yaml, &Default::default())
-        .map_err(|e| invalid(r, &name, e.to_string()))?;
-    if dry_run(q) {
-        return Ok((201, obj));
-    }
-    let target = objects::Target {
-        kind,
-        namespace: &ns,
-        name: &name,
-    };
-    let (created, out) = converge::change(lab, |st| {
-        let lines = objects::apply(st, &spec, mode, chrono::Utc::now(), &mut rand::rng())
-            .map_err(|e| ControllerError::Object(e.to_string()))?;
-        let created = lines.iter().any(|l| l.ends_with(" created"));
-        let out =
-            objects::get_json(st, &target).map_err(|e| ControllerError::Object(e.to_string()))?;
-        Ok((created, out))
-    })
-    .await
-    .map_err(|e| controller_error(r, &name, e))?;
-    Ok((if created { 201 } else { 200 }, with_type(r, out)))
 }
 
 /// The patch type a PATCH's Content-Type names.
@@ -326,101 +347,114 @@ pub fn scale_of(dep: &Value) -> Value {
     })
 }
 
-/// PATCH and PUT: the stored object changed by `edit` (which gets the
-/// object, or its Scale for the `scale` subresource).
-pub async fn update(
-    lab: &str,
-    t: &Target,
-    q: &HashMap<String, String>,
-    edit: Edit,
-) -> Result<(u16, Value), ApiError> {
-    let r = t.resource;
-    let kind = writable(t)?;
-    let name = t
-        .name
-        .clone()
-        .ok_or_else(|| ApiError::method_not_allowed("a collection"))?;
-    if let (Edit::Apply(cfg), None) = (&edit, &t.subresource) {
-        return admit(lab, t, q, cfg.clone(), Mode::Apply).await;
-    }
-    let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
-    let target = objects::Target {
-        kind,
-        namespace: &ns,
-        name: &name,
-    };
-    let status = t.subresource.as_deref() == Some("status") && r.plural == "pods";
-    let scale = match t.subresource.as_deref() {
-        None => false,
-        Some("scale") if matches!(r.plural, "deployments" | "replicasets") => true,
-        Some("status") if status => false,
-        Some(s) => {
-            return Err(ApiError::method_not_allowed(&format!(
-                "{}/{s}: not served yet",
-                r.qualified()
-            )))
+impl Writer<'_> {
+    /// PATCH and PUT: the stored object changed by `edit` (which gets the
+    /// object, or its Scale for the `scale` subresource).
+    async fn update(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        edit: Edit,
+    ) -> Result<(u16, Value), ApiError> {
+        let r = t.resource;
+        let kind = writable(t)?;
+        let name = t
+            .name
+            .clone()
+            .ok_or_else(|| ApiError::method_not_allowed("a collection"))?;
+        if let (Edit::Apply(cfg), None) = (&edit, &t.subresource) {
+            return self.admit(t, q, cfg.clone(), Mode::Apply).await;
         }
-    };
-    let dry = dry_run(q);
-    // A strict refusal found under the lab's lock, kept apart from the
-    // Invalid answers the store's own errors become.
-    let mut refused = None;
-    let out = converge::change(lab, |st| {
-        let now = chrono::Utc::now();
-        let err = |m: String| ControllerError::Object(m);
-        let before = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
-        if scale {
-            let mut s = scale_of(&before);
-            edit.apply(&mut s).map_err(err)?;
-            let replicas = s["spec"]["replicas"]
-                .as_i64()
-                .ok_or_else(|| err("spec.replicas: Required value".into()))?;
-            if !dry {
-                if kind == "replicaset" {
-                    objects::scale_replica_set(st, &ns, &name, replicas as i32)
-                } else {
-                    objects::scale(st, &ns, &name, replicas as i32, now, &mut rand::rng())
+        let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+        let target = objects::Target {
+            kind,
+            namespace: &ns,
+            name: &name,
+        };
+        let status = t.subresource.as_deref() == Some("status") && r.plural == "pods";
+        let scale = match t.subresource.as_deref() {
+            None => false,
+            Some("scale") if matches!(r.plural, "deployments" | "replicasets") => true,
+            Some("status") if status => false,
+            Some(s) => {
+                return Err(ApiError::method_not_allowed(&format!(
+                    "{}/{s}: not served yet",
+                    r.qualified()
+                )))
+            }
+        };
+        let dry = dry_run(q);
+        // A strict refusal found under the lab's lock, kept apart from the
+        // Invalid answers the store's own errors become.
+        let mut refused = None;
+        let out = converge::change(self.lab, self.store, |st| {
+            let now = chrono::Utc::now();
+            let err = |m: String| ControllerError::Object(m);
+            let before = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
+            if scale {
+                let mut s = scale_of(&before);
+                edit.apply(&mut s).map_err(err)?;
+                let replicas = s["spec"]["replicas"]
+                    .as_i64()
+                    .ok_or_else(|| err("spec.replicas: Required value".into()))?;
+                if !dry {
+                    if kind == "replicaset" {
+                        objects::scale_replica_set(st, &ns, &name, replicas as i32)
+                    } else {
+                        objects::scale(st, &ns, &name, replicas as i32, now, &mut rand::rng())
+                    }
+                    .map_err(|e| err(e.to_string()))?;
                 }
-                .map_err(|e| err(e.to_string()))?;
+                let after = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
+                return Ok(scale_of(&after));
             }
-            let after = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
-            return Ok(scale_of(&after));
-        }
-        let mut value = before.clone();
-        edit.apply(&mut value).map_err(err)?;
-        if let Err(e) = strict(r, q, &value) {
-            let why = e.message.clone();
-            refused = Some(e);
-            return Err(err(why));
-        }
+            let mut value = before.clone();
+            edit.apply(&mut value).map_err(err)?;
+            // Optimistic concurrency: an update that names a resourceVersion
+            // is based on that version, and refused if the object moved on.
+            let based_on = value["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            if !based_on.is_empty() && based_on != before["metadata"]["resourceVersion"] {
+                refused = Some(conflict(r, &name));
+                return Err(err("conflict".into()));
+            }
+            if let Err(e) = strict(r, q, &value) {
+                let why = e.message.clone();
+                refused = Some(e);
+                return Err(err(why));
+            }
+            if dry {
+                return Ok(value);
+            }
+            if status {
+                // What the kubelet reports: only the status changes.
+                let s = serde_json::from_value(value["status"].clone())
+                    .map_err(|e| err(format!("status: {e}")))?;
+                if let Some(p) = st.pods.iter_mut().find(|p| {
+                    p.metadata.name.as_deref() == Some(name.as_str())
+                        && crate::cluster::state::namespace(&p.metadata) == ns
+                }) {
+                    p.status = Some(s);
+                }
+                return objects::get_json(st, &target).map_err(|e| err(e.to_string()));
+            }
+            if value != before {
+                objects::update_json(st, &target, value, "patched", now, &mut rand::rng())
+                    .map_err(|e| err(e.to_string()))?;
+            }
+            objects::get_json(st, &target).map_err(|e| err(e.to_string()))
+        })
+        .await
+        .map_err(|e| {
+            refused
+                .take()
+                .unwrap_or_else(|| controller_error(r, &name, e))
+        })?;
         if dry {
-            return Ok(value);
+            return Ok((200, if scale { out } else { with_type(r, out) }));
         }
-        if status {
-            // What the kubelet reports: only the status changes.
-            let s = serde_json::from_value(value["status"].clone())
-                .map_err(|e| err(format!("status: {e}")))?;
-            if let Some(p) = st.pods.iter_mut().find(|p| {
-                p.metadata.name.as_deref() == Some(name.as_str())
-                    && crate::cluster::state::namespace(&p.metadata) == ns
-            }) {
-                p.status = Some(s);
-            }
-            return objects::get_json(st, &target).map_err(|e| err(e.to_string()));
-        }
-        if value != before {
-            objects::update_json(st, &target, value, "patched", now, &mut rand::rng())
-                .map_err(|e| err(e.to_string()))?;
-        }
-        objects::get_json(st, &target).map_err(|e| err(e.to_string()))
-    })
-    .await
-    .map_err(|e| {
-        refused
-            .take()
-            .unwrap_or_else(|| controller_error(r, &name, e))
-    })?;
-    Ok((200, if scale { out } else { with_type(r, out) }))
+        let now = stored(self.store, r, &target)?;
+        Ok((200, if scale { scale_of(&now) } else { now }))
+    }
 }
 
 /// What a PATCH or PUT does to the object.
@@ -493,49 +527,49 @@ fn propagation(q: &HashMap<String, String>, body: &[u8]) -> Result<Propagation, 
     })
 }
 
-/// DELETE: the object goes (a Deployment with its ReplicaSets and their
-/// pods, unless `propagationPolicy` is Orphan; a pod after its containers
-/// stop); the answer is kube-apiserver's success Status.
-pub async fn delete(
-    lab: &str,
-    t: &Target,
-    q: &HashMap<String, String>,
-    body: &[u8],
-) -> Result<(u16, Value), ApiError> {
-    let r = t.resource;
-    let kind = writable(t)?;
-    let name = t.name.clone().ok_or_else(|| {
-        ApiError::method_not_allowed(&format!("deletecollection of {}", r.qualified()))
-    })?;
-    let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
-    let propagation = propagation(q, body)?;
-    if dry_run(q) {
-        let snapshot_target = objects::Target {
-            kind,
-            namespace: &ns,
-            name: &name,
-        };
-        let st = crate::cluster::ClusterState::load(&crate::paths::lab_dir(lab))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        objects::get_json(&st, &snapshot_target).map_err(|e| object_error(r, &name, e))?;
-    } else {
-        converge::change(lab, |st| {
-            objects::delete_with(st, kind, &ns, &name, propagation, chrono::Utc::now())
-                .map_err(|e| ControllerError::Object(e.to_string()))
-        })
-        .await
-        .map_err(|e| controller_error(r, &name, e))?;
+impl Writer<'_> {
+    /// DELETE: the object goes (a Deployment with its ReplicaSets and their
+    /// pods, unless `propagationPolicy` is Orphan; a pod after its containers
+    /// stop); the answer is kube-apiserver's success Status.
+    async fn delete(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Result<(u16, Value), ApiError> {
+        let r = t.resource;
+        let kind = writable(t)?;
+        let name = t.name.clone().ok_or_else(|| {
+            ApiError::method_not_allowed(&format!("deletecollection of {}", r.qualified()))
+        })?;
+        let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+        let propagation = propagation(q, body)?;
+        if dry_run(q) {
+            let snapshot_target = objects::Target {
+                kind,
+                namespace: &ns,
+                name: &name,
+            };
+            stored(self.store, r, &snapshot_target)?;
+        } else {
+            converge::change(self.lab, self.store, |st| {
+                objects::delete_with(st, kind, &ns, &name, propagation, chrono::Utc::now())
+                    .map_err(|e| ControllerError::Object(e.to_string()))
+            })
+            .await
+            .map_err(|e| controller_error(r, &name, e))?;
+        }
+        Ok((
+            200,
+            json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": name, "group": r.group, "kind": r.plural},
+            }),
+        ))
     }
-    Ok((
-        200,
-        json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Success",
-            "details": {"name": name, "group": r.group, "kind": r.plural},
-        }),
-    ))
 }
 
 #[cfg(test)]

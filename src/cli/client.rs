@@ -34,8 +34,7 @@ impl Client {
     /// A client of lab `lab`'s API, starting the lab's process if it is
     /// not running.
     pub async fn connect(lab: &str) -> Result<Client> {
-        let state = crate::paths::lab_dir(lab).join(crate::cluster::state::STATE_FILE);
-        if !state.exists() {
+        if !crate::store::exists(lab) {
             return Err(crate::controller::missing(lab).into());
         }
         if daemon::running(lab).is_some() {

@@ -60,10 +60,23 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     .await?;
     let state = &summary.state;
     let lab = &state.config.name;
-    let api = add_context(lab, Duration::from_secs(args.timeout)).await?;
+    let t = std::time::Instant::now();
+    let timeout = Duration::from_secs(args.timeout);
+    let api = add_context(lab, timeout).await?;
+    if state.config.dns.enabled {
+        if let Err(e) = wait_dns(lab, timeout).await {
+            // As any failure of `up`: nothing of the lab is left.
+            let _ = remove_context(lab);
+            let report = controller::down(lab).await;
+            for problem in report.errors {
+                eprintln!("removing lab {lab}: {problem}");
+            }
+            return Err(e);
+        }
+    }
     eprintln!(
         "lab {lab} is up in {:.2}s (network {:.2}s, containers {:.2}s): {}, {} — kubectl context {:?} (API {})",
-        summary.total.as_secs_f64(),
+        (summary.total + t.elapsed()).as_secs_f64(),
         summary.network.as_secs_f64(),
         summary.containers.as_secs_f64(),
         plural(state.nodes.len(), "node"),
@@ -162,6 +175,41 @@ pub async fn labs() -> Result<i32> {
         print!("{}", t.render());
     }
     Ok(0)
+}
+
+/// Waits, through the lab's API, until the cluster DNS serves (the
+/// kube-dns Endpoints have an address), so that names resolve as soon as
+/// `up` returns.
+async fn wait_dns(lab: &str, timeout: Duration) -> Result<()> {
+    use crate::cluster::dns;
+    let deadline = std::time::Instant::now() + timeout;
+    let client = super::client::Client::connect(lab).await?;
+    let path = format!(
+        "/api/v1/namespaces/{}/endpoints/{}",
+        dns::NAMESPACE,
+        dns::SERVICE
+    );
+    loop {
+        let ep = client.get_opt(&path).await?;
+        let ready = ep
+            .as_ref()
+            .and_then(|e| e["subsets"].as_array())
+            .is_some_and(|s| {
+                s.iter()
+                    .any(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))
+            });
+        if ready {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "the cluster DNS of lab {lab} did not start within {}s (the lab was removed again): see {}",
+                timeout.as_secs(),
+                crate::controller::daemon::log_file(lab).display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Waits for the lab's process to serve its API, then merges the lab's

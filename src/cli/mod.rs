@@ -263,10 +263,7 @@ async fn controller(args: ControllerCmd, lab: Option<String>) -> Result<i32> {
             Ok(0)
         }
         ControllerAction::Start => {
-            if !crate::paths::lab_dir(&lab)
-                .join(crate::cluster::state::STATE_FILE)
-                .exists()
-            {
+            if !crate::store::exists(&lab) {
                 return Err(crate::controller::missing(&lab).into());
             }
             let pid = daemon::spawn(&lab)?;

@@ -16,9 +16,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-
-pub const STATE_FILE: &str = "state.json";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,18 +64,6 @@ pub enum StateError {
         at: String,
         #[source]
         source: super::services::ServiceError,
-    },
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: corrupt state file: {source}")]
-    Corrupt {
-        path: String,
-        #[source]
-        source: serde_json::Error,
     },
 }
 
@@ -326,42 +311,35 @@ impl ClusterState {
         })
     }
 
-    pub fn load(dir: &Path) -> Result<ClusterState, StateError> {
-        let path = dir.join(STATE_FILE);
-        let text = std::fs::read(&path).map_err(|source| StateError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt {
-            path: path.display().to_string(),
-            source,
-        })
-    }
-
-    /// Writes to a temporary file and renames it over the old one, so that a
-    /// reader (or a `down` after a crash) never sees half a state.
-    pub fn persist(&self, dir: &Path) -> Result<(), StateError> {
-        let path = dir.join(STATE_FILE);
-        let tmp = dir.join(format!(".{STATE_FILE}.{}", std::process::id()));
-        let io = |source| StateError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let json = serde_json::to_vec_pretty(self).expect("state serializes");
-        // It holds the lab's Secrets: readable by root only.
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(&json).map_err(io)?;
+    /// A lab with nothing in it (what a store holds before its first
+    /// commit).
+    pub fn empty() -> ClusterState {
+        use crate::lab::config as c;
+        ClusterState {
+            config: LabConfig {
+                name: String::new(),
+                nodes: Vec::new(),
+                pod_cidr: c::DEFAULT_POD_CIDR.parse().expect("valid"),
+                pod_cidr_mask_size: c::DEFAULT_POD_CIDR_MASK_SIZE,
+                service_cidr: c::DEFAULT_SERVICE_CIDR.parse().expect("valid"),
+                node_cidr: c::DEFAULT_NODE_CIDR.parse().expect("valid"),
+                registry_mirrors: Default::default(),
+                dns: Default::default(),
+                public: Default::default(),
+                disk_size: None,
+            },
+            created: DateTime::<Utc>::UNIX_EPOCH,
+            nodes: Vec::new(),
+            deployments: Vec::new(),
+            replica_sets: Vec::new(),
+            pods: Vec::new(),
+            services: Vec::new(),
+            endpoints: Vec::new(),
+            endpoint_slices: Vec::new(),
+            events: Vec::new(),
+            secrets: Vec::new(),
+            config_maps: Vec::new(),
         }
-        std::fs::rename(&tmp, &path).map_err(io)
     }
 }
 
@@ -484,6 +462,7 @@ mod tests {
     use super::*;
     use crate::lab;
     use rand::SeedableRng;
+    use std::path::Path;
 
     const LAB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: 3\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n        ports:\n        - containerPort: 80\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: pinned\nspec:\n  nodeName: node-2\n  containers:\n  - name: c\n    image: nginx\n";
 
@@ -605,37 +584,5 @@ mod tests {
             assert_eq!(names.len(), 1000, "seed {seed}");
             assert_eq!(pod_ip(&s.pods[999]).unwrap().to_string(), "10.244.9.245");
         }
-    }
-
-    #[test]
-    fn state_round_trips() {
-        // Every kind of object the state holds, so that a field that does
-        // not survive the file (a missing serde attribute) fails here.
-        let more = "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {run: my-nginx}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  k: v\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: v\n";
-        let spec = lab::load_str(
-            Path::new("t.yaml"),
-            &format!("{LAB}{more}"),
-            &Default::default(),
-        )
-        .unwrap();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut s = ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap();
-        s.events.push(Event {
-            reason: Some("Scheduled".into()),
-            message: Some("assigned".into()),
-            ..Default::default()
-        });
-        assert!(!s.services.is_empty() && !s.secrets.is_empty() && !s.config_maps.is_empty());
-        let dir = tempfile::tempdir().unwrap();
-        s.persist(dir.path()).unwrap();
-        let back = ClusterState::load(dir.path()).unwrap();
-        assert_eq!(back, s);
-        // It holds Secrets: root only.
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(STATE_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -3,9 +3,10 @@
 //! Endpoints, sync every node's service rules), under the lab's lock.
 
 use super::{pods, proxier, ControllerError};
-use crate::cluster::{state, ClusterState};
+use crate::cluster::ClusterState;
 use crate::paths;
 use crate::runtime::{Progress, Runc, Store};
+use crate::store::ObjectStore;
 use k8s_openapi::api::core::v1::Pod;
 use std::fs::File;
 use std::time::Duration;
@@ -28,16 +29,14 @@ impl LabLock {
     }
 }
 
-/// Loads a lab's state under its lock, lets `change` edit it, converges the
-/// host to it and persists it.
+/// Lets `change` edit a copy of the lab's state under its lock, commits
+/// it (the write is acknowledged from here on), converges the host to it
+/// and commits again. Called by the lab's process only: it owns the store.
 pub async fn change<T>(
     lab: &str,
+    store: &ObjectStore,
     change: impl FnOnce(&mut ClusterState) -> Result<T, ControllerError>,
 ) -> Result<T, ControllerError> {
-    let dir = paths::lab_dir(lab);
-    if !dir.join(state::STATE_FILE).exists() {
-        return Err(super::missing(lab));
-    }
     let t = std::time::Instant::now();
     let _lock = LabLock::acquire(lab)?;
     tracing::debug!(
@@ -45,15 +44,15 @@ pub async fn change<T>(
         waited_ms = t.elapsed().as_millis() as u64,
         "lab lock acquired"
     );
-    let mut st = ClusterState::load(&dir)?;
+    let mut st = store.state();
     let out = change(&mut st)?;
     // Record what will be created before creating it: if this process is
-    // killed partway, the pods it was starting are in the state with their
-    // addresses, and the controller finishes them (see orphans.rs).
+    // killed partway, the pods it was starting are in the store with their
+    // addresses, and the next process finishes them (see orphans.rs).
     st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
-    st.persist(&dir)?;
+    store.commit(&mut st)?;
     let result = converge(lab, &mut st).await;
-    st.persist(&dir)?;
+    store.commit(&mut st)?;
     result.map(|_| out)
 }
 

@@ -131,7 +131,8 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     std::fs::write(pid_file(lab), std::process::id().to_string())
         .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
-    let mut writes = match crate::api::start(lab).await {
+    let store = crate::store::ObjectStore::open(lab)?;
+    let mut writes = match crate::api::start(lab, store.clone()).await {
         Ok((addr, writes)) => {
             tracing::info!(lab, %addr, "serving the Kubernetes API");
             writes
@@ -142,18 +143,18 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         }
     };
     let mut probes = Probes::default();
-    let mut dns = super::dns::DnsServers::start(lab);
+    let mut dns = super::dns::DnsServers::start(&store);
     let mut speaker = super::lb::Speaker::default();
     spawn_log_rotation(lab);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ControllerError::io(&lock_path, e))?;
     loop {
-        if !dir.join(state::STATE_FILE).exists() {
+        if !crate::store::exists(lab) {
             tracing::info!(lab, "the lab is gone; controller exits");
             return Ok(());
         }
-        probes.run_due(lab).await;
-        let pids = match step(lab, &mut probes, &mut dns, &mut speaker).await {
+        probes.run_due(lab, &store).await;
+        let pids = match step(lab, &store, &mut probes, &mut dns, &mut speaker).await {
             Ok(Some(p)) => p,
             Ok(None) => continue, // something died meanwhile: look again now
             Err(e) => {
@@ -167,7 +168,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             // A write from the API: made here, in the one loop that changes
             // the lab, then the next step follows at once.
             Some(w) = writes.recv() => {
-                let answer = crate::api::writes::execute(lab, w.op).await;
+                let answer = crate::api::writes::execute(lab, &store, w.op).await;
                 let _ = w.reply.send(answer);
             }
             _ = term.recv() => {
@@ -239,10 +240,8 @@ pub struct Probes {
 impl Probes {
     /// Runs the probes that are due, without holding the lab's lock, and
     /// starts the kills their results call for.
-    pub async fn run_due(&mut self, lab: &str) {
-        let Ok(st) = ClusterState::load(&paths::lab_dir(lab)) else {
-            return;
-        };
+    pub async fn run_due(&mut self, lab: &str, store: &crate::store::ObjectStore) {
+        let st = store.snapshot().state.clone();
         let (now, instant) = (Utc::now(), std::time::Instant::now());
         let mut jobs = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -383,13 +382,13 @@ impl Probes {
 /// died meanwhile and another step is due at once.
 pub async fn step(
     lab: &str,
+    store: &crate::store::ObjectStore,
     probes: &mut Probes,
     dns: &mut super::dns::DnsServers,
     speaker: &mut super::lb::Speaker,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
-    let dir = paths::lab_dir(lab);
-    let mut st = ClusterState::load(&dir)?;
+    let mut st = store.state();
     let runc = Runc::new(&paths::runc_root(lab));
     // A verb killed partway leaves pods recorded but not started (or being
     // removed): the lock is free again, so nobody else finishes them.
@@ -406,7 +405,7 @@ pub async fn step(
             .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
     {
         // Only statuses or ReplicaSets changed: nothing to start or stop.
-        st.persist(&dir)?;
+        store.commit(&mut st)?;
     }
     if placed
         || st
@@ -419,7 +418,7 @@ pub async fn step(
             "starting or stopping pods (recorded by a verb, or by the workload controllers)"
         );
         let result = super::converge::converge(lab, &mut st).await;
-        st.persist(&dir)?;
+        store.commit(&mut st)?;
         result?;
         return Ok(None);
     }
@@ -438,7 +437,7 @@ pub async fn step(
         .collect();
     let now = Utc::now();
     let mut changed = probes.record_events(&mut st, now);
-    let store = Store::new(&paths::data_dir());
+    let images = Store::new(&paths::data_dir());
     let registries = super::images::registries(&st.config)?;
     // Two passes: first every death is noticed and the dead pods leave the
     // endpoints on every node; then containers are restarted and pods that
@@ -448,7 +447,7 @@ pub async fn step(
             st.refresh_deployment_status();
             st.refresh_endpoints();
             proxier::sync_all(lab, &st).await?;
-            st.persist(&dir)?;
+            store.commit(&mut st)?;
         }
         for i in 0..st.pods.len() {
             let pod = &st.pods[i];
@@ -481,7 +480,7 @@ pub async fn step(
                 if pods::waits_for_image(cs) || pods::waits_for_volumes(cs) {
                     if restart_pass {
                         changed |=
-                            retry_image(lab, &mut st, i, c, &store, &registries, &runc, now).await;
+                            retry_image(lab, &mut st, i, c, &images, &registries, &runc, now).await;
                     }
                     continue;
                 }
@@ -553,8 +552,8 @@ pub async fn step(
                 if not_before(&st.pods[i], &c.name).is_some_and(|t| t > now) {
                     continue;
                 }
-                let image = store.resolve(c.image.as_deref().unwrap_or_default())?;
-                let layers = store.unpacked_layers(&image)?;
+                let image = images.resolve(c.image.as_deref().unwrap_or_default())?;
+                let layers = images.unpacked_layers(&image)?;
                 match restart_container(lab, &ns, &name, &c.name, &layers, &runc).await {
                     Ok(pid) => {
                         let cs = status_of(&mut st.pods[i], &c.name);
@@ -656,7 +655,7 @@ pub async fn step(
         changed = true;
     }
     if changed {
-        st.persist(&dir)?;
+        store.commit(&mut st)?;
     }
     // What runs now, to watch. A container the store believes running but
     // runc does not (it died after this step looked) must not be left out

@@ -1,19 +1,14 @@
 //! The cluster DNS in the controller: one server per `coredns` pod, in that
-//! pod's network namespace, answering from a zone rebuilt whenever the
-//! lab's state file changes (checked every [`WATCH`], so answers follow
-//! object changes within tens of milliseconds).
+//! pod's network namespace, answering from a zone rebuilt at each commit
+//! of the lab's store (a watch, so answers follow object changes at once).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
 
 use crate::cluster::{dns as cdns, state, ClusterState};
 use crate::dns::{Handler, Server, SharedZone, Zone};
 use crate::net::NetNs;
 use crate::paths;
-
-/// How often the state file is checked for changes.
-const WATCH: Duration = Duration::from_millis(20);
+use crate::store::ObjectStore;
 
 /// The lab's DNS servers, by pod (`namespace/name`).
 pub struct DnsServers {
@@ -22,20 +17,17 @@ pub struct DnsServers {
 }
 
 impl DnsServers {
-    /// Starts watching the lab's state file; servers start in [`sync`].
-    pub fn start(lab: &str) -> DnsServers {
-        let dir = paths::lab_dir(lab);
-        let zone = match ClusterState::load(&dir) {
-            Ok(st) => Zone::build(&st),
-            Err(_) => Zone::empty(
-                crate::lab::config::DEFAULT_SERVICE_CIDR
-                    .parse()
-                    .expect("cidr"),
-                crate::lab::config::DEFAULT_POD_CIDR.parse().expect("cidr"),
-            ),
-        };
-        let zone = SharedZone::new(zone);
-        tokio::spawn(watch(dir.join(state::STATE_FILE), dir, zone.clone()));
+    /// Starts following the lab's store; servers start in [`sync`].
+    pub fn start(store: &ObjectStore) -> DnsServers {
+        let mut changes = store.subscribe();
+        let zone = SharedZone::new(Zone::build(&changes.borrow_and_update().state));
+        let shared = zone.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let st = changes.borrow_and_update().state.clone();
+                shared.set(Zone::build(&st));
+            }
+        });
         DnsServers {
             zone,
             servers: HashMap::new(),
@@ -90,27 +82,5 @@ impl DnsServers {
             }
         }
         changed
-    }
-}
-
-/// Rebuilds the zone whenever the state file is replaced (it is written
-/// with a rename, so a new inode or mtime means new content).
-async fn watch(file: PathBuf, dir: PathBuf, zone: SharedZone) {
-    let stamp = |f: &PathBuf| -> Option<(u64, SystemTime, u64)> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(f).ok()?;
-        Some((m.ino(), m.modified().ok()?, m.len()))
-    };
-    let mut last = stamp(&file);
-    loop {
-        tokio::time::sleep(WATCH).await;
-        let now = stamp(&file);
-        if now.is_none() || now == last {
-            continue;
-        }
-        last = now;
-        if let Ok(st) = ClusterState::load(&dir) {
-            zone.set(Zone::build(&st));
-        }
     }
 }

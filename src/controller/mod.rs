@@ -43,6 +43,9 @@ pub enum ControllerError {
     Net(#[from] NetError),
     #[error(transparent)]
     Store(#[from] crate::runtime::StoreError),
+    /// The lab's object store (`store/`).
+    #[error(transparent)]
+    Objects(#[from] crate::store::StoreError),
     #[error("{message}")]
     Runtime { message: String },
     #[error("{0}")]

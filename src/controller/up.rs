@@ -126,7 +126,9 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         paths::create_lab_dir(&lab).map_err(|e| ControllerError::io(&dir, e))?;
         std::fs::create_dir_all(dir.join("pods")).map_err(|e| ControllerError::io(&dir, e))?;
         let _lock = super::converge::LabLock::acquire(&lab)?;
-        state.persist(&dir)?;
+        // The store is made first: what `up` records, the lab's process
+        // (its owner from then on) reads.
+        let objects = crate::store::ObjectStore::create(&lab, &mut state)?;
         let t = Instant::now();
         // The lab's disk (mkfs and a loop mount, about 50 ms) is made while
         // the network is built.
@@ -153,7 +155,7 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         let t = Instant::now();
         let pids = pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
         phase("containers started", &start);
-        state.persist(&dir)?;
+        objects.commit(&mut state)?;
         phase("state written", &start);
         pods::wait_serving(&lab, &mut state, &pids, options.timeout).await?;
         phase("containers serving", &start);
@@ -162,14 +164,11 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         phase("endpoints", &start);
         super::proxier::sync_all(&lab, &state).await?;
         phase("proxy rules", &start);
-        state.persist(&dir)?;
+        objects.commit(&mut state)?;
+        drop(objects);
         drop(_lock);
-        let controller = super::daemon::spawn(&lab)?;
+        super::daemon::spawn(&lab)?;
         phase("controller started", &start);
-        if state.config.dns.enabled {
-            state = wait_dns(&lab, &dir, controller, options.timeout).await?;
-            phase("dns serving", &start);
-        }
         Ok::<_, ControllerError>((network, t.elapsed()))
     }
     .await;
@@ -233,36 +232,6 @@ fn disk_size(spec: &LabSpec) -> Result<u64, ControllerError> {
 /// Where `up`'s time goes (`NETLAB_LOG=netlab=debug`).
 fn phase(what: &str, since: &Instant) {
     tracing::debug!(elapsed = ?since.elapsed(), "up: {what}");
-}
-
-/// Waits until the controller serves the cluster DNS (the kube-dns Service
-/// has a ready endpoint), so that names resolve as soon as `up` returns.
-async fn wait_dns(
-    lab: &str,
-    dir: &std::path::Path,
-    controller: i32,
-    timeout: std::time::Duration,
-) -> Result<ClusterState, ControllerError> {
-    use crate::cluster::dns;
-    let deadline = Instant::now() + timeout;
-    loop {
-        let st = ClusterState::load(dir)?;
-        let ready = st
-            .endpoints_of(dns::NAMESPACE, dns::SERVICE)
-            .and_then(|e| e.subsets.as_ref())
-            .is_some_and(|s| s.iter().any(|s| s.addresses.is_some()));
-        if ready {
-            return Ok(st);
-        }
-        if Instant::now() >= deadline || !crate::runtime::runc::process_alive(controller) {
-            return Err(ControllerError::NotReady(vec![format!(
-                "the cluster DNS did not start within {}s: see {}",
-                timeout.as_secs(),
-                super::daemon::log_file(lab).display()
-            )]));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }
 
 /// Every container of the lab's Deployments and Pods, with its object

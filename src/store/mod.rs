@@ -1,0 +1,710 @@
+//! The lab's object store: the one copy of its Kubernetes objects, kept
+//! by the lab's process (its only writer) in memory and on disk.
+//!
+//! - On disk: a redb database (`/run/netlab/<lab>/store.redb`, 0600: it
+//!   holds the Secrets), one row per object keyed `plural/namespace/name`,
+//!   each with the revision that created it and the one that last changed
+//!   it, plus the lab's config and the store's revision. A commit is one
+//!   redb transaction, durable when it returns (an acknowledged write
+//!   survives `kill -9` of the process), as etcd's is for kube-apiserver.
+//! - A revision per change: every object a commit adds, changes or removes
+//!   takes the next revision, which is its `metadata.resourceVersion`
+//!   (as etcd's mod_revision is). A list's resourceVersion is the store's.
+//! - In memory: the current state (an `Arc` readers share without a lock),
+//!   a few recent states (for `continue` tokens of paged lists), and the
+//!   log of recent changes that watches are served from; a watch from a
+//!   revision older than the log gets `410 Gone`, as from kube-apiserver's
+//!   watch cache.
+//!
+//! The controllers still edit a whole `ClusterState` and commit it: the
+//! store finds what changed by comparing each object's serialization with
+//! the one it holds (by hash), so unchanged objects keep their revision.
+
+use crate::cluster::{state, ClusterState};
+use crate::lab::LabConfig;
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The store's file in the lab's directory.
+pub const FILE: &str = "store.redb";
+
+/// `plural/namespace/name` → 16 bytes (create and mod revision, little
+/// endian) then the object's JSON.
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+/// `revision` → the store's revision; `lab` → the lab's config (JSON).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// How much of the change log is kept for watches (bytes of objects).
+const LOG_BYTES: usize = 32 << 20;
+/// How many past states are kept for paged lists.
+const PAST_STATES: usize = 4;
+
+pub fn path(lab: &str) -> PathBuf {
+    crate::paths::lab_dir(lab).join(FILE)
+}
+
+/// Whether the lab has a store (it is up, or half up).
+pub fn exists(lab: &str) -> bool {
+    path(lab).exists()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {message}")]
+    Db { path: String, message: String },
+    #[error("{path}: object {key}: {source}")]
+    Corrupt {
+        path: String,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}: no lab config in the store (a half-made lab: netlab down it)")]
+    NoConfig { path: String },
+}
+
+/// What readers see: the state at a revision.
+pub struct Snapshot {
+    pub state: Arc<ClusterState>,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Added => "ADDED",
+            Change::Modified => "MODIFIED",
+            Change::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as a watch sends it: the object after (for a deletion: as
+/// it last was), and before (for MODIFIED, so that a filtered watch can
+/// tell an object that stopped matching).
+pub struct Event {
+    pub revision: u64,
+    pub plural: &'static str,
+    pub change: Change,
+    pub object: Vec<u8>,
+    pub before: Option<Vec<u8>>,
+}
+
+/// A watch asked for changes the log no longer holds.
+#[derive(Debug)]
+pub struct Expired {
+    pub oldest: u64,
+}
+
+/// The revisions and content hash of one stored object.
+#[derive(Clone, Copy)]
+struct Entry {
+    hash: u64,
+    created: u64,
+    modified: u64,
+}
+
+struct Inner {
+    db: Database,
+    file: PathBuf,
+    revision: u64,
+    index: HashMap<String, Entry>,
+    config_hash: u64,
+    log: VecDeque<Arc<Event>>,
+    log_bytes: usize,
+    /// The highest revision no longer in the log: watches from before it
+    /// are expired.
+    compacted: u64,
+    past: VecDeque<Arc<Snapshot>>,
+}
+
+/// The store of one lab (cheap to clone: a handle).
+#[derive(Clone)]
+pub struct ObjectStore {
+    inner: Arc<Mutex<Inner>>,
+    current: tokio::sync::watch::Sender<Arc<Snapshot>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LabRow {
+    config: LabConfig,
+    created: DateTime<Utc>,
+}
+
+/// Every collection of a `ClusterState`, by its resource's plural.
+macro_rules! collections {
+    ($m:ident, $st:expr $(, $arg:expr)*) => {{
+        $m!($st, nodes, "nodes" $(, $arg)*);
+        $m!($st, deployments, "deployments" $(, $arg)*);
+        $m!($st, replica_sets, "replicasets" $(, $arg)*);
+        $m!($st, pods, "pods" $(, $arg)*);
+        $m!($st, services, "services" $(, $arg)*);
+        $m!($st, endpoints, "endpoints" $(, $arg)*);
+        $m!($st, endpoint_slices, "endpointslices" $(, $arg)*);
+        $m!($st, events, "events" $(, $arg)*);
+        $m!($st, secrets, "secrets" $(, $arg)*);
+        $m!($st, config_maps, "configmaps" $(, $arg)*);
+    }};
+}
+
+/// The store's key of an object.
+pub fn key(plural: &str, meta: &ObjectMeta) -> String {
+    let ns = if plural == "nodes" {
+        ""
+    } else {
+        state::namespace(meta)
+    };
+    format!("{plural}/{ns}/{}", meta.name.as_deref().unwrap_or_default())
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn row(created: u64, modified: u64, object: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + object.len());
+    out.extend_from_slice(&created.to_le_bytes());
+    out.extend_from_slice(&modified.to_le_bytes());
+    out.extend_from_slice(object);
+    out
+}
+
+fn unrow(bytes: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let created = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let modified = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((created, modified, &bytes[16..]))
+}
+
+/// An object's JSON without its resourceVersion (what a change is judged
+/// by), and with it set to `rv`.
+fn without_rv<T: Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>>(o: &mut T) -> Vec<u8> {
+    let rv = o.metadata_mut().resource_version.take();
+    let bytes = serde_json::to_vec(o).expect("objects serialize");
+    o.metadata_mut().resource_version = rv;
+    bytes
+}
+
+impl ObjectStore {
+    /// A new store for a lab that is coming up, holding `st`.
+    pub fn create(lab: &str, st: &mut ClusterState) -> Result<ObjectStore, StoreError> {
+        ObjectStore::create_at(path(lab), st)
+    }
+
+    fn create_at(file: PathBuf, st: &mut ClusterState) -> Result<ObjectStore, StoreError> {
+        let _ = std::fs::remove_file(&file);
+        {
+            // It holds the lab's Secrets: readable by root only.
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .map_err(|e| db_error(&file, e))?;
+        }
+        let db = open_db(&file)?;
+        let store = ObjectStore::from_parts(Inner {
+            db,
+            file,
+            revision: 0,
+            index: HashMap::new(),
+            config_hash: 0,
+            log: VecDeque::new(),
+            log_bytes: 0,
+            compacted: 0,
+            past: VecDeque::new(),
+        });
+        store.commit(st)?;
+        Ok(store)
+    }
+
+    /// The store of a lab that is up (the lab's process starting, or
+    /// starting again after a crash).
+    pub fn open(lab: &str) -> Result<ObjectStore, StoreError> {
+        ObjectStore::open_at(path(lab))
+    }
+
+    fn open_at(file: PathBuf) -> Result<ObjectStore, StoreError> {
+        let db = open_db(&file)?;
+        let (st, revision, index, config_hash) = load(&db, &file)?;
+        let store = ObjectStore::from_parts(Inner {
+            db,
+            file,
+            revision,
+            index,
+            config_hash,
+            log: VecDeque::new(),
+            log_bytes: 0,
+            // A new process has no log: watches resume from now on.
+            compacted: revision,
+            past: VecDeque::new(),
+        });
+        store.publish(st, revision);
+        Ok(store)
+    }
+
+    fn from_parts(inner: Inner) -> ObjectStore {
+        let empty = Arc::new(Snapshot {
+            state: Arc::new(ClusterState::empty()),
+            revision: 0,
+        });
+        ObjectStore {
+            inner: Arc::new(Mutex::new(inner)),
+            current: tokio::sync::watch::channel(empty).0,
+        }
+    }
+
+    fn publish(&self, st: ClusterState, revision: u64) -> Arc<Snapshot> {
+        let snap = Arc::new(Snapshot {
+            state: Arc::new(st),
+            revision,
+        });
+        self.current.send_replace(snap.clone());
+        snap
+    }
+
+    /// The state now, with its revision.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.borrow().clone()
+    }
+
+    /// A copy of the state now, to edit and [`commit`](Self::commit).
+    pub fn state(&self) -> ClusterState {
+        (*self.snapshot().state).clone()
+    }
+
+    /// The state at a recent revision (for a paged list's next page).
+    pub fn snapshot_at(&self, revision: u64) -> Option<Arc<Snapshot>> {
+        let now = self.snapshot();
+        if now.revision == revision {
+            return Some(now);
+        }
+        let inner = self.inner.lock().expect("store lock");
+        inner.past.iter().find(|s| s.revision == revision).cloned()
+    }
+
+    /// Wakes at each commit that changed something.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.current.subscribe()
+    }
+
+    /// The changes after `revision`, oldest first.
+    pub fn events_after(&self, revision: u64) -> Result<Vec<Arc<Event>>, Expired> {
+        let inner = self.inner.lock().expect("store lock");
+        if revision < inner.compacted {
+            return Err(Expired {
+                oldest: inner.compacted,
+            });
+        }
+        let from = inner.log.partition_point(|e| e.revision <= revision);
+        Ok(inner.log.range(from..).cloned().collect())
+    }
+
+    /// Makes `st` the lab's state: every object that differs from the
+    /// stored one gets the next revision (set in `st` too), and all of it
+    /// is written in one durable transaction. Returns the store's revision.
+    pub fn commit(&self, st: &mut ClusterState) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock");
+        let inner = &mut *inner;
+        let mut revision = inner.revision;
+        // (key, plural, change, entry, JSON with the resourceVersion)
+        let mut writes: Vec<(String, &'static str, Change, Entry, Vec<u8>)> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::with_capacity(inner.index.len());
+        macro_rules! diff {
+            ($st:expr, $field:ident, $plural:expr) => {
+                for o in $st.$field.iter_mut() {
+                    let k = key($plural, &o.metadata);
+                    if !seen.insert(k.clone()) {
+                        tracing::warn!(key = %k, "store: two objects with one name; the second is not stored");
+                        continue;
+                    }
+                    let bytes = without_rv(o);
+                    let h = hash(&bytes);
+                    match inner.index.get(&k) {
+                        Some(e) if e.hash == h => {
+                            o.metadata.resource_version = Some(e.modified.to_string());
+                        }
+                        old => {
+                            revision += 1;
+                            o.metadata.resource_version = Some(revision.to_string());
+                            let entry = Entry {
+                                hash: h,
+                                created: old.map_or(revision, |e| e.created),
+                                modified: revision,
+                            };
+                            let change = if old.is_some() { Change::Modified } else { Change::Added };
+                            let json = serde_json::to_vec(o).expect("objects serialize");
+                            writes.push((k, $plural, change, entry, json));
+                        }
+                    }
+                }
+            };
+        }
+        collections!(diff, st);
+        let gone: Vec<String> = inner
+            .index
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        let lab = serde_json::to_vec(&LabRow {
+            config: st.config.clone(),
+            created: st.created,
+        })
+        .expect("config serializes");
+        let config_hash = hash(&lab);
+        if writes.is_empty() && gone.is_empty() && config_hash == inner.config_hash {
+            return Ok(inner.revision);
+        }
+        let file = inner.file.clone();
+        let err = |e: &dyn std::fmt::Display| db_error(&file, e);
+        let txn = inner.db.begin_write().map_err(|e| err(&e))?;
+        let mut events = Vec::with_capacity(writes.len() + gone.len());
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(|e| err(&e))?;
+            for (k, plural, change, entry, json) in &writes {
+                let before = match change {
+                    Change::Modified => objects
+                        .get(k.as_str())
+                        .map_err(|e| err(&e))?
+                        .and_then(|v| unrow(v.value()).map(|(_, _, o)| o.to_vec())),
+                    _ => None,
+                };
+                objects
+                    .insert(
+                        k.as_str(),
+                        row(entry.created, entry.modified, json).as_slice(),
+                    )
+                    .map_err(|e| err(&e))?;
+                events.push(Event {
+                    revision: entry.modified,
+                    plural,
+                    change: *change,
+                    object: json.clone(),
+                    before,
+                });
+            }
+            for k in &gone {
+                revision += 1;
+                let last = objects
+                    .remove(k.as_str())
+                    .map_err(|e| err(&e))?
+                    .and_then(|v| unrow(v.value()).map(|(_, _, o)| o.to_vec()));
+                let plural = plural_of(k);
+                if let (Some(last), Some(plural)) = (last, plural) {
+                    events.push(Event {
+                        revision,
+                        plural,
+                        change: Change::Deleted,
+                        object: last,
+                        before: None,
+                    });
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(|e| err(&e))?;
+            meta.insert("revision", revision.to_le_bytes().as_slice())
+                .map_err(|e| err(&e))?;
+            if config_hash != inner.config_hash {
+                meta.insert("lab", lab.as_slice()).map_err(|e| err(&e))?;
+            }
+        }
+        txn.commit().map_err(|e| err(&e))?;
+        // Durable: now the memory follows.
+        inner.revision = revision;
+        inner.config_hash = config_hash;
+        for k in &gone {
+            inner.index.remove(k);
+        }
+        for (k, _, _, entry, _) in writes {
+            inner.index.insert(k, entry);
+        }
+        for e in events {
+            inner.log_bytes += e.object.len() + e.before.as_ref().map_or(0, Vec::len);
+            inner.log.push_back(Arc::new(e));
+        }
+        while inner.log_bytes > LOG_BYTES {
+            let Some(e) = inner.log.pop_front() else {
+                break;
+            };
+            inner.log_bytes -= e.object.len() + e.before.as_ref().map_or(0, Vec::len);
+            inner.compacted = e.revision;
+        }
+        let before = self.snapshot();
+        if before.revision > 0 {
+            inner.past.push_back(before);
+            while inner.past.len() > PAST_STATES {
+                inner.past.pop_front();
+            }
+        }
+        self.publish(st.clone(), revision);
+        Ok(revision)
+    }
+}
+
+fn plural_of(key: &str) -> Option<&'static str> {
+    let p = key.split('/').next()?;
+    let mut found = None;
+    macro_rules! find {
+        ($st:expr, $field:ident, $plural:expr) => {
+            if p == $plural {
+                found = Some($plural);
+            }
+        };
+    }
+    collections!(find, ());
+    found
+}
+
+fn db_error(file: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db {
+        path: file.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn open_db(file: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        // The objects live in memory too: a small page cache will do.
+        .set_cache_size(16 << 20)
+        .create(file)
+        .map_err(|e| db_error(file, e))
+}
+
+type Loaded = (ClusterState, u64, HashMap<String, Entry>, u64);
+/// A row read back: (create revision, mod revision, key, object JSON).
+type Row = (u64, u64, String, Vec<u8>);
+
+/// Reads every row back: the collections in the order their objects were
+/// created (as a `ClusterState` keeps them), and the index.
+fn load(db: &Database, file: &Path) -> Result<Loaded, StoreError> {
+    let err = |e: &dyn std::fmt::Display| db_error(file, e);
+    let txn = db.begin_read().map_err(|e| err(&e))?;
+    let meta = txn.open_table(META).map_err(|e| err(&e))?;
+    let revision = meta
+        .get("revision")
+        .map_err(|e| err(&e))?
+        .and_then(|v| Some(u64::from_le_bytes(v.value().try_into().ok()?)))
+        .unwrap_or(0);
+    let lab_bytes = meta
+        .get("lab")
+        .map_err(|e| err(&e))?
+        .map(|v| v.value().to_vec())
+        .ok_or_else(|| StoreError::NoConfig {
+            path: file.display().to_string(),
+        })?;
+    let lab: LabRow = serde_json::from_slice(&lab_bytes).map_err(|source| StoreError::Corrupt {
+        path: file.display().to_string(),
+        key: "lab".into(),
+        source,
+    })?;
+    let mut st = ClusterState::empty();
+    st.config = lab.config;
+    st.created = lab.created;
+    let objects = txn.open_table(OBJECTS).map_err(|e| err(&e))?;
+    let mut rows: HashMap<&'static str, Vec<Row>> = HashMap::new();
+    for r in objects.iter().map_err(|e| err(&e))? {
+        let (k, v) = r.map_err(|e| err(&e))?;
+        let k = k.value().to_string();
+        let (Some(plural), Some((created, modified, json))) = (plural_of(&k), unrow(v.value()))
+        else {
+            continue;
+        };
+        rows.entry(plural)
+            .or_default()
+            .push((created, modified, k, json.to_vec()));
+    }
+    let mut index = HashMap::new();
+    fn decode<T: DeserializeOwned + Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>>(
+        file: &Path,
+        mut rows: Vec<Row>,
+        index: &mut HashMap<String, Entry>,
+    ) -> Result<Vec<T>, StoreError> {
+        rows.sort_by_key(|r| r.0);
+        let mut out = Vec::with_capacity(rows.len());
+        for (created, modified, k, json) in rows {
+            let mut o: T = serde_json::from_slice(&json).map_err(|source| StoreError::Corrupt {
+                path: file.display().to_string(),
+                key: k.clone(),
+                source,
+            })?;
+            let h = hash(&without_rv(&mut o));
+            o.metadata_mut().resource_version = Some(modified.to_string());
+            index.insert(
+                k,
+                Entry {
+                    hash: h,
+                    created,
+                    modified,
+                },
+            );
+            out.push(o);
+        }
+        Ok(out)
+    }
+    macro_rules! fill {
+        ($st:expr, $field:ident, $plural:expr) => {
+            $st.$field = decode(file, rows.remove($plural).unwrap_or_default(), &mut index)?;
+        };
+    }
+    collections!(fill, st);
+    Ok((st, revision, index, hash(&lab_bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab_store(name: &str) -> (tempfile::TempDir, ObjectStore, ClusterState) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = crate::api::objects::tutorial_state();
+        st.config.name = name.into();
+        let store = ObjectStore::create_at(dir.path().join(FILE), &mut st).unwrap();
+        (dir, store, st)
+    }
+
+    fn reopen(dir: &Path) -> (ClusterState, u64) {
+        let store = ObjectStore::open_at(dir.join(FILE)).unwrap();
+        let snap = store.snapshot();
+        ((*snap.state).clone(), snap.revision)
+    }
+
+    #[test]
+    fn every_kind_of_object_round_trips_and_the_file_is_private() {
+        use crate::cluster::HostInfo;
+        use k8s_openapi::api::core::v1::Event;
+        use rand::SeedableRng;
+        // Every kind of object the state holds, so that a field that does
+        // not survive the store (a missing serde attribute) fails here.
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    matchLabels:\n      run: my-nginx\n  replicas: 2\n  template:\n    metadata:\n      labels:\n        run: my-nginx\n    spec:\n      containers:\n      - name: my-nginx\n        image: nginx\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {run: my-nginx}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  k: v\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  k: v\n";
+        let spec = crate::lab::load_str(Path::new("t.yaml"), text, &Default::default()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut s = ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng).unwrap();
+        s.events.push(Event {
+            metadata: ObjectMeta {
+                name: Some("e".into()),
+                ..Default::default()
+            },
+            reason: Some("Scheduled".into()),
+            message: Some("assigned".into()),
+            ..Default::default()
+        });
+        let kinds = [
+            s.nodes.len(),
+            s.deployments.len(),
+            s.replica_sets.len(),
+            s.pods.len(),
+            s.services.len(),
+            s.endpoints.len(),
+            s.endpoint_slices.len(),
+            s.events.len(),
+            s.secrets.len(),
+            s.config_maps.len(),
+        ];
+        assert!(kinds.iter().all(|n| *n > 0), "{kinds:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::create_at(dir.path().join(FILE), &mut s).unwrap();
+        drop(store);
+        let (back, _) = reopen(dir.path());
+        assert_eq!(back, s);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_revision_per_changed_object_and_unchanged_ones_keep_theirs() {
+        let (_dir, store, mut st) = lab_store("s");
+        let r0 = store.snapshot().revision;
+        let objects = st.pods.len() + st.services.len() + st.deployments.len() + st.nodes.len();
+        assert!(r0 as usize >= objects, "{r0} < {objects}");
+        // Nothing changed: no revision.
+        assert_eq!(store.commit(&mut st).unwrap(), r0);
+        let svc_rv = st.services[0].metadata.resource_version.clone();
+        st.pods[0]
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("x".into(), "y".into());
+        let r1 = store.commit(&mut st).unwrap();
+        assert_eq!(r1, r0 + 1);
+        assert_eq!(st.pods[0].metadata.resource_version, Some(r1.to_string()));
+        assert_eq!(st.services[0].metadata.resource_version, svc_rv);
+        let snap = store.snapshot();
+        assert_eq!(snap.revision, r1);
+        assert_eq!(
+            snap.state.pods[0].metadata.resource_version,
+            Some(r1.to_string())
+        );
+        // A stale resourceVersion in the caller's copy is not a change.
+        st.pods[0].metadata.resource_version = Some("1".into());
+        assert_eq!(store.commit(&mut st).unwrap(), r1);
+        let ev = store.events_after(r0).unwrap();
+        assert_eq!(ev.len(), 1);
+        assert_eq!((ev[0].plural, ev[0].change), ("pods", Change::Modified));
+        assert!(ev[0].before.is_some());
+    }
+
+    #[test]
+    fn deletions_are_events_with_the_last_object() {
+        let (_dir, store, mut st) = lab_store("d");
+        let r0 = store.snapshot().revision;
+        let gone = st.pods.remove(0);
+        let r1 = store.commit(&mut st).unwrap();
+        assert_eq!(r1, r0 + 1);
+        let ev = store.events_after(r0).unwrap();
+        assert_eq!(ev[0].change, Change::Deleted);
+        let obj: serde_json::Value = serde_json::from_slice(&ev[0].object).unwrap();
+        assert_eq!(
+            obj["metadata"]["name"].as_str(),
+            gone.metadata.name.as_deref()
+        );
+        assert_eq!(obj["kind"], "Pod");
+        assert!(store.events_after(r1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn what_was_committed_is_read_back_in_order_after_a_restart() {
+        let (dir, store, mut st) = lab_store("r");
+        st.pods[1].metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
+        let rev = store.commit(&mut st).unwrap();
+        let want = store.snapshot().state.clone();
+        drop(store);
+        let (back, r) = reopen(dir.path());
+        assert_eq!(r, rev);
+        assert_eq!(back, *want);
+    }
+
+    #[test]
+    fn watches_from_before_the_log_expire() {
+        let (_dir, store, mut st) = lab_store("e");
+        let r0 = store.snapshot().revision;
+        store.inner.lock().unwrap().compacted = r0;
+        assert!(store.events_after(r0 - 1).is_err());
+        assert!(store.events_after(r0).is_ok());
+        st.pods.pop();
+        store.commit(&mut st).unwrap();
+        assert_eq!(store.events_after(r0).unwrap().len(), 1);
+        assert!(
+            store.snapshot_at(r0).is_some(),
+            "the last state is kept for paging"
+        );
+    }
+}
