@@ -205,7 +205,8 @@ impl ObjectStore {
         ObjectStore::create_at(path(lab), st)
     }
 
-    fn create_at(file: PathBuf, st: &mut ClusterState) -> Result<ObjectStore, StoreError> {
+    /// A new store in any file (benchmarks, tests).
+    pub fn create_at(file: PathBuf, st: &mut ClusterState) -> Result<ObjectStore, StoreError> {
         let _ = std::fs::remove_file(&file);
         {
             // It holds the lab's Secrets: readable by root only.
@@ -239,7 +240,8 @@ impl ObjectStore {
         ObjectStore::open_at(path(lab))
     }
 
-    fn open_at(file: PathBuf) -> Result<ObjectStore, StoreError> {
+    /// The store in any file.
+    pub fn open_at(file: PathBuf) -> Result<ObjectStore, StoreError> {
         let db = open_db(&file)?;
         let (st, revision, index, config_hash) = load(&db, &file)?;
         let store = ObjectStore::from_parts(Inner {
