@@ -23,8 +23,10 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #    util-linux has setpriv for the not-root test; docker-registry is the
 #    local registry the demo images are pulled from; dnsutils (dig) and
 #    dnsmasq-base are for the DNS tests and the DNS benchmark; e2fsprogs
-#    (mkfs.ext4) makes each lab's disk for its containers' writable layers.
-packages=(runc nftables iproute2 curl ca-certificates util-linux procps docker-registry dnsutils dnsmasq-base)
+#    (mkfs.ext4) makes each lab's disk for its containers' writable layers;
+#    python3-kubernetes (Debian's Python client) and openssl are for the
+#    raw-protocol tests of the lab's API (tests/raw_clients.rs).
+packages=(runc nftables iproute2 curl ca-certificates util-linux procps docker-registry dnsutils dnsmasq-base python3-kubernetes openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -78,13 +78,16 @@ async fn serve(
         .unwrap_or("")
         .to_string();
     // Both an unknown path and an unknown resource are kube-apiserver's 404.
-    let route = request::route(req.uri().path()).map_err(|_| ApiError::no_route())?;
+    let route = match request::route(req.uri().path()) {
+        Ok(r) => r,
+        Err(_) => return Err(refuse(req, ApiError::no_route()).await),
+    };
     // kube-apiserver lets anyone read its version and health
     // (system:public-info-viewer); everything else needs credentials.
     match route {
         Route::Version => return Ok(json(200, JSON, &discovery::version())),
         Route::Health => return Ok(respond(200, "text/plain; charset=utf-8", b"ok".to_vec())),
-        _ if caller.is_none() => return Err(ApiError::unauthorized()),
+        _ if caller.is_none() => return Err(refuse(req, ApiError::unauthorized()).await),
         _ => {}
     }
     let q = request::query(req.uri().query());
@@ -101,13 +104,16 @@ async fn serve(
             let body = read_body(req.into_body()).await?;
             let op = match method {
                 Method::POST if t.name.is_none() => {
-                    writes::Op::Create(t.clone(), q, writes::parse_body(&content_type, &body)?)
+                    let obj = writes::parse_body(&content_type, &body)?;
+                    decoded(t, &obj)?;
+                    named(t, &obj)?;
+                    writes::Op::Create(t.clone(), q, obj)
                 }
-                Method::PUT | Method::PATCH => writes::Op::Update(
-                    t.clone(),
-                    q,
-                    writes::Edit::from_request(&method, &content_type, &body)?,
-                ),
+                Method::PUT | Method::PATCH => {
+                    let edit = writes::Edit::from_request(&method, &content_type, &body)?;
+                    edited(t, &edit)?;
+                    writes::Op::Update(t.clone(), q, edit)
+                }
                 Method::DELETE => writes::Op::Delete(t.clone(), q, body),
                 m => return Err(ApiError::method_not_allowed(m.as_str())),
             };
@@ -223,16 +229,144 @@ async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            Err(ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                "the request body is larger than 3 MiB",
-            ))
+            Err(ApiError::too_large(writes::MAX_BODY))
         }
         Err(e) => Err(ApiError::bad_request(format!(
             "reading the request body: {e}"
         ))),
     }
+}
+
+/// kube-apiserver decodes a body into the URL's resource: an object of
+/// another kind or version is refused before anything else looks at it
+/// (`transformDecodeError`'s 400). A missing kind or apiVersion takes the
+/// URL's, as the decoder's default. Subresources (Scale, …) are not checked.
+fn decoded(t: &Target, obj: &Value) -> Result<(), ApiError> {
+    let r = t.resource;
+    if t.subresource.is_some() {
+        return Ok(());
+    }
+    let gv = r.group_version();
+    let kind = obj["kind"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .unwrap_or(r.kind);
+    let api_version = obj["apiVersion"]
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .unwrap_or(&gv);
+    if kind == r.kind && api_version == gv {
+        return Ok(());
+    }
+    let version = api_version.rsplit('/').next().unwrap_or(api_version);
+    let served = super::resources::RESOURCES
+        .iter()
+        .any(|o| o.kind == kind && o.group_version() == api_version);
+    let why = if served {
+        format!(
+            "converting ({version}.{kind}) to ({}): unknown conversion",
+            r.kind
+        )
+    } else {
+        format!("no kind \"{kind}\" is registered for version \"{api_version}\"")
+    };
+    Err(ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {}: {why}",
+        r.kind
+    )))
+}
+
+/// A new object's name must be one its kind allows (kube-apiserver's
+/// `ValidateObjectMeta`: 422 Invalid, with the field in the cause). A body
+/// with only `generateName` is named by the store.
+fn named(t: &Target, obj: &Value) -> Result<(), ApiError> {
+    let r = t.resource;
+    if t.subresource.is_some() {
+        return Ok(());
+    }
+    let Some(name) = obj["metadata"]["name"].as_str().filter(|n| !n.is_empty()) else {
+        return Ok(());
+    };
+    let causes: Vec<(&str, String)> = crate::cluster::names::NameRule::of(r.plural)
+        .check(name)
+        .into_iter()
+        .map(|m| ("metadata.name", format!("Invalid value: \"{name}\": {m}")))
+        .collect();
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(r.kind, r.group, name, &causes))
+}
+
+/// What kube-apiserver refuses in a PUT or PATCH before it reads the
+/// stored object: a replacement of another kind, or whose name or
+/// namespace is not the URL's (`checkName`, 400); a patch that does not
+/// decode as its type's JSON (an object, or a JSON patch's list of
+/// operations: 400 `error decoding patch`).
+fn edited(t: &Target, edit: &writes::Edit) -> Result<(), ApiError> {
+    use crate::cluster::patch::PatchType;
+    match edit {
+        writes::Edit::Replace(obj) => {
+            decoded(t, obj)?;
+            if t.subresource.is_some() {
+                return Ok(());
+            }
+            let url = t.name.as_deref().unwrap_or_default();
+            match obj["metadata"]["name"].as_str().unwrap_or_default() {
+                "" => return Err(ApiError::bad_request("name must be provided")),
+                n if n != url => {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({n}) does not match the name on the URL ({url})"
+                    )))
+                }
+                _ => {}
+            }
+            let ns = t.namespace.as_deref().unwrap_or_default();
+            match obj["metadata"]["namespace"].as_str().unwrap_or_default() {
+                n if !n.is_empty() && !ns.is_empty() && n != ns => Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )),
+                _ => Ok(()),
+            }
+        }
+        writes::Edit::Apply(obj) => {
+            decoded(t, obj)?;
+            named(t, &serde_json::json!({"metadata": {"name": t.name}}))
+        }
+        writes::Edit::Patch(ty, text) => {
+            let v: Value = serde_json::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let shape = match ty {
+                PatchType::Json if !v.is_array() => Some("a list of operations"),
+                PatchType::Strategic | PatchType::Merge if !v.is_object() => Some("an object"),
+                _ => None,
+            };
+            match shape {
+                Some(want) => Err(ApiError::bad_request(format!(
+                    "error decoding patch: a {} patch must be {want}",
+                    match ty {
+                        PatchType::Json => "JSON",
+                        PatchType::Merge => "merge",
+                        PatchType::Strategic => "strategic merge",
+                    }
+                ))),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// An answer to a request refused before its body was read. The body is
+/// read and dropped first (up to 256 KiB, as Go's HTTP server does for
+/// kube-apiserver): a client still sending it would otherwise lose the
+/// answer to a reset stream or connection (curl prints "Stream error in
+/// the HTTP/2 framing layer" instead of the 401).
+async fn refuse(req: Request<Incoming>, e: ApiError) -> ApiError {
+    const DRAIN: usize = 256 * 1024;
+    let _ = http_body_util::Limited::new(req.into_body(), DRAIN)
+        .collect()
+        .await;
+    e
 }
 
 /// Whether kubectl asked for a Table (it offers the Table first, then
@@ -281,7 +415,7 @@ async fn get(
             t.subresource.as_deref().unwrap_or_default()
         )));
     }
-    let watching = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let watching = request::flag(q, "watch");
     let labels = Selector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
         .map_err(ApiError::bad_request)?;
     let fields = FieldSelector::parse(

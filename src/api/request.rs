@@ -135,6 +135,15 @@ pub fn query(q: Option<&str>) -> HashMap<String, String> {
     out
 }
 
+/// A boolean query parameter as kube-apiserver converts it
+/// (`Convert_Slice_string_To_bool`): absent is false, `0` and `false` (in
+/// any case) are false, anything else is true, even an empty value.
+/// client-go sends `watch=true`; the Python client sends `watch=True`.
+pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
+    q.get(key)
+        .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
+}
+
 fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -297,5 +306,17 @@ mod tests {
             .unwrap_err()
             .contains("not supported"));
         assert_eq!(decode("a%2Fb+c%"), "a/b c%");
+        for (q, want) in [
+            ("watch=true", true),
+            ("watch=True", true),
+            ("watch=1", true),
+            ("watch", true),
+            ("watch=false", false),
+            ("watch=FALSE", false),
+            ("watch=0", false),
+            ("limit=5", false),
+        ] {
+            assert_eq!(flag(&query(Some(q)), "watch"), want, "{q}");
+        }
     }
 }

@@ -39,6 +39,40 @@ impl ApiError {
         )
     }
 
+    /// `422 Invalid`, as kube-apiserver's validation answers: one cause per
+    /// `(field, message)`, and the message kubectl prints,
+    /// `ConfigMap "x" is invalid: metadata.name: Invalid value: …`.
+    pub fn invalid(kind: &str, group: &str, name: &str, causes: &[(&str, String)]) -> ApiError {
+        let each: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        let all = match each.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        ApiError {
+            details: json!({
+                "name": name, "group": group, "kind": kind,
+                "causes": causes.iter().map(|(f, m)| json!({
+                    "reason": "FieldValueInvalid", "message": m, "field": f,
+                })).collect::<Vec<_>>(),
+            }),
+            ..ApiError::new(
+                422,
+                "Invalid",
+                format!("{kind} \"{name}\" is invalid: {all}"),
+            )
+        }
+    }
+
+    /// `413`: a body past kube-apiserver's limit (`--max-request-bytes`'s
+    /// 3 MiB for a write).
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)
     }
@@ -87,5 +121,21 @@ mod tests {
         assert_eq!(e["details"]["group"], "apps");
         assert_eq!(e["code"], 404);
         assert_eq!(ApiError::unauthorized().to_json()["reason"], "Unauthorized");
+        let e = ApiError::invalid(
+            "ConfigMap",
+            "",
+            "My_Pod",
+            &[("metadata.name", "Invalid value: \"My_Pod\": bad".into())],
+        );
+        assert_eq!(
+            e.message,
+            "ConfigMap \"My_Pod\" is invalid: metadata.name: Invalid value: \"My_Pod\": bad"
+        );
+        let v = e.to_json();
+        assert_eq!(
+            (v["code"].clone(), v["reason"].clone()),
+            (422.into(), "Invalid".into())
+        );
+        assert_eq!(v["details"]["causes"][0]["field"], "metadata.name");
     }
 }

@@ -63,6 +63,65 @@ pub fn seeded_rng(seed: &str) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(hash)
 }
 
+/// The rule an object's `metadata.name` follows in kube-apiserver's
+/// validation (`apimachinery/pkg/util/validation`): most kinds take a DNS
+/// subdomain, Services a DNS-1035 label, Namespaces an RFC 1123 label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    Subdomain,
+    Rfc1123Label,
+    Dns1035Label,
+}
+
+impl NameRule {
+    /// The rule of a resource, by its plural (`services`, `namespaces`, …).
+    pub fn of(plural: &str) -> NameRule {
+        match plural {
+            "services" => NameRule::Dns1035Label,
+            "namespaces" => NameRule::Rfc1123Label,
+            _ => NameRule::Subdomain,
+        }
+    }
+
+    /// What is wrong with `name`, in kube-apiserver's words (empty when it
+    /// is valid). Each message follows `Invalid value: "<name>": `.
+    pub fn check(self, name: &str) -> Vec<String> {
+        let label = |s: &str, first_letter: bool| {
+            let b = s.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && (b[0].is_ascii_lowercase() || (!first_letter && b[0].is_ascii_digit()))
+                && b[b.len() - 1] != b'-'
+        };
+        let (max, ok, shape) = match self {
+            NameRule::Subdomain => (
+                253,
+                name.split('.').all(|p| label(p, false)),
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+            ),
+            NameRule::Rfc1123Label => (
+                63,
+                label(name, false),
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+            ),
+            NameRule::Dns1035Label => (
+                63,
+                label(name, true),
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+            ),
+        };
+        let mut out = Vec::new();
+        if name.len() > max {
+            out.push(format!("must be no more than {max} characters"));
+        }
+        if !ok {
+            out.push(shape.to_string());
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +145,32 @@ mod tests {
         assert!(c.bytes().all(|b| ALPHANUMS.contains(&b)));
         let s = random_suffix(&mut rand::rng());
         assert_eq!(s.len(), 5);
+    }
+
+    #[test]
+    fn names_are_checked_as_kube_apiserver_checks_them() {
+        assert!(NameRule::Subdomain.check("my-nginx.v1").is_empty());
+        assert!(NameRule::Subdomain.check("1abc").is_empty());
+        let e = NameRule::Subdomain.check("My_Pod");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("a lowercase RFC 1123 subdomain must consist of"),
+            "{e:?}"
+        );
+        assert!(
+            e[0].ends_with(r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"),
+            "{e:?}"
+        );
+        assert_eq!(NameRule::Subdomain.check("a.-b").len(), 1);
+        assert!(NameRule::Dns1035Label.check("my-svc").is_empty());
+        assert!(NameRule::Dns1035Label.check("1svc")[0].starts_with("a DNS-1035 label"));
+        assert!(!NameRule::Dns1035Label.check("a.b").is_empty());
+        assert!(NameRule::Rfc1123Label.check("1ns").is_empty());
+        assert_eq!(
+            NameRule::Rfc1123Label.check(&"a".repeat(64)),
+            ["must be no more than 63 characters"]
+        );
+        assert_eq!(NameRule::of("services"), NameRule::Dns1035Label);
+        assert_eq!(NameRule::of("configmaps"), NameRule::Subdomain);
     }
 }
