@@ -192,7 +192,7 @@ fn watch_response(
         labels,
         fields,
     };
-    let flag = |k: &str| matches!(q.get(k).map(String::as_str), Some("true" | "1"));
+    let flag = |k: &str| super::request::flag(q, k);
     let rv = q.get("resourceVersion").map(String::as_str).unwrap_or("");
     let start = match super::watch::start(rv, flag("sendInitialEvents")) {
         Ok(s) => s,

@@ -518,8 +518,8 @@ fn propagation(q: &HashMap<String, String>, body: &[u8]) -> Result<Propagation, 
         .map(String::as_str)
         .or(opts["propagationPolicy"].as_str());
     let orphan = q
-        .get("orphanDependents")
-        .map(|v| v == "true")
+        .contains_key("orphanDependents")
+        .then(|| super::request::flag(q, "orphanDependents"))
         .or(opts["orphanDependents"].as_bool());
     Propagation::parse(policy, orphan).map_err(|m| ApiError {
         details: json!({"causes": [{"reason": "FieldValueNotSupported", "message": m}]}),
