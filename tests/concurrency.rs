@@ -82,7 +82,8 @@ fn lab_yaml() -> String {
     )
 }
 
-/// The dnat targets on port 80 in a node's rules.
+/// The endpoints on port 80 in a node's rules: the elements
+/// `RANGE : IP . 80` of the maps the service chains draw from.
 fn dnat_targets(lab: &Lab, node: &str) -> BTreeSet<String> {
     let rules = lab.ok(&[
         "exec",
@@ -95,11 +96,9 @@ fn dnat_targets(lab: &Lab, node: &str) -> BTreeSet<String> {
         "netlab",
     ]);
     rules
-        .split("dnat to ")
-        .skip(1)
-        .filter_map(|s| s.split_whitespace().next())
-        .filter_map(|t| t.strip_suffix(":80"))
-        .map(String::from)
+        .split(|c| c == ',' || c == '{' || c == '}')
+        .filter_map(|piece| piece.split_once(" : "))
+        .filter_map(|(_, t)| t.trim().strip_suffix(" . 80").map(String::from))
         .collect()
 }
 
@@ -182,9 +181,10 @@ fn twenty_clients_and_a_kill_9_end_consistent() {
                 let mut mine = BTreeSet::new();
                 for j in 0..ROUNDS {
                     let name = format!("c{i}-{j}");
+                    let (post, cm) = (PostParams::default(), config_map(&name));
                     until_acknowledged(
                         &format!("create {name}"),
-                        || cms.create(&PostParams::default(), &config_map(&name)),
+                        || cms.create(&post, &cm),
                         |e| code(e) == Some(409),
                     )
                     .await;
@@ -192,9 +192,10 @@ fn twenty_clients_and_a_kill_9_end_consistent() {
                     acked.fetch_add(1, Ordering::SeqCst);
                     if j % 2 == 1 {
                         let gone = format!("c{i}-{}", j - 1);
+                        let opts = kube::api::DeleteParams::default();
                         until_acknowledged(
                             &format!("delete {gone}"),
-                            || cms.delete(&gone, &Default::default()),
+                            || cms.delete(&gone, &opts),
                             |e| code(e) == Some(404),
                         )
                         .await;
@@ -204,17 +205,12 @@ fn twenty_clients_and_a_kill_9_end_consistent() {
                     if i % 5 == 0 {
                         let dep = format!("web-{}", (i / 5) % 2);
                         let replicas = 1 + (i + j) % 3;
+                        let pp = PatchParams::default();
+                        let patch =
+                            Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}}));
                         until_acknowledged(
                             &format!("scale {dep}"),
-                            || {
-                                deps.patch_scale(
-                                    &dep,
-                                    &PatchParams::default(),
-                                    &Patch::Merge(
-                                        serde_json::json!({"spec": {"replicas": replicas}}),
-                                    ),
-                                )
-                            },
+                            || deps.patch_scale(&dep, &pp, &patch),
                             |_| false,
                         )
                         .await;
@@ -239,6 +235,12 @@ fn twenty_clients_and_a_kill_9_end_consistent() {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
+        // Started again once it is gone, as a supervisor would.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         let name = lab.name.clone();
         let bin = netlab_bin.clone();
         tokio::task::spawn_blocking(move || {
