@@ -96,7 +96,7 @@ fn dnat_targets(lab: &Lab, node: &str) -> BTreeSet<String> {
         "netlab",
     ]);
     rules
-        .split(|c| c == ',' || c == '{' || c == '}')
+        .split([',', '{', '}'])
         .filter_map(|piece| piece.split_once(" : "))
         .filter_map(|(_, t)| t.trim().strip_suffix(" . 80").map(String::from))
         .collect()
