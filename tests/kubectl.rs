@@ -291,3 +291,56 @@ fn watch_follows_changes() {
     }
     lab.down_clean();
 }
+
+/// Server-side apply keeps field ownership: after `kubectl scale` took
+/// `.spec.replicas`, applying the old count again is a conflict kubectl
+/// prints as kube-apiserver words it, `--force-conflicts` takes the field
+/// back, and `--show-managed-fields` shows who owns what.
+#[test]
+fn server_side_apply_owns_fields_and_conflicts() {
+    let lab = Lab::up("kubectl-ssa", &lab_doc(2));
+    let k = KUBECTLS[0];
+    let run = lab.dir.path().join("run-my-nginx.yaml");
+    std::fs::write(&run, lab_file("run-my-nginx.yaml")).unwrap();
+    let file = run.to_str().unwrap();
+    let out = lab.kubectl_ok(k, &["apply", "--server-side", "-f", file]);
+    assert_eq!(out.trim(), "deployment.apps/my-nginx serverside-applied");
+    lab.kubectl_ok(k, &["scale", "deployment", "my-nginx", "--replicas=3"]);
+    let out = lab.kubectl(k, &["apply", "--server-side", "-f", file]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Apply failed with 1 conflict: conflict with \"kubectl")
+            && err.contains(".spec.replicas"),
+        "{err}"
+    );
+    assert_eq!(lab.pods().len(), 3, "the conflict changed nothing");
+    let out = lab.kubectl_ok(
+        k,
+        &["apply", "--server-side", "--force-conflicts", "-f", file],
+    );
+    assert_eq!(out.trim(), "deployment.apps/my-nginx serverside-applied");
+    let yaml = lab.kubectl_ok(
+        k,
+        &[
+            "get",
+            "deployment",
+            "my-nginx",
+            "-o",
+            "yaml",
+            "--show-managed-fields",
+        ],
+    );
+    for want in [
+        "manager: kubectl",
+        "operation: Apply",
+        "f:replicas: {}",
+        "fieldsType: FieldsV1",
+    ] {
+        assert!(yaml.contains(want), "{want:?} not in:\n{yaml}");
+    }
+    wait_for("two pods again", std::time::Duration::from_secs(20), || {
+        lab.pods().len() == 2
+    });
+    lab.down_clean();
+}

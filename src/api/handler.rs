@@ -90,7 +90,17 @@ async fn serve(
         _ if caller.is_none() => return Err(refuse(req, ApiError::unauthorized()).await),
         _ => {}
     }
-    let q = request::query(req.uri().query());
+    let mut q = request::query(req.uri().query());
+    if !q.contains_key("fieldManager") {
+        // kube-apiserver's default manager: the User-Agent up to its '/'.
+        let agent = req
+            .headers()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        let manager = agent.split('/').next().unwrap_or("unknown").trim();
+        q.insert("fieldManager".into(), manager.to_string());
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let content_type = req

@@ -8,10 +8,12 @@ use super::request::Target;
 use super::resources::Resource;
 use super::status::ApiError;
 use crate::cluster::gc::Propagation;
+use crate::cluster::managed;
 use crate::cluster::objects::{self, Mode, ObjectError};
 use crate::cluster::patch::{self, PatchType};
 use crate::controller::{converge, ControllerError};
 use crate::store::ObjectStore;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -51,6 +53,37 @@ fn stored(store: &ObjectStore, r: &Resource, target: &objects::Target) -> Result
     objects::get_json(&snap.state, target)
         .map(|v| with_type(r, v))
         .map_err(|e| object_error(r, target.name, e))
+}
+
+/// The manager a write is recorded under: its `fieldManager` (the API's
+/// handler fills it in from the User-Agent when the client sent none).
+fn field_manager(q: &HashMap<String, String>) -> String {
+    q.get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// An object's managedFields.
+fn entries(v: Option<&Value>) -> Vec<ManagedFieldsEntry> {
+    v.and_then(|v| serde_json::from_value(v["metadata"]["managedFields"].clone()).ok())
+        .unwrap_or_default()
+}
+
+/// kube-apiserver's 409 for an apply that would change others' fields.
+fn apply_conflicts(r: &Resource, name: &str, conflicts: &[managed::Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| {
+            json!({"reason": "FieldManagerConflict",
+                   "message": format!("conflict with {:?} using {}", c.manager, c.api_version),
+                   "field": managed::display(&c.path)})
+        })
+        .collect();
+    ApiError {
+        details: json!({"name": name, "group": r.group, "kind": r.plural, "causes": causes}),
+        ..ApiError::new(409, "Conflict", managed::conflict_message(conflicts))
+    }
 }
 
 /// kube-apiserver's answer to an update based on an old resourceVersion.
@@ -292,9 +325,30 @@ impl Writer<'_> {
             namespace: &ns,
             name: &name,
         };
+        // Who owns which fields: an apply conflicts with other managers'
+        // fields it would change (unless forced); a create owns what it set.
+        let now = chrono::Utc::now();
+        let manager = field_manager(q);
+        let live = stored(self.store, r, &target).ok();
+        let owners = match (mode, &live) {
+            (Mode::Apply, _) => managed::apply(
+                &entries(live.as_ref()),
+                live.as_ref(),
+                &obj,
+                &manager,
+                &r.group_version(),
+                super::request::flag(q, "force"),
+                now,
+            )
+            .map_err(|c| apply_conflicts(r, &name, &c))?,
+            (_, _) => managed::update(&[], None, &obj, &manager, &r.group_version(), None, now),
+        };
         let created = converge::change(self.lab, self.store, |st| {
-            let lines = objects::apply(st, &spec, mode, chrono::Utc::now(), &mut rand::rng())
+            let lines = objects::apply(st, &spec, mode, now, &mut rand::rng())
                 .map_err(|e| ControllerError::Object(e.to_string()))?;
+            if let Some(m) = objects::meta_mut(st, &target) {
+                m.managed_fields = Some(owners);
+            }
             Ok(lines.iter().any(|l| l.ends_with(" created")))
         })
         .await
@@ -387,6 +441,7 @@ impl Writer<'_> {
         // A strict refusal found under the lab's lock, kept apart from the
         // Invalid answers the store's own errors become.
         let mut refused = None;
+        let manager = field_manager(q);
         let out = converge::change(self.lab, self.store, |st| {
             let now = chrono::Utc::now();
             let err = |m: String| ControllerError::Object(m);
@@ -406,6 +461,18 @@ impl Writer<'_> {
                     .map_err(|e| err(e.to_string()))?;
                 }
                 let after = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
+                let owners = managed::update(
+                    &entries(Some(&before)),
+                    Some(&before),
+                    &after,
+                    &manager,
+                    &r.group_version(),
+                    Some("scale"),
+                    now,
+                );
+                if let Some(m) = objects::meta_mut(st, &target) {
+                    m.managed_fields = Some(owners);
+                }
                 return Ok(scale_of(&after));
             }
             let mut value = before.clone();
@@ -438,8 +505,20 @@ impl Writer<'_> {
                 return objects::get_json(st, &target).map_err(|e| err(e.to_string()));
             }
             if value != before {
+                let owners = managed::update(
+                    &entries(Some(&before)),
+                    Some(&before),
+                    &value,
+                    &manager,
+                    &r.group_version(),
+                    None,
+                    now,
+                );
                 objects::update_json(st, &target, value, "patched", now, &mut rand::rng())
                     .map_err(|e| err(e.to_string()))?;
+                if let Some(m) = objects::meta_mut(st, &target) {
+                    m.managed_fields = Some(owners);
+                }
             }
             objects::get_json(st, &target).map_err(|e| err(e.to_string()))
         })

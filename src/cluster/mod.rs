@@ -11,6 +11,7 @@ pub mod gc;
 pub mod host_network;
 pub mod ipam;
 pub mod loadbalancer;
+pub mod managed;
 pub mod names;
 pub mod objects;
 pub mod patch;

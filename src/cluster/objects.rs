@@ -603,6 +603,30 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
     Ok(value.expect("objects serialize"))
 }
 
+/// The metadata of a stored object, to change what only the API server
+/// sets (its managedFields).
+pub fn meta_mut<'a>(st: &'a mut ClusterState, target: &Target<'_>) -> Option<&'a mut ObjectMeta> {
+    fn find<'a, T: k8s_openapi::Metadata<Ty = ObjectMeta>>(
+        list: &'a mut [T],
+        ns: &str,
+        name: &str,
+    ) -> Option<&'a mut ObjectMeta> {
+        list.iter_mut()
+            .map(|x| x.metadata_mut())
+            .find(|m| m.name.as_deref() == Some(name) && namespace(m) == ns)
+    }
+    let (ns, name) = (target.namespace, target.name);
+    match target.kind {
+        "service" => find(&mut st.services, ns, name),
+        "deployment" => find(&mut st.deployments, ns, name),
+        "pod" => find(&mut st.pods, ns, name),
+        "replicaset" => find(&mut st.replica_sets, ns, name),
+        "secret" => find(&mut st.secrets, ns, name),
+        "configmap" => find(&mut st.config_maps, ns, name),
+        _ => None,
+    }
+}
+
 /// Puts an edited or patched object back: the API server's update, with
 /// the same validation as `apply`. `verb` is kubectl's ("patched",
 /// "edited"); an update that changes nothing says "(no change)".
