@@ -115,7 +115,7 @@ fn markdown(fig: &Figures) -> String {
         m,
         "Measured in one run of `scripts/bench.sh` on {} ({} cores, {}, kernel {}), commit {}. \
          Every baseline was measured in the same run on the same machine. \
-         Load average at the start of each part: pod network {:.2}, proxy {:.2}, data path {:.2}, scale {:.2}.\n",
+         Load average at the start of each part: pod network {:.2}, proxy {:.2}, data path {:.2}, scale {:.2}, API {:.2}.\n",
         sh("date -u +'%Y-%m-%d %H:%M UTC'"),
         sh("nproc"),
         sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'"),
@@ -125,6 +125,7 @@ fn markdown(fig: &Figures) -> String {
         fig.f("proxy.load").unwrap_or(f64::NAN),
         fig.f("datapath.load").unwrap_or(f64::NAN),
         fig.f("scale.load").unwrap_or(f64::NAN),
+        fig.f("api.load").unwrap_or(f64::NAN),
     )
     .unwrap();
     writeln!(m, "![chart](report.svg)\n").unwrap();
@@ -470,6 +471,9 @@ fn markdown(fig: &Figures) -> String {
         writeln!(m, "Not measured in this run.\n").unwrap();
     }
 
+    // 6. The Kubernetes API.
+    api_section(fig, &mut m, &mut targets);
+
     let mut head = String::new();
     writeln!(head, "## Targets\n").unwrap();
     writeln!(head, "| target | measured | |").unwrap();
@@ -673,4 +677,166 @@ fn chart(fig: &Figures, path: &std::path::Path) {
         .unwrap();
     }
     root.present().unwrap();
+}
+
+/// Section 6: the lab's Kubernetes API and its baselines.
+fn api_section(fig: &Figures, m: &mut String, targets: &mut Vec<(String, String, &'static str)>) {
+    writeln!(m, "## 6. The Kubernetes API\n").unwrap();
+    let Some(pods) = fig.f("api.pods") else {
+        writeln!(m, "Not measured in this run.\n").unwrap();
+        return;
+    };
+    writeln!(
+        m,
+        "A lab of {pods} busybox httpd pods (one Deployment, 2 nodes), up in {}. A kube-rs client \
+         from `netlab kubeconfig` (with TCP_NODELAY, as client-go's) on one kept-alive HTTPS \
+         connection; GET and LIST are raw requests (the body read whole, not decoded); {} GETs, \
+         {} per LIST, {} per write, after a warm-up. Watch delivery: a watch on one ConfigMap is \
+         open while it is merge patched; the time from the PATCH's response to the MODIFIED \
+         event of that resourceVersion (0 when the event came first: {} of {}), and from the \
+         request's start. A write is answered after the lab's process committed it (the \
+         event goes out then) and converged the host to it (`converge::change`, under the \
+         lab's lock): the writes' times are mostly that step, and an event before its \
+         answer is the rule.\n",
+        secs(fig.f("api.up")),
+        fig.f("api.rounds").unwrap_or(0.0),
+        fig.f("api.list_rounds").unwrap_or(0.0),
+        fig.f("api.write_rounds").unwrap_or(0.0),
+        fig.f("api.watch.before_ack").unwrap_or(0.0),
+        fig.f("api.write_rounds").unwrap_or(0.0),
+    )
+    .unwrap();
+    writeln!(m, "| operation | p50 | p99 |").unwrap();
+    writeln!(m, "|---|---:|---:|").unwrap();
+    let kib = |k: &str| {
+        fig.f(k)
+            .map(|b| format!(" ({:.0} KiB)", b / 1024.0))
+            .unwrap_or_default()
+    };
+    for (key, what) in [
+        ("api.get", "GET one pod".to_string()),
+        (
+            "api.list.json",
+            format!("LIST {pods} pods, JSON{}", kib("api.list.json.bytes")),
+        ),
+        (
+            "api.list.table",
+            format!("LIST {pods} pods, Table{}", kib("api.list.table.bytes")),
+        ),
+        ("api.create", "CREATE a ConfigMap".into()),
+        ("api.patch", "PATCH (merge) a ConfigMap".into()),
+        ("api.delete", "DELETE a ConfigMap".into()),
+        (
+            "api.watch",
+            "watch delivery: write acknowledged → event".into(),
+        ),
+        (
+            "api.watch.from_request",
+            "watch delivery: write sent → event".into(),
+        ),
+    ] {
+        writeln!(
+            m,
+            "| {what} | {} | {} |",
+            secs(fig.f(&format!("{key}.p50"))),
+            secs(fig.f(&format!("{key}.p99")))
+        )
+        .unwrap();
+    }
+    let table = fig.f("api.list.table.p50");
+    let kubectl = fig.f("api.kubectl_get_pods");
+    let netlab = fig.f("api.netlab_get_pods");
+    writeln!(
+        m,
+        "\nBaselines in the same run. As processes (median, warm; the in-process LIST as a \
+         Table is the request they make):\n\n\
+         | command | time | ÷ LIST as a Table in-process |\n|---|---:|---:|\n\
+         | `kubectl get pods` (`/usr/bin/kubectl`, standalone kubeconfig) | {} | {} |\n\
+         | `netlab get pods` | {} | {} |\n\n\
+         `kubectl get pods` ÷ `netlab get pods`: {}.\n",
+        secs(kubectl),
+        ratio(kubectl, table),
+        secs(netlab),
+        ratio(netlab, table),
+        ratio(kubectl, netlab),
+    )
+    .unwrap();
+    let (new, old) = (
+        fig.f("api.store.commit.p50"),
+        fig.f("api.oldfile.persist.p50"),
+    );
+    writeln!(
+        m,
+        "One object changed (an annotation of a pod) in the lab's state of {} objects, \
+         in-process, interleaved, in one directory under `/run`: the redb store's `commit` \
+         (diff by hash, one durable transaction) against the whole-file store it replaced \
+         (`ClusterState` as pretty JSON, {}, to a 0600 temp file renamed over `state.json`, \
+         as `ClusterState::persist` did before b5f329a; no fsync).\n\n\
+         | store | p50 | p99 |\n|---|---:|---:|\n\
+         | redb store, `commit` | {} | {} |\n\
+         | whole file, `persist` | {} | {} |\n\
+         | whole file, read and parse (every verb did it first) | {} | {} |\n\n\
+         Whole-file persist ÷ store commit: {} (median).\n",
+        fig.f("api.store.objects").unwrap_or(0.0),
+        mib(fig.f("api.oldfile.bytes")),
+        secs(new),
+        secs(fig.f("api.store.commit.p99")),
+        secs(old),
+        secs(fig.f("api.oldfile.persist.p99")),
+        secs(fig.f("api.oldfile.load.p50")),
+        secs(fig.f("api.oldfile.load.p99")),
+        ratio(old, new),
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "The lab's process: VmRSS {} after `up`, {} after the run; peak (VmHWM) {}. \
+         `down` {}; left behind: {}.\n",
+        mib(fig.f("api.rss_up")),
+        mib(fig.f("api.rss_end")),
+        mib(fig.f("api.hwm")),
+        secs(fig.f("api.down")),
+        match fig.f("api.leftovers") {
+            Some(0.0) => "nothing".to_string(),
+            Some(n) => format!("{n} objects"),
+            None => "—".into(),
+        }
+    )
+    .unwrap();
+    let at = if pods == 1000.0 {
+        String::new()
+    } else {
+        format!(" (measured at {pods} pods)")
+    };
+    if let Some(g) = fig.f("api.get.p99") {
+        targets.push((
+            format!("API: GET one pod p99 < 2 ms{at}"),
+            secs(Some(g)),
+            verdict(Some(g < 0.002)),
+        ));
+    }
+    if let Some(t) = table {
+        targets.push((
+            format!("API: LIST 1 000 pods as a Table < 50 ms (median){at}"),
+            format!(
+                "{} (p99 {})",
+                secs(Some(t)),
+                secs(fig.f("api.list.table.p99"))
+            ),
+            verdict(Some(t < 0.050)),
+        ));
+    }
+    if let Some(w) = fig.f("api.watch.p99") {
+        targets.push((
+            format!("API: watch delivery p99 < 5 ms{at}"),
+            format!(
+                "{} ({} of {} events before the write's answer; write sent → event p99 {})",
+                secs(Some(w)),
+                fig.f("api.watch.before_ack").unwrap_or(0.0),
+                fig.f("api.write_rounds").unwrap_or(0.0),
+                secs(fig.f("api.watch.from_request.p99"))
+            ),
+            verdict(Some(w < 0.005)),
+        ));
+    }
 }

@@ -14,7 +14,11 @@
 # services, connect latency, linear chain), datapath (iperf3 and TCP round
 # trips: clusterIP, pod to pod, bare veth), convergence (endpoint
 # convergence in a small lab), scale (a lab of 1 000 pods and 10 000
-# services: up, serving, convergence, controller memory, down, leftovers).
+# services: up, serving, convergence, controller memory, down, leftovers),
+# api (the lab's Kubernetes API at 1 000 pods over HTTPS: GET, LIST as JSON
+# and as a Table, CREATE/PATCH/DELETE, watch delivery, the lab process's
+# memory; baselines: kubectl and netlab get pods as processes, the store's
+# commit against the whole-file store it replaced).
 # Environment knobs are described at the top of each benches/*.rs.
 #
 # Needs root. Installs what is missing with apt (containernetworking-plugins,
@@ -37,20 +41,20 @@ parts=()
 for a in "$@"; do
 	case $a in
 	--quick) quick=1 ;;
-	podnet | proxy | datapath | convergence | scale) parts+=("$a") ;;
+	podnet | proxy | datapath | convergence | scale | api) parts+=("$a") ;;
 	-h | --help)
-		sed -n '2,24p' "$0"
+		sed -n '2,28p' "$0"
 		exit 0
 		;;
 	*)
-		echo "unknown argument $a (parts: podnet proxy datapath convergence scale; --quick)" >&2
+		echo "unknown argument $a (parts: podnet proxy datapath convergence scale api; --quick)" >&2
 		exit 2
 		;;
 	esac
 done
 full=0
 if [[ ${#parts[@]} -eq 0 ]]; then
-	parts=(podnet proxy datapath convergence scale)
+	parts=(podnet proxy datapath convergence scale api)
 	full=1
 fi
 
@@ -67,9 +71,13 @@ if [[ ${#need[@]} -gt 0 ]]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||
 		{ apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null; }
 fi
+if [[ " ${parts[*]} " == *" api "* && ! -x /usr/bin/kubectl ]]; then
+	echo "the api part measures /usr/bin/kubectl, which is missing (install kubectl, or leave out api)" >&2
+	exit 1
+fi
 command -v cargo >/dev/null || { echo "cargo is missing (a Rust toolchain 1.85+ is needed)" >&2; exit 1; }
 
-# Images come from the local registry (datapath, convergence, scale).
+# Images come from the local registry (datapath, convergence, scale, api).
 if ! curl -fsS -m 2 http://127.0.0.1:5000/v2/radial/busyboxplus/tags/list >/dev/null 2>&1; then
 	scripts/registry.sh start >/dev/null 2>&1 || true
 	if ! curl -fsS -m 2 http://127.0.0.1:5000/v2/radial/busyboxplus/tags/list >/dev/null 2>&1; then
@@ -87,6 +95,7 @@ if [[ $quick -eq 1 ]]; then
 	export NETLAB_BENCH_SCALE_PODS=${NETLAB_BENCH_SCALE_PODS:-40}
 	export NETLAB_BENCH_SCALE_SERVICES=${NETLAB_BENCH_SCALE_SERVICES:-200}
 	export NETLAB_BENCH_SCALE_DELETES=${NETLAB_BENCH_SCALE_DELETES:-4}
+	export NETLAB_BENCH_API_PODS=${NETLAB_BENCH_API_PODS:-50}
 fi
 
 export NETLAB_BENCH_DIR=$REPO/bench/results

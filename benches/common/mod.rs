@@ -181,3 +181,63 @@ pub fn timed(cmd: &mut std::process::Command) -> Duration {
     run(cmd);
     t.elapsed()
 }
+
+/// What a lab left on the host after `down`: its namespaces,
+/// `/run/netlab/<lab>`, mounts, cgroups, nft tables, and any of `pids`
+/// still alive (zombies are dead). Empty when it left nothing.
+pub fn leftovers(lab: &str, pids: &[u32]) -> Vec<String> {
+    let mut left = std::collections::BTreeSet::new();
+    let prefix = netlab::paths::netns_prefix(lab);
+    left.extend(netlab::net::NetNs::list(&prefix));
+    let lab_dir = netlab::paths::lab_dir(lab);
+    if lab_dir.exists() {
+        left.insert(lab_dir.display().to_string());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(&prefix) || l.contains(&format!("{}/", lab_dir.display())))
+            .map(str::to_string),
+    );
+    let cgroup = netlab::paths::cgroup_parent(lab);
+    for entry in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = entry.path().join(&cgroup);
+        if p.exists() {
+            left.insert(p.display().to_string());
+        }
+    }
+    let top = std::path::Path::new("/sys/fs/cgroup").join(&cgroup);
+    if top.exists() {
+        left.insert(top.display().to_string());
+    }
+    if let Ok(out) = std::process::Command::new("nft")
+        .args(["list", "tables"])
+        .output()
+    {
+        left.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(lab))
+                .map(|l| format!("nft {l}")),
+        );
+    }
+    for pid in pids {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.trim_start().chars().next())
+            })
+            .is_some_and(|st| st != 'Z' && st != 'X');
+        if alive {
+            left.insert(format!("process {pid}"));
+        }
+    }
+    left.into_iter().collect()
+}
