@@ -22,11 +22,7 @@ const CLIENTS: usize = 20;
 const ROUNDS: usize = 6;
 
 async fn client(kubeconfig: &str) -> kube::Client {
-    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).expect("netlab kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("a kube config");
-    kube::Client::try_from(config).expect("a kube client")
+    kube_client(kubeconfig).await
 }
 
 fn config_map(name: &str) -> ConfigMap {

@@ -14,12 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 async fn client(lab: &Lab) -> kube::Client {
-    let text = lab.ok(&["kubeconfig"]);
-    let kc = kube::config::Kubeconfig::from_yaml(&text).expect("netlab kubeconfig parses");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("a kube config");
-    kube::Client::try_from(config).expect("a kube client")
+    kube_client(&lab.ok(&["kubeconfig"])).await
 }
 
 fn config_map(name: &str, value: &str) -> ConfigMap {

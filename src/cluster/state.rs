@@ -91,15 +91,7 @@ impl ClusterState {
             config,
             created: now,
             nodes,
-            deployments: Vec::new(),
-            replica_sets: Vec::new(),
-            pods: Vec::new(),
-            services: Vec::new(),
-            endpoints: Vec::new(),
-            endpoint_slices: Vec::new(),
-            events: Vec::new(),
-            secrets: Vec::new(),
-            config_maps: Vec::new(),
+            ..ClusterState::empty()
         };
         for p in &spec.pods {
             let mut pod = p.object.clone();

@@ -623,3 +623,13 @@ pub fn rt() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// A kube-rs client from a kubeconfig's text (`netlab kubeconfig`), each
+/// with its own connection.
+pub async fn kube_client(kubeconfig: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::from_yaml(kubeconfig).expect("netlab kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("a kube config");
+    kube::Client::try_from(config).expect("a kube client")
+}
