@@ -17,8 +17,9 @@
 //!   watch cache.
 //!
 //! The controllers still edit a whole `ClusterState` and commit it: the
-//! store finds what changed by comparing each object's serialization with
-//! the one it holds (by hash), so unchanged objects keep their revision.
+//! store finds what changed by comparing each object with the one it
+//! holds (as a typed value, else by the hash of its serialization), so
+//! unchanged objects keep their revision.
 
 use crate::cluster::{state, ClusterState};
 use crate::lab::LabConfig;
@@ -160,13 +161,17 @@ macro_rules! collections {
     }};
 }
 
-/// The store's key of an object.
-pub fn key(plural: &str, meta: &ObjectMeta) -> String {
-    let ns = if plural == "nodes" {
+fn namespace_of<'a>(plural: &str, meta: &'a ObjectMeta) -> &'a str {
+    if plural == "nodes" {
         ""
     } else {
         state::namespace(meta)
-    };
+    }
+}
+
+/// The store's key of an object.
+pub fn key(plural: &str, meta: &ObjectMeta) -> String {
+    let ns = namespace_of(plural, meta);
     format!("{plural}/{ns}/{}", meta.name.as_deref().unwrap_or_default())
 }
 
@@ -327,13 +332,31 @@ impl ObjectStore {
         // (key, plural, change, entry, JSON with the resourceVersion)
         let mut writes: Vec<(String, &'static str, Change, Entry, Vec<u8>)> = Vec::new();
         let mut seen: HashSet<String> = HashSet::with_capacity(inner.index.len());
+        // The state last committed: an object equal to its stored self
+        // (compared as typed values, far cheaper than serializing) is
+        // unchanged; the others are judged by their serialization's hash.
+        let prev = self.snapshot();
         macro_rules! diff {
             ($st:expr, $field:ident, $plural:expr) => {
+                let before: HashMap<String, _> = prev
+                    .state
+                    .$field
+                    .iter()
+                    .map(|x| (key($plural, &x.metadata), x))
+                    .collect();
                 for o in $st.$field.iter_mut() {
                     let k = key($plural, &o.metadata);
                     if !seen.insert(k.clone()) {
                         tracing::warn!(key = %k, "store: two objects with one name; the second is not stored");
                         continue;
+                    }
+                    let old = before.get(&k);
+                    if let (Some(e), Some(old)) = (inner.index.get(&k), old) {
+                        let mine = o.metadata.resource_version.replace(e.modified.to_string());
+                        if **old == *o {
+                            continue;
+                        }
+                        o.metadata.resource_version = mine;
                     }
                     let bytes = without_rv(o);
                     let h = hash(&bytes);
