@@ -77,17 +77,7 @@ fn lab_yaml(pods: usize) -> String {
 
 /// (VmRSS, VmHWM) in bytes of a process.
 fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    common::memory(&pid.to_string())
 }
 
 fn ms(d: Duration) -> String {

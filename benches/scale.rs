@@ -63,17 +63,7 @@ fn lab_yaml(pods: usize, services: usize) -> String {
 
 /// (VmRSS, VmHWM) in bytes of a process.
 fn memory(pid: &str) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    common::memory(pid)
 }
 
 /// Follows a proxy state file (JSON lines, appended per change, sometimes

@@ -241,3 +241,18 @@ pub fn leftovers(lab: &str, pids: &[u32]) -> Vec<String> {
     }
     left.into_iter().collect()
 }
+
+/// (VmRSS, VmHWM) in bytes of a process (0 when it is gone).
+pub fn memory(pid: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
