@@ -211,13 +211,17 @@ fn tutorial_writes_with_kubectl() {
     assert_eq!(out.trim(), "deployment.apps/my-nginx created");
     let again = lab.kubectl_ok(k, &["apply", "-f", run.to_str().unwrap()]);
     assert_eq!(again.trim(), "deployment.apps/my-nginx unchanged");
+    // Writes are answered once stored; the pods follow, as in Kubernetes.
+    let out = lab.kubectl_ok(k, &["rollout", "status", "deployment/my-nginx"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
     let out = lab.kubectl_ok(k, &["expose", "deployment/my-nginx"]);
     assert_eq!(out.trim(), "service/my-nginx exposed");
     let ip = cluster_ip(&lab, "my-nginx");
-    let page = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+    let page = curl_eventually(&lab, "node/node-1", &format!("http://{ip}/"));
     assert!(page.contains("Welcome to nginx"), "{page}");
     let out = lab.kubectl_ok(k, &["scale", "deployment", "my-nginx", "--replicas=3"]);
     assert_eq!(out.trim(), "deployment.apps/my-nginx scaled");
+    lab.kubectl_ok(k, &["rollout", "status", "deployment/my-nginx"]);
     assert_eq!(lab.pods().len(), 3);
     let dup = lab.kubectl(k, &["create", "-f", run.to_str().unwrap()]);
     assert!(
@@ -244,7 +248,9 @@ fn tutorial_writes_with_kubectl() {
         "{out}"
     );
     assert!(out.contains("service \"my-nginx\" deleted"), "{out}");
-    assert!(lab.pods().is_empty());
+    wait_for("the pods to go", std::time::Duration::from_secs(10), || {
+        lab.pods().is_empty()
+    });
     lab.down_clean();
 }
 
@@ -342,5 +348,70 @@ fn server_side_apply_owns_fields_and_conflicts() {
     wait_for("two pods again", std::time::Duration::from_secs(20), || {
         lab.pods().len() == 2
     });
+    lab.down_clean();
+}
+
+/// A write is answered once stored, as kube-apiserver answers, while the
+/// lab's process is still busy with the last one (here: a pod whose server
+/// takes 3 s to listen), and the process's work does not undo writes made
+/// meanwhile. On the old path each write waited for the pods it made to
+/// serve, and the next write waited behind it.
+#[test]
+fn writes_are_answered_before_the_lab_follows() {
+    let lab = Lab::up("kubectl-async", &lab_doc(1));
+    let k = KUBECTLS[0];
+    let slow = lab.dir.path().join("slow.yaml");
+    std::fs::write(
+        &slow,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\n  labels: {app: slow}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: radial/busyboxplus:curl\n    command: [\"sh\", \"-c\", \"sleep 3; mkdir -p /www && echo slow > /www/index.html && exec httpd -f -p 80 -h /www\"]\n    ports:\n    - containerPort: 80\n",
+    )
+    .unwrap();
+    let ready = |lab: &Lab| {
+        lab.kubectl_ok(
+            k,
+            &[
+                "get",
+                "pod",
+                "slow",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        )
+        .trim()
+            == "True"
+    };
+    let out = lab.kubectl_ok(k, &["apply", "-f", slow.to_str().unwrap()]);
+    assert_eq!(out.trim(), "pod/slow created");
+    assert!(!ready(&lab), "apply waited for the pod to serve");
+    // While the process waits for the pod to serve: a write, answered.
+    let out = lab.kubectl_ok(
+        k,
+        &["create", "configmap", "meanwhile", "--from-literal=a=b"],
+    );
+    assert_eq!(out.trim(), "configmap/meanwhile created");
+    lab.kubectl_ok(k, &["label", "pod", "slow", "during=start"]);
+    assert!(!ready(&lab), "the write waited for the pod to serve");
+    let out = lab.kubectl_ok(
+        k,
+        &["wait", "--for=condition=Ready", "pod/slow", "--timeout=30s"],
+    );
+    assert!(out.contains("condition met"), "{out}");
+    // What was written meanwhile survived the process's commit.
+    let got = lab.kubectl_ok(
+        k,
+        &["get", "configmap", "meanwhile", "-o", "jsonpath={.data.a}"],
+    );
+    assert_eq!(got.trim(), "b");
+    let got = lab.kubectl_ok(
+        k,
+        &[
+            "get",
+            "pod",
+            "slow",
+            "-o",
+            "jsonpath={.metadata.labels.during}",
+        ],
+    );
+    assert_eq!(got.trim(), "start");
     lab.down_clean();
 }

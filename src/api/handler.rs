@@ -24,8 +24,10 @@ pub struct Ctx {
     /// `host:port` as clients reach it (for `/api`'s serverAddress).
     pub server_address: String,
     pub store: crate::store::ObjectStore,
-    /// Writes go to the lab's process's main loop, one at a time.
+    /// Writes go to the one task that makes them, one at a time.
     pub writer: tokio::sync::mpsc::Sender<writes::Request>,
+    /// How far the lab's control loop has got.
+    pub settled: tokio::sync::watch::Receiver<crate::controller::settled::Settled>,
 }
 
 /// A response body: whole, or a stream (watches).
@@ -66,6 +68,32 @@ pub async fn handle(req: Request<Incoming>, ctx: &Ctx, caller: Option<Caller>) -
     resp
 }
 
+/// netlab's own: waits until the lab's control loop has acted on every
+/// change up to `revision` (default: the store's now), at most
+/// `timeoutSeconds` (default 120); answers the errors it met on the way.
+async fn settled(query: Option<&str>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
+    let q = request::query(query);
+    let number = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
+    let revision = number("revision").unwrap_or_else(|| ctx.store.snapshot().revision);
+    let timeout = std::time::Duration::from_secs(number("timeoutSeconds").unwrap_or(120));
+    let mut rx = ctx.settled.clone();
+    match crate::controller::settled::wait(&mut rx, revision, timeout).await {
+        Some(errors) => Ok(json(
+            200,
+            JSON,
+            &serde_json::json!({"revision": revision, "errors": errors}),
+        )),
+        None => Err(ApiError::new(
+            504,
+            "Timeout",
+            format!(
+                "the lab's process has not acted on revision {revision} after {}s",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
 async fn serve(
     req: Request<Incoming>,
     ctx: &Ctx,
@@ -77,6 +105,9 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if req.uri().path() == crate::controller::settled::PATH && caller.is_some() {
+        return settled(req.uri().query(), ctx).await;
+    }
     // Both an unknown path and an unknown resource are kube-apiserver's 404.
     let route = match request::route(req.uri().path()) {
         Ok(r) => r,

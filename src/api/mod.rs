@@ -18,9 +18,9 @@
 //!   protobuf messages `/openapi/v2` is served in
 //!
 //! Reads and watches come from the lab's object store (`crate::store`),
-//! which the lab's process owns; writes are handed to that process's main
-//! loop, which makes them with the pure edits of `cluster::objects` and
-//! one convergence step.
+//! which the lab's process owns; writes are made one at a time by one task
+//! with the pure edits of `cluster::objects`, committed, and answered; the
+//! process's control loop converges the host afterwards.
 
 pub mod discovery;
 pub mod handler;
@@ -84,20 +84,33 @@ fn lab_pki(lab: &str, config: Option<&crate::lab::LabConfig>) -> std::io::Result
 /// It also serves inside the lab, on the dc namespace's LAN address, port
 /// 6443, where the `kubernetes` Service leads pods (a warning, not a
 /// failure, when that socket cannot be opened).
-/// The writes arrive on the returned channel: the caller (the lab's
-/// process) runs each with `writes::execute` and sends back the answer.
+/// Writes are made one at a time, in the order they came, by one task
+/// (`writes::execute`), each committed before it is answered.
+/// `settled` is how far the lab's control loop has got (served at
+/// `controller::settled::PATH` for netlab's verbs).
 pub async fn start(
     lab: &str,
     store: crate::store::ObjectStore,
-) -> std::io::Result<(SocketAddr, tokio::sync::mpsc::Receiver<writes::Request>)> {
+    settled: tokio::sync::watch::Receiver<crate::controller::settled::Settled>,
+) -> std::io::Result<SocketAddr> {
     let config = Some(store.snapshot().state.config.clone()).filter(|c| !c.name.is_empty());
     let pki = lab_pki(lab, config.as_ref())?;
-    let (writer, writes) = tokio::sync::mpsc::channel(64);
+    let (writer, mut writes) = tokio::sync::mpsc::channel::<writes::Request>(64);
+    {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(w) = writes.recv().await {
+                let answer = writes::execute(&store, w.op).await;
+                let _ = w.reply.send(answer);
+            }
+        });
+    }
     let ctx = |server_address: String| handler::Ctx {
         lab: lab.to_string(),
         server_address,
         store: store.clone(),
         writer: writer.clone(),
+        settled: settled.clone(),
     };
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let before = address(lab).filter(|a| a.ip().is_loopback());
@@ -122,7 +135,7 @@ pub async fn start(
     let tmp = file.with_extension("tmp");
     std::fs::write(&tmp, bound.to_string())?;
     std::fs::rename(&tmp, &file)?;
-    Ok((bound, writes))
+    Ok(bound)
 }
 
 /// The socket pods reach the API on: in the lab's dc namespace.

@@ -1,8 +1,8 @@
 //! Writes: create (POST), replace (PUT), patch (PATCH: strategic merge,
 //! merge, JSON patch; `scale`), delete (DELETE). Each is the same pure edit
-//! of the object store netlab's verbs make (`cluster::objects`), under the
-//! lab's lock, followed by one convergence step (`converge::change`); the
-//! answer is the object as stored, as kube-apiserver answers.
+//! of the object store netlab's verbs make (`cluster::objects`), committed
+//! to the store before the answer (the object as stored, as
+//! kube-apiserver answers); the lab's control loops converge afterwards.
 
 use super::request::Target;
 use super::resources::Resource;
@@ -11,7 +11,8 @@ use crate::cluster::gc::Propagation;
 use crate::cluster::managed;
 use crate::cluster::objects::{self, Mode, ObjectError};
 use crate::cluster::patch::{self, PatchType};
-use crate::controller::{converge, ControllerError};
+use crate::cluster::ClusterState;
+use crate::controller::ControllerError;
 use crate::store::ObjectStore;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use serde_json::{json, Value};
@@ -32,8 +33,8 @@ pub struct Request {
 }
 
 /// Runs one write.
-pub async fn execute(lab: &str, store: &ObjectStore, op: Op) -> Result<(u16, Value), ApiError> {
-    let w = Writer { lab, store };
+pub async fn execute(store: &ObjectStore, op: Op) -> Result<(u16, Value), ApiError> {
+    let w = Writer { store };
     match op {
         Op::Create(t, q, obj) => w.admit(&t, &q, obj, Mode::Create).await,
         Op::Update(t, q, edit) => w.update(&t, &q, edit).await,
@@ -43,8 +44,26 @@ pub async fn execute(lab: &str, store: &ObjectStore, op: Op) -> Result<(u16, Val
 
 /// The lab's process making writes to its store.
 struct Writer<'a> {
-    lab: &'a str,
     store: &'a ObjectStore,
+}
+
+impl Writer<'_> {
+    /// A write: `f` edits the latest state, the workload controllers
+    /// record what it calls for (a Deployment's ReplicaSet and its pods,
+    /// placed and addressed, so that a process killed right after still
+    /// knows them), and it is committed: acknowledged. The lab's control
+    /// loops make the host match afterwards (`controller::daemon`), as
+    /// the kubelet and kube-proxy follow kube-apiserver.
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&mut ClusterState) -> Result<T, ControllerError>,
+    ) -> Result<T, ControllerError> {
+        self.store.update(|st| {
+            let out = f(st)?;
+            st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
+            Ok(out)
+        })
+    }
 }
 
 /// The object as stored (with its new resourceVersion).
@@ -343,16 +362,16 @@ impl Writer<'_> {
             .map_err(|c| apply_conflicts(r, &name, &c))?,
             (_, _) => managed::update(&[], None, &obj, &manager, &r.group_version(), None, now),
         };
-        let created = converge::change(self.lab, self.store, |st| {
-            let lines = objects::apply(st, &spec, mode, now, &mut rand::rng())
-                .map_err(|e| ControllerError::Object(e.to_string()))?;
-            if let Some(m) = objects::meta_mut(st, &target) {
-                m.managed_fields = Some(owners);
-            }
-            Ok(lines.iter().any(|l| l.ends_with(" created")))
-        })
-        .await
-        .map_err(|e| controller_error(r, &name, e))?;
+        let created = self
+            .change(|st| {
+                let lines = objects::apply(st, &spec, mode, now, &mut rand::rng())
+                    .map_err(|e| ControllerError::Object(e.to_string()))?;
+                if let Some(m) = objects::meta_mut(st, &target) {
+                    m.managed_fields = Some(owners);
+                }
+                Ok(lines.iter().any(|l| l.ends_with(" created")))
+            })
+            .map_err(|e| controller_error(r, &name, e))?;
         let out = stored(self.store, r, &target)?;
         Ok((if created { 201 } else { 200 }, out))
     }
@@ -442,92 +461,92 @@ impl Writer<'_> {
         // Invalid answers the store's own errors become.
         let mut refused = None;
         let manager = field_manager(q);
-        let out = converge::change(self.lab, self.store, |st| {
-            let now = chrono::Utc::now();
-            let err = |m: String| ControllerError::Object(m);
-            let before = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
-            if scale {
-                let mut s = scale_of(&before);
-                edit.apply(&mut s).map_err(err)?;
-                let replicas = s["spec"]["replicas"]
-                    .as_i64()
-                    .ok_or_else(|| err("spec.replicas: Required value".into()))?;
-                if !dry {
-                    if kind == "replicaset" {
-                        objects::scale_replica_set(st, &ns, &name, replicas as i32)
-                    } else {
-                        objects::scale(st, &ns, &name, replicas as i32, now, &mut rand::rng())
+        let out = self
+            .change(|st| {
+                let now = chrono::Utc::now();
+                let err = |m: String| ControllerError::Object(m);
+                let before = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
+                if scale {
+                    let mut s = scale_of(&before);
+                    edit.apply(&mut s).map_err(err)?;
+                    let replicas = s["spec"]["replicas"]
+                        .as_i64()
+                        .ok_or_else(|| err("spec.replicas: Required value".into()))?;
+                    if !dry {
+                        if kind == "replicaset" {
+                            objects::scale_replica_set(st, &ns, &name, replicas as i32)
+                        } else {
+                            objects::scale(st, &ns, &name, replicas as i32, now, &mut rand::rng())
+                        }
+                        .map_err(|e| err(e.to_string()))?;
                     }
-                    .map_err(|e| err(e.to_string()))?;
+                    let after = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
+                    let owners = managed::update(
+                        &entries(Some(&before)),
+                        Some(&before),
+                        &after,
+                        &manager,
+                        &r.group_version(),
+                        Some("scale"),
+                        now,
+                    );
+                    if let Some(m) = objects::meta_mut(st, &target) {
+                        m.managed_fields = Some(owners);
+                    }
+                    return Ok(scale_of(&after));
                 }
-                let after = objects::get_json(st, &target).map_err(|e| err(e.to_string()))?;
-                let owners = managed::update(
-                    &entries(Some(&before)),
-                    Some(&before),
-                    &after,
-                    &manager,
-                    &r.group_version(),
-                    Some("scale"),
-                    now,
-                );
-                if let Some(m) = objects::meta_mut(st, &target) {
-                    m.managed_fields = Some(owners);
+                let mut value = before.clone();
+                edit.apply(&mut value).map_err(err)?;
+                // Optimistic concurrency: an update that names a resourceVersion
+                // is based on that version, and refused if the object moved on.
+                let based_on = value["metadata"]["resourceVersion"].as_str().unwrap_or("");
+                if !based_on.is_empty() && based_on != before["metadata"]["resourceVersion"] {
+                    refused = Some(conflict(r, &name));
+                    return Err(err("conflict".into()));
                 }
-                return Ok(scale_of(&after));
-            }
-            let mut value = before.clone();
-            edit.apply(&mut value).map_err(err)?;
-            // Optimistic concurrency: an update that names a resourceVersion
-            // is based on that version, and refused if the object moved on.
-            let based_on = value["metadata"]["resourceVersion"].as_str().unwrap_or("");
-            if !based_on.is_empty() && based_on != before["metadata"]["resourceVersion"] {
-                refused = Some(conflict(r, &name));
-                return Err(err("conflict".into()));
-            }
-            if let Err(e) = strict(r, q, &value) {
-                let why = e.message.clone();
-                refused = Some(e);
-                return Err(err(why));
-            }
-            if dry {
-                return Ok(value);
-            }
-            if status {
-                // What the kubelet reports: only the status changes.
-                let s = serde_json::from_value(value["status"].clone())
-                    .map_err(|e| err(format!("status: {e}")))?;
-                if let Some(p) = st.pods.iter_mut().find(|p| {
-                    p.metadata.name.as_deref() == Some(name.as_str())
-                        && crate::cluster::state::namespace(&p.metadata) == ns
-                }) {
-                    p.status = Some(s);
+                if let Err(e) = strict(r, q, &value) {
+                    let why = e.message.clone();
+                    refused = Some(e);
+                    return Err(err(why));
                 }
-                return objects::get_json(st, &target).map_err(|e| err(e.to_string()));
-            }
-            if value != before {
-                let owners = managed::update(
-                    &entries(Some(&before)),
-                    Some(&before),
-                    &value,
-                    &manager,
-                    &r.group_version(),
-                    None,
-                    now,
-                );
-                objects::update_json(st, &target, value, "patched", now, &mut rand::rng())
-                    .map_err(|e| err(e.to_string()))?;
-                if let Some(m) = objects::meta_mut(st, &target) {
-                    m.managed_fields = Some(owners);
+                if dry {
+                    return Ok(value);
                 }
-            }
-            objects::get_json(st, &target).map_err(|e| err(e.to_string()))
-        })
-        .await
-        .map_err(|e| {
-            refused
-                .take()
-                .unwrap_or_else(|| controller_error(r, &name, e))
-        })?;
+                if status {
+                    // What the kubelet reports: only the status changes.
+                    let s = serde_json::from_value(value["status"].clone())
+                        .map_err(|e| err(format!("status: {e}")))?;
+                    if let Some(p) = st.pods.iter_mut().find(|p| {
+                        p.metadata.name.as_deref() == Some(name.as_str())
+                            && crate::cluster::state::namespace(&p.metadata) == ns
+                    }) {
+                        p.status = Some(s);
+                    }
+                    return objects::get_json(st, &target).map_err(|e| err(e.to_string()));
+                }
+                if value != before {
+                    let owners = managed::update(
+                        &entries(Some(&before)),
+                        Some(&before),
+                        &value,
+                        &manager,
+                        &r.group_version(),
+                        None,
+                        now,
+                    );
+                    objects::update_json(st, &target, value, "patched", now, &mut rand::rng())
+                        .map_err(|e| err(e.to_string()))?;
+                    if let Some(m) = objects::meta_mut(st, &target) {
+                        m.managed_fields = Some(owners);
+                    }
+                }
+                objects::get_json(st, &target).map_err(|e| err(e.to_string()))
+            })
+            .map_err(|e| {
+                refused
+                    .take()
+                    .unwrap_or_else(|| controller_error(r, &name, e))
+            })?;
         if dry {
             return Ok((200, if scale { out } else { with_type(r, out) }));
         }
@@ -631,11 +650,10 @@ impl Writer<'_> {
             };
             stored(self.store, r, &snapshot_target)?;
         } else {
-            converge::change(self.lab, self.store, |st| {
+            self.change(|st| {
                 objects::delete_with(st, kind, &ns, &name, propagation, chrono::Utc::now())
                     .map_err(|e| ControllerError::Object(e.to_string()))
             })
-            .await
             .map_err(|e| controller_error(r, &name, e))?;
         }
         Ok((

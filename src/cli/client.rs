@@ -145,8 +145,41 @@ impl Client {
         body: &Value,
     ) -> Result<Value, ApiFailure> {
         let bytes = serde_json::to_vec(body).expect("JSON serializes");
-        self.request(method, path, Some(content_type), JSON, bytes)
-            .await
+        let out = self
+            .request(method, path, Some(content_type), JSON, bytes)
+            .await?;
+        if !path.contains("dryRun=") {
+            let revision = out["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            self.settle(revision).await?;
+        }
+        Ok(out)
+    }
+
+    /// Waits until the lab's process has acted on a write (its pods
+    /// started or stopped, rules synced): netlab's verbs return then, as
+    /// they always did, where kubectl's return at once. Its errors (a pod
+    /// that does not serve) are the verb's.
+    pub async fn settle(&self, revision: &str) -> Result<(), ApiFailure> {
+        let path = format!(
+            "{}{}",
+            crate::controller::settled::PATH,
+            query(&[("revision", revision)])
+        );
+        let out = self.get(&path, JSON).await?;
+        let errors: Vec<&str> = out["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(ApiFailure {
+            code: 500,
+            reason: "InternalError".into(),
+            message: errors.join("\n"),
+        })
     }
 }
 

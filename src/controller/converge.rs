@@ -1,12 +1,11 @@
-//! Changes to a running lab: one level-based step that makes the host match
-//! the cluster state (start pending pods, remove deleted ones, recompute
+//! The lab's process making the host match the state after a change: one
+//! level-based step (start pending pods, remove deleted ones, recompute
 //! Endpoints, sync every node's service rules), under the lab's lock.
 
 use super::{pods, proxier, ControllerError};
 use crate::cluster::ClusterState;
 use crate::paths;
 use crate::runtime::{Progress, Runc, Store};
-use crate::store::ObjectStore;
 use k8s_openapi::api::core::v1::Pod;
 use std::fs::File;
 use std::time::Duration;
@@ -27,33 +26,6 @@ impl LabLock {
             .map_err(|(_, e)| ControllerError::io(&path, e.into()))?;
         Ok(LabLock { _file: file })
     }
-}
-
-/// Lets `change` edit a copy of the lab's state under its lock, commits
-/// it (the write is acknowledged from here on), converges the host to it
-/// and commits again. Called by the lab's process only: it owns the store.
-pub async fn change<T>(
-    lab: &str,
-    store: &ObjectStore,
-    change: impl FnOnce(&mut ClusterState) -> Result<T, ControllerError>,
-) -> Result<T, ControllerError> {
-    let t = std::time::Instant::now();
-    let _lock = LabLock::acquire(lab)?;
-    tracing::debug!(
-        lab,
-        waited_ms = t.elapsed().as_millis() as u64,
-        "lab lock acquired"
-    );
-    let mut st = store.state();
-    let out = change(&mut st)?;
-    // Record what will be created before creating it: if this process is
-    // killed partway, the pods it was starting are in the store with their
-    // addresses, and the next process finishes them (see orphans.rs).
-    st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
-    store.commit(&mut st)?;
-    let result = converge(lab, &mut st).await;
-    store.commit(&mut st)?;
-    result.map(|_| out)
 }
 
 /// One step towards the state: pods first (so Endpoints see them), then

@@ -5,10 +5,14 @@
 //! back-off, and takes a dead pod out of the Services' endpoints on every
 //! node until it runs again.
 //!
-//! It holds no state of its own: everything is in the lab's state file and
-//! runc's state, read under the lab's lock on every step. So `kill -9` of the
-//! controller disturbs no pod, and a new controller adopts the running
-//! containers without restarting them.
+//! It owns the lab: it holds the store and serves the API (whose writes
+//! are committed and acknowledged at once), and its loop makes the host
+//! follow, woken by commits, container deaths and timers. A step works on
+//! a copy of the state ([`crate::store::Working`]) while writes go on, and
+//! commits over them. Nothing else of the lab's is kept in memory but
+//! probe trackers: everything is in the store and runc's state, so `kill
+//! -9` of the process disturbs no pod, and a new process adopts the
+//! running containers without restarting them.
 
 use super::{liveness, pods, probes, proxier, ControllerError};
 use crate::cluster::{events, state, ClusterState};
@@ -22,6 +26,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
@@ -132,45 +137,64 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
     let store = crate::store::ObjectStore::open(lab)?;
-    let mut writes = match crate::api::start(lab, store.clone()).await {
-        Ok((addr, writes)) => {
-            tracing::info!(lab, %addr, "serving the Kubernetes API");
-            writes
-        }
-        Err(e) => {
-            tracing::warn!(lab, error = %e, "the Kubernetes API could not start");
-            tokio::sync::mpsc::channel(1).1
-        }
-    };
+    let progress = super::settled::Progress::default();
+    match crate::api::start(lab, store.clone(), progress.subscribe()).await {
+        Ok(addr) => tracing::info!(lab, %addr, "serving the Kubernetes API"),
+        Err(e) => tracing::warn!(lab, error = %e, "the Kubernetes API could not start"),
+    }
     let mut probes = Probes::default();
     let mut dns = super::dns::DnsServers::start(&store);
     let mut speaker = super::lb::Speaker::default();
     spawn_log_rotation(lab);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ControllerError::io(&lock_path, e))?;
+    // Commits by the API's writes wake the loop; so do the loop's own,
+    // which it marks seen (below) so as not to wake itself.
+    let mut changes = store.subscribe();
+    // The state the last whole step left the host matching.
+    let mut converged: Option<Arc<ClusterState>> = None;
     loop {
         if !crate::store::exists(lab) {
             tracing::info!(lab, "the lab is gone; controller exits");
             return Ok(());
         }
         probes.run_due(lab, &store).await;
-        let pids = match step(lab, &store, &mut probes, &mut dns, &mut speaker).await {
+        let begun = changes.borrow_and_update().revision;
+        let pids = match step(
+            lab,
+            &store,
+            &mut probes,
+            &mut dns,
+            &mut speaker,
+            &mut converged,
+        )
+        .await
+        {
             Ok(Some(p)) => p,
-            Ok(None) => continue, // something died meanwhile: look again now
+            Ok(None) => {
+                // Something changed or died meanwhile: look again now.
+                progress.reached(begun);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(lab, error = %e, "controller step failed");
+                progress.failed(begun, e.to_string());
                 Vec::new()
             }
         };
+        // What the loop committed itself is seen; a write after it is not.
+        let latest = changes.borrow_and_update().clone();
+        match &converged {
+            Some(c) if Arc::ptr_eq(c, &latest.state) => progress.reached(latest.revision),
+            _ => {
+                progress.reached(begun);
+                continue;
+            }
+        }
         tokio::select! {
             _ = any_exits(pids) => {}
             _ = tokio::time::sleep(RESYNC) => {}
-            // A write from the API: made here, in the one loop that changes
-            // the lab, then the next step follows at once.
-            Some(w) = writes.recv() => {
-                let answer = crate::api::writes::execute(lab, &store, w.op).await;
-                let _ = w.reply.send(answer);
-            }
+            _ = changes.changed() => {}
             _ = term.recv() => {
                 tracing::info!(lab, "controller stopping");
                 let _ = std::fs::remove_file(pid_file(lab));
@@ -386,9 +410,15 @@ pub async fn step(
     probes: &mut Probes,
     dns: &mut super::dns::DnsServers,
     speaker: &mut super::lb::Speaker,
+    converged: &mut Option<Arc<ClusterState>>,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
-    let mut st = store.state();
+    let mut st = store.begin();
+    // Changed since the last whole step (by the API's writes): endpoints,
+    // addresses and rules are brought up to date.
+    let dirty = !converged
+        .as_ref()
+        .is_some_and(|c| Arc::ptr_eq(c, st.base()));
     let runc = Runc::new(&paths::runc_root(lab));
     // A verb killed partway leaves pods recorded but not started (or being
     // removed): the lock is free again, so nobody else finishes them.
@@ -405,7 +435,7 @@ pub async fn step(
             .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
     {
         // Only statuses or ReplicaSets changed: nothing to start or stop.
-        store.commit(&mut st)?;
+        store.commit_working(&mut st)?;
     }
     if placed
         || st
@@ -418,7 +448,7 @@ pub async fn step(
             "starting or stopping pods (recorded by a verb, or by the workload controllers)"
         );
         let result = super::converge::converge(lab, &mut st).await;
-        store.commit(&mut st)?;
+        store.commit_working(&mut st)?;
         result?;
         return Ok(None);
     }
@@ -436,7 +466,7 @@ pub async fn step(
         .map(|c| (c.id.clone(), c.pid))
         .collect();
     let now = Utc::now();
-    let mut changed = probes.record_events(&mut st, now);
+    let mut changed = probes.record_events(&mut st, now) | dirty;
     let images = Store::new(&paths::data_dir());
     let registries = super::images::registries(&st.config)?;
     // Two passes: first every death is noticed and the dead pods leave the
@@ -447,7 +477,7 @@ pub async fn step(
             st.refresh_deployment_status();
             st.refresh_endpoints();
             proxier::sync_all(lab, &st).await?;
-            store.commit(&mut st)?;
+            store.commit_working(&mut st)?;
         }
         for i in 0..st.pods.len() {
             let pod = &st.pods[i];
@@ -655,8 +685,12 @@ pub async fn step(
         changed = true;
     }
     if changed {
-        store.commit(&mut st)?;
+        store.commit_working(&mut st)?;
     }
+    if st.saw_others() {
+        return Ok(None); // what they changed is not acted on yet
+    }
+    *converged = Some(st.base().clone());
     // What runs now, to watch. A container the store believes running but
     // runc does not (it died after this step looked) must not be left out
     // of the watch set unnoticed: then the caller looks again at once.

@@ -1,10 +1,13 @@
 //! The `controller` layer: turns the cluster state into kernel objects and
 //! containers (`up`), removes them (`down`), and observes what runs.
 //!
-//! The verbs that change a lab converge it themselves (`converge.rs`); the
-//! per-lab controller process (`daemon.rs`) keeps converging after `up`
-//! returns: restarts, readiness, endpoints, the cluster DNS (`dns.rs`),
-//! LoadBalancer addresses and their announcements (`lb.rs`).
+//! `up` brings the lab up and starts its process (`daemon.rs`), which owns
+//! it from then on: it serves the API, whose writes are committed to the
+//! store and acknowledged, and its control loop makes the host follow
+//! (`converge.rs`: pods started and stopped; restarts, readiness,
+//! endpoints and rules, the cluster DNS (`dns.rs`), LoadBalancer addresses
+//! and their announcements (`lb.rs`)), reporting how far it got
+//! (`settled.rs`).
 
 pub mod converge;
 pub mod daemon;
@@ -17,6 +20,7 @@ pub mod orphans;
 pub mod pods;
 pub mod probes;
 pub mod proxier;
+pub mod settled;
 pub mod up;
 
 pub use down::{down, DownReport};

@@ -327,7 +327,50 @@ impl ObjectStore {
     /// is written in one durable transaction. Returns the store's revision.
     pub fn commit(&self, st: &mut ClusterState) -> Result<u64, StoreError> {
         let mut inner = self.inner.lock().expect("store lock");
-        let inner = &mut *inner;
+        self.commit_locked(&mut inner, st)
+    }
+
+    /// A change made on the latest state (read and committed under the
+    /// store's lock, so no other commit comes between): what an API write
+    /// is. `f`'s error leaves the store as it was.
+    pub fn update<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut ClusterState) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut inner = self.inner.lock().expect("store lock");
+        let mut st = (*self.snapshot().state).clone();
+        let out = f(&mut st)?;
+        self.commit_locked(&mut inner, &mut st)?;
+        Ok(out)
+    }
+
+    /// A working copy of the state now, for a control loop (see [`Working`]).
+    pub fn begin(&self) -> Working {
+        let base = self.snapshot().state.clone();
+        Working {
+            st: (*base).clone(),
+            base,
+            others: false,
+        }
+    }
+
+    /// Commits a working copy over what others committed since it began
+    /// (or was last committed): see [`merge`]. Afterwards `w` holds the
+    /// state as committed.
+    pub fn commit_working(&self, w: &mut Working) -> Result<u64, StoreError> {
+        let mut inner = self.inner.lock().expect("store lock");
+        let now = self.snapshot().state.clone();
+        if !Arc::ptr_eq(&now, &w.base) {
+            w.others = true;
+            let ours = std::mem::replace(&mut w.st, ClusterState::empty());
+            w.st = merge(&w.base, ours, &now);
+        }
+        let revision = self.commit_locked(&mut inner, &mut w.st)?;
+        w.base = self.snapshot().state.clone();
+        Ok(revision)
+    }
+
+    fn commit_locked(&self, inner: &mut Inner, st: &mut ClusterState) -> Result<u64, StoreError> {
         let mut revision = inner.revision;
         // (key, plural, change, entry, JSON with the resourceVersion)
         let mut writes: Vec<(String, &'static str, Change, Entry, Vec<u8>)> = Vec::new();
@@ -479,6 +522,151 @@ impl ObjectStore {
         self.publish(st.clone(), revision);
         Ok(revision)
     }
+}
+
+/// A control loop's copy of the state: begun from a snapshot, edited for
+/// as long as the loop's work takes (starting containers, syncing rules)
+/// while API writes go on committing, then committed over them with
+/// [`ObjectStore::commit_working`].
+pub struct Working {
+    base: Arc<ClusterState>,
+    st: ClusterState,
+    others: bool,
+}
+
+impl Working {
+    /// Whether others committed since this copy began (what they changed
+    /// is in it now, but the loop's work did not see it).
+    pub fn saw_others(&self) -> bool {
+        self.others
+    }
+
+    /// The state this copy was begun from or last committed as.
+    pub fn base(&self) -> &Arc<ClusterState> {
+        &self.base
+    }
+}
+
+impl std::ops::Deref for Working {
+    type Target = ClusterState;
+    fn deref(&self) -> &ClusterState {
+        &self.st
+    }
+}
+
+impl std::ops::DerefMut for Working {
+    fn deref_mut(&mut self) -> &mut ClusterState {
+        &mut self.st
+    }
+}
+
+/// A three-way merge of a control loop's state (`ours`, begun from `base`)
+/// with what was committed meanwhile (`theirs`), object by object:
+/// - what only one side changed, added or removed, that side decides;
+/// - a removal on either side wins over a change on the other (a pod the
+///   kubelet removed after its deletion, a Service a client deleted);
+/// - an object both changed is merged by its top-level fields (and the
+///   fields of its metadata): where both changed one, the client's wins,
+///   except `status`, which the control loops own (as the status
+///   subresource divides them in Kubernetes).
+///
+/// Level-based loops look again at the result, so a change one side lost
+/// is made again at their next step.
+pub fn merge(base: &ClusterState, mut ours: ClusterState, theirs: &ClusterState) -> ClusterState {
+    let mut out = theirs.clone();
+    macro_rules! each {
+        ($st:expr, $field:ident, $plural:expr) => {
+            out.$field = merge_list(
+                $plural,
+                &base.$field,
+                std::mem::take(&mut ours.$field),
+                &theirs.$field,
+            );
+        };
+    }
+    collections!(each, ());
+    out
+}
+
+fn merge_list<T>(plural: &str, base: &[T], ours: Vec<T>, theirs: &[T]) -> Vec<T>
+where
+    T: Clone + PartialEq + Serialize + DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let base: HashMap<String, &T> = base
+        .iter()
+        .map(|o| (key(plural, o.metadata()), o))
+        .collect();
+    let mut order = Vec::with_capacity(ours.len());
+    let mut ours: HashMap<String, T> = ours
+        .into_iter()
+        .map(|o| {
+            let k = key(plural, o.metadata());
+            order.push(k.clone());
+            (k, o)
+        })
+        .collect();
+    let mut out = Vec::with_capacity(theirs.len() + 1);
+    for t in theirs {
+        let k = key(plural, t.metadata());
+        match (base.get(&k), ours.remove(&k)) {
+            // Theirs alone: added, or kept while ours left it alone.
+            (None, None) => out.push(t.clone()),
+            (Some(b), Some(o)) if o == **b => out.push(t.clone()),
+            (Some(b), Some(o)) if *t == **b => out.push(o),
+            (Some(b), Some(o)) => out.push(merge_object(b, o, t)),
+            // Both added one name: theirs, with our status.
+            (None, Some(o)) => out.push(merge_object(t, o, t)),
+            // We removed it: gone, whatever they did.
+            (Some(_), None) => {}
+        }
+    }
+    // What we added; what we kept that they removed stays removed.
+    for k in order {
+        if let Some(o) = ours.remove(&k) {
+            if !base.contains_key(&k) {
+                out.push(o);
+            }
+        }
+    }
+    out
+}
+
+/// An object both sides changed: field by field (see [`merge`]).
+fn merge_object<T: Serialize + DeserializeOwned + Clone>(base: &T, ours: T, theirs: &T) -> T {
+    let json = |o: &T| serde_json::to_value(o).expect("objects serialize");
+    let (b, o, mut t) = (json(base), json(&ours), json(theirs));
+    fn fields(b: &serde_json::Value, o: &serde_json::Value, t: &mut serde_json::Value, top: bool) {
+        let (Some(o), Some(t)) = (o.as_object(), t.as_object_mut()) else {
+            return;
+        };
+        let null = serde_json::Value::Null;
+        let mut keys: Vec<&String> = o.keys().collect();
+        if let Some(b) = b.as_object() {
+            keys.extend(b.keys().filter(|k| !o.contains_key(*k)));
+        }
+        for k in keys {
+            if k == "resourceVersion" {
+                continue;
+            }
+            let (bv, ov) = (b.get(k).unwrap_or(&null), o.get(k).unwrap_or(&null));
+            if ov == bv {
+                continue; // ours did not change it
+            }
+            let tv = t.get(k).cloned().unwrap_or(serde_json::Value::Null);
+            if top && k == "metadata" {
+                let mut merged = tv;
+                fields(bv, ov, &mut merged, false);
+                t.insert(k.clone(), merged);
+            } else if tv == *bv || (top && k == "status") {
+                match ov {
+                    serde_json::Value::Null => t.remove(k),
+                    v => t.insert(k.clone(), v.clone()),
+                };
+            }
+        }
+    }
+    fields(&b, &o, &mut t, true);
+    serde_json::from_value(t).unwrap_or_else(|_| theirs.clone())
 }
 
 fn plural_of(key: &str) -> Option<&'static str> {
@@ -731,5 +919,91 @@ mod tests {
             store.snapshot_at(r0).is_some(),
             "the last state is kept for paging"
         );
+    }
+
+    /// A control loop's long step and a client's write in between: both
+    /// land, and the loop learns that others wrote.
+    #[test]
+    fn a_working_copy_commits_over_writes_made_meanwhile() {
+        let (_dir, store, _) = lab_store("w");
+        let mut w = store.begin();
+        // The loop: a pod's status, a new pod, a removed pod.
+        let (a, gone) = (
+            w.pods[0].metadata.name.clone().unwrap(),
+            w.pods[1].metadata.name.clone().unwrap(),
+        );
+        w.pods[0].status.get_or_insert_with(Default::default).phase = Some("Running".into());
+        let mut new = w.pods[0].clone();
+        new.metadata.name = Some("new".into());
+        w.pods.push(new);
+        w.pods
+            .retain(|p| p.metadata.name.as_deref() != Some(gone.as_str()));
+        // Meanwhile a client: labels on the same pod, a Secret, and the
+        // removal of a Service.
+        store
+            .update(|st| {
+                let p = &mut st.pods[0];
+                p.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert("x".into(), "y".into());
+                p.status.get_or_insert_with(Default::default).phase = Some("Pending".into());
+                st.secrets.push(k8s_openapi::api::core::v1::Secret {
+                    metadata: ObjectMeta {
+                        name: Some("s".into()),
+                        namespace: Some("default".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                });
+                st.services.clear();
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        assert!(!w.saw_others());
+        store.commit_working(&mut w).unwrap();
+        assert!(w.saw_others());
+        let now = store.snapshot();
+        let pod = |n: &str| {
+            now.state
+                .pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(n))
+        };
+        let a = pod(&a).unwrap();
+        assert_eq!(
+            a.metadata.labels.as_ref().unwrap()["x"],
+            "y",
+            "the client's labels"
+        );
+        assert_eq!(
+            a.status.as_ref().unwrap().phase.as_deref(),
+            Some("Running"),
+            "the loop's status"
+        );
+        assert!(pod("new").is_some() && pod(&gone).is_none());
+        assert_eq!(now.state.secrets.len(), 1);
+        assert!(now.state.services.is_empty(), "a removal wins");
+        assert_eq!(*w.base(), now.state);
+        assert_eq!(**w.base(), *w);
+    }
+
+    #[test]
+    fn a_working_copy_without_writes_in_between_commits_as_it_is() {
+        let (_dir, store, _) = lab_store("v");
+        let mut w = store.begin();
+        w.pods.pop();
+        let want = (*w).clone();
+        store.commit_working(&mut w).unwrap();
+        assert!(!w.saw_others());
+        let mut got = (*store.snapshot().state).clone();
+        for p in got.pods.iter_mut() {
+            p.metadata.resource_version = None;
+        }
+        let mut want = want;
+        for p in want.pods.iter_mut() {
+            p.metadata.resource_version = None;
+        }
+        assert_eq!(got.pods, want.pods);
     }
 }

@@ -421,6 +421,24 @@ pub fn must_curl(lab: &Lab, from: &str, url: &str) -> String {
     body
 }
 
+/// The body of a curl that must succeed within 10 s: after a kubectl
+/// write, which returns once the object is stored, as kube-apiserver's
+/// does, while the lab's process (kube-proxy's twin) syncs the rules.
+pub fn curl_eventually(lab: &Lab, from: &str, url: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let (code, body) = curl(lab, from, url);
+        if code == 0 {
+            return body;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "curl {url} from {from} still fails (exit code {code}) after 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn svc_json(lab: &Lab, name: &str) -> serde_json::Value {
     serde_json::from_str(&lab.ok(&["get", "svc", name, "-o", "json"])).unwrap()
 }
