@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 pub const JSON: &str = "application/json";
 pub const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
 
+/// How long a verb waits for the lab's process to act on its write.
+const SETTLE: Duration = Duration::from_secs(120);
+
 pub struct Client {
     inner: kube::Client,
 }
@@ -150,7 +153,7 @@ impl Client {
             .await?;
         if !path.contains("dryRun=") {
             let revision = out["metadata"]["resourceVersion"].as_str().unwrap_or("");
-            self.settle(revision).await?;
+            self.settle(revision, SETTLE).await?;
         }
         Ok(out)
     }
@@ -159,11 +162,14 @@ impl Client {
     /// started or stopped, rules synced): netlab's verbs return then, as
     /// they always did, where kubectl's return at once. Its errors (a pod
     /// that does not serve) are the verb's.
-    pub async fn settle(&self, revision: &str) -> Result<(), ApiFailure> {
+    pub async fn settle(&self, revision: &str, timeout: Duration) -> Result<(), ApiFailure> {
         let path = format!(
             "{}{}",
             crate::controller::settled::PATH,
-            query(&[("revision", revision)])
+            query(&[
+                ("revision", revision),
+                ("timeoutSeconds", &timeout.as_secs().to_string())
+            ])
         );
         let out = self.get(&path, JSON).await?;
         let errors: Vec<&str> = out["errors"]

@@ -62,10 +62,26 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     let lab = &state.config.name;
     let t = std::time::Instant::now();
     let timeout = Duration::from_secs(args.timeout);
-    let api = add_context(lab, timeout).await?;
-    if state.config.dns.enabled {
-        if let Err(e) = wait_dns(lab, timeout).await {
-            // As any failure of `up`: nothing of the lab is left.
+    // The lab's process starts the pods: wait for them to serve (and for
+    // the cluster DNS's endpoints) through the API. As any failure of
+    // `up`, one here leaves nothing of the lab.
+    let ready = async {
+        let client = super::client::Client::connect(lab).await?;
+        client
+            .settle(&summary.revision.to_string(), timeout)
+            .await
+            .map_err(|f| anyhow::anyhow!("{}", f.message))?;
+        let containers = t.elapsed();
+        let api = add_context(lab, timeout).await?;
+        if state.config.dns.enabled {
+            wait_dns(lab, timeout).await?;
+        }
+        Ok::<_, anyhow::Error>((containers, api))
+    }
+    .await;
+    let (containers, api) = match ready {
+        Ok(r) => r,
+        Err(e) => {
             let _ = remove_context(lab);
             let report = controller::down(lab).await;
             for problem in report.errors {
@@ -73,12 +89,12 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
             }
             return Err(e);
         }
-    }
+    };
     eprintln!(
         "lab {lab} is up in {:.2}s (network {:.2}s, containers {:.2}s): {}, {} — kubectl context {:?} (API {})",
         (summary.total + t.elapsed()).as_secs_f64(),
         summary.network.as_secs_f64(),
-        summary.containers.as_secs_f64(),
+        containers.as_secs_f64(),
         plural(state.nodes.len(), "node"),
         plural(state.pods.len(), "pod"),
         kubeconfig::context_name(lab),

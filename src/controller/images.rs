@@ -152,12 +152,26 @@ pub fn for_container(outcomes: &Outcomes, c: &Container) -> Result<Ready, Failur
     }
 }
 
+/// Whether a pod's events say its image was pulled for it.
+fn pulled_before(st: &ClusterState, pod: &Pod, image: &str) -> bool {
+    let quoted = format!("Successfully pulled image \"{image}\"");
+    st.events.iter().any(|e| {
+        e.involved_object.kind.as_deref() == Some("Pod")
+            && e.involved_object.name == pod.metadata.name
+            && e.involved_object.namespace == pod.metadata.namespace
+            && e.message.as_deref().is_some_and(|m| m.starts_with(&quoted))
+    })
+}
+
 /// The kubelet's events for one container's image.
 pub fn record(st: &mut ClusterState, pod: &Pod, c: &Container, outcome: &Result<Ready, Failure>) {
     let who = events::involved("Pod", &pod.metadata);
     let image = c.image.clone().unwrap_or_default();
     let now = chrono::Utc::now();
     match outcome {
+        // Pulled for this pod already (by `up`, before the lab's process
+        // started it): that event stands.
+        Ok(Ready { pulled: None, .. }) if pulled_before(st, pod, &image) => {}
         Ok(Ready { pulled: None, .. }) => st.record(
             who,
             "Normal",

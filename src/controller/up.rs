@@ -1,6 +1,9 @@
-//! `netlab up`: validate everything, then build the network, then start the
-//! containers, then wait until every pod serves. Any failure after the first
-//! kernel object removes the whole lab again (`down`) before returning.
+//! `netlab up`: validate everything (images pulled), then record the
+//! planned state in the lab's store, build the network and the lab's disk,
+//! and start the lab's process, which starts the pods. Any failure after
+//! the first kernel object removes the whole lab again (`down`) before
+//! returning; the caller (`cli::lifecycle`) waits for the pods through the
+//! API, and removes the lab too when they do not serve.
 
 use super::{down, images, pods, ControllerError};
 use crate::cluster::{state, topology, ClusterState, HostInfo};
@@ -33,13 +36,13 @@ impl Default for UpOptions {
 
 #[derive(Debug)]
 pub struct UpSummary {
+    /// The state as planned (the pods not started yet).
     pub state: ClusterState,
+    /// The store's revision with that state: what to wait for.
+    pub revision: u64,
     pub network: Duration,
-    pub containers: Duration,
+    /// Until the lab's process was started.
     pub total: Duration,
-    /// Pods whose containers wait for their image (`pod/x: container c: ErrImagePull: …`);
-    /// the lab is up and the controller retries with back-off.
-    pub waiting: Vec<String>,
 }
 
 pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, ControllerError> {
@@ -101,6 +104,19 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
     phase("images", &start);
     let mut state = ClusterState::plan(&spec, &host, chrono::Utc::now(), &mut rand::rng())?;
     phase("planned", &start);
+    // The images were pulled for the planned pods: their events say so,
+    // as the kubelet's would (the lab's process starts them later).
+    for pod in state.pods.clone() {
+        if crate::cluster::dns::is_builtin(&pod) {
+            continue;
+        }
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            let outcome = images::for_container(&images, c);
+            if matches!(&outcome, Ok(r) if r.pulled.is_some()) {
+                images::record(&mut state, &pod, c, &outcome);
+            }
+        }
+    }
     let plan = net_plan(&state);
     plan.validate()?;
     let public = public_plan(&state);
@@ -152,37 +168,24 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         network?;
         phase("network and disk", &start);
         let network = t.elapsed();
-        let t = Instant::now();
-        let pids = pods::start_all(&lab, &mut state, &store, &images, &runc).await?;
-        phase("containers started", &start);
-        objects.commit(&mut state)?;
-        phase("state written", &start);
-        pods::wait_serving(&lab, &mut state, &pids, options.timeout).await?;
-        phase("containers serving", &start);
-        state.refresh_deployment_status();
-        state.refresh_endpoints();
-        phase("endpoints", &start);
-        super::proxier::sync_all(&lab, &state).await?;
-        phase("proxy rules", &start);
-        objects.commit(&mut state)?;
+        // The lab's process owns the lab from here on: it starts the pods
+        // (the one place pods start), waits for them to serve and syncs
+        // the rules; the caller waits for that through the API.
+        let revision = objects.snapshot().revision;
         drop(objects);
         drop(_lock);
         super::daemon::spawn(&lab)?;
         phase("controller started", &start);
-        Ok::<_, ControllerError>((network, t.elapsed()))
+        Ok::<_, ControllerError>((network, revision))
     }
     .await;
     match result {
-        Ok((network, containers)) => {
-            let waiting = waiting_for_images(&state);
-            Ok(UpSummary {
-                state,
-                network,
-                containers,
-                total: start.elapsed(),
-                waiting,
-            })
-        }
+        Ok((network, revision)) => Ok(UpSummary {
+            state,
+            revision,
+            network,
+            total: start.elapsed(),
+        }),
         Err(e) => {
             let leftovers = down::down(&lab).await;
             if leftovers.errors.is_empty() {
