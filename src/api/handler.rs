@@ -69,15 +69,17 @@ pub async fn handle(req: Request<Incoming>, ctx: &Ctx, caller: Option<Caller>) -
 }
 
 /// netlab's own: waits until the lab's control loop has acted on every
-/// change up to `revision` (default: the store's now), at most
-/// `timeoutSeconds` (default 120); answers the errors it met on the way.
+/// change up to `revision` (default: the store's now), and with `quiet`
+/// until no pod is being removed either, at most `timeoutSeconds`
+/// (default 120); answers the errors it met on the way.
 async fn settled(query: Option<&str>, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let q = request::query(query);
     let number = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
     let revision = number("revision").unwrap_or_else(|| ctx.store.snapshot().revision);
     let timeout = std::time::Duration::from_secs(number("timeoutSeconds").unwrap_or(120));
     let mut rx = ctx.settled.clone();
-    match crate::controller::settled::wait(&mut rx, revision, timeout).await {
+    let quiet = request::flag(&q, "quiet");
+    match crate::controller::settled::wait(&mut rx, revision, quiet, timeout).await {
         Some(errors) => Ok(json(
             200,
             JSON,

@@ -159,7 +159,7 @@ impl Client {
     }
 
     /// Waits until the lab's process has acted on a write (its pods
-    /// started or stopped, rules synced): netlab's verbs return then, as
+    /// started, or stopped and gone; rules synced): netlab's verbs return then, as
     /// they always did, where kubectl's return at once. Its errors (a pod
     /// that does not serve) are the verb's.
     pub async fn settle(&self, revision: &str, timeout: Duration) -> Result<(), ApiFailure> {
@@ -168,6 +168,7 @@ impl Client {
             crate::controller::settled::PATH,
             query(&[
                 ("revision", revision),
+                ("quiet", "true"),
                 ("timeoutSeconds", &timeout.as_secs().to_string())
             ])
         );

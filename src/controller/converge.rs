@@ -7,7 +7,9 @@ use crate::cluster::ClusterState;
 use crate::paths;
 use crate::runtime::{Progress, Runc, Store};
 use k8s_openapi::api::core::v1::Pod;
+use std::collections::HashSet;
 use std::fs::File;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// An exclusive lock on a lab: every command that changes it holds one, so
@@ -28,25 +30,104 @@ impl LabLock {
     }
 }
 
+/// A removal that ended: the pod's store key, and what went wrong.
+type Ended = (String, Vec<String>);
+
+/// Pods being stopped and removed in the background, by store key; the
+/// loop is woken when one is done.
+#[derive(Default)]
+pub struct Removals {
+    running: HashSet<String>,
+    done: Arc<Mutex<Vec<Ended>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl Removals {
+    fn key(p: &Pod) -> String {
+        crate::store::key("pods", &p.metadata)
+    }
+
+    /// Starts removing the pods not being removed yet; returns those.
+    pub fn start<'a>(&mut self, lab: &str, pods: &'a [Pod]) -> Vec<&'a Pod> {
+        let mut started = Vec::new();
+        for p in pods {
+            let key = Removals::key(p);
+            if !self.running.insert(key.clone()) {
+                continue;
+            }
+            tracing::debug!(lab, pod = %key, "removing");
+            let (lab, pod) = (lab.to_string(), p.clone());
+            let (done, wake) = (self.done.clone(), self.wake.clone());
+            tokio::spawn(async move {
+                let errors = pods::remove_pod(&lab, &pod).await;
+                done.lock().expect("removals").push((key, errors));
+                wake.notify_one();
+            });
+            started.push(p);
+        }
+        started
+    }
+
+    /// The removals that ended since the last call, with their errors.
+    pub fn finished(&mut self) -> Vec<Ended> {
+        let done = std::mem::take(&mut *self.done.lock().expect("removals"));
+        for (key, _) in &done {
+            self.running.remove(key);
+        }
+        done
+    }
+
+    /// Whether a pod's removal is under way (or ended, not yet collected).
+    pub fn busy_with(&self, p: &Pod) -> bool {
+        self.running.contains(&Removals::key(p))
+            && !self
+                .done
+                .lock()
+                .expect("removals")
+                .iter()
+                .any(|(k, _)| *k == Removals::key(p))
+    }
+
+    /// How many removals are under way.
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Resolves when a removal ends.
+    pub async fn ended(&self) {
+        self.wake.notified().await
+    }
+}
+
 /// One step towards the state: pods first (so Endpoints see them), then
 /// Endpoints, then the proxy rules on every node.
-pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), ControllerError> {
+pub async fn converge(
+    lab: &str,
+    st: &mut ClusterState,
+    removals: &mut Removals,
+) -> Result<(), ControllerError> {
     // Deployments first: a deleted pod of a Deployment is replaced (with a
     // new name and address), a changed template rolls its pods.
     st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
 
     // Pods marked for deletion: their endpoints leave the rules first (as
-    // Kubernetes removes a terminating pod from Endpoints), then they stop.
-    let doomed: Vec<Pod> = st
+    // Kubernetes removes a terminating pod from Endpoints), then they stop,
+    // in the background (a grace period may last 30 s); a pod leaves the
+    // store once its containers and network are gone.
+    if st
         .pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_some())
-        .cloned()
-        .collect();
-    if !doomed.is_empty() {
+        .any(|p| p.metadata.deletion_timestamp.is_some())
+    {
         st.refresh_endpoints();
         proxier::sync_all(lab, st).await?;
-        for p in &doomed {
+        let doomed: Vec<Pod> = st
+            .pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+            .cloned()
+            .collect();
+        for p in removals.start(lab, &doomed) {
             let who = crate::cluster::events::involved("Pod", &p.metadata);
             for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
                 st.record(
@@ -59,10 +140,17 @@ pub async fn converge(lab: &str, st: &mut ClusterState) -> Result<(), Controller
                 );
             }
         }
-        tracing::debug!(lab, pods = doomed.len(), "removing pods");
-        let removed = pods::remove_pods(lab, &doomed).await;
-        st.pods.retain(|p| p.metadata.deletion_timestamp.is_none());
-        removed?;
+        let mut errors = Vec::new();
+        for (key, e) in removals.finished() {
+            st.pods
+                .retain(|p| p.metadata.deletion_timestamp.is_none() || Removals::key(p) != key);
+            errors.extend(e);
+        }
+        if !errors.is_empty() {
+            return Err(ControllerError::Runtime {
+                message: errors.join("\n"),
+            });
+        }
     }
 
     // Pods no node could take (their hostPorts were taken): the pods

@@ -153,6 +153,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     let mut changes = store.subscribe();
     // The state the last whole step left the host matching.
     let mut converged: Option<Arc<ClusterState>> = None;
+    let mut removals = super::converge::Removals::default();
     loop {
         if !crate::store::exists(lab) {
             tracing::info!(lab, "the lab is gone; controller exits");
@@ -160,16 +161,18 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         }
         probes.run_due(lab, &store).await;
         let begun = changes.borrow_and_update().revision;
-        let pids = match step(
+        let outcome = step(
             lab,
             &store,
             &mut probes,
             &mut dns,
             &mut speaker,
             &mut converged,
+            &mut removals,
         )
-        .await
-        {
+        .await;
+        progress.removing(removals.running());
+        let pids = match outcome {
             Ok(Some(p)) => p,
             Ok(None) => {
                 // Something changed or died meanwhile: look again now.
@@ -195,6 +198,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             _ = any_exits(pids) => {}
             _ = tokio::time::sleep(RESYNC) => {}
             _ = changes.changed() => {}
+            _ = removals.ended() => {}
             _ = term.recv() => {
                 tracing::info!(lab, "controller stopping");
                 let _ = std::fs::remove_file(pid_file(lab));
@@ -411,6 +415,7 @@ pub async fn step(
     dns: &mut super::dns::DnsServers,
     speaker: &mut super::lb::Speaker,
     converged: &mut Option<Arc<ClusterState>>,
+    removals: &mut super::converge::Removals,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
     let mut st = store.begin();
@@ -428,26 +433,23 @@ pub async fn step(
     // The workload controllers: a rollout's next step once the pods of the
     // last one are ready, a ReplicaSet's pod that died for good replaced.
     let workloads = st.reconcile_workloads(Utc::now(), &mut rand::rng())?;
-    if workloads
-        && !st
-            .pods
-            .iter()
-            .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
-    {
+    // Pods to start, or to stop (unless their removal is under way).
+    let to_do = |st: &ClusterState| {
+        st.pods.iter().any(|p| {
+            pods::is_pending(p)
+                || (p.metadata.deletion_timestamp.is_some() && !removals.busy_with(p))
+        })
+    };
+    if workloads && !to_do(&st) {
         // Only statuses or ReplicaSets changed: nothing to start or stop.
         store.commit_working(&mut st)?;
     }
-    if placed
-        || st
-            .pods
-            .iter()
-            .any(|p| pods::is_pending(p) || p.metadata.deletion_timestamp.is_some())
-    {
+    if placed || to_do(&st) {
         tracing::info!(
             lab,
             "starting or stopping pods (recorded by a verb, or by the workload controllers)"
         );
-        let result = super::converge::converge(lab, &mut st).await;
+        let result = super::converge::converge(lab, &mut st, removals).await;
         store.commit_working(&mut st)?;
         result?;
         return Ok(None);

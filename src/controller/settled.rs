@@ -25,6 +25,8 @@ pub struct Settled {
     pub revision: u64,
     /// Recent steps that failed, with the revision each had begun from.
     pub errors: VecDeque<(u64, String)>,
+    /// Pods being stopped and removed in the background.
+    pub removing: usize,
 }
 
 /// The control loop's side.
@@ -54,6 +56,12 @@ impl Progress {
         });
     }
 
+    /// How many pods are being removed now.
+    pub fn removing(&self, n: usize) {
+        self.tx
+            .send_if_modified(|s| std::mem::replace(&mut s.removing, n) != n);
+    }
+
     /// A step that began from `revision` failed: what it could do is done,
     /// and the error is kept for those waiting on that revision.
     pub fn failed(&self, revision: u64, error: String) {
@@ -67,14 +75,20 @@ impl Progress {
     }
 }
 
-/// Waits until `revision` is settled; returns the errors of the steps that
-/// began from it or later (empty: all went well). None on timeout.
+/// Waits until `revision` is settled (and, with `quiet`, until no pod is
+/// being removed either); returns the errors of the steps that began from
+/// it or later (empty: all went well). None on timeout.
 pub async fn wait(
     rx: &mut watch::Receiver<Settled>,
     revision: u64,
+    quiet: bool,
     timeout: Duration,
 ) -> Option<Vec<String>> {
-    let done = tokio::time::timeout(timeout, rx.wait_for(|s| s.revision >= revision)).await;
+    let done = tokio::time::timeout(
+        timeout,
+        rx.wait_for(|s| s.revision >= revision && (!quiet || s.removing == 0)),
+    )
+    .await;
     let s = done.ok()?.ok()?;
     Some(
         s.errors
@@ -96,16 +110,28 @@ mod tests {
         p.failed(3, "old".into());
         p.reached(5);
         assert_eq!(
-            wait(&mut rx, 4, Duration::from_millis(10)).await,
+            wait(&mut rx, 4, false, Duration::from_millis(10)).await,
             Some(vec![])
         );
-        assert_eq!(wait(&mut rx, 6, Duration::from_millis(10)).await, None);
+        assert_eq!(
+            wait(&mut rx, 6, false, Duration::from_millis(10)).await,
+            None
+        );
         p.failed(6, "pod/x: not serving".into());
         assert_eq!(
-            wait(&mut rx, 6, Duration::from_millis(10)).await,
+            wait(&mut rx, 6, false, Duration::from_millis(10)).await,
             Some(vec!["pod/x: not serving".to_string()])
         );
         p.reached(4);
         assert_eq!(rx.borrow().revision, 6, "never goes back");
+        p.removing(1);
+        assert_eq!(
+            wait(&mut rx, 6, true, Duration::from_millis(10)).await,
+            None
+        );
+        p.removing(0);
+        assert!(wait(&mut rx, 6, true, Duration::from_millis(10))
+            .await
+            .is_some());
     }
 }

@@ -156,12 +156,23 @@ impl Runc {
         if !self.root.exists() {
             return Ok(Vec::new());
         }
-        let out = self
-            .command()
-            .args(["list", "--format", "json"])
-            .output()
-            .await
-            .map_err(|e| self.spawn_error("list", "", e))?;
+        let mut tries = 0;
+        let out = loop {
+            let out = self
+                .command()
+                .args(["list", "--format", "json"])
+                .output()
+                .await
+                .map_err(|e| self.spawn_error("list", "", e))?;
+            // A container deleted while runc reads the root (a pod being
+            // removed in the background) fails the whole list: read again.
+            let vanished =
+                String::from_utf8_lossy(&out.stderr).contains("no such file or directory");
+            tries += 1;
+            if out.status.success() || !vanished || tries == 5 {
+                break out;
+            }
+        };
         if !out.status.success() {
             return Err(self.failed(
                 "list",
