@@ -362,3 +362,59 @@ fn apply_changes_replicas_labels_ports_and_image() {
     assert_eq!(lab.pods().len(), 2);
     lab.down_clean();
 }
+
+/// A deleted pod's grace period holds up nothing else: while a pod whose
+/// process ignores SIGTERM (busybox httpd as PID 1) terminates for 8 s, it
+/// shows `Terminating`, its endpoint is gone at once, and a new pod starts
+/// and becomes ready. The lab's loop used to wait for the removal.
+#[test]
+fn a_terminating_pod_holds_up_nothing() {
+    let yaml = format!(
+        "{}apiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\n  labels: {{app: stubborn}}\nspec:\n  terminationGracePeriodSeconds: 8\n  containers:\n  - name: web\n    image: radial/busyboxplus:curl\n    command: [\"sh\", \"-c\", \"mkdir -p /www && exec httpd -f -p 80 -h /www\"]\n    ports:\n    - containerPort: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: stubborn\nspec:\n  selector: {{app: stubborn}}\n  ports:\n  - port: 80\n",
+        lab_doc(1)
+    );
+    let lab = Lab::up("terminating", &yaml);
+    let k = KUBECTLS[0];
+    let addresses = |lab: &Lab| {
+        lab.kubectl_ok(
+            k,
+            &[
+                "get",
+                "endpoints",
+                "stubborn",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    assert!(!addresses(&lab).is_empty());
+    let out = lab.kubectl_ok(k, &["delete", "pod", "stubborn", "--wait=false"]);
+    assert_eq!(out.trim(), "pod \"stubborn\" deleted");
+    let got = lab.kubectl_ok(k, &["get", "pod", "stubborn", "--no-headers"]);
+    assert!(got.contains("Terminating"), "{got}");
+    wait_for("the endpoint to go", Duration::from_secs(4), || {
+        addresses(&lab).is_empty()
+    });
+    let fresh = lab.dir.path().join("fresh.yaml");
+    std::fs::write(
+        &fresh,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fresh\nspec:\n  containers:\n  - name: c\n    image: radial/busyboxplus:curl\n    command: [sleep, \"3600\"]\n",
+    )
+    .unwrap();
+    lab.kubectl_ok(k, &["apply", "-f", fresh.to_str().unwrap()]);
+    let out = lab.kubectl_ok(
+        k,
+        &["wait", "--for=condition=Ready", "pod/fresh", "--timeout=5s"],
+    );
+    assert!(out.contains("condition met"), "{out}");
+    assert!(
+        lab.kubectl(k, &["get", "pod", "stubborn"]).status.success(),
+        "the new pod waited for the old one's grace period"
+    );
+    wait_for("the pod to be gone", Duration::from_secs(15), || {
+        !lab.kubectl(k, &["get", "pod", "stubborn"]).status.success()
+    });
+    lab.down_clean();
+}

@@ -30,72 +30,113 @@ impl LabLock {
     }
 }
 
-/// A removal that ended: the pod's store key, and what went wrong.
-type Ended = (String, Vec<String>);
+/// A task that ended: the store keys of its pods, and what went wrong.
+type Ended = (Vec<String>, Vec<String>);
 
-/// Pods being stopped and removed in the background, by store key; the
-/// loop is woken when one is done.
+/// Work on pods that goes on while the loop steps, by the pods' store
+/// keys; the loop is woken when a task ends.
 #[derive(Default)]
-pub struct Removals {
+pub struct Tasks {
     running: HashSet<String>,
     done: Arc<Mutex<Vec<Ended>>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
-impl Removals {
-    fn key(p: &Pod) -> String {
+impl Tasks {
+    /// A pod's key.
+    pub fn key(p: &Pod) -> String {
         crate::store::key("pods", &p.metadata)
     }
 
-    /// Starts removing the pods not being removed yet; returns those.
-    pub fn start<'a>(&mut self, lab: &str, pods: &'a [Pod]) -> Vec<&'a Pod> {
-        let mut started = Vec::new();
-        for p in pods {
-            let key = Removals::key(p);
-            if !self.running.insert(key.clone()) {
-                continue;
-            }
-            tracing::debug!(lab, pod = %key, "removing");
-            let (lab, pod) = (lab.to_string(), p.clone());
-            let (done, wake) = (self.done.clone(), self.wake.clone());
-            tokio::spawn(async move {
-                let errors = pods::remove_pod(&lab, &pod).await;
-                done.lock().expect("removals").push((key, errors));
-                wake.notify_one();
-            });
-            started.push(p);
-        }
-        started
+    /// Runs `work` (which answers its errors) for the pods `keys`.
+    pub fn spawn(
+        &mut self,
+        keys: Vec<String>,
+        work: impl std::future::Future<Output = Vec<String>> + Send + 'static,
+    ) {
+        self.running.extend(keys.iter().cloned());
+        let (done, wake) = (self.done.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            let errors = work.await;
+            done.lock().expect("tasks").push((keys, errors));
+            wake.notify_one();
+        });
     }
 
-    /// The removals that ended since the last call, with their errors.
+    /// The tasks that ended since the last call.
     pub fn finished(&mut self) -> Vec<Ended> {
-        let done = std::mem::take(&mut *self.done.lock().expect("removals"));
-        for (key, _) in &done {
-            self.running.remove(key);
+        let done = std::mem::take(&mut *self.done.lock().expect("tasks"));
+        for k in done.iter().flat_map(|(keys, _)| keys) {
+            self.running.remove(k);
         }
         done
     }
 
-    /// Whether a pod's removal is under way (or ended, not yet collected).
+    /// Whether a task for the pod runs (or ended, not yet collected).
     pub fn busy_with(&self, p: &Pod) -> bool {
-        self.running.contains(&Removals::key(p))
+        let key = Tasks::key(p);
+        self.running.contains(&key)
             && !self
                 .done
                 .lock()
-                .expect("removals")
+                .expect("tasks")
                 .iter()
-                .any(|(k, _)| *k == Removals::key(p))
+                .any(|(keys, _)| keys.contains(&key))
     }
 
-    /// How many removals are under way.
+    /// How many pods have a task under way.
     pub fn running(&self) -> usize {
         self.running.len()
     }
 
-    /// Resolves when a removal ends.
+    /// Resolves when a task ends.
     pub async fn ended(&self) {
         self.wake.notified().await
+    }
+}
+
+/// What the lab's loop has going on in the background: pods being removed
+/// (a grace period may last 30 s) and pods just started, until they serve
+/// (up to 60 s).
+#[derive(Default)]
+pub struct Background {
+    pub removals: Tasks,
+    pub starts: Tasks,
+}
+
+impl Background {
+    /// How many pods are being started or removed.
+    pub fn busy(&self) -> usize {
+        self.removals.running() + self.starts.running()
+    }
+
+    /// Resolves when a task ends.
+    pub async fn ended(&self) {
+        tokio::select! {
+            _ = self.removals.ended() => {}
+            _ = self.starts.ended() => {}
+        }
+    }
+
+    /// Pods whose wait ended: those that serve are marked ready; the
+    /// errors of the others. Returns whether a pod changed.
+    pub fn served(&mut self, st: &mut ClusterState) -> (bool, Vec<String>) {
+        let mut changed = false;
+        let mut errors = Vec::new();
+        for (keys, e) in self.starts.finished() {
+            if e.is_empty() {
+                let pods: Vec<(String, String)> = keys
+                    .iter()
+                    .filter_map(|k| {
+                        let mut parts = k.splitn(3, '/').skip(1);
+                        Some((parts.next()?.to_string(), parts.next()?.to_string()))
+                    })
+                    .collect();
+                changed |= pods::mark_serving(st, &pods);
+            }
+            errors.extend(e);
+        }
+        (changed, errors)
     }
 }
 
@@ -104,7 +145,7 @@ impl Removals {
 pub async fn converge(
     lab: &str,
     st: &mut ClusterState,
-    removals: &mut Removals,
+    bg: &mut Background,
 ) -> Result<(), ControllerError> {
     // Deployments first: a deleted pod of a Deployment is replaced (with a
     // new name and address), a changed template rolls its pods.
@@ -127,7 +168,14 @@ pub async fn converge(
             .filter(|p| p.metadata.deletion_timestamp.is_some())
             .cloned()
             .collect();
-        for p in removals.start(lab, &doomed) {
+        for p in &doomed {
+            if bg.removals.busy_with(p) {
+                continue;
+            }
+            let (lab, pod) = (lab.to_string(), p.clone());
+            bg.removals.spawn(vec![Tasks::key(p)], async move {
+                pods::remove_pod(&lab, &pod).await
+            });
             let who = crate::cluster::events::involved("Pod", &p.metadata);
             for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
                 st.record(
@@ -141,9 +189,10 @@ pub async fn converge(
             }
         }
         let mut errors = Vec::new();
-        for (key, e) in removals.finished() {
-            st.pods
-                .retain(|p| p.metadata.deletion_timestamp.is_none() || Removals::key(p) != key);
+        for (keys, e) in bg.removals.finished() {
+            st.pods.retain(|p| {
+                p.metadata.deletion_timestamp.is_none() || !keys.contains(&Tasks::key(p))
+            });
             errors.extend(e);
         }
         if !errors.is_empty() {
@@ -208,12 +257,21 @@ pub async fn converge(
             elapsed_ms = t.elapsed().as_millis() as u64,
             "pods started"
         );
-        pods::wait_serving(lab, st, &pids, Duration::from_secs(60)).await?;
-        tracing::debug!(
-            lab,
-            elapsed_ms = t.elapsed().as_millis() as u64,
-            "pods serving"
-        );
+        // They are ready once they serve: checked in the background.
+        let check = pods::serving(lab, st, &pids, Duration::from_secs(60));
+        let keys = check
+            .pods()
+            .into_iter()
+            .map(|(ns, name)| format!("pods/{ns}/{name}"))
+            .collect();
+        bg.starts.spawn(keys, async move {
+            check
+                .wait()
+                .await
+                .err()
+                .map(|e| vec![e.to_string()])
+                .unwrap_or_default()
+        });
     }
 
     st.refresh_deployment_status();

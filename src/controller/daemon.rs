@@ -153,7 +153,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     let mut changes = store.subscribe();
     // The state the last whole step left the host matching.
     let mut converged: Option<Arc<ClusterState>> = None;
-    let mut removals = super::converge::Removals::default();
+    let mut bg = super::converge::Background::default();
     loop {
         if !crate::store::exists(lab) {
             tracing::info!(lab, "the lab is gone; controller exits");
@@ -168,10 +168,15 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             &mut dns,
             &mut speaker,
             &mut converged,
-            &mut removals,
+            &mut bg,
         )
         .await;
-        progress.removing(removals.running());
+        // The error first: a waiter woken by the count below must see it.
+        if let Err(e) = &outcome {
+            tracing::warn!(lab, error = %e, "controller step failed");
+            progress.failed(begun, e.to_string());
+        }
+        progress.busy(bg.busy());
         let pids = match outcome {
             Ok(Some(p)) => p,
             Ok(None) => {
@@ -179,11 +184,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
                 progress.reached(begun);
                 continue;
             }
-            Err(e) => {
-                tracing::warn!(lab, error = %e, "controller step failed");
-                progress.failed(begun, e.to_string());
-                Vec::new()
-            }
+            Err(_) => Vec::new(),
         };
         // What the loop committed itself is seen; a write after it is not.
         let latest = changes.borrow_and_update().clone();
@@ -198,7 +199,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             _ = any_exits(pids) => {}
             _ = tokio::time::sleep(RESYNC) => {}
             _ = changes.changed() => {}
-            _ = removals.ended() => {}
+            _ = bg.ended() => {}
             _ = term.recv() => {
                 tracing::info!(lab, "controller stopping");
                 let _ = std::fs::remove_file(pid_file(lab));
@@ -415,15 +416,26 @@ pub async fn step(
     dns: &mut super::dns::DnsServers,
     speaker: &mut super::lb::Speaker,
     converged: &mut Option<Arc<ClusterState>>,
-    removals: &mut super::converge::Removals,
+    bg: &mut super::converge::Background,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
     let mut st = store.begin();
     // Changed since the last whole step (by the API's writes): endpoints,
     // addresses and rules are brought up to date.
-    let dirty = !converged
+    let mut dirty = !converged
         .as_ref()
         .is_some_and(|c| Arc::ptr_eq(c, st.base()));
+    // Pods started earlier that now serve are ready; those that do not
+    // fail this step (what `up` and netlab's verbs report).
+    let (served, failed) = bg.served(&mut st);
+    dirty |= served;
+    if !failed.is_empty() {
+        st.refresh_deployment_status();
+        st.refresh_endpoints();
+        proxier::sync_all(lab, &st).await?;
+        store.commit_working(&mut st)?;
+        return Err(ControllerError::NotReady(failed));
+    }
     let runc = Runc::new(&paths::runc_root(lab));
     // A verb killed partway leaves pods recorded but not started (or being
     // removed): the lock is free again, so nobody else finishes them.
@@ -437,7 +449,7 @@ pub async fn step(
     let to_do = |st: &ClusterState| {
         st.pods.iter().any(|p| {
             pods::is_pending(p)
-                || (p.metadata.deletion_timestamp.is_some() && !removals.busy_with(p))
+                || (p.metadata.deletion_timestamp.is_some() && !bg.removals.busy_with(p))
         })
     };
     if workloads && !to_do(&st) {
@@ -449,7 +461,7 @@ pub async fn step(
             lab,
             "starting or stopping pods (recorded by a verb, or by the workload controllers)"
         );
-        let result = super::converge::converge(lab, &mut st, removals).await;
+        let result = super::converge::converge(lab, &mut st, bg).await;
         store.commit_working(&mut st)?;
         result?;
         return Ok(None);
@@ -488,6 +500,7 @@ pub async fn step(
                 || pods::is_unscheduled(pod)
                 || crate::cluster::dns::is_builtin(pod)
                 || pods::attached_alive(pod)
+                || bg.starts.busy_with(pod)
             {
                 continue;
             }

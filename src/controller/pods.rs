@@ -760,105 +760,145 @@ fn set_conditions(pod: &mut Pod, ready: bool) {
     }
 }
 
-/// Waits until every container runs and every declared TCP `containerPort`
-/// accepts connections, probing from the pod's node (as a kubelet's
-/// tcpSocket probe would). Fails early, quoting the log, when a container exits.
-pub async fn wait_serving(
-    lab: &str,
-    state: &mut ClusterState,
-    pids: &Pids,
+/// The check that pods just started serve: every container runs and every
+/// declared TCP `containerPort` accepts connections, probed from the pod's
+/// node (as a kubelet's tcpSocket probe would); it fails early, quoting the
+/// log, when a container exits. Made from the state, run without it (the
+/// lab's loop goes on meanwhile).
+pub struct Serving {
+    lab: String,
+    by_node: HashMap<String, Vec<Target>>,
+    /// (namespace, name, containers) of each pod checked.
+    pods: Vec<(String, String, Vec<String>)>,
     timeout: Duration,
-) -> Result<(), ControllerError> {
-    let deadline = Instant::now() + timeout;
-    let runc = Runc::new(&paths::runc_root(lab));
+}
+
+/// The check of the pods `pids` names (those just started).
+pub fn serving(lab: &str, state: &ClusterState, pids: &Pids, timeout: Duration) -> Serving {
     let mut by_node: HashMap<String, Vec<Target>> = HashMap::new();
-    for (i, pod) in state.pods.iter().enumerate() {
-        let Some(pod_pids) = pids
-            .get(pod.metadata.name.as_deref().unwrap_or_default())
-            .cloned()
-        else {
+    let mut checked = Vec::new();
+    for pod in &state.pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let Some(pod_pids) = pids.get(&name).cloned() else {
             continue; // not started by this call
         };
         if dns::is_builtin(pod) {
             continue; // the controller serves it, later
         }
+        let ns = state::namespace(&pod.metadata).to_string();
         let ip = state::pod_ip(pod).expect("addressed");
-        for c in &pod.spec.as_ref().expect("spec").containers {
+        let containers = &pod.spec.as_ref().expect("spec").containers;
+        for c in containers {
             for p in c.ports.iter().flatten() {
                 if p.protocol.as_deref().unwrap_or("TCP") == "TCP" {
                     by_node
                         .entry(state::pod_node(pod).unwrap_or_default().to_string())
                         .or_default()
                         .push(Target {
-                            pod: i,
+                            pod: name.clone(),
                             addr: SocketAddr::from((ip, p.container_port as u16)),
                             pids: pod_pids.clone(),
                         });
                 }
             }
         }
-    }
-    let mut probes = Vec::new();
-    for (node, targets) in by_node {
-        let ns = NetNs::open(&paths::node_netns(lab, &node))?;
-        probes.push(tokio::task::spawn_blocking(move || {
-            ns.run(move || probe_until(targets, deadline))
-        }));
-    }
-    let mut waiting = Vec::new();
-    for p in probes {
-        waiting.extend(p.await.expect("probe task")?);
-    }
-    // Whatever did not answer: is its container still alive?
-    let alive: HashMap<String, String> = runc
-        .list()
-        .await
-        .map_err(|e| ControllerError::Runtime {
-            message: e.to_string(),
-        })?
-        .into_iter()
-        .map(|s| (s.id, s.status))
-        .collect();
-    let mut problems = Vec::new();
-    for pod in &state.pods {
-        let ns = state::namespace(&pod.metadata).to_string();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        if !pids.contains_key(&name) || dns::is_builtin(pod) {
-            continue;
-        }
-        for c in &pod.spec.as_ref().expect("spec").containers {
-            let id = paths::container_id(&ns, &name, &c.name);
-            if alive.get(&id).map(String::as_str) != Some("running") {
-                let log = std::fs::read_to_string(paths::container_log(lab, &ns, &name, &c.name))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                problems.push(format!(
-                    "pod/{name}: container {} is not running; its last output: {}",
-                    c.name,
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                ));
-            }
-        }
-    }
-    for t in waiting.iter().filter(|t| t.alive()) {
-        let name = state.pods[t.pod].metadata.name.clone().unwrap_or_default();
-        problems.push(format!(
-            "pod/{name}: nothing accepts connections on its containerPort {} after {}s",
-            t.addr,
-            timeout.as_secs()
+        checked.push((
+            ns,
+            name,
+            containers.iter().map(|c| c.name.clone()).collect(),
         ));
     }
-    if !problems.is_empty() {
-        return Err(ControllerError::NotReady(problems));
+    Serving {
+        lab: lab.to_string(),
+        by_node,
+        pods: checked,
+        timeout,
     }
+}
+
+impl Serving {
+    /// The pods checked: (namespace, name).
+    pub fn pods(&self) -> Vec<(String, String)> {
+        self.pods
+            .iter()
+            .map(|(ns, name, _)| (ns.clone(), name.clone()))
+            .collect()
+    }
+
+    pub async fn wait(self) -> Result<(), ControllerError> {
+        let Serving {
+            lab,
+            by_node,
+            pods,
+            timeout,
+        } = self;
+        let deadline = Instant::now() + timeout;
+        let runc = Runc::new(&paths::runc_root(&lab));
+        let mut probes = Vec::new();
+        for (node, targets) in by_node {
+            let ns = NetNs::open(&paths::node_netns(&lab, &node))?;
+            probes.push(tokio::task::spawn_blocking(move || {
+                ns.run(move || probe_until(targets, deadline))
+            }));
+        }
+        let mut waiting = Vec::new();
+        for p in probes {
+            waiting.extend(p.await.expect("probe task")?);
+        }
+        // Whatever did not answer: is its container still alive?
+        let alive: HashMap<String, String> = runc
+            .list()
+            .await
+            .map_err(|e| ControllerError::Runtime {
+                message: e.to_string(),
+            })?
+            .into_iter()
+            .map(|s| (s.id, s.status))
+            .collect();
+        let mut problems = Vec::new();
+        for (ns, name, containers) in &pods {
+            for c in containers {
+                let id = paths::container_id(ns, name, c);
+                if alive.get(&id).map(String::as_str) != Some("running") {
+                    let log = std::fs::read_to_string(paths::container_log(&lab, ns, name, c))
+                        .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                    problems.push(format!(
+                        "pod/{name}: container {c} is not running; its last output: {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    ));
+                }
+            }
+        }
+        for t in waiting.iter().filter(|t| t.alive()) {
+            problems.push(format!(
+                "pod/{}: nothing accepts connections on its containerPort {} after {}s",
+                t.pod,
+                t.addr,
+                timeout.as_secs()
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ControllerError::NotReady(problems));
+        }
+        Ok(())
+    }
+}
+
+/// Pods that serve: ready (unless they are going away meanwhile).
+pub fn mark_serving(state: &mut ClusterState, serving: &[(String, String)]) -> bool {
+    let mut any = false;
     for pod in &mut state.pods {
-        if pids.contains_key(pod.metadata.name.as_deref().unwrap_or_default())
-            && !dns::is_builtin(pod)
-        {
+        let key = (
+            state::namespace(&pod.metadata).to_string(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
+        if pod.metadata.deletion_timestamp.is_none() && serving.contains(&key) {
             set_conditions(pod, true);
+            any = true;
         }
     }
-    Ok(())
+    any
 }
 
 /// Stops a pod's containers and removes its rootfs mounts, files and
@@ -962,7 +1002,7 @@ pub async fn remove_pods(lab: &str, pods: &[Pod]) -> Result<(), ControllerError>
 
 /// A port a pod declares, and the processes that should serve it.
 struct Target {
-    pod: usize,
+    pod: String,
     addr: SocketAddr,
     pids: Vec<i32>,
 }

@@ -1,6 +1,8 @@
 //! How far the lab's control loops have brought the host: the store's
 //! revision up to which every change has been acted on (pods started or
-//! stopped, endpoints and rules synced), and the errors met on the way.
+//! stopped, endpoints and rules synced), how many pods are still being
+//! started (until they serve) or removed in the background, and the errors
+//! met on the way.
 //!
 //! API writes are acknowledged once committed, as kube-apiserver's are;
 //! the host follows. kubectl's users wait as in Kubernetes (`kubectl wait`,
@@ -25,8 +27,8 @@ pub struct Settled {
     pub revision: u64,
     /// Recent steps that failed, with the revision each had begun from.
     pub errors: VecDeque<(u64, String)>,
-    /// Pods being stopped and removed in the background.
-    pub removing: usize,
+    /// Pods being started (until they serve) or removed in the background.
+    pub busy: usize,
 }
 
 /// The control loop's side.
@@ -56,10 +58,10 @@ impl Progress {
         });
     }
 
-    /// How many pods are being removed now.
-    pub fn removing(&self, n: usize) {
+    /// How many pods are being started or removed now.
+    pub fn busy(&self, n: usize) {
         self.tx
-            .send_if_modified(|s| std::mem::replace(&mut s.removing, n) != n);
+            .send_if_modified(|s| std::mem::replace(&mut s.busy, n) != n);
     }
 
     /// A step that began from `revision` failed: what it could do is done,
@@ -76,7 +78,7 @@ impl Progress {
 }
 
 /// Waits until `revision` is settled (and, with `quiet`, until no pod is
-/// being removed either); returns the errors of the steps that began from
+/// being started or removed either); returns the errors of the steps that began from
 /// it or later (empty: all went well). None on timeout.
 pub async fn wait(
     rx: &mut watch::Receiver<Settled>,
@@ -86,7 +88,7 @@ pub async fn wait(
 ) -> Option<Vec<String>> {
     let done = tokio::time::timeout(
         timeout,
-        rx.wait_for(|s| s.revision >= revision && (!quiet || s.removing == 0)),
+        rx.wait_for(|s| s.revision >= revision && (!quiet || s.busy == 0)),
     )
     .await;
     let s = done.ok()?.ok()?;
@@ -124,12 +126,12 @@ mod tests {
         );
         p.reached(4);
         assert_eq!(rx.borrow().revision, 6, "never goes back");
-        p.removing(1);
+        p.busy(1);
         assert_eq!(
             wait(&mut rx, 6, true, Duration::from_millis(10)).await,
             None
         );
-        p.removing(0);
+        p.busy(0);
         assert!(wait(&mut rx, 6, true, Duration::from_millis(10))
             .await
             .is_some());

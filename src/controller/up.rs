@@ -117,8 +117,12 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
             }
         }
     }
-    let plan = net_plan(&state);
+    let mut plan = net_plan(&state);
     plan.validate()?;
+    // The pods' network is made by the lab's process, with their
+    // containers (`converge`): made here too, it was taken for what an
+    // interrupted start left, removed and made again.
+    plan.pods.clear();
     let public = public_plan(&state);
     if let Some(access) = &public.host_access {
         let clash = net::public::host_routes_overlapping(state.config.public.cidr).await?;
