@@ -464,6 +464,11 @@ pub async fn step(
         let result = super::converge::converge(lab, &mut st, bg).await;
         store.commit_working(&mut st)?;
         result?;
+        if !st.saw_others() {
+            // Endpoints and rules were synced to this state: the next step
+            // (at once) need not do it again.
+            *converged = Some(st.base().clone());
+        }
         return Ok(None);
     }
     let list = runc.list().await.map_err(|e| ControllerError::Runtime {
