@@ -366,11 +366,12 @@ fn apply_changes_replicas_labels_ports_and_image() {
 /// A deleted pod's grace period holds up nothing else: while a pod whose
 /// process ignores SIGTERM (busybox httpd as PID 1) terminates for 8 s, it
 /// shows `Terminating`, its endpoint is gone at once, and a new pod starts
-/// and becomes ready. The lab's loop used to wait for the removal.
+/// and becomes ready. The lab's loop used to wait for the removal. And a
+/// DELETE's `gracePeriodSeconds` is honoured.
 #[test]
 fn a_terminating_pod_holds_up_nothing() {
     let yaml = format!(
-        "{}apiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\n  labels: {{app: stubborn}}\nspec:\n  terminationGracePeriodSeconds: 8\n  containers:\n  - name: web\n    image: radial/busyboxplus:curl\n    command: [\"sh\", \"-c\", \"mkdir -p /www && exec httpd -f -p 80 -h /www\"]\n    ports:\n    - containerPort: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: stubborn\nspec:\n  selector: {{app: stubborn}}\n  ports:\n  - port: 80\n",
+        "{}apiVersion: v1\nkind: Pod\nmetadata:\n  name: stubborn\n  labels: {{app: stubborn}}\nspec:\n  terminationGracePeriodSeconds: 8\n  containers:\n  - name: web\n    image: radial/busyboxplus:curl\n    command: [\"sh\", \"-c\", \"mkdir -p /www && exec httpd -f -p 80 -h /www\"]\n    ports:\n    - containerPort: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: stubborn\nspec:\n  selector: {{app: stubborn}}\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: slowpoke\nspec:\n  containers:\n  - name: web\n    image: radial/busyboxplus:curl\n    command: [\"sh\", \"-c\", \"mkdir -p /www && exec httpd -f -p 80 -h /www\"]\n",
         lab_doc(1)
     );
     let lab = Lab::up("terminating", &yaml);
@@ -416,5 +417,27 @@ fn a_terminating_pod_holds_up_nothing() {
     wait_for("the pod to be gone", Duration::from_secs(15), || {
         !lab.kubectl(k, &["get", "pod", "stubborn"]).status.success()
     });
+    // A DELETE's grace period wins over the pod's own (30 s by default
+    // here); the answer is the pod going away, as kube-apiserver's is.
+    let out = lab.kubectl(
+        k,
+        &[
+            "delete",
+            "pod",
+            "slowpoke",
+            "--grace-period=1",
+            "--wait=false",
+            "-v=9",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // (kubectl's log quotes the body's quotes.)
+    let log = stderr(&out).replace("\\\"", "\"");
+    assert!(log.contains("\"deletionGracePeriodSeconds\":1"), "{log}");
+    wait_for(
+        "the pod to be gone within its 1 s",
+        Duration::from_secs(8),
+        || !lab.kubectl(k, &["get", "pod", "slowpoke"]).status.success(),
+    );
     lab.down_clean();
 }

@@ -605,12 +605,30 @@ impl Edit {
 
 /// The propagation policy of a DELETE: the query's, else the body's
 /// DeleteOptions (kubectl sends `{"propagationPolicy":"Background"}`).
-fn propagation(q: &HashMap<String, String>, body: &[u8]) -> Result<Propagation, ApiError> {
-    let opts: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
+/// A DELETE's options: in its body (DeleteOptions) or its query.
+fn delete_options(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(Value::Null)
     } else {
-        parse_body("application/json", body)?
+        parse_body("application/json", body)
+    }
+}
+
+/// A DELETE's `gracePeriodSeconds`, if it has one (`kubectl delete
+/// --grace-period=N`; `--now` is 1, `--force` 0).
+fn grace_period(q: &HashMap<String, String>, body: &[u8]) -> Result<Option<i64>, ApiError> {
+    let opts = delete_options(body)?;
+    let given = match q.get("gracePeriodSeconds") {
+        Some(v) => Some(v.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds: not a number: {v:?}"))
+        })?),
+        None => opts["gracePeriodSeconds"].as_i64(),
     };
+    Ok(given.map(|g| g.max(0)))
+}
+
+fn propagation(q: &HashMap<String, String>, body: &[u8]) -> Result<Propagation, ApiError> {
+    let opts = delete_options(body)?;
     let policy = q
         .get("propagationPolicy")
         .map(String::as_str)
@@ -628,7 +646,8 @@ fn propagation(q: &HashMap<String, String>, body: &[u8]) -> Result<Propagation, 
 impl Writer<'_> {
     /// DELETE: the object goes (a Deployment with its ReplicaSets and their
     /// pods, unless `propagationPolicy` is Orphan; a pod after its containers
-    /// stop); the answer is kube-apiserver's success Status.
+    /// stop, within its grace period); the answer is kube-apiserver's: the
+    /// pod going away, else a success Status.
     async fn delete(
         &self,
         t: &Target,
@@ -642,6 +661,7 @@ impl Writer<'_> {
         })?;
         let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
         let propagation = propagation(q, body)?;
+        let grace = grace_period(q, body)?;
         if dry_run(q) {
             let snapshot_target = objects::Target {
                 kind,
@@ -652,9 +672,25 @@ impl Writer<'_> {
         } else {
             self.change(|st| {
                 objects::delete_with(st, kind, &ns, &name, propagation, chrono::Utc::now())
-                    .map_err(|e| ControllerError::Object(e.to_string()))
+                    .map_err(|e| ControllerError::Object(e.to_string()))?;
+                if kind == "pod" {
+                    objects::grace(st, &ns, &name, grace);
+                }
+                Ok(())
             })
             .map_err(|e| controller_error(r, &name, e))?;
+            // A pod goes gracefully: kube-apiserver answers the pod as it is
+            // now, with its deletionTimestamp and grace period.
+            if kind == "pod" {
+                let target = objects::Target {
+                    kind,
+                    namespace: &ns,
+                    name: &name,
+                };
+                if let Ok(pod) = stored(self.store, r, &target) {
+                    return Ok((200, pod));
+                }
+            }
         }
         Ok((
             200,

@@ -451,6 +451,27 @@ fn release_dependents(
     }
 }
 
+/// A deleted pod's grace period: `given` (a DELETE's `gracePeriodSeconds`),
+/// else its `terminationGracePeriodSeconds`, else 30 s; a later delete may
+/// shorten it, never lengthen it (as kube-apiserver's graceful deletion).
+pub fn grace(st: &mut ClusterState, namespace_: &str, name: &str, given: Option<i64>) {
+    let Some(pod) = st
+        .pods
+        .iter_mut()
+        .find(|p| p.metadata.name.as_deref() == Some(name) && namespace(&p.metadata) == namespace_)
+    else {
+        return;
+    };
+    let spec = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(30);
+    let want = given.unwrap_or(spec).max(0);
+    let now = pod.metadata.deletion_grace_period_seconds;
+    pod.metadata.deletion_grace_period_seconds = Some(now.map_or(want, |g| g.min(want)));
+}
+
 /// A delete with the API's `propagationPolicy` for the owner's dependents.
 pub fn delete_with(
     st: &mut ClusterState,

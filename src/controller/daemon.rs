@@ -159,7 +159,9 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             tracing::info!(lab, "the lab is gone; controller exits");
             return Ok(());
         }
-        probes.run_due(lab, &store).await;
+        probes
+            .run_due(lab, &store, |p| bg.starts.busy_with(p))
+            .await;
         let begun = changes.borrow_and_update().revision;
         let outcome = step(
             lab,
@@ -269,13 +271,20 @@ pub struct Probes {
 impl Probes {
     /// Runs the probes that are due, without holding the lab's lock, and
     /// starts the kills their results call for.
-    pub async fn run_due(&mut self, lab: &str, store: &crate::store::ObjectStore) {
+    /// Pods whose start is still being checked (`starting`) are not probed
+    /// yet: that check is their startup gate, as a startupProbe is.
+    pub async fn run_due(
+        &mut self,
+        lab: &str,
+        store: &crate::store::ObjectStore,
+        starting: impl Fn(&k8s_openapi::api::core::v1::Pod) -> bool,
+    ) {
         let st = store.snapshot().state.clone();
         let (now, instant) = (Utc::now(), std::time::Instant::now());
         let mut jobs = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for pod in &st.pods {
-            if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) {
+            if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) || starting(pod) {
                 continue;
             }
             let ns = state::namespace(&pod.metadata).to_string();

@@ -909,10 +909,14 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let runc = Runc::new(&paths::runc_root(lab));
     let store = Store::new(&paths::data_dir());
+    // The grace period the deletion asked for, else the pod's own.
     let grace = Duration::from_secs(
-        pod.spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
+        pod.metadata
+            .deletion_grace_period_seconds
+            .or(pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds))
             .unwrap_or(30)
             .max(0) as u64,
     );
