@@ -52,7 +52,6 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     let summary = controller::up(
         spec,
         &UpOptions {
-            timeout: Duration::from_secs(args.timeout),
             registry_mirrors: args.mirrors.registry_mirror,
             progress: true,
         },

@@ -1,8 +1,8 @@
 //! What no object owns: containers, pod namespaces and pod directories that a
 //! client killed partway (`kill -9` of `netlab apply`) left behind.
 //!
-//! A verb records what it will create in the state before it creates it
-//! (`converge::change` persists first), so after a crash every pod that was
+//! A write records what it will create in the store before the lab's
+//! process creates it (the write is committed first), so after a crash every pod that was
 //! being started is in the state, Pending, with its address reserved: the
 //! controller finishes starting it. Whatever is on the host under the lab's
 //! names and matches no pod of the state is removed here, so an address is

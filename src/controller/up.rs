@@ -15,8 +15,6 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
-    /// How long to wait for every pod to be Running and serving its ports.
-    pub timeout: Duration,
     /// `--registry-mirror REGISTRY=URL` flags; they join the lab's config
     /// (and win over its Lab document and the host's registries file).
     pub registry_mirrors: Vec<String>,
@@ -27,7 +25,6 @@ pub struct UpOptions {
 impl Default for UpOptions {
     fn default() -> Self {
         UpOptions {
-            timeout: Duration::from_secs(60),
             registry_mirrors: Vec::new(),
             progress: false,
         }
