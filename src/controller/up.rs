@@ -13,22 +13,13 @@ use crate::paths;
 use crate::runtime::{Progress, Registries, Runc, Store};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct UpOptions {
     /// `--registry-mirror REGISTRY=URL` flags; they join the lab's config
     /// (and win over its Lab document and the host's registries file).
     pub registry_mirrors: Vec<String>,
     /// Progress bars for pulls (on a terminal).
     pub progress: bool,
-}
-
-impl Default for UpOptions {
-    fn default() -> Self {
-        UpOptions {
-            registry_mirrors: Vec::new(),
-            progress: false,
-        }
-    }
 }
 
 #[derive(Debug)]
