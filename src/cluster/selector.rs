@@ -1,7 +1,8 @@
 //! Label selectors as `kubectl -l` takes them: `run=my-nginx`, `a==b`, `a!=b`,
 //! `a`, `!a`, `env in (prod,dev)`, `env notin (dev)`, joined by commas.
 
-use std::collections::BTreeMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Requirement {
@@ -67,6 +68,63 @@ impl Selector {
     }
 }
 
+/// Objects by namespace and by (namespace, label, value), so that what a
+/// selector selects is found without a scan of every object: at 10 000
+/// Services over 1 000 pods those scans made each endpoints refresh take
+/// half a second. The objects keep their order.
+pub struct LabelIndex<'a, T> {
+    by_namespace: HashMap<&'a str, Vec<&'a T>>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a T>>,
+}
+
+impl<'a, T: k8s_openapi::Metadata<Ty = ObjectMeta>> LabelIndex<'a, T> {
+    pub fn new(objects: impl IntoIterator<Item = &'a T>) -> Self {
+        let mut by_namespace: HashMap<&str, Vec<&T>> = HashMap::new();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&T>> = HashMap::new();
+        for o in objects {
+            let m = o.metadata();
+            let ns = super::state::namespace(m);
+            by_namespace.entry(ns).or_default().push(o);
+            for (k, v) in m.labels.iter().flatten() {
+                by_label.entry((ns, k, v)).or_default().push(o);
+            }
+        }
+        LabelIndex {
+            by_namespace,
+            by_label,
+        }
+    }
+
+    /// The objects of `namespace` that `selector` selects.
+    pub fn select<'s>(
+        &'s self,
+        namespace: &'s str,
+        selector: &'s Selector,
+    ) -> impl Iterator<Item = &'a T> + 's {
+        // The narrowest of the selector's equalities; else every object
+        // of the namespace.
+        let mut narrowest: Option<&Vec<&T>> = self.by_namespace.get(namespace);
+        for r in &selector.0 {
+            if let Requirement::Eq(k, v) = r {
+                let list = self.by_label.get(&(namespace, k.as_str(), v.as_str()));
+                match list {
+                    None => {
+                        narrowest = None;
+                        break;
+                    }
+                    Some(l) if narrowest.is_none_or(|n| l.len() < n.len()) => narrowest = Some(l),
+                    Some(_) => {}
+                }
+            }
+        }
+        narrowest
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|o| selector.matches(o.metadata().labels.as_ref()))
+    }
+}
+
 fn key(k: &str) -> Result<String, String> {
     let k = k.trim();
     if k.is_empty() || k.contains(char::is_whitespace) {
@@ -127,5 +185,48 @@ mod tests {
         assert!(!m("env notin (prod)"));
         assert!(m(""));
         assert!(!Selector::parse("x").unwrap().matches(None));
+    }
+
+    #[test]
+    fn the_index_selects_what_a_scan_selects() {
+        use k8s_openapi::api::core::v1::Pod;
+        let pod = |ns: &str, name: &str, l: &[(&str, &str)]| Pod {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                labels: Some(labels(l)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let pods = [
+            pod("default", "a", &[("app", "x"), ("tier", "web")]),
+            pod("default", "b", &[("app", "x")]),
+            pod("other", "c", &[("app", "x"), ("tier", "web")]),
+            pod("default", "d", &[("app", "y"), ("tier", "web")]),
+        ];
+        let index = LabelIndex::new(&pods);
+        let names = |ns: &str, sel: &str| -> Vec<String> {
+            let sel = Selector::parse(sel).unwrap();
+            let got: Vec<String> = index
+                .select(ns, &sel)
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect();
+            let scanned: Vec<String> = pods
+                .iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+                .filter(|p| sel.matches(p.metadata.labels.as_ref()))
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect();
+            assert_eq!(got, scanned, "{ns} {sel:?}");
+            got
+        };
+        assert_eq!(names("default", "app=x,tier=web"), ["a"]);
+        assert_eq!(names("default", "app=x"), ["a", "b"]);
+        assert_eq!(names("default", "tier=web,app!=x"), ["d"]);
+        assert_eq!(names("default", ""), ["a", "b", "d"]);
+        assert_eq!(names("default", "app=z"), Vec::<String>::new());
+        assert_eq!(names("nowhere", "app=x"), Vec::<String>::new());
+        assert_eq!(names("other", "tier"), ["c"]);
     }
 }

@@ -139,6 +139,12 @@ impl ClusterState {
         // The current Endpoints by key: looking each service's up by a scan
         // made this O(services²), seconds per change at 10 000 services.
         let old_index = endpoints_index(&self.endpoints);
+        let pods = super::selector::LabelIndex::new(
+            self.pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| state::pod_ip(p).is_some()),
+        );
         for svc in &self.services {
             let spec = svc.spec.clone().unwrap_or_default();
             let svc_key = ref_key(&svc.metadata);
@@ -158,14 +164,7 @@ impl ClusterState {
             };
             let sel = Selector::from_labels(&selector);
             let ns = state::namespace(&svc.metadata);
-            let pods: Vec<&Pod> = self
-                .pods
-                .iter()
-                .filter(|p| state::namespace(&p.metadata) == ns)
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| sel.matches(p.metadata.labels.as_ref()))
-                .filter(|p| state::pod_ip(p).is_some())
-                .collect();
+            let pods: Vec<&Pod> = pods.select(ns, &sel).collect();
             let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
             // One subset per distinct resolved port set, as the controller groups them.
             let mut subsets: BTreeMap<PortSet, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
