@@ -104,7 +104,7 @@ pub fn select(
     now: DateTime<Utc>,
 ) -> (Vec<Value>, tables::Table) {
     fn pick<'s, T: Serialize>(
-        items: &'s [T],
+        items: impl IntoIterator<Item = &'s T>,
         meta: impl Fn(&T) -> &ObjectMeta,
         r: &Resource,
         f: &Filter<'_>,

@@ -516,7 +516,7 @@ impl Writer<'_> {
                     // What the kubelet reports: only the status changes.
                     let s = serde_json::from_value(value["status"].clone())
                         .map_err(|e| err(format!("status: {e}")))?;
-                    if let Some(p) = st.pods.iter_mut().find(|p| {
+                    if let Some(mut p) = st.pods.iter_mut().find(|p| {
                         p.metadata.name.as_deref() == Some(name.as_str())
                             && crate::cluster::state::namespace(&p.metadata) == ns
                     }) {

@@ -185,6 +185,14 @@ fn revision(meta: &ObjectMeta) -> i64 {
         .unwrap_or(0)
 }
 
+fn has_annotation(meta: &ObjectMeta, key: &str, value: &str) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+        == Some(value)
+}
+
 fn set_annotation(meta: &mut ObjectMeta, key: &str, value: String) -> bool {
     let a = meta.annotations.get_or_insert_with(BTreeMap::new);
     if a.get(key) == Some(&value) {
@@ -262,13 +270,22 @@ impl ClusterState {
     ) -> bool {
         let (surge, _) = fenceposts(dep);
         let want = replicas(dep);
-        let rs = &mut self.replica_sets[i];
-        let mut changed = set_annotation(&mut rs.metadata, DESIRED_REPLICAS, want.to_string());
-        changed |= set_annotation(&mut rs.metadata, MAX_REPLICAS, (want + surge).to_string());
-        let from = desired(rs);
+        let (want_s, max_s) = (want.to_string(), (want + surge).to_string());
+        // Read first: a write through `&mut` copies the shared object.
+        let rs = &self.replica_sets[i];
+        let mut changed = false;
+        if !has_annotation(&rs.metadata, DESIRED_REPLICAS, &want_s)
+            || !has_annotation(&rs.metadata, MAX_REPLICAS, &max_s)
+        {
+            let rs = &mut self.replica_sets[i];
+            changed |= set_annotation(&mut rs.metadata, DESIRED_REPLICAS, want_s);
+            changed |= set_annotation(&mut rs.metadata, MAX_REPLICAS, max_s);
+        }
+        let from = desired(&self.replica_sets[i]);
         if from == to {
             return changed;
         }
+        let rs = &mut self.replica_sets[i];
         rs.spec.get_or_insert_with(Default::default).replicas = Some(to);
         rs.metadata.generation = Some(rs.metadata.generation.unwrap_or(1) + 1);
         let rs_name = rs.metadata.name.clone().unwrap_or_default();
@@ -398,7 +415,7 @@ impl ClusterState {
         };
         let ns = namespace(&dep.metadata).to_string();
         let mut changed = false;
-        for rs in self.replica_sets.iter_mut() {
+        for mut rs in self.replica_sets.iter_mut() {
             let m = &rs.metadata;
             if namespace(m) == ns
                 && controller_of(m).is_none()
@@ -493,7 +510,9 @@ impl ClusterState {
             }
         };
         let rev = revision(&self.replica_sets[new].metadata).to_string();
-        changed |= set_annotation(&mut self.deployments[d].metadata, REVISION, rev);
+        if !has_annotation(&self.deployments[d].metadata, REVISION, &rev) {
+            changed |= set_annotation(&mut self.deployments[d].metadata, REVISION, rev);
+        }
 
         // reconcileNewReplicaSet: one scaling per step.
         let new_size = desired(&self.replica_sets[new]);
@@ -739,7 +758,7 @@ mod tests {
     /// the others start and become ready.
     fn kubelet(st: &mut ClusterState) {
         st.pods.retain(|p| p.metadata.deletion_timestamp.is_none());
-        for p in &mut st.pods {
+        for mut p in &mut st.pods {
             let s = p.status.get_or_insert_with(Default::default);
             s.phase = Some("Running".into());
             s.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {

@@ -15,6 +15,7 @@
 //! Names are drawn once and kept in the state: a slice keeps its name for as
 //! long as its Service has as many slices, across restarts of the lab.
 
+use super::collection::{keep_if_equal, Collection};
 use super::services::resolve_target_port;
 use super::state::{self, ClusterState};
 use super::{names, Selector};
@@ -23,6 +24,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -56,6 +58,12 @@ impl ClusterState {
     /// Recomputes every Service's EndpointSlices from its Endpoints (already
     /// refreshed) and pods. Returns whether anything changed.
     pub fn refresh_endpoint_slices(&mut self) -> bool {
+        self.refresh_slices(None)
+    }
+
+    /// [`Self::refresh_endpoint_slices`] for the `affected` Services only
+    /// (None: all); the others keep their slices.
+    pub(super) fn refresh_slices(&mut self, affected: Option<&super::services::Affected>) -> bool {
         let now = state::time(chrono::Utc::now());
         let pods: HashMap<(&str, &str), &Pod> = self
             .pods
@@ -77,8 +85,8 @@ impl ClusterState {
             .collect();
         let endpoints = self.endpoints_by_key();
         // The slices each Service has now, in the order they are kept.
-        let mut old: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-        for s in &self.endpoint_slices {
+        let mut old: HashMap<(&str, &str), Vec<&Arc<EndpointSlice>>> = HashMap::new();
+        for s in self.endpoint_slices.shared() {
             if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME)) {
                 old.entry((state::namespace(&s.metadata), svc.as_str()))
                     .or_default()
@@ -96,10 +104,19 @@ impl ClusterState {
             })
             .collect();
         let mut new_names: Vec<(String, String)> = Vec::new();
-        let mut out = Vec::new();
+        let mut out: Vec<Arc<EndpointSlice>> = Vec::new();
         for svc in &self.services {
             let ns = state::namespace(&svc.metadata);
             let name = svc.metadata.name.as_deref().unwrap_or_default();
+            if affected.is_some_and(|a| !a.contains(&(ns.to_string(), name.to_string()))) {
+                out.extend(
+                    old.get(&(ns, name))
+                        .into_iter()
+                        .flatten()
+                        .map(|s| Arc::clone(s)),
+                );
+                continue;
+            }
             let ep = endpoints.get(&(ns, name)).copied();
             let (owner, wanted) = if (ns, name) == ("default", "kubernetes") {
                 (Owner::ApiServer, from_endpoints(ep, false))
@@ -148,19 +165,21 @@ impl ClusterState {
                         }
                     }
                 };
-                out.push(slice(svc, owner, slice_name, w, prior, &now));
+                out.push(keep_if_equal(
+                    prior,
+                    slice(svc, owner, slice_name, w, prior.map(|p| &**p), &now),
+                ));
             }
         }
-        out.sort_by(|a, b| {
-            let k = |s: &EndpointSlice| {
-                (
-                    state::namespace(&s.metadata).to_string(),
-                    s.metadata.name.clone().unwrap_or_default(),
-                )
-            };
-            k(a).cmp(&k(b))
-        });
-        let changed = out != self.endpoint_slices;
+        fn by_key(s: &EndpointSlice) -> (&str, &str) {
+            (
+                state::namespace(&s.metadata),
+                s.metadata.name.as_deref().unwrap_or_default(),
+            )
+        }
+        out.sort_by(|a, b| by_key(a).cmp(&by_key(b)));
+        let out = Collection::from_shared(out);
+        let changed = !out.same(&self.endpoint_slices);
         self.endpoint_slices = out;
         changed
     }
@@ -502,7 +521,7 @@ mod tests {
     }
 
     fn set_ready(st: &mut ClusterState, ready: impl Fn(usize) -> bool) {
-        for (i, p) in st.pods.iter_mut().enumerate() {
+        for (i, mut p) in st.pods.iter_mut().enumerate() {
             let status = if ready(i) { "True" } else { "False" };
             p.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
                 type_: "Ready".into(),

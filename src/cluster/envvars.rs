@@ -70,13 +70,13 @@ pub fn for_service(svc: &Service) -> Vec<(String, String)> {
 
 /// All service variables a pod in `pod_namespace` gets. With
 /// `enableServiceLinks: false` only the `kubernetes` service's remain.
-pub fn for_pod(
-    services: &[Service],
+pub fn for_pod<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
     pod_namespace: &str,
     enable_service_links: bool,
 ) -> Vec<(String, String)> {
     let mut chosen: Vec<&Service> = services
-        .iter()
+        .into_iter()
         .filter(|s| {
             let ns = namespace(&s.metadata);
             let is_master = ns == "default" && s.metadata.name.as_deref() == Some("kubernetes");
@@ -92,21 +92,21 @@ pub fn for_pod(
 /// name wins when the runtime merges them). Resolved values are escaped
 /// (`$` → `$$`) so that `$(VAR)` expansion leaves them as they are.
 /// An error is the kubelet's CreateContainerConfigError message.
-pub fn resolve_container(
+pub fn resolve_container<'a>(
     c: &Container,
     pod: &Pod,
-    secrets: &[Secret],
-    config_maps: &[ConfigMap],
+    secrets: impl IntoIterator<Item = &'a Secret> + Copy,
+    config_maps: impl IntoIterator<Item = &'a ConfigMap> + Copy,
 ) -> Result<Container, String> {
     let ns = namespace(&pod.metadata);
     let find_secret = |name: &str| {
         secrets
-            .iter()
+            .into_iter()
             .find(|s| s.metadata.name.as_deref() == Some(name) && namespace(&s.metadata) == ns)
     };
     let find_cm = |name: &str| {
         config_maps
-            .iter()
+            .into_iter()
             .find(|s| s.metadata.name.as_deref() == Some(name) && namespace(&s.metadata) == ns)
     };
     let secret_data = |s: &Secret| -> BTreeMap<String, String> {

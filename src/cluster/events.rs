@@ -49,7 +49,7 @@ impl ClusterState {
         now: DateTime<Utc>,
     ) {
         let message = message.into();
-        if let Some(e) = self.events.iter_mut().rev().find(|e| {
+        if let Some(mut e) = self.events.iter_mut().rev().find(|e| {
             e.involved_object.name.as_deref() == Some(object.name)
                 && e.involved_object.kind.as_deref() == Some(object.kind)
                 && e.reason.as_deref() == Some(reason)

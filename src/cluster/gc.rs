@@ -89,7 +89,7 @@ impl ClusterState {
                 .retain(|r| !owners.is_garbage(&r.metadata));
             let removed = before != self.replica_sets.len();
             let owners = Owners::of(self);
-            for p in self.pods.iter_mut() {
+            for mut p in self.pods.iter_mut() {
                 if p.metadata.deletion_timestamp.is_none() && owners.is_garbage(&p.metadata) {
                     p.metadata.deletion_timestamp = Some(time(now));
                     changed = true;
@@ -105,17 +105,28 @@ impl ClusterState {
     /// `propagationPolicy: Orphan`: the dependents of `owner_uid` stay,
     /// without their ownerReferences to it.
     pub fn orphan_dependents(&mut self, owner_uid: &str) {
-        let metas = self
-            .replica_sets
-            .iter_mut()
-            .map(|r| &mut r.metadata)
-            .chain(self.pods.iter_mut().map(|p| &mut p.metadata));
-        for m in metas {
+        fn unown(m: &mut ObjectMeta, owner_uid: &str) {
             if let Some(refs) = m.owner_references.as_mut() {
                 refs.retain(|o| o.uid != owner_uid);
                 if refs.is_empty() {
                     m.owner_references = None;
                 }
+            }
+        }
+        let owned = |m: &ObjectMeta| {
+            m.owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == owner_uid)
+        };
+        for mut r in self.replica_sets.iter_mut() {
+            if owned(&r.metadata) {
+                unown(&mut r.metadata, owner_uid);
+            }
+        }
+        for mut p in self.pods.iter_mut() {
+            if owned(&p.metadata) {
+                unown(&mut p.metadata, owner_uid);
             }
         }
     }

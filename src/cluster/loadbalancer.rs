@@ -47,12 +47,12 @@ impl ClusterState {
         let mut used: HashSet<Ipv4Addr> = HashSet::new();
         // Keep what is still right; note what needs an address.
         let mut wanting = Vec::new();
-        for (i, svc) in self.services.iter_mut().enumerate() {
-            let ips = ingress_ips(svc);
-            let is_lb = service_type(svc) == "LoadBalancer";
+        for (i, mut svc) in self.services.iter_mut().enumerate() {
+            let ips = ingress_ips(&svc);
+            let is_lb = service_type(&svc) == "LoadBalancer";
             let wrong = ips.len() != 1
                 || !in_pool(ips[0])
-                || requested(svc).is_some_and(|r| r != ips[0].to_string())
+                || requested(&svc).is_some_and(|r| r != ips[0].to_string())
                 || used.contains(&ips[0]);
             if !is_lb || wrong {
                 if !ips.is_empty() {

@@ -1,6 +1,7 @@
 //! The `cluster` layer: the lab's object store and its allocators (pod IPs,
 //! names, node addresses), persisted atomically. Pure: no kernel, no runtime.
 
+pub mod collection;
 pub mod deployments;
 pub mod dns;
 pub mod endpointslices;
@@ -28,5 +29,6 @@ pub mod tls;
 pub mod topology;
 pub mod volumes;
 
+pub use collection::Collection;
 pub use selector::Selector;
 pub use state::{ClusterState, HostInfo};

@@ -2,6 +2,7 @@
 //! edits of the object store, each returning kubectl's one-line answer
 //! (`service/my-nginx created`). The controller then converges the host.
 
+use super::collection::Collection;
 use super::gc::Propagation;
 use super::services::{ServiceBatch, ServiceError};
 use super::state::{self, namespace, time, ClusterState, StateError};
@@ -88,7 +89,7 @@ fn verb(existed: bool, changed: bool) -> &'static str {
 trait DataObject: Sized + k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta> {
     /// "secret", "configmap": kubectl's prefix and (with an s) plural.
     const PREFIX: &'static str;
-    fn store(st: &mut ClusterState) -> &mut Vec<Self>;
+    fn store(st: &mut ClusterState) -> &mut Collection<Self>;
     fn immutable(&self) -> Option<bool>;
     fn same_data(&self, other: &Self) -> bool;
     /// Takes the data of `new` (labels and annotations are taken by the
@@ -98,7 +99,7 @@ trait DataObject: Sized + k8s_openapi::Resource + k8s_openapi::Metadata<Ty = Obj
 
 impl DataObject for Secret {
     const PREFIX: &'static str = "secret";
-    fn store(st: &mut ClusterState) -> &mut Vec<Self> {
+    fn store(st: &mut ClusterState) -> &mut Collection<Self> {
         &mut st.secrets
     }
     fn immutable(&self) -> Option<bool> {
@@ -119,7 +120,7 @@ impl DataObject for Secret {
 
 impl DataObject for ConfigMap {
     const PREFIX: &'static str = "configmap";
-    fn store(st: &mut ClusterState) -> &mut Vec<Self> {
+    fn store(st: &mut ClusterState) -> &mut Collection<Self> {
         &mut st.config_maps
     }
     fn immutable(&self) -> Option<bool> {
@@ -137,7 +138,7 @@ impl DataObject for ConfigMap {
 }
 
 /// Creates or updates a Secret or ConfigMap (validated by the caller).
-fn apply_data<T: DataObject>(
+fn apply_data<T: DataObject + Clone>(
     st: &mut ClusterState,
     mut obj: T,
     mode: Mode,
@@ -147,7 +148,7 @@ fn apply_data<T: DataObject>(
     let name = obj.metadata().name.clone().unwrap_or_default();
     let invalid = |m: String| ObjectError::Invalid(format!("{} {name:?} is invalid: {m}", T::KIND));
     let list = T::store(st);
-    let Some(existing) = list
+    let Some(mut existing) = list
         .iter_mut()
         .find(|x| same_key(x.metadata(), obj.metadata()))
     else {
@@ -254,7 +255,7 @@ pub fn apply_pod(
     rng: &mut impl rand::Rng,
 ) -> Result<String, ObjectError> {
     let name = pod.metadata.name.clone().unwrap_or_default();
-    if let Some(existing) = st
+    if let Some(mut existing) = st
         .pods
         .iter_mut()
         .find(|p| same_key(&p.metadata, &pod.metadata) && p.metadata.deletion_timestamp.is_none())
@@ -286,10 +287,11 @@ pub fn apply_deployment(
     let name = dep.metadata.name.clone().unwrap_or_default();
     match st
         .deployments
-        .iter_mut()
-        .find(|d| same_key(&d.metadata, &dep.metadata))
+        .iter()
+        .position(|d| same_key(&d.metadata, &dep.metadata))
     {
-        Some(existing) => {
+        Some(i) => {
+            let existing = &mut st.deployments[i];
             if mode == Mode::Create {
                 return Err(ObjectError::AlreadyExists {
                     kind: "deployments.apps",
@@ -348,7 +350,7 @@ pub fn scale(
             "--replicas={replicas}: the number of replicas must be 0 or more"
         )));
     }
-    let dep = st
+    let mut dep = st
         .deployments
         .iter_mut()
         .find(|d| d.metadata.name.as_deref() == Some(name) && namespace(&d.metadata) == namespace_)
@@ -374,7 +376,7 @@ pub fn scale_replica_set(
             "--replicas={replicas}: the number of replicas must be 0 or more"
         )));
     }
-    let rs = st
+    let mut rs = st
         .replica_sets
         .iter_mut()
         .find(|r| r.metadata.name.as_deref() == Some(name) && namespace(&r.metadata) == namespace_)
@@ -394,7 +396,7 @@ pub fn scale_replica_set(
 /// (its selector is immutable, as in apps/v1).
 fn update_replica_set(st: &mut ClusterState, new: ReplicaSet) -> Result<String, ObjectError> {
     let name = new.metadata.name.clone().unwrap_or_default();
-    let rs = st
+    let mut rs = st
         .replica_sets
         .iter_mut()
         .find(|r| same_key(&r.metadata, &new.metadata))
@@ -455,7 +457,7 @@ fn release_dependents(
 /// else its `terminationGracePeriodSeconds`, else 30 s; a later delete may
 /// shorten it, never lengthen it (as kube-apiserver's graceful deletion).
 pub fn grace(st: &mut ClusterState, namespace_: &str, name: &str, given: Option<i64>) {
-    let Some(pod) = st
+    let Some(mut pod) = st
         .pods
         .iter_mut()
         .find(|p| p.metadata.name.as_deref() == Some(name) && namespace(&p.metadata) == namespace_)
@@ -487,7 +489,7 @@ pub fn delete_with(
             Ok(format!("service \"{name}\" deleted"))
         }
         "pod" => {
-            let pod = st
+            let mut pod = st
                 .pods
                 .iter_mut()
                 .find(|p| {
@@ -579,7 +581,7 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
         name,
     } = *target;
     fn find<'a, T>(
-        list: &'a [T],
+        list: &'a Collection<T>,
         meta: impl Fn(&T) -> &ObjectMeta,
         ns: &str,
         name: &str,
@@ -627,14 +629,15 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
 /// The metadata of a stored object, to change what only the API server
 /// sets (its managedFields).
 pub fn meta_mut<'a>(st: &'a mut ClusterState, target: &Target<'_>) -> Option<&'a mut ObjectMeta> {
-    fn find<'a, T: k8s_openapi::Metadata<Ty = ObjectMeta>>(
-        list: &'a mut [T],
+    fn find<'a, T: Clone + k8s_openapi::Metadata<Ty = ObjectMeta>>(
+        list: &'a mut Collection<T>,
         ns: &str,
         name: &str,
     ) -> Option<&'a mut ObjectMeta> {
-        list.iter_mut()
-            .map(|x| x.metadata_mut())
-            .find(|m| m.name.as_deref() == Some(name) && namespace(m) == ns)
+        let i = list.iter().position(|x| {
+            x.metadata().name.as_deref() == Some(name) && namespace(x.metadata()) == ns
+        })?;
+        list.get_mut(i).map(|x| x.metadata_mut())
     }
     let (ns, name) = (target.namespace, target.name);
     match target.kind {

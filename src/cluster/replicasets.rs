@@ -7,6 +7,7 @@
 //! status from the pods it owns. Pure: the lab's process then starts and
 //! stops the pods.
 
+use super::collection::Collection;
 use super::events::Involved;
 use super::names;
 use super::state::{namespace, pod_node, pod_ready, time, uid, ClusterState, StateError};
@@ -37,7 +38,7 @@ pub fn controlled_by(meta: &ObjectMeta, owner: &str) -> bool {
 /// The pods that are not being deleted, by their controller's (namespace,
 /// uid), as indexes into `pods`: one pass instead of a scan of every pod
 /// per ReplicaSet (half a million looks at 500 ReplicaSets of 1 000 pods).
-pub fn live_pods_by_controller(pods: &[Pod]) -> HashMap<(&str, &str), Vec<usize>> {
+pub fn live_pods_by_controller(pods: &Collection<Pod>) -> HashMap<(&str, &str), Vec<usize>> {
     let mut out: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, p) in pods.iter().enumerate() {
         let m = &p.metadata;
@@ -45,7 +46,9 @@ pub fn live_pods_by_controller(pods: &[Pod]) -> HashMap<(&str, &str), Vec<usize>
             continue;
         }
         if let Some(o) = controller_of(m) {
-            out.entry((namespace(m), o.uid.as_str())).or_default().push(i);
+            out.entry((namespace(m), o.uid.as_str()))
+                .or_default()
+                .push(i);
         }
     }
     out
@@ -135,7 +138,7 @@ pub fn deletion_order(pods: &[&Pod]) -> Vec<usize> {
 
 /// [`live_pods_by_controller`] with owned keys (for a loop that edits
 /// the pods).
-fn owned_index(pods: &[Pod]) -> HashMap<(String, String), Vec<usize>> {
+fn owned_index(pods: &Collection<Pod>) -> HashMap<(String, String), Vec<usize>> {
     live_pods_by_controller(pods)
         .into_iter()
         .map(|((ns, uid), v)| ((ns.to_string(), uid.to_string()), v))
@@ -240,7 +243,7 @@ impl ClusterState {
         let rs_name = rs.metadata.name.clone().unwrap_or_default();
         let selector = rs.spec.as_ref().and_then(|s| selector_of(&s.selector));
         let mut changed = false;
-        for p in self.pods.iter_mut() {
+        for mut p in self.pods.iter_mut() {
             let m = &p.metadata;
             if m.deletion_timestamp.is_some() || namespace(m) != ns {
                 continue;

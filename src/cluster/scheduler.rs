@@ -67,7 +67,11 @@ pub struct Unschedulable {
 /// The node for `pod` among `nodes` (in the lab's order), given the pods
 /// already there. `spec.nodeName` binds without filters, as in Kubernetes
 /// (the kubelet would then refuse the pod; netlab lets it start).
-pub fn pick(pod: &Pod, nodes: &[String], pods: &[Pod]) -> Result<String, Unschedulable> {
+pub fn pick<'a>(
+    pod: &Pod,
+    nodes: &[String],
+    pods: impl IntoIterator<Item = &'a Pod> + Copy,
+) -> Result<String, Unschedulable> {
     if let Some(n) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
         return Ok(n);
     }
@@ -75,13 +79,13 @@ pub fn pick(pod: &Pod, nodes: &[String], pods: &[Pod]) -> Result<String, Unsched
     let free = |n: &str| {
         wanted.is_empty()
             || !pods
-                .iter()
+                .into_iter()
                 .filter(|p| pod_node(p) == Some(n) && holds_node(p))
                 .flat_map(host_ports)
                 .any(|used| wanted.iter().any(|w| w.conflicts(&used)))
     };
     let count = |n: &str| {
-        pods.iter()
+        pods.into_iter()
             .filter(|p| pod_node(p) == Some(n) && p.metadata.deletion_timestamp.is_none())
             .count()
     };

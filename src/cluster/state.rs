@@ -2,6 +2,7 @@
 //! what netlab needs to find its kernel objects again. Pure data; `persist`
 //! and `load` write and read it atomically.
 
+use super::collection::Collection;
 use super::{ipam, topology};
 use crate::lab::{LabConfig, LabSpec};
 use chrono::{DateTime, Utc};
@@ -22,28 +23,31 @@ use std::net::Ipv4Addr;
 pub struct ClusterState {
     pub config: LabConfig,
     pub created: DateTime<Utc>,
-    pub nodes: Vec<Node>,
-    pub deployments: Vec<Deployment>,
+    pub nodes: Collection<Node>,
+    pub deployments: Collection<Deployment>,
     /// The Deployments' ReplicaSets (`deployments.rs`), which own the pods
     /// (`replicasets.rs`).
     #[serde(default)]
-    pub replica_sets: Vec<ReplicaSet>,
-    pub pods: Vec<Pod>,
+    pub replica_sets: Collection<ReplicaSet>,
+    pub pods: Collection<Pod>,
     #[serde(default)]
-    pub services: Vec<Service>,
+    pub services: Collection<Service>,
     #[serde(default)]
-    pub endpoints: Vec<Endpoints>,
+    pub endpoints: Collection<Endpoints>,
     /// discovery.k8s.io/v1 EndpointSlices (`endpointslices.rs`): kept so
     /// that their generated names survive restarts of the lab's process.
     #[serde(default)]
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub endpoint_slices: Collection<EndpointSlice>,
     #[serde(default)]
-    pub events: Vec<Event>,
+    pub events: Collection<Event>,
     /// Secrets: the state file is 0600 because of them.
     #[serde(default)]
-    pub secrets: Vec<Secret>,
+    pub secrets: Collection<Secret>,
     #[serde(default)]
-    pub config_maps: Vec<ConfigMap>,
+    pub config_maps: Collection<ConfigMap>,
+    /// What the last endpoints refresh computed from (`services.rs`).
+    #[serde(skip)]
+    pub endpoints_memo: super::services::Memo,
 }
 
 /// Facts about the host that go into Node objects (`get nodes -o wide`).
@@ -321,16 +325,17 @@ impl ClusterState {
                 disk_size: None,
             },
             created: DateTime::<Utc>::UNIX_EPOCH,
-            nodes: Vec::new(),
-            deployments: Vec::new(),
-            replica_sets: Vec::new(),
-            pods: Vec::new(),
-            services: Vec::new(),
-            endpoints: Vec::new(),
-            endpoint_slices: Vec::new(),
-            events: Vec::new(),
-            secrets: Vec::new(),
-            config_maps: Vec::new(),
+            nodes: Collection::new(),
+            deployments: Collection::new(),
+            replica_sets: Collection::new(),
+            pods: Collection::new(),
+            services: Collection::new(),
+            endpoints: Collection::new(),
+            endpoint_slices: Collection::new(),
+            events: Collection::new(),
+            secrets: Collection::new(),
+            config_maps: Collection::new(),
+            endpoints_memo: Default::default(),
         }
     }
 }

@@ -70,11 +70,11 @@ pub struct MountError {
 }
 
 /// The files of every volume of `spec`, from the objects that exist now.
-pub fn plan(
+pub fn plan<'a>(
     spec: &PodSpec,
     namespace: &str,
-    secrets: &[Secret],
-    config_maps: &[ConfigMap],
+    secrets: impl IntoIterator<Item = &'a Secret> + Copy,
+    config_maps: impl IntoIterator<Item = &'a ConfigMap> + Copy,
 ) -> Result<Vec<PodVolume>, MountError> {
     let mut out = Vec::new();
     for v in spec.volumes.iter().flatten() {
@@ -90,7 +90,7 @@ pub fn plan(
             let name = src.secret_name.clone().unwrap_or_default();
             let optional = src.optional.unwrap_or(false);
             let data: BTreeMap<String, Vec<u8>> =
-                match secrets.iter().find(|s| in_ns(&s.metadata, &name)) {
+                match secrets.into_iter().find(|s| in_ns(&s.metadata, &name)) {
                     Some(s) => s
                         .data
                         .iter()
@@ -112,7 +112,7 @@ pub fn plan(
             let name = src.name.clone();
             let optional = src.optional.unwrap_or(false);
             let data: BTreeMap<String, Vec<u8>> =
-                match config_maps.iter().find(|c| in_ns(&c.metadata, &name)) {
+                match config_maps.into_iter().find(|c| in_ns(&c.metadata, &name)) {
                     Some(c) => c
                         .data
                         .iter()

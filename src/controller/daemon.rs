@@ -640,8 +640,11 @@ pub async fn step(
                 changed = true;
             }
             // Pod-level status from its containers: running, and ready by their
-            // readiness probes where they have one.
-            let pod = &mut st.pods[i];
+            // readiness probes where they have one. Worked out on a copy,
+            // put back only if it changed: the pod stays the object the
+            // store and the endpoints' memo share otherwise.
+            let mut copy = st.pods[i].clone();
+            let pod = &mut copy;
             if !restart_pass {
                 let dead = pod
                     .status
@@ -651,6 +654,7 @@ pub async fn step(
                 if dead && state::pod_ready(pod) {
                     pods::set_ready(pod, false);
                     changed = true;
+                    st.pods.set(i, copy);
                 }
                 continue;
             }
@@ -696,6 +700,9 @@ pub async fn step(
             }
             if policy == "Never" && !all_running && !waits_for_image {
                 pod.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+            }
+            if copy != st.pods[i] {
+                st.pods.set(i, copy);
             }
         }
     }

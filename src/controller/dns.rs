@@ -40,13 +40,13 @@ impl DnsServers {
     pub fn sync(&mut self, lab: &str, st: &mut ClusterState) -> bool {
         let mut changed = false;
         let mut wanted = Vec::new();
-        for pod in st.pods.iter_mut().filter(|p| cdns::is_builtin(p)) {
+        for mut pod in st.pods.iter_mut().filter(|p| cdns::is_builtin(p)) {
             let ns = state::namespace(&pod.metadata).to_string();
             let name = pod.metadata.name.clone().unwrap_or_default();
             let key = format!("{ns}/{name}");
             let running = pod.metadata.deletion_timestamp.is_none()
                 && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-            let (Some(ip), true) = (state::pod_ip(pod), running) else {
+            let (Some(ip), true) = (state::pod_ip(&pod), running) else {
                 continue;
             };
             wanted.push(key.clone());
@@ -64,8 +64,8 @@ impl DnsServers {
                 }
             }
             let ready = self.servers.contains_key(&key);
-            if state::pod_ready(pod) != ready {
-                super::pods::set_ready(pod, ready);
+            if state::pod_ready(&pod) != ready {
+                super::pods::set_ready(&mut pod, ready);
                 changed = true;
             }
         }

@@ -8,7 +8,7 @@
 use super::images::Outcomes;
 use super::ControllerError;
 use crate::cluster::volumes::{MountError, PodVolume};
-use crate::cluster::{dns, host_network, state, ClusterState};
+use crate::cluster::{dns, host_network, state, ClusterState, Collection};
 use crate::net::NetNs;
 use crate::paths;
 use crate::runtime::bundle::{self, BindMount, ContainerSpec};
@@ -51,10 +51,10 @@ pub fn attached_alive(p: &Pod) -> bool {
 /// taken from the store when the start begins.
 #[derive(Clone)]
 pub struct Objects {
-    pub services: Vec<Service>,
+    pub services: Collection<Service>,
     pub config: crate::lab::LabConfig,
-    pub secrets: Vec<Secret>,
-    pub config_maps: Vec<ConfigMap>,
+    pub secrets: Collection<Secret>,
+    pub config_maps: Collection<ConfigMap>,
 }
 
 impl Objects {
@@ -244,7 +244,7 @@ pub async fn start_all(
     let (pods, rest): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut state.pods)
         .into_iter()
         .partition(is_pending);
-    state.pods = rest;
+    state.pods = rest.into();
     let started: Vec<Started> = futures::stream::iter(pods.into_iter().map(|pod| {
         let (layers, objects) = (&layers, &objects);
         async move { start_pod(lab, pod, images, layers, runc, objects).await }
@@ -888,13 +888,13 @@ impl Serving {
 /// Pods that serve: ready (unless they are going away meanwhile).
 pub fn mark_serving(state: &mut ClusterState, serving: &[(String, String)]) -> bool {
     let mut any = false;
-    for pod in &mut state.pods {
+    for mut pod in &mut state.pods {
         let key = (
             state::namespace(&pod.metadata).to_string(),
             pod.metadata.name.clone().unwrap_or_default(),
         );
         if pod.metadata.deletion_timestamp.is_none() && serving.contains(&key) {
-            set_conditions(pod, true);
+            set_conditions(&mut pod, true);
             any = true;
         }
     }

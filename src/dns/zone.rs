@@ -414,8 +414,8 @@ spec:
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut s =
             ClusterState::plan(&spec, &HostInfo::default(), chrono::Utc::now(), &mut rng).unwrap();
-        for p in &mut s.pods {
-            crate::controller::pods::set_ready(p, ready);
+        for mut p in &mut s.pods {
+            crate::controller::pods::set_ready(&mut p, ready);
         }
         s.refresh_endpoints();
         s

