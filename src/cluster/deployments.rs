@@ -25,7 +25,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
@@ -440,20 +440,59 @@ impl ClusterState {
         rng: &mut impl rand::Rng,
     ) -> bool {
         let mut changed = false;
+        // What each Deployment controls, found once (not by a scan of
+        // every ReplicaSet per Deployment), and again after a step that
+        // changed something (it may have added, adopted or removed some).
+        let mut owned = self.replica_sets_by_controller();
+        let orphans = self.replica_sets.iter().any(|r| {
+            controller_of(&r.metadata).is_none() && r.metadata.deletion_timestamp.is_none()
+        });
         for d in 0..self.deployments.len() {
-            changed |= self.sync_deployment(d, now, rng);
+            let step = self.sync_deployment(d, &owned, orphans, now, rng);
+            if step {
+                owned = self.replica_sets_by_controller();
+            }
+            changed |= step;
         }
         changed
     }
 
-    fn sync_deployment(&mut self, d: usize, now: DateTime<Utc>, rng: &mut impl rand::Rng) -> bool {
+    /// The indices of the ReplicaSets by their controller's (namespace,
+    /// uid), oldest first.
+    fn replica_sets_by_controller(&self) -> HashMap<(String, String), Vec<usize>> {
+        let mut out: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, r) in self.replica_sets.iter().enumerate() {
+            if let Some(o) = controller_of(&r.metadata) {
+                out.entry((namespace(&r.metadata).to_string(), o.uid.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        out
+    }
+
+    fn sync_deployment(
+        &mut self,
+        d: usize,
+        by_controller: &HashMap<(String, String), Vec<usize>>,
+        orphans: bool,
+        now: DateTime<Utc>,
+        rng: &mut impl rand::Rng,
+    ) -> bool {
         let dep = self.deployments[d].clone();
         let dep_uid = dep.metadata.uid.clone().unwrap_or_default();
         let ns = namespace(&dep.metadata).to_string();
         let want = replicas(&dep);
         let (surge, unavailable) = fenceposts(&dep);
-        let mut changed = self.adopt_replica_sets(&dep);
-        let owned = self.owned_replica_sets(&dep_uid, &ns);
+        let mut changed = orphans && self.adopt_replica_sets(&dep);
+        let owned = if changed {
+            self.owned_replica_sets(&dep_uid, &ns)
+        } else {
+            by_controller
+                .get(&(ns.clone(), dep_uid.clone()))
+                .cloned()
+                .unwrap_or_default()
+        };
         let new = self.new_replica_set(&dep, &owned);
         let olds: Vec<usize> = owned.iter().copied().filter(|&i| Some(i) != new).collect();
         let max_old_revision = olds
@@ -591,11 +630,16 @@ impl ClusterState {
     /// and `syncRolloutStatus`). Returns whether one changed.
     pub(super) fn refresh_deployments_status(&mut self, now: DateTime<Utc>) -> bool {
         let mut changed = false;
+        // Only Deployments' statuses change here: one index serves all.
+        let by_controller = self.replica_sets_by_controller();
         for d in 0..self.deployments.len() {
             let dep = &self.deployments[d];
             let dep_uid = dep.metadata.uid.clone().unwrap_or_default();
             let ns = namespace(&dep.metadata).to_string();
-            let owned = self.owned_replica_sets(&dep_uid, &ns);
+            let owned = by_controller
+                .get(&(ns, dep_uid))
+                .cloned()
+                .unwrap_or_default();
             let new = self.new_replica_set(dep, &owned);
             let status_of = |i: usize| self.replica_sets[i].status.clone().unwrap_or_default();
             let sum = |f: &dyn Fn(usize) -> i32| owned.iter().map(|&i| f(i)).sum::<i32>();
