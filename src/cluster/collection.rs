@@ -170,29 +170,6 @@ impl<T: Clone> Collection<T> {
     pub fn drain(&mut self, range: impl std::ops::RangeBounds<usize>) -> Vec<T> {
         self.0.drain(range).map(Arc::unwrap_or_clone).collect()
     }
-
-    /// Makes the list `new`, keeping the objects that are equal to the one
-    /// at the same place but for their resourceVersion (so they stay the
-    /// same objects for the store). Returns whether any differed.
-    pub fn replace_with(&mut self, new: Vec<T>) -> bool
-    where
-        T: PartialEq + k8s_openapi::Metadata<Ty = ObjectMeta>,
-    {
-        let changed = self.0.len() != new.len();
-        let old = std::mem::take(&mut self.0);
-        let mut old = old.into_iter();
-        let mut changed = changed;
-        self.0 = new
-            .into_iter()
-            .map(|n| {
-                let o = old.next();
-                let kept = keep_if_equal(o.as_ref(), n);
-                changed |= o.is_none_or(|o| !Arc::ptr_eq(&o, &kept));
-                kept
-            })
-            .collect();
-        changed
-    }
 }
 
 /// `new`, or `old` where they are equal but for the resourceVersion (so
@@ -321,27 +298,5 @@ mod tests {
         assert_eq!(json, r#"["x","y!"]"#);
         let back: Collection<String> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, a);
-    }
-
-    #[test]
-    fn a_replacement_keeps_the_equal_objects() {
-        use k8s_openapi::api::core::v1::ConfigMap;
-        let cm = |name: &str, rv: Option<&str>| ConfigMap {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                resource_version: rv.map(String::from),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let mut a: Collection<ConfigMap> = vec![cm("x", Some("7")), cm("y", Some("8"))].into();
-        let b = a.clone();
-        // Built afresh, without resourceVersions: the same objects.
-        assert!(!a.replace_with(vec![cm("x", None), cm("y", None)]));
-        assert!(a.same(&b));
-        assert!(a.replace_with(vec![cm("x", None), cm("z", None), cm("w", None)]));
-        assert!(Arc::ptr_eq(&a.shared()[0], &b.shared()[0]));
-        let names: Vec<_> = a.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
-        assert_eq!(names, ["x", "z", "w"]);
     }
 }

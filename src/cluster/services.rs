@@ -68,9 +68,9 @@ fn ref_key(meta: &ObjectMeta) -> (&str, &str) {
 /// Endpoints by key; the first of a key wins, as a scan would find it.
 fn endpoints_index(
     list: &Collection<Endpoints>,
-) -> std::collections::HashMap<(&str, &str), &Endpoints> {
+) -> std::collections::HashMap<(&str, &str), &Arc<Endpoints>> {
     let mut index = std::collections::HashMap::with_capacity(list.len());
-    for e in list {
+    for e in list.shared() {
         index.entry(ref_key(&e.metadata)).or_insert(e);
     }
     index
@@ -218,12 +218,7 @@ impl ClusterState {
         let mut new: Vec<Arc<Endpoints>> = Vec::new();
         // The current Endpoints by key: looking each service's up by a scan
         // made this O(services²), seconds per change at 10 000 services.
-        let old_index: std::collections::HashMap<(&str, &str), &Arc<Endpoints>> = self
-            .endpoints
-            .shared()
-            .iter()
-            .map(|e| (ref_key(&e.metadata), e))
-            .collect();
+        let old_index = endpoints_index(&self.endpoints);
         let pods = super::selector::LabelIndex::new(
             self.pods
                 .iter()
@@ -394,6 +389,9 @@ impl ClusterState {
     /// service's, which [`Self::endpoints_of`] makes O(services²).
     pub fn endpoints_by_key(&self) -> std::collections::HashMap<(&str, &str), &Endpoints> {
         endpoints_index(&self.endpoints)
+            .into_iter()
+            .map(|(k, e)| (k, &**e))
+            .collect()
     }
 }
 
