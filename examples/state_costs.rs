@@ -121,6 +121,21 @@ fn main() {
     t("refresh_endpoints after a refresh (none)", || {
         s4.refresh_endpoints()
     });
+    // For a profiler: STATE_COSTS_LOOP=N repeats the one-deletion refresh.
+    if let Some(n) = std::env::var("STATE_COSTS_LOOP")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        for i in 0..n {
+            let pod = &mut s4.pods[20 + i % 500];
+            pod.metadata.deletion_timestamp = match pod.metadata.deletion_timestamp {
+                Some(_) => None,
+                None => Some(netlab::cluster::state::time(chrono::Utc::now())),
+            };
+            s4.refresh_endpoints();
+        }
+        return;
+    }
     let r0 = store.snapshot().revision;
     let r1 = t("commit deletion", || store.commit(&mut s).unwrap());
     println!("objects written: {}", r1 - r0);

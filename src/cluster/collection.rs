@@ -99,6 +99,11 @@ impl<T> Collection<T> {
         self.0[i] = Arc::new(x);
     }
 
+    /// Puts a shared object in place of the object at `i`.
+    pub fn set_shared(&mut self, i: usize, x: Arc<T>) {
+        self.0[i] = x;
+    }
+
     pub fn insert(&mut self, i: usize, x: T) {
         self.0.insert(i, Arc::new(x));
     }

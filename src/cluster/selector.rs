@@ -54,6 +54,17 @@ impl Selector {
         )
     }
 
+    /// Whether `labels` match a map selector (what [`Self::from_labels`]
+    /// makes), without making one: for scans over many selectors.
+    pub fn labels_match(
+        selector: &BTreeMap<String, String>,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+    }
+
     pub fn matches(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         let empty = BTreeMap::new();
         let labels = labels.unwrap_or(&empty);

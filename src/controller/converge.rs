@@ -1,8 +1,8 @@
 //! The lab's process making the host match the state after a change: one
-//! level-based step (start pending pods, remove deleted ones, recompute
-//! Endpoints, sync every node's service rules), under the lab's lock.
+//! level-based step (start pending pods, remove deleted ones), under the
+//! lab's lock. Endpoints and rules follow in the service plane.
 
-use super::{pods, proxier, ControllerError};
+use super::{pods, ControllerError};
 use crate::cluster::ClusterState;
 use crate::paths;
 use crate::runtime::{Progress, Runc, Store};
@@ -140,28 +140,29 @@ impl Background {
     }
 }
 
-/// One step towards the state: pods first (so Endpoints see them), then
-/// Endpoints, then the proxy rules on every node.
+/// One step towards the state: pods stopped and started (the service
+/// plane follows with Endpoints and the rules). `plane` is how far the
+/// service plane is, `seen` the store's revision that `st` holds.
 pub async fn converge(
     lab: &str,
     st: &mut ClusterState,
     bg: &mut Background,
+    plane: &tokio::sync::watch::Receiver<u64>,
+    seen: u64,
 ) -> Result<(), ControllerError> {
     // Deployments first: a deleted pod of a Deployment is replaced (with a
     // new name and address), a changed template rolls its pods.
     st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
 
-    // Pods marked for deletion: their endpoints leave the rules first (as
-    // Kubernetes removes a terminating pod from Endpoints), then they stop,
-    // in the background (a grace period may last 30 s); a pod leaves the
-    // store once its containers and network are gone.
+    // Pods marked for deletion: their endpoints leave the rules first (the
+    // service plane takes a terminating pod out of Endpoints, as Kubernetes
+    // does), then they stop, in the background (a grace period may last
+    // 30 s); a pod leaves the store once its containers and network are gone.
     if st
         .pods
         .iter()
         .any(|p| p.metadata.deletion_timestamp.is_some())
     {
-        st.refresh_endpoints();
-        proxier::sync_all(lab, st).await?;
         let doomed: Vec<Pod> = st
             .pods
             .iter()
@@ -172,8 +173,11 @@ pub async fn converge(
             if bg.removals.busy_with(p) {
                 continue;
             }
-            let (lab, pod) = (lab.to_string(), p.clone());
+            let (lab, pod, mut plane) = (lab.to_string(), p.clone(), plane.clone());
             bg.removals.spawn(vec![Tasks::key(p)], async move {
+                // Out of every node's rules first (bounded: a plane that
+                // fails to sync must not keep a pod from stopping).
+                let _ = tokio::time::timeout(RULES_FIRST, plane.wait_for(|r| *r >= seen)).await;
                 pods::remove_pod(&lab, &pod).await
             });
             let who = crate::cluster::events::involved("Pod", &p.metadata);
@@ -275,6 +279,8 @@ pub async fn converge(
     }
 
     st.refresh_deployment_status();
-    st.refresh_endpoints();
-    proxier::sync_all(lab, st).await
+    Ok(())
 }
+
+/// How long a pod's removal waits for its endpoints to leave the rules.
+const RULES_FIRST: Duration = Duration::from_secs(2);

@@ -14,7 +14,8 @@
 //! -9` of the process disturbs no pod, and a new process adopts the
 //! running containers without restarting them.
 
-use super::{liveness, pods, probes, proxier, ControllerError};
+use super::settled::Part;
+use super::{liveness, pods, probes, ControllerError};
 use crate::cluster::{events, state, ClusterState};
 use crate::paths;
 use crate::runtime::{rootfs, Runc, Store};
@@ -142,6 +143,9 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         Ok(addr) => tracing::info!(lab, %addr, "serving the Kubernetes API"),
         Err(e) => tracing::warn!(lab, error = %e, "the Kubernetes API could not start"),
     }
+    // Endpoints, EndpointSlices and the rules follow the store on their own.
+    super::service_plane::spawn(lab, store.clone(), progress.clone());
+    let plane = progress.services();
     let mut probes = Probes::default();
     let mut dns = super::dns::DnsServers::start(&store);
     let mut speaker = super::lb::Speaker::default();
@@ -171,19 +175,20 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             &mut speaker,
             &mut converged,
             &mut bg,
+            &plane,
         )
         .await;
         // The error first: a waiter woken by the count below must see it.
         if let Err(e) = &outcome {
             tracing::warn!(lab, error = %e, "controller step failed");
-            progress.failed(begun, e.to_string());
+            progress.failed(Part::Pods, begun, e.to_string());
         }
-        progress.busy(bg.busy());
+        progress.busy(bg.busy(), store.snapshot().revision);
         let pids = match outcome {
             Ok(Some(p)) => p,
             Ok(None) => {
                 // Something changed or died meanwhile: look again now.
-                progress.reached(begun);
+                progress.reached(Part::Pods, begun);
                 continue;
             }
             Err(_) => Vec::new(),
@@ -191,9 +196,11 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
         // What the loop committed itself is seen; a write after it is not.
         let latest = changes.borrow_and_update().clone();
         match &converged {
-            Some(c) if Arc::ptr_eq(c, &latest.state) => progress.reached(latest.revision),
+            Some(c) if Arc::ptr_eq(c, &latest.state) => {
+                progress.reached(Part::Pods, latest.revision)
+            }
             _ => {
-                progress.reached(begun);
+                progress.reached(Part::Pods, begun);
                 continue;
             }
         }
@@ -415,9 +422,11 @@ impl Probes {
     }
 }
 
-/// One look at the lab: restart what died, update statuses, endpoints and
-/// rules. Returns the pids of the containers that run now, or None when one
-/// died meanwhile and another step is due at once.
+/// One look at the lab: start and stop pods, restart what died, update
+/// their statuses (the service plane follows with endpoints and rules).
+/// Returns the pids of the containers that run now, or None when one died
+/// meanwhile and another step is due at once.
+#[allow(clippy::too_many_arguments)]
 pub async fn step(
     lab: &str,
     store: &crate::store::ObjectStore,
@@ -426,11 +435,14 @@ pub async fn step(
     speaker: &mut super::lb::Speaker,
     converged: &mut Option<Arc<ClusterState>>,
     bg: &mut super::converge::Background,
+    plane: &tokio::sync::watch::Receiver<u64>,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
     let _lock = super::converge::LabLock::acquire(lab)?;
     let mut st = store.begin();
-    // Changed since the last whole step (by the API's writes): endpoints,
-    // addresses and rules are brought up to date.
+    // What this step sees is in the store by this revision.
+    let seen = store.snapshot().revision;
+    // Changed since the last whole step (by the API's writes): statuses
+    // and addresses are brought up to date.
     let mut dirty = !converged
         .as_ref()
         .is_some_and(|c| Arc::ptr_eq(c, st.base()));
@@ -440,8 +452,6 @@ pub async fn step(
     dirty |= served;
     if !failed.is_empty() {
         st.refresh_deployment_status();
-        st.refresh_endpoints();
-        proxier::sync_all(lab, &st).await?;
         store.commit_working(&mut st)?;
         return Err(ControllerError::NotReady(failed));
     }
@@ -470,12 +480,12 @@ pub async fn step(
             lab,
             "starting or stopping pods (recorded by a verb, or by the workload controllers)"
         );
-        let result = super::converge::converge(lab, &mut st, bg).await;
+        let result = super::converge::converge(lab, &mut st, bg, plane, seen).await;
         store.commit_working(&mut st)?;
         result?;
         if !st.saw_others() {
-            // Endpoints and rules were synced to this state: the next step
-            // (at once) need not do it again.
+            // The host matches this state: the next step (at once) need not
+            // take it for a change by others.
             *converged = Some(st.base().clone());
         }
         return Ok(None);
@@ -497,14 +507,13 @@ pub async fn step(
     let mut changed = probes.record_events(&mut st, now) | dirty;
     let images = Store::new(&paths::data_dir());
     let registries = super::images::registries(&st.config)?;
-    // Two passes: first every death is noticed and the dead pods leave the
-    // endpoints on every node; then containers are restarted and pods that
-    // run (and pass their probes) join again.
+    // Two passes: first every death is noticed and committed, so that the
+    // service plane takes the dead pods out of the endpoints on every node
+    // at once; then containers are restarted and pods that run (and pass
+    // their probes) join again.
     for restart_pass in [false, true] {
         if restart_pass && changed {
             st.refresh_deployment_status();
-            st.refresh_endpoints();
-            proxier::sync_all(lab, &st).await?;
             store.commit_working(&mut st)?;
         }
         for i in 0..st.pods.len() {
@@ -714,8 +723,6 @@ pub async fn step(
     changed |= st.allocate_load_balancers(now);
     if changed {
         st.refresh_deployment_status();
-        st.refresh_endpoints();
-        proxier::sync_all(lab, &st).await?;
     }
     if speaker.sync(lab, &mut st).await {
         changed = true;

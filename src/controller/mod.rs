@@ -4,10 +4,11 @@
 //! `up` brings the lab up and starts its process (`daemon.rs`), which owns
 //! it from then on: it serves the API, whose writes are committed to the
 //! store and acknowledged, and its control loop makes the host follow
-//! (`converge.rs`: pods started and stopped; restarts, readiness,
-//! endpoints and rules, the cluster DNS (`dns.rs`), LoadBalancer addresses
-//! and their announcements (`lb.rs`)), reporting how far it got
-//! (`settled.rs`).
+//! (`converge.rs`: pods started and stopped; restarts, readiness, the
+//! cluster DNS (`dns.rs`), LoadBalancer addresses and their announcements
+//! (`lb.rs`)). The service plane (`service_plane.rs`) follows the store on
+//! its own: Endpoints, EndpointSlices and every node's rules
+//! (`proxier.rs`). Both report how far they got (`settled.rs`).
 
 pub mod converge;
 pub mod daemon;
@@ -20,6 +21,7 @@ pub mod orphans;
 pub mod pods;
 pub mod probes;
 pub mod proxier;
+pub mod service_plane;
 pub mod settled;
 pub mod up;
 
