@@ -139,6 +139,18 @@ impl<T> Collection<T> {
         self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
+    /// Whether both hold the same objects but for their resourceVersions
+    /// (what a commit sets): the very same ones, or equal but for that.
+    pub fn same_but_versions(&self, other: &Self) -> bool
+    where
+        T: Clone + PartialEq + k8s_openapi::Metadata<Ty = ObjectMeta>,
+    {
+        self.0.len() == other.0.len()
+            && self.0.iter().zip(&other.0).all(|(a, b)| {
+                Arc::ptr_eq(a, b) || Arc::ptr_eq(&keep_if_equal(Some(a), (**b).clone()), a)
+            })
+    }
+
     pub fn from_shared(v: Vec<Arc<T>>) -> Self {
         Collection(v)
     }

@@ -163,9 +163,11 @@ impl ClusterState {
     /// many pods changed for the check to pay).
     fn endpoints_affected(&self) -> Option<Affected> {
         let m = self.endpoints_memo.0.as_ref()?;
+        // (The refresh's own commit gives what it made new resourceVersions:
+        // that is no change by others.)
         if m.config != self.config
-            || !m.endpoints.same(&self.endpoints)
-            || !m.slices.same(&self.endpoint_slices)
+            || !m.endpoints.same_but_versions(&self.endpoints)
+            || !m.slices.same_but_versions(&self.endpoint_slices)
         {
             return None;
         }

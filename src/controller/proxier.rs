@@ -242,6 +242,18 @@ impl Twins {
                     },
                 };
                 let res = proxier.sync(n, services).await;
+                if let Ok(stats) = &res {
+                    tracing::debug!(
+                        node,
+                        services_changed = stats.services_changed,
+                        commands = stats.commands,
+                        generate_ms = stats.generate_time.as_secs_f64() * 1e3,
+                        diff_ms = stats.diff_time.as_secs_f64() * 1e3,
+                        apply_ms = stats.apply_time.as_secs_f64() * 1e3,
+                        persist_ms = stats.persist_time.as_secs_f64() * 1e3,
+                        "node's rules synced"
+                    );
+                }
                 let res = res.map(|_| ()).map_err(|e| format!("node {node}: {e}"));
                 (netns, Some(proxier), res)
             });

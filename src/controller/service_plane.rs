@@ -19,6 +19,7 @@ use super::settled::{Part, Progress};
 use super::{proxier, ControllerError};
 use crate::cluster::services::Memo;
 use crate::store::ObjectStore;
+use std::time::Instant;
 
 /// Runs the service plane until the lab is gone, on a thread of its own:
 /// its work (a refresh, a sync) never waits for the lab's loop to reach an
@@ -73,10 +74,12 @@ impl Plane {
     /// state now. Returns the revision it committed, if it committed and
     /// nobody else did meanwhile (that revision is then acted on too).
     async fn step(&mut self, lab: &str, store: &ObjectStore) -> Result<u64, ControllerError> {
+        let t0 = Instant::now();
         let mut st = store.begin();
         st.endpoints_memo = std::mem::take(&mut self.memo);
         let changed = st.refresh_endpoints();
         self.memo = std::mem::take(&mut st.endpoints_memo);
+        let t1 = Instant::now();
         let mut committed = 0;
         if changed {
             let r = store.commit_working(&mut st)?;
@@ -84,7 +87,17 @@ impl Plane {
                 committed = r;
             }
         }
+        let t2 = Instant::now();
         self.proxy.sync(lab, &st).await?;
+        tracing::debug!(
+            lab,
+            changed,
+            committed,
+            refresh_ms = (t1 - t0).as_secs_f64() * 1e3,
+            commit_ms = (t2 - t1).as_secs_f64() * 1e3,
+            sync_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "service plane step"
+        );
         Ok(committed)
     }
 }
