@@ -169,6 +169,7 @@ impl ClusterState {
             || !m.endpoints.same_but_versions(&self.endpoints)
             || !m.slices.same_but_versions(&self.endpoint_slices)
         {
+            tracing::debug!("endpoints refresh: Endpoints or slices changed by others; all of them");
             return None;
         }
         let mut out = Affected::new();
@@ -196,6 +197,10 @@ impl ClusterState {
             .map(|p| &**p)
             .collect();
         if changed.len() > 64 {
+            tracing::debug!(
+                pods = changed.len(),
+                "endpoints refresh: many pods changed; all of them"
+            );
             return None;
         }
         if changed.is_empty() {

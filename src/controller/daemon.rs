@@ -137,6 +137,7 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
     std::fs::write(pid_file(lab), std::process::id().to_string())
         .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
+    limit_heap();
     let store = crate::store::ObjectStore::open(lab)?;
     let progress = super::settled::Progress::default();
     match crate::api::start(lab, store.clone(), progress.subscribe()).await {
@@ -216,6 +217,23 @@ pub async fn run(lab: &str) -> Result<(), ControllerError> {
             }
         }
     }
+}
+
+/// glibc's malloc keeps what a process frees for reuse, per arena (up to
+/// 8 per core, one per thread that met contention): after a big lab's
+/// `up` the lab's process held hundreds of MiB it no longer used. Two
+/// arenas, and what is free handed back to the kernel every few seconds.
+fn limit_heap() {
+    // SAFETY: mallopt and malloc_trim only tune and trim glibc's heap.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
+    });
 }
 
 /// Rotates the lab's container logs as the kubelet does, on its own

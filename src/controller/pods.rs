@@ -241,10 +241,14 @@ pub async fn start_all(
     // Service variables come from the services that exist now, when the
     // pod starts (the tutorial's ordering lesson); volumes likewise.
     let objects = Objects::of(state);
-    let (pods, rest): (Vec<Pod>, Vec<Pod>) = std::mem::take(&mut state.pods)
+    // The others stay the objects they are (shared with the store's state:
+    // copying them all made every pod look changed to the endpoints refresh).
+    let (pods, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pods)
+        .into_shared()
         .into_iter()
-        .partition(is_pending);
-    state.pods = rest.into();
+        .partition(|p| is_pending(p));
+    state.pods = crate::cluster::Collection::from_shared(rest);
+    let pods: Vec<Pod> = pods.into_iter().map(std::sync::Arc::unwrap_or_clone).collect();
     let started: Vec<Started> = futures::stream::iter(pods.into_iter().map(|pod| {
         let (layers, objects) = (&layers, &objects);
         async move { start_pod(lab, pod, images, layers, runc, objects).await }

@@ -222,7 +222,9 @@ impl Twins {
             return Ok(());
         }
         if !services_same {
+            let t = std::time::Instant::now();
             self.remodel(st);
+            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "services' proxy model");
         }
         let dir = paths::lab_dir(lab).join("proxy");
         std::fs::create_dir_all(&dir).map_err(|e| ControllerError::io(&dir, e))?;
