@@ -12,11 +12,13 @@
 //! - `netlab up` time (every pod running and accepting on port 80);
 //! - serving: curl from node-1 to a sample of clusterIPs and of pod IPs;
 //! - the lab's controller process: VmRSS and VmHWM (peak);
-//! - endpoint convergence after pod deletion: `netlab delete pod` of
-//!   NETLAB_BENCH_SCALE_DELETES pods one at a time (default 10); the time
-//!   from the command's start until both nodes' proxiers have applied
-//!   every service the pod backed without it (read from the proxy state
-//!   files, written only after the kernel took the batch);
+//! - endpoint convergence after pod deletion: a DELETE of
+//!   NETLAB_BENCH_SCALE_DELETES pods one at a time (default 10), sent by a
+//!   client already connected (as a controller or a watching kubectl is;
+//!   a `netlab delete pod` process adds its own start, about 0.1 s); the
+//!   time from sending it until both nodes' proxiers have applied every
+//!   service the pod backed without it (read from the proxy state files,
+//!   written only after the kernel took the batch);
 //! - `netlab down` time, then a check that nothing of the lab is left:
 //!   namespaces, /run/netlab/<lab>, mounts, cgroups.
 
@@ -238,6 +240,11 @@ fn main() {
     results.put("scale.sampled_pods", pod_ips.len());
 
     // Convergence after pod deletion.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = std::sync::Arc::new(
+        rt.block_on(netlab::cli::client::Client::connect(&lab))
+            .expect("a client of the lab's API"),
+    );
     let mut times = Vec::new();
     let deployments = pods / 2;
     for k in 0..deletes {
@@ -269,12 +276,19 @@ fn main() {
                 ))
             })
             .collect();
+        let path = format!("/api/v1/namespaces/default/pods/{name}");
+        let c = client.clone();
         let start = Instant::now();
-        let mut child = Command::new(NETLAB)
-            .args(["--lab", &lab, "delete", "pod", &name])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let delete = rt.spawn(async move {
+            c.request(
+                http::Method::DELETE,
+                &path,
+                None,
+                "application/json",
+                Vec::new(),
+            )
+            .await
+        });
         loop {
             for t in &mut tails {
                 t.poll(&needle);
@@ -289,7 +303,9 @@ fn main() {
             std::thread::sleep(Duration::from_millis(1));
         }
         let d = start.elapsed();
-        assert!(child.wait().unwrap().success(), "delete pod {name}");
+        if let Err(e) = rt.block_on(delete).unwrap() {
+            panic!("delete pod {name}: {}", e.message);
+        }
         println!(
             "delete {name} ({ip}, backs {} services): converged in {:.1} ms",
             backed.len(),

@@ -31,6 +31,17 @@ fn lab_yaml(pods: usize, services: usize) -> String {
     y
 }
 
+/// The process's resident memory now, printed with `what`.
+fn m(what: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    println!("{what:40} {:>10.1} MiB resident", kb / 1024.0);
+}
+
 fn t<R>(what: &str, f: impl FnOnce() -> R) -> R {
     let s = Instant::now();
     let r = f();
@@ -53,6 +64,7 @@ fn main() {
         st.endpoints.len(),
         st.endpoint_slices.len()
     );
+    m("after plan");
     for _ in 0..3 {
         t("clone", || st.clone());
     }
@@ -60,6 +72,15 @@ fn main() {
     let store = t("create store", || {
         ObjectStore::create_at(file.clone(), &mut st).unwrap()
     });
+    m("after the store's creation");
+    {
+        let s = store.state();
+        let (node, services) = netlab::controller::proxier::node_model(&s, "node-1");
+        m("with one node's proxy model");
+        let rules = netlab::proxy::rules::ruleset(&node, &services);
+        m("with one node's whole ruleset");
+        drop(rules);
+    }
     for _ in 0..3 {
         let mut s = store.state();
         s.pods[0]
