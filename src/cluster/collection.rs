@@ -316,4 +316,27 @@ mod tests {
         let back: Collection<String> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, a);
     }
+
+    #[test]
+    fn a_commit_s_new_resource_versions_are_no_change() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let cm = |name: &str, rv: &str, v: &str| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            data: Some([("k".to_string(), v.to_string())].into()),
+            ..Default::default()
+        };
+        let a: Collection<ConfigMap> = vec![cm("a", "1", "x"), cm("b", "1", "y")].into();
+        let mut b = a.clone();
+        b.set(1, cm("b", "7", "y"));
+        assert!(!a.same(&b));
+        assert!(a.same_but_versions(&b));
+        b.set(1, cm("b", "8", "z"));
+        assert!(!a.same_but_versions(&b));
+        b.truncate(1);
+        assert!(!a.same_but_versions(&b));
+    }
 }

@@ -169,14 +169,19 @@ impl ClusterState {
             || !m.endpoints.same_but_versions(&self.endpoints)
             || !m.slices.same_but_versions(&self.endpoint_slices)
         {
-            tracing::debug!("endpoints refresh: Endpoints or slices changed by others; all of them");
+            tracing::debug!(
+                "endpoints refresh: Endpoints or slices changed by others; all of them"
+            );
             return None;
         }
         let mut out = Affected::new();
-        let before: HashSet<*const Service> = m.services.shared().iter().map(Arc::as_ptr).collect();
-        for s in self.services.shared() {
-            if !before.contains(&Arc::as_ptr(s)) {
-                out.insert(key(&s.metadata));
+        if !m.services.same(&self.services) {
+            let before: HashSet<*const Service> =
+                m.services.shared().iter().map(Arc::as_ptr).collect();
+            for s in self.services.shared() {
+                if !before.contains(&Arc::as_ptr(s)) {
+                    out.insert(key(&s.metadata));
+                }
             }
         }
         let (was, is): (HashSet<*const Pod>, HashSet<*const Pod>) = (

@@ -248,7 +248,10 @@ pub async fn start_all(
         .into_iter()
         .partition(|p| is_pending(p));
     state.pods = crate::cluster::Collection::from_shared(rest);
-    let pods: Vec<Pod> = pods.into_iter().map(std::sync::Arc::unwrap_or_clone).collect();
+    let pods: Vec<Pod> = pods
+        .into_iter()
+        .map(std::sync::Arc::unwrap_or_clone)
+        .collect();
     let started: Vec<Started> = futures::stream::iter(pods.into_iter().map(|pod| {
         let (layers, objects) = (&layers, &objects);
         async move { start_pod(lab, pod, images, layers, runc, objects).await }

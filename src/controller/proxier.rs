@@ -196,6 +196,11 @@ pub struct Twins {
     /// kept alive by `last`, so an address is not reused meanwhile) and
     /// its place in `models`.
     made_from: HashMap<usize, (Option<usize>, usize)>,
+    /// Each model's place by its Service's (namespace, name), and the
+    /// Service it was made from: when only Endpoints changed, the models of
+    /// those alone are made again.
+    by_key: HashMap<(String, String), usize>,
+    services: Vec<Arc<Service>>,
 }
 
 /// What a sync reads: changes are told by pointer (see [`Collection`]).
@@ -223,8 +228,18 @@ impl Twins {
         }
         if !services_same {
             let t = std::time::Instant::now();
-            self.remodel(st);
-            tracing::debug!(ms = t.elapsed().as_secs_f64() * 1e3, "services' proxy model");
+            let only_endpoints = last.as_ref().filter(|l| {
+                l.config == st.config
+                    && l.services.same(&st.services)
+                    && l.endpoints.len() == st.endpoints.len()
+            });
+            if !only_endpoints.is_some_and(|l| self.remodel_endpoints(&l.endpoints, st)) {
+                self.remodel(st);
+            }
+            tracing::debug!(
+                ms = t.elapsed().as_secs_f64() * 1e3,
+                "services' proxy model"
+            );
         }
         let dir = paths::lab_dir(lab).join("proxy");
         std::fs::create_dir_all(&dir).map_err(|e| ControllerError::io(&dir, e))?;
@@ -287,6 +302,8 @@ impl Twins {
     /// Rebuilds the Services' models, reusing each one whose Service and
     /// Endpoints are the very objects it was made from.
     fn remodel(&mut self, st: &ClusterState) {
+        self.by_key.clear();
+        self.services.clear();
         let endpoints = st.endpoints_index();
         let mut old: Vec<Option<model::Service>> = std::mem::take(&mut self.models)
             .into_iter()
@@ -311,8 +328,48 @@ impl Twins {
                 },
             };
             self.made_from.insert(from, (ep_from, self.models.len()));
+            let k = crate::cluster::services::ref_key(&s.metadata);
+            self.by_key
+                .entry((k.0.to_string(), k.1.to_string()))
+                .or_insert(self.models.len());
+            self.services.push(s.clone());
             self.models.push(m);
         }
+    }
+
+    /// The Services are the same objects and the Endpoints as many as at
+    /// the last sync: the models of the Services whose Endpoints object
+    /// changed are made again, found by key. False: this does not apply
+    /// (the whole [`Self::remodel`] does).
+    fn remodel_endpoints(&mut self, before: &Collection<Endpoints>, st: &ClusterState) -> bool {
+        use crate::cluster::services::ref_key;
+        let mut changed: Vec<&Arc<Endpoints>> = Vec::new();
+        for (a, b) in st.endpoints.shared().iter().zip(before.shared()) {
+            if Arc::ptr_eq(a, b) {
+                continue;
+            }
+            // Another Service's in the same place, or many: not for this.
+            if ref_key(&a.metadata) != ref_key(&b.metadata) || changed.len() == 64 {
+                return false;
+            }
+            changed.push(a);
+        }
+        for e in changed {
+            let (ns, name) = ref_key(&e.metadata);
+            let Some(&i) = self.by_key.get(&(ns.to_string(), name.to_string())) else {
+                continue; // Endpoints of no modelled Service
+            };
+            let svc = self.services[i].clone();
+            let Some(m) = service_model(&svc, Some(e)) else {
+                return false;
+            };
+            self.made_from.insert(
+                Arc::as_ptr(&svc) as usize,
+                (Some(Arc::as_ptr(e) as usize), i),
+            );
+            self.models[i] = m;
+        }
+        true
     }
 }
 
