@@ -89,6 +89,11 @@ impl Plane {
         let changed = st.refresh_endpoints();
         self.memo = std::mem::take(&mut st.endpoints_memo);
         let t1 = Instant::now();
+        // The rules first: they need only the Endpoints just made, and the
+        // commit (a durable write) need not hold them up. The Endpoints are
+        // committed even if a node's rules failed.
+        let synced = self.proxy.sync(lab, &st).await;
+        let t2 = Instant::now();
         let mut committed = 0;
         if changed {
             let r = store.commit_working(&mut st)?;
@@ -96,17 +101,15 @@ impl Plane {
                 committed = r;
             }
         }
-        let t2 = Instant::now();
-        self.proxy.sync(lab, &st).await?;
         tracing::debug!(
             lab,
             changed,
             committed,
             refresh_ms = (t1 - t0).as_secs_f64() * 1e3,
-            commit_ms = (t2 - t1).as_secs_f64() * 1e3,
-            sync_ms = t2.elapsed().as_secs_f64() * 1e3,
+            sync_ms = (t2 - t1).as_secs_f64() * 1e3,
+            commit_ms = t2.elapsed().as_secs_f64() * 1e3,
             "service plane step"
         );
-        Ok(committed)
+        synced.map(|()| committed)
     }
 }
