@@ -29,21 +29,16 @@ pub fn lab_dir(lab: &str) -> PathBuf {
     run_dir().join(lab)
 }
 
-/// Creates the lab's directory, readable by root only: it holds the state
-/// (with the lab's Secrets), the OCI bundles (with env values from Secrets),
-/// the volumes and the container logs. A directory left by an older netlab
-/// with a wider mode is narrowed.
-pub fn create_lab_dir(lab: &str) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+/// Claims a lab's directory for `up`: made here or not at all, so that of
+/// two `up`s of one lab exactly one goes on (the other touches nothing).
+/// Readable by root only: it holds the store (with the lab's Secrets), the
+/// OCI bundles (with env values from Secrets), the volumes and the
+/// container logs.
+pub fn claim_lab_dir(lab: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = lab_dir(lab);
     std::fs::create_dir_all(run_dir())?;
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?
-        }
-        Err(e) => return Err(e),
-    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
 }
 

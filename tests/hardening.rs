@@ -315,3 +315,122 @@ fn half_a_lab_is_named_for_what_it_is() {
     );
     lab.down_clean();
 }
+
+/// Processes running as the lab's process (`netlab controller run --lab L`).
+fn lab_processes(lab: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            args.windows(4)
+                .any(|w| w == [&b"controller"[..], b"run", b"--lab", lab.as_bytes()])
+        })
+        .collect()
+}
+
+/// Two `netlab up` of one lab at once: one brings it up, the other says it
+/// is up and touches nothing of it. (Both used to fail, and the loser's
+/// rollback removed the winner's lab.)
+#[test]
+fn two_ups_of_one_lab_one_wins() {
+    for round in 0..2 {
+        let lab = Lab::prepare(
+            "twoups",
+            &format!("{}{}", lab_doc(2), who_deployment("w", 2, "w")),
+        );
+        let up = || {
+            Command::new(NETLAB)
+                .args(["up", "--name", &lab.name, lab.file().to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (up(), up());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let winners = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            winners,
+            1,
+            "round {round}: exactly one up wins:\nA: {}\nB: {}",
+            stderr(&a),
+            stderr(&b)
+        );
+        let loser = if a.status.success() { &b } else { &a };
+        assert!(
+            stderr(loser).contains(&format!("lab {} is already up", lab.name)),
+            "round {round}: the loser says why: {}",
+            stderr(loser)
+        );
+        // The winner's lab is whole: its pods run and serve.
+        let pods = lab.pods();
+        assert_eq!(pods.len(), 2, "round {round}: {pods:?}");
+        for (_, ip, _) in &pods {
+            let body = must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
+            assert!(body.starts_with('w'), "round {round}: {body}");
+        }
+        assert_eq!(lab_processes(&lab.name).len(), 1, "one lab process");
+        lab.down_clean();
+    }
+}
+
+/// `netlab down` while clients apply and scale (a client that finds the
+/// lab's process gone starts it again): one `down` removes everything,
+/// whatever the clients were doing, and no process of the lab is left.
+#[test]
+fn down_racing_applies_removes_everything() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    for (round, after_ms) in [100u64, 400, 900].into_iter().enumerate() {
+        let lab = Lab::up(
+            "downrace",
+            &format!("{}{}", lab_doc(2), who_deployment("seed", 2, "seed")),
+        );
+        let file = lab.dir.path().join("big.yaml");
+        std::fs::write(&file, who_deployment("big", 20, "big")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..3)
+            .map(|i| {
+                let (stop, name, file) = (stop.clone(), lab.name.clone(), file.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let replicas = format!("--replicas={}", 1 + (n + i) % 4);
+                        let _ = match i {
+                            0 => netlab(&["--lab", &name, "apply", "-f", file.to_str().unwrap()]),
+                            _ => netlab(&["--lab", &name, "scale", "deployment/seed", &replicas]),
+                        };
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(after_ms));
+        let pids = lab.container_pids();
+        let out = lab.run(&["down"]);
+        // The clients go on a little after `down`: nothing may come back.
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        assert!(
+            out.status.success(),
+            "round {round} ({after_ms} ms): down failed: {}",
+            stderr(&out)
+        );
+        let traces = Traces::of(&lab.name, &pids);
+        assert!(
+            traces.is_clean(),
+            "round {round} ({after_ms} ms): leaked: {traces:#?}"
+        );
+        assert!(
+            lab_processes(&lab.name).is_empty(),
+            "round {round}: a process of the lab outlived down"
+        );
+        drop(lab);
+    }
+}

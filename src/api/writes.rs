@@ -454,7 +454,7 @@ impl Writer<'_> {
             }
         };
         let dry = dry_run(q);
-        // A strict refusal found under the lab's lock, kept apart from the
+        // A strict refusal found in the store's change, kept apart from the
         // Invalid answers the store's own errors become.
         let mut refused = None;
         let manager = field_manager(q);

@@ -158,6 +158,15 @@ impl Client {
         Ok(out)
     }
 
+    /// The store's revision now (a list's resourceVersion).
+    pub async fn revision(&self) -> Result<String> {
+        let list = self.get("/api/v1/namespaces?limit=1", JSON).await?;
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the lab's API answered a list without a resourceVersion"))
+    }
+
     /// Waits until the lab's process has acted on a write (its pods
     /// started, or stopped and gone; rules synced): netlab's verbs return then, as
     /// they always did, where kubectl's return at once. Its errors (a pod

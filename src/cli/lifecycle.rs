@@ -66,8 +66,11 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
     // `up`, one here leaves nothing of the lab.
     let ready = async {
         let client = super::client::Client::connect(lab).await?;
+        // The lab's process made its store from the plan: the pods are
+        // started by then, or later.
+        let revision = client.revision().await?;
         client
-            .settle(&summary.revision.to_string(), timeout)
+            .settle(&revision, timeout)
             .await
             .map_err(|f| anyhow::anyhow!("{}", f.message))?;
         let containers = t.elapsed();

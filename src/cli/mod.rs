@@ -124,7 +124,11 @@ pub enum ControllerAction {
     Status,
     /// Run it in the foreground (what `start` runs).
     #[command(hide = true)]
-    Run,
+    Run {
+        /// Make the lab's store from the state on stdin (what `up` planned).
+        #[arg(long)]
+        initial_state_on_stdin: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -258,8 +262,10 @@ async fn controller(args: ControllerCmd, lab: Option<String>) -> Result<i32> {
     use crate::controller::daemon;
     let lab = select_lab(lab)?;
     match args.action {
-        ControllerAction::Run => {
-            daemon::run(&lab).await?;
+        ControllerAction::Run {
+            initial_state_on_stdin,
+        } => {
+            daemon::run(&lab, initial_state_on_stdin).await?;
             Ok(0)
         }
         ControllerAction::Start => {

@@ -1,6 +1,5 @@
 //! The lab's process making the host match the state after a change: one
-//! level-based step (start pending pods, remove deleted ones), under the
-//! lab's lock. Endpoints and rules follow in the service plane.
+//! level-based step (start pending pods, remove deleted ones). Endpoints and rules follow in the service plane.
 
 use super::{pods, ControllerError};
 use crate::cluster::ClusterState;
@@ -8,27 +7,8 @@ use crate::paths;
 use crate::runtime::{Progress, Runc, Store};
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::HashSet;
-use std::fs::File;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// An exclusive lock on a lab: every command that changes it holds one, so
-/// two `netlab` commands never interleave their changes.
-pub struct LabLock {
-    _file: nix::fcntl::Flock<File>,
-}
-
-impl LabLock {
-    pub fn acquire(lab: &str) -> Result<LabLock, ControllerError> {
-        let dir = paths::lab_dir(lab);
-        paths::create_lab_dir(lab).map_err(|e| ControllerError::io(&dir, e))?;
-        let path = dir.join("lock");
-        let file = File::create(&path).map_err(|e| ControllerError::io(&path, e))?;
-        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| ControllerError::io(&path, e.into()))?;
-        Ok(LabLock { _file: file })
-    }
-}
 
 /// A task that ended: the store keys of its pods, and what went wrong.
 type Ended = (Vec<String>, Vec<String>);

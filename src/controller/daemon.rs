@@ -43,6 +43,11 @@ pub fn log_file(lab: &str) -> PathBuf {
     paths::lab_dir(lab).join("controller.log")
 }
 
+/// The lock a lab's process holds for its life (and `down` to its end).
+pub fn lock_file(lab: &str) -> PathBuf {
+    paths::lab_dir(lab).join("controller.lock")
+}
+
 /// The running controller's pid, if there is one.
 pub fn running(lab: &str) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file(lab))
@@ -59,20 +64,57 @@ pub fn running(lab: &str) -> Option<i32> {
     .then_some(pid)
 }
 
+/// Marks a lab as going down (`down` makes it first): no process of the
+/// lab starts any more, so none can start pods while `down` sweeps.
+pub fn going_down_file(lab: &str) -> PathBuf {
+    paths::lab_dir(lab).join("going-down")
+}
+
+fn going_down(lab: &str) -> ControllerError {
+    ControllerError::Runtime {
+        message: format!("lab {lab} is going down"),
+    }
+}
+
 /// Starts the controller of a lab in the background (its own session, its
-/// output in `controller.log`). No-op when one runs.
+/// output in `controller.log`), adopting what runs. No-op when one runs.
 pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
     if let Some(pid) = running(lab) {
         return Ok(pid);
     }
+    launch(lab, None)
+}
+
+/// Starts the process of a lab that is coming up: it makes the lab's store
+/// from `state` (written to its stdin) before anything else. Returns once
+/// it runs with its store made, or fails with the end of its log.
+pub fn spawn_new(lab: &str, state: &ClusterState) -> Result<i32, ControllerError> {
+    let bytes = serde_json::to_vec(state).map_err(|e| ControllerError::Runtime {
+        message: format!("handing the planned state to the lab's process: {e}"),
+    })?;
+    launch(lab, Some(bytes))
+}
+
+fn launch(lab: &str, initial: Option<Vec<u8>>) -> Result<i32, ControllerError> {
+    if going_down_file(lab).exists() {
+        return Err(going_down(lab));
+    }
+    use std::io::Write;
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe()
         .map_err(|e| ControllerError::io(std::path::Path::new("/proc/self/exe"), e))?;
     let log_path = log_file(lab);
-    let log =
-        std::os::unix::fs::OpenOptionsExt::mode(File::options().create(true).append(true), 0o600)
-            .open(&log_path)
-            .map_err(|e| ControllerError::io(&log_path, e))?;
+    // The files a lab's process needs are made by `up` only: one made by a
+    // client while `down` removes the lab's directory would be left.
+    if initial.is_some() {
+        File::create(lock_file(lab)).map_err(|e| ControllerError::io(&lock_file(lab), e))?;
+    }
+    let log = std::os::unix::fs::OpenOptionsExt::mode(
+        File::options().create(initial.is_some()).append(true),
+        0o600,
+    )
+    .open(&log_path)
+    .map_err(|e| ControllerError::io(&log_path, e))?;
     let err = log
         .try_clone()
         .map_err(|e| ControllerError::io(&log_path, e))?;
@@ -84,6 +126,10 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(err);
+    if initial.is_some() {
+        cmd.arg("--initial-state-on-stdin")
+            .stdin(std::process::Stdio::piped());
+    }
     // SAFETY: setsid is async-signal-safe; it detaches the controller from
     // the terminal and the caller's process group.
     unsafe {
@@ -92,19 +138,77 @@ pub fn spawn(lab: &str) -> Result<i32, ControllerError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| ControllerError::Runtime {
+    let mut child = cmd.spawn().map_err(|e| ControllerError::Runtime {
         message: format!("starting the controller of lab {lab}: {e}"),
     })?;
     let pid = child.id() as i32;
+    let failed = |child: &mut std::process::Child, what: String| {
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        ControllerError::Runtime {
+            message: format!(
+                "the process of lab {lab} {what}: {} (see {})",
+                tail.join(" / "),
+                log_path.display()
+            ),
+        }
+    };
+    // The state is written whole, then the pipe closed (end of input).
+    let patience = match initial {
+        Some(bytes) => {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            if let Err(e) = stdin.write_all(&bytes) {
+                return Err(failed(&mut child, format!("did not take its state ({e})")));
+            }
+            drop(stdin);
+            // Making the store of a big lab takes seconds.
+            Duration::from_secs(120)
+        }
+        None => Duration::from_secs(2),
+    };
     // Return once it runs (its pid file names it), so that a `controller
     // status` right after `up` sees it even on a busy machine.
-    for _ in 0..400 {
+    let deadline = std::time::Instant::now() + patience;
+    while std::time::Instant::now() < deadline {
         if running(lab) == Some(pid) {
-            break;
+            return Ok(pid);
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(failed(&mut child, format!("ended ({status})")));
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
     Ok(pid)
+}
+
+/// Every controller process of the lab, found by its command line (`netlab
+/// controller run --lab LAB`: only netlab starts those), not only the one
+/// its pid file names (one may be starting).
+fn controllers(lab: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| *pid != me)
+                .filter(|pid| {
+                    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                        return false;
+                    };
+                    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+                    args.windows(4).any(|w| {
+                        w[0] == b"controller"
+                            && w[1] == b"run"
+                            && w[2] == b"--lab"
+                            && w[3] == lab.as_bytes()
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Stops the controller (SIGTERM, then SIGKILL after 2 s). Ok when none runs.
@@ -124,21 +228,86 @@ pub async fn stop(lab: &str) -> Result<(), String> {
     super::down::wait_gone(&[pid]).await
 }
 
-/// The controller's main loop (`netlab controller run --lab LAB`).
-pub async fn run(lab: &str) -> Result<(), ControllerError> {
+/// For `down`: no process of the lab runs, or starts, until the lab is
+/// gone. Marks the lab as going down, kills every controller of the lab
+/// (one being started by a client included), and holds the controllers'
+/// lock, which a new one would need, until the guard is dropped.
+pub async fn stop_for_good(lab: &str) -> Result<Option<nix::fcntl::Flock<File>>, String> {
     let dir = paths::lab_dir(lab);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    let marker = going_down_file(lab);
+    std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
+    // The running one first, gently: it saves nothing, but ends its work.
+    stop(lab).await?;
+    let lock_path = lock_file(lab);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let others = controllers(lab);
+        for pid in &others {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        super::down::wait_gone(&others).await?;
+        let file = File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some(lock)),
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(_) => {
+                return Err(format!(
+                    "{} stays locked: a process of lab {lab} does not end",
+                    lock_path.display()
+                ))
+            }
+        }
+    }
+}
+
+/// The controller's main loop (`netlab controller run --lab LAB`).
+pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerError> {
     // One controller per lab: a lock held for the process's life.
-    let lock_path = dir.join("controller.lock");
-    let lock = File::create(&lock_path).map_err(|e| ControllerError::io(&lock_path, e))?;
+    let lock_path = lock_file(lab);
+    // Never made here (`up` makes it): made while `down` removes the
+    // lab's directory, it would be left behind.
+    let lock = File::options()
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| ControllerError::io(&lock_path, e))?;
     let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| ControllerError::Runtime {
             message: format!("a controller of lab {lab} already runs"),
         })?;
+    limit_heap();
+    // `down` makes the mark, then holds the lock: one that got the lock
+    // first sees the mark, or `down` finds it by its command line.
+    if going_down_file(lab).exists() {
+        return Err(going_down(lab));
+    }
+    let store = if initial_on_stdin {
+        // A lab coming up: `up` planned the state; its store is made here,
+        // by its owner.
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| ControllerError::io(std::path::Path::new("/dev/stdin"), e))?;
+        let mut st: ClusterState =
+            serde_json::from_slice(&bytes).map_err(|e| ControllerError::Runtime {
+                message: format!("the planned state on stdin: {e}"),
+            })?;
+        drop(bytes);
+        crate::store::ObjectStore::create(lab, &mut st)?
+    } else {
+        crate::store::ObjectStore::open(lab)?
+    };
     std::fs::write(pid_file(lab), std::process::id().to_string())
         .map_err(|e| ControllerError::io(&pid_file(lab), e))?;
     tracing::info!(lab, pid = std::process::id(), "controller started");
-    limit_heap();
-    let store = crate::store::ObjectStore::open(lab)?;
     let progress = super::settled::Progress::default();
     match crate::api::start(lab, store.clone(), progress.subscribe()).await {
         Ok(addr) => tracing::info!(lab, %addr, "serving the Kubernetes API"),
@@ -286,7 +455,7 @@ async fn any_exits(pids: Vec<i32>) {
 #[derive(Default)]
 pub struct Probes {
     trackers: HashMap<String, liveness::ProbeTracker>,
-    /// Events to record at the next step (which holds the lab's lock):
+    /// Events to record at the next step:
     /// (namespace, pod, type, reason, message).
     events: Vec<(String, String, &'static str, &'static str, String)>,
     /// The containers it killed, for their exit codes.
@@ -294,7 +463,7 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Runs the probes that are due, without holding the lab's lock, and
+    /// Runs the probes that are due, outside the step, and
     /// starts the kills their results call for.
     /// Pods whose start is still being checked (`starting`) are not probed
     /// yet: that check is their startup gate, as a startupProbe is.
@@ -455,7 +624,6 @@ pub async fn step(
     bg: &mut super::converge::Background,
     plane: &tokio::sync::watch::Receiver<u64>,
 ) -> Result<Option<Vec<i32>>, ControllerError> {
-    let _lock = super::converge::LabLock::acquire(lab)?;
     let mut st = store.begin();
     // What this step sees is in the store by this revision.
     let seen = store.snapshot().revision;

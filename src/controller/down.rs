@@ -38,10 +38,16 @@ pub async fn down(lab: &str) -> DownReport {
         || !cgroups.is_empty();
     report.namespaces = namespaces.len();
 
-    // 0. The controller first, so that it does not restart what we stop.
-    if let Err(e) = super::daemon::stop(lab).await {
-        report.errors.push(e);
-    }
+    // 0. The lab's process first, so that it does not restart what we
+    //    stop; and none starts again (a client would start one) until the
+    //    lab is gone: `_owner` holds its lock to the end.
+    let _owner = match super::daemon::stop_for_good(lab).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            report.errors.push(e);
+            None
+        }
+    };
 
     // 1. Runtime commands still at work for this lab (a `runc run` left
     //    behind by a killed `up` would go on creating its container while

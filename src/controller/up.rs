@@ -1,9 +1,9 @@
-//! `netlab up`: validate everything (images pulled), then record the
-//! planned state in the lab's store, build the network and the lab's disk,
-//! and start the lab's process, which starts the pods. Any failure after
-//! the first kernel object removes the whole lab again (`down`) before
-//! returning; the caller (`cli::lifecycle`) waits for the pods through the
-//! API, and removes the lab too when they do not serve.
+//! `netlab up`: validate everything (images pulled) and plan the state,
+//! then claim the lab, build the network and the lab's disk, and start the
+//! lab's process with the planned state; it makes the store and starts the
+//! pods. Any failure after the claim removes the whole lab again (`down`)
+//! before returning; the caller (`cli::lifecycle`) waits for the pods
+//! through the API, and removes the lab too when they do not serve.
 
 use super::{down, images, pods, ControllerError};
 use crate::cluster::{state, topology, ClusterState, HostInfo};
@@ -26,8 +26,6 @@ pub struct UpOptions {
 pub struct UpSummary {
     /// The state as planned (the pods not started yet).
     pub state: ClusterState,
-    /// The store's revision with that state: what to wait for.
-    pub revision: u64,
     pub network: Duration,
     /// Until the lab's process was started.
     pub total: Duration,
@@ -128,15 +126,15 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
 
     let disk_size = disk_size(&spec)?;
 
-    // 2. From here on the host changes: any failure tears the lab down.
-    let dir = paths::lab_dir(&lab);
+    // 2. The lab is claimed by making its directory: of two `up`s of one
+    //    lab, the one that comes second stops here, having touched nothing.
+    let dir = paths::claim_lab_dir(&lab).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => ControllerError::AlreadyUp { lab: lab.clone() },
+        _ => ControllerError::io(&paths::lab_dir(&lab), e),
+    })?;
+    // From here on the host changes: any failure tears the lab down.
     let result = async {
-        paths::create_lab_dir(&lab).map_err(|e| ControllerError::io(&dir, e))?;
         std::fs::create_dir_all(dir.join("pods")).map_err(|e| ControllerError::io(&dir, e))?;
-        let _lock = super::converge::LabLock::acquire(&lab)?;
-        // The store is made first: what `up` records, the lab's process
-        // (its owner from then on) reads.
-        let objects = crate::store::ObjectStore::create(&lab, &mut state)?;
         let t = Instant::now();
         // The lab's disk (mkfs and a loop mount, about 50 ms) is made while
         // the network is built.
@@ -160,21 +158,19 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
         network?;
         phase("network and disk", &start);
         let network = t.elapsed();
-        // The lab's process owns the lab from here on: it starts the pods
-        // (the one place pods start), waits for them to serve and syncs
-        // the rules; the caller waits for that through the API.
-        let revision = objects.snapshot().revision;
-        drop(objects);
-        drop(_lock);
-        super::daemon::spawn(&lab)?;
+        // The lab's process owns the lab from here on: it makes its store
+        // from the planned state (handed over on its stdin: nothing else
+        // writes the store), starts the pods (the one place pods start),
+        // waits for them to serve and syncs the rules; the caller waits
+        // for that through the API.
+        super::daemon::spawn_new(&lab, &state)?;
         phase("controller started", &start);
-        Ok::<_, ControllerError>((network, revision))
+        Ok::<_, ControllerError>(network)
     }
     .await;
     match result {
-        Ok((network, revision)) => Ok(UpSummary {
+        Ok(network) => Ok(UpSummary {
             state,
-            revision,
             network,
             total: start.elapsed(),
         }),
