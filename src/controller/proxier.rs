@@ -190,8 +190,9 @@ pub struct Twins {
     proxiers: BTreeMap<String, proxy::Proxier>,
     /// What the last successful sync was made from (nothing changed: no sync).
     last: Option<Inputs>,
-    /// The Services' models of the last sync, in the Services' order.
-    models: Vec<model::Service>,
+    /// The Services' models of the last sync, in the Services' order
+    /// (shared with the nodes' syncs while they run).
+    models: Arc<Vec<model::Service>>,
     /// Each model's Service and Endpoints (by address: the objects are
     /// kept alive by `last`, so an address is not reused meanwhile) and
     /// its place in `models`.
@@ -226,6 +227,9 @@ impl Twins {
             self.last = last;
             return Ok(());
         }
+        // The models that changed, when only a few Endpoints did and the
+        // nodes are as they were: each node compares those alone.
+        let mut only: Option<Vec<usize>> = None;
         if !services_same {
             let t = std::time::Instant::now();
             let only_endpoints = last.as_ref().filter(|l| {
@@ -233,50 +237,69 @@ impl Twins {
                     && l.services.same(&st.services)
                     && l.endpoints.len() == st.endpoints.len()
             });
-            if !only_endpoints.is_some_and(|l| self.remodel_endpoints(&l.endpoints, st)) {
+            only = only_endpoints.and_then(|l| self.remodel_endpoints(&l.endpoints, st));
+            if only.is_none() {
                 self.remodel(st);
+            }
+            if !last.as_ref().is_some_and(|l| l.nodes == nodes) {
+                only = None;
             }
             tracing::debug!(
                 ms = t.elapsed().as_secs_f64() * 1e3,
                 "services' proxy model"
             );
         }
+        let only = only.map(Arc::new);
         let dir = paths::lab_dir(lab).join("proxy");
         std::fs::create_dir_all(&dir).map_err(|e| ControllerError::io(&dir, e))?;
-        let services = &self.models;
         let mut proxiers = std::mem::take(&mut self.proxiers);
+        // Each node's sync is a task of its own: on a runtime with several
+        // threads they run side by side (the kernel's commit of a batch
+        // into a table of 10 000 Services takes milliseconds of CPU).
         let mut jobs = Vec::new();
         for (node, n) in st.config.nodes.iter().zip(&nodes) {
             let netns = paths::node_netns(lab, node);
             let file = dir.join(format!("{node}.json"));
             let cached = proxiers.remove(&netns);
-            jobs.push(async move {
-                let mut proxier = match cached {
-                    Some(p) => p,
-                    None => match proxy::Proxier::load(&netns, &file) {
-                        Ok(p) => p,
-                        Err(e) => return (netns, None, Err(format!("node {node}: {e}"))),
-                    },
-                };
-                let res = proxier.sync(n, services).await;
-                if let Ok(stats) = &res {
-                    tracing::debug!(
-                        node,
-                        services_changed = stats.services_changed,
-                        commands = stats.commands,
-                        generate_ms = stats.generate_time.as_secs_f64() * 1e3,
-                        diff_ms = stats.diff_time.as_secs_f64() * 1e3,
-                        apply_ms = stats.apply_time.as_secs_f64() * 1e3,
-                        persist_ms = stats.persist_time.as_secs_f64() * 1e3,
-                        "node's rules synced"
-                    );
-                }
-                let res = res.map(|_| ()).map_err(|e| format!("node {node}: {e}"));
-                (netns, Some(proxier), res)
-            });
+            let (node, n, services, only) =
+                (node.clone(), n.clone(), self.models.clone(), only.clone());
+            // A blocking task that waits on the sync's future: that
+            // future holds borrows the compiler cannot prove Send.
+            let handle = tokio::runtime::Handle::current();
+            jobs.push(tokio::task::spawn_blocking(move || {
+                handle.block_on(async move {
+                    let mut proxier = match cached {
+                        Some(p) => p,
+                        None => match proxy::Proxier::load(&netns, &file) {
+                            Ok(p) => p,
+                            Err(e) => return (netns, None, Err(format!("node {node}: {e}"))),
+                        },
+                    };
+                    let res = proxier
+                        .sync_only(&n, &services, only.as_deref().map(Vec::as_slice))
+                        .await;
+                    if let Ok(stats) = &res {
+                        tracing::debug!(
+                            node,
+                            services_changed = stats.services_changed,
+                            commands = stats.commands,
+                            generate_ms = stats.generate_time.as_secs_f64() * 1e3,
+                            diff_ms = stats.diff_time.as_secs_f64() * 1e3,
+                            apply_ms = stats.apply_time.as_secs_f64() * 1e3,
+                            persist_ms = stats.persist_time.as_secs_f64() * 1e3,
+                            "node's rules synced"
+                        );
+                    }
+                    let res = res.map(|_| ()).map_err(|e| format!("node {node}: {e}"));
+                    (netns, Some(proxier), res)
+                })
+            }));
         }
         let mut errors = Vec::new();
-        for (netns, proxier, res) in futures::future::join_all(jobs).await {
+        for job in futures::future::join_all(jobs).await {
+            let (netns, proxier, res) = job.map_err(|e| ControllerError::Runtime {
+                message: format!("a node's rules sync: {e}"),
+            })?;
             if let Some(p) = proxier {
                 proxiers.insert(netns, p);
             }
@@ -305,10 +328,11 @@ impl Twins {
         self.by_key.clear();
         self.services.clear();
         let endpoints = st.endpoints_index();
-        let mut old: Vec<Option<model::Service>> = std::mem::take(&mut self.models)
+        let mut old: Vec<Option<model::Service>> = std::mem::take(Arc::make_mut(&mut self.models))
             .into_iter()
             .map(Some)
             .collect();
+        let models = Arc::make_mut(&mut self.models);
         let old_from = std::mem::take(&mut self.made_from);
         for s in st.services.shared() {
             let ep = endpoints
@@ -327,21 +351,25 @@ impl Twins {
                     None => continue,
                 },
             };
-            self.made_from.insert(from, (ep_from, self.models.len()));
+            self.made_from.insert(from, (ep_from, models.len()));
             let k = crate::cluster::services::ref_key(&s.metadata);
             self.by_key
                 .entry((k.0.to_string(), k.1.to_string()))
-                .or_insert(self.models.len());
+                .or_insert(models.len());
             self.services.push(s.clone());
-            self.models.push(m);
+            models.push(m);
         }
     }
 
     /// The Services are the same objects and the Endpoints as many as at
     /// the last sync: the models of the Services whose Endpoints object
-    /// changed are made again, found by key. False: this does not apply
-    /// (the whole [`Self::remodel`] does).
-    fn remodel_endpoints(&mut self, before: &Collection<Endpoints>, st: &ClusterState) -> bool {
+    /// changed are made again, found by key. Returns their places in the
+    /// models; None: this does not apply (the whole [`Self::remodel`] does).
+    fn remodel_endpoints(
+        &mut self,
+        before: &Collection<Endpoints>,
+        st: &ClusterState,
+    ) -> Option<Vec<usize>> {
         use crate::cluster::services::ref_key;
         let mut changed: Vec<&Arc<Endpoints>> = Vec::new();
         for (a, b) in st.endpoints.shared().iter().zip(before.shared()) {
@@ -350,26 +378,27 @@ impl Twins {
             }
             // Another Service's in the same place, or many: not for this.
             if ref_key(&a.metadata) != ref_key(&b.metadata) || changed.len() == 64 {
-                return false;
+                return None;
             }
             changed.push(a);
         }
+        let models = Arc::make_mut(&mut self.models);
+        let mut places = Vec::new();
         for e in changed {
             let (ns, name) = ref_key(&e.metadata);
             let Some(&i) = self.by_key.get(&(ns.to_string(), name.to_string())) else {
                 continue; // Endpoints of no modelled Service
             };
             let svc = self.services[i].clone();
-            let Some(m) = service_model(&svc, Some(e)) else {
-                return false;
-            };
+            let m = service_model(&svc, Some(e))?;
             self.made_from.insert(
                 Arc::as_ptr(&svc) as usize,
                 (Some(Arc::as_ptr(e) as usize), i),
             );
-            self.models[i] = m;
+            models[i] = m;
+            places.push(i);
         }
-        true
+        Some(places)
     }
 }
 

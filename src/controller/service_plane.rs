@@ -36,7 +36,17 @@ pub fn spawn(lab: &str, store: ObjectStore, progress: Progress) {
             let tid = libc::gettid() as libc::id_t;
             libc::setpriority(libc::PRIO_PROCESS, tid, -10);
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Two threads: the nodes' rules are synced side by side.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("service-plane")
+            .on_thread_start(|| {
+                // SAFETY: setpriority on this thread only.
+                unsafe {
+                    let tid = libc::gettid() as libc::id_t;
+                    libc::setpriority(libc::PRIO_PROCESS, tid, -10);
+                }
+            })
             .enable_all()
             .build()
             .expect("a runtime for the service plane");

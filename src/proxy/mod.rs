@@ -252,6 +252,13 @@ impl Applied {
     }
 }
 
+/// The services a sync makes the table hold: all of them (in order, the
+/// first of a name winning), or only those that may have changed.
+enum Wanted<'a> {
+    All(&'a BTreeMap<(&'a str, &'a str), &'a Service>),
+    Only(Vec<&'a Service>),
+}
+
 /// One node's proxy: its namespace, its state file, and what was applied
 /// there last (None: unknown, the next sync rewrites the whole table).
 ///
@@ -342,21 +349,45 @@ impl Proxier {
         node: &Node,
         services: &[Service],
     ) -> Result<SyncStats, ProxyError> {
+        self.sync_only(node, services, None).await
+    }
+
+    /// [`Self::sync`], told that of `services` only those at the indices
+    /// `changed` may differ from the last sync of this proxier (the others
+    /// are as they were, and none was removed): they alone are compared,
+    /// not every service (5 ms at 10 000 services). When the proxier does
+    /// not know what it applied, it syncs everything.
+    pub async fn sync_only(
+        &mut self,
+        node: &Node,
+        services: &[Service],
+        changed: Option<&[usize]>,
+    ) -> Result<SyncStats, ProxyError> {
+        let mut changed = changed;
         if self.stamp != state::Stamp::of(&self.state_file) {
+            // Another process synced: what it applied is not what the
+            // caller's hint is relative to.
             self.reload()?;
+            changed = None;
         }
         let ns = self.open("opening")?;
         // The first of two services with the same name wins, as in [`ruleset`].
         let mut desired: BTreeMap<(&str, &str), &Service> = BTreeMap::new();
-        for s in services {
-            desired.entry((&s.namespace, &s.name)).or_insert(s);
-        }
+        let wanted = match changed {
+            Some(only) => Wanted::Only(only.iter().filter_map(|i| services.get(*i)).collect()),
+            None => {
+                for s in services {
+                    desired.entry((&s.namespace, &s.name)).or_insert(s);
+                }
+                Wanted::All(&desired)
+            }
+        };
         let start = Instant::now();
         let base = rules::base(node);
         let base_time = start.elapsed();
         if let Some(applied) = self.applied.take() {
             if applied.node == *node && applied.base == base {
-                match self.sync_changes(&ns, applied, &desired).await {
+                match self.sync_changes(&ns, applied, &wanted).await {
                     Ok(mut stats) => {
                         stats.generate_time += base_time;
                         return Ok(stats);
@@ -368,6 +399,11 @@ impl Proxier {
                 }
             }
         }
+        if changed.is_some() {
+            for s in services {
+                desired.entry((&s.namespace, &s.name)).or_insert(s);
+            }
+        }
         self.sync_all(&ns, node, base, &desired).await
     }
 
@@ -376,16 +412,31 @@ impl Proxier {
         &mut self,
         ns: &NetNs,
         mut applied: Applied,
-        desired: &BTreeMap<(&str, &str), &Service>,
+        wanted: &Wanted<'_>,
     ) -> Result<SyncStats, ProxyError> {
         let mut stats = SyncStats::default();
         let start = Instant::now();
-        // (key, new entry or None: deleted). Both sides are sorted by
-        // (namespace, name): walk them side by side.
+        // (key, new entry or None: deleted).
         let mut changed: Vec<(ServiceKey, Option<Entry>)> = Vec::new();
+        let none = BTreeMap::new();
+        let desired = match wanted {
+            Wanted::All(desired) => desired,
+            Wanted::Only(only) => {
+                for svc in only {
+                    let k = (svc.namespace.clone(), svc.name.clone());
+                    let same = applied.services.get(&k).is_some_and(|e| e.service == **svc);
+                    if !same && !changed.iter().any(|(c, _)| *c == k) {
+                        let e = Entry::new(&applied.node, svc, &mut applied.slots);
+                        changed.push((k, Some(e)));
+                    }
+                }
+                &none
+            }
+        };
+        // Both sides are sorted by (namespace, name): walk them side by side.
         let mut old = applied.services.iter().peekable();
         let mut new = desired.iter().peekable();
-        loop {
+        while matches!(wanted, Wanted::All(_)) {
             let order = match (old.peek(), new.peek()) {
                 (None, None) => break,
                 (Some(_), None) => std::cmp::Ordering::Less,
