@@ -418,9 +418,7 @@ impl Proxier {
         let start = Instant::now();
         // (key, new entry or None: deleted).
         let mut changed: Vec<(ServiceKey, Option<Entry>)> = Vec::new();
-        let none = BTreeMap::new();
-        let desired = match wanted {
-            Wanted::All(desired) => desired,
+        match wanted {
             Wanted::Only(only) => {
                 for svc in only {
                     let k = (svc.namespace.clone(), svc.name.clone());
@@ -430,36 +428,37 @@ impl Proxier {
                         changed.push((k, Some(e)));
                     }
                 }
-                &none
             }
-        };
-        // Both sides are sorted by (namespace, name): walk them side by side.
-        let mut old = applied.services.iter().peekable();
-        let mut new = desired.iter().peekable();
-        while matches!(wanted, Wanted::All(_)) {
-            let order = match (old.peek(), new.peek()) {
-                (None, None) => break,
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (Some((k, _)), Some((d, _))) => (k.0.as_str(), k.1.as_str()).cmp(d),
-            };
-            match order {
-                std::cmp::Ordering::Less => {
-                    let (k, _) = old.next().expect("peeked");
-                    changed.push((k.clone(), None));
-                }
-                std::cmp::Ordering::Greater => {
-                    let (&(n, name), svc) = new.next().expect("peeked");
-                    let k = (n.to_string(), name.to_string());
-                    let e = Entry::new(&applied.node, svc, &mut applied.slots);
-                    changed.push((k, Some(e)));
-                }
-                std::cmp::Ordering::Equal => {
-                    let (k, e) = old.next().expect("peeked");
-                    let (_, svc) = new.next().expect("peeked");
-                    if e.service != **svc {
-                        let e = Entry::new(&applied.node, svc, &mut applied.slots);
-                        changed.push((k.clone(), Some(e)));
+            // Both sides are sorted by (namespace, name): walk them side by side.
+            Wanted::All(desired) => {
+                let mut old = applied.services.iter().peekable();
+                let mut new = desired.iter().peekable();
+                loop {
+                    let order = match (old.peek(), new.peek()) {
+                        (None, None) => break,
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        (None, Some(_)) => std::cmp::Ordering::Greater,
+                        (Some((k, _)), Some((d, _))) => (k.0.as_str(), k.1.as_str()).cmp(d),
+                    };
+                    match order {
+                        std::cmp::Ordering::Less => {
+                            let (k, _) = old.next().expect("peeked");
+                            changed.push((k.clone(), None));
+                        }
+                        std::cmp::Ordering::Greater => {
+                            let (&(n, name), svc) = new.next().expect("peeked");
+                            let k = (n.to_string(), name.to_string());
+                            let e = Entry::new(&applied.node, svc, &mut applied.slots);
+                            changed.push((k, Some(e)));
+                        }
+                        std::cmp::Ordering::Equal => {
+                            let (k, e) = old.next().expect("peeked");
+                            let (_, svc) = new.next().expect("peeked");
+                            if e.service != **svc {
+                                let e = Entry::new(&applied.node, svc, &mut applied.slots);
+                                changed.push((k.clone(), Some(e)));
+                            }
+                        }
                     }
                 }
             }
