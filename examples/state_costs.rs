@@ -4,6 +4,7 @@
 //! controllers, a node's proxy model, the three-way merge.
 //!
 //!   cargo run --release --example state_costs
+//!   STATE_COSTS_MEM=1 cargo run --release --example state_costs   # memory by part
 //!
 //! A tool for finding the next cost, not a benchmark with targets (those
 //! are `scripts/bench.sh`'s).
@@ -11,28 +12,15 @@ use netlab::cluster::{ClusterState, HostInfo};
 use netlab::store::{self, ObjectStore};
 use rand::SeedableRng;
 use std::time::Instant;
-
-fn lab_yaml(pods: usize, services: usize) -> String {
-    let deployments = pods / 2;
-    let mut y = String::from(
-        "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: 2\n  podCIDRMaskSize: 22\n",
-    );
-    for d in 0..deployments {
-        y.push_str(&format!(
-            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{d}\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: app-{d}\n  template:\n    metadata:\n      labels:\n        app: app-{d}\n    spec:\n      enableServiceLinks: false\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: httpd\n        image: radial/busyboxplus:curl\n        command: [\"sh\", \"-c\", \"echo ok > /tmp/index.html && exec httpd -f -p 80 -h /tmp\"]\n        ports:\n        - containerPort: 80\n"
-        ));
-    }
-    for s in 0..services {
-        y.push_str(&format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{s}\nspec:\n  selector:\n    app: app-{}\n  ports:\n  - port: 80\n",
-            s % deployments
-        ));
-    }
-    y
-}
+#[path = "../benches/common/scale_lab.rs"]
+mod scale_lab;
+use scale_lab::lab_yaml;
 
 /// The process's resident memory now, printed with `what`.
 fn m(what: &str) {
+    // SAFETY: malloc_trim only gives glibc's free pages back, as the lab's
+    // process does every 5 s.
+    unsafe { libc::malloc_trim(0) };
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kb: f64 = status
         .lines()
@@ -51,6 +39,12 @@ fn t<R>(what: &str, f: impl FnOnce() -> R) -> R {
 
 fn main() {
     let y = lab_yaml(1000, 10000);
+    // STATE_COSTS_YAML=file: write the scale lab's file (to profile a real
+    // lab of it) and stop.
+    if let Ok(file) = std::env::var("STATE_COSTS_YAML") {
+        std::fs::write(file, &y).unwrap();
+        return;
+    }
     let spec =
         netlab::lab::load_str(std::path::Path::new("s.yaml"), &y, &Default::default()).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
@@ -73,6 +67,19 @@ fn main() {
         ObjectStore::create_at(file.clone(), &mut st).unwrap()
     });
     m("after the store's creation");
+    // STATE_COSTS_MEM=1: what each part holds, by dropping them in turn.
+    if std::env::var("STATE_COSTS_MEM").is_ok() {
+        let snap = store.snapshot();
+        drop(st);
+        m("without the example's copy");
+        drop(store);
+        m("without the store (its snapshot kept)");
+        drop(snap);
+        m("without the snapshot");
+        drop(spec);
+        m("without the spec");
+        return;
+    }
     {
         let s = store.state();
         let (node, services) = netlab::controller::proxier::node_model(&s, "node-1");

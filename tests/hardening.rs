@@ -140,9 +140,21 @@ fn kill_9_of_apply_orphans_nothing() {
             std::thread::sleep(Duration::from_millis(250));
         }
         let n = last.unwrap_or_else(|e| panic!("round {round}, killed after {after_ms} ms: {e}"));
+        // An apply killed before its request arrived made nothing (on a
+        // loaded machine the process may not get that far): what counts is
+        // that every Deployment that exists runs all its replicas.
+        let big = lab
+            .ok(&["get", "deployments", "-o", "name"])
+            .lines()
+            .filter(|l| l.contains("/big"))
+            .count();
+        assert!(
+            big >= round,
+            "round {round}: earlier applies' Deployments are gone"
+        );
         assert_eq!(
             n,
-            1 + 40 * (round + 1),
+            1 + 40 * big,
             "round {round}: every replica of every apply runs"
         );
     }

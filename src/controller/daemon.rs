@@ -220,12 +220,33 @@ pub async fn stop(lab: &str) -> Result<(), String> {
     let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
     for _ in 0..200 {
         if !crate::runtime::runc::process_alive(pid) {
-            return Ok(());
+            return released(lab).await;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
-    super::down::wait_gone(&[pid]).await
+    super::down::wait_gone(&[pid]).await?;
+    released(lab).await
+}
+
+/// Waits until no process holds the controllers' lock: a process whose
+/// main thread ended may still hold its files (the store) while its other
+/// threads end.
+async fn released(lab: &str) -> Result<(), String> {
+    let path = lock_file(lab);
+    for _ in 0..500 {
+        let Ok(file) = File::options().write(true).open(&path) else {
+            return Ok(()); // no lab, no lock
+        };
+        if nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!(
+        "the lab's process ended but {} is still held after 5 s",
+        path.display()
+    ))
 }
 
 /// For `down`: no process of the lab runs, or starts, until the lab is
@@ -278,10 +299,15 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
         .write(true)
         .open(&lock_path)
         .map_err(|e| ControllerError::io(&lock_path, e))?;
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| ControllerError::Runtime {
+    let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |_| ControllerError::Runtime {
             message: format!("a controller of lab {lab} already runs"),
-        })?;
+        },
+    )?;
+    // Held until the process is gone, not until this function returns: the
+    // store and the threads that use it outlive it by a moment, and a
+    // controller started meanwhile found the store still open.
+    std::mem::forget(lock);
     limit_heap();
     // `down` makes the mark, then holds the lock: one that got the lock
     // first sees the mark, or `down` finds it by its command line.
