@@ -188,27 +188,11 @@ fn launch(lab: &str, initial: Option<Vec<u8>>) -> Result<i32, ControllerError> {
 /// controller run --lab LAB`: only netlab starts those), not only the one
 /// its pid file names (one may be starting).
 fn controllers(lab: &str) -> Vec<i32> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .map(|rd| {
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-                .filter(|pid| *pid != me)
-                .filter(|pid| {
-                    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                        return false;
-                    };
-                    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-                    args.windows(4).any(|w| {
-                        w[0] == b"controller"
-                            && w[1] == b"run"
-                            && w[2] == b"--lab"
-                            && w[3] == lab.as_bytes()
-                    })
-                })
-                .collect()
+    super::down::processes_whose_args(|args| {
+        args.windows(4).any(|w| {
+            w[0] == b"controller" && w[1] == b"run" && w[2] == b"--lab" && w[3] == lab.as_bytes()
         })
-        .unwrap_or_default()
+    })
 }
 
 /// Stops the controller (SIGTERM, then SIGKILL after 2 s). Ok when none runs.

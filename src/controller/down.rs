@@ -179,6 +179,16 @@ pub async fn down(lab: &str) -> DownReport {
 /// /run/netlab/<lab>/runc …`): only netlab starts those.
 fn runtime_commands(root: &Path) -> Vec<i32> {
     let root = root.display().to_string();
+    processes_whose_args(|args| {
+        args.windows(2)
+            .any(|w| w[0] == b"--root" && w[1] == root.as_bytes())
+    })
+}
+
+/// The processes (this one aside) whose command line `matches`, by
+/// `/proc/<pid>/cmdline`: how `down` finds a lab's processes by name even
+/// when no file of the lab names them.
+pub(crate) fn processes_whose_args(matches: impl Fn(&[&[u8]]) -> bool) -> Vec<i32> {
     let me = std::process::id() as i32;
     std::fs::read_dir("/proc")
         .map(|rd| {
@@ -190,8 +200,7 @@ fn runtime_commands(root: &Path) -> Vec<i32> {
                         return false;
                     };
                     let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-                    args.windows(2)
-                        .any(|w| w[0] == b"--root" && w[1] == root.as_bytes())
+                    matches(&args)
                 })
                 .collect()
         })

@@ -284,22 +284,13 @@ impl ObjectStore {
             let config_hash = hash(&lab);
             drop((objects, meta));
             txn.commit().map_err(|e| err(&e))?;
-            let store = ObjectStore::from_parts(Inner {
+            // The lab's first state is where watches begin, as for a store
+            // opened again: its creations are not history to replay.
+            Ok(ObjectStore::begun(
                 db,
                 file,
-                revision,
-                index,
-                config_hash,
-                log: VecDeque::new(),
-                log_bytes: 0,
-                // The lab's first state is where watches begin, as for a
-                // store opened again: its creations are not history to
-                // replay.
-                compacted: revision,
-                past: VecDeque::new(),
-            });
-            store.publish(st.clone(), revision);
-            Ok(store)
+                (st.clone(), revision, index, config_hash),
+            ))
         }
     }
 
@@ -312,7 +303,14 @@ impl ObjectStore {
     /// The store in any file.
     pub fn open_at(file: PathBuf) -> Result<ObjectStore, StoreError> {
         let db = open_db(&file)?;
-        let (st, revision, index, config_hash) = load(&db, &file)?;
+        let loaded = load(&db, &file)?;
+        // A new process has no log: watches resume from now on.
+        Ok(ObjectStore::begun(db, file, loaded))
+    }
+
+    /// A store holding `st` at `revision`, with no log before it.
+    fn begun(db: Database, file: PathBuf, loaded: Loaded) -> ObjectStore {
+        let (st, revision, index, config_hash) = loaded;
         let store = ObjectStore::from_parts(Inner {
             db,
             file,
@@ -321,12 +319,11 @@ impl ObjectStore {
             config_hash,
             log: VecDeque::new(),
             log_bytes: 0,
-            // A new process has no log: watches resume from now on.
             compacted: revision,
             past: VecDeque::new(),
         });
         store.publish(st, revision);
-        Ok(store)
+        store
     }
 
     fn from_parts(inner: Inner) -> ObjectStore {
