@@ -134,6 +134,11 @@ async fn serve(
         let manager = agent.split('/').next().unwrap_or("unknown").trim();
         q.insert("fieldManager".into(), manager.to_string());
     }
+    if let Route::Object(t) = &route {
+        if super::streams::is_stream(t) {
+            return super::streams::serve(req, ctx, t, &q).await;
+        }
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let content_type = req

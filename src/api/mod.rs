@@ -10,6 +10,7 @@
 //! - `request.rs`: paths and queries (pure); `resources.rs`: what is served
 //! - `discovery.rs`: `/version`, `/api`, `/apis` (legacy and aggregated)
 //! - `objects.rs`: reads (filters, lists, Tables); `status.rs`: errors
+//! - `streams/`: `pods/log`, and `pods/exec` over WebSocket
 //!
 //! - `writes.rs`: create, replace, patch, scale, delete (with
 //!   `fieldValidation=Strict` against the schemas)
@@ -34,6 +35,7 @@ pub mod resources;
 pub mod schemas;
 pub mod server;
 pub mod status;
+pub mod streams;
 pub mod watch;
 pub mod writes;
 

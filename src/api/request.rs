@@ -135,6 +135,18 @@ pub fn query(q: Option<&str>) -> HashMap<String, String> {
     out
 }
 
+/// Every value of a repeated query parameter, in order (`exec`'s
+/// `command=sh&command=-c&command=…`).
+pub fn query_all(q: Option<&str>, key: &str) -> Vec<String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k) == key).then(|| decode(v))
+        })
+        .collect()
+}
+
 /// A boolean query parameter as kube-apiserver converts it
 /// (`Convert_Slice_string_To_bool`): absent is false, `0` and `false` (in
 /// any case) are false, anything else is true, even an empty value.

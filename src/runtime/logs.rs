@@ -151,9 +151,40 @@ pub fn read_all(log: &Path, p: Policy) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The last `n` lines of a log (all of it when `n` is negative), as
+/// `kubectl logs --tail` asks for them.
+pub fn last_lines(log: &[u8], n: i64) -> &[u8] {
+    if n < 0 {
+        return log;
+    }
+    if n == 0 {
+        return &[];
+    }
+    let trimmed = log.strip_suffix(b"\n").unwrap_or(log);
+    let mut count = 0;
+    for (i, c) in trimmed.iter().enumerate().rev() {
+        if *c == b'\n' {
+            count += 1;
+            if count == n {
+                return &log[i + 1..];
+            }
+        }
+    }
+    log
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_lines() {
+        assert_eq!(last_lines(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc\n", -1), b"a\nb\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc\n", 5), b"a\nb\nc\n");
+        assert_eq!(last_lines(b"a\nb\nc", 1), b"c");
+        assert_eq!(last_lines(b"a\nb\nc\n", 0), b"");
+    }
 
     const P: Policy = Policy {
         max_size: 10,

@@ -1,0 +1,143 @@
+//! `GET pods/NAME/log`: the container's stdout and stderr as the lab keeps
+//! them (rotated files, oldest first, then the live one), whole or
+//! followed, in a chunked `text/plain` body.
+
+use super::Container;
+use crate::api::handler::{self, Body};
+use crate::api::request;
+use crate::api::status::ApiError;
+use crate::runtime::logs;
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Frame};
+use hyper::Response;
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+/// How often a followed log is looked at.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
+pub fn serve(
+    ctx: &handler::Ctx,
+    c: Container,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
+    // runc writes the container's output to the file as it comes: no
+    // line carries the time it was written.
+    for unserved in ["timestamps", "sinceSeconds", "sinceTime"] {
+        if q.contains_key(unserved) && (unserved != "timestamps" || request::flag(q, unserved)) {
+            return Err(ApiError::bad_request(format!(
+                "{unserved}: netlab keeps a container's log as the container wrote it, without the time of each line, so it cannot be served"
+            )));
+        }
+    }
+    if request::flag(q, "previous") {
+        return Err(ApiError::bad_request(format!(
+            "previous terminated container \"{}\" in pod \"{}\" not found",
+            c.name, c.pod
+        )));
+    }
+    let number = |k: &str| -> Result<Option<i64>, ApiError> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("{k}: {v:?} is not a number")))
+            })
+            .transpose()
+    };
+    let tail = number("tailLines")?.unwrap_or(-1);
+    let limit = number("limitBytes")?.filter(|n| *n > 0).map(|n| n as usize);
+    if c.builtin_dns {
+        // Its server runs in the lab's process: what that process said of it.
+        let log = crate::controller::daemon::log_file(&ctx.lab);
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: String = text
+            .lines()
+            .filter(|l| l.contains("cluster DNS"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let body = logs::last_lines(lines.as_bytes(), tail);
+        return Ok(text_body(
+            http_body_util::Full::new(Bytes::copy_from_slice(body)).boxed_unsync(),
+        ));
+    }
+    let path = crate::paths::container_log(&ctx.lab, &c.namespace, &c.pod, &c.name);
+    let mut live = std::fs::File::open(&path).map_err(|_| c.waiting())?;
+    let all = logs::read_all(&path, logs::DEFAULT)
+        .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?;
+    let mut first = logs::last_lines(&all, tail).to_vec();
+    if let Some(limit) = limit {
+        first.truncate(limit);
+        if !request::flag(q, "follow") || first.len() == limit {
+            return Ok(text_body(
+                http_body_util::Full::new(Bytes::from(first)).boxed_unsync(),
+            ));
+        }
+    }
+    if !request::flag(q, "follow") {
+        return Ok(text_body(
+            http_body_util::Full::new(Bytes::from(first)).boxed_unsync(),
+        ));
+    }
+    // Followed: what there is, then what comes, until the pod goes away
+    // (or is replaced by one of the same name).
+    let mut pos = live
+        .seek(SeekFrom::End(0))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (tx, rx) =
+        futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+    let store = ctx.store.clone();
+    let mut left = limit.map(|l| l - first.len());
+    tokio::spawn(async move {
+        use futures::SinkExt;
+        let mut tx = tx;
+        if tx.send(Ok(Frame::data(Bytes::from(first)))).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(FOLLOW_EVERY).await;
+            let here = {
+                let snapshot = store.snapshot();
+                snapshot
+                    .state
+                    .pod(&c.namespace, &c.pod)
+                    .is_some_and(|p| p.metadata.uid.as_deref() == Some(c.uid.as_str()))
+            };
+            let Ok(meta) = live.metadata() else { return };
+            let len = meta.len();
+            if len < pos {
+                pos = 0; // rotated: copied away, then truncated
+            }
+            if len > pos {
+                let mut chunk = Vec::new();
+                if live.seek(SeekFrom::Start(pos)).is_err() || live.read_to_end(&mut chunk).is_err()
+                {
+                    return;
+                }
+                pos += chunk.len() as u64;
+                if let Some(l) = &mut left {
+                    chunk.truncate(*l);
+                    *l -= chunk.len();
+                }
+                if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() || left == Some(0) {
+                    return;
+                }
+            }
+            if !here || !path.exists() {
+                return;
+            }
+        }
+    });
+    Ok(text_body(
+        http_body_util::StreamBody::new(rx).boxed_unsync(),
+    ))
+}
+
+fn text_body(body: Body) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header("Content-Type", "text/plain")
+        .header("Cache-Control", "no-cache, private")
+        .body(body)
+        .expect("a valid response")
+}

@@ -1,0 +1,161 @@
+//! The pod streams the API serves:
+//!
+//! - `logs.rs`: `pods/log`, the container's output, whole or followed
+//! - `process.rs`: a command run in a container (`runc exec`), with pipes
+//!   or a terminal
+//! - `channel.rs`: the `v4`/`v5.channel.k8s.io` protocol (pure)
+//! - `websocket.rs`: that protocol over a WebSocket, and the exec session
+//!
+//! `pods/exec` over SPDY/3.1 (kubectl 1.27–1.29) and `pods/attach` are
+//! not served yet (issue 17): they get a clear error, not a hang.
+
+pub mod channel;
+pub mod logs;
+pub mod process;
+pub mod websocket;
+
+use super::handler::{Body, Ctx};
+use super::request::{self, Target};
+use super::status::ApiError;
+use crate::cluster::state;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use std::collections::HashMap;
+
+/// Whether the request is for a stream this module serves.
+pub fn is_stream(t: &Target) -> bool {
+    t.resource.plural == "pods"
+        && t.name.is_some()
+        && matches!(
+            t.subresource.as_deref(),
+            Some("log" | "exec" | "attach" | "portforward")
+        )
+}
+
+/// The container a stream is about.
+pub struct Container {
+    pub namespace: String,
+    pub pod: String,
+    pub uid: String,
+    pub name: String,
+    /// The lab's DNS server, which runs in the lab's process, not in a
+    /// container.
+    pub builtin_dns: bool,
+    /// Why it is not running yet, if it is waiting.
+    waiting: Option<String>,
+}
+
+impl Container {
+    /// kube-apiserver's answer for a container that has not started.
+    fn waiting(&self) -> ApiError {
+        ApiError::bad_request(format!(
+            "container \"{}\" in pod \"{}\" is waiting to start: {}",
+            self.name,
+            self.pod,
+            self.waiting.as_deref().unwrap_or("ContainerCreating")
+        ))
+    }
+}
+
+/// Finds the pod and the container (`?container=`, or the only one), as
+/// kube-apiserver does, with its errors.
+fn container(ctx: &Ctx, t: &Target, q: &HashMap<String, String>) -> Result<Container, ApiError> {
+    let namespace = t.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = t.name.clone().unwrap_or_default();
+    let snapshot = ctx.store.snapshot();
+    let pod = snapshot
+        .state
+        .pod(&namespace, &name)
+        .ok_or_else(|| ApiError::not_found("pods", &name))?;
+    let spec = pod.spec.as_ref().expect("pods have specs");
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    let wanted = match q.get("container").filter(|c| !c.is_empty()) {
+        Some(c) if names.contains(&c.as_str()) => c.clone(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )))
+        }
+        None if names.len() == 1 => names[0].to_string(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                names.join(" ")
+            )))
+        }
+    };
+    if state::pod_node(pod).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let waiting = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == wanted))
+        .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
+    Ok(Container {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        builtin_dns: crate::cluster::dns::is_builtin(pod),
+        namespace,
+        pod: name,
+        name: wanted,
+        waiting,
+    })
+}
+
+/// Serves `pods/NAME/{log,exec,attach,portforward}`.
+pub async fn serve(
+    mut req: Request<Incoming>,
+    ctx: &Ctx,
+    t: &Target,
+    q: &HashMap<String, String>,
+) -> Result<Response<Body>, ApiError> {
+    let sub = t.subresource.as_deref().unwrap_or_default();
+    match (sub, req.method()) {
+        ("log", &Method::GET) => logs::serve(ctx, container(ctx, t, q)?, q),
+        ("exec", &Method::GET | &Method::POST) => {
+            let c = container(ctx, t, q)?;
+            let spec = process::Spec {
+                command: request::query_all(req.uri().query(), "command"),
+                stdin: request::flag(q, "stdin"),
+                stdout: request::flag(q, "stdout"),
+                stderr: request::flag(q, "stderr"),
+                tty: request::flag(q, "tty"),
+            };
+            if spec.command.is_empty() {
+                return Err(ApiError::bad_request("you must specify at least 1 command"));
+            }
+            if !(spec.stdin || spec.stdout || spec.stderr) {
+                return Err(ApiError::bad_request(
+                    "you must specify at least one of stdin, stdout, stderr",
+                ));
+            }
+            if c.builtin_dns {
+                return Err(ApiError::bad_request(format!(
+                    "pod {} is netlab's built-in DNS server, run by the lab's process: it has no container to exec into",
+                    c.pod
+                )));
+            }
+            if c.waiting.is_some() {
+                return Err(c.waiting());
+            }
+            if !websocket::asked(&req) {
+                return Err(ApiError::bad_request(
+                    "exec over SPDY/3.1 (kubectl 1.27-1.29) is not served yet: use kubectl 1.30 or newer, which speaks WebSocket",
+                ));
+            }
+            let root = crate::paths::runc_root(&ctx.lab);
+            let id = crate::paths::container_id(&c.namespace, &c.pod, &c.name);
+            websocket::upgrade(&mut req, move |ws| async move {
+                let started = process::start(&root, &id, &spec);
+                websocket::exec(ws, started, spec.command).await
+            })
+        }
+        ("attach" | "portforward", _) => Err(ApiError::bad_request(format!(
+            "pods/{sub} is not served yet (issue 17)"
+        ))),
+        (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}

@@ -1,0 +1,232 @@
+//! A command run in a container for `pods/exec`: `runc exec`, with pipes,
+//! or with a terminal (a pty whose master the lab's process holds; runc,
+//! on the other side, makes the container's own terminal and copies
+//! between the two, resizing it when ours is resized).
+//!
+//! Blocking reads and writes run on their own threads and meet the
+//! async side in channels: the stream (WebSocket) is the async part.
+
+use super::channel::{STDERR, STDOUT};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// What is run, and which streams the client wants.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// A running command.
+pub struct Running {
+    /// Output as it comes, tagged with its channel (stdout, stderr); ends
+    /// when the command and everything it started closed their output.
+    pub output: mpsc::Receiver<(u8, Vec<u8>)>,
+    /// Bytes for its stdin; dropping it closes stdin (without a terminal).
+    pub stdin: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    /// Its exit code (as a shell gives it), once it has exited.
+    pub exit: oneshot::Receiver<i32>,
+    terminal: Option<Arc<OwnedFd>>,
+    pid: u32,
+}
+
+impl Running {
+    /// Resizes the terminal (nothing without one).
+    pub fn resize(&self, width: u16, height: u16) {
+        if let Some(master) = &self.terminal {
+            let size = libc::winsize {
+                ws_row: height,
+                ws_col: width,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        }
+    }
+
+    /// The client went away: hang up as a closed terminal does (runc
+    /// passes the signal on to the command).
+    pub fn hang_up(&self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        );
+    }
+}
+
+/// How much of the command's output is kept to read runc's own
+/// complaint from (a command that could not be started).
+const TAIL: usize = 1024;
+
+/// Starts `spec.command` in container `id` of the lab whose runc state is
+/// under `runc_root`.
+pub fn start(runc_root: &std::path::Path, id: &str, spec: &Spec) -> std::io::Result<Running> {
+    let mut cmd = crate::runtime::Runc::new(runc_root).exec_command(id, &spec.command, spec.tty);
+    let (tx, output) = mpsc::channel(16);
+    let tail = Arc::new(Mutex::new(Vec::new()));
+    let mut readers = Vec::new();
+    let (stdin, terminal, child) = if spec.tty {
+        let pty = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
+        let slave = pty.slave;
+        cmd.stdin(Stdio::from(slave.try_clone()?))
+            .stdout(Stdio::from(slave.try_clone()?))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                // runc's terminal: its own session, the pty as its
+                // controlling terminal, so a resize reaches it as SIGWINCH.
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(cmd); // the parent's copies of the slave: reads end when runc's end
+        let master = Arc::new(pty.master);
+        let reader = std::fs::File::from(master.try_clone()?);
+        readers.push(read_into(reader, STDOUT, tx.clone(), tail.clone()));
+        let stdin = spec.stdin.then(|| {
+            let writer = std::fs::File::from(master.try_clone().expect("dup of the pty"));
+            write_from(writer)
+        });
+        (stdin, Some(master), child)
+    } else {
+        cmd.stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        let out = child.stdout.take().expect("piped");
+        let err = child.stderr.take().expect("piped");
+        readers.push(read_into(
+            out,
+            STDOUT,
+            tx.clone(),
+            Arc::new(Mutex::new(Vec::new())),
+        ));
+        readers.push(read_into(err, STDERR, tx.clone(), tail.clone()));
+        let stdin = child.stdin.take().map(write_from);
+        (stdin, None, child)
+    };
+    drop(tx);
+    let pid = child.id();
+    let (done, exit) = oneshot::channel();
+    let mut child = child;
+    std::thread::spawn(move || {
+        let status = child.wait();
+        for r in readers {
+            let _ = r.join();
+        }
+        let tail = String::from_utf8_lossy(&tail.lock().expect("tail")).into_owned();
+        let code = match status {
+            Ok(s) => {
+                use std::os::unix::process::ExitStatusExt;
+                exit_code(s.code().or_else(|| s.signal().map(|n| 128 + n)), &tail)
+            }
+            Err(_) => 1,
+        };
+        let _ = done.send(code);
+    });
+    Ok(Running {
+        output,
+        stdin,
+        exit,
+        terminal,
+        pid,
+    })
+}
+
+/// Reads `from` until its end (or EIO: a pty whose other side closed),
+/// sending each chunk on `channel`; keeps the last bytes in `tail`.
+fn read_into(
+    mut from: impl Read + Send + 'static,
+    channel: u8,
+    tx: mpsc::Sender<(u8, Vec<u8>)>,
+    tail: Arc<Mutex<Vec<u8>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    {
+                        let mut t = tail.lock().expect("tail");
+                        t.extend_from_slice(&buf[..n]);
+                        let excess = t.len().saturating_sub(TAIL);
+                        t.drain(..excess);
+                    }
+                    // A client that went away: keep draining, so the
+                    // command is not blocked on a full pipe.
+                    let _ = tx.blocking_send((channel, buf[..n].to_vec()));
+                }
+            }
+        }
+    })
+}
+
+/// A thread writing what arrives to `to`; the sender's drop closes it.
+fn write_from(mut to: impl Write + Send + 'static) -> std::sync::mpsc::Sender<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for chunk in rx {
+            if to.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+/// The exit code a user expects, as a shell (and kubectl) gives it: runc
+/// exits 255 when the command cannot be started at all, where a shell says
+/// 127 (not found) or 126 (found, not executable).
+pub fn exit_code(code: Option<i32>, stderr_tail: &str) -> i32 {
+    match code {
+        Some(255) if stderr_tail.contains("exec failed") || stderr_tail.contains("exec:") => {
+            if stderr_tail.contains("permission denied") {
+                126
+            } else if stderr_tail.contains("not found") || stderr_tail.contains("no such file") {
+                127
+            } else {
+                255
+            }
+        }
+        Some(c) => c,
+        None => 128 + 9, // killed, and how is not known
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+
+    #[test]
+    fn exit_codes_as_a_shell_gives_them() {
+        let cases = [
+            (Some(0), "", 0),
+            (Some(3), "", 3),
+            (Some(255), "", 255),
+            (Some(255), "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH", 127),
+            (Some(255), "exec failed: unable to start container process: exec: \"/x/y\": stat /x/y: no such file or directory", 127),
+            (Some(255), "exec failed: unable to start container process: exec: \"/etc/hosts\": permission denied", 126),
+            (None, "", 137),
+        ];
+        for (code, tail, want) in cases {
+            assert_eq!(exit_code(code, tail), want, "{code:?} {tail}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The pod streams of the lab's API with the real kubectl: `exec` over
+//! WebSocket (kubectl 1.30+), with pipes and with a terminal, exit codes,
+//! stdin, large output; `logs` whole, tailed, by label and followed; and
+//! netlab's own `exec` and `logs`, which are clients of the same paths.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WEBSOCKET_KUBECTLS: [&str; 4] = [
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.30",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.31",
+    "/usr/bin/kubectl",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+];
+
+/// A pod that counts on its stdout, and one with two containers.
+fn pods() -> String {
+    let counter = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: counter
+  labels: {app: counter}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: count
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"]
+"#;
+    let pair = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: pair
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: one
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "echo I am one; exec sleep 3600"]
+  - name: two
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "echo I am two; exec sleep 3600"]
+"#;
+    format!("{}{counter}---\n{pair}", lab_doc(1))
+}
+
+fn running(lab: &Lab) {
+    wait_for("both pods running", Duration::from_secs(60), || {
+        let pods = lab.pods_json();
+        pods["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Running")
+                .count()
+                == 2
+        })
+    });
+}
+
+#[test]
+fn kubectl_exec_over_websocket() {
+    let lab = Lab::up("streams-exec", &pods());
+    running(&lab);
+    for k in WEBSOCKET_KUBECTLS {
+        // The tutorial's: the service variables of the pod.
+        let env = lab.kubectl_ok(k, &["exec", "counter", "--", "printenv"]);
+        assert!(
+            env.contains("KUBERNETES_SERVICE_HOST=10.0.0.1"),
+            "{k}: {env}"
+        );
+        // The command's exit code is kubectl's.
+        let out = lab.kubectl(
+            k,
+            &[
+                "exec",
+                "counter",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(3), "{k}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "out\n");
+        assert!(stderr(&out).contains("err\n"), "{k}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("command terminated with exit code 3"),
+            "{k}: {}",
+            stderr(&out)
+        );
+        // A command that does not exist: a shell's 127.
+        let out = lab.kubectl(k, &["exec", "counter", "--", "no-such-command"]);
+        assert_eq!(out.status.code(), Some(127), "{k}: {}", stderr(&out));
+        // -c picks the container; an unknown one is refused by name.
+        let two = lab.kubectl_ok(
+            k,
+            &["exec", "pair", "-c", "two", "--", "cat", "/proc/1/cmdline"],
+        );
+        assert!(two.contains("sleep"), "{k}: {two}");
+        let out = lab.kubectl(k, &["exec", "pair", "-c", "three", "--", "true"]);
+        assert!(
+            stderr(&out).contains("container three is not valid for pod pair"),
+            "{k}: {}",
+            stderr(&out)
+        );
+    }
+    let k = WEBSOCKET_KUBECTLS[2];
+    // stdin piped in, and closed at its end (cat exits).
+    let config = lab.dir.path().join("kubeconfig");
+    let mut child = Command::new(k)
+        .arg("--kubeconfig")
+        .arg(&config)
+        .args(["exec", "-i", "counter", "--", "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hi from stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out), "hi from stdin\ndone\n", "{}", stderr(&out));
+    // 10 MB of output arrives whole.
+    let out = lab.kubectl(
+        k,
+        &[
+            "exec",
+            "counter",
+            "--",
+            "sh",
+            "-c",
+            "head -c 10000000 /dev/zero",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), 10_000_000);
+    // A terminal, whose size follows kubectl's (script gives kubectl one).
+    let line = format!(
+        "stty cols 123 rows 45; {k} --kubeconfig {} exec -it counter -- sh -c 'stty size; tty; exit 4'",
+        config.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped()) // kept open: no EOF typed into the terminal
+        .output()
+        .expect("script (util-linux)");
+    let text = stdout(&out);
+    assert!(text.contains("45 123"), "{text}");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    // kubectl 1.27-1.29 speak SPDY only: a clear refusal, not a hang.
+    let out = lab.kubectl(
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
+        &["exec", "counter", "--", "true"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("SPDY"), "{}", stderr(&out));
+    lab.down_clean();
+}
+
+#[test]
+fn kubectl_logs_whole_tailed_and_followed() {
+    let lab = Lab::up("streams-logs", &pods());
+    running(&lab);
+    let k = WEBSOCKET_KUBECTLS[2];
+    wait_for("three lines logged", Duration::from_secs(10), || {
+        lab.kubectl_ok(k, &["logs", "counter"]).lines().count() >= 3
+    });
+    let all = lab.kubectl_ok(k, &["logs", "counter"]);
+    assert!(all.starts_with("line 0\nline 1\n"), "{all}");
+    let last = lab.kubectl_ok(k, &["logs", "counter", "--tail=1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert!(last.starts_with("line "), "{last}");
+    assert_eq!(
+        lab.kubectl_ok(k, &["logs", "-l", "app=counter", "--tail=1"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        lab.kubectl_ok(k, &["logs", "pair", "-c", "two"]),
+        "I am two\n"
+    );
+    // Several containers and none named: kube-apiserver's question
+    // (kubectl asks for the first one itself, with a note).
+    let out = lab.kubectl(k, &["logs", "pair"]);
+    assert_eq!(stdout(&out), "I am one\n", "{}", stderr(&out));
+    // Times are not kept: a clear refusal.
+    let out = lab.kubectl(k, &["logs", "counter", "--since=1m"]);
+    assert!(
+        stderr(&out).contains("without the time of each line"),
+        "{}",
+        stderr(&out)
+    );
+    // -f prints new lines as they come and ends when the pod goes away.
+    let config = lab.dir.path().join("kubeconfig");
+    let mut follow = Command::new(k)
+        .arg("--kubeconfig")
+        .arg(&config)
+        .args(["logs", "-f", "counter", "--tail=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl logs -f");
+    std::thread::sleep(Duration::from_secs(2));
+    lab.kubectl_ok(k, &["delete", "pod", "counter", "--wait=false"]);
+    let started = Instant::now();
+    let out = loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            let mut text = String::new();
+            use std::io::Read;
+            follow
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            break (status, text);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "kubectl logs -f still runs 20 s after its pod was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(out.0.success());
+    assert!(out.1.lines().count() >= 5, "followed for 2 s: {}", out.1);
+    lab.down_clean();
+}
