@@ -156,6 +156,32 @@ fn kubectl_exec_over_websocket() {
     assert!(text.contains("45 123"), "{text}");
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(4), "{text}");
+    // netlab's own exec is a client of the same stream.
+    let line = format!(
+        "stty cols 77 rows 22; {} --lab {} exec -it counter -- sh -c 'stty size; exit 6'",
+        NETLAB, lab.name
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .output()
+        .expect("script (util-linux)");
+    assert!(stdout(&out).contains("22 77"), "{}", stdout(&out));
+    assert_eq!(out.status.code(), Some(6));
+    let out = lab.run(&[
+        "exec",
+        "pair",
+        "-c",
+        "two",
+        "--",
+        "sh",
+        "-c",
+        "echo two; exit 5",
+    ]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(5), "two\n")
+    );
     // kubectl 1.27-1.29 speak SPDY only: a clear refusal, not a hang.
     let out = lab.kubectl(
         "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
@@ -193,6 +219,7 @@ fn kubectl_logs_whole_tailed_and_followed() {
     // (kubectl asks for the first one itself, with a note).
     let out = lab.kubectl(k, &["logs", "pair"]);
     assert_eq!(stdout(&out), "I am one\n", "{}", stderr(&out));
+    assert_eq!(lab.ok(&["logs", "pair", "-c", "one"]), "I am one\n");
     // Times are not kept: a clear refusal.
     let out = lab.kubectl(k, &["logs", "counter", "--since=1m"]);
     assert!(

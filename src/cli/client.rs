@@ -77,6 +77,12 @@ impl Client {
         Ok(c)
     }
 
+    /// The kube-rs client, for what the plain requests here do not cover
+    /// (the exec stream).
+    pub fn kube(&self) -> kube::Client {
+        self.inner.clone()
+    }
+
     /// One request; a non-2xx answer becomes an `ApiFailure`.
     pub async fn request(
         &self,

@@ -1,13 +1,14 @@
 //! `netlab exec POD -- CMD` (in the container, through runc) and
 //! `netlab exec node/NAME -- CMD` ("ssh to a node": the host's program in the
 //! node's network namespace), and `netlab exec host/external -- CMD` (a
-//! host outside the cluster, on the lab's public network).
+//! host outside the cluster, on the lab's public network). A pod's
+//! container is reached through the lab's API (`pods/exec`), as kubectl
+//! reaches it.
 
 use super::client::{self, Client};
 use crate::cluster::state;
 use crate::controller;
 use crate::paths;
-use crate::runtime::Runc;
 use anyhow::{anyhow, bail, Result};
 use std::process::Stdio;
 
@@ -68,107 +69,174 @@ pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
             cmd.args(&args.command[1..]);
             cmd
         }
-        Some(("pod" | "pods" | "po", pod)) => pod_exec(&lab, &client, pod, &args).await?,
+        Some(("pod" | "pods" | "po", pod)) => return pod_exec(&client, pod, &args).await,
         Some((kind, _)) => {
             bail!("netlab exec takes POD, pod/NAME, node/NAME or host/external, not {kind}")
         }
-        None => pod_exec(&lab, &client, &args.target, &args).await?,
+        None => return pod_exec(&client, &args.target, &args).await,
     };
     if !args.stdin {
         cmd.stdin(Stdio::null());
     }
-    // runc's own complaint (a command that could not be started) comes on
-    // its stderr: pass everything through and keep the last lines to read.
-    cmd.stderr(Stdio::piped());
-    let (status, tail) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        use std::io::{BufRead, Write};
-        let mut child = cmd.spawn()?;
-        let mut tail = Vec::new();
-        if let Some(err) = child.stderr.take() {
-            let mut out = std::io::stderr();
-            for line in std::io::BufReader::new(err)
-                .split(b'\n')
-                .map_while(Result::ok)
-            {
-                let _ = out.write_all(&line);
-                let _ = out.write_all(b"\n");
-                tail.push(String::from_utf8_lossy(&line).into_owned());
-                if tail.len() > 4 {
-                    tail.remove(0);
-                }
-            }
-        }
-        Ok((child.wait()?, tail.join("\n")))
-    })
-    .await?
-    .map_err(|e| anyhow!("running the command: {e}"))?;
-    Ok(exit_code(status.code(), &tail))
+    let status = tokio::task::spawn_blocking(move || cmd.status())
+        .await?
+        .map_err(|e| anyhow!("running the command: {e}"))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|n| 128 + n))
+        .unwrap_or(1))
 }
 
-/// The exit code a user expects, as a shell (and kubectl) gives it: runc
-/// exits 255 when the command cannot be started at all, where a shell says
-/// 127 (not found) or 126 (found, not executable).
-fn exit_code(code: Option<i32>, stderr_tail: &str) -> i32 {
-    match code {
-        Some(255) if stderr_tail.contains("exec failed") || stderr_tail.contains("exec:") => {
-            if stderr_tail.contains("permission denied") {
-                126
-            } else if stderr_tail.contains("not found") || stderr_tail.contains("no such file") {
-                127
-            } else {
-                255
-            }
-        }
-        Some(c) => c,
-        None => 128 + 9,
-    }
-}
-
-/// The pod's container, read from the API, run into by runc on this host
-/// (the exec stream of the API comes with issue 17).
-async fn pod_exec(
-    lab: &str,
-    client: &Client,
-    pod: &str,
-    args: &ExecArgs,
-) -> Result<std::process::Command> {
+/// The pod's container, through the lab's API (`pods/exec`, the stream
+/// kubectl uses): stdin, stdout, stderr, or a terminal in raw mode that
+/// follows this one's size. Returns the command's exit code.
+async fn pod_exec(client: &Client, pod: &str, args: &ExecArgs) -> Result<i32> {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, AttachParams, TerminalSize};
+    use std::io::IsTerminal;
     let p = client.pod(&args.namespace, pod).await?;
-    let p = &p;
-    if crate::cluster::dns::is_builtin(p) {
+    if crate::cluster::dns::is_builtin(&p) {
         bail!(
             "pod {pod} is netlab's built-in DNS server, run by the lab's controller in the pod's network namespace: it has no container to exec into (try `netlab exec node/NODE -- dig @{} …`)",
-            state::pod_ip(p).map(|i| i.to_string()).unwrap_or_default()
+            state::pod_ip(&p).map(|i| i.to_string()).unwrap_or_default()
         );
     }
     let containers = &p.spec.as_ref().expect("pods have specs").containers;
     let container = match &args.container {
-        Some(c) => containers
-            .iter()
-            .find(|x| &x.name == c)
-            .ok_or_else(|| anyhow!("container {c} is not valid for pod {pod}"))?,
-        None => &containers[0],
+        Some(c) if containers.iter().any(|x| &x.name == c) => c.clone(),
+        Some(c) => bail!("container {c} is not valid for pod {pod}"),
+        None => containers[0].name.clone(),
     };
-    let id = paths::container_id(state::namespace(&p.metadata), pod, &container.name);
-    Ok(Runc::new(&paths::runc_root(lab)).exec_command(&id, &args.command, args.tty))
+    let tty = args.tty && std::io::stdin().is_terminal();
+    let params = AttachParams::default()
+        .container(container)
+        .stdin(args.stdin)
+        .stdout(true)
+        .stderr(!tty)
+        .tty(tty);
+    let api: Api<Pod> = Api::namespaced(client.kube(), &args.namespace);
+    let mut attached = api
+        .exec(pod, args.command.clone(), &params)
+        .await
+        .map_err(|e| anyhow!("exec in pod {pod}: {e}"))?;
+    let _raw = tty.then(RawTerminal::enter).transpose()?;
+    if let Some(mut sizes) = attached.terminal_size() {
+        tokio::spawn(async move {
+            use futures::SinkExt;
+            let mut changed =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()).ok();
+            loop {
+                if let Some((width, height)) = terminal_size() {
+                    if sizes.send(TerminalSize { width, height }).await.is_err() {
+                        return;
+                    }
+                }
+                match &mut changed {
+                    Some(c) => {
+                        if c.recv().await.is_none() {
+                            return;
+                        }
+                    }
+                    None => return,
+                }
+            }
+        });
+    }
+    if let Some(mut to) = attached.stdin() {
+        // A thread of its own reads stdin: a read that never returns (a
+        // terminal nobody types in) must not keep the process from ending,
+        // as one of the runtime's blocking threads would.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut stdin = std::io::stdin();
+            while let Ok(n @ 1..) = stdin.read(&mut buf) {
+                if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(chunk) = rx.recv().await {
+                if to.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            // Dropping the writer closes the container's stdin.
+        });
+    }
+    let out = attached.stdout().map(|mut from| {
+        tokio::spawn(async move { tokio::io::copy(&mut from, &mut tokio::io::stdout()).await })
+    });
+    let err = attached.stderr().map(|mut from| {
+        tokio::spawn(async move { tokio::io::copy(&mut from, &mut tokio::io::stderr()).await })
+    });
+    let status = match attached.take_status() {
+        Some(s) => s.await,
+        None => None,
+    };
+    for copy in [out, err].into_iter().flatten() {
+        let _ = copy.await;
+    }
+    drop(_raw);
+    let Some(status) = status else {
+        return Ok(0);
+    };
+    if status.status.as_deref() == Some("Success") {
+        return Ok(0);
+    }
+    let code = status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter().flatten())
+        .find(|c| c.reason.as_deref() == Some("ExitCode"))
+        .and_then(|c| c.message.as_deref()?.parse::<i32>().ok());
+    match code {
+        Some(code) => Ok(code),
+        None => bail!("{}", status.message.unwrap_or_default()),
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::exit_code;
+/// This terminal's size (columns, rows), if stdout or stdin is one.
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize to a valid pointer.
+    let ok = [1, 0]
+        .into_iter()
+        .any(|fd| unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) } == 0);
+    (ok && size.ws_col > 0).then_some((size.ws_col, size.ws_row))
+}
 
-    #[test]
-    fn exit_codes_as_a_shell_gives_them() {
-        let cases = [
-            (Some(0), "", 0),
-            (Some(3), "", 3),
-            (Some(255), "", 255),
-            (Some(255), "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH", 127),
-            (Some(255), "exec failed: unable to start container process: exec: \"/x/y\": stat /x/y: no such file or directory", 127),
-            (Some(255), "exec failed: unable to start container process: exec: \"/etc/hosts\": permission denied", 126),
-            (None, "", 137),
-        ];
-        for (code, tail, want) in cases {
-            assert_eq!(exit_code(code, tail), want, "{code:?} {tail}");
-        }
+/// stdin in raw mode while a remote terminal is attached, as kubectl
+/// does; the old mode is back when this is dropped.
+struct RawTerminal(nix::sys::termios::Termios);
+
+impl RawTerminal {
+    fn enter() -> Result<RawTerminal> {
+        use nix::sys::termios;
+        let stdin = std::io::stdin();
+        let old = termios::tcgetattr(&stdin)?;
+        let mut raw = old.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &raw)?;
+        Ok(RawTerminal(old))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
     }
 }
