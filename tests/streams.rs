@@ -1,5 +1,6 @@
 //! The pod streams of the lab's API with the real kubectl: `exec` over
-//! WebSocket (kubectl 1.30+), with pipes and with a terminal, exit codes,
+//! WebSocket (kubectl 1.30+) and SPDY/3.1 (1.27–1.29), with pipes and
+//! with a terminal, exit codes,
 //! stdin, large output; `logs` whole, tailed, by label and followed; and
 //! netlab's own `exec` and `logs`, which are clients of the same paths.
 
@@ -10,12 +11,18 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const WEBSOCKET_KUBECTLS: [&str; 4] = [
+/// Every kubectl here: 1.27–1.29 speak SPDY/3.1, 1.30+ WebSocket.
+const ALL_KUBECTLS: [&str; 7] = [
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.28",
+    "/usr/lib/google-cloud-sdk/bin/kubectl.1.29",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.30",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.31",
     "/usr/bin/kubectl",
     "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
 ];
+const NEWEST: &str = "/usr/bin/kubectl";
+const SPDY_ONLY: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 
 /// A pod that counts on its stdout, and one with two containers.
 fn pods() -> String {
@@ -62,10 +69,10 @@ fn running(lab: &Lab) {
 }
 
 #[test]
-fn kubectl_exec_over_websocket() {
+fn kubectl_exec_over_websocket_and_spdy() {
     let lab = Lab::up("streams-exec", &pods());
     running(&lab);
-    for k in WEBSOCKET_KUBECTLS {
+    for k in ALL_KUBECTLS {
         // The tutorial's: the service variables of the pod.
         let env = lab.kubectl_ok(k, &["exec", "counter", "--", "printenv"]);
         assert!(
@@ -108,54 +115,60 @@ fn kubectl_exec_over_websocket() {
             stderr(&out)
         );
     }
-    let k = WEBSOCKET_KUBECTLS[2];
-    // stdin piped in, and closed at its end (cat exits).
     let config = lab.dir.path().join("kubeconfig");
-    let mut child = Command::new(k)
-        .arg("--kubeconfig")
-        .arg(&config)
-        .args(["exec", "-i", "counter", "--", "sh", "-c", "cat; echo done"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hi from stdin\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(stdout(&out), "hi from stdin\ndone\n", "{}", stderr(&out));
-    // 10 MB of output arrives whole.
-    let out = lab.kubectl(
-        k,
-        &[
-            "exec",
-            "counter",
-            "--",
-            "sh",
-            "-c",
-            "head -c 10000000 /dev/zero",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(out.stdout.len(), 10_000_000);
-    // A terminal, whose size follows kubectl's (script gives kubectl one).
-    let line = format!(
-        "stty cols 123 rows 45; {k} --kubeconfig {} exec -it counter -- sh -c 'stty size; tty; exit 4'",
-        config.display()
-    );
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::piped()) // kept open: no EOF typed into the terminal
-        .output()
-        .expect("script (util-linux)");
-    let text = stdout(&out);
-    assert!(text.contains("45 123"), "{text}");
-    assert!(text.contains("/dev/pts/"), "{text}");
-    assert_eq!(out.status.code(), Some(4), "{text}");
+    for k in [NEWEST, SPDY_ONLY] {
+        // stdin piped in, and closed at its end (cat exits).
+        let mut child = Command::new(k)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["exec", "-i", "counter", "--", "sh", "-c", "cat; echo done"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"hi from stdin\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            stdout(&out),
+            "hi from stdin\ndone\n",
+            "{k}: {}",
+            stderr(&out)
+        );
+        // 10 MB of output arrives whole.
+        let out = lab.kubectl(
+            k,
+            &[
+                "exec",
+                "counter",
+                "--",
+                "sh",
+                "-c",
+                "head -c 10000000 /dev/zero",
+            ],
+        );
+        assert!(out.status.success(), "{k}: {}", stderr(&out));
+        assert_eq!(out.stdout.len(), 10_000_000, "{k}");
+        // A terminal, whose size follows kubectl's (script gives kubectl one).
+        let line = format!(
+            "stty cols 123 rows 45; {k} --kubeconfig {} exec -it counter -- sh -c 'stty size; tty; exit 4'",
+            config.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::piped()) // kept open: no EOF typed into the terminal
+            .output()
+            .expect("script (util-linux)");
+        let text = stdout(&out);
+        assert!(text.contains("45 123"), "{k}: {text}");
+        assert!(text.contains("/dev/pts/"), "{k}: {text}");
+        assert_eq!(out.status.code(), Some(4), "{k}: {text}");
+    }
     // netlab's own exec is a client of the same stream.
     let line = format!(
         "stty cols 77 rows 22; {} --lab {} exec -it counter -- sh -c 'stty size; exit 6'",
@@ -182,13 +195,6 @@ fn kubectl_exec_over_websocket() {
         (out.status.code(), stdout(&out).as_str()),
         (Some(5), "two\n")
     );
-    // kubectl 1.27-1.29 speak SPDY only: a clear refusal, not a hang.
-    let out = lab.kubectl(
-        "/usr/lib/google-cloud-sdk/bin/kubectl.1.27",
-        &["exec", "counter", "--", "true"],
-    );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("SPDY"), "{}", stderr(&out));
     lab.down_clean();
 }
 
@@ -196,7 +202,7 @@ fn kubectl_exec_over_websocket() {
 fn kubectl_logs_whole_tailed_and_followed() {
     let lab = Lab::up("streams-logs", &pods());
     running(&lab);
-    let k = WEBSOCKET_KUBECTLS[2];
+    let k = NEWEST;
     wait_for("three lines logged", Duration::from_secs(10), || {
         lab.kubectl_ok(k, &["logs", "counter"]).lines().count() >= 3
     });

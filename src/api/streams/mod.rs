@@ -5,13 +5,17 @@
 //!   or a terminal
 //! - `channel.rs`: the `v4`/`v5.channel.k8s.io` protocol (pure)
 //! - `websocket.rs`: that protocol over a WebSocket, and the exec session
+//!   (kubectl 1.30+, kube-rs)
+//! - `spdy.rs`: SPDY/3.1 framing and the exec session over it (kubectl
+//!   1.27–1.29)
 //!
-//! `pods/exec` over SPDY/3.1 (kubectl 1.27–1.29) and `pods/attach` are
-//! not served yet (issue 17): they get a clear error, not a hang.
+//! `pods/attach` and `pods/portforward` are not served yet (issue 17):
+//! they get a clear error, not a hang.
 
 pub mod channel;
 pub mod logs;
 pub mod process;
+pub mod spdy;
 pub mod websocket;
 
 use super::handler::{Body, Ctx};
@@ -141,17 +145,23 @@ pub async fn serve(
             if c.waiting.is_some() {
                 return Err(c.waiting());
             }
-            if !websocket::asked(&req) {
-                return Err(ApiError::bad_request(
-                    "exec over SPDY/3.1 (kubectl 1.27-1.29) is not served yet: use kubectl 1.30 or newer, which speaks WebSocket",
-                ));
-            }
             let root = crate::paths::runc_root(&ctx.lab);
             let id = crate::paths::container_id(&c.namespace, &c.pod, &c.name);
-            websocket::upgrade(&mut req, move |ws| async move {
-                let started = process::start(&root, &id, &spec);
-                websocket::exec(ws, started, spec.command).await
-            })
+            if websocket::asked(&req) {
+                websocket::upgrade(&mut req, move |ws| async move {
+                    let started = process::start(&root, &id, &spec);
+                    websocket::exec(ws, started, spec.command).await
+                })
+            } else if spdy::asked(&req) {
+                spdy::upgrade(&mut req, move |io| async move {
+                    let run = spec.clone();
+                    spdy::exec(io, spec, move || process::start(&root, &id, &run)).await
+                })
+            } else {
+                Err(ApiError::bad_request(
+                    "exec streams over an upgraded connection: ask for a WebSocket (v5.channel.k8s.io) or SPDY/3.1",
+                ))
+            }
         }
         ("attach" | "portforward", _) => Err(ApiError::bad_request(format!(
             "pods/{sub} is not served yet (issue 17)"

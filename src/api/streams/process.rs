@@ -52,12 +52,17 @@ impl Running {
     }
 
     /// The client went away: hang up as a closed terminal does (runc
-    /// passes the signal on to the command).
-    pub fn hang_up(&self) {
+    /// passes the signal on to the command), and drain what the command
+    /// still writes so that it is not blocked on a full pipe, until it
+    /// has exited.
+    pub async fn abandon(mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid as i32),
             nix::sys::signal::Signal::SIGHUP,
         );
+        self.stdin = None;
+        while self.output.recv().await.is_some() {}
+        let _ = self.exit.await;
     }
 }
 

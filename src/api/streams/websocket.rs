@@ -114,16 +114,11 @@ pub async fn exec(ws: Socket, started: std::io::Result<Running>, command: Vec<St
             },
         }
     }
+    drop(stdin);
     if gone {
-        // Nobody reads any more: hang up, and drain what the command
-        // still writes so that it is not blocked on a full pipe.
-        running.hang_up();
-        drop(stdin);
-        while running.output.recv().await.is_some() {}
-        let _ = running.exit.await;
+        running.abandon().await;
         return;
     }
-    drop(stdin);
     let code = running.exit.await.unwrap_or(1);
     let status = channel::exit_status(code, &command);
     let _ = sink
