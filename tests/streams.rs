@@ -268,3 +268,132 @@ fn kubectl_logs_whole_tailed_and_followed() {
     assert!(out.1.lines().count() >= 5, "followed for 2 s: {}", out.1);
     lab.down_clean();
 }
+
+/// `kubectl port-forward TARGET :REMOTE` in the background, and the local
+/// port it chose (read from its "Forwarding from 127.0.0.1:PORT" line).
+fn port_forward(lab: &Lab, k: &str, target: &str, remote: u16) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(k)
+        .arg("--kubeconfig")
+        .arg(lab.dir.path().join("kubeconfig"))
+        .args(["port-forward", "--address", "127.0.0.1", target])
+        .arg(format!(":{remote}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{k} port-forward {target} printed nothing in 20 s"));
+    let port = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {line:?}"));
+    (child, port)
+}
+
+fn curl_local(port: u16) -> (i32, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("curl");
+    (out.status.code().unwrap_or(-1), stdout(&out))
+}
+
+#[test]
+fn kubectl_port_forward_and_cp() {
+    let lab = Lab::up("streams-pf", &lab_file("nginx.yaml"));
+    lab.kubectl_ok(
+        NEWEST,
+        &[
+            "expose",
+            "deployment/my-nginx",
+            "--port=8080",
+            "--target-port=80",
+        ],
+    );
+    let pod = lab
+        .pods()
+        .into_iter()
+        .map(|p| p.0)
+        .find(|n| n.starts_with("my-nginx-"))
+        .expect("an nginx pod");
+    wait_for("nginx answering", Duration::from_secs(30), || {
+        lab.run(&[
+            "exec",
+            &pod,
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "1",
+            "http://127.0.0.1/",
+        ])
+        .status
+        .success()
+    });
+    for k in [NEWEST, SPDY_ONLY] {
+        for target in [format!("pod/{pod}"), "svc/my-nginx".to_string()] {
+            let remote = if target.starts_with("svc") { 8080 } else { 80 };
+            let (mut child, port) = port_forward(&lab, k, &target, remote);
+            // Several connections at once, each a connection to the pod.
+            let answers: Vec<_> = (0..4)
+                .map(|_| std::thread::spawn(move || curl_local(port)))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            let _ = child.kill();
+            let _ = child.wait();
+            for (code, body) in answers {
+                assert_eq!(code, 0, "{k} {target}");
+                assert!(body.contains("Welcome to nginx"), "{k} {target}: {body}");
+            }
+        }
+        // A port nobody listens on: the connection ends, kubectl says why.
+        let (mut child, port) = port_forward(&lab, k, &format!("pod/{pod}"), 81);
+        assert_ne!(curl_local(port).0, 0, "{k}: port 81 answered");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // kubectl cp is tar over exec, both ways and both protocols.
+    for k in [NEWEST, SPDY_ONLY] {
+        let local = lab.dir.path().join("nginx.conf");
+        let _ = std::fs::remove_file(&local);
+        lab.kubectl_ok(
+            k,
+            &[
+                "cp",
+                &format!("{pod}:/etc/nginx/nginx.conf"),
+                local.to_str().unwrap(),
+            ],
+        );
+        let text = std::fs::read_to_string(&local).unwrap();
+        assert!(text.contains("worker_processes"), "{k}: {text}");
+        std::fs::write(&local, format!("{text}# from {k}\n")).unwrap();
+        lab.kubectl_ok(
+            k,
+            &[
+                "cp",
+                local.to_str().unwrap(),
+                &format!("{pod}:/tmp/back.conf"),
+            ],
+        );
+        let back = lab.kubectl_ok(
+            k,
+            &["exec", &pod, "--", "tail", "-n", "1", "/tmp/back.conf"],
+        );
+        assert_eq!(back, format!("# from {k}\n"));
+    }
+    lab.down_clean();
+}

@@ -250,6 +250,24 @@ impl NetNs {
         .map_err(|e| NetError::os("listening in", format!("{addr} of {}", self.what()), e))
     }
 
+    /// A TCP connection to `addr` made from inside this namespace
+    /// (non-blocking, for tokio): `kubectl port-forward` reaches a pod's
+    /// port on the pod's own loopback, as the kubelet does. Refuses the
+    /// host's own namespace.
+    pub fn connect_tcp(
+        &self,
+        addr: std::net::SocketAddr,
+        timeout: std::time::Duration,
+    ) -> Result<std::net::TcpStream, NetError> {
+        self.check_not_host()?;
+        self.run(|| -> io::Result<std::net::TcpStream> {
+            let s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })?
+        .map_err(|e| NetError::os("connecting in", format!("{addr} of {}", self.what()), e))
+    }
+
     /// A `Command` whose child joins this namespace right before `exec`.
     ///
     /// The command owns its own duplicate of the namespace fd, so it stays

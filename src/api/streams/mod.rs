@@ -9,8 +9,8 @@
 //! - `spdy.rs`: SPDY/3.1 framing and the exec session over it (kubectl
 //!   1.27–1.29)
 //!
-//! `pods/attach` and `pods/portforward` are not served yet (issue 17):
-//! they get a clear error, not a hang.
+//! `pods/portforward` is served over SPDY (`spdy.rs`); `pods/attach` is not
+//! served yet (issue 17): it gets a clear error, not a hang.
 
 pub mod channel;
 pub mod logs;
@@ -153,7 +153,7 @@ pub async fn serve(
                     websocket::exec(ws, started, spec.command).await
                 })
             } else if spdy::asked(&req) {
-                spdy::upgrade(&mut req, move |io| async move {
+                spdy::upgrade(&mut req, &spdy::PROTOCOLS, move |io| async move {
                     let run = spec.clone();
                     spdy::exec(io, spec, move || process::start(&root, &id, &run)).await
                 })
@@ -163,9 +163,36 @@ pub async fn serve(
                 ))
             }
         }
-        ("attach" | "portforward", _) => Err(ApiError::bad_request(format!(
-            "pods/{sub} is not served yet (issue 17)"
-        ))),
+        ("portforward", &Method::GET | &Method::POST) => {
+            let namespace = t.namespace.clone().unwrap_or_else(|| "default".into());
+            let name = t.name.clone().unwrap_or_default();
+            let netns = {
+                let snapshot = ctx.store.snapshot();
+                let pod = snapshot
+                    .state
+                    .pod(&namespace, &name)
+                    .ok_or_else(|| ApiError::not_found("pods", &name))?;
+                if state::pod_node(pod).is_none() || state::pod_ip(pod).is_none() {
+                    return Err(ApiError::bad_request(format!(
+                        "unable to forward to pod {name}: it is not running yet"
+                    )));
+                }
+                crate::controller::pods::network_namespace(&ctx.lab, pod)
+            };
+            if !spdy::asked(&req) {
+                // kubectl 1.31+ tries SPDY tunneled in a WebSocket first,
+                // and falls back to plain SPDY on any refusal.
+                return Err(ApiError::bad_request(
+                    "port-forward is served over SPDY/3.1 (portforward.k8s.io)",
+                ));
+            }
+            spdy::upgrade(&mut req, &[spdy::PORT_FORWARD], move |io| {
+                spdy::port_forward(io, netns, name)
+            })
+        }
+        ("attach", _) => Err(ApiError::bad_request(
+            "pods/attach is not served yet (issue 17)",
+        )),
         (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
     }
 }

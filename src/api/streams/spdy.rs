@@ -381,7 +381,11 @@ pub fn asked(req: &Request<Incoming>) -> bool {
 
 /// Answers the upgrade (101, `X-Stream-Protocol-Version`) and runs
 /// `session` on the connection once the client has it.
-pub fn upgrade<F, Fut>(req: &mut Request<Incoming>, session: F) -> Result<Response<Body>, ApiError>
+pub fn upgrade<F, Fut>(
+    req: &mut Request<Incoming>,
+    served: &[&'static str],
+    session: F,
+) -> Result<Response<Body>, ApiError>
 where
     F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -394,13 +398,14 @@ where
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let protocol = PROTOCOLS
-        .into_iter()
+    let protocol = served
+        .iter()
+        .copied()
         .find(|p| offered.contains(p))
         .ok_or_else(|| {
             ApiError::bad_request(format!(
                 "none of the stream protocols {offered:?} is served (served: {})",
-                PROTOCOLS.join(", ")
+                served.join(", ")
             ))
         })?;
     let upgrading = hyper::upgrade::on(req);
@@ -428,15 +433,15 @@ struct Streams {
     resize: Option<u32>,
 }
 
-/// One exec session: accept kubectl's streams, start the command, pass
-/// output, stdin and resizes, and end with its exit status on the error
-/// stream.
-pub async fn exec<S>(io: S, spec: Spec, start: impl FnOnce() -> std::io::Result<Running>)
+/// The two halves of an upgraded SPDY connection: frames as they are
+/// read (a task inflates and parses them) and bytes to write (a task
+/// writes them in order; dropping every sender shuts the connection).
+fn connection<S>(io: S) -> (mpsc::Receiver<Frame>, mpsc::Sender<Vec<u8>>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
-    let (frames_tx, mut frames) = mpsc::channel::<Frame>(16);
+    let (frames_tx, frames) = mpsc::channel::<Frame>(16);
     tokio::spawn(async move {
         let mut inflater = Inflater::default();
         let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
@@ -471,6 +476,17 @@ where
         }
         let _ = wr.shutdown().await;
     });
+    (frames, out)
+}
+
+/// One exec session: accept kubectl's streams, start the command, pass
+/// output, stdin and resizes, and end with its exit status on the error
+/// stream.
+pub async fn exec<S>(io: S, spec: Spec, start: impl FnOnce() -> std::io::Result<Running>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut frames, out) = connection(io);
     let mut deflater = Deflater::default();
     // kubectl opens its streams first, each answered, then starts.
     let mut wanted = vec!["error"];
@@ -629,6 +645,139 @@ fn take(
         }
         _ => {}
     }
+}
+
+/// The protocol of `pods/portforward` over SPDY.
+pub const PORT_FORWARD: &str = "portforward.k8s.io";
+
+/// One port-forward session: for each connection kubectl accepts on its
+/// side, it opens an error stream and a data stream (same `requestID`
+/// and `port`); each pair becomes a TCP connection to that port on the
+/// pod's loopback, inside `netns`, bytes copied both ways, half-closes
+/// passed on. A port nobody listens on gets the kubelet's message on the
+/// error stream.
+pub async fn port_forward<S>(io: S, netns: String, pod: String)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    #[derive(Default)]
+    struct Pair {
+        error: Option<u32>,
+        data: Option<u32>,
+        port: u16,
+    }
+    let (mut frames, out) = connection(io);
+    let mut deflater = Deflater::default();
+    let mut pairs: HashMap<String, Pair> = HashMap::new();
+    let mut to_pods: HashMap<u32, mpsc::UnboundedSender<Option<Vec<u8>>>> = HashMap::new();
+    while let Some(f) = frames.recv().await {
+        match f {
+            Frame::SynStream {
+                stream, headers, ..
+            } => {
+                let _ = out.send(deflater.syn_reply(stream, &[])).await;
+                let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let request = get("requestid").unwrap_or_else(|| stream.to_string());
+                let pair = pairs.entry(request.clone()).or_default();
+                pair.port = get("port").and_then(|p| p.parse().ok()).unwrap_or(0);
+                match get("streamtype").as_deref() {
+                    Some("error") => pair.error = Some(stream),
+                    Some("data") => pair.data = Some(stream),
+                    _ => {}
+                }
+                if let (Some(error), Some(data)) = (pair.error, pair.data) {
+                    let port = pair.port;
+                    pairs.remove(&request);
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    to_pods.insert(data, tx);
+                    let (out, netns, pod) = (out.clone(), netns.clone(), pod.clone());
+                    tokio::spawn(forward(out, netns, pod, port, error, data, rx));
+                }
+            }
+            Frame::Data { stream, fin, data } => {
+                if let Some(tx) = to_pods.get(&stream) {
+                    if !data.is_empty() {
+                        let _ = tx.send(Some(data));
+                    }
+                    if fin {
+                        let _ = tx.send(None);
+                        to_pods.remove(&stream);
+                    }
+                }
+            }
+            Frame::RstStream { stream } => {
+                to_pods.remove(&stream);
+            }
+            Frame::Ping(id) => {
+                let _ = out.send(ping(id)).await;
+            }
+            Frame::GoAway => break,
+            Frame::Other => {}
+        }
+    }
+}
+
+/// One forwarded connection.
+async fn forward(
+    out: mpsc::Sender<Vec<u8>>,
+    netns: String,
+    pod: String,
+    port: u16,
+    error: u32,
+    data_id: u32,
+    mut from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+) {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let dialed = tokio::task::spawn_blocking(move || {
+        crate::net::NetNs::open(&netns)
+            .and_then(|ns| ns.connect_tcp(addr, Duration::from_secs(5)))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let tcp = match dialed
+        .and_then(|s| tokio::net::TcpStream::from_std(s).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let message = format!("error forwarding port {port} to pod {pod}: failed to connect to localhost:{port} inside the pod's network namespace: {e}");
+            let _ = out.send(data(error, false, message.as_bytes())).await;
+            let _ = out.send(data(error, true, &[])).await;
+            let _ = out.send(data(data_id, true, &[])).await;
+            return;
+        }
+    };
+    let (mut r, mut w) = tcp.into_split();
+    let to_client = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if out.send(data(data_id, false, &buf[..n])).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = out.send(data(data_id, true, &[])).await;
+        })
+    };
+    while let Some(chunk) = from_client.recv().await {
+        match chunk {
+            Some(bytes) => {
+                if w.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    let _ = w.shutdown().await;
+    let _ = to_client.await;
+    let _ = out.send(data(error, true, &[])).await;
 }
 
 #[cfg(test)]
