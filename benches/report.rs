@@ -473,6 +473,8 @@ fn markdown(fig: &Figures) -> String {
 
     // 6. The Kubernetes API.
     api_section(fig, &mut m, &mut targets);
+    // 7. The pod streams.
+    streams_section(fig, &mut m, &mut targets);
 
     let mut head = String::new();
     writeln!(head, "## Targets\n").unwrap();
@@ -837,6 +839,108 @@ fn api_section(fig: &Figures, m: &mut String, targets: &mut Vec<(String, String,
                 secs(fig.f("api.watch.from_request.p99"))
             ),
             verdict(Some(w < 0.005)),
+        ));
+    }
+}
+
+/// Section 7: exec and port-forward through the lab's API, and their floors.
+fn streams_section(
+    fig: &Figures,
+    m: &mut String,
+    targets: &mut Vec<(String, String, &'static str)>,
+) {
+    writeln!(m, "## 7. The pod streams: exec and port-forward\n").unwrap();
+    let Some(execs) = fig.f("streams.execs") else {
+        writeln!(m, "Not measured in this run.\n").unwrap();
+        return;
+    };
+    let (floor, api) = (
+        fig.f("streams.exec.runc.p50"),
+        fig.f("streams.exec.api.p50"),
+    );
+    writeln!(
+        m,
+        "One busybox httpd pod on one node (load {:.2}). `runc exec CONTAINER true` on the lab's \
+         runc root is the floor; `pods/exec` of the same command from an in-process kube-rs \
+         client (WebSocket, v5.channel.k8s.io), interleaved, {execs} rounds each.\n\n\
+         | exec of `true` | p50 | p99 |\n|---|---:|---:|\n\
+         | `runc exec` (floor) | {} | {} |\n\
+         | `pods/exec`, WebSocket, in process | {} | {} |\n\n\
+         API − floor (median): {}.\n",
+        fig.f("streams.load").unwrap_or(f64::NAN),
+        secs(floor),
+        secs(fig.f("streams.exec.runc.p99")),
+        secs(api),
+        secs(fig.f("streams.exec.api.p99")),
+        secs(api.zip(floor).map(|(a, f)| a - f)),
+    )
+    .unwrap();
+    writeln!(
+        m,
+        "As kubectl runs it (medians of {} processes each): `kubectl get pod` is the process's \
+         own start, kubeconfig and one GET, what `exec` does before its stream.\n\n\
+         | kubectl | `get pod` | `exec -- true` | exec − get |\n|---|---:|---:|---:|",
+        fig.f("streams.procs").unwrap_or(0.0)
+    )
+    .unwrap();
+    let mut costs = Vec::new();
+    for (key, what) in [
+        ("spdy", "1.27 (SPDY/3.1)"),
+        ("websocket", "newest (WebSocket)"),
+    ] {
+        let get = fig.f(&format!("streams.kubectl.{key}.get"));
+        let exec = fig.f(&format!("streams.kubectl.{key}.exec"));
+        let cost = get.zip(exec).map(|(g, e)| e - g);
+        costs.push((what, cost));
+        writeln!(
+            m,
+            "| {what} | {} | {} | {} |",
+            secs(get),
+            secs(exec),
+            secs(cost)
+        )
+        .unwrap();
+    }
+    let (pf, direct) = (
+        fig.f("streams.pf.bytes_per_sec"),
+        fig.f("streams.direct.bytes_per_sec"),
+    );
+    let mbs = |v: Option<f64>| {
+        v.map(|b| format!("{:.0} MB/s", b / 1e6))
+            .unwrap_or("—".into())
+    };
+    writeln!(
+        m,
+        "\nport-forward: a {} MiB file by curl through `kubectl port-forward` on the host's \
+         loopback, against curl from the pod's node to the pod's address (best of each): \
+         {} against {} ({}).\n",
+        fig.f("streams.mib").unwrap_or(0.0),
+        mbs(pf),
+        mbs(direct),
+        ratio(pf, direct),
+    )
+    .unwrap();
+    if let (Some(a), Some(f)) = (api, floor) {
+        targets.push((
+            "streams: exec within 10 ms of runc exec (WebSocket, in process, median)".into(),
+            format!("{} over {}", secs(Some(a - f)), secs(Some(f))),
+            verdict(Some(a - f < 0.010)),
+        ));
+    }
+    for (what, cost) in costs {
+        if let (Some(c), Some(f)) = (cost, floor) {
+            targets.push((
+                format!("streams: kubectl {what} exec − get within 10 ms of runc exec"),
+                format!("{} against {}", secs(Some(c)), secs(Some(f))),
+                verdict(Some(c - f < 0.010)),
+            ));
+        }
+    }
+    if let (Some(p), Some(d)) = (pf, direct) {
+        targets.push((
+            "streams: port-forward ≥ 50 % of direct throughput".into(),
+            format!("{} of {}", mbs(Some(p)), mbs(Some(d))),
+            verdict(Some(p >= 0.5 * d)),
         ));
     }
 }

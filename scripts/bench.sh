@@ -18,7 +18,9 @@
 # api (the lab's Kubernetes API at 1 000 pods over HTTPS: GET, LIST as JSON
 # and as a Table, CREATE/PATCH/DELETE, watch delivery, the lab process's
 # memory; baselines: kubectl and netlab get pods as processes, the store's
-# commit against the whole-file store it replaced).
+# commit against the whole-file store it replaced), streams (kubectl exec
+# through SPDY and WebSocket against runc exec, the floor; port-forward
+# throughput against a direct connection to the pod).
 # Environment knobs are described at the top of each benches/*.rs.
 #
 # Needs root. Installs what is missing with apt (containernetworking-plugins,
@@ -41,20 +43,20 @@ parts=()
 for a in "$@"; do
 	case $a in
 	--quick) quick=1 ;;
-	podnet | proxy | datapath | convergence | scale | api) parts+=("$a") ;;
+	podnet | proxy | datapath | convergence | scale | api | streams) parts+=("$a") ;;
 	-h | --help)
 		sed -n '2,28p' "$0"
 		exit 0
 		;;
 	*)
-		echo "unknown argument $a (parts: podnet proxy datapath convergence scale api; --quick)" >&2
+		echo "unknown argument $a (parts: podnet proxy datapath convergence scale api streams; --quick)" >&2
 		exit 2
 		;;
 	esac
 done
 full=0
 if [[ ${#parts[@]} -eq 0 ]]; then
-	parts=(podnet proxy datapath convergence scale api)
+	parts=(podnet proxy datapath convergence scale api streams)
 	full=1
 fi
 
@@ -73,6 +75,10 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 if [[ " ${parts[*]} " == *" api "* && ! -x /usr/bin/kubectl ]]; then
 	echo "the api part measures /usr/bin/kubectl, which is missing (install kubectl, or leave out api)" >&2
+	exit 1
+fi
+if [[ " ${parts[*]} " == *" streams "* && ! ( -x /usr/bin/kubectl && -x /usr/lib/google-cloud-sdk/bin/kubectl.1.27 ) ]]; then
+	echo "the streams part measures /usr/bin/kubectl (WebSocket) and kubectl.1.27 (SPDY), which are missing (or leave out streams)" >&2
 	exit 1
 fi
 command -v cargo >/dev/null || { echo "cargo is missing (a Rust toolchain 1.85+ is needed)" >&2; exit 1; }
@@ -96,6 +102,9 @@ if [[ $quick -eq 1 ]]; then
 	export NETLAB_BENCH_SCALE_SERVICES=${NETLAB_BENCH_SCALE_SERVICES:-200}
 	export NETLAB_BENCH_SCALE_DELETES=${NETLAB_BENCH_SCALE_DELETES:-4}
 	export NETLAB_BENCH_API_PODS=${NETLAB_BENCH_API_PODS:-50}
+	export NETLAB_BENCH_STREAMS_EXECS=${NETLAB_BENCH_STREAMS_EXECS:-20}
+	export NETLAB_BENCH_STREAMS_PROCS=${NETLAB_BENCH_STREAMS_PROCS:-5}
+	export NETLAB_BENCH_STREAMS_MIB=${NETLAB_BENCH_STREAMS_MIB:-16}
 fi
 
 export NETLAB_BENCH_DIR=$REPO/bench/results

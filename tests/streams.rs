@@ -68,6 +68,24 @@ fn running(lab: &Lab) {
     });
 }
 
+/// Runs a shell line with a terminal (util-linux `script`), its stdin
+/// kept open to the end: script types an EOF into the terminal when its
+/// own stdin ends. (The size kubectl sends comes just after the command
+/// starts, in Kubernetes too: the commands wait a little before `stty`.)
+fn in_terminal(line: &str) -> std::process::Output {
+    let mut child = Command::new("script")
+        .args(["-qec", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let keep = child.stdin.take();
+    let out = child.wait_with_output().expect("script");
+    drop(keep);
+    out
+}
+
 #[test]
 fn kubectl_exec_over_websocket_and_spdy() {
     let lab = Lab::up("streams-exec", &pods());
@@ -156,14 +174,10 @@ fn kubectl_exec_over_websocket_and_spdy() {
         assert_eq!(out.stdout.len(), 10_000_000, "{k}");
         // A terminal, whose size follows kubectl's (script gives kubectl one).
         let line = format!(
-            "stty cols 123 rows 45; {k} --kubeconfig {} exec -it counter -- sh -c 'stty size; tty; exit 4'",
+            "stty cols 123 rows 45; {k} --kubeconfig {} exec -it counter -- sh -c 'sleep 0.3; stty size; tty; exit 4'",
             config.display()
         );
-        let out = Command::new("script")
-            .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::piped()) // kept open: no EOF typed into the terminal
-            .output()
-            .expect("script (util-linux)");
+        let out = in_terminal(&line);
         let text = stdout(&out);
         assert!(text.contains("45 123"), "{k}: {text}");
         assert!(text.contains("/dev/pts/"), "{k}: {text}");
@@ -171,14 +185,10 @@ fn kubectl_exec_over_websocket_and_spdy() {
     }
     // netlab's own exec is a client of the same stream.
     let line = format!(
-        "stty cols 77 rows 22; {} --lab {} exec -it counter -- sh -c 'stty size; exit 6'",
+        "stty cols 77 rows 22; {} --lab {} exec -it counter -- sh -c 'sleep 0.3; stty size; exit 6'",
         NETLAB, lab.name
     );
-    let out = Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::piped())
-        .output()
-        .expect("script (util-linux)");
+    let out = in_terminal(&line);
     assert!(stdout(&out).contains("22 77"), "{}", stdout(&out));
     assert_eq!(out.status.code(), Some(6));
     let out = lab.run(&[
@@ -395,5 +405,124 @@ fn kubectl_port_forward_and_cp() {
         );
         assert_eq!(back, format!("# from {k}\n"));
     }
+    lab.down_clean();
+}
+
+fn fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn streams_under_abuse() {
+    let lab = Lab::up("streams-abuse", &pods());
+    running(&lab);
+    let k = NEWEST;
+    lab.kubectl_ok(k, &["exec", "counter", "--", "true"]);
+    let pid = lab.controller_pid().expect("the lab's process");
+    let (fds_before, rss_before) = (fds(pid), rss_kib(pid));
+    let config = lab.dir.path().join("kubeconfig");
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new(k);
+        c.arg("--kubeconfig").arg(&config).args(args);
+        c
+    };
+    // A client that goes away mid-stream: the command is hung up on.
+    for bin in [k, SPDY_ONLY] {
+        let mut child = Command::new(bin)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args([
+                "exec",
+                "counter",
+                "--",
+                "sh",
+                "-c",
+                "while true; do echo flood; done",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_for(
+            "the flooding shell to be gone",
+            Duration::from_secs(10),
+            || {
+                !lab.kubectl_ok(k, &["exec", "counter", "--", "ps"])
+                    .contains("echo flood")
+            },
+        );
+    }
+    // 50 execs at once.
+    let children: Vec<_> = (0..50)
+        .map(|i| {
+            kubectl(&["exec", "counter", "--", "echo", &format!("n{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(stdout(&out), format!("n{i}\n"), "{}", stderr(&out));
+    }
+    // A huge stdin arrives whole.
+    let mut child = kubectl(&["exec", "-i", "counter", "--", "wc", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..20 {
+            stdin.write_all(&chunk).unwrap();
+        }
+    });
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&out).trim(), (20usize << 20).to_string());
+    // A command that never ends: its stream closes when the pod goes.
+    let mut forever = kubectl(&["exec", "pair", "-c", "one", "--", "sleep", "3600"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.kubectl_ok(k, &["delete", "pod", "pair", "--wait=false"]);
+    let started = Instant::now();
+    while forever.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "kubectl exec still runs 20 s after its pod was deleted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The lab's process is back where it was: no descriptor kept, no
+    // memory held (within what a busy allocator keeps).
+    wait_for(
+        "the lab's descriptors back to their baseline",
+        Duration::from_secs(20),
+        || fds(pid) <= fds_before,
+    );
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "the lab's process grew from {rss_before} KiB to {rss_after} KiB"
+    );
     lab.down_clean();
 }
