@@ -27,25 +27,12 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{env_or, median, netlab, percentile, Results};
 #[path = "common/scale_lab.rs"]
 mod scale_lab;
 use scale_lab::lab_yaml;
-
-const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
-
-struct Guard(String);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new(NETLAB)
-            .args(["down", "--lab", &self.0])
-            .output();
-    }
-}
 
 /// (VmRSS, VmHWM) in bytes of a process.
 fn memory(pid: &str) -> (u64, u64) {
@@ -121,7 +108,7 @@ fn main() {
         "NETLAB_BENCH_SCALE_PODS: an even number"
     );
     let lab = format!("b{}-scale", common::tag());
-    let guard = Guard(lab.clone());
+    let guard = common::DownOnDrop(lab.clone());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lab.yaml");
     std::fs::write(&file, lab_yaml(pods, services)).unwrap();

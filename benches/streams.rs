@@ -20,6 +20,8 @@
 //! - `down` in every path, then a check that nothing of the lab is left.
 
 mod common;
+#[path = "common/port_forward.rs"]
+mod port_forward;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,16 +34,6 @@ const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
 const KUBECTL: &str = "/usr/bin/kubectl";
 const KUBECTL_SPDY: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const POD: &str = "web";
-
-struct Guard(String);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = Command::new(NETLAB)
-            .args(["down", "--lab", &self.0])
-            .output();
-    }
-}
 
 fn lab_yaml(mib: usize) -> String {
     format!(
@@ -63,7 +55,7 @@ fn main() {
     std::fs::write(&file, lab_yaml(mib)).unwrap();
     let mut r = Results::default();
     r.put("streams.load", common::load1());
-    let guard = Guard(lab.clone());
+    let guard = common::DownOnDrop(lab.clone());
     common::netlab(&["up", "--name", &lab, file.to_str().unwrap()]);
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, common::netlab(&["kubeconfig", "--lab", &lab])).unwrap();
@@ -175,34 +167,7 @@ fn main() {
     }
 
     // 3. port-forward throughput against the direct path.
-    let mut pf = Command::new(KUBECTL)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["port-forward", "--address", "127.0.0.1", POD, ":80"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl port-forward");
-    let port = {
-        use std::io::BufRead;
-        // Read on to the end: kubectl prints a line per connection, and a
-        // closed pipe would end it.
-        let out = pf.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a line from kubectl port-forward");
-        line.split("127.0.0.1:")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|p| p.parse::<u16>().ok())
-            .expect("a local port")
-    };
+    let (mut pf, port) = port_forward::start(KUBECTL, &kubeconfig, POD, 80);
     let (mut through, mut direct) = (0f64, 0f64);
     for _ in 0..pf_rounds {
         through = through.max(local_speed(&url(&format!("127.0.0.1:{port}")), mib).unwrap_or(0.0));

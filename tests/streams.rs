@@ -5,6 +5,8 @@
 //! netlab's own `exec` and `logs`, which are clients of the same paths.
 
 mod common;
+#[path = "../benches/common/port_forward.rs"]
+mod port_forward;
 
 use common::*;
 use std::io::Write;
@@ -279,36 +281,8 @@ fn kubectl_logs_whole_tailed_and_followed() {
     lab.down_clean();
 }
 
-/// `kubectl port-forward TARGET :REMOTE` in the background, and the local
-/// port it chose (read from its "Forwarding from 127.0.0.1:PORT" line).
 fn port_forward(lab: &Lab, k: &str, target: &str, remote: u16) -> (std::process::Child, u16) {
-    use std::io::BufRead;
-    let mut child = Command::new(k)
-        .arg("--kubeconfig")
-        .arg(lab.dir.path().join("kubeconfig"))
-        .args(["port-forward", "--address", "127.0.0.1", target])
-        .arg(format!(":{remote}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl port-forward");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("{k} port-forward {target} printed nothing in 20 s"));
-    let port = line
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no local port in {line:?}"));
-    (child, port)
+    port_forward::start(k, &lab.dir.path().join("kubeconfig"), target, remote)
 }
 
 fn curl_local(port: u16) -> (i32, String) {

@@ -133,6 +133,17 @@ pub fn load1() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Takes a lab down when dropped (the normal end, a panic).
+pub struct DownOnDrop(pub String);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(env!("CARGO_BIN_EXE_netlab"))
+            .args(["down", "--lab", &self.0])
+            .output();
+    }
+}
+
 /// Runs the `netlab` binary built with the benches; its stdout, or a panic
 /// with its stderr.
 pub fn netlab(args: &[&str]) -> String {
