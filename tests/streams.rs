@@ -245,6 +245,49 @@ fn kubectl_logs_whole_tailed_and_followed() {
         "{}",
         stderr(&out)
     );
+    // A container that ran before: --previous is its last run's output,
+    // and the current log only the new run's.
+    lab.kubectl_ok(
+        k,
+        &[
+            "run",
+            "crasher",
+            "--image=radial/busyboxplus:curl",
+            "--",
+            "sh",
+            "-c",
+            "echo run $(cat /proc/sys/kernel/random/uuid); sleep 1; exit 1",
+        ],
+    );
+    wait_for(
+        "crasher restarted and running",
+        Duration::from_secs(90),
+        || {
+            let p: serde_json::Value =
+                serde_json::from_str(&lab.kubectl_ok(k, &["get", "pod", "crasher", "-o", "json"]))
+                    .unwrap();
+            let cs = &p["status"]["containerStatuses"][0];
+            cs["restartCount"].as_i64().unwrap_or(0) >= 1 && cs["state"]["running"].is_object()
+        },
+    );
+    let previous = lab.kubectl_ok(k, &["logs", "crasher", "--previous"]);
+    let current = lab.kubectl_ok(k, &["logs", "crasher"]);
+    assert!(
+        previous.starts_with("run ") && previous.lines().count() == 1,
+        "{previous}"
+    );
+    assert!(
+        current.starts_with("run ") && current.lines().count() == 1,
+        "{current}"
+    );
+    assert_ne!(previous, current);
+    assert_eq!(lab.ok(&["logs", "crasher", "-p"]), previous);
+    let out = lab.kubectl(k, &["logs", "counter", "--previous"]);
+    assert!(
+        stderr(&out).contains("previous terminated container"),
+        "{}",
+        stderr(&out)
+    );
     // -f prints new lines as they come and ends when the pod goes away.
     let config = lab.dir.path().join("kubeconfig");
     let mut follow = Command::new(k)

@@ -1,4 +1,4 @@
-//! `netlab logs POD [-c CONTAINER] [-f] [--tail N]`: the container's
+//! `netlab logs POD [-c CONTAINER] [-f] [-p] [--tail N]`: the container's
 //! stdout and stderr, from the lab's API (`pods/NAME/log`, what kubectl
 //! reads).
 
@@ -16,6 +16,9 @@ pub struct LogsArgs {
     /// Lines from the end to show (-1: all).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub tail: i64,
+    /// The container's run before its last restart.
+    #[arg(short = 'p', long)]
+    pub previous: bool,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
 }
@@ -49,6 +52,7 @@ pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
         container: Some(container),
         follow: args.follow,
         tail_lines: (args.tail >= 0).then_some(args.tail),
+        previous: args.previous,
         ..Default::default()
     };
     let api: Api<Pod> = Api::namespaced(client.kube(), &args.namespace);

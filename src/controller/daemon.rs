@@ -1293,6 +1293,8 @@ async fn restart_container(
     }
     rootfs::mount_overlay(layers, &writable, &cdir).map_err(|e| err(e.to_string()))?;
     let log = paths::container_log(lab, ns, pod, container);
+    crate::runtime::logs::start_over(&log, crate::runtime::logs::DEFAULT)
+        .map_err(|e| err(format!("keeping the last run's log: {e}")))?;
     runc.run_detached(&id, &cdir, &log)
         .await
         .map_err(|e| err(e.to_string()))

@@ -151,6 +151,32 @@ pub fn read_all(log: &Path, p: Policy) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `c.log.previous`: the log of the container's run before its last
+/// restart, what `kubectl logs --previous` reads.
+pub fn previous(log: &Path) -> PathBuf {
+    let mut s = log.as_os_str().to_owned();
+    s.push(".previous");
+    PathBuf::from(s)
+}
+
+/// Before a container starts again, as the kubelet keeps it: the live log
+/// becomes the previous one (replacing the one before), its rotated files
+/// go, and the new run starts with an empty log.
+pub fn start_over(log: &Path, p: Policy) -> io::Result<()> {
+    match std::fs::rename(log, previous(log)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    for n in 1..p.max_files {
+        match std::fs::remove_file(rotated(log, n)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The last `n` lines of a log (all of it when `n` is negative), as
 /// `kubectl logs --tail` asks for them.
 pub fn last_lines(log: &[u8], n: i64) -> &[u8] {
@@ -176,6 +202,25 @@ pub fn last_lines(log: &[u8], n: i64) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_keeps_the_last_run_as_previous() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("c.log");
+        std::fs::write(&log, "run 1\n").unwrap();
+        std::fs::write(rotated(&log, 1), "run 1, older\n").unwrap();
+        start_over(&log, P).unwrap();
+        assert!(!log.exists() && !rotated(&log, 1).exists());
+        assert_eq!(std::fs::read_to_string(previous(&log)).unwrap(), "run 1\n");
+        std::fs::write(&log, "run 2\n").unwrap();
+        start_over(&log, P).unwrap();
+        assert_eq!(std::fs::read_to_string(previous(&log)).unwrap(), "run 2\n");
+        // Nothing to keep: nothing changes.
+        start_over(&log, P).unwrap();
+        assert_eq!(std::fs::read_to_string(previous(&log)).unwrap(), "run 2\n");
+        // Not a live log: never rotated.
+        assert_eq!(lab_logs(dir.path().parent().unwrap()).len(), 0);
+    }
 
     #[test]
     fn tail_lines() {

@@ -31,12 +31,6 @@ pub fn serve(
             )));
         }
     }
-    if request::flag(q, "previous") {
-        return Err(ApiError::bad_request(format!(
-            "previous terminated container \"{}\" in pod \"{}\" not found",
-            c.name, c.pod
-        )));
-    }
     let number = |k: &str| -> Result<Option<i64>, ApiError> {
         q.get(k)
             .map(|v| {
@@ -62,6 +56,22 @@ pub fn serve(
         ));
     }
     let path = crate::paths::container_log(&ctx.lab, &c.namespace, &c.pod, &c.name);
+    if request::flag(q, "previous") {
+        // The run before the last restart, whole (nothing more comes).
+        let all = std::fs::read(logs::previous(&path)).map_err(|_| {
+            ApiError::bad_request(format!(
+                "previous terminated container \"{}\" in pod \"{}\" not found",
+                c.name, c.pod
+            ))
+        })?;
+        let mut text = logs::last_lines(&all, tail).to_vec();
+        if let Some(limit) = limit {
+            text.truncate(limit);
+        }
+        return Ok(text_body(
+            http_body_util::Full::new(Bytes::from(text)).boxed_unsync(),
+        ));
+    }
     let mut live = std::fs::File::open(&path).map_err(|_| c.waiting())?;
     let all = logs::read_all(&path, logs::DEFAULT)
         .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?;
