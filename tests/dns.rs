@@ -96,7 +96,9 @@ fn tutorial_dns_section() {
     let ip = cluster_ip(&lab, "my-nginx");
 
     // `kubectl run curl --image=radial/busyboxplus:curl -i --tty`, then
-    // `nslookup my-nginx` in it (stdin here is not a terminal, as in CI).
+    // `nslookup my-nginx` in it (stdin here is not a terminal, as in CI:
+    // it ends at once, and the command waits for that, so that none of
+    // its output comes before the session is attached).
     let out = lab.run(&[
         "run",
         "curl",
@@ -104,9 +106,12 @@ fn tutorial_dns_section() {
         "-i",
         "--tty",
         "--rm",
+        "--restart=Never",
+        "--command",
         "--",
-        "nslookup",
-        "my-nginx",
+        "sh",
+        "-c",
+        "read x; nslookup my-nginx",
     ]);
     let text = stdout(&out);
     assert!(
@@ -150,11 +155,12 @@ fn tutorial_dns_section() {
         "--image=radial/busyboxplus:curl",
         "-i",
         "--rm",
+        "--restart=Never",
         "--command",
         "--",
         "sh",
         "-c",
-        "exit 3",
+        "read x; exit 3",
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     lab.down_clean();

@@ -1,8 +1,9 @@
 //! The pod streams of the lab's API with the real kubectl: `exec` over
 //! WebSocket (kubectl 1.30+) and SPDY/3.1 (1.27–1.29), with pipes and
 //! with a terminal, exit codes,
-//! stdin, large output; `logs` whole, tailed, by label and followed; and
-//! netlab's own `exec` and `logs`, which are clients of the same paths.
+//! stdin, large output; `run -i --tty` and `attach`; `logs` whole, tailed,
+//! by label and followed; and netlab's own `exec`, `run`, `attach` and
+//! `logs`, which are clients of the same paths.
 
 mod common;
 #[path = "../benches/common/port_forward.rs"]
@@ -207,6 +208,185 @@ fn kubectl_exec_over_websocket_and_spdy() {
         (out.status.code(), stdout(&out).as_str()),
         (Some(5), "two\n")
     );
+    lab.down_clean();
+}
+
+/// Runs a shell line in a terminal (util-linux `script`) and types
+/// `keys` into it, each after its pause; the terminal stays open until the
+/// line ends (at most a minute).
+fn typed_in_terminal(line: &str, keys: &[(u64, &str)]) -> std::process::Output {
+    let mut child = Command::new("timeout")
+        .args(["60", "script", "-qec", line, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().expect("piped");
+    let keys: Vec<(u64, String)> = keys.iter().map(|(ms, k)| (*ms, k.to_string())).collect();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let typist = std::thread::spawn(move || {
+        for (ms, k) in keys {
+            std::thread::sleep(Duration::from_millis(ms));
+            let _ = stdin.write_all(k.as_bytes());
+            let _ = stdin.flush();
+        }
+        // Kept open until the line has ended: script would type an EOF.
+        let _ = finished.recv();
+        drop(stdin);
+    });
+    let out = child.wait_with_output().expect("script");
+    drop(done);
+    typist.join().expect("typist");
+    out
+}
+
+/// A Service to look up, and a pod without stdin to attach to.
+fn run_lab() -> String {
+    format!(
+        r#"{}apiVersion: v1
+kind: Service
+metadata:
+  name: my-nginx
+spec:
+  selector: {{run: my-nginx}}
+  ports:
+  - port: 80
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: plain
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: plain
+    image: radial/busyboxplus:curl
+    command: ["sleep", "3600"]
+"#,
+        lab_doc(1)
+    )
+}
+
+/// Waits until pod `name` runs again after `restarts` restarts, and is ready.
+fn restarted(lab: &Lab, name: &str, restarts: i64) {
+    wait_for(
+        &format!("{name} restarted and ready"),
+        Duration::from_secs(30),
+        || {
+            let pod: serde_json::Value =
+                serde_json::from_str(&lab.ok(&["get", "pod", name, "-o", "json"])).unwrap();
+            let cs = &pod["status"]["containerStatuses"][0];
+            cs["restartCount"].as_i64() >= Some(restarts) && cs["ready"] == true
+        },
+    );
+}
+
+#[test]
+fn kubectl_run_tty_attach_and_resume() {
+    let lab = Lab::up("streams-run", &run_lab());
+    let config = lab.dir.path().join("kubeconfig");
+    std::fs::write(&config, lab.ok(&["kubeconfig"])).unwrap();
+    let ip = lab.kubectl_ok(
+        NEWEST,
+        &["get", "svc", "my-nginx", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    for (k, pod) in [(SPDY_ONLY, "curl-spdy"), (NEWEST, "curl-ws")] {
+        let kubectl = format!("{k} --kubeconfig {}", config.display());
+        // The tutorial's: a shell in a new pod, `nslookup my-nginx`, `exit`.
+        let out = typed_in_terminal(
+            &format!("{kubectl} run {pod} --image=radial/busyboxplus:curl -i --tty"),
+            &[(1500, "nslookup my-nginx\r"), (1500, "exit\r")],
+        );
+        let text = stdout(&out);
+        assert!(
+            text.contains("my-nginx.default.svc.cluster.local") && text.contains(&ip),
+            "{k}: {text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "Session ended, resume using 'kubectl attach {pod} -c {pod} -i -t' command when the pod is running"
+            )),
+            "{k}: {text}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{k}: {text}");
+        // Its shell ended: the pod restarts it, as Kubernetes does, and
+        // `kubectl attach` joins the new one.
+        restarted(&lab, pod, 1);
+        let out = typed_in_terminal(
+            &format!("{kubectl} attach -it {pod}"),
+            &[(1000, "echo again-$((6*7))\r"), (1000, "exit\r")],
+        );
+        assert!(stdout(&out).contains("again-42"), "{k}: {}", stdout(&out));
+        // With --rm the pod is deleted after.
+        let rm = format!("{pod}-rm");
+        let out = typed_in_terminal(
+            &format!("{kubectl} run {rm} --image=radial/busyboxplus:curl -i --tty --rm"),
+            &[(1500, "hostname\r"), (1000, "exit\r")],
+        );
+        let text = stdout(&out);
+        assert!(text.contains(&format!("\n{rm}")), "{k}: {text}");
+        assert!(
+            text.contains(&format!("pod \"{rm}\" deleted")),
+            "{k}: {text}"
+        );
+        // Piped stdin, no terminal; a pod that is not restarted gives its
+        // exit code to kubectl.
+        let mut child = Command::new(k)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["run", "-i", "--rm", "--restart=Never"])
+            .arg(format!("{pod}-cat"))
+            .args(["--image=radial/busyboxplus:curl", "--command", "--"])
+            .args(["sh", "-c", "cat; exit 3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"piped in\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(stdout(&out).contains("piped in\n"), "{k}: {}", stdout(&out));
+        assert_eq!(out.status.code(), Some(3), "{k}: {}", stderr(&out));
+        // A container without stdin or a terminal: a clear refusal.
+        let out = lab.kubectl(k, &["attach", "plain"]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("was not started with stdin or tty"),
+            "{k}: {}",
+            stderr(&out)
+        );
+    }
+    // The --rm pods are gone, or on their way (a shell ignores SIGTERM:
+    // its grace period runs out first, as in Kubernetes).
+    for p in lab.pods_json()["items"].as_array().unwrap() {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        if name.ends_with("-rm") || name.ends_with("-cat") {
+            assert!(p["metadata"]["deletionTimestamp"].is_string(), "{p}");
+        }
+    }
+    // netlab's own run and attach are clients of the same stream.
+    let out = typed_in_terminal(
+        &format!(
+            "{NETLAB} --lab {} run twin --image=radial/busyboxplus:curl -i -t",
+            lab.name
+        ),
+        &[(1500, "echo via-$((1+1))-netlab\r"), (1000, "exit\r")],
+    );
+    let text = stdout(&out);
+    assert!(text.contains("via-2-netlab"), "{text}");
+    assert!(text.contains("resume using 'netlab attach twin"), "{text}");
+    restarted(&lab, "twin", 1);
+    let out = typed_in_terminal(
+        &format!("{NETLAB} --lab {} attach twin -i -t", lab.name),
+        &[(1000, "echo again-$((2+3))\r"), (1000, "exit\r")],
+    );
+    assert!(stdout(&out).contains("again-5"), "{}", stdout(&out));
     lab.down_clean();
 }
 

@@ -93,7 +93,7 @@ pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
 /// follows this one's size. Returns the command's exit code.
 async fn pod_exec(client: &Client, pod: &str, args: &ExecArgs) -> Result<i32> {
     use k8s_openapi::api::core::v1::Pod;
-    use kube::api::{Api, AttachParams, TerminalSize};
+    use kube::api::{Api, AttachParams};
     use std::io::IsTerminal;
     let p = client.pod(&args.namespace, pod).await?;
     if crate::cluster::dns::is_builtin(&p) {
@@ -116,10 +116,19 @@ async fn pod_exec(client: &Client, pod: &str, args: &ExecArgs) -> Result<i32> {
         .stderr(!tty)
         .tty(tty);
     let api: Api<Pod> = Api::namespaced(client.kube(), &args.namespace);
-    let mut attached = api
+    let attached = api
         .exec(pod, args.command.clone(), &params)
         .await
         .map_err(|e| anyhow!("exec in pod {pod}: {e}"))?;
+    stream(attached, tty).await
+}
+
+/// Connects this process's stdio to an exec or attach session: stdin (and
+/// the terminal's size, in raw mode, with `tty`) in, stdout and stderr
+/// out. Returns the exit code the session's status carries (0 for an
+/// attach).
+pub async fn stream(mut attached: kube::api::AttachedProcess, tty: bool) -> Result<i32> {
+    use kube::api::TerminalSize;
     let _raw = tty.then(RawTerminal::enter).transpose()?;
     if let Some(mut sizes) = attached.terminal_size() {
         tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! The `cli` layer: kubectl-shaped verbs over a lab. Argument parsing here,
 //! output through `printer`, work through `controller`.
 
+pub mod attach;
 pub mod client;
 pub mod create;
 pub mod describe;
@@ -69,6 +70,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// Run a pod with one container (attached with -i, as kubectl run).
     Run(run::RunArgs),
+    /// Attach to a running container's stdio (one started with stdin or a terminal).
+    Attach(attach::AttachArgs),
     /// Print the logs of a container in a pod.
     Logs(logs::LogsArgs),
     /// The local image store.
@@ -204,6 +207,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Edit(args) => edit::edit(args, lab).await,
                 Command::Exec(args) => exec::run(args, lab).await,
                 Command::Run(args) => run::run(args, lab).await,
+                Command::Attach(args) => attach::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {

@@ -1,15 +1,13 @@
 //! `netlab run NAME --image=IMAGE [-i] [-t] [--rm] [-- ARGS…]`: kubectl
-//! run's twin. Without `-i` the pod starts like any other (detached, kept
-//! running by the controller). With `-i` this command *is* the attached
-//! session: the pod's container is prepared as usual but its runtime runs
-//! in the foreground here, its stdin/stdout/stderr (and terminal, with
-//! `-t`) being ours, as `kubectl run -i --tty` attaches to the container's
-//! main process. When the session ends, `--rm` deletes the pod; otherwise
-//! the pod stays, terminated (netlab has no `attach` to resume it, so
-//! attached pods are not restarted).
+//! run's twin, and a client of the lab's API as kubectl is. Without `-i`
+//! the pod is created and left to run. With `-i` the container gets stdin
+//! (and a terminal, with `-t`), and once the pod runs this command attaches
+//! to it (`pods/attach`, as `netlab attach` does). When the session ends,
+//! `--rm` deletes the pod; otherwise it goes on as its restartPolicy says,
+//! and `netlab attach` resumes the session.
 
+use super::attach;
 use super::client::{self, Client};
-use crate::controller::pods;
 use anyhow::{anyhow, bail, Result};
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -91,23 +89,11 @@ fn pod(args: &RunArgs, attached: bool, tty: bool) -> Result<Pod> {
         (true, false) => (Some(args.args.clone()), None),
         (false, false) => (None, Some(args.args.clone())),
     };
-    let mut annotations = BTreeMap::new();
-    if attached {
-        annotations.insert(
-            pods::ATTACH_ANNOTATION.to_string(),
-            format!(
-                "{}:{}",
-                std::process::id(),
-                if tty { "tty" } else { "stdin" }
-            ),
-        );
-    }
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(args.name.clone()),
             namespace: Some(args.namespace.clone()),
             labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -128,12 +114,7 @@ fn pod(args: &RunArgs, attached: bool, tty: bool) -> Result<Pod> {
                 tty: tty.then_some(true),
                 ..Default::default()
             }],
-            // An attached session is not resumed: see the module doc.
-            restart_policy: Some(if attached {
-                "Never".into()
-            } else {
-                args.restart.clone()
-            }),
+            restart_policy: Some(args.restart.clone()),
             ..Default::default()
         }),
         status: None,
@@ -174,12 +155,28 @@ pub async fn run(args: RunArgs, lab: Option<String>) -> Result<i32> {
         println!("{line}");
         return Ok(0);
     }
-    if tty {
-        eprintln!("If you don't see a command prompt, try pressing enter.");
-    }
     let path = client::path(pods_r, Some(&args.namespace), Some(&args.name));
-    let started: Pod = serde_json::from_value(client.get(&path, client::JSON).await?)?;
-    let code = pods::run_attached(&lab, &started).await?;
+    let (ns, name) = (args.namespace.as_str(), args.name.as_str());
+    let code = match attach::when_running(&client, ns, name).await? {
+        attach::Running::Yes => attach::attach(&client, ns, name, None, true, tty).await?,
+        // Done before anyone could attach: what it said, as kubectl shows it.
+        attach::Running::Ended => {
+            attach::print_log(&client, ns, name).await?;
+            0
+        }
+    };
+    // As kubectl: a pod that is not restarted ends with its container's
+    // exit code, which is this command's.
+    let code = if args.restart == "Always" {
+        if tty {
+            println!(
+                "Session ended, resume using 'netlab attach {name} -c {name} -i -t' command when the pod is running"
+            );
+        }
+        code
+    } else {
+        attach::exit_code(&client, ns, name, &args.restart).await?
+    };
     if args.rm {
         client
             .send(
@@ -189,26 +186,7 @@ pub async fn run(args: RunArgs, lab: Option<String>) -> Result<i32> {
                 &serde_json::json!({}),
             )
             .await?;
-        println!("pod \"{}\" deleted", args.name);
-    } else {
-        // This process ran the container: it reports how it ended, as the
-        // kubelet reports a pod's status (the pods/status subresource).
-        let mut p: Pod = serde_json::from_value(client.get(&path, client::JSON).await?)?;
-        pods::set_terminated(&mut p, code);
-        client
-            .send(
-                http::Method::PATCH,
-                &format!("{path}/status"),
-                "application/merge-patch+json",
-                &serde_json::json!({"status": p.status}),
-            )
-            .await?;
-        eprintln!(
-            "Session ended; pod/{} stays {} (netlab cannot re-attach: delete it with `netlab delete pod {}`, or use --rm)",
-            args.name,
-            if code == 0 { "Completed" } else { "in Error" },
-            args.name
-        );
+        println!("pod \"{name}\" deleted");
     }
     Ok(code)
 }

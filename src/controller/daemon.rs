@@ -293,6 +293,7 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
     // controller started meanwhile found the store still open.
     std::mem::forget(lock);
     limit_heap();
+    crate::runtime::exits::reap_containers();
     // `down` makes the mark, then holds the lock: one that got the lock
     // first sees the mark, or `down` finds it by its command line.
     if going_down_file(lab).exists() {
@@ -694,6 +695,20 @@ pub async fn step(
     for e in errors {
         tracing::warn!(lab, error = %e, "removing what no pod owns");
     }
+    // Exit codes are watched for the containers of pods that are still here.
+    let known: std::collections::HashSet<String> = st
+        .pods
+        .iter()
+        .flat_map(|p| {
+            let ns = state::namespace(&p.metadata);
+            let name = p.metadata.name.as_deref().unwrap_or_default();
+            p.spec
+                .iter()
+                .flat_map(|s| s.containers.iter())
+                .map(move |c| paths::container_id(ns, name, &c.name))
+        })
+        .collect();
+    crate::runtime::exits::retain(&runc.root, |id| known.contains(id));
     let live: HashMap<String, i32> = list
         .iter()
         .filter(|c| c.status == "running" && crate::runtime::runc::process_alive(c.pid))
@@ -718,7 +733,6 @@ pub async fn step(
                 || pods::is_pending(pod)
                 || pods::is_unscheduled(pod)
                 || crate::cluster::dns::is_builtin(pod)
-                || pods::attached_alive(pod)
                 || bg.starts.busy_with(pod)
             {
                 continue;
@@ -752,13 +766,16 @@ pub async fn step(
                 if was_running {
                     // Just died: record it, the pod is no longer ready.
                     let started = pods::running_since(cs).flatten();
-                    cs.last_state = Some(match probes.kills.exit_code(&id).await {
+                    let seen = crate::runtime::exits::exit_code(&runc.root, &id).await;
+                    let code = probes.kills.exit_code(&id).await.or(seen);
+                    cs.last_state = Some(match code {
                         Some(code) => pods::exited_with(started.clone(), code),
                         None => pods::exited(started.clone()),
                     });
                     cs.ready = false;
                     changed = true;
-                    if policy == "Never" {
+                    if policy == "Never" || (policy == "OnFailure" && code == Some(0)) {
+                        // Done for good: it stays terminated.
                         cs.state = cs.last_state.clone();
                         continue;
                     }
@@ -809,7 +826,9 @@ pub async fn step(
                         );
                     }
                 }
-                if policy == "Never" || !restart_pass {
+                let cs = status_of(&mut st.pods[i], &c.name);
+                let done = cs.state.as_ref().is_some_and(|s| s.terminated.is_some());
+                if done || !restart_pass {
                     continue;
                 }
                 // Waiting: restart once its back-off has passed.
@@ -818,7 +837,7 @@ pub async fn step(
                 }
                 let image = images.resolve(c.image.as_deref().unwrap_or_default())?;
                 let layers = images.unpacked_layers(&image)?;
-                match restart_container(lab, &ns, &name, &c.name, &layers, &runc).await {
+                match restart_container(lab, &ns, &name, c, &layers, &runc).await {
                     Ok(pid) => {
                         let cs = status_of(&mut st.pods[i], &c.name);
                         cs.restart_count += 1;
@@ -903,8 +922,22 @@ pub async fn step(
                 pods::set_ready(pod, all_ready);
                 changed = true;
             }
-            if policy == "Never" && !all_running && !waits_for_image {
-                pod.status.get_or_insert_with(Default::default).phase = Some("Failed".into());
+            if policy != "Always" && !all_running && !waits_for_image {
+                // Containers that are done for good: the pod is, once all are.
+                let codes: Vec<Option<i32>> = pod
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .map(|c| Some(c.state.as_ref()?.terminated.as_ref()?.exit_code))
+                    .collect();
+                let phase = match codes.iter().all(Option::is_some) {
+                    true if codes.iter().all(|c| *c == Some(0)) => Some("Succeeded"),
+                    true => Some("Failed"),
+                    false => None,
+                };
+                if let Some(phase) = phase {
+                    pod.status.get_or_insert_with(Default::default).phase = Some(phase.into());
+                }
             }
             if copy != st.pods[i] {
                 st.pods.set(i, copy);
@@ -1273,10 +1306,11 @@ async fn restart_container(
     lab: &str,
     ns: &str,
     pod: &str,
-    container: &str,
+    c: &k8s_openapi::api::core::v1::Container,
     layers: &[PathBuf],
     runc: &Runc,
 ) -> Result<i32, ControllerError> {
+    let container = c.name.as_str();
     let id = paths::container_id(ns, pod, container);
     let cdir = paths::pod_dir(lab, ns, pod).join(container);
     let err = |m: String| ControllerError::Pod {
@@ -1295,7 +1329,7 @@ async fn restart_container(
     let log = paths::container_log(lab, ns, pod, container);
     crate::runtime::logs::start_over(&log, crate::runtime::logs::DEFAULT)
         .map_err(|e| err(format!("keeping the last run's log: {e}")))?;
-    runc.run_detached(&id, &cdir, &log)
+    crate::runtime::stdio::run(runc, &id, &cdir, &log, crate::runtime::stdio::Wants::of(c))
         .await
         .map_err(|e| err(e.to_string()))
 }

@@ -12,6 +12,7 @@ use crate::cluster::{dns, host_network, state, ClusterState, Collection};
 use crate::net::NetNs;
 use crate::paths;
 use crate::runtime::bundle::{self, BindMount, ContainerSpec};
+use crate::runtime::stdio::Wants;
 use crate::runtime::{rootfs, Image, Runc, Store};
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
@@ -29,23 +30,6 @@ const START_CONCURRENCY: usize = 8;
 
 /// Container pids by pod name, as started.
 pub type Pids = HashMap<String, Vec<i32>>;
-
-/// On a pod whose container `netlab run -i` runs in the foreground:
-/// `<pid of that command>:<tty|stdin>`.
-pub const ATTACH_ANNOTATION: &str = "netlab.dev/attach";
-
-/// The attaching command's pid and whether it asked for a terminal.
-pub fn attached(p: &Pod) -> Option<(i32, bool)> {
-    let v = p.metadata.annotations.as_ref()?.get(ATTACH_ANNOTATION)?;
-    let (pid, mode) = v.split_once(':')?;
-    Some((pid.parse().ok()?, mode == "tty"))
-}
-
-/// Whether an attached session still holds the pod (the controller leaves
-/// its container alone meanwhile).
-pub fn attached_alive(p: &Pod) -> bool {
-    attached(p).is_some_and(|(pid, _)| crate::runtime::runc::process_alive(pid))
-}
 
 /// What the kubelet reads from the API server to start a pod's containers,
 /// taken from the store when the start begins.
@@ -293,7 +277,7 @@ pub async fn start_all(
             }
             state.record_started(who.clone(), &c.name, now);
         }
-        if complete && attached(&pod).is_none() {
+        if complete {
             pids.insert(name, p);
         }
         state.pods.push(pod);
@@ -378,7 +362,7 @@ async fn start_pod(
                     }
                     other => other?,
                 };
-                pids.extend(pid);
+                pids.push(pid);
                 started += 1;
                 statuses.push(status);
             }
@@ -391,9 +375,7 @@ async fn start_pod(
     status.start_time = Some(state::time(Utc::now()));
     status.container_statuses = Some(statuses);
     status.qos_class = Some(crate::cluster::resources::qos_class(&spec).into());
-    // An attached container starts right after this, in its session.
-    let ready = complete && attached(&pod).is_some();
-    set_conditions(&mut pod, ready);
+    set_conditions(&mut pod, false);
     Ok(Started {
         pod,
         pids,
@@ -442,8 +424,7 @@ pub fn waits_for_image(cs: &ContainerStatus) -> bool {
 /// Starts one container of a pod (its network and volumes exist): the
 /// pod's files, an overlay rootfs over the image's layers, the OCI bundle
 /// with the container's volume mounts, runc. Returns
-/// its pid and its running status. The container of an attached pod
-/// (`netlab run -i`) is only prepared: its session runs it (no pid).
+/// its pid and its running status.
 #[allow(clippy::too_many_arguments)] // the kubelet's inputs for one container
 pub async fn start_container(
     lab: &str,
@@ -454,7 +435,7 @@ pub async fn start_container(
     runc: &Runc,
     objects: &Objects,
     volumes: &[PodVolume],
-) -> Result<(Option<i32>, ContainerStatus), ControllerError> {
+) -> Result<(i32, ContainerStatus), ControllerError> {
     let config = &objects.config;
     let ns = state::namespace(&pod.metadata).to_string();
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -535,11 +516,6 @@ pub async fn start_container(
             message: e.to_string(),
         });
     }
-    let attach = attached(pod);
-    if let (Some((_, true)), Some(mut process)) = (attach, runtime_spec.process().clone()) {
-        process.set_terminal(Some(true));
-        runtime_spec.set_process(Some(process));
-    }
     // config.json holds the environment, Secret values included: root only.
     let config = cdir.join("config.json");
     runtime_spec
@@ -554,16 +530,12 @@ pub async fn start_container(
             message: format!("writing OCI bundle: {e}"),
         })?;
     let log = paths::container_log(lab, &ns, &name, &c.name);
-    let pid =
-        match attach {
-            Some(_) => None,
-            None => Some(runc.run_detached(&id, &cdir, &log).await.map_err(|e| {
-                ControllerError::Pod {
-                    pod: object.clone(),
-                    message: e.to_string(),
-                }
-            })?),
-        };
+    let pid = crate::runtime::stdio::run(runc, &id, &cdir, &log, Wants::of(c))
+        .await
+        .map_err(|e| ControllerError::Pod {
+            pod: object.clone(),
+            message: e.to_string(),
+        })?;
     Ok((
         pid,
         ContainerStatus {
@@ -681,64 +653,6 @@ fn write_etc_files(
         out.push((path, dest));
     }
     Ok(out)
-}
-
-/// Runs the container of an attached pod (prepared by [`start_all`]) in
-/// the foreground with this process's stdio, and returns its exit code.
-pub async fn run_attached(lab: &str, p: &Pod) -> Result<i32, ControllerError> {
-    let namespace = state::namespace(&p.metadata);
-    let pod = p.metadata.name.as_deref().unwrap_or_default();
-    let c = p
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.first())
-        .next()
-        .ok_or_else(|| ControllerError::Runtime {
-            message: format!("pod {namespace}/{pod} has no container"),
-        })?;
-    let id = paths::container_id(namespace, pod, &c.name);
-    let bundle = paths::pod_dir(lab, namespace, pod).join(&c.name);
-    let runc = Runc::new(&paths::runc_root(lab));
-    let mut cmd = std::process::Command::new(&runc.binary);
-    cmd.arg("--root")
-        .arg(&runc.root)
-        .arg("run")
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg(&id);
-    let status = tokio::task::spawn_blocking(move || cmd.status())
-        .await
-        .expect("runc task")
-        .map_err(|e| ControllerError::Runtime {
-            message: format!("running {}: {e}", runc.binary.display()),
-        })?;
-    // The container is gone; its runtime state too.
-    let _ = Runc::new(&paths::runc_root(lab)).delete_force(&id).await;
-    Ok(status.code().unwrap_or(128 + 9))
-}
-
-/// Records that a pod's containers ended with `code` (for attached pods,
-/// whose exit code this process saw).
-pub fn set_terminated(pod: &mut Pod, code: i32) {
-    let now = state::time(Utc::now());
-    let status = pod.status.get_or_insert_with(Default::default);
-    for cs in status.container_statuses.iter_mut().flatten() {
-        let started = running_since(cs).flatten();
-        cs.ready = false;
-        cs.started = Some(false);
-        cs.state = Some(ContainerState {
-            terminated: Some(ContainerStateTerminated {
-                reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                exit_code: code,
-                started_at: started,
-                finished_at: Some(now.clone()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-    status.phase = Some(if code == 0 { "Succeeded" } else { "Failed" }.into());
-    set_conditions(pod, false);
 }
 
 /// Sets a pod's Ready/ContainersReady conditions and its containers' ready flags.
@@ -1107,7 +1021,6 @@ pub fn exited_with(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::PodStatus;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn waiting(reason: &str, container_id: Option<&str>) -> ContainerStatus {
         let mut cs = image_waiting(&Container::default(), reason, "why");
@@ -1179,27 +1092,6 @@ mod tests {
     }
 
     #[test]
-    fn attach_annotation() {
-        let with = |v: &str| Pod {
-            metadata: ObjectMeta {
-                annotations: Some([(ATTACH_ANNOTATION.to_string(), v.to_string())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        let cases = [
-            ("123:tty", Some((123, true))),
-            ("123:stdin", Some((123, false))),
-            ("x:tty", None),
-            ("123", None),
-        ];
-        for (v, want) in cases {
-            assert_eq!(attached(&with(v)), want, "{v}");
-        }
-        assert_eq!(attached(&Pod::default()), None);
-    }
-
-    #[test]
     fn config_errors_are_read_back() {
         let p = pod(
             Some("Pending"),
@@ -1217,39 +1109,5 @@ mod tests {
         assert_eq!(config_error(&p, "a").as_deref(), Some("why"));
         assert_eq!(config_error(&p, "b"), None);
         assert_eq!(config_error(&p, "c"), None);
-    }
-
-    #[test]
-    fn termination_and_readiness_as_kubectl_shows_them() {
-        for (code, reason, phase) in [(0, "Completed", "Succeeded"), (2, "Error", "Failed")] {
-            let mut p = pod(
-                Some("Running"),
-                Some(vec![waiting("ContainerCreating", Some("x"))]),
-            );
-            set_ready(&mut p, true);
-            assert!(
-                p.status
-                    .as_ref()
-                    .unwrap()
-                    .container_statuses
-                    .as_ref()
-                    .unwrap()[0]
-                    .ready
-            );
-            set_terminated(&mut p, code);
-            let s = p.status.as_ref().unwrap();
-            assert_eq!(s.phase.as_deref(), Some(phase));
-            let cs = &s.container_statuses.as_ref().unwrap()[0];
-            assert!(!cs.ready);
-            let t = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
-            assert_eq!((t.exit_code, t.reason.as_deref()), (code, Some(reason)));
-            let ready = s
-                .conditions
-                .iter()
-                .flatten()
-                .find(|c| c.type_ == "Ready")
-                .unwrap();
-            assert_eq!(ready.status, "False");
-        }
     }
 }

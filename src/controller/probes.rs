@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,13 +160,9 @@ pub async fn kill(lab: &str, id: &str, stop_signal: &str, grace: Duration, kills
     if state.status != "running" {
         return;
     }
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, state.pid, 0) };
-    if fd < 0 {
+    let Ok(pidfd) = crate::runtime::exits::pidfd_open(state.pid) else {
         return; // already gone
-    }
-    // SAFETY: the fd was just returned to us and is owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    };
     let signal = nix::sys::signal::Signal::from_str(stop_signal)
         .unwrap_or(nix::sys::signal::Signal::SIGTERM);
     let mut killed = Killed {
@@ -183,49 +179,9 @@ pub async fn kill(lab: &str, id: &str, stop_signal: &str, grace: Duration, kills
         send(&pidfd, nix::sys::signal::Signal::SIGKILL);
         let _ = super::down::wait_gone_within(&[state.pid], Duration::from_secs(5)).await;
     }
-    killed.status = exit_status(&pidfd).await;
+    killed.status = crate::runtime::exits::wait_status(&pidfd).await;
     killed.done = true;
     kills.set(id, killed);
-}
-
-/// The wait status of a process that has died, through a pidfd opened while
-/// it lived (`PIDFD_GET_INFO` with `PIDFD_INFO_EXIT`, Linux 6.15+; None on
-/// older kernels). The kernel has it once the process is reaped (by its
-/// parent, not us: a container's is the init or subreaper it was left to).
-async fn exit_status(pidfd: &OwnedFd) -> Option<i32> {
-    // linux/pidfd.h: struct pidfd_info up to exit_code (PIDFD_INFO_SIZE_VER0).
-    #[repr(C)]
-    #[derive(Default)]
-    struct PidfdInfo {
-        mask: u64,
-        cgroupid: u64,
-        ids: [u32; 11],
-        exit_code: i32,
-    }
-    const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B; // _IOWR(0xFF, 11, 64 bytes)
-    const PIDFD_INFO_EXIT: u64 = 1 << 3;
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
-    loop {
-        let mut info = PidfdInfo {
-            mask: PIDFD_INFO_EXIT,
-            ..Default::default()
-        };
-        // SAFETY: PIDFD_GET_INFO fills a pidfd_info of the size the request
-        // number encodes (64 bytes, this struct).
-        let rc = unsafe { libc::ioctl(pidfd.as_raw_fd(), PIDFD_GET_INFO as _, &mut info) };
-        if rc == 0 && info.mask & PIDFD_INFO_EXIT != 0 {
-            return Some(info.exit_code);
-        }
-        let unsupported = rc != 0
-            && matches!(
-                std::io::Error::last_os_error().raw_os_error(),
-                Some(libc::ENOTTY | libc::EINVAL | libc::EOPNOTSUPP)
-            );
-        if unsupported || std::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 fn send(pidfd: &OwnedFd, signal: nix::sys::signal::Signal) {

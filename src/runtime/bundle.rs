@@ -76,6 +76,10 @@ pub fn process_env(
         env.set(k, v);
     }
     env.set("HOSTNAME", hostname);
+    if c.tty == Some(true) {
+        // As containerd gives a container with a terminal.
+        env.set("TERM", "xterm");
+    }
     for e in c.env.iter().flatten() {
         let value = expand(e.value.as_deref().unwrap_or(""), &env.vars);
         env.set(&e.name, &value);
@@ -339,7 +343,7 @@ pub fn runtime_spec(c: &ContainerSpec<'_>) -> Result<Spec, BundleError> {
         resolve_user(c.image.user().as_deref().unwrap_or(""), c.rootfs).map_err(bad)?;
     let caps = default_capabilities();
     let process = ProcessBuilder::default()
-        .terminal(false)
+        .terminal(c.container.tty.unwrap_or(false))
         .args(args)
         .env(env)
         .cwd(cwd)

@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod disk;
+pub mod exits;
 pub mod fetch;
 pub mod import;
 pub mod logs;
@@ -18,6 +19,7 @@ pub mod runc;
 pub mod seccomp;
 pub mod securejoin;
 pub mod security;
+pub mod stdio;
 pub mod store;
 pub mod unpack;
 pub mod untrusted;

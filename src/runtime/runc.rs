@@ -21,6 +21,24 @@ pub enum RuncError {
     },
 }
 
+/// The stdio a container is started with.
+pub enum Io {
+    /// stdin, stdout and stderr, passed through to the container as they
+    /// are (runc's own complaints go to its stderr too).
+    Passed([Stdio; 3]),
+    /// A terminal: runc makes it and sends its master end to the Unix
+    /// socket listening at `socket`; runc's own output goes to `out`.
+    Console { socket: PathBuf, out: std::fs::File },
+}
+
+/// Why [`Runc::run_detached_with`] did not start a container.
+#[derive(Debug)]
+pub enum RunFailed {
+    Runc(RuncError),
+    /// runc ran and failed, saying why on its stderr.
+    Exited(std::process::ExitStatus),
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContainerState {
     pub id: String,
@@ -89,48 +107,79 @@ impl Runc {
         bundle: &Path,
         log: &Path,
     ) -> Result<i32, RuncError> {
-        let pid_file = bundle.join("pid");
-        // Root only: a container's output may carry what it was given.
-        let file = std::os::unix::fs::OpenOptionsExt::mode(
+        let tail = || {
+            // runc's own error went to the log too: quote its tail.
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(3).collect();
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        };
+        let out = self.open_log(id, log)?;
+        let err = out
+            .try_clone()
+            .map_err(|e| self.failed("run", id, e.to_string()))?;
+        self.run_detached_with(
+            id,
+            bundle,
+            Io::Passed([Stdio::null(), out.into(), err.into()]),
+        )
+        .await
+        .map_err(|e| match e {
+            RunFailed::Runc(e) => e,
+            RunFailed::Exited(status) => {
+                self.failed("run", id, format!("exited with {status}: {}", tail()))
+            }
+        })
+    }
+
+    /// Opens (creating) a container's log for appending, root only: a
+    /// container's output may carry what it was given.
+    pub fn open_log(&self, id: &str, log: &Path) -> Result<std::fs::File, RuncError> {
+        std::os::unix::fs::OpenOptionsExt::mode(
             std::fs::OpenOptions::new().create(true).append(true),
             0o600,
         )
         .open(log)
-        .map_err(|e| self.failed("run", id, format!("opening log {}: {e}", log.display())))?;
-        let err_file = file
-            .try_clone()
-            .map_err(|e| self.failed("run", id, e.to_string()))?;
-        let status = self
-            .command()
-            .arg("run")
-            .arg("--detach")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(&pid_file)
+        .map_err(|e| self.failed("run", id, format!("opening log {}: {e}", log.display())))
+    }
+
+    /// Starts a container detached with the stdio `io` says and returns
+    /// its pid; when runc fails, how it exited (its complaint is wherever
+    /// its stderr went).
+    pub async fn run_detached_with(
+        &self,
+        id: &str,
+        bundle: &Path,
+        io: Io,
+    ) -> Result<i32, RunFailed> {
+        let pid_file = bundle.join("pid");
+        let mut cmd = self.command();
+        cmd.arg("run").arg("--detach").arg("--bundle").arg(bundle);
+        cmd.arg("--pid-file").arg(&pid_file);
+        match io {
+            Io::Passed([stdin, stdout, stderr]) => {
+                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+            }
+            Io::Console { socket, out } => {
+                let err = out
+                    .try_clone()
+                    .map_err(|e| RunFailed::Runc(self.failed("run", id, e.to_string())))?;
+                cmd.arg("--console-socket").arg(socket);
+                cmd.stdout(out).stderr(err);
+            }
+        }
+        let status = cmd
             .arg(id)
-            .stdout(file)
-            .stderr(err_file)
             .status()
             .await
-            .map_err(|e| self.spawn_error("run", id, e))?;
-        if status.success() {
-            return std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse().ok())
-                .ok_or_else(|| self.failed("run", id, "no pid file written".into()));
+            .map_err(|e| RunFailed::Runc(self.spawn_error("run", id, e)))?;
+        drop(cmd); // our copies of the container's stdio
+        if !status.success() {
+            return Err(RunFailed::Exited(status));
         }
-        // runc's own error went to the log too: quote its tail.
-        let tail = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = tail.lines().rev().take(3).collect();
-        Err(self.failed(
-            "run",
-            id,
-            format!(
-                "exited with {status}: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            ),
-        ))
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| RunFailed::Runc(self.failed("run", id, "no pid file written".into())))
     }
 
     pub async fn state(&self, id: &str) -> Result<ContainerState, RuncError> {

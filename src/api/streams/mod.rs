@@ -2,15 +2,16 @@
 //!
 //! - `logs.rs`: `pods/log`, the container's output, whole or followed
 //! - `process.rs`: a command run in a container (`runc exec`), with pipes
-//!   or a terminal
+//!   or a terminal, or a container's own stdio to attach to
 //! - `channel.rs`: the `v4`/`v5.channel.k8s.io` protocol (pure)
 //! - `websocket.rs`: that protocol over a WebSocket, and the exec session
 //!   (kubectl 1.30+, kube-rs)
 //! - `spdy.rs`: SPDY/3.1 framing and the exec session over it (kubectl
 //!   1.27–1.29)
 //!
-//! `pods/portforward` is served over SPDY (`spdy.rs`); `pods/attach` is not
-//! served yet (issue 17): it gets a clear error, not a hang.
+//! `pods/attach` is an exec session whose other end is the container's own
+//! stdio (`process::attach`), over either protocol; `pods/portforward` is
+//! served over SPDY (`spdy.rs`).
 
 pub mod channel;
 pub mod logs;
@@ -50,6 +51,20 @@ pub struct Container {
 }
 
 impl Container {
+    /// Whether a stream can reach the container: it has one, and it runs.
+    fn ready_for(&self, what: &str) -> Result<(), ApiError> {
+        if self.builtin_dns {
+            return Err(ApiError::bad_request(format!(
+                "pod {} is netlab's built-in DNS server, run by the lab's process: it has no container to {what}",
+                self.pod
+            )));
+        }
+        match self.waiting {
+            Some(_) => Err(self.waiting()),
+            None => Ok(()),
+        }
+    }
+
     /// kube-apiserver's answer for a container that has not started.
     fn waiting(&self) -> ApiError {
         ApiError::bad_request(format!(
@@ -121,47 +136,28 @@ pub async fn serve(
         ("log", &Method::GET) => logs::serve(ctx, container(ctx, t, q)?, q),
         ("exec", &Method::GET | &Method::POST) => {
             let c = container(ctx, t, q)?;
-            let spec = process::Spec {
-                command: request::query_all(req.uri().query(), "command"),
-                stdin: request::flag(q, "stdin"),
-                stdout: request::flag(q, "stdout"),
-                stderr: request::flag(q, "stderr"),
-                tty: request::flag(q, "tty"),
-            };
+            let spec = stream_spec(&req, q);
             if spec.command.is_empty() {
                 return Err(ApiError::bad_request("you must specify at least 1 command"));
             }
-            if !(spec.stdin || spec.stdout || spec.stderr) {
-                return Err(ApiError::bad_request(
-                    "you must specify at least one of stdin, stdout, stderr",
-                ));
-            }
-            if c.builtin_dns {
-                return Err(ApiError::bad_request(format!(
-                    "pod {} is netlab's built-in DNS server, run by the lab's process: it has no container to exec into",
-                    c.pod
-                )));
-            }
-            if c.waiting.is_some() {
-                return Err(c.waiting());
-            }
+            c.ready_for("exec into")?;
             let root = crate::paths::runc_root(&ctx.lab);
             let id = crate::paths::container_id(&c.namespace, &c.pod, &c.name);
-            if websocket::asked(&req) {
-                websocket::upgrade(&mut req, move |ws| async move {
-                    let started = process::start(&root, &id, &spec);
-                    websocket::exec(ws, started, spec.command).await
-                })
-            } else if spdy::asked(&req) {
-                spdy::upgrade(&mut req, &spdy::PROTOCOLS, move |io| async move {
-                    let run = spec.clone();
-                    spdy::exec(io, spec, move || process::start(&root, &id, &run)).await
-                })
-            } else {
-                Err(ApiError::bad_request(
-                    "exec streams over an upgraded connection: ask for a WebSocket (v5.channel.k8s.io) or SPDY/3.1",
+            session(&mut req, spec, move |spec| process::start(&root, &id, spec))
+        }
+        ("attach", &Method::GET | &Method::POST) => {
+            let c = container(ctx, t, q)?;
+            let spec = stream_spec(&req, q);
+            c.ready_for("attach to")?;
+            let root = crate::paths::runc_root(&ctx.lab);
+            let id = crate::paths::container_id(&c.namespace, &c.pod, &c.name);
+            let held = crate::runtime::stdio::attachable(&root, &id).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "container {} in pod {} was not started with stdin or tty: netlab attaches only to those (its output: kubectl logs -f {} -c {})",
+                    c.name, c.pod, c.pod, c.name
                 ))
-            }
+            })?;
+            session(&mut req, spec, move |spec| Ok(process::attach(held, spec)))
         }
         ("portforward", &Method::GET | &Method::POST) => {
             let namespace = t.namespace.clone().unwrap_or_else(|| "default".into());
@@ -190,9 +186,46 @@ pub async fn serve(
                 spdy::port_forward(io, netns, name)
             })
         }
-        ("attach", _) => Err(ApiError::bad_request(
-            "pods/attach is not served yet (issue 17)",
-        )),
         (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+/// The streams an exec or attach asks for.
+fn stream_spec(req: &Request<Incoming>, q: &HashMap<String, String>) -> process::Spec {
+    process::Spec {
+        command: request::query_all(req.uri().query(), "command"),
+        stdin: request::flag(q, "stdin"),
+        stdout: request::flag(q, "stdout"),
+        stderr: request::flag(q, "stderr"),
+        tty: request::flag(q, "tty"),
+    }
+}
+
+/// An exec or attach session over the protocol the client asked for,
+/// talking to what `start` starts once the client is ready.
+fn session(
+    req: &mut Request<Incoming>,
+    spec: process::Spec,
+    start: impl FnOnce(&process::Spec) -> std::io::Result<process::Running> + Send + 'static,
+) -> Result<Response<Body>, ApiError> {
+    if !(spec.stdin || spec.stdout || spec.stderr) {
+        return Err(ApiError::bad_request(
+            "you must specify at least one of stdin, stdout, stderr",
+        ));
+    }
+    if websocket::asked(req) {
+        websocket::upgrade(req, move |ws| async move {
+            let started = start(&spec);
+            websocket::exec(ws, started, spec.command).await
+        })
+    } else if spdy::asked(req) {
+        spdy::upgrade(req, &spdy::PROTOCOLS, move |io| async move {
+            let run = spec.clone();
+            spdy::exec(io, spec, move || start(&run)).await
+        })
+    } else {
+        Err(ApiError::bad_request(
+            "exec and attach stream over an upgraded connection: ask for a WebSocket (v5.channel.k8s.io) or SPDY/3.1",
+        ))
     }
 }

@@ -1,17 +1,20 @@
-//! A command run in a container for `pods/exec`: `runc exec`, with pipes,
-//! or with a terminal (a pty whose master the lab's process holds; runc,
-//! on the other side, makes the container's own terminal and copies
-//! between the two, resizing it when ours is resized).
+//! What a stream talks to: a command run in a container for `pods/exec`
+//! (`runc exec`, with pipes, or with a terminal: a pty whose master the
+//! lab's process holds; runc, on the other side, makes the container's
+//! own terminal and copies between the two, resizing it when ours is
+//! resized), or, for `pods/attach`, a container's own stdio, which the
+//! lab's process holds (`runtime::stdio`).
 //!
 //! Blocking reads and writes run on their own threads and meet the
 //! async side in channels: the stream (WebSocket) is the async part.
 
 use super::channel::{STDERR, STDOUT};
+use crate::runtime::stdio;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// What is run, and which streams the client wants.
 #[derive(Debug, Clone)]
@@ -33,31 +36,27 @@ pub struct Running {
     /// Its exit code (as a shell gives it), once it has exited.
     pub exit: oneshot::Receiver<i32>,
     terminal: Option<Arc<OwnedFd>>,
-    pid: u32,
+    /// The runc process of an exec, hung up on when the client goes away;
+    /// none for an attach (the container goes on).
+    pid: Option<u32>,
 }
 
 impl Running {
     /// Resizes the terminal (nothing without one).
     pub fn resize(&self, width: u16, height: u16) {
         if let Some(master) = &self.terminal {
-            let size = libc::winsize {
-                ws_row: height,
-                ws_col: width,
-                ws_xpixel: 0,
-                ws_ypixel: 0,
-            };
-            // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
-            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+            stdio::resize(master, width, height);
         }
     }
 
-    /// The client went away: hang up as a closed terminal does (runc
-    /// passes the signal on to the command), and drain what the command
-    /// still writes so that it is not blocked on a full pipe, until it
-    /// has exited.
+    /// The client went away: an attached container goes on; an exec'd
+    /// command is hung up on as a closed terminal does (runc passes the
+    /// signal on to the command), and what it still writes is drained so
+    /// that it is not blocked on a full pipe, until it has exited.
     pub async fn abandon(mut self) {
+        let Some(pid) = self.pid else { return };
         let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGHUP,
         );
         self.stdin = None;
@@ -150,36 +149,92 @@ pub fn start(runc_root: &std::path::Path, id: &str, spec: &Spec) -> std::io::Res
         stdin,
         exit,
         terminal,
-        pid,
+        pid: Some(pid),
     })
+}
+
+/// A client attached to a container's own stdio, with the streams `spec`
+/// asks for; its "exit" comes when the container's output ends, always 0
+/// (as the kubelet's attach reports success: the exit code is the pod's).
+pub fn attach(container: Arc<stdio::Attachable>, spec: &Spec) -> Running {
+    let (tx, output) = mpsc::channel(16);
+    let (done, exit) = oneshot::channel();
+    let (mut from, mut ended) = container.subscribe();
+    let (stdout, stderr) = (spec.stdout, spec.stderr);
+    tokio::spawn(async move {
+        let wanted = |s: stdio::Stream| match s {
+            stdio::Stream::Stdout => stdout.then_some(STDOUT),
+            stdio::Stream::Stderr => stderr.then_some(STDERR),
+        };
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                c = from.recv() => match c {
+                    Ok(c) => c,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = async { let _ = ended.wait_for(|e| *e).await; } => {
+                    // What came before the end is still to be sent.
+                    while let Ok((s, b)) = from.try_recv() {
+                        if let Some(ch) = wanted(s) {
+                            let _ = tx.send((ch, b.to_vec())).await;
+                        }
+                    }
+                    break;
+                }
+                _ = tx.closed() => return, // the client went away
+            };
+            if let Some(ch) = wanted(chunk.0) {
+                if tx.send((ch, chunk.1.to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        drop(tx);
+        let _ = done.send(0);
+    });
+    let stdin = spec.stdin.then(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let c = container.clone();
+        std::thread::spawn(move || {
+            for chunk in rx {
+                if c.write_stdin(&chunk).is_err() {
+                    break;
+                }
+            }
+            // This client let go of stdin (or its session ended).
+            c.client_closed_stdin();
+        });
+        tx
+    });
+    Running {
+        output,
+        stdin,
+        exit,
+        terminal: container.terminal(),
+        pid: None,
+    }
 }
 
 /// Reads `from` until its end (or EIO: a pty whose other side closed),
 /// sending each chunk on `channel`; keeps the last bytes in `tail`.
 fn read_into(
-    mut from: impl Read + Send + 'static,
+    from: impl Read + Send + 'static,
     channel: u8,
     tx: mpsc::Sender<(u8, Vec<u8>)>,
     tail: Arc<Mutex<Vec<u8>>>,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    {
-                        let mut t = tail.lock().expect("tail");
-                        t.extend_from_slice(&buf[..n]);
-                        let excess = t.len().saturating_sub(TAIL);
-                        t.drain(..excess);
-                    }
-                    // A client that went away: keep draining, so the
-                    // command is not blocked on a full pipe.
-                    let _ = tx.blocking_send((channel, buf[..n].to_vec()));
-                }
-            }
+    stdio::pump(from, move |chunk| {
+        {
+            let mut t = tail.lock().expect("tail");
+            t.extend_from_slice(chunk);
+            let excess = t.len().saturating_sub(TAIL);
+            t.drain(..excess);
         }
+        // A client that went away: keep draining, so the command is not
+        // blocked on a full pipe.
+        let _ = tx.blocking_send((channel, chunk.to_vec()));
     })
 }
 

@@ -1,0 +1,356 @@
+//! A container's stdio.
+//!
+//! Most containers' output goes straight into their log file: runc passes
+//! the file through, no process of ours copies it, and a new lab process
+//! adopts the container untouched. A container with `stdin: true` or
+//! `tty: true` is attachable, as the kubelet makes it: the lab's process
+//! holds its stdin and its output (pipes, or the master end of its
+//! terminal) as containerd's shim does, copies the output into the log and
+//! to every attached client (`pods/attach`), and writes what clients send
+//! to its stdin. With `stdinOnce`, stdin is closed when the first attached
+//! client lets go of it (without a terminal: a terminal stays open, as
+//! containerd leaves it).
+//!
+//! Such a container depends on the process that started it: when that
+//! process dies, the container's terminal hangs up or its stdin ends, and
+//! the next process restarts it as its `restartPolicy` says.
+//!
+//! Blocking reads and writes run on threads of their own; clients meet
+//! them through a broadcast channel (output) and [`Attachable::write_stdin`].
+
+use super::runc::{Io, RunFailed, Runc, RuncError};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio::sync::{broadcast, watch};
+
+/// What a container asks for (its `stdin`, `stdinOnce` and `tty`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wants {
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+}
+
+impl Wants {
+    pub fn of(c: &k8s_openapi::api::core::v1::Container) -> Wants {
+        Wants {
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
+        }
+    }
+
+    fn attachable(&self) -> bool {
+        self.stdin || self.tty
+    }
+}
+
+/// Which of the container's outputs a chunk came from (a terminal has
+/// only one: stdout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Chunks of output kept for clients that read slower than the
+/// container writes; a client further behind loses some.
+const BACKLOG: usize = 256;
+
+/// The stdio of a running attachable container.
+pub struct Attachable {
+    /// The master end of its terminal, if it has one.
+    terminal: Option<Arc<OwnedFd>>,
+    /// Where clients' input goes (the stdin pipe or the terminal); `None`
+    /// once closed, or when the container has no stdin.
+    stdin: Mutex<Option<std::fs::File>>,
+    stdin_once: bool,
+    output: broadcast::Sender<(Stream, Bytes)>,
+    /// Turns true when the container's output has ended (it exited).
+    ended: watch::Receiver<bool>,
+}
+
+impl Attachable {
+    /// The master end of its terminal, if it has one.
+    pub fn terminal(&self) -> Option<Arc<OwnedFd>> {
+        self.terminal.clone()
+    }
+
+    /// The output from now on, and a flag that turns true once it has
+    /// ended (what was sent before stays to be received).
+    pub fn subscribe(&self) -> (broadcast::Receiver<(Stream, Bytes)>, watch::Receiver<bool>) {
+        (self.output.subscribe(), self.ended.clone())
+    }
+
+    /// Writes to the container's stdin (blocks while its pipe is full).
+    pub fn write_stdin(&self, data: &[u8]) -> std::io::Result<()> {
+        match &mut *self.stdin.lock().expect("stdin") {
+            Some(f) => f.write_all(data),
+            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    /// A client let go of stdin: with `stdinOnce`, the container's stdin
+    /// ends (a terminal stays).
+    pub fn client_closed_stdin(&self) {
+        if self.stdin_once && self.terminal.is_none() {
+            self.stdin.lock().expect("stdin").take();
+        }
+    }
+}
+
+/// Sets a terminal's size through its master end.
+pub fn resize(master: &OwnedFd, width: u16, height: u16) {
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+}
+
+type Key = (PathBuf, String);
+
+/// The attachable containers this process started, by runc root and id.
+static ATTACHABLE: LazyLock<Mutex<HashMap<Key, Arc<Attachable>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The stdio of container `id` under `runc_root`, if this process holds it.
+pub fn attachable(runc_root: &Path, id: &str) -> Option<Arc<Attachable>> {
+    ATTACHABLE
+        .lock()
+        .expect("attachable")
+        .get(&(runc_root.to_path_buf(), id.to_string()))
+        .cloned()
+}
+
+/// Starts container `id` from `bundle` with the stdio it asks for, its
+/// output ending up in `log`, and watches for its exit code
+/// (`runtime::exits`); returns its pid.
+pub async fn run(
+    runc: &Runc,
+    id: &str,
+    bundle: &Path,
+    log: &Path,
+    wants: Wants,
+) -> Result<i32, RuncError> {
+    let pid = if wants.attachable() {
+        run_attachable(runc, id, bundle, log, wants).await?
+    } else {
+        runc.run_detached(id, bundle, log).await?
+    };
+    super::exits::watch(&runc.root, id, pid);
+    Ok(pid)
+}
+
+async fn run_attachable(
+    runc: &Runc,
+    id: &str,
+    bundle: &Path,
+    log: &Path,
+    wants: Wants,
+) -> Result<i32, RuncError> {
+    let failed = |m: String| RuncError::Failed {
+        runtime: runc.binary.display().to_string(),
+        action: "run",
+        id: id.to_string(),
+        message: m,
+    };
+    let io = |e: std::io::Error| failed(e.to_string());
+    let log_file = runc.open_log(id, log)?;
+    let (ended_tx, ended) = watch::channel(false);
+    let (output, _) = broadcast::channel(BACKLOG);
+    let (attachable, readers) = if wants.tty {
+        // runc makes the terminal and sends its master here. A path under
+        // the lab's directory, short enough for a socket's name.
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = runc.root.parent().unwrap_or(&runc.root);
+        let socket = dir.join(format!("tty-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).map_err(io)?;
+        let out = log_file.try_clone().map_err(io)?;
+        let started = runc
+            .run_detached_with(
+                id,
+                bundle,
+                Io::Console {
+                    socket: socket.clone(),
+                    out,
+                },
+            )
+            .await;
+        let _ = std::fs::remove_file(&socket);
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => return Err(run_failed(e, log, failed)),
+        };
+        // runc sent the master before it returned: it waits in the socket.
+        let master = receive_fd(&listener)
+            .map_err(|e| failed(format!("receiving the container's terminal from runc: {e}")))?;
+        let master = Arc::new(master);
+        let reader = std::fs::File::from(master.try_clone().map_err(io)?);
+        let stdin = wants
+            .stdin
+            .then(|| master.try_clone().map(std::fs::File::from))
+            .transpose()
+            .map_err(io)?;
+        let readers = vec![copy(reader, Stream::Stdout, log_file, output.clone())];
+        let a = Attachable {
+            terminal: Some(master),
+            stdin: Mutex::new(stdin),
+            stdin_once: wants.stdin_once,
+            output,
+            ended,
+        };
+        (a, (pid, readers))
+    } else {
+        let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(e.into()));
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        // Copying before runc runs: its own complaint comes through stderr.
+        let readers = vec![
+            copy(
+                std::fs::File::from(out_r),
+                Stream::Stdout,
+                log_file.try_clone().map_err(io)?,
+                output.clone(),
+            ),
+            copy(
+                std::fs::File::from(err_r),
+                Stream::Stderr,
+                log_file,
+                output.clone(),
+            ),
+        ];
+        let started = runc
+            .run_detached_with(
+                id,
+                bundle,
+                Io::Passed([Stdio::from(in_r), Stdio::from(out_w), Stdio::from(err_w)]),
+            )
+            .await;
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                // Nothing writes to the pipes any more: the copies end.
+                let _ = tokio::task::spawn_blocking(move || {
+                    readers.into_iter().for_each(|r| {
+                        let _ = r.join();
+                    })
+                })
+                .await;
+                return Err(run_failed(e, log, failed));
+            }
+        };
+        let a = Attachable {
+            terminal: None,
+            stdin: Mutex::new(Some(std::fs::File::from(in_w))),
+            stdin_once: wants.stdin_once,
+            output,
+            ended,
+        };
+        (a, (pid, readers))
+    };
+    let (pid, readers) = readers;
+    let a = Arc::new(attachable);
+    let key = (runc.root.clone(), id.to_string());
+    ATTACHABLE
+        .lock()
+        .expect("attachable")
+        .insert(key.clone(), a.clone());
+    std::thread::spawn(move || {
+        for r in readers {
+            let _ = r.join();
+        }
+        let mut held = ATTACHABLE.lock().expect("attachable");
+        if held.get(&key).is_some_and(|b| Arc::ptr_eq(b, &a)) {
+            held.remove(&key);
+        }
+        drop(held);
+        let _ = ended_tx.send(true);
+    });
+    Ok(pid)
+}
+
+/// The error of a failed start, with the end of the log (where runc said
+/// why) when runc itself failed.
+fn run_failed(e: RunFailed, log: &Path, failed: impl Fn(String) -> RuncError) -> RuncError {
+    match e {
+        RunFailed::Runc(e) => e,
+        RunFailed::Exited(status) => {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+            failed(format!("exited with {status}: {tail}"))
+        }
+    }
+}
+
+/// A thread copying `from` into `log` and to the clients.
+fn copy(
+    from: std::fs::File,
+    stream: Stream,
+    mut log: std::fs::File,
+    to: broadcast::Sender<(Stream, Bytes)>,
+) -> std::thread::JoinHandle<()> {
+    pump(from, move |chunk| {
+        let _ = log.write_all(chunk);
+        // No client attached is no error.
+        let _ = to.send((stream, Bytes::copy_from_slice(chunk)));
+    })
+}
+
+/// A thread reading `from` until its end (or EIO: a terminal whose other
+/// side is closed), handing each chunk to `chunk`.
+pub fn pump(
+    mut from: impl Read + Send + 'static,
+    mut chunk: impl FnMut(&[u8]) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => chunk(&buf[..n]),
+            }
+        }
+    })
+}
+
+/// Accepts runc's connection on `listener` and receives the file
+/// descriptor it sent (`SCM_RIGHTS`).
+fn receive_fd(listener: &std::os::unix::net::UnixListener) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    listener.set_nonblocking(true)?;
+    let (conn, _) = listener.accept()?;
+    conn.set_nonblocking(false)?;
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just gave us this descriptor; we own it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(std::io::Error::other("runc sent no file descriptor"))
+}
