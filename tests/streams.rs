@@ -241,7 +241,7 @@ fn typed_in_terminal(line: &str, keys: &[(u64, &str)]) -> std::process::Output {
     out
 }
 
-/// A Service to look up, and a pod without stdin to attach to.
+/// A Service to look up, and a pod without stdin that writes on.
 fn run_lab() -> String {
     format!(
         r#"{}apiVersion: v1
@@ -262,7 +262,7 @@ spec:
   containers:
   - name: plain
     image: radial/busyboxplus:curl
-    command: ["sleep", "3600"]
+    command: ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]
 "#,
         lab_doc(1)
     )
@@ -353,15 +353,23 @@ fn kubectl_run_tty_attach_and_resume() {
         let out = child.wait_with_output().unwrap();
         assert!(stdout(&out).contains("piped in\n"), "{k}: {}", stdout(&out));
         assert_eq!(out.status.code(), Some(3), "{k}: {}", stderr(&out));
-        // A container without stdin or a terminal: a clear refusal.
-        let out = lab.kubectl(k, &["attach", "plain"]);
-        assert!(!out.status.success());
-        assert!(
-            stderr(&out).contains("was not started with stdin or tty"),
-            "{k}: {}",
-            stderr(&out)
-        );
+        // A container without stdin or a terminal: its output as it
+        // comes; the client leaving does not stop it.
+        let mut child = Command::new(k)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["attach", "plain"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(stdout(&out).contains("tick "), "{k}: {}", stderr(&out));
     }
+    let plain = lab.kubectl_ok(NEWEST, &["get", "pod", "plain"]);
+    assert!(plain.contains("Running   0"), "{plain}");
     // The --rm pods are gone, or on their way (a shell ignores SIGTERM:
     // its grace period runs out first, as in Kubernetes).
     for p in lab.pods_json()["items"].as_array().unwrap() {
@@ -626,6 +634,19 @@ fn streams_under_abuse() {
     running(&lab);
     let k = NEWEST;
     lab.kubectl_ok(k, &["exec", "counter", "--", "true"]);
+    // A shell with a terminal, started without attaching.
+    lab.kubectl_ok(
+        k,
+        &[
+            "run",
+            "tty",
+            "--image=radial/busyboxplus:curl",
+            "-i",
+            "-t",
+            "--attach=false",
+        ],
+    );
+    restarted(&lab, "tty", 0);
     let pid = lab.controller_pid().expect("the lab's process");
     let (fds_before, rss_before) = (fds(pid), rss_kib(pid));
     let config = lab.dir.path().join("kubeconfig");
@@ -663,6 +684,37 @@ fn streams_under_abuse() {
             },
         );
     }
+    // 20 clients attached to the shell at once, all gone mid-stream: the
+    // shell goes on.
+    let attached: Vec<_> = (0..20)
+        .map(|_| {
+            kubectl(&["attach", "-i", "tty"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    for mut c in attached {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let init = lab.kubectl_ok(k, &["exec", "tty", "--", "cat", "/proc/1/cmdline"]);
+    assert!(init.contains("sh"), "{init}");
+    let restarts = lab.kubectl_ok(
+        k,
+        &[
+            "get",
+            "pod",
+            "tty",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+    );
+    assert_eq!(restarts, "0");
     // 50 execs at once.
     let children: Vec<_> = (0..50)
         .map(|i| {

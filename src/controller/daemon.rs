@@ -293,6 +293,7 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
     // controller started meanwhile found the store still open.
     std::mem::forget(lock);
     limit_heap();
+    raise_fd_limit();
     crate::runtime::exits::reap_containers();
     // `down` makes the mark, then holds the lock: one that got the lock
     // first sees the mark, or `down` finds it by its command line.
@@ -403,6 +404,24 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
 /// 8 per core, one per thread that met contention): after a big lab's
 /// `up` the lab's process held hundreds of MiB it no longer used. Two
 /// arenas, and what is free handed back to the kernel every few seconds.
+/// The lab's process holds descriptors per container (a pidfd each, and
+/// the stdio of those with stdin or a terminal) besides its sockets: its
+/// soft limit goes up to the hard one, as container runtimes' services
+/// set it (a login shell's soft limit is often 1 024).
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn limit_heap() {
     // SAFETY: mallopt and malloc_trim only tune and trim glibc's heap.
     unsafe {

@@ -193,8 +193,16 @@ async fn run_attachable(
             Err(e) => return Err(run_failed(e, log, failed)),
         };
         // runc sent the master before it returned: it waits in the socket.
-        let master = receive_fd(&listener)
-            .map_err(|e| failed(format!("receiving the container's terminal from runc: {e}")))?;
+        let master = match receive_fd(&listener) {
+            Ok(m) => m,
+            Err(e) => {
+                // A container nobody could talk to: not left running.
+                let _ = runc.delete_force(id).await;
+                return Err(failed(format!(
+                    "receiving the container's terminal from runc: {e}"
+                )));
+            }
+        };
         let master = Arc::new(master);
         let reader = std::fs::File::from(master.try_clone().map_err(io)?);
         let stdin = wants

@@ -10,8 +10,9 @@
 //!   1.27–1.29)
 //!
 //! `pods/attach` is an exec session whose other end is the container's own
-//! stdio (`process::attach`), over either protocol; `pods/portforward` is
-//! served over SPDY (`spdy.rs`).
+//! stdio (`process::attach`), or, for a container without stdin or a
+//! terminal, its log as it grows (`process::follow`), over either protocol;
+//! `pods/portforward` is served over SPDY (`spdy.rs`).
 
 pub mod channel;
 pub mod logs;
@@ -48,6 +49,9 @@ pub struct Container {
     pub builtin_dns: bool,
     /// Why it is not running yet, if it is waiting.
     waiting: Option<String>,
+    /// It was started with stdin or a terminal (which the lab's process
+    /// holds, to attach to).
+    stdio: bool,
 }
 
 impl Container {
@@ -114,7 +118,13 @@ fn container(ctx: &Ctx, t: &Target, q: &HashMap<String, String>) -> Result<Conta
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.name == wanted))
         .and_then(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
+    let stdio = spec
+        .containers
+        .iter()
+        .find(|c| c.name == wanted)
+        .is_some_and(|c| c.stdin == Some(true) || c.tty == Some(true));
     Ok(Container {
+        stdio,
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         builtin_dns: crate::cluster::dns::is_builtin(pod),
         namespace,
@@ -151,13 +161,32 @@ pub async fn serve(
             c.ready_for("attach to")?;
             let root = crate::paths::runc_root(&ctx.lab);
             let id = crate::paths::container_id(&c.namespace, &c.pod, &c.name);
-            let held = crate::runtime::stdio::attachable(&root, &id).ok_or_else(|| {
+            if let Some(held) = crate::runtime::stdio::attachable(&root, &id) {
+                return session(&mut req, spec, move |spec| Ok(process::attach(held, spec)));
+            }
+            let not_running = || {
                 ApiError::bad_request(format!(
-                    "container {} in pod {} was not started with stdin or tty: netlab attaches only to those (its output: kubectl logs -f {} -c {})",
-                    c.name, c.pod, c.pod, c.name
+                    "container {} in pod {} is not running: try again when the pod runs",
+                    c.name, c.pod
                 ))
-            })?;
-            session(&mut req, spec, move |spec| Ok(process::attach(held, spec)))
+            };
+            if c.stdio {
+                // Between two runs, or adopted from an earlier lab process
+                // (which held its stdio).
+                return Err(not_running());
+            }
+            // Started without stdin or a terminal: its output, from its log.
+            let state = crate::runtime::Runc::new(&root)
+                .state(&id)
+                .await
+                .map_err(|_| not_running())?;
+            if state.status != "running" {
+                return Err(not_running());
+            }
+            let log = crate::paths::container_log(&ctx.lab, &c.namespace, &c.pod, &c.name);
+            session(&mut req, spec, move |spec| {
+                Ok(process::follow(log, state.pid, spec.stdout))
+            })
         }
         ("portforward", &Method::GET | &Method::POST) => {
             let namespace = t.namespace.clone().unwrap_or_else(|| "default".into());

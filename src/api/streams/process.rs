@@ -98,7 +98,7 @@ pub fn start(runc_root: &std::path::Path, id: &str, spec: &Spec) -> std::io::Res
         drop(cmd); // the parent's copies of the slave: reads end when runc's end
         let master = Arc::new(pty.master);
         let reader = std::fs::File::from(master.try_clone()?);
-        readers.push(read_into(reader, STDOUT, tx.clone(), tail.clone()));
+        readers.push(read_into(reader, Some(STDOUT), tx.clone(), tail.clone()));
         let stdin = spec.stdin.then(|| {
             let writer = std::fs::File::from(master.try_clone().expect("dup of the pty"));
             write_from(writer)
@@ -115,13 +115,20 @@ pub fn start(runc_root: &std::path::Path, id: &str, spec: &Spec) -> std::io::Res
         let mut child = cmd.spawn()?;
         let out = child.stdout.take().expect("piped");
         let err = child.stderr.take().expect("piped");
+        // A stream the client did not ask for is read all the same (the
+        // command must not block on it), and dropped.
         readers.push(read_into(
             out,
-            STDOUT,
+            spec.stdout.then_some(STDOUT),
             tx.clone(),
             Arc::new(Mutex::new(Vec::new())),
         ));
-        readers.push(read_into(err, STDERR, tx.clone(), tail.clone()));
+        readers.push(read_into(
+            err,
+            spec.stderr.then_some(STDERR),
+            tx.clone(),
+            tail.clone(),
+        ));
         let stdin = child.stdin.take().map(write_from);
         (stdin, None, child)
     };
@@ -217,11 +224,63 @@ pub fn attach(container: Arc<stdio::Attachable>, spec: &Spec) -> Running {
     }
 }
 
+/// How often the log of a container attached to without stdio of its own
+/// is looked at.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A client attached to a container started without stdin or a terminal,
+/// whose output goes straight from runc to its log: what the log gains
+/// from now on, as stdout, until the container (process `pid`) has
+/// exited. Its "exit" is 0, as [`attach`]'s.
+pub fn follow(log: std::path::PathBuf, pid: i32, stdout: bool) -> Running {
+    let (tx, output) = mpsc::channel(16);
+    let (done, exit) = oneshot::channel();
+    tokio::spawn(async move {
+        use std::io::{Seek, SeekFrom};
+        let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = tx.closed() => return, // the client went away
+            }
+            // Looked at before reading: what it wrote before it died is read.
+            let alive = crate::runtime::runc::process_alive(pid);
+            let mut chunk = Vec::new();
+            if let Ok(mut f) = std::fs::File::open(&log) {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if len < pos {
+                    pos = 0; // rotated: copied away, then truncated
+                }
+                if len > pos && f.seek(SeekFrom::Start(pos)).is_ok() {
+                    let _ = f.read_to_end(&mut chunk);
+                    pos += chunk.len() as u64;
+                }
+            }
+            if stdout && !chunk.is_empty() && tx.send((STDOUT, chunk)).await.is_err() {
+                return;
+            }
+            if !alive {
+                break;
+            }
+        }
+        drop(tx);
+        let _ = done.send(0);
+    });
+    Running {
+        output,
+        stdin: None,
+        exit,
+        terminal: None,
+        pid: None,
+    }
+}
+
 /// Reads `from` until its end (or EIO: a pty whose other side closed),
-/// sending each chunk on `channel`; keeps the last bytes in `tail`.
+/// sending each chunk on `channel` (if there is one); keeps the last bytes
+/// in `tail`.
 fn read_into(
     from: impl Read + Send + 'static,
-    channel: u8,
+    channel: Option<u8>,
     tx: mpsc::Sender<(u8, Vec<u8>)>,
     tail: Arc<Mutex<Vec<u8>>>,
 ) -> std::thread::JoinHandle<()> {
@@ -234,7 +293,9 @@ fn read_into(
         }
         // A client that went away: keep draining, so the command is not
         // blocked on a full pipe.
-        let _ = tx.blocking_send((channel, chunk.to_vec()));
+        if let Some(channel) = channel {
+            let _ = tx.blocking_send((channel, chunk.to_vec()));
+        }
     })
 }
 
