@@ -360,13 +360,29 @@ fn kubectl_run_tty_attach_and_resume() {
             .arg(&config)
             .args(["attach", "plain"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
+        // Read until a line comes (kubectl may take a while to start on a
+        // busy machine), then leave.
+        let mut from = child.stdout.take().unwrap();
+        let (seen, saw) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&got).contains("tick ") {
+                    let _ = seen.send(());
+                    return;
+                }
+            }
+        });
+        let ticked = saw.recv_timeout(Duration::from_secs(20)).is_ok();
         child.kill().unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(stdout(&out).contains("tick "), "{k}: {}", stderr(&out));
+        child.wait().unwrap();
+        assert!(ticked, "{k}: kubectl attach plain showed no output in 20 s");
     }
     let plain = lab.kubectl_ok(NEWEST, &["get", "pod", "plain"]);
     assert!(plain.contains("Running   0"), "{plain}");
