@@ -21,6 +21,14 @@ pub enum RuncError {
     },
 }
 
+/// The last lines of a container's log, where runc says why it failed
+/// (its own stderr goes there too), joined on one line.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
 /// The stdio a container is started with.
 pub enum Io {
     /// stdin, stdout and stderr, passed through to the container as they
@@ -79,7 +87,7 @@ impl Runc {
         cmd
     }
 
-    fn failed(&self, action: &'static str, id: &str, message: String) -> RuncError {
+    pub fn failed(&self, action: &'static str, id: &str, message: String) -> RuncError {
         RuncError::Failed {
             runtime: self.name(),
             action,
@@ -107,12 +115,6 @@ impl Runc {
         bundle: &Path,
         log: &Path,
     ) -> Result<i32, RuncError> {
-        let tail = || {
-            // runc's own error went to the log too: quote its tail.
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(3).collect();
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        };
         let out = self.open_log(id, log)?;
         let err = out
             .try_clone()
@@ -125,9 +127,11 @@ impl Runc {
         .await
         .map_err(|e| match e {
             RunFailed::Runc(e) => e,
-            RunFailed::Exited(status) => {
-                self.failed("run", id, format!("exited with {status}: {}", tail()))
-            }
+            RunFailed::Exited(status) => self.failed(
+                "run",
+                id,
+                format!("exited with {status}: {}", log_tail(log)),
+            ),
         })
     }
 

@@ -157,12 +157,7 @@ async fn run_attachable(
     log: &Path,
     wants: Wants,
 ) -> Result<i32, RuncError> {
-    let failed = |m: String| RuncError::Failed {
-        runtime: runc.binary.display().to_string(),
-        action: "run",
-        id: id.to_string(),
-        message: m,
-    };
+    let failed = |m: String| runc.failed("run", id, m);
     let io = |e: std::io::Error| failed(e.to_string());
     let log_file = runc.open_log(id, log)?;
     let (ended_tx, ended) = watch::channel(false);
@@ -294,12 +289,10 @@ async fn run_attachable(
 fn run_failed(e: RunFailed, log: &Path, failed: impl Fn(String) -> RuncError) -> RuncError {
     match e {
         RunFailed::Runc(e) => e,
-        RunFailed::Exited(status) => {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(3).collect();
-            let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
-            failed(format!("exited with {status}: {tail}"))
-        }
+        RunFailed::Exited(status) => failed(format!(
+            "exited with {status}: {}",
+            super::runc::log_tail(log)
+        )),
     }
 }
 
