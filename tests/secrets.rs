@@ -117,7 +117,10 @@ fn tutorial_https_section() {
     );
     let cms = rows(&lab, "configmaps");
     assert_eq!(cms[0], "NAME DATA AGE");
-    assert!(cms[1].starts_with("nginxconfigmap 1 "), "{cms:?}");
+    // Beside the CA every namespace gets (Kubernetes 1.20+; the tutorial's
+    // output is older).
+    assert!(cms[1].starts_with("kube-root-ca.crt 1 "), "{cms:?}");
+    assert!(cms[2].starts_with("nginxconfigmap 1 "), "{cms:?}");
     let describe = lab.ok(&["describe", "configmap", "nginxconfigmap"]);
     assert!(
         describe.contains("default.conf:\n----\nserver {"),

@@ -12,11 +12,44 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response};
 use serde_json::Value;
 
-/// Who is calling, from the client certificate.
+/// Who is calling: from the client certificate, or a `Bearer` token.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Caller {
     /// The lab's admin certificate (`system:masters`).
     Admin,
+    /// A ServiceAccount's token: RBAC decides what it may do.
+    Account(super::rbac::User),
+}
+
+impl Caller {
+    pub fn user(&self) -> super::rbac::User {
+        match self {
+            Caller::Admin => super::rbac::User::admin(),
+            Caller::Account(u) => u.clone(),
+        }
+    }
+}
+
+/// The request's `Authorization: Bearer` token, if it has one.
+fn bearer(req: &Request<Incoming>) -> Option<String> {
+    let v = req.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// The user a token names (see `rbac::authenticate`).
+fn token_user(ctx: &Ctx, token: &str) -> Result<super::rbac::User, String> {
+    let keys = super::tokens::for_lab(&ctx.lab).ok_or("the lab has no token key")?;
+    let snapshot = ctx.store.snapshot();
+    super::rbac::authenticate(
+        &keys.issuer,
+        &snapshot.state,
+        token,
+        chrono::Utc::now().timestamp(),
+    )
 }
 
 pub struct Ctx {
@@ -107,7 +140,20 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    if req.uri().path() == crate::controller::settled::PATH && caller.is_some() {
+    // A certificate the lab's CA signed, else a token the lab signed; a
+    // token that fails is a 401 whatever the path, as kube-apiserver's.
+    let caller = match (caller, bearer(&req)) {
+        (Some(c), _) => Some(c),
+        (None, Some(token)) => match token_user(ctx, &token) {
+            Ok(u) => Some(Caller::Account(u)),
+            Err(why) => {
+                tracing::debug!(why, "api: token refused");
+                return Err(refuse(req, ApiError::unauthorized()).await);
+            }
+        },
+        (None, None) => None,
+    };
+    if req.uri().path() == crate::controller::settled::PATH && caller == Some(Caller::Admin) {
         return settled(req.uri().query(), ctx).await;
     }
     // Both an unknown path and an unknown resource are kube-apiserver's 404.
@@ -122,6 +168,20 @@ async fn serve(
         Route::Health => return Ok(respond(200, "text/plain; charset=utf-8", b"ok".to_vec())),
         _ if caller.is_none() => return Err(refuse(req, ApiError::unauthorized()).await),
         _ => {}
+    }
+    let Some(caller) = caller else {
+        return Err(refuse(req, ApiError::unauthorized()).await);
+    };
+    if let Caller::Account(user) = &caller {
+        let attrs = super::rbac::attributes(
+            &route,
+            req.method(),
+            req.uri().path(),
+            &request::query(req.uri().query()),
+        );
+        if super::rbac::decide(&ctx.store.snapshot().state, user, &attrs).is_none() {
+            return Err(refuse(req, super::rbac::forbidden(user, &attrs)).await);
+        }
     }
     let mut q = request::query(req.uri().query());
     if !q.contains_key("fieldManager") {
@@ -150,6 +210,33 @@ async fn serve(
     if let Route::Object(t) = &route {
         if method != Method::GET {
             let body = read_body(req.into_body()).await?;
+            // The answers that are not stored objects.
+            if method == Method::POST && t.resource.plural == "selfsubjectaccessreviews" {
+                let review = writes::parse_body(&content_type, &body)?;
+                let snapshot = ctx.store.snapshot();
+                let (code, v) = super::rbac::review(&snapshot.state, &caller.user(), &review)?;
+                return Ok(json(code, JSON, &v));
+            }
+            if method == Method::POST && t.resource.plural == "selfsubjectrulesreviews" {
+                let review = writes::parse_body(&content_type, &body)?;
+                let snapshot = ctx.store.snapshot();
+                let (code, v) = super::rbac::rules_review(&snapshot.state, &caller.user(), &review);
+                return Ok(json(code, JSON, &v));
+            }
+            if method == Method::POST && t.subresource.as_deref() == Some("token") {
+                let request = writes::parse_body(&content_type, &body)?;
+                let keys = super::tokens::for_lab(&ctx.lab)
+                    .ok_or_else(|| ApiError::internal("the lab has no token key"))?;
+                let snapshot = ctx.store.snapshot();
+                let (code, v) = super::rbac::token_request(
+                    &keys.issuer,
+                    &snapshot.state,
+                    t,
+                    &request,
+                    chrono::Utc::now(),
+                )?;
+                return Ok(json(code, JSON, &v));
+            }
             let op = match method {
                 Method::POST if t.name.is_none() => {
                     let obj = writes::parse_body(&content_type, &body)?;

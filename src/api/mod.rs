@@ -11,6 +11,9 @@
 //! - `discovery.rs`: `/version`, `/api`, `/apis` (legacy and aggregated)
 //! - `objects.rs`: reads (filters, lists, Tables); `status.rs`: errors
 //! - `streams/`: `pods/log`, and `pods/exec` over WebSocket
+//! - `tokens.rs`: ServiceAccount tokens (signed, checked); `rbac.rs`: who
+//!   may do what (RBAC over the stored Roles and bindings), and the answers
+//!   to `kubectl auth can-i` and `kubectl create token`
 //!
 //! - `writes.rs`: create, replace, patch, scale, delete (with
 //!   `fieldValidation=Strict` against the schemas)
@@ -30,12 +33,14 @@ pub mod openapi;
 pub mod openapi_v2;
 pub mod pki;
 pub mod protobuf;
+pub mod rbac;
 pub mod request;
 pub mod resources;
 pub mod schemas;
 pub mod server;
 pub mod status;
 pub mod streams;
+pub mod tokens;
 pub mod watch;
 pub mod writes;
 

@@ -59,25 +59,7 @@ pub fn field_labels(r: &Resource) -> Vec<&'static str> {
 
 /// The namespaces of a lab: Kubernetes' four, and any an object is in.
 fn namespaces(st: &ClusterState) -> Vec<Namespace> {
-    let mut names: Vec<String> = ["default", "kube-node-lease", "kube-public", "kube-system"]
-        .map(String::from)
-        .to_vec();
-    let metas = st
-        .pods
-        .iter()
-        .map(|o| &o.metadata)
-        .chain(st.services.iter().map(|o| &o.metadata))
-        .chain(st.deployments.iter().map(|o| &o.metadata))
-        .chain(st.replica_sets.iter().map(|o| &o.metadata))
-        .chain(st.secrets.iter().map(|o| &o.metadata))
-        .chain(st.config_maps.iter().map(|o| &o.metadata));
-    for m in metas {
-        let ns = state::namespace(m).to_string();
-        if !names.contains(&ns) {
-            names.push(ns);
-        }
-    }
-    names.sort();
+    let names = st.namespace_names();
     names
         .into_iter()
         .map(|n| Namespace {
@@ -178,6 +160,30 @@ pub fn select(
             let (k, v) = pick(&st.replica_sets, |o| &o.metadata, r, f);
             (v, tables::replica_sets(&k, now))
         }
+        "serviceaccounts" => {
+            let (k, v) = pick(&st.service_accounts, |o| &o.metadata, r, f);
+            (v, tables::service_accounts(&k, now))
+        }
+        "roles" => {
+            let (k, v) = pick(&st.roles, |o| &o.metadata, r, f);
+            (v, tables::roles(&k, now))
+        }
+        "rolebindings" => {
+            let (k, v) = pick(&st.role_bindings, |o| &o.metadata, r, f);
+            (v, tables::role_bindings(&k, now))
+        }
+        "clusterroles" => {
+            let (k, v) = pick(&st.cluster_roles, |o| &o.metadata, r, f);
+            (v, tables::cluster_roles(&k, now))
+        }
+        "clusterrolebindings" => {
+            let (k, v) = pick(&st.cluster_role_bindings, |o| &o.metadata, r, f);
+            (v, tables::cluster_role_bindings(&k, now))
+        }
+        // Answered, never stored: an empty list, as kube-apiserver has none.
+        "selfsubjectaccessreviews" | "selfsubjectrulesreviews" => {
+            (Vec::new(), tables::Table::default())
+        }
         "namespaces" => {
             let nss = namespaces(st);
             let (k, v) = pick(&nss, |o| &o.metadata, r, f);
@@ -227,6 +233,11 @@ pub fn table_of(r: &Resource, v: &Value, now: DateTime<Utc>) -> Option<tables::T
         "deployments" => one(v, now, tables::deployments),
         "replicasets" => one(v, now, tables::replica_sets),
         "namespaces" => one(v, now, tables::namespaces),
+        "serviceaccounts" => one(v, now, tables::service_accounts),
+        "roles" => one(v, now, tables::roles),
+        "rolebindings" => one(v, now, tables::role_bindings),
+        "clusterroles" => one(v, now, tables::cluster_roles),
+        "clusterrolebindings" => one(v, now, tables::cluster_role_bindings),
         _ => None,
     }
 }

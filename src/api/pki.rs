@@ -6,6 +6,9 @@
 //! Another lab's CA signs other certificates, so one lab's kubeconfig is no
 //! key to another lab.
 //!
+//! And the key that signs ServiceAccount tokens (`sa.key`, Ed25519: see
+//! `tokens.rs`).
+//!
 //! Files under `/run/netlab/<lab>/pki/`, root-only (the directory is 0700,
 //! the keys 0600).
 
@@ -29,15 +32,18 @@ pub struct LabPki {
     pub server_key: String,
     pub admin_cert: String,
     pub admin_key: String,
+    /// Signs the lab's ServiceAccount tokens (PKCS#8 PEM).
+    pub sa_key: String,
 }
 
-const FILES: [&str; 6] = [
+const FILES: [&str; 7] = [
     "ca.crt",
     "ca.key",
     "apiserver.crt",
     "apiserver.key",
     "admin.crt",
     "admin.key",
+    "sa.key",
 ];
 
 fn params(cn: &str, org: Option<&str>, days: i64) -> CertificateParams {
@@ -55,6 +61,13 @@ fn params(cn: &str, org: Option<&str>, days: i64) -> CertificateParams {
 
 fn key() -> Result<KeyPair, String> {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| format!("generating a key: {e}"))
+}
+
+/// A new key for ServiceAccount tokens.
+fn token_key() -> Result<String, String> {
+    KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .map(|k| k.serialize_pem())
+        .map_err(|e| format!("generating a key: {e}"))
 }
 
 /// New certificates for a lab. `server_ips` are the addresses clients dial
@@ -103,7 +116,20 @@ pub fn generate(lab: &str, server_ips: &[IpAddr]) -> Result<LabPki, String> {
         server_key: server_key.serialize_pem(),
         admin_cert: admin_cert.pem(),
         admin_key: admin_key.serialize_pem(),
+        sa_key: token_key()?,
     })
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(text.as_bytes())
 }
 
 pub fn dir(lab: &str) -> PathBuf {
@@ -111,7 +137,7 @@ pub fn dir(lab: &str) -> PathBuf {
 }
 
 impl LabPki {
-    fn contents(&self) -> [&str; 6] {
+    fn contents(&self) -> [&str; 7] {
         [
             &self.ca_cert,
             &self.ca_key,
@@ -119,31 +145,36 @@ impl LabPki {
             &self.server_key,
             &self.admin_cert,
             &self.admin_key,
+            &self.sa_key,
         ]
     }
 
     /// Writes the files, root-only.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .mode(0o700)
             .recursive(true)
             .create(dir)?;
         for (name, text) in FILES.iter().zip(self.contents()) {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(dir.join(name))?
-                .write_all(text.as_bytes())?;
+            write_private(&dir.join(name), text)?;
         }
         Ok(())
     }
 
+    /// The lab's files. A lab made before tokens existed gets its token
+    /// key now (its certificates, and so its kubeconfig, stay).
     pub fn read(dir: &Path) -> std::io::Result<LabPki> {
         let read = |n: &str| std::fs::read_to_string(dir.join(n));
+        let sa_key = match read(FILES[6]) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.join(FILES[0]).exists() => {
+                let k = token_key().map_err(std::io::Error::other)?;
+                write_private(&dir.join(FILES[6]), &k)?;
+                k
+            }
+            Err(e) => return Err(e),
+        };
         Ok(LabPki {
             ca_cert: read(FILES[0])?,
             ca_key: read(FILES[1])?,
@@ -151,6 +182,7 @@ impl LabPki {
             server_key: read(FILES[3])?,
             admin_cert: read(FILES[4])?,
             admin_key: read(FILES[5])?,
+            sa_key,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Kubernetes protobuf request bodies, which kubectl 1.32+ sends for
-//! `create secret` and `create configmap` (and does not retry as JSON on a
-//! 415): the `k8s\0` magic, then a `runtime.Unknown` envelope whose `raw`
+//! `create secret`, `create configmap`, `create serviceaccount`, `create
+//! role(binding)`, `create token` and `auth can-i` (and does not retry as
+//! JSON on a 415): the `k8s\0` magic, then a `runtime.Unknown` envelope whose `raw`
 //! is the object. Decoded with kube-rs's generated bindings (`k8s-pb`) and
 //! turned into the JSON the rest of the API works on. Other kinds are
 //! refused with 415, as a server without them would.
@@ -47,6 +48,21 @@ fn b64(map: std::collections::BTreeMap<String, Vec<u8>>) -> Value {
     )
 }
 
+fn rule(r: k8s_pb::api::rbac::v1::PolicyRule) -> Value {
+    let mut v = json!({"verbs": r.verbs});
+    for (k, l) in [
+        ("apiGroups", r.api_groups),
+        ("resources", r.resources),
+        ("resourceNames", r.resource_names),
+        ("nonResourceURLs", r.non_resource_ur_ls),
+    ] {
+        if !l.is_empty() {
+            v[k] = json!(l);
+        }
+    }
+    v
+}
+
 /// A protobuf body as the object's JSON.
 pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
     let rest = body
@@ -87,6 +103,72 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
                 v["immutable"] = i.into();
             }
             v
+        }
+        ("v1", "ServiceAccount") => {
+            let a = k8s_pb::api::core::v1::ServiceAccount::decode(raw.as_slice()).map_err(bad)?;
+            let mut v = json!({"metadata": meta(a.metadata)});
+            if let Some(m) = a.automount_service_account_token {
+                v["automountServiceAccountToken"] = m.into();
+            }
+            v
+        }
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => {
+            // A Role's fields are a ClusterRole's first two.
+            let r = k8s_pb::api::rbac::v1::ClusterRole::decode(raw.as_slice()).map_err(bad)?;
+            json!({"metadata": meta(r.metadata), "rules": r.rules.into_iter().map(rule).collect::<Vec<_>>()})
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => {
+            let b = k8s_pb::api::rbac::v1::RoleBinding::decode(raw.as_slice()).map_err(bad)?;
+            let r = b.role_ref.unwrap_or_default();
+            json!({
+                "metadata": meta(b.metadata),
+                "roleRef": {"apiGroup": r.api_group, "kind": r.kind, "name": r.name},
+                "subjects": b.subjects.into_iter().map(|s| {
+                    let mut v = json!({"kind": s.kind, "name": s.name});
+                    for (k, f) in [("apiGroup", s.api_group), ("namespace", s.namespace)] {
+                        if let Some(f) = f.filter(|f| !f.is_empty()) {
+                            v[k] = f.into();
+                        }
+                    }
+                    v
+                }).collect::<Vec<_>>(),
+            })
+        }
+        ("authentication.k8s.io/v1", "TokenRequest") => {
+            let t = k8s_pb::api::authentication::v1::TokenRequest::decode(raw.as_slice())
+                .map_err(bad)?;
+            let spec = t.spec.unwrap_or_default();
+            let mut v = json!({"metadata": meta(t.metadata), "spec": {"audiences": spec.audiences}});
+            if let Some(e) = spec.expiration_seconds {
+                v["spec"]["expirationSeconds"] = e.into();
+            }
+            if let Some(b) = spec.bound_object_ref {
+                v["spec"]["boundObjectRef"] = json!({"kind": b.kind, "apiVersion": b.api_version, "name": b.name, "uid": b.u_id});
+            }
+            v
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            let r = k8s_pb::api::authorization::v1::SelfSubjectAccessReview::decode(raw.as_slice())
+                .map_err(bad)?;
+            let spec = r.spec.unwrap_or_default();
+            let mut v = json!({"metadata": meta(r.metadata), "spec": {}});
+            if let Some(a) = spec.resource_attributes {
+                v["spec"]["resourceAttributes"] = json!({
+                    "namespace": a.namespace, "verb": a.verb, "group": a.group,
+                    "version": a.version, "resource": a.resource,
+                    "subresource": a.subresource, "name": a.name,
+                });
+            }
+            if let Some(n) = spec.non_resource_attributes {
+                v["spec"]["nonResourceAttributes"] = json!({"path": n.path, "verb": n.verb});
+            }
+            v
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            let r = k8s_pb::api::authorization::v1::SelfSubjectRulesReview::decode(raw.as_slice())
+                .map_err(bad)?;
+            let ns = r.spec.and_then(|s| s.namespace).unwrap_or_default();
+            json!({"metadata": meta(r.metadata), "spec": {"namespace": ns}})
         }
         _ => {
             return Err(unsupported(format!(

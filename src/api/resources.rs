@@ -102,6 +102,16 @@ pub const RESOURCES: &[Resource] = &[
     },
     core("events", "event", "Event", true, &["ev"]),
     core("secrets", "secret", "Secret", true, &[]),
+    Resource {
+        subresources: &[("token", "TokenRequest", &["create"])],
+        ..core(
+            "serviceaccounts",
+            "serviceaccount",
+            "ServiceAccount",
+            true,
+            &["sa"],
+        )
+    },
     core("configmaps", "configmap", "ConfigMap", true, &["cm"]),
     Resource {
         group: "apps",
@@ -131,7 +141,51 @@ pub const RESOURCES: &[Resource] = &[
             &[],
         )
     },
+    rbac("roles", "role", "Role", true),
+    rbac("rolebindings", "rolebinding", "RoleBinding", true),
+    rbac("clusterroles", "clusterrole", "ClusterRole", false),
+    rbac(
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+    ),
+    // Answered, not stored (`api::rbac`): what `kubectl auth can-i` asks.
+    Resource {
+        group: "authorization.k8s.io",
+        verbs: &["create"],
+        ..core(
+            "selfsubjectaccessreviews",
+            "selfsubjectaccessreview",
+            "SelfSubjectAccessReview",
+            false,
+            &[],
+        )
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        verbs: &["create"],
+        ..core(
+            "selfsubjectrulesreviews",
+            "selfsubjectrulesreview",
+            "SelfSubjectRulesReview",
+            false,
+            &[],
+        )
+    },
 ];
+
+const fn rbac(
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        ..core(plural, singular, kind, namespaced, &[])
+    }
+}
 
 /// The API groups besides the core one, each with its one version.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
@@ -215,6 +269,14 @@ mod tests {
             find("apps", "v1", "replicasets").unwrap().qualified(),
             "replicasets.apps"
         );
-        assert_eq!(groups(), [("apps", "v1"), ("discovery.k8s.io", "v1")]);
+        assert_eq!(
+            groups(),
+            [
+                ("apps", "v1"),
+                ("discovery.k8s.io", "v1"),
+                ("rbac.authorization.k8s.io", "v1"),
+                ("authorization.k8s.io", "v1")
+            ]
+        );
     }
 }

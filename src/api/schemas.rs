@@ -16,7 +16,7 @@
 //! strict decoder names them. Pure.
 
 use super::resources::Resource;
-use k8s_openapi::api::{apps, core, discovery};
+use k8s_openapi::api::{apps, authorization, core, discovery, rbac};
 use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
@@ -39,6 +39,19 @@ pub fn definition_name(r: &Resource) -> Option<String> {
         ("apps", "Deployment") => name::<apps::v1::Deployment>(),
         ("apps", "ReplicaSet") => name::<apps::v1::ReplicaSet>(),
         ("discovery.k8s.io", "EndpointSlice") => name::<discovery::v1::EndpointSlice>(),
+        ("", "ServiceAccount") => name::<core::v1::ServiceAccount>(),
+        ("rbac.authorization.k8s.io", "Role") => name::<rbac::v1::Role>(),
+        ("rbac.authorization.k8s.io", "RoleBinding") => name::<rbac::v1::RoleBinding>(),
+        ("rbac.authorization.k8s.io", "ClusterRole") => name::<rbac::v1::ClusterRole>(),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            name::<rbac::v1::ClusterRoleBinding>()
+        }
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
+            name::<authorization::v1::SelfSubjectAccessReview>()
+        }
+        ("authorization.k8s.io", "SelfSubjectRulesReview") => {
+            name::<authorization::v1::SelfSubjectRulesReview>()
+        }
         _ => None,
     }
 }
@@ -62,6 +75,13 @@ fn generate() -> Map<String, Value> {
     g.subschema_for::<apps::v1::Deployment>();
     g.subschema_for::<apps::v1::ReplicaSet>();
     g.subschema_for::<discovery::v1::EndpointSlice>();
+    g.subschema_for::<core::v1::ServiceAccount>();
+    g.subschema_for::<rbac::v1::Role>();
+    g.subschema_for::<rbac::v1::RoleBinding>();
+    g.subschema_for::<rbac::v1::ClusterRole>();
+    g.subschema_for::<rbac::v1::ClusterRoleBinding>();
+    g.subschema_for::<authorization::v1::SelfSubjectAccessReview>();
+    g.subschema_for::<authorization::v1::SelfSubjectRulesReview>();
     let mut defs = g.take_definitions(false);
     for r in super::resources::RESOURCES {
         if let Some(Value::Object(d)) = definition_name(r).and_then(|n| defs.get_mut(&n)) {

@@ -129,6 +129,11 @@ fn store_kind(r: &Resource) -> Option<&'static str> {
         "replicasets" => "replicaset",
         "secrets" => "secret",
         "configmaps" => "configmap",
+        "serviceaccounts" => "serviceaccount",
+        "roles" => "role",
+        "rolebindings" => "rolebinding",
+        "clusterroles" => "clusterrole",
+        "clusterrolebindings" => "clusterrolebinding",
         _ => return None,
     })
 }
@@ -309,6 +314,12 @@ impl Writer<'_> {
         }
         strict(r, q, &obj)?;
         let ns = in_namespace(t, &mut obj)?;
+        if !r.namespaced {
+            // Cluster-wide objects have no namespace (the store's key is "").
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("namespace");
+            }
+        }
         obj = with_type(r, obj);
         if let (Mode::Apply, Some(n)) = (mode, &t.name) {
             match obj["metadata"]["name"].as_str() {

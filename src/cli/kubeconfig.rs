@@ -289,6 +289,7 @@ mod tests {
             server_key: "SK".into(),
             admin_cert: "A".into(),
             admin_key: "AK".into(),
+            sa_key: "SA".into(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `cluster` layer: the lab's object store and its allocators (pod IPs,
 //! names, node addresses), persisted atomically. Pure: no kernel, no runtime.
 
+pub mod access;
 pub mod collection;
 pub mod deployments;
 pub mod dns;

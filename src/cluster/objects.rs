@@ -55,6 +55,10 @@ pub fn apply(
     for c in &spec.config_maps {
         out.push(apply_config_map(st, c.object.clone(), mode, now, rng)?);
     }
+    // ServiceAccounts before pods: admission reads their automount.
+    for a in &spec.access {
+        out.push(apply_access(st, a.object.clone(), mode, now, rng)?);
+    }
     for d in &spec.deployments {
         out.push(apply_deployment(st, d.object.clone(), mode, now, rng)?);
     }
@@ -180,6 +184,117 @@ fn apply_data<T: DataObject + Clone>(
     existing.metadata_mut().labels = meta.labels;
     existing.metadata_mut().annotations = meta.annotations;
     Ok(format!("{}/{name} {}", T::PREFIX, verb(true, changed)))
+}
+
+/// Stores an object as given (the access kinds have no behaviour of their
+/// own to apply): created, or everything but its identity taken over.
+fn apply_plain<T>(
+    list: &mut Collection<T>,
+    mut obj: T,
+    (prefix, plural): (&str, &'static str),
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError>
+where
+    T: Clone + serde::Serialize + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let name = obj.metadata().name.clone().unwrap_or_default();
+    let Some(mut existing) = list
+        .iter_mut()
+        .find(|x| same_key(x.metadata(), obj.metadata()))
+    else {
+        obj.metadata_mut().creation_timestamp = Some(time(now));
+        obj.metadata_mut().uid = Some(state::uid(rng));
+        list.push(obj);
+        return Ok(format!("{prefix}/{name} created"));
+    };
+    if mode == Mode::Create {
+        return Err(ObjectError::AlreadyExists { kind: plural, name });
+    }
+    let body = |x: &T| {
+        let mut v = serde_json::to_value(x).expect("objects serialize");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+        }
+        v
+    };
+    let (old, new) = (existing.metadata(), obj.metadata());
+    let changed = body(&existing) != body(&obj)
+        || old.labels != new.labels
+        || old.annotations != new.annotations;
+    let mut meta = old.clone();
+    meta.labels = new.labels.clone();
+    meta.annotations = new.annotations.clone();
+    *obj.metadata_mut() = meta;
+    *existing = obj;
+    Ok(format!("{prefix}/{name} {}", verb(true, changed)))
+}
+
+/// A ServiceAccount, Role, RoleBinding, ClusterRole or ClusterRoleBinding
+/// (validated by the caller).
+pub fn apply_access(
+    st: &mut ClusterState,
+    obj: super::access::AccessObject,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    use super::access::AccessObject as A;
+    match obj {
+        A::ServiceAccount(o) => apply_plain(
+            &mut st.service_accounts,
+            o,
+            ("serviceaccount", "serviceaccounts"),
+            mode,
+            now,
+            rng,
+        ),
+        A::Role(o) => apply_plain(
+            &mut st.roles,
+            o,
+            (
+                "role.rbac.authorization.k8s.io",
+                "roles.rbac.authorization.k8s.io",
+            ),
+            mode,
+            now,
+            rng,
+        ),
+        A::RoleBinding(o) => apply_plain(
+            &mut st.role_bindings,
+            o,
+            (
+                "rolebinding.rbac.authorization.k8s.io",
+                "rolebindings.rbac.authorization.k8s.io",
+            ),
+            mode,
+            now,
+            rng,
+        ),
+        A::ClusterRole(o) => apply_plain(
+            &mut st.cluster_roles,
+            o,
+            (
+                "clusterrole.rbac.authorization.k8s.io",
+                "clusterroles.rbac.authorization.k8s.io",
+            ),
+            mode,
+            now,
+            rng,
+        ),
+        A::ClusterRoleBinding(o) => apply_plain(
+            &mut st.cluster_role_bindings,
+            o,
+            (
+                "clusterrolebinding.rbac.authorization.k8s.io",
+                "clusterrolebindings.rbac.authorization.k8s.io",
+            ),
+            mode,
+            now,
+            rng,
+        ),
+    }
 }
 
 /// A Secret, validated and defaulted as the API server does. Its data
@@ -556,6 +671,48 @@ pub fn delete_with(
             }
             Ok(format!("{kind} \"{name}\" deleted"))
         }
+        "serviceaccount" | "role" | "rolebinding" | "clusterrole" | "clusterrolebinding" => {
+            fn remove<T: k8s_openapi::Metadata<Ty = ObjectMeta> + Clone>(
+                list: &mut Collection<T>,
+                ns: &str,
+                name: &str,
+            ) -> usize {
+                let before = list.len();
+                list.retain(|x| {
+                    !(x.metadata().name.as_deref() == Some(name) && namespace(x.metadata()) == ns)
+                });
+                before - list.len()
+            }
+            let (gone, plural) = match kind {
+                "serviceaccount" => (
+                    remove(&mut st.service_accounts, namespace_, name),
+                    "serviceaccounts",
+                ),
+                "role" => (
+                    remove(&mut st.roles, namespace_, name),
+                    "roles.rbac.authorization.k8s.io",
+                ),
+                "rolebinding" => (
+                    remove(&mut st.role_bindings, namespace_, name),
+                    "rolebindings.rbac.authorization.k8s.io",
+                ),
+                "clusterrole" => (
+                    remove(&mut st.cluster_roles, namespace_, name),
+                    "clusterroles.rbac.authorization.k8s.io",
+                ),
+                _ => (
+                    remove(&mut st.cluster_role_bindings, namespace_, name),
+                    "clusterrolebindings.rbac.authorization.k8s.io",
+                ),
+            };
+            if gone == 0 {
+                return Err(ObjectError::NotFound {
+                    kind: plural,
+                    name: name.into(),
+                });
+            }
+            Ok(format!("{kind} \"{name}\" deleted"))
+        }
         other => Err(ObjectError::Invalid(format!(
             "netlab cannot delete {other} objects"
         ))),
@@ -617,6 +774,26 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
             find(&st.config_maps, |x| &x.metadata, namespace_, name)
                 .ok_or_else(|| not_found("configmaps"))?,
         ),
+        "serviceaccount" => serde_json::to_value(
+            find(&st.service_accounts, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("serviceaccounts"))?,
+        ),
+        "role" => serde_json::to_value(
+            find(&st.roles, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("roles.rbac.authorization.k8s.io"))?,
+        ),
+        "rolebinding" => serde_json::to_value(
+            find(&st.role_bindings, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("rolebindings.rbac.authorization.k8s.io"))?,
+        ),
+        "clusterrole" => serde_json::to_value(
+            find(&st.cluster_roles, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("clusterroles.rbac.authorization.k8s.io"))?,
+        ),
+        "clusterrolebinding" => serde_json::to_value(
+            find(&st.cluster_role_bindings, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("clusterrolebindings.rbac.authorization.k8s.io"))?,
+        ),
         other => {
             return Err(ObjectError::Invalid(format!(
                 "netlab cannot edit or patch {other} objects"
@@ -647,6 +824,11 @@ pub fn meta_mut<'a>(st: &'a mut ClusterState, target: &Target<'_>) -> Option<&'a
         "replicaset" => find(&mut st.replica_sets, ns, name),
         "secret" => find(&mut st.secrets, ns, name),
         "configmap" => find(&mut st.config_maps, ns, name),
+        "serviceaccount" => find(&mut st.service_accounts, ns, name),
+        "role" => find(&mut st.roles, ns, name),
+        "rolebinding" => find(&mut st.role_bindings, ns, name),
+        "clusterrole" => find(&mut st.cluster_roles, ns, name),
+        "clusterrolebinding" => find(&mut st.cluster_role_bindings, ns, name),
         _ => None,
     }
 }
@@ -716,6 +898,18 @@ pub fn update_json(
             now,
             rng,
         )?,
+        "serviceaccount" | "role" | "rolebinding" | "clusterrole" | "clusterrolebinding" => {
+            use super::access::AccessObject as A;
+            let mut obj = match kind {
+                "serviceaccount" => A::ServiceAccount(serde_json::from_value(value).map_err(bad)?),
+                "role" => A::Role(serde_json::from_value(value).map_err(bad)?),
+                "rolebinding" => A::RoleBinding(serde_json::from_value(value).map_err(bad)?),
+                "clusterrole" => A::ClusterRole(serde_json::from_value(value).map_err(bad)?),
+                _ => A::ClusterRoleBinding(serde_json::from_value(value).map_err(bad)?),
+            };
+            obj.validate().map_err(ObjectError::Invalid)?;
+            apply_access(st, obj, Mode::Apply, now, rng)?
+        }
         other => {
             return Err(ObjectError::Invalid(format!(
                 "netlab cannot edit or patch {other} objects"

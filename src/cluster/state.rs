@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
-    NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service,
+    NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -45,6 +46,18 @@ pub struct ClusterState {
     pub secrets: Collection<Secret>,
     #[serde(default)]
     pub config_maps: Collection<ConfigMap>,
+    /// Who pods are to the API (`access.rs` makes each namespace's
+    /// `default`), and what they may do: RBAC's four kinds.
+    #[serde(default)]
+    pub service_accounts: Collection<ServiceAccount>,
+    #[serde(default)]
+    pub roles: Collection<Role>,
+    #[serde(default)]
+    pub role_bindings: Collection<RoleBinding>,
+    #[serde(default)]
+    pub cluster_roles: Collection<ClusterRole>,
+    #[serde(default)]
+    pub cluster_role_bindings: Collection<ClusterRoleBinding>,
     /// What the last endpoints refresh computed from (`services.rs`).
     #[serde(skip)]
     pub endpoints_memo: super::services::Memo,
@@ -63,6 +76,8 @@ pub struct HostInfo {
 pub enum StateError {
     #[error(transparent)]
     Ipam(#[from] ipam::Exhausted),
+    #[error("{0}")]
+    Object(String),
     #[error("{at}: {source}")]
     Service {
         at: String,
@@ -97,6 +112,17 @@ impl ClusterState {
             nodes,
             ..ClusterState::empty()
         };
+        // ServiceAccounts and RBAC first: a pod's admission reads its account.
+        for a in &spec.access {
+            super::objects::apply_access(
+                &mut state,
+                a.object.clone(),
+                super::objects::Mode::Create,
+                now,
+                rng,
+            )
+            .map_err(|e| StateError::Object(format!("{}: {e}", a.at)))?;
+        }
         for p in &spec.pods {
             let mut pod = p.object.clone();
             pod.metadata.creation_timestamp = Some(time(now));
@@ -169,8 +195,10 @@ impl ClusterState {
     /// is kept Pending and unbound, with a `FailedScheduling` event, and
     /// [`ClusterState::schedule_pending`] tries again later.
     pub fn place(&mut self, mut pod: Pod) -> Result<(), StateError> {
-        // The API server's defaulting, before the scheduler reads the ports.
+        // The API server's defaulting and admission, before the scheduler
+        // reads the ports.
         super::host_network::default_host_ports(&mut pod);
+        super::access::admit_pod(&mut pod, &self.service_accounts);
         self.pods.push(pod);
         let i = self.pods.len() - 1;
         self.bind(i, Utc::now()).map(|_| ())
@@ -300,6 +328,33 @@ impl ClusterState {
         self.refresh_deployments_status(Utc::now()) || rs
     }
 
+    /// The namespaces of a lab: Kubernetes' four, and any an object is in.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = ["default", "kube-node-lease", "kube-public", "kube-system"]
+            .map(String::from)
+            .to_vec();
+        let metas = self
+            .pods
+            .iter()
+            .map(|o| &o.metadata)
+            .chain(self.services.iter().map(|o| &o.metadata))
+            .chain(self.deployments.iter().map(|o| &o.metadata))
+            .chain(self.replica_sets.iter().map(|o| &o.metadata))
+            .chain(self.secrets.iter().map(|o| &o.metadata))
+            .chain(self.config_maps.iter().map(|o| &o.metadata))
+            .chain(self.service_accounts.iter().map(|o| &o.metadata))
+            .chain(self.roles.iter().map(|o| &o.metadata))
+            .chain(self.role_bindings.iter().map(|o| &o.metadata));
+        for m in metas {
+            let ns = namespace(m);
+            if !names.iter().any(|n| n == ns) {
+                names.push(ns.to_string());
+            }
+        }
+        names.sort();
+        names
+    }
+
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
         self.pods.iter().find(|p| {
             p.metadata.name.as_deref() == Some(name)
@@ -335,6 +390,11 @@ impl ClusterState {
             events: Collection::new(),
             secrets: Collection::new(),
             config_maps: Collection::new(),
+            service_accounts: Collection::new(),
+            roles: Collection::new(),
+            role_bindings: Collection::new(),
+            cluster_roles: Collection::new(),
+            cluster_role_bindings: Collection::new(),
             endpoints_memo: Default::default(),
         }
     }

@@ -11,9 +11,12 @@ use super::state;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service,
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -612,6 +615,113 @@ pub fn config_maps(cms: &[&ConfigMap], now: DateTime<Utc>) -> Table {
                 age(c.metadata.creation_timestamp.as_ref(), now).into(),
             ],
         );
+    }
+    t
+}
+
+pub fn service_accounts(sas: &[&ServiceAccount], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(vec![NAME, int("Secrets", 0), AGE]);
+    for s in sas {
+        t.row(
+            &s.metadata,
+            vec![
+                name(&s.metadata),
+                s.secrets.as_ref().map_or(0, Vec::len).into(),
+                age(s.metadata.creation_timestamp.as_ref(), now).into(),
+            ],
+        );
+    }
+    t
+}
+
+/// kube-apiserver's Role and ClusterRole columns: a creation time, not an age.
+fn created_at(meta: &ObjectMeta) -> Value {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+        .into()
+}
+
+pub fn roles(roles: &[&Role], _now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(vec![NAME, col("Created At", 0)]);
+    for r in roles {
+        t.row(
+            &r.metadata,
+            vec![name(&r.metadata), created_at(&r.metadata)],
+        );
+    }
+    t
+}
+
+pub fn cluster_roles(roles: &[&ClusterRole], _now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(vec![NAME, col("Created At", 0)]);
+    for r in roles {
+        t.row(
+            &r.metadata,
+            vec![name(&r.metadata), created_at(&r.metadata)],
+        );
+    }
+    t
+}
+
+/// A binding's Role, Age, and with `-o wide` its Users, Groups and
+/// ServiceAccounts.
+fn binding_row(
+    t: &mut Table,
+    meta: &ObjectMeta,
+    role: &RoleRef,
+    subjects: Option<&Vec<Subject>>,
+    now: DateTime<Utc>,
+) {
+    let of = |kind: &str| {
+        subjects
+            .into_iter()
+            .flatten()
+            .filter(|s| s.kind == kind)
+            .map(|s| match (kind, s.namespace.as_deref()) {
+                ("ServiceAccount", Some(ns)) => format!("{ns}/{}", s.name),
+                _ => s.name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    t.row(
+        meta,
+        vec![
+            name(meta),
+            format!("{}/{}", role.kind, role.name).into(),
+            age(meta.creation_timestamp.as_ref(), now).into(),
+            of("User").into(),
+            of("Group").into(),
+            of("ServiceAccount").into(),
+        ],
+    );
+}
+
+fn binding_columns() -> Vec<Column> {
+    vec![
+        NAME,
+        col("Role", 0),
+        AGE,
+        col("Users", 1),
+        col("Groups", 1),
+        col("ServiceAccounts", 1),
+    ]
+}
+
+pub fn role_bindings(bs: &[&RoleBinding], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(binding_columns());
+    for b in bs {
+        binding_row(&mut t, &b.metadata, &b.role_ref, b.subjects.as_ref(), now);
+    }
+    t
+}
+
+pub fn cluster_role_bindings(bs: &[&ClusterRoleBinding], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(binding_columns());
+    for b in bs {
+        binding_row(&mut t, &b.metadata, &b.role_ref, b.subjects.as_ref(), now);
     }
     t
 }

@@ -9,7 +9,11 @@
 //! root can reach; netlab's files live under `/run/netlab`, so it is
 //! stricter). `defaultMode` and `items[].mode` set them explicitly.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, PodSpec, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, KeyToPath, PodSpec, ProjectedVolumeSource, Secret,
+    ServiceAccountTokenProjection, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
 pub const SECRET_DEFAULT_MODE: u32 = 0o600;
@@ -20,13 +24,19 @@ pub enum VolumeKind {
     Secret,
     ConfigMap,
     EmptyDir,
+    /// `projected`: a ServiceAccount token, ConfigMap and Secret keys, the
+    /// pod's own fields (what `cluster::access` mounts in every pod).
+    Projected,
 }
 
 impl VolumeKind {
     /// Secrets and ConfigMaps are mounted read-only, whatever the mount says
     /// (Kubernetes since 1.9.4).
     pub fn read_only(self) -> bool {
-        matches!(self, VolumeKind::Secret | VolumeKind::ConfigMap)
+        matches!(
+            self,
+            VolumeKind::Secret | VolumeKind::ConfigMap | VolumeKind::Projected
+        )
     }
 }
 
@@ -69,12 +79,139 @@ pub struct MountError {
     pub message: String,
 }
 
+/// What only the kubelet has for a projected volume: the pod (for its
+/// `downwardAPI` fields) and a token for its ServiceAccount.
+pub struct Projections<'a> {
+    pub pod: &'a ObjectMeta,
+    pub token: &'a dyn Fn(&ServiceAccountTokenProjection) -> Result<Vec<u8>, String>,
+}
+
+/// A key's value in a Secret or ConfigMap of the namespace.
+fn secret_data<'a>(
+    secrets: impl IntoIterator<Item = &'a Secret>,
+    namespace: &str,
+    name: &str,
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    secrets
+        .into_iter()
+        .find(|s| {
+            s.metadata.name.as_deref() == Some(name)
+                && super::state::namespace(&s.metadata) == namespace
+        })
+        .map(|s| {
+            s.data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone()))
+                .collect()
+        })
+}
+
+fn config_map_data<'a>(
+    config_maps: impl IntoIterator<Item = &'a ConfigMap>,
+    namespace: &str,
+    name: &str,
+) -> Option<BTreeMap<String, Vec<u8>>> {
+    config_maps
+        .into_iter()
+        .find(|c| {
+            c.metadata.name.as_deref() == Some(name)
+                && super::state::namespace(&c.metadata) == namespace
+        })
+        .map(|c| {
+            c.data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                .chain(
+                    c.binary_data
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.clone(), v.0.clone())),
+                )
+                .collect()
+        })
+}
+
+/// The files of a `projected` volume, source by source.
+fn projected<'a>(
+    src: &ProjectedVolumeSource,
+    namespace: &str,
+    secrets: impl IntoIterator<Item = &'a Secret> + Copy,
+    config_maps: impl IntoIterator<Item = &'a ConfigMap> + Copy,
+    extra: Option<&Projections<'_>>,
+) -> Result<Vec<File>, String> {
+    let mode = mode_of(src.default_mode, CONFIG_MAP_DEFAULT_MODE);
+    let mut files = Vec::new();
+    for p in src.sources.iter().flatten() {
+        if let Some(t) = &p.service_account_token {
+            let extra = extra.ok_or("no ServiceAccount token here")?;
+            files.push(File {
+                path: t.path.clone(),
+                mode,
+                data: (extra.token)(t)?,
+            });
+        }
+        if let Some(c) = &p.config_map {
+            let optional = c.optional.unwrap_or(false);
+            let data = match config_map_data(config_maps, namespace, &c.name) {
+                Some(d) => d,
+                None if optional => BTreeMap::new(),
+                None => return Err(format!("configmap {:?} not found", c.name)),
+            };
+            files.extend(project(
+                &data,
+                c.items.as_deref(),
+                mode,
+                optional,
+                "configmap",
+                &c.name,
+            )?);
+        }
+        if let Some(s) = &p.secret {
+            let optional = s.optional.unwrap_or(false);
+            let data = match secret_data(secrets, namespace, &s.name) {
+                Some(d) => d,
+                None if optional => BTreeMap::new(),
+                None => return Err(format!("secret {:?} not found", s.name)),
+            };
+            files.extend(project(
+                &data,
+                s.items.as_deref(),
+                mode,
+                optional,
+                "secret",
+                &s.name,
+            )?);
+        }
+        if let Some(d) = &p.downward_api {
+            let pod = extra.ok_or("no pod fields here")?.pod;
+            for item in d.items.iter().flatten() {
+                let field = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+                let value = match field {
+                    Some("metadata.namespace") => namespace.to_string(),
+                    Some("metadata.name") => pod.name.clone().unwrap_or_default(),
+                    Some("metadata.uid") => pod.uid.clone().unwrap_or_default(),
+                    other => return Err(format!("downwardAPI: {other:?} is not supported by netlab (metadata.name, metadata.namespace, metadata.uid)")),
+                };
+                files.push(File {
+                    path: item.path.clone(),
+                    mode: mode_of(item.mode, mode),
+                    data: value.into_bytes(),
+                });
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// The files of every volume of `spec`, from the objects that exist now.
 pub fn plan<'a>(
     spec: &PodSpec,
     namespace: &str,
     secrets: impl IntoIterator<Item = &'a Secret> + Copy,
     config_maps: impl IntoIterator<Item = &'a ConfigMap> + Copy,
+    extra: Option<&Projections<'_>>,
 ) -> Result<Vec<PodVolume>, MountError> {
     let mut out = Vec::new();
     for v in spec.volumes.iter().flatten() {
@@ -82,24 +219,14 @@ pub fn plan<'a>(
             volume: v.name.clone(),
             message,
         };
-        let in_ns = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-                     name: &str| {
-            meta.name.as_deref() == Some(name) && super::state::namespace(meta) == namespace
-        };
         if let Some(src) = &v.secret {
             let name = src.secret_name.clone().unwrap_or_default();
             let optional = src.optional.unwrap_or(false);
-            let data: BTreeMap<String, Vec<u8>> =
-                match secrets.into_iter().find(|s| in_ns(&s.metadata, &name)) {
-                    Some(s) => s
-                        .data
-                        .iter()
-                        .flatten()
-                        .map(|(k, v)| (k.clone(), v.0.clone()))
-                        .collect(),
-                    None if optional => BTreeMap::new(),
-                    None => return Err(fail(format!("secret {name:?} not found"))),
-                };
+            let data = match secret_data(secrets, namespace, &name) {
+                Some(d) => d,
+                None if optional => BTreeMap::new(),
+                None => return Err(fail(format!("secret {name:?} not found"))),
+            };
             let mode = mode_of(src.default_mode, SECRET_DEFAULT_MODE);
             let files = project(&data, src.items.as_deref(), mode, optional, "secret", &name)
                 .map_err(fail)?;
@@ -111,23 +238,11 @@ pub fn plan<'a>(
         } else if let Some(src) = &v.config_map {
             let name = src.name.clone();
             let optional = src.optional.unwrap_or(false);
-            let data: BTreeMap<String, Vec<u8>> =
-                match config_maps.into_iter().find(|c| in_ns(&c.metadata, &name)) {
-                    Some(c) => c
-                        .data
-                        .iter()
-                        .flatten()
-                        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-                        .chain(
-                            c.binary_data
-                                .iter()
-                                .flatten()
-                                .map(|(k, v)| (k.clone(), v.0.clone())),
-                        )
-                        .collect(),
-                    None if optional => BTreeMap::new(),
-                    None => return Err(fail(format!("configmap {name:?} not found"))),
-                };
+            let data = match config_map_data(config_maps, namespace, &name) {
+                Some(d) => d,
+                None if optional => BTreeMap::new(),
+                None => return Err(fail(format!("configmap {name:?} not found"))),
+            };
             let mode = mode_of(src.default_mode, CONFIG_MAP_DEFAULT_MODE);
             let files = project(
                 &data,
@@ -142,6 +257,12 @@ pub fn plan<'a>(
                 name: v.name.clone(),
                 kind: VolumeKind::ConfigMap,
                 files,
+            });
+        } else if let Some(src) = &v.projected {
+            out.push(PodVolume {
+                name: v.name.clone(),
+                kind: VolumeKind::Projected,
+                files: projected(src, namespace, secrets, config_maps, extra).map_err(fail)?,
             });
         } else if v.empty_dir.is_some() {
             out.push(PodVolume {
@@ -247,6 +368,7 @@ pub fn validate(spec: &PodSpec, path: &str) -> Vec<String> {
             v.secret.is_some(),
             v.config_map.is_some(),
             v.empty_dir.is_some(),
+            v.projected.is_some(),
         ];
         let supported = kinds.iter().filter(|k| **k).count();
         let json = serde_json::to_value(v).unwrap_or_default();
@@ -254,12 +376,14 @@ pub fn validate(spec: &PodSpec, path: &str) -> Vec<String> {
             .as_object()
             .into_iter()
             .flat_map(|o| o.keys())
-            .filter(|k| !["name", "secret", "configMap", "emptyDir"].contains(&k.as_str()))
+            .filter(|k| {
+                !["name", "secret", "configMap", "emptyDir", "projected"].contains(&k.as_str())
+            })
             .cloned()
             .collect();
         if !others.is_empty() {
             errs.push(format!(
-                "{vpath} ({}): volume type {} is not supported by netlab (use secret, configMap or emptyDir)",
+                "{vpath} ({}): volume type {} is not supported by netlab (use secret, configMap, projected or emptyDir)",
                 v.name,
                 others.join(", ")
             ));
@@ -267,7 +391,7 @@ pub fn validate(spec: &PodSpec, path: &str) -> Vec<String> {
         }
         if supported != 1 {
             errs.push(format!(
-                "{vpath} ({}): give exactly one of secret, configMap or emptyDir",
+                "{vpath} ({}): give exactly one of secret, configMap, projected or emptyDir",
                 v.name
             ));
             continue;
@@ -282,6 +406,8 @@ pub fn validate(spec: &PodSpec, path: &str) -> Vec<String> {
                 errs.push(format!("{vpath}.configMap.name is required"));
             }
             (c.items.as_deref(), c.default_mode, "configMap")
+        } else if let Some(p) = &v.projected {
+            (None, p.default_mode, "projected")
         } else {
             (None, None, "emptyDir")
         };
@@ -392,7 +518,7 @@ mod tests {
     fn tutorial_volumes() {
         let spec = pod(SECURE);
         assert!(validate(&spec, "spec").is_empty());
-        let v = plan(&spec, "default", &[secret()], &[config_map()]).unwrap();
+        let v = plan(&spec, "default", &[secret()], &[config_map()], None).unwrap();
         assert_eq!(v.len(), 3);
         assert_eq!(v[0].kind, VolumeKind::Secret);
         let paths: Vec<(&str, u32)> = v[0]
@@ -415,21 +541,21 @@ mod tests {
     #[test]
     fn missing_objects_and_keys() {
         let spec = pod(SECURE);
-        let err = plan(&spec, "default", &[], &[config_map()]).unwrap_err();
+        let err = plan(&spec, "default", &[], &[config_map()], None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "MountVolume.SetUp failed for volume \"secret-volume\" : secret \"nginxsecret\" not found"
         );
         // Another namespace's secret does not count.
-        assert!(plan(&spec, "other", &[secret()], &[config_map()]).is_err());
+        assert!(plan(&spec, "other", &[secret()], &[config_map()], None).is_err());
         let optional = pod(
             "volumes:\n- name: s\n  secret: {secretName: nope, optional: true}\ncontainers: []\n",
         );
-        assert!(plan(&optional, "default", &[], &[]).unwrap()[0]
+        assert!(plan(&optional, "default", &[], &[], None).unwrap()[0]
             .files
             .is_empty());
         let items = pod("volumes:\n- name: c\n  configMap:\n    name: nginxconfigmap\n    defaultMode: 0400\n    items:\n    - {key: default.conf, path: conf/site.conf}\n    - {key: b, path: bin, mode: 0755}\ncontainers: []\n");
-        let v = plan(&items, "default", &[], &[config_map()]).unwrap();
+        let v = plan(&items, "default", &[], &[config_map()], None).unwrap();
         let got: Vec<(&str, u32)> = v[0]
             .files
             .iter()
@@ -437,7 +563,7 @@ mod tests {
             .collect();
         assert_eq!(got, [("conf/site.conf", 0o400), ("bin", 0o755)]);
         let missing = pod("volumes:\n- name: c\n  configMap:\n    name: nginxconfigmap\n    items: [{key: nope, path: x}]\ncontainers: []\n");
-        let err = plan(&missing, "default", &[], &[config_map()]).unwrap_err();
+        let err = plan(&missing, "default", &[], &[config_map()], None).unwrap_err();
         assert!(
             err.message.contains("non-existent configmap key: nope"),
             "{err}"

@@ -679,7 +679,13 @@ pub async fn step(
     let placed = st.pods.iter().any(pods::is_unscheduled) && st.schedule_pending()?;
     // The workload controllers: a rollout's next step once the pods of the
     // last one are ready, a ReplicaSet's pod that died for good replaced.
-    let workloads = st.reconcile_workloads(Utc::now(), &mut rand::rng())?;
+    // What kube-apiserver and kube-controller-manager keep in place: the
+    // bootstrap RBAC policy, each namespace's `default` ServiceAccount and
+    // `kube-root-ca.crt` (before pods start: their volumes need both).
+    let ca = crate::api::tokens::for_lab(lab).map(|k| k.ca.clone());
+    let access =
+        crate::cluster::access::ensure(&mut st, ca.as_deref(), Utc::now(), &mut rand::rng());
+    let workloads = st.reconcile_workloads(Utc::now(), &mut rand::rng())? || access;
     // Pods to start, or to stop (unless their removal is under way).
     let to_do = |st: &ClusterState| {
         st.pods.iter().any(|p| {
@@ -1201,7 +1207,7 @@ fn refresh_volumes(lab: &str, st: &ClusterState) {
         p.spec
             .iter()
             .flat_map(|s| s.volumes.iter().flatten())
-            .any(|v| v.secret.is_some() || v.config_map.is_some())
+            .any(|v| v.secret.is_some() || v.config_map.is_some() || v.projected.is_some())
     };
     let running: Vec<&k8s_openapi::api::core::v1::Pod> = st
         .pods

@@ -39,6 +39,7 @@ pub struct Objects {
     pub config: crate::lab::LabConfig,
     pub secrets: Collection<Secret>,
     pub config_maps: Collection<ConfigMap>,
+    pub service_accounts: Collection<k8s_openapi::api::core::v1::ServiceAccount>,
 }
 
 impl Objects {
@@ -48,8 +49,47 @@ impl Objects {
             config: st.config.clone(),
             secrets: st.secrets.clone(),
             config_maps: st.config_maps.clone(),
+            service_accounts: st.service_accounts.clone(),
         }
     }
+}
+
+/// A token for the pod's ServiceAccount, as the kubelet asks
+/// kube-apiserver for one (which fails while the account does not exist).
+fn pod_token(
+    lab: &str,
+    pod: &Pod,
+    objects: &Objects,
+    projection: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection,
+) -> Result<Vec<u8>, String> {
+    let keys = crate::api::tokens::for_lab(lab).ok_or("the lab's token key is not readable")?;
+    let ns = state::namespace(&pod.metadata);
+    let name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let account = objects
+        .service_accounts
+        .iter()
+        .find(|a| {
+            a.metadata.name.as_deref() == Some(name.as_str()) && state::namespace(&a.metadata) == ns
+        })
+        .ok_or_else(|| format!("failed to fetch token: serviceaccounts {name:?} not found"))?;
+    let account = crate::api::tokens::Ref {
+        name,
+        uid: account.metadata.uid.clone().unwrap_or_default(),
+    };
+    let mut meta = pod.metadata.clone();
+    meta.namespace = Some(ns.to_string());
+    let token = crate::api::tokens::for_pod(
+        &keys.issuer,
+        &meta,
+        &account,
+        projection,
+        Utc::now().timestamp(),
+    );
+    Ok(token.into_bytes())
 }
 
 /// Plans a pod's volumes from the objects that exist now and writes them
@@ -61,8 +101,20 @@ pub fn prepare_volumes(
 ) -> Result<Vec<PodVolume>, MountError> {
     let spec = pod.spec.clone().unwrap_or_default();
     let ns = state::namespace(&pod.metadata);
-    let mut volumes =
-        crate::cluster::volumes::plan(&spec, ns, &objects.secrets, &objects.config_maps)?;
+    let token = |p: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection| {
+        pod_token(lab, pod, objects, p)
+    };
+    let extra = crate::cluster::volumes::Projections {
+        pod: &pod.metadata,
+        token: &token,
+    };
+    let mut volumes = crate::cluster::volumes::plan(
+        &spec,
+        ns,
+        &objects.secrets,
+        &objects.config_maps,
+        Some(&extra),
+    )?;
     let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
     if fs_group.is_some() {
         crate::runtime::volumes::with_fs_group(&mut volumes);

@@ -11,6 +11,7 @@ pub mod validate;
 pub use config::LabConfig;
 pub use error::{LabError, Source};
 
+use crate::cluster::access::AccessObject;
 use config::{LabDocument, NodesSpec};
 use documents::Document;
 use ipnet::Ipv4Net;
@@ -34,6 +35,8 @@ pub struct LabSpec {
     pub services: Vec<Sourced<Service>>,
     pub secrets: Vec<Sourced<Secret>>,
     pub config_maps: Vec<Sourced<ConfigMap>>,
+    /// ServiceAccounts and RBAC's objects (`cluster::access`).
+    pub access: Vec<Sourced<AccessObject>>,
     /// Whether the files had a `kind: Lab` document (only `up` takes one).
     pub has_lab_document: bool,
     /// Where the Lab document is (for errors `up` finds on the host, such
@@ -82,12 +85,16 @@ fn from_documents(
     let mut services = Vec::new();
     let mut secrets = Vec::new();
     let mut config_maps = Vec::new();
+    let mut access = Vec::new();
 
     for doc in documents {
         let expected = match doc.kind.as_str() {
             "Lab" => config::API_VERSION,
             "Deployment" => "apps/v1",
-            "Pod" | "Service" | "Secret" | "ConfigMap" => "v1",
+            "Pod" | "Service" | "Secret" | "ConfigMap" | "ServiceAccount" => "v1",
+            "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => {
+                "rbac.authorization.k8s.io/v1"
+            }
             "Endpoints" => {
                 errors.push(LabError::invalid(
                     &doc.at,
@@ -100,7 +107,7 @@ fn from_documents(
                 errors.push(LabError::invalid(
                     &doc.at,
                     doc.object_name(),
-                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod, Service, Secret and ConfigMap (v1), and Lab ({})", config::API_VERSION),
+                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod, Service, Secret, ConfigMap and ServiceAccount (v1), Role, RoleBinding, ClusterRole and ClusterRoleBinding (rbac.authorization.k8s.io/v1), and Lab ({})", config::API_VERSION),
                 ));
                 continue;
             }
@@ -166,9 +173,26 @@ fn from_documents(
                 }),
                 Err(e) => errors.push(e),
             },
-            _ => unreachable!(),
+            kind => {
+                let parsed = match kind {
+                    "ServiceAccount" => doc.parse().map(AccessObject::ServiceAccount),
+                    "Role" => doc.parse().map(AccessObject::Role),
+                    "RoleBinding" => doc.parse().map(AccessObject::RoleBinding),
+                    "ClusterRole" => doc.parse().map(AccessObject::ClusterRole),
+                    "ClusterRoleBinding" => doc.parse().map(AccessObject::ClusterRoleBinding),
+                    _ => unreachable!(),
+                };
+                match parsed {
+                    Ok(object) => access.push(Sourced {
+                        at: doc.at.clone(),
+                        object,
+                    }),
+                    Err(e) => errors.push(e),
+                }
+            }
         }
     }
+    validate::access(&mut access, &mut errors);
 
     let has_lab_document = lab_doc.is_some();
     let lab_at = lab_doc.as_ref().map(|(_, at)| at.clone());
@@ -200,6 +224,7 @@ fn from_documents(
         services,
         secrets,
         config_maps,
+        access,
     })
 }
 

@@ -176,6 +176,37 @@ pub fn objects(
     }
 }
 
+/// ServiceAccounts and RBAC's objects: kube-apiserver's rules
+/// (`AccessObject::validate`), and each once per kind and namespace.
+pub fn access(
+    objects: &mut [Sourced<crate::cluster::access::AccessObject>],
+    errors: &mut Vec<LabError>,
+) {
+    let mut seen: HashMap<(&'static str, String, String), super::Source> = HashMap::new();
+    for o in objects.iter_mut() {
+        let kind = o.object.kind();
+        let name = o.object.meta().name.clone().unwrap_or_default();
+        let object = format!("{kind}/{name}");
+        if let Err(m) = o.object.validate() {
+            errors.push(LabError::invalid(&o.at, &object, m));
+            continue;
+        }
+        let ns = o.object.meta().namespace.clone().unwrap_or_default();
+        match seen.get(&(kind, ns.clone(), name.clone())) {
+            Some(first) => errors.push(LabError::invalid(
+                &o.at,
+                &object,
+                format!(
+                    "defined twice (first at {first}): names must be unique per kind and namespace"
+                ),
+            )),
+            None => {
+                seen.insert((kind, ns, name), o.at.clone());
+            }
+        }
+    }
+}
+
 fn pod_spec_errors(
     config: &LabConfig,
     spec: &PodSpec,

@@ -44,7 +44,7 @@ pub fn setup(pod_dir: &Path, volumes: &[PodVolume]) -> io::Result<bool> {
             // Shared scratch space: anyone in the pod may write (1777 would
             // be tmpfs'; a plain directory is 0777 in Kubernetes).
             VolumeKind::EmptyDir => mkdir(&dir, 0o777)?,
-            VolumeKind::Secret | VolumeKind::ConfigMap => {
+            VolumeKind::Secret | VolumeKind::ConfigMap | VolumeKind::Projected => {
                 mkdir(&dir, 0o755)?;
                 changed |= write_atomically(&dir, v)?;
             }

@@ -165,11 +165,16 @@ macro_rules! collections {
         $m!($st, events, "events" $(, $arg)*);
         $m!($st, secrets, "secrets" $(, $arg)*);
         $m!($st, config_maps, "configmaps" $(, $arg)*);
+        $m!($st, service_accounts, "serviceaccounts" $(, $arg)*);
+        $m!($st, roles, "roles" $(, $arg)*);
+        $m!($st, role_bindings, "rolebindings" $(, $arg)*);
+        $m!($st, cluster_roles, "clusterroles" $(, $arg)*);
+        $m!($st, cluster_role_bindings, "clusterrolebindings" $(, $arg)*);
     }};
 }
 
 fn namespace_of<'a>(plural: &str, meta: &'a ObjectMeta) -> &'a str {
-    if plural == "nodes" {
+    if matches!(plural, "nodes" | "clusterroles" | "clusterrolebindings") {
         ""
     } else {
         state::namespace(meta)

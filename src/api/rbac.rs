@@ -1,0 +1,698 @@
+//! Who is calling and what they may do, as kube-apiserver decides it: a
+//! ServiceAccount token (`tokens.rs`) names a user, whose requests RBAC
+//! allows by the Roles and ClusterRoles bound to them (the lab's stored
+//! objects, bootstrap policy included: `cluster::access`); the admin
+//! certificate is `system:masters`, allowed everything before RBAC is
+//! asked, as kube-apiserver's authorizer chain does.
+//!
+//! Also the two requests that are answers rather than objects:
+//! `SelfSubjectAccessReview` (`kubectl auth can-i`) and a ServiceAccount's
+//! `token` subresource (`kubectl create token`). Pure but for the clock.
+
+use super::request::{Route, Target};
+use super::status::ApiError;
+use super::tokens;
+use crate::cluster::access::RBAC_GROUP;
+use crate::cluster::state::namespace;
+use crate::cluster::ClusterState;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Subject};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// A user as authentication names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl User {
+    pub fn admin() -> User {
+        User {
+            name: super::pki::ADMIN_USER.into(),
+            groups: vec![
+                super::pki::ADMIN_GROUP.into(),
+                "system:authenticated".into(),
+            ],
+        }
+    }
+
+    pub fn service_account(ns: &str, name: &str) -> User {
+        User {
+            name: tokens::subject(ns, name),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
+        }
+    }
+
+    fn is_master(&self) -> bool {
+        self.groups.iter().any(|g| g == super::pki::ADMIN_GROUP)
+    }
+}
+
+/// The user a `Bearer` token names, if the lab signed it for its API, it
+/// has not expired, and its ServiceAccount (and the pod it is bound to)
+/// still exist as they were when it was issued.
+pub fn authenticate(
+    issuer: &tokens::Issuer,
+    st: &ClusterState,
+    token: &str,
+    now: i64,
+) -> Result<User, String> {
+    let c = issuer.verify(token, now)?;
+    let k = &c.kubernetes;
+    let here = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, r: &tokens::Ref| {
+        m.name.as_deref() == Some(r.name.as_str())
+            && namespace(m) == k.namespace
+            && m.uid.as_deref() == Some(r.uid.as_str())
+    };
+    if !st
+        .service_accounts
+        .iter()
+        .any(|a| here(&a.metadata, &k.serviceaccount))
+    {
+        return Err(format!(
+            "the ServiceAccount {}/{} of the token is gone",
+            k.namespace, k.serviceaccount.name
+        ));
+    }
+    if let Some(pod) = &k.pod {
+        if !st.pods.iter().any(|p| here(&p.metadata, pod)) {
+            return Err(format!(
+                "the pod {}/{} of the token is gone",
+                k.namespace, pod.name
+            ));
+        }
+    }
+    Ok(User::service_account(&k.namespace, &k.serviceaccount.name))
+}
+
+/// What a request asks to do, in RBAC's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attributes {
+    pub verb: String,
+    /// None: a non-resource request, of `path`.
+    pub resource: Option<Resource>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub group: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+/// kube-apiserver's RequestInfo: the verb of a method on a path.
+pub fn attributes(
+    route: &Route,
+    method: &hyper::Method,
+    path: &str,
+    q: &HashMap<String, String>,
+) -> Attributes {
+    let Route::Object(t) = route else {
+        return Attributes {
+            verb: method.as_str().to_lowercase(),
+            resource: None,
+            path: path.to_string(),
+        };
+    };
+    let sub = t.subresource.clone();
+    let stream = matches!(sub.as_deref(), Some("exec" | "attach" | "portforward"));
+    let verb = match *method {
+        // A stream's upgrade is a create whatever its method (kube-apiserver
+        // 1.31's check of WebSocket exec).
+        _ if stream => "create",
+        hyper::Method::GET if super::request::flag(q, "watch") => "watch",
+        hyper::Method::GET if t.name.is_some() => "get",
+        hyper::Method::GET => "list",
+        hyper::Method::POST => "create",
+        hyper::Method::PUT => "update",
+        hyper::Method::PATCH => "patch",
+        hyper::Method::DELETE if t.name.is_some() => "delete",
+        hyper::Method::DELETE => "deletecollection",
+        _ => "unknown",
+    };
+    Attributes {
+        verb: verb.into(),
+        resource: Some(of_target(t, sub)),
+        path: path.to_string(),
+    }
+}
+
+fn of_target(t: &Target, subresource: Option<String>) -> Resource {
+    Resource {
+        group: t.resource.group.into(),
+        resource: t.resource.plural.into(),
+        subresource,
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+    }
+}
+
+fn has(list: &[String], v: &str) -> bool {
+    list.iter().any(|x| x == "*" || x == v)
+}
+
+fn rule_allows(r: &PolicyRule, a: &Attributes) -> bool {
+    if !has(&r.verbs, &a.verb) {
+        return false;
+    }
+    match &a.resource {
+        Some(res) => {
+            let groups = r.api_groups.as_deref().unwrap_or_default();
+            let resources = r.resources.as_deref().unwrap_or_default();
+            let names = r.resource_names.as_deref().unwrap_or_default();
+            let combined = match &res.subresource {
+                Some(s) => format!("{}/{s}", res.resource),
+                None => res.resource.clone(),
+            };
+            let resource_ok = resources.iter().any(|x| {
+                x == "*"
+                    || *x == combined
+                    || res.subresource.as_ref().is_some_and(|s| {
+                        *x == format!("*/{s}") || *x == format!("{}/*", res.resource)
+                    })
+            });
+            has(groups, &res.group)
+                && resource_ok
+                && (names.is_empty() || res.name.as_ref().is_some_and(|n| names.contains(n)))
+        }
+        None => r.non_resource_urls.iter().flatten().any(|u| {
+            u == "*" || *u == a.path || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p))
+        }),
+    }
+}
+
+fn subject_is(s: &Subject, user: &User, binding_ns: Option<&str>) -> bool {
+    match s.kind.as_str() {
+        "User" => s.name == user.name,
+        "Group" => user.groups.contains(&s.name),
+        "ServiceAccount" => {
+            let ns = s
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .or(binding_ns);
+            ns.is_some_and(|ns| user.name == tokens::subject(ns, &s.name))
+        }
+        _ => false,
+    }
+}
+
+fn describe(s: &Subject, binding_ns: Option<&str>) -> String {
+    match (s.kind.as_str(), s.namespace.as_deref().or(binding_ns)) {
+        ("ServiceAccount", Some(ns)) => format!("ServiceAccount \"{}/{ns}\"", s.name),
+        (k, _) => format!("{k} \"{}\"", s.name),
+    }
+}
+
+/// The rules a binding's roleRef grants: a ClusterRole's, or (for a
+/// RoleBinding in `ns`) a Role's of that namespace.
+fn granted(
+    st: &ClusterState,
+    role: &k8s_openapi::api::rbac::v1::RoleRef,
+    ns: Option<&str>,
+) -> Vec<PolicyRule> {
+    let rules = match (role.kind.as_str(), ns) {
+        ("ClusterRole", _) => st
+            .cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(role.name.as_str()))
+            .and_then(|r| r.rules.clone()),
+        ("Role", Some(ns)) => st
+            .roles
+            .iter()
+            .find(|r| {
+                r.metadata.name.as_deref() == Some(role.name.as_str())
+                    && namespace(&r.metadata) == ns
+            })
+            .and_then(|r| r.rules.clone()),
+        _ => None,
+    };
+    rules.unwrap_or_default()
+}
+
+/// Whether `user` may: kube-apiserver's reason if so (empty for
+/// `system:masters`), else None.
+pub fn decide(st: &ClusterState, user: &User, a: &Attributes) -> Option<String> {
+    if user.is_master() {
+        return Some(String::new());
+    }
+    for b in st.cluster_role_bindings.iter() {
+        if b.role_ref.kind != "ClusterRole" || b.role_ref.api_group != RBAC_GROUP {
+            continue;
+        }
+        let Some(s) = b
+            .subjects
+            .iter()
+            .flatten()
+            .find(|s| subject_is(s, user, None))
+        else {
+            continue;
+        };
+        if granted(st, &b.role_ref, None)
+            .iter()
+            .any(|r| rule_allows(r, a))
+        {
+            return Some(format!(
+                "RBAC: allowed by ClusterRoleBinding \"{}\" of ClusterRole \"{}\" to {}",
+                b.metadata.name.as_deref().unwrap_or_default(),
+                b.role_ref.name,
+                describe(s, None)
+            ));
+        }
+    }
+    let ns = a.resource.as_ref().and_then(|r| r.namespace.as_deref())?;
+    for b in st
+        .role_bindings
+        .iter()
+        .filter(|b| namespace(&b.metadata) == ns)
+    {
+        let Some(s) = b
+            .subjects
+            .iter()
+            .flatten()
+            .find(|s| subject_is(s, user, Some(ns)))
+        else {
+            continue;
+        };
+        if granted(st, &b.role_ref, Some(ns))
+            .iter()
+            .any(|r| rule_allows(r, a))
+        {
+            return Some(format!(
+                "RBAC: allowed by RoleBinding \"{}/{ns}\" of {} \"{}\" to {}",
+                b.metadata.name.as_deref().unwrap_or_default(),
+                b.role_ref.kind,
+                b.role_ref.name,
+                describe(s, Some(ns))
+            ));
+        }
+    }
+    None
+}
+
+/// kube-apiserver's 403.
+pub fn forbidden(user: &User, a: &Attributes) -> ApiError {
+    let Some(r) = &a.resource else {
+        return ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "forbidden: User \"{}\" cannot {} path \"{}\"",
+                user.name, a.verb, a.path
+            ),
+        );
+    };
+    let qualified = match r.group.as_str() {
+        "" => r.resource.clone(),
+        g => format!("{}.{g}", r.resource),
+    };
+    let what = match &r.subresource {
+        Some(s) => format!("{}/{s}", r.resource),
+        None => r.resource.clone(),
+    };
+    let scope = match &r.namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".into(),
+    };
+    let object = match &r.name {
+        Some(n) => format!("{qualified} \"{n}\""),
+        None => qualified,
+    };
+    ApiError {
+        details: match &r.name {
+            Some(n) => json!({"name": n, "group": r.group, "kind": r.resource}),
+            None => json!({"group": r.group, "kind": r.resource}),
+        },
+        ..ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "{object} is forbidden: User \"{}\" cannot {} resource \"{what}\" in API group \"{}\" {scope}",
+                user.name, a.verb, r.group
+            ),
+        )
+    }
+}
+
+/// A SelfSubjectAccessReview, answered for the caller (201, not stored).
+pub fn review(st: &ClusterState, user: &User, body: &Value) -> Result<(u16, Value), ApiError> {
+    let spec = &body["spec"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let attrs = if let Some(r) = spec["resourceAttributes"].as_object() {
+        let opt = |k: &str| {
+            r.get(k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        };
+        Attributes {
+            verb: opt("verb").unwrap_or_default(),
+            resource: Some(Resource {
+                group: opt("group").unwrap_or_default(),
+                resource: opt("resource").unwrap_or_default(),
+                subresource: opt("subresource"),
+                namespace: opt("namespace"),
+                name: opt("name"),
+            }),
+            path: String::new(),
+        }
+    } else if spec["nonResourceAttributes"].is_object() {
+        let n = &spec["nonResourceAttributes"];
+        Attributes {
+            verb: text(&n["verb"]),
+            resource: None,
+            path: text(&n["path"]),
+        }
+    } else {
+        return Err(ApiError {
+            details: json!({"kind": "SelfSubjectAccessReview", "group": "authorization.k8s.io",
+                            "causes": [{"reason": "FieldValueRequired", "field": "spec.resourceAttributes",
+                                        "message": "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified"}]}),
+            ..ApiError::new(422, "Invalid", "SelfSubjectAccessReview.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified")
+        });
+    };
+    let status = match decide(st, user, &attrs) {
+        Some(reason) if reason.is_empty() => json!({"allowed": true}),
+        Some(reason) => json!({"allowed": true, "reason": reason}),
+        None => json!({"allowed": false}),
+    };
+    Ok((
+        201,
+        json!({
+            "kind": "SelfSubjectAccessReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": spec,
+            "status": status,
+        }),
+    ))
+}
+
+/// The rules of every binding that names `user`: the cluster's, and in
+/// `ns` its namespace's.
+fn rules_of(st: &ClusterState, user: &User, ns: &str) -> Vec<PolicyRule> {
+    let mut out = Vec::new();
+    for b in st.cluster_role_bindings.iter() {
+        if b.subjects
+            .iter()
+            .flatten()
+            .any(|s| subject_is(s, user, None))
+        {
+            out.extend(granted(st, &b.role_ref, None));
+        }
+    }
+    for b in st
+        .role_bindings
+        .iter()
+        .filter(|b| namespace(&b.metadata) == ns)
+    {
+        if !b
+            .subjects
+            .iter()
+            .flatten()
+            .any(|s| subject_is(s, user, Some(ns)))
+        {
+            continue;
+        }
+        out.extend(granted(st, &b.role_ref, Some(ns)));
+    }
+    out
+}
+
+/// A SelfSubjectRulesReview (`kubectl auth can-i --list`): what the caller
+/// may do in `spec.namespace`.
+pub fn rules_review(st: &ClusterState, user: &User, body: &Value) -> (u16, Value) {
+    let ns = body["spec"]["namespace"].as_str().unwrap_or("default");
+    let own = |l: &Option<Vec<String>>| json!(l.clone().unwrap_or_default());
+    let mut resource_rules = Vec::new();
+    let mut non_resource_rules = Vec::new();
+    for r in rules_of(st, user, ns) {
+        if r.non_resource_urls.as_ref().is_some_and(|u| !u.is_empty()) {
+            non_resource_rules
+                .push(json!({"verbs": r.verbs, "nonResourceURLs": own(&r.non_resource_urls)}));
+        } else {
+            let mut v = json!({"verbs": r.verbs, "apiGroups": own(&r.api_groups), "resources": own(&r.resources)});
+            if r.resource_names.as_ref().is_some_and(|n| !n.is_empty()) {
+                v["resourceNames"] = own(&r.resource_names);
+            }
+            resource_rules.push(v);
+        }
+    }
+    (
+        201,
+        json!({
+            "kind": "SelfSubjectRulesReview",
+            "apiVersion": "authorization.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": {"namespace": ns},
+            "status": {"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": false},
+        }),
+    )
+}
+
+/// A ServiceAccount's `token` subresource: a TokenRequest answered with a
+/// new token (201), for the API's audience unless others are asked, for
+/// `expirationSeconds` (default an hour, at least ten minutes), bound to a
+/// pod if `boundObjectRef` names one.
+pub fn token_request(
+    issuer: &tokens::Issuer,
+    st: &ClusterState,
+    t: &Target,
+    body: &Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(u16, Value), ApiError> {
+    let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = t.name.clone().unwrap_or_default();
+    let account = st
+        .service_accounts
+        .iter()
+        .find(|a| a.metadata.name.as_deref() == Some(name.as_str()) && namespace(&a.metadata) == ns)
+        .ok_or_else(|| ApiError::not_found("serviceaccounts", &name))?;
+    let spec = &body["spec"];
+    let seconds = spec["expirationSeconds"].as_i64().unwrap_or(3600);
+    let invalid = |m: String| {
+        ApiError {
+        details: json!({"name": name, "kind": "TokenRequest", "group": "authentication.k8s.io",
+                        "causes": [{"reason": "FieldValueInvalid", "message": m, "field": "spec.expirationSeconds"}]}),
+        ..ApiError::new(422, "Invalid", format!("TokenRequest.authentication.k8s.io \"{name}\" is invalid: spec.expirationSeconds: Invalid value: {seconds}: {m}"))
+    }
+    };
+    if seconds < 600 {
+        return Err(invalid(
+            "may not specify a duration less than 10 minutes".into(),
+        ));
+    }
+    if seconds > 1 << 32 {
+        return Err(invalid(
+            "may not specify a duration larger than 2^32 seconds".into(),
+        ));
+    }
+    let audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let bound = &spec["boundObjectRef"];
+    let pod = match bound["kind"].as_str() {
+        None | Some("") => None,
+        Some("Pod") => {
+            let pod_name = bound["name"].as_str().unwrap_or_default();
+            let p = st
+                .pods
+                .iter()
+                .find(|p| {
+                    p.metadata.name.as_deref() == Some(pod_name) && namespace(&p.metadata) == ns
+                })
+                .ok_or_else(|| ApiError::not_found("pods", pod_name))?;
+            Some(tokens::Ref {
+                name: pod_name.into(),
+                uid: p.metadata.uid.clone().unwrap_or_default(),
+            })
+        }
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "cannot bind a token to a {k} here (netlab binds them to pods)"
+            )))
+        }
+    };
+    let (token, exp) = issuer.mint(&tokens::Grant {
+        namespace: ns.clone(),
+        service_account: tokens::Ref {
+            name: name.clone(),
+            uid: account.metadata.uid.clone().unwrap_or_default(),
+        },
+        pod: pod.clone(),
+        audiences: audiences.clone(),
+        issued: now.timestamp(),
+        seconds,
+        warn_after: None,
+        id: crate::cluster::state::uid(&mut rand::rng()),
+    });
+    let stamp = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    Ok((
+        201,
+        json!({
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": stamp(now.timestamp())},
+            "spec": {
+                "audiences": if audiences.is_empty() { vec![tokens::ISSUER.to_string()] } else { audiences },
+                "expirationSeconds": seconds,
+                "boundObjectRef": if pod.is_some() { bound.clone() } else { Value::Null },
+            },
+            "status": {"token": token, "expirationTimestamp": stamp(exp)},
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab() -> ClusterState {
+        let mut st = ClusterState::empty();
+        crate::cluster::access::ensure(&mut st, None, chrono::Utc::now(), &mut rand::rng());
+        st
+    }
+
+    fn res(verb: &str, resource: &str, sub: Option<&str>, ns: Option<&str>) -> Attributes {
+        Attributes {
+            verb: verb.into(),
+            resource: Some(Resource {
+                group: String::new(),
+                resource: resource.into(),
+                subresource: sub.map(String::from),
+                namespace: ns.map(String::from),
+                name: None,
+            }),
+            path: String::new(),
+        }
+    }
+
+    fn bind(st: &mut ClusterState, yaml: &str) {
+        st.role_bindings
+            .push(serde_yaml_ng::from_str(yaml).unwrap());
+    }
+
+    #[test]
+    fn a_service_account_may_discover_and_nothing_else_until_bound() {
+        let mut st = lab();
+        let sa = User::service_account("default", "default");
+        let path = |p: &str| Attributes {
+            verb: "get".into(),
+            resource: None,
+            path: p.into(),
+        };
+        assert!(decide(&st, &sa, &path("/api")).is_some());
+        assert!(decide(&st, &sa, &path("/apis/apps/v1")).is_some());
+        assert!(decide(&st, &sa, &path("/metrics")).is_none());
+        let list = res("list", "pods", None, Some("default"));
+        assert!(decide(&st, &sa, &list).is_none());
+        assert_eq!(
+            forbidden(&sa, &list).message,
+            "pods is forbidden: User \"system:serviceaccount:default:default\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+        bind(&mut st, "metadata: {name: v, namespace: default}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\nsubjects: [{kind: ServiceAccount, name: default, namespace: default}]\n");
+        let why = decide(&st, &sa, &list).unwrap();
+        assert!(
+            why.contains("RoleBinding \"v/default\" of ClusterRole \"view\""),
+            "{why}"
+        );
+        assert!(decide(&st, &sa, &res("list", "pods", None, Some("other"))).is_none());
+        assert!(decide(
+            &st,
+            &sa,
+            &res("create", "pods", Some("exec"), Some("default"))
+        )
+        .is_none());
+        assert!(decide(&st, &sa, &res("get", "pods", Some("log"), Some("default"))).is_some());
+        assert!(decide(&st, &User::admin(), &res("delete", "nodes", None, None)).is_some());
+        let (_, rules) = rules_review(&st, &sa, &json!({"spec": {"namespace": "default"}}));
+        let text = rules["status"].to_string();
+        assert!(
+            text.contains("\"/api/*\"") && text.contains("\"pods/log\""),
+            "{text}"
+        );
+        let (_, rules) = rules_review(&st, &sa, &json!({"spec": {"namespace": "other"}}));
+        assert!(!rules["status"].to_string().contains("pods/log"));
+    }
+
+    #[test]
+    fn rules_match_as_kubernetes_matches_them() {
+        let rule: PolicyRule = serde_yaml_ng::from_str("apiGroups: ['']\nresources: ['pods/*', '*/scale']\nverbs: [create]\nresourceNames: [p1]\n").unwrap();
+        let mut a = res("create", "pods", Some("exec"), Some("d"));
+        assert!(
+            !rule_allows(&rule, &a),
+            "a name is required by resourceNames"
+        );
+        a.resource.as_mut().unwrap().name = Some("p1".into());
+        assert!(rule_allows(&rule, &a));
+        let mut scale = res("create", "deployments", Some("scale"), Some("d"));
+        scale.resource.as_mut().unwrap().name = Some("p1".into());
+        assert!(rule_allows(&rule, &scale));
+        a.verb = "get".into();
+        assert!(!rule_allows(&rule, &a));
+    }
+
+    #[test]
+    fn tokens_of_gone_accounts_and_pods_are_refused() {
+        let mut st = lab();
+        let issuer =
+            tokens::Issuer::new(&super::super::pki::generate("t", &[]).unwrap().sa_key).unwrap();
+        let sa = st
+            .service_accounts
+            .iter()
+            .find(|a| namespace(&a.metadata) == "default")
+            .unwrap()
+            .clone();
+        let grant = tokens::Grant {
+            namespace: "default".into(),
+            service_account: tokens::Ref {
+                name: "default".into(),
+                uid: sa.metadata.uid.clone().unwrap(),
+            },
+            pod: None,
+            audiences: vec![],
+            issued: 1000,
+            seconds: 3600,
+            warn_after: None,
+            id: "x".into(),
+        };
+        let (t, _) = issuer.mint(&grant);
+        assert_eq!(
+            authenticate(&issuer, &st, &t, 1001).unwrap(),
+            User::service_account("default", "default")
+        );
+        let (bound, _) = issuer.mint(&tokens::Grant {
+            pod: Some(tokens::Ref {
+                name: "p".into(),
+                uid: "u".into(),
+            }),
+            ..grant.clone()
+        });
+        assert!(authenticate(&issuer, &st, &bound, 1001)
+            .unwrap_err()
+            .contains("pod"));
+        st.service_accounts
+            .retain(|a| namespace(&a.metadata) != "default");
+        assert!(authenticate(&issuer, &st, &t, 1001).is_err());
+        crate::cluster::access::ensure(&mut st, None, chrono::Utc::now(), &mut rand::rng());
+        assert!(
+            authenticate(&issuer, &st, &t, 1001).is_err(),
+            "a new default account is another account"
+        );
+    }
+}
