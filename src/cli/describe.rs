@@ -549,6 +549,30 @@ fn volumes_section(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
                 (s("Name"), x.name.clone()),
                 (s("Optional"), x.optional.unwrap_or(false).to_string()),
             ]
+        } else if let Some(x) = &v.projected {
+            let sources = x.sources.clone().unwrap_or_default();
+            let mut rows = vec![(
+                s("Type"),
+                s("Projected (a volume that contains injected data from multiple sources)"),
+            )];
+            for p in &sources {
+                if let Some(t) = &p.service_account_token {
+                    let seconds = t.expiration_seconds.unwrap_or(3600);
+                    rows.push((s("TokenExpirationSeconds"), seconds.to_string()));
+                }
+                if let Some(c) = &p.config_map {
+                    rows.push((s("ConfigMapName"), c.name.clone()));
+                    let optional = c.optional.map_or("<nil>".into(), |o| o.to_string());
+                    rows.push((s("ConfigMapOptional"), optional));
+                }
+                if let Some(x) = &p.secret {
+                    rows.push((s("SecretName"), x.name.clone()));
+                }
+                if p.downward_api.is_some() {
+                    rows.push((s("DownwardAPI"), s("true")));
+                }
+            }
+            rows
         } else if let Some(x) = &v.empty_dir {
             vec![
                 (
@@ -581,6 +605,10 @@ pub fn pod(p: &Pod) -> String {
     let mut rows = vec![
         (s("Name"), p.metadata.name.clone().unwrap_or_default()),
         (s("Namespace"), state::namespace(&p.metadata).to_string()),
+        (
+            s("Service Account"),
+            spec.service_account_name.clone().unwrap_or_default(),
+        ),
         (
             s("Node"),
             format!(
@@ -669,23 +697,24 @@ pub fn pod(p: &Pod) -> String {
             "  Restart Count:  {}\n",
             cs.map(|c| c.restart_count).unwrap_or(0)
         ));
-        let mounts: Vec<String> =
-            c.volume_mounts
-                .iter()
-                .flatten()
-                .map(|m| {
-                    let projected = spec.volumes.iter().flatten().any(|v| {
-                        v.name == m.name && (v.secret.is_some() || v.config_map.is_some())
-                    });
-                    let ro = projected || m.read_only.unwrap_or(false);
-                    format!(
-                        "    {} from {} ({})\n",
-                        m.mount_path,
-                        m.name,
-                        if ro { "ro" } else { "rw" }
-                    )
-                })
-                .collect();
+        let mounts: Vec<String> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| {
+                let projected = spec.volumes.iter().flatten().any(|v| {
+                    v.name == m.name
+                        && (v.secret.is_some() || v.config_map.is_some() || v.projected.is_some())
+                });
+                let ro = projected || m.read_only.unwrap_or(false);
+                format!(
+                    "    {} from {} ({})\n",
+                    m.mount_path,
+                    m.name,
+                    if ro { "ro" } else { "rw" }
+                )
+            })
+            .collect();
         if mounts.is_empty() {
             containers.push_str("  Mounts:         <none>\n");
         } else {
@@ -713,4 +742,44 @@ pub fn pod(p: &Pod) -> String {
     }
     out.push_str(&volumes_section(&spec));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admitted_pod_shows_its_account_and_credentials_as_kubectl_does() {
+        let mut p: Pod = serde_yaml_ng::from_str(
+            "metadata: {name: p, uid: u}\nspec:\n  containers: [{name: c, image: x}]\n",
+        )
+        .unwrap();
+        crate::cluster::access::admit_pod(&mut p, &Default::default());
+        let text = pod(&p);
+        // A line with `key:` then (after kubectl's padding) `value`.
+        let shows = |key: &str, value: &str| {
+            text.lines().any(|l| {
+                l.trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|rest| rest.trim() == value)
+            })
+        };
+        assert!(shows("Service Account:", "default"), "{text}");
+        assert!(
+            shows(
+                "Type:",
+                "Projected (a volume that contains injected data from multiple sources)"
+            ),
+            "{text}"
+        );
+        assert!(shows("TokenExpirationSeconds:", "3607"), "{text}");
+        assert!(shows("ConfigMapName:", "kube-root-ca.crt"), "{text}");
+        assert!(shows("DownwardAPI:", "true"), "{text}");
+        assert!(
+            text.lines().any(|l| l
+                .contains("/var/run/secrets/kubernetes.io/serviceaccount from kube-api-access-")
+                && l.ends_with("(ro)")),
+            "{text}"
+        );
+    }
 }
