@@ -162,6 +162,39 @@ fn controller_kill_9_under_load_and_adoption() {
         );
         assert_eq!(restarts(&lab, &p.0), 0);
     }
+    // nginx logged every request to its stdout while no process read it
+    // (it holds its own reader of the pipe, so it never stopped), and the
+    // new process reads on.
+    let requests = || -> usize {
+        pods.iter()
+            .map(|p| {
+                lab.ok(&["logs", &p.0])
+                    .lines()
+                    .filter(|l| l.contains("\"GET / HTTP/1.1\" 200") && l.contains("curl/"))
+                    .count()
+            })
+            .sum()
+    };
+    assert_eq!(
+        requests(),
+        60,
+        "access log lines written while the controller was dead"
+    );
+    lab.ok(&[
+        "exec",
+        "node/node-2",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        &format!("http://{ip}/"),
+    ]);
+    wait_for(
+        "the request after adoption logged",
+        Duration::from_secs(5),
+        || requests() == 61,
+    );
     // And down with the controller dead.
     let controller: i32 = lab.ok(&["controller", "status"]).trim().parse().unwrap();
     nix::sys::signal::kill(

@@ -1,4 +1,5 @@
-//! `netlab logs POD [-c CONTAINER] [-f] [-p] [--tail N]`: the container's
+//! `netlab logs POD [-c CONTAINER] [-f] [-p] [--tail N] [--timestamps]
+//! [--since 5m | --since-time TIME]`: the container's
 //! stdout and stderr, from the lab's API (`pods/NAME/log`, what kubectl
 //! reads).
 
@@ -19,8 +20,50 @@ pub struct LogsArgs {
     /// The container's run before its last restart.
     #[arg(short = 'p', long)]
     pub previous: bool,
+    /// Each line starts with the time it was written.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// Only what was written in this last while (5s, 2m, 1h30m).
+    #[arg(long, value_parser = since_seconds, conflicts_with = "since_time")]
+    pub since: Option<i64>,
+    /// Only what was written from this time on (RFC 3339).
+    #[arg(long)]
+    pub since_time: Option<chrono::DateTime<chrono::Utc>>,
     #[arg(short = 'n', long, default_value = "default")]
     pub namespace: String,
+}
+
+/// A Go duration (`1h30m`, `90s`, `500ms`) in whole seconds, rounded up as
+/// kubectl rounds it.
+fn since_seconds(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?} is not a duration: write it as 30s, 5m or 1h30m");
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    if s.is_empty() || total <= 0.0 {
+        return Err(bad());
+    }
+    Ok(total.ceil() as i64)
 }
 
 pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
@@ -53,6 +96,9 @@ pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
         follow: args.follow,
         tail_lines: (args.tail >= 0).then_some(args.tail),
         previous: args.previous,
+        timestamps: args.timestamps,
+        since_seconds: args.since,
+        since_time: args.since_time,
         ..Default::default()
     };
     let api: Api<Pod> = Api::namespaced(client.kube(), &args.namespace);
@@ -75,5 +121,18 @@ pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {
         let mut out = std::io::stdout().lock();
         out.write_all(&buf[..n])?;
         out.flush()?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn since_reads_go_durations_rounded_up_to_seconds() {
+        assert_eq!(super::since_seconds("5s"), Ok(5));
+        assert_eq!(super::since_seconds("1h30m"), Ok(5400));
+        assert_eq!(super::since_seconds("1500ms"), Ok(2));
+        for bad in ["", "5", "5x", "0s", "-1s"] {
+            assert!(super::since_seconds(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -721,7 +721,7 @@ pub async fn step(
         tracing::warn!(lab, error = %e, "removing what no pod owns");
     }
     // Exit codes are watched for the containers of pods that are still here.
-    let known: std::collections::HashSet<String> = st
+    let known: HashMap<String, (&str, &str, &str)> = st
         .pods
         .iter()
         .flat_map(|p| {
@@ -730,15 +730,21 @@ pub async fn step(
             p.spec
                 .iter()
                 .flat_map(|s| s.containers.iter())
-                .map(move |c| paths::container_id(ns, name, &c.name))
+                .map(move |c| (paths::container_id(ns, name, &c.name), (ns, name, &*c.name)))
         })
         .collect();
-    crate::runtime::exits::retain(&runc.root, |id| known.contains(id));
+    crate::runtime::exits::retain(&runc.root, |id| known.contains_key(id));
     let live: HashMap<String, i32> = list
         .iter()
         .filter(|c| c.status == "running" && crate::runtime::runc::process_alive(c.pid))
         .map(|c| (c.id.clone(), c.pid))
         .collect();
+    // Output of containers an earlier process of the lab started.
+    for (id, (ns, pod, c)) in known.iter().filter(|(id, _)| live.contains_key(*id)) {
+        let bundle = paths::pod_dir(lab, ns, pod).join(c);
+        let log = paths::container_log(lab, ns, pod, c);
+        crate::runtime::stdio::adopt(&runc.root, id, &bundle, &log);
+    }
     let now = Utc::now();
     let mut changed = probes.record_events(&mut st, now) | dirty;
     let images = Store::new(&paths::data_dir());

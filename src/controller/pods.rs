@@ -833,8 +833,8 @@ impl Serving {
             for c in containers {
                 let id = paths::container_id(ns, name, c);
                 if alive.get(&id).map(String::as_str) != Some("running") {
-                    let log = std::fs::read_to_string(paths::container_log(&lab, ns, name, c))
-                        .unwrap_or_default();
+                    let log =
+                        crate::runtime::crilog::text(&paths::container_log(&lab, ns, name, c));
                     let tail: Vec<&str> = log.lines().rev().take(5).collect();
                     problems.push(format!(
                         "pod/{name}: container {c} is not running; its last output: {}",

@@ -3,6 +3,7 @@
 //! of networks: a pod's network namespace is just a path it is given.
 
 pub mod bundle;
+pub mod crilog;
 pub mod disk;
 pub mod exits;
 pub mod fetch;

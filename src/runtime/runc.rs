@@ -24,9 +24,19 @@ pub enum RuncError {
 /// The last lines of a container's log, where runc says why it failed
 /// (its own stderr goes there too), joined on one line.
 pub fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let text = super::crilog::text(log);
     let tail: Vec<&str> = text.lines().rev().take(3).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
+/// Opens (creating) a container's log for appending, root only: a
+/// container's output may carry what it was given.
+pub fn open_log(log: &Path) -> std::io::Result<std::fs::File> {
+    std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new().create(true).append(true),
+        0o600,
+    )
+    .open(log)
 }
 
 /// The stdio a container is started with.
@@ -115,7 +125,8 @@ impl Runc {
         bundle: &Path,
         log: &Path,
     ) -> Result<i32, RuncError> {
-        let out = self.open_log(id, log)?;
+        let out = open_log(log)
+            .map_err(|e| self.failed("run", id, format!("opening log {}: {e}", log.display())))?;
         let err = out
             .try_clone()
             .map_err(|e| self.failed("run", id, e.to_string()))?;
@@ -133,17 +144,6 @@ impl Runc {
                 format!("exited with {status}: {}", log_tail(log)),
             ),
         })
-    }
-
-    /// Opens (creating) a container's log for appending, root only: a
-    /// container's output may carry what it was given.
-    pub fn open_log(&self, id: &str, log: &Path) -> Result<std::fs::File, RuncError> {
-        std::os::unix::fs::OpenOptionsExt::mode(
-            std::fs::OpenOptions::new().create(true).append(true),
-            0o600,
-        )
-        .open(log)
-        .map_err(|e| self.failed("run", id, format!("opening log {}: {e}", log.display())))
     }
 
     /// Starts a container detached with the stdio `io` says and returns

@@ -1,8 +1,12 @@
 //! A container's stdio.
 //!
-//! Most containers' output goes straight into their log file: runc passes
-//! the file through, no process of ours copies it, and a new lab process
-//! adopts the container untouched. A container with `stdin: true` or
+//! Every container's output reaches its log through this process, which
+//! writes it as CRI records (`runtime::crilog`: each line with the time it
+//! was read, for `kubectl logs --timestamps/--since`), as containerd's shim
+//! does for the kubelet. Most containers write into named pipes in their
+//! bundle: they hold them open themselves, so they run on untouched when
+//! the lab's process goes, and the next process reads them again
+//! ([`adopt`]). A container with `stdin: true` or
 //! `tty: true` is attachable, as the kubelet makes it: the lab's process
 //! holds its stdin and its output (pipes, or the master end of its
 //! terminal) as containerd's shim does, copies the output into the log and
@@ -144,10 +148,148 @@ pub async fn run(
     let pid = if wants.attachable() {
         run_attachable(runc, id, bundle, log, wants).await?
     } else {
-        runc.run_detached(id, bundle, log).await?
+        run_piped(runc, id, bundle, log).await?
     };
     super::exits::watch(&runc.root, id, pid);
     Ok(pid)
+}
+
+/// A container that is not attachable writes into two named pipes in its
+/// bundle (`stdout.pipe`, `stderr.pipe`), opened read-write for it: it
+/// holds a reader of its own, so its writes never fail for want of one,
+/// and only block once the pipe is full. This process reads them into
+/// the log ([`copy_into_log`]); a process that starts later adopts the
+/// pipes of the containers still running ([`adopt`]).
+async fn run_piped(runc: &Runc, id: &str, bundle: &Path, log: &Path) -> Result<i32, RuncError> {
+    let failed = |m: String| runc.failed("run", id, m);
+    let (out_w, out_r) = fifo(bundle, "stdout").map_err(|e| failed(e.to_string()))?;
+    let (err_w, err_r) = fifo(bundle, "stderr").map_err(|e| failed(e.to_string()))?;
+    let copying = copy_into_log(&runc.root, id, [out_r, err_r], log)
+        .map_err(|e| failed(format!("opening log {}: {e}", log.display())))?;
+    let started = runc
+        .run_detached_with(
+            id,
+            bundle,
+            Io::Passed([Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)]),
+        )
+        .await;
+    match started {
+        Ok(pid) => Ok(pid),
+        Err(e) => {
+            // runc said why on its stderr: in the log once the copy ends.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), copying).await;
+            Err(run_failed(e, log, failed))
+        }
+    }
+}
+
+/// Makes `<bundle>/<name>.pipe` afresh (a reader of an earlier run keeps
+/// the old one) and opens it for the container (read-write) and for us
+/// (read-only, non-blocking).
+fn fifo(bundle: &Path, name: &str) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    let path = pipe_path(bundle, name);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    let open = |flags: OFlag| {
+        nix::fcntl::open(
+            &path,
+            flags | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(std::io::Error::from)
+    };
+    let writer = open(OFlag::O_RDWR)?;
+    let reader = open(OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
+    Ok((writer, reader))
+}
+
+fn pipe_path(bundle: &Path, name: &str) -> PathBuf {
+    bundle.join(format!("{name}.pipe"))
+}
+
+/// Containers whose pipes this process reads, by runc root and id, with
+/// the number of the copy (a later run's copy replaces an earlier one).
+static COPYING: LazyLock<Mutex<HashMap<Key, u64>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Copies a container's stdout and stderr pipes into its log as CRI
+/// records until the container and everything it started let go of them.
+fn copy_into_log(
+    runc_root: &Path,
+    id: &str,
+    [stdout, stderr]: [OwnedFd; 2],
+    log: &Path,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let file = super::runc::open_log(log)?;
+    let pumps = [
+        pump_into_log(stdout, "stdout", file.try_clone()?),
+        pump_into_log(stderr, "stderr", file),
+    ];
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let key = (runc_root.to_path_buf(), id.to_string());
+    COPYING.lock().expect("copying").insert(key.clone(), run);
+    Ok(tokio::spawn(async move {
+        futures::future::join_all(pumps).await;
+        let mut copying = COPYING.lock().expect("copying");
+        if copying.get(&key) == Some(&run) {
+            copying.remove(&key);
+        }
+    }))
+}
+
+/// Reads one pipe into the log until it ends.
+async fn pump_into_log(fd: OwnedFd, stream: &'static str, file: std::fs::File) {
+    use super::crilog::{stamp, Writer};
+    let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut log = Writer::new(file, stream, false);
+    loop {
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        // Not kept across the wait: a thousand idle containers hold no buffer.
+        let mut buf = [0u8; 32 * 1024];
+        match pipe.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let _ = log.write(&buf[..n], &stamp(chrono::Utc::now()));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// A container started by an earlier process of the lab, still running:
+/// its pipes are read into its log again (no-op when this process reads
+/// them already, or the container writes straight into its log as
+/// containers started before netlab kept CRI logs did).
+pub fn adopt(runc_root: &Path, id: &str, bundle: &Path, log: &Path) {
+    use nix::fcntl::OFlag;
+    let key = (runc_root.to_path_buf(), id.to_string());
+    if COPYING.lock().expect("copying").contains_key(&key)
+        || ATTACHABLE.lock().expect("attachable").contains_key(&key)
+    {
+        return;
+    }
+    let open = |name: &str| {
+        nix::fcntl::open(
+            &pipe_path(bundle, name),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+    };
+    if let (Ok(out), Ok(err)) = (open("stdout"), open("stderr")) {
+        if let Err(e) = copy_into_log(runc_root, id, [out, err], log) {
+            tracing::warn!(container = id, error = %e, "reading its output again");
+        }
+    }
 }
 
 async fn run_attachable(
@@ -159,7 +301,8 @@ async fn run_attachable(
 ) -> Result<i32, RuncError> {
     let failed = |m: String| runc.failed("run", id, m);
     let io = |e: std::io::Error| failed(e.to_string());
-    let log_file = runc.open_log(id, log)?;
+    let log_file = super::runc::open_log(log)
+        .map_err(|e| failed(format!("opening log {}: {e}", log.display())))?;
     let (ended_tx, ended) = watch::channel(false);
     let (output, _) = broadcast::channel(BACKLOG);
     let (attachable, readers) = if wants.tty {
@@ -205,7 +348,7 @@ async fn run_attachable(
             .then(|| master.try_clone().map(std::fs::File::from))
             .transpose()
             .map_err(io)?;
-        let readers = vec![copy(reader, Stream::Stdout, log_file, output.clone())];
+        let readers = vec![copy(reader, Stream::Stdout, log_file, output.clone(), true)];
         let a = Attachable {
             terminal: Some(master),
             stdin: Mutex::new(stdin),
@@ -226,12 +369,14 @@ async fn run_attachable(
                 Stream::Stdout,
                 log_file.try_clone().map_err(io)?,
                 output.clone(),
+                false,
             ),
             copy(
                 std::fs::File::from(err_r),
                 Stream::Stderr,
                 log_file,
                 output.clone(),
+                false,
             ),
         ];
         let started = runc
@@ -296,15 +441,23 @@ fn run_failed(e: RunFailed, log: &Path, failed: impl Fn(String) -> RuncError) ->
     }
 }
 
-/// A thread copying `from` into `log` and to the clients.
+/// A thread copying `from` into `log` (as CRI records) and to the clients.
 fn copy(
     from: std::fs::File,
     stream: Stream,
-    mut log: std::fs::File,
+    log: std::fs::File,
     to: broadcast::Sender<(Stream, Bytes)>,
+    terminal: bool,
 ) -> std::thread::JoinHandle<()> {
+    use super::crilog::{stamp, Writer};
+    let name = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    // What the stream did not end is recorded when the writer goes.
+    let mut log = Writer::new(log, name, terminal);
     pump(from, move |chunk| {
-        let _ = log.write_all(chunk);
+        let _ = log.write(chunk, &stamp(chrono::Utc::now()));
         // No client attached is no error.
         let _ = to.send((stream, Bytes::copy_from_slice(chunk)));
     })

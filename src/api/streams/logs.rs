@@ -1,12 +1,13 @@
 //! `GET pods/NAME/log`: the container's stdout and stderr as the lab keeps
-//! them (rotated files, oldest first, then the live one), whole or
-//! followed, in a chunked `text/plain` body.
+//! them (CRI records in rotated files, oldest first, then the live one),
+//! whole or followed, in a chunked `text/plain` body, with the kubelet's
+//! `tailLines`, `limitBytes`, `timestamps`, `sinceSeconds` and `sinceTime`.
 
 use super::Container;
 use crate::api::handler::{self, Body};
 use crate::api::request;
 use crate::api::status::ApiError;
-use crate::runtime::logs;
+use crate::runtime::{crilog, logs};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame};
 use hyper::Response;
@@ -22,15 +23,6 @@ pub fn serve(
     c: Container,
     q: &HashMap<String, String>,
 ) -> Result<Response<Body>, ApiError> {
-    // runc writes the container's output to the file as it comes: no
-    // line carries the time it was written.
-    for unserved in ["timestamps", "sinceSeconds", "sinceTime"] {
-        if q.contains_key(unserved) && (unserved != "timestamps" || request::flag(q, unserved)) {
-            return Err(ApiError::bad_request(format!(
-                "{unserved}: netlab keeps a container's log as the container wrote it, without the time of each line, so it cannot be served"
-            )));
-        }
-    }
     let number = |k: &str| -> Result<Option<i64>, ApiError> {
         q.get(k)
             .map(|v| {
@@ -40,6 +32,10 @@ pub fn serve(
             .transpose()
     };
     let tail = number("tailLines")?.unwrap_or(-1);
+    let options = crilog::Options {
+        timestamps: request::flag(q, "timestamps"),
+        since: since(q, number("sinceSeconds")?)?,
+    };
     let limit = number("limitBytes")?.filter(|n| *n > 0).map(|n| n as usize);
     if c.builtin_dns {
         // Its server runs in the lab's process: what that process said of it.
@@ -50,9 +46,9 @@ pub fn serve(
             .filter(|l| l.contains("cluster DNS"))
             .map(|l| format!("{l}\n"))
             .collect();
-        let body = logs::last_lines(lines.as_bytes(), tail);
+        let body = crilog::render(lines.as_bytes(), tail, options);
         return Ok(text_body(
-            http_body_util::Full::new(Bytes::copy_from_slice(body)).boxed_unsync(),
+            http_body_util::Full::new(Bytes::from(body)).boxed_unsync(),
         ));
     }
     let path = crate::paths::container_log(&ctx.lab, &c.namespace, &c.pod, &c.name);
@@ -64,7 +60,7 @@ pub fn serve(
                 c.name, c.pod
             ))
         })?;
-        let mut text = logs::last_lines(&all, tail).to_vec();
+        let mut text = crilog::render(&all, tail, options);
         if let Some(limit) = limit {
             text.truncate(limit);
         }
@@ -75,7 +71,7 @@ pub fn serve(
     let mut live = std::fs::File::open(&path).map_err(|_| c.waiting())?;
     let all = logs::read_all(&path, logs::DEFAULT)
         .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?;
-    let mut first = logs::last_lines(&all, tail).to_vec();
+    let mut first = crilog::render(&all, tail, options.clone());
     if let Some(limit) = limit {
         first.truncate(limit);
         if !request::flag(q, "follow") || first.len() == limit {
@@ -98,6 +94,7 @@ pub fn serve(
         futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
     let store = ctx.store.clone();
     let mut left = limit.map(|l| l - first.len());
+    let mut records = crilog::Reader::new(options);
     tokio::spawn(async move {
         use futures::SinkExt;
         let mut tx = tx;
@@ -125,11 +122,18 @@ pub fn serve(
                     return;
                 }
                 pos += chunk.len() as u64;
+                let mut text = Vec::new();
+                records.feed(&chunk, &mut text);
+                let mut chunk = text;
                 if let Some(l) = &mut left {
                     chunk.truncate(*l);
                     *l -= chunk.len();
                 }
-                if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() || left == Some(0) {
+                if chunk.is_empty() {
+                    // Only the start of a line, or lines from before `since`.
+                } else if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err()
+                    || left == Some(0)
+                {
                     return;
                 }
             }
@@ -141,6 +145,30 @@ pub fn serve(
     Ok(text_body(
         http_body_util::StreamBody::new(rx).boxed_unsync(),
     ))
+}
+
+/// The stored time `sinceSeconds` or `sinceTime` asks for (at most one).
+fn since(q: &HashMap<String, String>, seconds: Option<i64>) -> Result<Option<String>, ApiError> {
+    let time = q.get("sinceTime");
+    match (seconds, time) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "at most one of `sinceTime` or `sinceSeconds` may be specified",
+        )),
+        (Some(s), None) if s < 1 => Err(ApiError::bad_request(format!(
+            "sinceSeconds: Invalid value: {s}: must be greater than 0"
+        ))),
+        (Some(s), None) => Ok(Some(crilog::stamp(
+            chrono::Utc::now() - chrono::Duration::seconds(s),
+        ))),
+        (None, Some(t)) => chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| Some(crilog::stamp(t.with_timezone(&chrono::Utc))))
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "sinceTime: {t:?} is not an RFC 3339 time ({e}), e.g. 2026-12-04T10:00:00Z"
+                ))
+            }),
+        (None, None) => Ok(None),
+    }
 }
 
 fn text_body(body: Body) -> Response<Body> {

@@ -229,7 +229,7 @@ pub fn attach(container: Arc<stdio::Attachable>, spec: &Spec) -> Running {
 const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A client attached to a container started without stdin or a terminal,
-/// whose output goes straight from runc to its log: what the log gains
+/// whose output is copied into its log line by line: what the log gains
 /// from now on, as stdout, until the container (process `pid`) has
 /// exited. Its "exit" is 0, as [`attach`]'s.
 pub fn follow(log: std::path::PathBuf, pid: i32, stdout: bool) -> Running {
@@ -238,6 +238,7 @@ pub fn follow(log: std::path::PathBuf, pid: i32, stdout: bool) -> Running {
     tokio::spawn(async move {
         use std::io::{Seek, SeekFrom};
         let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        let mut records = crate::runtime::crilog::Reader::default();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(FOLLOW_EVERY) => {}
@@ -256,7 +257,9 @@ pub fn follow(log: std::path::PathBuf, pid: i32, stdout: bool) -> Running {
                     pos += chunk.len() as u64;
                 }
             }
-            if stdout && !chunk.is_empty() && tx.send((STDOUT, chunk)).await.is_err() {
+            let mut text = Vec::new();
+            records.feed(&chunk, &mut text);
+            if stdout && !text.is_empty() && tx.send((STDOUT, text)).await.is_err() {
                 return;
             }
             if !alive {
