@@ -566,6 +566,51 @@ fn port_forward(lab: &Lab, k: &str, target: &str, remote: u16) -> (std::process:
     port_forward::start(k, &lab.dir.path().join("kubeconfig"), target, remote)
 }
 
+/// The method of the request kubectl's port-forward was upgraded with
+/// (its `-v=6` log names it), once a connection through it worked.
+fn upgraded_with(lab: &Lab, k: &str, pod: &str) -> String {
+    use std::io::BufRead;
+    let log = lab.dir.path().join("pf-v6.log");
+    let mut child = Command::new(k)
+        .arg("--kubeconfig")
+        .arg(lab.dir.path().join("kubeconfig"))
+        .args(["port-forward", "-v=6", "--address", "127.0.0.1"])
+        .arg(format!("pod/{pod}"))
+        .arg(":80")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("kubectl port-forward -v=6");
+    // Read on to the end: kubectl prints a line per connection.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let port: u16 = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{k}: no port in {line:?}"));
+    let (code, body) = curl_local(port);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        code == 0 && body.contains("Welcome to nginx"),
+        "{k}: {body}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let upgraded = text
+        .lines()
+        .find(|l| l.contains("/portforward") && l.contains("101"))
+        .unwrap_or_else(|| panic!("{k}: no upgraded request in its log:\n{text}"));
+    ["GET", "POST"]
+        .into_iter()
+        .find(|v| upgraded.contains(v))
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn curl_local(port: u16) -> (i32, String) {
     let out = Command::new("curl")
         .args(["-s", "-m", "5"])
@@ -630,6 +675,15 @@ fn kubectl_port_forward_and_cp() {
         assert_ne!(curl_local(port).0, 0, "{k}: port 81 answered");
         let _ = child.kill();
         let _ = child.wait();
+    }
+    // kubectl 1.31+ tunnels SPDY in a WebSocket (a GET); older ones
+    // upgrade a POST to SPDY. Every version forwards.
+    for k in ALL_KUBECTLS {
+        let tunnels = !["1.27", "1.28", "1.29", "1.30"]
+            .iter()
+            .any(|v| k.ends_with(v));
+        let verb = if tunnels { "GET" } else { "POST" };
+        assert_eq!(upgraded_with(&lab, k, &pod), verb, "{k}");
     }
     // kubectl cp is tar over exec, both ways and both protocols.
     for k in [NEWEST, SPDY_ONLY] {

@@ -20,17 +20,6 @@ pub const CLOSE: u8 = 255;
 /// here needs them.
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
-/// The protocol to speak, from the client's `Sec-WebSocket-Protocol`
-/// list (comma separated, possibly over several headers).
-pub fn choose<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<&'static str> {
-    let offered: Vec<&str> = offered
-        .into_iter()
-        .flat_map(|h| h.split(','))
-        .map(str::trim)
-        .collect();
-    PROTOCOLS.into_iter().find(|p| offered.contains(p))
-}
-
 /// What a client's frame asks for.
 #[derive(Debug, PartialEq)]
 pub enum FromClient<'a> {
@@ -105,21 +94,6 @@ pub fn failure(message: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn protocol_choice() {
-        assert_eq!(choose(["v5.channel.k8s.io"]), Some("v5.channel.k8s.io"));
-        assert_eq!(
-            choose(["v4.channel.k8s.io, v5.channel.k8s.io"]),
-            Some("v5.channel.k8s.io")
-        );
-        assert_eq!(
-            choose(["base64.channel.k8s.io", "v4.channel.k8s.io"]),
-            Some("v4.channel.k8s.io")
-        );
-        assert_eq!(choose(["channel.k8s.io"]), None);
-        assert_eq!(choose([]), None);
-    }
 
     #[test]
     fn client_frames() {

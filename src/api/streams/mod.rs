@@ -204,11 +204,15 @@ pub async fn serve(
                 }
                 crate::controller::pods::network_namespace(&ctx.lab, pod)
             };
+            if websocket::asked(&req) {
+                // kubectl 1.31+: SPDY tunneled in a WebSocket.
+                return websocket::upgrade(&mut req, &[websocket::SPDY_TUNNEL], move |ws| {
+                    spdy::port_forward(websocket::tunnel(ws), netns, name)
+                });
+            }
             if !spdy::asked(&req) {
-                // kubectl 1.31+ tries SPDY tunneled in a WebSocket first,
-                // and falls back to plain SPDY on any refusal.
                 return Err(ApiError::bad_request(
-                    "port-forward is served over SPDY/3.1 (portforward.k8s.io)",
+                    "port-forward is served over SPDY/3.1 (portforward.k8s.io), plain or tunneled in a WebSocket (SPDY/3.1+portforward.k8s.io)",
                 ));
             }
             spdy::upgrade(&mut req, &[spdy::PORT_FORWARD], move |io| {
@@ -217,6 +221,40 @@ pub async fn serve(
         }
         (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
     }
+}
+
+/// The first of the `served` protocols the client offers in `header`.
+fn choose(
+    req: &Request<Incoming>,
+    header: &str,
+    served: &[&'static str],
+) -> Result<&'static str, ApiError> {
+    let offered: Vec<&str> = req
+        .headers()
+        .get_all(header)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    pick(offered.iter().copied(), served).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "none of the stream protocols {offered:?} is served (served: {})",
+            served.join(", ")
+        ))
+    })
+}
+
+/// The first of `served` in the client's values (comma separated,
+/// possibly over several headers).
+fn pick<'a>(
+    offered: impl IntoIterator<Item = &'a str>,
+    served: &[&'static str],
+) -> Option<&'static str> {
+    let offered: Vec<&str> = offered
+        .into_iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .collect();
+    served.iter().copied().find(|p| offered.contains(p))
 }
 
 /// The streams an exec or attach asks for.
@@ -243,7 +281,7 @@ fn session(
         ));
     }
     if websocket::asked(req) {
-        websocket::upgrade(req, move |ws| async move {
+        websocket::upgrade(req, &channel::PROTOCOLS, move |ws| async move {
             let started = start(&spec);
             websocket::exec(ws, started, spec.command).await
         })
@@ -256,5 +294,30 @@ fn session(
         Err(ApiError::bad_request(
             "exec and attach stream over an upgraded connection: ask for a WebSocket (v5.channel.k8s.io) or SPDY/3.1",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_choice() {
+        let choose = |offered: &[&str]| pick(offered.iter().copied(), &channel::PROTOCOLS);
+        assert_eq!(choose(&["v5.channel.k8s.io"]), Some("v5.channel.k8s.io"));
+        assert_eq!(
+            choose(&["v4.channel.k8s.io, v5.channel.k8s.io"]),
+            Some("v5.channel.k8s.io")
+        );
+        assert_eq!(
+            choose(&["base64.channel.k8s.io", "v4.channel.k8s.io"]),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(choose(&["channel.k8s.io"]), None);
+        assert_eq!(choose(&[]), None);
+        assert_eq!(
+            pick(["SPDY/3.1+portforward.k8s.io"], &[websocket::SPDY_TUNNEL]),
+            Some(websocket::SPDY_TUNNEL)
+        );
     }
 }

@@ -390,24 +390,7 @@ where
     F: FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let offered: Vec<&str> = req
-        .headers()
-        .get_all("x-stream-protocol-version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let protocol = served
-        .iter()
-        .copied()
-        .find(|p| offered.contains(p))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "none of the stream protocols {offered:?} is served (served: {})",
-                served.join(", ")
-            ))
-        })?;
+    let protocol = super::choose(req, "x-stream-protocol-version", served)?;
     let upgrading = hyper::upgrade::on(req);
     tokio::spawn(async move {
         match upgrading.await {
@@ -751,7 +734,7 @@ async fn forward(
     let to_client = {
         let out = out.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; 256 * 1024];
             loop {
                 match r.read(&mut buf).await {
                     Ok(0) | Err(_) => break,

@@ -1,5 +1,7 @@
 //! The channel protocol (`channel.rs`) over a WebSocket: the upgrade
-//! (kubectl 1.30+ and kube-rs ask for it with a GET) and one exec session.
+//! (kubectl 1.30+ and kube-rs ask for it with a GET) and one exec session;
+//! and a WebSocket as a byte stream ([`tunnel`]), which kubectl 1.31+
+//! port-forward speaks SPDY through.
 
 use super::channel::{self, FromClient};
 use super::process::Running;
@@ -27,9 +29,13 @@ pub fn asked(req: &Request<Incoming>) -> bool {
         })
 }
 
-/// Answers the upgrade (101 with the chosen subprotocol) and runs
-/// `session` on the socket once the client has it.
-pub fn upgrade<F, Fut>(req: &mut Request<Incoming>, session: F) -> Result<Response<Body>, ApiError>
+/// Answers the upgrade (101 with the first of `served` the client
+/// offers) and runs `session` on the socket once the client has it.
+pub fn upgrade<F, Fut>(
+    req: &mut Request<Incoming>,
+    served: &[&'static str],
+    session: F,
+) -> Result<Response<Body>, ApiError>
 where
     F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -38,16 +44,7 @@ where
     let key = h
         .get("sec-websocket-key")
         .ok_or_else(|| ApiError::bad_request("a WebSocket upgrade without Sec-WebSocket-Key"))?;
-    let offered = h
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let protocol = channel::choose(offered).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "none of the requested WebSocket subprotocols is served (served: {})",
-            channel::PROTOCOLS.join(", ")
-        ))
-    })?;
+    let protocol = super::choose(req, "sec-websocket-protocol", served)?;
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrading = hyper::upgrade::on(req);
     tokio::spawn(async move {
@@ -131,4 +128,46 @@ pub async fn exec(ws: Socket, started: std::io::Result<Running>, command: Vec<St
         })))
         .await;
     let _ = sink.close().await;
+}
+
+/// The subprotocol of kubectl 1.31+'s port-forward: SPDY/3.1 carried in
+/// the WebSocket's binary messages (client-go's `TunnelingConnection`:
+/// each message is a run of the byte stream, no channel byte).
+pub const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// The byte stream a WebSocket's binary messages carry, as one end of a
+/// pipe: what the client sends is read from it, what is written to it
+/// goes out as binary messages; a close (or the client going) ends it.
+pub fn tunnel(ws: Socket) -> tokio::io::DuplexStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const WINDOW: usize = 256 * 1024;
+    let (ours, theirs) = tokio::io::duplex(WINDOW);
+    let (mut from_session, mut to_session) = tokio::io::split(ours);
+    let (mut sink, mut source) = ws.split();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = source.next().await {
+            match msg {
+                Message::Binary(b) if to_session.write_all(&b).await.is_err() => break,
+                Message::Close(_) => break,
+                _ => {} // pings are answered by the socket itself
+            }
+        }
+        let _ = to_session.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from_session.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let msg = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+                    if sink.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+    theirs
 }
