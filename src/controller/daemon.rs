@@ -1208,6 +1208,23 @@ fn config_error_again(
 /// The kubelet keeps the secret and configMap volumes of running pods up to
 /// date (an update swaps the files atomically; a deleted object leaves the
 /// last files in place, as in Kubernetes).
+/// What the volumes of running pods were last written from: they are
+/// written again only when one of these changed, or after
+/// [`VOLUMES_RESYNC`] (a short-lived token's refresh falls due on a clock).
+struct VolumesWrittenFrom {
+    pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>>,
+    secrets: crate::cluster::collection::Collection<k8s_openapi::api::core::v1::Secret>,
+    config_maps: crate::cluster::collection::Collection<k8s_openapi::api::core::v1::ConfigMap>,
+    accounts: crate::cluster::collection::Collection<k8s_openapi::api::core::v1::ServiceAccount>,
+    at: std::time::Instant,
+}
+
+/// The kubelet's sync period for configMap, secret and projected volumes.
+const VOLUMES_RESYNC: Duration = Duration::from_secs(60);
+
+static VOLUMES_WRITTEN: std::sync::LazyLock<std::sync::Mutex<HashMap<String, VolumesWrittenFrom>>> =
+    std::sync::LazyLock::new(Default::default);
+
 fn refresh_volumes(lab: &str, st: &ClusterState) {
     let projected = |p: &k8s_openapi::api::core::v1::Pod| {
         p.spec
@@ -1215,8 +1232,9 @@ fn refresh_volumes(lab: &str, st: &ClusterState) {
             .flat_map(|s| s.volumes.iter().flatten())
             .any(|v| v.secret.is_some() || v.config_map.is_some() || v.projected.is_some())
     };
-    let running: Vec<&k8s_openapi::api::core::v1::Pod> = st
+    let running: Vec<Arc<k8s_openapi::api::core::v1::Pod>> = st
         .pods
+        .shared()
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && !pods::is_pending(p))
         .filter(|p| !pods::is_unscheduled(p))
@@ -1227,16 +1245,38 @@ fn refresh_volumes(lab: &str, st: &ClusterState) {
                 .flat_map(|s| s.container_statuses.iter().flatten())
                 .any(pods::waits_for_volumes)
         })
+        .cloned()
         .collect();
-    if running.is_empty() {
+    let mut written = VOLUMES_WRITTEN.lock().expect("volumes written");
+    let unchanged = written.get(lab).is_some_and(|w| {
+        w.at.elapsed() < VOLUMES_RESYNC
+            && w.pods.len() == running.len()
+            && w.pods.iter().zip(&running).all(|(a, b)| Arc::ptr_eq(a, b))
+            && w.secrets.same(&st.secrets)
+            && w.config_maps.same(&st.config_maps)
+            && w.accounts.same(&st.service_accounts)
+    });
+    if unchanged {
         return;
     }
-    let objects = pods::Objects::of(st);
-    for p in running {
-        if let Err(e) = pods::prepare_volumes(lab, p, &objects) {
-            tracing::debug!(pod = %pod_name(p), error = %e, "volume not refreshed");
+    if !running.is_empty() {
+        let objects = pods::Objects::of(st);
+        for p in &running {
+            if let Err(e) = pods::prepare_volumes(lab, p, &objects) {
+                tracing::debug!(pod = %pod_name(p), error = %e, "volume not refreshed");
+            }
         }
     }
+    written.insert(
+        lab.to_string(),
+        VolumesWrittenFrom {
+            pods: running,
+            secrets: st.secrets.clone(),
+            config_maps: st.config_maps.clone(),
+            accounts: st.service_accounts.clone(),
+            at: std::time::Instant::now(),
+        },
+    );
 }
 
 fn pod_name(p: &k8s_openapi::api::core::v1::Pod) -> String {
