@@ -652,7 +652,10 @@ where
     let (mut frames, out) = connection(io);
     let mut deflater = Deflater::default();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
-    let mut to_pods: HashMap<u32, mpsc::UnboundedSender<Option<Vec<u8>>>> = HashMap::new();
+    // Bounded, as spdystream's per-stream channel is in the kubelet: a pod
+    // that reads slower than the client sends holds the session back
+    // rather than growing the lab's memory.
+    let mut to_pods: HashMap<u32, mpsc::Sender<Option<Vec<u8>>>> = HashMap::new();
     while let Some(f) = frames.recv().await {
         match f {
             Frame::SynStream {
@@ -671,7 +674,7 @@ where
                 if let (Some(error), Some(data)) = (pair.error, pair.data) {
                     let port = pair.port;
                     pairs.remove(&request);
-                    let (tx, rx) = mpsc::unbounded_channel();
+                    let (tx, rx) = mpsc::channel(TO_POD_FRAMES);
                     to_pods.insert(data, tx);
                     let (out, netns, pod) = (out.clone(), netns.clone(), pod.clone());
                     tokio::spawn(forward(out, netns, pod, port, error, data, rx));
@@ -680,10 +683,10 @@ where
             Frame::Data { stream, fin, data } => {
                 if let Some(tx) = to_pods.get(&stream) {
                     if !data.is_empty() {
-                        let _ = tx.send(Some(data));
+                        let _ = tx.send(Some(data)).await;
                     }
                     if fin {
-                        let _ = tx.send(None);
+                        let _ = tx.send(None).await;
                         to_pods.remove(&stream);
                     }
                 }
@@ -700,6 +703,9 @@ where
     }
 }
 
+/// Data frames from the client held for one forwarded connection.
+const TO_POD_FRAMES: usize = 64;
+
 /// One forwarded connection.
 async fn forward(
     out: mpsc::Sender<Vec<u8>>,
@@ -708,7 +714,7 @@ async fn forward(
     port: u16,
     error: u32,
     data_id: u32,
-    mut from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    mut from_client: mpsc::Receiver<Option<Vec<u8>>>,
 ) {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let dialed = tokio::task::spawn_blocking(move || {
