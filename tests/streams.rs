@@ -469,10 +469,10 @@ fn kubectl_logs_whole_tailed_and_followed() {
         n >= 1 && n + 2 <= all,
         "--since=2s: {n} of {all} lines: {recent}"
     );
-    assert_eq!(
-        lab.ok(&["logs", "counter", "--since=2s"]).lines().count(),
-        n
-    );
+    // netlab's twin asks a moment later, when the window has moved on by
+    // a line or two (the counter writes five a second).
+    let twin = lab.ok(&["logs", "counter", "--since=2s"]).lines().count();
+    assert!(twin.abs_diff(n) <= 3, "netlab --since=2s: {twin}, kubectl: {n}");
     let first = lab.kubectl_ok(k, &["logs", "counter", "--timestamps", "--tail=-1"]);
     // kubectl sends the time to the second: lines of that second come too.
     let time = first.lines().nth(10).unwrap().split(' ').next().unwrap();
