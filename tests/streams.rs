@@ -472,7 +472,10 @@ fn kubectl_logs_whole_tailed_and_followed() {
     // netlab's twin asks a moment later, when the window has moved on by
     // a line or two (the counter writes five a second).
     let twin = lab.ok(&["logs", "counter", "--since=2s"]).lines().count();
-    assert!(twin.abs_diff(n) <= 3, "netlab --since=2s: {twin}, kubectl: {n}");
+    assert!(
+        twin.abs_diff(n) <= 3,
+        "netlab --since=2s: {twin}, kubectl: {n}"
+    );
     let first = lab.kubectl_ok(k, &["logs", "counter", "--timestamps", "--tail=-1"]);
     // kubectl sends the time to the second: lines of that second come too.
     let time = first.lines().nth(10).unwrap().split(' ').next().unwrap();
@@ -830,7 +833,17 @@ fn streams_under_abuse() {
         })
         .collect();
     for (i, c) in children.into_iter().enumerate() {
-        let out = c.wait_with_output().unwrap();
+        let mut out = c.wait_with_output().unwrap();
+        // client-go up to 1.33 starts reading the WebSocket before it has
+        // made its streams, and drops what comes for a stream it has not
+        // made yet ("Unknown stream id"): on 2 busy cores, 50 kubectls can
+        // lose that race (fixed upstream since, with a readyChan). That
+        // one exec is asked again; any other failure stays a failure.
+        if stderr(&out).contains("Unknown stream id") {
+            out = kubectl(&["exec", "counter", "--", "echo", &format!("n{i}")])
+                .output()
+                .unwrap();
+        }
         assert_eq!(stdout(&out), format!("n{i}\n"), "{}", stderr(&out));
     }
     // A huge stdin arrives whole.
