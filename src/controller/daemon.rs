@@ -118,7 +118,16 @@ fn launch(lab: &str, initial: Option<Vec<u8>>) -> Result<i32, ControllerError> {
     let err = log
         .try_clone()
         .map_err(|e| ControllerError::io(&log_path, e))?;
-    let mut cmd = std::process::Command::new(exe);
+    // NETLAB_WRAP=program: the lab's process runs as `program netlab …`,
+    // for a profiler (e.g. a script that runs `heaptrack -o FILE "$@"`).
+    let mut cmd = match std::env::var_os("NETLAB_WRAP") {
+        Some(w) => {
+            let mut c = std::process::Command::new(w);
+            c.arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
     // Its log says what it did (restarts, DNS servers), not only warnings.
     let filter = std::env::var("NETLAB_LOG").unwrap_or_else(|_| "warn,netlab=info".into());
     cmd.args(["controller", "run", "--lab", lab])

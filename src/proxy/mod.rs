@@ -49,6 +49,7 @@ mod state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::net::{sysctl, NetNs};
@@ -85,27 +86,69 @@ pub struct SyncStats {
 pub type ServiceKey = (String, String);
 
 /// One service as applied: its model and the objects generated from it.
+///
+/// Shared by the node proxiers of a process when equal: every node
+/// generates the same piece for a service except for node-local parts
+/// (NodePorts with `externalTrafficPolicy: Local`, hostPorts), and at
+/// 10 000 services a node's own copy would cost about 30 MiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
+struct Entry(Arc<Generated>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Generated {
     service: Service,
     piece: Piece,
     /// [`state::hash_of`] the piece, recorded in the state file.
     hash: u64,
 }
 
+impl std::ops::Deref for Entry {
+    type Target = Generated;
+    fn deref(&self) -> &Generated {
+        &self.0
+    }
+}
+
 impl Entry {
     fn new(node: &Node, service: &Service, slots: &mut Slots) -> Entry {
         let piece = rules::service(node, service, slots);
-        Entry {
+        Entry(intern(Generated {
             hash: state::hash_of(&piece),
             service: service.clone(),
             piece,
-        }
+        }))
     }
 
     fn saved<'a>(&'a self, k: &'a ServiceKey) -> state::SavedRef<'a> {
         (k, &self.service, self.hash, &self.piece.slots)
     }
+}
+
+/// The entry equal to `g` that a proxier of this process holds, or `g`.
+fn intern(g: Generated) -> Arc<Generated> {
+    struct Interned {
+        by_hash: FastMap<u64, Weak<Generated>>,
+        prune_at: usize,
+    }
+    static INTERNED: LazyLock<Mutex<Interned>> = LazyLock::new(|| {
+        Mutex::new(Interned {
+            by_hash: FastMap::default(),
+            prune_at: 1024,
+        })
+    });
+    let mut i = INTERNED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(held) = i.by_hash.get(&g.hash).and_then(Weak::upgrade) {
+        if *held == g {
+            return held;
+        }
+    }
+    let g = Arc::new(g);
+    i.by_hash.insert(g.hash, Arc::downgrade(&g));
+    if i.by_hash.len() >= i.prune_at {
+        i.by_hash.retain(|_, w| w.strong_count() > 0);
+        i.prune_at = (2 * i.by_hash.len()).max(1024);
+    }
+    g
 }
 
 /// Sum the counts of each object, in the order objects first appear;
@@ -134,14 +177,21 @@ fn shared_key(e: &Element) -> SharedKey {
     (e.set.clone(), e.key.clone())
 }
 
+fn owner_hash(c: &rules::Claimed) -> u64 {
+    state::hash_of(&c.owner_key())
+}
+
 /// What the table holds, per service.
 #[derive(Debug, Clone)]
 struct Applied {
     node: Node,
     base: Ruleset,
     services: BTreeMap<ServiceKey, Entry>,
-    /// Which service has each element's owner key ([`rules::Claimed::owner_key`]).
-    owners: FastMap<(String, Key), ServiceKey>,
+    /// Which service has each element's owner key
+    /// ([`rules::Claimed::owner_key`]), both as [`owner_hash`]es: 16 bytes
+    /// an element instead of four strings. Two keys of one hash would only
+    /// make [`Applied::fits`] say no, and the sync merge the whole table.
+    owners: FastMap<u64, u64>,
     /// Of the last merge: 0 means every piece stands alone, and a change to
     /// a service is a change to its piece only.
     collisions: usize,
@@ -191,20 +241,19 @@ impl Applied {
 
     fn own(&mut self, k: &ServiceKey) {
         if let Some(e) = self.services.get(k) {
+            let owner = state::hash_of(k);
             for c in &e.piece.elements {
-                let (space, key) = c.owner_key();
-                self.owners
-                    .insert((space.to_string(), key.clone()), k.clone());
+                self.owners.insert(owner_hash(c), owner);
             }
         }
     }
 
     fn disown(&mut self, k: &ServiceKey) {
         if let Some(e) = self.services.get(k) {
+            let owner = state::hash_of(k);
             for c in &e.piece.elements {
-                let (space, key) = c.owner_key();
-                let ok = (space.to_string(), key.clone());
-                if self.owners.get(&ok) == Some(k) {
+                let ok = owner_hash(c);
+                if self.owners.get(&ok) == Some(&owner) {
                     self.owners.remove(&ok);
                 }
             }
@@ -240,15 +289,13 @@ impl Applied {
     /// collided so far, the piece is clean, and its owner keys are free or
     /// already `k`'s.
     fn fits(&self, k: &ServiceKey, piece: &Piece) -> bool {
+        let owner = state::hash_of(k);
         self.collisions == 0
             && piece.is_clean()
-            && piece.elements.iter().all(|c| {
-                let (space, key) = c.owner_key();
-                match self.owners.get(&(space.to_string(), key.clone())) {
-                    None => true,
-                    Some(owner) => owner == k,
-                }
-            })
+            && piece
+                .elements
+                .iter()
+                .all(|c| self.owners.get(&owner_hash(c)).is_none_or(|o| *o == owner))
     }
 }
 

@@ -48,8 +48,11 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 /// `revision` → the store's revision; `lab` → the lab's config (JSON).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-/// How much of the change log is kept for watches (bytes of objects).
-const LOG_BYTES: usize = 32 << 20;
+/// How much of the change log is kept for watches (bytes of objects): a
+/// few thousand changes, as kube-apiserver's watch cache keeps a bounded
+/// window per resource. A watch from before it gets 410 Gone and lists
+/// again, as clients do.
+const LOG_BYTES: usize = 8 << 20;
 /// How many past states are kept for paged lists.
 const PAST_STATES: usize = 4;
 
@@ -820,7 +823,7 @@ fn db_error(file: &Path, e: impl std::fmt::Display) -> StoreError {
 fn open_db(file: &Path) -> Result<Database, StoreError> {
     Database::builder()
         // The objects live in memory too: a small page cache will do.
-        .set_cache_size(16 << 20)
+        .set_cache_size(4 << 20)
         .create(file)
         .map_err(|e| db_error(file, e))
 }
