@@ -88,6 +88,35 @@ fn main() {
         m("with one node's whole ruleset");
         drop(rules);
     }
+    {
+        // A LIST of every pod as kubectl asks for it (a Table), and as JSON.
+        let snap = store.snapshot();
+        let pods = netlab::api::resources::find("", "v1", "pods").unwrap();
+        let all = netlab::api::objects::Filter::default();
+        for (what, as_json, table) in [
+            ("LIST pods as a Table", false, true),
+            ("LIST pods as a Table, JSON made too", true, true),
+            ("LIST pods as JSON", true, false),
+        ] {
+            for _ in 0..3 {
+                t(what, || {
+                    let (items, tab) = netlab::api::objects::select(
+                        &snap.state,
+                        pods,
+                        &all,
+                        chrono::Utc::now(),
+                        as_json,
+                    );
+                    let body = if table {
+                        tab.to_json(true, "1")
+                    } else {
+                        netlab::api::objects::list(pods, items, "1")
+                    };
+                    serde_json::to_vec(&body).unwrap().len()
+                });
+            }
+        }
+    }
     for _ in 0..3 {
         let mut s = store.state();
         s.pods[0]

@@ -530,7 +530,7 @@ async fn get(
                 ..Default::default()
             };
             let snapshot = ctx.store.snapshot();
-            let (items, _) = objects::select(&snapshot.state, r, &filter, chrono::Utc::now());
+            let (items, _) = objects::select(&snapshot.state, r, &filter, chrono::Utc::now(), true);
             let v = objects::one(r, items, name)?;
             return Ok(json(
                 200,
@@ -585,7 +585,8 @@ async fn get(
         None => ctx.store.snapshot(),
     };
     let now = chrono::Utc::now();
-    let (mut items, mut table) = objects::select(&snapshot.state, r, &filter, now);
+    let (mut items, mut table) =
+        objects::select(&snapshot.state, r, &filter, now, !wants_table(accept));
     let rv = snapshot.revision.to_string();
     let next = if t.name.is_none() {
         page.cut(&mut items, &mut table.rows, snapshot.revision)

@@ -165,6 +165,7 @@ impl Watch {
             self.t.resource,
             &self.filter.borrow(),
             chrono::Utc::now(),
+            true,
         );
         items.into_iter().map(|v| (key(&v), v)).collect()
     }

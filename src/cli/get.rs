@@ -216,7 +216,7 @@ mod tests {
                     labels: Selector::parse(args.selector.as_deref().unwrap_or("")).unwrap(),
                     ..Default::default()
                 };
-                let (items, table) = objects::select(&st, kind, &filter, chrono::Utc::now());
+                let (items, table) = objects::select(&st, kind, &filter, chrono::Utc::now(), true);
                 Fetched {
                     kind,
                     items,
