@@ -748,8 +748,11 @@ pub async fn step(
         .filter(|c| c.status == "running" && crate::runtime::runc::process_alive(c.pid))
         .map(|c| (c.id.clone(), c.pid))
         .collect();
-    // Output of containers an earlier process of the lab started.
-    for (id, (ns, pod, c)) in known.iter().filter(|(id, _)| live.contains_key(*id)) {
+    // Output of containers an earlier process of the lab started (after
+    // this process's first step, there are none left to adopt).
+    for (id, (ns, pod, c)) in known.iter().filter(|(id, _)| {
+        live.contains_key(*id) && !crate::runtime::stdio::read_here(&runc.root, id)
+    }) {
         let bundle = paths::pod_dir(lab, ns, pod).join(c);
         let log = paths::container_log(lab, ns, pod, c);
         crate::runtime::stdio::adopt(&runc.root, id, &bundle, &log);

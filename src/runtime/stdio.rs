@@ -266,16 +266,21 @@ async fn pump_into_log(fd: OwnedFd, stream: &'static str, file: std::fs::File) {
     }
 }
 
+/// Whether this process reads container `id`'s output already (it
+/// started it, or adopted it).
+pub fn read_here(runc_root: &Path, id: &str) -> bool {
+    let key = (runc_root.to_path_buf(), id.to_string());
+    COPYING.lock().expect("copying").contains_key(&key)
+        || ATTACHABLE.lock().expect("attachable").contains_key(&key)
+}
+
 /// A container started by an earlier process of the lab, still running:
 /// its pipes are read into its log again (no-op when this process reads
 /// them already, or the container writes straight into its log as
 /// containers started before netlab kept CRI logs did).
 pub fn adopt(runc_root: &Path, id: &str, bundle: &Path, log: &Path) {
     use nix::fcntl::OFlag;
-    let key = (runc_root.to_path_buf(), id.to_string());
-    if COPYING.lock().expect("copying").contains_key(&key)
-        || ATTACHABLE.lock().expect("attachable").contains_key(&key)
-    {
+    if read_here(runc_root, id) {
         return;
     }
     let open = |name: &str| {
