@@ -322,6 +322,52 @@ fn tokens_from_kubectl_create_token_and_the_ones_refused() {
         "{}",
         stderr(&out)
     );
+    // A pod naming a ServiceAccount that does not exist: kube-apiserver's
+    // admission refuses it (403); a Deployment's pods wait for it, and its
+    // ReplicaSet says why.
+    let out = lab.kubectl(
+        NEWEST,
+        &[
+            "run",
+            "lost",
+            "--image=radial/busyboxplus:curl",
+            r#"--overrides={"apiVersion":"v1","spec":{"serviceAccountName":"ghost"}}"#,
+            "--",
+            "sleep",
+            "3600",
+        ],
+    );
+    let ghost =
+        r#"error looking up service account default/ghost: serviceaccount "ghost" not found"#;
+    assert!(
+        stderr(&out).contains(&format!(
+            r#"Error from server (Forbidden): pods "lost" is forbidden: {ghost}"#
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // (`kubectl create deployment` sends protobuf, which netlab takes for
+    // Secrets and ConfigMaps only: the manifest goes as JSON through apply.)
+    let manifest = std::env::temp_dir().join(format!("{}-waits.yaml", lab.name));
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: waits\nspec:\n  selector:\n    matchLabels: {app: waits}\n  template:\n    metadata:\n      labels: {app: waits}\n    spec:\n      serviceAccountName: ghost\n      containers:\n      - {name: c, image: radial/busyboxplus:curl, command: [sleep, \"3600\"]}\n",
+    )
+    .unwrap();
+    lab.kubectl_ok(NEWEST, &["apply", "-f", manifest.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&manifest);
+    let waiting = || lab.kubectl_ok(NEWEST, &["get", "pods", "-l", "app=waits", "-o", "name"]);
+    wait_for("FailedCreate", Duration::from_secs(20), || {
+        let events = lab.kubectl_ok(NEWEST, &["get", "events"]);
+        events.contains("FailedCreate") && events.contains(ghost)
+    });
+    assert_eq!(waiting(), "");
+    lab.kubectl_ok(NEWEST, &["create", "serviceaccount", "ghost"]);
+    wait_for(
+        "its pod, once the account exists",
+        Duration::from_secs(30),
+        || !waiting().trim().is_empty(),
+    );
     // The bootstrap policy is there to read.
     let roles = lab.kubectl_ok(NEWEST, &["get", "clusterroles"]);
     for r in ["cluster-admin", "admin", "edit", "view", "system:discovery"] {

@@ -188,6 +188,10 @@ fn controller_error(r: &Resource, name: &str, e: ControllerError) -> ApiError {
             },
         ),
         ControllerError::Object(m) => invalid(r, name, m),
+        ControllerError::Forbidden(m) => ApiError {
+            details: json!({"name": name, "group": r.group, "kind": r.plural}),
+            ..ApiError::new(403, "Forbidden", m)
+        },
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -372,8 +376,12 @@ impl Writer<'_> {
         };
         let created = self
             .change(|st| {
-                let lines = objects::apply(st, &spec, mode, now, &mut rand::rng())
-                    .map_err(|e| ControllerError::Object(e.to_string()))?;
+                let lines = objects::apply(st, &spec, mode, now, &mut rand::rng()).map_err(
+                    |e| match e {
+                        ObjectError::Forbidden(m) => ControllerError::Forbidden(m),
+                        e => ControllerError::Object(e.to_string()),
+                    },
+                )?;
                 if let Some(m) = objects::meta_mut(st, &target) {
                     m.managed_fields = Some(owners);
                 }

@@ -24,8 +24,8 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::KeyToPath;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile,
-    ObjectFieldSelector, Pod, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
+    ObjectFieldSelector, Pod, PodSpec, ProjectedVolumeSource, ServiceAccount,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
@@ -207,6 +207,35 @@ fn suffix(uid: &str) -> String {
     (0..5)
         .map(|i| ALPHABET[((h >> (i * 8)) % ALPHABET.len() as u64) as usize] as char)
         .collect()
+}
+
+/// kube-apiserver's ServiceAccount admission refuses a pod (in namespace
+/// `ns`, of `spec`) whose account does not exist: this is its reason, what
+/// follows `pods "NAME" is forbidden: `. Each namespace's `default` account
+/// is the lab's own ([`ensure`] makes it with the namespace), so only other
+/// names can be missing.
+pub fn missing_account(
+    ns: &str,
+    spec: Option<&PodSpec>,
+    accounts: &Collection<ServiceAccount>,
+) -> Option<String> {
+    let spec = spec?;
+    let name = spec
+        .service_account_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or_else(|| spec.service_account.as_deref().filter(|n| !n.is_empty()))?;
+    let exists = || {
+        accounts.iter().any(|a| {
+            a.metadata.name.as_deref() == Some(name) && state::namespace(&a.metadata) == ns
+        })
+    };
+    if name == DEFAULT_ACCOUNT || exists() {
+        return None;
+    }
+    Some(format!(
+        "error looking up service account {ns}/{name}: serviceaccount \"{name}\" not found"
+    ))
 }
 
 /// kube-apiserver's ServiceAccount admission of a new pod.
@@ -631,6 +660,78 @@ mod tests {
 
     fn pod(yaml: &str) -> Pod {
         serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn pods_naming_a_missing_account_are_refused_until_it_exists() {
+        use crate::cluster::HostInfo;
+        use rand::SeedableRng;
+        let plan = |yaml: &str| {
+            let spec =
+                crate::lab::load_str(std::path::Path::new("t.yaml"), yaml, &Default::default())
+                    .unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+            ClusterState::plan(&spec, &HostInfo::default(), Utc::now(), &mut rng)
+        };
+        let why =
+            r#"error looking up service account default/ghost: serviceaccount "ghost" not found"#;
+        // A Pod of a lab file: refused, naming where it is.
+        let e = plan("apiVersion: v1\nkind: Pod\nmetadata:\n  name: lost\nspec:\n  serviceAccountName: ghost\n  containers: [{name: c, image: nginx}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.yaml") && e.contains(&format!("pods \"lost\" is forbidden: {why}")),
+            "{e}"
+        );
+        // A Deployment's: its ReplicaSet makes none and says why, once a pace.
+        let mut st = plan("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: robot\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: robot}\n  template:\n    metadata:\n      labels: {app: robot}\n    spec:\n      serviceAccountName: ghost\n      containers: [{name: c, image: nginx}]\n").unwrap();
+        let robots = |st: &ClusterState| {
+            st.pods
+                .iter()
+                .filter(|p| {
+                    p.metadata
+                        .name
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with("robot-")
+                })
+                .count()
+        };
+        let failures = |st: &ClusterState| -> Vec<(String, i32)> {
+            st.events
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+                .map(|e| (e.message.clone().unwrap_or_default(), e.count.unwrap_or(0)))
+                .collect()
+        };
+        assert_eq!(robots(&st), 0);
+        let f = failures(&st);
+        assert!(
+            f.len() == 1 && f[0].0.ends_with(&format!("is forbidden: {why}")),
+            "{f:?}"
+        );
+        assert!(f[0].0.starts_with("Error creating: pods \"robot-"), "{f:?}");
+        let mut rng = rand::rng();
+        st.reconcile_workloads(Utc::now(), &mut rng).unwrap();
+        assert_eq!(failures(&st)[0].1, 1, "not again within the pace");
+        // The account is made: the pods come at the next pass.
+        st.service_accounts.push(ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("ghost".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        st.reconcile_workloads(Utc::now(), &mut rng).unwrap();
+        assert_eq!(robots(&st), 2);
+        // `default` is the lab's own: never missing.
+        let spec: PodSpec =
+            serde_yaml_ng::from_str("serviceAccountName: default\ncontainers: []").unwrap();
+        assert_eq!(
+            missing_account("new-ns", Some(&spec), &Collection::new()),
+            None
+        );
     }
 
     #[test]

@@ -10,6 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 /// How many events a lab keeps.
 pub const KEEP: usize = 500;
 
+/// How often a failure a controller meets at each pass is recorded again.
+pub const FAILURE_REPEAT: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 /// The object an event is about: kind, namespace, name.
 #[derive(Debug, Clone)]
 pub struct Involved<'a> {
@@ -37,6 +40,33 @@ impl ClusterState {
             format!("Started container {container}"),
             now,
         );
+    }
+
+    /// A controller's failure that it meets again at each pass (a
+    /// ReplicaSet whose pods are refused): recorded as a Warning, but a
+    /// repeat of it at most once per [`FAILURE_REPEAT`], as client-go's
+    /// event correlator spaces repeats. Whether it recorded.
+    pub fn record_failure(
+        &mut self,
+        object: Involved<'_>,
+        reason: &str,
+        component: &str,
+        message: String,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let recent = self.events.iter().rev().any(|e| {
+            e.involved_object.name.as_deref() == Some(object.name)
+                && e.involved_object.kind.as_deref() == Some(object.kind)
+                && e.reason.as_deref() == Some(reason)
+                && e.message.as_deref() == Some(message.as_str())
+                && e.last_timestamp
+                    .as_ref()
+                    .is_some_and(|t| now - t.0 < FAILURE_REPEAT)
+        });
+        if !recent {
+            self.record(object, "Warning", reason, component, message, now);
+        }
+        !recent
     }
 
     pub fn record(

@@ -26,6 +26,9 @@ pub enum ObjectError {
     AlreadyExists { kind: &'static str, name: String },
     #[error("{0}")]
     Invalid(String),
+    /// Refused by admission (kube-apiserver's 403).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// How `apply` treats objects that exist: `create` refuses them.
@@ -384,6 +387,12 @@ pub fn apply_pod(
         existing.metadata.labels = pod.metadata.labels;
         existing.metadata.annotations = pod.metadata.annotations;
         return Ok(format!("pod/{name} {}", verb(true, changed)));
+    }
+    let ns = namespace(&pod.metadata);
+    if let Some(why) = super::access::missing_account(ns, pod.spec.as_ref(), &st.service_accounts) {
+        return Err(ObjectError::Forbidden(format!(
+            "pods \"{name}\" is forbidden: {why}"
+        )));
     }
     pod.metadata.creation_timestamp = Some(time(now));
     pod.metadata.uid = Some(state::uid(rng));

@@ -208,6 +208,21 @@ impl ClusterState {
                 }
                 changed = true;
             }
+            let template = rs.spec.as_ref().and_then(|s| s.template.as_ref());
+            let refused = (owned.len() < want)
+                .then(|| {
+                    let spec = template.and_then(|t| t.spec.as_ref());
+                    super::access::missing_account(&ns, spec, &self.service_accounts)
+                })
+                .flatten();
+            if let Some(why) = refused {
+                // kube-apiserver refuses the pods: the ReplicaSet says why,
+                // and tries again at its next pass.
+                let message = format!("Error creating: pods \"{rs_name}-\" is forbidden: {why}");
+                changed |=
+                    self.record_failure(who, "FailedCreate", "replicaset-controller", message, now);
+                continue;
+            }
             for _ in owned.len()..want {
                 let mut pod = pod_for(&rs, now, rng);
                 // 5 random characters collide now and then (birthday odds:

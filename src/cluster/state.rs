@@ -125,6 +125,16 @@ impl ClusterState {
         }
         for p in &spec.pods {
             let mut pod = p.object.clone();
+            let ns = namespace(&pod.metadata);
+            if let Some(why) =
+                super::access::missing_account(ns, pod.spec.as_ref(), &state.service_accounts)
+            {
+                return Err(StateError::Object(format!(
+                    "{}: pods {:?} is forbidden: {why} (add the ServiceAccount to the lab's files)",
+                    p.at,
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                )));
+            }
             pod.metadata.creation_timestamp = Some(time(now));
             pod.metadata.uid = Some(uid(rng));
             state.place(pod)?;

@@ -56,6 +56,9 @@ pub enum ControllerError {
     Runtime { message: String },
     #[error("{0}")]
     Object(String),
+    /// An object refused by admission (kube-apiserver's 403).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{pod}: {message}")]
     Pod { pod: String, message: String },
     /// The kubelet's CreateContainerConfigError: the container cannot be
