@@ -310,6 +310,36 @@ fn tokens_from_kubectl_create_token_and_the_ones_refused() {
             .trim(),
         "yes"
     );
+    // `--as`: the admin acts as a user RBAC knows nothing of, then is bound.
+    let out = lab.kubectl(NEWEST, &["get", "pods", "--as=jane"]);
+    assert!(
+        stderr(&out).contains(
+            r#"pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "default""#
+        ),
+        "{}",
+        stderr(&out)
+    );
+    lab.kubectl_ok(
+        NEWEST,
+        &[
+            "create",
+            "rolebinding",
+            "jane-views",
+            "--clusterrole=view",
+            "--user=jane",
+        ],
+    );
+    for k in [OLDEST, NEWEST] {
+        let can = |verb: &str| lab.kubectl(k, &["auth", "can-i", verb, "pods", "--as=jane"]);
+        assert_eq!(stdout(&can("list")).trim(), "yes", "{k}");
+        assert_eq!(stdout(&can("delete")).trim(), "no", "{k}");
+        lab.kubectl_ok(k, &["get", "pods", "--as=jane"]);
+        let out = lab.kubectl(
+            k,
+            &["get", "pods", "--as=system:serviceaccount:default:default"],
+        );
+        assert!(stderr(&out).contains("Forbidden"), "{k}: {}", stderr(&out));
+    }
     let out = lab.kubectl(NEWEST, &["create", "token", "nobody"]);
     assert!(
         stderr(&out).contains("serviceaccounts \"nobody\" not found"),
@@ -362,12 +392,40 @@ fn tokens_from_kubectl_create_token_and_the_ones_refused() {
         events.contains("FailedCreate") && events.contains(ghost)
     });
     assert_eq!(waiting(), "");
+    // The ReplicaSet's ReplicaFailure condition, copied to its Deployment.
+    let failure = || {
+        lab.kubectl_ok(
+            NEWEST,
+            &[
+                "get",
+                "deployment",
+                "waits",
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="ReplicaFailure")].reason}"#,
+            ],
+        )
+    };
+    wait_for("ReplicaFailure", Duration::from_secs(10), || {
+        failure().trim() == "FailedCreate"
+    });
+    let described = lab.kubectl_ok(NEWEST, &["describe", "deployment", "waits"]);
+    assert!(
+        described.lines().any(|l| l.split_whitespace().eq([
+            "ReplicaFailure",
+            "True",
+            "FailedCreate"
+        ])),
+        "{described}"
+    );
     lab.kubectl_ok(NEWEST, &["create", "serviceaccount", "ghost"]);
     wait_for(
         "its pod, once the account exists",
         Duration::from_secs(30),
         || !waiting().trim().is_empty(),
     );
+    wait_for("ReplicaFailure gone", Duration::from_secs(10), || {
+        failure().trim().is_empty()
+    });
     // The bootstrap policy is there to read.
     let roles = lab.kubectl_ok(NEWEST, &["get", "clusterroles"]);
     for r in ["cluster-admin", "admin", "edit", "view", "system:discovery"] {

@@ -251,6 +251,79 @@ fn tutorial_writes_with_kubectl() {
     wait_for("the pods to go", std::time::Duration::from_secs(10), || {
         lab.pods().is_empty()
     });
+    // `kubectl create KIND` of 1.32+ sends every kind as protobuf.
+    for (args, said) in [
+        (&["create", "namespace", "web"][..], "namespace/web created"),
+        (
+            &[
+                "create",
+                "deployment",
+                "web",
+                "-n",
+                "web",
+                "--image=nginx",
+                "--port=80",
+            ],
+            "deployment.apps/web created",
+        ),
+        (
+            &[
+                "create",
+                "service",
+                "clusterip",
+                "web",
+                "-n",
+                "web",
+                "--tcp=8080:80",
+            ],
+            "service/web created",
+        ),
+    ] {
+        assert_eq!(lab.kubectl_ok(k, args).trim(), said);
+    }
+    lab.kubectl_ok(k, &["rollout", "status", "-n", "web", "deployment/web"]);
+    let ip = lab.kubectl_ok(
+        k,
+        &[
+            "get",
+            "svc",
+            "web",
+            "-n",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    let page = curl_eventually(&lab, "node/node-1", &format!("http://{}:8080/", ip.trim()));
+    assert!(page.contains("Welcome to nginx"), "{page}");
+    // Namespaces are objects: labelled, listed, and deleted with what is in them.
+    let out = lab.kubectl_ok(k, &["label", "namespace", "web", "team=blue"]);
+    assert_eq!(out.trim(), "namespace/web labeled");
+    let out = lab.kubectl_ok(k, &["get", "namespace", "web", "--show-labels"]);
+    assert!(
+        out.contains("Active") && out.contains("kubernetes.io/metadata.name=web,team=blue"),
+        "{out}"
+    );
+    let out = lab.kubectl(k, &["create", "namespace", "web"]);
+    assert!(
+        stderr(&out).contains(r#"namespaces "web" already exists"#),
+        "{}",
+        stderr(&out)
+    );
+    let out = lab.kubectl(k, &["delete", "namespace", "default"]);
+    assert!(
+        stderr(&out)
+            .contains(r#"namespaces "default" is forbidden: this namespace may not be deleted"#),
+        "{}",
+        stderr(&out)
+    );
+    // kubectl waits until the namespace is gone, its pods stopped.
+    let out = lab.kubectl_ok(k, &["delete", "namespace", "web", "--timeout=60s"]);
+    assert_eq!(out.trim(), r#"namespace "web" deleted"#);
+    let out = lab.kubectl(k, &["get", "namespace", "web"]);
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+    let left = lab.kubectl_ok(k, &["get", "all", "-n", "web", "-o", "name"]);
+    assert_eq!(left.trim(), "", "{left}");
     lab.down_clean();
 }
 

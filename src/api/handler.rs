@@ -40,6 +40,22 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whom the request asks to act as (`kubectl --as/--as-group`).
+fn impersonation(req: &Request<Incoming>) -> super::rbac::Impersonation {
+    let values = |name: &str| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    super::rbac::Impersonation {
+        user: values("impersonate-user").into_iter().next(),
+        groups: values("impersonate-group"),
+    }
+}
+
 /// The user a token names (see `rbac::authenticate`).
 fn token_user(ctx: &Ctx, token: &str) -> Result<super::rbac::User, String> {
     let keys = super::tokens::for_lab(&ctx.lab).ok_or("the lab has no token key")?;
@@ -152,6 +168,18 @@ async fn serve(
             }
         },
         (None, None) => None,
+    };
+    let asked = impersonation(&req);
+    let caller = match caller {
+        Some(c) if asked != super::rbac::Impersonation::default() => {
+            let impersonated =
+                super::rbac::impersonate(&ctx.store.snapshot().state, c.user(), asked);
+            match impersonated {
+                Ok(user) => Some(Caller::Account(user)),
+                Err(e) => return Err(refuse(req, e).await),
+            }
+        }
+        c => c,
     };
     if req.uri().path() == crate::controller::settled::PATH && caller == Some(Caller::Admin) {
         return settled(req.uri().query(), ctx).await;

@@ -7,7 +7,6 @@ use super::resources::Resource;
 use super::status::ApiError;
 use crate::cluster::{state, tables, ClusterState, Selector};
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Namespace, NamespaceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde_json::Value;
@@ -55,27 +54,6 @@ pub fn field_labels(r: &Resource) -> Vec<&'static str> {
         _ => &[][..],
     });
     out
-}
-
-/// The namespaces of a lab: Kubernetes' four, and any an object is in.
-fn namespaces(st: &ClusterState) -> Vec<Namespace> {
-    let names = st.namespace_names();
-    names
-        .into_iter()
-        .map(|n| Namespace {
-            metadata: ObjectMeta {
-                labels: Some([("kubernetes.io/metadata.name".to_string(), n.clone())].into()),
-                name: Some(n),
-                creation_timestamp: Some(state::time(st.created)),
-                ..Default::default()
-            },
-            spec: None,
-            status: Some(NamespaceStatus {
-                phase: Some("Active".into()),
-                ..Default::default()
-            }),
-        })
-        .collect()
 }
 
 /// The selected objects, as JSON, and their Table. With `as_json` false
@@ -195,7 +173,7 @@ pub fn select(
             (Vec::new(), tables::Table::default())
         }
         "namespaces" => {
-            let nss = namespaces(st);
+            let nss = st.namespace_objects();
             let (k, v) = pick(&nss, |o| &o.metadata, r, f, as_json);
             (v, tables::namespaces(&k, now))
         }

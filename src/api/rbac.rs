@@ -90,6 +90,73 @@ pub fn authenticate(
     Ok(User::service_account(&k.namespace, &k.serviceaccount.name))
 }
 
+/// What a request asks to act as (`kubectl --as`, `--as-group`): the
+/// `Impersonate-User` and `Impersonate-Group` headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Impersonation {
+    pub user: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// The user a request acts as: `caller`, or whom it impersonates when the
+/// caller may `impersonate` them (kube-apiserver's impersonation filter: the
+/// user, or the ServiceAccount its name is, then each group). The
+/// impersonated user is `system:authenticated`, and a ServiceAccount's
+/// name brings its groups when none are asked.
+pub fn impersonate(
+    st: &ClusterState,
+    caller: User,
+    asked: Impersonation,
+) -> Result<User, ApiError> {
+    let Some(name) = asked.user else {
+        if asked.groups.is_empty() {
+            return Ok(caller);
+        }
+        return Err(ApiError::internal(format!(
+            "requested groups {:?} without impersonating a user",
+            asked.groups
+        )));
+    };
+    let may = |resource: &str, namespace: Option<&str>, name: &str| {
+        let a = Attributes {
+            verb: "impersonate".into(),
+            resource: Some(Resource {
+                group: String::new(),
+                resource: resource.into(),
+                subresource: None,
+                namespace: namespace.map(String::from),
+                name: Some(name.into()),
+            }),
+            path: String::new(),
+        };
+        match decide(st, &caller, &a) {
+            Some(_) => Ok(()),
+            None => Err(forbidden(&caller, &a)),
+        }
+    };
+    let account = name
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'));
+    match account {
+        Some((ns, sa)) => may("serviceaccounts", Some(ns), sa)?,
+        None => may("users", None, &name)?,
+    }
+    for g in &asked.groups {
+        may("groups", None, g)?;
+    }
+    let mut user = match account {
+        Some((ns, sa)) if asked.groups.is_empty() => User::service_account(ns, sa),
+        _ => User {
+            name,
+            groups: asked.groups,
+        },
+    };
+    if !user.groups.iter().any(|g| g == "system:authenticated") {
+        user.groups.push("system:authenticated".into());
+    }
+    Ok(user)
+}
+
 /// What a request asks to do, in RBAC's terms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attributes {
@@ -585,6 +652,53 @@ mod tests {
     fn bind(st: &mut ClusterState, yaml: &str) {
         st.role_bindings
             .push(serde_yaml_ng::from_str(yaml).unwrap());
+    }
+
+    #[test]
+    fn impersonation_needs_the_impersonate_verb_and_names_the_user() {
+        let st = lab();
+        let as_ = |user: &str, groups: &[&str]| Impersonation {
+            user: Some(user.into()),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
+        // The admin (system:masters) may be anyone.
+        let jane = impersonate(&st, User::admin(), as_("jane", &["devs"])).unwrap();
+        assert_eq!(jane.name, "jane");
+        assert_eq!(jane.groups, ["devs", "system:authenticated"]);
+        assert!(decide(&st, &jane, &res("list", "pods", None, Some("default"))).is_none());
+        // A ServiceAccount's name brings its groups.
+        let sa = impersonate(
+            &st,
+            User::admin(),
+            as_("system:serviceaccount:web:robot", &[]),
+        )
+        .unwrap();
+        assert_eq!(sa, User::service_account("web", "robot"));
+        // A ServiceAccount may not impersonate without a grant.
+        let e = impersonate(&st, sa.clone(), as_("jane", &[])).unwrap_err();
+        assert_eq!(e.code, 403);
+        assert_eq!(
+            e.message,
+            "users \"jane\" is forbidden: User \"system:serviceaccount:web:robot\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+        );
+        // Groups without a user are refused; neither is no impersonation.
+        assert_eq!(
+            impersonate(
+                &st,
+                sa.clone(),
+                Impersonation {
+                    user: None,
+                    groups: vec!["g".into()]
+                }
+            )
+            .unwrap_err()
+            .code,
+            500
+        );
+        assert_eq!(
+            impersonate(&st, sa.clone(), Impersonation::default()).unwrap(),
+            sa
+        );
     }
 
     #[test]

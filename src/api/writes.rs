@@ -123,6 +123,7 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 /// The kind `cluster::objects` knows a resource by, for the writable ones.
 fn store_kind(r: &Resource) -> Option<&'static str> {
     Some(match r.plural {
+        "namespaces" => "namespace",
         "pods" => "pod",
         "services" => "service",
         "deployments" => "deployment",
@@ -342,6 +343,20 @@ impl Writer<'_> {
                 "",
                 "metadata.name: Required value: name is required".into(),
             ));
+        }
+        if r.namespaced && self.store.snapshot().state.terminating(&ns) {
+            // kube-apiserver's NamespaceLifecycle admission.
+            return Err(ApiError {
+                details: json!({"name": name, "group": r.group, "kind": r.plural}),
+                ..ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        r.qualified()
+                    ),
+                )
+            });
         }
         // The lab files' parser checks it as `up` and `apply -f` do.
         let yaml = serde_yaml_ng::to_string(&obj).expect("YAML serializes");
@@ -695,9 +710,10 @@ impl Writer<'_> {
                 Ok(())
             })
             .map_err(|e| controller_error(r, &name, e))?;
-            // A pod goes gracefully: kube-apiserver answers the pod as it is
-            // now, with its deletionTimestamp and grace period.
-            if kind == "pod" {
+            // A pod goes gracefully, a namespace once it is empty:
+            // kube-apiserver answers the object as it is now, with its
+            // deletionTimestamp (and kubectl waits for its uid to go).
+            if kind == "pod" || kind == "namespace" {
                 let target = objects::Target {
                     kind,
                     namespace: &ns,

@@ -615,6 +615,10 @@ pub fn ensure(
         }
     }
     for ns in st.namespace_names() {
+        // A namespace being deleted gets nothing new.
+        if st.terminating(&ns) {
+            continue;
+        }
         let here = |m: &ObjectMeta, name: &str| {
             m.name.as_deref() == Some(name) && state::namespace(m) == ns
         };

@@ -710,6 +710,27 @@ impl ClusterState {
                     );
                 }
             }
+            // The new ReplicaSet's failure to make pods is the Deployment's
+            // (syncRolloutStatus copies it; gone when it is gone).
+            let failure = new.and_then(|i| {
+                let s = self.replica_sets[i].status.as_ref()?;
+                s.conditions
+                    .iter()
+                    .flatten()
+                    .find(|c| c.type_ == "ReplicaFailure")
+                    .cloned()
+            });
+            match failure {
+                Some(f) => set_condition(
+                    &mut conds,
+                    "ReplicaFailure",
+                    &f.status,
+                    f.reason.as_deref().unwrap_or_default(),
+                    f.message.unwrap_or_default(),
+                    now,
+                ),
+                None => conds.retain(|c| c.type_ != "ReplicaFailure"),
+            }
             status.conditions = Some(conds);
             if dep.status.as_ref() != Some(&status) {
                 self.deployments[d].status = Some(status);

@@ -55,10 +55,7 @@ impl ClusterState {
         now: DateTime<Utc>,
     ) -> bool {
         let recent = self.events.iter().rev().any(|e| {
-            e.involved_object.name.as_deref() == Some(object.name)
-                && e.involved_object.kind.as_deref() == Some(object.kind)
-                && e.reason.as_deref() == Some(reason)
-                && e.message.as_deref() == Some(message.as_str())
+            same_event(e, &object, reason, &message)
                 && e.last_timestamp
                     .as_ref()
                     .is_some_and(|t| now - t.0 < FAILURE_REPEAT)
@@ -79,12 +76,12 @@ impl ClusterState {
         now: DateTime<Utc>,
     ) {
         let message = message.into();
-        if let Some(mut e) = self.events.iter_mut().rev().find(|e| {
-            e.involved_object.name.as_deref() == Some(object.name)
-                && e.involved_object.kind.as_deref() == Some(object.kind)
-                && e.reason.as_deref() == Some(reason)
-                && e.message.as_deref() == Some(message.as_str())
-        }) {
+        if let Some(mut e) = self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| same_event(e, &object, reason, &message))
+        {
             e.count = Some(e.count.unwrap_or(1) + 1);
             e.last_timestamp = Some(time(now));
             return;
@@ -133,6 +130,15 @@ impl ClusterState {
             })
             .collect()
     }
+}
+
+/// The event a new one repeats (it counts up instead of being added):
+/// about the same object, for the same reason, saying the same.
+fn same_event(e: &Event, object: &Involved<'_>, reason: &str, message: &str) -> bool {
+    e.involved_object.name.as_deref() == Some(object.name)
+        && e.involved_object.kind.as_deref() == Some(object.kind)
+        && e.reason.as_deref() == Some(reason)
+        && e.message.as_deref() == Some(message)
 }
 
 pub fn involved<'a>(kind: &'a str, meta: &'a ObjectMeta) -> Involved<'a> {

@@ -15,6 +15,7 @@ pub mod ipam;
 pub mod loadbalancer;
 pub mod managed;
 pub mod names;
+pub mod namespaces;
 pub mod objects;
 pub mod patch;
 pub mod replicasets;

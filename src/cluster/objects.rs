@@ -51,6 +51,16 @@ pub fn apply(
     rng: &mut impl rand::Rng,
 ) -> Result<Vec<String>, ObjectError> {
     let mut out = Vec::new();
+    for n in &spec.namespaces {
+        let create = mode == Mode::Create;
+        out.push(super::namespaces::apply_namespace(
+            st,
+            n.object.clone(),
+            create,
+            now,
+            rng,
+        )?);
+    }
     // Secrets and ConfigMaps first: pods that mount them start at once.
     for s in &spec.secrets {
         out.push(apply_secret(st, s.object.clone(), mode, now, rng)?);
@@ -388,16 +398,13 @@ pub fn apply_pod(
         existing.metadata.annotations = pod.metadata.annotations;
         return Ok(format!("pod/{name} {}", verb(true, changed)));
     }
-    let ns = namespace(&pod.metadata);
-    if let Some(why) = super::access::missing_account(ns, pod.spec.as_ref(), &st.service_accounts) {
-        return Err(ObjectError::Forbidden(format!(
-            "pods \"{name}\" is forbidden: {why}"
-        )));
-    }
     pod.metadata.creation_timestamp = Some(time(now));
     pod.metadata.uid = Some(state::uid(rng));
     pod.status = None;
-    st.place(pod)?;
+    st.place(pod).map_err(|e| match e {
+        StateError::Forbidden(m) => ObjectError::Forbidden(m),
+        e => e.into(),
+    })?;
     Ok(format!("pod/{name} created"))
 }
 
@@ -608,6 +615,7 @@ pub fn delete_with(
     now: DateTime<Utc>,
 ) -> Result<String, ObjectError> {
     match kind {
+        "namespace" => super::namespaces::delete_namespace(st, name, now),
         "service" => {
             st.delete_service(namespace_, name)?;
             Ok(format!("service \"{name}\" deleted"))
@@ -760,6 +768,12 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
         name: name.into(),
     };
     let value = match kind {
+        "namespace" => serde_json::to_value(
+            st.namespace_objects()
+                .into_iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name))
+                .ok_or_else(|| not_found("namespaces"))?,
+        ),
         "service" => serde_json::to_value(
             find(&st.services, |x| &x.metadata, namespace_, name)
                 .ok_or_else(|| not_found("services"))?,
@@ -827,6 +841,13 @@ pub fn meta_mut<'a>(st: &'a mut ClusterState, target: &Target<'_>) -> Option<&'a
     }
     let (ns, name) = (target.namespace, target.name);
     match target.kind {
+        "namespace" => {
+            let i = st
+                .namespaces
+                .iter()
+                .position(|n| n.metadata.name.as_deref() == Some(name))?;
+            st.namespaces.get_mut(i).map(|x| &mut x.metadata)
+        }
         "service" => find(&mut st.services, ns, name),
         "deployment" => find(&mut st.deployments, ns, name),
         "pod" => find(&mut st.pods, ns, name),
@@ -862,12 +883,20 @@ pub fn update_json(
         |e: serde_json::Error| ObjectError::Invalid(format!("the edited {kind} is not valid: {e}"));
     let meta: ObjectMeta =
         serde_json::from_value(value.get("metadata").cloned().unwrap_or_default()).map_err(bad)?;
-    if meta.name.as_deref() != Some(name) || namespace(&meta) != namespace_ {
+    if meta.name.as_deref() != Some(name) || (kind != "namespace" && namespace(&meta) != namespace_)
+    {
         return Err(ObjectError::Invalid(format!(
             "{kind} {name:?}: metadata.name and metadata.namespace cannot be changed (create a new object instead)"
         )));
     }
     let line = match kind {
+        "namespace" => super::namespaces::apply_namespace(
+            st,
+            serde_json::from_value(value).map_err(bad)?,
+            false,
+            now,
+            rng,
+        )?,
         "service" => apply_service(
             st,
             serde_json::from_value(value).map_err(bad)?,

@@ -13,7 +13,7 @@ use super::names;
 use super::state::{namespace, pod_node, pod_ready, time, uid, ClusterState, StateError};
 use super::Selector;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::{HashMap, HashSet};
@@ -182,6 +182,8 @@ impl ClusterState {
                 .cloned()
                 .unwrap_or_default();
             let want = desired(&rs) as usize;
+            // Why pods could not be made this pass (kube's ReplicaFailure).
+            let mut failure = None;
             let who = Involved {
                 kind: "ReplicaSet",
                 namespace: &ns,
@@ -208,21 +210,6 @@ impl ClusterState {
                 }
                 changed = true;
             }
-            let template = rs.spec.as_ref().and_then(|s| s.template.as_ref());
-            let refused = (owned.len() < want)
-                .then(|| {
-                    let spec = template.and_then(|t| t.spec.as_ref());
-                    super::access::missing_account(&ns, spec, &self.service_accounts)
-                })
-                .flatten();
-            if let Some(why) = refused {
-                // kube-apiserver refuses the pods: the ReplicaSet says why,
-                // and tries again at its next pass.
-                let message = format!("Error creating: pods \"{rs_name}-\" is forbidden: {why}");
-                changed |=
-                    self.record_failure(who, "FailedCreate", "replicaset-controller", message, now);
-                continue;
-            }
             for _ in owned.len()..want {
                 let mut pod = pod_for(&rs, now, rng);
                 // 5 random characters collide now and then (birthday odds:
@@ -235,7 +222,23 @@ impl ClusterState {
                     pod = pod_for(&rs, now, rng);
                 }
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                self.place(pod)?;
+                match self.place(pod) {
+                    // kube-apiserver refuses the pods: the ReplicaSet says
+                    // why, and tries again at its next pass.
+                    Err(StateError::Forbidden(m)) => {
+                        let message = format!("Error creating: {m}");
+                        changed |= self.record_failure(
+                            who,
+                            "FailedCreate",
+                            "replicaset-controller",
+                            message,
+                            now,
+                        );
+                        failure = Some(m);
+                        break;
+                    }
+                    placed => placed?,
+                }
                 self.record(
                     who.clone(),
                     "Normal",
@@ -246,6 +249,7 @@ impl ClusterState {
                 );
                 changed = true;
             }
+            changed |= replica_failure(&mut self.replica_sets[i], failure, now);
         }
         Ok(changed)
     }
@@ -305,6 +309,7 @@ impl ClusterState {
                 // minReadySeconds is 0 here: available as soon as ready.
                 available_replicas: nz(ready),
                 observed_generation: rs.metadata.generation,
+                conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
                 ..Default::default()
             };
             if rs.status.as_ref() != Some(&status) {
@@ -321,6 +326,47 @@ impl ClusterState {
             .iter()
             .find(|r| r.metadata.name.as_deref() == Some(name) && namespace(&r.metadata) == ns)
     }
+}
+
+/// The ReplicaSet's `ReplicaFailure` condition, as the ReplicaSet
+/// controller keeps it: set (FailedCreate) while its pods are refused,
+/// removed once a pass makes them. Returns whether it changed.
+fn replica_failure(rs: &mut ReplicaSet, failure: Option<String>, now: DateTime<Utc>) -> bool {
+    let had = |rs: &ReplicaSet| {
+        rs.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "ReplicaFailure"))
+    };
+    if failure.is_none() && !had(rs) {
+        return false;
+    }
+    let status = rs.status.get_or_insert_with(Default::default);
+    let conds = status.conditions.get_or_insert_with(Vec::new);
+    let before = conds.clone();
+    match failure {
+        Some(message) => {
+            if !conds
+                .iter()
+                .any(|c| c.type_ == "ReplicaFailure" && c.message.as_deref() == Some(&message))
+            {
+                conds.retain(|c| c.type_ != "ReplicaFailure");
+                conds.push(ReplicaSetCondition {
+                    type_: "ReplicaFailure".into(),
+                    status: "True".into(),
+                    reason: Some("FailedCreate".into()),
+                    message: Some(message),
+                    last_transition_time: Some(time(now)),
+                });
+            }
+        }
+        None => conds.retain(|c| c.type_ != "ReplicaFailure"),
+    }
+    let changed = *conds != before;
+    if conds.is_empty() {
+        status.conditions = None;
+    }
+    changed
 }
 
 #[cfg(test)]

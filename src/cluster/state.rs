@@ -8,7 +8,7 @@ use crate::lab::{LabConfig, LabSpec};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
+    ConfigMap, Endpoints, Event, Namespace, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
     NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -58,6 +58,10 @@ pub struct ClusterState {
     pub cluster_roles: Collection<ClusterRole>,
     #[serde(default)]
     pub cluster_role_bindings: Collection<ClusterRoleBinding>,
+    /// Namespaces made or changed as objects (`namespaces.rs`); the others
+    /// a lab has are implied.
+    #[serde(default)]
+    pub namespaces: Collection<Namespace>,
     /// What the last endpoints refresh computed from (`services.rs`).
     #[serde(skip)]
     pub endpoints_memo: super::services::Memo,
@@ -78,6 +82,9 @@ pub enum StateError {
     Ipam(#[from] ipam::Exhausted),
     #[error("{0}")]
     Object(String),
+    /// A pod refused by admission (kube-apiserver's 403).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{at}: {source}")]
     Service {
         at: String,
@@ -112,6 +119,10 @@ impl ClusterState {
             nodes,
             ..ClusterState::empty()
         };
+        for n in &spec.namespaces {
+            super::namespaces::apply_namespace(&mut state, n.object.clone(), false, now, rng)
+                .map_err(|e| StateError::Object(format!("{}: {e}", n.at)))?;
+        }
         // ServiceAccounts and RBAC first: a pod's admission reads its account.
         for a in &spec.access {
             super::objects::apply_access(
@@ -125,19 +136,15 @@ impl ClusterState {
         }
         for p in &spec.pods {
             let mut pod = p.object.clone();
-            let ns = namespace(&pod.metadata);
-            if let Some(why) =
-                super::access::missing_account(ns, pod.spec.as_ref(), &state.service_accounts)
-            {
-                return Err(StateError::Object(format!(
-                    "{}: pods {:?} is forbidden: {why} (add the ServiceAccount to the lab's files)",
-                    p.at,
-                    pod.metadata.name.as_deref().unwrap_or_default()
-                )));
-            }
             pod.metadata.creation_timestamp = Some(time(now));
             pod.metadata.uid = Some(uid(rng));
-            state.place(pod)?;
+            state.place(pod).map_err(|e| match e {
+                StateError::Forbidden(m) => StateError::Object(format!(
+                    "{}: {m} (add the ServiceAccount to the lab's files)",
+                    p.at
+                )),
+                e => e,
+            })?;
         }
         for d in &spec.deployments {
             let mut dep = d.object.clone();
@@ -206,7 +213,20 @@ impl ClusterState {
     /// [`ClusterState::schedule_pending`] tries again later.
     pub fn place(&mut self, mut pod: Pod) -> Result<(), StateError> {
         // The API server's defaulting and admission, before the scheduler
-        // reads the ports.
+        // reads the ports. A pod naming a ServiceAccount that does not exist
+        // is refused (by its generateName when it has one, as admission runs
+        // before the name is made).
+        let ns = namespace(&pod.metadata);
+        if let Some(why) =
+            super::access::missing_account(ns, pod.spec.as_ref(), &self.service_accounts)
+        {
+            let m = &pod.metadata;
+            let shown = m.generate_name.as_deref().or(m.name.as_deref());
+            return Err(StateError::Forbidden(format!(
+                "pods \"{}\" is forbidden: {why}",
+                shown.unwrap_or_default()
+            )));
+        }
         super::host_network::default_host_ports(&mut pod);
         super::access::admit_pod(&mut pod, &self.service_accounts);
         self.pods.push(pod);
@@ -321,6 +341,7 @@ impl ClusterState {
             acted |= self.sync_deployments(now, rng);
             acted |= self.sync_replica_sets(now, rng)?;
             acted |= self.collect_garbage(now);
+            acted |= self.sweep_namespaces();
             acted |= self.refresh_replica_set_status();
             acted |= self.refresh_deployments_status(now);
             changed |= acted;
@@ -340,9 +361,16 @@ impl ClusterState {
 
     /// The namespaces of a lab: Kubernetes' four, and any an object is in.
     pub fn namespace_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = ["default", "kube-node-lease", "kube-public", "kube-system"]
-            .map(String::from)
-            .to_vec();
+        let mut names: Vec<String> = super::namespaces::BUILT_IN.map(String::from).to_vec();
+        for n in self
+            .namespaces
+            .iter()
+            .filter_map(|n| n.metadata.name.as_deref())
+        {
+            if !names.iter().any(|x| x == n) {
+                names.push(n.to_string());
+            }
+        }
         let metas = self
             .pods
             .iter()
@@ -405,6 +433,7 @@ impl ClusterState {
             role_bindings: Collection::new(),
             cluster_roles: Collection::new(),
             cluster_role_bindings: Collection::new(),
+            namespaces: Collection::new(),
             endpoints_memo: Default::default(),
         }
     }

@@ -16,7 +16,7 @@ use config::{LabDocument, NodesSpec};
 use documents::Document;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use std::path::{Path, PathBuf};
 
 /// A Kubernetes object with the place it came from.
@@ -35,6 +35,7 @@ pub struct LabSpec {
     pub services: Vec<Sourced<Service>>,
     pub secrets: Vec<Sourced<Secret>>,
     pub config_maps: Vec<Sourced<ConfigMap>>,
+    pub namespaces: Vec<Sourced<Namespace>>,
     /// ServiceAccounts and RBAC's objects (`cluster::access`).
     pub access: Vec<Sourced<AccessObject>>,
     /// Whether the files had a `kind: Lab` document (only `up` takes one).
@@ -86,12 +87,13 @@ fn from_documents(
     let mut secrets = Vec::new();
     let mut config_maps = Vec::new();
     let mut access = Vec::new();
+    let mut namespaces = Vec::new();
 
     for doc in documents {
         let expected = match doc.kind.as_str() {
             "Lab" => config::API_VERSION,
             "Deployment" => "apps/v1",
-            "Pod" | "Service" | "Secret" | "ConfigMap" | "ServiceAccount" => "v1",
+            "Pod" | "Service" | "Secret" | "ConfigMap" | "ServiceAccount" | "Namespace" => "v1",
             "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => {
                 "rbac.authorization.k8s.io/v1"
             }
@@ -107,7 +109,7 @@ fn from_documents(
                 errors.push(LabError::invalid(
                     &doc.at,
                     doc.object_name(),
-                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod, Service, Secret, ConfigMap and ServiceAccount (v1), Role, RoleBinding, ClusterRole and ClusterRoleBinding (rbac.authorization.k8s.io/v1), and Lab ({})", config::API_VERSION),
+                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod, Service, Secret, ConfigMap, ServiceAccount and Namespace (v1), Role, RoleBinding, ClusterRole and ClusterRoleBinding (rbac.authorization.k8s.io/v1), and Lab ({})", config::API_VERSION),
                 ));
                 continue;
             }
@@ -161,6 +163,13 @@ fn from_documents(
             },
             "Secret" => match doc.parse::<Secret>() {
                 Ok(object) => secrets.push(Sourced {
+                    at: doc.at.clone(),
+                    object,
+                }),
+                Err(e) => errors.push(e),
+            },
+            "Namespace" => match doc.parse::<Namespace>() {
+                Ok(object) => namespaces.push(Sourced {
                     at: doc.at.clone(),
                     object,
                 }),
@@ -224,6 +233,7 @@ fn from_documents(
         services,
         secrets,
         config_maps,
+        namespaces,
         access,
     })
 }
@@ -562,6 +572,19 @@ spec:
         assert_eq!(spec.config.name, "demo");
         assert_eq!(spec.config.nodes, vec!["a", "b", "c"]);
         assert_eq!(spec.config.pod_cidr.to_string(), "10.88.0.0/16");
+    }
+
+    #[test]
+    fn namespaces_are_lab_objects() {
+        let spec = load(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: web\n  labels: {{team: blue}}\n---\n{TUTORIAL}"
+        ))
+        .unwrap();
+        assert_eq!(spec.namespaces.len(), 1);
+        let err = load("apiVersion: v2\nkind: Namespace\nmetadata:\n  name: web\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use apiVersion: v1"), "{err}");
     }
 
     #[test]

@@ -173,11 +173,15 @@ macro_rules! collections {
         $m!($st, role_bindings, "rolebindings" $(, $arg)*);
         $m!($st, cluster_roles, "clusterroles" $(, $arg)*);
         $m!($st, cluster_role_bindings, "clusterrolebindings" $(, $arg)*);
+        $m!($st, namespaces, "namespaces" $(, $arg)*);
     }};
 }
 
 fn namespace_of<'a>(plural: &str, meta: &'a ObjectMeta) -> &'a str {
-    if matches!(plural, "nodes" | "clusterroles" | "clusterrolebindings") {
+    if matches!(
+        plural,
+        "nodes" | "clusterroles" | "clusterrolebindings" | "namespaces"
+    ) {
         ""
     } else {
         state::namespace(meta)
