@@ -284,6 +284,34 @@ fn tokens_from_kubectl_create_token_and_the_ones_refused() {
         );
         let out = as_token(&lab, k, &token, &["auth", "can-i", "list", "pods"]);
         assert_eq!(stdout(&out).trim(), "yes", "{k}: {}", stderr(&out));
+        // What an auth proxy in a pod asks: who the token is, and may they.
+        let asked = |name: &str, doc: serde_json::Value, path: &str| {
+            let file = lab.dir.path().join(format!("{sa}-{name}.json"));
+            std::fs::write(&file, doc.to_string()).unwrap();
+            let jsonpath = format!("jsonpath={path}");
+            lab.kubectl_ok(
+                k,
+                &["create", "-f", file.to_str().unwrap(), "-o", &jsonpath],
+            )
+        };
+        let who = asked(
+            "tokenreview",
+            serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": token}}),
+            "{.status.user.username}",
+        );
+        assert_eq!(
+            who.trim(),
+            format!("system:serviceaccount:default:{sa}"),
+            "{k}"
+        );
+        let allowed = asked(
+            "sar",
+            serde_json::json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                "spec": {"user": who.trim(), "resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}}}),
+            "{.status.allowed}",
+        );
+        assert_eq!(allowed.trim(), "true", "{k}");
         assert!(as_token(&lab, k, &token, &["get", "pods"]).status.success());
         let out = as_token(
             &lab,
@@ -340,6 +368,34 @@ fn tokens_from_kubectl_create_token_and_the_ones_refused() {
         );
         assert!(stderr(&out).contains("Forbidden"), "{k}: {}", stderr(&out));
     }
+    // `view` is an aggregate: a ClusterRole labelled for it extends it.
+    let can_list_secrets = || {
+        let out = lab.kubectl(NEWEST, &["auth", "can-i", "list", "secrets", "--as=jane"]);
+        stdout(&out).trim().to_string()
+    };
+    assert_eq!(can_list_secrets(), "no");
+    lab.kubectl_ok(
+        NEWEST,
+        &[
+            "create",
+            "clusterrole",
+            "secret-lister",
+            "--verb=list",
+            "--resource=secrets",
+        ],
+    );
+    lab.kubectl_ok(
+        NEWEST,
+        &[
+            "label",
+            "clusterrole",
+            "secret-lister",
+            "rbac.authorization.k8s.io/aggregate-to-view=true",
+        ],
+    );
+    wait_for("view to take it in", Duration::from_secs(10), || {
+        can_list_secrets() == "yes"
+    });
     let out = lab.kubectl(NEWEST, &["create", "token", "nobody"]);
     assert!(
         stderr(&out).contains("serviceaccounts \"nobody\" not found"),

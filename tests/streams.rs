@@ -862,6 +862,46 @@ fn streams_under_abuse() {
     writer.join().unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(stdout(&out).trim(), (20usize << 20).to_string());
+    // A command that never reads its stdin: the upload stalls (the session
+    // stops reading, then TCP holds kubectl back) instead of piling up in
+    // the lab's process.
+    for bin in [k, SPDY_ONLY] {
+        let rss_start = rss_kib(pid);
+        let mut child = Command::new(bin)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["exec", "-i", "counter", "--", "sleep", "4"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = sent.clone();
+        let writer = std::thread::spawn(move || {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..512 {
+                if stdin.write_all(&chunk).is_err() {
+                    break;
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        let grown = rss_kib(pid).saturating_sub(rss_start);
+        let mib = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            grown < 64 * 1024,
+            "{bin}: the lab's process grew {grown} KiB while {mib} MiB went to a command that does not read"
+        );
+        assert!(
+            mib < 64,
+            "{bin}: {mib} MiB of stdin taken for a command that does not read"
+        );
+        assert!(child.wait().unwrap().success(), "{bin}");
+        writer.join().unwrap();
+    }
     // A command that never ends: its stream closes when the pod goes.
     let mut forever = kubectl(&["exec", "pair", "-c", "one", "--", "sleep", "3600"])
         .stdout(Stdio::null())

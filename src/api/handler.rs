@@ -245,6 +245,29 @@ async fn serve(
                 let (code, v) = super::rbac::review(&snapshot.state, &caller.user(), &review)?;
                 return Ok(json(code, JSON, &v));
             }
+            if method == Method::POST && t.resource.plural == "subjectaccessreviews" {
+                let review = writes::parse_body(&content_type, &body)?;
+                let snapshot = ctx.store.snapshot();
+                let (code, v) = super::rbac::subject_review(&snapshot.state, &review)?;
+                return Ok(json(code, JSON, &v));
+            }
+            if method == Method::POST && t.resource.plural == "localsubjectaccessreviews" {
+                let review = writes::parse_body(&content_type, &body)?;
+                let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
+                let snapshot = ctx.store.snapshot();
+                let (code, v) = super::rbac::local_subject_review(&snapshot.state, &review, &ns)?;
+                return Ok(json(code, JSON, &v));
+            }
+            if method == Method::POST && t.resource.plural == "tokenreviews" {
+                let review = writes::parse_body(&content_type, &body)?;
+                let keys = super::tokens::for_lab(&ctx.lab)
+                    .ok_or_else(|| ApiError::internal("the lab has no token key"))?;
+                let snapshot = ctx.store.snapshot();
+                let now = chrono::Utc::now().timestamp();
+                let (code, v) =
+                    super::rbac::token_review(&keys.issuer, &snapshot.state, &review, now);
+                return Ok(json(code, JSON, &v));
+            }
             if method == Method::POST && t.resource.plural == "selfsubjectrulesreviews" {
                 let review = writes::parse_body(&content_type, &body)?;
                 let snapshot = ctx.store.snapshot();

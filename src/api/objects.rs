@@ -169,9 +169,11 @@ pub fn select(
             (v, tables::cluster_role_bindings(&k, now))
         }
         // Answered, never stored: an empty list, as kube-apiserver has none.
-        "selfsubjectaccessreviews" | "selfsubjectrulesreviews" => {
-            (Vec::new(), tables::Table::default())
-        }
+        "selfsubjectaccessreviews"
+        | "selfsubjectrulesreviews"
+        | "subjectaccessreviews"
+        | "localsubjectaccessreviews"
+        | "tokenreviews" => (Vec::new(), tables::Table::default()),
         "namespaces" => {
             let nss = st.namespace_objects();
             let (k, v) = pick(&nss, |o| &o.metadata, r, f, as_json);

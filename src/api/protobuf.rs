@@ -345,6 +345,14 @@ object!(rbac::RoleRef { put: api_group, kind, name; });
 object!(authn::TokenRequest { put: metadata, spec; skip: status; });
 object!(authn::TokenRequestSpec { put: audiences, bound_object_ref; keep: expiration_seconds; });
 object!(authn::BoundObjectReference { put: kind, api_version, name, u_id; });
+object!(authn::TokenReview { put: metadata, spec; skip: status; });
+object!(authn::TokenReviewSpec { put: token, audiences; });
+object!(authz::SubjectAccessReview { put: metadata, spec; skip: status; });
+object!(authz::SubjectAccessReviewSpec {
+    put: resource_attributes, non_resource_attributes, user, groups, uid;
+    refuse: extra;
+});
+object!(authz::LocalSubjectAccessReview { put: metadata, spec; skip: status; });
 object!(authz::SelfSubjectAccessReview { put: metadata, spec; skip: status; });
 object!(authz::SelfSubjectAccessReviewSpec { put: resource_attributes, non_resource_attributes; });
 object!(authz::ResourceAttributes {
@@ -391,6 +399,13 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
             read::<rbac::ClusterRoleBinding>(raw, k)
         }
         ("authentication.k8s.io/v1", "TokenRequest") => read::<authn::TokenRequest>(raw, k),
+        ("authentication.k8s.io/v1", "TokenReview") => read::<authn::TokenReview>(raw, k),
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
+            read::<authz::SubjectAccessReview>(raw, k)
+        }
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
+            read::<authz::LocalSubjectAccessReview>(raw, k)
+        }
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
             read::<authz::SelfSubjectAccessReview>(raw, k)
         }

@@ -62,7 +62,19 @@ pub fn authenticate(
     token: &str,
     now: i64,
 ) -> Result<User, String> {
-    let c = issuer.verify(token, now)?;
+    authenticate_for(issuer, st, token, now, &[tokens::ISSUER]).map(|(user, _)| user)
+}
+
+/// As `authenticate`, for a token meant for one of `audiences`; also the
+/// token's audiences among them.
+fn authenticate_for(
+    issuer: &tokens::Issuer,
+    st: &ClusterState,
+    token: &str,
+    now: i64,
+    audiences: &[&str],
+) -> Result<(User, Vec<String>), String> {
+    let c = issuer.verify_for(token, now, audiences)?;
     let k = &c.kubernetes;
     let here = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, r: &tokens::Ref| {
         m.name.as_deref() == Some(r.name.as_str())
@@ -87,7 +99,54 @@ pub fn authenticate(
             ));
         }
     }
-    Ok(User::service_account(&k.namespace, &k.serviceaccount.name))
+    let user = User::service_account(&k.namespace, &k.serviceaccount.name);
+    let meant = c
+        .aud
+        .iter()
+        .filter(|a| audiences.contains(&a.as_str()))
+        .cloned()
+        .collect();
+    Ok((user, meant))
+}
+
+/// A TokenReview (authentication.k8s.io/v1), as a webhook or an
+/// auth proxy in a pod asks it: who the token is, for the API's audience
+/// unless `spec.audiences` names others (201, not stored).
+pub fn token_review(
+    issuer: &tokens::Issuer,
+    st: &ClusterState,
+    body: &Value,
+    now: i64,
+) -> (u16, Value) {
+    let spec = &body["spec"];
+    let asked: Vec<&str> = spec["audiences"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let audiences = if asked.is_empty() {
+        vec![tokens::ISSUER]
+    } else {
+        asked
+    };
+    let token = spec["token"].as_str().unwrap_or_default();
+    let status = match authenticate_for(issuer, st, token, now, &audiences) {
+        Ok((user, meant)) => json!({
+            "authenticated": true,
+            "user": {"username": user.name, "groups": user.groups},
+            "audiences": meant,
+        }),
+        Err(why) => json!({"user": {}, "error": why}),
+    };
+    (
+        201,
+        json!({
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "spec": spec,
+            "status": status,
+        }),
+    )
 }
 
 /// What a request asks to act as (`kubectl --as`, `--as-group`): the
@@ -407,6 +466,78 @@ pub fn forbidden(user: &User, a: &Attributes) -> ApiError {
             ),
         )
     }
+}
+
+/// A SubjectAccessReview: may the user `spec.user` (in `spec.groups`) do
+/// this? Answered as `review` is for the caller (201, not stored).
+pub fn subject_review(st: &ClusterState, body: &Value) -> Result<(u16, Value), ApiError> {
+    subject_review_in(st, body, None)
+}
+
+/// A LocalSubjectAccessReview: a SubjectAccessReview within the namespace
+/// `ns` of its path (its resourceAttributes' namespace, if set, must be it).
+pub fn local_subject_review(
+    st: &ClusterState,
+    body: &Value,
+    ns: &str,
+) -> Result<(u16, Value), ApiError> {
+    subject_review_in(st, body, Some(ns))
+}
+
+fn subject_review_in(
+    st: &ClusterState,
+    body: &Value,
+    local: Option<&str>,
+) -> Result<(u16, Value), ApiError> {
+    let kind = if local.is_some() {
+        "LocalSubjectAccessReview"
+    } else {
+        "SubjectAccessReview"
+    };
+    let mut body = body.clone();
+    if let Some(ns) = local {
+        let attrs = &mut body["spec"]["resourceAttributes"];
+        match attrs["namespace"].as_str().filter(|n| !n.is_empty()) {
+            Some(n) if n != ns => {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("{kind}.authorization.k8s.io \"\" is invalid: spec.resourceAttributes.namespace: Invalid value: \"{n}\": must match metadata.namespace"),
+                ))
+            }
+            _ if attrs.is_object() => attrs["namespace"] = ns.into(),
+            _ => {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("{kind}.authorization.k8s.io \"\" is invalid: spec.resourceAttributes: Required value: disallowed on this kind of request"),
+                ))
+            }
+        }
+    }
+    let spec = &body["spec"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let user = User {
+        name: text(&spec["user"]),
+        groups: spec["groups"]
+            .as_array()
+            .map(|g| g.iter().map(text).collect())
+            .unwrap_or_default(),
+    };
+    if user.name.is_empty() && user.groups.is_empty() {
+        return Err(ApiError {
+            details: json!({"kind": kind, "group": "authorization.k8s.io",
+                            "causes": [{"reason": "FieldValueRequired", "field": "spec.user",
+                                        "message": "Required value: at least one of user or group must be specified"}]}),
+            ..ApiError::new(422, "Invalid", format!("{kind}.authorization.k8s.io \"\" is invalid: spec.user: Required value: at least one of user or group must be specified"))
+        });
+    }
+    let (code, mut v) = review(st, &user, &body)?;
+    v["kind"] = kind.into();
+    if let Some(ns) = local {
+        v["metadata"]["namespace"] = ns.into();
+    }
+    Ok((code, v))
 }
 
 /// A SelfSubjectAccessReview, answered for the caller (201, not stored).
@@ -789,6 +920,46 @@ mod tests {
         assert_eq!(
             authenticate(&issuer, &st, &t, 1001).unwrap(),
             User::service_account("default", "default")
+        );
+        // A TokenReview says the same, for the API's audience only.
+        let (_, v) = token_review(&issuer, &st, &json!({"spec": {"token": t}}), 1001);
+        assert_eq!(v["status"]["authenticated"], true);
+        assert_eq!(
+            v["status"]["user"]["username"],
+            "system:serviceaccount:default:default"
+        );
+        assert_eq!(v["status"]["audiences"], json!([tokens::ISSUER]));
+        let other = json!({"spec": {"token": t, "audiences": ["vault"]}});
+        let (_, v) = token_review(&issuer, &st, &other, 1001);
+        assert_eq!(v["status"]["authenticated"], Value::Null);
+        assert!(
+            v["status"]["error"].as_str().unwrap().contains("udience"),
+            "{v}"
+        );
+        // A SubjectAccessReview asks for someone else.
+        let sar = json!({"spec": {"user": "system:serviceaccount:default:default",
+            "resourceAttributes": {"verb": "list", "resource": "pods", "namespace": "default"}}});
+        let (_, v) = subject_review(&st, &sar).unwrap();
+        assert_eq!(
+            (v["kind"].as_str(), &v["status"]["allowed"]),
+            (Some("SubjectAccessReview"), &json!(false))
+        );
+        let admin = json!({"spec": {"groups": ["system:masters"],
+            "resourceAttributes": {"verb": "list", "resource": "pods"}}});
+        assert_eq!(
+            subject_review(&st, &admin).unwrap().1["status"]["allowed"],
+            true
+        );
+        assert_eq!(
+            subject_review(&st, &json!({"spec": {}})).unwrap_err().code,
+            422
+        );
+        let (_, v) = local_subject_review(&st, &admin, "web").unwrap();
+        assert_eq!(v["spec"]["resourceAttributes"]["namespace"], "web");
+        assert_eq!(v["kind"], "LocalSubjectAccessReview");
+        assert_eq!(
+            local_subject_review(&st, &sar, "web").unwrap_err().code,
+            422
         );
         let (bound, _) = issuer.mint(&tokens::Grant {
             pod: Some(tokens::Ref {

@@ -150,30 +150,59 @@ pub const RESOURCES: &[Resource] = &[
         "ClusterRoleBinding",
         false,
     ),
-    // Answered, not stored (`api::rbac`): what `kubectl auth can-i` asks.
-    Resource {
-        group: "authorization.k8s.io",
-        verbs: &["create"],
-        ..core(
-            "selfsubjectaccessreviews",
-            "selfsubjectaccessreview",
-            "SelfSubjectAccessReview",
-            false,
-            &[],
-        )
-    },
-    Resource {
-        group: "authorization.k8s.io",
-        verbs: &["create"],
-        ..core(
-            "selfsubjectrulesreviews",
-            "selfsubjectrulesreview",
-            "SelfSubjectRulesReview",
-            false,
-            &[],
-        )
-    },
+    // Answered, not stored (`api::rbac`): what `kubectl auth can-i` asks,
+    // and what webhooks and auth proxies ask (`system:auth-delegator`).
+    review(
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        "SubjectAccessReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        "LocalSubjectAccessReview",
+        true,
+    ),
+    review(
+        "authentication.k8s.io",
+        "tokenreviews",
+        "tokenreview",
+        "TokenReview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+    ),
 ];
+
+/// A review: created (answered), never stored.
+const fn review(
+    group: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        group,
+        verbs: &["create"],
+        ..core(plural, singular, kind, namespaced, &[])
+    }
+}
 
 const fn rbac(
     plural: &'static str,
@@ -275,7 +304,8 @@ mod tests {
                 ("apps", "v1"),
                 ("discovery.k8s.io", "v1"),
                 ("rbac.authorization.k8s.io", "v1"),
-                ("authorization.k8s.io", "v1")
+                ("authorization.k8s.io", "v1"),
+                ("authentication.k8s.io", "v1")
             ]
         );
     }

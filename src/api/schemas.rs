@@ -52,6 +52,15 @@ pub fn definition_name(r: &Resource) -> Option<String> {
         ("authorization.k8s.io", "SelfSubjectRulesReview") => {
             name::<authorization::v1::SelfSubjectRulesReview>()
         }
+        ("authorization.k8s.io", "SubjectAccessReview") => {
+            name::<authorization::v1::SubjectAccessReview>()
+        }
+        ("authorization.k8s.io", "LocalSubjectAccessReview") => {
+            name::<authorization::v1::LocalSubjectAccessReview>()
+        }
+        ("authentication.k8s.io", "TokenReview") => {
+            name::<k8s_openapi::api::authentication::v1::TokenReview>()
+        }
         _ => None,
     }
 }
@@ -82,6 +91,9 @@ fn generate() -> Map<String, Value> {
     g.subschema_for::<rbac::v1::ClusterRoleBinding>();
     g.subschema_for::<authorization::v1::SelfSubjectAccessReview>();
     g.subschema_for::<authorization::v1::SelfSubjectRulesReview>();
+    g.subschema_for::<authorization::v1::SubjectAccessReview>();
+    g.subschema_for::<authorization::v1::LocalSubjectAccessReview>();
+    g.subschema_for::<k8s_openapi::api::authentication::v1::TokenReview>();
     let mut defs = g.take_definitions(false);
     for r in super::resources::RESOURCES {
         if let Some(Value::Object(d)) = definition_name(r).and_then(|n| defs.get_mut(&n)) {

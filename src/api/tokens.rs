@@ -123,8 +123,14 @@ impl Issuer {
     /// `now` (Unix seconds). Whether its ServiceAccount (and pod) still
     /// exist is the caller's to check.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, String> {
+        self.verify_for(token, now, &[ISSUER])
+    }
+
+    /// As `verify`, for a token meant for one of `audiences` (a
+    /// TokenReview's).
+    pub fn verify_for(&self, token: &str, now: i64, audiences: &[&str]) -> Result<Claims, String> {
         let mut v = Validation::new(Algorithm::EdDSA);
-        v.set_audience(&[ISSUER]);
+        v.set_audience(audiences);
         v.set_issuer(&[ISSUER]);
         // Expiry against `now`, below (testable, no leeway).
         v.validate_exp = false;

@@ -28,9 +28,10 @@ use k8s_openapi::api::core::v1::{
     ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::rbac::v1::{
-    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
+    Subject,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
 
 /// Where the kubelet mounts a pod's API credentials.
@@ -396,9 +397,24 @@ fn urls(paths: &[&str], verbs: &[&str]) -> PolicyRule {
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 
-/// kube-apiserver's bootstrap ClusterRoles, for what this API serves
-/// (`view`, `edit` and `admin` condensed from their aggregated rules).
-fn cluster_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
+/// The label a ClusterRole carries to be aggregated into another
+/// (`rbac.authorization.k8s.io/aggregate-to-view: "true"`).
+const AGGREGATE_TO: &str = "rbac.authorization.k8s.io/aggregate-to-";
+
+/// A bootstrap ClusterRole: its rules, the roles it is aggregated into,
+/// and whether it is itself an aggregate (of the roles labelled for it).
+struct Bootstrap {
+    name: &'static str,
+    rules: Vec<PolicyRule>,
+    into: &'static [&'static str],
+    aggregate: bool,
+}
+
+/// kube-apiserver's bootstrap ClusterRoles, for what this API serves:
+/// `admin`, `edit` and `view` are aggregates, as in Kubernetes, of the
+/// `system:aggregate-to-*` roles (and `edit` of `view`, `admin` of
+/// `edit`), so a ClusterRole labelled `aggregate-to-view` extends them.
+fn cluster_roles() -> Vec<Bootstrap> {
     let viewed = vec![
         rule(
             &[""],
@@ -430,8 +446,7 @@ fn cluster_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
     ];
-    let mut edit = viewed.clone();
-    edit.extend([
+    let edit = vec![
         rule(
             &[""],
             &[
@@ -473,9 +488,8 @@ fn cluster_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             WRITE,
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
-    ]);
-    let mut admin = edit.clone();
-    admin.extend([
+    ];
+    let admin = vec![
         rule(
             &[RBAC_GROUP],
             &["rolebindings", "roles"],
@@ -495,57 +509,169 @@ fn cluster_roles() -> Vec<(&'static str, Vec<PolicyRule>)> {
             &["localsubjectaccessreviews"],
             &["create"],
         ),
-    ]);
-    vec![
-        (
-            "cluster-admin",
-            vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
-        ),
-        ("admin", admin),
-        ("edit", edit),
-        ("view", viewed),
-        (
-            "system:discovery",
-            vec![urls(
-                &[
-                    "/api",
-                    "/api/*",
-                    "/apis",
-                    "/apis/*",
-                    "/healthz",
-                    "/livez",
-                    "/openapi",
-                    "/openapi/*",
-                    "/readyz",
-                    "/version",
-                    "/version/",
-                ],
-                &["get"],
-            )],
-        ),
-        (
-            "system:basic-user",
-            vec![
-                rule(
-                    &["authorization.k8s.io"],
-                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
-                    &["create"],
-                ),
-                rule(
-                    &["authentication.k8s.io"],
-                    &["selfsubjectreviews"],
-                    &["create"],
-                ),
-            ],
-        ),
-        (
-            "system:public-info-viewer",
-            vec![urls(
-                &["/healthz", "/livez", "/readyz", "/version", "/version/"],
-                &["get"],
-            )],
-        ),
+    ];
+    let aggregates = [
+        ("admin", &[][..]),
+        ("edit", &["admin"][..]),
+        ("view", &["edit"][..]),
     ]
+    .map(|(name, into)| Bootstrap {
+        name,
+        rules: Vec::new(),
+        into,
+        aggregate: true,
+    });
+    let parts = [
+        ("system:aggregate-to-admin", admin, &["admin"][..]),
+        ("system:aggregate-to-edit", edit, &["edit"][..]),
+        ("system:aggregate-to-view", viewed, &["view"][..]),
+    ]
+    .map(|(name, rules, into)| Bootstrap {
+        name,
+        rules,
+        into,
+        aggregate: false,
+    });
+    let plain = |(name, rules)| Bootstrap {
+        name,
+        rules,
+        into: &[],
+        aggregate: false,
+    };
+    let mut all: Vec<Bootstrap> = aggregates.into_iter().chain(parts).collect();
+    all.extend(
+        [
+            (
+                "cluster-admin",
+                vec![rule(&["*"], &["*"], &["*"]), urls(&["*"], &["*"])],
+            ),
+            (
+                "system:discovery",
+                vec![urls(
+                    &[
+                        "/api",
+                        "/api/*",
+                        "/apis",
+                        "/apis/*",
+                        "/healthz",
+                        "/livez",
+                        "/openapi",
+                        "/openapi/*",
+                        "/readyz",
+                        "/version",
+                        "/version/",
+                    ],
+                    &["get"],
+                )],
+            ),
+            (
+                "system:auth-delegator",
+                vec![
+                    rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                    rule(
+                        &["authorization.k8s.io"],
+                        &["subjectaccessreviews"],
+                        &["create"],
+                    ),
+                ],
+            ),
+            (
+                "system:basic-user",
+                vec![
+                    rule(
+                        &["authorization.k8s.io"],
+                        &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                        &["create"],
+                    ),
+                    rule(
+                        &["authentication.k8s.io"],
+                        &["selfsubjectreviews"],
+                        &["create"],
+                    ),
+                ],
+            ),
+            (
+                "system:public-info-viewer",
+                vec![urls(
+                    &["/healthz", "/livez", "/readyz", "/version", "/version/"],
+                    &["get"],
+                )],
+            ),
+        ]
+        .map(plain),
+    );
+    all
+}
+
+/// Whether `labels` match a LabelSelector (matchLabels and
+/// matchExpressions; an empty selector matches nothing here, as the
+/// aggregation controller ignores it).
+fn selects(sel: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    let exprs = sel.match_expressions.as_deref().unwrap_or_default();
+    let wanted = sel.match_labels.as_ref().unwrap_or(&empty);
+    if wanted.is_empty() && exprs.is_empty() {
+        return false;
+    }
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+        && exprs.iter().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let value = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// The ClusterRole aggregation controller: a ClusterRole with an
+/// `aggregationRule` has the rules of every ClusterRole its selectors
+/// match (by name, each rule once), made again whenever they change.
+/// Returns whether one changed.
+pub fn aggregate(st: &mut ClusterState) -> bool {
+    let mut changed = false;
+    // An aggregate may be part of another (view into edit into admin):
+    // again until nothing moves, bounded against a cycle.
+    for _ in 0..8 {
+        let mut moved = false;
+        for i in 0..st.cluster_roles.len() {
+            let Some(rule) = st.cluster_roles[i].aggregation_rule.as_ref() else {
+                continue;
+            };
+            let selectors = rule.cluster_role_selectors.as_deref().unwrap_or_default();
+            let me = st.cluster_roles[i].metadata.name.clone();
+            let mut parts: Vec<&ClusterRole> = st
+                .cluster_roles
+                .iter()
+                .filter(|r| r.metadata.name != me)
+                .filter(|r| {
+                    selectors
+                        .iter()
+                        .any(|s| selects(s, r.metadata.labels.as_ref()))
+                })
+                .collect();
+            parts.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            let mut rules: Vec<PolicyRule> = Vec::new();
+            for r in parts.iter().flat_map(|p| p.rules.iter().flatten()) {
+                if !rules.contains(r) {
+                    rules.push(r.clone());
+                }
+            }
+            if st.cluster_roles[i].rules.as_ref() != Some(&rules) {
+                st.cluster_roles[i].rules = Some(rules);
+                moved = true;
+            }
+        }
+        changed |= moved;
+        if !moved {
+            break;
+        }
+    }
+    changed
 }
 
 fn cluster_role_bindings() -> Vec<(&'static str, &'static [&'static str])> {
@@ -572,20 +698,34 @@ pub fn ensure(
     rng: &mut impl rand::Rng,
 ) -> bool {
     let mut changed = false;
-    for (name, rules) in cluster_roles() {
+    for b in cluster_roles() {
         if !st
             .cluster_roles
             .iter()
-            .any(|r| r.metadata.name.as_deref() == Some(name))
+            .any(|r| r.metadata.name.as_deref() == Some(b.name))
         {
+            let mut metadata = bootstrap(b.name, now, rng);
+            let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+            for into in b.into {
+                labels.insert(format!("{AGGREGATE_TO}{into}"), "true".into());
+            }
+            let aggregation_rule = b.aggregate.then(|| AggregationRule {
+                cluster_role_selectors: Some(vec![LabelSelector {
+                    match_labels: Some(
+                        [(format!("{AGGREGATE_TO}{}", b.name), "true".into())].into(),
+                    ),
+                    ..Default::default()
+                }]),
+            });
             st.cluster_roles.push(ClusterRole {
-                metadata: bootstrap(name, now, rng),
-                rules: Some(rules),
-                aggregation_rule: None,
+                metadata,
+                rules: Some(b.rules),
+                aggregation_rule,
             });
             changed = true;
         }
     }
+    changed |= aggregate(st);
     for (name, groups) in cluster_role_bindings() {
         if !st
             .cluster_role_bindings
@@ -799,6 +939,47 @@ mod tests {
         assert!(!ensure(&mut st, Some("CA1"), Utc::now(), &mut rng));
         assert!(ensure(&mut st, Some("CA2"), Utc::now(), &mut rng));
         assert_eq!(st.config_maps.len(), 4);
+    }
+
+    #[test]
+    fn view_edit_and_admin_aggregate_what_is_labelled_for_them() {
+        let mut st = ClusterState::empty();
+        ensure(&mut st, None, Utc::now(), &mut rand::rng());
+        let rules = |st: &ClusterState, name: &str| {
+            st.cluster_roles
+                .iter()
+                .find(|r| r.metadata.name.as_deref() == Some(name))
+                .and_then(|r| r.rules.clone())
+                .unwrap_or_default()
+        };
+        let (view, edit, admin) = (rules(&st, "view"), rules(&st, "edit"), rules(&st, "admin"));
+        assert!(!view.is_empty());
+        assert!(
+            view.iter().all(|r| edit.contains(r)),
+            "edit has view's rules"
+        );
+        assert!(
+            edit.iter().all(|r| admin.contains(r)),
+            "admin has edit's rules"
+        );
+        assert!(edit.len() > view.len() && admin.len() > edit.len());
+        assert!(!aggregate(&mut st), "nothing moves twice");
+        // A role labelled for view extends all three.
+        let widgets: ClusterRole = serde_yaml_ng::from_str(
+            "metadata: {name: widgets, labels: {rbac.authorization.k8s.io/aggregate-to-view: 'true'}}\nrules: [{apiGroups: [''], resources: [widgets], verbs: [list]}]\n",
+        )
+        .unwrap();
+        let widget_rule = widgets.rules.clone().unwrap()[0].clone();
+        st.cluster_roles.push(widgets);
+        assert!(aggregate(&mut st));
+        for name in ["view", "edit", "admin"] {
+            assert!(rules(&st, name).contains(&widget_rule), "{name}");
+        }
+        // Unlabelled, it leaves them again.
+        st.cluster_roles
+            .retain(|r| r.metadata.name.as_deref() != Some("widgets"));
+        assert!(aggregate(&mut st));
+        assert_eq!(rules(&st, "admin"), admin);
     }
 
     #[test]

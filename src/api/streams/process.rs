@@ -32,13 +32,71 @@ pub struct Running {
     /// when the command and everything it started closed their output.
     pub output: mpsc::Receiver<(u8, Vec<u8>)>,
     /// Bytes for its stdin; dropping it closes stdin (without a terminal).
-    pub stdin: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    pub stdin: Option<Stdin>,
     /// Its exit code (as a shell gives it), once it has exited.
     pub exit: oneshot::Receiver<i32>,
     terminal: Option<Arc<OwnedFd>>,
     /// The runc process of an exec, hung up on when the client goes away;
     /// none for an attach (the container goes on).
     pid: Option<u32>,
+}
+
+/// Chunks of a client's stdin that wait for the command to read them.
+/// Bounded, as the kubelet's streams are: a command that does not read
+/// holds the client back (its session stops reading frames, then TCP
+/// does) rather than growing the lab's memory.
+const STDIN_CHUNKS: usize = 16;
+
+/// A command's stdin, as the sessions feed it.
+pub struct Stdin {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// A chunk the queue had no room for: the session reads nothing more
+    /// from its client until `room` has passed it on.
+    waiting: Option<Vec<u8>>,
+}
+
+impl Stdin {
+    /// A stdin, and the end the writer thread reads.
+    fn new() -> (Stdin, mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::channel(STDIN_CHUNKS);
+        (Stdin { tx, waiting: None }, rx)
+    }
+
+    /// Queues `data`, or keeps it waiting when the queue is full.
+    pub fn send(&mut self, data: Vec<u8>) {
+        if let Some(w) = &mut self.waiting {
+            w.extend(data);
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(d)) = self.tx.try_send(data) {
+            self.waiting = Some(d);
+        }
+    }
+
+    /// Whether a chunk waits: stop reading the client.
+    pub fn full(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Passes the waiting chunk on once there is room (cancel-safe: a
+    /// cancelled wait keeps the chunk).
+    pub async fn room(&mut self) {
+        let Ok(permit) = self.tx.clone().reserve_owned().await else {
+            self.waiting = None; // the command's stdin has closed
+            return;
+        };
+        if let Some(d) = self.waiting.take() {
+            permit.send(d);
+        }
+    }
+}
+
+/// Waits for room for `stdin`'s waiting chunk (for a session's select).
+pub async fn room(stdin: &mut Option<Stdin>) {
+    match stdin {
+        Some(s) => s.room().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Running {
@@ -202,10 +260,10 @@ pub fn attach(container: Arc<stdio::Attachable>, spec: &Spec) -> Running {
         let _ = done.send(0);
     });
     let stdin = spec.stdin.then(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (tx, mut rx) = Stdin::new();
         let c = container.clone();
         std::thread::spawn(move || {
-            for chunk in rx {
+            while let Some(chunk) = rx.blocking_recv() {
                 if c.write_stdin(&chunk).is_err() {
                     break;
                 }
@@ -303,10 +361,10 @@ fn read_into(
 }
 
 /// A thread writing what arrives to `to`; the sender's drop closes it.
-fn write_from(mut to: impl Write + Send + 'static) -> std::sync::mpsc::Sender<Vec<u8>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+fn write_from(mut to: impl Write + Send + 'static) -> Stdin {
+    let (tx, mut rx) = Stdin::new();
     std::thread::spawn(move || {
-        for chunk in rx {
+        while let Some(chunk) = rx.blocking_recv() {
             if to.write_all(&chunk).is_err() {
                 return;
             }

@@ -536,6 +536,8 @@ where
         take(f, &streams, &running, &mut stdin, &mut resizes);
     }
     loop {
+        // A command that does not read its stdin holds the client back.
+        let full = stdin.as_ref().is_some_and(super::process::Stdin::full);
         tokio::select! {
             chunk = running.output.recv() => match chunk {
                 Some((ch, bytes)) => {
@@ -549,7 +551,8 @@ where
                 }
                 None => break,
             },
-            f = frames.recv() => match f {
+            _ = super::process::room(&mut stdin), if full => {}
+            f = frames.recv(), if !full => match f {
                 Some(Frame::Ping(id)) => {
                     let _ = out.send(ping(id)).await;
                 }
@@ -599,13 +602,13 @@ fn take(
     f: Frame,
     streams: &Streams,
     running: &Running,
-    stdin: &mut Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    stdin: &mut Option<super::process::Stdin>,
     resizes: &mut Vec<u8>,
 ) {
     match f {
         Frame::Data { stream, fin, data } if Some(stream) == streams.stdin => {
-            if let Some(s) = stdin.as_ref().filter(|_| !data.is_empty()) {
-                let _ = s.send(data);
+            if let Some(s) = stdin.as_mut().filter(|_| !data.is_empty()) {
+                s.send(data);
             }
             if fin {
                 *stdin = None;

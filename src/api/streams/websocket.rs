@@ -90,16 +90,19 @@ pub async fn exec(ws: Socket, started: std::io::Result<Running>, command: Vec<St
     let mut gone = sink.send(binary(channel::STDOUT, b"")).await.is_err();
     let mut stdin = running.stdin.take();
     while !gone {
+        // A command that does not read its stdin holds the client back.
+        let full = stdin.as_ref().is_some_and(super::process::Stdin::full);
         tokio::select! {
             chunk = running.output.recv() => match chunk {
                 Some((ch, data)) => gone = sink.send(binary(ch, &data)).await.is_err(),
                 None => break,
             },
-            msg = source.next() => match msg {
+            _ = super::process::room(&mut stdin), if full => {}
+            msg = source.next(), if !full => match msg {
                 Some(Ok(Message::Binary(b))) => match channel::parse(&b) {
                     FromClient::Stdin(data) => {
-                        if let Some(s) = &stdin {
-                            let _ = s.send(data.to_vec());
+                        if let Some(s) = &mut stdin {
+                            s.send(data.to_vec());
                         }
                     }
                     FromClient::Resize { width, height } => running.resize(width, height),
