@@ -62,37 +62,31 @@ impl ClusterState {
                     let gone = ns.metadata.deletion_timestamp.is_some();
                     with_status(ns, gone)
                 }
-                None => {
-                    let mut metadata = ObjectMeta {
-                        name: Some(n.clone()),
-                        creation_timestamp: Some(time(self.created)),
-                        ..Default::default()
-                    };
-                    labelled(&mut metadata, &n);
-                    with_status(
-                        Namespace {
-                            metadata,
-                            ..Default::default()
-                        },
-                        false,
-                    )
-                }
+                None => self.implied(&n),
             })
             .collect()
     }
 
-    /// Every object's namespace is one: whether `name` still holds one.
+    /// Whether `name` still holds an object.
     fn holds_objects(&self, name: &str) -> bool {
-        let here = |m: &ObjectMeta| namespace(m) == name;
-        self.pods.iter().any(|o| here(&o.metadata))
-            || self.deployments.iter().any(|o| here(&o.metadata))
-            || self.replica_sets.iter().any(|o| here(&o.metadata))
-            || self.services.iter().any(|o| here(&o.metadata))
-            || self.secrets.iter().any(|o| here(&o.metadata))
-            || self.config_maps.iter().any(|o| here(&o.metadata))
-            || self.service_accounts.iter().any(|o| here(&o.metadata))
-            || self.roles.iter().any(|o| here(&o.metadata))
-            || self.role_bindings.iter().any(|o| here(&o.metadata))
+        self.namespaced_metas().any(|m| namespace(m) == name)
+    }
+
+    /// A namespace the lab has without storing it, as the API shows it.
+    fn implied(&self, name: &str) -> Namespace {
+        let mut metadata = ObjectMeta {
+            name: Some(name.into()),
+            creation_timestamp: Some(time(self.created)),
+            ..Default::default()
+        };
+        labelled(&mut metadata, name);
+        with_status(
+            Namespace {
+                metadata,
+                ..Default::default()
+            },
+            false,
+        )
     }
 
     /// The namespace controller's last step: a deleted namespace goes once
@@ -180,20 +174,9 @@ pub fn delete_namespace(
         });
     }
     if st.stored_namespace(name).is_none() {
-        let mut metadata = ObjectMeta {
-            name: Some(name.into()),
-            creation_timestamp: Some(time(st.created)),
-            uid: Some(uid(&mut rand::rng())),
-            ..Default::default()
-        };
-        labelled(&mut metadata, name);
-        st.namespaces.push(with_status(
-            Namespace {
-                metadata,
-                ..Default::default()
-            },
-            false,
-        ));
+        let mut ns = st.implied(name);
+        ns.metadata.uid = Some(uid(&mut rand::rng()));
+        st.namespaces.push(ns);
     }
     let i = st.stored_namespace(name).expect("stored above");
     if st.namespaces[i].metadata.deletion_timestamp.is_none() {

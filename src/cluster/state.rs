@@ -371,8 +371,20 @@ impl ClusterState {
                 names.push(n.to_string());
             }
         }
-        let metas = self
-            .pods
+        for m in self.namespaced_metas() {
+            let ns = namespace(m);
+            if !names.iter().any(|n| n == ns) {
+                names.push(ns.to_string());
+            }
+        }
+        names.sort();
+        names
+    }
+
+    /// The metadata of every object a user puts in a namespace (what makes
+    /// a namespace exist, and what deleting one waits for).
+    pub fn namespaced_metas(&self) -> impl Iterator<Item = &ObjectMeta> {
+        self.pods
             .iter()
             .map(|o| &o.metadata)
             .chain(self.services.iter().map(|o| &o.metadata))
@@ -382,15 +394,7 @@ impl ClusterState {
             .chain(self.config_maps.iter().map(|o| &o.metadata))
             .chain(self.service_accounts.iter().map(|o| &o.metadata))
             .chain(self.roles.iter().map(|o| &o.metadata))
-            .chain(self.role_bindings.iter().map(|o| &o.metadata));
-        for m in metas {
-            let ns = namespace(m);
-            if !names.iter().any(|n| n == ns) {
-                names.push(ns.to_string());
-            }
-        }
-        names.sort();
-        names
+            .chain(self.role_bindings.iter().map(|o| &o.metadata))
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
