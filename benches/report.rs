@@ -382,10 +382,11 @@ fn markdown(fig: &Figures) -> String {
     if fig.f("scale.controller.hwm").is_some() {
         writeln!(
             m,
-            "\nThe lab's controller process at {} pods and {} services: VmRSS {} after `up`, {} after the deletions; peak (VmHWM) {}.\n",
+            "\nThe lab's controller process at {} pods and {} services: VmRSS {} right after `up`, {} 15 s later (target 250 MiB), {} after the deletions; peak (VmHWM) {}.\n",
             fig.f("scale.pods").unwrap_or(0.0),
             fig.f("scale.services").unwrap_or(0.0),
             mib(fig.f("scale.controller.rss_up")),
+            mib(fig.f("scale.controller.rss_settled")),
             mib(fig.f("scale.controller.rss")),
             mib(fig.f("scale.controller.hwm")),
         )

@@ -11,7 +11,9 @@
 //!   environment, more than execve takes (E2BIG);
 //! - `netlab up` time (every pod running and accepting on port 80);
 //! - serving: curl from node-1 to a sample of clusterIPs and of pod IPs;
-//! - the lab's controller process: VmRSS and VmHWM (peak);
+//! - the lab's controller process: VmRSS right after `up` and 15 s later
+//!   (settled: the allocator hands freed memory back over seconds), and
+//!   VmHWM (peak);
 //! - endpoint convergence after pod deletion: a DELETE of
 //!   NETLAB_BENCH_SCALE_DELETES pods one at a time (default 10), sent by a
 //!   client already connected (as a controller or a watching kubectl is;
@@ -144,6 +146,15 @@ fn main() {
         hwm as f64 / 1048576.0
     );
     results.put("scale.controller.rss_up", rss);
+    // Settled: what the allocator frees it hands back over seconds
+    // (jemalloc's decay), so the process's lasting size is read after it.
+    std::thread::sleep(std::time::Duration::from_secs(15));
+    let (rss, _) = memory(&pid);
+    println!(
+        "controller 15 s after up: VmRSS {:.1} MiB",
+        rss as f64 / 1048576.0
+    );
+    results.put("scale.controller.rss_settled", rss);
 
     // Serving: a sample of clusterIPs and pod IPs, from node-1.
     let pod_list: serde_json::Value =

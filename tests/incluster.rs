@@ -368,6 +368,50 @@ fn tokens_from_kubectl_create_token_and_the_ones_refused() {
         );
         assert!(stderr(&out).contains("Forbidden"), "{k}: {}", stderr(&out));
     }
+    // `kubectl auth whoami` (SelfSubjectReview), impersonating a uid too.
+    let out = lab.kubectl_ok(NEWEST, &["auth", "whoami", "--as=jane", "--as-uid=1234"]);
+    assert!(
+        out.contains("Username") && out.contains("jane") && out.contains("1234"),
+        "{out}"
+    );
+    // A long-lived token kept in a Secret (the token controller fills it
+    // in); it ends with the Secret.
+    lab.kubectl_ok(NEWEST, &["create", "serviceaccount", "keeper"]);
+    let secret = lab.dir.path().join("keeper-token.yaml");
+    std::fs::write(
+        &secret,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: keeper-token\n  annotations:\n    kubernetes.io/service-account.name: keeper\ntype: kubernetes.io/service-account-token\n",
+    )
+    .unwrap();
+    lab.kubectl_ok(NEWEST, &["apply", "-f", secret.to_str().unwrap()]);
+    let mut token = String::new();
+    wait_for("the token controller", Duration::from_secs(10), || {
+        let out = lab.kubectl_ok(
+            NEWEST,
+            &[
+                "get",
+                "secret",
+                "keeper-token",
+                "-o",
+                "jsonpath={.data.token}",
+            ],
+        );
+        token = String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, out.trim())
+                .unwrap_or_default(),
+        )
+        .unwrap();
+        !token.is_empty()
+    });
+    let out = as_token(&lab, NEWEST, &token, &["auth", "whoami", "-o", "json"]);
+    let who: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("whoami's JSON");
+    assert_eq!(
+        who["status"]["userInfo"]["username"], "system:serviceaccount:default:keeper",
+        "{who}"
+    );
+    lab.kubectl_ok(NEWEST, &["delete", "secret", "keeper-token"]);
+    let out = as_token(&lab, NEWEST, &token, &["auth", "whoami"]);
+    assert!(refused(&out), "{}", stderr(&out));
     // `view` is an aggregate: a ClusterRole labelled for it extends it.
     let can_list_secrets = || {
         let out = lab.kubectl(NEWEST, &["auth", "can-i", "list", "secrets", "--as=jane"]);

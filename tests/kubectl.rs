@@ -252,6 +252,16 @@ fn tutorial_writes_with_kubectl() {
         lab.pods().is_empty()
     });
     // `kubectl create KIND` of 1.32+ sends every kind as protobuf.
+    // Nothing is made in a namespace that does not exist (NamespaceLifecycle).
+    let out = lab.kubectl(
+        k,
+        &["create", "deployment", "web", "-n", "web", "--image=nginx"],
+    );
+    assert!(
+        stderr(&out).contains(r#"namespaces "web" not found"#),
+        "{}",
+        stderr(&out)
+    );
     for (args, said) in [
         (&["create", "namespace", "web"][..], "namespace/web created"),
         (

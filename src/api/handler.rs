@@ -40,7 +40,8 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Whom the request asks to act as (`kubectl --as/--as-group`).
+/// Whom the request asks to act as (`kubectl --as/--as-group/--as-uid`,
+/// a kubeconfig's `as-user-extra`).
 fn impersonation(req: &Request<Incoming>) -> super::rbac::Impersonation {
     let values = |name: &str| {
         req.headers()
@@ -50,9 +51,24 @@ fn impersonation(req: &Request<Incoming>) -> super::rbac::Impersonation {
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
+    let mut extra = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for (name, value) in req.headers() {
+        if let (Some(key), Ok(v)) = (
+            name.as_str().strip_prefix("impersonate-extra-"),
+            value.to_str(),
+        ) {
+            // The key is percent-encoded (a header name cannot hold `/`).
+            extra
+                .entry(request::decode(key))
+                .or_default()
+                .push(v.to_string());
+        }
+    }
     super::rbac::Impersonation {
         user: values("impersonate-user").into_iter().next(),
         groups: values("impersonate-group"),
+        uid: values("impersonate-uid").into_iter().next(),
+        extra,
     }
 }
 
@@ -143,6 +159,52 @@ async fn settled(query: Option<&str>, ctx: &Ctx) -> Result<Response<Body>, ApiEr
             ),
         )),
     }
+}
+
+/// The answers that are not stored objects (`api::rbac`): the reviews and
+/// a ServiceAccount's token. None: `t` is not one of them.
+fn answered(
+    ctx: &Ctx,
+    user: &super::rbac::User,
+    t: &Target,
+    content_type: &str,
+    body: &[u8],
+) -> Option<Result<(u16, Value), ApiError>> {
+    use super::rbac;
+    let plural = t.resource.plural;
+    let token = t.subresource.as_deref() == Some("token");
+    if !token && !t.resource.answered() {
+        return None;
+    }
+    let answer = || {
+        let body = writes::parse_body(content_type, body)?;
+        let snapshot = ctx.store.snapshot();
+        let st = &snapshot.state;
+        let keys = || {
+            super::tokens::for_lab(&ctx.lab)
+                .ok_or_else(|| ApiError::internal("the lab has no token key"))
+        };
+        let now = chrono::Utc::now();
+        match plural {
+            _ if token => rbac::token_request(&keys()?.issuer, st, t, &body, now),
+            "selfsubjectaccessreviews" => rbac::review(st, user, &body),
+            "subjectaccessreviews" => rbac::subject_review(st, &body),
+            "localsubjectaccessreviews" => {
+                let ns = t.namespace.as_deref().unwrap_or("default");
+                rbac::local_subject_review(st, &body, ns)
+            }
+            "selfsubjectrulesreviews" => Ok(rbac::rules_review(st, user, &body)),
+            "selfsubjectreviews" => Ok(rbac::self_subject_review(user)),
+            "tokenreviews" => Ok(rbac::token_review(
+                &keys()?.issuer,
+                st,
+                &body,
+                now.timestamp(),
+            )),
+            other => Err(ApiError::internal(format!("{other}: no answer for it"))),
+        }
+    };
+    Some(answer())
 }
 
 async fn serve(
@@ -238,55 +300,11 @@ async fn serve(
     if let Route::Object(t) = &route {
         if method != Method::GET {
             let body = read_body(req.into_body()).await?;
-            // The answers that are not stored objects.
-            if method == Method::POST && t.resource.plural == "selfsubjectaccessreviews" {
-                let review = writes::parse_body(&content_type, &body)?;
-                let snapshot = ctx.store.snapshot();
-                let (code, v) = super::rbac::review(&snapshot.state, &caller.user(), &review)?;
-                return Ok(json(code, JSON, &v));
-            }
-            if method == Method::POST && t.resource.plural == "subjectaccessreviews" {
-                let review = writes::parse_body(&content_type, &body)?;
-                let snapshot = ctx.store.snapshot();
-                let (code, v) = super::rbac::subject_review(&snapshot.state, &review)?;
-                return Ok(json(code, JSON, &v));
-            }
-            if method == Method::POST && t.resource.plural == "localsubjectaccessreviews" {
-                let review = writes::parse_body(&content_type, &body)?;
-                let ns = t.namespace.clone().unwrap_or_else(|| "default".into());
-                let snapshot = ctx.store.snapshot();
-                let (code, v) = super::rbac::local_subject_review(&snapshot.state, &review, &ns)?;
-                return Ok(json(code, JSON, &v));
-            }
-            if method == Method::POST && t.resource.plural == "tokenreviews" {
-                let review = writes::parse_body(&content_type, &body)?;
-                let keys = super::tokens::for_lab(&ctx.lab)
-                    .ok_or_else(|| ApiError::internal("the lab has no token key"))?;
-                let snapshot = ctx.store.snapshot();
-                let now = chrono::Utc::now().timestamp();
-                let (code, v) =
-                    super::rbac::token_review(&keys.issuer, &snapshot.state, &review, now);
-                return Ok(json(code, JSON, &v));
-            }
-            if method == Method::POST && t.resource.plural == "selfsubjectrulesreviews" {
-                let review = writes::parse_body(&content_type, &body)?;
-                let snapshot = ctx.store.snapshot();
-                let (code, v) = super::rbac::rules_review(&snapshot.state, &caller.user(), &review);
-                return Ok(json(code, JSON, &v));
-            }
-            if method == Method::POST && t.subresource.as_deref() == Some("token") {
-                let request = writes::parse_body(&content_type, &body)?;
-                let keys = super::tokens::for_lab(&ctx.lab)
-                    .ok_or_else(|| ApiError::internal("the lab has no token key"))?;
-                let snapshot = ctx.store.snapshot();
-                let (code, v) = super::rbac::token_request(
-                    &keys.issuer,
-                    &snapshot.state,
-                    t,
-                    &request,
-                    chrono::Utc::now(),
-                )?;
-                return Ok(json(code, JSON, &v));
+            if method == Method::POST {
+                if let Some(answer) = answered(ctx, &caller.user(), t, &content_type, &body) {
+                    let (code, v) = answer?;
+                    return Ok(json(code, JSON, &v));
+                }
             }
             let op = match method {
                 Method::POST if t.name.is_none() => {
@@ -644,6 +662,9 @@ async fn get(
     } else {
         None
     };
+    if next.is_some() {
+        ctx.store.pin(&snapshot);
+    }
     if wants_table(accept) {
         if let Some(name) = &t.name {
             if items.is_empty() {

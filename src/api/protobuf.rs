@@ -347,6 +347,7 @@ object!(authn::TokenRequestSpec { put: audiences, bound_object_ref; keep: expira
 object!(authn::BoundObjectReference { put: kind, api_version, name, u_id; });
 object!(authn::TokenReview { put: metadata, spec; skip: status; });
 object!(authn::TokenReviewSpec { put: token, audiences; });
+object!(authn::SelfSubjectReview { put: metadata; skip: status; });
 object!(authz::SubjectAccessReview { put: metadata, spec; skip: status; });
 object!(authz::SubjectAccessReviewSpec {
     put: resource_attributes, non_resource_attributes, user, groups, uid;
@@ -400,6 +401,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         }
         ("authentication.k8s.io/v1", "TokenRequest") => read::<authn::TokenRequest>(raw, k),
         ("authentication.k8s.io/v1", "TokenReview") => read::<authn::TokenReview>(raw, k),
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => {
+            read::<authn::SelfSubjectReview>(raw, k)
+        }
         ("authorization.k8s.io/v1", "SubjectAccessReview") => {
             read::<authz::SubjectAccessReview>(raw, k)
         }

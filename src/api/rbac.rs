@@ -5,9 +5,12 @@
 //! certificate is `system:masters`, allowed everything before RBAC is
 //! asked, as kube-apiserver's authorizer chain does.
 //!
-//! Also the two requests that are answers rather than objects:
-//! `SelfSubjectAccessReview` (`kubectl auth can-i`) and a ServiceAccount's
-//! `token` subresource (`kubectl create token`). Pure but for the clock.
+//! Also the requests that are answers rather than objects (dispatched by
+//! `handler::answered`):
+//! the access reviews (`kubectl auth can-i`), the rules review, the token
+//! review, `SelfSubjectReview` (`kubectl auth whoami`) and a
+//! ServiceAccount's `token` subresource (`kubectl create token`). Pure but
+//! for the clock.
 
 use super::request::{Route, Target};
 use super::status::ApiError;
@@ -17,13 +20,15 @@ use crate::cluster::state::namespace;
 use crate::cluster::ClusterState;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Subject};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// A user as authentication names it.
-#[derive(Debug, Clone, PartialEq)]
+/// A user as authentication names it (Kubernetes' `UserInfo`).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct User {
     pub name: String,
+    pub uid: Option<String>,
     pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -34,6 +39,7 @@ impl User {
                 super::pki::ADMIN_GROUP.into(),
                 "system:authenticated".into(),
             ],
+            ..Default::default()
         }
     }
 
@@ -45,7 +51,20 @@ impl User {
                 format!("system:serviceaccounts:{ns}"),
                 "system:authenticated".into(),
             ],
+            ..Default::default()
         }
+    }
+
+    /// As Kubernetes' `UserInfo` JSON (what reviews answer with).
+    pub fn info(&self) -> Value {
+        let mut v = json!({"username": self.name, "groups": self.groups});
+        if let Some(uid) = &self.uid {
+            v["uid"] = uid.clone().into();
+        }
+        if !self.extra.is_empty() {
+            v["extra"] = json!(self.extra);
+        }
+        v
     }
 
     fn is_master(&self) -> bool {
@@ -91,6 +110,21 @@ fn authenticate_for(
             k.namespace, k.serviceaccount.name
         ));
     }
+    if let Some(secret) = &k.secret {
+        let kept = st.secrets.iter().any(|s| {
+            here(&s.metadata, secret)
+                && s.data
+                    .as_ref()
+                    .and_then(|d| d.get("token"))
+                    .is_some_and(|t| t.0 == token.as_bytes())
+        });
+        if !kept {
+            return Err(format!(
+                "the Secret {}/{} of the token is gone",
+                k.namespace, secret.name
+            ));
+        }
+    }
     if let Some(pod) = &k.pod {
         if !st.pods.iter().any(|p| here(&p.metadata, pod)) {
             return Err(format!(
@@ -99,7 +133,18 @@ fn authenticate_for(
             ));
         }
     }
-    let user = User::service_account(&k.namespace, &k.serviceaccount.name);
+    // As kube-apiserver names a ServiceAccount token's user: the account's
+    // uid, and the pod it is bound to in its extra fields.
+    let mut user = User::service_account(&k.namespace, &k.serviceaccount.name);
+    user.uid = Some(k.serviceaccount.uid.clone());
+    if let Some(pod) = &k.pod {
+        for (key, v) in [("pod-name", &pod.name), ("pod-uid", &pod.uid)] {
+            user.extra.insert(
+                format!("authentication.kubernetes.io/{key}"),
+                vec![v.clone()],
+            );
+        }
+    }
     let meant = c
         .aud
         .iter()
@@ -132,7 +177,7 @@ pub fn token_review(
     let status = match authenticate_for(issuer, st, token, now, &audiences) {
         Ok((user, meant)) => json!({
             "authenticated": true,
-            "user": {"username": user.name, "groups": user.groups},
+            "user": user.info(),
             "audiences": meant,
         }),
         Err(why) => json!({"user": {}, "error": why}),
@@ -149,12 +194,29 @@ pub fn token_review(
     )
 }
 
-/// What a request asks to act as (`kubectl --as`, `--as-group`): the
-/// `Impersonate-User` and `Impersonate-Group` headers.
+/// A SelfSubjectReview (authentication.k8s.io/v1, `kubectl auth whoami`):
+/// who the caller is, as authentication (and impersonation) made them.
+pub fn self_subject_review(user: &User) -> (u16, Value) {
+    (
+        201,
+        json!({
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": user.info()},
+        }),
+    )
+}
+
+/// What a request asks to act as (`kubectl --as`, `--as-group`,
+/// `--as-uid`, a kubeconfig's `as-user-extra`): the `Impersonate-User`,
+/// `-Group`, `-Uid` and `-Extra-KEY` headers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Impersonation {
     pub user: Option<String>,
     pub groups: Vec<String>,
+    pub uid: Option<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 /// The user a request acts as: `caller`, or whom it impersonates when the
@@ -168,22 +230,26 @@ pub fn impersonate(
     asked: Impersonation,
 ) -> Result<User, ApiError> {
     let Some(name) = asked.user else {
-        if asked.groups.is_empty() {
+        if asked.groups.is_empty() && asked.uid.is_none() && asked.extra.is_empty() {
             return Ok(caller);
         }
         return Err(ApiError::internal(format!(
-            "requested groups {:?} without impersonating a user",
-            asked.groups
+            "requested {} without impersonating a user",
+            if asked.groups.is_empty() {
+                "a uid or extra fields".to_string()
+            } else {
+                format!("groups {:?}", asked.groups)
+            }
         )));
     };
-    let may = |resource: &str, namespace: Option<&str>, name: &str| {
+    let may = |group: &str, resource: &str, sub: Option<&str>, ns: Option<&str>, name: &str| {
         let a = Attributes {
             verb: "impersonate".into(),
             resource: Some(Resource {
-                group: String::new(),
+                group: group.into(),
                 resource: resource.into(),
-                subresource: None,
-                namespace: namespace.map(String::from),
+                subresource: sub.map(String::from),
+                namespace: ns.map(String::from),
                 name: Some(name.into()),
             }),
             path: String::new(),
@@ -197,19 +263,32 @@ pub fn impersonate(
         .strip_prefix("system:serviceaccount:")
         .and_then(|rest| rest.split_once(':'));
     match account {
-        Some((ns, sa)) => may("serviceaccounts", Some(ns), sa)?,
-        None => may("users", None, &name)?,
+        Some((ns, sa)) => may("", "serviceaccounts", None, Some(ns), sa)?,
+        None => may("", "users", None, None, &name)?,
     }
     for g in &asked.groups {
-        may("groups", None, g)?;
+        may("", "groups", None, None, g)?;
+    }
+    // A uid and extra fields are checked in authentication.k8s.io, each
+    // extra value as the name of `userextras/KEY`.
+    if let Some(uid) = &asked.uid {
+        may("authentication.k8s.io", "uids", None, None, uid)?;
+    }
+    for (key, values) in &asked.extra {
+        for v in values {
+            may("authentication.k8s.io", "userextras", Some(key), None, v)?;
+        }
     }
     let mut user = match account {
         Some((ns, sa)) if asked.groups.is_empty() => User::service_account(ns, sa),
         _ => User {
             name,
             groups: asked.groups,
+            ..Default::default()
         },
     };
+    user.uid = asked.uid;
+    user.extra = asked.extra;
     if !user.groups.iter().any(|g| g == "system:authenticated") {
         user.groups.push("system:authenticated".into());
     }
@@ -519,10 +598,12 @@ fn subject_review_in(
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
     let user = User {
         name: text(&spec["user"]),
+        uid: spec["uid"].as_str().map(String::from),
         groups: spec["groups"]
             .as_array()
             .map(|g| g.iter().map(text).collect())
             .unwrap_or_default(),
+        extra: serde_json::from_value(spec["extra"].clone()).unwrap_or_default(),
     };
     if user.name.is_empty() && user.groups.is_empty() {
         return Err(ApiError {
@@ -729,6 +810,7 @@ pub fn token_request(
             uid: account.metadata.uid.clone().unwrap_or_default(),
         },
         pod: pod.clone(),
+        secret: None,
         audiences: audiences.clone(),
         issued: now.timestamp(),
         seconds,
@@ -791,6 +873,7 @@ mod tests {
         let as_ = |user: &str, groups: &[&str]| Impersonation {
             user: Some(user.into()),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
         };
         // The admin (system:masters) may be anyone.
         let jane = impersonate(&st, User::admin(), as_("jane", &["devs"])).unwrap();
@@ -819,7 +902,8 @@ mod tests {
                 sa.clone(),
                 Impersonation {
                     user: None,
-                    groups: vec!["g".into()]
+                    groups: vec!["g".into()],
+                    ..Default::default()
                 }
             )
             .unwrap_err()
@@ -830,6 +914,34 @@ mod tests {
             impersonate(&st, sa.clone(), Impersonation::default()).unwrap(),
             sa
         );
+        // A uid and extra fields (`--as-uid`), and `kubectl auth whoami`.
+        let asked = Impersonation {
+            uid: Some("1234".into()),
+            extra: [("scopes".to_string(), vec!["view".to_string()])].into(),
+            ..as_("jane", &["devs"])
+        };
+        let jane = impersonate(&st, User::admin(), asked.clone()).unwrap();
+        assert_eq!(jane.uid.as_deref(), Some("1234"));
+        let (code, review) = self_subject_review(&jane);
+        assert_eq!(code, 201);
+        assert_eq!(
+            review["status"]["userInfo"],
+            json!({"username": "jane", "uid": "1234",
+                   "groups": ["devs", "system:authenticated"],
+                   "extra": {"scopes": ["view"]}})
+        );
+        // Each needs its own grant: `uids` and `userextras/KEY` in
+        // authentication.k8s.io.
+        let e = impersonate(
+            &st,
+            sa.clone(),
+            Impersonation {
+                user: None,
+                ..asked
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 500, "a uid without a user");
     }
 
     #[test]
@@ -910,6 +1022,7 @@ mod tests {
                 uid: sa.metadata.uid.clone().unwrap(),
             },
             pod: None,
+            secret: None,
             audiences: vec![],
             issued: 1000,
             seconds: 3600,
@@ -919,7 +1032,10 @@ mod tests {
         let (t, _) = issuer.mint(&grant);
         assert_eq!(
             authenticate(&issuer, &st, &t, 1001).unwrap(),
-            User::service_account("default", "default")
+            User {
+                uid: sa.metadata.uid.clone(),
+                ..User::service_account("default", "default")
+            }
         );
         // A TokenReview says the same, for the API's audience only.
         let (_, v) = token_review(&issuer, &st, &json!({"spec": {"token": t}}), 1001);
@@ -971,6 +1087,40 @@ mod tests {
         assert!(authenticate(&issuer, &st, &bound, 1001)
             .unwrap_err()
             .contains("pod"));
+        // A token kept in a Secret works while the Secret holds it.
+        let kept = |uid: &str| tokens::Grant {
+            secret: Some(tokens::Ref {
+                name: "keep".into(),
+                uid: uid.into(),
+            }),
+            ..grant.clone()
+        };
+        let (in_secret, _) = issuer.mint(&kept("s1"));
+        assert!(authenticate(&issuer, &st, &in_secret, 1001)
+            .unwrap_err()
+            .contains("Secret"));
+        st.secrets.push(k8s_openapi::api::core::v1::Secret {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("keep".into()),
+                namespace: Some("default".into()),
+                uid: Some("s1".into()),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    "token".to_string(),
+                    k8s_openapi::ByteString(in_secret.clone().into_bytes()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        });
+        assert!(authenticate(&issuer, &st, &in_secret, 1001).is_ok());
+        let (other_secret, _) = issuer.mint(&kept("s2"));
+        assert!(
+            authenticate(&issuer, &st, &other_secret, 1001).is_err(),
+            "a Secret of the same name made again"
+        );
         st.service_accounts
             .retain(|a| namespace(&a.metadata) != "default");
         assert!(authenticate(&issuer, &st, &t, 1001).is_err());

@@ -156,7 +156,8 @@ pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
         .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
-fn decode(s: &str) -> String {
+/// A percent-encoded text (a query's, or an `Impersonate-Extra-` key).
+pub fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

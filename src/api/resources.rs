@@ -18,6 +18,11 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// A review: created (answered by `api::rbac`), never stored.
+    pub fn answered(&self) -> bool {
+        self.verbs == ANSWERED
+    }
+
     pub fn group_version(&self) -> String {
         match self.group {
             "" => self.version.to_string(),
@@ -181,6 +186,13 @@ pub const RESOURCES: &[Resource] = &[
         false,
     ),
     review(
+        "authentication.k8s.io",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        "SelfSubjectReview",
+        false,
+    ),
+    review(
         "authorization.k8s.io",
         "selfsubjectrulesreviews",
         "selfsubjectrulesreview",
@@ -188,6 +200,9 @@ pub const RESOURCES: &[Resource] = &[
         false,
     ),
 ];
+
+/// The verbs of a review.
+const ANSWERED: &[&str] = &["create"];
 
 /// A review: created (answered), never stored.
 const fn review(
@@ -199,7 +214,7 @@ const fn review(
 ) -> Resource {
     Resource {
         group,
-        verbs: &["create"],
+        verbs: ANSWERED,
         ..core(plural, singular, kind, namespaced, &[])
     }
 }

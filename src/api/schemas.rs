@@ -61,6 +61,9 @@ pub fn definition_name(r: &Resource) -> Option<String> {
         ("authentication.k8s.io", "TokenReview") => {
             name::<k8s_openapi::api::authentication::v1::TokenReview>()
         }
+        ("authentication.k8s.io", "SelfSubjectReview") => {
+            name::<k8s_openapi::api::authentication::v1::SelfSubjectReview>()
+        }
         _ => None,
     }
 }
@@ -94,6 +97,7 @@ fn generate() -> Map<String, Value> {
     g.subschema_for::<authorization::v1::SubjectAccessReview>();
     g.subschema_for::<authorization::v1::LocalSubjectAccessReview>();
     g.subschema_for::<k8s_openapi::api::authentication::v1::TokenReview>();
+    g.subschema_for::<k8s_openapi::api::authentication::v1::SelfSubjectReview>();
     let mut defs = g.take_definitions(false);
     for r in super::resources::RESOURCES {
         if let Some(Value::Object(d)) = definition_name(r).and_then(|n| defs.get_mut(&n)) {

@@ -37,6 +37,9 @@ pub struct Private {
     pub serviceaccount: Ref,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<Ref>,
+    /// A long-lived token kept in a Secret: it works while the Secret does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Ref>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnafter: Option<i64>,
 }
@@ -61,6 +64,8 @@ pub struct Grant {
     pub service_account: Ref,
     /// The pod it is bound to: it stops working when the pod goes.
     pub pod: Option<Ref>,
+    /// The Secret it is kept in: it stops working when the Secret goes.
+    pub secret: Option<Ref>,
     /// Empty: the API's own audience.
     pub audiences: Vec<String>,
     /// Unix seconds.
@@ -111,6 +116,7 @@ impl Issuer {
                 namespace: g.namespace.clone(),
                 serviceaccount: g.service_account.clone(),
                 pod: g.pod.clone(),
+                secret: g.secret.clone(),
                 warnafter: g.warn_after,
             },
         };
@@ -185,6 +191,32 @@ pub fn for_lab(lab: &str) -> Option<std::sync::Arc<LabKeys>> {
     Some(k)
 }
 
+/// How long a Secret's token lasts: Kubernetes' never expire; these last a
+/// century (the claims always carry `exp`), and end with their Secret.
+pub const SECRET_SECONDS: i64 = 100 * 365 * 24 * 3600;
+
+/// The token the token controller puts in a Secret of type
+/// `kubernetes.io/service-account-token` (`cluster::secrets`).
+pub fn for_secret(issuer: &Issuer, t: crate::cluster::secrets::TokenFor) -> String {
+    let r = |(name, uid): (&str, &str)| Ref {
+        name: name.into(),
+        uid: uid.into(),
+    };
+    issuer
+        .mint(&Grant {
+            namespace: t.namespace.into(),
+            service_account: r(t.account),
+            pod: None,
+            secret: Some(r(t.secret)),
+            audiences: Vec::new(),
+            issued: t.created,
+            seconds: SECRET_SECONDS,
+            warn_after: None,
+            id: format!("{}-{}", t.secret.1, t.created),
+        })
+        .0
+}
+
 /// The token the kubelet writes in a pod's projected volume: bound to the
 /// pod, issued when the pod was made (so the same bytes each time, until
 /// a refresh is due at 80% of a short life), for a year when the kubelet's
@@ -216,6 +248,7 @@ pub fn for_pod(
                 name: pod.name.clone().unwrap_or_default(),
                 uid: uid.clone(),
             }),
+            secret: None,
             audiences: projection.audience.iter().cloned().collect(),
             issued,
             seconds,
@@ -240,6 +273,7 @@ mod tests {
                 name: "p".into(),
                 uid: "u2".into(),
             }),
+            secret: None,
             audiences: vec![],
             issued,
             seconds,

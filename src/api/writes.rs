@@ -344,6 +344,10 @@ impl Writer<'_> {
                 "metadata.name: Required value: name is required".into(),
             ));
         }
+        if r.namespaced && !self.store.snapshot().state.has_namespace(&ns) {
+            // kube-apiserver's NamespaceLifecycle admission.
+            return Err(ApiError::not_found("namespaces", &ns));
+        }
         if r.namespaced && self.store.snapshot().state.terminating(&ns) {
             // kube-apiserver's NamespaceLifecycle admission.
             return Err(ApiError {

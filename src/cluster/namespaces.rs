@@ -2,9 +2,12 @@
 //! namespace controller): `kubectl create namespace`, labels on them, and
 //! `kubectl delete namespace`, which deletes everything in it.
 //!
-//! A lab has Kubernetes' four namespaces, the ones made through the API or
-//! a lab file (stored, with their labels), and, as before namespaces were
-//! objects, any namespace an object names (shown as made with the lab).
+//! A lab has Kubernetes' four namespaces and the ones made through the API
+//! or a lab file (stored, with their labels). A lab file's object may name
+//! a namespace the file does not make: `up` makes it (a lab file is the
+//! whole lab, so it is taken as meant). Through the API a namespace must
+//! exist before anything is made in it, as kube-apiserver's
+//! NamespaceLifecycle admission wants (`404 namespaces "x" not found`).
 //! A deleted namespace is `Terminating` while its pods stop; its other
 //! objects go at once, and the namespace when its last pod has gone.
 
@@ -46,6 +49,29 @@ impl ClusterState {
             .position(|n| n.metadata.name.as_deref() == Some(name))
     }
 
+    /// Whether namespace `name` exists (it may be terminating).
+    pub fn has_namespace(&self, name: &str) -> bool {
+        BUILT_IN.contains(&name) || self.stored_namespace(name).is_some()
+    }
+
+    /// Stores every namespace an object names that the lab does not have
+    /// yet, as made now (`up` of a lab file whose objects name them).
+    pub(super) fn store_named(&mut self, now: DateTime<Utc>, rng: &mut impl rand::Rng) {
+        let mut named: Vec<String> = self
+            .namespaced_metas()
+            .map(|m| namespace(m).to_string())
+            .filter(|n| !self.has_namespace(n))
+            .collect();
+        named.sort();
+        named.dedup();
+        for name in named {
+            let mut ns = self.implied(&name);
+            ns.metadata.creation_timestamp = Some(time(now));
+            ns.metadata.uid = Some(uid(rng));
+            self.namespaces.push(ns);
+        }
+    }
+
     /// Whether `name` is being deleted.
     pub fn terminating(&self, name: &str) -> bool {
         self.stored_namespace(name)
@@ -72,7 +98,8 @@ impl ClusterState {
         self.namespaced_metas().any(|m| namespace(m) == name)
     }
 
-    /// A namespace the lab has without storing it, as the API shows it.
+    /// A namespace the lab has without storing it (a built-in one no one
+    /// changed), as the API shows it.
     fn implied(&self, name: &str) -> Namespace {
         let mut metadata = ObjectMeta {
             name: Some(name.into()),
@@ -256,6 +283,8 @@ mod tests {
             "namespace/kube-system configured"
         );
         assert_eq!(st.namespace_names().len(), 5);
+        assert!(st.has_namespace("web") && st.has_namespace("kube-node-lease"));
+        assert!(!st.has_namespace("shop"));
 
         // Deleting one takes its objects; its pods stop first.
         let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
@@ -294,5 +323,22 @@ mod tests {
             delete_namespace(&mut st, "web", now),
             Err(ObjectError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn a_lab_file_makes_the_namespaces_its_objects_name() {
+        use rand::SeedableRng;
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  namespace: shop\ndata:\n  k: v\n";
+        let spec = crate::lab::load_str(std::path::Path::new("t.yaml"), text, &Default::default())
+            .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let now = Utc::now();
+        let st = ClusterState::plan(&spec, &Default::default(), now, &mut rng).unwrap();
+        assert!(st.has_namespace("shop"));
+        let shop = &st.namespaces[st.stored_namespace("shop").unwrap()];
+        assert!(shop.metadata.uid.is_some());
+        assert_eq!(shop.metadata.labels.as_ref().unwrap()[NAME_LABEL], "shop");
+        // Only namespaces that exist are listed.
+        assert!(!st.namespace_names().contains(&"nowhere".to_string()));
     }
 }

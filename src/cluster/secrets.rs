@@ -13,6 +13,11 @@ pub const TYPE_OPAQUE: &str = "Opaque";
 pub const TYPE_TLS: &str = "kubernetes.io/tls";
 pub const TLS_CERT_KEY: &str = "tls.crt";
 pub const TLS_PRIVATE_KEY_KEY: &str = "tls.key";
+/// A long-lived ServiceAccount token the token controller fills in
+/// (Kubernetes' "manually create a long-lived API token").
+pub const TYPE_SA_TOKEN: &str = "kubernetes.io/service-account-token";
+pub const SA_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+pub const SA_UID_ANNOTATION: &str = "kubernetes.io/service-account.uid";
 /// The API server's limit on a Secret's or ConfigMap's data.
 pub const MAX_SIZE: usize = 1024 * 1024;
 
@@ -53,6 +58,17 @@ pub fn normalize_secret(mut s: Secret) -> Result<Secret, String> {
         ));
     }
     let type_ = s.type_.get_or_insert_with(|| TYPE_OPAQUE.into()).clone();
+    if type_ == TYPE_SA_TOKEN
+        && !s
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(SA_NAME_ANNOTATION))
+    {
+        return Err(format!(
+            "metadata.annotations[{SA_NAME_ANNOTATION}]: Required value: a secret of type {TYPE_SA_TOKEN} names its ServiceAccount"
+        ));
+    }
     if type_ == TYPE_TLS {
         for key in [TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY] {
             if !data.contains_key(key) {
@@ -64,6 +80,81 @@ pub fn normalize_secret(mut s: Secret) -> Result<Secret, String> {
     }
     s.data = (!data.is_empty()).then_some(data);
     Ok(s)
+}
+
+/// What a token Secret's token is minted for: the namespace, the
+/// ServiceAccount's and the Secret's (name, uid), and when the Secret was
+/// made (Unix seconds: the same token each time it is minted).
+pub struct TokenFor<'a> {
+    pub namespace: &'a str,
+    pub account: (&'a str, &'a str),
+    pub secret: (&'a str, &'a str),
+    pub created: i64,
+}
+
+/// kube-controller-manager's token controller: each Secret of type
+/// [`TYPE_SA_TOKEN`] whose ServiceAccount exists and that has no token yet
+/// gets one (`mint`), with the lab's CA and its namespace, and the
+/// account's uid as an annotation. Returns whether one changed.
+pub fn fill_token_secrets(
+    st: &mut super::ClusterState,
+    ca: &str,
+    mint: &dyn Fn(TokenFor) -> String,
+) -> bool {
+    let mut changed = false;
+    for i in 0..st.secrets.len() {
+        let s = &st.secrets[i];
+        if s.type_.as_deref() != Some(TYPE_SA_TOKEN)
+            || s.data.as_ref().is_some_and(|d| d.contains_key("token"))
+        {
+            continue;
+        }
+        let ns = super::state::namespace(&s.metadata).to_string();
+        let Some(account) = s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SA_NAME_ANNOTATION))
+            .cloned()
+        else {
+            continue;
+        };
+        let Some(account_uid) = st
+            .service_accounts
+            .iter()
+            .find(|a| {
+                a.metadata.name.as_deref() == Some(account.as_str())
+                    && super::state::namespace(&a.metadata) == ns
+            })
+            .and_then(|a| a.metadata.uid.clone())
+        else {
+            continue; // the controller waits for the account
+        };
+        let token = mint(TokenFor {
+            namespace: &ns,
+            account: (&account, &account_uid),
+            secret: (
+                s.metadata.name.as_deref().unwrap_or_default(),
+                s.metadata.uid.as_deref().unwrap_or_default(),
+            ),
+            created: s
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.timestamp()),
+        });
+        let s = &mut st.secrets[i];
+        let data = s.data.get_or_insert_with(BTreeMap::new);
+        data.insert("token".into(), ByteString(token.into_bytes()));
+        data.insert("ca.crt".into(), ByteString(ca.as_bytes().to_vec()));
+        data.insert("namespace".into(), ByteString(ns.into_bytes()));
+        s.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(SA_UID_ANNOTATION.into(), account_uid);
+        changed = true;
+    }
+    changed
 }
 
 /// The API server's validation of a ConfigMap: keys, no key in both `data`
@@ -297,5 +388,51 @@ mod tests {
             ..Default::default()
         };
         assert!(validate_config_map(&c).unwrap_err().contains("only one"));
+    }
+
+    #[test]
+    fn token_secrets_are_filled_once_their_account_exists() {
+        use crate::cluster::ClusterState;
+        let mut st = ClusterState::empty();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("t".into()),
+                namespace: Some("default".into()),
+                uid: Some("s1".into()),
+                annotations: Some([(SA_NAME_ANNOTATION.to_string(), "bot".to_string())].into()),
+                ..Default::default()
+            },
+            type_: Some(TYPE_SA_TOKEN.into()),
+            ..Default::default()
+        };
+        // The account is named, or the secret is refused.
+        let mut bare = secret.clone();
+        bare.metadata.annotations = None;
+        assert!(normalize_secret(bare)
+            .unwrap_err()
+            .contains(SA_NAME_ANNOTATION));
+        st.secrets.push(normalize_secret(secret).unwrap());
+        let mint = |t: TokenFor| format!("{}:{}:{}", t.namespace, t.account.0, t.secret.1);
+        assert!(!fill_token_secrets(&mut st, "CA", &mint), "no account yet");
+        st.service_accounts
+            .push(k8s_openapi::api::core::v1::ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some("bot".into()),
+                    namespace: Some("default".into()),
+                    uid: Some("a1".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        assert!(fill_token_secrets(&mut st, "CA", &mint));
+        let data = st.secrets[0].data.clone().unwrap();
+        assert_eq!(data["token"].0, b"default:bot:s1");
+        assert_eq!(data["ca.crt"].0, b"CA");
+        assert_eq!(data["namespace"].0, b"default");
+        assert_eq!(
+            st.secrets[0].metadata.annotations.as_ref().unwrap()[SA_UID_ANNOTATION],
+            "a1"
+        );
+        assert!(!fill_token_secrets(&mut st, "CA", &mint), "filled once");
     }
 }

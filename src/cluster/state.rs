@@ -201,6 +201,7 @@ impl ClusterState {
                 })?;
         }
         drop(batch);
+        state.store_named(now, rng);
         state.refresh_deployment_status();
         state.refresh_endpoints();
         Ok(state)
@@ -359,7 +360,7 @@ impl ClusterState {
         self.refresh_deployments_status(Utc::now()) || rs
     }
 
-    /// The namespaces of a lab: Kubernetes' four, and any an object is in.
+    /// The namespaces of a lab: Kubernetes' four, and the stored ones.
     pub fn namespace_names(&self) -> Vec<String> {
         let mut names: Vec<String> = super::namespaces::BUILT_IN.map(String::from).to_vec();
         for n in self
@@ -369,12 +370,6 @@ impl ClusterState {
         {
             if !names.iter().any(|x| x == n) {
                 names.push(n.to_string());
-            }
-        }
-        for m in self.namespaced_metas() {
-            let ns = namespace(m);
-            if !names.iter().any(|n| n == ns) {
-                names.push(ns.to_string());
             }
         }
         names.sort();

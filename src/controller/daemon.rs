@@ -301,7 +301,6 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
     // store and the threads that use it outlive it by a moment, and a
     // controller started meanwhile found the store still open.
     std::mem::forget(lock);
-    limit_heap();
     raise_fd_limit();
     crate::runtime::exits::reap_containers();
     // `down` makes the mark, then holds the lock: one that got the lock
@@ -409,10 +408,6 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
     }
 }
 
-/// glibc's malloc keeps what a process frees for reuse, per arena (up to
-/// 8 per core, one per thread that met contention): after a big lab's
-/// `up` the lab's process held hundreds of MiB it no longer used. Two
-/// arenas, and what is free handed back to the kernel every few seconds.
 /// The lab's process holds descriptors per container (a pidfd each, and
 /// the stdio of those with stdin or a terminal) besides its sockets: its
 /// soft limit goes up to the hard one, as container runtimes' services
@@ -429,19 +424,6 @@ fn raise_fd_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-fn limit_heap() {
-    // SAFETY: mallopt and malloc_trim only tune and trim glibc's heap.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-    tokio::spawn(async {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-        }
-    });
 }
 
 /// Rotates the lab's container logs as the kubelet does, on its own
@@ -691,9 +673,16 @@ pub async fn step(
     // What kube-apiserver and kube-controller-manager keep in place: the
     // bootstrap RBAC policy, each namespace's `default` ServiceAccount and
     // `kube-root-ca.crt` (before pods start: their volumes need both).
-    let ca = crate::api::tokens::for_lab(lab).map(|k| k.ca.clone());
-    let access =
+    let keys = crate::api::tokens::for_lab(lab);
+    let ca = keys.as_ref().map(|k| k.ca.clone());
+    let mut access =
         crate::cluster::access::ensure(&mut st, ca.as_deref(), Utc::now(), &mut rand::rng());
+    // The token controller: long-lived tokens in Secrets.
+    if let Some(k) = &keys {
+        let mint =
+            |t: crate::cluster::secrets::TokenFor<'_>| crate::api::tokens::for_secret(&k.issuer, t);
+        access |= crate::cluster::secrets::fill_token_secrets(&mut st, &k.ca, &mint);
+    }
     let workloads = st.reconcile_workloads(Utc::now(), &mut rand::rng())? || access;
     // Pods to start, or to stop (unless their removal is under way).
     let to_do = |st: &ClusterState| {

@@ -322,6 +322,36 @@ impl Twins {
         Ok(())
     }
 
+    /// After the service plane's commit of what this sync was made from:
+    /// the Endpoints as committed. The commit gave each new one its
+    /// resourceVersion, a copy since this sync held it; holding the
+    /// committed ones instead lets the others go (the scale lab kept a
+    /// second copy of every Endpoints object), and the next sync finds
+    /// them unchanged. Models made from an object now point at its copy.
+    pub fn committed(&mut self, st: &ClusterState) {
+        let Some(l) = &mut self.last else { return };
+        if !l.endpoints.same_but_versions(&st.endpoints) {
+            return; // others changed some meanwhile: the next sync sees it
+        }
+        let moved: HashMap<usize, usize> = l
+            .endpoints
+            .shared()
+            .iter()
+            .zip(st.endpoints.shared())
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .map(|(a, b)| (Arc::as_ptr(a) as usize, Arc::as_ptr(b) as usize))
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        for (ep, _) in self.made_from.values_mut() {
+            if let Some(to) = ep.and_then(|e| moved.get(&e)) {
+                *ep = Some(*to);
+            }
+        }
+        l.endpoints = st.endpoints.clone();
+    }
+
     /// Rebuilds the Services' models, reusing each one whose Service and
     /// Endpoints are the very objects it was made from.
     fn remodel(&mut self, st: &ClusterState) {

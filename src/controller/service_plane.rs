@@ -106,7 +106,11 @@ impl Plane {
         let t2 = Instant::now();
         let mut committed = 0;
         if changed {
-            let r = store.commit_working(&mut st)?;
+            self.memo.release_outputs();
+            let r = store.commit_working(&mut st);
+            self.memo.committed(&st, st.saw_others());
+            self.proxy.committed(&st);
+            let r = r?;
             if !st.saw_others() {
                 committed = r;
             }

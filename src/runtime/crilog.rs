@@ -72,7 +72,9 @@ impl<W: Write> Writer<W> {
         if out.is_empty() {
             return Ok(());
         }
-        self.out.write_all(&out)
+        let done = self.out.write_all(&out);
+        super::logs::wrote();
+        done
     }
 
     /// The stream ended: a line it did not end is recorded whole.
@@ -83,7 +85,9 @@ impl<W: Write> Writer<W> {
         let mut out = Vec::new();
         let line = std::mem::take(&mut self.pending);
         self.record(&mut out, now, &line, false);
-        self.out.write_all(&out)
+        let done = self.out.write_all(&out);
+        super::logs::wrote();
+        done
     }
 
     fn record(&self, out: &mut Vec<u8>, now: &str, line: &[u8], partial: bool) {

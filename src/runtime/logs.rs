@@ -34,6 +34,69 @@ pub const DEFAULT: Policy = Policy {
 /// How often the controller looks (the kubelet's containerLogMonitorInterval).
 pub const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Wakes the followers of logs (`kubectl logs -f`, attach to a container
+/// without stdio of its own) when this process wrote a record into one, as
+/// it does for the containers whose output it copies: they see a line as it
+/// comes rather than at their next look.
+static WRITTEN: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// A record was written into a log (see [`WRITTEN`]).
+pub(super) fn wrote() {
+    WRITTEN.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// How long a follower waits for a write it was not told of (a container
+/// that writes into its log itself, a rotation) before it looks anyway.
+pub const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What a container's live log gains from a point on, as text: the one
+/// way a log is followed.
+pub struct Follower {
+    path: PathBuf,
+    pos: u64,
+    records: super::crilog::Reader,
+    written: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Follower {
+    /// From the log's end now.
+    pub fn from_end(path: PathBuf, options: super::crilog::Options) -> Follower {
+        let mut written = WRITTEN.subscribe();
+        written.mark_unchanged();
+        Follower {
+            pos: std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+            path,
+            records: super::crilog::Reader::new(options),
+            written,
+        }
+    }
+
+    /// Waits until a log was written, or [`FOLLOW_EVERY`].
+    pub async fn wait(&mut self) {
+        let _ = tokio::time::timeout(FOLLOW_EVERY, self.written.changed()).await;
+    }
+
+    /// The text of the lines the log gained since the last read (empty
+    /// when it gained none, or only the start of a line).
+    pub fn read(&mut self) -> Vec<u8> {
+        let mut chunk = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.path) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < self.pos {
+                self.pos = 0; // rotated: copied away, then truncated
+            }
+            if len > self.pos && f.seek(SeekFrom::Start(self.pos)).is_ok() {
+                let _ = f.read_to_end(&mut chunk);
+                self.pos += chunk.len() as u64;
+            }
+        }
+        let mut text = Vec::new();
+        self.records.feed(&chunk, &mut text);
+        text
+    }
+}
+
 /// `c.log.N`: the N-th newest rotated file of a live log.
 pub fn rotated(log: &Path, n: usize) -> PathBuf {
     let mut s = log.as_os_str().to_owned();

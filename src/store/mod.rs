@@ -11,7 +11,9 @@
 //!   takes the next revision, which is its `metadata.resourceVersion`
 //!   (as etcd's mod_revision is). A list's resourceVersion is the store's.
 //! - In memory: the current state (an `Arc` readers share without a lock),
-//!   a few recent states (for `continue` tokens of paged lists), and the
+//!   the states a paged list handed out `continue` tokens for (pinned for
+//!   a minute: holding every recent state kept old copies of everything
+//!   the last commits changed, 60 MiB after the scale lab's `up`), and the
 //!   log of recent changes that watches are served from; a watch from a
 //!   revision older than the log gets `410 Gone`, as from kube-apiserver's
 //!   watch cache.
@@ -53,8 +55,9 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// window per resource. A watch from before it gets 410 Gone and lists
 /// again, as clients do.
 const LOG_BYTES: usize = 8 << 20;
-/// How many past states are kept for paged lists.
+/// How many past states are kept for paged lists, and how long.
 const PAST_STATES: usize = 4;
+const PAST_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub fn path(lab: &str) -> PathBuf {
     crate::paths::lab_dir(lab).join(FILE)
@@ -139,7 +142,9 @@ struct Inner {
     /// The highest revision no longer in the log: watches from before it
     /// are expired.
     compacted: u64,
-    past: VecDeque<Arc<Snapshot>>,
+    /// States pinned for paged lists ([`ObjectStore::pin`]), oldest first,
+    /// with when.
+    past: VecDeque<(std::time::Instant, Arc<Snapshot>)>,
 }
 
 /// The store of one lab (cheap to clone: a handle).
@@ -375,7 +380,26 @@ impl ObjectStore {
             return Some(now);
         }
         let inner = self.inner.lock().expect("store lock");
-        inner.past.iter().find(|s| s.revision == revision).cloned()
+        inner
+            .past
+            .iter()
+            .find(|(_, s)| s.revision == revision)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Keeps `snap` for a while: a paged list handed out a `continue`
+    /// token for it, and its next page must come from the same state.
+    pub fn pin(&self, snap: &Arc<Snapshot>) {
+        let mut inner = self.inner.lock().expect("store lock");
+        if inner.past.iter().any(|(_, s)| s.revision == snap.revision) {
+            return;
+        }
+        inner
+            .past
+            .push_back((std::time::Instant::now(), snap.clone()));
+        while inner.past.len() > PAST_STATES {
+            inner.past.pop_front();
+        }
     }
 
     /// Wakes at each commit that changed something.
@@ -548,12 +572,12 @@ impl ObjectStore {
             inner.log_bytes -= e.object.len() + e.before.as_ref().map_or(0, Vec::len);
             inner.compacted = e.revision;
         }
-        let before = self.snapshot();
-        if before.revision > 0 {
-            inner.past.push_back(before);
-            while inner.past.len() > PAST_STATES {
-                inner.past.pop_front();
-            }
+        while inner
+            .past
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > PAST_FOR)
+        {
+            inner.past.pop_front();
         }
         self.publish(st.clone(), revision);
         Ok(revision)
@@ -1046,12 +1070,21 @@ mod tests {
         store.inner.lock().unwrap().compacted = r0;
         assert!(store.events_after(r0 - 1).is_err());
         assert!(store.events_after(r0).is_ok());
+        let s0 = store.snapshot();
+        store.pin(&s0);
         st.pods.pop();
         store.commit(&mut st).unwrap();
         assert_eq!(store.events_after(r0).unwrap().len(), 1);
         assert!(
             store.snapshot_at(r0).is_some(),
-            "the last state is kept for paging"
+            "a state a paged list is at is kept"
+        );
+        st.pods.pop();
+        let r1 = store.snapshot().revision;
+        store.commit(&mut st).unwrap();
+        assert!(
+            store.snapshot_at(r1).is_none(),
+            "a state no list is at is not kept"
         );
     }
 

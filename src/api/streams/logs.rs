@@ -12,11 +12,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame};
 use hyper::Response;
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::time::Duration;
-
-/// How often a followed log is looked at.
-const FOLLOW_EVERY: Duration = Duration::from_millis(100);
 
 pub fn serve(
     ctx: &handler::Ctx,
@@ -68,7 +63,7 @@ pub fn serve(
             http_body_util::Full::new(Bytes::from(text)).boxed_unsync(),
         ));
     }
-    let mut live = std::fs::File::open(&path).map_err(|_| c.waiting())?;
+    std::fs::File::open(&path).map_err(|_| c.waiting())?;
     let all = logs::read_all(&path, logs::DEFAULT)
         .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?;
     let mut first = crilog::render(&all, tail, options.clone());
@@ -87,14 +82,11 @@ pub fn serve(
     }
     // Followed: what there is, then what comes, until the pod goes away
     // (or is replaced by one of the same name).
-    let mut pos = live
-        .seek(SeekFrom::End(0))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut follower = logs::Follower::from_end(path.clone(), options);
     let (tx, rx) =
         futures::channel::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
     let store = ctx.store.clone();
     let mut left = limit.map(|l| l - first.len());
-    let mut records = crilog::Reader::new(options);
     tokio::spawn(async move {
         use futures::SinkExt;
         let mut tx = tx;
@@ -102,7 +94,7 @@ pub fn serve(
             return;
         }
         loop {
-            tokio::time::sleep(FOLLOW_EVERY).await;
+            follower.wait().await;
             let here = {
                 let snapshot = store.snapshot();
                 snapshot
@@ -110,32 +102,16 @@ pub fn serve(
                     .pod(&c.namespace, &c.pod)
                     .is_some_and(|p| p.metadata.uid.as_deref() == Some(c.uid.as_str()))
             };
-            let Ok(meta) = live.metadata() else { return };
-            let len = meta.len();
-            if len < pos {
-                pos = 0; // rotated: copied away, then truncated
+            let mut chunk = follower.read();
+            if let Some(l) = &mut left {
+                chunk.truncate(*l);
+                *l -= chunk.len();
             }
-            if len > pos {
-                let mut chunk = Vec::new();
-                if live.seek(SeekFrom::Start(pos)).is_err() || live.read_to_end(&mut chunk).is_err()
-                {
-                    return;
-                }
-                pos += chunk.len() as u64;
-                let mut text = Vec::new();
-                records.feed(&chunk, &mut text);
-                let mut chunk = text;
-                if let Some(l) = &mut left {
-                    chunk.truncate(*l);
-                    *l -= chunk.len();
-                }
-                if chunk.is_empty() {
-                    // Only the start of a line, or lines from before `since`.
-                } else if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err()
-                    || left == Some(0)
-                {
-                    return;
-                }
+            // Empty: only the start of a line, or lines from before `since`.
+            if !chunk.is_empty()
+                && (tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() || left == Some(0))
+            {
+                return;
             }
             if !here || !path.exists() {
                 return;

@@ -282,10 +282,6 @@ pub fn attach(container: Arc<stdio::Attachable>, spec: &Spec) -> Running {
     }
 }
 
-/// How often the log of a container attached to without stdio of its own
-/// is looked at.
-const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// A client attached to a container started without stdin or a terminal,
 /// whose output is copied into its log line by line: what the log gains
 /// from now on, as stdout, until the container (process `pid`) has
@@ -294,29 +290,15 @@ pub fn follow(log: std::path::PathBuf, pid: i32, stdout: bool) -> Running {
     let (tx, output) = mpsc::channel(16);
     let (done, exit) = oneshot::channel();
     tokio::spawn(async move {
-        use std::io::{Seek, SeekFrom};
-        let mut pos = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let mut records = crate::runtime::crilog::Reader::default();
+        let mut follower = crate::runtime::logs::Follower::from_end(log, Default::default());
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(FOLLOW_EVERY) => {}
+                _ = follower.wait() => {}
                 _ = tx.closed() => return, // the client went away
             }
             // Looked at before reading: what it wrote before it died is read.
             let alive = crate::runtime::runc::process_alive(pid);
-            let mut chunk = Vec::new();
-            if let Ok(mut f) = std::fs::File::open(&log) {
-                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                if len < pos {
-                    pos = 0; // rotated: copied away, then truncated
-                }
-                if len > pos && f.seek(SeekFrom::Start(pos)).is_ok() {
-                    let _ = f.read_to_end(&mut chunk);
-                    pos += chunk.len() as u64;
-                }
-            }
-            let mut text = Vec::new();
-            records.feed(&chunk, &mut text);
+            let text = follower.read();
             if stdout && !text.is_empty() && tx.send((STDOUT, text)).await.is_err() {
                 return;
             }
