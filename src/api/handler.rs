@@ -57,9 +57,10 @@ fn impersonation(req: &Request<Incoming>) -> super::rbac::Impersonation {
             name.as_str().strip_prefix("impersonate-extra-"),
             value.to_str(),
         ) {
-            // The key is percent-encoded (a header name cannot hold `/`).
+            // The key is percent-encoded (a header name cannot hold `/`),
+            // path-style as client-go writes it: `+` is itself.
             extra
-                .entry(request::decode(key))
+                .entry(request::unescape(key))
                 .or_default()
                 .push(v.to_string());
         }
@@ -165,7 +166,7 @@ async fn settled(query: Option<&str>, ctx: &Ctx) -> Result<Response<Body>, ApiEr
 /// a ServiceAccount's token. None: `t` is not one of them.
 fn answered(
     ctx: &Ctx,
-    user: &super::rbac::User,
+    caller: &Caller,
     t: &Target,
     content_type: &str,
     body: &[u8],
@@ -177,6 +178,7 @@ fn answered(
         return None;
     }
     let answer = || {
+        let user = &caller.user();
         let body = writes::parse_body(content_type, body)?;
         let snapshot = ctx.store.snapshot();
         let st = &snapshot.state;
@@ -301,7 +303,7 @@ async fn serve(
         if method != Method::GET {
             let body = read_body(req.into_body()).await?;
             if method == Method::POST {
-                if let Some(answer) = answered(ctx, &caller.user(), t, &content_type, &body) {
+                if let Some(answer) = answered(ctx, &caller, t, &content_type, &body) {
                     let (code, v) = answer?;
                     return Ok(json(code, JSON, &v));
                 }

@@ -156,14 +156,24 @@ pub fn flag(q: &HashMap<String, String>, key: &str) -> bool {
         .is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
-/// A percent-encoded text (a query's, or an `Impersonate-Extra-` key).
+/// A query's percent-encoded text (`+` is a space).
 pub fn decode(s: &str) -> String {
+    percent_decoded(s, true)
+}
+
+/// A path-style percent-encoded text (Go's `url.PathUnescape`: `+` is
+/// itself), as an `Impersonate-Extra-` key is.
+pub fn unescape(s: &str) -> String {
+    percent_decoded(s, false)
+}
+
+fn percent_decoded(s: &str, plus_is_space: bool) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 3 <= b.len() => {
                 let hex = |c: u8| (c as char).to_digit(16);
                 match (hex(b[i + 1]), hex(b[i + 2])) {
@@ -319,6 +329,7 @@ mod tests {
             .unwrap_err()
             .contains("not supported"));
         assert_eq!(decode("a%2Fb+c%"), "a/b c%");
+        assert_eq!(unescape("a%2Fb+c%"), "a/b+c%");
         for (q, want) in [
             ("watch=true", true),
             ("watch=True", true),

@@ -151,6 +151,7 @@ impl ClusterState {
             services: self.services.clone(),
             endpoints: self.endpoints.clone(),
             slices: self.endpoint_slices.clone(),
+            released: false,
         })));
         endpoints || slices
     }
@@ -502,6 +503,8 @@ pub struct MemoInput {
     services: Collection<Service>,
     endpoints: Collection<Endpoints>,
     slices: Collection<k8s_openapi::api::discovery::v1::EndpointSlice>,
+    /// The outputs were let go for a commit ([`Memo::release_outputs`]).
+    released: bool,
 }
 
 impl Memo {
@@ -515,19 +518,22 @@ impl Memo {
             Some(m) => {
                 m.endpoints = Collection::default();
                 m.slices = Collection::default();
+                m.released = true;
             }
             None => self.0 = None,
         }
     }
 
-    /// After the refresh's own commit (nobody else's in between): its
-    /// Endpoints and slices as committed. Otherwise, or if
-    /// [`Memo::release_outputs`] was not called, the next refresh does all.
-    pub fn committed(&mut self, st: &ClusterState, others: bool) {
+    /// After the refresh's commit: if it committed and nobody else did in
+    /// between (`alone`), its Endpoints and slices as committed.
+    /// Otherwise, or if [`Memo::release_outputs`] was not called, the next
+    /// refresh does all.
+    pub fn committed(&mut self, st: &ClusterState, alone: bool) {
         match self.0.as_mut().and_then(Arc::get_mut) {
-            Some(m) if !others && m.endpoints.is_empty() && m.slices.is_empty() => {
+            Some(m) if alone && m.released => {
                 m.endpoints = st.endpoints.clone();
                 m.slices = st.endpoint_slices.clone();
+                m.released = false;
             }
             _ => self.0 = None,
         }

@@ -328,10 +328,12 @@ impl Twins {
     /// committed ones instead lets the others go (the scale lab kept a
     /// second copy of every Endpoints object), and the next sync finds
     /// them unchanged. Models made from an object now point at its copy.
-    pub fn committed(&mut self, st: &ClusterState) {
+    /// `alone`: the commit succeeded and nobody else committed between
+    /// this sync and it (else the next sync sees what others changed).
+    pub fn committed(&mut self, st: &ClusterState, alone: bool) {
         let Some(l) = &mut self.last else { return };
-        if !l.endpoints.same_but_versions(&st.endpoints) {
-            return; // others changed some meanwhile: the next sync sees it
+        if !alone || l.endpoints.len() != st.endpoints.len() {
+            return;
         }
         let moved: HashMap<usize, usize> = l
             .endpoints

@@ -108,10 +108,11 @@ impl Plane {
         if changed {
             self.memo.release_outputs();
             let r = store.commit_working(&mut st);
-            self.memo.committed(&st, st.saw_others());
-            self.proxy.committed(&st);
+            let alone = r.is_ok() && !st.saw_others();
+            self.memo.committed(&st, alone);
+            self.proxy.committed(&st, alone);
             let r = r?;
-            if !st.saw_others() {
+            if alone {
                 committed = r;
             }
         }

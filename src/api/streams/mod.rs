@@ -207,7 +207,7 @@ pub async fn serve(
             if websocket::asked(&req) {
                 // kubectl 1.31+: SPDY tunneled in a WebSocket.
                 return websocket::upgrade(&mut req, &[websocket::SPDY_TUNNEL], move |ws| {
-                    spdy::port_forward(websocket::tunnel(ws), netns, name)
+                    spdy::port_forward(websocket::spdy(ws), netns, name)
                 });
             }
             if !spdy::asked(&req) {
@@ -216,7 +216,7 @@ pub async fn serve(
                 ));
             }
             spdy::upgrade(&mut req, &[spdy::PORT_FORWARD], move |io| {
-                spdy::port_forward(io, netns, name)
+                spdy::port_forward(spdy::over(io), netns, name)
             })
         }
         (_, m) => Err(ApiError::method_not_allowed(m.as_str())),
@@ -268,6 +268,17 @@ fn stream_spec(req: &Request<Incoming>, q: &HashMap<String, String>) -> process:
     }
 }
 
+/// Runs `start` off the runtime's worker threads: starting runc takes
+/// milliseconds, which would hold up the other requests on that worker
+/// (and the reply to an SPDY client's last stream).
+async fn started(
+    start: impl FnOnce() -> std::io::Result<process::Running> + Send + 'static,
+) -> std::io::Result<process::Running> {
+    tokio::task::spawn_blocking(start)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 /// An exec or attach session over the protocol the client asked for,
 /// talking to what `start` starts once the client is ready.
 fn session(
@@ -282,7 +293,8 @@ fn session(
     }
     if websocket::asked(req) {
         websocket::upgrade(req, &channel::PROTOCOLS, move |ws| async move {
-            let started = start(&spec);
+            let run = spec.clone();
+            let started = started(move || start(&run)).await;
             websocket::exec(ws, started, spec.command).await
         })
     } else if spdy::asked(req) {

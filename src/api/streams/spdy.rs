@@ -19,6 +19,7 @@ use super::channel;
 use super::process::{Running, Spec};
 use crate::api::handler::Body;
 use crate::api::status::ApiError;
+use bytes::{Buf, BufMut, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Incoming};
@@ -339,26 +340,33 @@ fn control(kind: u16, flags: u8, body: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A DATA frame (FIN: the sender's side of the stream is done).
-pub fn data(stream: u32, fin: bool, data: &[u8]) -> Vec<u8> {
+/// A DATA frame's first 8 bytes (FIN: the sender's side of the stream
+/// is done).
+fn data_header(stream: u32, fin: bool, length: usize) -> [u8; 8] {
+    let id = (stream & 0x7fff_ffff).to_be_bytes();
+    let len = (length as u32).to_be_bytes();
+    let flags = if fin { FLAG_FIN } else { 0 };
+    [id[0], id[1], id[2], id[3], flags, len[1], len[2], len[3]]
+}
+
+/// A DATA frame.
+pub fn data(stream: u32, fin: bool, data: &[u8]) -> Bytes {
     let mut f = Vec::with_capacity(8 + data.len());
-    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
-    f.push(if fin { FLAG_FIN } else { 0 });
-    f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+    f.extend_from_slice(&data_header(stream, fin, data.len()));
     f.extend_from_slice(data);
-    f
+    f.into()
 }
 
 /// The answer to a PING: the same id.
-pub fn ping(id: u32) -> Vec<u8> {
-    control(PING, 0, &id.to_be_bytes())
+pub fn ping(id: u32) -> Bytes {
+    control(PING, 0, &id.to_be_bytes()).into()
 }
 
 /// GOAWAY, status OK.
-pub fn goaway(last_stream: u32) -> Vec<u8> {
+pub fn goaway(last_stream: u32) -> Bytes {
     let mut body = last_stream.to_be_bytes().to_vec();
     body.extend([0, 0, 0, 0]);
-    control(GOAWAY, 0, &body)
+    control(GOAWAY, 0, &body).into()
 }
 
 // The session: kubectl's exec over an upgraded connection.
@@ -416,41 +424,76 @@ struct Streams {
     resize: Option<u32>,
 }
 
-/// The two halves of an upgraded SPDY connection: frames as they are
-/// read (a task inflates and parses them) and bytes to write (a task
-/// writes them in order; dropping every sender shuts the connection).
-fn connection<S>(io: S) -> (mpsc::Receiver<Frame>, mpsc::Sender<Vec<u8>>)
+/// An upgraded SPDY connection as its session sees it: the frames read
+/// (inflated and parsed by the carrier's reading task) and a channel of
+/// frames to write (the carrier's writing task sends them in order;
+/// dropping every sender ends the connection).
+pub struct Connection {
+    frames: mpsc::Receiver<Frame>,
+    out: mpsc::Sender<Bytes>,
+}
+
+/// A connection's two ends as its carrier serves them: a [`Reader`] for
+/// the bytes it reads, and the frames it must write.
+pub fn carried() -> (Connection, Reader, mpsc::Receiver<Bytes>) {
+    let (frames_tx, frames) = mpsc::channel::<Frame>(16);
+    let (out, out_rx) = mpsc::channel::<Bytes>(16);
+    let reader = Reader {
+        inflater: Inflater::default(),
+        buf: BytesMut::new(),
+        frames: frames_tx,
+    };
+    (Connection { frames, out }, reader, out_rx)
+}
+
+/// Frames out of the bytes a carrier reads, in any runs.
+pub struct Reader {
+    inflater: Inflater,
+    buf: BytesMut,
+    frames: mpsc::Sender<Frame>,
+}
+
+impl Reader {
+    /// Takes the bytes just read and passes on every whole frame; false
+    /// when the session is gone or a frame is bad: stop reading.
+    pub async fn feed(&mut self, bytes: &[u8]) -> bool {
+        self.buf.extend_from_slice(bytes);
+        loop {
+            match self.inflater.parse(&self.buf) {
+                Ok(Some((f, n))) => {
+                    self.buf.advance(n);
+                    if self.frames.send(f).await.is_err() {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "api: SPDY");
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// A connection over a byte stream: kubectl's upgraded HTTP/1.1
+/// connection (a tunnelling WebSocket is `websocket::spdy`).
+pub fn over<S>(io: S) -> Connection
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let (connection, mut reader, mut out_rx) = carried();
     let (mut rd, mut wr) = tokio::io::split(io);
-    let (frames_tx, frames) = mpsc::channel::<Frame>(16);
     tokio::spawn(async move {
-        let mut inflater = Inflater::default();
-        let (mut buf, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+        let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            loop {
-                match inflater.parse(&buf) {
-                    Ok(Some((f, n))) => {
-                        buf.drain(..n);
-                        if frames_tx.send(f).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "api: SPDY");
-                        return;
-                    }
-                }
-            }
             match rd.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) if !reader.feed(&chunk[..n]).await => return,
+                Ok(_) => {}
             }
         }
     });
-    let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(16);
     tokio::spawn(async move {
         while let Some(b) = out_rx.recv().await {
             if wr.write_all(&b).await.is_err() {
@@ -459,17 +502,20 @@ where
         }
         let _ = wr.shutdown().await;
     });
-    (frames, out)
+    connection
 }
 
 /// One exec session: accept kubectl's streams, start the command, pass
 /// output, stdin and resizes, and end with its exit status on the error
 /// stream.
-pub async fn exec<S>(io: S, spec: Spec, start: impl FnOnce() -> std::io::Result<Running>)
-where
+pub async fn exec<S>(
+    io: S,
+    spec: Spec,
+    start: impl FnOnce() -> std::io::Result<Running> + Send + 'static,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut frames, out) = connection(io);
+    let Connection { mut frames, out } = over(io);
     let mut deflater = Deflater::default();
     // kubectl opens its streams first, each answered, then starts.
     let mut wanted = vec!["error"];
@@ -491,7 +537,7 @@ where
         tokio::select! {
             f = frames.recv() => match f {
                 Some(Frame::SynStream { stream, headers, .. }) => {
-                    let _ = out.send(deflater.syn_reply(stream, &[])).await;
+                    let _ = out.send(deflater.syn_reply(stream, &[]).into()).await;
                     if let Some((_, t)) = headers.iter().find(|(k, _)| k == "streamtype") {
                         ids.insert(t.clone(), stream);
                     }
@@ -517,7 +563,7 @@ where
         resize: ids.get("resize").copied(),
     };
     let error = streams.error.expect("waited for");
-    let mut running = match start() {
+    let mut running = match super::started(start).await {
         Ok(r) => r,
         Err(e) => {
             let status =
@@ -642,17 +688,14 @@ pub const PORT_FORWARD: &str = "portforward.k8s.io";
 /// pod's loopback, inside `netns`, bytes copied both ways, half-closes
 /// passed on. A port nobody listens on gets the kubelet's message on the
 /// error stream.
-pub async fn port_forward<S>(io: S, netns: String, pod: String)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
+pub async fn port_forward(connection: Connection, netns: String, pod: String) {
     #[derive(Default)]
     struct Pair {
         error: Option<u32>,
         data: Option<u32>,
         port: u16,
     }
-    let (mut frames, out) = connection(io);
+    let Connection { mut frames, out } = connection;
     let mut deflater = Deflater::default();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     // Bounded, as spdystream's per-stream channel is in the kubelet: a pod
@@ -664,7 +707,7 @@ where
             Frame::SynStream {
                 stream, headers, ..
             } => {
-                let _ = out.send(deflater.syn_reply(stream, &[])).await;
+                let _ = out.send(deflater.syn_reply(stream, &[]).into()).await;
                 let get = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                 let request = get("requestid").unwrap_or_else(|| stream.to_string());
                 let pair = pairs.entry(request.clone()).or_default();
@@ -709,9 +752,12 @@ where
 /// Data frames from the client held for one forwarded connection.
 const TO_POD_FRAMES: usize = 64;
 
+/// The most a forwarded connection reads from the pod into one frame.
+const FORWARD_READ: usize = 256 * 1024;
+
 /// One forwarded connection.
 async fn forward(
-    out: mpsc::Sender<Vec<u8>>,
+    out: mpsc::Sender<Bytes>,
     netns: String,
     pod: String,
     port: u16,
@@ -743,12 +789,17 @@ async fn forward(
     let to_client = {
         let out = out.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 256 * 1024];
+            // Each read lands behind room for its frame's header: the
+            // frame goes out without another copy.
+            let mut buf = BytesMut::new();
             loop {
-                match r.read(&mut buf).await {
+                buf.reserve(8 + FORWARD_READ);
+                buf.put_bytes(0, 8);
+                match r.read_buf(&mut (&mut buf).limit(FORWARD_READ)).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if out.send(data(data_id, false, &buf[..n])).await.is_err() {
+                        buf[..8].copy_from_slice(&data_header(data_id, false, n));
+                        if out.send(buf.split().freeze()).await.is_err() {
                             return;
                         }
                     }
@@ -847,5 +898,43 @@ mod tests {
         assert!(Inflater::default()
             .parse(&[0x80, 2, 0, 1, 0, 0, 0, 0])
             .is_err());
+    }
+
+    /// A WebSocket carries the byte stream in runs of any length: frames
+    /// split across runs, or several in one, come out whole and in order.
+    #[tokio::test]
+    async fn frames_come_whole_from_any_runs_of_bytes() {
+        let mut wire = Vec::new();
+        wire.extend(data(3, false, b"hello"));
+        wire.extend(ping(9));
+        wire.extend(data(3, true, b""));
+        let want = [
+            Frame::Data {
+                stream: 3,
+                fin: false,
+                data: b"hello".to_vec(),
+            },
+            Frame::Ping(9),
+            Frame::Data {
+                stream: 3,
+                fin: true,
+                data: Vec::new(),
+            },
+        ];
+        for run in [1, 5, 13, wire.len()] {
+            let (mut c, mut reader, _out) = carried();
+            for piece in wire.chunks(run) {
+                assert!(reader.feed(piece).await);
+            }
+            drop(reader);
+            let mut got = Vec::new();
+            while let Some(f) = c.frames.recv().await {
+                got.push(f);
+            }
+            assert_eq!(got, want, "runs of {run} bytes");
+        }
+        // A frame of another SPDY version ends the connection.
+        let (_c, mut reader, _out) = carried();
+        assert!(!reader.feed(&[0x80, 2, 0, 1, 0, 0, 0, 0]).await);
     }
 }

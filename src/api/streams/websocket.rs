@@ -1,7 +1,7 @@
 //! The channel protocol (`channel.rs`) over a WebSocket: the upgrade
 //! (kubectl 1.30+ and kube-rs ask for it with a GET) and one exec session;
-//! and a WebSocket as a byte stream ([`tunnel`]), which kubectl 1.31+
-//! port-forward speaks SPDY through.
+//! and SPDY carried in a WebSocket ([`spdy`]), as kubectl 1.31+'s
+//! port-forward speaks it.
 
 use super::channel::{self, FromClient};
 use super::process::Running;
@@ -138,39 +138,32 @@ pub async fn exec(ws: Socket, started: std::io::Result<Running>, command: Vec<St
 /// each message is a run of the byte stream, no channel byte).
 pub const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
 
-/// The byte stream a WebSocket's binary messages carry, as one end of a
-/// pipe: what the client sends is read from it, what is written to it
-/// goes out as binary messages; a close (or the client going) ends it.
-pub fn tunnel(ws: Socket) -> tokio::io::DuplexStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const WINDOW: usize = 256 * 1024;
-    let (ours, theirs) = tokio::io::duplex(WINDOW);
-    let (mut from_session, mut to_session) = tokio::io::split(ours);
+/// A SPDY connection carried in a WebSocket's binary messages: what the
+/// client sends is read as one byte stream, each frame written goes out
+/// as one message; a close (or the client going) ends it.
+pub fn spdy(ws: Socket) -> super::spdy::Connection {
+    let (connection, mut reader, mut frames) = super::spdy::carried();
     let (mut sink, mut source) = ws.split();
     tokio::spawn(async move {
         while let Some(Ok(msg)) = source.next().await {
             match msg {
-                Message::Binary(b) if to_session.write_all(&b).await.is_err() => break,
+                Message::Binary(b) if !reader.feed(&b).await => break,
                 Message::Close(_) => break,
                 _ => {} // pings are answered by the socket itself
             }
         }
-        let _ = to_session.shutdown().await;
     });
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from_session.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let msg = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
-                    if sink.send(msg).await.is_err() {
-                        return;
-                    }
-                }
+        while let Some(frame) = frames.recv().await {
+            // Frames already waiting go out in the same flush.
+            if sink.feed(Message::Binary(frame)).await.is_err() {
+                return;
+            }
+            if frames.is_empty() && sink.flush().await.is_err() {
+                return;
             }
         }
         let _ = sink.close().await;
     });
-    theirs
+    connection
 }
