@@ -86,10 +86,24 @@ impl ClusterState {
             e.last_timestamp = Some(time(now));
             return;
         }
-        let n = self.events.len();
+        // client-go's name: the object's, then the time in nanoseconds in
+        // hex. The events of one step share `now`: a later one takes the
+        // next nanosecond (the store keeps one object per name).
+        let mut stamp = now.timestamp_nanos_opt().unwrap_or_default();
+        let name = loop {
+            let name = format!("{}.{stamp:x}", object.name);
+            if !self
+                .events
+                .iter()
+                .any(|e| e.metadata.name.as_ref() == Some(&name))
+            {
+                break name;
+            }
+            stamp += 1;
+        };
         self.events.push(Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{:x}{n:x}", object.name, now.timestamp_micros())),
+                name: Some(name),
                 namespace: Some(object.namespace.to_string()),
                 creation_timestamp: Some(time(now)),
                 ..Default::default()
@@ -153,6 +167,29 @@ pub fn involved<'a>(kind: &'a str, meta: &'a ObjectMeta) -> Involved<'a> {
 mod tests {
     use super::*;
     use crate::cluster::HostInfo;
+
+    /// A full list of events still takes new ones under names of their
+    /// own (both of a container's start share one `now`).
+    #[test]
+    fn events_of_one_moment_have_names_of_their_own() {
+        let spec = crate::lab::load_str(std::path::Path::new("t.yaml"), "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: x\n", &Default::default()).unwrap();
+        let now = Utc::now();
+        let mut st =
+            ClusterState::plan(&spec, &HostInfo::default(), now, &mut rand::rng()).unwrap();
+        for i in 0..KEEP + 3 {
+            let name = format!("p{i}");
+            let pod = Involved {
+                kind: "Pod",
+                namespace: "default",
+                name: &name,
+            };
+            st.record_started(pod, "c", now);
+        }
+        let names: std::collections::HashSet<_> =
+            st.events.iter().map(|e| e.metadata.name.clone()).collect();
+        assert_eq!(st.events.len(), KEEP);
+        assert_eq!(names.len(), KEEP, "no two events share a name");
+    }
 
     #[test]
     fn repeats_are_counted() {

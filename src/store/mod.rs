@@ -501,11 +501,31 @@ impl ObjectStore {
         }
         let file = inner.file.clone();
         let err = |e: &dyn std::fmt::Display| db_error(&file, e);
+        // A batch bigger than the log (a lab's `up`: every object) keeps
+        // only its tail there: the events before it, and the whole log
+        // before them, would be dropped at once, so they are not made.
+        let keep_from = {
+            let (mut i, mut bytes) = (writes.len(), 0);
+            while i > 0 && bytes + writes[i - 1].4.len() <= LOG_BYTES {
+                bytes += writes[i - 1].4.len();
+                i -= 1;
+            }
+            i
+        };
         let txn = inner.db.begin_write().map_err(|e| err(&e))?;
-        let mut events = Vec::with_capacity(writes.len() + gone.len());
+        let mut events = Vec::with_capacity(writes.len() - keep_from + gone.len());
         {
             let mut objects = txn.open_table(OBJECTS).map_err(|e| err(&e))?;
-            for (k, plural, change, entry, json) in &writes {
+            for (n, (k, plural, change, entry, json)) in writes.iter().enumerate() {
+                if n < keep_from {
+                    objects
+                        .insert(
+                            k.as_str(),
+                            row(entry.created, entry.modified, json).as_slice(),
+                        )
+                        .map_err(|e| err(&e))?;
+                    continue;
+                }
                 let before = match change {
                     Change::Modified => objects
                         .get(k.as_str())
@@ -557,6 +577,11 @@ impl ObjectStore {
         inner.config_hash = config_hash;
         for (k, _) in &gone {
             inner.index.remove(k);
+        }
+        if keep_from > 0 {
+            inner.log.clear();
+            inner.log_bytes = 0;
+            inner.compacted = writes[keep_from - 1].3.modified;
         }
         for (k, _, _, entry, _) in writes {
             inner.index.insert(k, entry);
@@ -1085,6 +1110,44 @@ mod tests {
         assert!(
             store.snapshot_at(r1).is_none(),
             "a state no list is at is not kept"
+        );
+    }
+
+    /// A commit bigger than the log (a lab's `up`) writes every object but
+    /// keeps only the tail of its events: watches from before it expire.
+    #[test]
+    fn a_batch_bigger_than_the_log_keeps_its_tail() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let (dir, store, mut st) = lab_store("b");
+        st.pods.pop();
+        let r1 = store.commit(&mut st).unwrap();
+        assert_eq!(store.events_after(r1 - 1).unwrap().len(), 1);
+        let mib = "x".repeat(1 << 20);
+        for i in 0..12 {
+            st.config_maps.push(ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(format!("big-{i}")),
+                    namespace: Some("default".into()),
+                    ..Default::default()
+                },
+                data: Some([("k".to_string(), mib.clone())].into()),
+                ..Default::default()
+            });
+        }
+        let r2 = store.commit(&mut st).unwrap();
+        assert!(
+            store.events_after(r1).is_err(),
+            "the log no longer reaches r1"
+        );
+        let kept = store.events_after(r2 - 7).unwrap();
+        assert_eq!(kept.len(), 7, "the last 7 of 12 MiB fit in 8 MiB");
+        assert!(store.events_after(r2 - 8).is_err());
+        drop(store);
+        let (back, _) = reopen(dir.path());
+        assert_eq!(
+            back.config_maps.len(),
+            st.config_maps.len(),
+            "all are stored"
         );
     }
 
