@@ -464,13 +464,11 @@ fn a_terminating_pod_holds_up_nothing() {
     wait_for("the endpoint to go", Duration::from_secs(4), || {
         addresses(&lab).is_empty()
     });
-    let fresh = lab.dir.path().join("fresh.yaml");
-    std::fs::write(
-        &fresh,
+    lab.kubectl_apply(
+        k,
+        "fresh.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fresh\nspec:\n  containers:\n  - name: c\n    image: radial/busyboxplus:curl\n    command: [sleep, \"3600\"]\n",
-    )
-    .unwrap();
-    lab.kubectl_ok(k, &["apply", "-f", fresh.to_str().unwrap()]);
+    );
     let out = lab.kubectl_ok(
         k,
         &["wait", "--for=condition=Ready", "pod/fresh", "--timeout=5s"],

@@ -377,13 +377,11 @@ fn tokens_from_kubectl_create_token_and_the_ones_refused() {
     // A long-lived token kept in a Secret (the token controller fills it
     // in); it ends with the Secret.
     lab.kubectl_ok(NEWEST, &["create", "serviceaccount", "keeper"]);
-    let secret = lab.dir.path().join("keeper-token.yaml");
-    std::fs::write(
-        &secret,
+    lab.kubectl_apply(
+        NEWEST,
+        "keeper-token.yaml",
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: keeper-token\n  annotations:\n    kubernetes.io/service-account.name: keeper\ntype: kubernetes.io/service-account-token\n",
-    )
-    .unwrap();
-    lab.kubectl_ok(NEWEST, &["apply", "-f", secret.to_str().unwrap()]);
+    );
     let mut token = String::new();
     wait_for("the token controller", Duration::from_secs(10), || {
         let out = lab.kubectl_ok(

@@ -188,9 +188,7 @@ fn replica_sets_rollouts_and_status_with_kubectl() {
     }
     let manifest = nginx_deployment("my-nginx", 2)
         .replace("image: nginx\n", "image: docker.io/library/nginx:latest\n");
-    let file = lab.dir.path().join("changed.yaml");
-    std::fs::write(&file, manifest).unwrap();
-    lab.kubectl_ok(newest, &["apply", "-f", file.to_str().unwrap()]);
+    lab.kubectl_apply(newest, "changed.yaml", &manifest);
     for k in KUBECTLS {
         rollout_done(&lab, k);
     }
@@ -349,9 +347,7 @@ fn garbage_collection_follows_the_propagation_policy() {
     // A Deployment deleted (Background, kubectl's default; then Foreground)
     // takes its ReplicaSets and their pods.
     for cascade in ["background", "foreground"] {
-        let file = lab.dir.path().join("dep.yaml");
-        std::fs::write(&file, nginx_deployment("my-nginx", 2)).unwrap();
-        lab.kubectl_ok(k, &["apply", "-f", file.to_str().unwrap()]);
+        lab.kubectl_apply(k, "dep.yaml", &nginx_deployment("my-nginx", 2));
         rollout_done(&lab, k);
         assert_eq!(live_pods(&lab, k).len(), 2);
         lab.kubectl_ok(

@@ -277,6 +277,14 @@ impl Lab {
             .unwrap_or_else(|e| panic!("running {kubectl}: {e}"))
     }
 
+    /// `kubectl apply -f` of `manifest`, written to `file` in the lab's
+    /// directory; must succeed; its stdout.
+    pub fn kubectl_apply(&self, kubectl: &str, file: &str, manifest: &str) -> String {
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, manifest).unwrap();
+        self.kubectl_ok(kubectl, &["apply", "-f", path.to_str().unwrap()])
+    }
+
     /// `kubectl` that must succeed; its stdout.
     pub fn kubectl_ok(&self, kubectl: &str, args: &[&str]) -> String {
         let out = self.kubectl(kubectl, args);

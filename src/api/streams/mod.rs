@@ -293,9 +293,9 @@ fn session(
     }
     if websocket::asked(req) {
         websocket::upgrade(req, &channel::PROTOCOLS, move |ws| async move {
-            let run = spec.clone();
-            let started = started(move || start(&run)).await;
-            websocket::exec(ws, started, spec.command).await
+            let command = spec.command.clone();
+            let started = started(move || start(&spec)).await;
+            websocket::exec(ws, started, command).await
         })
     } else if spdy::asked(req) {
         spdy::upgrade(req, &spdy::PROTOCOLS, move |io| async move {
