@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod controller;
 pub mod dns;
+pub mod graph;
 pub mod lab;
 pub mod net;
 pub mod paths;

@@ -8,6 +8,7 @@ pub mod describe;
 pub mod edit;
 pub mod exec;
 pub mod get;
+pub mod graph;
 pub mod images;
 pub mod kubeconfig;
 pub mod lifecycle;
@@ -74,6 +75,8 @@ pub enum Command {
     Attach(attach::AttachArgs),
     /// Print the logs of a container in a pod.
     Logs(logs::LogsArgs),
+    /// Draw the lab: networks, nodes, pods, Services and their endpoints (svg, dot, mermaid, json).
+    Graph(graph::GraphArgs),
     /// The local image store.
     Images(images::ImagesArgs),
     /// Pull an image from its registry (or a mirror) into the local store.
@@ -209,6 +212,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Run(args) => run::run(args, lab).await,
                 Command::Attach(args) => attach::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
+                Command::Graph(args) => graph::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {
                     unreachable!()

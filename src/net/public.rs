@@ -132,28 +132,36 @@ pub async fn host_routes_overlapping(net: Ipv4Net) -> Result<Vec<String>, NetErr
     super::route::overlapping(&conn, net).await
 }
 
-/// Makes the set of LoadBalancer addresses `node_netns` announces exactly
-/// `wanted` (added as /32 on its public interface). Returns (added, removed).
-pub async fn announce(node_netns: &str, wanted: &[Ipv4Addr]) -> Result<(usize, usize), NetError> {
-    netns::check_ours("configure netns", node_netns)?;
-    let ns = NetNs::open(node_netns)?;
-    let conn = Conn::open(&ns)?;
-    let idx = link::index(&conn, NODE_IFNAME).await?;
+/// The IPv4 addresses (with their prefixes) of `ifname` in `netns`, e.g.
+/// the external host's `eth0` for `netlab graph`.
+pub async fn addresses(netns: &str, ifname: &str) -> Result<Vec<Ipv4Net>, NetError> {
+    let conn = Conn::open(&NetNs::open(netns)?)?;
+    let idx = link::index(&conn, ifname).await?;
+    Ok(listed(&conn, idx, ifname)
+        .await?
+        .into_iter()
+        .filter_map(|(ip, m)| Ipv4Net::new(ip, m.header.prefix_len).ok())
+        .collect())
+}
+
+/// The IPv4 addresses of `ifname`, with their messages (to delete them).
+async fn listed(
+    conn: &Conn,
+    idx: u32,
+    ifname: &str,
+) -> Result<Vec<(Ipv4Addr, AddressMessage)>, NetError> {
     let mut msgs = conn
         .handle
         .address()
         .get()
         .set_link_index_filter(idx)
         .execute();
-    let mut have: Vec<(Ipv4Addr, AddressMessage)> = Vec::new();
+    let mut have = Vec::new();
     while let Some(m) = msgs
         .try_next()
         .await
-        .map_err(|e| NetError::nl("listing", conn.obj("addresses of", NODE_IFNAME), e))?
+        .map_err(|e| NetError::nl("listing", conn.obj("addresses of", ifname), e))?
     {
-        if m.header.prefix_len != 32 {
-            continue;
-        }
         let ip = m.attributes.iter().find_map(|a| match a {
             AddressAttribute::Address(std::net::IpAddr::V4(ip)) => Some(*ip),
             _ => None,
@@ -162,6 +170,18 @@ pub async fn announce(node_netns: &str, wanted: &[Ipv4Addr]) -> Result<(usize, u
             have.push((ip, m));
         }
     }
+    Ok(have)
+}
+
+/// Makes the set of LoadBalancer addresses `node_netns` announces exactly
+/// `wanted` (added as /32 on its public interface). Returns (added, removed).
+pub async fn announce(node_netns: &str, wanted: &[Ipv4Addr]) -> Result<(usize, usize), NetError> {
+    netns::check_ours("configure netns", node_netns)?;
+    let ns = NetNs::open(node_netns)?;
+    let conn = Conn::open(&ns)?;
+    let idx = link::index(&conn, NODE_IFNAME).await?;
+    let mut have = listed(&conn, idx, NODE_IFNAME).await?;
+    have.retain(|(_, m)| m.header.prefix_len == 32);
     let mut removed = 0;
     for (ip, m) in &have {
         if !wanted.contains(ip) {
