@@ -164,9 +164,16 @@ impl Client {
         Ok(out)
     }
 
-    /// The store's revision now (a list's resourceVersion).
+    /// The store's revision now (a list's resourceVersion). A list of one
+    /// namespace by name: a `limit` that cut the list short would pin the
+    /// store's state for the next page, which never comes.
     pub async fn revision(&self) -> Result<String> {
-        let list = self.get("/api/v1/namespaces?limit=1", JSON).await?;
+        let list = self
+            .get(
+                "/api/v1/namespaces?fieldSelector=metadata.name%3Ddefault",
+                JSON,
+            )
+            .await?;
         list["metadata"]["resourceVersion"]
             .as_str()
             .map(str::to_string)

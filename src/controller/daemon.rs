@@ -356,6 +356,7 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
         probes
             .run_due(lab, &store, |p| bg.starts.busy_with(p))
             .await;
+        store.expire_pins();
         let begun = changes.borrow_and_update().revision;
         let outcome = step(
             lab,

@@ -59,6 +59,13 @@ const LOG_BYTES: usize = 8 << 20;
 const PAST_STATES: usize = 4;
 const PAST_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Drops the pinned states older than [`PAST_FOR`] (oldest first).
+fn expire(past: &mut VecDeque<(std::time::Instant, Arc<Snapshot>)>) {
+    while past.front().is_some_and(|(at, _)| at.elapsed() > PAST_FOR) {
+        past.pop_front();
+    }
+}
+
 pub fn path(lab: &str) -> PathBuf {
     crate::paths::lab_dir(lab).join(FILE)
 }
@@ -400,6 +407,17 @@ impl ObjectStore {
         while inner.past.len() > PAST_STATES {
             inner.past.pop_front();
         }
+        expire(&mut inner.past);
+    }
+
+    /// Lets go of the states pinned for paged lists longer than
+    /// [`PAST_FOR`] ago. Commits do it too, but a quiet lab commits
+    /// nothing: the lab's process calls this as it goes round. (A pinned
+    /// state keeps every object that changed after it alive: the scale
+    /// lab's process kept the pods, Endpoints and slices of its first
+    /// moments, pinned by `netlab up`'s own lists, for good.)
+    pub fn expire_pins(&self) {
+        expire(&mut self.inner.lock().expect("store lock").past);
     }
 
     /// Wakes at each commit that changed something.
@@ -597,13 +615,7 @@ impl ObjectStore {
             inner.log_bytes -= e.object.len() + e.before.as_ref().map_or(0, Vec::len);
             inner.compacted = e.revision;
         }
-        while inner
-            .past
-            .front()
-            .is_some_and(|(at, _)| at.elapsed() > PAST_FOR)
-        {
-            inner.past.pop_front();
-        }
+        expire(&mut inner.past);
         self.publish(st.clone(), revision);
         Ok(revision)
     }
@@ -1110,6 +1122,27 @@ mod tests {
         assert!(
             store.snapshot_at(r1).is_none(),
             "a state no list is at is not kept"
+        );
+    }
+
+    #[test]
+    fn pinned_states_expire_without_commits() {
+        let (_dir, store, _st) = lab_store("p");
+        let s0 = store.snapshot();
+        store.pin(&s0);
+        store.expire_pins();
+        assert!(store.snapshot_at(s0.revision).is_some(), "kept for a while");
+        // Pinned longer ago than PAST_FOR: let go, though nothing committed.
+        let old = std::time::Instant::now() - PAST_FOR - std::time::Duration::from_secs(1);
+        store.inner.lock().unwrap().past[0].0 = old;
+        let weak = Arc::downgrade(&s0);
+        drop(s0);
+        store.expire_pins();
+        assert!(store.inner.lock().unwrap().past.is_empty());
+        assert!(
+            weak.upgrade()
+                .is_none_or(|s| Arc::ptr_eq(&s, &store.snapshot())),
+            "nothing but the current state holds it"
         );
     }
 
