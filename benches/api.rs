@@ -16,6 +16,11 @@
 //!   patched NETLAB_BENCH_API_WRITE_ROUNDS times; the time from the PATCH's
 //!   response to the MODIFIED event of that resourceVersion (0 when the
 //!   event came first), and from the request's start.
+//! - Pod create → Running: a bare pod of the lab's (cached) image is
+//!   created with a watch open on its name; the time from the request to
+//!   the event that shows it Running, median of NETLAB_BENCH_API_POD_ROUNDS
+//!   pods (default 20) after 3 warm-up ones, each deleted (grace 0) and
+//!   gone before the next.
 //! - The lab's process: VmRSS after `up` and after the run, VmHWM.
 //! - Baselines: `kubectl get pods` (`/usr/bin/kubectl` with the standalone
 //!   kubeconfig, its own discovery cache, warm) and `netlab get pods` as
@@ -39,8 +44,10 @@ use std::time::{Duration, Instant};
 
 use common::{env_or, median, percentile, Results};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use netlab::cluster::ClusterState;
 use netlab::store::ObjectStore;
 
@@ -217,6 +224,69 @@ async fn crud(
 }
 
 /// The whole-file store `ClusterState::persist` was before b5f329a.
+/// Pod create → Running, `rounds` times after `warm` (see the top).
+async fn pod_starts(c: &kube::Client, warm: usize, rounds: usize) -> Vec<Duration> {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let running = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let mut times = Vec::new();
+    for i in 0..warm + rounds {
+        let name = format!("bench-start-{i}");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"bench": "start"}},
+            "spec": {"enableServiceLinks": false, "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "httpd", "image": "radial/busyboxplus:curl",
+                                     "command": ["sh", "-c", "echo ok > /tmp/index.html && exec httpd -f -p 80 -h /tmp"],
+                                     "ports": [{"containerPort": 80}]}]}
+        }))
+        .expect("a pod");
+        let by_name = format!("metadata.name={name}");
+        let list = pods
+            .list(&ListParams::default().fields(&by_name))
+            .await
+            .expect("list pods");
+        let rv = list
+            .metadata
+            .resource_version
+            .expect("a list's resourceVersion");
+        let mut events = pods
+            .watch(&WatchParams::default().fields(&by_name).timeout(60), &rv)
+            .await
+            .expect("watch pods")
+            .boxed();
+        let t0 = Instant::now();
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create a pod");
+        let at = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(ev) = events.try_next().await.expect("the watch failed") {
+                if let WatchEvent::Added(p) | WatchEvent::Modified(p) = ev {
+                    if running(&p) {
+                        return Instant::now();
+                    }
+                }
+            }
+            panic!("the watch of pod {name} ended before it ran");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("pod {name} not Running within 60 s"));
+        if i >= warm {
+            times.push(at - t0);
+        }
+        let now = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        pods.delete(&name, &now).await.expect("delete the pod");
+        let gone = Instant::now() + Duration::from_secs(60);
+        while pods.get_opt(&name).await.expect("get the pod").is_some() {
+            assert!(Instant::now() < gone, "pod {name} not gone within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    times
+}
+
 fn old_persist(st: &ClusterState, dir: &Path) -> usize {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -282,13 +352,15 @@ fn main() {
     let proc_rounds: usize = env_or("NETLAB_BENCH_API_PROC_ROUNDS", 10);
     let commits: usize = env_or("NETLAB_BENCH_API_COMMITS", 50);
     let write_rounds: usize = env_or("NETLAB_BENCH_API_WRITE_ROUNDS", 100);
+    let pod_rounds: usize = env_or("NETLAB_BENCH_API_POD_ROUNDS", 20);
     assert!(
         pods >= 1
             && rounds >= 1
             && write_rounds >= 1
             && list_rounds >= 1
             && proc_rounds >= 1
-            && commits >= 1,
+            && commits >= 1
+            && pod_rounds >= 1,
         "NETLAB_BENCH_API_*: positive numbers"
     );
     let lab = format!("b{}-api", common::tag());
@@ -524,6 +596,21 @@ fn main() {
             format!("watch delivery p99 < 5 ms ({pods} pods)"),
             ms(w99),
             w99 < Duration::from_millis(5),
+        ));
+
+        // Pod create → Running.
+        let starts = pod_starts(&c, 3, pod_rounds).await;
+        let (p50, p99) = record(&mut results, "api.pod_start", &starts);
+        table.push([
+            "pod create → Running (cached image, watch)".into(),
+            ms(p50),
+            ms(p99),
+            format!("median < 150 ms: {}", verdict(p50 < Duration::from_millis(150))),
+        ]);
+        targets.push((
+            format!("pod create → Running < 150 ms (median, {pods} pods running)"),
+            format!("{} (p99 {})", ms(p50), ms(p99)),
+            p50 < Duration::from_millis(150),
         ));
         lt50
     });

@@ -32,6 +32,46 @@ fn main_pid(lab: &Lab, pod: &str, container: &str) -> i32 {
     v["pid"].as_i64().unwrap() as i32
 }
 
+/// netlab reads runc's state files itself (the lab's loop lists the
+/// containers twice a step): what it reads is what `runc list` says.
+#[test]
+fn the_container_list_is_runcs() {
+    let lab = Lab::up("ctl-list", &lab_file("nginx.yaml"));
+    let root = format!("/run/netlab/{}/runc", lab.name);
+    let out = std::process::Command::new("runc")
+        .args(["--root", &root, "list", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut want: Vec<(String, String, i64, String)> = listed
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["pid"].as_i64().unwrap(),
+                c["bundle"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    want.sort();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let got: Vec<(String, String, i64, String)> = rt
+        .block_on(netlab::runtime::Runc::new(std::path::Path::new(&root)).list())
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.id, c.status, c.pid as i64, c.bundle))
+        .collect();
+    assert!(want.len() >= 2, "{want:?}");
+    assert_eq!(got, want);
+    lab.down_clean();
+}
+
 #[test]
 fn killed_nginx_is_restarted_and_serves_again() {
     let lab = Lab::up("ctl-restart", &lab_file("nginx.yaml"));
