@@ -143,7 +143,7 @@ impl Graph {
                 pods: Vec::new(),
             });
         }
-        g.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        g.nodes.sort_by_cached_key(|n| natural(&n.name));
         for p in items(pods) {
             let node = s(p, &["spec", "nodeName"]);
             let Some(n) = g.nodes.iter_mut().find(|n| n.name == node) else {
@@ -409,6 +409,28 @@ impl Graph {
     pub fn svg(&self) -> String {
         svg::render(self)
     }
+}
+
+/// A name as runs of text and numbers, so that node-2 sorts before
+/// node-10 (as a person counts them, and as kubectl does not).
+fn natural(name: &str) -> Vec<(String, u64)> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            let mut n = c.to_digit(10).unwrap_or(0) as u64;
+            while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                n = n.saturating_mul(10).saturating_add(d as u64);
+                chars.next();
+            }
+            parts.push((std::mem::take(&mut text), n));
+        } else {
+            text.push(c);
+        }
+    }
+    parts.push((text, 0));
+    parts
 }
 
 /// A Service's lines: name, type and clusterIP, ports, outside addresses,

@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The nginx lab after the tutorial's `kubectl expose`: two nodes, two
 /// nginx pods and CoreDNS, the Services my-nginx and kube-dns, one pod not
@@ -99,6 +99,19 @@ fn objects_become_nodes_pods_and_services_in_name_order() {
     assert_eq!(svc.load_balancer_ips, ["203.0.113.200"]);
     assert_eq!(svc.endpoints.len(), 2);
     assert_eq!(g.services[1].ports, ["53/UDP", "53/TCP"]);
+}
+
+#[test]
+fn nodes_are_in_the_order_people_count_them() {
+    let items: Vec<Value> = ["node-10", "node-2", "node-1", "node-a"]
+        .iter()
+        .map(|n| json!({"metadata": {"name": n}}))
+        .collect();
+    let nodes = json!({ "items": items });
+    let empty = json!({"items": []});
+    let g = Graph::from_objects("x", None, &nodes, &empty, &empty, &empty);
+    let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["node-1", "node-2", "node-10", "node-a"]);
 }
 
 #[test]
