@@ -242,19 +242,20 @@ impl Graph {
         (&n.pods[..k], n.pods.len() - k)
     }
 
-    /// Whether pod `key` (`namespace/name`) is drawn.
-    fn drawn(&self, key: &str) -> bool {
-        self.nodes.iter().any(|n| {
-            Graph::shown(n)
-                .0
-                .iter()
-                .any(|p| key.split_once('/') == Some((&p.namespace, &p.name)))
-        })
+    /// The pods drawn, as `namespace/name` (what endpoints name): edges go
+    /// to these only. One set a picture, not a scan of every node per edge.
+    fn drawn(&self) -> std::collections::HashSet<String> {
+        self.nodes
+            .iter()
+            .flat_map(|n| Graph::shown(n).0)
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect()
     }
 
     /// Graphviz: `netlab graph -o dot | dot -Tpng > lab.png`.
     pub fn dot(&self) -> String {
         let mut o = String::new();
+        let drawn = self.drawn();
         let q = |t: &str| {
             let t = t.replace('\\', "\\\\").replace('"', "\\\"");
             format!("\"{}\"", t.replace('\n', "\\n"))
@@ -319,7 +320,7 @@ impl Graph {
             );
             for e in &v.endpoints {
                 match &e.pod {
-                    Some(p) if self.drawn(p) => {
+                    Some(p) if drawn.contains(p) => {
                         let _ = writeln!(
                             o,
                             "  {id} -> {}{};",
@@ -338,6 +339,7 @@ impl Graph {
     /// Mermaid (a `flowchart`), for Markdown that renders it.
     pub fn mermaid(&self) -> String {
         let mut o = String::from("flowchart LR\n");
+        let drawn = self.drawn();
         // Mermaid ids: letters, digits, `_`; labels in quotes, `#quot;` for ".
         let id = |t: &str| -> String {
             t.chars()
@@ -392,7 +394,7 @@ impl Graph {
             let sid = id(&format!("svc_{}_{}", v.namespace, v.name));
             let _ = writeln!(o, "  {sid}([{}])", label(&service_label(v).join("<br/>")));
             for e in &v.endpoints {
-                if let Some(p) = e.pod.as_deref().filter(|p| self.drawn(p)) {
+                if let Some(p) = e.pod.as_deref().filter(|p| drawn.contains(*p)) {
                     let arrow = if e.ready { "-->" } else { "-.->" };
                     let _ = writeln!(
                         o,

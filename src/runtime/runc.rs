@@ -386,18 +386,27 @@ fn read_states(root: &Path) -> Result<Vec<ContainerState>, String> {
 /// A live (not zombie) process's start time in clock ticks since boot
 /// (`/proc/PID/stat` field 22), what runc records to tell a reused pid.
 fn process_start(pid: i32) -> Option<u64> {
+    let stat = live_stat(pid)?;
+    // After the command's name: field 3 (the state) on; field 22 is the
+    // 20th of them.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// `/proc/PID/stat` of a process that exists and is not a zombie.
+fn live_stat(pid: i32) -> Option<String> {
     if pid <= 0 {
         return None;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command's name, which may hold spaces and parentheses.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    // Fields 4..: the 22nd field overall is the 19th after the state.
-    fields.nth(18)?.parse().ok()
+    // The state follows the command's name, which may hold spaces and
+    // parentheses.
+    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    (state != 'Z' && state != 'X').then_some(stat)
 }
 
 /// Whether a process still runs: it exists and is not a zombie. A killed
@@ -405,14 +414,7 @@ fn process_start(pid: i32) -> Option<u64> {
 /// run -d` returned (init, or a subreaper) reaps it; as a zombie it holds no
 /// memory, files or namespaces any more.
 pub fn process_alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.trim_start().chars().next())
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
+    live_stat(pid).is_some()
 }
 
 #[cfg(test)]
