@@ -69,6 +69,22 @@ fn the_container_list_is_runcs() {
         .collect();
     assert!(want.len() >= 2, "{want:?}");
     assert_eq!(got, want);
+    // One container's state, read in process as well, is `runc state`'s.
+    let runc = netlab::runtime::Runc::new(std::path::Path::new(&root));
+    for (id, status, pid, bundle) in &want {
+        let out = std::process::Command::new("runc")
+            .args(["--root", &root, "state", id])
+            .output()
+            .unwrap();
+        let told: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(told["status"].as_str(), Some(status.as_str()));
+        let c = rt.block_on(runc.state(id)).unwrap();
+        assert_eq!(
+            (&c.id, &c.status, c.pid as i64, &c.bundle),
+            (id, status, *pid, bundle)
+        );
+    }
+    assert!(rt.block_on(runc.state("no-such-container")).is_err());
     lab.down_clean();
 }
 

@@ -64,6 +64,12 @@ impl Tasks {
                 .any(|(keys, _)| keys.contains(&key))
     }
 
+    /// Whether a task under way holds `key` (ended ones not yet collected
+    /// included: the loop collects them at its next step).
+    pub fn holds(&self, key: &str) -> bool {
+        self.running.contains(key)
+    }
+
     /// How many pods have a task under way.
     pub fn running(&self) -> usize {
         self.running.len()
@@ -76,18 +82,20 @@ impl Tasks {
 }
 
 /// What the lab's loop has going on in the background: pods being removed
-/// (a grace period may last 30 s) and pods just started, until they serve
-/// (up to 60 s).
+/// (a grace period may last 30 s), pods just started, until they serve
+/// (up to 60 s), and what no pod owns being removed (keyed by its names,
+/// see [`super::orphans::Unowned::keys`]).
 #[derive(Default)]
 pub struct Background {
     pub removals: Tasks,
     pub starts: Tasks,
+    pub sweeps: Tasks,
 }
 
 impl Background {
-    /// How many pods are being started or removed.
+    /// How many pods (or names no pod owns) are being started or removed.
     pub fn busy(&self) -> usize {
-        self.removals.running() + self.starts.running()
+        self.removals.running() + self.starts.running() + self.sweeps.running()
     }
 
     /// Resolves when a task ends.
@@ -95,6 +103,7 @@ impl Background {
         tokio::select! {
             _ = self.removals.ended() => {}
             _ = self.starts.ended() => {}
+            _ = self.sweeps.ended() => {}
         }
     }
 
@@ -143,6 +152,15 @@ pub async fn converge(
         .iter()
         .any(|p| p.metadata.deletion_timestamp.is_some())
     {
+        // Removals that ended first: their pods leave the store (and are not
+        // removed a second time below).
+        let mut errors = Vec::new();
+        for (keys, e) in bg.removals.finished() {
+            st.pods.retain(|p| {
+                p.metadata.deletion_timestamp.is_none() || !keys.contains(&Tasks::key(p))
+            });
+            errors.extend(e);
+        }
         let doomed: Vec<Pod> = st
             .pods
             .iter()
@@ -150,7 +168,9 @@ pub async fn converge(
             .cloned()
             .collect();
         for p in &doomed {
-            if bg.removals.busy_with(p) {
+            // Under way, or ended after the collection above (collected at
+            // the next step).
+            if bg.removals.holds(&Tasks::key(p)) {
                 continue;
             }
             let (lab, pod, mut plane) = (lab.to_string(), p.clone(), plane.clone());
@@ -171,13 +191,6 @@ pub async fn converge(
                     chrono::Utc::now(),
                 );
             }
-        }
-        let mut errors = Vec::new();
-        for (keys, e) in bg.removals.finished() {
-            st.pods.retain(|p| {
-                p.metadata.deletion_timestamp.is_none() || !keys.contains(&Tasks::key(p))
-            });
-            errors.extend(e);
         }
         if !errors.is_empty() {
             return Err(ControllerError::Runtime {
@@ -233,12 +246,14 @@ pub async fn converge(
             pods::remove_pods(lab, &leftovers).await?;
         }
         crate::net::add_pods(&plans).await?;
+        let network = t.elapsed();
         let runc = Runc::new(&paths::runc_root(lab));
         let pids = pods::start_all(lab, st, &store, &images, &runc).await?;
         tracing::debug!(
             lab,
             pods = pids.len(),
-            elapsed_ms = t.elapsed().as_millis() as u64,
+            network_ms = network.as_secs_f64() * 1e3,
+            elapsed_ms = t.elapsed().as_secs_f64() * 1e3,
             "pods started"
         );
         // They are ready once they serve: checked in the background.

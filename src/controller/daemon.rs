@@ -358,6 +358,7 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
             .await;
         store.expire_pins();
         let begun = changes.borrow_and_update().revision;
+        let t = std::time::Instant::now();
         let outcome = step(
             lab,
             &store,
@@ -369,6 +370,7 @@ pub async fn run(lab: &str, initial_on_stdin: bool) -> Result<(), ControllerErro
             &plane,
         )
         .await;
+        tracing::debug!(lab, elapsed_ms = t.elapsed().as_secs_f64() * 1e3, "step");
         // The error first: a waiter woken by the count below must see it.
         if let Err(e) = &outcome {
             tracing::warn!(lab, error = %e, "controller step failed");
@@ -692,11 +694,20 @@ pub async fn step(
                 || (p.metadata.deletion_timestamp.is_some() && !bg.removals.busy_with(p))
         })
     };
+    // A pod created again under the name of one whose leftovers are being
+    // removed waits for that removal (its end wakes the loop).
+    let clashes = |st: &ClusterState| {
+        st.pods.iter().filter(|p| pods::is_pending(p)).any(|p| {
+            super::orphans::keys_of(lab, p)
+                .iter()
+                .any(|k| bg.sweeps.holds(k))
+        })
+    };
     if workloads && !to_do(&st) {
         // Only statuses or ReplicaSets changed: nothing to start or stop.
         store.commit_working(&mut st)?;
     }
-    if placed || to_do(&st) {
+    if (placed || to_do(&st)) && !clashes(&st) {
         tracing::info!(
             lab,
             "starting or stopping pods (recorded by a verb, or by the workload controllers)"
@@ -714,10 +725,20 @@ pub async fn step(
     let list = runc.list().await.map_err(|e| ControllerError::Runtime {
         message: e.to_string(),
     })?;
+    // What no pod owns goes in the background: a pod created meanwhile
+    // starts at once (unless it has the same names, see above).
+    for (_, errors) in bg.sweeps.finished() {
+        for e in errors {
+            tracing::warn!(lab, error = %e, "removing what no pod owns");
+        }
+    }
     let ids = list.iter().map(|c| c.id.clone());
-    let (_, errors) = super::orphans::sweep(lab, &st, &runc, ids).await;
-    for e in errors {
-        tracing::warn!(lab, error = %e, "removing what no pod owns");
+    let found = super::orphans::find(lab, &st, ids).without(|k| bg.sweeps.holds(k));
+    if !found.is_empty() {
+        let (lab, runc) = (lab.to_string(), runc.clone());
+        bg.sweeps.spawn(found.keys(), async move {
+            super::orphans::remove(&lab, &runc, &found).await
+        });
     }
     // Exit codes are watched for the containers of pods that are still here.
     let known: HashMap<String, (&str, &str, &str)> = st
@@ -735,7 +756,7 @@ pub async fn step(
     crate::runtime::exits::retain(&runc.root, |id| known.contains_key(id));
     let live: HashMap<String, i32> = list
         .iter()
-        .filter(|c| c.status == "running" && crate::runtime::runc::process_alive(c.pid))
+        .filter(|c| c.status == "running")
         .map(|c| (c.id.clone(), c.pid))
         .collect();
     // Output of containers an earlier process of the lab started (after
@@ -749,6 +770,9 @@ pub async fn step(
     }
     let now = Utc::now();
     let mut changed = probes.record_events(&mut st, now) | dirty;
+    // Whether this step started a container (then the runtime is asked
+    // again at its end, for the processes to watch).
+    let mut started = false;
     let images = Store::new(&paths::data_dir());
     let registries = super::images::registries(&st.config)?;
     // Two passes: first every death is noticed and committed, so that the
@@ -789,9 +813,10 @@ pub async fn step(
                 }
                 let cs = status_of(&mut st.pods[i], &c.name);
                 if pods::waits_for_image(cs) || pods::waits_for_volumes(cs) {
-                    if restart_pass {
-                        changed |=
-                            retry_image(lab, &mut st, i, c, &images, &registries, &runc, now).await;
+                    if restart_pass
+                        && retry_image(lab, &mut st, i, c, &images, &registries, &runc, now).await
+                    {
+                        (changed, started) = (true, true);
                     }
                     continue;
                 }
@@ -872,6 +897,7 @@ pub async fn step(
                 let layers = images.unpacked_layers(&image)?;
                 match restart_container(lab, &ns, &name, c, &layers, &runc).await {
                     Ok(pid) => {
+                        started = true;
                         let cs = status_of(&mut st.pods[i], &c.name);
                         cs.restart_count += 1;
                         cs.started = Some(true);
@@ -1014,13 +1040,16 @@ pub async fn step(
                 .collect::<Vec<_>>()
         })
         .collect();
-    let list = runc.list().await.map_err(|e| ControllerError::Runtime {
-        message: e.to_string(),
-    })?;
+    let list = match started {
+        true => runc.list().await.map_err(|e| ControllerError::Runtime {
+            message: e.to_string(),
+        })?,
+        false => list,
+    };
     let mut watch = Vec::new();
     for c in list {
-        let alive = c.status == "running" && crate::runtime::runc::process_alive(c.pid);
-        if alive {
+        // `list` says running only of a live (not zombie) process.
+        if c.status == "running" {
             watch.push(c.pid);
         } else if believed.contains(&c.id) {
             return Ok(None);

@@ -9,7 +9,10 @@
 //! never served by a process that the state has forgotten (and then given to
 //! a new pod).
 //!
-//! The decision is pure ([`unowned`]); [`sweep`] acts on it.
+//! The decision is pure ([`unowned`]); [`remove`] acts on it, in the
+//! background of the lab's loop (a removal takes 100 ms a pod: the loop
+//! goes on starting pods meanwhile, except one whose names are being
+//! removed, see [`Unowned::keys`]).
 
 use crate::cluster::{state, ClusterState};
 use crate::net::NetNs;
@@ -56,6 +59,44 @@ impl Unowned {
     pub fn is_empty(&self) -> bool {
         self.containers.is_empty() && self.netns.is_empty() && self.pod_dirs.is_empty()
     }
+
+    /// Every name found, as one list of keys (a pod directory by its
+    /// path): what a removal under way holds.
+    pub fn keys(&self) -> Vec<String> {
+        let dirs = self.pod_dirs.iter().map(|d| d.display().to_string());
+        self.containers
+            .iter()
+            .chain(&self.netns)
+            .cloned()
+            .chain(dirs)
+            .collect()
+    }
+
+    /// Leaves out what `held` says is being removed already.
+    pub fn without(mut self, held: impl Fn(&str) -> bool) -> Unowned {
+        self.containers.retain(|c| !held(c));
+        self.netns.retain(|n| !held(n));
+        self.pod_dirs.retain(|d| !held(&d.display().to_string()));
+        self
+    }
+}
+
+/// The keys of what a pod owns on the host (as [`Unowned::keys`] names
+/// them): a pod whose names are being removed waits for the removal.
+pub fn keys_of(lab: &str, pod: &k8s_openapi::api::core::v1::Pod) -> Vec<String> {
+    let ns = state::namespace(&pod.metadata);
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let mut keys = vec![
+        paths::pod_netns(lab, ns, name),
+        paths::pod_dir(lab, ns, name).display().to_string(),
+    ];
+    keys.extend(
+        pod.spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .map(|c| paths::container_id(ns, name, &c.name)),
+    );
+    keys
 }
 
 /// Pure: the containers, pod namespaces and pod directories found on the host
@@ -89,16 +130,9 @@ pub fn unowned(
     u
 }
 
-/// Removes what the state does not own: containers (killed at once: no
-/// object asks for a grace period), then mounts and directories, then
-/// namespaces. `containers` are the ids the runtime lists (the caller has
-/// just listed them). Returns what it removed and the errors it met.
-pub async fn sweep(
-    lab: &str,
-    st: &ClusterState,
-    runc: &Runc,
-    containers: impl IntoIterator<Item = String>,
-) -> (Unowned, Vec<String>) {
+/// What the state does not own on the host now: `containers` are the ids
+/// the runtime lists (the caller has just listed them).
+pub fn find(lab: &str, st: &ClusterState, containers: impl IntoIterator<Item = String>) -> Unowned {
     // A pod's directory and its writable layers (on the lab's disk) share
     // a name: either one found makes the pod's directory a candidate.
     let pods_dir = paths::lab_dir(lab).join("pods");
@@ -117,13 +151,19 @@ pub async fn sweep(
         .filter(|n| n != "lost+found")
         .map(|n| pods_dir.join(n))
         .collect();
-    let found = unowned(
+    unowned(
         lab,
         &owned(lab, st),
         containers,
         NetNs::list(&paths::netns_prefix(lab)),
         dirs,
-    );
+    )
+}
+
+/// Removes what [`find`] found: containers (killed at once: no object
+/// asks for a grace period), then mounts and directories, then
+/// namespaces. Returns the errors it met.
+pub async fn remove(lab: &str, runc: &Runc, found: &Unowned) -> Vec<String> {
     let mut errors = Vec::new();
     let mut pids = Vec::new();
     for id in &found.containers {
@@ -167,7 +207,7 @@ pub async fn sweep(
             "removed what no pod owns"
         );
     }
-    (found, errors)
+    errors
 }
 
 #[cfg(test)]
@@ -188,6 +228,32 @@ mod tests {
 
     /// (what, containers, namespaces, pod dirs found; what is unowned)
     type Case<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, Unowned);
+
+    /// A pod created again under a name whose leftovers are being removed
+    /// is recognised by the keys of that removal.
+    #[test]
+    fn a_pod_is_known_by_the_keys_of_its_leftovers() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "default"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b"}]},
+        }))
+        .unwrap();
+        let found = unowned(
+            "l",
+            &Owned::default(),
+            ["a", "b"].map(|c| paths::container_id("default", "web-1", c)),
+            [paths::pod_netns("l", "default", "web-1")],
+            [paths::pod_dir("l", "default", "web-1")],
+        );
+        let mut keys = found.keys();
+        let mut of_pod = keys_of("l", &pod);
+        keys.sort();
+        of_pod.sort();
+        assert_eq!(keys, of_pod);
+        // What a removal under way holds is not found again.
+        let held: std::collections::HashSet<String> = keys.into_iter().collect();
+        assert!(found.without(|k| held.contains(k)).is_empty());
+    }
 
     #[test]
     fn what_no_pod_owns() {

@@ -4,8 +4,11 @@
 //! even when netlab's own state file is lost.
 
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use tokio::process::Command;
 
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +189,13 @@ impl Runc {
             .ok_or_else(|| RunFailed::Runc(self.failed("run", id, "no pid file written".into())))
     }
 
+    /// One container's state. runc's is read from its state file, as
+    /// [`Runc::list`] reads them (a pod's removal asked a `runc state`
+    /// process first, about 20 ms of CPU at 1 000 pods).
     pub async fn state(&self, id: &str) -> Result<ContainerState, RuncError> {
+        if self.name() == "runc" {
+            return read_state(&self.root, id).map_err(|m| self.failed("state", id, m));
+        }
         let out = self
             .command()
             .arg("state")
@@ -210,7 +219,8 @@ impl Runc {
     /// without its process: at 1 000 containers a `runc list` took about
     /// 250 ms, the lab's loop asks twice a step, and a new pod waited for
     /// that (pod create → Running 680 ms at 1 000 pods). Another runtime
-    /// is asked with its `list`.
+    /// is asked with its `list`. Either way `running` means a live process,
+    /// not a zombie.
     pub async fn list(&self) -> Result<Vec<ContainerState>, RuncError> {
         if !self.root.exists() {
             return Ok(Vec::new());
@@ -250,7 +260,15 @@ impl Runc {
         if text.trim() == "null" || text.trim().is_empty() {
             return Ok(Vec::new());
         }
-        serde_json::from_str(&text).map_err(|e| self.failed("list", "", e.to_string()))
+        let mut all: Vec<ContainerState> =
+            serde_json::from_str(&text).map_err(|e| self.failed("list", "", e.to_string()))?;
+        // A zombie is no running container (runc's own statuses say so).
+        for c in all.iter_mut() {
+            if c.status == "running" && !process_alive(c.pid) {
+                (c.status, c.pid) = ("stopped".into(), 0);
+            }
+        }
+        Ok(all)
     }
 
     /// Kills and removes a container, whatever its state.
@@ -348,22 +366,202 @@ fn read_states(root: &Path) -> Result<Vec<ContainerState>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("{}: {e}", root.display())),
     };
-    let mut all = Vec::new();
+    // What the last listing of this root parsed, by container id: a state
+    // file is parsed again only when it changed (runc replaces it whole).
+    let mut cache = PARSED.lock().expect("parsed states");
+    let before = cache.remove(root).unwrap_or_default();
+    let mut now: Vec<(std::ffi::OsString, Parsed)> = Vec::with_capacity(before.len());
     for entry in dir.flatten() {
         let path = entry.path().join("state.json");
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let state: StateFile =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let alive = process_start(state.init_process_pid) == Some(state.init_process_start);
-        let (status, pid) = match alive {
-            true if entry.path().join("exec.fifo").exists() => ("created", state.init_process_pid),
-            true => ("running", state.init_process_pid),
-            false => ("stopped", 0),
+        let key = FileKey::of(&meta);
+        let name = entry.file_name();
+        let parsed = match before.get(&name) {
+            Some(p) if p.key == key => p.clone(),
+            _ => match std::fs::read(&path) {
+                Ok(bytes) => {
+                    Parsed::of(key, &bytes).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: {e}", path.display())),
+            },
         };
+        now.push((name, parsed));
+    }
+    // Whether each init process still lives: through a pidfd opened once
+    // (after which one poll of them all answers), the recorded start time
+    // telling a reused pid at the opening.
+    for (_, p) in now.iter_mut().filter(|(_, p)| p.life == Life::Unknown) {
+        p.life = match exits_pidfd(p.pid) {
+            Some(fd) if process_start(p.pid) == Some(p.start) => Life::Alive(Arc::new(fd)),
+            _ => Life::Dead,
+        };
+    }
+    let alive: Vec<usize> = (0..now.len())
+        .filter(|&i| matches!(now[i].1.life, Life::Alive(_)))
+        .collect();
+    let fds: Vec<Arc<std::os::fd::OwnedFd>> = alive
+        .iter()
+        .filter_map(|&i| match &now[i].1.life {
+            Life::Alive(fd) => Some(fd.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut polls: Vec<nix::poll::PollFd> = fds
+        .iter()
+        .map(|fd| nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN))
+        .collect();
+    if !polls.is_empty() {
+        nix::poll::poll(&mut polls, nix::poll::PollTimeout::ZERO)
+            .map_err(|e| format!("polling the containers' processes: {e}"))?;
+    }
+    // A pidfd turns readable once its process has exited (zombie or not).
+    let exited: Vec<usize> = alive
+        .iter()
+        .zip(&polls)
+        .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+        .map(|(&i, _)| i)
+        .collect();
+    drop(polls);
+    for i in exited {
+        now[i].1.life = Life::Dead;
+    }
+    let mut all = Vec::with_capacity(now.len());
+    for (name, p) in now.iter_mut() {
+        let (status, pid) = match &p.life {
+            Life::Alive(_) if !p.started && root.join(&*name).join("exec.fifo").exists() => {
+                ("created", p.pid)
+            }
+            Life::Alive(_) => {
+                // `runc start` removes the fifo; it never comes back.
+                p.started = true;
+                ("running", p.pid)
+            }
+            _ => ("stopped", 0),
+        };
+        all.push(ContainerState {
+            id: p.id.clone(),
+            pid,
+            status: status.to_string(),
+            bundle: p.bundle.clone(),
+            created: p.created.clone(),
+        });
+    }
+    cache.insert(root.to_path_buf(), now.into_iter().collect());
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(all)
+}
+
+/// One container's state file, read as [`read_states`] reads them.
+fn read_state(root: &Path, id: &str) -> Result<ContainerState, String> {
+    if id.is_empty() || id.contains('/') || id.starts_with('.') {
+        return Err(format!("invalid container id {id:?}"));
+    }
+    let dir = root.join(id);
+    let path = dir.join("state.json");
+    let (meta, bytes) = match std::fs::metadata(&path).and_then(|m| Ok((m, std::fs::read(&path)?)))
+    {
+        Ok(x) => x,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("container does not exist: {id}"))
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let p =
+        Parsed::of(FileKey::of(&meta), &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let alive = process_start(p.pid) == Some(p.start);
+    let (status, pid) = match alive {
+        true if dir.join("exec.fifo").exists() => ("created", p.pid),
+        true => ("running", p.pid),
+        false => ("stopped", 0),
+    };
+    Ok(ContainerState {
+        id: p.id,
+        pid,
+        status: status.into(),
+        bundle: p.bundle,
+        created: p.created,
+    })
+}
+
+/// A pidfd of `pid`, if it exists.
+fn exits_pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    (pid > 0)
+        .then(|| super::exits::pidfd_open(pid).ok())
+        .flatten()
+}
+
+/// The state files [`read_states`] parsed, by runc root and container
+/// (directory) name: at 1 000 containers, parsing them all (7.5 KB each)
+/// and reading each process's `/proc/PID/stat` at every step of the lab's
+/// loop was most of its time at rest.
+static PARSED: std::sync::LazyLock<
+    std::sync::Mutex<HashMap<PathBuf, HashMap<std::ffi::OsString, Parsed>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// Which version of a file: a replaced or rewritten file differs in one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileKey {
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(m: &std::fs::Metadata) -> FileKey {
+        use std::os::unix::fs::MetadataExt;
+        FileKey {
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
+/// What a listing needs of one state file, and what it learnt of its
+/// process.
+#[derive(Clone)]
+struct Parsed {
+    key: FileKey,
+    id: String,
+    pid: i32,
+    start: u64,
+    bundle: String,
+    created: Option<String>,
+    life: Life,
+    /// Seen running: `exec.fifo` is gone for good.
+    started: bool,
+}
+
+/// Whether a state file's init process lives.
+#[derive(Clone)]
+enum Life {
+    /// Not looked at yet.
+    Unknown,
+    /// It did at the last look; the pidfd tells when it exits.
+    Alive(Arc<std::os::fd::OwnedFd>),
+    /// Gone (and a process never comes back under the same state file).
+    Dead,
+}
+
+impl PartialEq for Life {
+    fn eq(&self, other: &Life) -> bool {
+        matches!(
+            (self, other),
+            (Life::Unknown, Life::Unknown)
+                | (Life::Dead, Life::Dead)
+                | (Life::Alive(_), Life::Alive(_))
+        )
+    }
+}
+
+impl Parsed {
+    fn of(key: FileKey, bytes: &[u8]) -> serde_json::Result<Parsed> {
+        let state: StateFile = serde_json::from_slice(bytes)?;
         let bundle = state
             .config
             .labels
@@ -371,16 +569,17 @@ fn read_states(root: &Path) -> Result<Vec<ContainerState>, String> {
             .find_map(|l| l.strip_prefix("bundle="))
             .unwrap_or_default()
             .to_string();
-        all.push(ContainerState {
+        Ok(Parsed {
+            key,
             id: state.id,
-            pid,
-            status: status.to_string(),
+            pid: state.init_process_pid,
+            start: state.init_process_start,
             bundle,
             created: state.created,
-        });
+            life: Life::Unknown,
+            started: false,
+        })
     }
-    all.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(all)
 }
 
 /// A live (not zombie) process's start time in clock ticks since boot
@@ -473,5 +672,92 @@ mod tests {
             ]
         );
         assert!(read_states(&root.path().join("none")).unwrap().is_empty());
+    }
+
+    /// The second listing answers from what the first learnt (the state
+    /// file unchanged, the process watched through its pidfd), and still
+    /// sees a process die, a container started, and a state file replaced.
+    #[test]
+    fn later_listings_see_what_changed() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |id: &str, pid: i32, fifo: bool| {
+            let d = root.path().join(id);
+            std::fs::create_dir_all(&d).unwrap();
+            let state = serde_json::json!({
+                "id": id, "init_process_pid": pid,
+                "init_process_start": process_start(pid).unwrap(),
+                "config": {"labels": [format!("bundle=/b/{pid}")]},
+            });
+            // As runc writes it: a new file renamed over the old one.
+            let tmp = d.join("state.json.tmp");
+            std::fs::write(&tmp, state.to_string()).unwrap();
+            std::fs::rename(&tmp, d.join("state.json")).unwrap();
+            let fifo_path = d.join("exec.fifo");
+            match fifo {
+                true => std::fs::write(fifo_path, "").unwrap(),
+                false => {
+                    let _ = std::fs::remove_file(fifo_path);
+                }
+            }
+        };
+        let list = || -> Vec<(String, String, String)> {
+            read_states(root.path())
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.id, c.status, c.bundle))
+                .collect()
+        };
+        let row = |id: &str, status: &str, pid: u32| {
+            (id.to_string(), status.to_string(), format!("/b/{pid}"))
+        };
+        let mut a = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let mut b = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        write("a", a.id() as i32, false);
+        write("b", b.id() as i32, true);
+        assert_eq!(
+            list(),
+            [row("a", "running", a.id()), row("b", "created", b.id())]
+        );
+        let one = |id: &str| {
+            let c = read_state(root.path(), id).unwrap();
+            (c.id, c.status, c.bundle)
+        };
+        assert_eq!(one("b"), row("b", "created", b.id()));
+        assert!(read_state(root.path(), "none")
+            .unwrap_err()
+            .contains("does not exist"));
+        assert!(read_state(root.path(), "../a").is_err());
+        // b's `runc start`; a dies (a zombie until reaped: stopped already).
+        write("b", b.id() as i32, false);
+        a.kill().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            list(),
+            [row("a", "stopped", a.id()), row("b", "running", b.id())]
+        );
+        assert_eq!(one("a"), row("a", "stopped", a.id()));
+        a.wait().unwrap();
+        // a again, as a new process under the same id.
+        let mut a2 = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        write("a", a2.id() as i32, false);
+        assert_eq!(
+            list(),
+            [row("a", "running", a2.id()), row("b", "running", b.id())]
+        );
+        std::fs::remove_dir_all(root.path().join("b")).unwrap();
+        assert_eq!(list(), [row("a", "running", a2.id())]);
+        for c in [&mut a2, &mut b] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
     }
 }
