@@ -8,6 +8,10 @@
 //! 2. Failed requests of a steady client on a node against the clusterIP
 //!    while the pods are deleted one by one (graceful termination,
 //!    replacement). Target: 0.
+//! 3. `netlab trace node/node-1 web` as a process, command start → exit,
+//!    median and p99 of NETLAB_BENCH_TRACES runs (default 20), beside
+//!    `netlab get pods` (any verb's floor: the process, the API client).
+//!    Target: < 300 ms.
 
 mod common;
 
@@ -99,7 +103,27 @@ fn main_pid(lab: &str, pod: &str) -> i32 {
     v["pid"].as_i64().unwrap() as i32
 }
 
+/// Median and p99 of `n` runs of `netlab args` as a process.
+fn time_runs(args: &[&str], n: usize) -> (Duration, Duration) {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            run(args);
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    let p99 = times[((times.len() as f64 * 0.99).ceil() as usize).min(times.len()) - 1];
+    (times[times.len() / 2], p99)
+}
+
 fn bench(lab: &str, kills: usize) {
+    let traces: usize = std::env::var("NETLAB_BENCH_TRACES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let trace = time_runs(&["--lab", lab, "trace", "node/node-1", "web"], traces);
+    let floor = time_runs(&["--lab", lab, "get", "pods"], traces);
     let mut times = Vec::new();
     for k in 0..kills {
         let all = pods(lab);
@@ -178,7 +202,21 @@ fn bench(lab: &str, kills: usize) {
         counts.get(1).copied().unwrap_or(0),
         counts.iter().sum::<u32>()
     );
+    println!(
+        "| `netlab trace node/node-1 web`, command start → exit ({traces} runs) | {:.1} ms | {:.1} ms | < 300 ms median |",
+        ms(trace.0),
+        ms(trace.1)
+    );
+    println!(
+        "| `netlab get pods`, the floor of a verb ({traces} runs) | {:.1} ms | {:.1} ms | |",
+        ms(floor.0),
+        ms(floor.1)
+    );
     let mut results = common::Results::default();
+    results.secs("convergence.trace.median", trace.0);
+    results.secs("convergence.trace.p99", trace.1);
+    results.secs("convergence.verb.median", floor.0);
+    results.put("convergence.trace.count", traces);
     results.secs("convergence.kill.median", median);
     results.secs("convergence.kill.p99", p99);
     results.put("convergence.kill.count", times.len());

@@ -359,6 +359,23 @@ fn markdown(fig: &Figures) -> String {
         )
         .unwrap();
     }
+    if let Some(c) = fig.f("convergence.trace.count") {
+        writeln!(
+            m,
+            "| small lab: `netlab trace node/node-1 web` as a process, start → exit ({c} runs; `netlab get pods`: {} median) | {} | {} |",
+            secs(fig.f("convergence.verb.median")),
+            secs(fig.f("convergence.trace.median")),
+            secs(fig.f("convergence.trace.p99"))
+        )
+        .unwrap();
+        if let Some(t) = fig.f("convergence.trace.median") {
+            targets.push((
+                "`netlab trace` < 300 ms (median, start → result)".into(),
+                secs(Some(t)),
+                verdict(Some(t < 0.3)),
+            ));
+        }
+    }
     if let Some(c) = fig.f("scale.converge.count") {
         writeln!(
             m,

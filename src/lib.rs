@@ -17,3 +17,4 @@ pub mod paths;
 pub mod proxy;
 pub mod runtime;
 pub mod store;
+pub mod trace;

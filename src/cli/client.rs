@@ -124,6 +124,16 @@ impl Client {
             .await
     }
 
+    /// Every Node, Pod and Service of the lab, as lists (what `graph` and
+    /// `trace` name things by).
+    pub async fn nodes_pods_services(&self) -> Result<[Value; 3], ApiFailure> {
+        Ok([
+            self.get("/api/v1/nodes", JSON).await?,
+            self.get("/api/v1/pods", JSON).await?,
+            self.get("/api/v1/services", JSON).await?,
+        ])
+    }
+
     /// The object at `path`, or None when it does not exist.
     pub async fn get_opt(&self, path: &str) -> Result<Option<Value>, ApiFailure> {
         match self.get(path, JSON).await {

@@ -23,12 +23,12 @@ pub async fn run(args: GraphArgs, lab: Option<String>) -> Result<i32> {
     };
     let lab = super::select_lab(lab)?;
     let client = super::client::Client::connect(&lab).await?;
-    let json = super::client::JSON;
-    let nodes = client.get("/api/v1/nodes", json).await?;
-    let pods = client.get("/api/v1/pods", json).await?;
-    let services = client.get("/api/v1/services", json).await?;
+    let [nodes, pods, services] = client.nodes_pods_services().await?;
     let slices = client
-        .get("/apis/discovery.k8s.io/v1/endpointslices", json)
+        .get(
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            super::client::JSON,
+        )
         .await?;
     let host = crate::paths::host_netns(&lab, crate::lab::config::EXTERNAL_HOST);
     // A lab from before public networks has no external host: drawn without.

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod printer;
 pub mod run;
+pub mod trace;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -77,6 +78,8 @@ pub enum Command {
     Logs(logs::LogsArgs),
     /// Draw the lab: networks, nodes, pods, Services and their endpoints (svg, dot, mermaid, json).
     Graph(graph::GraphArgs),
+    /// Send one real probe and explain its path: DNS, the node's rules, the Service, the endpoint chosen, the route.
+    Trace(trace::TraceArgs),
     /// The local image store.
     Images(images::ImagesArgs),
     /// Pull an image from its registry (or a mirror) into the local store.
@@ -213,6 +216,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Attach(args) => attach::run(args, lab).await,
                 Command::Logs(args) => logs::run(args, lab).await,
                 Command::Graph(args) => graph::run(args, lab).await,
+                Command::Trace(args) => trace::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {
                     unreachable!()

@@ -103,6 +103,11 @@ pub enum Stmt {
     RejectTcpReset,
     /// `reject` (ICMP port unreachable)
     Reject,
+    /// `th sport 61234`: a transport source port (`netlab trace`'s probe).
+    ThSport(u16),
+    /// `meta nftrace set 1`: the kernel reports what the rules do with
+    /// the packet (`netlab trace`).
+    NftraceOn,
     Verdict(Verdict),
 }
 
@@ -228,6 +233,8 @@ impl fmt::Display for Stmt {
             Stmt::MasqueradeFullyRandom => f.write_str("masquerade fully-random"),
             Stmt::RejectTcpReset => f.write_str("reject with tcp reset"),
             Stmt::Reject => f.write_str("reject"),
+            Stmt::ThSport(p) => write!(f, "th sport {p}"),
+            Stmt::NftraceOn => f.write_str("meta nftrace set 1"),
             Stmt::Verdict(v) => write!(f, "{v}"),
         }
     }

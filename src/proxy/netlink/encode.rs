@@ -591,6 +591,7 @@ fn meta_load(b: &mut Buf, key: u32, dreg: u32) {
 
 const META_MARK: u32 = 3;
 const META_L4PROTO: u32 = 16;
+const META_NFTRACE: u32 = 12;
 
 /// `[ cmp <eq|neq> reg 1 <value> ]`
 fn cmp(b: &mut Buf, neq: bool, value: &[u8]) {
@@ -802,6 +803,18 @@ fn stmt(b: &mut Buf, s: &Stmt) {
         }
         Stmt::RejectTcpReset => reject(b, 1, 0), // NFT_REJECT_TCP_RST
         Stmt::Reject => reject(b, 0, 3),         // ICMP port unreachable
+        Stmt::ThSport(p) => {
+            payload(b, REG_1, true, 0, 2);
+            cmp(b, false, &p.to_be_bytes());
+        }
+        Stmt::NftraceOn => {
+            // [ immediate reg 1 0x01 ] [ meta set nftrace with reg 1 ]
+            immediate_value(b, REG_1, &[1]);
+            expr(b, "meta", |b| {
+                b.put_u32(2, META_NFTRACE);
+                b.put_u32(3, REG_1);
+            });
+        }
         Stmt::Verdict(v) => immediate_verdict(b, v),
     }
 }

@@ -18,6 +18,7 @@
 
 mod encode;
 pub mod tlv;
+pub mod trace;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

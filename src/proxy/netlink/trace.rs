@@ -1,0 +1,345 @@
+//! nf_tables trace events: what `nft monitor trace` prints, read from the
+//! `NFNLGRP_NFTRACE` multicast group of one network namespace.
+//!
+//! The kernel sends one event per rule that matches a packet marked with
+//! `meta nftrace set 1` (and one per chain it returns from, or whose policy
+//! decides), each with the table, chain and verdict; the first event of a
+//! packet in each hook also carries its network and transport headers, so
+//! that the address a DNAT chose shows in the headers of the hooks after it.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Instant;
+
+use crate::net::NetNs;
+
+const NETLINK_NETFILTER: libc::c_int = 12;
+const NFNLGRP_NFTRACE: libc::c_int = 9;
+const SOL_NETLINK: libc::c_int = 270;
+const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
+/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_TRACE`
+const MSG_TRACE: u16 = (10 << 8) | 17;
+
+/// What one event says a rule, a return or a policy did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Accept,
+    Drop,
+    /// The rule matched and the chain goes on (a DNAT, a mark).
+    Continue,
+    Jump(String),
+    Goto(String),
+    Return,
+    Other(i32),
+}
+
+/// One trace event.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Event {
+    /// The packet's trace id (the same for its events in one hook).
+    pub id: u32,
+    pub table: String,
+    pub chain: String,
+    /// `rule`, `return` or `policy`.
+    pub kind: &'static str,
+    pub verdict: Option<Verdict>,
+    /// The packet's addresses and ports, when the event carries them.
+    pub packet: Option<Packet>,
+}
+
+/// An IPv4 packet's addresses, protocol and ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Packet {
+    pub saddr: Ipv4Addr,
+    pub daddr: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// A socket subscribed to one namespace's trace events.
+pub struct Tracer {
+    sock: OwnedFd,
+}
+
+impl Tracer {
+    /// Subscribes in `ns` (the socket belongs to the namespace it was
+    /// opened in).
+    pub fn open(ns: &NetNs) -> io::Result<Tracer> {
+        let fd = ns
+            .run(|| {
+                // SAFETY: socket() returns a new fd or -1.
+                let fd = unsafe {
+                    libc::socket(
+                        libc::AF_NETLINK,
+                        libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                        NETLINK_NETFILTER,
+                    )
+                };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: just returned, owned by nobody else.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                // SAFETY: an all-zero sockaddr_nl is valid; bind reads it.
+                let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+                addr.nl_family = libc::AF_NETLINK as u16;
+                // SAFETY: bind reads a sockaddr_nl of the size given.
+                let rc = unsafe {
+                    libc::bind(
+                        fd.as_raw_fd(),
+                        &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+                        std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                    )
+                };
+                if rc < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(fd)
+            })
+            .map_err(io::Error::other)??;
+        let group = NFNLGRP_NFTRACE;
+        // SAFETY: setsockopt reads an int from a valid pointer.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                SOL_NETLINK,
+                NETLINK_ADD_MEMBERSHIP,
+                &group as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // A bigger buffer: a burst of events must not be dropped.
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: as above.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        Ok(Tracer { sock: fd })
+    }
+
+    /// The events that came until `until` (or that are queued already).
+    pub fn read_until(&self, until: Instant) -> io::Result<Vec<Event>> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let mut fds = [nix::poll::PollFd::new(
+                self.sock.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+            let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms))
+                .map_err(io::Error::from)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            // SAFETY: recv writes at most buf.len() bytes into buf.
+            let got = unsafe {
+                libc::recv(
+                    self.sock.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if got < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => continue,
+                    _ => return Err(e),
+                }
+            }
+            out.extend(parse(&buf[..got as usize]));
+        }
+    }
+}
+
+/// The trace events in a buffer of netlink messages.
+pub fn parse(mut data: &[u8]) -> Vec<Event> {
+    let mut out = Vec::new();
+    while data.len() >= 16 {
+        let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
+        let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap());
+        if len < 16 || len > data.len() {
+            break;
+        }
+        // After the header, the nfgenmsg (4 bytes), then attributes.
+        if ty == MSG_TRACE && len >= 20 {
+            if let Some(e) = event(&data[20..len]) {
+                out.push(e);
+            }
+        }
+        data = &data[align(len).min(data.len())..];
+    }
+    out
+}
+
+fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// The attributes of a buffer: (type without flags, payload).
+fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let ty = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        let payload = &data[4..len];
+        data = &data[align(len).min(data.len())..];
+        Some((ty, payload))
+    })
+}
+
+fn be32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+}
+
+fn string(b: &[u8]) -> String {
+    String::from_utf8_lossy(b.split(|&c| c == 0).next().unwrap_or_default()).into_owned()
+}
+
+fn event(data: &[u8]) -> Option<Event> {
+    let (mut id, mut table, mut chain, mut kind, mut verdict) =
+        (0, String::new(), String::new(), "", None);
+    let (mut network, mut transport): (Option<&[u8]>, Option<&[u8]>) = (None, None);
+    for (ty, p) in attrs(data) {
+        match ty {
+            1 => table = string(p),
+            2 => chain = string(p),
+            4 => {
+                kind = match be32(p)? {
+                    1 => "policy",
+                    2 => "return",
+                    3 => "rule",
+                    _ => "other",
+                }
+            }
+            5 => verdict = Some(parse_verdict(p)),
+            6 => id = be32(p)?,
+            8 => network = Some(p),
+            9 => transport = Some(p),
+            _ => {}
+        }
+    }
+    let packet = network.and_then(|n| packet(n, transport));
+    Some(Event {
+        id,
+        table,
+        chain,
+        kind,
+        verdict,
+        packet,
+    })
+}
+
+fn parse_verdict(data: &[u8]) -> Verdict {
+    let (mut code, mut chain) = (None, String::new());
+    for (ty, p) in attrs(data) {
+        match ty {
+            1 => code = be32(p).map(|c| c as i32),
+            2 => chain = string(p),
+            _ => {}
+        }
+    }
+    match code {
+        Some(0) => Verdict::Drop,
+        Some(1) => Verdict::Accept,
+        Some(-1) => Verdict::Continue,
+        Some(-3) => Verdict::Jump(chain),
+        Some(-4) => Verdict::Goto(chain),
+        Some(-5) => Verdict::Return,
+        Some(c) => Verdict::Other(c),
+        None => Verdict::Other(i32::MIN),
+    }
+}
+
+/// The addresses of an IPv4 header and the ports of the transport header
+/// after it (TCP and UDP).
+fn packet(ip: &[u8], transport: Option<&[u8]>) -> Option<Packet> {
+    if ip.len() < 20 || ip[0] >> 4 != 4 {
+        return None;
+    }
+    let ports = transport.filter(|t| t.len() >= 4);
+    Some(Packet {
+        saddr: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+        daddr: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+        proto: ip[9],
+        sport: ports.map_or(0, |t| u16::from_be_bytes([t[0], t[1]])),
+        dport: ports.map_or(0, |t| u16::from_be_bytes([t[2], t[3]])),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
+        v.extend(ty.to_ne_bytes());
+        v.extend(payload);
+        while !v.len().is_multiple_of(4) {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn a_trace_message_is_read() {
+        let mut ip = vec![0x45, 0, 0, 60, 0, 0, 0, 0, 64, 6, 0, 0];
+        ip.extend([10, 244, 1, 3, 10, 0, 0, 20]);
+        let tcp = [0xef, 0x10, 0, 80, 0, 0, 0, 0];
+        let mut verdict = attr(1, &(-3i32).to_be_bytes());
+        verdict.extend(attr(2, b"services\0"));
+        let mut body = vec![2u8, 0, 0, 0]; // nfgenmsg: AF_INET
+        for a in [
+            attr(1, b"netlab\0"),
+            attr(2, b"nat-prerouting\0"),
+            attr(4, &3u32.to_be_bytes()),
+            attr(5 | 0x8000, &verdict),
+            attr(6, &7u32.to_be_bytes()),
+            attr(8, &ip),
+            attr(9, &tcp),
+        ] {
+            body.extend(a);
+        }
+        let mut msg = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend(MSG_TRACE.to_ne_bytes());
+        msg.extend([0u8; 10]);
+        msg.extend(body);
+        let got = parse(&msg);
+        assert_eq!(
+            got,
+            [Event {
+                id: 7,
+                table: "netlab".into(),
+                chain: "nat-prerouting".into(),
+                kind: "rule",
+                verdict: Some(Verdict::Jump("services".into())),
+                packet: Some(Packet {
+                    saddr: Ipv4Addr::new(10, 244, 1, 3),
+                    daddr: Ipv4Addr::new(10, 0, 0, 20),
+                    proto: 6,
+                    sport: 0xef10,
+                    dport: 80,
+                }),
+            }]
+        );
+    }
+}

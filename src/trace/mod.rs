@@ -1,0 +1,525 @@
+//! `netlab trace`: one real probe through the lab's kernel, explained in
+//! Kubernetes terms.
+//!
+//! The probe is a real connection (TCP) or datagram (UDP) from a pod's (or
+//! a node's) network namespace, from a source port of its own. While it
+//! runs, a temporary base chain in the source node's `ip netlab` table
+//! (`trace-<addr>-<port>`, filter hook prerouting and output, priority
+//! -500) marks exactly that flow with `meta nftrace set 1`, and the node's
+//! nf_tables trace events ([`crate::proxy::netlink::trace`]) say which
+//! chains and rules the packets went through; the chain is deleted before
+//! the command ends. Those chain names carry the Service and port
+//! (`service-<hash>-<ns>/<name>/<proto>/<port>`); the headers of the
+//! packets after the DNAT carry the endpoint the kernel chose; the lab's
+//! objects name its pod and node. [`explain`] turns that into steps (pure,
+//! unit-tested), [`probe`] does the I/O.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::net::NetNs;
+use crate::proxy::model::Protocol;
+use crate::proxy::netlink::trace::{Event, Tracer, Verdict};
+
+/// What the lab holds that a trace names: services and pods.
+#[derive(Debug, Default, Clone)]
+pub struct LabView {
+    pub services: Vec<ServiceView>,
+    pub pods: Vec<PodView>,
+    /// Node name → its pod CIDR and its address on the dc LAN.
+    pub nodes: Vec<(String, String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ip: Option<Ipv4Addr>,
+    /// (name, port, protocol)
+    pub ports: Vec<(String, u16, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub node: String,
+}
+
+/// Where a probe starts.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// `pod default/curl-…` or `node node-1`.
+    pub what: String,
+    pub ip: Ipv4Addr,
+    /// The namespace the probe is sent from.
+    pub netns: String,
+    /// The node whose rules it meets first, and that node's namespace.
+    pub node: String,
+    pub node_netns: String,
+    /// From the node itself (the output hook), not a pod behind it.
+    pub from_node: bool,
+}
+
+/// One step of a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    /// dns, source, rule, dnat, route, reject, drop, result
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// A trace's outcome, as data (`-o json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Trace {
+    pub from: String,
+    pub to: String,
+    pub steps: Vec<Step>,
+    /// connected, refused, timeout, sent (UDP), nxdomain
+    pub result: String,
+    /// `namespace/name` of the Service the packet met.
+    pub service: Option<String>,
+    /// The Service port's name (or number).
+    pub service_port: Option<String>,
+    /// The endpoint the kernel chose, `ip:port`.
+    pub endpoint: Option<String>,
+    /// `namespace/name` of the endpoint's pod, and its node.
+    pub endpoint_pod: Option<String>,
+    pub endpoint_node: Option<String>,
+    /// Why it failed, in Kubernetes terms.
+    pub reason: Option<String>,
+    pub elapsed_ms: f64,
+}
+
+/// What the probe saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub events: Vec<Event>,
+    pub dst: SocketAddrV4,
+    pub sport: u16,
+    pub proto: Protocol,
+    /// connected, refused, timeout, sent
+    pub outcome: &'static str,
+    pub elapsed: Duration,
+}
+
+/// A service chain's name → (kind, namespace/name, proto, port name).
+fn service_of_chain(chain: &str) -> Option<(&str, String, String, String)> {
+    let kinds = ["service-", "external-", "local-", "firewall-", "endpoint-"];
+    let kind = kinds.iter().find(|k| chain.starts_with(**k))?;
+    let rest = &chain[kind.len()..];
+    let (hash, readable) = rest.split_once('-')?;
+    if hash.len() != 8 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut parts = readable.split('/');
+    let (ns, name, proto, port) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let port = port.split("__").next().unwrap_or(port);
+    Some((
+        kind.trim_end_matches('-'),
+        format!("{ns}/{name}"),
+        proto.to_string(),
+        port.to_string(),
+    ))
+}
+
+/// Pure: the steps of a trace from what the probe saw and the lab's
+/// objects.
+pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace {
+    let proto = match seen.proto {
+        Protocol::Udp => "UDP",
+        _ => "TCP",
+    };
+    let dst = seen.dst;
+    let svc_by_ip = lab
+        .services
+        .iter()
+        .find(|s| s.cluster_ip == Some(*dst.ip()));
+    let pod_by_ip = |ip: Ipv4Addr| lab.pods.iter().find(|p| p.ip == ip);
+    let gateway = if src.from_node {
+        format!("{}'s own stack", src.node)
+    } else {
+        format!("the default route to {}'s bridge", src.node)
+    };
+    t.steps.push(Step {
+        kind: "source",
+        text: format!(
+            "{}:{} → {dst}/{proto} leaves {} by {gateway}",
+            src.ip, seen.sport, src.what
+        ),
+    });
+    // The packets of this probe: trace ids whose first event carries its
+    // headers (source address and port), then every event of those ids.
+    let ours: std::collections::HashSet<u32> = seen
+        .events
+        .iter()
+        .filter(|e| {
+            e.packet
+                .is_some_and(|p| p.saddr == src.ip && p.sport == seen.sport)
+        })
+        .map(|e| e.id)
+        .collect();
+    let events: Vec<&Event> = seen
+        .events
+        .iter()
+        .filter(|e| ours.contains(&e.id) && !e.chain.starts_with("trace-"))
+        .collect();
+    let mut endpoint: Option<SocketAddrV4> = None;
+    let mut rejected = false;
+    let mut dropped_in: Option<String> = None;
+    for e in &events {
+        if let Some(p) = e.packet {
+            if p.saddr == src.ip
+                && p.sport == seen.sport
+                && p.daddr != *dst.ip()
+                && endpoint.is_none()
+            {
+                endpoint = Some(SocketAddrV4::new(p.daddr, p.dport));
+            }
+        }
+        if e.kind != "rule" {
+            continue;
+        }
+        match &e.verdict {
+            Some(Verdict::Goto(c)) | Some(Verdict::Jump(c)) => {
+                if let Some((kind, svc, sproto, port)) = service_of_chain(c) {
+                    if t.service.is_none() {
+                        t.service = Some(svc.clone());
+                        t.service_port = Some(port.clone());
+                    }
+                    let what = match kind {
+                        "service" => "Service",
+                        "external" => "external or NodePort entry of Service",
+                        "local" => "node-local endpoints (externalTrafficPolicy: Local) of Service",
+                        "firewall" => "loadBalancerSourceRanges of Service",
+                        _ => "endpoint chain (session affinity) of Service",
+                    };
+                    t.steps.push(Step {
+                        kind: "rule",
+                        text: format!(
+                            "{} nft: {} matched {} . {} . {} → chain {c} ({what} {svc} port {port}/{sproto})",
+                            src.node,
+                            e.chain,
+                            dst.ip(),
+                            proto.to_lowercase(),
+                            dst.port()
+                        ),
+                    });
+                } else if c == "reject-chain" {
+                    rejected = true;
+                    t.steps.push(Step {
+                        kind: "reject",
+                        text: format!("{} nft: {} sends it to reject-chain", src.node, e.chain),
+                    });
+                }
+            }
+            Some(Verdict::Drop) => {
+                dropped_in.get_or_insert_with(|| e.chain.clone());
+                if e.chain == "reject-chain" {
+                    rejected = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(ep) = endpoint {
+        t.endpoint = Some(ep.to_string());
+        let pod = pod_by_ip(*ep.ip());
+        t.endpoint_pod = pod.map(|p| format!("{}/{}", p.namespace, p.name));
+        t.endpoint_node = pod.map(|p| p.node.clone());
+        t.steps.push(Step {
+            kind: "dnat",
+            text: format!(
+                "{} nft: endpoint chosen → DNAT {ep}{}",
+                src.node,
+                pod.map(|p| format!(" (pod {}/{} on {})", p.namespace, p.name, p.node))
+                    .unwrap_or_default()
+            ),
+        });
+    }
+    // Where the packet goes after the rules.
+    let to_ip = endpoint.map(|e| *e.ip()).unwrap_or(*dst.ip());
+    if let Some(pod) = pod_by_ip(to_ip) {
+        if t.endpoint_pod.is_none() {
+            t.endpoint_pod = Some(format!("{}/{}", pod.namespace, pod.name));
+            t.endpoint_node = Some(pod.node.clone());
+        }
+        let text = if pod.node == src.node {
+            format!(
+                "{} bridges to pod {}/{} ({}) on the same node",
+                src.node, pod.namespace, pod.name, pod.ip
+            )
+        } else {
+            let via = lab
+                .nodes
+                .iter()
+                .find(|(n, _, _)| *n == pod.node)
+                .map(|(n, cidr, addr)| format!("routes {cidr} via {addr} ({n})"))
+                .unwrap_or_else(|| format!("routes to {}", pod.node));
+            format!(
+                "{} {via}; no masquerade (pod to pod keeps the client address); {} bridges to pod {}/{} ({})",
+                src.node, pod.node, pod.namespace, pod.name, pod.ip
+            )
+        };
+        t.steps.push(Step {
+            kind: "route",
+            text,
+        });
+    }
+    t.result = seen.outcome.to_string();
+    t.elapsed_ms = seen.elapsed.as_secs_f64() * 1e3;
+    let svc_name = t
+        .service
+        .clone()
+        .or_else(|| svc_by_ip.map(|s| format!("{}/{}", s.namespace, s.name)));
+    if t.result != "connected" && t.result != "sent" {
+        t.reason = Some(match (svc_by_ip, rejected) {
+            (Some(s), _) if !s.ports.iter().any(|(_, p, _)| *p == dst.port()) => format!(
+                "Service {}/{} has no port {} (its ports: {})",
+                s.namespace,
+                s.name,
+                dst.port(),
+                s.ports
+                    .iter()
+                    .map(|(n, p, pr)| match *n == p.to_string() {
+                        true => format!("{p}/{pr}"),
+                        false => format!("{n} {p}/{pr}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            (Some(_), true) => format!(
+                "Service {} has no ready endpoints (rejected by the no-endpoint-services set)",
+                svc_name.clone().unwrap_or_default()
+            ),
+            (None, true) => "rejected by the node's rules".to_string(),
+            _ => match (&dropped_in, endpoint) {
+                (Some(c), _) => format!("dropped by {} nft chain {c}", src.node),
+                (None, Some(ep)) => format!(
+                    "the endpoint {ep} did not accept the connection ({})",
+                    t.result
+                ),
+                (None, None) => match pod_by_ip(*dst.ip()) {
+                    Some(_) => format!(
+                        "pod {} did not accept the connection on port {} ({})",
+                        dst.ip(),
+                        dst.port(),
+                        t.result
+                    ),
+                    None => format!("nothing in the lab answers at {dst} ({})", t.result),
+                },
+            },
+        });
+    }
+    let result = match t.result.as_str() {
+        "connected" => format!(
+            "connected in {:.2} ms to {}{}",
+            t.elapsed_ms,
+            t.endpoint_pod
+                .as_ref()
+                .map(|p| format!("pod {p}"))
+                .unwrap_or_else(|| dst.to_string()),
+            match (&svc_name, &t.service_port) {
+                (Some(s), Some(p)) if t.endpoint.is_some() =>
+                    format!(" through Service {s} port {p}"),
+                _ => String::new(),
+            }
+        ),
+        "sent" => format!("sent to {dst}; UDP has no handshake"),
+        other => format!("{other}: {}", t.reason.clone().unwrap_or_default()),
+    };
+    t.steps.push(Step {
+        kind: "result",
+        text: result,
+    });
+    t
+}
+
+/// The chain that marks the probe's flow, in the source node's table.
+fn trace_chain(src: &Source, sport: u16) -> Vec<crate::proxy::ruleset::Chain> {
+    use crate::proxy::rule::{IpField, Rule, Stmt};
+    use crate::proxy::ruleset::{Chain, ChainType, Hook, HookPoint};
+    let rule = Rule::new(vec![
+        Stmt::Ip {
+            field: IpField::Saddr,
+            neq: false,
+            net: ipnet::Ipv4Net::new(src.ip, 32).expect("a /32"),
+        },
+        Stmt::ThSport(sport),
+        Stmt::NftraceOn,
+    ]);
+    [HookPoint::Prerouting, HookPoint::Output]
+        .into_iter()
+        .map(|hook| Chain {
+            name: format!(
+                "trace-{}-{sport}-{}",
+                src.ip,
+                if hook == HookPoint::Output {
+                    "out"
+                } else {
+                    "pre"
+                }
+            ),
+            hook: Some(Hook {
+                kind: ChainType::Filter,
+                hook,
+                priority: -500,
+            }),
+            rules: vec![rule.clone()],
+        })
+        .collect()
+}
+
+/// Sends one probe from `src` to `dst` and records what the source node's
+/// rules did with it. The trace chain is removed whatever happens.
+pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::Result<Seen> {
+    use crate::proxy::ruleset::{Op, Transaction};
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let from = NetNs::open(&src.netns)?;
+    let node = NetNs::open(&src.node_netns)?;
+    // The socket first: its port names the flow.
+    let kind = match proto {
+        Protocol::Udp => SockType::Datagram,
+        _ => SockType::Stream,
+    };
+    let ip = src.ip;
+    let sock = from.run(move || -> nix::Result<std::os::fd::OwnedFd> {
+        let s = socket::socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None)?;
+        socket::bind(s.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(ip, 0)))?;
+        Ok(s)
+    })??;
+    let sport = socket::getsockname::<SockaddrIn>(sock.as_raw_fd())?.port();
+    let chains = trace_chain(src, sport);
+    let mut ops = Vec::new();
+    for c in &chains {
+        ops.push(Op::CreateChain(c));
+        ops.push(Op::AddRule(&c.name, &c.rules[0]));
+    }
+    let tracer = Tracer::open(&node)?;
+    crate::proxy::netlink::apply(&node, &Transaction::from_ops(ops)).await?;
+    let sent = send(sock, dst, proto).await;
+    let (outcome, elapsed) = sent;
+    // Events still on their way: a moment more.
+    let until = Instant::now() + Duration::from_millis(30);
+    let events = tokio::task::spawn_blocking(move || tracer.read_until(until)).await??;
+    tracing::debug!(events = events.len(), ?events, "trace events");
+    let mut ops = Vec::new();
+    for c in &chains {
+        ops.push(Op::FlushChain(&c.name));
+        ops.push(Op::DeleteChain(&c.name));
+    }
+    crate::proxy::netlink::apply(&node, &Transaction::from_ops(ops)).await?;
+    Ok(Seen {
+        events,
+        dst,
+        sport,
+        proto,
+        outcome,
+        elapsed,
+    })
+}
+
+/// Connects (TCP) or sends one datagram (UDP): the outcome and its time.
+async fn send(
+    sock: std::os::fd::OwnedFd,
+    dst: SocketAddrV4,
+    proto: Protocol,
+) -> (&'static str, Duration) {
+    tokio::task::spawn_blocking(move || {
+        use nix::sys::socket::{self, SockaddrIn};
+        use std::os::fd::AsRawFd;
+        let t = Instant::now();
+        if proto == Protocol::Udp {
+            let r = socket::sendto(
+                sock.as_raw_fd(),
+                b"netlab trace\n",
+                &SockaddrIn::from(dst),
+                socket::MsgFlags::empty(),
+            );
+            return (if r.is_ok() { "sent" } else { "refused" }, t.elapsed());
+        }
+        // A blocking connect with a send timeout bounds it (SO_SNDTIMEO).
+        let _ = socket::setsockopt(
+            &sock,
+            socket::sockopt::SendTimeout,
+            &nix::sys::time::TimeVal::new(1, 0),
+        );
+        let r = socket::connect(sock.as_raw_fd(), &SockaddrIn::from(dst));
+        let elapsed = t.elapsed();
+        let outcome = match r {
+            Ok(()) => "connected",
+            Err(nix::errno::Errno::ECONNREFUSED) => "refused",
+            Err(nix::errno::Errno::EHOSTUNREACH) | Err(nix::errno::Errno::ENETUNREACH) => {
+                "unreachable"
+            }
+            Err(_) => "timeout",
+        };
+        (outcome, elapsed)
+    })
+    .await
+    .unwrap_or(("timeout", Duration::ZERO))
+}
+
+/// A DNS A query for `name` from `netns` to `server`, as a pod's resolver
+/// asks: each name of the search path in turn. The address and the name
+/// that answered, or every name tried.
+pub fn resolve(
+    netns: &str,
+    server: Ipv4Addr,
+    name: &str,
+    search: &[String],
+) -> anyhow::Result<Result<(Ipv4Addr, String), Vec<String>>> {
+    let ns = NetNs::open(netns)?;
+    let mut tried = Vec::new();
+    let candidates: Vec<String> = if name.ends_with('.') {
+        vec![name.to_string()]
+    } else {
+        search
+            .iter()
+            .map(|s| format!("{name}.{s}."))
+            .chain(std::iter::once(format!("{name}.")))
+            .collect()
+    };
+    for fqdn in candidates {
+        let q = query_bytes(&fqdn);
+        let answer = ns.run(move || -> std::io::Result<Vec<u8>> {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            s.set_read_timeout(Some(Duration::from_millis(500)))?;
+            s.send_to(&q, (server, 53))?;
+            let mut buf = vec![0u8; 4096];
+            let n = s.recv(&mut buf)?;
+            buf.truncate(n);
+            Ok(buf)
+        })??;
+        let m = hickory_proto::op::Message::from_vec(&answer)?;
+        let a = m.answers.iter().find_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0),
+            _ => None,
+        });
+        match a {
+            Some(ip) => return Ok(Ok((ip, fqdn.trim_end_matches('.').to_string()))),
+            None => tried.push(fqdn.trim_end_matches('.').to_string()),
+        }
+    }
+    Ok(Err(tried))
+}
+
+/// A recursive A query for `fqdn`.
+fn query_bytes(fqdn: &str) -> Vec<u8> {
+    let id: u16 = rand::random();
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend([0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in fqdn.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
+}
+
+#[cfg(test)]
+mod tests;

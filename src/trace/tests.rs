@@ -1,0 +1,191 @@
+use super::*;
+use crate::proxy::netlink::trace::Packet;
+
+fn lab() -> LabView {
+    LabView {
+        services: vec![ServiceView {
+            namespace: "default".into(),
+            name: "my-nginx".into(),
+            cluster_ip: Some(Ipv4Addr::new(10, 0, 0, 20)),
+            ports: vec![("http".into(), 80, "TCP".into())],
+        }],
+        pods: vec![
+            PodView {
+                namespace: "default".into(),
+                name: "curl".into(),
+                ip: Ipv4Addr::new(10, 244, 1, 3),
+                node: "node-1".into(),
+            },
+            PodView {
+                namespace: "default".into(),
+                name: "my-nginx-a".into(),
+                ip: Ipv4Addr::new(10, 244, 2, 2),
+                node: "node-2".into(),
+            },
+        ],
+        nodes: vec![("node-2".into(), "10.244.2.0/24".into(), "172.18.0.3".into())],
+    }
+}
+
+fn src() -> Source {
+    Source {
+        what: "pod default/curl".into(),
+        ip: Ipv4Addr::new(10, 244, 1, 3),
+        netns: "p".into(),
+        node: "node-1".into(),
+        node_netns: "n".into(),
+        from_node: false,
+    }
+}
+
+fn ev(id: u32, chain: &str, verdict: Option<Verdict>, daddr: Option<[u8; 4]>) -> Event {
+    Event {
+        id,
+        table: "netlab".into(),
+        chain: chain.into(),
+        kind: "rule",
+        verdict,
+        packet: daddr.map(|d| Packet {
+            saddr: Ipv4Addr::new(10, 244, 1, 3),
+            daddr: d.into(),
+            proto: 6,
+            sport: 40000,
+            dport: 80,
+        }),
+    }
+}
+
+fn seen(events: Vec<Event>, outcome: &'static str) -> Seen {
+    Seen {
+        events,
+        dst: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 20), 80),
+        sport: 40000,
+        proto: Protocol::Tcp,
+        outcome,
+        elapsed: Duration::from_micros(210),
+    }
+}
+
+const SVC: &str = "service-0123abcd-default/my-nginx/tcp/http";
+
+#[test]
+fn a_connection_through_a_service_names_service_endpoint_pod_and_node() {
+    let events = vec![
+        ev(1, "trace-10.244.1.3-40000-pre", None, Some([10, 0, 0, 20])),
+        ev(
+            1,
+            "nat-prerouting",
+            Some(Verdict::Jump("services".into())),
+            None,
+        ),
+        ev(1, "services", Some(Verdict::Goto(SVC.into())), None),
+        ev(
+            2,
+            "filter-forward",
+            Some(Verdict::Continue),
+            Some([10, 244, 2, 2]),
+        ),
+        // Another trace's packet: not ours.
+        Event {
+            packet: Some(Packet {
+                saddr: Ipv4Addr::new(10, 244, 1, 9),
+                daddr: Ipv4Addr::new(10, 0, 0, 20),
+                proto: 6,
+                sport: 40000,
+                dport: 80,
+            }),
+            ..ev(
+                3,
+                "services",
+                Some(Verdict::Goto("service-ffffffff-x/y/tcp/z".into())),
+                None,
+            )
+        },
+    ];
+    let t = explain(&src(), &seen(events, "connected"), &lab(), Trace::default());
+    assert_eq!(t.service.as_deref(), Some("default/my-nginx"));
+    assert_eq!(t.service_port.as_deref(), Some("http"));
+    assert_eq!(t.endpoint.as_deref(), Some("10.244.2.2:80"));
+    assert_eq!(t.endpoint_pod.as_deref(), Some("default/my-nginx-a"));
+    assert_eq!(t.endpoint_node.as_deref(), Some("node-2"));
+    assert_eq!(t.reason, None);
+    let kinds: Vec<&str> = t.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["source", "rule", "dnat", "route", "result"]);
+    assert!(
+        t.steps[3]
+            .text
+            .contains("routes 10.244.2.0/24 via 172.18.0.3 (node-2)"),
+        "{:?}",
+        t.steps[3]
+    );
+    assert_eq!(
+        t.steps[4].text,
+        "connected in 0.21 ms to pod default/my-nginx-a through Service default/my-nginx port http"
+    );
+}
+
+#[test]
+fn failures_say_why_in_kubernetes_terms() {
+    let rejected = vec![
+        ev(1, "trace-x", None, Some([10, 0, 0, 20])),
+        ev(1, "services", Some(Verdict::Goto(SVC.into())), None),
+        ev(
+            2,
+            "filter-forward",
+            Some(Verdict::Jump("service-endpoints-check".into())),
+            Some([10, 0, 0, 20]),
+        ),
+        ev(
+            2,
+            "service-endpoints-check",
+            Some(Verdict::Goto("reject-chain".into())),
+            None,
+        ),
+        ev(2, "reject-chain", Some(Verdict::Drop), None),
+    ];
+    let t = explain(&src(), &seen(rejected, "refused"), &lab(), Trace::default());
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("Service default/my-nginx has no ready endpoints (rejected by the no-endpoint-services set)")
+    );
+    let mut wrong_port = seen(vec![], "refused");
+    wrong_port.dst = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 20), 8080);
+    let t = explain(&src(), &wrong_port, &lab(), Trace::default());
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("Service default/my-nginx has no port 8080 (its ports: http 80/TCP)")
+    );
+    let mut outside = seen(vec![], "timeout");
+    outside.dst = SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80);
+    let t = explain(&src(), &outside, &lab(), Trace::default());
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("nothing in the lab answers at 192.0.2.1:80 (timeout)")
+    );
+}
+
+#[test]
+fn chain_names_give_the_service_port() {
+    assert_eq!(
+        service_of_chain("endpoint-0123abcd-default/my-nginx/tcp/https__10.244.2.2/443"),
+        Some((
+            "endpoint",
+            "default/my-nginx".into(),
+            "tcp".into(),
+            "https".into()
+        ))
+    );
+    assert_eq!(service_of_chain("services"), None);
+    assert_eq!(service_of_chain("service-endpoints-check"), None);
+}
+
+#[test]
+fn a_dns_query_asks_for_an_a_record() {
+    let q = query_bytes("my-nginx.default.svc.cluster.local.");
+    let m = hickory_proto::op::Message::from_vec(&q).unwrap();
+    assert_eq!(m.queries.len(), 1);
+    assert_eq!(
+        m.queries[0].name().to_string(),
+        "my-nginx.default.svc.cluster.local."
+    );
+}

@@ -1,0 +1,170 @@
+//! `netlab trace`: a real probe from a pod, explained. Each case checks the
+//! JSON steps name the right Service, endpoint pod, node and reason, and
+//! that tracing leaves every node's table as it was.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::collections::HashSet;
+
+fn trace(lab: &Lab, args: &[&str]) -> Value {
+    let mut all = vec!["trace", "-o", "json"];
+    all.extend(args);
+    let out = lab.run(&all);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "netlab trace {args:?}: not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn tables(lab: &Lab) -> Vec<String> {
+    ["node-1", "node-2"]
+        .iter()
+        .map(|n| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &format!("netlab-{}.node.{n}", lab.name)])
+                .args(["nft", "list", "table", "ip", "netlab"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect()
+}
+
+const CLIENT: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  nodeName: node-1
+  containers:
+  - name: c
+    image: radial/busyboxplus:curl
+    command: ["sleep", "3600"]
+"#;
+
+#[test]
+fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
+    let yaml = format!(
+        "{}---\n{}---\n{CLIENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    run: web\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  selector:\n    run: nobody\n  ports:\n  - port: 80\n",
+        lab_doc(2),
+        nginx_deployment("web", 2)
+    );
+    let lab = Lab::up("trace", &yaml);
+    let pods: Vec<(String, String, String)> = lab.pods();
+    let web: HashSet<String> = pods
+        .iter()
+        .filter(|(name, _, _)| name.starts_with("web-"))
+        .map(|(name, _, _)| format!("default/{name}"))
+        .collect();
+    assert_eq!(web.len(), 2, "{pods:?}");
+    let before = tables(&lab);
+
+    // Success, 20 times: both endpoints are seen, each named with its node.
+    let mut seen = HashSet::new();
+    for _ in 0..20 {
+        let t = trace(&lab, &["pod/client", "web"]);
+        assert_eq!(t["result"], "connected", "{t:#}");
+        assert_eq!(t["service"], "default/web", "{t:#}");
+        assert_eq!(t["service_port"], "http", "{t:#}");
+        let pod = t["endpoint_pod"]
+            .as_str()
+            .expect("an endpoint pod")
+            .to_string();
+        assert!(web.contains(&pod), "{t:#}");
+        let node = t["endpoint_node"].as_str().unwrap();
+        let want = pods
+            .iter()
+            .find(|(name, _, _)| format!("default/{name}") == pod)
+            .map(|(_, _, node)| node.clone())
+            .unwrap();
+        assert_eq!(node, want, "{t:#}");
+        assert!(t["steps"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("A web.default.svc.cluster.local"));
+        seen.insert(pod);
+    }
+    assert_eq!(seen, web, "20 traces should meet both endpoints");
+
+    // From a node (its own stack: the output hook), and two traces at
+    // once, each seeing only its own packets.
+    let t = trace(&lab, &["node/node-1", "web"]);
+    assert_eq!(t["result"], "connected", "{t:#}");
+    assert_eq!(t["service"], "default/web", "{t:#}");
+    assert!(web.contains(t["endpoint_pod"].as_str().unwrap()), "{t:#}");
+    let both: Vec<Value> = std::thread::scope(|s| {
+        let a = s.spawn(|| trace(&lab, &["pod/client", "web"]));
+        let b = s.spawn(|| trace(&lab, &["pod/client", "empty"]));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    assert_eq!(both[0]["result"], "connected", "{:#}", both[0]);
+    assert_eq!(both[0]["service"], "default/web", "{:#}", both[0]);
+    assert_eq!(both[1]["result"], "refused", "{:#}", both[1]);
+    assert_eq!(both[1]["service"], "default/empty", "{:#}", both[1]);
+
+    // No ready endpoints.
+    let t = trace(&lab, &["pod/client", "empty"]);
+    assert_eq!(t["result"], "refused", "{t:#}");
+    assert_eq!(
+        t["reason"],
+        "Service default/empty has no ready endpoints (rejected by the no-endpoint-services set)",
+        "{t:#}"
+    );
+    // A port the Service does not have.
+    let t = trace(&lab, &["pod/client", "web:8080"]);
+    assert_eq!(t["result"], "refused", "{t:#}");
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Service default/web has no port 8080"),
+        "{t:#}"
+    );
+    // A name that does not exist, with the search path tried.
+    let t = trace(&lab, &["pod/client", "nosuch"]);
+    assert_eq!(t["result"], "nxdomain", "{t:#}");
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains("tried nosuch.default.svc.cluster.local, nosuch.svc.cluster.local"),
+        "{t:#}"
+    );
+    // Straight to a pod IP, on a port nothing listens on.
+    let ip = pods
+        .iter()
+        .find(|(name, _, _)| name.starts_with("web-"))
+        .map(|(_, ip, _)| ip.clone())
+        .unwrap();
+    let t = trace(&lab, &["pod/client", &format!("{ip}:81")]);
+    assert_eq!(t["result"], "refused", "{t:#}");
+    assert!(
+        t["reason"]
+            .as_str()
+            .unwrap()
+            .contains("did not accept the connection on port 81"),
+        "{t:#}"
+    );
+
+    // Nothing of the traces is left in the nodes' tables.
+    assert_eq!(tables(&lab), before);
+    // Bad input: a clear error, nothing done.
+    let out = lab.run(&["trace", "pod/nobody", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pod default/nobody not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.down_clean();
+}
