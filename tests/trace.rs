@@ -55,7 +55,7 @@ spec:
 #[test]
 fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
     let yaml = format!(
-        "{}---\n{}---\n{CLIENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    run: web\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  selector:\n    run: nobody\n  ports:\n  - port: 80\n",
+        "{}---\n{}---\n{CLIENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    run: web\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: webnp\nspec:\n  type: NodePort\n  selector:\n    run: web\n  ports:\n  - port: 80\n    nodePort: 30080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  selector:\n    run: nobody\n  ports:\n  - port: 80\n",
         lab_doc(2),
         nginx_deployment("web", 2)
     );
@@ -111,6 +111,35 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
     assert_eq!(both[0]["service"], "default/web", "{:#}", both[0]);
     assert_eq!(both[1]["result"], "refused", "{:#}", both[1]);
     assert_eq!(both[1]["service"], "default/empty", "{:#}", both[1]);
+
+    // From outside the cluster to a NodePort: the external entry, the
+    // DNAT and the masquerade, on the node that took the packet.
+    let nodes: Value = serde_json::from_str(&lab.ok(&["get", "nodes", "-o", "json"])).unwrap();
+    let external = nodes["items"][0]["status"]["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["type"] == "ExternalIP")
+        .map(|a| a["address"].as_str().unwrap().to_string())
+        .expect("node-1 has an ExternalIP");
+    let t = trace(&lab, &["host/external", &format!("{external}:30080")]);
+    assert_eq!(t["result"], "connected", "{t:#}");
+    assert_eq!(t["service"], "default/webnp", "{t:#}");
+    assert!(web.contains(t["endpoint_pod"].as_str().unwrap()), "{t:#}");
+    let kinds: Vec<&str> = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"masquerade"), "{t:#}");
+    assert!(
+        t["steps"][1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("chain external-"),
+        "{t:#}"
+    );
 
     // No ready endpoints.
     let t = trace(&lab, &["pod/client", "empty"]);

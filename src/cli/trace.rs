@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {
-    /// Where the probe starts: pod/NAME or node/NAME.
+    /// Where the probe starts: pod/NAME, node/NAME or host/external.
     pub from: String,
     /// Where it goes: a Service name, a clusterIP, a pod IP (HOST[:PORT]).
     pub to: String,
@@ -93,7 +93,7 @@ pub async fn run(args: TraceArgs, lab: Option<String>) -> Result<i32> {
     let client = super::client::Client::connect(&lab).await?;
     let [nodes, pods, services] = client.nodes_pods_services().await?;
     let view = view(&nodes, &pods, &services);
-    let src = source(&lab, &args, &view)?;
+    let src = source(&lab, &args, &view).await?;
     let mut t = Trace {
         from: args.from.clone(),
         to: args.to.clone(),
@@ -181,7 +181,12 @@ pub async fn run(args: TraceArgs, lab: Option<String>) -> Result<i32> {
     })
 }
 
-fn source(lab: &str, args: &TraceArgs, view: &LabView) -> Result<Source> {
+async fn source(lab: &str, args: &TraceArgs, view: &LabView) -> Result<Source> {
+    let nodes: Vec<(String, String)> = view
+        .nodes
+        .iter()
+        .map(|(n, _, _)| (n.clone(), crate::paths::node_netns(lab, n)))
+        .collect();
     if let Some(name) = args.from.strip_prefix("pod/") {
         let ns = &args.namespace;
         let pod = view
@@ -196,7 +201,7 @@ fn source(lab: &str, args: &TraceArgs, view: &LabView) -> Result<Source> {
             ip: pod.ip,
             netns: crate::paths::pod_netns(lab, ns, name),
             node: pod.node.clone(),
-            node_netns: crate::paths::node_netns(lab, &pod.node),
+            nodes,
             from_node: false,
         });
     }
@@ -212,10 +217,28 @@ fn source(lab: &str, args: &TraceArgs, view: &LabView) -> Result<Source> {
             ip: addr
                 .parse()
                 .with_context(|| format!("node {name} has no InternalIP"))?,
-            netns: netns.clone(),
+            netns,
             node: name.to_string(),
-            node_netns: netns,
+            nodes,
             from_node: true,
+        });
+    }
+    if let Some(name) = args.from.strip_prefix("host/") {
+        let netns = crate::paths::host_netns(lab, name);
+        let ip = crate::net::public::addresses(&netns, "eth0")
+            .await
+            .ok()
+            .and_then(|a| a.first().map(|n| n.addr()))
+            .with_context(|| {
+                format!("host {name} not found in lab {lab} (the lab's host is host/external)")
+            })?;
+        return Ok(Source {
+            what: format!("host {name}"),
+            ip,
+            netns,
+            node: String::new(),
+            nodes,
+            from_node: false,
         });
     }
     bail!("{:?}: a trace starts at pod/NAME or node/NAME", args.from)

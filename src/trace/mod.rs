@@ -57,9 +57,12 @@ pub struct Source {
     pub ip: Ipv4Addr,
     /// The namespace the probe is sent from.
     pub netns: String,
-    /// The node whose rules it meets first, and that node's namespace.
+    /// The node whose rules it meets first (empty from outside the
+    /// cluster).
     pub node: String,
-    pub node_netns: String,
+    /// Every node of the lab and its namespace: the trace chain goes in
+    /// each, so that the second node's rules are seen too.
+    pub nodes: Vec<(String, String)>,
     /// From the node itself (the output hook), not a pod behind it.
     pub from_node: bool,
 }
@@ -97,7 +100,8 @@ pub struct Trace {
 /// What the probe saw.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub events: Vec<Event>,
+    /// The events of each node, by node name.
+    pub events: Vec<(String, Event)>,
     pub dst: SocketAddrV4,
     pub sport: u16,
     pub proto: Protocol,
@@ -141,6 +145,8 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
     let pod_by_ip = |ip: Ipv4Addr| lab.pods.iter().find(|p| p.ip == ip);
     let gateway = if src.from_node {
         format!("{}'s own stack", src.node)
+    } else if src.node.is_empty() {
+        "its default route".to_string()
     } else {
         format!("the default route to {}'s bridge", src.node)
     };
@@ -153,24 +159,30 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
     });
     // The packets of this probe: trace ids whose first event carries its
     // headers (source address and port), then every event of those ids.
-    let ours: std::collections::HashSet<u32> = seen
+    let ours: std::collections::HashSet<(&str, u32)> = seen
         .events
         .iter()
-        .filter(|e| {
+        .filter(|(_, e)| {
             e.packet
                 .is_some_and(|p| p.saddr == src.ip && p.sport == seen.sport)
         })
-        .map(|e| e.id)
+        .map(|(n, e)| (n.as_str(), e.id))
         .collect();
-    let events: Vec<&Event> = seen
+    // The source's node first (where the Service's rules act), then the
+    // others, each in the order of its events.
+    let mut events: Vec<(&str, &Event)> = seen
         .events
         .iter()
-        .filter(|e| ours.contains(&e.id) && !e.chain.starts_with("trace-"))
+        .filter(|(n, e)| ours.contains(&(n.as_str(), e.id)) && !e.chain.starts_with("trace-"))
+        .map(|(n, e)| (n.as_str(), e))
         .collect();
+    events.sort_by_key(|(n, _)| *n != src.node);
+    let mut masqueraded: Option<&str> = None;
     let mut endpoint: Option<SocketAddrV4> = None;
+    let mut dnat_node = src.node.as_str();
     let mut rejected = false;
     let mut dropped_in: Option<String> = None;
-    for e in &events {
+    for &(node, e) in &events {
         if let Some(p) = e.packet {
             if p.saddr == src.ip
                 && p.sport == seen.sport
@@ -178,6 +190,7 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                 && endpoint.is_none()
             {
                 endpoint = Some(SocketAddrV4::new(p.daddr, p.dport));
+                dnat_node = node;
             }
         }
         if e.kind != "rule" {
@@ -200,8 +213,7 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                     t.steps.push(Step {
                         kind: "rule",
                         text: format!(
-                            "{} nft: {} matched {} . {} . {} → chain {c} ({what} {svc} port {port}/{sproto})",
-                            src.node,
+                            "{node} nft: {} matched {} . {} . {} → chain {c} ({what} {svc} port {port}/{sproto})",
                             e.chain,
                             dst.ip(),
                             proto.to_lowercase(),
@@ -212,12 +224,15 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                     rejected = true;
                     t.steps.push(Step {
                         kind: "reject",
-                        text: format!("{} nft: {} sends it to reject-chain", src.node, e.chain),
+                        text: format!("{node} nft: {} sends it to reject-chain", e.chain),
                     });
                 }
             }
+            Some(Verdict::Accept) if e.chain == "masquerading" && masqueraded.is_none() => {
+                masqueraded = Some(node);
+            }
             Some(Verdict::Drop) => {
-                dropped_in.get_or_insert_with(|| e.chain.clone());
+                dropped_in.get_or_insert_with(|| format!("{node} nft chain {}", e.chain));
                 if e.chain == "reject-chain" {
                     rejected = true;
                 }
@@ -233,24 +248,39 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
         t.steps.push(Step {
             kind: "dnat",
             text: format!(
-                "{} nft: endpoint chosen → DNAT {ep}{}",
-                src.node,
+                "{dnat_node} nft: endpoint chosen → DNAT {ep}{}",
                 pod.map(|p| format!(" (pod {}/{} on {})", p.namespace, p.name, p.node))
                     .unwrap_or_default()
             ),
         });
     }
+    if let Some(node) = masqueraded {
+        let why = match endpoint {
+            Some(ep) if *ep.ip() == src.ip => "hairpin: the pod reached itself through the Service, so the answer must come back through the node",
+            _ if src.from_node || src.node.is_empty() => "the client is outside the pod network, so the answer must come back through the node that did the DNAT",
+            _ => "the packet was marked for masquerade",
+        };
+        t.steps.push(Step {
+            kind: "masquerade",
+            text: format!("{node} nft: masquerading → the source becomes {node}'s address ({why})"),
+        });
+    }
     // Where the packet goes after the rules.
+    let routing = if src.node.is_empty() {
+        dnat_node
+    } else {
+        src.node.as_str()
+    };
     let to_ip = endpoint.map(|e| *e.ip()).unwrap_or(*dst.ip());
     if let Some(pod) = pod_by_ip(to_ip) {
         if t.endpoint_pod.is_none() {
             t.endpoint_pod = Some(format!("{}/{}", pod.namespace, pod.name));
             t.endpoint_node = Some(pod.node.clone());
         }
-        let text = if pod.node == src.node {
+        let text = if pod.node == routing {
             format!(
                 "{} bridges to pod {}/{} ({}) on the same node",
-                src.node, pod.namespace, pod.name, pod.ip
+                routing, pod.namespace, pod.name, pod.ip
             )
         } else {
             let via = lab
@@ -259,9 +289,15 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                 .find(|(n, _, _)| *n == pod.node)
                 .map(|(n, cidr, addr)| format!("routes {cidr} via {addr} ({n})"))
                 .unwrap_or_else(|| format!("routes to {}", pod.node));
+            let keeps = match masqueraded {
+                None if !src.from_node && !src.node.is_empty() => {
+                    "; no masquerade (pod to pod keeps the client address)"
+                }
+                _ => "",
+            };
             format!(
-                "{} {via}; no masquerade (pod to pod keeps the client address); {} bridges to pod {}/{} ({})",
-                src.node, pod.node, pod.namespace, pod.name, pod.ip
+                "{} {via}{keeps}; {} bridges to pod {}/{} ({})",
+                routing, pod.node, pod.namespace, pod.name, pod.ip
             )
         };
         t.steps.push(Step {
@@ -297,7 +333,7 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
             ),
             (None, true) => "rejected by the node's rules".to_string(),
             _ => match (&dropped_in, endpoint) {
-                (Some(c), _) => format!("dropped by {} nft chain {c}", src.node),
+                (Some(c), _) => format!("dropped by {c}"),
                 (None, Some(ep)) => format!(
                     "the endpoint {ep} did not accept the connection ({})",
                     t.result
@@ -380,7 +416,11 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
     use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::os::fd::AsRawFd;
     let from = NetNs::open(&src.netns)?;
-    let node = NetNs::open(&src.node_netns)?;
+    let nodes: Vec<(String, NetNs)> = src
+        .nodes
+        .iter()
+        .map(|(n, ns)| Ok((n.clone(), NetNs::open(ns)?)))
+        .collect::<anyhow::Result<_>>()?;
     // The socket first: its port names the flow.
     let kind = match proto {
         Protocol::Udp => SockType::Datagram,
@@ -399,20 +439,55 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
         ops.push(Op::CreateChain(c));
         ops.push(Op::AddRule(&c.name, &c.rules[0]));
     }
-    let tracer = Tracer::open(&node)?;
-    crate::proxy::netlink::apply(&node, &Transaction::from_ops(ops)).await?;
-    let sent = send(sock, dst, proto).await;
-    let (outcome, elapsed) = sent;
+    let mut tracers = Vec::new();
+    for (name, ns) in &nodes {
+        tracers.push((name.clone(), Tracer::open(ns)?));
+    }
+    let mut added = Vec::new();
+    let mut failed = None;
+    for (_, ns) in &nodes {
+        match crate::proxy::netlink::apply(ns, &Transaction::from_ops(ops.clone())).await {
+            Ok(()) => added.push(ns),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let sent = match failed {
+        None => Some(send(sock, dst, proto).await),
+        Some(_) => None,
+    };
     // Events still on their way: a moment more.
     let until = Instant::now() + Duration::from_millis(30);
-    let events = tokio::task::spawn_blocking(move || tracer.read_until(until)).await??;
+    let events = tokio::task::spawn_blocking(move || {
+        tracers
+            .into_iter()
+            .map(|(n, t)| {
+                Ok(t.read_until(until)?
+                    .into_iter()
+                    .map(|e| (n.clone(), e))
+                    .collect::<Vec<_>>())
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await??
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>();
     tracing::debug!(events = events.len(), ?events, "trace events");
     let mut ops = Vec::new();
     for c in &chains {
         ops.push(Op::FlushChain(&c.name));
         ops.push(Op::DeleteChain(&c.name));
     }
-    crate::proxy::netlink::apply(&node, &Transaction::from_ops(ops)).await?;
+    for ns in added {
+        crate::proxy::netlink::apply(ns, &Transaction::from_ops(ops.clone())).await?;
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    let (outcome, elapsed) = sent.expect("sent when nothing failed");
     Ok(Seen {
         events,
         dst,

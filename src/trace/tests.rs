@@ -33,7 +33,10 @@ fn src() -> Source {
         ip: Ipv4Addr::new(10, 244, 1, 3),
         netns: "p".into(),
         node: "node-1".into(),
-        node_netns: "n".into(),
+        nodes: vec![
+            ("node-1".into(), "n1".into()),
+            ("node-2".into(), "n2".into()),
+        ],
         from_node: false,
     }
 }
@@ -57,7 +60,10 @@ fn ev(id: u32, chain: &str, verdict: Option<Verdict>, daddr: Option<[u8; 4]>) ->
 
 fn seen(events: Vec<Event>, outcome: &'static str) -> Seen {
     Seen {
-        events,
+        events: events
+            .into_iter()
+            .map(|e| ("node-1".to_string(), e))
+            .collect(),
         dst: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 20), 80),
         sport: 40000,
         proto: Protocol::Tcp,
@@ -188,4 +194,31 @@ fn a_dns_query_asks_for_an_a_record() {
         m.queries[0].name().to_string(),
         "my-nginx.default.svc.cluster.local."
     );
+}
+
+#[test]
+fn hairpin_is_named_as_the_reason_for_masquerade() {
+    // The client pod is the endpoint the kernel chose.
+    let mut lab = lab();
+    lab.pods[1].ip = Ipv4Addr::new(10, 244, 1, 3);
+    lab.pods[1].node = "node-1".into();
+    let events = vec![
+        ev(1, "trace-x", None, Some([10, 0, 0, 20])),
+        ev(1, "services", Some(Verdict::Goto(SVC.into())), None),
+        ev(
+            2,
+            "nat-postrouting",
+            Some(Verdict::Jump("masquerading".into())),
+            Some([10, 244, 1, 3]),
+        ),
+        ev(2, "masquerading", Some(Verdict::Accept), None),
+    ];
+    let t = explain(&src(), &seen(events, "connected"), &lab, Trace::default());
+    let masq = t
+        .steps
+        .iter()
+        .find(|s| s.kind == "masquerade")
+        .expect("a masquerade step");
+    assert!(masq.text.contains("hairpin"), "{masq:?}");
+    assert_eq!(t.endpoint.as_deref(), Some("10.244.1.3:80"));
 }
