@@ -50,6 +50,34 @@ spec:
   - name: c
     image: radial/busyboxplus:curl
     command: ["sleep", "3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: solo
+  labels:
+    app: solo
+spec:
+  nodeName: node-2
+  containers:
+  - name: c
+    image: radial/busyboxplus:curl
+    command: ["sh", "-c", "mkdir -p /www && echo solo > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports:
+    - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: solo-local
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector:
+    app: solo
+  ports:
+  - port: 80
+    nodePort: 30081
 "#;
 
 #[test]
@@ -138,6 +166,42 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
             .as_str()
             .unwrap()
             .contains("chain external-"),
+        "{t:#}"
+    );
+
+    // externalTrafficPolicy: Local: node-1 runs no endpoint and drops the
+    // packet; node-2 serves it without masquerade.
+    let external_ip = |i: usize| {
+        nodes["items"][i]["status"]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["type"] == "ExternalIP")
+            .map(|a| a["address"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let t = trace(
+        &lab,
+        &["host/external", &format!("{}:30081", external_ip(0))],
+    );
+    assert_ne!(t["result"], "connected", "{t:#}");
+    assert_eq!(
+        t["reason"],
+        "Service default/solo-local has externalTrafficPolicy: Local and node-1 runs none of its endpoints: dropped (no-local-endpoint set), so that the client's address is kept",
+        "{t:#}"
+    );
+    let t = trace(
+        &lab,
+        &["host/external", &format!("{}:30081", external_ip(1))],
+    );
+    assert_eq!(t["result"], "connected", "{t:#}");
+    assert_eq!(t["endpoint_pod"], "default/solo", "{t:#}");
+    assert!(
+        !t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "masquerade"),
         "{t:#}"
     );
 

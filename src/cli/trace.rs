@@ -56,6 +56,7 @@ fn view(nodes: &Value, pods: &Value, services: &Value) -> LabView {
                         )
                     })
                     .collect(),
+                local: x["spec"]["externalTrafficPolicy"] == "Local",
             })
             .collect(),
         pods: items(pods)

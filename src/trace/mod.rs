@@ -39,6 +39,8 @@ pub struct ServiceView {
     pub cluster_ip: Option<Ipv4Addr>,
     /// (name, port, protocol)
     pub ports: Vec<(String, u16, String)>,
+    /// `externalTrafficPolicy: Local`.
+    pub local: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +180,8 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
         .collect();
     events.sort_by_key(|(n, _)| *n != src.node);
     let mut masqueraded: Option<&str> = None;
+    // Dropped by a no-local-endpoint set (externalTrafficPolicy: Local).
+    let mut local_drop: Option<&str> = None;
     let mut endpoint: Option<SocketAddrV4> = None;
     let mut dnat_node = src.node.as_str();
     let mut rejected = false;
@@ -232,6 +236,9 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                 masqueraded = Some(node);
             }
             Some(Verdict::Drop) => {
+                if e.chain.ends_with("-endpoints-check") && local_drop.is_none() {
+                    local_drop = Some(node);
+                }
                 dropped_in.get_or_insert_with(|| format!("{node} nft chain {}", e.chain));
                 if e.chain == "reject-chain" {
                     rejected = true;
@@ -332,6 +339,11 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                 svc_name.clone().unwrap_or_default()
             ),
             (None, true) => "rejected by the node's rules".to_string(),
+            _ if local_drop.is_some() => format!(
+                "Service {} has externalTrafficPolicy: Local and {} runs none of its endpoints: dropped (no-local-endpoint set), so that the client's address is kept",
+                svc_name.clone().unwrap_or_default(),
+                local_drop.unwrap_or_default()
+            ),
             _ => match (&dropped_in, endpoint) {
                 (Some(c), _) => format!("dropped by {c}"),
                 (None, Some(ep)) => format!(

@@ -8,6 +8,7 @@ fn lab() -> LabView {
             name: "my-nginx".into(),
             cluster_ip: Some(Ipv4Addr::new(10, 0, 0, 20)),
             ports: vec![("http".into(), 80, "TCP".into())],
+            local: false,
         }],
         pods: vec![
             PodView {
@@ -221,4 +222,31 @@ fn hairpin_is_named_as_the_reason_for_masquerade() {
         .expect("a masquerade step");
     assert!(masq.text.contains("hairpin"), "{masq:?}");
     assert_eq!(t.endpoint.as_deref(), Some("10.244.1.3:80"));
+}
+
+#[test]
+fn a_local_policy_without_a_local_endpoint_is_named() {
+    let mut lab = lab();
+    lab.services[0].local = true;
+    let events = vec![
+        ev(1, "trace-x", None, Some([10, 0, 0, 20])),
+        ev(
+            1,
+            "services",
+            Some(Verdict::Goto(SVC.replace("service-", "external-"))),
+            None,
+        ),
+        ev(
+            2,
+            "filter-forward",
+            Some(Verdict::Jump("nodeport-endpoints-check".into())),
+            Some([10, 0, 0, 20]),
+        ),
+        ev(2, "nodeport-endpoints-check", Some(Verdict::Drop), None),
+    ];
+    let t = explain(&src(), &seen(events, "timeout"), &lab, Trace::default());
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("Service default/my-nginx has externalTrafficPolicy: Local and node-1 runs none of its endpoints: dropped (no-local-endpoint set), so that the client's address is kept")
+    );
 }
