@@ -120,6 +120,22 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
             .as_str()
             .unwrap()
             .contains("A web.default.svc.cluster.local"));
+        // The connection's conntrack entry: replies from the endpoint.
+        assert!(t["conntrack_id"].is_u64(), "{t:#}");
+        let ct = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "conntrack")
+            .unwrap_or_else(|| panic!("no conntrack step: {t:#}"));
+        let endpoint = t["endpoint"].as_str().unwrap();
+        assert!(
+            ct["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("replies come from {endpoint}")),
+            "{t:#}"
+        );
         seen.insert(pod);
     }
     assert_eq!(seen, web, "20 traces should meet both endpoints");

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::net::NetNs;
 use crate::proxy::model::Protocol;
-use crate::proxy::netlink::trace::{Event, Tracer, Verdict};
+use crate::proxy::netlink::trace::{Conntrack, Event, Packet, Tracer, Verdict};
 
 /// What the lab holds that a trace names: services and pods.
 #[derive(Debug, Default, Clone)]
@@ -96,6 +96,8 @@ pub struct Trace {
     pub endpoint_node: Option<String>,
     /// Why it failed, in Kubernetes terms.
     pub reason: Option<String>,
+    /// The connection's conntrack entry on the node that did the DNAT.
+    pub conntrack_id: Option<u32>,
     pub elapsed_ms: f64,
 }
 
@@ -104,6 +106,8 @@ pub struct Trace {
 pub struct Seen {
     /// The events of each node, by node name.
     pub events: Vec<(String, Event)>,
+    /// The connection's conntrack entries, by node name.
+    pub conntrack: Vec<(String, Conntrack)>,
     pub dst: SocketAddrV4,
     pub sport: u16,
     pub proto: Protocol,
@@ -258,6 +262,37 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                 "{dnat_node} nft: endpoint chosen → DNAT {ep}{}",
                 pod.map(|p| format!(" (pod {}/{} on {})", p.namespace, p.name, p.node))
                     .unwrap_or_default()
+            ),
+        });
+    }
+    // The conntrack entry of the node that did the DNAT (else the first):
+    // the reply's source is the endpoint, un-DNATed on the way back.
+    let ct = seen
+        .conntrack
+        .iter()
+        .find(|(n, _)| n == dnat_node)
+        .or(seen.conntrack.first());
+    if let Some((node, c)) = ct {
+        t.conntrack_id = Some(c.id);
+        let (o, r) = (c.original, c.reply);
+        let nat = if r.saddr != o.daddr || r.sport != o.dport {
+            format!(
+                "; replies come from {}:{} and are un-DNATed to {}:{}",
+                r.saddr, r.sport, o.daddr, o.dport
+            )
+        } else {
+            String::new()
+        };
+        let snat = if r.daddr != o.saddr {
+            format!("; the endpoint answers {} (masqueraded)", r.daddr)
+        } else {
+            String::new()
+        };
+        t.steps.push(Step {
+            kind: "conntrack",
+            text: format!(
+                "{node} conntrack id {}: {}:{} → {}:{}{nat}{snat}",
+                c.id, o.saddr, o.sport, o.daddr, o.dport
             ),
         });
     }
@@ -488,6 +523,23 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
     .flatten()
     .collect::<Vec<_>>();
     tracing::debug!(events = events.len(), ?events, "trace events");
+    let proto_number = match proto {
+        Protocol::Udp => 17,
+        _ => 6,
+    };
+    let original = Packet {
+        saddr: src.ip,
+        daddr: *dst.ip(),
+        proto: proto_number,
+        sport,
+        dport: dst.port(),
+    };
+    let mut conntrack = Vec::new();
+    for (name, ns) in &nodes {
+        if let Ok(Some(c)) = crate::proxy::netlink::trace::conntrack(ns, original) {
+            conntrack.push((name.clone(), c));
+        }
+    }
     let mut ops = Vec::new();
     for c in &chains {
         ops.push(Op::FlushChain(&c.name));
@@ -502,6 +554,7 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
     let (outcome, elapsed) = sent.expect("sent when nothing failed");
     Ok(Seen {
         events,
+        conntrack,
         dst,
         sport,
         proto,

@@ -65,6 +65,7 @@ fn seen(events: Vec<Event>, outcome: &'static str) -> Seen {
             .into_iter()
             .map(|e| ("node-1".to_string(), e))
             .collect(),
+        conntrack: Vec::new(),
         dst: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 20), 80),
         sport: 40000,
         proto: Protocol::Tcp,
@@ -248,5 +249,32 @@ fn a_local_policy_without_a_local_endpoint_is_named() {
     assert_eq!(
         t.reason.as_deref(),
         Some("Service default/my-nginx has externalTrafficPolicy: Local and node-1 runs none of its endpoints: dropped (no-local-endpoint set), so that the client's address is kept")
+    );
+}
+
+#[test]
+fn the_conntrack_entry_shows_the_dnat() {
+    let p = |s: [u8; 4], d: [u8; 4], sp: u16, dp: u16| Packet {
+        saddr: s.into(),
+        daddr: d.into(),
+        proto: 6,
+        sport: sp,
+        dport: dp,
+    };
+    let mut seen = seen(vec![], "connected");
+    seen.conntrack = vec![(
+        "node-1".into(),
+        Conntrack {
+            id: 1234,
+            original: p([10, 244, 1, 3], [10, 0, 0, 20], 40000, 80),
+            reply: p([10, 244, 2, 2], [10, 244, 1, 3], 80, 40000),
+        },
+    )];
+    let t = explain(&src(), &seen, &lab(), Trace::default());
+    assert_eq!(t.conntrack_id, Some(1234));
+    let step = t.steps.iter().find(|s| s.kind == "conntrack").unwrap();
+    assert_eq!(
+        step.text,
+        "node-1 conntrack id 1234: 10.244.1.3:40000 → 10.0.0.20:80; replies come from 10.244.2.2:80 and are un-DNATed to 10.0.0.20:80"
     );
 }

@@ -166,6 +166,168 @@ impl Tracer {
     }
 }
 
+/// A conntrack entry: the connection as it was sent and as it is
+/// answered (a DNAT shows as a reply from another address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Conntrack {
+    pub id: u32,
+    pub original: Packet,
+    pub reply: Packet,
+}
+
+/// `NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET`, and the answer's type.
+const CT_GET: u16 = 1 << 8 | 1;
+const CT_NEW: u16 = 1 << 8;
+
+/// The conntrack entry in `ns` of the connection sent as `original`
+/// (addresses, protocol and ports), if there is one.
+pub fn conntrack(ns: &NetNs, original: Packet) -> io::Result<Option<Conntrack>> {
+    let sock = ns
+        .run(|| {
+            // SAFETY: socket() returns a new fd or -1.
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    NETLINK_NETFILTER,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: just returned, owned by nobody else.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        })
+        .map_err(io::Error::other)??;
+    let timeout = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt reads a timeval from a valid pointer.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &timeout as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let mut b = super::tlv::Buf::default();
+    let start = b.begin(
+        CT_GET,
+        libc::NLM_F_REQUEST as u16,
+        1,
+        libc::AF_INET as u8,
+        0,
+    );
+    b.nest(1, |b| tuple(b, &original)); // CTA_TUPLE_ORIG
+    b.end(start);
+    // SAFETY: send reads the buffer it is given.
+    let sent = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            b.bytes.as_ptr() as *const libc::c_void,
+            b.bytes.len(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 1 << 14];
+    // SAFETY: recv writes at most buf.len() bytes into buf.
+    let got = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+        )
+    };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(parse_conntrack(&buf[..got as usize]))
+}
+
+/// `CTA_TUPLE_IP { V4_SRC, V4_DST }, CTA_TUPLE_PROTO { NUM, SRC_PORT, DST_PORT }`
+fn tuple(b: &mut super::tlv::Buf, p: &Packet) {
+    b.nest(1, |b| {
+        b.put(1, &p.saddr.octets());
+        b.put(2, &p.daddr.octets());
+    });
+    b.nest(2, |b| {
+        b.put(1, &[p.proto]);
+        b.put(2, &p.sport.to_be_bytes());
+        b.put(3, &p.dport.to_be_bytes());
+    });
+}
+
+fn parse_tuple(data: &[u8]) -> Option<Packet> {
+    let mut p = Packet {
+        saddr: Ipv4Addr::UNSPECIFIED,
+        daddr: Ipv4Addr::UNSPECIFIED,
+        proto: 0,
+        sport: 0,
+        dport: 0,
+    };
+    let ip4 =
+        |b: &[u8]| -> Option<Ipv4Addr> { Some(<[u8; 4]>::try_from(b.get(..4)?).ok()?.into()) };
+    let port = |b: &[u8]| -> Option<u16> { Some(u16::from_be_bytes(b.get(..2)?.try_into().ok()?)) };
+    for (ty, v) in attrs(data) {
+        match ty {
+            1 => {
+                for (ty, v) in attrs(v) {
+                    match ty {
+                        1 => p.saddr = ip4(v)?,
+                        2 => p.daddr = ip4(v)?,
+                        _ => {}
+                    }
+                }
+            }
+            2 => {
+                for (ty, v) in attrs(v) {
+                    match ty {
+                        1 => p.proto = *v.first()?,
+                        2 => p.sport = port(v)?,
+                        3 => p.dport = port(v)?,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(p)
+}
+
+/// The entry in ctnetlink's answer (an error answer: none).
+fn parse_conntrack(data: &[u8]) -> Option<Conntrack> {
+    if data.len() < 20 {
+        return None;
+    }
+    let len = (u32::from_ne_bytes(data[0..4].try_into().ok()?) as usize).min(data.len());
+    let ty = u16::from_ne_bytes(data[4..6].try_into().ok()?);
+    if ty != CT_NEW {
+        return None;
+    }
+    let (mut id, mut original, mut reply) = (0, None, None);
+    for (ty, v) in attrs(&data[20..len]) {
+        match ty {
+            1 => original = parse_tuple(v),
+            2 => reply = parse_tuple(v),
+            12 => id = be32(v)?,
+            _ => {}
+        }
+    }
+    Some(Conntrack {
+        id,
+        original: original?,
+        reply: reply?,
+    })
+}
+
 /// The trace events in a buffer of netlink messages.
 pub fn parse(mut data: &[u8]) -> Vec<Event> {
     let mut out = Vec::new();
@@ -298,6 +460,35 @@ mod tests {
             v.push(0);
         }
         v
+    }
+
+    #[test]
+    fn a_conntrack_answer_is_read() {
+        let p = |s: [u8; 4], d: [u8; 4], sp: u16, dp: u16| Packet {
+            saddr: s.into(),
+            daddr: d.into(),
+            proto: 6,
+            sport: sp,
+            dport: dp,
+        };
+        let (orig, reply) = (
+            p([10, 244, 1, 3], [10, 0, 0, 20], 41822, 443),
+            p([10, 244, 2, 2], [10, 244, 1, 3], 443, 41822),
+        );
+        let mut b = crate::proxy::netlink::tlv::Buf::default();
+        let start = b.begin(CT_NEW, 0, 1, 2, 0);
+        b.nest(1, |b| tuple(b, &orig));
+        b.nest(2, |b| tuple(b, &reply));
+        b.put_u32(12, 1234);
+        b.end(start);
+        assert_eq!(
+            parse_conntrack(&b.bytes),
+            Some(Conntrack {
+                id: 1234,
+                original: orig,
+                reply
+            })
+        );
     }
 
     #[test]
