@@ -267,6 +267,30 @@ fn close_later(sock: Socket) {
     park((u64::MAX, u64::MAX), sock, Instant::now() - KEEP_IDLE);
 }
 
+/// A new `NETLINK_NETFILTER` socket in `ns` (`flags`: more socket type
+/// flags, e.g. `SOCK_NONBLOCK`). `hop` refuses the host's own namespace:
+/// a table there would filter the host's traffic.
+pub(crate) fn netfilter_socket(
+    ns: &NetNs,
+    flags: libc::c_int,
+) -> Result<OwnedFd, crate::net::NetError> {
+    ns.hop(|| {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+                NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+}
+
 /// A `NETLINK_NETFILTER` socket of one namespace.
 struct Socket(OwnedFd);
 
@@ -274,27 +298,11 @@ impl Socket {
     fn open(ns: &NetNs, op: &'static str) -> Result<Socket, ProxyError> {
         // `hop` refuses the host's own namespace: a table there would
         // filter the host's traffic.
-        let fd = ns
-            .hop(|| {
-                // SAFETY: plain socket(2); the fd is owned right away.
-                let fd = unsafe {
-                    libc::socket(
-                        libc::AF_NETLINK,
-                        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                        NETLINK_NETFILTER,
-                    )
-                };
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // SAFETY: fd is a fresh, valid descriptor nobody else owns.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            })
-            .map_err(|source| ProxyError::Netns {
-                op,
-                netns: ns.name().to_string(),
-                source,
-            })?;
+        let fd = netfilter_socket(ns, 0).map_err(|source| ProxyError::Netns {
+            op,
+            netns: ns.name().to_string(),
+            source,
+        })?;
         let s = Socket(fd);
         // Errors quote only our header, not the whole message; and say
         // which attribute they object to.

@@ -9,12 +9,11 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use crate::net::NetNs;
 
-const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNLGRP_NFTRACE: libc::c_int = 9;
 const SOL_NETLINK: libc::c_int = 270;
 const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
@@ -68,38 +67,21 @@ impl Tracer {
     /// Subscribes in `ns` (the socket belongs to the namespace it was
     /// opened in).
     pub fn open(ns: &NetNs) -> io::Result<Tracer> {
-        let fd = ns
-            .run(|| {
-                // SAFETY: socket() returns a new fd or -1.
-                let fd = unsafe {
-                    libc::socket(
-                        libc::AF_NETLINK,
-                        libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                        NETLINK_NETFILTER,
-                    )
-                };
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // SAFETY: just returned, owned by nobody else.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                // SAFETY: an all-zero sockaddr_nl is valid; bind reads it.
-                let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-                addr.nl_family = libc::AF_NETLINK as u16;
-                // SAFETY: bind reads a sockaddr_nl of the size given.
-                let rc = unsafe {
-                    libc::bind(
-                        fd.as_raw_fd(),
-                        &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
-                        std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                    )
-                };
-                if rc < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(fd)
-            })
-            .map_err(io::Error::other)??;
+        let fd = super::netfilter_socket(ns, libc::SOCK_NONBLOCK).map_err(io::Error::other)?;
+        // SAFETY: an all-zero sockaddr_nl is valid; bind reads it.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: bind reads a sockaddr_nl of the size given.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
         let group = NFNLGRP_NFTRACE;
         // SAFETY: setsockopt reads an int from a valid pointer.
         let rc = unsafe {
@@ -182,23 +164,7 @@ const CT_NEW: u16 = 1 << 8;
 /// The conntrack entry in `ns` of the connection sent as `original`
 /// (addresses, protocol and ports), if there is one.
 pub fn conntrack(ns: &NetNs, original: Packet) -> io::Result<Option<Conntrack>> {
-    let sock = ns
-        .run(|| {
-            // SAFETY: socket() returns a new fd or -1.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    NETLINK_NETFILTER,
-                )
-            };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: just returned, owned by nobody else.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        })
-        .map_err(io::Error::other)??;
+    let sock = super::netfilter_socket(ns, 0).map_err(io::Error::other)?;
     let timeout = libc::timeval {
         tv_sec: 1,
         tv_usec: 0,
