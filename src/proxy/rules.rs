@@ -2186,3 +2186,31 @@ add element ip netlab hostports { 203.0.113.2 . udp . 53 : goto hostport-7aaf713
         assert!(!base(&node(vec![])).render().contains("hostport"));
     }
 }
+
+/// `netlab trace`'s chains: a base chain at prerouting and one at output
+/// (filter, priority -500: before conntrack and NAT) that set `meta
+/// nftrace` on the flow from `ip` and source port `sport` only. Added for
+/// one probe and deleted after it.
+pub fn trace_chains(ip: Ipv4Addr, sport: u16) -> Vec<Chain> {
+    let rule = Rule::new(vec![
+        Stmt::Ip {
+            field: IpField::Saddr,
+            neq: false,
+            net: Ipv4Net::new(ip, 32).expect("a /32"),
+        },
+        Stmt::ThSport(sport),
+        Stmt::NftraceOn,
+    ]);
+    [(HookPoint::Prerouting, "pre"), (HookPoint::Output, "out")]
+        .into_iter()
+        .map(|(hook, at)| Chain {
+            name: format!("trace-{ip}-{sport}-{at}"),
+            hook: Some(Hook {
+                kind: ChainType::Filter,
+                hook,
+                priority: -500,
+            }),
+            rules: vec![rule.clone()],
+        })
+        .collect()
+}

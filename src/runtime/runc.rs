@@ -395,7 +395,10 @@ fn read_states(root: &Path) -> Result<Vec<ContainerState>, String> {
     // Whether each init process still lives: through a pidfd opened once
     // (after which one poll of them all answers), the recorded start time
     // telling a reused pid at the opening.
-    for (_, p) in now.iter_mut().filter(|(_, p)| p.life == Life::Unknown) {
+    for (_, p) in now
+        .iter_mut()
+        .filter(|(_, p)| matches!(p.life, Life::Unknown))
+    {
         p.life = match exits_pidfd(p.pid) {
             Some(fd) if process_start(p.pid) == Some(p.start) => Life::Alive(Arc::new(fd)),
             _ => Life::Dead,
@@ -546,17 +549,6 @@ enum Life {
     Alive(Arc<std::os::fd::OwnedFd>),
     /// Gone (and a process never comes back under the same state file).
     Dead,
-}
-
-impl PartialEq for Life {
-    fn eq(&self, other: &Life) -> bool {
-        matches!(
-            (self, other),
-            (Life::Unknown, Life::Unknown)
-                | (Life::Dead, Life::Dead)
-                | (Life::Alive(_), Life::Alive(_))
-        )
-    }
 }
 
 impl Parsed {

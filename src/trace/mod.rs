@@ -421,41 +421,6 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
     t
 }
 
-/// The chain that marks the probe's flow, in the source node's table.
-fn trace_chain(src: &Source, sport: u16) -> Vec<crate::proxy::ruleset::Chain> {
-    use crate::proxy::rule::{IpField, Rule, Stmt};
-    use crate::proxy::ruleset::{Chain, ChainType, Hook, HookPoint};
-    let rule = Rule::new(vec![
-        Stmt::Ip {
-            field: IpField::Saddr,
-            neq: false,
-            net: ipnet::Ipv4Net::new(src.ip, 32).expect("a /32"),
-        },
-        Stmt::ThSport(sport),
-        Stmt::NftraceOn,
-    ]);
-    [HookPoint::Prerouting, HookPoint::Output]
-        .into_iter()
-        .map(|hook| Chain {
-            name: format!(
-                "trace-{}-{sport}-{}",
-                src.ip,
-                if hook == HookPoint::Output {
-                    "out"
-                } else {
-                    "pre"
-                }
-            ),
-            hook: Some(Hook {
-                kind: ChainType::Filter,
-                hook,
-                priority: -500,
-            }),
-            rules: vec![rule.clone()],
-        })
-        .collect()
-}
-
 /// Sends one probe from `src` to `dst` and records what the source node's
 /// rules did with it. The trace chain is removed whatever happens.
 pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::Result<Seen> {
@@ -480,7 +445,7 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
         Ok(s)
     })??;
     let sport = socket::getsockname::<SockaddrIn>(sock.as_raw_fd())?.port();
-    let chains = trace_chain(src, sport);
+    let chains = crate::proxy::rules::trace_chains(src.ip, sport);
     let mut ops = Vec::new();
     for c in &chains {
         ops.push(Op::CreateChain(c));
