@@ -7,6 +7,18 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 CARGO=$(command -v cargo || echo /root/.cargo/bin/cargo)
 say() { printf 'test: %s\n' "$*" >&2; }
+# The lab's page is tested in a real browser: Debian's headless Chromium
+# (tests/ui.rs), with a font for its screenshot.
+browser=()
+for p in chromium fonts-dejavu-core; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || browser+=("$p")
+done
+if [ "${#browser[@]}" -gt 0 ]; then
+  say "installing ${browser[*]} (the page's test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends "${browser[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${browser[@]}" >/dev/null; }
+fi
 # The habits every change keeps: a formatting difference, a lint or a bench
 # that no longer compiles fails the suite before any lab is built.
 # (`clippy --all-targets` type-checks the benches too.)

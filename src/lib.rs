@@ -18,3 +18,4 @@ pub mod proxy;
 pub mod runtime;
 pub mod store;
 pub mod trace;
+pub mod ui;

@@ -94,6 +94,8 @@ pub struct Ctx {
     pub writer: tokio::sync::mpsc::Sender<writes::Request>,
     /// How far the lab's control loop has got.
     pub settled: tokio::sync::watch::Receiver<crate::controller::settled::Settled>,
+    /// The lab's page: its links and sessions (`crate::ui`).
+    pub ui: std::sync::Arc<crate::ui::Sessions>,
 }
 
 /// A response body: whole, or a stream (watches).
@@ -247,6 +249,20 @@ async fn serve(
     };
     if req.uri().path() == crate::controller::settled::PATH && caller == Some(Caller::Admin) {
         return settled(req.uri().query(), ctx).await;
+    }
+    if req.uri().path() == crate::ui::TOKEN_PATH
+        && caller == Some(Caller::Admin)
+        && req.method() == Method::POST
+    {
+        // netlab's own: a one-time link to the lab's page.
+        return match ctx.ui.mint() {
+            Some(url) => Ok(json(201, JSON, &serde_json::json!({ "url": url }))),
+            None => Err(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "the lab's process does not serve its page",
+            )),
+        };
     }
     // Both an unknown path and an unknown resource are kube-apiserver's 404.
     let route = match request::route(req.uri().path()) {

@@ -112,12 +112,14 @@ pub async fn start(
             }
         });
     }
+    let ui = std::sync::Arc::new(crate::ui::Sessions::default());
     let ctx = |server_address: String| handler::Ctx {
         lab: lab.to_string(),
         server_address,
         store: store.clone(),
         writer: writer.clone(),
         settled: settled.clone(),
+        ui: ui.clone(),
     };
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let before = address(lab).filter(|a| a.ip().is_loopback());
@@ -137,6 +139,11 @@ pub async fn start(
             }
             Err(e) => tracing::warn!(lab, error = %e, "the Kubernetes API for pods"),
         }
+    }
+    // The lab's page, on a loopback port of its own (a warning, not a
+    // failure, when it cannot be served).
+    if let Err(e) = crate::ui::start(std::sync::Arc::new(ctx(bound.to_string()))).await {
+        tracing::warn!(lab, error = %e, "the lab's page");
     }
     let file = address_file(lab);
     let tmp = file.with_extension("tmp");

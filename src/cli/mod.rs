@@ -16,6 +16,7 @@ pub mod logs;
 pub mod printer;
 pub mod run;
 pub mod trace;
+pub mod ui;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
@@ -80,6 +81,8 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Send one real probe and explain its path: DNS, the node's rules, the Service, the endpoint chosen, the route.
     Trace(trace::TraceArgs),
+    /// A link to the lab's live page (served by its process on the loopback): the picture, the pods, traces drawn over it.
+    Ui(ui::UiArgs),
     /// The local image store.
     Images(images::ImagesArgs),
     /// Pull an image from its registry (or a mirror) into the local store.
@@ -217,6 +220,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Logs(args) => logs::run(args, lab).await,
                 Command::Graph(args) => graph::run(args, lab).await,
                 Command::Trace(args) => trace::run(args, lab).await,
+                Command::Ui(args) => ui::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {
                     unreachable!()

@@ -23,6 +23,8 @@ use crate::net::NetNs;
 use crate::proxy::model::Protocol;
 use crate::proxy::netlink::trace::{Conntrack, Event, Packet, Tracer, Verdict};
 
+pub mod run;
+
 /// What the lab holds that a trace names: services and pods.
 #[derive(Debug, Default, Clone)]
 pub struct LabView {
