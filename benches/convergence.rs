@@ -12,7 +12,15 @@
 //!    median and p99 of NETLAB_BENCH_TRACES runs (default 20), beside
 //!    `netlab get pods` (any verb's floor: the process, the API client).
 //!    Target: < 300 ms.
+//! 4. The lab's page (`netlab ui`) in headless Chromium: a pod deleted
+//!    through the API (in process, kube-rs) → the page's picture shows its
+//!    replacement (a MutationObserver in the page stamps the moment),
+//!    against the API's own watch delivering the replacement to a client
+//!    (kube-rs, in process): median and p99 of NETLAB_BENCH_PAGE_ROUNDS
+//!    deletions (default 10). Target: < 1 s.
 
+#[path = "../tests/common/browser.rs"]
+mod browser;
 mod common;
 
 use std::process::Command;
@@ -223,5 +231,144 @@ fn bench(lab: &str, kills: usize) {
     results.put("convergence.failed", counts.get(1).copied().unwrap_or(0));
     results.put("convergence.requests", counts.iter().sum::<u32>());
     results.put("convergence.deleted", deleted);
+
+    let rounds: usize = common::env_or("NETLAB_BENCH_PAGE_ROUNDS", 10);
+    let (page, api) = page_updates(lab, rounds);
+    let (page, api) = (page_stats(&page), page_stats(&api));
+    println!(
+        "| the page shows a deleted pod's replacement ({rounds} deletions) | {:.1} ms | {:.1} ms | < 1 s |",
+        ms(page.0),
+        ms(page.1)
+    );
+    println!(
+        "| the API's watch delivers the replacement (same deletions) | {:.1} ms | {:.1} ms | |",
+        ms(api.0),
+        ms(api.1)
+    );
+    results.secs("convergence.page.median", page.0);
+    results.secs("convergence.page.p99", page.1);
+    results.secs("convergence.page.api.median", api.0);
+    results.secs("convergence.page.api.p99", api.1);
+    results.put("convergence.page.count", rounds);
     results.save("convergence");
+}
+
+/// Median and p99.
+fn page_stats(v: &[Duration]) -> (Duration, Duration) {
+    (common::median(v), common::percentile(v, 99.0))
+}
+
+/// Milliseconds since the epoch, as the page's `performance.timeOrigin +
+/// performance.now()` counts them.
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1e3
+}
+
+/// The lab's page and the API's watch, each timed from a pod's DELETE to
+/// the moment it shows the pod's replacement, `rounds` times.
+fn page_updates(lab: &str, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, DeleteParams, WatchEvent, WatchParams};
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    let url = run(&["--lab", lab, "ui"]).trim().to_string();
+    let mut b = browser::Browser::open(&url, 1400, 900);
+    let in_picture =
+        "[...document.querySelectorAll('#graph g[id^=\"pod-default-web-\"]')].map(g => g.id.slice(12))";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pods: Api<Pod> = rt.block_on(async {
+        let kc = kube::config::Kubeconfig::from_yaml(&run(&["kubeconfig", "--lab", lab]))
+            .expect("netlab kubeconfig parses");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        Api::namespaced(kube::Client::try_from(config).unwrap(), "default")
+    });
+    // The API's side: when a watch saw each pod first.
+    let first_seen: Arc<Mutex<std::collections::HashMap<String, f64>>> = Arc::default();
+    {
+        let (pods, first_seen) = (pods.clone(), first_seen.clone());
+        let rv = rt
+            .block_on(pods.list_metadata(&Default::default()))
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        rt.spawn(async move {
+            let mut events = pods
+                .watch(&WatchParams::default(), &rv)
+                .await
+                .unwrap()
+                .boxed();
+            while let Some(Ok(e)) = events.next().await {
+                if let WatchEvent::Added(p) | WatchEvent::Modified(p) = e {
+                    let name = p.metadata.name.unwrap_or_default();
+                    first_seen
+                        .lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_insert_with(epoch_ms);
+                }
+            }
+        });
+    }
+    let (mut page, mut api) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        // A settled picture: 4 pods, none of them on the way out.
+        let (ids, _) = b.wait_for(
+            "4 web pods",
+            Duration::from_secs(60),
+            &format!("(ids => ids.length === 4 && JSON.stringify(ids))({in_picture})"),
+        );
+        let known: Vec<String> = serde_json::from_str(ids.as_str().unwrap()).unwrap();
+        let victim = known[0].clone();
+        let known_set: HashSet<&String> = known.iter().collect();
+        b.eval(&format!(
+            "window.__seen = null; window.__known = new Set({}); \
+             new MutationObserver((_, o) => {{ if ({in_picture}.some(id => !window.__known.has(id))) \
+             {{ window.__seen = performance.timeOrigin + performance.now(); o.disconnect(); }} }})\
+             .observe(document.getElementById('graph'), {{ childList: true, subtree: true }}); true",
+            serde_json::to_string(&known).unwrap()
+        ));
+        let t0 = epoch_ms();
+        rt.block_on(pods.delete(&victim, &DeleteParams::default()))
+            .unwrap();
+        let (seen, _) = b.wait_for("the replacement", Duration::from_secs(10), "window.__seen");
+        page.push(Duration::from_secs_f64(
+            (seen.as_f64().unwrap() - t0).max(0.0) / 1e3,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let at = loop {
+            let found = first_seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(n, _)| n.starts_with("web-") && !known_set.contains(n))
+                .filter(|(_, t)| **t >= t0)
+                .map(|(_, t)| *t)
+                .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.min(t))));
+            if let Some(t) = found {
+                break t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the watch never saw the replacement"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        api.push(Duration::from_secs_f64((at - t0).max(0.0) / 1e3));
+        // Gone from the picture before the next round.
+        b.wait_for(
+            "the deleted pod gone",
+            Duration::from_secs(60),
+            &format!("!{in_picture}.includes('{victim}')"),
+        );
+    }
+    (page, api)
 }

@@ -376,6 +376,28 @@ fn markdown(fig: &Figures) -> String {
             ));
         }
     }
+    if let Some(c) = fig.f("convergence.page.count") {
+        writeln!(
+            m,
+            "| small lab: the lab's page (`netlab ui`, headless Chromium) shows a deleted pod's replacement, from the DELETE ({c} deletions; the API's watch delivers it in {} median, {} p99) | {} | {} |",
+            secs(fig.f("convergence.page.api.median")),
+            secs(fig.f("convergence.page.api.p99")),
+            secs(fig.f("convergence.page.median")),
+            secs(fig.f("convergence.page.p99"))
+        )
+        .unwrap();
+        if let Some(t) = fig.f("convergence.page.median") {
+            targets.push((
+                "the lab's page updated < 1 s after a pod deletion (median)".into(),
+                format!(
+                    "{} (the API's watch: {})",
+                    secs(Some(t)),
+                    secs(fig.f("convergence.page.api.median"))
+                ),
+                verdict(Some(t < 1.0)),
+            ));
+        }
+    }
     if let Some(c) = fig.f("scale.converge.count") {
         writeln!(
             m,

@@ -68,6 +68,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v runc >/dev/null || need+=(runc)
 command -v curl >/dev/null || need+=(curl)
+# convergence opens the lab's page in headless Chromium.
+[[ " ${parts[*]} " != *" convergence "* || -x /usr/bin/chromium ]] || need+=(chromium)
 if [[ ${#need[@]} -gt 0 ]]; then
 	echo "installing ${need[*]}"
 	DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}" >/dev/null ||

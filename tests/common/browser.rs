@@ -2,6 +2,7 @@
 //! protocol over its WebSocket: the page's tests and benchmark open the
 //! lab's page, read its DOM by evaluating JavaScript, and take
 //! screenshots. No WebDriver: the protocol is a few JSON messages.
+#![allow(dead_code)] // shared by tests/ui.rs and benches/convergence.rs
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
