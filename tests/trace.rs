@@ -83,7 +83,7 @@ spec:
 #[test]
 fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
     let yaml = format!(
-        "{}---\n{}---\n{CLIENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    run: web\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: webnp\nspec:\n  type: NodePort\n  selector:\n    run: web\n  ports:\n  - port: 80\n    nodePort: 30080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  selector:\n    run: nobody\n  ports:\n  - port: 80\n",
+        "{}---\n{}---\n{CLIENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    run: web\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: webnp\nspec:\n  type: NodePort\n  selector:\n    run: web\n  ports:\n  - port: 80\n    nodePort: 30080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  selector:\n    run: nobody\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: sticky\nspec:\n  selector:\n    run: web\n  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 600\n  ports:\n  - port: 80\n",
         lab_doc(2),
         nginx_deployment("web", 2)
     );
@@ -104,6 +104,7 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
         assert_eq!(t["result"], "connected", "{t:#}");
         assert_eq!(t["service"], "default/web", "{t:#}");
         assert_eq!(t["service_port"], "http", "{t:#}");
+        assert_eq!(t["chosen_by"], "random", "{t:#}");
         let pod = t["endpoint_pod"]
             .as_str()
             .expect("an endpoint pod")
@@ -139,6 +140,25 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
         seen.insert(pod);
     }
     assert_eq!(seen, web, "20 traces should meet both endpoints");
+
+    // Session affinity, no pin yet: the trace draws its endpoint at
+    // random, and takes back the pin its connection made (the tables are
+    // compared below).
+    let first = trace(&lab, &["pod/client", "sticky"]);
+    assert_eq!(first["result"], "connected", "{first:#}");
+    assert_eq!(first["chosen_by"], "random", "{first:#}");
+    assert!(
+        first["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "dnat"
+                && s["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("chosen at random (10.")),
+        "{first:#}"
+    );
 
     // From a node (its own stack: the output hook), and two traces at
     // once, each seeing only its own packets.
@@ -267,6 +287,30 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
 
     // Nothing of the traces is left in the nodes' tables.
     assert_eq!(tables(&lab), before);
+
+    // A client pinned by a real connection: traces say it is pinned, and
+    // go where it is pinned.
+    must_curl(&lab, "pod/client", "http://sticky/");
+    let pinned: Vec<Value> = (0..3)
+        .map(|_| trace(&lab, &["pod/client", "sticky"]))
+        .collect();
+    for t in &pinned {
+        assert_eq!(t["chosen_by"], "session affinity", "{t:#}");
+        assert_eq!(t["endpoint_pod"], pinned[0]["endpoint_pod"], "{t:#}");
+        let dnat = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "dnat")
+            .unwrap();
+        assert!(
+            dnat["text"]
+                .as_str()
+                .unwrap()
+                .contains("within the last 600 s, and Service default/sticky pins clients"),
+            "{t:#}"
+        );
+    }
     // Bad input: a clear error, nothing done.
     let out = lab.run(&["trace", "pod/nobody", "web"]);
     assert!(!out.status.success());

@@ -946,6 +946,15 @@ impl Names {
     }
 }
 
+/// The affinity set of an endpoint's chain: `endpoint-…` → `affinity-…`
+/// (the same hash and readable part; the kinds are as long, so both names
+/// are cut short alike).
+pub fn affinity_set_of(endpoint_chain: &str) -> Option<String> {
+    endpoint_chain
+        .strip_prefix("endpoint-")
+        .map(|rest| format!("affinity-{rest}"))
+}
+
 /// An endpoint with the names of its chain and affinity set.
 struct EndpointNames<'a> {
     ep: &'a Endpoint,
@@ -1939,6 +1948,14 @@ add element ip netlab service-endpoints-tcp-0 { 43690-65535 : 10.244.2.2 . 8080 
         );
         let long = object_name("endpoint", &"x".repeat(400));
         assert_eq!(long.len(), NAME_MAX);
+        // An endpoint's affinity set, from its chain's name, long or not.
+        for readable in ["default/sticky/tcp/80__10.244.1.3/80", &"y".repeat(400)] {
+            assert_eq!(
+                affinity_set_of(&object_name("endpoint", readable)),
+                Some(object_name("affinity", readable))
+            );
+        }
+        assert_eq!(affinity_set_of("service-x"), None);
     }
 
     /// 1000 services of 2 endpoints (the third octet counts services).

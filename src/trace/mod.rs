@@ -43,6 +43,8 @@ pub struct ServiceView {
     pub ports: Vec<(String, u16, String)>,
     /// `externalTrafficPolicy: Local`.
     pub local: bool,
+    /// `sessionAffinity: ClientIP`: its timeout in seconds.
+    pub affinity_timeout: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +95,9 @@ pub struct Trace {
     pub service_port: Option<String>,
     /// The endpoint the kernel chose, `ip:port`.
     pub endpoint: Option<String>,
+    /// How: `random`, or `session affinity` (the client was sent there
+    /// before, and the Service pins clients).
+    pub chosen_by: Option<&'static str>,
     /// `namespace/name` of the endpoint's pod, and its node.
     pub endpoint_pod: Option<String>,
     pub endpoint_node: Option<String>,
@@ -110,12 +115,35 @@ pub struct Seen {
     pub events: Vec<(String, Event)>,
     /// The connection's conntrack entries, by node name.
     pub conntrack: Vec<(String, Conntrack)>,
+    /// The rules that sent the packet to an endpoint's chain.
+    pub picks: Vec<Pick>,
     pub dst: SocketAddrV4,
     pub sport: u16,
     pub proto: Protocol,
     /// connected, refused, timeout, sent
     pub outcome: &'static str,
     pub elapsed: Duration,
+}
+
+/// A rule that sent a packet to an endpoint's chain, and what it is made
+/// of (a trace event names the rule by its handle only).
+#[derive(Debug, Clone)]
+pub struct Pick {
+    pub node: String,
+    /// The Service's chain the rule is in, and the rule's handle there.
+    pub chain: String,
+    pub handle: u64,
+    /// The endpoint's chain.
+    pub to: String,
+    /// Its expressions' names: `lookup` is the endpoint's affinity set
+    /// (the client was pinned there), `numgen` a random draw.
+    pub exprs: Vec<String>,
+}
+
+impl Pick {
+    pub fn pinned(&self) -> bool {
+        self.exprs.iter().any(|x| x == "lookup")
+    }
 }
 
 /// A service chain's name → (kind, namespace/name, proto, port name).
@@ -192,6 +220,8 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
     let mut dnat_node = src.node.as_str();
     let mut rejected = false;
     let mut dropped_in: Option<String> = None;
+    // Whether the endpoint's chain was chosen through the affinity set.
+    let mut pinned: Option<bool> = None;
     for &(node, e) in &events {
         if let Some(p) = e.packet {
             if p.saddr == src.ip
@@ -212,6 +242,15 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                     if t.service.is_none() {
                         t.service = Some(svc.clone());
                         t.service_port = Some(port.clone());
+                    }
+                    if kind == "endpoint" && pinned.is_none() {
+                        pinned = seen
+                            .picks
+                            .iter()
+                            .find(|p| {
+                                p.node == node && p.chain == e.chain && Some(p.handle) == e.handle
+                            })
+                            .map(Pick::pinned);
                     }
                     let what = match kind {
                         "service" => "Service",
@@ -258,10 +297,44 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
         let pod = pod_by_ip(*ep.ip());
         t.endpoint_pod = pod.map(|p| format!("{}/{}", p.namespace, p.name));
         t.endpoint_node = pod.map(|p| p.node.clone());
+        let affinity = t
+            .service
+            .as_ref()
+            .and_then(|name| {
+                lab.services
+                    .iter()
+                    .find(|s| format!("{}/{}", s.namespace, s.name) == *name)
+            })
+            .and_then(|s| s.affinity_timeout);
+        let how = match (pinned, affinity) {
+            (Some(true), Some(timeout)) => {
+                t.chosen_by = Some("session affinity");
+                format!(
+                    " by session affinity: {} was sent to it within the last {timeout} s, and Service {} pins clients (sessionAffinity: ClientIP)",
+                    src.ip,
+                    t.service.clone().unwrap_or_default()
+                )
+            }
+            (Some(true), None) => {
+                t.chosen_by = Some("session affinity");
+                format!(" by session affinity: {} was sent to it before", src.ip)
+            }
+            _ if t.service.is_some() => {
+                t.chosen_by = Some("random");
+                match affinity {
+                    Some(timeout) => format!(
+                        " at random ({} had no endpoint yet; it keeps this one for {timeout} s: sessionAffinity ClientIP)",
+                        src.ip
+                    ),
+                    None => " at random".to_string(),
+                }
+            }
+            _ => String::new(),
+        };
         t.steps.push(Step {
             kind: "dnat",
             text: format!(
-                "{dnat_node} nft: endpoint chosen → DNAT {ep}{}",
+                "{dnat_node} nft: endpoint chosen{how} → DNAT {ep}{}",
                 pod.map(|p| format!(" (pod {}/{} on {})", p.namespace, p.name, p.node))
                     .unwrap_or_default()
             ),
@@ -507,6 +580,54 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
             conntrack.push((name.clone(), c));
         }
     }
+    // What the rules that chose an endpoint's chain are made of.
+    let mut picks = Vec::new();
+    for (node, e) in &events {
+        let (Some(handle), Some(Verdict::Goto(to) | Verdict::Jump(to))) = (e.handle, &e.verdict)
+        else {
+            continue;
+        };
+        if !to.starts_with("endpoint-") {
+            continue;
+        }
+        let Some((_, ns)) = nodes.iter().find(|(n, _)| n == node) else {
+            continue;
+        };
+        if let Ok(exprs) =
+            crate::proxy::netlink::trace::rule_expressions(ns, &e.table, &e.chain, handle)
+        {
+            picks.push(Pick {
+                node: node.clone(),
+                chain: e.chain.clone(),
+                handle,
+                to: to.clone(),
+                exprs,
+            });
+        }
+    }
+    // A connection that drew its endpoint at random leaves its client
+    // pinned there (the endpoint chain's `update @affinity-…`) when the
+    // Service has session affinity: taken back, so that the trace changes
+    // nothing that outlives it. (No pin existed: a pinned client would
+    // have matched a `lookup` first. A client pinned before stays pinned,
+    // its timeout restarted, as by any connection.)
+    for p in picks.iter().filter(|p| !p.pinned()) {
+        let (Some(set), Some((_, ns))) = (
+            crate::proxy::rules::affinity_set_of(&p.to),
+            nodes.iter().find(|(n, _)| *n == p.node),
+        ) else {
+            continue;
+        };
+        let pin = crate::proxy::ruleset::Element {
+            set,
+            key: crate::proxy::ruleset::Key(vec![crate::proxy::ruleset::KeyPart::Ip(src.ip)]),
+            value: None,
+        };
+        // No such set: the Service has no session affinity.
+        let _ =
+            crate::proxy::netlink::apply(ns, &Transaction::from_ops(vec![Op::DeleteElement(&pin)]))
+                .await;
+    }
     let mut ops = Vec::new();
     for c in &chains {
         ops.push(Op::FlushChain(&c.name));
@@ -522,6 +643,7 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
     Ok(Seen {
         events,
         conntrack,
+        picks,
         dst,
         sport,
         proto,

@@ -62,6 +62,11 @@ pub fn view(nodes: &Value, pods: &Value, services: &Value) -> LabView {
                     })
                     .collect(),
                 local: x["spec"]["externalTrafficPolicy"] == "Local",
+                affinity_timeout: (x["spec"]["sessionAffinity"] == "ClientIP").then(|| {
+                    x["spec"]["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
+                        .as_u64()
+                        .unwrap_or(10800) as u32
+                }),
             })
             .collect(),
         pods: items(pods)

@@ -9,6 +9,7 @@ fn lab() -> LabView {
             cluster_ip: Some(Ipv4Addr::new(10, 0, 0, 20)),
             ports: vec![("http".into(), 80, "TCP".into())],
             local: false,
+            affinity_timeout: None,
         }],
         pods: vec![
             PodView {
@@ -49,6 +50,7 @@ fn ev(id: u32, chain: &str, verdict: Option<Verdict>, daddr: Option<[u8; 4]>) ->
         chain: chain.into(),
         kind: "rule",
         verdict,
+        handle: None,
         packet: daddr.map(|d| Packet {
             saddr: Ipv4Addr::new(10, 244, 1, 3),
             daddr: d.into(),
@@ -66,6 +68,7 @@ fn seen(events: Vec<Event>, outcome: &'static str) -> Seen {
             .map(|e| ("node-1".to_string(), e))
             .collect(),
         conntrack: Vec::new(),
+        picks: Vec::new(),
         dst: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 20), 80),
         sport: 40000,
         proto: Protocol::Tcp,
@@ -276,5 +279,57 @@ fn the_conntrack_entry_shows_the_dnat() {
     assert_eq!(
         step.text,
         "node-1 conntrack id 1234: 10.244.1.3:40000 → 10.0.0.20:80; replies come from 10.244.2.2:80 and are un-DNATed to 10.0.0.20:80"
+    );
+}
+
+#[test]
+fn session_affinity_is_named_as_the_reason_for_the_endpoint() {
+    const EP: &str = "endpoint-0123abcd-default/my-nginx/tcp/http__10.244.2.2/80";
+    let events = |handle| {
+        vec![
+            ev(1, "trace-x", None, Some([10, 0, 0, 20])),
+            ev(1, "services", Some(Verdict::Goto(SVC.into())), None),
+            Event {
+                handle: Some(handle),
+                ..ev(1, SVC, Some(Verdict::Goto(EP.into())), None)
+            },
+            ev(2, "filter-forward", None, Some([10, 244, 2, 2])),
+        ]
+    };
+    let mut view = lab();
+    view.services[0].affinity_timeout = Some(600);
+    // The rule that chose the endpoint's chain looked the client up in the
+    // endpoint's affinity set (rule 7); the other one drew a number (8).
+    let mut s = seen(events(7), "connected");
+    let pick = |handle, exprs: &[&str]| Pick {
+        node: "node-1".into(),
+        chain: SVC.into(),
+        handle,
+        to: EP.into(),
+        exprs: exprs.iter().map(|x| x.to_string()).collect(),
+    };
+    s.picks = vec![
+        pick(7, &["payload", "lookup", "immediate"]),
+        pick(8, &["numgen", "cmp", "immediate"]),
+    ];
+    let t = explain(&src(), &s, &view, Trace::default());
+    assert_eq!(t.chosen_by, Some("session affinity"));
+    let dnat = t.steps.iter().find(|s| s.kind == "dnat").unwrap();
+    assert!(
+        dnat.text
+            .contains("by session affinity: 10.244.1.3 was sent to it within the last 600 s")
+            && dnat.text.contains("sessionAffinity: ClientIP"),
+        "{dnat:?}"
+    );
+    let mut s = seen(events(8), "connected");
+    s.picks = vec![pick(8, &["numgen", "cmp", "immediate"])];
+    let t = explain(&src(), &s, &view, Trace::default());
+    assert_eq!(t.chosen_by, Some("random"));
+    let dnat = t.steps.iter().find(|s| s.kind == "dnat").unwrap();
+    assert!(
+        dnat.text.contains(
+            "chosen at random (10.244.1.3 had no endpoint yet; it keeps this one for 600 s"
+        ),
+        "{dnat:?}"
     );
 }

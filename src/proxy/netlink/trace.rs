@@ -44,6 +44,8 @@ pub struct Event {
     /// `rule`, `return` or `policy`.
     pub kind: &'static str,
     pub verdict: Option<Verdict>,
+    /// The rule's handle in its chain (`rule` events).
+    pub handle: Option<u64>,
     /// The packet's addresses and ports, when the event carries them.
     pub packet: Option<Packet>,
 }
@@ -161,9 +163,9 @@ pub struct Conntrack {
 const CT_GET: u16 = 1 << 8 | 1;
 const CT_NEW: u16 = 1 << 8;
 
-/// The conntrack entry in `ns` of the connection sent as `original`
-/// (addresses, protocol and ports), if there is one.
-pub fn conntrack(ns: &NetNs, original: Packet) -> io::Result<Option<Conntrack>> {
+/// One request to a NETLINK_NETFILTER socket in `ns` (at most a second
+/// for the answer): the answer's messages.
+fn ask(ns: &NetNs, request: &[u8]) -> io::Result<Vec<u8>> {
     let sock = super::netfilter_socket(ns, 0).map_err(io::Error::other)?;
     let timeout = libc::timeval {
         tv_sec: 1,
@@ -179,22 +181,12 @@ pub fn conntrack(ns: &NetNs, original: Packet) -> io::Result<Option<Conntrack>> 
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
-    let mut b = super::tlv::Buf::default();
-    let start = b.begin(
-        CT_GET,
-        libc::NLM_F_REQUEST as u16,
-        1,
-        libc::AF_INET as u8,
-        0,
-    );
-    b.nest(1, |b| tuple(b, &original)); // CTA_TUPLE_ORIG
-    b.end(start);
     // SAFETY: send reads the buffer it is given.
     let sent = unsafe {
         libc::send(
             sock.as_raw_fd(),
-            b.bytes.as_ptr() as *const libc::c_void,
-            b.bytes.len(),
+            request.as_ptr() as *const libc::c_void,
+            request.len(),
             0,
         )
     };
@@ -214,7 +206,78 @@ pub fn conntrack(ns: &NetNs, original: Packet) -> io::Result<Option<Conntrack>> 
     if got < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(parse_conntrack(&buf[..got as usize]))
+    buf.truncate(got as usize);
+    Ok(buf)
+}
+
+/// The conntrack entry in `ns` of the connection sent as `original`
+/// (addresses, protocol and ports), if there is one.
+pub fn conntrack(ns: &NetNs, original: Packet) -> io::Result<Option<Conntrack>> {
+    let mut b = super::tlv::Buf::default();
+    let start = b.begin(
+        CT_GET,
+        libc::NLM_F_REQUEST as u16,
+        1,
+        libc::AF_INET as u8,
+        0,
+    );
+    b.nest(1, |b| tuple(b, &original)); // CTA_TUPLE_ORIG
+    b.end(start);
+    Ok(parse_conntrack(&ask(ns, &b.bytes)?))
+}
+
+/// `NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETRULE`, and the answer's type.
+const RULE_GET: u16 = (10 << 8) | 7;
+const RULE_NEW: u16 = (10 << 8) | 6;
+
+/// The names of the expressions of rule `handle` in chain `chain` of
+/// table `ip table` in `ns` (`lookup`, `numgen`, `immediate`, …), in
+/// order: what a trace event's rule did, which the event does not say.
+pub fn rule_expressions(
+    ns: &NetNs,
+    table: &str,
+    chain: &str,
+    handle: u64,
+) -> io::Result<Vec<String>> {
+    let mut b = super::tlv::Buf::default();
+    let start = b.begin(
+        RULE_GET,
+        libc::NLM_F_REQUEST as u16,
+        1,
+        libc::AF_INET as u8, // NFPROTO_IPV4
+        0,
+    );
+    b.put_str(1, table); // NFTA_RULE_TABLE
+    b.put_str(2, chain); // NFTA_RULE_CHAIN
+    b.put_u64(3, handle); // NFTA_RULE_HANDLE
+    b.end(start);
+    Ok(parse_rule_expressions(&ask(ns, &b.bytes)?))
+}
+
+/// The expression names of the rule in nf_tables' answer (an error: none).
+fn parse_rule_expressions(data: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    if data.len() < 20 {
+        return names;
+    }
+    let len = (u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize).min(data.len());
+    let ty = u16::from_ne_bytes(data[4..6].try_into().unwrap());
+    if ty != RULE_NEW {
+        return names;
+    }
+    for (ty, v) in attrs(&data[20..len]) {
+        if ty != 4 {
+            continue; // NFTA_RULE_EXPRESSIONS
+        }
+        for (_, elem) in attrs(v) {
+            names.extend(
+                attrs(elem)
+                    .filter(|(ty, _)| *ty == 1) // NFTA_EXPR_NAME
+                    .map(|(_, name)| string(name)),
+            );
+        }
+    }
+    names
 }
 
 /// `CTA_TUPLE_IP { V4_SRC, V4_DST }, CTA_TUPLE_PROTO { NUM, SRC_PORT, DST_PORT }`
@@ -344,13 +407,18 @@ fn string(b: &[u8]) -> String {
 }
 
 fn event(data: &[u8]) -> Option<Event> {
-    let (mut id, mut table, mut chain, mut kind, mut verdict) =
-        (0, String::new(), String::new(), "", None);
+    let (mut id, mut table, mut chain, mut kind, mut verdict, mut handle) =
+        (0, String::new(), String::new(), "", None, None);
     let (mut network, mut transport): (Option<&[u8]>, Option<&[u8]>) = (None, None);
     for (ty, p) in attrs(data) {
         match ty {
             1 => table = string(p),
             2 => chain = string(p),
+            3 => {
+                handle = p
+                    .get(..8)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
+            }
             4 => {
                 kind = match be32(p)? {
                     1 => "policy",
@@ -373,6 +441,7 @@ fn event(data: &[u8]) -> Option<Event> {
         chain,
         kind,
         verdict,
+        handle,
         packet,
     })
 }
@@ -468,6 +537,7 @@ mod tests {
         for a in [
             attr(1, b"netlab\0"),
             attr(2, b"nat-prerouting\0"),
+            attr(3, &12u64.to_be_bytes()),
             attr(4, &3u32.to_be_bytes()),
             attr(5 | 0x8000, &verdict),
             attr(6, &7u32.to_be_bytes()),
@@ -489,6 +559,7 @@ mod tests {
                 chain: "nat-prerouting".into(),
                 kind: "rule",
                 verdict: Some(Verdict::Jump("services".into())),
+                handle: Some(12),
                 packet: Some(Packet {
                     saddr: Ipv4Addr::new(10, 244, 1, 3),
                     daddr: Ipv4Addr::new(10, 0, 0, 20),
@@ -498,5 +569,39 @@ mod tests {
                 }),
             }]
         );
+    }
+
+    #[test]
+    fn a_rules_expressions_are_read() {
+        let expr = |name: &[u8]| {
+            let mut e = attr(1, name);
+            e.extend(attr(2 | 0x8000, &[0u8; 4]));
+            attr(1 | 0x8000, &e)
+        };
+        let mut list = expr(b"payload\0");
+        list.extend(expr(b"lookup\0"));
+        list.extend(expr(b"immediate\0"));
+        let mut body = vec![2u8, 0, 0, 0];
+        for a in [
+            attr(1, b"netlab\0"),
+            attr(2, b"service-x\0"),
+            attr(3, &5u64.to_be_bytes()),
+            attr(4 | 0x8000, &list),
+        ] {
+            body.extend(a);
+        }
+        let mut msg = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend(RULE_NEW.to_ne_bytes());
+        msg.extend([0u8; 10]);
+        msg.extend(body);
+        assert_eq!(
+            parse_rule_expressions(&msg),
+            ["payload", "lookup", "immediate"]
+        );
+        // An error answer: no expressions.
+        let mut err = 36u32.to_ne_bytes().to_vec();
+        err.extend(2u16.to_ne_bytes());
+        err.extend([0u8; 30]);
+        assert!(parse_rule_expressions(&err).is_empty());
     }
 }
