@@ -205,6 +205,25 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
         "{t:#}"
     );
 
+    // From outside: a pod IP is no destination, and names are the
+    // cluster DNS's, which the outside cannot ask.
+    let (_, pod_ip, _) = pods.iter().find(|(n, _, _)| n.starts_with("web-")).unwrap();
+    let t = trace(&lab, &["host/external", &format!("{pod_ip}:80")]);
+    assert_eq!(t["result"], "unreachable", "{t:#}");
+    assert!(
+        t["reason"].as_str().unwrap().contains(
+            "is a pod's IP: pods are reached from outside the cluster only through a Service"
+        ),
+        "{t:#}"
+    );
+    let out = lab.run(&["trace", "host/external", "web"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("cannot ask the cluster DNS"),
+        "{}",
+        stderr(&out)
+    );
+
     // externalTrafficPolicy: Local: node-1 runs no endpoint and drops the
     // packet; node-2 serves it without masquerade.
     let external_ip = |i: usize| {

@@ -268,8 +268,11 @@ mod tests {
 
     #[test]
     fn a_restart_keeps_the_last_run_as_previous() {
+        // A pods directory of its own: `lab_logs` looks one level down.
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("c.log");
+        let pod = dir.path().join("pod");
+        std::fs::create_dir(&pod).unwrap();
+        let log = pod.join("c.log");
         std::fs::write(&log, "run 1\n").unwrap();
         std::fs::write(rotated(&log, 1), "run 1, older\n").unwrap();
         start_over(&log, P).unwrap();
@@ -282,7 +285,7 @@ mod tests {
         start_over(&log, P).unwrap();
         assert_eq!(std::fs::read_to_string(previous(&log)).unwrap(), "run 2\n");
         // Not a live log: never rotated.
-        assert_eq!(lab_logs(dir.path().parent().unwrap()).len(), 0);
+        assert_eq!(lab_logs(dir.path()), Vec::<PathBuf>::new());
     }
 
     #[test]

@@ -182,16 +182,27 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
     let gateway = if src.from_node {
         format!("{}'s own stack", src.node)
     } else if src.node.is_empty() {
-        "its default route".to_string()
+        "its route to the public network".to_string()
     } else {
         format!("the default route to {}'s bridge", src.node)
     };
-    t.steps.push(Step {
-        kind: "source",
-        text: format!(
+    let text = if src.node.is_empty() && seen.outcome == "unreachable" {
+        format!(
+            "{}:{} → {dst}/{proto}: {} has no route to {}",
+            src.ip,
+            seen.sport,
+            src.what,
+            dst.ip()
+        )
+    } else {
+        format!(
             "{}:{} → {dst}/{proto} leaves {} by {gateway}",
             src.ip, seen.sport, src.what
-        ),
+        )
+    };
+    t.steps.push(Step {
+        kind: "source",
+        text,
     });
     // The packets of this probe: trace ids whose first event carries its
     // headers (source address and port), then every event of those ids.
@@ -213,6 +224,8 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
         .map(|(n, e)| (n.as_str(), e))
         .collect();
     events.sort_by_key(|(n, _)| *n != src.node);
+    // From outside, and no node saw it: it never left the host.
+    let stayed_out = src.node.is_empty() && events.is_empty();
     let mut masqueraded: Option<&str> = None;
     // Dropped by a no-local-endpoint set (externalTrafficPolicy: Local).
     let mut local_drop: Option<&str> = None;
@@ -389,7 +402,7 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
         src.node.as_str()
     };
     let to_ip = endpoint.map(|e| *e.ip()).unwrap_or(*dst.ip());
-    if let Some(pod) = pod_by_ip(to_ip) {
+    if let Some(pod) = pod_by_ip(to_ip).filter(|_| !stayed_out) {
         if t.endpoint_pod.is_none() {
             t.endpoint_pod = Some(format!("{}/{}", pod.namespace, pod.name));
             t.endpoint_node = Some(pod.node.clone());
@@ -430,6 +443,17 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
         .or_else(|| svc_by_ip.map(|s| format!("{}/{}", s.namespace, s.name)));
     if t.result != "connected" && t.result != "sent" {
         t.reason = Some(match (svc_by_ip, rejected) {
+            _ if stayed_out && pod_by_ip(*dst.ip()).is_some() => format!(
+                "{} is a pod's IP: pods are reached from outside the cluster only through a Service (NodePort, LoadBalancer or externalIPs); {} has no route to the pod network",
+                dst.ip(),
+                src.what
+            ),
+            (Some(s), _) if stayed_out => format!(
+                "{} is the clusterIP of Service {}/{}: it answers inside the cluster only (pods and nodes); from outside use its NodePort, a LoadBalancer IP or externalIPs",
+                dst.ip(),
+                s.namespace,
+                s.name
+            ),
             (Some(s), _) if !s.ports.iter().any(|(_, p, _)| *p == dst.port()) => format!(
                 "Service {}/{} has no port {} (its ports: {})",
                 s.namespace,

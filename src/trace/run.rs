@@ -119,6 +119,11 @@ pub async fn run(lab: &str, req: &Request, view: &LabView) -> Result<Trace> {
     };
     let ip = match host.parse::<Ipv4Addr>() {
         Ok(ip) => ip,
+        Err(_) if src.node.is_empty() => bail!(
+            "{host:?}: {} is outside the cluster and cannot ask the cluster DNS (a clusterIP); \
+             trace to an address it reaches: a node's ExternalIP with a NodePort, a LoadBalancer IP or an externalIP",
+            src.what
+        ),
         Err(_) => {
             let dns = view
                 .services

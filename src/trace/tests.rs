@@ -333,3 +333,47 @@ fn session_affinity_is_named_as_the_reason_for_the_endpoint() {
         "{dnat:?}"
     );
 }
+
+#[test]
+fn from_outside_pod_and_cluster_ips_are_said_to_be_inside_only() {
+    let outside = Source {
+        what: "host external".into(),
+        ip: Ipv4Addr::new(203, 0, 113, 254),
+        netns: "h".into(),
+        node: String::new(),
+        nodes: src().nodes,
+        from_node: false,
+    };
+    let mut s = seen(Vec::new(), "unreachable");
+    s.dst = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 2), 80);
+    let t = explain(&outside, &s, &lab(), Trace::default());
+    assert_eq!(t.result, "unreachable");
+    let kinds: Vec<&str> = t.steps.iter().map(|s| s.kind).collect();
+    assert_eq!(kinds, ["source", "result"], "no route step: {t:?}");
+    assert!(
+        t.steps[0]
+            .text
+            .ends_with("host external has no route to 10.244.2.2"),
+        "{t:?}"
+    );
+    assert!(
+        t.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("10.244.2.2 is a pod's IP: pods are reached from outside the cluster only through a Service"),
+        "{t:?}"
+    );
+    let t = explain(
+        &outside,
+        &seen(Vec::new(), "timeout"),
+        &lab(),
+        Trace::default(),
+    );
+    assert!(
+        t.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("10.0.0.20 is the clusterIP of Service default/my-nginx: it answers inside the cluster only"),
+        "{t:?}"
+    );
+}

@@ -27,6 +27,18 @@ function say(text) {
   $("status").textContent = text;
 }
 
+// The session is gone (the lab's process restarted, or the lab went
+// down): say so, and stop asking.
+class Closed extends Error {}
+let closed = false;
+function check(r) {
+  if (r.status === 401) {
+    closed = true;
+    throw new Closed(`this page's session has ended: run \`netlab ui --lab ${document.body.dataset.lab}\` for a new link`);
+  }
+  return r;
+}
+
 // The picture, again; one fetch at a time, and one more if something
 // changed while it was on its way.
 async function redraw() {
@@ -37,7 +49,7 @@ async function redraw() {
   drawing = (async () => {
     do {
       again = false;
-      const r = await fetch("/ui/graph.svg", { cache: "no-store" });
+      const r = check(await fetch("/ui/graph.svg", { cache: "no-store" }));
       if (!r.ok) throw new Error(`the picture: ${r.status} ${await r.text()}`);
       const doc = new DOMParser().parseFromString(await r.text(), "image/svg+xml");
       $("graph").replaceChildren(document.importNode(doc.documentElement, true));
@@ -71,14 +83,14 @@ async function watch(kind, path) {
   const seen = objects.get(kind);
   for (;;) {
     try {
-      const r = await fetch(path, { headers: { Accept: "application/json" } });
+      const r = check(await fetch(path, { headers: { Accept: "application/json" } }));
       if (!r.ok) throw new Error(`${r.status} ${(await r.json()).message}`);
       const list = await r.json();
       seen.clear();
       for (const o of list.items) seen.set(key(o), o);
       changed(kind);
       const rv = encodeURIComponent(list.metadata.resourceVersion);
-      const w = await fetch(`${path}?watch=1&allowWatchBookmarks=true&resourceVersion=${rv}`);
+      const w = check(await fetch(`${path}?watch=1&allowWatchBookmarks=true&resourceVersion=${rv}`));
       if (!w.ok) throw new Error(`${w.status}`);
       const reader = w.body.getReader();
       const text = new TextDecoder();
@@ -101,6 +113,10 @@ async function watch(kind, path) {
         }
       }
     } catch (e) {
+      if (e instanceof Closed || closed) {
+        say(e.message);
+        return;
+      }
       say(`watching ${kind}: ${e.message}; again in a second`);
     }
     await sleep(1000);
@@ -246,11 +262,11 @@ $("trace-form").addEventListener("submit", async (e) => {
   $("trace-result").className = "";
   $("trace-result").textContent = `tracing ${asked.from} → ${asked.to}…`;
   try {
-    const r = await fetch("/ui/trace", {
+    const r = check(await fetch("/ui/trace", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(asked),
-    });
+    }));
     const answer = await r.json();
     if (!r.ok) throw new Error(answer.message);
     trace = { ...answer, namespace: asked.namespace };
