@@ -401,3 +401,43 @@ fn several_lab_files() {
     }
     lab.down_clean();
 }
+
+/// `netlab down NAME` and `netlab down FILE`, as users of kind and
+/// containerlab type them; a file that does not exist is a clear error.
+#[test]
+fn down_takes_a_lab_name_or_its_file() {
+    // `netlab down TARGET` takes lab `lab` down, leaving nothing.
+    let down = |target: &str, lab: &Lab| {
+        let pids = lab.container_pids();
+        let out = netlab(&["down", target]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("lab {} is down", lab.name)),
+            "{}",
+            stderr(&out)
+        );
+        let traces = Traces::of(&lab.name, &pids);
+        assert!(traces.is_clean(), "{traces:#?}");
+    };
+    let lab = Lab::up("downname", &lab_doc(1));
+    down(&lab.name, &lab);
+
+    // By its file: the Lab document names the lab.
+    let lab = Lab::prepare("downfile", "");
+    std::fs::write(
+        lab.file(),
+        format!(
+            "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: {}\nspec:\n  nodes: 1\n",
+            lab.name
+        ),
+    )
+    .unwrap();
+    let file = lab.file().to_str().unwrap().to_string();
+    let out = netlab(&["up", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    down(&file, &lab);
+
+    let out = netlab(&["down", "/nonexistent/lab.yaml"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}

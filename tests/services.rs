@@ -576,3 +576,27 @@ fn service_environment_variables_follow_creation_order() {
     must_curl(&lab, "node/node-1", &format!("http://{ip}/"));
     lab.down_clean();
 }
+
+/// A nodePort out of range, applied with kubectl: refused as
+/// kube-apiserver refuses it, the object named once, the field in the
+/// cause (the message used to say `Service "bad" is invalid` twice).
+#[test]
+fn a_node_port_out_of_range_is_refused_saying_it_once() {
+    let lab = Lab::up("npbad", &lab_doc(1));
+    let file = lab.dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: bad\nspec:\n  type: NodePort\n  selector:\n    a: b\n  ports:\n  - port: 80\n    nodePort: 99999\n",
+    )
+    .unwrap();
+    for kubectl in KUBECTLS {
+        let out = lab.kubectl(kubectl, &["apply", "-f", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{kubectl}");
+        assert_eq!(
+            stderr(&out).trim(),
+            "The Service \"bad\" is invalid: spec.ports[0].nodePort: Invalid value: 99999: provided port is not in the valid range. The range of valid ports is 30000-32767",
+            "{kubectl}"
+        );
+    }
+    lab.down_clean();
+}

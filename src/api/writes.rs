@@ -164,14 +164,23 @@ fn object_error(r: &Resource, name: &str, e: ObjectError) -> ApiError {
 }
 
 fn invalid(r: &Resource, name: &str, why: String) -> ApiError {
+    // Said once, though the model's message may say it already
+    // (`Service "x" is invalid: …`).
+    let prefix = format!("{} \"{name}\" is invalid: ", r.kind);
+    let why = why.strip_prefix(&prefix).unwrap_or(&why).to_string();
+    // `spec.ports[0].nodePort: Invalid value: …`: the field, as
+    // kube-apiserver names it in the cause.
+    let cause = match why.split_once(": ") {
+        Some((field, message))
+            if !field.contains(' ') && field.contains('.') && !message.is_empty() =>
+        {
+            json!({"reason": "FieldValueInvalid", "message": message, "field": field})
+        }
+        _ => json!({"reason": "FieldValueInvalid", "message": why}),
+    };
     ApiError {
-        details: json!({"name": name, "group": r.group, "kind": r.kind,
-                        "causes": [{"reason": "FieldValueInvalid", "message": why}]}),
-        ..ApiError::new(
-            422,
-            "Invalid",
-            format!("{} \"{name}\" is invalid: {why}", r.kind),
-        )
+        details: json!({"name": name, "group": r.group, "kind": r.kind, "causes": [cause]}),
+        ..ApiError::new(422, "Invalid", format!("{prefix}{why}"))
     }
 }
 

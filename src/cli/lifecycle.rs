@@ -26,9 +26,33 @@ pub struct UpArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct DownArgs {
+    /// Labs to remove, by name or by the lab file they came up from (as
+    /// `kind delete cluster --name` and `containerlab destroy -t FILE`).
+    pub targets: Vec<String>,
+    /// The lab to remove (as `--lab`).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Remove every lab on this host.
     #[arg(long)]
     pub all: bool,
+}
+
+/// The lab a `down` target names: a lab file (its Lab document's name,
+/// else the file's, as `up` names it) or a lab's name.
+fn lab_of(target: &str) -> Result<String> {
+    let path = std::path::Path::new(target);
+    let file_like = path.is_file()
+        || [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|e| target.ends_with(e))
+        || target.contains('/');
+    if !file_like {
+        return Ok(target.to_string());
+    }
+    super::existing_files(&[path.to_path_buf()])?;
+    let spec = lab::load(&[path.to_path_buf()], &lab::Overrides { name: None })
+        .with_context(|| format!("{target}: the lab file to take down"))?;
+    Ok(spec.config.name)
 }
 
 fn plural(n: usize, what: &str) -> String {
@@ -125,8 +149,13 @@ pub async fn up(args: UpArgs, lab_flag: Option<String>) -> Result<i32> {
 pub async fn down(args: DownArgs, lab_flag: Option<String>) -> Result<i32> {
     let labs = if args.all {
         controller::labs()
+    } else if !args.targets.is_empty() {
+        args.targets
+            .iter()
+            .map(|t| lab_of(t))
+            .collect::<Result<Vec<_>>>()?
     } else {
-        vec![super::select_lab(lab_flag)?]
+        vec![super::select_lab(args.name.or(lab_flag))?]
     };
     let mut failed = Vec::new();
     for lab in labs {

@@ -176,14 +176,32 @@ pub fn main() -> i32 {
         Ok(code) => code,
         // The API's refusals as kubectl prints them.
         Err(e) if e.downcast_ref::<client::ApiFailure>().is_some() => {
-            eprintln!("{e:#}");
+            eprintln!("{}", message(&e));
             1
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             1
         }
     }
+}
+
+/// An error and its causes, each said once: many of our errors put their
+/// cause in their own message (`creating netns X: File exists`) and name it
+/// as their source too, so `{:#}` said it two or three times.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn run(cli: Cli) -> Result<i32> {
@@ -337,4 +355,25 @@ pub fn existing_files(files: &[PathBuf]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let os = std::io::Error::from_raw_os_error(17);
+        let net = crate::net::NetError::Os {
+            op: "creating netns",
+            object: "netlab-race.dc".into(),
+            source: os,
+        };
+        let e = anyhow::Error::from(crate::controller::ControllerError::from(net));
+        assert_eq!(
+            super::message(&e),
+            "network: creating netns netlab-race.dc: File exists (os error 17)"
+        );
+        // Causes that say something new are kept, in order.
+        let e = anyhow::anyhow!("reading lab.yaml").context("bringing up lab x");
+        assert_eq!(super::message(&e), "bringing up lab x: reading lab.yaml");
+    }
 }
