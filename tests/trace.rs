@@ -83,7 +83,7 @@ spec:
 #[test]
 fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
     let yaml = format!(
-        "{}---\n{}---\n{CLIENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    run: web\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: webnp\nspec:\n  type: NodePort\n  selector:\n    run: web\n  ports:\n  - port: 80\n    nodePort: 30080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  selector:\n    run: nobody\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: sticky\nspec:\n  selector:\n    run: web\n  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 600\n  ports:\n  - port: 80\n",
+        "{}---\n{}---\n{CLIENT}---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    run: web\n  ports:\n  - name: http\n    port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: webnp\nspec:\n  type: NodePort\n  selector:\n    run: web\n  ports:\n  - port: 80\n    nodePort: 30080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: empty\nspec:\n  selector:\n    run: nobody\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: weblb\nspec:\n  type: LoadBalancer\n  selector:\n    run: web\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: sticky\nspec:\n  selector:\n    run: web\n  sessionAffinity: ClientIP\n  sessionAffinityConfig:\n    clientIP:\n      timeoutSeconds: 600\n  ports:\n  - port: 80\n",
         lab_doc(2),
         nginx_deployment("web", 2)
     );
@@ -222,6 +222,57 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
         stderr(&out).contains("cannot ask the cluster DNS"),
         "{}",
         stderr(&out)
+    );
+
+    // From outside to a LoadBalancer IP: the external entry and an
+    // endpoint of its Service.
+    let lb: Value = serde_json::from_str(&lab.ok(&["get", "svc", "weblb", "-o", "json"])).unwrap();
+    let lb_ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .expect("a LoadBalancer IP")
+        .to_string();
+    let t = trace(&lab, &["host/external", &format!("{lb_ip}:80")]);
+    assert_eq!(t["result"], "connected", "{t:#}");
+    assert_eq!(t["service"], "default/weblb", "{t:#}");
+    assert!(web.contains(t["endpoint_pod"].as_str().unwrap()), "{t:#}");
+
+    // UDP, to the cluster DNS's clusterIP: sent, through Service
+    // kube-system/kube-dns port dns, to the coredns pod.
+    let t = trace(&lab, &["pod/client", "10.0.0.10:53", "--udp"]);
+    assert_eq!(t["result"], "sent", "{t:#}");
+    assert_eq!(t["service"], "kube-system/kube-dns", "{t:#}");
+    assert!(
+        t["endpoint_pod"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("kube-system/coredns-")),
+        "{t:#}"
+    );
+
+    // Hairpin: a web pod reaching its own Service meets itself now and
+    // then; then the masquerade is explained as hairpin.
+    let (me, _, _) = pods.iter().find(|(n, _, _)| n.starts_with("web-")).unwrap();
+    let mut hairpin = None;
+    for _ in 0..40 {
+        let t = trace(&lab, &[&format!("pod/{me}"), "web"]);
+        assert_eq!(t["result"], "connected", "{t:#}");
+        if t["endpoint_pod"] == format!("default/{me}") {
+            hairpin = Some(t);
+            break;
+        }
+    }
+    let t = hairpin.expect("40 traces of a 2-endpoint Service never met the client itself");
+    let masq = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "masquerade")
+        .unwrap_or_else(|| panic!("no masquerade step: {t:#}"));
+    assert!(
+        masq["text"]
+            .as_str()
+            .unwrap()
+            .contains("hairpin: the pod reached itself"),
+        "{t:#}"
     );
 
     // externalTrafficPolicy: Local: node-1 runs no endpoint and drops the
