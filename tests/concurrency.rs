@@ -84,16 +84,7 @@ fn lab_yaml() -> String {
 /// The endpoints on port 80 in a node's rules: the elements
 /// `RANGE : IP . 80` of the maps the service chains draw from.
 fn dnat_targets(lab: &Lab, node: &str) -> BTreeSet<String> {
-    let rules = lab.ok(&[
-        "exec",
-        &format!("node/{node}"),
-        "--",
-        "nft",
-        "list",
-        "table",
-        "ip",
-        "netlab",
-    ]);
+    let rules = lab.node_table(node);
     rules
         .split([',', '{', '}'])
         .filter_map(|piece| piece.split_once(" : "))

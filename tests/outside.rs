@@ -430,16 +430,7 @@ fn load_balancer_source_ranges_are_enforced() {
         from_outside(&lab, &[&format!("http://203.0.113.2:{np}/")]).0,
         0
     );
-    let rules = lab.ok(&[
-        "exec",
-        "node/node-1",
-        "--",
-        "nft",
-        "list",
-        "table",
-        "ip",
-        "netlab",
-    ]);
+    let rules = lab.node_table("node-1");
     assert!(
         rules.contains("ip saddr 203.0.113.0/25 goto external-"),
         "{rules}"
@@ -472,16 +463,7 @@ fn load_balancer_source_ranges_are_enforced() {
         r#"[{"op":"remove","path":"/spec/loadBalancerSourceRanges"}]"#,
     ]);
     assert!(!lab
-        .ok(&[
-            "exec",
-            "node/node-1",
-            "--",
-            "nft",
-            "list",
-            "table",
-            "ip",
-            "netlab"
-        ])
+        .node_table("node-1")
         .contains("loadBalancerSourceRanges"));
     assert_eq!(from_outside(&lab, &[&format!("http://{lb}/")]).0, 0);
     // A bad range is refused.

@@ -24,19 +24,7 @@ fn trace(lab: &Lab, args: &[&str]) -> Value {
 fn tables(lab: &Lab) -> Vec<String> {
     ["node-1", "node-2"]
         .iter()
-        .map(|n| {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &format!("netlab-{}.node.{n}", lab.name)])
-                .args(["nft", "list", "table", "ip", "netlab"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        })
+        .map(|n| lab.node_table(n))
         .collect()
 }
 

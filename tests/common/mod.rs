@@ -297,6 +297,21 @@ impl Lab {
         stdout(&out)
     }
 
+    /// `nft list table ip netlab` on node `node` (`node-1`), as a user
+    /// reads its rules.
+    pub fn node_table(&self, node: &str) -> String {
+        self.ok(&[
+            "exec",
+            &format!("node/{node}"),
+            "--",
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "netlab",
+        ])
+    }
+
     pub fn pods_json(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["get", "pods", "-o", "json"])).expect("pods as json")
     }
