@@ -33,7 +33,10 @@ pub async fn run_once(
         let port = resolve_port(&http.port, container)?;
         let path = http.path.clone().unwrap_or_else(|| "/".into());
         let host = http.host.clone().unwrap_or_else(|| pod_ip.to_string());
-        let addr = SocketAddr::from((pod_ip, port));
+        // `host` is where to connect (the pod's address by default), as
+        // the kubelet dials it.
+        let to = host.parse::<Ipv4Addr>().unwrap_or(pod_ip);
+        let addr = SocketAddr::from((to, port));
         return in_node(lab, node, move || http_get(addr, &host, &path, timeout)).await;
     }
     if let Some(tcp) = &probe.tcp_socket {
@@ -52,14 +55,34 @@ pub async fn run_once(
             return Err("exec probe without a command".into());
         }
         let id = paths::container_id(namespace, pod, &container.name);
-        let mut cmd = Runc::new(&paths::runc_root(lab)).exec_command(&id, &args, false);
+        let pid_file = tempfile::NamedTempFile::new_in(paths::lab_dir(lab))
+            .map_err(|e| format!("running {args:?}: {e}"))?
+            .into_temp_path();
+        let mut cmd = Runc::new(&paths::runc_root(lab)).exec_bounded(&id, &args, &pid_file);
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         let child = cmd.spawn().map_err(|e| format!("running {args:?}: {e}"))?;
-        return match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        let output = child.wait_with_output();
+        tokio::pin!(output);
+        let ran = tokio::time::timeout(timeout, &mut output).await;
+        if ran.is_err() {
+            // Out of time: the command is killed in the container, and
+            // `runc exec` reaps it and ends.
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut output).await;
+            }
+        }
+        return match ran {
             Ok(Ok(out)) if out.status.success() => Ok(()),
             Ok(Ok(out)) => {
                 // The kubelet reports what the command printed.

@@ -317,6 +317,28 @@ impl Runc {
         cmd
     }
 
+    /// `runc exec` of a command the caller may have to end early (a probe
+    /// or a hook that timed out): runc writes the command's host pid to
+    /// `pid_file`. Killing that process ends `runc exec`, which reaps it;
+    /// killing `runc exec` instead would leave the command running, then a
+    /// zombie no one reaps, and the container's init could never finish.
+    pub fn exec_bounded(
+        &self,
+        id: &str,
+        args: &[String],
+        pid_file: &Path,
+    ) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("exec")
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .args(args);
+        cmd
+    }
+
     pub async fn version(&self) -> Option<String> {
         let out = Command::new(&self.binary)
             .arg("--version")
