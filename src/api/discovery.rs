@@ -51,6 +51,17 @@ pub fn groups() -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
+/// The group and version of a subresource's kind, where it is not the
+/// resource's own (kube-apiserver names them: kubectl drain looks for
+/// `pods/eviction` of `policy/v1` before it evicts).
+fn subresource_group_version(kind: &str) -> Option<(&'static str, &'static str)> {
+    match kind {
+        "Eviction" => Some(("policy", "v1")),
+        "Scale" => Some(("autoscaling", "v1")),
+        _ => None,
+    }
+}
+
 fn legacy_entry(r: &Resource) -> Vec<Value> {
     let mut out = vec![json!({
         "name": r.plural,
@@ -62,13 +73,18 @@ fn legacy_entry(r: &Resource) -> Vec<Value> {
         "categories": r.categories,
     })];
     for (sub, kind, verbs) in r.subresources {
-        out.push(json!({
+        let mut entry = json!({
             "name": format!("{}/{sub}", r.plural),
             "singularName": "",
             "namespaced": r.namespaced,
             "kind": kind,
             "verbs": verbs,
-        }));
+        });
+        if let Some((group, version)) = subresource_group_version(kind) {
+            entry["group"] = group.into();
+            entry["version"] = version.into();
+        }
+        out.push(entry);
     }
     out
 }
@@ -102,9 +118,11 @@ pub fn aggregated(core: bool, api_version: &str) -> Value {
                         .subresources
                         .iter()
                         .map(|(sub, kind, verbs)| {
+                            let (group, version) =
+                                subresource_group_version(kind).unwrap_or(("", ""));
                             json!({
                                 "subresource": sub,
-                                "responseKind": {"group": "", "version": "", "kind": kind},
+                                "responseKind": {"group": group, "version": version, "kind": kind},
                                 "verbs": verbs,
                             })
                         })

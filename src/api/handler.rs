@@ -325,6 +325,14 @@ async fn serve(
                 }
             }
             let op = match method {
+                Method::POST
+                    if t.resource.plural == "pods"
+                        && t.name.is_some()
+                        && t.subresource.as_deref() == Some("eviction") =>
+                {
+                    let eviction = writes::parse_body(&content_type, &body)?;
+                    writes::Op::Evict(t.clone(), q, eviction)
+                }
                 Method::POST if t.name.is_none() => {
                     let obj = writes::parse_body(&content_type, &body)?;
                     decoded(t, &obj)?;

@@ -84,6 +84,7 @@ pub const RESOURCES: &[Resource] = &[
             ("exec", "PodExecOptions", &["create", "get"]),
             ("attach", "PodAttachOptions", &["create", "get"]),
             ("portforward", "PodPortForwardOptions", &["create", "get"]),
+            ("eviction", "Eviction", &["create"]),
         ],
         ..core("pods", "pod", "Pod", true, &["po"])
     },

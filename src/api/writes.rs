@@ -25,6 +25,8 @@ pub enum Op {
     Update(Target, HashMap<String, String>, Edit),
     /// With the request's body: its DeleteOptions, if any.
     Delete(Target, HashMap<String, String>, Vec<u8>),
+    /// A pod's `eviction` subresource, with the Eviction.
+    Evict(Target, HashMap<String, String>, Value),
 }
 
 pub struct Request {
@@ -39,6 +41,7 @@ pub async fn execute(store: &ObjectStore, op: Op) -> Result<(u16, Value), ApiErr
         Op::Create(t, q, obj) => w.admit(&t, &q, obj, Mode::Create).await,
         Op::Update(t, q, edit) => w.update(&t, &q, edit).await,
         Op::Delete(t, q, body) => w.delete(&t, &q, &body).await,
+        Op::Evict(t, q, eviction) => w.evict(&t, &q, &eviction).await,
     }
 }
 
@@ -125,6 +128,7 @@ fn store_kind(r: &Resource) -> Option<&'static str> {
     Some(match r.plural {
         "namespaces" => "namespace",
         "pods" => "pod",
+        "nodes" => "node",
         "services" => "service",
         "deployments" => "deployment",
         "replicasets" => "replicaset",
@@ -137,6 +141,17 @@ fn store_kind(r: &Resource) -> Option<&'static str> {
         "clusterrolebindings" => "clusterrolebinding",
         _ => return None,
     })
+}
+
+/// A node is the lab's: its Lab document makes and removes it; the API
+/// changes only its labels, annotations, cordon and taints.
+fn not_made_here(kind: &str) -> Result<(), ApiError> {
+    if kind == "node" {
+        return Err(ApiError::method_not_allowed(
+            "nodes are the lab's: its Lab document makes them (spec.nodes); they cannot be created or deleted through the API",
+        ));
+    }
+    Ok(())
 }
 
 fn writable(t: &Target) -> Result<&'static str, ApiError> {
@@ -315,6 +330,7 @@ impl Writer<'_> {
     ) -> Result<(u16, Value), ApiError> {
         let r = t.resource;
         let kind = writable(t)?;
+        not_made_here(kind)?;
         if kind == "replicaset" {
             return Err(ApiError::method_not_allowed(
             "replicasets.apps: netlab makes ReplicaSets for Deployments only; create a Deployment",
@@ -700,6 +716,7 @@ impl Writer<'_> {
     ) -> Result<(u16, Value), ApiError> {
         let r = t.resource;
         let kind = writable(t)?;
+        not_made_here(kind)?;
         let name = t.name.clone().ok_or_else(|| {
             ApiError::method_not_allowed(&format!("deletecollection of {}", r.qualified()))
         })?;
@@ -745,6 +762,57 @@ impl Writer<'_> {
                 "metadata": {},
                 "status": "Success",
                 "details": {"name": name, "group": r.group, "kind": r.plural},
+            }),
+        ))
+    }
+}
+
+impl Writer<'_> {
+    /// POST `pods/NAME/eviction` (`kubectl drain`): the pod is deleted, as
+    /// a DELETE with the Eviction's `deleteOptions` would. kube-apiserver
+    /// first asks the PodDisruptionBudgets that select the pod; a lab has
+    /// none, so every eviction is allowed (201, a success Status).
+    async fn evict(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        eviction: &Value,
+    ) -> Result<(u16, Value), ApiError> {
+        let name = t.name.clone().unwrap_or_default();
+        let kind = eviction["kind"].as_str().unwrap_or("Eviction");
+        let version = eviction["apiVersion"].as_str().unwrap_or("policy/v1");
+        if kind != "Eviction" || !matches!(version, "policy/v1" | "policy/v1beta1") {
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a Eviction"
+            )));
+        }
+        match eviction["metadata"]["name"].as_str() {
+            Some(n) if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "name in URL does not match name in Eviction object ({n} vs {name})"
+                )))
+            }
+            _ => {}
+        }
+        let options = &eviction["deleteOptions"];
+        let body = if options.is_object() {
+            options.to_string().into_bytes()
+        } else {
+            Vec::new()
+        };
+        let pod = Target {
+            subresource: None,
+            ..t.clone()
+        };
+        self.delete(&pod, q, &body).await?;
+        Ok((
+            201,
+            json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
             }),
         ))
     }

@@ -785,6 +785,12 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
         "pod" => serde_json::to_value(
             find(&st.pods, |x| &x.metadata, namespace_, name).ok_or_else(|| not_found("pods"))?,
         ),
+        "node" => serde_json::to_value(
+            st.nodes
+                .iter()
+                .find(|n| n.metadata.name.as_deref() == Some(name))
+                .ok_or_else(|| not_found("nodes"))?,
+        ),
         "replicaset" => serde_json::to_value(
             find(&st.replica_sets, |x| &x.metadata, namespace_, name)
                 .ok_or_else(|| not_found("replicasets.apps"))?,
@@ -851,6 +857,7 @@ pub fn meta_mut<'a>(st: &'a mut ClusterState, target: &Target<'_>) -> Option<&'a
         "service" => find(&mut st.services, ns, name),
         "deployment" => find(&mut st.deployments, ns, name),
         "pod" => find(&mut st.pods, ns, name),
+        "node" => find(&mut st.nodes, "default", name),
         "replicaset" => find(&mut st.replica_sets, ns, name),
         "secret" => find(&mut st.secrets, ns, name),
         "configmap" => find(&mut st.config_maps, ns, name),
@@ -883,8 +890,8 @@ pub fn update_json(
         |e: serde_json::Error| ObjectError::Invalid(format!("the edited {kind} is not valid: {e}"));
     let meta: ObjectMeta =
         serde_json::from_value(value.get("metadata").cloned().unwrap_or_default()).map_err(bad)?;
-    if meta.name.as_deref() != Some(name) || (kind != "namespace" && namespace(&meta) != namespace_)
-    {
+    let cluster_wide = matches!(kind, "namespace" | "node");
+    if meta.name.as_deref() != Some(name) || (!cluster_wide && namespace(&meta) != namespace_) {
         return Err(ObjectError::Invalid(format!(
             "{kind} {name:?}: metadata.name and metadata.namespace cannot be changed (create a new object instead)"
         )));
@@ -912,6 +919,7 @@ pub fn update_json(
             rng,
         )?,
         "replicaset" => update_replica_set(st, serde_json::from_value(value).map_err(bad)?)?,
+        "node" => super::nodes::update_node(st, serde_json::from_value(value).map_err(bad)?, now)?,
         "pod" => {
             let pod: Pod = serde_json::from_value(value).map_err(bad)?;
             let current = st.pod(namespace_, name).and_then(|p| p.spec.clone());

@@ -251,7 +251,10 @@ impl ClusterState {
 
     /// Schedules `self.pods[i]`; whether it got a node.
     fn bind(&mut self, i: usize, now: DateTime<Utc>) -> Result<bool, StateError> {
-        let picked = super::scheduler::pick(&self.pods[i], &self.config.nodes, &self.pods);
+        let picked = {
+            let nodes: Vec<&Node> = self.nodes.iter().collect();
+            super::scheduler::pick(&self.pods[i], &nodes, &self.pods)
+        };
         let pod = &mut self.pods[i];
         let (ns, name) = (
             namespace(&pod.metadata).to_string(),
@@ -342,6 +345,7 @@ impl ClusterState {
             acted |= self.sync_deployments(now, rng);
             acted |= self.sync_replica_sets(now, rng)?;
             acted |= self.collect_garbage(now);
+            acted |= self.evict_tainted(now);
             acted |= self.sweep_namespaces();
             acted |= self.refresh_replica_set_status();
             acted |= self.refresh_deployments_status(now);

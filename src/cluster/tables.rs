@@ -271,6 +271,16 @@ pub fn pods(pods: &[&Pod], now: DateTime<Utc>) -> Table {
     t
 }
 
+/// kubectl's STATUS of a node: its readiness, and `SchedulingDisabled`
+/// when it is cordoned.
+fn node_status(n: &Node, ready: bool) -> String {
+    let mut s = if ready { "Ready" } else { "NotReady" }.to_string();
+    if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        s.push_str(",SchedulingDisabled");
+    }
+    s
+}
+
 pub fn nodes(nodes: &[&Node], now: DateTime<Utc>) -> Table {
     let mut t = Table::new(vec![
         NAME,
@@ -311,7 +321,7 @@ pub fn nodes(nodes: &[&Node], now: DateTime<Utc>) -> Table {
             &n.metadata,
             vec![
                 name(&n.metadata),
-                if ready { "Ready" } else { "NotReady" }.into(),
+                node_status(n, ready).into(),
                 if roles.is_empty() {
                     "<none>".into()
                 } else {

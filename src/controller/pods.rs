@@ -893,19 +893,35 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
             .unwrap_or(30)
             .max(0) as u64,
     );
-    // Graceful termination, as the kubelet does it: the image's stop signal
-    // (SIGTERM by default; nginx asks for SIGQUIT), then SIGKILL when the
-    // grace period runs out. The pod already left the endpoints.
+    // Graceful termination, as the kubelet does it: each running
+    // container's preStop hook, then the image's stop signal (SIGTERM by
+    // default; nginx asks for SIGQUIT), then SIGKILL when the grace period
+    // (counted from the start of the hooks) runs out. The pod already left
+    // the ready endpoints; it stays in its Services' slices as terminating.
+    let started = Instant::now();
     let mut pids = Vec::new();
     let containers: &[Container] = match &pod.spec {
         Some(s) if !dns::is_builtin(pod) => &s.containers,
         _ => &[],
     };
+    let mut running = Vec::new();
     for c in containers {
         let id = paths::container_id(&ns, &name, &c.name);
-        let Ok(st) = runc.state(&id).await else {
-            continue;
-        };
+        if let Ok(st) = runc.state(&id).await {
+            running.push((c, id, st));
+        }
+    }
+    if !grace.is_zero() {
+        let hooks = running
+            .iter()
+            .filter(|(_, _, st)| st.status == "running")
+            .map(|(c, _, _)| pre_stop(lab, pod, c, grace));
+        for e in futures::future::join_all(hooks).await.into_iter().flatten() {
+            tracing::warn!(lab, pod = %format!("{ns}/{name}"), error = %e, "FailedPreStopHook");
+        }
+    }
+    let grace = grace.saturating_sub(started.elapsed());
+    for (c, id, st) in running {
         if st.status == "running" && !grace.is_zero() {
             let signal = store
                 .resolve(c.image.as_deref().unwrap_or_default())
@@ -958,6 +974,35 @@ pub async fn remove_pod(lab: &str, pod: &Pod) -> Vec<String> {
         }
     }
     errors
+}
+
+/// A container's preStop hook, as the kubelet runs it: `exec` in the
+/// container, `httpGet` from the node (User-Agent `kube-lifecycle`),
+/// `sleep`; bounded by the grace period. The kubelet goes on to stop the
+/// container whatever the hook's outcome; a failure is its warning.
+async fn pre_stop(lab: &str, pod: &Pod, c: &Container, grace: Duration) -> Option<String> {
+    let hook = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+    if let Some(sleep) = &hook.sleep {
+        tokio::time::sleep(Duration::from_secs(sleep.seconds.max(0) as u64).min(grace)).await;
+        return None;
+    }
+    let (node, ip) = (state::pod_node(pod)?, state::pod_ip(pod)?);
+    // The handler as a probe with the grace period as its timeout.
+    let probe = k8s_openapi::api::core::v1::Probe {
+        exec: hook.exec.clone(),
+        http_get: hook.http_get.clone(),
+        tcp_socket: hook.tcp_socket.clone(),
+        timeout_seconds: Some(grace.as_secs().max(1) as i32),
+        ..Default::default()
+    };
+    let ns = state::namespace(&pod.metadata);
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    // Bounded by the probe's timeout, which also ends an exec that runs
+    // over (a future dropped here would leave it running).
+    super::probes::run_once(lab, node, ns, name, ip, c, &probe)
+        .await
+        .err()
+        .map(|e| format!("PreStopHook of container {:?} failed: {e}", c.name))
 }
 
 /// Removes pods concurrently (each may wait up to its grace period); one

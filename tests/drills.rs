@@ -1,0 +1,431 @@
+//! Failure drills with Kubernetes' own semantics, through the real kubectl
+//! (the newest here and 1.27): cordon and uncordon, taints (NoSchedule,
+//! NoExecute with and without `tolerationSeconds`), `nodeSelector`, and
+//! `kubectl drain` (the Eviction subresource) while a client keeps asking
+//! a Service: not one request may fail.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+fn json(lab: &Lab, k: &str, args: &[&str]) -> Value {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    serde_json::from_str(&lab.kubectl_ok(k, &full)).expect("kubectl -o json")
+}
+
+/// (name, node) of the live (not terminating) pods with label `sel`.
+fn live(lab: &Lab, k: &str, sel: &str) -> Vec<(String, String)> {
+    json(lab, k, &["get", "pods", "-l", sel])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn on_node(pods: &[(String, String)], node: &str) -> usize {
+    pods.iter().filter(|(_, n)| n == node).count()
+}
+
+fn node_status(lab: &Lab, k: &str, node: &str) -> String {
+    let out = lab.kubectl_ok(k, &["get", "node", node, "--no-headers"]);
+    out.split_whitespace().nth(1).unwrap_or("").to_string()
+}
+
+#[test]
+fn cordons_taints_and_selectors_steer_the_scheduler() {
+    let lab = Lab::up(
+        "drill-sched",
+        &format!("{}{}", lab_doc(2), nginx_deployment("web", 2)),
+    );
+    for k in KUBECTLS {
+        // Cordon: the node says so, and new pods go elsewhere.
+        let out = lab.kubectl_ok(k, &["cordon", "node-1"]);
+        assert!(out.contains("node/node-1 cordoned"), "{k}: {out}");
+        assert_eq!(node_status(&lab, k, "node-1"), "Ready,SchedulingDisabled");
+        let node = json(&lab, k, &["get", "node", "node-1"]);
+        assert_eq!(
+            node["spec"]["taints"][0]["key"], "node.kubernetes.io/unschedulable",
+            "{k}: a cordon's taint"
+        );
+        let before = on_node(&live(&lab, k, "run=web"), "node-1");
+        lab.kubectl_ok(k, &["scale", "deployment/web", "--replicas=5"]);
+        wait_for("5 pods", Duration::from_secs(20), || {
+            live(&lab, k, "run=web").len() == 5
+        });
+        assert_eq!(
+            on_node(&live(&lab, k, "run=web"), "node-1"),
+            before,
+            "{k}: no new pod on a cordoned node"
+        );
+        let out = lab.kubectl_ok(k, &["uncordon", "node-1"]);
+        assert!(out.contains("node/node-1 uncordoned"), "{k}: {out}");
+        assert_eq!(node_status(&lab, k, "node-1"), "Ready");
+        lab.kubectl_ok(k, &["scale", "deployment/web", "--replicas=2"]);
+        wait_for("2 pods", Duration::from_secs(20), || {
+            live(&lab, k, "run=web").len() == 2
+        });
+    }
+    let k = KUBECTLS[0];
+    // A NoSchedule taint and a nodeSelector: nowhere to go, in the
+    // scheduler's words, until the taint is taken away.
+    let out = lab.kubectl_ok(k, &["taint", "nodes", "node-2", "dedicated=gpu:NoSchedule"]);
+    assert!(out.contains("node/node-2 tainted"), "{out}");
+    let describe = lab.kubectl_ok(k, &["describe", "node", "node-2"]);
+    assert!(describe.contains("dedicated=gpu:NoSchedule"), "{describe}");
+    lab.kubectl_apply(
+        k,
+        "pinned.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: pinned\nspec:\n  nodeSelector:\n    kubernetes.io/hostname: node-2\n  containers:\n  - name: c\n    image: nginx\n",
+    );
+    wait_for("FailedScheduling", Duration::from_secs(10), || {
+        lab.kubectl_ok(
+            k,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=FailedScheduling",
+            ],
+        )
+        .contains("pinned")
+    });
+    let events = lab.kubectl_ok(
+        k,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedScheduling",
+        ],
+    );
+    assert!(
+        events.contains("0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint {dedicated: gpu}."),
+        "{events}"
+    );
+    let pending = json(&lab, k, &["get", "pod", "pinned"]);
+    assert_eq!(pending["status"]["phase"], "Pending");
+    assert!(pending["spec"]["nodeName"].is_null());
+    let out = lab.kubectl_ok(k, &["taint", "nodes", "node-2", "dedicated-"]);
+    assert!(out.contains("node/node-2 untainted"), "{out}");
+    wait_for("pinned on node-2", Duration::from_secs(20), || {
+        live(&lab, k, "!run").contains(&("pinned".to_string(), "node-2".to_string()))
+    });
+    lab.kubectl_ok(k, &["delete", "pod", "pinned", "--grace-period=0"]);
+
+    // NoExecute: the pods that do not tolerate it are evicted at once and
+    // replaced elsewhere; one that tolerates it for 3 s goes after 3 s.
+    lab.kubectl_apply(
+        k,
+        "patient.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: patient\n  labels: {drill: patient}\nspec:\n  nodeName: node-1\n  tolerations:\n  - {key: drill, operator: Exists, effect: NoExecute, tolerationSeconds: 3}\n  containers:\n  - name: c\n    image: nginx\n",
+    );
+    wait_for("patient running", Duration::from_secs(20), || {
+        json(&lab, k, &["get", "pod", "patient"])["status"]["phase"] == "Running"
+    });
+    let out = lab.kubectl_ok(k, &["taint", "node", "node-1", "drill=now:NoExecute"]);
+    assert!(out.contains("node/node-1 tainted"), "{out}");
+    let tainted_at = std::time::Instant::now();
+    wait_for("web off node-1", Duration::from_secs(20), || {
+        let pods = live(&lab, k, "run=web");
+        pods.len() == 2 && on_node(&pods, "node-1") == 0
+    });
+    assert_eq!(
+        live(&lab, k, "drill=patient").len(),
+        1,
+        "the tolerating pod stays while its toleration lasts"
+    );
+    wait_for("patient evicted", Duration::from_secs(20), || {
+        live(&lab, k, "drill=patient").is_empty()
+    });
+    let waited = tainted_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "evicted after {waited:?}, before its 3 s toleration ran out"
+    );
+    let events = lab.kubectl_ok(
+        k,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=TaintManagerEviction",
+        ],
+    );
+    assert!(
+        events.contains("Marking for deletion Pod default/patient"),
+        "{events}"
+    );
+    lab.kubectl_ok(k, &["taint", "node", "node-1", "drill-"]);
+    // Nodes are the lab's: not created or deleted through the API.
+    let out = lab.kubectl(k, &["delete", "node", "node-2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("Lab document"), "{}", stderr(&out));
+    lab.down_clean();
+}
+
+/// A client asking the Service `count` times from `node`, each request
+/// with a 2 s limit; for each, a line "N CODE SECONDS TIME" (code 000: no
+/// answer).
+fn steady_client(lab_name: String, node: &str, ip: String, count: usize) -> Vec<String> {
+    let script = format!(
+        "for i in $(seq {count}); do curl -sS -o /dev/null -m 2 -w \"$i %{{http_code}} %{{time_total}} $(date +%T.%N)\\n\" http://{ip}/ 2>&1 | tr -s \"\\n\" \" \"; echo; sleep 0.01; done"
+    );
+    let out = netlab(&[
+        "--lab",
+        &lab_name,
+        "exec",
+        &format!("node/{node}"),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    stdout(&out).lines().map(String::from).collect()
+}
+
+#[test]
+fn drain_moves_pods_while_a_client_sees_no_failure() {
+    let lab = Lab::up(
+        "drill-drain",
+        &format!(
+            "{}{}{}",
+            lab_doc(2),
+            nginx_deployment("my-nginx", 2),
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    run: my-nginx\n  ports:\n  - port: 80\n"
+        ),
+    );
+    let ip = cluster_ip(&lab, "my-nginx");
+    must_curl(&lab, "node/node-2", &format!("http://{ip}/"));
+    // The newest kubectl drains node-1, then 1.27 drains node-2, each
+    // under a steady client.
+    for (k, node, other) in [
+        (KUBECTLS[0], "node-1", "node-2"),
+        (KUBECTLS[1], "node-2", "node-1"),
+    ] {
+        // One replica on each node (the scheduler sends a replacement to
+        // the node with fewer pods): the other keeps serving.
+        let pods = live(&lab, k, "run=my-nginx");
+        if on_node(&pods, other) == 0 {
+            lab.kubectl_ok(k, &["delete", "pod", &pods[0].0]);
+            wait_for("a pod on each node", Duration::from_secs(30), || {
+                let pods = live(&lab, k, "run=my-nginx");
+                pods.len() == 2 && on_node(&pods, other) == 1
+            });
+            lab.kubectl_ok(
+                k,
+                &["rollout", "status", "deployment/my-nginx", "--timeout=30s"],
+            );
+        }
+        let (name, addr) = (lab.name.clone(), ip.clone());
+        let client = std::thread::spawn(move || steady_client(name, "node-2", addr, 300));
+        std::thread::sleep(Duration::from_millis(500));
+        let out = lab.kubectl(
+            k,
+            &[
+                "drain",
+                node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                "--timeout=60s",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{k} drain: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let text = stdout(&out) + &stderr(&out);
+        assert!(text.contains("evicted"), "{k}: {text}");
+        assert!(
+            text.contains(&format!("node/{node} drained")),
+            "{k}: {text}"
+        );
+        let codes = client.join().unwrap();
+        assert_eq!(codes.len(), 300, "{k}: the client ran to the end");
+        let failed: Vec<&String> = codes.iter().filter(|c| !c.contains(" 200 ")).collect();
+        assert!(
+            failed.is_empty(),
+            "{k}: {} of 300 requests failed: {failed:?}",
+            failed.len()
+        );
+        let pods = live(&lab, k, "run=my-nginx");
+        assert_eq!(pods.len(), 2, "{k}: {pods:?}");
+        assert_eq!(on_node(&pods, other), 2, "{k}: all on {other}: {pods:?}");
+        assert_eq!(
+            node_status(&lab, k, node),
+            "Ready,SchedulingDisabled",
+            "{k}: a drained node stays cordoned"
+        );
+        lab.kubectl_ok(k, &["uncordon", node]);
+    }
+    lab.down_clean();
+}
+
+/// The EndpointSlice conditions (ready, serving, terminating) of the pod
+/// named `pod` in Service `svc`'s slices, if it is there.
+fn slice_conditions(lab: &Lab, k: &str, svc: &str, pod: &str) -> Option<(bool, bool, bool)> {
+    let sel = format!("kubernetes.io/service-name={svc}");
+    let slices = json(lab, k, &["get", "endpointslices", "-l", &sel]);
+    slices["items"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["targetRef"]["name"] == pod)
+        .map(|e| {
+            let c = &e["conditions"];
+            (
+                c["ready"].as_bool().unwrap_or(false),
+                c["serving"].as_bool().unwrap_or(false),
+                c["terminating"].as_bool().unwrap_or(false),
+            )
+        })
+}
+
+#[test]
+fn pre_stop_hooks_run_before_the_stop_signal_within_the_grace_period() {
+    let lab = Lab::up(
+        "drill-prestop",
+        &format!(
+            "{}{}",
+            lab_doc(2),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: witness\nspec:\n  containers:\n  - name: c\n    image: nginx\n"
+        ),
+    );
+    let k = KUBECTLS[0];
+    wait_for("witness running", Duration::from_secs(20), || {
+        json(&lab, k, &["get", "pod", "witness"])["status"]["phase"] == "Running"
+    });
+    let witness = json(&lab, k, &["get", "pod", "witness"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An httpGet hook calls the witness (the kubelet dials `host`); a
+    // sleep hook holds its pod in Terminating, still serving, for 3 s.
+    lab.kubectl_apply(
+        k,
+        "leavers.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: caller
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: c
+    image: nginx
+    lifecycle:
+      preStop:
+        httpGet: {{host: "{witness}", port: 80, path: /goodbye-from-caller}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: sleeper
+  labels: {{app: sleeper}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: c
+    image: nginx
+    ports:
+    - containerPort: 80
+    lifecycle:
+      preStop:
+        sleep: {{seconds: 3}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: short
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: nginx
+    lifecycle:
+      preStop:
+        exec: {{command: ["sleep", "30"]}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: sleeper
+spec:
+  selector: {{app: sleeper}}
+  ports:
+  - port: 80
+"#
+        ),
+    );
+    for p in ["caller", "sleeper", "short"] {
+        wait_for(p, Duration::from_secs(20), || {
+            json(&lab, k, &["get", "pod", p])["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        });
+    }
+    wait_for(
+        "sleeper ready in its slice",
+        Duration::from_secs(10),
+        || slice_conditions(&lab, k, "sleeper", "sleeper") == Some((true, true, false)),
+    );
+    let t0 = std::time::Instant::now();
+    lab.kubectl_ok(
+        k,
+        &[
+            "delete",
+            "pod",
+            "caller",
+            "sleeper",
+            "short",
+            "--wait=false",
+        ],
+    );
+    // While its hook sleeps, the pod is terminating: serving, not ready.
+    wait_for(
+        "sleeper terminating in its slice",
+        Duration::from_secs(3),
+        || slice_conditions(&lab, k, "sleeper", "sleeper") == Some((false, true, true)),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let pods = lab.kubectl_ok(k, &["get", "pods", "--no-headers"]);
+    assert!(
+        pods.contains("sleeper"),
+        "the sleep hook holds the pod: {pods}"
+    );
+    wait_for("sleeper gone", Duration::from_secs(15), || {
+        !lab.kubectl_ok(k, &["get", "pods", "--no-headers"])
+            .contains("sleeper")
+    });
+    assert!(
+        t0.elapsed() >= Duration::from_millis(2900),
+        "sleeper went after {:?}, before its 3 s hook ended",
+        t0.elapsed()
+    );
+    // A hook longer than the grace period is cut short by it.
+    wait_for("short gone", Duration::from_secs(10), || {
+        !lab.kubectl_ok(k, &["get", "pods", "--no-headers"])
+            .contains("short")
+    });
+    let logs = lab.kubectl_ok(k, &["logs", "witness"]);
+    assert!(
+        logs.contains("GET /goodbye-from-caller"),
+        "the caller's preStop hook reached the witness: {logs}"
+    );
+    lab.down_clean();
+}
