@@ -429,3 +429,173 @@ spec:
     );
     lab.down_clean();
 }
+
+/// Seconds since the epoch, as `date +%s.%N` prints them.
+fn epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn a_stopped_node_goes_not_ready_its_pods_move_and_it_comes_back() {
+    // Kubernetes' clock compressed: NotReady after 2 s, eviction 3 s later.
+    let lab = Lab::up(
+        "drill-power",
+        &format!(
+            "{}{}{}",
+            "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: 2\n  timing:\n    nodeMonitorGracePeriod: 2s\n    defaultTolerationSeconds: 3\n---\n",
+            nginx_deployment("my-nginx", 2),
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: my-nginx\nspec:\n  selector:\n    run: my-nginx\n  ports:\n  - port: 80\n"
+        ),
+    );
+    let k = KUBECTLS[0];
+    let pods = live(&lab, k, "run=my-nginx");
+    assert_eq!(on_node(&pods, "node-1"), 1, "{pods:?}");
+    // Every pod tolerates a silent node for the lab's 3 s (the
+    // DefaultTolerationSeconds admission).
+    let pod = json(&lab, k, &["get", "pod", &pods[0].0]);
+    let tolerations = pod["spec"]["tolerations"].to_string();
+    assert!(
+        tolerations.contains("node.kubernetes.io/unreachable")
+            && tolerations.contains("\"tolerationSeconds\":3"),
+        "{tolerations}"
+    );
+    let ip = cluster_ip(&lab, "my-nginx");
+    // A client on node-2, one request every ~10 ms, each allowed 1 s.
+    let script = format!(
+        "for i in $(seq 400); do echo \"$(date +%s.%N) $(curl -s -o /dev/null -m 1 -w '%{{http_code}}' http://{ip}/)\"; sleep 0.01; done"
+    );
+    let name = lab.name.clone();
+    let client = std::thread::spawn(move || {
+        let out = netlab(&[
+            "--lab",
+            &name,
+            "exec",
+            "node/node-2",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        stdout(&out)
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let stopped_at = epoch();
+    let out = lab.ok(&["node", "stop", "node-1"]);
+    assert!(out.contains("node/node-1 stopped"), "{out}");
+    // Ready until the grace period is over, then NotReady, tainted.
+    assert_eq!(node_status(&lab, k, "node-1"), "Ready");
+    wait_for("node-1 NotReady", Duration::from_secs(5), || {
+        node_status(&lab, k, "node-1") == "NotReady"
+    });
+    let noticed = epoch() - stopped_at;
+    assert!(
+        noticed >= 1.9,
+        "NotReady after {noticed:.1} s, before the 2 s grace period"
+    );
+    let node = json(&lab, k, &["get", "node", "node-1"]);
+    let taints = node["spec"]["taints"].to_string();
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(ready["status"], "Unknown", "{ready}");
+    assert_eq!(ready["reason"], "NodeStatusUnknown", "{ready}");
+    // After the toleration: evicted (Terminating while the node is
+    // silent, as Kubernetes shows them) and replaced on node-2.
+    wait_for("replaced on node-2", Duration::from_secs(10), || {
+        let pods = live(&lab, k, "run=my-nginx");
+        pods.len() == 2 && on_node(&pods, "node-2") == 2
+    });
+    let evicted = epoch() - stopped_at;
+    assert!(
+        evicted >= 4.5,
+        "evicted after {evicted:.1} s, before 2 s + 3 s"
+    );
+    let all = lab.kubectl_ok(k, &["get", "pods", "-o", "wide", "--no-headers"]);
+    assert!(
+        all.lines()
+            .any(|l| l.contains("Terminating") && l.contains("node-1")),
+        "{all}"
+    );
+    let text = client.join().unwrap();
+    // Failures only while node-1's endpoint was still a ready one: from
+    // the stop to the grace period's end (and the rules' sync after it).
+    let rows: Vec<(f64, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let (t, code) = l.split_once(' ')?;
+            Some((t.parse().ok()?, code.to_string()))
+        })
+        .collect();
+    assert!(rows.len() > 100, "the client ran: {text}");
+    let failed: Vec<&(f64, String)> = rows.iter().filter(|(_, c)| c != "200").collect();
+    for (t, code) in &failed {
+        let after = t - stopped_at;
+        assert!(
+            (-0.1..3.0).contains(&after),
+            "a request {after:.2} s after the stop failed ({code}): only the 2 s before node-1's endpoint turns not ready may fail\n{text}"
+        );
+    }
+    let after_window = rows.iter().filter(|(t, _)| *t > stopped_at + 3.0).count();
+    assert!(
+        after_window > 20,
+        "the client ran on after the window: {text}"
+    );
+    // Start: Ready again, untainted, the evicted pods finish going.
+    let out = lab.ok(&["node", "start", "node-1"]);
+    assert!(out.contains("node/node-1 started"), "{out}");
+    assert_eq!(node_status(&lab, k, "node-1"), "Ready");
+    let node = json(&lab, k, &["get", "node", "node-1"]);
+    assert!(node["spec"]["taints"].is_null(), "{}", node["spec"]);
+    wait_for("the evicted pods gone", Duration::from_secs(10), || {
+        !lab.kubectl_ok(k, &["get", "pods", "-A", "--no-headers"])
+            .contains("Terminating")
+    });
+    // A restart: the node's pods come back in their place, restarted.
+    lab.kubectl_ok(k, &["delete", "pod", &live(&lab, k, "run=my-nginx")[0].0]);
+    wait_for("a pod on node-1", Duration::from_secs(20), || {
+        on_node(&live(&lab, k, "run=my-nginx"), "node-1") == 1
+    });
+    lab.kubectl_ok(
+        k,
+        &["rollout", "status", "deployment/my-nginx", "--timeout=30s"],
+    );
+    let out = lab.ok(&["node", "restart", "node-1"]);
+    assert!(out.contains("stopped") && out.contains("started"), "{out}");
+    wait_for("restarted and serving", Duration::from_secs(20), || {
+        let pod = json(
+            &lab,
+            k,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "run=my-nginx",
+                "--field-selector",
+                "spec.nodeName=node-1",
+            ],
+        );
+        pod["items"][0]["status"]["containerStatuses"][0]["restartCount"] == 1
+            && curl(&lab, "node/node-2", &format!("http://{ip}/")).0 == 0
+    });
+    assert_eq!(
+        lab.ok(&["node", "start", "node-1"]).trim(),
+        "node/node-1 runs already"
+    );
+    let out = lab.run(&["node", "stop", "node-9"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("node-9"), "{}", stderr(&out));
+    // Down with a node stopped leaves nothing behind.
+    lab.ok(&["node", "stop", "node-2"]);
+    lab.down_clean();
+}

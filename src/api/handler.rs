@@ -264,6 +264,16 @@ async fn serve(
             )),
         };
     }
+    if let Some((node, on)) = crate::controller::power::parse(req.uri().path()) {
+        if caller == Some(Caller::Admin) && req.method() == Method::POST {
+            // netlab's own: a drill's power switch for a node.
+            return match crate::controller::power::switch(&ctx.lab, &ctx.store, node, on).await {
+                Ok(line) => Ok(json(200, JSON, &serde_json::json!({ "message": line }))),
+                Err(e) if e.contains("not found") => Err(ApiError::not_found("nodes", node)),
+                Err(e) => Err(ApiError::internal(e)),
+            };
+        }
+    }
     // Both an unknown path and an unknown resource are kube-apiserver's 404.
     let route = match request::route(req.uri().path()) {
         Ok(r) => r,

@@ -36,34 +36,13 @@ pub struct LogsArgs {
 /// A Go duration (`1h30m`, `90s`, `500ms`) in whole seconds, rounded up as
 /// kubectl rounds it.
 fn since_seconds(s: &str) -> Result<i64, String> {
-    let bad = || format!("{s:?} is not a duration: write it as 30s, 5m or 1h30m");
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(bad()),
-        };
-        total += n * scale;
-        rest = &rest[unit_len..];
+    let d = crate::lab::config::go_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is not a duration: write it as 30s, 5m or 1h30m"
+        ));
     }
-    if s.is_empty() || total <= 0.0 {
-        return Err(bad());
-    }
-    Ok(total.ceil() as i64)
+    Ok(d.as_secs_f64().ceil() as i64)
 }
 
 pub async fn run(args: LogsArgs, lab: Option<String>) -> Result<i32> {

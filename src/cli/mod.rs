@@ -13,6 +13,7 @@ pub mod images;
 pub mod kubeconfig;
 pub mod lifecycle;
 pub mod logs;
+pub mod node;
 pub mod printer;
 pub mod run;
 pub mod trace;
@@ -83,6 +84,8 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// A link to the lab's live page (served by its process on the loopback): the picture, the pods, traces drawn over it.
     Ui(ui::UiArgs),
+    /// Failure drills: stop, start or restart a node (a power cut, with Kubernetes' timing).
+    Node(node::NodeArgs),
     /// The local image store.
     Images(images::ImagesArgs),
     /// Pull an image from its registry (or a mirror) into the local store.
@@ -239,6 +242,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Graph(args) => graph::run(args, lab).await,
                 Command::Trace(args) => trace::run(args, lab).await,
                 Command::Ui(args) => ui::run(args, lab).await,
+                Command::Node(args) => node::run(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {
                     unreachable!()

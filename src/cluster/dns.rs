@@ -249,6 +249,7 @@ mod tests {
                 upstreams: vec![],
             },
             public: Default::default(),
+            timing: Default::default(),
         }
     }
 

@@ -7,14 +7,67 @@
 //!
 //! The rest of a node is the lab's (its Lab document's topology): a node
 //! cannot be created or deleted through the API, nor its addresses changed.
+//!
+//! A drill stops a node (`netlab node stop`): the node is marked
+//! [`STOPPED_ANNOTATION`] and its kubelet twin falls silent. The node
+//! lifecycle controller ([`ClusterState::monitor_nodes`]) then does what
+//! Kubernetes' does, on the lab's clock (`spec.timing`): after the node
+//! monitor grace period the node's Ready condition turns Unknown, it gets
+//! the `node.kubernetes.io/unreachable` taints, and its pods turn not
+//! ready (their endpoints leave the Services); the taint manager evicts
+//! them once their toleration (the DefaultTolerationSeconds admission's
+//! 300 s) runs out, and their Deployments replace them elsewhere.
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Node, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeSet;
 
 use super::objects::ObjectError;
 use super::scheduler::{eviction_due, UNSCHEDULABLE_TAINT};
-use super::state::{namespace, pod_node, ClusterState};
+use super::state::{namespace, pod_node, time, ClusterState};
+
+/// On a node that a drill stopped: when it stopped (RFC 3339).
+pub const STOPPED_ANNOTATION: &str = "netlab.dev/stopped";
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+
+/// The DefaultTolerationSeconds admission plugin: a pod that does not
+/// tolerate the not-ready and unreachable NoExecute taints itself gets a
+/// toleration of each for `seconds`.
+pub fn default_tolerations(pod: &mut Pod, seconds: i64) {
+    let Some(spec) = pod.spec.as_mut() else {
+        return;
+    };
+    for key in [NOT_READY_TAINT, UNREACHABLE_TAINT] {
+        let taint = Taint {
+            key: key.into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        };
+        let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+        if !tolerations
+            .iter()
+            .any(|t| super::scheduler::tolerates(t, &taint))
+        {
+            tolerations.push(Toleration {
+                key: Some(key.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(seconds),
+                ..Default::default()
+            });
+        }
+    }
+}
+
+/// When node `n` was stopped by a drill, if it is stopped.
+pub fn stopped_at(n: &Node) -> Option<DateTime<Utc>> {
+    let a = n.metadata.annotations.as_ref()?.get(STOPPED_ANNOTATION)?;
+    DateTime::parse_from_rfc3339(a)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
 
 /// Puts an updated node back: only what a user may change of it changes;
 /// anything else changed is refused, naming the field.
@@ -80,7 +133,18 @@ pub fn update_node(
     }
     let mut after = before.clone();
     after.metadata.labels = node.metadata.labels;
-    after.metadata.annotations = node.metadata.annotations;
+    // The drill's mark is the lab's, not the user's to add or take away.
+    let mut annotations = node.metadata.annotations.unwrap_or_default();
+    annotations.remove(STOPPED_ANNOTATION);
+    if let Some(mark) = before
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STOPPED_ANNOTATION))
+    {
+        annotations.insert(STOPPED_ANNOTATION.into(), mark.clone());
+    }
+    after.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     after.spec = Some(spec);
     let changed = after != before;
     if changed {
@@ -109,7 +173,215 @@ fn cordon_taint(taints: &mut Vec<Taint>, unschedulable: bool) {
     }
 }
 
+/// `MarkPodsNotReady`: the pod's Ready condition turns False (the rest of
+/// its status is the silent kubelet's, left as it was).
+fn mark_not_ready(p: &mut Pod, now: DateTime<Utc>) {
+    let conditions = p
+        .status
+        .as_mut()
+        .and_then(|s| s.conditions.as_mut())
+        .into_iter()
+        .flatten();
+    for c in conditions.filter(|c| c.type_ == "Ready") {
+        c.status = "False".into();
+        c.last_transition_time = Some(time(now));
+    }
+}
+
+/// The node's Ready condition.
+fn ready_condition(n: &mut Node) -> Option<&mut NodeCondition> {
+    n.status
+        .as_mut()?
+        .conditions
+        .as_mut()?
+        .iter_mut()
+        .find(|c| c.type_ == "Ready")
+}
+
 impl ClusterState {
+    /// The nodes a drill stopped.
+    pub fn stopped_nodes(&self) -> BTreeSet<String> {
+        self.nodes
+            .iter()
+            .filter(|n| stopped_at(n).is_some())
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
+    }
+
+    /// A drill's power switch: node `name` stopped (marked, from `now`) or
+    /// started (unmarked; Ready again at once, its unreachable taints
+    /// gone, as a kubelet that reports again). Returns whether it changed.
+    pub fn set_power(
+        &mut self,
+        name: &str,
+        on: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, ObjectError> {
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.metadata.name.as_deref() == Some(name))
+            .ok_or_else(|| ObjectError::NotFound {
+                kind: "nodes",
+                name: name.into(),
+            })?;
+        let mut n = self.nodes.get(i).cloned().expect("found above");
+        if (stopped_at(&n).is_none()) == on {
+            return Ok(false);
+        }
+        let annotations = n.metadata.annotations.get_or_insert_with(Default::default);
+        if on {
+            annotations.remove(STOPPED_ANNOTATION);
+            if annotations.is_empty() {
+                n.metadata.annotations = None;
+            }
+        } else {
+            annotations.insert(STOPPED_ANNOTATION.into(), now.to_rfc3339());
+        }
+        self.nodes.set(i, n);
+        if on {
+            self.node_reports(name, now);
+        }
+        Ok(true)
+    }
+
+    /// A node whose kubelet reports again: Ready, without the taints of
+    /// silence.
+    fn node_reports(&mut self, name: &str, now: DateTime<Utc>) -> bool {
+        let Some(i) = self
+            .nodes
+            .iter()
+            .position(|n| n.metadata.name.as_deref() == Some(name))
+        else {
+            return false;
+        };
+        let mut n = self.nodes.get(i).cloned().expect("found above");
+        let before = n.clone();
+        if let Some(c) = ready_condition(&mut n).filter(|c| c.status != "True") {
+            c.status = "True".into();
+            c.reason = Some("KubeletReady".into());
+            c.message = Some("kubelet is posting ready status".into());
+            c.last_transition_time = Some(time(now));
+            c.last_heartbeat_time = Some(time(now));
+        }
+        if let Some(spec) = n.spec.as_mut() {
+            if let Some(t) = spec.taints.as_mut() {
+                t.retain(|t| t.key != UNREACHABLE_TAINT);
+                if t.is_empty() {
+                    spec.taints = None;
+                }
+            }
+        }
+        if n == before {
+            return false;
+        }
+        self.nodes.set(i, n);
+        self.record(
+            super::events::Involved {
+                kind: "Node",
+                namespace: "",
+                name,
+            },
+            "Normal",
+            "NodeReady",
+            "kubelet",
+            format!("Node {name} status is now: NodeReady"),
+            now,
+        );
+        true
+    }
+
+    /// The node lifecycle controller: a stopped node silent for longer than
+    /// the node monitor grace period turns Unknown, tainted unreachable
+    /// (NoSchedule, and NoExecute from now), and its pods not ready.
+    /// Returns whether anything changed.
+    pub fn monitor_nodes(&mut self, now: DateTime<Utc>) -> bool {
+        let grace =
+            chrono::Duration::milliseconds(self.config.timing.node_monitor_grace_period_ms as i64);
+        let mut changed = false;
+        for i in 0..self.nodes.len() {
+            let mut n = self.nodes.get(i).cloned().expect("in range");
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let Some(since) = stopped_at(&n) else {
+                continue;
+            };
+            if now < since + grace {
+                continue;
+            }
+            let Some(c) = ready_condition(&mut n).filter(|c| c.status != "Unknown") else {
+                continue;
+            };
+            c.status = "Unknown".into();
+            c.reason = Some("NodeStatusUnknown".into());
+            c.message = Some("Kubelet stopped posting node status.".into());
+            c.last_transition_time = Some(time(now));
+            let spec = n.spec.get_or_insert_with(Default::default);
+            let taints = spec.taints.get_or_insert_with(Vec::new);
+            for effect in ["NoSchedule", "NoExecute"] {
+                if !taints
+                    .iter()
+                    .any(|t| t.key == UNREACHABLE_TAINT && t.effect == effect)
+                {
+                    taints.push(Taint {
+                        key: UNREACHABLE_TAINT.into(),
+                        effect: effect.into(),
+                        time_added: (effect == "NoExecute").then_some(Time(now)),
+                        ..Default::default()
+                    });
+                }
+            }
+            self.nodes.set(i, n);
+            let who = super::events::Involved {
+                kind: "Node",
+                namespace: "",
+                name: &name,
+            };
+            self.record(
+                who,
+                "Normal",
+                "NodeNotReady",
+                "node-controller",
+                format!("Node {name} status is now: NodeNotReady"),
+                now,
+            );
+            // MarkPodsNotReady: their endpoints leave the Services.
+            let on_node: Vec<usize> = (0..self.pods.len())
+                .filter(|&j| pod_node(&self.pods[j]) == Some(name.as_str()))
+                .collect();
+            for j in on_node {
+                let mut p = self.pods[j].clone();
+                if super::state::pod_ready(&p) {
+                    mark_not_ready(&mut p, now);
+                    let (ns, pod) = (
+                        namespace(&p.metadata).to_string(),
+                        p.metadata.name.clone().unwrap_or_default(),
+                    );
+                    self.pods.set(j, p);
+                    self.record(
+                        super::events::Involved {
+                            kind: "Pod",
+                            namespace: &ns,
+                            name: &pod,
+                        },
+                        "Warning",
+                        "NodeNotReady",
+                        "node-controller",
+                        "Node is not ready".to_string(),
+                        now,
+                    );
+                }
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// Whether `pod` is on a node a drill stopped (its kubelet is silent:
+    /// nothing of the pod is started, restarted or removed meanwhile).
+    pub fn kubelet_silent(&self, pod: &Pod, stopped: &BTreeSet<String>) -> bool {
+        pod_node(pod).is_some_and(|n| stopped.contains(n))
+    }
+
     /// The taint manager: each pod on a node with a NoExecute taint it does
     /// not tolerate (or tolerates for `tolerationSeconds`, now past) is
     /// deleted, gracefully, with a `TaintManagerEviction` event. Returns
@@ -308,5 +580,69 @@ mod tests {
             .any(|e| e.reason.as_deref() == Some("TaintManagerEviction")));
         assert!(!st.evict_tainted(t0), "once");
         assert_eq!(st.next_eviction(t0), None);
+    }
+
+    #[test]
+    fn a_stopped_node_turns_unknown_after_the_grace_period_and_back_when_started() {
+        let mut st = plan();
+        st.config.timing.node_monitor_grace_period_ms = 2_000;
+        let t0 = Utc::now();
+        assert!(st.set_power("node-1", false, t0).unwrap());
+        assert!(!st.set_power("node-1", false, t0).unwrap(), "once");
+        assert_eq!(st.stopped_nodes(), BTreeSet::from(["node-1".to_string()]));
+        let status = |st: &ClusterState| {
+            node(st, "node-1").status.unwrap().conditions.unwrap()[0]
+                .status
+                .clone()
+        };
+        assert!(!st.monitor_nodes(t0 + chrono::Duration::milliseconds(1_900)));
+        assert_eq!(status(&st), "True");
+        let t1 = t0 + chrono::Duration::seconds(2);
+        assert!(st.monitor_nodes(t1));
+        assert!(!st.monitor_nodes(t1), "once");
+        assert_eq!(status(&st), "Unknown");
+        let taints = node(&st, "node-1").spec.unwrap().taints.unwrap();
+        let keys: Vec<(&str, &str)> = taints
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (UNREACHABLE_TAINT, "NoSchedule"),
+                (UNREACHABLE_TAINT, "NoExecute")
+            ]
+        );
+        let on_node: Vec<&Pod> = st
+            .pods
+            .iter()
+            .filter(|p| pod_node(p) == Some("node-1"))
+            .collect();
+        assert!(!on_node.is_empty());
+        assert!(on_node.iter().all(|p| !super::super::state::pod_ready(p)));
+        // The eviction waits for the pods' toleration (default 300 s).
+        assert_eq!(
+            st.next_eviction(t1),
+            Some(t1 + chrono::Duration::seconds(300))
+        );
+        assert!(st.set_power("node-1", true, t1).unwrap());
+        assert_eq!(status(&st), "True");
+        assert_eq!(node(&st, "node-1").spec.unwrap().taints, None);
+        assert!(st.stopped_nodes().is_empty());
+        assert!(st.set_power("node-9", true, t1).is_err());
+    }
+
+    #[test]
+    fn pods_tolerate_a_silent_node_for_the_default_seconds_unless_they_say() {
+        let mut p: Pod = serde_yaml_ng::from_str(
+            "metadata: {name: p}\nspec:\n  containers: [{name: c}]\n  tolerations:\n  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 9}\n",
+        )
+        .unwrap();
+        default_tolerations(&mut p, 300);
+        let t = p.spec.unwrap().tolerations.unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].toleration_seconds, Some(9), "its own stays");
+        assert_eq!(t[1].key.as_deref(), Some(NOT_READY_TAINT));
+        assert_eq!(t[1].toleration_seconds, Some(300));
     }
 }

@@ -218,6 +218,19 @@ pub fn pick<'a>(
         if unschedulable && !tolerations(pod).iter().any(|t| tolerates(t, &cordon)) {
             return Some("node(s) were unschedulable".into());
         }
+        // A node a drill stopped takes no pod (its kubelet would never
+        // start one); in its taint's words, which it soon carries.
+        let stopped = node
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(super::nodes::STOPPED_ANNOTATION));
+        if stopped {
+            return Some(format!(
+                "node(s) had untolerated taint {{{}: }}",
+                super::nodes::UNREACHABLE_TAINT
+            ));
+        }
         if let Some(t) = untolerated(pod, taints(node), &["NoSchedule", "NoExecute"]) {
             return Some(format!(
                 "node(s) had untolerated taint {{{}: {}}}",

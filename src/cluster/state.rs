@@ -230,6 +230,7 @@ impl ClusterState {
         }
         super::host_network::default_host_ports(&mut pod);
         super::access::admit_pod(&mut pod, &self.service_accounts);
+        super::nodes::default_tolerations(&mut pod, self.config.timing.default_toleration_seconds);
         self.pods.push(pod);
         let i = self.pods.len() - 1;
         self.bind(i, Utc::now()).map(|_| ())
@@ -345,6 +346,7 @@ impl ClusterState {
             acted |= self.sync_deployments(now, rng);
             acted |= self.sync_replica_sets(now, rng)?;
             acted |= self.collect_garbage(now);
+            acted |= self.monitor_nodes(now);
             acted |= self.evict_tainted(now);
             acted |= self.sweep_namespaces();
             acted |= self.refresh_replica_set_status();
@@ -419,6 +421,7 @@ impl ClusterState {
                 dns: Default::default(),
                 public: Default::default(),
                 disk_size: None,
+                timing: Default::default(),
             },
             created: DateTime::<Utc>::UNIX_EPOCH,
             nodes: Collection::new(),

@@ -93,6 +93,7 @@ mod tests {
             node_cidr: "172.18.0.0/24".parse().unwrap(),
             dns: Default::default(),
             public: Default::default(),
+            timing: Default::default(),
         }
     }
 

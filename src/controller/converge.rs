@@ -143,6 +143,10 @@ pub async fn converge(
     // new name and address), a changed template rolls its pods.
     st.reconcile_workloads(chrono::Utc::now(), &mut rand::rng())?;
 
+    // Nothing of a pod on a node a drill stopped is started or removed: its
+    // kubelet is silent (its deleted pods stay Terminating, as Kubernetes
+    // shows them, until the node starts again).
+    let stopped = st.stopped_nodes();
     // Pods marked for deletion: their endpoints leave the rules first (the
     // service plane takes a terminating pod out of Endpoints, as Kubernetes
     // does), then they stop, in the background (a grace period may last
@@ -165,6 +169,7 @@ pub async fn converge(
             .pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_some())
+            .filter(|p| !st.kubelet_silent(p, &stopped))
             .cloned()
             .collect();
         for p in &doomed {
@@ -204,7 +209,11 @@ pub async fn converge(
     st.schedule_pending()?;
 
     // Pods placed but not started: network, containers, readiness.
-    let pending: Vec<&Pod> = st.pods.iter().filter(|p| pods::is_pending(p)).collect();
+    let pending: Vec<&Pod> = st
+        .pods
+        .iter()
+        .filter(|p| pods::is_pending(p) && !st.kubelet_silent(p, &stopped))
+        .collect();
     if !pending.is_empty() {
         let store = Store::new(&paths::data_dir());
         let registries = super::images::registries(&st.config)?;

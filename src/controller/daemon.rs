@@ -501,8 +501,13 @@ impl Probes {
         let (now, instant) = (Utc::now(), std::time::Instant::now());
         let mut jobs = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let stopped = st.stopped_nodes();
         for pod in &st.pods {
-            if pod.metadata.deletion_timestamp.is_some() || pods::is_pending(pod) || starting(pod) {
+            if pod.metadata.deletion_timestamp.is_some()
+                || pods::is_pending(pod)
+                || starting(pod)
+                || st.kubelet_silent(pod, &stopped)
+            {
                 continue;
             }
             let ns = state::namespace(&pod.metadata).to_string();
@@ -687,11 +692,14 @@ pub async fn step(
         access |= crate::cluster::secrets::fill_token_secrets(&mut st, &k.ca, &mint);
     }
     let workloads = st.reconcile_workloads(Utc::now(), &mut rand::rng())? || access;
-    // Pods to start, or to stop (unless their removal is under way).
+    // Pods to start, or to stop (unless their removal is under way), but
+    // none on a node a drill stopped (its kubelet is silent).
+    let stopped = st.stopped_nodes();
     let to_do = |st: &ClusterState| {
         st.pods.iter().any(|p| {
-            pods::is_pending(p)
-                || (p.metadata.deletion_timestamp.is_some() && !bg.removals.busy_with(p))
+            !st.kubelet_silent(p, &stopped)
+                && (pods::is_pending(p)
+                    || (p.metadata.deletion_timestamp.is_some() && !bg.removals.busy_with(p)))
         })
     };
     // A pod created again under the name of one whose leftovers are being
@@ -789,6 +797,7 @@ pub async fn step(
             if pod.metadata.deletion_timestamp.is_some()
                 || pods::is_pending(pod)
                 || pods::is_unscheduled(pod)
+                || st.kubelet_silent(pod, &stopped)
                 || crate::cluster::dns::is_builtin(pod)
                 || bg.starts.busy_with(pod)
             {
@@ -1028,7 +1037,7 @@ pub async fn step(
     let believed: std::collections::HashSet<String> = st
         .pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !st.kubelet_silent(p, &stopped))
         .flat_map(|p| {
             let ns = state::namespace(&p.metadata).to_string();
             let name = p.metadata.name.clone().unwrap_or_default();

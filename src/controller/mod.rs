@@ -19,6 +19,7 @@ pub mod lb;
 pub mod liveness;
 pub mod orphans;
 pub mod pods;
+pub mod power;
 pub mod probes;
 pub mod proxier;
 pub mod service_plane;

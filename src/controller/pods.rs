@@ -277,12 +277,15 @@ pub async fn start_all(
     // Service variables come from the services that exist now, when the
     // pod starts (the tutorial's ordering lesson); volumes likewise.
     let objects = Objects::of(state);
+    // Not on a node a drill stopped: its kubelet is silent.
+    let stopped = state.stopped_nodes();
+    let silent = |p: &Pod| state::pod_node(p).is_some_and(|n| stopped.contains(n));
     // The others stay the objects they are (shared with the store's state:
     // copying them all made every pod look changed to the endpoints refresh).
     let (pods, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut state.pods)
         .into_shared()
         .into_iter()
-        .partition(|p| is_pending(p));
+        .partition(|p| is_pending(p) && !silent(p));
     state.pods = crate::cluster::Collection::from_shared(rest);
     let pods: Vec<Pod> = pods
         .into_iter()

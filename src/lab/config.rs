@@ -23,6 +23,9 @@
 //!     hostAccess: false      # join it to the host with one veth
 //!   diskSize: 10Gi           # the cap of the containers' writable layers (a sparse
 //!                            # disk image per lab; at most the free space of /var/lib/netlab)
+//!   timing:                  # Kubernetes' clocks for failure drills (its defaults)
+//!     nodeMonitorGracePeriod: 50s    # a silent node turns NotReady/Unknown after this
+//!     defaultTolerationSeconds: 300  # then its pods are evicted after this
 //!   registries:              # registry mirrors, as in containerd/k3s registries.yaml
 //!     mirrors:
 //!       docker.io:
@@ -70,6 +73,72 @@ pub struct LabDocSpec {
     pub public: Option<PublicDocSpec>,
     /// A Kubernetes quantity (`64Mi`, `10Gi`) or a number of bytes.
     pub disk_size: Option<QuantityDoc>,
+    pub timing: Option<TimingDocSpec>,
+}
+
+/// `spec.timing`: Kubernetes' clocks, which a drill may compress.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TimingDocSpec {
+    /// A Go duration (`50s`, `2s`, `500ms`), as kube-controller-manager's
+    /// `--node-monitor-grace-period`.
+    pub node_monitor_grace_period: Option<String>,
+    /// The DefaultTolerationSeconds admission plugin's value.
+    pub default_toleration_seconds: Option<i64>,
+}
+
+/// Kubernetes' clocks in a lab (the defaults are Kubernetes' own, 1.32).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
+    /// How long a node may stay silent before the node lifecycle
+    /// controller marks it Unknown and taints it unreachable.
+    pub node_monitor_grace_period_ms: u64,
+    /// The `tolerationSeconds` every pod gets for the not-ready and
+    /// unreachable NoExecute taints (unless it says otherwise).
+    pub default_toleration_seconds: i64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            node_monitor_grace_period_ms: 50_000,
+            default_toleration_seconds: 300,
+        }
+    }
+}
+
+/// A Go duration (`1h30m`, `50s`, `1.5s`, `500ms`), as Kubernetes' flags
+/// and kubectl read them.
+pub fn go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration: write it as 30s, 5m or 1h30m");
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// A quantity as YAML gives it: `10Gi` is text, `1000000` a number.
@@ -146,6 +215,8 @@ pub struct LabConfig {
     /// smaller of 10 GiB and the free space, decided at `up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_size: Option<u64>,
+    #[serde(default)]
+    pub timing: Timing,
 }
 
 /// The lab's public network: what is outside the cluster.

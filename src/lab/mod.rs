@@ -413,9 +413,31 @@ fn lab_config(
             Some(bytes as u64)
         }
     };
+    let mut timing = config::Timing::default();
+    if let Some(t) = &spec.timing {
+        if let Some(g) = &t.node_monitor_grace_period {
+            let d = config::go_duration(g)
+                .map_err(|m| bad(format!("spec.timing.nodeMonitorGracePeriod: {m}")))?;
+            if d.is_zero() {
+                return Err(bad(
+                    "spec.timing.nodeMonitorGracePeriod: must be more than 0".to_string(),
+                ));
+            }
+            timing.node_monitor_grace_period_ms = d.as_millis() as u64;
+        }
+        if let Some(s) = t.default_toleration_seconds {
+            if s < 0 {
+                return Err(bad(format!(
+                    "spec.timing.defaultTolerationSeconds: {s}: must be 0 or more"
+                )));
+            }
+            timing.default_toleration_seconds = s;
+        }
+    }
     Ok(LabConfig {
         name,
         disk_size,
+        timing,
         nodes,
         pod_cidr,
         pod_cidr_mask_size: mask,
@@ -643,6 +665,40 @@ spec:
             err.contains("spec.diskSize: \"lots\" is not a quantity"),
             "{err}"
         );
+        // Kubernetes' clocks: its defaults, or compressed for a drill.
+        let timing = |t: &str| {
+            load(&format!(
+                "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  timing: {t}\n"
+            ))
+        };
+        let t = timing("{}").unwrap().config.timing;
+        assert_eq!(
+            (t.node_monitor_grace_period_ms, t.default_toleration_seconds),
+            (50_000, 300)
+        );
+        let t = timing("{nodeMonitorGracePeriod: 1.5s, defaultTolerationSeconds: 3}")
+            .unwrap()
+            .config
+            .timing;
+        assert_eq!(
+            (t.node_monitor_grace_period_ms, t.default_toleration_seconds),
+            (1_500, 3)
+        );
+        for (bad, says) in [
+            (
+                "{nodeMonitorGracePeriod: soon}",
+                "spec.timing.nodeMonitorGracePeriod: \"soon\" is not a duration",
+            ),
+            ("{nodeMonitorGracePeriod: 0s}", "must be more than 0"),
+            (
+                "{defaultTolerationSeconds: -1}",
+                "spec.timing.defaultTolerationSeconds: -1",
+            ),
+            ("{gracePeriod: 1s}", "unknown field `gracePeriod`"),
+        ] {
+            let err = timing(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
         let err = load(
             "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  serviceCIDR: 10.244.0.0/16\n",
         )

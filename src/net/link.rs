@@ -68,6 +68,16 @@ pub fn stable_mac(netns: &str, ifname: &str) -> [u8; 6] {
     mac
 }
 
+/// `ip link set <name> up` or `down`.
+pub(crate) async fn set_state(conn: &Conn, name: &str, up: bool) -> Result<(), NetError> {
+    let link = LinkUnspec::new_with_name(name);
+    let msg = if up { link.up() } else { link.down() }.build();
+    conn.handle.link().change(msg).execute().await.map_err(|e| {
+        let what = if up { "bringing up" } else { "bringing down" };
+        NetError::nl(what, conn.obj("link", name), e)
+    })
+}
+
 /// `ip link set <name> up`.
 pub(crate) async fn set_up(conn: &Conn, name: &str) -> Result<(), NetError> {
     conn.handle

@@ -79,6 +79,17 @@ pub async fn apply(plan: &NetPlan) -> Result<(), NetError> {
 
 /// Add pods to nodes that already exist (scale-up). All-or-nothing like
 /// [`apply`]: on failure the pods created by this call are removed again.
+/// Brings links of namespace `netns` up or down (a node cut off from its
+/// networks: its ports on the lab's LAN and public bridges, down).
+pub async fn set_links(netns: &str, links: &[String], up: bool) -> Result<(), NetError> {
+    let ns = NetNs::open(netns)?;
+    let conn = Conn::open(&ns)?;
+    for l in links {
+        link::set_state(&conn, l, up).await?;
+    }
+    Ok(())
+}
+
 pub async fn add_pods(pods: &[PodPlan]) -> Result<(), NetError> {
     validate_pods(pods)?;
     let mut nodes: HashMap<(&str, &str), NodeCtx> = HashMap::new();
