@@ -25,8 +25,9 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 #    dnsmasq-base are for the DNS tests and the DNS benchmark; e2fsprogs
 #    (mkfs.ext4) makes each lab's disk for its containers' writable layers;
 #    python3-kubernetes (Debian's Python client) and openssl are for the
-#    raw-protocol tests of the lab's API (tests/raw_clients.rs).
-packages=(runc nftables iproute2 curl ca-certificates util-linux procps docker-registry dnsutils dnsmasq-base python3-kubernetes openssl)
+#    raw-protocol tests of the lab's API (tests/raw_clients.rs); ping
+#    (iputils-ping) measures the failure drills' netem (tests/drills.rs).
+packages=(runc nftables iproute2 iputils-ping curl ca-certificates util-linux procps docker-registry dnsutils dnsmasq-base python3-kubernetes openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -143,6 +143,25 @@ impl Client {
         }
     }
 
+    /// That node `node` is one of the lab's, or an error naming them.
+    pub async fn require_node(&self, lab: &str, node: &str) -> Result<()> {
+        let nodes = crate::api::resources::find("", "v1", "nodes").expect("served");
+        let list = self.get(&path(nodes, None, None), JSON).await?;
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        if !names.contains(&node) {
+            anyhow::bail!(
+                "nodes {node:?} not found in lab {lab} (nodes: {})",
+                names.join(", ")
+            );
+        }
+        Ok(())
+    }
+
     /// A pod, typed.
     pub async fn pod(
         &self,

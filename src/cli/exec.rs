@@ -5,7 +5,7 @@
 //! container is reached through the lab's API (`pods/exec`), as kubectl
 //! reaches it.
 
-use super::client::{self, Client};
+use super::client::Client;
 use crate::cluster::state;
 use crate::controller;
 use crate::paths;
@@ -37,22 +37,7 @@ pub async fn run(args: ExecArgs, lab: Option<String>) -> Result<i32> {
     let client = Client::connect(&lab).await?;
     let mut cmd = match args.target.split_once('/') {
         Some(("node" | "nodes" | "no", node)) => {
-            let nodes = super::get::kind("nodes")?;
-            let list = client
-                .get(&client::path(nodes, None, None), client::JSON)
-                .await?;
-            let names: Vec<&str> = list["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|n| n["metadata"]["name"].as_str())
-                .collect();
-            if !names.contains(&node) {
-                bail!(
-                    "nodes {node:?} not found in lab {lab} (nodes: {})",
-                    names.join(", ")
-                );
-            }
+            client.require_node(&lab, node).await?;
             let ns = controller::up::node_netns(&lab, node)?;
             let mut cmd = ns.command(&args.command[0]);
             cmd.args(&args.command[1..]);

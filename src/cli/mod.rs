@@ -7,6 +7,7 @@ pub mod create;
 pub mod describe;
 pub mod edit;
 pub mod exec;
+pub mod faults;
 pub mod get;
 pub mod graph;
 pub mod images;
@@ -86,6 +87,10 @@ pub enum Command {
     Ui(ui::UiArgs),
     /// Failure drills: stop, start or restart a node (a power cut, with Kubernetes' timing).
     Node(node::NodeArgs),
+    /// Failure drills: delay, jitter, loss, rate or corruption on a node's, pod's or the external host's interface (netem).
+    Netem(faults::NetemArgs),
+    /// Failure drills: bring a node's links down or up (`link down node/NODE`).
+    Link(faults::LinkArgs),
     /// The local image store.
     Images(images::ImagesArgs),
     /// Pull an image from its registry (or a mirror) into the local store.
@@ -224,6 +229,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Down(args) => lifecycle::down(args, lab).await,
                 Command::Labs => lifecycle::labs().await,
                 Command::Kubeconfig => lifecycle::print_kubeconfig(lab),
+                Command::Get(args) if args.targets == ["netem"] => faults::list(lab).await,
                 Command::Get(args) => get(args, lab).await,
                 Command::Describe(args) => describe(args, lab).await,
                 Command::Apply(args) => {
@@ -243,6 +249,8 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Trace(args) => trace::run(args, lab).await,
                 Command::Ui(args) => ui::run(args, lab).await,
                 Command::Node(args) => node::run(args, lab).await,
+                Command::Netem(args) => faults::netem(args, lab).await,
+                Command::Link(args) => faults::link(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {
                     unreachable!()

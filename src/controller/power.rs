@@ -30,7 +30,7 @@ pub fn parse(path: &str) -> Option<(&str, bool)> {
 }
 
 /// The node's ports on the lab's bridges (in the datacenter namespace).
-fn ports(node: &str) -> Vec<String> {
+pub fn ports(node: &str) -> Vec<String> {
     vec![net::ifname("n-", node), net::ifname("p-", node)]
 }
 

@@ -30,6 +30,7 @@ pub mod plan;
 pub mod public;
 mod route;
 pub mod sysctl;
+pub mod tc;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -79,6 +80,25 @@ pub async fn apply(plan: &NetPlan) -> Result<(), NetError> {
 
 /// Add pods to nodes that already exist (scale-up). All-or-nothing like
 /// [`apply`]: on failure the pods created by this call are removed again.
+/// The netem qdisc on interface `ifname` of namespace `netns`: set, or
+/// (None) removed.
+pub async fn set_netem(
+    netns: &str,
+    ifname: &str,
+    netem: Option<&tc::Netem>,
+) -> Result<(), NetError> {
+    let ns = NetNs::open(netns)?;
+    let conn = Conn::open(&ns)?;
+    tc::set(&conn, ifname, netem).await
+}
+
+/// The netem qdisc on interface `ifname` of namespace `netns`, if any.
+pub async fn get_netem(netns: &str, ifname: &str) -> Result<Option<tc::Netem>, NetError> {
+    let ns = NetNs::open(netns)?;
+    let conn = Conn::open(&ns)?;
+    tc::get(&conn, ifname).await
+}
+
 /// Brings links of namespace `netns` up or down (a node cut off from its
 /// networks: its ports on the lab's LAN and public bridges, down).
 pub async fn set_links(netns: &str, links: &[String], up: bool) -> Result<(), NetError> {
