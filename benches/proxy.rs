@@ -225,6 +225,7 @@ fn latency(sizes: &[u32], results: &mut common::Results) {
                     cluster_cidr: "10.244.0.0/16".parse().unwrap(),
                     service_cidr: "10.0.0.0/16".parse().unwrap(),
                     host_ports: vec![],
+                    partitioned: vec![],
                 };
                 rt.block_on(proxy::sync(
                     &node_ns(i),
@@ -394,6 +395,7 @@ fn run(count: u32, round: usize, results: &mut common::Results) {
         cluster_cidr: "10.244.0.0/16".parse().unwrap(),
         service_cidr: "10.0.0.0/16".parse().unwrap(),
         host_ports: vec![],
+        partitioned: vec![],
     };
     let mut svcs = services(count);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -32,6 +32,12 @@ now() { date +%s.%N; }
 drill() { printf '%s %s\n' "$(now)" "$*" >>"$work/drills"; say "$*"; }
 
 links_before=$(ip -o link show | awk -F': ' '{print $2}' | sort)
+# netem drills only where the kernel has the qdisc (sch_netem).
+probe=netlab-soak-probe-$$
+ip netns add "$probe"
+if ip netns exec "$probe" tc qdisc replace dev lo root netem delay 1ms 2>/dev/null; then kinds=5; else
+  kinds=3; say "this kernel has no netem qdisc: no netem drills"; fi
+ip netns del "$probe"
 
 cat >"$work/lab.yaml" <<EOF
 apiVersion: netlab.dev/v1alpha1
@@ -85,7 +91,10 @@ end=$(( $(date +%s) + duration ))
 stopped=""
 while [ "$(date +%s)" -lt "$end" ]; do
   sleep $(( 3 + RANDOM % 5 ))
-  case $(( RANDOM % 5 )) in
+  kind=$(( RANDOM % kinds ))
+  # Without netem: pod kills, node stops, process kills (0, 1, 4).
+  [ "$kinds" = 3 ] && [ "$kind" = 2 ] && kind=4
+  case $kind in
     0)
       pod=$($netlab --lab "$lab" get pods -l run=web -o name | shuf -n 1)
       [ -n "$pod" ] && { drill "pod-kill $pod"; $netlab --lab "$lab" delete "$pod" --wait=false >/dev/null 2>&1 || true; } ;;

@@ -823,3 +823,73 @@ fn netem_delays_and_drops_link_down_cuts_and_down_removes_them() {
     lab.ok(&["link", "down", "node/node-1"]);
     lab.down_clean();
 }
+
+#[test]
+fn a_partition_cuts_two_nodes_apart_and_heals() {
+    let pod = |name: &str, node: &str| {
+        format!("---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: {name}}}\nspec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: nginx\n")
+    };
+    let lab = Lab::up(
+        "drill-partition",
+        &format!(
+            "{}{}{}{}{}",
+            lab_doc(3),
+            pod("web1", "node-1"),
+            pod("web2", "node-2"),
+            pod("web3", "node-3"),
+            "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web2\nspec:\n  selector: {app: web2}\n  ports:\n  - port: 80\n"
+        ),
+    );
+    let ips: std::collections::HashMap<String, String> = lab
+        .pods()
+        .into_iter()
+        .map(|(name, ip, _)| (name, ip))
+        .collect();
+    let svc = cluster_ip(&lab, "web2");
+    let reach = |from: &str, ip: &str| curl(&lab, from, &format!("http://{ip}/")).0;
+    for (from, to) in [
+        ("node-1", "web2"),
+        ("node-2", "web1"),
+        ("node-1", "web3"),
+        ("node-3", "web2"),
+    ] {
+        assert_eq!(reach(&format!("node/{from}"), &ips[to]), 0, "{from} → {to}");
+    }
+    let out = lab.ok(&["partition", "node/node-1", "node/node-2"]);
+    assert!(
+        out.contains("node/node-1 and node/node-2 partitioned"),
+        "{out}"
+    );
+    // Between the two: timeouts (curl's 28), both ways, by pod IP and
+    // through a Service; the third node reaches both.
+    wait_for("the cut in force", Duration::from_secs(5), || {
+        reach("node/node-1", &ips["web2"]) == 28
+    });
+    assert_eq!(reach("node/node-2", &ips["web1"]), 28, "node-2 → web1");
+    assert_eq!(reach("node/node-1", &svc), 28, "node-1 → Service web2");
+    assert_eq!(reach("node/node-1", &ips["web3"]), 0, "node-1 → web3");
+    assert_eq!(reach("node/node-3", &ips["web2"]), 0, "node-3 → web2");
+    assert_eq!(reach("node/node-3", &ips["web1"]), 0, "node-3 → web1");
+    let table = lab.node_table("node-1");
+    assert!(
+        table.contains("chain partition-in") && table.contains("drop"),
+        "{table}"
+    );
+    // The drill's mark is the lab's: a user's patch of annotations keeps it.
+    let node = lab.ok(&["get", "node", "node-1", "-o", "json"]);
+    assert!(node.contains("netlab.dev/partitioned-from"), "{node}");
+    let out = lab.run(&["partition", "node/node-1", "node/node-9"]);
+    assert!(stderr(&out).contains("node-9"), "{}", stderr(&out));
+    let out = lab.run(&["partition", "node/node-1", "node/node-1"]);
+    assert!(stderr(&out).contains("two nodes"), "{}", stderr(&out));
+    let out = lab.ok(&["partition", "node/node-2", "node/node-1", "--heal"]);
+    assert!(out.contains("healed"), "{out}");
+    wait_for("healed", Duration::from_secs(5), || {
+        reach("node/node-1", &ips["web2"]) == 0
+    });
+    assert_eq!(reach("node/node-2", &ips["web1"]), 0);
+    assert_eq!(reach("node/node-1", &svc), 0);
+    assert!(!lab.node_table("node-1").contains("partition"));
+    lab.ok(&["partition", "node/node-1", "node/node-3"]);
+    lab.down_clean();
+}

@@ -183,6 +183,7 @@ impl Lab {
             cluster_cidr: net("10.244.0.0/16"),
             service_cidr: net("10.0.0.0/16"),
             host_ports: vec![],
+            partitioned: vec![],
         }
     }
 

@@ -150,6 +150,7 @@ fn node() -> Node {
         // Not byte-aligned: exercises the masked prefix match.
         service_cidr: "10.0.0.0/20".parse().unwrap(),
         host_ports: vec![],
+        partitioned: vec![],
     }
 }
 

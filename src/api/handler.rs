@@ -274,6 +274,20 @@ async fn serve(
             };
         }
     }
+    if req.uri().path() == crate::controller::power::PARTITION_PATH
+        && caller == Some(Caller::Admin)
+        && req.method() == Method::POST
+    {
+        // netlab's own: a drill's partition between two nodes.
+        let q = request::query(req.uri().query());
+        let node = |k: &str| q.get(k).cloned().unwrap_or_default();
+        let heal = request::flag(&q, "heal");
+        return match crate::controller::power::partition(&ctx.store, &node("a"), &node("b"), heal) {
+            Ok(line) => Ok(json(200, JSON, &serde_json::json!({ "message": line }))),
+            Err(e) if e.contains("not found") => Err(ApiError::new(404, "NotFound", e)),
+            Err(e) => Err(ApiError::bad_request(e)),
+        };
+    }
     // Both an unknown path and an unknown resource are kube-apiserver's 404.
     let route = match request::route(req.uri().path()) {
         Ok(r) => r,

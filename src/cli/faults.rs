@@ -38,6 +38,17 @@ pub struct NetemArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PartitionArgs {
+    /// node/A
+    pub a: String,
+    /// node/B
+    pub b: String,
+    /// Heal the partition.
+    #[arg(long)]
+    pub heal: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct LinkArgs {
     /// down or up.
     pub state: String,
@@ -203,5 +214,29 @@ pub async fn link(args: LinkArgs, lab: Option<String>) -> Result<i32> {
     )
     .await?;
     println!("node/{node}: links {}", args.state);
+    Ok(0)
+}
+
+/// `netlab partition node/A node/B [--heal]`: asked of the lab's process,
+/// which keeps it in the store; every node's rules drop what goes between
+/// the two (`proxy::rules`).
+pub async fn partition(args: PartitionArgs, lab: Option<String>) -> Result<i32> {
+    let lab = super::select_lab(lab)?;
+    let node = |t: &str| -> Result<String> {
+        t.strip_prefix("node/")
+            .map(String::from)
+            .ok_or_else(|| anyhow!("{t:?}: netlab partition node/A node/B [--heal]"))
+    };
+    let (a, b) = (node(&args.a)?, node(&args.b)?);
+    let client = Client::connect(&lab).await?;
+    let path = format!(
+        "{}?a={a}&b={b}&heal={}",
+        crate::controller::power::PARTITION_PATH,
+        args.heal
+    );
+    let answer = client
+        .request(http::Method::POST, &path, None, client::JSON, Vec::new())
+        .await?;
+    println!("{}", answer["message"].as_str().unwrap_or_default());
     Ok(0)
 }

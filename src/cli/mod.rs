@@ -91,6 +91,8 @@ pub enum Command {
     Netem(faults::NetemArgs),
     /// Failure drills: bring a node's links down or up (`link down node/NODE`).
     Link(faults::LinkArgs),
+    /// Failure drills: cut two nodes off from each other (`--heal` mends it).
+    Partition(faults::PartitionArgs),
     /// The local image store.
     Images(images::ImagesArgs),
     /// Pull an image from its registry (or a mirror) into the local store.
@@ -251,6 +253,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 Command::Node(args) => node::run(args, lab).await,
                 Command::Netem(args) => faults::netem(args, lab).await,
                 Command::Link(args) => faults::link(args, lab).await,
+                Command::Partition(args) => faults::partition(args, lab).await,
                 Command::Controller(args) => controller(args, lab).await,
                 Command::Images(_) | Command::Pull(_) | Command::Push(_) | Command::Cert(_) => {
                     unreachable!()

@@ -29,6 +29,9 @@ use super::state::{namespace, pod_node, time, ClusterState};
 
 /// On a node that a drill stopped: when it stopped (RFC 3339).
 pub const STOPPED_ANNOTATION: &str = "netlab.dev/stopped";
+/// On a node a drill cut off from others (`netlab partition`): their
+/// names, comma-separated.
+pub const PARTITION_ANNOTATION: &str = "netlab.dev/partitioned-from";
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 
@@ -133,16 +136,18 @@ pub fn update_node(
     }
     let mut after = before.clone();
     after.metadata.labels = node.metadata.labels;
-    // The drill's mark is the lab's, not the user's to add or take away.
+    // The drills' marks are the lab's, not the user's to add or take away.
     let mut annotations = node.metadata.annotations.unwrap_or_default();
-    annotations.remove(STOPPED_ANNOTATION);
-    if let Some(mark) = before
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(STOPPED_ANNOTATION))
-    {
-        annotations.insert(STOPPED_ANNOTATION.into(), mark.clone());
+    for key in [STOPPED_ANNOTATION, PARTITION_ANNOTATION] {
+        annotations.remove(key);
+        if let Some(mark) = before
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+        {
+            annotations.insert(key.into(), mark.clone());
+        }
     }
     after.metadata.annotations = (!annotations.is_empty()).then_some(annotations);
     after.spec = Some(spec);
@@ -199,6 +204,66 @@ fn ready_condition(n: &mut Node) -> Option<&mut NodeCondition> {
 }
 
 impl ClusterState {
+    /// The nodes a drill cut node `name` off from.
+    pub fn partitioned_from(&self, name: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .and_then(|n| n.metadata.annotations.as_ref()?.get(PARTITION_ANNOTATION))
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A drill's partition between nodes `a` and `b`, made (`cut`) or
+    /// healed. Returns whether it changed.
+    pub fn set_partition(&mut self, a: &str, b: &str, cut: bool) -> Result<bool, ObjectError> {
+        if a == b {
+            return Err(ObjectError::Invalid(format!(
+                "a partition is between two nodes, not {a} and itself"
+            )));
+        }
+        let mut changed = false;
+        for (me, peer) in [(a, b), (b, a)] {
+            let i = self
+                .nodes
+                .iter()
+                .position(|n| n.metadata.name.as_deref() == Some(me))
+                .ok_or_else(|| ObjectError::NotFound {
+                    kind: "nodes",
+                    name: me.into(),
+                })?;
+            let mut peers = self.partitioned_from(me);
+            let had = peers.iter().any(|p| p == peer);
+            if had == cut {
+                continue;
+            }
+            if cut {
+                peers.push(peer.to_string());
+                peers.sort();
+            } else {
+                peers.retain(|p| p != peer);
+            }
+            let mut n = self.nodes.get(i).cloned().expect("found above");
+            let annotations = n.metadata.annotations.get_or_insert_with(Default::default);
+            if peers.is_empty() {
+                annotations.remove(PARTITION_ANNOTATION);
+            } else {
+                annotations.insert(PARTITION_ANNOTATION.into(), peers.join(","));
+            }
+            if annotations.is_empty() {
+                n.metadata.annotations = None;
+            }
+            self.nodes.set(i, n);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// The nodes a drill stopped.
     pub fn stopped_nodes(&self) -> BTreeSet<String> {
         self.nodes
@@ -644,5 +709,24 @@ mod tests {
         assert_eq!(t[0].toleration_seconds, Some(9), "its own stays");
         assert_eq!(t[1].key.as_deref(), Some(NOT_READY_TAINT));
         assert_eq!(t[1].toleration_seconds, Some(300));
+    }
+
+    #[test]
+    fn a_partition_marks_both_nodes_and_heals() {
+        let mut st = plan();
+        assert!(st.set_partition("node-1", "node-2", true).unwrap());
+        assert!(!st.set_partition("node-2", "node-1", true).unwrap(), "once");
+        assert_eq!(st.partitioned_from("node-1"), ["node-2"]);
+        assert_eq!(st.partitioned_from("node-2"), ["node-1"]);
+        // A user's update of the annotations keeps the drill's mark.
+        let mut n = node(&st, "node-1");
+        n.metadata.annotations = None;
+        update_node(&mut st, n, Utc::now()).unwrap();
+        assert_eq!(st.partitioned_from("node-1"), ["node-2"]);
+        assert!(st.set_partition("node-1", "node-2", false).unwrap());
+        assert!(st.partitioned_from("node-1").is_empty());
+        assert_eq!(node(&st, "node-2").metadata.annotations, None);
+        assert!(st.set_partition("node-1", "node-1", true).is_err());
+        assert!(st.set_partition("node-1", "node-9", true).is_err());
     }
 }

@@ -91,6 +91,32 @@ pub async fn switch(
     Ok(format!("node/{node} stopped"))
 }
 
+/// The API path of a partition: `/netlab/partition?a=NODE&b=NODE&heal=BOOL`.
+pub const PARTITION_PATH: &str = "/netlab/partition";
+
+/// Cuts nodes `a` and `b` off from each other (or heals the cut): the
+/// store says so, and every node's rules follow (`proxy::rules`'s
+/// partition chains). What was done, in a line.
+pub fn partition(
+    store: &crate::store::ObjectStore,
+    a: &str,
+    b: &str,
+    heal: bool,
+) -> Result<String, String> {
+    let changed = store
+        .update(|st| {
+            st.set_partition(a, b, !heal)
+                .map_err(|e| super::ControllerError::Object(e.to_string()))
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(match (heal, changed) {
+        (false, true) => format!("node/{a} and node/{b} partitioned"),
+        (false, false) => format!("node/{a} and node/{b} are partitioned already"),
+        (true, true) => format!("node/{a} and node/{b} healed"),
+        (true, false) => format!("node/{a} and node/{b} were not partitioned"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -28,6 +28,18 @@ fn node_only(st: &ClusterState, node: &str) -> model::Node {
         cluster_cidr: st.config.pod_cidr,
         service_cidr: st.config.service_cidr,
         host_ports: host_ports(st, node),
+        partitioned: st
+            .partitioned_from(node)
+            .iter()
+            .filter_map(|peer| addrs.iter().find(|n| &n.name == peer))
+            .flat_map(|n| {
+                [
+                    ipnet::Ipv4Net::from(n.lan.addr()),
+                    ipnet::Ipv4Net::from(n.external.addr()),
+                    n.pod_subnet,
+                ]
+            })
+            .collect(),
     }
 }
 

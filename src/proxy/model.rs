@@ -96,6 +96,11 @@ pub struct Node {
     /// plugin implements, not kube-proxy: they live in the same table here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_ports: Vec<HostPort>,
+    /// The addresses of the nodes a drill cut this one off from
+    /// (`netlab partition`): their LAN and public addresses and pod
+    /// subnets. Traffic to or from them is dropped here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitioned: Vec<Ipv4Net>,
 }
 
 /// A pod's container port published on its node's addresses.

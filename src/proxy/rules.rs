@@ -769,7 +769,55 @@ pub fn base(node: &Node) -> Ruleset {
         });
     }
     host_ports(node, &mut r);
+    partition(node, &mut r);
     r
+}
+
+/// A drill's partition (`netlab partition`): what comes from or goes to
+/// the nodes this one is cut off from is dropped, after the Services'
+/// DNAT (so a Service's endpoint over there is unreachable too), for
+/// forwarded and the node's own traffic alike. Silent drops, as a cut
+/// cable: connections time out.
+///
+/// ```text
+/// partition-in  (filter prerouting 0): ip saddr|daddr <net> drop
+/// partition-out (filter output 0):     ip saddr|daddr <net> drop
+/// ```
+fn partition(node: &Node, r: &mut Ruleset) {
+    if node.partitioned.is_empty() {
+        return;
+    }
+    let rules = || {
+        node.partitioned
+            .iter()
+            .flat_map(|net| {
+                [IpField::Saddr, IpField::Daddr].map(|field| {
+                    Rule::new(vec![
+                        Stmt::Ip {
+                            field,
+                            neq: false,
+                            net: *net,
+                        },
+                        Stmt::Verdict(Verdict::Drop),
+                    ])
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    r.chains.push(base_chain(
+        "partition-in",
+        ChainType::Filter,
+        HookPoint::Prerouting,
+        0,
+        rules(),
+    ));
+    r.chains.push(base_chain(
+        "partition-out",
+        ChainType::Filter,
+        HookPoint::Output,
+        0,
+        rules(),
+    ));
 }
 
 /// The pods' `hostPort`s, as the CNI portmap plugin does them: DNAT of
@@ -1341,6 +1389,7 @@ mod firewall_tests {
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             host_ports: vec![],
+            partitioned: vec![],
         };
         let svc = Service {
             namespace: "default".into(),
@@ -1396,6 +1445,7 @@ mod tests {
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             host_ports: vec![],
+            partitioned: vec![],
         }
     }
 
@@ -2111,6 +2161,7 @@ mod host_port_tests {
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             host_ports,
+            partitioned: vec![],
         }
     }
 
@@ -2123,6 +2174,28 @@ mod host_port_tests {
             .filter(|l| !plain.contains(l))
             .map(|l| format!("{l}\n"))
             .collect()
+    }
+
+    #[test]
+    fn a_partition_drops_both_ways_after_the_services_dnat() {
+        let mut n = node(vec![]);
+        n.partitioned = vec![
+            "172.18.0.3/32".parse().unwrap(),
+            "10.244.2.0/24".parse().unwrap(),
+        ];
+        let got = added(&base(&n));
+        for want in [
+            "add chain ip netlab partition-in { type filter hook prerouting priority 0 ; }",
+            "add chain ip netlab partition-out { type filter hook output priority 0 ; }",
+            "ip saddr 172.18.0.3 drop",
+            "ip daddr 172.18.0.3 drop",
+            "ip saddr 10.244.2.0/24 drop",
+            "ip daddr 10.244.2.0/24 drop",
+        ] {
+            assert!(got.contains(want), "{want:?} in:\n{got}");
+        }
+        assert_eq!(got.matches(" drop").count(), 8, "{got}");
+        assert!(added(&base(&node(vec![]))).is_empty());
     }
 
     #[test]

@@ -255,6 +255,7 @@ mod tests {
             cluster_cidr: "10.244.0.0/16".parse().unwrap(),
             service_cidr: "10.0.0.0/16".parse().unwrap(),
             host_ports: vec![],
+            partitioned: vec![],
         }
     }
 
