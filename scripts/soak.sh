@@ -156,8 +156,12 @@ for kind in sorted({k for _, k in drills}):
     n = sum(1 for _, k in drills if k == kind)
     print(f"  {kind}: {n} drills, {explained.get(kind, 0)} failed requests in their windows")
 print(f"unexplained failures: {len(unexplained)}")
+if unexplained:
+    print("  drills: " + ", ".join(f"{k}@{t:.1f}" for t, k in drills))
 for t, code in unexplained[:10]:
-    print(f"  at {t:.2f}: {code}")
+    before = [(dt, k) for dt, k in drills if dt <= t]
+    last = f"{t - before[-1][0]:.1f} s after {before[-1][1]}" if before else "before any drill"
+    print(f"  at {t:.2f} ({last}): {code}")
 sys.exit(1 if unexplained or total == 0 else 0)
 EOF
 cat "$work/report"
