@@ -72,6 +72,13 @@ pub fn stopped_at(n: &Node) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Whether `pod` is on a node a drill stopped (of
+/// [`ClusterState::stopped_nodes`]): its kubelet is silent, so nothing of
+/// the pod is started, restarted or removed meanwhile.
+pub fn kubelet_silent(pod: &Pod, stopped: &BTreeSet<String>) -> bool {
+    pod_node(pod).is_some_and(|n| stopped.contains(n))
+}
+
 /// Puts an updated node back: only what a user may change of it changes;
 /// anything else changed is refused, naming the field.
 pub fn update_node(
@@ -80,14 +87,7 @@ pub fn update_node(
     now: DateTime<Utc>,
 ) -> Result<String, ObjectError> {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let i = st
-        .nodes
-        .iter()
-        .position(|n| n.metadata.name.as_deref() == Some(name.as_str()))
-        .ok_or_else(|| ObjectError::NotFound {
-            kind: "nodes",
-            name: name.clone(),
-        })?;
+    let i = st.node_index(&name)?;
     let before = st.nodes.get(i).map(|n| (*n).clone()).expect("found above");
     let mut spec = node.spec.take().unwrap_or_default();
     let old = before.spec.clone().unwrap_or_default();
@@ -219,6 +219,17 @@ impl ClusterState {
             .unwrap_or_default()
     }
 
+    /// Where node `name` is in the store.
+    fn node_index(&self, name: &str) -> Result<usize, ObjectError> {
+        self.nodes
+            .iter()
+            .position(|n| n.metadata.name.as_deref() == Some(name))
+            .ok_or_else(|| ObjectError::NotFound {
+                kind: "nodes",
+                name: name.into(),
+            })
+    }
+
     /// A drill's partition between nodes `a` and `b`, made (`cut`) or
     /// healed. Returns whether it changed.
     pub fn set_partition(&mut self, a: &str, b: &str, cut: bool) -> Result<bool, ObjectError> {
@@ -229,14 +240,7 @@ impl ClusterState {
         }
         let mut changed = false;
         for (me, peer) in [(a, b), (b, a)] {
-            let i = self
-                .nodes
-                .iter()
-                .position(|n| n.metadata.name.as_deref() == Some(me))
-                .ok_or_else(|| ObjectError::NotFound {
-                    kind: "nodes",
-                    name: me.into(),
-                })?;
+            let i = self.node_index(me)?;
             let mut peers = self.partitioned_from(me);
             let had = peers.iter().any(|p| p == peer);
             if had == cut {
@@ -282,14 +286,7 @@ impl ClusterState {
         on: bool,
         now: DateTime<Utc>,
     ) -> Result<bool, ObjectError> {
-        let i = self
-            .nodes
-            .iter()
-            .position(|n| n.metadata.name.as_deref() == Some(name))
-            .ok_or_else(|| ObjectError::NotFound {
-                kind: "nodes",
-                name: name.into(),
-            })?;
+        let i = self.node_index(name)?;
         let mut n = self.nodes.get(i).cloned().expect("found above");
         if (stopped_at(&n).is_none()) == on {
             return Ok(false);
@@ -313,11 +310,7 @@ impl ClusterState {
     /// A node whose kubelet reports again: Ready, without the taints of
     /// silence.
     fn node_reports(&mut self, name: &str, now: DateTime<Utc>) -> bool {
-        let Some(i) = self
-            .nodes
-            .iter()
-            .position(|n| n.metadata.name.as_deref() == Some(name))
-        else {
+        let Ok(i) = self.node_index(name) else {
             return false;
         };
         let mut n = self.nodes.get(i).cloned().expect("found above");
@@ -439,12 +432,6 @@ impl ClusterState {
             changed = true;
         }
         changed
-    }
-
-    /// Whether `pod` is on a node a drill stopped (its kubelet is silent:
-    /// nothing of the pod is started, restarted or removed meanwhile).
-    pub fn kubelet_silent(&self, pod: &Pod, stopped: &BTreeSet<String>) -> bool {
-        pod_node(pod).is_some_and(|n| stopped.contains(n))
     }
 
     /// The taint manager: each pod on a node with a NoExecute taint it does

@@ -220,12 +220,7 @@ pub fn pick<'a>(
         }
         // A node a drill stopped takes no pod (its kubelet would never
         // start one); in its taint's words, which it soon carries.
-        let stopped = node
-            .metadata
-            .annotations
-            .as_ref()
-            .is_some_and(|a| a.contains_key(super::nodes::STOPPED_ANNOTATION));
-        if stopped {
+        if super::nodes::stopped_at(node).is_some() {
             return Some(format!(
                 "node(s) had untolerated taint {{{}: }}",
                 super::nodes::UNREACHABLE_TAINT

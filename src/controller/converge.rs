@@ -2,6 +2,7 @@
 //! level-based step (start pending pods, remove deleted ones). Endpoints and rules follow in the service plane.
 
 use super::{pods, ControllerError};
+use crate::cluster::nodes::kubelet_silent;
 use crate::cluster::ClusterState;
 use crate::paths;
 use crate::runtime::{Progress, Runc, Store};
@@ -169,7 +170,7 @@ pub async fn converge(
             .pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_some())
-            .filter(|p| !st.kubelet_silent(p, &stopped))
+            .filter(|p| !kubelet_silent(p, &stopped))
             .cloned()
             .collect();
         for p in &doomed {
@@ -212,7 +213,7 @@ pub async fn converge(
     let pending: Vec<&Pod> = st
         .pods
         .iter()
-        .filter(|p| pods::is_pending(p) && !st.kubelet_silent(p, &stopped))
+        .filter(|p| pods::is_pending(p) && !kubelet_silent(p, &stopped))
         .collect();
     if !pending.is_empty() {
         let store = Store::new(&paths::data_dir());

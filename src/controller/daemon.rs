@@ -16,6 +16,7 @@
 
 use super::settled::Part;
 use super::{liveness, pods, probes, ControllerError};
+use crate::cluster::nodes::kubelet_silent;
 use crate::cluster::{events, state, ClusterState};
 use crate::paths;
 use crate::runtime::{rootfs, Runc, Store};
@@ -506,7 +507,7 @@ impl Probes {
             if pod.metadata.deletion_timestamp.is_some()
                 || pods::is_pending(pod)
                 || starting(pod)
-                || st.kubelet_silent(pod, &stopped)
+                || kubelet_silent(pod, &stopped)
             {
                 continue;
             }
@@ -697,7 +698,7 @@ pub async fn step(
     let stopped = st.stopped_nodes();
     let to_do = |st: &ClusterState| {
         st.pods.iter().any(|p| {
-            !st.kubelet_silent(p, &stopped)
+            !kubelet_silent(p, &stopped)
                 && (pods::is_pending(p)
                     || (p.metadata.deletion_timestamp.is_some() && !bg.removals.busy_with(p)))
         })
@@ -797,7 +798,7 @@ pub async fn step(
             if pod.metadata.deletion_timestamp.is_some()
                 || pods::is_pending(pod)
                 || pods::is_unscheduled(pod)
-                || st.kubelet_silent(pod, &stopped)
+                || kubelet_silent(pod, &stopped)
                 || crate::cluster::dns::is_builtin(pod)
                 || bg.starts.busy_with(pod)
             {
@@ -1037,7 +1038,7 @@ pub async fn step(
     let believed: std::collections::HashSet<String> = st
         .pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && !st.kubelet_silent(p, &stopped))
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !kubelet_silent(p, &stopped))
         .flat_map(|p| {
             let ns = state::namespace(&p.metadata).to_string();
             let name = p.metadata.name.clone().unwrap_or_default();
