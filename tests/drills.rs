@@ -384,6 +384,7 @@ spec:
         Duration::from_secs(10),
         || slice_conditions(&lab, k, "sleeper", "sleeper") == Some((true, true, false)),
     );
+    let sleeper_ip = cluster_ip(&lab, "sleeper");
     let t0 = std::time::Instant::now();
     lab.kubectl_ok(
         k,
@@ -402,7 +403,11 @@ spec:
         Duration::from_secs(3),
         || slice_conditions(&lab, k, "sleeper", "sleeper") == Some((false, true, true)),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // No endpoint of the Service is ready: kube-proxy falls back to the
+    // serving terminating one, so the Service still answers.
+    let body = must_curl(&lab, "node/node-1", &format!("http://{sleeper_ip}/"));
+    assert!(body.contains("nginx"), "{body}");
+    std::thread::sleep(Duration::from_millis(1000));
     let pods = lab.kubectl_ok(k, &["get", "pods", "--no-headers"]);
     assert!(
         pods.contains("sleeper"),
@@ -416,6 +421,12 @@ spec:
         t0.elapsed() >= Duration::from_millis(2900),
         "sleeper went after {:?}, before its 3 s hook ended",
         t0.elapsed()
+    );
+    // Gone: no endpoint at all, so the Service refuses.
+    let (code, _) = curl(&lab, "node/node-1", &format!("http://{sleeper_ip}/"));
+    assert_eq!(
+        code, 7,
+        "curl of a Service without endpoints: connection refused"
     );
     // A hook longer than the grace period is cut short by it.
     wait_for("short gone", Duration::from_secs(10), || {

@@ -2,13 +2,14 @@
 //! model of each node and sync every node's `ip netlab` table.
 
 use super::ControllerError;
-use crate::cluster::services::{cluster_ip, service_type};
+use crate::cluster::endpointslices::SERVICE_NAME;
+use crate::cluster::services::{cluster_ip, ref_key, service_type};
 use crate::cluster::Collection;
 use crate::cluster::{state, topology, ClusterState};
 use crate::paths;
 use crate::proxy::{self, model};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -46,16 +47,69 @@ fn node_only(st: &ClusterState, node: &str) -> model::Node {
 /// The Services' part, the same on every node.
 fn services_model(st: &ClusterState) -> Vec<model::Service> {
     let endpoints = st.endpoints_by_key();
+    let fallback = terminating_fallback(st);
     st.services
         .iter()
         .filter_map(|s| {
-            let key = (
-                state::namespace(&s.metadata),
-                s.metadata.name.as_deref().unwrap_or_default(),
-            );
-            service_model(s, endpoints.get(&key).copied())
+            let key = ref_key(&s.metadata);
+            service_model(s, endpoints.get(&key).copied(), fallback_of(&fallback, key))
         })
         .collect()
+}
+
+/// One serving, terminating endpoint of a Service port, by the port's name
+/// and protocol.
+type Draining = (String, String, model::Endpoint);
+
+/// Each Service's serving, terminating endpoints, read from its
+/// EndpointSlices (Endpoints list only ready pods). kube-proxy falls back
+/// to these for a port that has no ready endpoint (ProxyTerminatingEndpoints,
+/// GA in 1.28): a Service whose every pod is draining still answers while
+/// they serve, instead of refusing at once.
+type Fallback = HashMap<(String, String), Vec<Draining>>;
+
+fn terminating_fallback(st: &ClusterState) -> Fallback {
+    let mut out = Fallback::new();
+    for slice in &st.endpoint_slices {
+        let draining = slice.endpoints.iter().filter(|e| {
+            e.conditions
+                .as_ref()
+                .is_some_and(|c| c.serving == Some(true) && c.terminating == Some(true))
+        });
+        for e in draining {
+            let Some(svc) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME))
+            else {
+                break;
+            };
+            let Some(ip) = e.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+                continue;
+            };
+            let key = (state::namespace(&slice.metadata).to_string(), svc.clone());
+            for p in slice.ports.iter().flatten() {
+                let Some(port) = p.port else { continue };
+                out.entry(key.clone()).or_default().push((
+                    p.name.clone().unwrap_or_default(),
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    model::Endpoint {
+                        ip,
+                        port: port as u16,
+                        node: e.node_name.clone().unwrap_or_default(),
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn fallback_of<'a>(f: &'a Fallback, key: (&str, &str)) -> &'a [Draining] {
+    f.get(&(key.0.to_string(), key.1.to_string()))
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// The hostPorts of the pods bound to `node` that have an address and
@@ -113,7 +167,13 @@ fn protocol(p: &str) -> model::Protocol {
     }
 }
 
-fn service_model(svc: &Service, endpoints: Option<&Endpoints>) -> Option<model::Service> {
+/// The proxy model of `svc`: each port's ready endpoints, or when it has
+/// none, its serving terminating ones (`draining`).
+fn service_model(
+    svc: &Service,
+    endpoints: Option<&Endpoints>,
+    draining: &[Draining],
+) -> Option<model::Service> {
     let spec = svc.spec.as_ref()?;
     let ns = state::namespace(&svc.metadata);
     let name = svc.metadata.name.clone().unwrap_or_default();
@@ -147,7 +207,15 @@ fn service_model(svc: &Service, endpoints: Option<&Endpoints>) -> Option<model::
                     }
                 }
             }
+            if eps.is_empty() {
+                eps = draining
+                    .iter()
+                    .filter(|(name, proto, _)| *name == port_name && *proto == protocol_name)
+                    .map(|(_, _, e)| e.clone())
+                    .collect();
+            }
             eps.sort_by_key(|e| (u32::from(e.ip), e.port));
+            eps.dedup();
             model::ServicePort {
                 name: port_name,
                 protocol: protocol(&protocol_name),
@@ -214,6 +282,8 @@ pub struct Twins {
     /// those alone are made again.
     by_key: HashMap<(String, String), usize>,
     services: Vec<Arc<Service>>,
+    /// The serving terminating endpoints the models were made with.
+    fallback: Fallback,
 }
 
 /// What a sync reads: changes are told by pointer (see [`Collection`]).
@@ -224,17 +294,30 @@ struct Inputs {
     nodes: Vec<model::Node>,
 }
 
+/// The Services whose serving terminating endpoints differ in `a` and `b`.
+fn fallback_moved(a: &Fallback, b: &Fallback) -> HashSet<(String, String)> {
+    a.keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect()
+}
+
 impl Twins {
     /// Syncs every node's rules to `st` (concurrently); only what changed
     /// is sent, and nothing at all when no input changed.
     pub async fn sync(&mut self, lab: &str, st: &ClusterState) -> Result<(), ControllerError> {
         let nodes: Vec<model::Node> = st.config.nodes.iter().map(|n| node_only(st, n)).collect();
         let last = self.last.take();
-        let services_same = last.as_ref().is_some_and(|l| {
-            l.config == st.config
-                && l.services.same(&st.services)
-                && l.endpoints.same(&st.endpoints)
-        });
+        let fallback = terminating_fallback(st);
+        let moved = fallback_moved(&self.fallback, &fallback);
+        self.fallback = fallback;
+        let services_same = moved.is_empty()
+            && last.as_ref().is_some_and(|l| {
+                l.config == st.config
+                    && l.services.same(&st.services)
+                    && l.endpoints.same(&st.endpoints)
+            });
         if services_same && last.as_ref().is_some_and(|l| l.nodes == nodes) {
             self.last = last;
             return Ok(());
@@ -249,9 +332,16 @@ impl Twins {
                     && l.services.same(&st.services)
                     && l.endpoints.len() == st.endpoints.len()
             });
-            only = only_endpoints.and_then(|l| self.remodel_endpoints(&l.endpoints, st));
+            only = only_endpoints
+                .and_then(|l| self.remodel_endpoints(&l.endpoints, st))
+                .and_then(|mut places| {
+                    places.extend(self.remodel_draining(&moved, st)?);
+                    places.sort_unstable();
+                    places.dedup();
+                    Some(places)
+                });
             if only.is_none() {
-                self.remodel(st);
+                self.remodel(st, &moved);
             }
             if !last.as_ref().is_some_and(|l| l.nodes == nodes) {
                 only = None;
@@ -367,8 +457,9 @@ impl Twins {
     }
 
     /// Rebuilds the Services' models, reusing each one whose Service and
-    /// Endpoints are the very objects it was made from.
-    fn remodel(&mut self, st: &ClusterState) {
+    /// Endpoints are the very objects it was made from and whose serving
+    /// terminating endpoints have not `moved`.
+    fn remodel(&mut self, st: &ClusterState, moved: &HashSet<(String, String)>) {
         self.by_key.clear();
         self.services.clear();
         let endpoints = st.endpoints_index();
@@ -384,22 +475,21 @@ impl Twins {
                 .copied();
             let from = Arc::as_ptr(s) as usize;
             let ep_from = ep.map(|e| Arc::as_ptr(e) as usize);
+            let k = ref_key(&s.metadata);
+            let key = (k.0.to_string(), k.1.to_string());
             let reused = old_from
                 .get(&from)
-                .filter(|(e, _)| *e == ep_from)
+                .filter(|(e, _)| *e == ep_from && !moved.contains(&key))
                 .and_then(|(_, i)| old[*i].take());
             let m = match reused {
                 Some(m) => m,
-                None => match service_model(s, ep.map(|e| &**e)) {
+                None => match service_model(s, ep.map(|e| &**e), fallback_of(&self.fallback, k)) {
                     Some(m) => m,
                     None => continue,
                 },
             };
             self.made_from.insert(from, (ep_from, models.len()));
-            let k = crate::cluster::services::ref_key(&s.metadata);
-            self.by_key
-                .entry((k.0.to_string(), k.1.to_string()))
-                .or_insert(models.len());
+            self.by_key.entry(key).or_insert(models.len());
             self.services.push(s.clone());
             models.push(m);
         }
@@ -434,10 +524,45 @@ impl Twins {
                 continue; // Endpoints of no modelled Service
             };
             let svc = self.services[i].clone();
-            let m = service_model(&svc, Some(e))?;
+            let m = service_model(&svc, Some(e), fallback_of(&self.fallback, (ns, name)))?;
             self.made_from.insert(
                 Arc::as_ptr(&svc) as usize,
                 (Some(Arc::as_ptr(e) as usize), i),
+            );
+            models[i] = m;
+            places.push(i);
+        }
+        Some(places)
+    }
+
+    /// The models of the Services whose serving terminating endpoints
+    /// `moved` are made again, found by key (their Services and Endpoints
+    /// are the ones the models were made from). Returns their places.
+    fn remodel_draining(
+        &mut self,
+        moved: &HashSet<(String, String)>,
+        st: &ClusterState,
+    ) -> Option<Vec<usize>> {
+        if moved.is_empty() {
+            return Some(Vec::new());
+        }
+        let endpoints = st.endpoints_index();
+        let models = Arc::make_mut(&mut self.models);
+        let mut places = Vec::new();
+        for key in moved {
+            let Some(&i) = self.by_key.get(key) else {
+                continue; // no modelled Service
+            };
+            let svc = self.services[i].clone();
+            let ep = endpoints.get(&(key.0.as_str(), key.1.as_str())).copied();
+            let m = service_model(
+                &svc,
+                ep.map(|e| &**e),
+                fallback_of(&self.fallback, (&key.0, &key.1)),
+            )?;
+            self.made_from.insert(
+                Arc::as_ptr(&svc) as usize,
+                (ep.map(|e| Arc::as_ptr(e) as usize), i),
             );
             models[i] = m;
             places.push(i);
@@ -474,5 +599,49 @@ mod tests {
             .map(|h| (h.pod.as_str(), h.host_port))
             .collect();
         assert_eq!(pods, [("default/portmap", 8081)]);
+    }
+
+    /// The Service's model with `terminating` of its two ready pods being
+    /// deleted: the endpoints it would draw from.
+    fn draining(terminating: &[usize]) -> Vec<Ipv4Addr> {
+        let lab = "apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  dns:\n    enabled: false\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {run: web}\n  replicas: 2\n  template:\n    metadata:\n      labels: {run: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {run: web}\n  ports:\n  - port: 80\n";
+        let spec =
+            crate::lab::load_str(std::path::Path::new("t.yaml"), lab, &Default::default()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut st = ClusterState::plan(
+            &spec,
+            &crate::cluster::HostInfo::default(),
+            chrono::Utc::now(),
+            &mut rng,
+        )
+        .unwrap();
+        for (i, mut p) in st.pods.iter_mut().enumerate() {
+            p.status.as_mut().unwrap().conditions =
+                Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]);
+            if terminating.contains(&i) {
+                p.metadata.deletion_timestamp = Some(state::time(chrono::Utc::now()));
+            }
+        }
+        st.refresh_endpoints();
+        let models = services_model(&st);
+        let web = models.iter().find(|m| m.name == "web").unwrap();
+        web.ports[0].endpoints.iter().map(|e| e.ip).collect()
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_only_when_none_is_ready() {
+        assert_eq!(draining(&[]).len(), 2);
+        // One pod terminating: the ready one alone, as Endpoints say.
+        let one = draining(&[0]);
+        assert_eq!(one.len(), 1);
+        // Both terminating but still serving: kube-proxy falls back to
+        // them rather than refuse.
+        let both = draining(&[0, 1]);
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both.contains(&one[0]));
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The caller (the controller) turns Kubernetes Services, EndpointSlices and
 //! the node list into these types; the proxy never sees Kubernetes objects.
-//! Only *ready* endpoints are given, so "no endpoints" means "reject".
+//! Only the endpoints kube-proxy would use are given (a port's ready ones,
+//! or when it has none, its serving terminating ones), so "no endpoints"
+//! means "reject".
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -36,7 +38,7 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// One ready backend of a service port: where to DNAT to.
+/// One usable backend of a service port: where to DNAT to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     pub ip: Ipv4Addr,
