@@ -364,6 +364,46 @@ mod tests {
         assert_eq!(word(2), 214_748_365);
     }
 
+    /// What iproute2's tc (6.x) sends as TCA_OPTIONS for `tc qdisc replace
+    /// dev lo root netem delay 50ms 10ms loss 5% rate 10mbit corrupt 1%`,
+    /// captured with strace (`unshare -n strace -e trace=sendmsg -xx tc …`;
+    /// the kernel here has no netem, but the request is made all the same).
+    #[cfg(target_endian = "little")]
+    const TC_NETEM: &[u8] = b"\xc2\xeb\x0b\x00\xe8\x03\x00\x00\xcd\xcc\xcc\x0c\x00\x00\x00\x00\x00\x00\x00\x00\x5a\x62\x02\x00\x0c\x00\x04\x00\x29\x5c\x8f\x02\x00\x00\x00\x00\x14\x00\x06\x00\xd0\x12\x13\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn netem_options_are_iproute2s() {
+        let n = Netem {
+            delay_us: 50_000,
+            jitter_us: 10_000,
+            loss_pct: 5.0,
+            rate_bps: 10_000_000,
+            corrupt_pct: 1.0,
+        };
+        // tc's request reads back as what was asked.
+        assert_eq!(Netem::decode(TC_NETEM), Some(n.clone()));
+        // Ours is tc's, byte for byte, but for the two 64-bit attributes
+        // (nanoseconds) that it adds after the fixed part: tc sends them
+        // only when ticks of 64 ns cannot hold the time; the kernel takes
+        // them over the ticks when present.
+        let ours = n.encode();
+        let (fixed, attrs) = ours.split_at(24);
+        assert_eq!(fixed, &TC_NETEM[..24]);
+        let mut rest = attrs;
+        let mut kept = Vec::new();
+        while !rest.is_empty() {
+            let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+            let kind = u16::from_ne_bytes([rest[2], rest[3]]);
+            let padded = (len + 3) & !3;
+            if kind != TCA_NETEM_LATENCY64 && kind != TCA_NETEM_JITTER64 {
+                kept.extend_from_slice(&rest[..padded]);
+            }
+            rest = &rest[padded..];
+        }
+        assert_eq!(kept, &TC_NETEM[24..]);
+    }
+
     #[test]
     fn tc_words() {
         assert_eq!(parse_rate("10mbit"), Ok(10_000_000));
