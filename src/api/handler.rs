@@ -101,7 +101,7 @@ pub struct Ctx {
 /// A response body: whole, or a stream (watches).
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
-const JSON: &str = "application/json";
+pub(super) const JSON: &str = "application/json";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
 fn respond(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -113,7 +113,7 @@ fn respond(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Bo
         .expect("a valid response")
 }
 
-fn json(code: u16, content_type: &str, v: &Value) -> Response<Body> {
+pub(super) fn json(code: u16, content_type: &str, v: &Value) -> Response<Body> {
     respond(
         code,
         content_type,
@@ -264,29 +264,9 @@ async fn serve(
             )),
         };
     }
-    if let Some((node, on)) = crate::controller::power::parse(req.uri().path()) {
-        if caller == Some(Caller::Admin) && req.method() == Method::POST {
-            // netlab's own: a drill's power switch for a node.
-            return match crate::controller::power::switch(&ctx.lab, &ctx.store, node, on).await {
-                Ok(line) => Ok(json(200, JSON, &serde_json::json!({ "message": line }))),
-                Err(e) if e.contains("not found") => Err(ApiError::not_found("nodes", node)),
-                Err(e) => Err(ApiError::internal(e)),
-            };
-        }
-    }
-    if req.uri().path() == crate::controller::power::PARTITION_PATH
-        && caller == Some(Caller::Admin)
-        && req.method() == Method::POST
-    {
-        // netlab's own: a drill's partition between two nodes.
-        let q = request::query(req.uri().query());
-        let node = |k: &str| q.get(k).cloned().unwrap_or_default();
-        let heal = request::flag(&q, "heal");
-        return match crate::controller::power::partition(&ctx.store, &node("a"), &node("b"), heal) {
-            Ok(line) => Ok(json(200, JSON, &serde_json::json!({ "message": line }))),
-            Err(e) if e.contains("not found") => Err(ApiError::new(404, "NotFound", e)),
-            Err(e) => Err(ApiError::bad_request(e)),
-        };
+    if caller == Some(Caller::Admin) && super::drills::is_drill(req.uri().path()) {
+        // netlab's own: the failure drills.
+        return super::drills::serve(req, ctx).await;
     }
     // Both an unknown path and an unknown resource are kube-apiserver's 404.
     let route = match request::route(req.uri().path()) {
@@ -474,7 +454,7 @@ fn watch_response(
 }
 
 /// The request body, refused past kube-apiserver's 3 MiB.
-async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
+pub(super) async fn read_body(body: Incoming) -> Result<Vec<u8>, ApiError> {
     use http_body_util::BodyExt;
     let limited = http_body_util::Limited::new(body, writes::MAX_BODY);
     match limited.collect().await {

@@ -27,6 +27,7 @@
 //! process's control loop converges the host afterwards.
 
 pub mod discovery;
+pub mod drills;
 pub mod handler;
 pub mod objects;
 pub mod openapi;

@@ -1,14 +1,15 @@
 //! Link faults (issue 19's drills): `netlab netem TARGET …` puts a netem
-//! qdisc on the target's interface (`crate::net::tc`), `netlab get netem`
-//! lists what is in force, `netlab link down|up node/NODE` cuts a node's
-//! ports on the lab's bridges. Everything lives in the lab's own
-//! namespaces, so `down` takes it away with them.
+//! qdisc on the target's interface, `netlab get netem` lists what is in
+//! force, `netlab link down|up node/NODE` cuts a node's ports on the lab's
+//! bridges, `netlab partition` cuts two nodes apart. Each is an API call
+//! to the lab's process (`api::drills`), which makes it
+//! (`controller::faults`, `controller::power`).
 
 use anyhow::{anyhow, bail, Result};
 
 use super::client::{self, Client};
+use crate::api::drills::NETEM_PATH;
 use crate::net::tc::Netem;
-use crate::paths;
 
 #[derive(Debug, clap::Args)]
 pub struct NetemArgs {
@@ -56,35 +57,6 @@ pub struct LinkArgs {
     pub target: String,
 }
 
-/// Where a target's interface is: (network namespace, interface).
-async fn interface(
-    client: &Client,
-    lab: &str,
-    target: &str,
-    namespace: &str,
-) -> Result<(String, String)> {
-    let (kind, name) = target
-        .split_once('/')
-        .ok_or_else(|| anyhow!("{target:?}: write node/NODE, pod/POD or host/external"))?;
-    match kind {
-        "node" | "nodes" | "no" => {
-            client.require_node(lab, name).await?;
-            Ok((paths::node_netns(lab, name), "eth0".into()))
-        }
-        "pod" | "pods" | "po" => {
-            let pod = client.pod(namespace, name).await?;
-            if crate::cluster::host_network::is_host_network(&pod) {
-                bail!("pod {namespace}/{name} is on its node's network (hostNetwork): put netem on node/{} instead", crate::cluster::state::pod_node(&pod).unwrap_or("NODE"));
-            }
-            Ok((paths::pod_netns(lab, namespace, name), "eth0".into()))
-        }
-        "host" | "hosts" if name == crate::lab::config::EXTERNAL_HOST => {
-            Ok((paths::host_netns(lab, name), "eth0".into()))
-        }
-        _ => bail!("{target:?}: write node/NODE, pod/POD or host/external"),
-    }
-}
-
 fn microseconds(flag: &str, text: &Option<String>) -> Result<u64> {
     match text {
         None => Ok(0),
@@ -122,6 +94,7 @@ fn wanted(args: &NetemArgs) -> Result<Netem> {
     Ok(n)
 }
 
+/// `netlab netem TARGET …`: asked of the lab's process (`api::drills`).
 pub async fn netem(args: NetemArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     // The flags first: a mistake changes nothing.
@@ -131,58 +104,44 @@ pub async fn netem(args: NetemArgs, lab: Option<String>) -> Result<i32> {
         Some(wanted(&args)?)
     };
     let client = Client::connect(&lab).await?;
-    let (netns, ifname) = interface(&client, &lab, &args.target, &args.namespace).await?;
-    crate::net::set_netem(&netns, &ifname, want.as_ref()).await?;
-    match want {
-        Some(n) => println!("{}: netem {}", args.target, n.describe()),
-        None => println!("{}: netem cleared", args.target),
+    let mut path = format!(
+        "{NETEM_PATH}?target={}&namespace={}",
+        args.target, args.namespace
+    );
+    if want.is_none() {
+        path.push_str("&clear=true");
     }
+    let body = serde_json::to_vec(&want).expect("JSON serializes");
+    let answer = client
+        .request(
+            http::Method::POST,
+            &path,
+            Some(client::JSON),
+            client::JSON,
+            body,
+        )
+        .await?;
+    println!("{}", answer["message"].as_str().unwrap_or_default());
     Ok(0)
 }
 
 /// `netlab get netem`: what is in force on the lab's nodes, pods and
-/// external host, read from the kernel.
+/// external host (the lab's process reads it from the kernel).
 pub async fn list(lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let client = Client::connect(&lab).await?;
-    let mut targets: Vec<(String, String)> = Vec::new();
-    let nodes = client
-        .get(
-            &client::path(super::get::kind("nodes")?, None, None),
-            client::JSON,
-        )
-        .await?;
-    for n in nodes["items"].as_array().into_iter().flatten() {
-        let name = n["metadata"]["name"].as_str().unwrap_or_default();
-        targets.push((format!("node/{name}"), paths::node_netns(&lab, name)));
-    }
-    let pods = client
-        .get(
-            &client::path(super::get::kind("pods")?, None, None),
-            client::JSON,
-        )
-        .await?;
-    for p in pods["items"].as_array().into_iter().flatten() {
-        let (ns, name) = (
-            p["metadata"]["namespace"].as_str().unwrap_or("default"),
-            p["metadata"]["name"].as_str().unwrap_or_default(),
-        );
-        if p["spec"]["hostNetwork"].as_bool() != Some(true) {
-            targets.push((format!("pod/{ns}/{name}"), paths::pod_netns(&lab, ns, name)));
-        }
-    }
-    let external = crate::lab::config::EXTERNAL_HOST;
-    targets.push((
-        format!("host/{external}"),
-        paths::host_netns(&lab, external),
-    ));
-    let mut rows = Vec::new();
-    for (target, netns) in targets {
-        // A pod starting or going has no namespace for a moment.
-        if let Ok(Some(n)) = crate::net::get_netem(&netns, "eth0").await {
-            rows.push((target, n.describe()));
-        }
-    }
+    let answer = client.get(NETEM_PATH, client::JSON).await?;
+    let rows: Vec<(&str, &str)> = answer["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["target"].as_str().unwrap_or_default(),
+                i["netem"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
     if rows.is_empty() {
         eprintln!("No netem in force in lab {lab}.");
         return Ok(0);
@@ -195,25 +154,25 @@ pub async fn list(lab: Option<String>) -> Result<i32> {
     Ok(0)
 }
 
+/// `netlab link down|up node/NODE`: asked of the lab's process.
 pub async fn link(args: LinkArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
-    let up = match args.state.as_str() {
-        "up" => true,
-        "down" => false,
-        s => bail!("{s:?}: netlab link down|up node/NODE"),
-    };
+    if !matches!(args.state.as_str(), "up" | "down") {
+        bail!("{:?}: netlab link down|up node/NODE", args.state);
+    }
     let Some(node) = args.target.strip_prefix("node/") else {
         bail!("{:?}: netlab link down|up node/NODE", args.target);
     };
     let client = Client::connect(&lab).await?;
-    client.require_node(&lab, node).await?;
-    crate::net::set_links(
-        &paths::dc_netns(&lab),
-        &crate::controller::power::ports(node),
-        up,
-    )
-    .await?;
-    println!("node/{node}: links {}", args.state);
+    let path = format!(
+        "{}{node}/links/{}",
+        crate::controller::power::PATH_PREFIX,
+        args.state
+    );
+    let answer = client
+        .request(http::Method::POST, &path, None, client::JSON, Vec::new())
+        .await?;
+    println!("{}", answer["message"].as_str().unwrap_or_default());
     Ok(0)
 }
 

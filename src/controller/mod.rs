@@ -14,6 +14,7 @@ pub mod converge;
 pub mod daemon;
 pub mod dns;
 pub mod down;
+pub mod faults;
 pub mod images;
 pub mod lb;
 pub mod liveness;

@@ -19,7 +19,7 @@ use super::conn::Conn;
 use super::error::NetError;
 
 /// What a netem qdisc does to the packets leaving an interface.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Netem {
     /// Added delay, in microseconds.
     pub delay_us: u64,
