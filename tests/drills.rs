@@ -693,7 +693,10 @@ fn link_down_cuts_a_node_and_netem_refuses_clearly_where_the_kernel_lacks_it() {
     for (args, says) in [
         (&["netem", "node/node-1", "--loss", "150%"][..], "--loss"),
         (&["netem", "node/node-9", "--delay", "1ms"][..], "node-9"),
-        (&["netem", "pod/nope", "--delay", "1ms"][..], "\"nope\" not found"),
+        (
+            &["netem", "pod/nope", "--delay", "1ms"][..],
+            "\"nope\" not found",
+        ),
         (&["netem", "nope", "--delay", "1ms"][..], "node/NODE"),
         (&["link", "down", "node/node-9"][..], "node-9"),
         (&["netem", "node/node-1", "--jitter", "1ms"][..], "--delay"),

@@ -8,7 +8,8 @@
 //! * `_<port>._<proto>.<svc>.<ns>.svc.cluster.local` SRV for named ports
 //!   (per endpoint for headless services, whose targets are
 //!   `<hostname>.<svc>…` or, without a hostname, `<a-b-c-d>.<svc>…`).
-//! * PTR for cluster IPs and for headless endpoints with a hostname.
+//! * PTR for cluster IPs and for headless endpoints (to `<hostname>.<svc>…`
+//!   or `<a-b-c-d>.<svc>…`, the name their SRV records give them).
 //! * `<a-b-c-d>.<ns>.pod.cluster.local` A for the pods that exist.
 //! * `dns-version.cluster.local` TXT `1.1.0`.
 //!
@@ -188,13 +189,13 @@ impl Zone {
                     if seen.insert(ip) {
                         z.add(Record::from_rdata(owner.clone(), TTL, RData::A(A(ip))));
                         z.add(Record::from_rdata(host_fqdn.clone(), TTL, RData::A(A(ip))));
-                        if a.hostname.is_some() {
-                            z.add(Record::from_rdata(
-                                name(&reverse_name(ip)),
-                                TTL,
-                                RData::PTR(PTR(host_fqdn.clone())),
-                            ));
-                        }
+                        // The endpoint's name, its hostname or, as CoreDNS
+                        // answers, the system-assigned dashed address.
+                        z.add(Record::from_rdata(
+                            name(&reverse_name(ip)),
+                            TTL,
+                            RData::PTR(PTR(host_fqdn.clone())),
+                        ));
                     }
                     for p in subset.ports.iter().flatten() {
                         let Some(port_name) = p.name.clone().filter(|n| !n.is_empty()) else {
@@ -409,6 +410,18 @@ metadata:
 spec:
   type: ExternalName
   externalName: search.example.org
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: nginx-headless
+spec:
+  clusterIP: None
+  selector:
+    run: my-nginx
+  ports:
+  - name: http
+    port: 80
 "#;
 
     fn cluster(ready: bool) -> ClusterState {
@@ -563,6 +576,35 @@ spec:
             q(&z, "10-9-9-9.default.pod.cluster.local.", RecordType::A),
             Answer::NxDomain
         );
+        // An endpoint without a hostname is named by its address, in its
+        // SRV record and its PTR alike (as CoreDNS answers).
+        let nginx = st
+            .pods
+            .iter()
+            .find(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or("")
+                    .starts_with("my-nginx")
+            })
+            .unwrap();
+        let ip = state::pod_ip(nginx).unwrap();
+        let dashed_name = format!(
+            "{}.nginx-headless.default.svc.cluster.local.",
+            ip.to_string().replace('.', "-")
+        );
+        assert_eq!(
+            rdata(&q(&z, &reverse_name(ip), RecordType::PTR)),
+            vec![dashed_name.clone()]
+        );
+        assert!(rdata(&q(
+            &z,
+            "_http._tcp.nginx-headless.default.svc.cluster.local.",
+            RecordType::SRV
+        ))
+        .iter()
+        .any(|r| r.ends_with(&dashed_name)));
         // No ready endpoint: the headless name does not exist.
         let z = Zone::build(&cluster(false));
         assert_eq!(
