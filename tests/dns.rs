@@ -365,7 +365,16 @@ spec:
     );
     let lab = Lab::up("dns-changes", &yaml);
     let name = "pool.default.svc.cluster.local";
-    assert_eq!(short(&lab, &[name]).len(), 1);
+    let ips = short(&lab, &[name]);
+    assert_eq!(ips.len(), 1);
+    // An endpoint without a hostname: its PTR names it by its dashed
+    // address, as its SRV record does (CoreDNS answers the same).
+    let dashed = format!("{}.{name}.", ips[0].replace('.', "-"));
+    assert_eq!(short(&lab, &["-x", &ips[0]]), std::slice::from_ref(&dashed));
+    assert_eq!(
+        short(&lab, &["SRV", &format!("_http._tcp.{name}")]),
+        [format!("0 100 80 {dashed}")]
+    );
 
     // Scale up: all ready endpoints appear (once the command returns, the
     // pods serve; the answer follows within the watch interval).

@@ -238,6 +238,11 @@ impl Zone {
         z
     }
 
+    #[cfg(test)]
+    pub(crate) fn add_for_test(&mut self, r: Record) {
+        self.add(r)
+    }
+
     fn add(&mut self, r: Record) {
         let owner = LowerName::from(&r.name);
         // Every ancestor inside the zone exists too.
