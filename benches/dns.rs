@@ -23,7 +23,7 @@ use hickory_proto::rr::{Name, RecordType};
 use netlab::net::NetNs;
 
 mod common;
-use common::{env_or, netlab};
+use common::{env_or, netlab, Results};
 
 const NETLAB: &str = env!("CARGO_BIN_EXE_netlab");
 
@@ -264,4 +264,17 @@ fn main() {
         follow[5].as_secs_f64() * 1e3,
         follow[9].as_secs_f64() * 1e3
     );
+    let mut r = Results::default();
+    r.put("dns.clients", clients as f64);
+    r.put("dns.seconds", secs as f64);
+    r.put("dns.load", common::load1());
+    for ((_, res), key) in results.iter().zip(["pod", "service", "dnsmasq"]) {
+        r.put(format!("dns.{key}.qps"), res.qps);
+        r.secs(format!("dns.{key}.p50"), res.p50);
+        r.secs(format!("dns.{key}.p99"), res.p99);
+        r.put(format!("dns.{key}.errors"), res.errors as f64);
+    }
+    r.secs("dns.follow.median", follow[5]);
+    r.secs("dns.follow.max", follow[9]);
+    r.save("dns");
 }

@@ -526,6 +526,8 @@ fn markdown(fig: &Figures) -> String {
     api_section(fig, &mut m, &mut targets);
     // 7. The pod streams.
     streams_section(fig, &mut m, &mut targets);
+    // 8. The cluster DNS.
+    dns_section(fig, &mut m, &mut targets);
 
     let mut head = String::new();
     writeln!(head, "## Targets\n").unwrap();
@@ -905,6 +907,69 @@ fn api_section(fig: &Figures, m: &mut String, targets: &mut Vec<(String, String,
                 secs(fig.f("api.pod_start.p99"))
             ),
             verdict(Some(p < 0.150)),
+        ));
+    }
+}
+
+/// Section 8: the cluster DNS against dnsmasq, in the same namespace.
+fn dns_section(fig: &Figures, m: &mut String, targets: &mut Vec<(String, String, &'static str)>) {
+    writeln!(m, "## 8. The cluster DNS\n").unwrap();
+    let Some(base) = fig.f("dns.dnsmasq.qps") else {
+        writeln!(m, "Not measured in this run.\n").unwrap();
+        return;
+    };
+    writeln!(
+        m,
+        "A queries for one Service's name from {:.0} client threads on the node, each with one \
+         query in flight (closed loop), {:.0} s per server (load {:.2}). The baseline is \
+         dnsmasq serving the same name from the coredns pod's namespace, on its IP.\n\n\
+         | server | queries/s | p50 | p99 | errors | q/s vs dnsmasq |\n|---|---:|---:|---:|---:|---:|",
+        fig.f("dns.clients").unwrap_or(0.0),
+        fig.f("dns.seconds").unwrap_or(0.0),
+        fig.f("dns.load").unwrap_or(f64::NAN),
+    )
+    .unwrap();
+    for (key, what) in [
+        ("pod", "netlab DNS, at the pod IP"),
+        ("service", "netlab DNS, through kube-dns 10.0.0.10 (DNAT)"),
+        ("dnsmasq", "dnsmasq (baseline), at the pod IP"),
+    ] {
+        let qps = fig.f(&format!("dns.{key}.qps"));
+        writeln!(
+            m,
+            "| {what} | {:.0} | {} | {} | {:.0} | {} |",
+            qps.unwrap_or(f64::NAN),
+            secs(fig.f(&format!("dns.{key}.p50"))),
+            secs(fig.f(&format!("dns.{key}.p99"))),
+            fig.f(&format!("dns.{key}.errors")).unwrap_or(f64::NAN),
+            ratio(qps, Some(base)),
+        )
+        .unwrap();
+    }
+    writeln!(
+        m,
+        "\nAn answer follows a new Service (apply returned → its name resolves): median {}, max {}.\n",
+        secs(fig.f("dns.follow.median")),
+        secs(fig.f("dns.follow.max")),
+    )
+    .unwrap();
+    let (qps, p99, base_p99) = (
+        fig.f("dns.pod.qps"),
+        fig.f("dns.pod.p99"),
+        fig.f("dns.dnsmasq.p99"),
+    );
+    if let Some(q) = qps {
+        targets.push((
+            "dns: ≥ 1.2 × dnsmasq's queries per second".into(),
+            ratio(Some(q), Some(base)),
+            verdict(Some(q >= 1.2 * base)),
+        ));
+    }
+    if let (Some(p), Some(b)) = (p99, base_p99) {
+        targets.push((
+            "dns: p99 ≤ dnsmasq's".into(),
+            format!("{} against {}", secs(Some(p)), secs(Some(b))),
+            verdict(Some(p <= b)),
         ));
     }
 }

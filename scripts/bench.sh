@@ -20,11 +20,12 @@
 # memory; baselines: kubectl and netlab get pods as processes, the store's
 # commit against the whole-file store it replaced), streams (kubectl exec
 # through SPDY and WebSocket against runc exec, the floor; port-forward
-# throughput against a direct connection to the pod).
+# throughput against a direct connection to the pod), dns (the cluster DNS's
+# queries per second and latency against dnsmasq in the same namespace).
 # Environment knobs are described at the top of each benches/*.rs.
 #
 # Needs root. Installs what is missing with apt (containernetworking-plugins,
-# iperf3, nftables, iproute2, runc, curl) and, when the local registry has
+# iperf3, nftables, iproute2, runc, curl, dnsmasq-base) and, when the local registry has
 # no images yet, runs scripts/setup.sh. Run it on a quiet machine: figures
 # taken while something compiles are wrong (the load average is recorded
 # in the report).
@@ -43,20 +44,20 @@ parts=()
 for a in "$@"; do
 	case $a in
 	--quick) quick=1 ;;
-	podnet | proxy | datapath | convergence | scale | api | streams) parts+=("$a") ;;
+	podnet | proxy | datapath | convergence | scale | api | streams | dns) parts+=("$a") ;;
 	-h | --help)
-		sed -n '2,28p' "$0"
+		sed -n '2,31p' "$0"
 		exit 0
 		;;
 	*)
-		echo "unknown argument $a (parts: podnet proxy datapath convergence scale api streams; --quick)" >&2
+		echo "unknown argument $a (parts: podnet proxy datapath convergence scale api streams dns; --quick)" >&2
 		exit 2
 		;;
 	esac
 done
 full=0
 if [[ ${#parts[@]} -eq 0 ]]; then
-	parts=(podnet proxy datapath convergence scale api streams)
+	parts=(podnet proxy datapath convergence scale api streams dns)
 	full=1
 fi
 
@@ -68,6 +69,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v runc >/dev/null || need+=(runc)
 command -v curl >/dev/null || need+=(curl)
+# dns measures dnsmasq beside the lab's DNS.
+[[ " ${parts[*]} " != *" dns "* ]] || command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # convergence opens the lab's page in headless Chromium.
 [[ " ${parts[*]} " != *" convergence "* || -x /usr/bin/chromium ]] || need+=(chromium)
 if [[ ${#need[@]} -gt 0 ]]; then
