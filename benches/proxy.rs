@@ -358,6 +358,34 @@ fn load_linear(ns: &NetNs, svcs: &[Service]) {
     assert!(child.wait().unwrap().success());
 }
 
+/// `nft -f` text with each set's `add element` lines merged into one
+/// command per set (`add element ip netlab S { a, b, … }`), as a script
+/// would write it: one netlink message per set, not per element.
+fn grouped(text: &str) -> String {
+    let mut out = String::new();
+    let mut sets: Vec<(String, Vec<String>)> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("add element ") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let (head, body) = rest.split_once(" { ").expect("add element T S { … }");
+        let body = body.strip_suffix(" }").expect("… }").to_string();
+        match sets.iter_mut().find(|(h, _)| h == head) {
+            Some((_, v)) => v.push(body),
+            None => sets.push((head.to_string(), vec![body])),
+        }
+    }
+    for (head, elements) in sets {
+        out.push_str(&format!(
+            "add element {head} {{ {} }}\n",
+            elements.join(", ")
+        ));
+    }
+    out
+}
+
 /// SO_LINGER {on, 0}: close() sends a RST and leaves no TIME_WAIT behind.
 fn socket2_linger_zero(s: &std::net::TcpStream) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -491,6 +519,35 @@ fn run(count: u32, round: usize, results: &mut common::Results) {
 
     rt.block_on(proxier.remove()).expect("removing the table");
     assert!(!state.exists());
+
+    // The baseline: the same table as `nft -f` text (`Ruleset::render`, with
+    // each set's elements in one command), loaded into a fresh namespace. What
+    // a user's script pays, and the least the `nftables` crate (JSON
+    // through `nft -j -f -`, one process per change) would.
+    let text = grouped(&proxy::ruleset(&node, &svcs).render());
+    let text_file = dir.path().join("table.nft");
+    std::fs::write(&text_file, &text).unwrap();
+    let text_ns = format!("{prefix}node.text");
+    NetNs::create(&text_ns).expect("creating the namespace");
+    let start = Instant::now();
+    let out = NetNs::open(&text_ns)
+        .unwrap()
+        .command("nft")
+        .args(["-f", text_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text_time = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results.secs(format!("proxy.nft_text.{count}"), text_time);
+    println!(
+        "the same table by `nft -f` ({} lines): {:.1} ms",
+        text.lines().count(),
+        ms(text_time)
+    );
 
     change_times.sort();
     results.secs(format!("proxy.full_sync.{count}"), full_total);

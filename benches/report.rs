@@ -223,20 +223,21 @@ fn markdown(fig: &Figures) -> String {
     .unwrap();
     writeln!(
         m,
-        "| services | full sync | one endpoint change | connect latency (maps) | vs 1 service |"
+        "| services | full sync | `nft -f` of the same table (baseline) | one endpoint change | connect latency (maps) | vs 1 service |"
     )
     .unwrap();
-    writeln!(m, "|---:|---:|---:|---:|---:|").unwrap();
+    writeln!(m, "|---:|---:|---:|---:|---:|---:|").unwrap();
     let lat1 = fig.f("proxy.latency.maps.1");
     if lat1.is_some() {
-        writeln!(m, "| 1 | | | {} | |", secs(lat1)).unwrap();
+        writeln!(m, "| 1 | | | | {} | |", secs(lat1)).unwrap();
     }
     for n in sizes(fig, "proxy.full_sync.") {
         let lat = fig.f(&format!("proxy.latency.maps.{n}"));
         writeln!(
             m,
-            "| {n} | {} | {} ({}) | {} | {} |",
+            "| {n} | {} | {} | {} ({}) | {} | {} |",
             secs(fig.f(&format!("proxy.full_sync.{n}"))),
+            secs(fig.f(&format!("proxy.nft_text.{n}"))),
             secs(fig.f(&format!("proxy.change.{n}"))),
             secs(fig.f(&format!("proxy.change_best.{n}"))),
             secs(lat),
@@ -251,7 +252,7 @@ fn markdown(fig: &Figures) -> String {
         let lat = fig.f(&format!("proxy.latency.linear.{n}"));
         writeln!(
             m,
-            "| {n}, linear chain (baseline) | | | {} | {} |",
+            "| {n}, linear chain (baseline) | | | | {} | {} |",
             secs(lat),
             match (lat, lat1) {
                 (Some(a), Some(b)) => format!("{:+.1} %", (a / b - 1.0) * 100.0),
@@ -271,6 +272,16 @@ fn markdown(fig: &Figures) -> String {
             "10 000 services: full sync < 1 s".into(),
             secs(Some(s)),
             verdict(Some(s < 1.0)),
+        ));
+    }
+    if let (Some(s), Some(t)) = (
+        fig.f("proxy.full_sync.10000"),
+        fig.f("proxy.nft_text.10000"),
+    ) {
+        targets.push((
+            "10 000 services: full sync no slower than `nft -f` of the same table".into(),
+            format!("{} against {}", secs(Some(s)), secs(Some(t))),
+            verdict(Some(s <= t)),
         ));
     }
     if let Some(s) = fig.f("proxy.change.10000") {
