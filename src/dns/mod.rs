@@ -352,8 +352,10 @@ fn serve_udp(
                 continue
             }
             Err(e) => {
-                // ICMP errors of earlier answers surface here; keep on.
+                // ICMP errors of earlier answers surface here; keep on,
+                // without spinning should an error persist.
                 tracing::debug!(error = %e, "DNS: receiving");
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
         };
