@@ -59,11 +59,9 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, 
     let q = request::query(req.uri().query());
     let post = req.method() == Method::POST;
     if let (Some((node, on)), true) = (power::parse(&path), post) {
-        return match power::switch(&ctx.lab, &ctx.store, node, on).await {
-            Ok(line) => Ok(message(line)),
-            Err(e) if e.contains("not found") => Err(ApiError::not_found("nodes", node)),
-            Err(e) => Err(ApiError::internal(e)),
-        };
+        return Ok(message(
+            power::switch(&ctx.lab, &ctx.store, node, on).await?,
+        ));
     }
     if let (Some((node, up)), true) = (links(&path), post) {
         return Ok(message(
@@ -73,11 +71,12 @@ pub async fn serve(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, 
     if path == power::PARTITION_PATH && post {
         let node = |k: &str| q.get(k).cloned().unwrap_or_default();
         let heal = request::flag(&q, "heal");
-        return match power::partition(&ctx.store, &node("a"), &node("b"), heal) {
-            Ok(line) => Ok(message(line)),
-            Err(e) if e.contains("not found") => Err(ApiError::new(404, "NotFound", e)),
-            Err(e) => Err(ApiError::bad_request(e)),
-        };
+        return Ok(message(power::partition(
+            &ctx.store,
+            &node("a"),
+            &node("b"),
+            heal,
+        )?));
     }
     if path == NETEM_PATH && req.method() == Method::GET {
         let items: Vec<_> = faults::list_netem(&ctx.lab, &ctx.store)

@@ -94,6 +94,22 @@ fn wanted(args: &NetemArgs) -> Result<Netem> {
     Ok(n)
 }
 
+/// Asks the lab's process for a drill (`api::drills`) and prints what it did.
+pub async fn ask(client: &Client, path: &str, body: Option<Vec<u8>>) -> Result<()> {
+    let content_type = body.as_ref().map(|_| client::JSON);
+    let answer = client
+        .request(
+            http::Method::POST,
+            path,
+            content_type,
+            client::JSON,
+            body.unwrap_or_default(),
+        )
+        .await?;
+    println!("{}", answer["message"].as_str().unwrap_or_default());
+    Ok(())
+}
+
 /// `netlab netem TARGET …`: asked of the lab's process (`api::drills`).
 pub async fn netem(args: NetemArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
@@ -112,16 +128,7 @@ pub async fn netem(args: NetemArgs, lab: Option<String>) -> Result<i32> {
         path.push_str("&clear=true");
     }
     let body = serde_json::to_vec(&want).expect("JSON serializes");
-    let answer = client
-        .request(
-            http::Method::POST,
-            &path,
-            Some(client::JSON),
-            client::JSON,
-            body,
-        )
-        .await?;
-    println!("{}", answer["message"].as_str().unwrap_or_default());
+    ask(&client, &path, Some(body)).await?;
     Ok(0)
 }
 
@@ -169,10 +176,7 @@ pub async fn link(args: LinkArgs, lab: Option<String>) -> Result<i32> {
         crate::controller::power::PATH_PREFIX,
         args.state
     );
-    let answer = client
-        .request(http::Method::POST, &path, None, client::JSON, Vec::new())
-        .await?;
-    println!("{}", answer["message"].as_str().unwrap_or_default());
+    ask(&client, &path, None).await?;
     Ok(0)
 }
 
@@ -193,9 +197,6 @@ pub async fn partition(args: PartitionArgs, lab: Option<String>) -> Result<i32> 
         crate::controller::power::PARTITION_PATH,
         args.heal
     );
-    let answer = client
-        .request(http::Method::POST, &path, None, client::JSON, Vec::new())
-        .await?;
-    println!("{}", answer["message"].as_str().unwrap_or_default());
+    ask(&client, &path, None).await?;
     Ok(0)
 }

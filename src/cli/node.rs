@@ -25,18 +25,9 @@ pub enum NodeAction {
 
 async fn switch(client: &super::client::Client, node: &str, action: &str) -> Result<()> {
     let path = format!("{}{node}/{action}", crate::controller::power::PATH_PREFIX);
-    let answer = client
-        .request(
-            http::Method::POST,
-            &path,
-            None,
-            super::client::JSON,
-            Vec::new(),
-        )
+    super::faults::ask(client, &path, None)
         .await
-        .with_context(|| format!("node {node}: {action}"))?;
-    println!("{}", answer["message"].as_str().unwrap_or_default());
-    Ok(())
+        .with_context(|| format!("node {node}: {action}"))
 }
 
 pub async fn run(args: NodeArgs, lab: Option<String>) -> Result<i32> {

@@ -20,6 +20,22 @@ pub enum FaultError {
     Failed(String),
 }
 
+impl From<crate::cluster::objects::ObjectError> for FaultError {
+    fn from(e: crate::cluster::objects::ObjectError) -> Self {
+        use crate::cluster::objects::ObjectError;
+        match e {
+            ObjectError::NotFound { .. } => FaultError::NotFound(e.to_string()),
+            e => FaultError::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for FaultError {
+    fn from(e: crate::store::StoreError) -> Self {
+        FaultError::Failed(e.to_string())
+    }
+}
+
 impl From<NetError> for FaultError {
     fn from(e: NetError) -> Self {
         match e {

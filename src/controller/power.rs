@@ -10,6 +10,7 @@
 //! up and unmarks the node: it is Ready again, and its kubelet twin
 //! restarts the pods' containers and finishes what was deleted meanwhile.
 
+use super::faults::FaultError;
 use crate::cluster::state;
 use crate::net;
 use crate::paths;
@@ -40,19 +41,12 @@ pub async fn switch(
     store: &crate::store::ObjectStore,
     node: &str,
     on: bool,
-) -> Result<String, String> {
+) -> Result<String, FaultError> {
     let now = chrono::Utc::now();
     if on {
-        net::set_links(&paths::dc_netns(lab), &ports(node), true)
-            .await
-            .map_err(|e| e.to_string())?;
+        net::set_links(&paths::dc_netns(lab), &ports(node), true).await?;
     }
-    let changed = store
-        .update(|st| {
-            st.set_power(node, on, now)
-                .map_err(|e| super::ControllerError::Object(e.to_string()))
-        })
-        .map_err(|e| e.to_string())?;
+    let changed = store.update(|st| st.set_power(node, on, now).map_err(FaultError::from))?;
     if !changed {
         let already = if on { "runs" } else { "is stopped" };
         return Ok(format!("node/{node} {already} already"));
@@ -84,9 +78,7 @@ pub async fn switch(
         .into_iter()
         .filter(Result::is_ok)
         .count();
-    net::set_links(&paths::dc_netns(lab), &ports(node), false)
-        .await
-        .map_err(|e| e.to_string())?;
+    net::set_links(&paths::dc_netns(lab), &ports(node), false).await?;
     tracing::info!(lab, node, killed, "node stopped by a drill");
     Ok(format!("node/{node} stopped"))
 }
@@ -102,13 +94,8 @@ pub fn partition(
     a: &str,
     b: &str,
     heal: bool,
-) -> Result<String, String> {
-    let changed = store
-        .update(|st| {
-            st.set_partition(a, b, !heal)
-                .map_err(|e| super::ControllerError::Object(e.to_string()))
-        })
-        .map_err(|e| e.to_string())?;
+) -> Result<String, FaultError> {
+    let changed = store.update(|st| st.set_partition(a, b, !heal).map_err(FaultError::from))?;
     Ok(match (heal, changed) {
         (false, true) => format!("node/{a} and node/{b} partitioned"),
         (false, false) => format!("node/{a} and node/{b} are partitioned already"),

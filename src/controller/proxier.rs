@@ -107,6 +107,9 @@ fn terminating_fallback(st: &ClusterState) -> Fallback {
 }
 
 fn fallback_of<'a>(f: &'a Fallback, key: (&str, &str)) -> &'a [Draining] {
+    if f.is_empty() {
+        return &[];
+    }
     f.get(&(key.0.to_string(), key.1.to_string()))
         .map(Vec::as_slice)
         .unwrap_or_default()

@@ -60,6 +60,25 @@ fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
     out.resize(out.len() + (4 - len % 4) % 4, 0);
 }
 
+/// The netlink attributes in `bytes`: (kind, value, the whole attribute
+/// with its padding); a malformed one ends the walk.
+fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
+    std::iter::from_fn(move || {
+        if bytes.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([bytes[0], bytes[1]]) as usize;
+        let kind = u16::from_ne_bytes([bytes[2], bytes[3]]);
+        if len < 4 || len > bytes.len() {
+            return None;
+        }
+        let whole = &bytes[..((len + 3) & !3).min(bytes.len())];
+        let value = &bytes[4..len];
+        bytes = &bytes[whole.len()..];
+        Some((kind, value, whole))
+    })
+}
+
 impl Netem {
     /// The TCA_OPTIONS payload: `tc_netem_qopt`, then the attributes.
     pub fn encode(&self) -> Vec<u8> {
@@ -115,14 +134,7 @@ impl Netem {
             jitter_us: ((word(payload, 5)? as u64) << 6) / 1000,
             ..Default::default()
         };
-        let mut rest = payload.get(24..)?;
-        while rest.len() >= 4 {
-            let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-            let kind = u16::from_ne_bytes([rest[2], rest[3]]);
-            if len < 4 || len > rest.len() {
-                break;
-            }
-            let v = &rest[4..len];
+        for (kind, v, _) in attributes(payload.get(24..)?) {
             let i64_of = |v: &[u8]| {
                 v.get(..8)
                     .map(|b| i64::from_ne_bytes(b.try_into().unwrap()))
@@ -137,7 +149,6 @@ impl Netem {
                 }
                 _ => {}
             }
-            rest = &rest[(len + 3) & !3..];
         }
         Some(n)
     }
@@ -390,17 +401,10 @@ mod tests {
         let ours = n.encode();
         let (fixed, attrs) = ours.split_at(24);
         assert_eq!(fixed, &TC_NETEM[..24]);
-        let mut rest = attrs;
-        let mut kept = Vec::new();
-        while !rest.is_empty() {
-            let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-            let kind = u16::from_ne_bytes([rest[2], rest[3]]);
-            let padded = (len + 3) & !3;
-            if kind != TCA_NETEM_LATENCY64 && kind != TCA_NETEM_JITTER64 {
-                kept.extend_from_slice(&rest[..padded]);
-            }
-            rest = &rest[padded..];
-        }
+        let kept: Vec<u8> = attributes(attrs)
+            .filter(|(kind, _, _)| ![TCA_NETEM_LATENCY64, TCA_NETEM_JITTER64].contains(kind))
+            .flat_map(|(_, _, whole)| whole.iter().copied())
+            .collect();
         assert_eq!(kept, &TC_NETEM[24..]);
     }
 
