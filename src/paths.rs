@@ -48,10 +48,14 @@ pub fn claim_lab_dir(lab: &str) -> std::io::Result<PathBuf> {
 /// point elsewhere): `down` must find a lab's disk whatever store the
 /// `up` used. `NETLAB_LABS_DIR` moves it.
 pub fn disk_dir(lab: &str) -> PathBuf {
+    labs_dir().join(lab)
+}
+
+/// Where every lab's disk is (see [`disk_dir`]).
+pub fn labs_dir() -> PathBuf {
     std::env::var_os("NETLAB_LABS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/lib/netlab/labs"))
-        .join(lab)
 }
 
 /// Where the lab's disk is mounted.

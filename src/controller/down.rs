@@ -100,8 +100,9 @@ pub async fn down(lab: &str) -> DownReport {
     }
 
     phase("processes gone");
-    // 3. Mounts (container rootfs overlays), deepest first.
-    for m in rootfs::mounts_under(&dir) {
+    // 3. Mounts (container rootfs overlays), deepest first; the lab's
+    //    directory itself (a tmpfs) holds the runtime's state until 7.
+    for m in rootfs::mounts_under(&dir).into_iter().filter(|m| m != &dir) {
         if let Err(e) = rootfs::unmount(&m) {
             report.errors.push(e.to_string());
         }
@@ -163,7 +164,10 @@ pub async fn down(lab: &str) -> DownReport {
     }
 
     phase("cgroups removed");
-    // 7. Files.
+    // 7. Files: the lab's tmpfs takes them all with it.
+    if let Err(e) = rootfs::unmount(&dir) {
+        report.errors.push(e.to_string());
+    }
     if dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             report

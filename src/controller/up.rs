@@ -134,6 +134,7 @@ pub async fn up(mut spec: LabSpec, options: &UpOptions) -> Result<UpSummary, Con
     })?;
     // From here on the host changes: any failure tears the lab down.
     let result = async {
+        crate::runtime::disk::mount_run_dir(&dir).map_err(|e| ControllerError::io(&dir, e))?;
         std::fs::create_dir_all(dir.join("pods")).map_err(|e| ControllerError::io(&dir, e))?;
         let t = Instant::now();
         // The lab's disk (mkfs and a loop mount, about 50 ms) is made while

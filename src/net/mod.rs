@@ -40,7 +40,7 @@ use futures::{StreamExt, TryStreamExt};
 
 pub use error::NetError;
 pub use link::{ifname, IFNAME_MAX};
-pub use netns::{NetNs, NETNS_PREFIX, NETNS_RUN_DIR};
+pub use netns::{MountNs, NetNs, NETNS_PREFIX, NETNS_RUN_DIR};
 pub use plan::{validate_pods, DcPlan, NetPlan, NodePlan, PodPlan};
 
 use conn::Conn;

@@ -17,6 +17,23 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// Makes the lab's run directory (`paths::lab_dir`: bundles, logs,
+/// volumes, the runtime's state, the store) a tmpfs of its own, as `/run`
+/// is on stock Debian/Ubuntu. Where `/run` is on a disk instead, every
+/// pod's dozen files went through the root filesystem's inode allocator,
+/// which scans past recently deleted inodes: at 1 000 pods that was a
+/// third of the time spent starting them. `down` unmounts it last.
+pub fn mount_run_dir(dir: &Path) -> io::Result<()> {
+    nix::mount::mount(
+        Some("netlab"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some("mode=0700"),
+    )
+    .map_err(|e| io::Error::other(format!("mounting a tmpfs at {}: {e}", dir.display())))
+}
+
 /// The image file in a lab's disk directory (`paths::disk_dir`).
 pub fn image_path(dir: &Path) -> PathBuf {
     dir.join("disk.img")

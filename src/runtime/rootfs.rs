@@ -53,7 +53,7 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
+        .map(crate::net::netns::unescape_mountinfo)
         .map(PathBuf::from)
         .filter(|p| p.starts_with(dir))
         .collect();
@@ -70,33 +70,5 @@ pub fn unmount(path: &Path) -> io::Result<()> {
             "unmounting {}: {e}",
             path.display()
         ))),
-    }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let code: String = chars.by_ref().take(3).collect();
-            if let Ok(v) = u8::from_str_radix(&code, 8) {
-                out.push(v as char);
-                continue;
-            }
-            out.push('\\');
-            out.push_str(&code);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unescape_mountinfo() {
-        assert_eq!(super::unescape("/a\\040b"), "/a b");
     }
 }

@@ -11,6 +11,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use tokio::process::Command;
 
+use crate::net::MountNs;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuncError {
     #[error("{runtime} not found: install it (apt-get install runc) or set NETLAB_RUNTIME")]
@@ -22,6 +24,78 @@ pub enum RuncError {
         id: String,
         message: String,
     },
+}
+
+/// The mount namespace containers start from (`net::MountNs`), made on
+/// the first start: a copy of the host's mounts without any lab's pods.
+/// `NETLAB_START_MOUNTS=host` starts them from the host's own namespace
+/// instead, as netlab did before (the benchmark's baseline).
+fn start_namespace(runc_root: &Path) -> Result<Option<Arc<MountNs>>, String> {
+    static NS: std::sync::OnceLock<Result<Option<Arc<MountNs>>, String>> =
+        std::sync::OnceLock::new();
+    NS.get_or_init(|| {
+        if std::env::var_os("NETLAB_START_MOUNTS").is_some_and(|v| v == "host") {
+            return Ok(None);
+        }
+        let drop_below = [
+            PathBuf::from(crate::net::NETNS_RUN_DIR),
+            crate::paths::run_dir(),
+            crate::paths::labs_dir(),
+        ];
+        // The lab's own directory (its tmpfs) holds the bundles and the
+        // runtime's state. A process serves one lab.
+        let keep: Vec<PathBuf> = runc_root
+            .parent()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .collect();
+        MountNs::private_copy(&drop_below, &keep)
+            .map(|ns| Some(Arc::new(ns)))
+            .map_err(|e| format!("making the mount namespace containers start from: {e}"))
+    })
+    .clone()
+}
+
+/// What a bundle names that only the host's mount namespace has, to be
+/// carried into the one its container starts from: the rootfs, and the
+/// namespace files under `/run/netns` it joins (the pod's network; the
+/// node's, for a host-network pod).
+fn carried(bundle: &Path) -> Result<Vec<PathBuf>, String> {
+    #[derive(Deserialize)]
+    struct Config {
+        root: Root,
+        #[serde(default)]
+        linux: Option<Linux>,
+    }
+    #[derive(Deserialize)]
+    struct Root {
+        path: PathBuf,
+    }
+    #[derive(Deserialize)]
+    struct Linux {
+        #[serde(default)]
+        namespaces: Vec<Namespace>,
+    }
+    #[derive(Deserialize)]
+    struct Namespace {
+        #[serde(default)]
+        path: Option<PathBuf>,
+    }
+    let file = bundle.join("config.json");
+    let config: Config = std::fs::read(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("reading {}: {e}", file.display()))?;
+    let mut carry = vec![bundle.join(&config.root.path)];
+    carry.extend(
+        config
+            .linux
+            .into_iter()
+            .flat_map(|l| l.namespaces)
+            .filter_map(|n| n.path)
+            .filter(|p| p.starts_with(crate::net::NETNS_RUN_DIR)),
+    );
+    Ok(carry)
 }
 
 /// The last lines of a container's log, where runc says why it failed
@@ -174,9 +248,18 @@ impl Runc {
                 cmd.stdout(out).stderr(err);
             }
         }
-        let status = cmd
-            .arg(id)
-            .status()
+        cmd.arg(id);
+        let failed = |m: String| RunFailed::Runc(self.failed("run", id, m));
+        let child = match start_namespace(&self.root).map_err(failed)? {
+            Some(ns) => {
+                let carry = carried(bundle).map_err(failed)?;
+                ns.spawn_in_copy(&mut cmd, &carry)
+            }
+            None => cmd.spawn(),
+        };
+        let status = child
+            .map_err(|e| RunFailed::Runc(self.spawn_error("run", id, e)))?
+            .wait()
             .await
             .map_err(|e| RunFailed::Runc(self.spawn_error("run", id, e)))?;
         drop(cmd); // our copies of the container's stdio
