@@ -403,16 +403,7 @@ fn main() {
         common::load1()
     );
 
-    let t = Instant::now();
-    common::netlab(&[
-        "up",
-        "--name",
-        &lab,
-        "--timeout",
-        "900",
-        file.to_str().unwrap(),
-    ]);
-    let up = t.elapsed();
+    let up = common::up_timed(&lab, &file, &[]);
     println!("up: {:.1} s", up.as_secs_f64());
     results.secs("api.up", up);
 

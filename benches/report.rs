@@ -529,6 +529,7 @@ fn markdown(fig: &Figures) -> String {
             ),
             verdict(Some(ok)),
         ));
+        start_section(fig, &mut m, &mut targets, up);
     } else {
         writeln!(m, "Not measured in this run.\n").unwrap();
     }
@@ -743,6 +744,99 @@ fn chart(fig: &Figures, path: &std::path::Path) {
         .unwrap();
     }
     root.present().unwrap();
+}
+
+/// Section 5's second half: what starting the pods' containers costs.
+fn start_section(
+    fig: &Figures,
+    m: &mut String,
+    targets: &mut Vec<(String, String, &'static str)>,
+    up: f64,
+) {
+    let Some(per_pod) = fig.f("scale.start.per_pod") else {
+        return;
+    };
+    let (pods, small) = (
+        fig.f("scale.pods").unwrap_or(0.0),
+        fig.f("scale.small.pods").unwrap_or(0.0),
+    );
+    let floor = fig.f("scale.floor.per_container");
+    writeln!(
+        m,
+        "### Starting the containers\n\n\
+         Per-pod start cost: the lab's process logs how long it took from its first container \
+         start to its last, divided here by the pods (8 start at a time). netlab starts each \
+         container from a fresh copy of a mount namespace that holds none of the lab's pod \
+         mounts, with only that container's rootfs and network namespace carried in \
+         (`net::MountNs`), and keeps the lab's directory on a tmpfs of its own. The baseline is \
+         the start path before (`NETLAB_START_MOUNTS=host`: runc started from the host's mount \
+         namespace, where every pod adds its rootfs and its `/run/netns` file). runc's floor: \
+         {} bare `runc run -d` of one of the lab's pod bundles (a fresh overlay of the same \
+         layers, a new network namespace and cgroup each), 8 at a time, from a mount namespace \
+         without any pod's mounts.\n\n\
+         | start path | pods | `netlab up` | per-pod start | `netlab down` |\n|---|---:|---:|---:|---:|\n\
+         | netlab | {small} | {} | {} | {} |\n\
+         | netlab | {pods} | {} | {} | {} |\n\
+         | baseline: runc from the host's mount namespace | {small} | {} | {} | {} |\n\
+         | baseline: runc from the host's mount namespace | {pods} | {} | {} | {} |\n\
+         | runc's floor (bare `runc run -d`) | | | {} | |\n",
+        fig.f("scale.floor.count").unwrap_or(0.0),
+        secs(fig.f("scale.start.small.up")),
+        secs(fig.f("scale.start.small.per_pod")),
+        secs(fig.f("scale.start.small.down")),
+        secs(Some(up)),
+        secs(Some(per_pod)),
+        secs(fig.f("scale.down")),
+        secs(fig.f("scale.start.host.small.up")),
+        secs(fig.f("scale.start.host.small.per_pod")),
+        secs(fig.f("scale.start.host.small.down")),
+        secs(fig.f("scale.start.host.up")),
+        secs(fig.f("scale.start.host.per_pod")),
+        secs(fig.f("scale.start.host.down")),
+        secs(floor),
+    )
+    .unwrap();
+    if let Some(median) = fig.f("scale.serving.median") {
+        writeln!(
+            m,
+            "One more pod in the lab of {pods} (created through the API; timed until a TCP \
+             connect to its port 80 from node-1 succeeds; {} pods): median {}, p99 {}.\n",
+            fig.f("scale.serving.count").unwrap_or(0.0),
+            secs(Some(median)),
+            secs(fig.f("scale.serving.p99")),
+        )
+        .unwrap();
+    }
+    let floor_lab = floor.map(|f| f * pods);
+    targets.push((
+        "the scale lab up < 10 s".to_string(),
+        format!(
+            "{} (runc's floor alone for {pods} containers on this machine: {})",
+            secs(Some(up)),
+            secs(floor_lab)
+        ),
+        verdict(Some(up < 10.0)),
+    ));
+    if let Some(down) = fig.f("scale.down") {
+        targets.push((
+            "the scale lab down < 3 s".into(),
+            secs(Some(down)),
+            verdict(Some(down < 3.0)),
+        ));
+    }
+    let small_cost = fig.f("scale.start.small.per_pod");
+    targets.push((
+        format!("per-pod start at {pods} pods within 1.2 × that at {small}"),
+        format!(
+            "{} against {} ({}; baseline: {} against {})",
+            secs(Some(per_pod)),
+            secs(small_cost),
+            ratio(Some(per_pod), small_cost),
+            secs(fig.f("scale.start.host.per_pod")),
+            secs(fig.f("scale.start.host.small.per_pod")),
+        ),
+        verdict(small_cost.map(|s| per_pod <= 1.2 * s)),
+    ));
 }
 
 /// Section 6: the lab's Kubernetes API and its baselines.

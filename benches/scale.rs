@@ -22,7 +22,20 @@
 //!   service the pod backed without it (read from the proxy state files,
 //!   written only after the kernel took the batch);
 //! - `netlab down` time, then a check that nothing of the lab is left:
-//!   namespaces, /run/netlab/<lab>, mounts, cgroups.
+//!   namespaces, /run/netlab/<lab>, mounts, cgroups;
+//! - container start cost per pod (the lab process's "pods started" log
+//!   line: the time from its first container start to its last, over the
+//!   pods), in this lab and in a tenth of it (NETLAB_BENCH_SCALE_SMALL
+//!   pods, 10 services a pod), each also on today's start path's baseline
+//!   (`NETLAB_START_MOUNTS=host`: runc started from the host's mount
+//!   namespace, which holds every pod's mounts), and against runc's floor:
+//!   NETLAB_BENCH_SCALE_FLOOR bare `runc run -d` of a lab pod's own bundle
+//!   (its config.json, a fresh overlay of the same image layers, a new
+//!   network namespace and cgroup each), as many at once as the lab
+//!   starts, from a mount namespace without any pod's mounts;
+//! - pod start → serving: NETLAB_BENCH_SCALE_PROBES pods created one at a
+//!   time through the API in the big lab, each timed from the request
+//!   until a TCP connect to its port 80 from node-1 succeeds.
 
 mod common;
 
@@ -98,6 +111,216 @@ impl StateTail {
     }
 }
 
+/// How long a lab's process took to start its pods' containers, from its
+/// log ("pods started": the first container start to the last, after the
+/// pods' network), and how many pods.
+fn start_phase(lab: &str) -> (usize, Duration) {
+    let log = std::fs::read_to_string(netlab::controller::daemon::log_file(lab)).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("pods started"))
+        .expect("the lab's log says when its pods started");
+    let field = |name: &str| -> u64 {
+        let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (
+        field("pods") as usize,
+        Duration::from_millis(field("containers_ms")),
+    )
+}
+
+/// A lab of `pods` pods and `services` services up and down again with
+/// `env`: (up, per-pod container start, down).
+fn up_and_down(
+    pods: usize,
+    services: usize,
+    env: &[(&str, &str)],
+) -> (Duration, Duration, Duration) {
+    let lab = format!("b{}-start", common::tag());
+    let guard = common::DownOnDrop(lab.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lab.yaml");
+    std::fs::write(&file, lab_yaml(pods, services)).unwrap();
+    let up = common::up_timed(&lab, &file, env);
+    let (n, phase) = start_phase(&lab);
+    let t = Instant::now();
+    netlab(&["down", "--lab", &lab]);
+    let down = t.elapsed();
+    std::mem::forget(guard);
+    (up, phase / n as u32, down)
+}
+
+/// runc's own floor per container (see the file's header), from the
+/// bundle of one of `lab`'s pods: `k` containers, `parallel` at a time.
+fn runc_floor(lab: &str, k: usize, parallel: usize) -> Duration {
+    let pods_dir = netlab::paths::lab_dir(lab).join("pods");
+    let pod = std::fs::read_dir(&pods_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("httpd/config.json").exists())
+        .expect("a pod's bundle");
+    let bundle = pod.join("httpd");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    // The image's layers, as the pod's rootfs overlay stacks them.
+    let rootfs = bundle.join("rootfs").display().to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let lower = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(rootfs.as_str()))
+        .and_then(|l| l.split("lowerdir=").nth(1))
+        .map(|s| s.split(',').next().unwrap().to_string())
+        .expect("the pod's rootfs overlay");
+    let tag = common::tag();
+    let work = tempfile::tempdir().unwrap();
+    let configs = work.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    for i in 0..k {
+        let mut c = config.clone();
+        c["root"]["path"] = "rootfs".into();
+        c["linux"]["cgroupsPath"] = format!("/netlab-floor-{tag}-{i}").into();
+        // A network namespace of its own (the pod's is the lab's).
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns.as_object_mut().unwrap().remove("path");
+            }
+        }
+        std::fs::write(configs.join(format!("{i}.json")), c.to_string()).unwrap();
+    }
+    let script = r#"
+set -e
+W=$1 K=$2 P=$3 LOWER=$4 TAG=$5
+# No pod's mounts: every overlay rootfs and namespace file left out.
+findmnt -rn -o TARGET,FSTYPE | awk '$2=="overlay"||$2=="nsfs"{print $1}' | sort -r | xargs -r -n1 umount -l
+mkdir -p $W/run
+mount -t tmpfs floor $W/run
+R=$W/run
+for i in $(seq 0 $((K-1))); do
+  mkdir -p $R/b$i/rootfs $R/u$i/upper $R/u$i/work
+  mount -t overlay overlay -o lowerdir=$LOWER,upperdir=$R/u$i/upper,workdir=$R/u$i/work $R/b$i/rootfs
+  cp $W/configs/$i.json $R/b$i/config.json
+done
+start=$(date +%s%N)
+seq 0 $((K-1)) | xargs -P $P -I{} runc --root $R/state run -d --bundle $R/b{} floor-$TAG-{} </dev/null >/dev/null
+end=$(date +%s%N)
+echo $((end-start))
+seq 0 $((K-1)) | xargs -P $P -I{} runc --root $R/state delete -f floor-$TAG-{}
+"#;
+    let out = common::run(
+        std::process::Command::new("unshare")
+            .args([
+                "-m",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                script,
+                "floor",
+            ])
+            .arg(work.path())
+            .arg(k.to_string())
+            .arg(parallel.to_string())
+            .arg(&lower)
+            .arg(tag.to_string()),
+    );
+    let ns: u64 = out.trim().lines().next().unwrap().parse().unwrap();
+    Duration::from_nanos(ns / k as u64)
+}
+
+/// Pod start → serving, `n` times: a pod created through the API, timed
+/// until a TCP connect to its port 80 from node-1 succeeds; then deleted.
+fn start_to_serving(
+    rt: &tokio::runtime::Runtime,
+    client: &netlab::cli::client::Client,
+    lab: &str,
+    n: usize,
+) -> Vec<Duration> {
+    let node =
+        netlab::net::NetNs::open(&format!("{}node.node-1", netlab::paths::netns_prefix(lab)))
+            .unwrap();
+    let mut times = Vec::new();
+    for k in 0..n {
+        let name = format!("probe-{k}");
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "enableServiceLinks": false,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{
+                    "name": "httpd", "image": "radial/busyboxplus:curl",
+                    "command": ["sh", "-c", "echo ok > /tmp/index.html && exec httpd -f -p 80 -h /tmp"],
+                    "ports": [{"containerPort": 80}]
+                }]
+            }
+        });
+        let path = format!("/api/v1/namespaces/default/pods/{name}");
+        let start = Instant::now();
+        rt.block_on(client.request(
+            http::Method::POST,
+            "/api/v1/namespaces/default/pods",
+            Some("application/json"),
+            "application/json",
+            pod.to_string().into_bytes(),
+        ))
+        .unwrap_or_else(|e| panic!("create {name}: {}", e.message));
+        let ip: std::net::IpAddr = loop {
+            let p = rt
+                .block_on(client.request(
+                    http::Method::GET,
+                    &path,
+                    None,
+                    "application/json",
+                    Vec::new(),
+                ))
+                .unwrap_or_else(|e| panic!("get {name}: {}", e.message));
+            if let Some(ip) = p["status"]["podIP"].as_str() {
+                break ip.parse().unwrap();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name} got no IP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        loop {
+            if node
+                .connect_tcp((ip, 80).into(), Duration::from_millis(200))
+                .is_ok()
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name} never served"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let d = start.elapsed();
+        println!(
+            "{name}: serving {:.1} ms after its create",
+            d.as_secs_f64() * 1e3
+        );
+        times.push(d);
+        rt.block_on(client.request(
+            http::Method::DELETE,
+            &path,
+            None,
+            "application/json",
+            Vec::new(),
+        ))
+        .unwrap_or_else(|e| panic!("delete {name}: {}", e.message));
+    }
+    times
+}
+
 fn main() {
     common::require_root("scale");
     let load_at_start = common::load1();
@@ -105,6 +328,9 @@ fn main() {
     let services: usize = env_or("NETLAB_BENCH_SCALE_SERVICES", 10_000);
     let deletes: usize = env_or("NETLAB_BENCH_SCALE_DELETES", 10);
     let sample: usize = env_or("NETLAB_BENCH_SCALE_SAMPLE", 20);
+    let small: usize = env_or("NETLAB_BENCH_SCALE_SMALL", pods / 10);
+    let floor_count: usize = env_or("NETLAB_BENCH_SCALE_FLOOR", 200);
+    let probes: usize = env_or("NETLAB_BENCH_SCALE_PROBES", 20);
     assert!(
         pods >= 2 && pods.is_multiple_of(2),
         "NETLAB_BENCH_SCALE_PODS: an even number"
@@ -122,18 +348,32 @@ fn main() {
         common::load1()
     );
 
-    let t = Instant::now();
-    netlab(&[
-        "up",
-        "--name",
-        &lab,
-        "--timeout",
-        "900",
-        file.to_str().unwrap(),
-    ]);
-    let up = t.elapsed();
-    println!("up: {:.1} s", up.as_secs_f64());
+    // Container start cost per pod in a tenth of the lab, on both paths.
+    let host = [("NETLAB_START_MOUNTS", "host")];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (key, env) in [("start", &[][..]), ("start.host", &host[..])] {
+        let (up, per_pod, down) = up_and_down(small, small * (services / pods), env);
+        println!(
+            "{small} pods ({key}): up {:.2} s, {:.2} ms a pod to start, down {:.2} s",
+            up.as_secs_f64(),
+            ms(per_pod),
+            down.as_secs_f64()
+        );
+        results.secs(format!("scale.{key}.small.up"), up);
+        results.secs(format!("scale.{key}.small.per_pod"), per_pod);
+        results.secs(format!("scale.{key}.small.down"), down);
+    }
+    results.put("scale.small.pods", small);
+
+    let up = common::up_timed(&lab, &file, &[]);
+    let (n, phase) = start_phase(&lab);
+    println!(
+        "up: {:.1} s ({:.2} ms a pod to start)",
+        up.as_secs_f64(),
+        ms(phase / n as u32)
+    );
     results.secs("scale.up", up);
+    results.secs("scale.start.per_pod", phase / n as u32);
 
     let pid = std::fs::read_to_string(netlab::controller::daemon::pid_file(&lab))
         .unwrap()
@@ -221,12 +461,36 @@ fn main() {
     results.put("scale.served_pods", pod_ok);
     results.put("scale.sampled_pods", pod_ips.len());
 
-    // Convergence after pod deletion.
+    // runc's floor, while the lab idles.
+    let floor = runc_floor(&lab, floor_count, 8);
+    println!(
+        "runc's floor: {:.2} ms a container ({floor_count} bare runc run -d, 8 at a time)",
+        ms(floor)
+    );
+    results.secs("scale.floor.per_container", floor);
+    results.put("scale.floor.count", floor_count);
+
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = std::sync::Arc::new(
         rt.block_on(netlab::cli::client::Client::connect(&lab))
             .expect("a client of the lab's API"),
     );
+    // One more pod in a lab of 1 000: start → serving.
+    let serving = start_to_serving(&rt, &client, &lab, probes);
+    if !serving.is_empty() {
+        let (m, p99) = (median(&serving), percentile(&serving, 99.0));
+        println!(
+            "pod start → serving: median {:.1} ms, p99 {:.1} ms ({} pods)",
+            ms(m),
+            ms(p99),
+            serving.len()
+        );
+        results.secs("scale.serving.median", m);
+        results.secs("scale.serving.p99", p99);
+        results.put("scale.serving.count", serving.len());
+    }
+
+    // Convergence after pod deletion.
     let mut times = Vec::new();
     let deployments = pods / 2;
     for k in 0..deletes {
@@ -383,7 +647,19 @@ fn main() {
         }
     );
     results.put("scale.leftovers", left.len());
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // Today's start path at full size, for the same figures.
+    let (up, per_pod, down) = up_and_down(pods, services, &host);
+    println!(
+        "{pods} pods (start.host): up {:.1} s, {:.2} ms a pod to start, down {:.2} s",
+        up.as_secs_f64(),
+        ms(per_pod),
+        down.as_secs_f64()
+    );
+    results.secs("scale.start.host.up", up);
+    results.secs("scale.start.host.per_pod", per_pod);
+    results.secs("scale.start.host.down", down);
     results.put("scale.load", load_at_start);
     results.save("scale");
-    assert!(left.is_empty(), "left behind: {left:?}");
 }

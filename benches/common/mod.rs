@@ -147,7 +147,13 @@ impl Drop for DownOnDrop {
 /// Runs the `netlab` binary built with the benches; its stdout, or a panic
 /// with its stderr.
 pub fn netlab(args: &[&str]) -> String {
+    netlab_with(&[], args)
+}
+
+/// `netlab` with extra environment (inherited by a lab's process it starts).
+pub fn netlab_with(env: &[(&str, &str)], args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_netlab"))
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("netlab");
@@ -157,6 +163,23 @@ pub fn netlab(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `netlab up` of `file` as lab `lab` (with `env`), timed.
+pub fn up_timed(lab: &str, file: &std::path::Path, env: &[(&str, &str)]) -> Duration {
+    let t = std::time::Instant::now();
+    netlab_with(
+        env,
+        &[
+            "up",
+            "--name",
+            lab,
+            "--timeout",
+            "900",
+            file.to_str().unwrap(),
+        ],
+    );
+    t.elapsed()
 }
 
 /// `net::teardown` of a prefix on a runtime of its own (callable from
