@@ -549,6 +549,88 @@ fn run(count: u32, round: usize, results: &mut common::Results) {
         ms(text_time)
     );
 
+    // The `nftables` crate's path: the same table as JSON (nft's own
+    // listing of it, in the order a loader needs: chains before the maps
+    // whose elements jump to them, rules last), by `nft -j -f`.
+    let listed = NetNs::open(&text_ns)
+        .unwrap()
+        .command("nft")
+        .args(["-j", "list", "ruleset"])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let mut json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let rank = |o: &serde_json::Value| match o.as_object().and_then(|o| o.keys().next()) {
+        Some(k) if k == "metainfo" || k == "table" => 0,
+        Some(k) if k == "chain" => 1,
+        Some(k) if k == "set" || k == "map" => 2,
+        _ => 3,
+    };
+    json["nftables"]
+        .as_array_mut()
+        .unwrap()
+        .sort_by_key(|o| rank(o));
+    let json_file = dir.path().join("table.json");
+    std::fs::write(&json_file, json.to_string()).unwrap();
+    let json_ns = format!("{prefix}node.json");
+    NetNs::create(&json_ns).expect("creating the namespace");
+    let start = Instant::now();
+    let out = NetNs::open(&json_ns)
+        .unwrap()
+        .command("nft")
+        .args(["-j", "-f", json_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let json_time = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results.secs(format!("proxy.nft_json.{count}"), json_time);
+    println!(
+        "the same table by `nft -j -f` ({} KB of JSON): {:.1} ms",
+        json.to_string().len() / 1024,
+        ms(json_time)
+    );
+
+    // One endpoint change through an `nft` process (what the `nftables`
+    // crate runs per change): one element out of a map and back in, in
+    // one batch, against the loaded table.
+    let (head, element) = text
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("add element ")?;
+            let (head, body) = rest.split_once(" { ")?;
+            let first = body.strip_suffix(" }")?.split(", ").next()?;
+            Some((head.to_string(), first.to_string()))
+        })
+        .expect("a map with elements");
+    let change =
+        format!("delete element {head} {{ {element} }}\nadd element {head} {{ {element} }}\n");
+    let mut process_changes = Vec::new();
+    for _ in 0..15 {
+        let start = Instant::now();
+        let mut child = NetNs::open(&text_ns)
+            .unwrap()
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), change.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "nft -f of {change}");
+        process_changes.push(start.elapsed());
+    }
+    process_changes.sort();
+    let process_change = process_changes[process_changes.len() / 2];
+    results.secs(format!("proxy.nft_change.{count}"), process_change);
+    println!(
+        "one endpoint change by an `nft -f` process: {:.2} ms median",
+        ms(process_change)
+    );
+
     change_times.sort();
     results.secs(format!("proxy.full_sync.{count}"), full_total);
     results.secs(format!("proxy.change_best.{count}"), change_times[0]);

@@ -213,7 +213,12 @@ fn markdown(fig: &Figures) -> String {
         m,
         "Full sync and one endpoint change through netlab's `Proxier` as the controller runs it \
          (in-process nf_tables netlink, state file included); endpoint change: median of 15 \
-         (best in brackets). Connect latency: a node connects to a clusterIP whose endpoint is \
+         (best in brackets). The baselines load the very same table into a fresh namespace: as \
+         `nft -f` text (each set's elements in one command), and as JSON by `nft -j -f` (nft's \
+         own listing of the table, chains before the maps that jump to them), which is what the \
+         `nftables` crate runs; and one endpoint change (an element out of a map and back in, \
+         one batch) by an `nft -f` process against the loaded table, which is what that crate \
+         pays per change (median of 15). Connect latency: a node connects to a clusterIP whose endpoint is \
          a local pod, against a linear chain of one DNAT rule per service (kube-proxy iptables \
          mode's shape) with the target last. Each configuration has its own node and pod, all \
          loaded at once, and the 2 000 connects of each are taken in 20 interleaved rounds, so \
@@ -223,23 +228,25 @@ fn markdown(fig: &Figures) -> String {
     .unwrap();
     writeln!(
         m,
-        "| services | full sync | `nft -f` of the same table (baseline) | one endpoint change | connect latency (maps) | vs 1 service |"
+        "| services | full sync | `nft -f` of the same table (baseline) | `nft -j -f`, the `nftables` crate's path | one endpoint change | by an `nft -f` process | connect latency (maps) | vs 1 service |"
     )
     .unwrap();
-    writeln!(m, "|---:|---:|---:|---:|---:|---:|").unwrap();
+    writeln!(m, "|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
     let lat1 = fig.f("proxy.latency.maps.1");
     if lat1.is_some() {
-        writeln!(m, "| 1 | | | | {} | |", secs(lat1)).unwrap();
+        writeln!(m, "| 1 | | | | | | {} | |", secs(lat1)).unwrap();
     }
     for n in sizes(fig, "proxy.full_sync.") {
         let lat = fig.f(&format!("proxy.latency.maps.{n}"));
         writeln!(
             m,
-            "| {n} | {} | {} | {} ({}) | {} | {} |",
+            "| {n} | {} | {} | {} | {} ({}) | {} | {} | {} |",
             secs(fig.f(&format!("proxy.full_sync.{n}"))),
             secs(fig.f(&format!("proxy.nft_text.{n}"))),
+            secs(fig.f(&format!("proxy.nft_json.{n}"))),
             secs(fig.f(&format!("proxy.change.{n}"))),
             secs(fig.f(&format!("proxy.change_best.{n}"))),
+            secs(fig.f(&format!("proxy.nft_change.{n}"))),
             secs(lat),
             match (lat, lat1) {
                 (Some(a), Some(b)) => format!("{:+.1} %", (a / b - 1.0) * 100.0),
@@ -252,7 +259,7 @@ fn markdown(fig: &Figures) -> String {
         let lat = fig.f(&format!("proxy.latency.linear.{n}"));
         writeln!(
             m,
-            "| {n}, linear chain (baseline) | | | | {} | {} |",
+            "| {n}, linear chain (baseline) | | | | | | {} | {} |",
             secs(lat),
             match (lat, lat1) {
                 (Some(a), Some(b)) => format!("{:+.1} %", (a / b - 1.0) * 100.0),
@@ -772,8 +779,9 @@ fn start_section(
          the start path before (`NETLAB_START_MOUNTS=host`: runc started from the host's mount \
          namespace, where every pod adds its rootfs and its `/run/netns` file). runc's floor: \
          {} bare `runc run -d` of one of the lab's pod bundles (a fresh overlay of the same \
-         layers, a new network namespace and cgroup each), 8 at a time, from a mount namespace \
-         without any pod's mounts.\n\n\
+         layers, a network namespace made beforehand and a cgroup each), 8 at a time, each \
+         from a fresh mount namespace holding only its rootfs and network namespace: runc \
+         alone, without netlab's bundle, overlay and log work.\n\n\
          | start path | pods | `netlab up` | per-pod start | `netlab down` |\n|---|---:|---:|---:|---:|\n\
          | netlab | {small} | {} | {} | {} |\n\
          | netlab | {pods} | {} | {} | {} |\n\

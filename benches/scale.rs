@@ -30,9 +30,10 @@
 //!   (`NETLAB_START_MOUNTS=host`: runc started from the host's mount
 //!   namespace, which holds every pod's mounts), and against runc's floor:
 //!   NETLAB_BENCH_SCALE_FLOOR bare `runc run -d` of a lab pod's own bundle
-//!   (its config.json, a fresh overlay of the same image layers, a new
-//!   network namespace and cgroup each), as many at once as the lab
-//!   starts, from a mount namespace without any pod's mounts;
+//!   (its config.json, a fresh overlay of the same image layers, a
+//!   network namespace made beforehand and a cgroup each), as many at
+//!   once as the lab starts, each from a fresh mount namespace holding
+//!   only its rootfs and network namespace;
 //! - pod start → serving: NETLAB_BENCH_SCALE_PROBES pods created one at a
 //!   time through the API in the big lab, each timed from the request
 //!   until a TCP connect to its port 80 from node-1 succeeds.
@@ -157,81 +158,113 @@ fn up_and_down(
 }
 
 /// runc's own floor per container (see the file's header), from the
-/// bundle of one of `lab`'s pods: `k` containers, `parallel` at a time.
+/// bundle of one of `lab`'s pods: `k` containers, `parallel` at a time,
+/// each `runc run -d` started from a fresh mount namespace holding only
+/// its own rootfs and network namespace (`net::MountNs`, as netlab starts
+/// them), so that neither the lab's mounts nor the other bundles' count.
 fn runc_floor(lab: &str, k: usize, parallel: usize) -> Duration {
+    use futures::StreamExt;
     let pods_dir = netlab::paths::lab_dir(lab).join("pods");
-    let pod = std::fs::read_dir(&pods_dir)
+    let bundle = std::fs::read_dir(&pods_dir)
         .unwrap()
         .flatten()
-        .map(|e| e.path())
-        .find(|p| p.join("httpd/config.json").exists())
+        .map(|e| e.path().join("httpd"))
+        .find(|b| b.join("config.json").exists())
         .expect("a pod's bundle");
-    let bundle = pod.join("httpd");
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
     // The image's layers, as the pod's rootfs overlay stacks them.
     let rootfs = bundle.join("rootfs").display().to_string();
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let lower = info
+    let lower: Vec<std::path::PathBuf> = info
         .lines()
         .find(|l| l.split(' ').nth(4) == Some(rootfs.as_str()))
         .and_then(|l| l.split("lowerdir=").nth(1))
-        .map(|s| s.split(',').next().unwrap().to_string())
+        .map(|s| {
+            s.split(',')
+                .next()
+                .unwrap()
+                .split(':')
+                .rev()
+                .map(Into::into)
+                .collect()
+        })
         .expect("the pod's rootfs overlay");
     let tag = common::tag();
     let work = tempfile::tempdir().unwrap();
-    let configs = work.path().join("configs");
-    std::fs::create_dir(&configs).unwrap();
+    let state = work.path().join("state");
+    let (mut bundles, mut netns) = (Vec::new(), Vec::new());
     for i in 0..k {
+        let dir = work.path().join(format!("b{i}"));
+        let root = netlab::runtime::rootfs::mount_overlay(
+            &lower,
+            &work.path().join(format!("w{i}")),
+            &dir,
+        )
+        .unwrap();
+        let ns = netlab::net::NetNs::create(&format!("netlab-floor{tag}-{i}")).unwrap();
         let mut c = config.clone();
-        c["root"]["path"] = "rootfs".into();
+        c["root"]["path"] = root.display().to_string().into();
         c["linux"]["cgroupsPath"] = format!("/netlab-floor-{tag}-{i}").into();
-        // A network namespace of its own (the pod's is the lab's).
-        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
-            if ns["type"] == "network" {
-                ns.as_object_mut().unwrap().remove("path");
+        for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "network" {
+                n["path"] = ns.path().display().to_string().into();
             }
         }
-        std::fs::write(configs.join(format!("{i}.json")), c.to_string()).unwrap();
+        std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+        bundles.push((dir, root, ns.path().to_path_buf()));
+        netns.push(ns.name().to_string());
     }
-    let script = r#"
-set -e
-W=$1 K=$2 P=$3 LOWER=$4 TAG=$5
-# No pod's mounts: every overlay rootfs and namespace file left out.
-findmnt -rn -o TARGET,FSTYPE | awk '$2=="overlay"||$2=="nsfs"{print $1}' | sort -r | xargs -r -n1 umount -l
-mkdir -p $W/run
-mount -t tmpfs floor $W/run
-R=$W/run
-for i in $(seq 0 $((K-1))); do
-  mkdir -p $R/b$i/rootfs $R/u$i/upper $R/u$i/work
-  mount -t overlay overlay -o lowerdir=$LOWER,upperdir=$R/u$i/upper,workdir=$R/u$i/work $R/b$i/rootfs
-  cp $W/configs/$i.json $R/b$i/config.json
-done
-start=$(date +%s%N)
-seq 0 $((K-1)) | xargs -P $P -I{} runc --root $R/state run -d --bundle $R/b{} floor-$TAG-{} </dev/null >/dev/null
-end=$(date +%s%N)
-echo $((end-start))
-seq 0 $((K-1)) | xargs -P $P -I{} runc --root $R/state delete -f floor-$TAG-{}
-"#;
-    let out = common::run(
-        std::process::Command::new("unshare")
-            .args([
-                "-m",
-                "--propagation",
-                "private",
-                "bash",
-                "-c",
-                script,
-                "floor",
-            ])
-            .arg(work.path())
-            .arg(k.to_string())
-            .arg(parallel.to_string())
-            .arg(&lower)
-            .arg(tag.to_string()),
+    let mounts = netlab::net::MountNs::private_copy(
+        &[
+            netlab::net::NETNS_RUN_DIR.into(),
+            netlab::paths::run_dir(),
+            netlab::paths::labs_dir(),
+            work.path().to_path_buf(),
+        ],
+        &[netlab::paths::lab_dir(lab)],
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let start = Instant::now();
+    let failed: Vec<String> = rt.block_on(
+        futures::stream::iter(bundles.iter().enumerate().map(|(i, (dir, root, ns))| {
+            let mut cmd = tokio::process::Command::new("runc");
+            cmd.arg("--root")
+                .arg(&state)
+                .args(["run", "-d", "--bundle"])
+                .arg(dir);
+            cmd.arg(format!("floor-{tag}-{i}"));
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            let child = mounts.spawn_in_copy(&mut cmd, &[root.clone(), ns.clone()]);
+            async move {
+                match child.unwrap().wait().await.unwrap() {
+                    s if s.success() => None,
+                    s => Some(format!("floor-{i}: {s}")),
+                }
+            }
+        }))
+        .buffer_unordered(parallel)
+        .filter_map(|r| async move { r })
+        .collect(),
     );
-    let ns: u64 = out.trim().lines().next().unwrap().parse().unwrap();
-    Duration::from_nanos(ns / k as u64)
+    let took = start.elapsed();
+    for i in 0..k {
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["delete", "-f", &format!("floor-{tag}-{i}")])
+            .status();
+    }
+    for (_, root, _) in &bundles {
+        netlab::runtime::rootfs::unmount(root).unwrap();
+    }
+    for n in netns {
+        netlab::net::NetNs::delete(&n).unwrap();
+    }
+    assert!(failed.is_empty(), "runc's floor: {failed:?}");
+    took / k as u32
 }
 
 /// Pod start → serving, `n` times: a pod created through the API, timed

@@ -87,44 +87,57 @@ pub async fn down(lab: &str) -> DownReport {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    let mut all_gone = true;
-    if let Err(e) = kill_cgroup_processes(lab).await {
-        report.errors.push(e);
-        all_gone = false;
-    }
-    // SIGKILL is asynchronous: wait until the processes have died, so that
-    // `down` returning means nothing of the lab runs any more.
-    if let Err(e) = wait_gone(&pids).await {
-        report.errors.push(e);
-        all_gone = false;
-    }
-
-    phase("processes gone");
-    // 3. Mounts (container rootfs overlays), deepest first; the lab's
-    //    directory itself (a tmpfs) holds the runtime's state until 7.
-    for m in rootfs::mounts_under(&dir).into_iter().filter(|m| m != &dir) {
-        if let Err(e) = rootfs::unmount(&m) {
-            report.errors.push(e.to_string());
+    // While the kernel tears those processes down, the mounts and the
+    // namespaces go (neither waits for them: a detached overlay and a
+    // namespace whose file is gone live on until their last user ends).
+    let dying = async {
+        let mut errors = Vec::new();
+        if let Err(e) = kill_cgroup_processes(lab).await {
+            errors.push(e);
         }
-    }
+        // SIGKILL is asynchronous: wait until the processes have died, so
+        // that `down` returning means nothing of the lab runs any more.
+        if let Err(e) = wait_gone(&pids).await {
+            errors.push(e);
+        }
+        errors
+    };
+    let unplugged = async {
+        let mut errors = Vec::new();
+        // 3. Mounts (container rootfs overlays), deepest first; the lab's
+        //    directory itself (a tmpfs) holds the runtime's state until 7.
+        for m in rootfs::mounts_under(&dir).into_iter().filter(|m| m != &dir) {
+            if let Err(e) = rootfs::unmount(&m) {
+                errors.push(e.to_string());
+            }
+        }
+        // 4. Host access (its veth would go with the dc namespace too), then
+        //    namespaces, which take their links, addresses and routes with them.
+        if let Err(e) = net::public::remove_host_access(&paths::host_access_ifname(lab)).await {
+            errors.push(e.to_string());
+        }
+        errors.extend(
+            net::teardown(&prefix)
+                .await
+                .into_iter()
+                .map(|e| e.to_string()),
+        );
+        errors
+    };
+    let (dying, unplugged) = tokio::join!(dying, unplugged);
+    let all_gone = dying.is_empty();
+    report.errors.extend(dying);
+    report.errors.extend(unplugged);
+    phase("processes gone, mounts and namespaces removed");
 
-    // 3b. The lab's disk for writable layers (its loop device goes with
-    //     the mount), its image and directory.
+    // 4b. The lab's disk for writable layers (its loop device goes with
+    //     the mount, once no overlay of a container still holds it), its
+    //     image and directory.
     report
         .errors
         .extend(crate::runtime::disk::remove(&paths::disk_dir(lab)));
 
-    phase("unmounted");
-    // 4. Host access (its veth would go with the dc namespace too), then
-    //    namespaces, which take their links, addresses and routes with them.
-    if let Err(e) = net::public::remove_host_access(&paths::host_access_ifname(lab)).await {
-        report.errors.push(e.to_string());
-    }
-    for e in net::teardown(&prefix).await {
-        report.errors.push(e.to_string());
-    }
-
-    phase("namespaces deleted");
+    phase("disk removed");
     // 5. The containers' runtime state is files under the lab's directory
     //    and cgroups, both removed below: with every process gone there is
     //    nothing else `runc delete` would do, and it costs a runc process
@@ -146,12 +159,24 @@ pub async fn down(lab: &str) -> DownReport {
     //    process is still exiting is busy for a moment: kill and retry.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut failures = Vec::new();
-        for d in cgroup_dirs(lab) {
-            if let Err(e) = remove_cgroup_tree(&d) {
-                failures.push(format!("removing cgroup {}: {e}", d.display()));
-            }
-        }
+        // One thread per hierarchy: a cgroup's removal waits for the
+        // kernel to take it offline, 10 hierarchies × 1 000 pods of it.
+        let failures: Vec<String> = std::thread::scope(|s| {
+            let removals: Vec<_> = cgroup_dirs(lab)
+                .into_iter()
+                .map(|d| {
+                    s.spawn(move || {
+                        remove_cgroup_tree(&d)
+                            .err()
+                            .map(|e| format!("removing cgroup {}: {e}", d.display()))
+                    })
+                })
+                .collect();
+            removals
+                .into_iter()
+                .filter_map(|r| r.join().ok().flatten())
+                .collect()
+        });
         if failures.is_empty() {
             break;
         }
