@@ -582,17 +582,26 @@ fn run(count: u32, round: usize, results: &mut common::Results) {
         .output()
         .unwrap();
     let json_time = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    results.secs(format!("proxy.nft_json.{count}"), json_time);
-    println!(
-        "the same table by `nft -j -f` ({} KB of JSON): {:.1} ms",
-        json.to_string().len() / 1024,
-        ms(json_time)
-    );
+    if out.status.success() {
+        results.secs(format!("proxy.nft_json.{count}"), json_time);
+        println!(
+            "the same table by `nft -j -f` ({} KB of JSON): {:.1} ms",
+            json.to_string().len() / 1024,
+            ms(json_time)
+        );
+    } else {
+        // nft 1.0.6 (Debian 12) lists maps with concatenated data (the
+        // DNAT maps: `ipv4_addr . inet_service`) but refuses them as JSON
+        // input: that path cannot load this layout at all there.
+        let why = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("internal:0:0-0: ")
+            .to_string();
+        println!("the same table by `nft -j -f`: refused: {why}");
+        results.put("proxy.nft_json_refused", why);
+    }
 
     // One endpoint change through an `nft` process (what the `nftables`
     // crate runs per change): one element out of a map and back in, in

@@ -32,6 +32,10 @@ impl Figures {
     fn f(&self, key: &str) -> Option<f64> {
         self.0.get(key).and_then(Value::as_f64)
     }
+
+    fn s(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
 }
 
 fn secs(v: Option<f64>) -> String {
@@ -243,7 +247,10 @@ fn markdown(fig: &Figures) -> String {
             "| {n} | {} | {} | {} | {} ({}) | {} | {} | {} |",
             secs(fig.f(&format!("proxy.full_sync.{n}"))),
             secs(fig.f(&format!("proxy.nft_text.{n}"))),
-            secs(fig.f(&format!("proxy.nft_json.{n}"))),
+            match fig.f(&format!("proxy.nft_json.{n}")) {
+                None if fig.s("proxy.nft_json_refused").is_some() => "refused (below)".into(),
+                v => secs(v),
+            },
             secs(fig.f(&format!("proxy.change.{n}"))),
             secs(fig.f(&format!("proxy.change_best.{n}"))),
             secs(fig.f(&format!("proxy.nft_change.{n}"))),
@@ -274,6 +281,16 @@ fn markdown(fig: &Figures) -> String {
         secs(fig.f("proxy.latency.direct"))
     )
     .unwrap();
+    if let Some(why) = fig.s("proxy.nft_json_refused") {
+        writeln!(
+            m,
+            "`nft -j -f` ({}) refused the table's JSON: \"{why}\". It lists the DNAT maps \
+             (concatenated data, address . port) but does not take them as input, so the \
+             `nftables` crate cannot load this layout with this nft at all.\n",
+            sh("nft --version")
+        )
+        .unwrap();
+    }
     if let Some(s) = fig.f("proxy.full_sync.10000") {
         targets.push((
             "10 000 services: full sync < 1 s".into(),
