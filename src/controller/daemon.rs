@@ -1289,20 +1289,28 @@ fn refresh_volumes(lab: &str, st: &ClusterState) {
         .cloned()
         .collect();
     let mut written = VOLUMES_WRITTEN.lock().expect("volumes written");
-    let unchanged = written.get(lab).is_some_and(|w| {
+    // With the same Secrets, ConfigMaps and accounts and no resync due,
+    // only pods that changed since (a new pod, new labels for a downward
+    // API file) are written: writing all of them minted a token for every
+    // pod of the lab at each pod's start.
+    let same_inputs = written.get(lab).filter(|w| {
         w.at.elapsed() < VOLUMES_RESYNC
-            && w.pods.len() == running.len()
-            && w.pods.iter().zip(&running).all(|(a, b)| Arc::ptr_eq(a, b))
             && w.secrets.same(&st.secrets)
             && w.config_maps.same(&st.config_maps)
             && w.accounts.same(&st.service_accounts)
     });
-    if unchanged {
-        return;
-    }
-    if !running.is_empty() {
+    let at = same_inputs.map_or_else(std::time::Instant::now, |w| w.at);
+    let seen: std::collections::HashSet<*const k8s_openapi::api::core::v1::Pod> = same_inputs
+        .iter()
+        .flat_map(|w| w.pods.iter().map(Arc::as_ptr))
+        .collect();
+    let to_write: Vec<&Arc<k8s_openapi::api::core::v1::Pod>> = running
+        .iter()
+        .filter(|p| !seen.contains(&Arc::as_ptr(p)))
+        .collect();
+    if !to_write.is_empty() {
         let objects = pods::Objects::of(st);
-        for p in &running {
+        for p in to_write {
             if let Err(e) = pods::prepare_volumes(lab, p, &objects) {
                 tracing::debug!(pod = %pod_name(p), error = %e, "volume not refreshed");
             }
@@ -1315,7 +1323,7 @@ fn refresh_volumes(lab: &str, st: &ClusterState) {
             secrets: st.secrets.clone(),
             config_maps: st.config_maps.clone(),
             accounts: st.service_accounts.clone(),
-            at: std::time::Instant::now(),
+            at,
         },
     );
 }
