@@ -1249,9 +1249,10 @@ fn config_error_again(
 /// The kubelet keeps the secret and configMap volumes of running pods up to
 /// date (an update swaps the files atomically; a deleted object leaves the
 /// last files in place, as in Kubernetes).
-/// What the volumes of running pods were last written from: they are
-/// written again only when one of these changed, or after
-/// [`VOLUMES_RESYNC`] (a short-lived token's refresh falls due on a clock).
+/// What the volumes of running pods were last written from: they are all
+/// written again when one of these changed, or after [`VOLUMES_RESYNC`]
+/// (a short-lived token's refresh falls due on a clock); otherwise only
+/// the pods not in `pods` (new, or changed since) are.
 struct VolumesWrittenFrom {
     pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>>,
     secrets: crate::cluster::collection::Collection<k8s_openapi::api::core::v1::Secret>,

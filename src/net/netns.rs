@@ -556,7 +556,7 @@ pub(crate) fn invalid_netns_name(name: &str) -> Option<&'static str> {
 /// host's mounts as they were when it was made, without the mounts that
 /// labs add per pod (every pod's `/run/netns` file, every container's
 /// rootfs). Each container starts in a fresh copy of it holding only its
-/// own rootfs and namespace files ([`MountNs::start_in_copy`]), so what
+/// own rootfs and namespace files ([`MountNs::spawn_in_copy`]), so what
 /// runc copies, walks and parses per container (the mount table, several
 /// times) stays the same size however many pods the lab has: in the
 /// host's namespace it grows by two mounts a pod, and at 1 000 pods a
@@ -691,12 +691,20 @@ impl MountNs {
 /// The mount points in `mountinfo` strictly below one of `dirs`, but not
 /// at `keep`, deepest first (so that a mount inside another goes before it).
 fn mounts_strictly_below(mountinfo: &str, dirs: &[PathBuf], keep: &[PathBuf]) -> Vec<PathBuf> {
+    mount_points(mountinfo, |p| {
+        dirs.iter().any(|d| p.starts_with(d) && p != d) && !keep.iter().any(|k| k == p)
+    })
+}
+
+/// The mount points in `mountinfo` (as `/proc/*/mountinfo` lists them)
+/// that `wanted`, deepest first (so that a mount inside another goes
+/// before it), each once.
+pub fn mount_points(mountinfo: &str, wanted: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .filter(|p| dirs.iter().any(|d| p.starts_with(d) && p != d))
-        .filter(|p| !keep.contains(p))
+        .filter(|p| wanted(p))
         .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     found.dedup();
@@ -704,7 +712,7 @@ fn mounts_strictly_below(mountinfo: &str, dirs: &[PathBuf], keep: &[PathBuf]) ->
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-pub fn unescape_mountinfo(s: &str) -> String {
+fn unescape_mountinfo(s: &str) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {

@@ -50,16 +50,7 @@ pub fn mount_overlay(layers: &[PathBuf], writable: &Path, bundle: &Path) -> io::
 /// Every mount point at or below `dir`, deepest first (from /proc/self/mountinfo).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(crate::net::netns::unescape_mountinfo)
-        .map(PathBuf::from)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
-    found
+    crate::net::netns::mount_points(&info, |p| p.starts_with(dir))
 }
 
 /// Lazily unmounts; a mount that is already gone is not an error.

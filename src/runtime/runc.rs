@@ -30,9 +30,8 @@ pub enum RuncError {
 /// the first start: a copy of the host's mounts without any lab's pods.
 /// `NETLAB_START_MOUNTS=host` starts them from the host's own namespace
 /// instead, as netlab did before (the benchmark's baseline).
-fn start_namespace(runc_root: &Path) -> Result<Option<Arc<MountNs>>, String> {
-    static NS: std::sync::OnceLock<Result<Option<Arc<MountNs>>, String>> =
-        std::sync::OnceLock::new();
+fn start_namespace(runc_root: &Path) -> Result<Option<&'static MountNs>, String> {
+    static NS: std::sync::OnceLock<Result<Option<MountNs>, String>> = std::sync::OnceLock::new();
     NS.get_or_init(|| {
         if std::env::var_os("NETLAB_START_MOUNTS").is_some_and(|v| v == "host") {
             return Ok(None);
@@ -50,10 +49,12 @@ fn start_namespace(runc_root: &Path) -> Result<Option<Arc<MountNs>>, String> {
             .into_iter()
             .collect();
         MountNs::private_copy(&drop_below, &keep)
-            .map(|ns| Some(Arc::new(ns)))
+            .map(Some)
             .map_err(|e| format!("making the mount namespace containers start from: {e}"))
     })
-    .clone()
+    .as_ref()
+    .map(Option::as_ref)
+    .map_err(Clone::clone)
 }
 
 /// What a bundle names that only the host's mount namespace has, to be
