@@ -250,3 +250,94 @@ fn a_refused_batch_names_the_command_and_changes_nothing() {
     // Nothing of the failed transaction was applied.
     assert_eq!(nft(&ns, &["list", "tables"], None), "");
 }
+
+/// The network policies' table (`proxy::policy`): interval sets of
+/// address ranges, port ranges, accept and admin-prohibited rejects, built
+/// the same by netlink as by nft, whole and as a diff.
+#[test]
+fn the_policy_table_is_what_nft_builds() {
+    use netlab::proxy::policy::{self, Allow, Direction, Isolated, Ports};
+    let g = Guard::new();
+    let (by_nft, by_netlink) = (g.ns("ptext"), g.ns("pnetlink"));
+    let rt = rt();
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    let pods = |peers: Vec<(&str, &str)>| {
+        vec![
+            Isolated {
+                ip: ip("10.244.1.5"),
+                pod: "x/a".into(),
+                ingress: Some(Direction {
+                    policies: vec!["x/p".into()],
+                    allows: vec![
+                        Allow {
+                            by: "x/p ingress[0]".into(),
+                            peers: Some(peers.iter().map(|(a, b)| (ip(a), ip(b))).collect()),
+                            ports: Some(vec![
+                                Ports {
+                                    proto: Protocol::Tcp,
+                                    first: 80,
+                                    last: 80,
+                                },
+                                Ports {
+                                    proto: Protocol::Udp,
+                                    first: 8000,
+                                    last: 8080,
+                                },
+                            ]),
+                        },
+                        Allow {
+                            by: "x/p ingress[1]".into(),
+                            peers: None,
+                            ports: Some(vec![Ports {
+                                proto: Protocol::Tcp,
+                                first: 443,
+                                last: 443,
+                            }]),
+                        },
+                    ],
+                }),
+                egress: None,
+            },
+            Isolated {
+                ip: ip("10.244.1.6"),
+                pod: "x/b".into(),
+                ingress: None,
+                egress: Some(Direction {
+                    policies: vec!["x/q".into()],
+                    allows: vec![Allow {
+                        by: "x/q egress[0]".into(),
+                        peers: Some(vec![
+                            (ip("0.0.0.0"), ip("10.255.255.255")),
+                            (ip("12.0.0.0"), ip("255.255.255.255")),
+                        ]),
+                        ports: None,
+                    }],
+                }),
+            },
+        ]
+    };
+    let first = policy::ruleset(&pods(vec![("10.244.2.0", "10.244.2.255")]));
+    let second = policy::ruleset(&pods(vec![
+        ("10.244.2.0", "10.244.2.255"),
+        ("10.244.3.7", "10.244.3.7"),
+    ]));
+    let steps = [
+        first.create_transaction().in_table(policy::TABLE),
+        proxy::diff(&first, &second).in_table(policy::TABLE),
+    ];
+    for tx in &steps {
+        nft(&by_nft, &["-f", "-"], Some(&tx.text()));
+        rt.block_on(proxy::netlink::apply(&by_netlink, tx)).unwrap();
+        let want = nft(&by_nft, &["list", "table", "ip", policy::TABLE], None);
+        let got = nft(&by_netlink, &["list", "table", "ip", policy::TABLE], None);
+        assert_eq!(got, want, "netlink:\n{got}\nnft:\n{want}");
+        assert!(got.contains("reject with icmp admin-prohibited"), "{got}");
+        assert!(
+            got.contains("udp dport 8000-8080 accept") || got.contains("th dport 8000-8080"),
+            "{got}"
+        );
+    }
+    let got = nft(&by_netlink, &["list", "table", "ip", policy::TABLE], None);
+    assert!(got.contains("10.244.3.7"), "{got}");
+    assert!(got.contains("12.0.0.0-255.255.255.255"), "{got}");
+}

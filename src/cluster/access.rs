@@ -607,25 +607,9 @@ fn cluster_roles() -> Vec<Bootstrap> {
 /// matchExpressions; an empty selector matches nothing here, as the
 /// aggregation controller ignores it).
 fn selects(sel: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let exprs = sel.match_expressions.as_deref().unwrap_or_default();
-    let wanted = sel.match_labels.as_ref().unwrap_or(&empty);
-    if wanted.is_empty() && exprs.is_empty() {
-        return false;
-    }
-    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
-        && exprs.iter().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+    let empty = sel.match_labels.as_ref().is_none_or(|l| l.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    !empty && super::selector::label_selector_selects(sel, labels)
 }
 
 /// The ClusterRole aggregation controller: a ClusterRole with an

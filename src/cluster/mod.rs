@@ -19,6 +19,7 @@ pub mod namespaces;
 pub mod nodes;
 pub mod objects;
 pub mod patch;
+pub mod reachability;
 pub mod replicasets;
 pub mod resources;
 pub mod scheduler;

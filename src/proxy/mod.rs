@@ -42,6 +42,7 @@
 pub mod error;
 pub mod model;
 pub mod netlink;
+pub mod policy;
 pub mod rule;
 pub mod rules;
 pub mod ruleset;

@@ -65,6 +65,9 @@ pub enum Stmt {
     L4Proto(Protocol),
     /// `ct state new`
     CtStateNew,
+    /// `ct state established,related`: a packet of a connection already
+    /// let through, or an error about one.
+    CtStateEstablishedRelated,
     /// `ct status dnat`: the connection's destination was NATed.
     CtStatusDnat,
     /// `mark and 0x4000 == 0`
@@ -105,6 +108,14 @@ pub enum Stmt {
     Reject,
     /// `th sport 61234`: a transport source port (`netlab trace`'s probe).
     ThSport(u16),
+    /// `th dport 80`, `th dport 8000-8080` (both ends included); after a
+    /// `meta l4proto` match.
+    ThDport(u16, u16),
+    /// `reject with icmp admin-prohibited`: what a network policy answers
+    /// to a connection it denies (ICMP "communication administratively
+    /// prohibited"), so that the client fails at once rather than after a
+    /// timeout, with a reason.
+    RejectAdminProhibited,
     /// `meta nftrace set 1`: the kernel reports what the rules do with
     /// the packet (`netlab trace`).
     NftraceOn,
@@ -118,6 +129,7 @@ pub enum Verdict {
     Goto(String),
     Return,
     Drop,
+    Accept,
 }
 
 impl Rule {
@@ -179,6 +191,7 @@ impl fmt::Display for Verdict {
             Verdict::Goto(c) => write!(f, "goto {c}"),
             Verdict::Return => f.write_str("return"),
             Verdict::Drop => f.write_str("drop"),
+            Verdict::Accept => f.write_str("accept"),
         }
     }
 }
@@ -204,6 +217,7 @@ impl fmt::Display for Stmt {
             }
             Stmt::L4Proto(p) => write!(f, "meta l4proto {p}"),
             Stmt::CtStateNew => f.write_str("ct state new"),
+            Stmt::CtStateEstablishedRelated => f.write_str("ct state established,related"),
             Stmt::CtStatusDnat => f.write_str("ct status dnat"),
             Stmt::MarkUnset(m) => write!(f, "mark and {m:#x} == 0"),
             Stmt::FibSaddrLocal => f.write_str("fib saddr type local"),
@@ -234,6 +248,9 @@ impl fmt::Display for Stmt {
             Stmt::RejectTcpReset => f.write_str("reject with tcp reset"),
             Stmt::Reject => f.write_str("reject"),
             Stmt::ThSport(p) => write!(f, "th sport {p}"),
+            Stmt::ThDport(a, b) if a == b => write!(f, "th dport {a}"),
+            Stmt::ThDport(a, b) => write!(f, "th dport {a}-{b}"),
+            Stmt::RejectAdminProhibited => f.write_str("reject with icmp admin-prohibited"),
             Stmt::NftraceOn => f.write_str("meta nftrace set 1"),
             Stmt::Verdict(v) => write!(f, "{v}"),
         }

@@ -45,12 +45,15 @@ pub enum SetKind {
         modulus: u32,
         proto: Protocol,
     },
+    /// A set of address ranges (`type ipv4_addr ; flags interval`), its
+    /// elements [`KeyPart::IpRange`]s that neither overlap nor touch.
+    Ranges,
 }
 
 impl SetKind {
     pub fn keyword(self) -> &'static str {
         match self {
-            SetKind::Set => "set",
+            SetKind::Set | SetKind::Ranges => "set",
             SetKind::Map | SetKind::Buckets { .. } => "map",
         }
     }
@@ -111,6 +114,9 @@ impl Set {
                 s.push_str(" : verdict");
             }
             s.push_str(" ;");
+            if self.kind == SetKind::Ranges {
+                s.push_str(" flags interval ;");
+            }
         }
         if let Some(t) = self.timeout {
             s.push_str(&format!(" flags dynamic,timeout ; timeout {t}s ;"));
@@ -185,11 +191,25 @@ pub enum KeyPart {
     /// (`131072-163839`). The end must be below `u32::MAX`: the kernel
     /// marks the end of an interval with an element at `end + 1`.
     Range(u32, u32),
+    /// An element of a [`SetKind::Ranges`] set: the first and the last
+    /// address, both included (one address is a range of one).
+    IpRange(Ipv4Addr, Ipv4Addr),
 }
 
 impl fmt::Display for KeyPart {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // As nft lists them: an address, a prefix, or `first-last`.
+            KeyPart::IpRange(a, b) if a == b => write!(f, "{a}"),
+            KeyPart::IpRange(a, b) => {
+                let (a32, b32) = (u32::from(*a), u32::from(*b));
+                let size = u64::from(b32 - a32) + 1;
+                if size.is_power_of_two() && u64::from(a32) % size == 0 {
+                    write!(f, "{a}/{}", 32 - size.trailing_zeros())
+                } else {
+                    write!(f, "{a}-{b}")
+                }
+            }
             KeyPart::Ip(ip) => write!(f, "{ip}"),
             KeyPart::Proto(p) => write!(f, "{p}"),
             KeyPart::Port(p) => write!(f, "{p}"),
@@ -308,7 +328,14 @@ pub enum Op<'a> {
 
 impl fmt::Display for Op<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = format_args!("{FAMILY} {TABLE}");
+        self.write_in(f, TABLE)
+    }
+}
+
+impl Op<'_> {
+    /// The command in nft's syntax, on table `table` (of [`FAMILY`]).
+    fn write_in(&self, f: &mut fmt::Formatter<'_>, table: &str) -> fmt::Result {
+        let t = format_args!("{FAMILY} {table}");
         match self {
             Op::AddTable => write!(f, "add table {t}"),
             Op::DeleteTable => write!(f, "delete table {t}"),
@@ -343,11 +370,20 @@ impl fmt::Display for Op<'_> {
     }
 }
 
-/// One atomic transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One atomic transaction, on one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction<'a> {
     pub ops: Vec<Op<'a>>,
     pub changes: Changes,
+    /// The table's name ([`TABLE`] unless [`Transaction::in_table`] said
+    /// otherwise: the network policies have a table of their own).
+    pub table: &'static str,
+}
+
+impl Default for Transaction<'_> {
+    fn default() -> Self {
+        Transaction::from_ops(Vec::new())
+    }
 }
 
 impl<'a> Transaction<'a> {
@@ -355,7 +391,14 @@ impl<'a> Transaction<'a> {
         Transaction {
             ops,
             changes: Changes::default(),
+            table: TABLE,
         }
+    }
+
+    /// The same commands, on table `table` of the same family.
+    pub fn in_table(mut self, table: &'static str) -> Transaction<'a> {
+        self.table = table;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -367,12 +410,23 @@ impl<'a> Transaction<'a> {
         self.ops.len()
     }
 
+    /// Command `i` in nft's syntax, on the transaction's table.
+    pub fn command(&self, i: usize) -> impl fmt::Display + '_ {
+        struct In<'x>(&'x Op<'x>, &'x str);
+        impl fmt::Display for In<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_in(f, self.1)
+            }
+        }
+        In(&self.ops[i], self.table)
+    }
+
     /// The transaction as `nft -f` input, one command per line.
     pub fn text(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        for op in &self.ops {
-            let _ = writeln!(s, "{op}");
+        for i in 0..self.ops.len() {
+            let _ = writeln!(s, "{}", self.command(i));
         }
         s
     }
@@ -382,7 +436,12 @@ impl Ruleset {
     /// The whole table as `add` commands: what `nft -f` needs to create it
     /// from nothing. The golden tests compare this text.
     pub fn render(&self) -> String {
-        let mut t = Transaction::from_ops(vec![Op::AddTable]);
+        self.render_in(TABLE)
+    }
+
+    /// [`Self::render`] for a table named `table`.
+    pub fn render_in(&self, table: &'static str) -> String {
+        let mut t = Transaction::from_ops(vec![Op::AddTable]).in_table(table);
         self.add_all(&mut t);
         t.text()
     }
@@ -574,7 +633,11 @@ pub fn diff<'a>(old: &'a Ruleset, new: &'a Ruleset) -> Transaction<'a> {
         }
     }
 
-    Transaction { ops, changes }
+    Transaction {
+        ops,
+        changes,
+        table: TABLE,
+    }
 }
 
 fn elem_key(e: &Element) -> (&str, &Key) {

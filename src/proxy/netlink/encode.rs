@@ -16,7 +16,6 @@ use crate::proxy::model::Protocol;
 use crate::proxy::rule::{IpField, KeyField, Rule, Stmt, Verdict};
 use crate::proxy::ruleset::{
     Chain, ChainType, Element, HookPoint, KeyPart, KeyType, Op, Set, SetKind, Transaction, Value,
-    TABLE,
 };
 
 // nfnetlink
@@ -85,6 +84,7 @@ const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 
 // Verdict codes.
 const NF_DROP: i32 = 0;
+const NF_ACCEPT: i32 = 1;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
 const NFT_RETURN: i32 = -5;
@@ -141,6 +141,7 @@ impl Batch {
 pub fn batch(tx: &Transaction<'_>, seq: u32) -> Batch {
     let mut e = Encoder {
         b: Buf::with_capacity(tx.ops.len() * 160 + 64),
+        table: tx.table,
         seq,
         messages: Vec::with_capacity(tx.ops.len()),
         message_starts_last: 0,
@@ -207,6 +208,7 @@ pub fn batch(tx: &Transaction<'_>, seq: u32) -> Batch {
 
 struct Encoder {
     b: Buf,
+    table: &'static str,
     seq: u32,
     messages: Vec<Message>,
     /// Where the last message starts (to set its ACK flag).
@@ -228,52 +230,52 @@ impl Encoder {
         let start = match ops[range.start] {
             Op::AddTable => {
                 let m = self.begin(NEWTABLE, NLM_F_CREATE);
-                self.b.put_str(TABLE_NAME, TABLE);
+                self.b.put_str(TABLE_NAME, self.table);
                 self.b.put_u32(TABLE_FLAGS, 0);
                 m
             }
             Op::DeleteTable => {
                 let m = self.begin(DELTABLE, 0);
-                self.b.put_str(TABLE_NAME, TABLE);
+                self.b.put_str(TABLE_NAME, self.table);
                 m
             }
             Op::AddSet(s) => {
                 let m = self.begin(NEWSET, NLM_F_CREATE);
-                set(&mut self.b, s, self.seq);
+                set(&mut self.b, self.table, s, self.seq);
                 m
             }
             Op::DeleteSet(s) => {
                 let m = self.begin(DELSET, 0);
-                self.b.put_str(SET_TABLE, TABLE);
+                self.b.put_str(SET_TABLE, self.table);
                 self.b.put_str(SET_NAME, &s.name);
                 m
             }
             Op::AddChain(c) => {
                 let m = self.begin(NEWCHAIN, NLM_F_CREATE);
-                chain(&mut self.b, c);
+                chain(&mut self.b, self.table, c);
                 m
             }
             Op::CreateChain(c) => {
                 let m = self.begin(NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL);
-                chain(&mut self.b, c);
+                chain(&mut self.b, self.table, c);
                 m
             }
             Op::FlushChain(name) => {
                 // DELRULE naming only the chain deletes all of its rules.
                 let m = self.begin(DELRULE, 0);
-                self.b.put_str(RULE_TABLE, TABLE);
+                self.b.put_str(RULE_TABLE, self.table);
                 self.b.put_str(RULE_CHAIN, name);
                 m
             }
             Op::DeleteChain(name) => {
                 let m = self.begin(DELCHAIN, 0);
-                self.b.put_str(CHAIN_TABLE, TABLE);
+                self.b.put_str(CHAIN_TABLE, self.table);
                 self.b.put_str(CHAIN_NAME, name);
                 m
             }
             Op::AddRule(chain, r) => {
                 let m = self.begin(NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
-                rule(&mut self.b, chain, r);
+                rule(&mut self.b, self.table, chain, r);
                 m
             }
             Op::AddElement(first) | Op::DeleteElement(first) => {
@@ -283,7 +285,7 @@ impl Encoder {
                 } else {
                     self.begin(DELSETELEM, 0)
                 };
-                self.b.put_str(ELEM_LIST_TABLE, TABLE);
+                self.b.put_str(ELEM_LIST_TABLE, self.table);
                 self.b.put_str(ELEM_LIST_SET, &first.set);
                 let list = self.b.open(ELEM_LIST_ELEMENTS);
                 let mut offsets = Vec::with_capacity(range.len());
@@ -317,8 +319,8 @@ impl Encoder {
     }
 }
 
-fn chain(b: &mut Buf, c: &Chain) {
-    b.put_str(CHAIN_TABLE, TABLE);
+fn chain(b: &mut Buf, table: &str, c: &Chain) {
+    b.put_str(CHAIN_TABLE, table);
     b.put_str(CHAIN_NAME, &c.name);
     if let Some(h) = &c.hook {
         b.put_str(
@@ -371,13 +373,13 @@ const EXPR_NUMGEN: u32 = 23;
 const TYPE_INTEGER: u32 = 4;
 const TYPE_ADDR_SERVICE: u32 = (7 << 6) | 13;
 
-fn set(b: &mut Buf, s: &Set, id: u32) {
-    b.put_str(SET_TABLE, TABLE);
+fn set(b: &mut Buf, table: &str, s: &Set, id: u32) {
+    b.put_str(SET_TABLE, table);
     b.put_str(SET_NAME, &s.name);
     let buckets = matches!(s.kind, SetKind::Buckets { .. });
-    let is_map = s.kind != SetKind::Set;
+    let is_map = matches!(s.kind, SetKind::Map | SetKind::Buckets { .. });
     let mut flags = 0;
-    if buckets {
+    if buckets || s.kind == SetKind::Ranges {
         flags |= NFT_SET_INTERVAL;
     }
     if is_map {
@@ -411,7 +413,7 @@ fn set(b: &mut Buf, s: &Set, id: u32) {
             b.put_u32(SET_DATA_TYPE, TYPE_ADDR_SERVICE);
             b.put_u32(SET_DATA_LEN, 8);
         }
-        SetKind::Set => {}
+        SetKind::Set | SetKind::Ranges => {}
     }
     b.put_u32(10, id); // NFTA_SET_ID, as nft sends it
     if let Some(t) = s.timeout {
@@ -487,6 +489,7 @@ fn key_bytes(parts: &[KeyPart]) -> Vec<u8> {
             KeyPart::Port(p) => v.extend_from_slice(&p.to_be_bytes()),
             // numgen's number goes through `byteorder hton` before the lookup.
             KeyPart::Range(start, _) => v.extend_from_slice(&start.to_be_bytes()),
+            KeyPart::IpRange(first, _) => v.extend_from_slice(&first.octets()),
         }
         if parts.len() > 1 {
             v.resize(v.len().div_ceil(4) * 4, 0);
@@ -512,11 +515,18 @@ fn element(b: &mut Buf, e: &Element, with_value: bool) {
             });
         }
     });
-    if let [KeyPart::Range(_, last)] = e.key.0[..] {
+    let end = match e.key.0[..] {
+        [KeyPart::Range(_, last)] => Some(last + 1),
+        // The last range may end at the last address: no end element
+        // then, as nft sends it (the interval runs to the end).
+        [KeyPart::IpRange(_, last)] => u32::from(last).checked_add(1),
+        _ => None,
+    };
+    if let Some(end) = end {
         b.nest(LIST_ELEM, |b| {
             b.put_u32(ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
             b.nest(ELEM_KEY, |b| {
-                b.put(DATA_VALUE, &(last + 1).to_be_bytes());
+                b.put(DATA_VALUE, &end.to_be_bytes());
             });
         });
     }
@@ -529,6 +539,7 @@ fn verdict_data(b: &mut Buf, v: &Verdict) {
             Verdict::Goto(c) => (NFT_GOTO, Some(c)),
             Verdict::Return => (NFT_RETURN, None),
             Verdict::Drop => (NF_DROP, None),
+            Verdict::Accept => (NF_ACCEPT, None),
         };
         b.put_u32(VERDICT_CODE, code as u32);
         if let Some(c) = chain {
@@ -548,8 +559,8 @@ fn proto_number(p: Protocol) -> u8 {
 /// udata type of a rule's comment (`NFTNL_UDATA_RULE_COMMENT`).
 const UDATA_RULE_COMMENT: u8 = 0;
 
-fn rule(b: &mut Buf, chain: &str, r: &Rule) {
-    b.put_str(RULE_TABLE, TABLE);
+fn rule(b: &mut Buf, table: &str, chain: &str, r: &Rule) {
+    b.put_str(RULE_TABLE, table);
     b.put_str(RULE_CHAIN, chain);
     b.nest(RULE_EXPRESSIONS, |b| {
         for s in &r.stmts {
@@ -699,6 +710,15 @@ fn stmt(b: &mut Buf, s: &Stmt) {
             bitwise(b, 8u32.to_ne_bytes(), [0; 4]); // IP_CT_NEW bit, host order
             cmp(b, true, &[0; 4]);
         }
+        Stmt::CtStateEstablishedRelated => {
+            // [ ct load state => reg 1 ] [ bitwise ... & 0x00000006 ] [ cmp neq reg 1 0 ]
+            expr(b, "ct", |b| {
+                b.put_u32(2, 0); // NFT_CT_STATE
+                b.put_u32(1, REG_1);
+            });
+            bitwise(b, 6u32.to_ne_bytes(), [0; 4]); // ESTABLISHED | RELATED bits
+            cmp(b, true, &[0; 4]);
+        }
         Stmt::CtStatusDnat => {
             // [ ct load status => reg 1 ] [ bitwise ... & 0x00000020 ] [ cmp neq reg 1 0 ]
             expr(b, "ct", |b| {
@@ -807,6 +827,21 @@ fn stmt(b: &mut Buf, s: &Stmt) {
             payload(b, REG_1, true, 0, 2);
             cmp(b, false, &p.to_be_bytes());
         }
+        Stmt::ThDport(lo, hi) => {
+            payload(b, REG_1, true, 2, 2);
+            if lo == hi {
+                cmp(b, false, &lo.to_be_bytes());
+            } else {
+                // [ range eq reg 1 0x00005000 0x00006400 ]
+                expr(b, "range", |b| {
+                    b.put_u32(1, REG_1); // NFTA_RANGE_SREG
+                    b.put_u32(2, 0); // NFT_RANGE_EQ
+                    b.nest(3, |b| b.put(DATA_VALUE, &lo.to_be_bytes()));
+                    b.nest(4, |b| b.put(DATA_VALUE, &hi.to_be_bytes()));
+                });
+            }
+        }
+        Stmt::RejectAdminProhibited => reject(b, 0, 13), // ICMP_PKT_FILTERED
         Stmt::NftraceOn => {
             // [ immediate reg 1 0x01 ] [ meta set nftrace with reg 1 ]
             immediate_value(b, REG_1, &[1]);

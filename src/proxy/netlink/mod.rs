@@ -116,7 +116,7 @@ fn kernel_error(
         match batch.op_of(e.seq, e.offset) {
             Some(ops) => {
                 for i in ops {
-                    offending.push(format!("command {}: {}: {reason}", i + 1, tx.ops[i]));
+                    offending.push(format!("command {}: {}: {reason}", i + 1, tx.command(i)));
                 }
             }
             // The batch as a whole (its commit) failed.
