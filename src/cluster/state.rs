@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,10 @@ pub struct ClusterState {
     pub cluster_roles: Collection<ClusterRole>,
     #[serde(default)]
     pub cluster_role_bindings: Collection<ClusterRoleBinding>,
+    /// networking.k8s.io/v1 NetworkPolicies, as stored
+    /// (`network_policies.rs` defaults and validates them).
+    #[serde(default)]
+    pub network_policies: Collection<NetworkPolicy>,
     /// Namespaces made or changed as objects (`namespaces.rs`); the others
     /// a lab has are implied.
     #[serde(default)]
@@ -439,6 +444,7 @@ impl ClusterState {
             role_bindings: Collection::new(),
             cluster_roles: Collection::new(),
             cluster_role_bindings: Collection::new(),
+            network_policies: Collection::new(),
             namespaces: Collection::new(),
             endpoints_memo: Default::default(),
         }

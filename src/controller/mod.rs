@@ -20,6 +20,7 @@ pub mod lb;
 pub mod liveness;
 pub mod orphans;
 pub mod pods;
+pub mod policies;
 pub mod power;
 pub mod probes;
 pub mod proxier;

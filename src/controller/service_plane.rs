@@ -16,7 +16,7 @@
 //! and EndpointSlices, only the proxy twins write the nodes' tables.
 
 use super::settled::{Part, Progress};
-use super::{proxier, ControllerError};
+use super::{policies, proxier, ControllerError};
 use crate::cluster::services::Memo;
 use crate::store::ObjectStore;
 use std::time::Instant;
@@ -86,6 +86,8 @@ struct Plane {
     memo: Memo,
     /// The nodes' proxy twins.
     proxy: proxier::Twins,
+    /// The nodes' network policy rules.
+    policies: policies::Twin,
 }
 
 impl Plane {
@@ -103,6 +105,8 @@ impl Plane {
         // commit (a durable write) need not hold them up. The Endpoints are
         // committed even if a node's rules failed.
         let synced = self.proxy.sync(lab, &st).await;
+        let policed = self.policies.sync(lab, &st).await;
+        let synced = synced.and(policed);
         let t2 = Instant::now();
         let mut committed = 0;
         if changed {
