@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     NodeSystemInfo, Pod, PodCondition, PodIP, PodStatus, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,10 @@ pub struct ClusterState {
     pub cluster_roles: Collection<ClusterRole>,
     #[serde(default)]
     pub cluster_role_bindings: Collection<ClusterRoleBinding>,
+    /// networking.k8s.io/v1 NetworkPolicies, as stored
+    /// (`network_policies.rs` defaults and validates them).
+    #[serde(default)]
+    pub network_policies: Collection<NetworkPolicy>,
     /// Namespaces made or changed as objects (`namespaces.rs`); the others
     /// a lab has are implied.
     #[serde(default)]
@@ -133,6 +138,16 @@ impl ClusterState {
                 rng,
             )
             .map_err(|e| StateError::Object(format!("{}: {e}", a.at)))?;
+        }
+        for n in &spec.network_policies {
+            super::objects::apply_network_policy(
+                &mut state,
+                n.object.clone(),
+                super::objects::Mode::Create,
+                now,
+                rng,
+            )
+            .map_err(|e| StateError::Object(format!("{}: {e}", n.at)))?;
         }
         for p in &spec.pods {
             let mut pod = p.object.clone();
@@ -396,6 +411,7 @@ impl ClusterState {
             .chain(self.service_accounts.iter().map(|o| &o.metadata))
             .chain(self.roles.iter().map(|o| &o.metadata))
             .chain(self.role_bindings.iter().map(|o| &o.metadata))
+            .chain(self.network_policies.iter().map(|o| &o.metadata))
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
@@ -439,6 +455,7 @@ impl ClusterState {
             role_bindings: Collection::new(),
             cluster_roles: Collection::new(),
             cluster_role_bindings: Collection::new(),
+            network_policies: Collection::new(),
             namespaces: Collection::new(),
             endpoints_memo: Default::default(),
         }

@@ -185,6 +185,7 @@ macro_rules! collections {
         $m!($st, role_bindings, "rolebindings" $(, $arg)*);
         $m!($st, cluster_roles, "clusterroles" $(, $arg)*);
         $m!($st, cluster_role_bindings, "clusterrolebindings" $(, $arg)*);
+        $m!($st, network_policies, "networkpolicies" $(, $arg)*);
         $m!($st, namespaces, "namespaces" $(, $arg)*);
     }};
 }
