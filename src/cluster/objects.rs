@@ -1248,8 +1248,9 @@ mod tests {
         assert!(delete(&mut st, "service", "default", "nope", Utc::now()).is_err());
     }
 
-    /// A lab file's NetworkPolicy is stored defaulted; `apply` of an
-    /// invalid one changes nothing; patch and delete find it by its kind.
+    /// A lab file's NetworkPolicy is stored defaulted; an invalid one stops
+    /// `up` at its file and line, and its `apply` changes nothing; patch and
+    /// delete find it by its kind.
     #[test]
     fn network_policies_are_stored_defaulted_updated_and_deleted() {
         const NP: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: db\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - ports: [{port: 5432}]\n";
@@ -1278,6 +1279,12 @@ mod tests {
 
         let bad = NP.replace("5432}", "5432, endPort: 80}");
         let bad = crate::lab::load_str(file, &bad, &Default::default()).unwrap();
+        let e = ClusterState::plan(&bad, &HostInfo::default(), now, &mut rng).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("np.yaml:1: NetworkPolicy \"db\" is invalid"),
+            "{e}"
+        );
         let e = apply(&mut st, &bad, Mode::Apply, now, &mut rng).unwrap_err();
         assert_eq!(e.to_string(), "NetworkPolicy \"db\" is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`");
         assert_eq!(get_json(&st, &target).unwrap(), v, "unchanged");
