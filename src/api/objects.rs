@@ -160,6 +160,10 @@ pub fn select(
             let (k, v) = pick(&st.role_bindings, |o| &o.metadata, r, f, as_json);
             (v, tables::role_bindings(&k, now))
         }
+        "networkpolicies" => {
+            let (k, v) = pick(&st.network_policies, |o| &o.metadata, r, f, as_json);
+            (v, tables::network_policies(&k, now))
+        }
         "clusterroles" => {
             let (k, v) = pick(&st.cluster_roles, |o| &o.metadata, r, f, as_json);
             (v, tables::cluster_roles(&k, now))
@@ -223,6 +227,7 @@ pub fn table_of(r: &Resource, v: &Value, now: DateTime<Utc>) -> Option<tables::T
         "roles" => one(v, now, tables::roles),
         "rolebindings" => one(v, now, tables::role_bindings),
         "clusterroles" => one(v, now, tables::cluster_roles),
+        "networkpolicies" => one(v, now, tables::network_policies),
         "clusterrolebindings" => one(v, now, tables::cluster_role_bindings),
         _ => None,
     }

@@ -21,6 +21,7 @@ use k8s_pb::api::apps::v1 as apps;
 use k8s_pb::api::authentication::v1 as authn;
 use k8s_pb::api::authorization::v1 as authz;
 use k8s_pb::api::core::v1 as core;
+use k8s_pb::api::networking::v1 as networking;
 use k8s_pb::api::rbac::v1 as rbac;
 use k8s_pb::apimachinery::pkg::api::resource::Quantity;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
@@ -331,6 +332,16 @@ object!(apps::DeploymentSpec {
 object!(apps::DeploymentStrategy { put: r#type, rolling_update; });
 object!(apps::RollingUpdateDeployment { keep: max_unavailable, max_surge; });
 
+// networking.k8s.io/v1 (`port` and `endPort` are Go pointers: a 0 is
+// kept, for validation to refuse)
+object!(networking::NetworkPolicy { put: metadata, spec; });
+object!(networking::NetworkPolicySpec { put: pod_selector, ingress, egress, policy_types; });
+object!(networking::NetworkPolicyIngressRule { put: ports, from; });
+object!(networking::NetworkPolicyEgressRule { put: ports, to; });
+object!(networking::NetworkPolicyPort { put: protocol; keep: port, end_port; });
+object!(networking::NetworkPolicyPeer { put: pod_selector, namespace_selector, ip_block; });
+object!(networking::IpBlock { put: cidr, except; });
+
 // rbac.authorization.k8s.io/v1
 object!(rbac::Role { put: metadata, rules; });
 object!(rbac::ClusterRole { put: metadata, rules, aggregation_rule; });
@@ -393,6 +404,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
         ("v1", "ConfigMap") => read::<core::ConfigMap>(raw, k),
         ("v1", "ServiceAccount") => read::<core::ServiceAccount>(raw, k),
         ("apps/v1", "Deployment") => read::<apps::Deployment>(raw, k),
+        ("networking.k8s.io/v1", "NetworkPolicy") => read::<networking::NetworkPolicy>(raw, k),
         ("rbac.authorization.k8s.io/v1", "Role") => read::<rbac::Role>(raw, k),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => read::<rbac::ClusterRole>(raw, k),
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => read::<rbac::RoleBinding>(raw, k),
@@ -430,10 +442,10 @@ mod tests {
     use super::*;
 
     fn envelope(kind: &str, raw: Vec<u8>) -> Vec<u8> {
-        let api_version = if kind == "Deployment" {
-            "apps/v1"
-        } else {
-            "v1"
+        let api_version = match kind {
+            "Deployment" => "apps/v1",
+            "NetworkPolicy" => "networking.k8s.io/v1",
+            _ => "v1",
         };
         let u = k8s_pb::apimachinery::pkg::runtime::Unknown {
             type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
@@ -482,6 +494,49 @@ mod tests {
             415
         );
         assert_eq!(decode(b"junk").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn a_network_policy_keeps_its_empty_selector_and_named_port() {
+        use k8s_pb::apimachinery::pkg::util::intstr::IntOrString as Pb;
+        let np = networking::NetworkPolicy {
+            metadata: Some(meta::ObjectMeta {
+                name: Some("np".into()),
+                ..Default::default()
+            }),
+            spec: Some(networking::NetworkPolicySpec {
+                pod_selector: Some(meta::LabelSelector::default()),
+                ingress: vec![networking::NetworkPolicyIngressRule {
+                    ports: vec![networking::NetworkPolicyPort {
+                        protocol: Some("UDP".into()),
+                        port: Some(Pb {
+                            r#type: Some(1),
+                            int_val: Some(0),
+                            str_val: Some("dns".into()),
+                        }),
+                        end_port: None,
+                    }],
+                    from: vec![networking::NetworkPolicyPeer {
+                        ip_block: Some(networking::IpBlock {
+                            cidr: Some("10.0.0.0/8".into()),
+                            except: vec!["10.1.0.0/16".into()],
+                        }),
+                        ..Default::default()
+                    }],
+                }],
+                egress: vec![],
+                policy_types: vec!["Ingress".into()],
+            }),
+        };
+        let v = decode(&envelope("NetworkPolicy", np.encode_to_vec())).unwrap();
+        assert_eq!(v["apiVersion"], "networking.k8s.io/v1");
+        assert_eq!(v["spec"]["podSelector"], serde_json::json!({}), "{v}");
+        assert_eq!(
+            v["spec"]["ingress"][0],
+            serde_json::json!({"ports": [{"protocol": "UDP", "port": "dns"}],
+                               "from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]})
+        );
+        assert!(v["spec"].get("egress").is_none());
     }
 
     /// What Go's marshalling sends: every non-pointer field, zero or not.

@@ -147,6 +147,16 @@ pub const RESOURCES: &[Resource] = &[
             &[],
         )
     },
+    Resource {
+        group: "networking.k8s.io",
+        ..core(
+            "networkpolicies",
+            "networkpolicy",
+            "NetworkPolicy",
+            true,
+            &["netpol"],
+        )
+    },
     rbac("roles", "role", "Role", true),
     rbac("rolebindings", "rolebinding", "RoleBinding", true),
     rbac("clusterroles", "clusterrole", "ClusterRole", false),
@@ -284,6 +294,16 @@ mod tests {
         assert_eq!(lookup("Deployment").unwrap().plural, "deployments");
         assert_eq!(lookup("deployments.apps").unwrap().plural, "deployments");
         assert_eq!(lookup("svc").unwrap().plural, "services");
+        for name in [
+            "netpol",
+            "networkpolicy",
+            "NetworkPolicies",
+            "networkpolicies.networking.k8s.io",
+        ] {
+            let r = lookup(name).unwrap();
+            assert_eq!(r.qualified(), "networkpolicies.networking.k8s.io", "{name}");
+            assert!(r.namespaced && r.categories.is_empty() && r.verbs == ALL);
+        }
         assert!(lookup("deployments.core").is_none());
         assert!(lookup("svcx").is_none());
     }
@@ -319,6 +339,7 @@ mod tests {
             [
                 ("apps", "v1"),
                 ("discovery.k8s.io", "v1"),
+                ("networking.k8s.io", "v1"),
                 ("rbac.authorization.k8s.io", "v1"),
                 ("authorization.k8s.io", "v1"),
                 ("authentication.k8s.io", "v1")

@@ -16,7 +16,7 @@
 //! strict decoder names them. Pure.
 
 use super::resources::Resource;
-use k8s_openapi::api::{apps, authorization, core, discovery, rbac};
+use k8s_openapi::api::{apps, authorization, core, discovery, networking, rbac};
 use schemars::{generate::SchemaSettings, JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
@@ -39,6 +39,7 @@ pub fn definition_name(r: &Resource) -> Option<String> {
         ("apps", "Deployment") => name::<apps::v1::Deployment>(),
         ("apps", "ReplicaSet") => name::<apps::v1::ReplicaSet>(),
         ("discovery.k8s.io", "EndpointSlice") => name::<discovery::v1::EndpointSlice>(),
+        ("networking.k8s.io", "NetworkPolicy") => name::<networking::v1::NetworkPolicy>(),
         ("", "ServiceAccount") => name::<core::v1::ServiceAccount>(),
         ("rbac.authorization.k8s.io", "Role") => name::<rbac::v1::Role>(),
         ("rbac.authorization.k8s.io", "RoleBinding") => name::<rbac::v1::RoleBinding>(),
@@ -87,6 +88,7 @@ fn generate() -> Map<String, Value> {
     g.subschema_for::<apps::v1::Deployment>();
     g.subschema_for::<apps::v1::ReplicaSet>();
     g.subschema_for::<discovery::v1::EndpointSlice>();
+    g.subschema_for::<networking::v1::NetworkPolicy>();
     g.subschema_for::<core::v1::ServiceAccount>();
     g.subschema_for::<rbac::v1::Role>();
     g.subschema_for::<rbac::v1::RoleBinding>();

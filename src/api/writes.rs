@@ -139,6 +139,7 @@ fn store_kind(r: &Resource) -> Option<&'static str> {
         "rolebindings" => "rolebinding",
         "clusterroles" => "clusterrole",
         "clusterrolebindings" => "clusterrolebinding",
+        "networkpolicies" => "networkpolicy",
         _ => return None,
     })
 }
@@ -184,10 +185,13 @@ fn invalid(r: &Resource, name: &str, why: String) -> ApiError {
     let prefix = format!("{} \"{name}\" is invalid: ", r.kind);
     let why = why.strip_prefix(&prefix).unwrap_or(&why).to_string();
     // `spec.ports[0].nodePort: Invalid value: …`: the field, as
-    // kube-apiserver names it in the cause.
+    // kube-apiserver names it in the cause (not of a `[a, b]` list).
     let cause = match why.split_once(": ") {
         Some((field, message))
-            if !field.contains(' ') && field.contains('.') && !message.is_empty() =>
+            if !field.contains(' ')
+                && field.contains('.')
+                && !field.starts_with('[')
+                && !message.is_empty() =>
         {
             json!({"reason": "FieldValueInvalid", "message": message, "field": field})
         }

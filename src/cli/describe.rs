@@ -1,4 +1,5 @@
-//! `netlab describe svc|pod|deploy|secret|configmap NAME`: kubectl's field layout.
+//! `netlab describe svc|pod|deploy|secret|configmap|netpol NAME`: kubectl's
+//! field layout.
 
 use super::client::{self, Client};
 use super::get::{external_ip, Kind};
@@ -9,6 +10,7 @@ use crate::cluster::state;
 use anyhow::{bail, Result};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
@@ -45,7 +47,8 @@ pub async fn fetch(client: &Client, kind: Kind, name: &str, namespace: &str) -> 
         }
         _ => None,
     };
-    let events = if kind.plural == "secrets" {
+    // kubectl shows no events for these.
+    let events = if matches!(kind.plural, "secrets" | "networkpolicies") {
         Vec::new()
     } else {
         let ev = crate::api::resources::find("", "v1", "events").expect("served");
@@ -101,6 +104,7 @@ pub fn render(kind: Kind, d: &Described) -> Result<String> {
         "replicasets" => replica_set(&serde_json::from_value(o)?, &typed(&d.owned)),
         "secrets" => return Ok(secret(&serde_json::from_value(o)?)),
         "configmaps" => config_map(&serde_json::from_value(o)?),
+        "networkpolicies" => return Ok(network_policy(&serde_json::from_value(o)?)),
         _ => bail!("netlab describe does not know {} yet", kind.qualified()),
     };
     let events: Vec<&Event> = d.events.iter().collect();
@@ -525,6 +529,152 @@ pub fn config_map(x: &ConfigMap) -> String {
     out
 }
 
+/// kubectl's `describe networkpolicy` (`describeNetworkPolicy`): each rule's
+/// ports and peers, rules separated by a `----------` line (rules are
+/// OR-ed; the peers of one rule too, each under its own `From:`/`To:`).
+pub fn network_policy(np: &NetworkPolicy) -> String {
+    use crate::cluster::network_policies::{EGRESS, INGRESS};
+    use crate::cluster::selector::format_label_selector as selector;
+    let meta = &np.metadata;
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+        .unwrap_or_default();
+    // As kubectl, without the copy `kubectl apply` keeps of what it applied.
+    let mut annotations = meta.annotations.clone();
+    if let Some(a) = annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    let mut out = fields(&[
+        (s("Name"), meta.name.clone().unwrap_or_default()),
+        (s("Namespace"), state::namespace(meta).to_string()),
+        (s("Created on"), created),
+        (s("Labels"), map_lines(meta.labels.as_ref(), "\n")),
+        (s("Annotations"), map_lines(annotations.as_ref(), "\n")),
+    ]);
+    let spec = np.spec.clone().unwrap_or_default();
+    let pods = spec.pod_selector.clone().unwrap_or_default();
+    out.push_str("Spec:\n  PodSelector:     ");
+    if pods.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && pods.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    {
+        out.push_str("<none> (Allowing the specific traffic to all pods in this namespace)\n");
+    } else {
+        out.push_str(&format!("{}\n", selector(&pods)));
+    }
+    let types = spec.policy_types.clone().unwrap_or_default();
+    let ingress: Vec<_> = spec
+        .ingress
+        .iter()
+        .flatten()
+        .map(|r| {
+            (
+                r.ports.as_deref().unwrap_or_default(),
+                r.from.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let egress: Vec<_> = spec
+        .egress
+        .iter()
+        .flatten()
+        .map(|r| {
+            (
+                r.ports.as_deref().unwrap_or_default(),
+                r.to.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (ty, rules, word, peer_word, any_peer) in [
+        (
+            INGRESS,
+            ingress,
+            "ingress",
+            "From",
+            "traffic not restricted by source",
+        ),
+        (
+            EGRESS,
+            egress,
+            "egress",
+            "To",
+            "traffic not restricted by destination",
+        ),
+    ] {
+        if !types.iter().any(|t| t == ty) {
+            out.push_str(&format!("  Not affecting {word} traffic\n"));
+            continue;
+        }
+        out.push_str(&format!("  Allowing {word} traffic:\n"));
+        if rules.is_empty() {
+            out.push_str(&format!(
+                "    <none> (Selected pods are isolated for {word} connectivity)\n"
+            ));
+        }
+        for (i, (ports, peers)) in rules.iter().enumerate() {
+            if i > 0 {
+                out.push_str("    ----------\n");
+            }
+            if ports.is_empty() {
+                out.push_str("    To Port: <any> (traffic allowed to all ports)\n");
+            }
+            for p in *ports {
+                out.push_str(&format!("    {}\n", port_line(p)));
+            }
+            if peers.is_empty() {
+                out.push_str(&format!("    {peer_word}: <any> ({any_peer})\n"));
+            }
+            for p in *peers {
+                out.push_str(&format!("    {peer_word}:\n{}", peer_lines(p, &selector)));
+            }
+        }
+    }
+    let types = match types.join(", ") {
+        t if t.is_empty() => "<none>".to_string(),
+        t => t,
+    };
+    out.push_str(&format!("  Policy Types: {types}\n"));
+    out
+}
+
+/// `To Port: 80/TCP`, `To Port Range: 32000-32768/TCP`; a port with no
+/// number or name is all ports of its protocol (Go prints it `<nil>`).
+fn port_line(p: &NetworkPolicyPort) -> String {
+    let proto = p.protocol.as_deref().unwrap_or("TCP");
+    let port = match &p.port {
+        Some(IntOrString::Int(n)) => n.to_string(),
+        Some(IntOrString::String(n)) => n.clone(),
+        None => "<nil>".into(),
+    };
+    match p.end_port {
+        None => format!("To Port: {port}/{proto}"),
+        Some(end) => format!("To Port Range: {port}-{end}/{proto}"),
+    }
+}
+
+/// One peer under its `From:` or `To:` line.
+fn peer_lines(
+    p: &NetworkPolicyPeer,
+    selector: &dyn Fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> String,
+) -> String {
+    let mut out = String::new();
+    if let Some(ns) = &p.namespace_selector {
+        out.push_str(&format!("      NamespaceSelector: {}\n", selector(ns)));
+    }
+    if let Some(pods) = &p.pod_selector {
+        out.push_str(&format!("      PodSelector: {}\n", selector(pods)));
+    }
+    if let (Some(b), true) = (&p.ip_block, out.is_empty()) {
+        let except = b.except.clone().unwrap_or_default().join(", ");
+        out.push_str(&format!(
+            "      IPBlock:\n        CIDR: {}\n        Except: {except}\n",
+            b.cidr
+        ));
+    }
+    out
+}
+
 /// The `Volumes:` block of describe pod.
 fn volumes_section(spec: &k8s_openapi::api::core::v1::PodSpec) -> String {
     let volumes = spec.volumes.clone().unwrap_or_default();
@@ -747,6 +897,64 @@ pub fn pod(p: &Pod) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_network_policy_reads_as_kubectl_describes_it() {
+        let mut np: NetworkPolicy = serde_yaml_ng::from_str(
+            "metadata: {name: web, namespace: shop, creationTimestamp: '2026-03-01T10:12:03Z', labels: {a: b}}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - ports: [{port: http}, {port: 8000, endPort: 8080, protocol: UDP}]
+    from:
+    - namespaceSelector: {matchLabels: {team: a}}
+      podSelector: {matchLabels: {role: client}}
+    - ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16, 10.2.0.0/16]}
+  - {}
+  egress: []
+  policyTypes: [Ingress, Egress]
+",
+        )
+        .unwrap();
+        crate::cluster::network_policies::defaults(&mut np);
+        assert_eq!(
+            network_policy(&np),
+            "Name:         web
+Namespace:    shop
+Created on:   2026-03-01 10:12:03 +0000 UTC
+Labels:       a=b
+Annotations:  <none>
+Spec:
+  PodSelector:     app=web
+  Allowing ingress traffic:
+    To Port: http/TCP
+    To Port Range: 8000-8080/UDP
+    From:
+      NamespaceSelector: team=a
+      PodSelector: role=client
+    From:
+      IPBlock:
+        CIDR: 10.0.0.0/8
+        Except: 10.1.0.0/16, 10.2.0.0/16
+    ----------
+    To Port: <any> (traffic allowed to all ports)
+    From: <any> (traffic not restricted by source)
+  Allowing egress traffic:
+    <none> (Selected pods are isolated for egress connectivity)
+  Policy Types: Ingress, Egress
+"
+        );
+        let all: NetworkPolicy = serde_yaml_ng::from_str(
+            "metadata: {name: all}\nspec: {podSelector: {}, policyTypes: [Ingress]}",
+        )
+        .unwrap();
+        let text = network_policy(&all);
+        assert!(text.contains("  PodSelector:     <none> (Allowing the specific traffic to all pods in this namespace)\n"), "{text}");
+        assert!(
+            text.ends_with("  Not affecting egress traffic\n  Policy Types: Ingress\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn an_admitted_pod_shows_its_account_and_credentials_as_kubectl_does() {

@@ -141,6 +141,9 @@ fn objects_of(spec: &lab::LabSpec) -> Result<Vec<(Kind, Value)>> {
     for x in &spec.config_maps {
         add("configmaps", serde_json::to_value(&x.object)?)?;
     }
+    for x in &spec.network_policies {
+        add("networkpolicies", serde_json::to_value(&x.object)?)?;
+    }
     for x in &spec.deployments {
         add("deployments", serde_json::to_value(&x.object)?)?;
     }

@@ -445,6 +445,7 @@ fn cluster_roles() -> Vec<Bootstrap> {
             READ,
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], READ),
+        rule(&["networking.k8s.io"], &["networkpolicies"], READ),
     ];
     let edit = vec![
         rule(
@@ -488,6 +489,7 @@ fn cluster_roles() -> Vec<Bootstrap> {
             WRITE,
         ),
         rule(&["discovery.k8s.io"], &["endpointslices"], WRITE),
+        rule(&["networking.k8s.io"], &["networkpolicies"], WRITE),
     ];
     let admin = vec![
         rule(

@@ -16,6 +16,7 @@ pub mod loadbalancer;
 pub mod managed;
 pub mod names;
 pub mod namespaces;
+pub mod network_policies;
 pub mod nodes;
 pub mod objects;
 pub mod patch;

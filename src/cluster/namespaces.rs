@@ -232,6 +232,7 @@ pub fn delete_namespace(
     st.service_accounts.retain(|o| !here(&o.metadata));
     st.roles.retain(|o| !here(&o.metadata));
     st.role_bindings.retain(|o| !here(&o.metadata));
+    st.network_policies.retain(|o| !here(&o.metadata));
     st.events.retain(|o| !here(&o.metadata));
     st.sweep_namespaces();
     Ok(format!("namespace \"{name}\" deleted"))
@@ -297,6 +298,12 @@ mod tests {
         }))
         .unwrap();
         st.config_maps.push(cm);
+        let np = |ns: &str| -> k8s_openapi::api::networking::v1::NetworkPolicy {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n", "namespace": ns}}))
+                .unwrap()
+        };
+        st.network_policies.push(np("web"));
+        st.network_policies.push(np("default"));
         assert!(matches!(
             delete_namespace(&mut st, "default", now),
             Err(ObjectError::Forbidden(_))
@@ -306,6 +313,7 @@ mod tests {
             "namespace \"web\" deleted"
         );
         assert!(st.config_maps.is_empty());
+        assert_eq!(st.network_policies.len(), 1, "the other namespace's stays");
         assert!(st.pods[0].metadata.deletion_timestamp.is_some());
         assert!(st.terminating("web"));
         let phase = |st: &ClusterState| {

@@ -72,6 +72,9 @@ pub fn apply(
     for a in &spec.access {
         out.push(apply_access(st, a.object.clone(), mode, now, rng)?);
     }
+    for n in &spec.network_policies {
+        out.push(apply_network_policy(st, n.object.clone(), mode, now, rng)?);
+    }
     for d in &spec.deployments {
         out.push(apply_deployment(st, d.object.clone(), mode, now, rng)?);
     }
@@ -308,6 +311,29 @@ pub fn apply_access(
             rng,
         ),
     }
+}
+
+/// A NetworkPolicy, defaulted and validated as kube-apiserver does
+/// (`network_policies::normalize`), then stored as given.
+pub fn apply_network_policy(
+    st: &mut ClusterState,
+    np: k8s_openapi::api::networking::v1::NetworkPolicy,
+    mode: Mode,
+    now: DateTime<Utc>,
+    rng: &mut impl rand::Rng,
+) -> Result<String, ObjectError> {
+    let np = super::network_policies::normalize(np).map_err(ObjectError::Invalid)?;
+    apply_plain(
+        &mut st.network_policies,
+        np,
+        (
+            "networkpolicy.networking.k8s.io",
+            "networkpolicies.networking.k8s.io",
+        ),
+        mode,
+        now,
+        rng,
+    )
 }
 
 /// A Secret, validated and defaulted as the API server does. Its data
@@ -688,7 +714,8 @@ pub fn delete_with(
             }
             Ok(format!("{kind} \"{name}\" deleted"))
         }
-        "serviceaccount" | "role" | "rolebinding" | "clusterrole" | "clusterrolebinding" => {
+        "serviceaccount" | "role" | "rolebinding" | "clusterrole" | "clusterrolebinding"
+        | "networkpolicy" => {
             fn remove<T: k8s_openapi::Metadata<Ty = ObjectMeta> + Clone>(
                 list: &mut Collection<T>,
                 ns: &str,
@@ -716,6 +743,10 @@ pub fn delete_with(
                 "clusterrole" => (
                     remove(&mut st.cluster_roles, namespace_, name),
                     "clusterroles.rbac.authorization.k8s.io",
+                ),
+                "networkpolicy" => (
+                    remove(&mut st.network_policies, namespace_, name),
+                    "networkpolicies.networking.k8s.io",
                 ),
                 _ => (
                     remove(&mut st.cluster_role_bindings, namespace_, name),
@@ -823,6 +854,10 @@ pub fn get_json(st: &ClusterState, target: &Target<'_>) -> Result<serde_json::Va
             find(&st.cluster_role_bindings, |x| &x.metadata, namespace_, name)
                 .ok_or_else(|| not_found("clusterrolebindings.rbac.authorization.k8s.io"))?,
         ),
+        "networkpolicy" => serde_json::to_value(
+            find(&st.network_policies, |x| &x.metadata, namespace_, name)
+                .ok_or_else(|| not_found("networkpolicies.networking.k8s.io"))?,
+        ),
         other => {
             return Err(ObjectError::Invalid(format!(
                 "netlab cannot edit or patch {other} objects"
@@ -866,6 +901,7 @@ pub fn meta_mut<'a>(st: &'a mut ClusterState, target: &Target<'_>) -> Option<&'a
         "rolebinding" => find(&mut st.role_bindings, ns, name),
         "clusterrole" => find(&mut st.cluster_roles, ns, name),
         "clusterrolebinding" => find(&mut st.cluster_role_bindings, ns, name),
+        "networkpolicy" => find(&mut st.network_policies, ns, name),
         _ => None,
     }
 }
@@ -956,6 +992,13 @@ pub fn update_json(
             obj.validate().map_err(ObjectError::Invalid)?;
             apply_access(st, obj, Mode::Apply, now, rng)?
         }
+        "networkpolicy" => apply_network_policy(
+            st,
+            serde_json::from_value(value).map_err(bad)?,
+            Mode::Apply,
+            now,
+            rng,
+        )?,
         other => {
             return Err(ObjectError::Invalid(format!(
                 "netlab cannot edit or patch {other} objects"
@@ -1203,5 +1246,66 @@ mod tests {
         delete(&mut st, "deployment", "default", "my-nginx", Utc::now()).unwrap();
         assert_eq!(live(&st), 0);
         assert!(delete(&mut st, "service", "default", "nope", Utc::now()).is_err());
+    }
+
+    /// A lab file's NetworkPolicy is stored defaulted; an invalid one stops
+    /// `up` at its file and line, and its `apply` changes nothing; patch and
+    /// delete find it by its kind.
+    #[test]
+    fn network_policies_are_stored_defaulted_updated_and_deleted() {
+        const NP: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: db\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress:\n  - ports: [{port: 5432}]\n";
+        let file = std::path::Path::new("np.yaml");
+        let spec = crate::lab::load_str(file, NP, &Default::default()).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let now = Utc::now();
+        let mut st = ClusterState::plan(&spec, &HostInfo::default(), now, &mut rng).unwrap();
+        let target = Target {
+            kind: "networkpolicy",
+            namespace: "default",
+            name: "db",
+        };
+        let v = get_json(&st, &target).unwrap();
+        assert_eq!(v["spec"]["ingress"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(v["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+        assert!(v["metadata"]["uid"].is_string());
+        assert_eq!(
+            apply(&mut st, &spec, Mode::Apply, now, &mut rng).unwrap(),
+            ["networkpolicy.networking.k8s.io/db unchanged"]
+        );
+        assert!(matches!(
+            apply(&mut st, &spec, Mode::Create, now, &mut rng),
+            Err(ObjectError::AlreadyExists { .. })
+        ));
+
+        let bad = NP.replace("5432}", "5432, endPort: 80}");
+        let bad = crate::lab::load_str(file, &bad, &Default::default()).unwrap();
+        let e = ClusterState::plan(&bad, &HostInfo::default(), now, &mut rng).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("np.yaml:1: NetworkPolicy \"db\" is invalid"),
+            "{e}"
+        );
+        let e = apply(&mut st, &bad, Mode::Apply, now, &mut rng).unwrap_err();
+        assert_eq!(e.to_string(), "NetworkPolicy \"db\" is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`");
+        assert_eq!(get_json(&st, &target).unwrap(), v, "unchanged");
+
+        let mut egress = v.clone();
+        egress["spec"]["egress"] =
+            serde_json::json!([{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]);
+        egress["spec"]["policyTypes"] = serde_json::Value::Null;
+        update_json(&mut st, &target, egress, "patched", now, &mut rng).unwrap();
+        let after = get_json(&st, &target).unwrap();
+        assert_eq!(
+            after["spec"]["policyTypes"],
+            serde_json::json!(["Ingress", "Egress"])
+        );
+        assert_eq!(after["metadata"]["uid"], v["metadata"]["uid"]);
+
+        assert_eq!(
+            delete(&mut st, "networkpolicy", "default", "db", now).unwrap(),
+            "networkpolicy \"db\" deleted"
+        );
+        assert!(st.network_policies.is_empty());
+        assert!(delete(&mut st, "networkpolicy", "default", "db", now).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Label selectors as `kubectl -l` takes them: `run=my-nginx`, `a==b`, `a!=b`,
 //! `a`, `!a`, `env in (prod,dev)`, `env notin (dev)`, joined by commas.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Selector {
 /// `labels`. An empty selector selects everything, as in a
 /// NetworkPolicy's `podSelector: {}`.
 pub fn label_selector_selects(
-    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    sel: &LabelSelector,
     labels: Option<&BTreeMap<String, String>>,
 ) -> bool {
     let empty = BTreeMap::new();
@@ -103,6 +103,41 @@ pub fn label_selector_selects(
                 _ => false,
             }
         })
+}
+
+/// A LabelSelector as kubectl prints it (`metav1.FormatLabelSelector`):
+/// its requirements sorted by key, `k=v`, `k in (a,b)`, `k notin (a)`,
+/// `k`, `!k`, joined by commas; `<none>` for the empty selector (which
+/// selects everything), `<error>` for one that is not a selector.
+pub fn format_label_selector(s: &LabelSelector) -> String {
+    let mut reqs: Vec<(&str, String)> = Vec::new();
+    for (k, v) in s.match_labels.iter().flatten() {
+        reqs.push((k, format!("{k}={v}")));
+    }
+    for e in s.match_expressions.iter().flatten() {
+        let mut values = e.values.clone().unwrap_or_default();
+        values.sort();
+        let (k, set) = (&e.key, values.join(","));
+        reqs.push((
+            k,
+            match (e.operator.as_str(), values.is_empty()) {
+                ("In", false) => format!("{k} in ({set})"),
+                ("NotIn", false) => format!("{k} notin ({set})"),
+                ("Exists", true) => k.clone(),
+                ("DoesNotExist", true) => format!("!{k}"),
+                _ => return "<error>".into(),
+            },
+        ));
+    }
+    reqs.sort_by(|a, b| a.0.cmp(b.0));
+    match reqs.is_empty() {
+        true => "<none>".into(),
+        false => reqs
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }
 
 /// Objects by namespace and by (namespace, label, value), so that what a
@@ -200,6 +235,18 @@ fn split_top_level(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_selectors_print_as_kubectl_prints_them() {
+        let f = |yaml: &str| format_label_selector(&serde_yaml_ng::from_str(yaml).unwrap());
+        assert_eq!(f("{}"), "<none>");
+        assert_eq!(f("{matchLabels: {role: db, app: web}}"), "app=web,role=db");
+        assert_eq!(
+            f("{matchLabels: {tier: x}, matchExpressions: [{key: env, operator: In, values: [prod, dev]}, {key: zone, operator: DoesNotExist}, {key: canary, operator: Exists}, {key: team, operator: NotIn, values: [a]}]}"),
+            "canary,env in (dev,prod),team notin (a),tier=x,!zone"
+        );
+        assert_eq!(f("{matchExpressions: [{key: a, operator: In}]}"), "<error>");
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -139,6 +139,16 @@ impl ClusterState {
             )
             .map_err(|e| StateError::Object(format!("{}: {e}", a.at)))?;
         }
+        for n in &spec.network_policies {
+            super::objects::apply_network_policy(
+                &mut state,
+                n.object.clone(),
+                super::objects::Mode::Create,
+                now,
+                rng,
+            )
+            .map_err(|e| StateError::Object(format!("{}: {e}", n.at)))?;
+        }
         for p in &spec.pods {
             let mut pod = p.object.clone();
             pod.metadata.creation_timestamp = Some(time(now));
@@ -401,6 +411,7 @@ impl ClusterState {
             .chain(self.service_accounts.iter().map(|o| &o.metadata))
             .chain(self.roles.iter().map(|o| &o.metadata))
             .chain(self.role_bindings.iter().map(|o| &o.metadata))
+            .chain(self.network_policies.iter().map(|o| &o.metadata))
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {

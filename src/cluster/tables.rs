@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject,
 };
@@ -736,6 +737,28 @@ pub fn cluster_role_bindings(bs: &[&ClusterRoleBinding], now: DateTime<Utc>) -> 
     t
 }
 
+/// kubectl's NetworkPolicy columns: NAME POD-SELECTOR AGE, the same with
+/// `-o wide` (`printNetworkPolicy`).
+pub fn network_policies(nps: &[&NetworkPolicy], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(vec![NAME, col("Pod-Selector", 0), AGE]);
+    for np in nps {
+        let selector = np
+            .spec
+            .as_ref()
+            .and_then(|s| s.pod_selector.clone())
+            .unwrap_or_default();
+        t.row(
+            &np.metadata,
+            vec![
+                name(&np.metadata),
+                super::selector::format_label_selector(&selector).into(),
+                age(np.metadata.creation_timestamp.as_ref(), now).into(),
+            ],
+        );
+    }
+    t
+}
+
 pub fn namespaces(nss: &[&Namespace], now: DateTime<Utc>) -> Table {
     let mut t = Table::new(vec![NAME, col("Status", 0), AGE]);
     for n in nss {
@@ -766,6 +789,32 @@ mod tests {
         assert_eq!(human_duration(30 * 3600), "30h");
         assert_eq!(human_duration(3 * 86400 + 3600), "3d1h");
         assert_eq!(human_duration(100 * 86400), "100d");
+    }
+
+    #[test]
+    fn network_policies_show_their_pod_selector() {
+        let np = |sel: Value| -> NetworkPolicy {
+            serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "default",
+                             "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": {"podSelector": sel}
+            }))
+            .unwrap()
+        };
+        let (all, some) = (np(json!({})), np(json!({"matchLabels": {"app": "web"}})));
+        let now = "2026-01-01T00:02:05Z".parse().unwrap();
+        let t = network_policies(&[&all, &some], now);
+        let names: Vec<&str> = t.columns.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["Name", "Pod-Selector", "Age"]);
+        assert!(
+            t.columns.iter().all(|c| c.priority == 0),
+            "-o wide adds none"
+        );
+        assert_eq!(
+            t.rows[0].cells,
+            [json!("p"), json!("<none>"), json!("2m5s")]
+        );
+        assert_eq!(t.rows[1].cells[1], "app=web");
     }
 
     #[test]

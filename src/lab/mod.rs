@@ -17,6 +17,7 @@ use documents::Document;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use std::path::{Path, PathBuf};
 
 /// A Kubernetes object with the place it came from.
@@ -38,6 +39,9 @@ pub struct LabSpec {
     pub namespaces: Vec<Sourced<Namespace>>,
     /// ServiceAccounts and RBAC's objects (`cluster::access`).
     pub access: Vec<Sourced<AccessObject>>,
+    /// Defaulted and validated when stored (`cluster::network_policies`),
+    /// as kube-apiserver does on each write.
+    pub network_policies: Vec<Sourced<NetworkPolicy>>,
     /// Whether the files had a `kind: Lab` document (only `up` takes one).
     pub has_lab_document: bool,
     /// Where the Lab document is (for errors `up` finds on the host, such
@@ -87,6 +91,7 @@ fn from_documents(
     let mut secrets = Vec::new();
     let mut config_maps = Vec::new();
     let mut access = Vec::new();
+    let mut network_policies = Vec::new();
     let mut namespaces = Vec::new();
 
     for doc in documents {
@@ -97,6 +102,7 @@ fn from_documents(
             "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => {
                 "rbac.authorization.k8s.io/v1"
             }
+            "NetworkPolicy" => "networking.k8s.io/v1",
             "Endpoints" => {
                 errors.push(LabError::invalid(
                     &doc.at,
@@ -109,7 +115,7 @@ fn from_documents(
                 errors.push(LabError::invalid(
                     &doc.at,
                     doc.object_name(),
-                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod, Service, Secret, ConfigMap, ServiceAccount and Namespace (v1), Role, RoleBinding, ClusterRole and ClusterRoleBinding (rbac.authorization.k8s.io/v1), and Lab ({})", config::API_VERSION),
+                    format!("unknown kind {other:?}: netlab understands Deployment (apps/v1), Pod, Service, Secret, ConfigMap, ServiceAccount and Namespace (v1), Role, RoleBinding, ClusterRole and ClusterRoleBinding (rbac.authorization.k8s.io/v1), NetworkPolicy (networking.k8s.io/v1), and Lab ({})", config::API_VERSION),
                 ));
                 continue;
             }
@@ -182,6 +188,13 @@ fn from_documents(
                 }),
                 Err(e) => errors.push(e),
             },
+            "NetworkPolicy" => match doc.parse::<NetworkPolicy>() {
+                Ok(object) => network_policies.push(Sourced {
+                    at: doc.at.clone(),
+                    object,
+                }),
+                Err(e) => errors.push(e),
+            },
             kind => {
                 let parsed = match kind {
                     "ServiceAccount" => doc.parse().map(AccessObject::ServiceAccount),
@@ -235,6 +248,7 @@ fn from_documents(
         config_maps,
         namespaces,
         access,
+        network_policies,
     })
 }
 
@@ -607,6 +621,23 @@ spec:
             .unwrap_err()
             .to_string();
         assert!(err.contains("use apiVersion: v1"), "{err}");
+    }
+
+    #[test]
+    fn network_policies_are_lab_objects() {
+        let spec = load(&format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\nspec:\n  podSelector: {{}}\n---\n{TUTORIAL}"
+        ))
+        .unwrap();
+        assert_eq!(spec.network_policies.len(), 1);
+        let err =
+            load("apiVersion: extensions/v1beta1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("use apiVersion: networking.k8s.io/v1"),
+            "{err}"
+        );
     }
 
     #[test]
