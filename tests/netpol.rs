@@ -210,8 +210,22 @@ impl World {
                         .unwrap();
                     }
                 }
+                let mut tables = String::new();
+                for node in ["node-1", "node-2"] {
+                    let out = self.lab.run(&[
+                        "exec",
+                        &format!("node/{node}"),
+                        "--",
+                        "nft",
+                        "list",
+                        "table",
+                        "ip",
+                        "netlab-policy",
+                    ]);
+                    writeln!(tables, "{node}:\n{}{}", stdout(&out), common::stderr(&out)).unwrap();
+                }
                 panic!(
-                    "case {case}: reachability differs (. connects, X does not)\nwanted:\n{}\ngot:\n{}\ndifferences:\n{diff}",
+                    "case {case}: reachability differs (. connects, X does not)\nwanted:\n{}\ngot:\n{}\ndifferences:\n{diff}\nthe nodes' policy tables:\n{tables}",
                     want.table(),
                     got.table()
                 );
@@ -239,7 +253,7 @@ impl World {
 
 fn policy(ns: &str, name: &str, spec: &str) -> String {
     format!(
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: \"{ns}\"\nspec:\n{spec}"
     )
 }
 
@@ -303,7 +317,7 @@ fn the_upstream_truth_tables() {
         &policy(
             "x",
             "from-y",
-            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: y}\n    ports:\n    - port: 80\n",
+            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: \"y\"}\n    ports:\n    - port: 80\n",
         ),
     );
     w.expect(
@@ -321,7 +335,7 @@ fn the_upstream_truth_tables() {
         &policy(
             "x",
             "one-peer",
-            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: y}\n      podSelector:\n        matchLabels: {pod: b}\n",
+            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: \"y\"}\n      podSelector:\n        matchLabels: {pod: b}\n",
         ),
     );
     let isolated_a = open.clone().set(|_, to, _| to == "x/a", false);
@@ -337,7 +351,7 @@ fn the_upstream_truth_tables() {
         &policy(
             "x",
             "one-peer",
-            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: y}\n    - podSelector:\n        matchLabels: {pod: b}\n",
+            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: \"y\"}\n    - podSelector:\n        matchLabels: {pod: b}\n",
         ),
     );
     w.expect(
@@ -443,7 +457,7 @@ fn the_upstream_truth_tables() {
                 "a",
                 "--",
                 "nslookup",
-                "kubernetes.default",
+                "kubernetes.default.svc.cluster.local",
             ])
             .status
             .success()
