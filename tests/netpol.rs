@@ -292,6 +292,28 @@ fn the_upstream_truth_tables() {
         "{table}"
     );
     assert!(table.contains("isolated by x/deny"), "{table}");
+    // `netlab trace` names the policy, from a pod on x/a's node (the
+    // node that judges it).
+    let xa = w.ips["x/a"].clone();
+    let subnet = |ip: &str| ip.rsplit_once('.').unwrap().0.to_string();
+    let from = pods()
+        .into_iter()
+        .find(|p| p != "x/a" && subnet(&w.ips[p]) == subnet(&xa))
+        .expect("another pod on x/a's node");
+    let (ns, pod) = from.split_once('/').unwrap();
+    let out = w.lab.run(&[
+        "trace",
+        "-n",
+        ns,
+        &format!("pod/{pod}"),
+        &format!("{xa}:80"),
+    ]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("NetworkPolicy rejects it: x/a ingress denied: isolated by x/deny"),
+        "trace from {from}:\n{text}{}",
+        common::stderr(&out)
+    );
 
     // Allow from the same namespace, on top.
     w.apply(

@@ -117,6 +117,9 @@ pub struct Seen {
     pub conntrack: Vec<(String, Conntrack)>,
     /// The rules that sent the packet to an endpoint's chain.
     pub picks: Vec<Pick>,
+    /// The comments of the network policy rules that rejected it, by node
+    /// (`x/a ingress denied: isolated by x/deny`).
+    pub denials: Vec<(String, String)>,
     pub dst: SocketAddrV4,
     pub sport: u16,
     pub proto: Protocol,
@@ -292,6 +295,19 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
             }
             Some(Verdict::Accept) if e.chain == "masquerading" && masqueraded.is_none() => {
                 masqueraded = Some(node);
+            }
+            Some(Verdict::Drop) if e.table == crate::proxy::policy::TABLE => {
+                let why = seen
+                    .denials
+                    .iter()
+                    .find(|(n, _)| n == node)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_else(|| format!("chain {}", e.chain));
+                t.steps.push(Step {
+                    kind: "policy",
+                    text: format!("{node} nft: NetworkPolicy rejects it: {why}"),
+                });
+                dropped_in.get_or_insert_with(|| format!("NetworkPolicy ({why})"));
             }
             Some(Verdict::Drop) => {
                 if e.chain.ends_with("-endpoints-check") && local_drop.is_none() {
@@ -652,6 +668,24 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
             crate::proxy::netlink::apply(ns, &Transaction::from_ops(vec![Op::DeleteElement(&pin)]))
                 .await;
     }
+    // What the network policy rules that rejected it say.
+    let mut denials = Vec::new();
+    for (node, e) in &events {
+        let (Some(handle), Some(Verdict::Drop)) = (e.handle, &e.verdict) else {
+            continue;
+        };
+        if e.table != crate::proxy::policy::TABLE {
+            continue;
+        }
+        let Some((_, ns)) = nodes.iter().find(|(n, _)| n == node) else {
+            continue;
+        };
+        let comment = crate::proxy::netlink::trace::rule_comment(ns, &e.table, &e.chain, handle)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| format!("chain {}", e.chain));
+        denials.push((node.clone(), comment));
+    }
     let mut ops = Vec::new();
     for c in &chains {
         ops.push(Op::FlushChain(&c.name));
@@ -668,6 +702,7 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
         events,
         conntrack,
         picks,
+        denials,
         dst,
         sport,
         proto,

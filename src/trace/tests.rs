@@ -69,6 +69,7 @@ fn seen(events: Vec<Event>, outcome: &'static str) -> Seen {
             .collect(),
         conntrack: Vec::new(),
         picks: Vec::new(),
+        denials: Vec::new(),
         dst: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 20), 80),
         sport: 40000,
         proto: Protocol::Tcp,
@@ -375,5 +376,35 @@ fn from_outside_pod_and_cluster_ips_are_said_to_be_inside_only() {
             .unwrap()
             .starts_with("10.0.0.20 is the clusterIP of Service default/my-nginx: it answers inside the cluster only"),
         "{t:?}"
+    );
+}
+
+#[test]
+fn a_network_policy_rejection_names_the_policy() {
+    let mut policy_drop = ev(2, "ingress-10.244.2.2", Some(Verdict::Drop), None);
+    policy_drop.table = crate::proxy::policy::TABLE.into();
+    policy_drop.handle = Some(7);
+    let events = vec![
+        ev(1, "trace-x", None, Some([10, 244, 2, 2])),
+        ev(2, "forward", None, Some([10, 244, 2, 2])),
+        policy_drop,
+    ];
+    let mut s = seen(events, "unreachable");
+    s.dst = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 2), 80);
+    s.denials = vec![(
+        "node-1".into(),
+        "default/my-nginx-a ingress denied: isolated by default/deny".into(),
+    )];
+    let t = explain(&src(), &s, &lab(), Trace::default());
+    assert!(
+        t.steps.iter().any(|st| st.kind == "policy"
+            && st.text
+                == "node-1 nft: NetworkPolicy rejects it: default/my-nginx-a ingress denied: isolated by default/deny"),
+        "{:?}",
+        t.steps
+    );
+    assert_eq!(
+        t.reason.as_deref(),
+        Some("dropped by NetworkPolicy (default/my-nginx-a ingress denied: isolated by default/deny)")
     );
 }

@@ -239,6 +239,11 @@ pub fn rule_expressions(
     chain: &str,
     handle: u64,
 ) -> io::Result<Vec<String>> {
+    Ok(parse_rule_expressions(&get_rule(ns, table, chain, handle)?))
+}
+
+/// nf_tables' answer to GETRULE of rule `handle` of `chain`.
+fn get_rule(ns: &NetNs, table: &str, chain: &str, handle: u64) -> io::Result<Vec<u8>> {
     let mut b = super::tlv::Buf::default();
     let start = b.begin(
         RULE_GET,
@@ -251,7 +256,36 @@ pub fn rule_expressions(
     b.put_str(2, chain); // NFTA_RULE_CHAIN
     b.put_u64(3, handle); // NFTA_RULE_HANDLE
     b.end(start);
-    Ok(parse_rule_expressions(&ask(ns, &b.bytes)?))
+    ask(ns, &b.bytes)
+}
+
+/// The comment of rule `handle` of `chain` (None: it has none): what a
+/// network policy's reject says about the pod and the policies.
+pub fn rule_comment(
+    ns: &NetNs,
+    table: &str,
+    chain: &str,
+    handle: u64,
+) -> io::Result<Option<String>> {
+    let data = get_rule(ns, table, chain, handle)?;
+    if data.len() < 20 || u16::from_ne_bytes(data[4..6].try_into().unwrap()) != RULE_NEW {
+        return Ok(None);
+    }
+    let len = (u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize).min(data.len());
+    // NFTA_RULE_USERDATA: libnftnl's records (type, length, value); the
+    // comment is record 0, NUL-terminated.
+    let Some((_, mut u)) = attrs(&data[20..len]).find(|(ty, _)| *ty == 7) else {
+        return Ok(None);
+    };
+    while u.len() >= 2 {
+        let (ty, n) = (u[0], u[1] as usize);
+        let Some(v) = u.get(2..2 + n) else { break };
+        if ty == 0 {
+            return Ok(Some(string(v)));
+        }
+        u = &u[2 + n..];
+    }
+    Ok(None)
 }
 
 /// The expression names of the rule in nf_tables' answer (an error: none).
