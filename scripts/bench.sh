@@ -21,7 +21,9 @@
 # commit against the whole-file store it replaced), streams (kubectl exec
 # through SPDY and WebSocket against runc exec, the floor; port-forward
 # throughput against a direct connection to the pod), dns (the cluster DNS's
-# queries per second and latency against dnsmasq in the same namespace).
+# queries per second and latency against dnsmasq in the same namespace),
+# netpol (connect latency under 0, 100 and 1 000 NetworkPolicies against a
+# linear chain of them; kubectl apply/delete/label to the node's verdict).
 # Environment knobs are described at the top of each benches/*.rs.
 #
 # Needs root. Installs what is missing with apt (containernetworking-plugins,
@@ -44,20 +46,20 @@ parts=()
 for a in "$@"; do
 	case $a in
 	--quick) quick=1 ;;
-	podnet | proxy | datapath | convergence | scale | api | streams | dns) parts+=("$a") ;;
+	podnet | proxy | datapath | convergence | scale | api | streams | dns | netpol) parts+=("$a") ;;
 	-h | --help)
 		sed -n '2,31p' "$0"
 		exit 0
 		;;
 	*)
-		echo "unknown argument $a (parts: podnet proxy datapath convergence scale api streams dns; --quick)" >&2
+		echo "unknown argument $a (parts: podnet proxy datapath convergence scale api streams dns netpol; --quick)" >&2
 		exit 2
 		;;
 	esac
 done
 full=0
 if [[ ${#parts[@]} -eq 0 ]]; then
-	parts=(podnet proxy datapath convergence scale api streams dns)
+	parts=(podnet proxy datapath convergence scale api streams dns netpol)
 	full=1
 fi
 

@@ -1,0 +1,284 @@
+//! NetworkPolicy enforcement (root: `sudo cargo bench --bench netpol`), in
+//! one lab of one node with four namespaces, each a `server` pod (busybox
+//! httpd, `app: server`) and a `client` pod (`role: client`):
+//!
+//! - connect latency, client → its server's pod IP, where the server is
+//!   selected by 0 (`p0`), 100 (`p100`) and 1 000 (`p1000`) policies of its
+//!   namespace (each allows port 80 from its own label; one of them from
+//!   `role: client`), against the same 1 000 policies compiled as one
+//!   linear chain of rules (`plin`: a sibling table, one rule per policy,
+//!   the client's last, as a plugin that walks its policies in order
+//!   would). Interleaved rounds, medians and p99
+//!   (NETLAB_BENCH_NETPOL_ROUNDS, default 20, of 50 connects);
+//! - time from `kubectl apply` of a deny-all policy (kubectl has returned:
+//!   the API has stored it) to the client's connects being rejected, and
+//!   from `kubectl delete` to their passing again; and from `kubectl label`
+//!   of the client out of (into) an allowed peer set to its connects being
+//!   rejected (passing). NETLAB_BENCH_NETPOL_CHANGES rounds (default 10).
+
+mod common;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{env_or, median, percentile, Results};
+use netlab::net::NetNs;
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+const PER_ROUND: usize = 50;
+
+fn lab_yaml(counts: &[(&str, usize)]) -> String {
+    let mut y =
+        String::from("apiVersion: netlab.dev/v1alpha1\nkind: Lab\nspec:\n  nodes: 1\n---\n");
+    for (ns, policies) in counts {
+        y.push_str(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: {ns}\n  labels: {{app: server}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: httpd\n    image: radial/busyboxplus:curl\n    command: [\"sh\", \"-c\", \"mkdir -p /www && exec httpd -f -p 80 -h /www\"]\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\n  namespace: {ns}\n  labels: {{role: client}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: sleep\n    image: radial/busyboxplus:curl\n    command: [\"sleep\", \"100000\"]\n---\n"
+        ));
+        for i in 0..*policies {
+            let from = if i + 1 == *policies {
+                "role: client".to_string()
+            } else {
+                format!("client-{i}: \"yes\"")
+            };
+            y.push_str(&format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-{i}\n  namespace: {ns}\nspec:\n  podSelector:\n    matchLabels: {{app: server}}\n  ingress:\n  - from:\n    - podSelector:\n        matchLabels: {{{from}}}\n    ports:\n    - port: 80\n---\n"
+            ));
+        }
+    }
+    y
+}
+
+/// The linear baseline: `n` policies as one rule each in a sibling
+/// table's forward chain, for traffic to `server`; the client's rule last.
+fn linear(n: usize, server: &str, client: &str) -> String {
+    let mut t = String::from(
+        "add table ip netlab-linear\nadd chain ip netlab-linear forward { type filter hook forward priority 1 ; }\n",
+    );
+    t.push_str("add rule ip netlab-linear forward ct state established,related accept\n");
+    t.push_str(&format!(
+        "add rule ip netlab-linear forward ip daddr != {server} accept\n"
+    ));
+    for i in 0..n - 1 {
+        t.push_str(&format!(
+            "add set ip netlab-linear peers-{i} {{ type ipv4_addr ; flags interval ; }}\n\
+             add rule ip netlab-linear forward ip saddr @peers-{i} tcp dport 80 accept\n"
+        ));
+    }
+    t.push_str(&format!(
+        "add rule ip netlab-linear forward ip saddr {client} tcp dport 80 accept\n\
+         add rule ip netlab-linear forward reject with icmp admin-prohibited\n"
+    ));
+    t
+}
+
+fn linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a linger struct of the right size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+/// One connect from `ns` to `addr` within `timeout`: Ok(time) or the error.
+fn connect(
+    ns: &NetNs,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Duration, std::io::ErrorKind> {
+    ns.run(move || {
+        let t = Instant::now();
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                let d = t.elapsed();
+                linger_zero(&s);
+                Ok(d)
+            }
+            Err(e) => Err(e.kind()),
+        }
+    })
+    .expect("entering the client's namespace")
+}
+
+/// How long after now until `ns`'s connects to `addr` pass (`pass`) or
+/// fail: a connect every 0.2 ms or so, 5 s at most. A connect not
+/// answered within 100 ms counts as failed: the kernel sends at most 6
+/// ICMP errors in a row to one host, then one a second
+/// (`net.ipv4.icmp_ratelimit`), so a rejected SYN may go unanswered.
+fn until(ns: &NetNs, addr: SocketAddr, pass: bool) -> Duration {
+    let t = Instant::now();
+    loop {
+        if connect(ns, addr, Duration::from_millis(100)).is_ok() == pass {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{addr}: never {}",
+            if pass { "passed" } else { "rejected" }
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn main() {
+    common::require_root("netpol");
+    let rounds: usize = env_or("NETLAB_BENCH_NETPOL_ROUNDS", 20);
+    let changes: usize = env_or("NETLAB_BENCH_NETPOL_CHANGES", 10);
+    let mut r = Results::default();
+    r.put("netpol.load", common::load1());
+    let lab = format!("bnp{}", common::tag());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("lab.yaml");
+    let configs = [("p0", 0), ("p100", 100), ("p1000", 1000), ("plin", 0)];
+    std::fs::write(&file, lab_yaml(&configs)).unwrap();
+    let _guard = common::DownOnDrop(lab.clone());
+    let up = common::up_timed(&lab, &file, &[]);
+    println!(
+        "lab of 8 pods and 1 100 policies up in {:.2} s",
+        up.as_secs_f64()
+    );
+    r.secs("netpol.up", up);
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, common::netlab(&["kubeconfig", "--lab", &lab])).unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ip = |ns: &str, pod: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(&common::netlab(&[
+            "--lab", &lab, "get", "pod", pod, "-n", ns, "-o", "json",
+        ]))
+        .unwrap();
+        v["status"]["podIP"].as_str().expect("a pod IP").to_string()
+    };
+    let node = NetNs::open(&netlab::paths::node_netns(&lab, "node-1")).expect("the node");
+    let mut targets = Vec::new();
+    for (ns, _) in configs {
+        let client = NetNs::open(&netlab::paths::pod_netns(&lab, ns, "client")).expect("client");
+        let addr: SocketAddr = format!("{}:80", ip(ns, "server")).parse().unwrap();
+        targets.push((ns, client, addr));
+    }
+    // The linear table for plin's server.
+    let text = linear(1000, &targets[3].2.ip().to_string(), &ip("plin", "client"));
+    let out = node
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(text.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("nft");
+    assert!(out.status.success(), "loading the linear chain");
+    for (ns, client, addr) in &targets {
+        let _ = ns;
+        until(client, *addr, true);
+    }
+
+    // 1. Connect latency, interleaved rounds.
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+    for round in 0..=rounds {
+        for (i, (_, client, addr)) in targets.iter().enumerate() {
+            for _ in 0..PER_ROUND {
+                let d = connect(client, *addr, Duration::from_secs(3)).expect("an allowed connect");
+                if round > 0 {
+                    times[i].push(d);
+                }
+            }
+        }
+    }
+    println!("connect latency, client -> server (its pod IP), {rounds} interleaved rounds of {PER_ROUND}:");
+    let base = median(&times[0]);
+    for ((ns, _, _), t) in targets.iter().zip(&times) {
+        let (m, p99) = (median(t), percentile(t, 99.0));
+        let what = match *ns {
+            "p0" => "0 policies",
+            "p100" => "100 policies",
+            "p1000" => "1 000 policies",
+            _ => "1 000 policies as a linear chain",
+        };
+        println!(
+            "  {what}: median {:.1} µs, p99 {:.1} µs ({:+.1} % vs 0)",
+            m.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6,
+            (m.as_secs_f64() / base.as_secs_f64() - 1.0) * 100.0
+        );
+        r.secs(format!("netpol.latency.{ns}"), m);
+        r.secs(format!("netpol.latency_p99.{ns}"), p99);
+    }
+
+    // 2. A policy applied and deleted; a label changed.
+    let (_, client, addr) = &targets[0];
+    let deny = dir.path().join("deny.yaml");
+    std::fs::write(
+        &deny,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: deny\n  namespace: p0\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n",
+    )
+    .unwrap();
+    let deny = deny.to_str().unwrap().to_string();
+    let (mut applied, mut deleted) = (Vec::new(), Vec::new());
+    // A second between changes: the ICMP errors of the rejections before
+    // are allowed again (see `until`).
+    let pause = || std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..changes {
+        pause();
+        kubectl(&["apply", "-f", &deny]);
+        applied.push(until(client, *addr, false));
+        pause();
+        kubectl(&["delete", "-f", &deny]);
+        deleted.push(until(client, *addr, true));
+    }
+    // p100's client leaves and rejoins the allowed peers (`role: client`).
+    let (_, client, addr) = &targets[1];
+    let (mut left, mut joined) = (Vec::new(), Vec::new());
+    for _ in 0..changes {
+        pause();
+        kubectl(&["label", "pod", "client", "-n", "p100", "role-"]);
+        left.push(until(client, *addr, false));
+        pause();
+        kubectl(&["label", "pod", "client", "-n", "p100", "role=client"]);
+        joined.push(until(client, *addr, true));
+    }
+    println!("from kubectl's return to the verdict on the node ({changes} rounds):");
+    for (key, what, t) in [
+        ("apply", "apply of a deny-all policy -> rejected", &applied),
+        ("delete", "delete of it -> passes", &deleted),
+        ("unlabel", "label out of the peers -> rejected", &left),
+        ("label", "label back -> passes", &joined),
+    ] {
+        println!(
+            "  {what}: median {:.1} ms, max {:.1} ms",
+            median(t).as_secs_f64() * 1e3,
+            t.iter().max().unwrap().as_secs_f64() * 1e3
+        );
+        r.secs(format!("netpol.change.{key}"), median(t));
+        r.secs(format!("netpol.change_max.{key}"), *t.iter().max().unwrap());
+    }
+    r.put("netpol.rounds", rounds as f64);
+    r.put("netpol.changes", changes as f64);
+    drop(_guard);
+    r.save("netpol");
+}
