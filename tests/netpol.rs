@@ -48,6 +48,10 @@ spec:
     ports:
     - {{containerPort: 80, name: serve-80-tcp}}
     - {{containerPort: 81, name: serve-81-tcp}}
+    readinessProbe:
+      tcpSocket: {{port: 80}}
+      periodSeconds: 1
+      failureThreshold: 1
 ---
 "#
             )
@@ -292,6 +296,19 @@ fn the_upstream_truth_tables() {
         "{table}"
     );
     assert!(table.contains("isolated by x/deny"), "{table}");
+    // The kubelet's probes come from the node: allowed whatever the
+    // policies (Kubernetes requires it). x/a stays Ready.
+    std::thread::sleep(Duration::from_secs(3));
+    let ready = w.kubectl(&[
+        "get",
+        "pod",
+        "a",
+        "-n",
+        "x",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(ready.trim(), "True", "x/a's readiness probe was denied");
     // `netlab trace` names the policy, from a pod on x/a's node (the
     // node that judges it).
     let xa = w.ips["x/a"].clone();
