@@ -327,7 +327,9 @@ fn the_upstream_truth_tables() {
     ]);
     let text = stdout(&out);
     assert!(
-        text.contains("NetworkPolicy rejects it: x/a ingress denied: isolated by x/deny"),
+        text.contains("NetworkPolicy rejects it: x/a ingress denied: isolated by x/deny")
+            && text.contains("pod x/a is isolated for ingress by x/deny")
+            && text.contains(&format!("no policy selects pod {from} for egress")),
         "trace from {from}:\n{text}{}",
         common::stderr(&out)
     );

@@ -134,6 +134,15 @@ impl Client {
         ])
     }
 
+    /// The NetworkPolicies and Namespaces (what isolates which pod).
+    pub async fn policies_namespaces(&self) -> Result<[Value; 2], ApiFailure> {
+        Ok([
+            self.get("/apis/networking.k8s.io/v1/networkpolicies", JSON)
+                .await?,
+            self.get("/api/v1/namespaces", JSON).await?,
+        ])
+    }
+
     /// The object at `path`, or None when it does not exist.
     pub async fn get_opt(&self, path: &str) -> Result<Option<Value>, ApiFailure> {
         match self.get(path, JSON).await {

@@ -35,7 +35,8 @@ pub async fn run(args: TraceArgs, lab: Option<String>) -> Result<i32> {
     let lab = super::select_lab(lab)?;
     let client = super::client::Client::connect(&lab).await?;
     let [nodes, pods, services] = client.nodes_pods_services().await?;
-    let view = run::view(&nodes, &pods, &services);
+    let [policies, namespaces] = client.policies_namespaces().await?;
+    let view = run::view(&nodes, &pods, &services, &policies, &namespaces);
     let asked = Request {
         from: args.from,
         to: args.to,

@@ -32,7 +32,13 @@ pub struct LabView {
     pub pods: Vec<PodView>,
     /// Node name → its pod CIDR and its address on the dc LAN.
     pub nodes: Vec<(String, String, String)>,
+    /// When the lab has NetworkPolicies: the pods they select, by
+    /// address, with the policies isolating each for ingress and egress.
+    pub isolated: Option<std::collections::BTreeMap<Ipv4Addr, Isolation>>,
 }
+
+/// The policies isolating a pod for ingress, and for egress.
+pub type Isolation = (Option<Vec<String>>, Option<Vec<String>>);
 
 #[derive(Debug, Clone)]
 pub struct ServiceView {
@@ -511,6 +517,43 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                 },
             },
         });
+    }
+    // What the NetworkPolicies say of the two pods, when the lab has any.
+    if let Some(isolated) = &lab.isolated {
+        let about = |ip: Ipv4Addr, ingress: bool| {
+            let pod = pod_by_ip(ip)?;
+            let (way, other) = if ingress {
+                ("ingress", "every source may reach it")
+            } else {
+                ("egress", "it may reach every destination")
+            };
+            let by = isolated
+                .get(&ip)
+                .and_then(|(i, e)| if ingress { i.as_ref() } else { e.as_ref() });
+            Some(match by {
+                Some(p) => format!(
+                    "NetworkPolicy: pod {}/{} is isolated for {way} by {}: only what they allow passes",
+                    pod.namespace,
+                    pod.name,
+                    p.join(", ")
+                ),
+                None => format!(
+                    "NetworkPolicy: no policy selects pod {}/{} for {way}: {other}",
+                    pod.namespace, pod.name
+                ),
+            })
+        };
+        let to = endpoint.map(|e| *e.ip()).unwrap_or(*dst.ip());
+        let lines = [
+            (!src.from_node).then(|| about(src.ip, false)).flatten(),
+            about(to, true),
+        ];
+        for text in lines.into_iter().flatten() {
+            t.steps.push(Step {
+                kind: "policy",
+                text,
+            });
+        }
     }
     let result = match t.result.as_str() {
         "connected" => format!(

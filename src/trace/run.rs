@@ -37,10 +37,44 @@ fn s(v: &Value) -> String {
 }
 
 /// The lab as a trace names it, from the API's lists (`{"items": […]}`)
-/// of nodes, pods and services.
-pub fn view(nodes: &Value, pods: &Value, services: &Value) -> LabView {
+/// of nodes, pods, services, NetworkPolicies and namespaces.
+pub fn view(
+    nodes: &Value,
+    pods: &Value,
+    services: &Value,
+    policies: &Value,
+    namespaces: &Value,
+) -> LabView {
     let items = |v: &Value| v["items"].as_array().cloned().unwrap_or_default();
+    fn typed<T: serde::de::DeserializeOwned>(items: Vec<Value>) -> Vec<T> {
+        items
+            .into_iter()
+            .filter_map(|x| serde_json::from_value(x).ok())
+            .collect()
+    }
+    let policies: Vec<k8s_openapi::api::networking::v1::NetworkPolicy> = typed(items(policies));
+    let isolated = if policies.is_empty() {
+        None
+    } else {
+        let pods: Vec<k8s_openapi::api::core::v1::Pod> = typed(items(pods));
+        let namespaces: Vec<k8s_openapi::api::core::v1::Namespace> = typed(items(namespaces));
+        let by_node = crate::cluster::reachability::isolated(
+            &policies.iter().collect::<Vec<_>>(),
+            &pods.iter().collect::<Vec<_>>(),
+            &namespaces.iter().collect::<Vec<_>>(),
+        );
+        let names =
+            |d: &Option<crate::proxy::policy::Direction>| d.as_ref().map(|d| d.policies.clone());
+        Some(
+            by_node
+                .into_values()
+                .flatten()
+                .map(|p| (p.ip, (names(&p.ingress), names(&p.egress))))
+                .collect(),
+        )
+    };
     LabView {
+        isolated,
         services: items(services)
             .iter()
             .map(|x| ServiceView {

@@ -26,6 +26,7 @@ fn lab() -> LabView {
             },
         ],
         nodes: vec![("node-2".into(), "10.244.2.0/24".into(), "172.18.0.3".into())],
+        isolated: None,
     }
 }
 
@@ -407,4 +408,35 @@ fn a_network_policy_rejection_names_the_policy() {
         t.reason.as_deref(),
         Some("dropped by NetworkPolicy (default/my-nginx-a ingress denied: isolated by default/deny)")
     );
+}
+
+#[test]
+fn a_lab_with_policies_says_which_pods_they_isolate() {
+    let mut lab = lab();
+    lab.isolated = Some(
+        [(
+            Ipv4Addr::new(10, 244, 2, 2),
+            (Some(vec!["default/web".to_string()]), None),
+        )]
+        .into(),
+    );
+    let mut s = seen(vec![], "connected");
+    s.dst = SocketAddrV4::new(Ipv4Addr::new(10, 244, 2, 2), 80);
+    let t = explain(&src(), &s, &lab, Trace::default());
+    let policy: Vec<&str> = t
+        .steps
+        .iter()
+        .filter(|st| st.kind == "policy")
+        .map(|st| st.text.as_str())
+        .collect();
+    assert_eq!(
+        policy,
+        [
+            "NetworkPolicy: no policy selects pod default/curl for egress: it may reach every destination",
+            "NetworkPolicy: pod default/my-nginx-a is isolated for ingress by default/web: only what they allow passes"
+        ]
+    );
+    // Without policies in the lab, nothing is said of them.
+    let t = explain(&src(), &s, &self::lab(), Trace::default());
+    assert!(t.steps.iter().all(|st| st.kind != "policy"));
 }

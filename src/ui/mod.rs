@@ -263,7 +263,7 @@ async fn serve(
                     found
                 }
             };
-            let [nodes, pods, services, slices] = lists(ctx);
+            let [nodes, pods, services, slices, _, _] = lists(ctx);
             let g = crate::graph::Graph::from_objects(
                 &ctx.lab, external, &nodes, &pods, &services, &slices,
             );
@@ -283,7 +283,7 @@ async fn serve(
 
 /// The lab's nodes, pods, services and endpointslices now, as the API
 /// lists them.
-fn lists(ctx: &Ctx) -> [Value; 4] {
+fn lists(ctx: &Ctx) -> [Value; 6] {
     use crate::api::objects::{self, Filter};
     let snapshot = ctx.store.snapshot();
     let now = chrono::Utc::now();
@@ -292,6 +292,8 @@ fn lists(ctx: &Ctx) -> [Value; 4] {
         ("", "pods"),
         ("", "services"),
         ("discovery.k8s.io", "endpointslices"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("", "namespaces"),
     ]
     .map(|(group, plural)| {
         let r = crate::api::resources::find(group, "v1", plural).expect("served");
@@ -321,8 +323,8 @@ async fn trace(req: Request<Incoming>, ctx: &Ctx) -> Response<Body> {
             )
         }
     };
-    let [nodes, pods, services, _] = lists(ctx);
-    let view = crate::trace::run::view(&nodes, &pods, &services);
+    let [nodes, pods, services, _, policies, namespaces] = lists(ctx);
+    let view = crate::trace::run::view(&nodes, &pods, &services, &policies, &namespaces);
     match crate::trace::run::run(&ctx.lab, &asked, &view).await {
         Ok(t) => respond(
             200,
