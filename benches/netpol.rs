@@ -74,24 +74,6 @@ fn linear(n: usize, server: &str, client: &str) -> String {
     t
 }
 
-fn linger_zero(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a linger struct of the right size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
-}
-
 /// One connect from `ns` to `addr` within `timeout`: Ok(time) or the error.
 fn connect(
     ns: &NetNs,
@@ -103,7 +85,7 @@ fn connect(
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 let d = t.elapsed();
-                linger_zero(&s);
+                let _ = common::linger_zero(&s);
                 Ok(d)
             }
             Err(e) => Err(e.kind()),

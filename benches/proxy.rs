@@ -277,7 +277,7 @@ fn latency(sizes: &[u32], results: &mut common::Results) {
                 };
                 times.push(t.elapsed());
                 // RST instead of FIN: no TIME_WAIT pile-up in conntrack.
-                let _ = socket2_linger_zero(&s);
+                let _ = common::linger_zero(&s);
                 drop(s);
             }
             times
@@ -384,30 +384,6 @@ fn grouped(text: &str) -> String {
         ));
     }
     out
-}
-
-/// SO_LINGER {on, 0}: close() sends a RST and leaves no TIME_WAIT behind.
-fn socket2_linger_zero(s: &std::net::TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a linger struct of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 fn run(count: u32, round: usize, results: &mut common::Results) {

@@ -216,16 +216,7 @@ impl World {
                 }
                 let mut tables = String::new();
                 for node in ["node-1", "node-2"] {
-                    let out = self.lab.run(&[
-                        "exec",
-                        &format!("node/{node}"),
-                        "--",
-                        "nft",
-                        "list",
-                        "table",
-                        "ip",
-                        "netlab-policy",
-                    ]);
+                    let out = self.lab.list_table(node, "netlab-policy");
                     writeln!(tables, "{node}:\n{}{}", stdout(&out), common::stderr(&out)).unwrap();
                 }
                 panic!(
@@ -281,16 +272,7 @@ fn the_upstream_truth_tables() {
         &open.clone().set(|_, to, _| ns_of(to) == "x", false),
     );
     // The table on each node holds the policy's pods, and says why.
-    let table = w.lab.ok(&[
-        "exec",
-        "node/node-1",
-        "--",
-        "nft",
-        "list",
-        "table",
-        "ip",
-        "netlab-policy",
-    ]);
+    let table = stdout(&w.lab.list_table("node-1", "netlab-policy"));
     assert!(
         table.contains("reject with icmp admin-prohibited"),
         "{table}"
@@ -520,16 +502,7 @@ fn the_upstream_truth_tables() {
     w.clear();
     w.expect("all open again", &open);
     // No policy left: no table left.
-    let out = w.lab.run(&[
-        "exec",
-        "node/node-1",
-        "--",
-        "nft",
-        "list",
-        "table",
-        "ip",
-        "netlab-policy",
-    ]);
+    let out = w.lab.list_table("node-1", "netlab-policy");
     assert!(
         !out.status.success(),
         "the policy table outlived the policies"

@@ -300,7 +300,19 @@ impl Lab {
     /// `nft list table ip netlab` on node `node` (`node-1`), as a user
     /// reads its rules.
     pub fn node_table(&self, node: &str) -> String {
-        self.ok(&[
+        let out = self.list_table(node, "netlab");
+        assert!(
+            out.status.success(),
+            "nft list table ip netlab on {node} failed:\n{}",
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// `nft list table ip TABLE` on node `node`, as run (it fails when
+    /// the node has no such table).
+    pub fn list_table(&self, node: &str, table: &str) -> Output {
+        self.run(&[
             "exec",
             &format!("node/{node}"),
             "--",
@@ -308,7 +320,7 @@ impl Lab {
             "list",
             "table",
             "ip",
-            "netlab",
+            table,
         ])
     }
 
