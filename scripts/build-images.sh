@@ -13,7 +13,9 @@
 #   bprashanth/nginxhttps:1.0 the nginx image plus the tutorial's HTTPS
 #                             entrypoint: nginx reloaded when /etc/nginx/conf.d
 #                             changes; serves 80 and 443 (certs in /etc/nginx/ssl)
-#   radial/busyboxplus:curl   busybox (all applets) + curl
+#   radial/busyboxplus:curl   busybox (all applets) + curl + perl-base (busybox's
+#                             nc has no UDP: the NetworkPolicy tests serve and
+#                             probe UDP with perl's IO::Socket)
 #
 # Default: each image is imported with
 #     $NETLAB images import-rootfs ROOTFS --tag REF --config CONFIG_JSON
@@ -91,7 +93,7 @@ declare -A REF=(
 declare -A ROOTS=(
     [nginx]="nginx curl busybox-static ca-certificates base-files libc-bin"
     [nginxhttps]="nginx curl busybox-static ca-certificates base-files libc-bin"
-    [busyboxplus-curl]="busybox-static curl ca-certificates"
+    [busyboxplus-curl]="busybox-static curl ca-certificates perl-base"
 )
 # Packages never unpacked (a dependency on them is dropped): packaging and
 # init machinery that only maintainer scripts use, iproute2 (only nginx's

@@ -7,7 +7,8 @@
 # For both images: chroot ROOTFS /bin/sh -c 'hostname; printenv PATH; curl --version'.
 # For nginx: `nginx -t`, then nginx is started in the chroot inside a throwaway
 # network namespace; the welcome page is fetched with the host's curl, the
-# image's own curl and busyboxplus-curl's curl and wget, the access-log line is
+# image's own curl and busyboxplus-curl's curl and wget (and a UDP answer from
+# busyboxplus-curl's perl), the access-log line is
 # checked on nginx's stdout, and exactly that nginx (by pid) is stopped and the
 # namespace deleted.  /dev and /proc are mounted into the chroot only inside a
 # private mount namespace (unshare -m / ip netns exec), so nothing is left
@@ -57,6 +58,14 @@ in_root "$NGX" nginx -V 2>&1 | grep -q -- '--with-http_ssl_module' || die "nginx
 NS=nlimg$$
 LOGDIR=$(mktemp -d)
 PID=
+# run CMD... inside ROOTFS with /dev, in the test's network namespace (perl
+# needs /dev/null; `ip netns exec` gives the command a mount namespace of
+# its own, so the mount goes with it)
+in_ns_root() {
+    local r=$1; shift
+    ip netns exec "$NS" sh -c 'r=$1; shift; mount --rbind /dev "$r/dev" || exit 97
+        exec chroot "$r" env -i PATH='"$PATH_EXPECTED"' "$@"' sh "$r" "$@"
+}
 cleanup() {
     if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
         kill -QUIT "$PID" 2>/dev/null || true
@@ -102,6 +111,20 @@ ip netns exec "$NS" chroot "$BBC" curl -s -A busyboxplus-curl http://127.0.0.1/ 
     || die "busyboxplus-curl's curl failed"
 ip netns exec "$NS" chroot "$BBC" wget -q -O - http://127.0.0.1/ | grep -q 'Welcome to nginx!' \
     || die "busyboxplus-curl's wget failed"
+# UDP (busybox's nc has none): perl answers a datagram; the one perl in
+# the namespace is stopped after (the cleanup's kill of everything in the
+# namespace ends it if this script fails first)
+in_ns_root "$BBC" perl -MIO::Socket::INET -e \
+    '$s = IO::Socket::INET->new(LocalPort => 5353, Proto => "udp") or die; while (defined($p = $s->recv($d, 512))) { $s->send("udp-ok", 0, $p) }' &
+for _ in $(seq 20); do
+    ans=$(in_ns_root "$BBC" perl -MIO::Socket::INET -e \
+        '$s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:5353", Proto => "udp") or die; $s->send("hi"); $r = ""; vec($r, fileno($s), 1) = 1; select($r, undef, undef, 0.3) and defined($s->recv($a, 512)) and print $a' 2>/dev/null) || true
+    [ "$ans" = udp-ok ] && break
+done
+[ "$ans" = udp-ok ] || die "busyboxplus-curl's perl did not answer over UDP (got '$ans')"
+for p in $(ip netns pids "$NS"); do
+    [ "$(cat "/proc/$p/comm" 2>/dev/null)" != perl ] || kill "$p"
+done
 code=$(ip netns exec "$NS" curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/nope) || true
 [ "$code" = 404 ] || die "expected 404 for /nope, got $code"
 sleep 0.3
@@ -120,7 +143,7 @@ for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
 wait "$PID" || true
 PID=
 left=$(ip netns pids "$NS" 2>/dev/null || true)
-[ -z "$left" ] || die "processes left in $NS: $left"
+[ -z "$left" ] || die "processes left in $NS: $(ps -o pid,ppid,args -p "$(echo $left | tr " " ,)")"
 ip netns del "$NS"
 for r in "$NGX" "$BBC"; do
     [ -z "$(ls -A "$r/dev")$(ls -A "$r/proc")" ] || die "$r/dev or $r/proc is not empty afterwards"
