@@ -309,17 +309,22 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                     .find(|(n, _)| n == node)
                     .map(|(_, c)| c.clone())
                     .unwrap_or_else(|| format!("chain {}", e.chain));
-                t.steps.push(Step {
-                    kind: "policy",
-                    text: format!("{node} nft: NetworkPolicy rejects it: {why}"),
-                });
-                dropped_in.get_or_insert_with(|| format!("NetworkPolicy ({why})"));
+                // A retransmitted SYN is rejected again: said once.
+                let text = format!("{node} nft: NetworkPolicy rejects it: {why}");
+                if !t.steps.iter().any(|st| st.text == text) {
+                    t.steps.push(Step {
+                        kind: "policy",
+                        text,
+                    });
+                }
+                dropped_in.get_or_insert_with(|| format!("rejected by NetworkPolicy ({why})"));
             }
             Some(Verdict::Drop) => {
                 if e.chain.ends_with("-endpoints-check") && local_drop.is_none() {
                     local_drop = Some(node);
                 }
-                dropped_in.get_or_insert_with(|| format!("{node} nft chain {}", e.chain));
+                dropped_in
+                    .get_or_insert_with(|| format!("dropped by {node} nft chain {}", e.chain));
                 if e.chain == "reject-chain" {
                     rejected = true;
                 }
@@ -501,7 +506,7 @@ pub fn explain(src: &Source, seen: &Seen, lab: &LabView, mut t: Trace) -> Trace 
                 local_drop.unwrap_or_default()
             ),
             _ => match (&dropped_in, endpoint) {
-                (Some(c), _) => format!("dropped by {c}"),
+                (Some(c), _) => c.clone(),
                 (None, Some(ep)) => format!(
                     "the endpoint {ep} did not accept the connection ({})",
                     t.result
@@ -773,15 +778,7 @@ async fn send(
             );
             return (if r.is_ok() { "sent" } else { "refused" }, t.elapsed());
         }
-        // A blocking connect with a send timeout bounds it (SO_SNDTIMEO).
-        let _ = socket::setsockopt(
-            &sock,
-            socket::sockopt::SendTimeout,
-            &nix::sys::time::TimeVal::new(1, 0),
-        );
-        let r = socket::connect(sock.as_raw_fd(), &SockaddrIn::from(dst));
-        let elapsed = t.elapsed();
-        let outcome = match r {
+        let outcome = match connect(&sock, dst, Duration::from_secs(1)) {
             Ok(()) => "connected",
             Err(nix::errno::Errno::ECONNREFUSED) => "refused",
             Err(nix::errno::Errno::EHOSTUNREACH) | Err(nix::errno::Errno::ENETUNREACH) => {
@@ -789,10 +786,83 @@ async fn send(
             }
             Err(_) => "timeout",
         };
-        (outcome, elapsed)
+        (outcome, t.elapsed())
     })
     .await
     .unwrap_or(("timeout", Duration::ZERO))
+}
+
+/// A TCP connect within `timeout`, that hears an ICMP error even when it
+/// comes back while `connect` itself still holds the socket. In a lab the
+/// whole path runs in one softirq: the rejection of a SYN by a node's rule
+/// (a NetworkPolicy's `reject`) reaches the client's socket before the
+/// `connect` call that sent the SYN has returned, and the kernel then keeps
+/// it only as a "soft" error that `connect` never reports (LockDroppedIcmps
+/// in /proc/net/netstat), so a blocking connect waits for its retransmit.
+/// With IP_RECVERR the error is queued on the socket whatever its lock.
+fn connect(
+    sock: &std::os::fd::OwnedFd,
+    dst: SocketAddrV4,
+    timeout: Duration,
+) -> Result<(), nix::errno::Errno> {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
+    use std::os::fd::{AsFd, AsRawFd};
+    socket::setsockopt(sock, sockopt::Ipv4RecvErr, &true)?;
+    let flags = nix::fcntl::fcntl(sock, nix::fcntl::FcntlArg::F_GETFL)?;
+    nix::fcntl::fcntl(
+        sock,
+        nix::fcntl::FcntlArg::F_SETFL(
+            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+        ),
+    )?;
+    match socket::connect(sock.as_raw_fd(), &SockaddrIn::from(dst)) {
+        Ok(()) => return Ok(()),
+        Err(Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let end = Instant::now() + timeout;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+        let ready = match poll(
+            &mut fds,
+            PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO),
+        ) {
+            Err(Errno::EINTR) => continue,
+            r => r?,
+        };
+        if ready == 0 {
+            return Err(Errno::ETIMEDOUT);
+        }
+        let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+        // A hard error (the socket is closed) first, then a queued one.
+        let err = socket::getsockopt(sock, sockopt::SocketError)?;
+        if err != 0 {
+            return Err(Errno::from_raw(err));
+        }
+        if revents.contains(PollFlags::POLLERR) {
+            let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
+            let mut buf = [0u8; 64];
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = socket::recvmsg::<SockaddrIn>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_ERRQUEUE,
+            )?;
+            for c in msg.cmsgs()? {
+                if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
+                    return Err(Errno::from_raw(e.ee_errno as i32));
+                }
+            }
+            continue;
+        }
+        if revents.contains(PollFlags::POLLOUT) {
+            return Ok(());
+        }
+    }
 }
 
 /// A DNS A query for `name` from `netns` to `server`, as a pod's resolver

@@ -406,7 +406,7 @@ fn a_network_policy_rejection_names_the_policy() {
     );
     assert_eq!(
         t.reason.as_deref(),
-        Some("dropped by NetworkPolicy (default/my-nginx-a ingress denied: isolated by default/deny)")
+        Some("rejected by NetworkPolicy (default/my-nginx-a ingress denied: isolated by default/deny)")
     );
 }
 
