@@ -1,10 +1,11 @@
 //! NetworkPolicy enforced, proven the way Kubernetes' own e2e tests do it
 //! (`test/e2e/network/netpol`): three namespaces `x`, `y`, `z`, three pods
-//! `a`, `b`, `c` in each serving TCP 80 and 81, and for each policy case
-//! the whole reachability matrix probed from every pod to every pod and
-//! port, compared with the expected one (printed as a table when they
-//! differ). Policies go in with the real kubectl, as a user applies them;
-//! probes are curl through `netlab exec`.
+//! `a`, `b`, `c` in each serving TCP and UDP on 80 and 81, and for each
+//! policy case the whole reachability matrix probed from every pod to every
+//! pod, port and protocol, compared with the expected one (printed as a
+//! table when they differ). Policies go in with the real kubectl, as a user
+//! applies them; probes go through `netlab exec`: curl for TCP, perl for
+//! UDP (a datagram out, the server's answer back).
 //!
 //! Root only: `sudo -E cargo test --test netpol`.
 
@@ -19,8 +20,28 @@ use common::{stdout, Lab};
 const KUBECTL: &str = "/usr/bin/kubectl";
 const NAMESPACES: [&str; 3] = ["x", "y", "z"];
 const PODS: [&str; 3] = ["a", "b", "c"];
-const PORTS: [u16; 2] = [80, 81];
+/// Every port a pod serves, by protocol.
+const PORTS: [(u16, &str); 4] = [(80, "tcp"), (81, "tcp"), (80, "udp"), (81, "udp")];
 
+/// A pod's UDP server (perl from the image): on 80 and 81, each datagram
+/// answered with the pod's name (`$ARGV[0]`), by one process per port.
+/// (socat's `UDP-RECVFROM,fork` forks a child per datagram, and under a
+/// burst a child can wait forever for a datagram its sibling took, while
+/// the parent waits for the child: the port goes deaf.)
+const UDP_SERVER: &str = r#"for my $p (80, 81) { next if fork; my $s = IO::Socket::INET->new(LocalPort => $p, Proto => "udp") or die "udp $p: $!"; while (defined(my $peer = $s->recv(my $d, 512))) { $s->send("$ARGV[0]\n", 0, $peer) } exit }"#;
+
+/// A pod's UDP probes, all at once from one process: each argument
+/// `ns/pod,port,ip` gets a datagram, and a line `ns/pod port udp 0` when
+/// that pod answered with its name within a second (1: an ICMP error, such
+/// as a rejection, a wrong answer, or silence).
+const UDP_PROBE: &str = r#"use IO::Socket::INET; use IO::Select;
+my $sel = IO::Select->new; my %want;
+for (@ARGV) { my ($to, $port, $ip) = split /,/; my $s = IO::Socket::INET->new(PeerAddr => "$ip:$port", Proto => "udp") or next; $s->send("probe"); $want{fileno $s} = "$to $port"; $sel->add($s) }
+while ($sel->count) { my @r = $sel->can_read(1) or last; for my $s (@r) { my ($to) = split / /, $want{fileno $s}; my $got; my $ok = defined($s->recv($got, 512)) && $got eq "$to\n"; print "$want{fileno $s} udp ", ($ok ? 0 : 1), "\n"; $sel->remove($s) } }
+print "$want{fileno $_} udp 1\n" for $sel->handles;"#;
+
+/// The lab: each pod serves its name over HTTP (busybox httpd) and UDP
+/// (`UDP_SERVER`).
 fn lab_yaml() -> String {
     let mut y = common::lab_doc(2);
     for ns in NAMESPACES {
@@ -44,10 +65,19 @@ spec:
   containers:
   - name: serve
     image: radial/busyboxplus:curl
-    command: ["sh", "-c", "mkdir -p /www && echo {ns}/{pod} > /www/index.html && httpd -p 81 -h /www && exec httpd -f -p 80 -h /www"]
+    command:
+    - sh
+    - -c
+    - |
+      mkdir -p /www && echo {ns}/{pod} > /www/index.html
+      perl -MIO::Socket::INET -e '{UDP_SERVER}' {ns}/{pod} &
+      httpd -p 81 -h /www
+      exec httpd -f -p 80 -h /www
     ports:
     - {{containerPort: 80, name: serve-80-tcp}}
     - {{containerPort: 81, name: serve-81-tcp}}
+    - {{containerPort: 80, name: serve-80-udp, protocol: UDP}}
+    - {{containerPort: 81, name: serve-81-udp, protocol: UDP}}
     readinessProbe:
       tcpSocket: {{port: 80}}
       periodSeconds: 1
@@ -69,9 +99,10 @@ fn pods() -> Vec<String> {
         .collect()
 }
 
-/// Expected (or probed) reachability: (from, to, port) → connects.
+/// Expected (or probed) reachability: (from, to, port, protocol) → the
+/// server answered.
 #[derive(Clone, PartialEq, Eq)]
-struct Matrix(BTreeMap<(String, String, u16), bool>);
+struct Matrix(BTreeMap<(String, String, u16, &'static str), bool>);
 
 impl Matrix {
     /// Everything `all`, but a pod always reaches itself.
@@ -79,19 +110,19 @@ impl Matrix {
         let mut m = BTreeMap::new();
         for from in pods() {
             for to in pods() {
-                for port in PORTS {
-                    m.insert((from.clone(), to.clone(), port), all || from == to);
+                for (port, proto) in PORTS {
+                    m.insert((from.clone(), to.clone(), port, proto), all || from == to);
                 }
             }
         }
         Matrix(m)
     }
 
-    /// Set every (from, to, port) the predicate picks, but not a pod to
-    /// itself.
-    fn set(mut self, pick: impl Fn(&str, &str, u16) -> bool, value: bool) -> Matrix {
-        for ((from, to, port), v) in self.0.iter_mut() {
-            if from != to && pick(from, to, *port) {
+    /// Set every (from, to, port, protocol) the predicate picks, but not a
+    /// pod to itself.
+    fn set(mut self, pick: impl Fn(&str, &str, u16, &str) -> bool, value: bool) -> Matrix {
+        for ((from, to, port, proto), v) in self.0.iter_mut() {
+            if from != to && pick(from, to, *port, proto) {
                 *v = value;
             }
         }
@@ -100,8 +131,8 @@ impl Matrix {
 
     fn table(&self) -> String {
         let mut s = String::new();
-        for port in PORTS {
-            write!(s, "port {port}\tto:").unwrap();
+        for (port, proto) in PORTS {
+            write!(s, "{proto} {port}\tto:").unwrap();
             for to in pods() {
                 write!(s, " {to}").unwrap();
             }
@@ -109,7 +140,7 @@ impl Matrix {
             for from in pods() {
                 write!(s, "{from}\t   ").unwrap();
                 for to in pods() {
-                    let v = self.0[&(from.clone(), to.clone(), port)];
+                    let v = self.0[&(from.clone(), to.clone(), port, proto)];
                     write!(s, "  {}  ", if v { "." } else { "X" }).unwrap();
                 }
                 s.push('\n');
@@ -144,21 +175,28 @@ impl World {
         World { lab, ips }
     }
 
-    /// Every pod probes every pod and port (the 9 sources side by side).
+    /// Every pod probes every pod, port and protocol, all at once (the 9
+    /// sources side by side, each probing its 36 targets in parallel).
     fn probe(&self) -> Matrix {
         let mut script = String::new();
+        let mut udp = Vec::new();
         for to in pods() {
-            for port in PORTS {
+            let ip = &self.ips[&to];
+            for (port, proto) in PORTS {
+                if proto == "udp" {
+                    udp.push(format!("{to},{port},{ip}"));
+                    continue;
+                }
                 // curl's exit code: 0 connected (and got an answer), 7
                 // refused or rejected, 28 timed out.
                 write!(
                     script,
-                    "curl -s -o /dev/null --connect-timeout 2 -m 3 http://{}:{port}/; echo \"{to} {port} $?\"; ",
-                    self.ips[&to]
+                    "(curl -s -o /dev/null --connect-timeout 2 -m 3 http://{ip}:{port}/; echo \"{to} {port} tcp $?\") & "
                 )
                 .unwrap();
             }
         }
+        write!(script, "perl -e '{UDP_PROBE}' {}; wait", udp.join(" ")).unwrap();
         let results: Vec<(String, String)> = std::thread::scope(|s| {
             let handles: Vec<_> = pods()
                 .into_iter()
@@ -179,9 +217,10 @@ impl World {
         for (from, out) in results {
             for line in out.lines() {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                if let [to, port, code] = f[..] {
+                if let [to, port, proto, code] = f[..] {
+                    let proto = if proto == "tcp" { "tcp" } else { "udp" };
                     m.insert(
-                        (from.clone(), to.to_string(), port.parse().unwrap()),
+                        (from.clone(), to.to_string(), port.parse().unwrap(), proto),
                         code == "0",
                     );
                 }
@@ -205,10 +244,11 @@ impl World {
                     if got.0.get(k) != Some(v) {
                         writeln!(
                             diff,
-                            "  {} -> {} :{}: want {v}, got {:?}",
+                            "  {} -> {} {}/{}: want {v}, got {:?}",
                             k.0,
                             k.1,
                             k.2,
+                            k.3,
                             got.0.get(k)
                         )
                         .unwrap();
@@ -269,7 +309,7 @@ fn the_upstream_truth_tables() {
     );
     w.expect(
         "default deny ingress in x",
-        &open.clone().set(|_, to, _| ns_of(to) == "x", false),
+        &open.clone().set(|_, to, _, _| ns_of(to) == "x", false),
     );
     // The table on each node holds the policy's pods, and says why.
     let table = stdout(&w.lab.list_table("node-1", "netlab-policy"));
@@ -292,29 +332,37 @@ fn the_upstream_truth_tables() {
     ]);
     assert_eq!(ready.trim(), "True", "x/a's readiness probe was denied");
     // `netlab trace` names the policy, from a pod on x/a's node (the
-    // node that judges it).
+    // node that judges it) and from one on the other node; the probe
+    // hears the rejection at once.
     let xa = w.ips["x/a"].clone();
     let subnet = |ip: &str| ip.rsplit_once('.').unwrap().0.to_string();
-    let from = pods()
-        .into_iter()
-        .find(|p| p != "x/a" && subnet(&w.ips[p]) == subnet(&xa))
-        .expect("another pod on x/a's node");
-    let (ns, pod) = from.split_once('/').unwrap();
-    let out = w.lab.run(&[
-        "trace",
-        "-n",
-        ns,
-        &format!("pod/{pod}"),
-        &format!("{xa}:80"),
-    ]);
-    let text = stdout(&out);
-    assert!(
-        text.contains("NetworkPolicy rejects it: x/a ingress denied: isolated by x/deny")
-            && text.contains("pod x/a is isolated for ingress by x/deny")
-            && text.contains(&format!("no policy selects pod {from} for egress")),
-        "trace from {from}:\n{text}{}",
-        common::stderr(&out)
-    );
+    for same_node in [true, false] {
+        let from = pods()
+            .into_iter()
+            .find(|p| p != "x/a" && (subnet(&w.ips[p]) == subnet(&xa)) == same_node)
+            .expect("a pod on each node");
+        let (ns, pod) = from.split_once('/').unwrap();
+        let out = w.lab.run(&[
+            "trace",
+            "-n",
+            ns,
+            &format!("pod/{pod}"),
+            &format!("{xa}:80"),
+        ]);
+        let text = stdout(&out);
+        assert!(
+            text.matches("NetworkPolicy rejects it: x/a ingress denied: isolated by x/deny")
+                .count()
+                == 1
+                && text.contains("pod x/a is isolated for ingress by x/deny")
+                && text.contains(&format!("no policy selects pod {from} for egress"))
+                && text.contains(
+                    "result: unreachable: rejected by NetworkPolicy (x/a ingress denied: isolated by x/deny)"
+                ),
+            "trace from {from}:\n{text}{}",
+            common::stderr(&out)
+        );
+    }
 
     // Allow from the same namespace, on top.
     w.apply(
@@ -327,14 +375,16 @@ fn the_upstream_truth_tables() {
     );
     w.expect(
         "allow from the same namespace",
-        &open
-            .clone()
-            .set(|from, to, _| ns_of(to) == "x" && ns_of(from) != "x", false),
+        &open.clone().set(
+            |from, to, _, _| ns_of(to) == "x" && ns_of(from) != "x",
+            false,
+        ),
     );
     w.clear();
     w.expect("policies deleted", &open);
 
-    // Allow x/a from namespace y (by label), port 80 only.
+    // Allow x/a from namespace y (by label), port 80 only: TCP, the
+    // protocol a port without one defaults to.
     w.apply(
         "from-y",
         &policy(
@@ -345,8 +395,10 @@ fn the_upstream_truth_tables() {
     );
     w.expect(
         "allow x/a from namespace y on 80",
-        &open.clone().set(|_, to, _| to == "x/a", false).set(
-            |from, to, port| to == "x/a" && ns_of(from) == "y" && port == 80,
+        &open.clone().set(|_, to, _, _| to == "x/a", false).set(
+            |from, to, port, proto| {
+                to == "x/a" && ns_of(from) == "y" && port == 80 && proto == "tcp"
+            },
             true,
         ),
     );
@@ -361,12 +413,12 @@ fn the_upstream_truth_tables() {
             "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - from:\n    - namespaceSelector:\n        matchLabels: {ns: \"y\"}\n      podSelector:\n        matchLabels: {pod: b}\n",
         ),
     );
-    let isolated_a = open.clone().set(|_, to, _| to == "x/a", false);
+    let isolated_a = open.clone().set(|_, to, _, _| to == "x/a", false);
     w.expect(
         "one peer with both selectors",
         &isolated_a
             .clone()
-            .set(|from, to, _| to == "x/a" && from == "y/b", true),
+            .set(|from, to, _, _| to == "x/a" && from == "y/b", true),
     );
     // ... and as two peers: every pod of y, and pods b of x.
     w.apply(
@@ -380,7 +432,7 @@ fn the_upstream_truth_tables() {
     w.expect(
         "two peers",
         &isolated_a.clone().set(
-            |from, to, _| to == "x/a" && (ns_of(from) == "y" || from == "x/b"),
+            |from, to, _, _| to == "x/a" && (ns_of(from) == "y" || from == "x/b"),
             true,
         ),
     );
@@ -400,39 +452,46 @@ fn the_upstream_truth_tables() {
         "ipBlock with except",
         &open
             .clone()
-            .set(|from, to, _| to == "x/a" && from == "y/b", false),
+            .set(|from, to, _, _| to == "x/a" && from == "y/b", false),
     );
     w.clear();
 
-    // A named port, and a port range.
-    w.apply(
-        "named",
-        &policy(
-            "x",
-            "named",
-            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - ports:\n    - port: serve-81-tcp\n",
+    // x/a's ingress by port: a named port, a port range (both TCP, the
+    // protocol a port without one defaults to: UDP stays denied), then UDP
+    // by number and by a UDP port's name. Of x/a's four, what each allows:
+    type Allowed = &'static [(u16, &'static str)];
+    let cases: [(&str, &str, Allowed); 3] = [
+        ("named port", "    - port: serve-81-tcp\n", &[(81, "tcp")]),
+        (
+            "endPort range",
+            "    - port: 79\n      endPort: 80\n",
+            &[(80, "tcp")],
         ),
-    );
-    w.expect(
-        "named port",
-        &open
-            .clone()
-            .set(|_, to, port| to == "x/a" && port == 80, false),
-    );
-    w.apply(
-        "named",
-        &policy(
-            "x",
-            "named",
-            "  podSelector:\n    matchLabels: {pod: a}\n  ingress:\n  - ports:\n    - port: 79\n      endPort: 80\n",
+        (
+            "UDP ports",
+            "    - {port: 81, protocol: UDP}\n    - {port: serve-80-udp, protocol: UDP}\n",
+            &[(80, "udp"), (81, "udp")],
         ),
-    );
-    w.expect(
-        "endPort range",
-        &open
-            .clone()
-            .set(|_, to, port| to == "x/a" && port == 81, false),
-    );
+    ];
+    for (case, ports, allowed) in cases {
+        w.apply(
+            "ports",
+            &policy(
+                "x",
+                "ports",
+                &format!(
+                    "  podSelector:\n    matchLabels: {{pod: a}}\n  ingress:\n  - ports:\n{ports}"
+                ),
+            ),
+        );
+        w.expect(
+            case,
+            &open.clone().set(
+                |_, to, port, proto| to == "x/a" && !allowed.contains(&(port, proto)),
+                false,
+            ),
+        );
+    }
     w.clear();
 
     // A label change moves a pod into and out of a policy's peers.
@@ -450,7 +509,7 @@ fn the_upstream_truth_tables() {
         "z/c turned blue",
         &isolated_a
             .clone()
-            .set(|from, to, _| to == "x/a" && from == "z/c", true),
+            .set(|from, to, _, _| to == "x/a" && from == "z/c", true),
     );
     w.kubectl(&["label", "pod", "c", "-n", "z", "team-"]);
     w.expect("z/c is blue no more", &isolated_a);
@@ -469,7 +528,7 @@ fn the_upstream_truth_tables() {
             "  podSelector: {}\n  policyTypes: [Egress]\n",
         ),
     );
-    let no_egress = open.clone().set(|from, _, _| ns_of(from) == "y", false);
+    let no_egress = open.clone().set(|from, _, _, _| ns_of(from) == "y", false);
     w.expect("default deny egress in y", &no_egress);
     let lookup = |ns: &str| {
         w.lab
