@@ -181,5 +181,55 @@ fn network_policies_are_served_as_kube_apiserver_serves_them() {
         rows(&lab.kubectl_ok(OLDEST, &["get", "netpol"])),
         [pair("deny-all", "<none>")]
     );
+
+    // A file with its namespace and who may read in it: netlab's apply
+    // takes every kind a lab file may hold: the namespace first, the
+    // access objects in the file's order, the policy after them.
+    let team = r#"apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: team}
+spec: {podSelector: {}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: robot-view, namespace: team}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{kind: ServiceAccount, name: robot, namespace: team}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: robot, namespace: team}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+"#;
+    let path = lab.dir.path().join("team.yaml");
+    std::fs::write(&path, team).unwrap();
+    assert_eq!(
+        lab.ok(&["apply", "-f", path.to_str().unwrap()]).trim(),
+        "namespace/team created\nrolebinding.rbac.authorization.k8s.io/robot-view created\nserviceaccount/robot created\nnetworkpolicy.networking.k8s.io/deny created"
+    );
+    assert_eq!(
+        lab.kubectl_ok(
+            NEWEST,
+            &[
+                "auth",
+                "can-i",
+                "list",
+                "pods",
+                "-n",
+                "team",
+                "--as",
+                "system:serviceaccount:team:robot"
+            ]
+        )
+        .trim(),
+        "yes"
+    );
+    assert_eq!(
+        rows(&lab.kubectl_ok(NEWEST, &["get", "netpol", "-n", "team"])),
+        [pair("deny", "<none>")]
+    );
     lab.down_clean();
 }

@@ -127,14 +127,31 @@ fn load_objects(files: &[PathBuf]) -> Result<lab::LabSpec> {
 }
 
 /// The objects of lab files as the API takes them, in the order a lab
-/// applies them (Secrets and ConfigMaps first, so pods that mount them
-/// start at once).
+/// applies them (Namespaces and access first, then Secrets and ConfigMaps,
+/// so pods that mount them start at once). Every kind a lab file may hold
+/// is here: none is skipped.
 fn objects_of(spec: &lab::LabSpec) -> Result<Vec<(Kind, Value)>> {
     let mut out: Vec<(Kind, Value)> = Vec::new();
     let mut add = |plural: &str, v: Value| -> Result<()> {
         out.push((get::kind(plural)?, v));
         Ok(())
     };
+    // Namespaces first, then who may do what in them, as kubectl's
+    // order of a file that holds them would usually be.
+    for x in &spec.namespaces {
+        add("namespaces", serde_json::to_value(&x.object)?)?;
+    }
+    for x in &spec.access {
+        use crate::cluster::access::AccessObject as A;
+        let (plural, v) = match &x.object {
+            A::ServiceAccount(o) => ("serviceaccounts", serde_json::to_value(o)?),
+            A::Role(o) => ("roles", serde_json::to_value(o)?),
+            A::RoleBinding(o) => ("rolebindings", serde_json::to_value(o)?),
+            A::ClusterRole(o) => ("clusterroles", serde_json::to_value(o)?),
+            A::ClusterRoleBinding(o) => ("clusterrolebindings", serde_json::to_value(o)?),
+        };
+        add(plural, v)?;
+    }
     for x in &spec.secrets {
         add("secrets", serde_json::to_value(&x.object)?)?;
     }
