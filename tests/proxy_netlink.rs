@@ -283,6 +283,13 @@ fn the_policy_table_is_what_nft_builds() {
                                     first: 8000,
                                     last: 8080,
                                 },
+                                // Matched by protocol number and port
+                                // offset: no SCTP module needed.
+                                Ports {
+                                    proto: Protocol::Sctp,
+                                    first: 3868,
+                                    last: 3868,
+                                },
                             ]),
                         },
                         Allow {

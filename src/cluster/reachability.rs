@@ -532,6 +532,42 @@ mod tests {
     }
 
     #[test]
+    fn protocols_count_and_a_named_port_is_its_name_and_protocol() {
+        // a's `http` is TCP: asked for as UDP, it names no port of a; the
+        // SCTP port stands, and a port with no number is all of its
+        // protocol's.
+        let got = run(json!([{"metadata": {"name": "p", "namespace": "x"},
+            "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [
+                {"port": "http", "protocol": "UDP"},
+                {"port": 3868, "protocol": "SCTP"},
+                {"protocol": "UDP"}]}]}}]));
+        let allows = &got["node-1"][0].ingress.as_ref().unwrap().allows;
+        assert_eq!(allows.len(), 1, "{allows:?}");
+        assert_eq!(
+            allows[0].ports.as_deref().unwrap(),
+            [
+                Ports {
+                    proto: Protocol::Sctp,
+                    first: 3868,
+                    last: 3868
+                },
+                Ports {
+                    proto: Protocol::Udp,
+                    first: 0,
+                    last: u16::MAX
+                }
+            ]
+        );
+        // Only a port that names nothing: the clause allows nothing.
+        let got = run(json!([{"metadata": {"name": "p", "namespace": "x"},
+            "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"ports": [
+                {"port": "http", "protocol": "UDP"}]}]}}]));
+        let d = got["node-1"][0].ingress.as_ref().unwrap();
+        assert_eq!(d.policies, ["x/p"]);
+        assert!(d.allows.is_empty(), "{:?}", d.allows);
+    }
+
+    #[test]
     fn ip_blocks_with_except_and_port_ranges() {
         let got = run(json!([{"metadata": {"name": "p", "namespace": "x"},
             "spec": {"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": [{"from": [

@@ -414,6 +414,45 @@ mod tests {
     }
 
     #[test]
+    fn each_protocol_and_range_is_its_own_rule() {
+        let ports = |proto, first, last| Ports { proto, first, last };
+        let pod = Isolated {
+            ip: ip("10.244.1.5"),
+            pod: "x/a".into(),
+            ingress: None,
+            egress: Some(Direction {
+                policies: vec!["x/p".into()],
+                allows: vec![Allow {
+                    by: "x/p egress[0]".into(),
+                    peers: None,
+                    ports: Some(vec![
+                        ports(Protocol::Udp, 53, 53),
+                        ports(Protocol::Tcp, 53, 53),
+                        ports(Protocol::Sctp, 3868, 3870),
+                    ]),
+                }],
+            }),
+        };
+        let rs = ruleset(&[pod]);
+        let rules: Vec<String> = rs
+            .chain("egress-10.244.1.5")
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        let text = rs.render_in(TABLE);
+        assert_eq!(rules.len(), 5, "{text}");
+        for want in [
+            "meta l4proto tcp th dport 53 return",
+            "meta l4proto udp th dport 53 return",
+            "meta l4proto sctp th dport 3868-3870 return",
+        ] {
+            assert!(rules.iter().any(|r| r.starts_with(want)), "{want}\n{text}");
+        }
+    }
+
+    #[test]
     fn a_peer_label_change_is_an_element_change() {
         let pod = |peers: Vec<(Ipv4Addr, Ipv4Addr)>| Isolated {
             ip: ip("10.244.1.5"),
