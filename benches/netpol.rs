@@ -1,6 +1,10 @@
 //! NetworkPolicy enforcement (root: `sudo cargo bench --bench netpol`), in
-//! one lab of one node with four namespaces, each a `server` pod (busybox
-//! httpd, `app: server`) and a `client` pod (`role: client`):
+//! one lab of one node with four namespaces, each a `server` pod (`app:
+//! server`) and a `client` pod (`role: client`). The server's port 80 is a
+//! socket the bench listens on in the server pod's network namespace and
+//! accepts at once: a server that forks per connection (busybox httpd,
+//! backlog 9) cannot keep up with connects as fast as the kernel answers
+//! them, and every SYN its full queue drops costs a 1 s retransmit.
 //!
 //! - connect latency, client → its server's pod IP, where the server is
 //!   selected by 0 (`p0`), 100 (`p100`) and 1 000 (`p1000`) policies of its
@@ -15,6 +19,11 @@
 //!   from `kubectl delete` to their passing again; and from `kubectl label`
 //!   of the client out of (into) an allowed peer set to its connects being
 //!   rejected (passing). NETLAB_BENCH_NETPOL_CHANGES rounds (default 10).
+//! - the policy twin's work at scale, pure (no kernel): what it recomputes
+//!   on any change of pods, labels or policies (`reachability::isolated`,
+//!   then each node's `policy::ruleset`, then the diff to the applied
+//!   table), for 1 000 pods over 2 nodes in 10 namespaces under 0, 100 and
+//!   1 000 policies, the change being one pod's label.
 
 mod common;
 
@@ -23,7 +32,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{env_or, median, percentile, Results};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use netlab::cluster::reachability;
 use netlab::net::NetNs;
+use netlab::proxy::{policy, Ruleset};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 const PER_ROUND: usize = 50;
@@ -34,7 +47,7 @@ fn lab_yaml(counts: &[(&str, usize)]) -> String {
     for (ns, policies) in counts {
         y.push_str(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: {ns}\n  labels: {{app: server}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: httpd\n    image: radial/busyboxplus:curl\n    command: [\"sh\", \"-c\", \"mkdir -p /www && exec httpd -f -p 80 -h /www\"]\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: {ns}\n  labels: {{app: server}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: sleep\n    image: radial/busyboxplus:curl\n    command: [\"sleep\", \"100000\"]\n---\n\
              apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\n  namespace: {ns}\n  labels: {{role: client}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: sleep\n    image: radial/busyboxplus:curl\n    command: [\"sleep\", \"100000\"]\n---\n"
         ));
         for i in 0..*policies {
@@ -72,6 +85,110 @@ fn linear(n: usize, server: &str, client: &str) -> String {
          add rule ip netlab-linear forward reject with icmp admin-prohibited\n"
     ));
     t
+}
+
+/// 1 000 pods (10 namespaces `n0`…, 100 pods each, `app: app-<i % 20>`,
+/// `role: r-<i % 7>`, alternating over node-1 and node-2) and `policies`
+/// policies spread over the namespaces: each selects one app and allows
+/// port 80 from one role of namespaces labelled `team: t<n % 3>`.
+fn scale_world(policies: usize) -> (Vec<Pod>, Vec<Namespace>, Vec<NetworkPolicy>) {
+    let mut pods = Vec::new();
+    for n in 0..10 {
+        for i in 0..100 {
+            pods.push(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": format!("p{i}"), "namespace": format!("n{n}"),
+                                 "labels": {"app": format!("app-{}", i % 20), "role": format!("r-{}", i % 7)}},
+                    "spec": {"nodeName": format!("node-{}", 1 + i % 2), "containers": [
+                        {"name": "c", "ports": [{"name": "http", "containerPort": 80}]}]},
+                    "status": {"podIP": format!("10.244.{}.{}", 1 + n * 2 + i % 2, 2 + i / 2), "phase": "Running"}
+                }))
+                .unwrap(),
+            );
+        }
+    }
+    let namespaces = (0..10)
+        .map(|n| {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": format!("n{n}"),
+                "labels": {"team": format!("t{}", n % 3), "kubernetes.io/metadata.name": format!("n{n}")}}}))
+            .unwrap()
+        })
+        .collect();
+    let policies = (0..policies)
+        .map(|i| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("allow-{i}"), "namespace": format!("n{}", i % 10)},
+                "spec": {"podSelector": {"matchLabels": {"app": format!("app-{}", i % 20)}},
+                         "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": format!("t{}", i % 3)}},
+                                                "podSelector": {"matchLabels": {"role": format!("r-{}", i % 7)}}}],
+                                      "ports": [{"port": 80}]}]}
+            }))
+            .unwrap()
+        })
+        .collect();
+    (pods, namespaces, policies)
+}
+
+/// What the twin computes for a world: every node's table.
+fn tables(pods: &[Pod], nss: &[Namespace], pols: &[NetworkPolicy]) -> Vec<(String, Ruleset)> {
+    let pods: Vec<&Pod> = pods.iter().collect();
+    let nss: Vec<&Namespace> = nss.iter().collect();
+    let pols: Vec<&NetworkPolicy> = pols.iter().collect();
+    reachability::isolated(&pols, &pods, &nss)
+        .into_iter()
+        .map(|(node, isolated)| (node, policy::ruleset(&isolated)))
+        .collect()
+}
+
+/// The twin's recompute after one pod's label change, at 1 000 pods.
+fn recompute(r: &mut Results) {
+    println!("the policy twin's recompute after one pod's label change, 1 000 pods on 2 nodes (median of 5):");
+    for n in [0usize, 100, 1000] {
+        let (mut pods, nss, pols) = scale_world(n);
+        let mut before = tables(&pods, &nss, &pols);
+        let mut times = Vec::new();
+        let mut commands = 0;
+        for round in 0..5 {
+            // p3 of n0 changes role, back and forth.
+            let role = if round % 2 == 0 { "r-5" } else { "r-3" };
+            pods[3]
+                .metadata
+                .labels
+                .as_mut()
+                .unwrap()
+                .insert("role".into(), role.into());
+            let t = Instant::now();
+            let after = tables(&pods, &nss, &pols);
+            commands = 0;
+            for (node, new) in &after {
+                if let Some((_, old)) = before.iter().find(|(n, _)| n == node) {
+                    commands += netlab::proxy::diff(old, new).commands();
+                }
+            }
+            times.push(t.elapsed());
+            before = after;
+        }
+        let m = median(&times);
+        println!(
+            "  {n} policies: {:.1} ms ({commands} netlink commands for the change)",
+            m.as_secs_f64() * 1e3
+        );
+        r.secs(format!("netpol.recompute.p{n}"), m);
+    }
+}
+
+/// Port 80 of `ns`, accepted (and dropped) by a thread of the bench for as
+/// long as it runs.
+fn serve(ns: &NetNs) {
+    let l = ns
+        .run(|| std::net::TcpListener::bind("0.0.0.0:80"))
+        .expect("entering the server's namespace")
+        .expect("listening on port 80 in the server pod");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
 }
 
 /// One connect from `ns` to `addr` within `timeout`: Ok(time) or the error.
@@ -120,6 +237,7 @@ fn main() {
     let changes: usize = env_or("NETLAB_BENCH_NETPOL_CHANGES", 10);
     let mut r = Results::default();
     r.put("netpol.load", common::load1());
+    recompute(&mut r);
     let lab = format!("bnp{}", common::tag());
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("lab.yaml");
@@ -159,6 +277,7 @@ fn main() {
     for (ns, _) in configs {
         let client = NetNs::open(&netlab::paths::pod_netns(&lab, ns, "client")).expect("client");
         let addr: SocketAddr = format!("{}:80", ip(ns, "server")).parse().unwrap();
+        serve(&NetNs::open(&netlab::paths::pod_netns(&lab, ns, "server")).expect("server"));
         targets.push((ns, client, addr));
     }
     // The linear table for plin's server.
