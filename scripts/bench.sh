@@ -23,7 +23,8 @@
 # throughput against a direct connection to the pod), dns (the cluster DNS's
 # queries per second and latency against dnsmasq in the same namespace),
 # netpol (connect latency under 0, 100 and 1 000 NetworkPolicies against a
-# linear chain of them; kubectl apply/delete/label to the node's verdict).
+# linear chain of them; kubectl apply/delete/label to the node's verdict;
+# the policy twin's recompute at 1 000 pods, in process).
 # Environment knobs are described at the top of each benches/*.rs.
 #
 # Needs root. Installs what is missing with apt (containernetworking-plugins,
