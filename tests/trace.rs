@@ -235,6 +235,11 @@ fn trace_names_service_endpoint_pod_node_and_failure_reasons() {
             .is_some_and(|p| p.starts_with("kube-system/coredns-")),
         "{t:#}"
     );
+    // UDP to a port nobody listens on: the ICMP port unreachable that
+    // comes back makes it refused.
+    let (_, web_ip, _) = pods.iter().find(|(n, _, _)| n.starts_with("web-")).unwrap();
+    let t = trace(&lab, &["pod/client", &format!("{web_ip}:5353"), "--udp"]);
+    assert_eq!(t["result"], "refused", "{t:#}");
 
     // Hairpin: a web pod reaching its own Service meets itself now and
     // then; then the masquerade is explained as hairpin.

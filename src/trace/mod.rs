@@ -760,36 +760,89 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
 }
 
 /// Connects (TCP) or sends one datagram (UDP): the outcome and its time.
+/// A datagram's outcome is `sent`, unless an ICMP error (a closed port, a
+/// rejection) comes back within 100 ms: in a lab it comes at once.
 async fn send(
     sock: std::os::fd::OwnedFd,
     dst: SocketAddrV4,
     proto: Protocol,
 ) -> (&'static str, Duration) {
     tokio::task::spawn_blocking(move || {
-        use nix::sys::socket::{self, SockaddrIn};
-        use std::os::fd::AsRawFd;
         let t = Instant::now();
-        if proto == Protocol::Udp {
-            let r = socket::sendto(
-                sock.as_raw_fd(),
-                b"netlab trace\n",
-                &SockaddrIn::from(dst),
-                socket::MsgFlags::empty(),
-            );
-            return (if r.is_ok() { "sent" } else { "refused" }, t.elapsed());
-        }
-        let outcome = match connect(&sock, dst, Duration::from_secs(1)) {
+        let r = if proto == Protocol::Udp {
+            sendto(&sock, dst, Duration::from_millis(100))
+        } else {
+            connect(&sock, dst, Duration::from_secs(1))
+        };
+        let outcome = match r {
+            Ok(()) if proto == Protocol::Udp => "sent",
             Ok(()) => "connected",
             Err(nix::errno::Errno::ECONNREFUSED) => "refused",
             Err(nix::errno::Errno::EHOSTUNREACH) | Err(nix::errno::Errno::ENETUNREACH) => {
                 "unreachable"
             }
+            Err(_) if proto == Protocol::Udp => "refused",
             Err(_) => "timeout",
         };
         (outcome, t.elapsed())
     })
     .await
     .unwrap_or(("timeout", Duration::ZERO))
+}
+
+/// One datagram to `dst`, then `wait` for an ICMP error about it (queued
+/// with IP_RECVERR: an unconnected UDP socket hears none otherwise).
+fn sendto(
+    sock: &std::os::fd::OwnedFd,
+    dst: SocketAddrV4,
+    wait: Duration,
+) -> Result<(), nix::errno::Errno> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{self, sockopt, MsgFlags, SockaddrIn};
+    use std::os::fd::{AsFd, AsRawFd};
+    socket::setsockopt(sock, sockopt::Ipv4RecvErr, &true)?;
+    socket::sendto(
+        sock.as_raw_fd(),
+        b"netlab trace\n",
+        &SockaddrIn::from(dst),
+        MsgFlags::empty(),
+    )?;
+    // POLLERR is always reported; an answer (POLLIN) ends the wait too.
+    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
+    let ready = poll(
+        &mut fds,
+        PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO),
+    )?;
+    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
+    if ready > 0 && revents.contains(PollFlags::POLLERR) {
+        if let Some(e) = queued_error(sock)? {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The ICMP error queued on `sock` (IP_RECVERR), if any.
+fn queued_error(
+    sock: &std::os::fd::OwnedFd,
+) -> Result<Option<nix::errno::Errno>, nix::errno::Errno> {
+    use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
+    let mut buf = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = socket::recvmsg::<SockaddrIn>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_ERRQUEUE,
+    )?;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
+            return Ok(Some(nix::errno::Errno::from_raw(e.ee_errno as i32)));
+        }
+    }
+    Ok(None)
 }
 
 /// A TCP connect within `timeout`, that hears an ICMP error even when it
@@ -807,7 +860,7 @@ fn connect(
 ) -> Result<(), nix::errno::Errno> {
     use nix::errno::Errno;
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn};
+    use nix::sys::socket::{self, sockopt, SockaddrIn};
     use std::os::fd::{AsFd, AsRawFd};
     socket::setsockopt(sock, sockopt::Ipv4RecvErr, &true)?;
     let flags = nix::fcntl::fcntl(sock, nix::fcntl::FcntlArg::F_GETFL)?;
@@ -843,19 +896,8 @@ fn connect(
             return Err(Errno::from_raw(err));
         }
         if revents.contains(PollFlags::POLLERR) {
-            let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
-            let mut buf = [0u8; 64];
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            let msg = socket::recvmsg::<SockaddrIn>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_ERRQUEUE,
-            )?;
-            for c in msg.cmsgs()? {
-                if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
-                    return Err(Errno::from_raw(e.ee_errno as i32));
-                }
+            if let Some(e) = queued_error(sock)? {
+                return Err(e);
             }
             continue;
         }
