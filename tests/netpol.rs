@@ -380,6 +380,12 @@ fn the_upstream_truth_tables() {
             false,
         ),
     );
+    // An allow-all rule (`ingress: [{}]`) on top: every peer, every port.
+    w.apply(
+        "allow-all",
+        &policy("x", "allow-all", "  podSelector: {}\n  ingress:\n  - {}\n"),
+    );
+    w.expect("allow-all ingress over default deny", &open);
     w.clear();
     w.expect("policies deleted", &open);
 
@@ -545,6 +551,29 @@ fn the_upstream_truth_tables() {
             .success()
     };
     assert!(!lookup("y"), "DNS works from y under default deny egress");
+    // A trace of the DNS query says so, though UDP has no handshake (a
+    // few tries: the probes above spent y/a's ICMP budget, 6 in a row,
+    // then one a second).
+    let trace_dns = || {
+        let out = w
+            .lab
+            .run(&["trace", "-n", "y", "pod/a", "10.0.0.10:53", "--udp"]);
+        format!("{}{}", stdout(&out), common::stderr(&out))
+    };
+    let mut text = trace_dns();
+    for _ in 0..4 {
+        if text.contains("result: unreachable") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        text = trace_dns();
+    }
+    assert!(
+        text.contains(
+            "result: unreachable: rejected by NetworkPolicy (y/a egress denied: isolated by y/deny-egress)"
+        ),
+        "{text}"
+    );
     assert!(lookup("x"));
     w.apply(
         "dns",
@@ -558,6 +587,16 @@ fn the_upstream_truth_tables() {
         lookup("y")
     });
     w.expect("DNS allowed, nothing else", &no_egress);
+    // An allow-all egress rule (`egress: [{}]`): everything out again.
+    w.apply(
+        "allow-all",
+        &policy(
+            "y",
+            "allow-all",
+            "  podSelector: {}\n  policyTypes: [Egress]\n  egress:\n  - {}\n",
+        ),
+    );
+    w.expect("allow-all egress over default deny", &open);
     w.clear();
     w.expect("all open again", &open);
     // No policy left: no table left.
