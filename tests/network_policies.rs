@@ -231,5 +231,10 @@ metadata: {name: team}
         rows(&lab.kubectl_ok(NEWEST, &["get", "netpol", "-n", "team"])),
         [pair("deny", "<none>")]
     );
+    // ... and deletes it all, the namespace last.
+    assert_eq!(
+        lab.ok(&["delete", "-f", path.to_str().unwrap()]).trim(),
+        "networkpolicy.networking.k8s.io \"deny\" deleted\nserviceaccount \"robot\" deleted\nrolebinding.rbac.authorization.k8s.io \"robot-view\" deleted\nnamespace \"team\" deleted"
+    );
     lab.down_clean();
 }

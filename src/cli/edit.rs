@@ -255,7 +255,10 @@ pub async fn delete(args: DeleteArgs, lab: Option<String>) -> Result<i32> {
     let mut targets: Vec<(Kind, String, String)> = Vec::new();
     if !args.files.is_empty() {
         let spec = load_objects(&args.files)?;
-        for (kind, obj) in objects_of(&spec)? {
+        // In the reverse of the order they are applied in: what is in a
+        // namespace before the namespace (whose deletion takes everything
+        // in it at once, and would leave the rest of the file not found).
+        for (kind, obj) in objects_of(&spec)?.into_iter().rev() {
             let (ns, name) = ns_name(&obj);
             targets.push((kind, ns, name));
         }
