@@ -823,6 +823,22 @@ fn start_section(
         secs(floor),
     )
     .unwrap();
+    for (key, v) in fig.0.iter() {
+        let Some(name) = key
+            .strip_prefix("scale.floor.")
+            .and_then(|k| k.strip_suffix(".per_container"))
+        else {
+            continue;
+        };
+        writeln!(
+            m,
+            "{name}'s floor, the same way (`NETLAB_BENCH_SCALE_RUNTIMES`): {} a container \
+             ({} against runc's).\n",
+            secs(v.as_f64()),
+            ratio(v.as_f64(), floor),
+        )
+        .unwrap();
+    }
     if let Some(median) = fig.f("scale.serving.median") {
         writeln!(
             m,

@@ -33,7 +33,8 @@
 //!   (its config.json, a fresh overlay of the same image layers, a
 //!   network namespace made beforehand and a cgroup each), as many at
 //!   once as the lab starts, each from a fresh mount namespace holding
-//!   only its rootfs and network namespace;
+//!   only its rootfs and network namespace; the same for every other OCI
+//!   runtime NETLAB_BENCH_SCALE_RUNTIMES names (`youki,crun`), if any;
 //! - pod start → serving: NETLAB_BENCH_SCALE_PROBES pods created one at a
 //!   time through the API in the big lab, each timed from the request
 //!   until a TCP connect to its port 80 from node-1 succeeds.
@@ -162,7 +163,7 @@ fn up_and_down(
 /// each `runc run -d` started from a fresh mount namespace holding only
 /// its own rootfs and network namespace (`net::MountNs`, as netlab starts
 /// them), so that neither the lab's mounts nor the other bundles' count.
-fn runc_floor(lab: &str, k: usize, parallel: usize) -> Duration {
+fn runc_floor(runtime: &str, lab: &str, k: usize, parallel: usize) -> Duration {
     use futures::StreamExt;
     let pods_dir = netlab::paths::lab_dir(lab).join("pods");
     let bundle = std::fs::read_dir(&pods_dir)
@@ -229,7 +230,7 @@ fn runc_floor(lab: &str, k: usize, parallel: usize) -> Duration {
     let start = Instant::now();
     let failed: Vec<String> = rt.block_on(
         futures::stream::iter(bundles.iter().enumerate().map(|(i, (dir, root, ns))| {
-            let mut cmd = tokio::process::Command::new("runc");
+            let mut cmd = tokio::process::Command::new(runtime);
             cmd.arg("--root")
                 .arg(&state)
                 .args(["run", "-d", "--bundle"])
@@ -251,7 +252,7 @@ fn runc_floor(lab: &str, k: usize, parallel: usize) -> Duration {
     );
     let took = start.elapsed();
     for i in 0..k {
-        let _ = std::process::Command::new("runc")
+        let _ = std::process::Command::new(runtime)
             .arg("--root")
             .arg(&state)
             .args(["delete", "-f", &format!("floor-{tag}-{i}")])
@@ -263,7 +264,7 @@ fn runc_floor(lab: &str, k: usize, parallel: usize) -> Duration {
     for n in netns {
         netlab::net::NetNs::delete(&n).unwrap();
     }
-    assert!(failed.is_empty(), "runc's floor: {failed:?}");
+    assert!(failed.is_empty(), "{runtime}'s floor: {failed:?}");
     took / k as u32
 }
 
@@ -494,14 +495,29 @@ fn main() {
     results.put("scale.served_pods", pod_ok);
     results.put("scale.sampled_pods", pod_ips.len());
 
-    // runc's floor, while the lab idles.
-    let floor = runc_floor(&lab, floor_count, 8);
+    // runc's floor, while the lab idles; and that of any other OCI runtime
+    // named in NETLAB_BENCH_SCALE_RUNTIMES (e.g. `youki,crun`: a binary on
+    // PATH or a path), on the same bundle, for comparison.
+    let floor = runc_floor("runc", &lab, floor_count, 8);
     println!(
         "runc's floor: {:.2} ms a container ({floor_count} bare runc run -d, 8 at a time)",
         ms(floor)
     );
     results.secs("scale.floor.per_container", floor);
     results.put("scale.floor.count", floor_count);
+    let others = std::env::var("NETLAB_BENCH_SCALE_RUNTIMES").unwrap_or_default();
+    for runtime in others.split(',').filter(|r| !r.is_empty()) {
+        let floor = runc_floor(runtime, &lab, floor_count, 8);
+        let name = std::path::Path::new(runtime)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| runtime.to_string());
+        println!(
+            "{name}'s floor: {:.2} ms a container ({floor_count} bare {name} run -d, 8 at a time)",
+            ms(floor)
+        );
+        results.secs(format!("scale.floor.{name}.per_container"), floor);
+    }
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = std::sync::Arc::new(
