@@ -27,6 +27,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,7 +37,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use netlab::cluster::reachability;
 use netlab::net::NetNs;
-use netlab::proxy::{policy, Ruleset};
+use netlab::proxy::Ruleset;
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 const PER_ROUND: usize = 50;
@@ -130,14 +131,12 @@ fn scale_world(policies: usize) -> (Vec<Pod>, Vec<Namespace>, Vec<NetworkPolicy>
 }
 
 /// What the twin computes for a world: every node's table.
-fn tables(pods: &[Pod], nss: &[Namespace], pols: &[NetworkPolicy]) -> Vec<(String, Ruleset)> {
-    let pods: Vec<&Pod> = pods.iter().collect();
-    let nss: Vec<&Namespace> = nss.iter().collect();
-    let pols: Vec<&NetworkPolicy> = pols.iter().collect();
-    reachability::isolated(&pols, &pods, &nss)
-        .into_iter()
-        .map(|(node, isolated)| (node, policy::ruleset(&isolated)))
-        .collect()
+fn tables(pods: &[Pod], nss: &[Namespace], pols: &[NetworkPolicy]) -> BTreeMap<String, Ruleset> {
+    reachability::node_tables(
+        &pols.iter().collect::<Vec<_>>(),
+        &pods.iter().collect::<Vec<_>>(),
+        &nss.iter().collect::<Vec<_>>(),
+    )
 }
 
 /// The twin's recompute after one pod's label change, at 1 000 pods.
@@ -161,7 +160,7 @@ fn recompute(r: &mut Results) {
             let after = tables(&pods, &nss, &pols);
             commands = 0;
             for (node, new) in &after {
-                if let Some((_, old)) = before.iter().find(|(n, _)| n == node) {
+                if let Some(old) = before.get(node) {
                     commands += netlab::proxy::diff(old, new).commands();
                 }
             }
@@ -253,16 +252,11 @@ fn main() {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, common::netlab(&["kubeconfig", "--lab", &lab])).unwrap();
     let kubectl = |args: &[&str]| {
-        let out = Command::new(KUBECTL)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(args)
-            .output()
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        common::run(
+            Command::new(KUBECTL)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(args),
         );
     };
     let ip = |ns: &str, pod: &str| -> String {

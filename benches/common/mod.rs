@@ -152,17 +152,9 @@ pub fn netlab(args: &[&str]) -> String {
 
 /// `netlab` with extra environment (inherited by a lab's process it starts).
 pub fn netlab_with(env: &[(&str, &str)], args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netlab"))
+    run(std::process::Command::new(env!("CARGO_BIN_EXE_netlab"))
         .envs(env.iter().copied())
-        .args(args)
-        .output()
-        .expect("netlab");
-    assert!(
-        out.status.success(),
-        "netlab {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .args(args))
 }
 
 /// `netlab up` of `file` as lab `lab` (with `env`), timed.

@@ -95,6 +95,20 @@ struct Clause<'a> {
     ports: Option<&'a [NetworkPolicyPort]>,
 }
 
+/// Each node's policy table (`proxy::policy`) for the lab's policies,
+/// pods and namespaces: what the policy twin applies (nodes without an
+/// isolated pod are left out: they have no table).
+pub fn node_tables(
+    policies: &[&NetworkPolicy],
+    pods: &[&Pod],
+    namespaces: &[&Namespace],
+) -> BTreeMap<String, crate::proxy::Ruleset> {
+    isolated(policies, pods, namespaces)
+        .into_iter()
+        .map(|(node, isolated)| (node, policy::ruleset(&isolated)))
+        .collect()
+}
+
 /// What every policy of `policies` means for the pods of `pods`, by node
 /// (nodes without an isolated pod are left out).
 pub fn isolated(

@@ -54,11 +54,10 @@ impl Twin {
             let policies: Vec<&NetworkPolicy> = st.network_policies.iter().collect();
             let pods: Vec<&Pod> = st.pods.iter().collect();
             let namespaces: Vec<&Namespace> = st.namespaces.iter().collect();
-            let mut wanted = reachability::isolated(&policies, &pods, &namespaces);
+            let mut wanted = reachability::node_tables(&policies, &pods, &namespaces);
             let mut errors = Vec::new();
             for node in &st.config.nodes {
-                let want = wanted.remove(node).map(|pods| policy::ruleset(&pods));
-                if let Err(e) = self.node(lab, node, want).await {
+                if let Err(e) = self.node(lab, node, wanted.remove(node)).await {
                     errors.push(format!("node {node}: {e}"));
                 }
             }

@@ -603,8 +603,15 @@ pub async fn probe(src: &Source, dst: SocketAddrV4, proto: Protocol) -> anyhow::
     };
     let ip = src.ip;
     let sock = from.run(move || -> nix::Result<std::os::fd::OwnedFd> {
-        let s = socket::socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None)?;
+        let s = socket::socket(
+            AddressFamily::Inet,
+            kind,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
         socket::bind(s.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(ip, 0)))?;
+        // ICMP errors queued whatever the socket's state (see `connect`).
+        socket::setsockopt(&s, socket::sockopt::Ipv4RecvErr, &true)?;
         Ok(s)
     })??;
     let sport = socket::getsockname::<SockaddrIn>(sock.as_raw_fd())?.port();
@@ -790,59 +797,26 @@ async fn send(
     .unwrap_or(("timeout", Duration::ZERO))
 }
 
-/// One datagram to `dst`, then `wait` for an ICMP error about it (queued
-/// with IP_RECVERR: an unconnected UDP socket hears none otherwise).
+/// One datagram to `dst`, then `wait` for an ICMP error about it (the
+/// socket has IP_RECVERR: an unconnected UDP socket hears none otherwise).
 fn sendto(
     sock: &std::os::fd::OwnedFd,
     dst: SocketAddrV4,
     wait: Duration,
 ) -> Result<(), nix::errno::Errno> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::socket::{self, sockopt, MsgFlags, SockaddrIn};
-    use std::os::fd::{AsFd, AsRawFd};
-    socket::setsockopt(sock, sockopt::Ipv4RecvErr, &true)?;
+    use nix::sys::socket::{self, MsgFlags, SockaddrIn};
+    use std::os::fd::AsRawFd;
     socket::sendto(
         sock.as_raw_fd(),
         b"netlab trace\n",
         &SockaddrIn::from(dst),
         MsgFlags::empty(),
     )?;
-    // POLLERR is always reported; an answer (POLLIN) ends the wait too.
-    let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLIN)];
-    let ready = poll(
-        &mut fds,
-        PollTimeout::try_from(wait).unwrap_or(PollTimeout::ZERO),
-    )?;
-    let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-    if ready > 0 && revents.contains(PollFlags::POLLERR) {
-        if let Some(e) = queued_error(sock)? {
-            return Err(e);
-        }
+    // An answer ends the wait too.
+    match ready(sock, nix::poll::PollFlags::POLLIN, Instant::now() + wait) {
+        Err(nix::errno::Errno::ETIMEDOUT) => Ok(()),
+        r => r.map(|_| ()),
     }
-    Ok(())
-}
-
-/// The ICMP error queued on `sock` (IP_RECVERR), if any.
-fn queued_error(
-    sock: &std::os::fd::OwnedFd,
-) -> Result<Option<nix::errno::Errno>, nix::errno::Errno> {
-    use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrIn};
-    use std::os::fd::AsRawFd;
-    let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
-    let mut buf = [0u8; 64];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = socket::recvmsg::<SockaddrIn>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_ERRQUEUE,
-    )?;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
-            return Ok(Some(nix::errno::Errno::from_raw(e.ee_errno as i32)));
-        }
-    }
-    Ok(None)
 }
 
 /// A TCP connect within `timeout`, that hears an ICMP error even when it
@@ -852,57 +826,79 @@ fn queued_error(
 /// `connect` call that sent the SYN has returned, and the kernel then keeps
 /// it only as a "soft" error that `connect` never reports (LockDroppedIcmps
 /// in /proc/net/netstat), so a blocking connect waits for its retransmit.
-/// With IP_RECVERR the error is queued on the socket whatever its lock.
+/// With IP_RECVERR (set on the probe's socket) the error is queued on the
+/// socket whatever its lock.
 fn connect(
     sock: &std::os::fd::OwnedFd,
     dst: SocketAddrV4,
     timeout: Duration,
 ) -> Result<(), nix::errno::Errno> {
     use nix::errno::Errno;
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{self, sockopt, SockaddrIn};
-    use std::os::fd::{AsFd, AsRawFd};
-    socket::setsockopt(sock, sockopt::Ipv4RecvErr, &true)?;
-    let flags = nix::fcntl::fcntl(sock, nix::fcntl::FcntlArg::F_GETFL)?;
-    nix::fcntl::fcntl(
-        sock,
-        nix::fcntl::FcntlArg::F_SETFL(
-            nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
-        ),
-    )?;
+    use std::os::fd::AsRawFd;
     match socket::connect(sock.as_raw_fd(), &SockaddrIn::from(dst)) {
         Ok(()) => return Ok(()),
         Err(Errno::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let end = Instant::now() + timeout;
+    ready(
+        sock,
+        nix::poll::PollFlags::POLLOUT,
+        Instant::now() + timeout,
+    )?;
+    // Writable: connected, or closed by a hard error.
+    match socket::getsockopt(sock, sockopt::SocketError)? {
+        0 => Ok(()),
+        err => Err(Errno::from_raw(err)),
+    }
+}
+
+/// Waits until `sock` has one of `events`, or an error: the ICMP error
+/// queued on it (IP_RECVERR), if any; ETIMEDOUT at `deadline`.
+fn ready(
+    sock: &std::os::fd::OwnedFd,
+    events: nix::poll::PollFlags,
+    deadline: Instant,
+) -> Result<nix::poll::PollFlags, nix::errno::Errno> {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrIn};
+    use std::os::fd::{AsFd, AsRawFd};
     loop {
-        let left = end.saturating_duration_since(Instant::now());
-        let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
-        let ready = match poll(
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [PollFd::new(sock.as_fd(), events)];
+        match poll(
             &mut fds,
             PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO),
         ) {
             Err(Errno::EINTR) => continue,
-            r => r?,
-        };
-        if ready == 0 {
-            return Err(Errno::ETIMEDOUT);
+            Err(e) => return Err(e),
+            Ok(0) => return Err(Errno::ETIMEDOUT),
+            Ok(_) => {}
         }
         let revents = fds[0].revents().unwrap_or(PollFlags::empty());
-        // A hard error (the socket is closed) first, then a queued one.
-        let err = socket::getsockopt(sock, sockopt::SocketError)?;
-        if err != 0 {
-            return Err(Errno::from_raw(err));
+        if !revents.contains(PollFlags::POLLERR) {
+            return Ok(revents);
         }
-        if revents.contains(PollFlags::POLLERR) {
-            if let Some(e) = queued_error(sock)? {
-                return Err(e);
+        let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
+        let mut buf = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match socket::recvmsg::<SockaddrIn>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_ERRQUEUE,
+        ) {
+            Ok(msg) => {
+                for c in msg.cmsgs()? {
+                    if let ControlMessageOwned::Ipv4RecvErr(e, _) = c {
+                        return Err(Errno::from_raw(e.ee_errno as i32));
+                    }
+                }
             }
-            continue;
-        }
-        if revents.contains(PollFlags::POLLOUT) {
-            return Ok(());
+            // Nothing queued: a hard error, which the caller reads.
+            Err(Errno::EAGAIN) => return Ok(revents),
+            Err(e) => return Err(e),
         }
     }
 }
