@@ -160,19 +160,28 @@ impl ClusterState {
             .filter_map(|r| r.metadata.uid.clone())
             .collect();
         // Only pods with no controller, or one no ReplicaSet is, can be
-        // adopted: usually there are none, and no ReplicaSet looks.
-        let orphans = self.pods.iter().any(|p| {
-            p.metadata.deletion_timestamp.is_none()
-                && controller_of(&p.metadata).is_none_or(|o| !uids.contains(&o.uid))
-        });
+        // adopted: usually none or a few (a bare pod, `kubectl run`), and
+        // each ReplicaSet looks at those only (looking at every pod made a
+        // step of a 1 000-pod lab of 500 ReplicaSets cost 25 ms).
+        let orphans = |pods: &Collection<Pod>| -> Vec<usize> {
+            (0..pods.len())
+                .filter(|&i| {
+                    let m = &pods[i].metadata;
+                    m.deletion_timestamp.is_none()
+                        && controller_of(m).is_none_or(|o| !uids.contains(&o.uid))
+                })
+                .collect()
+        };
+        let mut orphaned = orphans(&self.pods);
         // A ReplicaSet's step marks only its own pods and adds pods at the
         // end: the index stays right for the others, unless one adopts.
         let mut by_owner: HashMap<(String, String), Vec<usize>> = owned_index(&self.pods);
         for i in 0..self.replica_sets.len() {
             let rs = self.replica_sets[i].clone();
-            if orphans && self.adopt_pods(&rs, &uids) {
+            if !orphaned.is_empty() && self.adopt_pods(&rs, &orphaned) {
                 changed = true;
                 by_owner = owned_index(&self.pods);
+                orphaned = orphans(&self.pods);
             }
             let rs_uid = rs.metadata.uid.clone().unwrap_or_default();
             let ns = namespace(&rs.metadata).to_string();
@@ -254,26 +263,28 @@ impl ClusterState {
         Ok(changed)
     }
 
-    /// Pods a ReplicaSet's selector matches that no controller owns, and
-    /// pods that name it as their controller with a uid no ReplicaSet has
-    /// (state written before ReplicaSets were objects), become its own.
-    fn adopt_pods(&mut self, rs: &ReplicaSet, rs_uids: &HashSet<String>) -> bool {
+    /// Of the `orphaned` pods (no controller, or one with a uid no
+    /// ReplicaSet has: state written before ReplicaSets were objects),
+    /// those whose controller is this ReplicaSet by name, or that have
+    /// none and match its selector, become its own.
+    fn adopt_pods(&mut self, rs: &ReplicaSet, orphaned: &[usize]) -> bool {
         let ns = namespace(&rs.metadata).to_string();
         let rs_name = rs.metadata.name.clone().unwrap_or_default();
         let selector = rs.spec.as_ref().and_then(|s| selector_of(&s.selector));
         let mut changed = false;
-        for mut p in self.pods.iter_mut() {
-            let m = &p.metadata;
-            if m.deletion_timestamp.is_some() || namespace(m) != ns {
+        for &i in orphaned {
+            let m = &self.pods[i].metadata;
+            if namespace(m) != ns {
                 continue;
             }
             let adopt = match controller_of(m) {
-                Some(o) => o.kind == "ReplicaSet" && o.name == rs_name && !rs_uids.contains(&o.uid),
+                Some(o) => o.kind == "ReplicaSet" && o.name == rs_name,
                 None => selector
                     .as_ref()
                     .is_some_and(|s| s.matches(m.labels.as_ref())),
             };
             if adopt {
+                let p = &mut self.pods[i];
                 let refs = p.metadata.owner_references.get_or_insert_with(Vec::new);
                 refs.retain(|o| o.controller != Some(true));
                 refs.push(owner_ref("apps/v1", "ReplicaSet", &rs.metadata));

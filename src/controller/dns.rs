@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::cluster::{dns as cdns, state, ClusterState};
+use crate::dns::zone::Inputs;
 use crate::dns::{Handler, Server, SharedZone, Zone};
 use crate::net::NetNs;
 use crate::paths;
@@ -20,12 +21,19 @@ impl DnsServers {
     /// Starts following the lab's store; servers start in [`sync`].
     pub fn start(store: &ObjectStore) -> DnsServers {
         let mut changes = store.subscribe();
-        let zone = SharedZone::new(Zone::build(&changes.borrow_and_update().state));
+        let first = changes.borrow_and_update().state.clone();
+        let zone = SharedZone::new(Zone::build(&first));
+        let mut built = Inputs::of(&first);
         let shared = zone.clone();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
                 let st = changes.borrow_and_update().state.clone();
-                shared.set(Zone::build(&st));
+                // Statuses alone (most commits) leave the zone as it is.
+                let inputs = Inputs::of(&st);
+                if !inputs.same(&built) {
+                    shared.set(Zone::build(&st));
+                    built = inputs;
+                }
             }
         });
         DnsServers {

@@ -340,6 +340,72 @@ impl Zone {
     }
 }
 
+/// What [`Zone::build`] reads of a state: its Services, the Endpoints of
+/// the headless ones, and the addresses of the pods. A state whose inputs
+/// are those of the last zone makes the same zone, and is not built again:
+/// most commits change statuses only, and a zone of 10 000 Services took
+/// tens of ms of a core at each.
+pub struct Inputs {
+    services: crate::cluster::Collection<k8s_openapi::api::core::v1::Service>,
+    headless: Vec<std::sync::Arc<k8s_openapi::api::core::v1::Endpoints>>,
+    pods: Vec<(Ipv4Addr, String)>,
+}
+
+impl Inputs {
+    pub fn of(st: &ClusterState) -> Inputs {
+        let headless: HashSet<(&str, &str)> = st
+            .services
+            .iter()
+            .filter(|s| {
+                s.spec
+                    .as_ref()
+                    .is_some_and(|p| p.cluster_ip.as_deref() == Some("None"))
+            })
+            .map(|s| {
+                (
+                    state::namespace(&s.metadata),
+                    s.metadata.name.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        Inputs {
+            services: st.services.clone(),
+            headless: st
+                .endpoints
+                .shared()
+                .iter()
+                .filter(|e| {
+                    headless.contains(&(
+                        state::namespace(&e.metadata),
+                        e.metadata.name.as_deref().unwrap_or_default(),
+                    ))
+                })
+                .cloned()
+                .collect(),
+            pods: st
+                .pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| {
+                    Some((state::pod_ip(p)?, state::namespace(&p.metadata).to_string()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether a zone built from `self` would be the one built from `other`.
+    pub fn same(&self, other: &Inputs) -> bool {
+        self.services.same(&other.services)
+            && self.headless.len() == other.headless.len()
+            && self
+                .headless
+                .iter()
+                .zip(&other.headless)
+                .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+            && self.pods == other.pods
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +517,31 @@ spec:
             Answer::Records { answers, .. } => answers.iter().map(|r| r.data.to_string()).collect(),
             other => vec![format!("{other:?}")],
         }
+    }
+
+    #[test]
+    fn a_zone_is_built_again_only_when_its_inputs_change() {
+        let st = cluster(false);
+        let before = Inputs::of(&st);
+        assert!(Inputs::of(&st.clone()).same(&before));
+        // A status that no headless Service's endpoints show yet.
+        let mut s = st.clone();
+        for mut p in &mut s.pods {
+            crate::controller::pods::set_ready(&mut p, true);
+        }
+        assert!(Inputs::of(&s).same(&before));
+        // The endpoints follow: the headless ones name the pods now.
+        s.refresh_endpoints();
+        assert!(!Inputs::of(&s).same(&before));
+        // A pod going away takes its A record along.
+        let mut s = st.clone();
+        s.pods[0].metadata.deletion_timestamp =
+            Some(crate::cluster::state::time(chrono::Utc::now()));
+        assert!(!Inputs::of(&s).same(&before));
+        // A Service changed.
+        let mut s = st.clone();
+        s.services[0].metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(!Inputs::of(&s).same(&before));
     }
 
     #[test]
