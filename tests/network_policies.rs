@@ -153,7 +153,7 @@ fn network_policies_are_served_as_kube_apiserver_serves_them() {
     let out = lab.kubectl(NEWEST, &["apply", "-f", path.to_str().unwrap()]);
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(
-        stderr(&out).contains("The NetworkPolicy \"bad\" is invalid: spec.egress[0].ports[0].endPort: Invalid value: 40: must be greater than or equal to `port`"),
+        stderr(&out).contains("The NetworkPolicy \"bad\" is invalid: spec.egress[0].ports[0].endPort: Invalid value: 53: must be greater than or equal to `port`"),
         "{}",
         stderr(&out)
     );

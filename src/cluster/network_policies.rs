@@ -193,9 +193,11 @@ fn port(p: &NetworkPolicyPort, at: &str, errs: &mut Vec<FieldError>) {
             }
             if let Some(e) = end_port {
                 if e < *n {
+                    // kube-apiserver names the port's value here, not
+                    // endPort's (`field.Invalid(…endPort, port.IntVal, …)`).
                     errs.push(invalid(
                         end.clone(),
-                        Value::Int(e),
+                        Value::Int(*n),
                         "must be greater than or equal to `port`",
                     ));
                 }
@@ -403,7 +405,7 @@ mod tests {
             (
                 "endPort below port",
                 "ingress: [{ports: [{port: 80, endPort: 70}]}]",
-                &["spec.ingress[0].ports[0].endPort: Invalid value: 70: must be greater than or equal to `port`"],
+                &["spec.ingress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`"],
             ),
             (
                 "endPort without a port",

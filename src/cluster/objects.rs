@@ -1286,7 +1286,7 @@ mod tests {
             "{e}"
         );
         let e = apply(&mut st, &bad, Mode::Apply, now, &mut rng).unwrap_err();
-        assert_eq!(e.to_string(), "NetworkPolicy \"db\" is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 80: must be greater than or equal to `port`");
+        assert_eq!(e.to_string(), "NetworkPolicy \"db\" is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 5432: must be greater than or equal to `port`");
         assert_eq!(get_json(&st, &target).unwrap(), v, "unchanged");
 
         let mut egress = v.clone();
