@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{
     ContainerStateWaiting, ContainerStatus, Pod, PodCondition, Secret, Service,
 };
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -1050,9 +1050,10 @@ fn probe_until(mut targets: Vec<Target>, deadline: Instant) -> Vec<Target> {
         let round = Instant::now();
         let n = targets.len();
         let mut errs: HashMap<String, usize> = HashMap::new();
-        for t in targets {
-            match TcpStream::connect_timeout(&t.addr, Duration::from_millis(200)) {
-                Ok(_) => continue,
+        let answers = connect_all(&targets, Duration::from_millis(200));
+        for (t, answer) in targets.into_iter().zip(answers) {
+            match answer {
+                Ok(()) => continue,
                 Err(e) => *errs.entry(e.kind().to_string()).or_default() += 1,
             }
             if t.alive() {
@@ -1069,6 +1070,91 @@ fn probe_until(mut targets: Vec<Target>, deadline: Instant) -> Vec<Target> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// A TCP connect to every target at once (non-blocking, waited for
+/// together, at most `wait`): whether each answered. One at a time, the
+/// 500 pods of a node took 0.7–0.9 s of the scale lab's `up`.
+fn connect_all(targets: &[Target], wait: Duration) -> Vec<std::io::Result<()>> {
+    use nix::errno::Errno;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+    let mut answers: Vec<Option<std::io::Result<()>>> = targets.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, OwnedFd)> = Vec::new();
+    // In batches, so that a node of many pods stays well within the
+    // process's file descriptors.
+    for batch in (0..targets.len()).collect::<Vec<_>>().chunks(256) {
+        for &i in batch {
+            let std::net::SocketAddr::V4(addr) = targets[i].addr else {
+                answers[i] = Some(Err(std::io::Error::other("not an IPv4 address")));
+                continue;
+            };
+            let started = socket::socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .and_then(|fd| {
+                match socket::connect(fd.as_raw_fd(), &SockaddrIn::from(addr)) {
+                    Ok(()) => Ok(None),
+                    Err(Errno::EINPROGRESS) => Ok(Some(fd)),
+                    Err(e) => Err(e),
+                }
+            });
+            match started {
+                Ok(Some(fd)) => pending.push((i, fd)),
+                Ok(None) => answers[i] = Some(Ok(())),
+                Err(e) => answers[i] = Some(Err(e.into())),
+            }
+        }
+        let deadline = Instant::now() + wait;
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut fds: Vec<PollFd> = pending
+                .iter()
+                .map(|(_, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLOUT))
+                .collect();
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO),
+            ) {
+                Err(Errno::EINTR) => continue,
+                Err(_) | Ok(0) => break,
+                Ok(_) => {}
+            }
+            let done: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            drop(fds);
+            let mut still = Vec::new();
+            for ((i, fd), done) in std::mem::take(&mut pending).into_iter().zip(done) {
+                if !done {
+                    still.push((i, fd));
+                    continue;
+                }
+                // Writable: connected, or refused (the error says which).
+                answers[i] = Some(match socket::getsockopt(&fd, sockopt::SocketError) {
+                    Ok(0) => Ok(()),
+                    Ok(e) => Err(std::io::Error::from_raw_os_error(e)),
+                    Err(e) => Err(e.into()),
+                });
+            }
+            pending = still;
+        }
+        for (i, _) in pending.drain(..) {
+            answers[i] = Some(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into())))
+        .collect()
 }
 
 /// `Some(start time)` when the store believes the container runs.
@@ -1121,6 +1207,36 @@ pub fn exited_with(
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::PodStatus;
+
+    #[test]
+    fn connects_to_every_target_at_once() {
+        let listeners: Vec<std::net::TcpListener> = (0..300)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        // A port nothing listens on: bound, then let go.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let target = |addr| Target {
+            pod: "p".into(),
+            addr,
+            pids: vec![],
+        };
+        let mut targets: Vec<Target> = listeners
+            .iter()
+            .map(|l| target(l.local_addr().unwrap()))
+            .collect();
+        targets.push(target(closed));
+        let answers = connect_all(&targets, Duration::from_secs(2));
+        assert_eq!(answers.len(), 301);
+        // More than one batch of 256, all answered.
+        assert!(answers[..300].iter().all(|a| a.is_ok()), "{answers:?}");
+        assert_eq!(
+            answers[300].as_ref().unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+    }
 
     fn waiting(reason: &str, container_id: Option<&str>) -> ContainerStatus {
         let mut cs = image_waiting(&Container::default(), reason, "why");
