@@ -1080,14 +1080,18 @@ fn connect_all(targets: &[Target], wait: Duration) -> Vec<std::io::Result<()>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-    let mut answers: Vec<Option<std::io::Result<()>>> = targets.iter().map(|_| None).collect();
+    // Every target's answer; one not heard by the deadline timed out.
+    let mut answers: Vec<std::io::Result<()>> = targets
+        .iter()
+        .map(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        .collect();
     let mut pending: Vec<(usize, OwnedFd)> = Vec::new();
     // In batches, so that a node of many pods stays well within the
     // process's file descriptors.
-    for batch in (0..targets.len()).collect::<Vec<_>>().chunks(256) {
-        for &i in batch {
+    for first in (0..targets.len()).step_by(256) {
+        for i in first..(first + 256).min(targets.len()) {
             let std::net::SocketAddr::V4(addr) = targets[i].addr else {
-                answers[i] = Some(Err(std::io::Error::other("not an IPv4 address")));
+                answers[i] = Err(std::io::Error::other("not an IPv4 address"));
                 continue;
             };
             let started = socket::socket(
@@ -1105,8 +1109,8 @@ fn connect_all(targets: &[Target], wait: Duration) -> Vec<std::io::Result<()>> {
             });
             match started {
                 Ok(Some(fd)) => pending.push((i, fd)),
-                Ok(None) => answers[i] = Some(Ok(())),
-                Err(e) => answers[i] = Some(Err(e.into())),
+                Ok(None) => answers[i] = Ok(()),
+                Err(e) => answers[i] = Err(e.into()),
             }
         }
         let deadline = Instant::now() + wait;
@@ -1139,22 +1143,18 @@ fn connect_all(targets: &[Target], wait: Duration) -> Vec<std::io::Result<()>> {
                     continue;
                 }
                 // Writable: connected, or refused (the error says which).
-                answers[i] = Some(match socket::getsockopt(&fd, sockopt::SocketError) {
+                answers[i] = match socket::getsockopt(&fd, sockopt::SocketError) {
                     Ok(0) => Ok(()),
                     Ok(e) => Err(std::io::Error::from_raw_os_error(e)),
                     Err(e) => Err(e.into()),
-                });
+                };
             }
             pending = still;
         }
-        for (i, _) in pending.drain(..) {
-            answers[i] = Some(Err(std::io::ErrorKind::TimedOut.into()));
-        }
+        // Not heard by the deadline: timed out (closed here).
+        pending.clear();
     }
     answers
-        .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into())))
-        .collect()
 }
 
 /// `Some(start time)` when the store believes the container runs.
